@@ -1,0 +1,56 @@
+//! What the operator reports about an EncryptionPolicy.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Observed state, written by the operator.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionPolicyStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Accepted` (the spec is valid) and `SafeToEnforce` (no plaintext reached the covered
+    /// workloads for a whole window).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Where the rollout stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<EncryptionPhase>,
+    /// The share of callers originating mTLS now, 0 to 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_percent: Option<u32>,
+    /// When the current step began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<Time>,
+    /// Requests the covered workloads received, by kind, as reported by their proxies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficCounts>,
+}
+
+/// Where an encryption rollout stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum EncryptionPhase {
+    /// No caller originates mTLS.
+    Plaintext,
+    /// Some callers originate mTLS.
+    RollingOut,
+    /// Every meshed caller originates mTLS; servers still accept plaintext.
+    Encrypted,
+    /// Servers accept mTLS only.
+    Strict,
+}
+
+/// Request counts over a sliding window.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficCounts {
+    /// Requests that arrived over mTLS.
+    pub mtls_requests: u64,
+    /// Requests that arrived in plaintext.
+    pub plaintext_requests: u64,
+    /// The window's length in seconds.
+    pub window_seconds: u64,
+}
