@@ -7,6 +7,7 @@
 
 pub mod cel;
 pub mod common;
+pub mod decode;
 pub mod encryption_policy;
 pub mod limits;
 pub mod render;
@@ -21,6 +22,7 @@ use kube::CustomResourceExt;
 pub use encryption_policy::{EncryptionPolicy, EncryptionPolicySpec};
 pub use self_healing::{SelfHealing, SelfHealingSpec};
 pub use traffic_route::{TrafficRoute, TrafficRouteSpec};
+pub use decode::decode;
 pub use validation::{FieldPath, Validate, ValidationError, ValidationErrors};
 
 /// The API group of every braid resource.

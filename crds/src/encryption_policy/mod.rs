@@ -26,6 +26,7 @@ use crate::limits;
     status = "EncryptionPolicyStatus",
     shortname = "encp",
     category = "braid",
+    derive = "PartialEq",
     printcolumn(name = "MODE", type_ = "string", json_path = ".spec.mode"),
     printcolumn(name = "PHASE", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "PERCENT", type_ = "integer", json_path = ".status.currentPercent"),

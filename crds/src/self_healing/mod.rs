@@ -28,6 +28,7 @@ use crate::common::WorkloadSelector;
     status = "SelfHealingStatus",
     shortname = "heal",
     category = "braid",
+    derive = "PartialEq",
     printcolumn(name = "ACTION", type_ = "string", json_path = ".spec.healing.action"),
     printcolumn(name = "UNHEALTHY", type_ = "string", json_path = ".status.unhealthy[*].pod"),
     printcolumn(name = "AGE", type_ = "date", json_path = ".metadata.creationTimestamp"),

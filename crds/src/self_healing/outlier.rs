@@ -1,5 +1,6 @@
 //! Outlier detection: when a caller's proxy ejects an endpoint.
 
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -45,8 +46,10 @@ pub struct OutlierDetection {
 }
 
 /// Ejection by error rate over a sliding window.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.threshold > 0.0")
+    .message("threshold must be above 0: a rate of 0 would eject on the first error"))]
 pub struct ErrorRate {
     /// Eject when the share of failed requests exceeds this, above 0 and at most 1.
     #[schemars(range(min = 0.0, max = 1.0))]

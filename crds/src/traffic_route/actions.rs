@@ -88,7 +88,8 @@ pub struct RetryPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_try_timeout: Option<Duration>,
     /// Which failures are retried. Absent: `connect-failure`, `refused-stream` and `reset`,
-    /// which are safe because the server cannot have acted on the request.
+    /// which are safe because the server cannot have acted on the request. Quote the key
+    /// in YAML (`"on": [reset]`): kubectl reads YAML 1.1, where a bare `on` means `true`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = limits::MAX_RETRY_ON), extend("x-kubernetes-list-type" = "set"))]
     pub on: Vec<RetryOn>,

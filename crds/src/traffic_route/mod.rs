@@ -33,6 +33,7 @@ use crate::validation::{HOST_PATTERN, NAME_PATTERN};
     status = "TrafficRouteStatus",
     shortname = "tr",
     category = "braid",
+    derive = "PartialEq",
     printcolumn(name = "HOST", type_ = "string", json_path = ".spec.host"),
     printcolumn(name = "RULES", type_ = "string", json_path = ".spec.rules[*].name"),
     printcolumn(

@@ -1,0 +1,117 @@
+//! Every example under manifests/examples/ is what a user would apply: the API server
+//! takes it, braid's validate() takes it, and it survives YAML → type → YAML.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::fs;
+
+use braid_crds::{EncryptionPolicy, SelfHealing, TrafficRoute};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use support::{api_server_errors, braid_validate, repo_root, typed, yaml_docs};
+
+fn examples() -> Vec<(String, String)> {
+    let dir = repo_root().join("manifests/examples");
+    let mut files: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, fs::read_to_string(&p).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn there_is_an_example_for_every_scenario_of_the_issue() {
+    let names: Vec<String> = examples().into_iter().map(|(n, _)| n).collect();
+    assert!(names.len() >= 9, "expected at least 9 examples, found {names:?}");
+}
+
+#[test]
+fn the_api_server_and_validate_accept_every_example() {
+    for (name, text) in examples() {
+        for doc in yaml_docs(&text) {
+            let errors = api_server_errors(&doc);
+            assert!(errors.is_empty(), "{name}: the API server would refuse it:\n{}", errors.join("\n"));
+            if let Err(e) = braid_validate(&doc) {
+                panic!("{name}: validate() refuses it:\n{e}");
+            }
+        }
+    }
+}
+
+/// Every field the user wrote comes back with the same value (defaults may be added).
+fn assert_contains(written: &Value, back: &Value, path: &str, file: &str) {
+    match (written, back) {
+        (Value::Object(w), Value::Object(b)) => {
+            for (k, v) in w {
+                let b = b.get(k).unwrap_or_else(|| panic!("{file}: {path}.{k} lost on round trip"));
+                assert_contains(v, b, &format!("{path}.{k}"), file);
+            }
+        }
+        (Value::Array(w), Value::Array(b)) => {
+            assert_eq!(w.len(), b.len(), "{file}: {path} changed length");
+            for (i, (w, b)) in w.iter().zip(b).enumerate() {
+                assert_contains(w, b, &format!("{path}[{i}]"), file);
+            }
+        }
+        (Value::Number(w), Value::Number(b)) => {
+            assert_eq!(w.as_f64(), b.as_f64(), "{file}: {path} changed");
+        }
+        (w, b) => assert_eq!(w, b, "{file}: {path} changed"),
+    }
+}
+
+fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
+    doc: &Value,
+    file: &str,
+) {
+    let first: T = typed(doc);
+    let yaml = serde_norway::to_string(&first).unwrap();
+    let back: Value = serde_norway::from_str(&yaml).unwrap();
+    assert_contains(doc, &back, "", file);
+    let second: T = serde_norway::from_str(&yaml).unwrap();
+    assert_eq!(first, second, "{file}: YAML → type → YAML → type changed the value");
+}
+
+#[test]
+fn every_example_round_trips() {
+    for (name, text) in examples() {
+        for doc in yaml_docs(&text) {
+            match doc["kind"].as_str().unwrap() {
+                "TrafficRoute" => round_trip::<TrafficRoute>(&doc, &name),
+                "EncryptionPolicy" => round_trip::<EncryptionPolicy>(&doc, &name),
+                "SelfHealing" => round_trip::<SelfHealing>(&doc, &name),
+                other => panic!("{name}: unexpected kind {other}"),
+            }
+        }
+    }
+}
+
+/// kubectl reads YAML 1.1, where unquoted y/n/yes/no/on/off are booleans; a string field
+/// written that way would arrive as `true`. Examples quote such strings.
+#[test]
+fn examples_quote_yaml_1_1_booleans() {
+    let risky = ["y", "n", "yes", "no", "on", "off", "Y", "N", "Yes", "No", "On", "Off", "YES", "NO", "ON", "OFF"];
+    for (name, text) in examples() {
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split('#').next().unwrap_or_default();
+            for token in code.split(|c: char| c.is_whitespace() || ",:{}[]-".contains(c)) {
+                assert!(
+                    !risky.contains(&token),
+                    "{name}:{}: unquoted {token:?} is a boolean to kubectl; quote it",
+                    i + 1
+                );
+            }
+        }
+    }
+}
