@@ -14,8 +14,10 @@ pub const MAX_HOST_LENGTH: u32 = 253;
 pub const MAX_NAME_LENGTH: u32 = 63;
 /// Groups in one TrafficRoute.
 pub const MAX_GROUPS: u32 = 16;
-/// Rules in one TrafficRoute.
-pub const MAX_RULES: u32 = 64;
+/// Rules in one TrafficRoute. With MAX_DESTINATIONS and MAX_GROUPS this bounds the
+/// "every routed group exists" rule (rules × destinations × groups name comparisons)
+/// inside the per-rule CEL cost budget.
+pub const MAX_RULES: u32 = 32;
 /// Alternatives in one rule's `match` (ORed).
 pub const MAX_MATCHES: u32 = 8;
 /// Header conditions in one match (ANDed).

@@ -1,8 +1,10 @@
 //! Types shared by the three resources.
 
 mod duration;
+mod labels;
 mod selector;
 
+pub use labels::{label_map_schema, non_empty_label_map_schema};
 pub use duration::{DURATION_MAX_LENGTH, DURATION_PATTERN, Duration, DurationError};
 pub use selector::{SelectorOperator, SelectorRequirement, WorkloadSelector};
 

@@ -14,7 +14,7 @@ use crate::limits;
 pub struct WorkloadSelector {
     /// Labels a pod must carry, all of them, with these exact values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = limits::MAX_LABELS))]
+    #[schemars(schema_with = "crate::common::label_map_schema")]
     pub match_labels: BTreeMap<String, String>,
     /// Further requirements, all of which must hold (ANDed with `matchLabels`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -84,7 +84,7 @@ pub struct Group {
     #[schemars(length(min = 1, max = limits::MAX_NAME_LENGTH), regex(pattern = NAME_PATTERN))]
     pub name: String,
     /// Pods carrying all of these labels belong to the group.
-    #[schemars(extend("minProperties" = 1, "maxProperties" = limits::MAX_LABELS))]
+    #[schemars(schema_with = "crate::common::non_empty_label_map_schema")]
     pub labels: BTreeMap<String, String>,
 }
 

@@ -26,7 +26,7 @@ pub struct RequestMatch {
     /// Labels the calling pod must carry. Resolved when config is compiled: a caller
     /// only receives the rules that can match it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = limits::MAX_LABELS))]
+    #[schemars(schema_with = "crate::common::label_map_schema")]
     pub source_labels: BTreeMap<String, String>,
 }
 

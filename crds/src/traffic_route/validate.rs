@@ -94,7 +94,9 @@ fn missing_group(name: &str, groups: &[&str]) -> String {
     if groups.is_empty() {
         format!("no group {name:?}: spec.groups is empty; add a group with that name and its labels")
     } else {
-        format!("no group {name:?} in spec.groups (have: {})", groups.join(", "))
+        let have: BTreeSet<&str> = groups.iter().copied().collect();
+        let have: Vec<&str> = have.into_iter().collect();
+        format!("no group {name:?} in spec.groups (have: {})", have.join(", "))
     }
 }
 
