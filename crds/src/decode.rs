@@ -8,7 +8,9 @@ use crate::validation::{FieldPath, Validate, ValidationError, ValidationErrors};
 /// Deserialises `value` into `T` and validates it. A field of the wrong type or an
 /// unknown enum value comes back as `spec.mode: unknown variant ...` rather than an
 /// error without a place.
-pub fn decode<T: DeserializeOwned + Validate>(value: &serde_json::Value) -> Result<T, ValidationErrors> {
+pub fn decode<T: DeserializeOwned + Validate>(
+    value: &serde_json::Value,
+) -> Result<T, ValidationErrors> {
     let resource: T = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         ValidationErrors(vec![ValidationError {

@@ -19,10 +19,10 @@ pub mod validation;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+pub use decode::decode;
 pub use encryption_policy::{EncryptionPolicy, EncryptionPolicySpec};
 pub use self_healing::{SelfHealing, SelfHealingSpec};
 pub use traffic_route::{TrafficRoute, TrafficRouteSpec};
-pub use decode::decode;
 pub use validation::{FieldPath, Validate, ValidationError, ValidationErrors};
 
 /// The API group of every braid resource.
@@ -35,7 +35,10 @@ pub const VERSION: &str = "v1alpha1";
 pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
         ("trafficroutes.yaml", schema::tidy(TrafficRoute::crd())),
-        ("encryptionpolicies.yaml", schema::tidy(EncryptionPolicy::crd())),
+        (
+            "encryptionpolicies.yaml",
+            schema::tidy(EncryptionPolicy::crd()),
+        ),
         ("selfhealings.yaml", schema::tidy(SelfHealing::crd())),
     ]
 }

@@ -9,8 +9,24 @@ use serde_json::Value;
 /// an "unrecognized format" warning on apply and carry no meaning, so they are dropped.
 /// Ranges are expressed by `minimum`/`maximum` instead.
 const KNOWN_FORMATS: &[&str] = &[
-    "int32", "int64", "float", "double", "byte", "binary", "date", "date-time", "duration",
-    "password", "uri", "email", "hostname", "ipv4", "ipv6", "cidr", "mac", "uuid",
+    "int32",
+    "int64",
+    "float",
+    "double",
+    "byte",
+    "binary",
+    "date",
+    "date-time",
+    "duration",
+    "password",
+    "uri",
+    "email",
+    "hostname",
+    "ipv4",
+    "ipv6",
+    "cidr",
+    "mac",
+    "uuid",
 ];
 
 /// Drops the formats the API server does not know.

@@ -30,10 +30,42 @@ fn examples() -> Vec<(String, String)> {
         .collect()
 }
 
+/// The braid resources shown in README.md, so the README stays true.
+fn readme_resources() -> Vec<Value> {
+    let readme = fs::read_to_string(repo_root().join("README.md")).unwrap();
+    readme
+        .split("```yaml")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .filter(|block| block.contains("apiVersion: braid.dev/"))
+        .flat_map(yaml_docs)
+        .collect()
+}
+
+#[test]
+fn the_readme_examples_are_valid_too() {
+    let docs = readme_resources();
+    assert_eq!(docs.len(), 3, "expected one example per kind in README.md");
+    for doc in docs {
+        let errors = api_server_errors(&doc);
+        assert!(
+            errors.is_empty(),
+            "README: the API server would refuse:\n{}",
+            errors.join("\n")
+        );
+        if let Err(e) = braid_validate(&doc) {
+            panic!("README: validate() refuses {}:\n{e}", doc["kind"]);
+        }
+    }
+}
+
 #[test]
 fn there_is_an_example_for_every_scenario_of_the_issue() {
     let names: Vec<String> = examples().into_iter().map(|(n, _)| n).collect();
-    assert!(names.len() >= 9, "expected at least 9 examples, found {names:?}");
+    assert!(
+        names.len() >= 9,
+        "expected at least 9 examples, found {names:?}"
+    );
 }
 
 #[test]
@@ -41,7 +73,11 @@ fn the_api_server_and_validate_accept_every_example() {
     for (name, text) in examples() {
         for doc in yaml_docs(&text) {
             let errors = api_server_errors(&doc);
-            assert!(errors.is_empty(), "{name}: the API server would refuse it:\n{}", errors.join("\n"));
+            assert!(
+                errors.is_empty(),
+                "{name}: the API server would refuse it:\n{}",
+                errors.join("\n")
+            );
             if let Err(e) = braid_validate(&doc) {
                 panic!("{name}: validate() refuses it:\n{e}");
             }
@@ -54,7 +90,9 @@ fn assert_contains(written: &Value, back: &Value, path: &str, file: &str) {
     match (written, back) {
         (Value::Object(w), Value::Object(b)) => {
             for (k, v) in w {
-                let b = b.get(k).unwrap_or_else(|| panic!("{file}: {path}.{k} lost on round trip"));
+                let b = b
+                    .get(k)
+                    .unwrap_or_else(|| panic!("{file}: {path}.{k} lost on round trip"));
                 assert_contains(v, b, &format!("{path}.{k}"), file);
             }
         }
@@ -80,7 +118,10 @@ fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
     let back: Value = serde_norway::from_str(&yaml).unwrap();
     assert_contains(doc, &back, "", file);
     let second: T = serde_norway::from_str(&yaml).unwrap();
-    assert_eq!(first, second, "{file}: YAML → type → YAML → type changed the value");
+    assert_eq!(
+        first, second,
+        "{file}: YAML → type → YAML → type changed the value"
+    );
 }
 
 #[test]
@@ -101,7 +142,10 @@ fn every_example_round_trips() {
 /// written that way would arrive as `true`. Examples quote such strings.
 #[test]
 fn examples_quote_yaml_1_1_booleans() {
-    let risky = ["y", "n", "yes", "no", "on", "off", "Y", "N", "Yes", "No", "On", "Off", "YES", "NO", "ON", "OFF"];
+    let risky = [
+        "y", "n", "yes", "no", "on", "off", "Y", "N", "Yes", "No", "On", "Off", "YES", "NO", "ON",
+        "OFF",
+    ];
     for (name, text) in examples() {
         for (i, line) in text.lines().enumerate() {
             let code = line.split('#').next().unwrap_or_default();

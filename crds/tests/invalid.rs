@@ -97,14 +97,18 @@ fn cases() -> Vec<Case> {
         // ---- TrafficRoute ----
         Case {
             name: "route names a group that does not exist",
-            object: with(traffic_route(), |s| s["rules"][1]["route"][0]["group"] = json!("Group_3")),
+            object: with(traffic_route(), |s| {
+                s["rules"][1]["route"][0]["group"] = json!("Group_3")
+            }),
             paths: &["spec.rules[1].route[0].group"],
             message: r#"no group "Group_3" in spec.groups (have: Group_1, Group_2)"#,
             server: Refuses("spec"),
         },
         Case {
             name: "route weights sum to 110",
-            object: with(traffic_route(), |s| s["rules"][1]["route"][1]["weight"] = json!(20)),
+            object: with(traffic_route(), |s| {
+                s["rules"][1]["route"][1]["weight"] = json!(20)
+            }),
             paths: &["spec.rules[1].route"],
             message: "weights sum to 110; make them sum to 100",
             server: Refuses("spec.rules[1].route"),
@@ -200,7 +204,9 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "timeout that is not a duration",
-            object: with(traffic_route(), |s| s["rules"][0]["timeout"] = json!("2 seconds")),
+            object: with(traffic_route(), |s| {
+                s["rules"][0]["timeout"] = json!("2 seconds")
+            }),
             paths: &["spec.rules[0].timeout"],
             message: "e.g. 500ms, 2s, 5m",
             server: Refuses("spec.rules[0].timeout"),
@@ -237,15 +243,20 @@ fn cases() -> Vec<Case> {
         Case {
             name: "header regex that does not compile",
             object: with(traffic_route(), |s| {
-                s["rules"][0]["match"][0]["headers"][0] = json!({"name": "type", "regex": "(transfer"})
+                s["rules"][0]["match"][0]["headers"][0] =
+                    json!({"name": "type", "regex": "(transfer"})
             }),
             paths: &["spec.rules[0].match[0].headers[0].regex"],
             message: "is not a valid regular expression",
-            server: Accepts("1.28's CEL cannot check that a string field is a valid regex; left to validate()"),
+            server: Accepts(
+                "1.28's CEL cannot check that a string field is a valid regex; left to validate()",
+            ),
         },
         Case {
             name: "two rules with the same name",
-            object: with(traffic_route(), |s| s["rules"][1]["name"] = json!("transfers")),
+            object: with(traffic_route(), |s| {
+                s["rules"][1]["name"] = json!("transfers")
+            }),
             paths: &["spec.rules[1].name"],
             message: r#"duplicate rule name "transfers""#,
             server: Refuses("spec.rules[1]"),
@@ -253,7 +264,10 @@ fn cases() -> Vec<Case> {
         Case {
             name: "two groups with the same name",
             object: with(traffic_route(), |s| {
-                s["groups"].as_array_mut().unwrap().push(json!({"name": "Group_1", "labels": {"zone": "c"}}))
+                s["groups"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"name": "Group_1", "labels": {"zone": "c"}}))
             }),
             paths: &["spec.groups[2].name"],
             message: r#"duplicate group name "Group_1""#,
@@ -281,14 +295,20 @@ fn cases() -> Vec<Case> {
             }),
             paths: &["spec.rules[1]"],
             message: r#"rule "transfers" is unreachable: rule "default" at spec.rules[0]"#,
-            server: Accepts("reachability depends on rule order and match contents; a policy question for validate()"),
+            server: Accepts(
+                "reachability depends on rule order and match contents; a policy question for validate()",
+            ),
         },
         Case {
             name: "group label key with a space",
-            object: with(traffic_route(), |s| s["groups"][0]["labels"] = json!({"bad key": "a"})),
+            object: with(traffic_route(), |s| {
+                s["groups"][0]["labels"] = json!({"bad key": "a"})
+            }),
             paths: &["spec.groups[0].labels[\"bad key\"]"],
             message: "is not a valid label key",
-            server: Accepts("label-key syntax over map keys is too costly for 1.28's CEL budget; left to validate()"),
+            server: Accepts(
+                "label-key syntax over map keys is too costly for 1.28's CEL budget; left to validate()",
+            ),
         },
         Case {
             name: "more groups than maxItems",
@@ -304,7 +324,9 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "unknown HTTP method",
-            object: with(traffic_route(), |s| s["rules"][0]["match"][0]["method"] = json!("FETCH")),
+            object: with(traffic_route(), |s| {
+                s["rules"][0]["match"][0]["method"] = json!("FETCH")
+            }),
             paths: &["spec.rules[0].match[0].method"],
             message: "unknown variant `FETCH`",
             server: Refuses("spec.rules[0].match[0].method"),
@@ -362,14 +384,18 @@ fn cases() -> Vec<Case> {
         // ---- EncryptionPolicy ----
         Case {
             name: "rollout steps not ascending",
-            object: with(encryption_policy(), |s| s["rollout"]["auto"]["steps"] = json!([10, 50, 25, 100])),
+            object: with(encryption_policy(), |s| {
+                s["rollout"]["auto"]["steps"] = json!([10, 50, 25, 100])
+            }),
             paths: &["spec.rollout.auto.steps[2]"],
             message: "25 does not come after 50",
             server: Refuses("spec.rollout.auto.steps"),
         },
         Case {
             name: "rollout steps not ending at 100",
-            object: with(encryption_policy(), |s| s["rollout"]["auto"]["steps"] = json!([10, 25, 50])),
+            object: with(encryption_policy(), |s| {
+                s["rollout"]["auto"]["steps"] = json!([10, 25, 50])
+            }),
             paths: &["spec.rollout.auto.steps"],
             message: "the last step is 50; end at 100",
             server: Refuses("spec.rollout.auto.steps"),
@@ -400,16 +426,21 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "rollout percent above 100",
-            object: with(encryption_policy(), |s| s["rollout"] = json!({"percent": 101})),
+            object: with(encryption_policy(), |s| {
+                s["rollout"] = json!({"percent": 101})
+            }),
             paths: &["spec.rollout.percent"],
             message: "101 is out of range: use a value from 0 to 100",
             server: Refuses("spec.rollout.percent"),
         },
         Case {
             name: "the same port overridden twice",
-            object: with(encryption_policy(), |s| {
-                s["portOverrides"] = json!([{"port": 9090, "mode": "Disabled"}, {"port": 9090, "mode": "Strict"}])
-            }),
+            object: with(
+                encryption_policy(),
+                |s| {
+                    s["portOverrides"] = json!([{"port": 9090, "mode": "Disabled"}, {"port": 9090, "mode": "Strict"}])
+                },
+            ),
             paths: &["spec.portOverrides[1].port"],
             message: "port 9090 is overridden twice",
             server: Refuses("spec.portOverrides[1]"),
@@ -421,18 +452,24 @@ fn cases() -> Vec<Case> {
             }),
             paths: &["spec.selector.matchExpressions[0].values"],
             message: "operator In needs at least one value",
-            server: Accepts("the API server does not check selector semantics in custom resources; left to validate()"),
+            server: Accepts(
+                "the API server does not check selector semantics in custom resources; left to validate()",
+            ),
         },
         Case {
             name: "interval in words",
-            object: with(encryption_policy(), |s| s["rollout"]["auto"]["interval"] = json!("5 minutes")),
+            object: with(encryption_policy(), |s| {
+                s["rollout"]["auto"]["interval"] = json!("5 minutes")
+            }),
             paths: &["spec.rollout.auto.interval"],
             message: "is not a duration",
             server: Refuses("spec.rollout.auto.interval"),
         },
         Case {
             name: "error-rate increase above 1",
-            object: with(encryption_policy(), |s| s["rollout"]["auto"]["maxErrorRateIncrease"] = json!(2)),
+            object: with(encryption_policy(), |s| {
+                s["rollout"]["auto"]["maxErrorRateIncrease"] = json!(2)
+            }),
             paths: &["spec.rollout.auto.maxErrorRateIncrease"],
             message: "use a fraction from 0 to 1",
             server: Refuses("spec.rollout.auto.maxErrorRateIncrease"),
@@ -461,7 +498,9 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "CPU target written as a percentage",
-            object: with(self_healing(), |s| s["overloadProtection"]["target"] = json!(75)),
+            object: with(self_healing(), |s| {
+                s["overloadProtection"]["target"] = json!(75)
+            }),
             paths: &["spec.overloadProtection.target"],
             message: "e.g. 0.75",
             server: Refuses("spec.overloadProtection"),
@@ -496,7 +535,9 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "unknown overload signal",
-            object: with(self_healing(), |s| s["overloadProtection"]["signal"] = json!("memory")),
+            object: with(self_healing(), |s| {
+                s["overloadProtection"]["signal"] = json!("memory")
+            }),
             paths: &["spec.overloadProtection.signal"],
             message: "unknown variant `memory`",
             server: Refuses("spec.overloadProtection.signal"),
@@ -510,14 +551,18 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "ejection percent above 100",
-            object: with(self_healing(), |s| s["outlierDetection"]["maxEjectionPercent"] = json!(150)),
+            object: with(self_healing(), |s| {
+                s["outlierDetection"]["maxEjectionPercent"] = json!(150)
+            }),
             paths: &["spec.outlierDetection.maxEjectionPercent"],
             message: "150 is out of range",
             server: Refuses("spec.outlierDetection.maxEjectionPercent"),
         },
         Case {
             name: "error-rate threshold of zero",
-            object: with(self_healing(), |s| s["outlierDetection"]["errorRate"]["threshold"] = json!(0)),
+            object: with(self_healing(), |s| {
+                s["outlierDetection"]["errorRate"]["threshold"] = json!(0)
+            }),
             paths: &["spec.outlierDetection.errorRate.threshold"],
             message: "use a fraction above 0",
             server: Refuses("spec.outlierDetection.errorRate"),
@@ -530,7 +575,9 @@ fn cases() -> Vec<Case> {
             }),
             paths: &["spec.outlierDetection.maxEjectionTime"],
             message: "is shorter than baseEjectionTime (10m)",
-            server: Accepts("comparing two duration strings is left to validate(), as for perTryTimeout"),
+            server: Accepts(
+                "comparing two duration strings is left to validate(), as for perTryTimeout",
+            ),
         },
         Case {
             name: "zero cooldown",
@@ -559,7 +606,10 @@ fn the_bases_the_cases_start_from_are_valid() {
 
 #[test]
 fn the_table_is_large_enough() {
-    assert!(cases().len() >= 25, "the issue asks for at least 25 invalid resources");
+    assert!(
+        cases().len() >= 25,
+        "the issue asks for at least 25 invalid resources"
+    );
 }
 
 #[test]
@@ -578,11 +628,21 @@ fn validate_reports_exactly_the_expected_paths() {
         let got: BTreeSet<&str> = errors.paths().into_iter().collect();
         let want: BTreeSet<&str> = case.paths.iter().copied().collect();
         if got != want {
-            failures.push(format!("{}: paths {got:?}, want {want:?}\n{errors}", case.name));
+            failures.push(format!(
+                "{}: paths {got:?}, want {want:?}\n{errors}",
+                case.name
+            ));
         }
-        let first = errors.iter().next().map(|e| e.message.clone()).unwrap_or_default();
+        let first = errors
+            .iter()
+            .next()
+            .map(|e| e.message.clone())
+            .unwrap_or_default();
         if !first.contains(case.message) {
-            failures.push(format!("{}: message {first:?} lacks {:?}", case.name, case.message));
+            failures.push(format!(
+                "{}: message {first:?} lacks {:?}",
+                case.name, case.message
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -621,7 +681,10 @@ fn the_api_server_refuses_or_accepts_as_the_table_says() {
 #[test]
 fn every_cel_rule_is_exercised_by_the_table() {
     fn rules(schema: &Value, out: &mut BTreeSet<String>) {
-        if let Some(list) = schema.get("x-kubernetes-validations").and_then(Value::as_array) {
+        if let Some(list) = schema
+            .get("x-kubernetes-validations")
+            .and_then(Value::as_array)
+        {
             for r in list {
                 out.insert(r["rule"].as_str().unwrap().to_owned());
             }
@@ -648,5 +711,8 @@ fn every_cel_rule_is_exercised_by_the_table() {
         }
     }
     let missed: Vec<&String> = all.difference(&fired).collect();
-    assert!(missed.is_empty(), "CEL rules no case triggers:\n{missed:#?}");
+    assert!(
+        missed.is_empty(),
+        "CEL rules no case triggers:\n{missed:#?}"
+    );
 }

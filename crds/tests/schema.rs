@@ -54,7 +54,10 @@ fn every_field_has_a_description() {
     let mut missing = Vec::new();
     for kind in KINDS {
         walk(&schema_of(kind), kind, &mut |path, node| {
-            if node.get("description").and_then(Value::as_str).is_none_or(str::is_empty)
+            if node
+                .get("description")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
                 && !path.ends_with("[]")
                 && !path.ends_with("{}")
             {
@@ -62,7 +65,10 @@ fn every_field_has_a_description() {
             }
         });
     }
-    assert!(missing.is_empty(), "fields without a description (kubectl explain shows nothing):\n{missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "fields without a description (kubectl explain shows nothing):\n{missing:#?}"
+    );
 }
 
 #[test]
@@ -70,12 +76,21 @@ fn schemas_are_structural() {
     let mut problems = Vec::new();
     for kind in KINDS {
         walk(&schema_of(kind), kind, &mut |path, node| {
-            let preserve = node.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true))
+            let preserve = node.get("x-kubernetes-preserve-unknown-fields")
+                == Some(&Value::Bool(true))
                 || node.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
             if node.get("type").is_none() && !preserve {
                 problems.push(format!("{path}: no type"));
             }
-            for forbidden in ["anyOf", "oneOf", "allOf", "not", "$ref", "definitions", "$defs"] {
+            for forbidden in [
+                "anyOf",
+                "oneOf",
+                "allOf",
+                "not",
+                "$ref",
+                "definitions",
+                "$defs",
+            ] {
                 if node.get(forbidden).is_some() {
                     problems.push(format!("{path}: uses {forbidden}"));
                 }
@@ -83,7 +98,9 @@ fn schemas_are_structural() {
             if node.get("properties").is_some() && node.get("additionalProperties").is_some() {
                 problems.push(format!("{path}: both properties and additionalProperties"));
             }
-            if node.get("type").and_then(Value::as_str) == Some("array") && !node["items"].is_object() {
+            if node.get("type").and_then(Value::as_str) == Some("array")
+                && !node["items"].is_object()
+            {
                 problems.push(format!("{path}: array without a single items schema"));
             }
         });
@@ -96,28 +113,50 @@ fn every_list_string_and_map_in_spec_is_bounded() {
     let mut unbounded = Vec::new();
     for kind in KINDS {
         let schema = schema_of(kind);
-        walk(&schema["properties"]["spec"], &format!("{kind}.spec"), &mut |path, node| {
-            let has = |k: &str| node.get(k).is_some();
-            match node.get("type").and_then(Value::as_str) {
-                Some("array") if !has("maxItems") => unbounded.push(format!("{path}: no maxItems")),
-                Some("string") if !has("maxLength") && !has("enum") => {
-                    unbounded.push(format!("{path}: no maxLength"))
+        walk(
+            &schema["properties"]["spec"],
+            &format!("{kind}.spec"),
+            &mut |path, node| {
+                let has = |k: &str| node.get(k).is_some();
+                match node.get("type").and_then(Value::as_str) {
+                    Some("array") if !has("maxItems") => {
+                        unbounded.push(format!("{path}: no maxItems"))
+                    }
+                    Some("string") if !has("maxLength") && !has("enum") => {
+                        unbounded.push(format!("{path}: no maxLength"))
+                    }
+                    Some("object") if has("additionalProperties") && !has("maxProperties") => {
+                        unbounded.push(format!("{path}: no maxProperties"))
+                    }
+                    _ => {}
                 }
-                Some("object") if has("additionalProperties") && !has("maxProperties") => {
-                    unbounded.push(format!("{path}: no maxProperties"))
-                }
-                _ => {}
-            }
-        });
+            },
+        );
     }
-    assert!(unbounded.is_empty(), "the CEL cost estimator needs bounds:\n{unbounded:#?}");
+    assert!(
+        unbounded.is_empty(),
+        "the CEL cost estimator needs bounds:\n{unbounded:#?}"
+    );
 }
 
 /// Functions and macros of Kubernetes 1.28's CEL environment that braid's rules may use.
 /// Deliberately short: `sum()` and other list-library functions are refused on 1.28.
 const CEL_1_28_ALLOWED: &[&str] = &[
-    "size", "all", "exists", "exists_one", "filter", "map", "has", "matches", "startsWith",
-    "endsWith", "contains", "int", "double", "string", "duration",
+    "size",
+    "all",
+    "exists",
+    "exists_one",
+    "filter",
+    "map",
+    "has",
+    "matches",
+    "startsWith",
+    "endsWith",
+    "contains",
+    "int",
+    "double",
+    "string",
+    "duration",
 ];
 
 #[test]
@@ -126,7 +165,10 @@ fn cel_rules_compile_stay_in_budget_and_use_only_1_28_functions() {
     let mut count = 0;
     for kind in KINDS {
         walk(&schema_of(kind), kind, &mut |path, node| {
-            let Some(rules) = node.get("x-kubernetes-validations").and_then(Value::as_array) else {
+            let Some(rules) = node
+                .get("x-kubernetes-validations")
+                .and_then(Value::as_array)
+            else {
                 return;
             };
             let compiled = compile_schema(node);
@@ -136,7 +178,10 @@ fn cel_rules_compile_stay_in_budget_and_use_only_1_28_functions() {
             for rule in rules {
                 count += 1;
                 let text = rule["rule"].as_str().unwrap();
-                assert!(rule["message"].as_str().is_some_and(|m| !m.is_empty()), "{path}: rule without message");
+                assert!(
+                    rule["message"].as_str().is_some_and(|m| !m.is_empty()),
+                    "{path}: rule without message"
+                );
                 // kube-cel's scope check counts comprehension variables (`r` in
                 // `self.rules.all(r, ...)`) as unknown; those are bound by the macro.
                 let bound: Vec<String> = BINDER
@@ -144,7 +189,9 @@ fn cel_rules_compile_stay_in_budget_and_use_only_1_28_functions() {
                     .map(|c| format!("'{}'", &c[1]))
                     .collect();
                 for w in analyze_rule(text, &compiled, ScopeContext::CrdValidation) {
-                    if w.kind == WarningKind::WrongScope && bound.iter().any(|v| w.message.contains(v.as_str())) {
+                    if w.kind == WarningKind::WrongScope
+                        && bound.iter().any(|v| w.message.contains(v.as_str()))
+                    {
                         continue;
                     }
                     problems.push(format!("{path}: {text}: {}", w.message));
@@ -161,28 +208,51 @@ fn cel_rules_compile_stay_in_budget_and_use_only_1_28_functions() {
             }
         });
     }
-    assert!(count >= 15, "expected the CEL rules of the issue, found {count}");
+    assert!(
+        count >= 15,
+        "expected the CEL rules of the issue, found {count}"
+    );
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
 #[test]
 fn names_columns_and_subresources_are_what_kubectl_users_expect() {
     let expect = [
-        ("TrafficRoute", "tr", vec!["HOST", "RULES", "ACCEPTED", "AGE"]),
-        ("EncryptionPolicy", "encp", vec!["MODE", "PHASE", "PERCENT", "AGE"]),
+        (
+            "TrafficRoute",
+            "tr",
+            vec!["HOST", "RULES", "ACCEPTED", "AGE"],
+        ),
+        (
+            "EncryptionPolicy",
+            "encp",
+            vec!["MODE", "PHASE", "PERCENT", "AGE"],
+        ),
         ("SelfHealing", "heal", vec!["ACTION", "UNHEALTHY", "AGE"]),
     ];
     let crds = braid_crds::crds();
     for (kind, short, columns) in expect {
-        let (_, crd) = crds.iter().find(|(_, c)| c.spec.names.kind == kind).unwrap();
+        let (_, crd) = crds
+            .iter()
+            .find(|(_, c)| c.spec.names.kind == kind)
+            .unwrap();
         assert_eq!(crd.spec.group, "braid.dev");
         assert_eq!(crd.spec.scope, "Namespaced");
-        assert_eq!(crd.spec.names.short_names.as_deref(), Some(&[short.to_owned()][..]));
-        assert_eq!(crd.spec.names.categories.as_deref(), Some(&["braid".to_owned()][..]));
+        assert_eq!(
+            crd.spec.names.short_names.as_deref(),
+            Some(&[short.to_owned()][..])
+        );
+        assert_eq!(
+            crd.spec.names.categories.as_deref(),
+            Some(&["braid".to_owned()][..])
+        );
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
         assert!(version.served && version.storage);
-        assert!(version.subresources.as_ref().unwrap().status.is_some(), "{kind}: no status subresource");
+        assert!(
+            version.subresources.as_ref().unwrap().status.is_some(),
+            "{kind}: no status subresource"
+        );
         let names: Vec<&str> = version
             .additional_printer_columns
             .as_ref()
@@ -192,7 +262,13 @@ fn names_columns_and_subresources_are_what_kubectl_users_expect() {
             .collect();
         assert_eq!(names, columns, "{kind}");
         let status = &schema_of(kind)["properties"]["status"]["properties"];
-        assert!(status["observedGeneration"].is_object(), "{kind}: no status.observedGeneration");
-        assert!(status["conditions"].is_object(), "{kind}: no status.conditions");
+        assert!(
+            status["observedGeneration"].is_object(),
+            "{kind}: no status.observedGeneration"
+        );
+        assert!(
+            status["conditions"].is_object(),
+            "{kind}: no status.conditions"
+        );
     }
 }

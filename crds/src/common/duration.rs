@@ -116,19 +116,27 @@ mod tests {
         assert_eq!(Duration::new("2s").parse(), Ok(Std::from_secs(2)));
         assert_eq!(Duration::new("5m").parse(), Ok(Std::from_secs(300)));
         assert_eq!(Duration::new("1h30m").parse(), Ok(Std::from_secs(5400)));
-        assert_eq!(Duration::new("1m500ms").parse(), Ok(Std::from_millis(60_500)));
+        assert_eq!(
+            Duration::new("1m500ms").parse(),
+            Ok(Std::from_millis(60_500))
+        );
     }
 
     #[test]
     fn refuses_what_the_schema_pattern_refuses() {
         let pattern = regex::Regex::new(DURATION_PATTERN).unwrap();
-        for bad in ["", "2", "2x", "1.5s", "2 s", "-1s", "1d", "s", "ms5", "2us", "1234567s"] {
+        for bad in [
+            "", "2", "2x", "1.5s", "2 s", "-1s", "1d", "s", "ms5", "2us", "1234567s",
+        ] {
             assert!(Duration::new(bad).parse().is_err(), "{bad:?} parsed");
             assert!(!pattern.is_match(bad), "{bad:?} matched the schema pattern");
         }
         for good in ["0s", "500ms", "1h30m", "999999ms"] {
             assert!(Duration::new(good).parse().is_ok(), "{good:?} refused");
-            assert!(pattern.is_match(good), "{good:?} not matched by the schema pattern");
+            assert!(
+                pattern.is_match(good),
+                "{good:?} not matched by the schema pattern"
+            );
         }
     }
 

@@ -17,6 +17,8 @@ use crate::limits;
 /// Mutual TLS for a set of workloads: what their servers accept (`mode`, per-port
 /// overrides) and what share of their callers originate mTLS (`rollout`), optionally
 /// advanced by the operator step by step until it is safe to enforce Strict.
+// kube's printcolumn(...) arguments repeat `type_`, which clippy mistakes for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "braid.dev",
@@ -29,8 +31,16 @@ use crate::limits;
     derive = "PartialEq",
     printcolumn(name = "MODE", type_ = "string", json_path = ".spec.mode"),
     printcolumn(name = "PHASE", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "PERCENT", type_ = "integer", json_path = ".status.currentPercent"),
-    printcolumn(name = "AGE", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "PERCENT",
+        type_ = "integer",
+        json_path = ".status.currentPercent"
+    ),
+    printcolumn(
+        name = "AGE",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     doc = "Mutual TLS for a set of workloads: what their servers accept (mode, per-port overrides) and what share of their callers originate mTLS (rollout), optionally advanced by the operator step by step until it is safe to enforce Strict."
 )]
 #[serde(rename_all = "camelCase")]

@@ -25,13 +25,21 @@ impl Validate for EncryptionPolicySpec {
         check_selector(&mut r, &spec.field("selector"), &self.selector);
 
         let ports = spec.field("portOverrides");
-        check_items(&mut r, &ports, self.port_overrides.len(), limits::MAX_PORT_OVERRIDES);
+        check_items(
+            &mut r,
+            &ports,
+            self.port_overrides.len(),
+            limits::MAX_PORT_OVERRIDES,
+        );
         let mut seen = BTreeSet::new();
         for (i, o) in self.port_overrides.iter().enumerate() {
             let at = ports.index(i).field("port");
             check_range(&mut r, &at, o.port, 1, 65535);
             r.check(seen.insert(o.port), &at, || {
-                format!("port {} is overridden twice: keep one entry per port", o.port)
+                format!(
+                    "port {} is overridden twice: keep one entry per port",
+                    o.port
+                )
             });
         }
 

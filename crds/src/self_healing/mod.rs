@@ -19,6 +19,8 @@ use crate::common::WorkloadSelector;
 /// Self-healing for a set of upstream workloads: callers' proxies eject endpoints that
 /// fail (`outlierDetection`), the operator heals endpoints that stay bad (`healing`), and
 /// the workloads' own proxies shed load adaptively when saturated (`overloadProtection`).
+// kube's printcolumn(...) arguments repeat `type_`, which clippy mistakes for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "braid.dev",
@@ -30,8 +32,16 @@ use crate::common::WorkloadSelector;
     category = "braid",
     derive = "PartialEq",
     printcolumn(name = "ACTION", type_ = "string", json_path = ".spec.healing.action"),
-    printcolumn(name = "UNHEALTHY", type_ = "string", json_path = ".status.unhealthy[*].pod"),
-    printcolumn(name = "AGE", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "UNHEALTHY",
+        type_ = "string",
+        json_path = ".status.unhealthy[*].pod"
+    ),
+    printcolumn(
+        name = "AGE",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     doc = "Self-healing for a set of upstream workloads: callers' proxies eject endpoints that fail (outlierDetection), the operator heals endpoints that stay bad (healing), and the workloads' own proxies shed load adaptively when saturated (overloadProtection)."
 )]
 #[serde(rename_all = "camelCase")]

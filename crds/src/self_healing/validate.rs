@@ -31,11 +31,24 @@ impl Validate for SelfHealingSpec {
         if let Some(healing) = &self.healing {
             let at = spec.field("healing");
             r.check(self.outlier_detection.is_some(), &at, || {
-                "healing acts on endpoints that outlierDetection ejects: add outlierDetection".into()
+                "healing acts on endpoints that outlierDetection ejects: add outlierDetection"
+                    .into()
             });
             check_positive_duration(&mut r, &at.field("cooldown"), &healing.cooldown);
-            check_range(&mut r, &at.field("minReporters"), healing.min_reporters, 1, 100);
-            check_range(&mut r, &at.field("maxActionsPerHour"), healing.max_actions_per_hour, 0, 100);
+            check_range(
+                &mut r,
+                &at.field("minReporters"),
+                healing.min_reporters,
+                1,
+                100,
+            );
+            check_range(
+                &mut r,
+                &at.field("maxActionsPerHour"),
+                healing.max_actions_per_hour,
+                0,
+                100,
+            );
         }
         if let Some(op) = &self.overload_protection {
             validate_overload(&mut r, &spec.field("overloadProtection"), op);
@@ -45,15 +58,25 @@ impl Validate for SelfHealingSpec {
 }
 
 fn validate_outlier(r: &mut Report, at: &FieldPath, od: &OutlierDetection) {
-    check_range(r, &at.field("consecutiveErrors"), od.consecutive_errors, 1, 1000);
+    check_range(
+        r,
+        &at.field("consecutiveErrors"),
+        od.consecutive_errors,
+        1,
+        1000,
+    );
     if let Some(rate) = &od.error_rate {
         let e = at.field("errorRate");
-        r.check(rate.threshold > 0.0 && rate.threshold <= 1.0, &e.field("threshold"), || {
-            format!(
-                "{} is not a usable error rate: use a fraction above 0 and at most 1, e.g. 0.5",
-                rate.threshold
-            )
-        });
+        r.check(
+            rate.threshold > 0.0 && rate.threshold <= 1.0,
+            &e.field("threshold"),
+            || {
+                format!(
+                    "{} is not a usable error rate: use a fraction above 0 and at most 1, e.g. 0.5",
+                    rate.threshold
+                )
+            },
+        );
         check_range(r, &e.field("minRequests"), rate.min_requests, 1, 1_000_000);
         check_positive_duration(r, &e.field("window"), &rate.window);
     }
@@ -68,7 +91,13 @@ fn validate_outlier(r: &mut Report, at: &FieldPath, od: &OutlierDetection) {
             )
         });
     }
-    check_range(r, &at.field("maxEjectionPercent"), od.max_ejection_percent, 0, 100);
+    check_range(
+        r,
+        &at.field("maxEjectionPercent"),
+        od.max_ejection_percent,
+        0,
+        100,
+    );
 }
 
 fn validate_overload(r: &mut Report, at: &FieldPath, op: &OverloadProtection) {
@@ -99,7 +128,10 @@ fn validate_overload(r: &mut Report, at: &FieldPath, op: &OverloadProtection) {
     if let Some(max) = op.max_limit {
         check_range(r, &at.field("maxLimit"), max, 1, 1_000_000);
         r.check(max >= op.min_limit, &at.field("maxLimit"), || {
-            format!("{max} is below minLimit ({}): raise maxLimit or lower minLimit", op.min_limit)
+            format!(
+                "{max} is below minLimit ({}): raise maxLimit or lower minLimit",
+                op.min_limit
+            )
         });
     }
     check_positive_duration(r, &at.field("samplePeriod"), &op.sample_period);

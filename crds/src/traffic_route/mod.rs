@@ -24,6 +24,8 @@ use crate::validation::{HOST_PATTERN, NAME_PATTERN};
 /// Steers requests to one host: named groups of its pods, and rules (first match wins)
 /// that send each request to a weighted choice of groups, optionally mirrored, delayed,
 /// aborted, timed out, retried and rate limited. Applied by the proxies of the callers.
+// kube's printcolumn(...) arguments repeat `type_`, which clippy mistakes for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "braid.dev",
@@ -41,7 +43,11 @@ use crate::validation::{HOST_PATTERN, NAME_PATTERN};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Accepted\")].status"
     ),
-    printcolumn(name = "AGE", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "AGE",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     doc = "Steers requests to one host: named groups of its pods, and rules (first match wins) that send each request to a weighted choice of groups, optionally mirrored, delayed, aborted, timed out, retried and rate limited. Applied by the proxies of the callers."
 )]
 #[serde(rename_all = "camelCase")]

@@ -8,12 +8,14 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use super::{Fault, HeaderMatch, PathMatch, RequestMatch, RouteRule, TrafficRoute, TrafficRouteSpec};
+use super::{
+    Fault, HeaderMatch, PathMatch, RequestMatch, RouteRule, TrafficRoute, TrafficRouteSpec,
+};
 use crate::limits;
 use crate::validation::{
-    FieldPath, Report, Validate, ValidationErrors, check_duration, check_header_name,
-    check_items, check_labels, check_length, check_name, check_percent, check_positive_duration,
-    check_range, check_regex, is_dns_subdomain,
+    FieldPath, Report, Validate, ValidationErrors, check_duration, check_header_name, check_items,
+    check_labels, check_length, check_name, check_percent, check_positive_duration, check_range,
+    check_regex, is_dns_subdomain,
 };
 
 impl Validate for TrafficRoute {
@@ -47,7 +49,10 @@ impl Validate for TrafficRouteSpec {
             if !seen.insert(group.name.as_str()) {
                 r.error(
                     &at.field("name"),
-                    format!("duplicate group name {:?}: give each group its own name", group.name),
+                    format!(
+                        "duplicate group name {:?}: give each group its own name",
+                        group.name
+                    ),
                 );
             }
             r.check(!group.labels.is_empty(), &at.field("labels"), || {
@@ -69,7 +74,10 @@ impl Validate for TrafficRouteSpec {
             if !seen.insert(rule.name.as_str()) {
                 r.error(
                     &at.field("name"),
-                    format!("duplicate rule name {:?}: give each rule its own name", rule.name),
+                    format!(
+                        "duplicate rule name {:?}: give each rule its own name",
+                        rule.name
+                    ),
                 );
             }
             if let Some((first, name)) = catch_all {
@@ -92,11 +100,16 @@ impl Validate for TrafficRouteSpec {
 
 fn missing_group(name: &str, groups: &[&str]) -> String {
     if groups.is_empty() {
-        format!("no group {name:?}: spec.groups is empty; add a group with that name and its labels")
+        format!(
+            "no group {name:?}: spec.groups is empty; add a group with that name and its labels"
+        )
     } else {
         let have: BTreeSet<&str> = groups.iter().copied().collect();
         let have: Vec<&str> = have.into_iter().collect();
-        format!("no group {name:?} in spec.groups (have: {})", have.join(", "))
+        format!(
+            "no group {name:?} in spec.groups (have: {})",
+            have.join(", ")
+        )
     }
 }
 
@@ -113,9 +126,11 @@ fn validate_rule(r: &mut Report, at: &FieldPath, rule: &RouteRule, groups: &[&st
     check_items(r, &route, rule.route.len(), limits::MAX_DESTINATIONS);
     for (k, dest) in rule.route.iter().enumerate() {
         let d = route.index(k);
-        r.check(groups.contains(&dest.group.as_str()), &d.field("group"), || {
-            missing_group(&dest.group, groups)
-        });
+        r.check(
+            groups.contains(&dest.group.as_str()),
+            &d.field("group"),
+            || missing_group(&dest.group, groups),
+        );
         check_range(r, &d.field("weight"), dest.weight, 0, 100);
     }
     if !rule.route.is_empty() {
@@ -127,9 +142,11 @@ fn validate_rule(r: &mut Report, at: &FieldPath, rule: &RouteRule, groups: &[&st
 
     if let Some(mirror) = &rule.mirror {
         let m = at.field("mirror");
-        r.check(groups.contains(&mirror.group.as_str()), &m.field("group"), || {
-            missing_group(&mirror.group, groups)
-        });
+        r.check(
+            groups.contains(&mirror.group.as_str()),
+            &m.field("group"),
+            || missing_group(&mirror.group, groups),
+        );
         check_percent(r, &m.field("percent"), mirror.percent);
     }
 
@@ -144,7 +161,13 @@ fn validate_rule(r: &mut Report, at: &FieldPath, rule: &RouteRule, groups: &[&st
 
     if let Some(retries) = &rule.retries {
         let p = at.field("retries");
-        check_range(r, &p.field("attempts"), retries.attempts, 0, limits::MAX_RETRY_ATTEMPTS);
+        check_range(
+            r,
+            &p.field("attempts"),
+            retries.attempts,
+            0,
+            limits::MAX_RETRY_ATTEMPTS,
+        );
         let per_try = retries
             .per_try_timeout
             .as_ref()
@@ -168,7 +191,13 @@ fn validate_rule(r: &mut Report, at: &FieldPath, rule: &RouteRule, groups: &[&st
 
     if let Some(limit) = &rule.rate_limit {
         let p = at.field("rateLimit");
-        check_range(r, &p.field("requestsPerSecond"), limit.requests_per_second, 1, 1_000_000);
+        check_range(
+            r,
+            &p.field("requestsPerSecond"),
+            limit.requests_per_second,
+            1,
+            1_000_000,
+        );
         if let Some(burst) = limit.burst {
             check_range(r, &p.field("burst"), burst, 0, 1_000_000);
         }
@@ -189,7 +218,11 @@ fn validate_match(r: &mut Report, at: &FieldPath, m: &RequestMatch) {
 
 /// The names of the set fields among `fields`, for "exactly one of" messages.
 fn set_fields<'a>(fields: &[(&'a str, bool)]) -> Vec<&'a str> {
-    fields.iter().filter(|(_, set)| *set).map(|(n, _)| *n).collect()
+    fields
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(n, _)| *n)
+        .collect()
 }
 
 fn exactly_one(r: &mut Report, at: &FieldPath, fields: &[(&str, bool)]) {
@@ -201,7 +234,10 @@ fn exactly_one(r: &mut Report, at: &FieldPath, fields: &[(&str, bool)]) {
         } else {
             format!("found {}", set.join(" and "))
         };
-        r.error(at, format!("set exactly one of {} ({found})", names.join(", ")));
+        r.error(
+            at,
+            format!("set exactly one of {} ({found})", names.join(", ")),
+        );
     }
 }
 
@@ -217,7 +253,11 @@ fn validate_header(r: &mut Report, at: &FieldPath, h: &HeaderMatch) {
             ("present", h.present.is_some()),
         ],
     );
-    for (field, value) in [("exact", &h.exact), ("prefix", &h.prefix), ("regex", &h.regex)] {
+    for (field, value) in [
+        ("exact", &h.exact),
+        ("prefix", &h.prefix),
+        ("regex", &h.regex),
+    ] {
         if let Some(v) = value {
             check_length(r, &at.field(field), v, limits::MAX_MATCH_VALUE_LENGTH);
         }

@@ -52,10 +52,19 @@ mod tests {
 
     #[test]
     fn builds_kubectl_style_paths() {
-        let p = FieldPath::root("spec").field("rules").index(1).field("route");
-        assert_eq!(p.index(0).field("group").as_str(), "spec.rules[1].route[0].group");
+        let p = FieldPath::root("spec")
+            .field("rules")
+            .index(1)
+            .field("route");
         assert_eq!(
-            FieldPath::root("spec").field("matchLabels").key("app").as_str(),
+            p.index(0).field("group").as_str(),
+            "spec.rules[1].route[0].group"
+        );
+        assert_eq!(
+            FieldPath::root("spec")
+                .field("matchLabels")
+                .key("app")
+                .as_str(),
             "spec.matchLabels[\"app\"]"
         );
     }

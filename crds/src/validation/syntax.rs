@@ -85,7 +85,10 @@ pub fn check_range<T: PartialOrd + Display>(
     max: T,
 ) {
     if value < min || value > max {
-        report.error(path, format!("{value} is out of range: use a value from {min} to {max}"));
+        report.error(
+            path,
+            format!("{value} is out of range: use a value from {min} to {max}"),
+        );
     }
 }
 
@@ -137,11 +140,19 @@ pub fn check_labels(report: &mut Report, path: &FieldPath, labels: &BTreeMap<Str
 pub fn check_selector(report: &mut Report, path: &FieldPath, selector: &WorkloadSelector) {
     check_labels(report, &path.field("matchLabels"), &selector.match_labels);
     let exprs = path.field("matchExpressions");
-    check_items(report, &exprs, selector.match_expressions.len(), limits::MAX_LABELS);
+    check_items(
+        report,
+        &exprs,
+        selector.match_expressions.len(),
+        limits::MAX_LABELS,
+    );
     for (i, req) in selector.match_expressions.iter().enumerate() {
         let at = exprs.index(i);
         report.check(is_label_key(&req.key), &at.field("key"), || {
-            format!("{:?} is not a valid label key: use `name` or `prefix/name`", req.key)
+            format!(
+                "{:?} is not a valid label key: use `name` or `prefix/name`",
+                req.key
+            )
         });
         let needs_values = matches!(req.operator, SelectorOperator::In | SelectorOperator::NotIn);
         if needs_values && req.values.is_empty() {
@@ -152,10 +163,18 @@ pub fn check_selector(report: &mut Report, path: &FieldPath, selector: &Workload
         } else if !needs_values && !req.values.is_empty() {
             report.error(
                 &at.field("values"),
-                format!("operator {:?} takes no values: remove `values`", req.operator),
+                format!(
+                    "operator {:?} takes no values: remove `values`",
+                    req.operator
+                ),
             );
         }
-        check_items(report, &at.field("values"), req.values.len(), limits::MAX_LABELS);
+        check_items(
+            report,
+            &at.field("values"),
+            req.values.len(),
+            limits::MAX_LABELS,
+        );
         for (j, v) in req.values.iter().enumerate() {
             report.check(is_label_value(v), &at.field("values").index(j), || {
                 format!("{v:?} is not a valid label value")
@@ -187,7 +206,10 @@ pub fn check_positive_duration(
 ) -> Option<std::time::Duration> {
     let v = check_duration(report, path, d)?;
     if v.is_zero() {
-        report.error(path, format!("{d} is zero: use a positive duration such as 1s"));
+        report.error(
+            path,
+            format!("{d} is zero: use a positive duration such as 1s"),
+        );
         return None;
     }
     Some(v)
@@ -214,7 +236,11 @@ pub fn check_header_name(report: &mut Report, path: &FieldPath, name: &str) {
             && name.len() <= limits::MAX_HEADER_NAME_LENGTH as usize
             && HEADER_NAME_RE.is_match(name),
         path,
-        || format!("{name:?} is not an HTTP header name: use letters, digits and '-', e.g. x-user-type"),
+        || {
+            format!(
+                "{name:?} is not an HTTP header name: use letters, digits and '-', e.g. x-user-type"
+            )
+        },
     );
 }
 
@@ -251,6 +277,9 @@ mod tests {
         let mut r = Report::default();
         check_regex(&mut r, &FieldPath::root("x"), "(unclosed");
         let errs = r.finish().unwrap_err();
-        assert!(errs.summary().contains("not a valid regular expression"), "{errs}");
+        assert!(
+            errs.summary().contains("not a valid regular expression"),
+            "{errs}"
+        );
     }
 }

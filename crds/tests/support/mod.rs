@@ -15,7 +15,10 @@ use serde_json::Value;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 /// Every document of a multi-document YAML text.
@@ -137,7 +140,11 @@ fn list_keys(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>
             let mut seen = BTreeSet::new();
             for (i, item) in items.iter().enumerate() {
                 let id = match list_type {
-                    Some("map") => keys.iter().map(|k| item[*k].to_string()).collect::<Vec<_>>().join(","),
+                    Some("map") => keys
+                        .iter()
+                        .map(|k| item[*k].to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
                     Some("set") => item.to_string(),
                     _ => String::new(),
                 };
