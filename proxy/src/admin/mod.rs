@@ -1,0 +1,122 @@
+//! The admin listener (`127.0.0.1:15000`): `/config_dump`, `/metrics`, `/ready`,
+//! `/healthz`, `POST /logging?level=`; and the health listener (`15021`): `/ready`, for
+//! kubelet probes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ConfigSource;
+use crate::metrics::Metrics;
+
+/// Changes the log filter at run time.
+pub type SetLogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// What the admin endpoints read.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The config in force.
+    pub config: Arc<ConfigSource>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Set once the proxy starts draining: it is no longer ready.
+    pub draining: Arc<AtomicBool>,
+    /// Changes the log filter.
+    pub set_log_level: SetLogLevel,
+}
+
+impl AdminState {
+    /// Ready: a config is in force and the proxy is not draining.
+    pub fn is_ready(&self) -> bool {
+        self.config.is_loaded() && !self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// The admin router.
+pub fn admin_router(state: AdminState) -> Router {
+    Router::new()
+        .route("/config_dump", get(config_dump))
+        .route("/metrics", get(metrics))
+        .route("/ready", get(ready))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/logging", post(logging))
+        .with_state(state)
+}
+
+/// The health router (probes).
+pub fn health_router(state: AdminState) -> Router {
+    Router::new().route("/ready", get(ready)).with_state(state)
+}
+
+/// Serves `router` on `listener` until `stop` fires.
+pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToken) {
+    let result = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "admin server failed");
+    }
+}
+
+async fn config_dump(State(s): State<AdminState>) -> impl IntoResponse {
+    let tables = s.config.tables();
+    match serde_json::to_string_pretty(&*tables.config) {
+        Ok(json) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            json,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            e.to_string(),
+        ),
+    }
+}
+
+async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+}
+
+async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
+    if s.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else if s.draining.load(Ordering::Acquire) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no config yet\n")
+    }
+}
+
+async fn logging(
+    State(s): State<AdminState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> impl IntoResponse {
+    let Some(level) = q.get("level") else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "missing ?level=, e.g. ?level=debug or ?level=braid_proxy=trace\n".to_owned(),
+        );
+    };
+    match (s.set_log_level)(level) {
+        Ok(()) => (StatusCode::OK, format!("log level set to {level}\n")),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("level {level:?} refused: {e}\n"),
+        ),
+    }
+}

@@ -1,0 +1,89 @@
+//! Command-line interface of `braid-proxy`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::iptables::CaptureArgs;
+
+/// braid's sidecar proxy.
+#[derive(Debug, Parser)]
+#[command(name = "braid-proxy", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy.
+    Run(RunArgs),
+    /// Install the pod's iptables capture rules (runs in the braid-init container).
+    Iptables(CaptureArgs),
+    /// Wait until the local proxy reports ready (for a postStart hook).
+    WaitReady(WaitReadyArgs),
+}
+
+/// Flags of `braid-proxy run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Load the generated ProxyConfig (YAML or JSON) from this file and apply each change.
+    #[arg(long, env = "BRAID_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Stream config from the operator at this URL. Not implemented yet: arrives with
+    /// the operator-core issue; use --config meanwhile.
+    #[arg(long, env = "BRAID_OPERATOR", conflicts_with = "config")]
+    pub operator: Option<String>,
+    /// Outbound capture listener (iptables redirects the app's outgoing TCP here).
+    #[arg(long, env = "BRAID_OUTBOUND_ADDR", default_value = "0.0.0.0:15001")]
+    pub outbound_addr: SocketAddr,
+    /// Inbound capture listener (iptables redirects incoming TCP here).
+    #[arg(long, env = "BRAID_INBOUND_ADDR", default_value = "0.0.0.0:15006")]
+    pub inbound_addr: SocketAddr,
+    /// Admin listener (/config_dump, /metrics, /ready, /healthz, POST /logging).
+    #[arg(long, env = "BRAID_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
+    pub admin_addr: SocketAddr,
+    /// Health listener for kubelet probes (/ready).
+    #[arg(long, env = "BRAID_HEALTH_ADDR", default_value = "0.0.0.0:15021")]
+    pub health_addr: SocketAddr,
+    /// Do not open the capture listeners (hosts without iptables: only the config's
+    /// explicit listeners run).
+    #[arg(long, env = "BRAID_NO_CAPTURE")]
+    pub no_capture: bool,
+    /// Source address of connections to the app on the inbound side; the capture rules
+    /// let it through. Falls back to the kernel's choice when it cannot be bound.
+    #[arg(long, env = "BRAID_INBOUND_SOURCE", default_value = "127.0.0.6")]
+    pub inbound_source: std::net::IpAddr,
+    /// Worker threads; default: the container's CPU limit (cgroup), else the CPU count.
+    #[arg(long, env = "BRAID_WORKERS")]
+    pub workers: Option<usize>,
+    /// On SIGTERM, stop accepting and let in-flight work finish for at most this many seconds.
+    #[arg(long, env = "BRAID_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
+    pub drain_timeout_secs: u64,
+    /// Upstream connect timeout in milliseconds (a timeout answers 504).
+    #[arg(long, env = "BRAID_CONNECT_TIMEOUT_MS", default_value_t = 3000)]
+    pub connect_timeout_ms: u64,
+    /// How often the config file is checked for changes, in milliseconds.
+    #[arg(long, env = "BRAID_CONFIG_POLL_MS", default_value_t = 500)]
+    pub config_poll_ms: u64,
+    /// Log filter, e.g. info or braid_proxy=debug; change it live with POST /logging?level=.
+    #[arg(long, env = "BRAID_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log as JSON lines.
+    #[arg(long, env = "BRAID_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// Flags of `braid-proxy wait-ready`.
+#[derive(Debug, Args)]
+pub struct WaitReadyArgs {
+    /// The proxy's admin address.
+    #[arg(long, env = "BRAID_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
+    pub admin_addr: SocketAddr,
+    /// Give up (exit 1) after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_secs: u64,
+}

@@ -1,0 +1,143 @@
+//! Where config comes from, and the store every connection reads it from.
+//!
+//! A source (the file watcher here; the operator's stream later) hands each new
+//! `ProxyConfig` to [`ConfigSource::apply`], which compiles it into [`Tables`] and swaps
+//! them in atomically. A config that does not load or compile is refused with a log line
+//! naming the error, and the last good one stays in force.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+
+use super::{ProxyConfig, Tables};
+
+/// Why a config was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The file is not a valid ProxyConfig.
+    #[error("parsing {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// The config contradicts itself.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// Reads a ProxyConfig from a YAML or JSON file.
+pub fn load_file(path: &Path) -> Result<ProxyConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Parses the text of a config file (YAML, or JSON, which is YAML too).
+fn parse(path: &Path, text: &str) -> Result<ProxyConfig, ConfigError> {
+    serde_norway::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// The current routing tables, shared by every listener, plus whether any config has
+/// been applied yet (the proxy is not ready before).
+pub struct ConfigSource {
+    current: ArcSwap<Tables>,
+    loaded: std::sync::atomic::AtomicBool,
+    on_apply: Box<dyn Fn(&Tables) + Send + Sync>,
+}
+
+impl ConfigSource {
+    /// A store holding an empty config; `on_apply` runs after each successful swap
+    /// (metrics, listener reconciliation).
+    pub fn new(on_apply: impl Fn(&Tables) + Send + Sync + 'static) -> Result<Self, ConfigError> {
+        Ok(Self {
+            current: ArcSwap::from_pointee(Tables::build(ProxyConfig::default())?),
+            loaded: std::sync::atomic::AtomicBool::new(false),
+            on_apply: Box::new(on_apply),
+        })
+    }
+
+    /// The tables in force now. Cheap: one atomic load.
+    pub fn tables(&self) -> Arc<Tables> {
+        self.current.load_full()
+    }
+
+    /// Whether a config has been applied.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Compiles `config` and swaps it in; on error nothing changes.
+    pub fn apply(&self, config: ProxyConfig) -> Result<(), ConfigError> {
+        let tables = Tables::build(config)?;
+        tracing::info!(version = %tables.config.version, services = tables.config.services.len(), "config applied");
+        (self.on_apply)(&tables);
+        self.current.store(Arc::new(tables));
+        self.loaded
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Watches a config file and applies each new version.
+pub struct FileSource {
+    path: PathBuf,
+    interval: Duration,
+}
+
+impl FileSource {
+    /// Watches `path`, checking every `interval`. Polling (rather than inotify) also sees
+    /// Kubernetes ConfigMap updates, which swap a symlink.
+    pub fn new(path: PathBuf, interval: Duration) -> Self {
+        Self { path, interval }
+    }
+
+    /// Loads the file once; the proxy refuses to start on a bad initial config.
+    pub fn load_initial(&self, store: &ConfigSource) -> Result<String, ConfigError> {
+        let text = std::fs::read_to_string(&self.path).map_err(|source| ConfigError::Read {
+            path: self.path.clone(),
+            source,
+        })?;
+        store.apply(parse(&self.path, &text)?)?;
+        Ok(text)
+    }
+
+    /// Applies every change until `stop` fires. Bad versions are logged and skipped.
+    pub async fn watch(self, store: Arc<ConfigSource>, mut last: String, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.interval);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let Ok(text) = tokio::fs::read_to_string(&self.path).await else {
+                continue; // a file being replaced may be briefly absent
+            };
+            if text == last {
+                continue;
+            }
+            last = text;
+            match parse(&self.path, &last).and_then(|cfg| store.apply(cfg)) {
+                Ok(()) => {}
+                Err(e) => tracing::error!(error = %e, "config refused; keeping the last good one"),
+            }
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Lookup tables compiled from a `ProxyConfig`: built completely, checked, then swapped
+//! in as one `Arc`, so a connection sees either the old config or the new, never a mix.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::{ConfigError, ListenerTarget, Protocol, ProxyConfig};
+
+/// Where an outbound connection or request to one service port goes.
+#[derive(Debug)]
+pub struct OutboundTarget {
+    /// `name.namespace:port`, for logs and metrics.
+    pub label: String,
+    /// The service's name.
+    pub service: String,
+    /// The port's protocol.
+    pub protocol: Protocol,
+    /// Every endpoint address (ip:targetPort), over all groups.
+    pub endpoints: Vec<SocketAddr>,
+    next: AtomicUsize,
+}
+
+impl OutboundTarget {
+    fn new(
+        service: &str,
+        namespace: &str,
+        port: u16,
+        protocol: Protocol,
+        endpoints: Vec<SocketAddr>,
+    ) -> Self {
+        let label = if namespace.is_empty() {
+            format!("{service}:{port}")
+        } else {
+            format!("{service}.{namespace}:{port}")
+        };
+        Self {
+            label,
+            service: service.to_owned(),
+            protocol,
+            endpoints,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next endpoint, round robin; `None` when the service has none.
+    pub fn pick(&self) -> Option<SocketAddr> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        self.endpoints.get(i % self.endpoints.len()).copied()
+    }
+}
+
+/// How an inbound port is handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InboundPort {
+    /// The port's protocol.
+    pub protocol: Protocol,
+}
+
+/// An explicit listener, resolved.
+#[derive(Clone, Debug)]
+pub struct ListenerPlan {
+    /// Its name.
+    pub name: String,
+    /// Where it accepts.
+    pub bind: SocketAddr,
+    /// The protocol spoken on it.
+    pub protocol: Protocol,
+    /// Where its traffic goes.
+    pub target: Arc<OutboundTarget>,
+}
+
+/// Everything a connection needs to be routed, compiled from one config version.
+#[derive(Debug)]
+pub struct Tables {
+    /// The config these tables were built from.
+    pub config: Arc<ProxyConfig>,
+    outbound: HashMap<SocketAddr, Arc<OutboundTarget>>,
+    inbound: HashMap<u16, InboundPort>,
+    /// Explicit listeners.
+    pub listeners: Vec<ListenerPlan>,
+}
+
+impl Tables {
+    /// Compiles `config`, refusing contradictions (one VIP:port claimed by two services, a
+    /// listener naming a service that does not exist) with an error that names them.
+    pub fn build(config: ProxyConfig) -> Result<Self, ConfigError> {
+        let mut outbound = HashMap::new();
+        let mut by_service: HashMap<(String, String, u16), Arc<OutboundTarget>> = HashMap::new();
+        for svc in &config.services {
+            for port in &svc.ports {
+                let endpoints: Vec<SocketAddr> = svc
+                    .groups
+                    .iter()
+                    .flat_map(|g| &g.endpoints)
+                    .map(|e| SocketAddr::new(e.address, port.target()))
+                    .collect();
+                let target = Arc::new(OutboundTarget::new(
+                    &svc.name,
+                    &svc.namespace,
+                    port.port,
+                    port.protocol,
+                    endpoints,
+                ));
+                for vip in &svc.vips {
+                    let key = SocketAddr::new(*vip, port.port);
+                    if let Some(other) = outbound.insert(key, target.clone()) {
+                        return Err(ConfigError::Invalid(format!(
+                            "services: {key} is claimed by both {} and {}",
+                            other.label, target.label
+                        )));
+                    }
+                }
+                by_service.insert((svc.name.clone(), svc.namespace.clone(), port.port), target);
+            }
+        }
+        let inbound = config
+            .inbound
+            .ports
+            .iter()
+            .map(|p| {
+                (
+                    p.port,
+                    InboundPort {
+                        protocol: p.protocol,
+                    },
+                )
+            })
+            .collect();
+        let mut listeners = Vec::new();
+        for (i, l) in config.listeners.iter().enumerate() {
+            let target = match &l.target {
+                ListenerTarget::Address(addr) => {
+                    Arc::new(OutboundTarget::new(&addr.to_string(), "", addr.port(), l.protocol, vec![*addr]))
+                }
+                ListenerTarget::Service { name, namespace, port } => by_service
+                    .iter()
+                    .find(|((n, ns, p), _)| n == name && p == port && (namespace.is_empty() || ns == namespace))
+                    .map(|(_, t)| t.clone())
+                    .ok_or_else(|| {
+                        ConfigError::Invalid(format!(
+                            "listeners[{i}].target: no service {name:?} with port {port} in services"
+                        ))
+                    })?,
+            };
+            listeners.push(ListenerPlan {
+                name: l.name.clone(),
+                bind: l.bind,
+                protocol: l.protocol,
+                target,
+            });
+        }
+        Ok(Self {
+            config: Arc::new(config),
+            outbound,
+            inbound,
+            listeners,
+        })
+    }
+
+    /// The target of an outbound connection to `dst` (a service VIP and port), if known.
+    pub fn outbound(&self, dst: SocketAddr) -> Option<&Arc<OutboundTarget>> {
+        self.outbound.get(&dst)
+    }
+
+    /// How inbound connections to `port` are handled.
+    pub fn inbound(&self, port: u16) -> InboundPort {
+        self.inbound.get(&port).copied().unwrap_or(InboundPort {
+            protocol: Protocol::Detect,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Endpoint, EndpointGroup, Listener, Service, ServicePort};
+
+    fn service(name: &str, vip: &str, ips: &[&str]) -> Service {
+        Service {
+            name: name.into(),
+            namespace: "shop".into(),
+            vips: vec![vip.parse().unwrap()],
+            ports: vec![ServicePort {
+                port: 80,
+                target_port: Some(8080),
+                protocol: Protocol::Http,
+            }],
+            groups: vec![EndpointGroup {
+                name: "default".into(),
+                endpoints: ips
+                    .iter()
+                    .map(|ip| Endpoint {
+                        address: ip.parse().unwrap(),
+                        labels: Default::default(),
+                        identity: None,
+                        meshed: true,
+                    })
+                    .collect(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn vips_map_to_endpoints_round_robin() {
+        let cfg = ProxyConfig {
+            services: vec![service("payments", "10.96.0.10", &["10.0.0.1", "10.0.0.2"])],
+            ..Default::default()
+        };
+        let t = Tables::build(cfg).unwrap();
+        let target = t.outbound("10.96.0.10:80".parse().unwrap()).unwrap();
+        assert_eq!(target.protocol, Protocol::Http);
+        let picks: Vec<_> = (0..4).map(|_| target.pick().unwrap().to_string()).collect();
+        assert_eq!(
+            picks,
+            [
+                "10.0.0.1:8080",
+                "10.0.0.2:8080",
+                "10.0.0.1:8080",
+                "10.0.0.2:8080"
+            ]
+        );
+        assert!(t.outbound("10.96.0.10:81".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn a_vip_claimed_twice_is_refused() {
+        let cfg = ProxyConfig {
+            services: vec![
+                service("a", "10.96.0.10", &["10.0.0.1"]),
+                service("b", "10.96.0.10", &["10.0.0.2"]),
+            ],
+            ..Default::default()
+        };
+        let err = Tables::build(cfg).unwrap_err().to_string();
+        assert!(
+            err.contains("10.96.0.10:80") && err.contains("a.shop:80"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn listeners_resolve_services_or_fail_by_name() {
+        let mut cfg = ProxyConfig {
+            services: vec![service("payments", "10.96.0.10", &["10.0.0.1"])],
+            listeners: vec![Listener {
+                name: "gw".into(),
+                bind: "127.0.0.1:18080".parse().unwrap(),
+                target: ListenerTarget::Service {
+                    name: "payments".into(),
+                    namespace: String::new(),
+                    port: 80,
+                },
+                protocol: Protocol::Http,
+            }],
+            ..Default::default()
+        };
+        let t = Tables::build(cfg.clone()).unwrap();
+        assert_eq!(
+            t.listeners[0].target.pick().unwrap().to_string(),
+            "10.0.0.1:8080"
+        );
+        cfg.listeners[0].target = ListenerTarget::Service {
+            name: "nope".into(),
+            namespace: String::new(),
+            port: 80,
+        };
+        let err = Tables::build(cfg).unwrap_err().to_string();
+        assert!(
+            err.contains("listeners[0].target") && err.contains("nope"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,142 @@
+//! Protocol detection: one bounded read with a deadline. The client's first bytes say
+//! HTTP/2 (the connection preface), HTTP/1 (a request line) or TLS (a ClientHello);
+//! anything else — including silence, as with server-speaks-first protocols such as
+//! MySQL or SMTP — is opaque TCP once the deadline passes.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// What the first bytes of a connection say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detected {
+    /// An HTTP/1.x request line.
+    Http1,
+    /// The HTTP/2 connection preface.
+    Http2,
+    /// A TLS ClientHello.
+    Tls,
+    /// Anything else, or nothing before the deadline.
+    Opaque,
+}
+
+/// The HTTP/2 client connection preface.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+const METHODS: [&[u8]; 9] = [
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+];
+
+/// The most bytes detection ever needs.
+const MAX_PEEK: usize = H2_PREFACE.len();
+
+/// Classifies `bytes`; `None` while more bytes could change the answer.
+pub fn classify(bytes: &[u8]) -> Option<Detected> {
+    if bytes.is_empty() {
+        return None;
+    }
+    if bytes[0] == 0x16 {
+        // A TLS record: content type handshake, then major version 3.
+        return match bytes.get(1) {
+            None => None,
+            Some(0x03) => Some(Detected::Tls),
+            Some(_) => Some(Detected::Opaque),
+        };
+    }
+    let n = bytes.len().min(H2_PREFACE.len());
+    if bytes[..n] == H2_PREFACE[..n] {
+        return if bytes.len() >= H2_PREFACE.len() {
+            Some(Detected::Http2)
+        } else {
+            None
+        };
+    }
+    let mut could_be_method = false;
+    for m in METHODS {
+        let n = bytes.len().min(m.len());
+        if bytes[..n] == m[..n] {
+            if bytes.len() >= m.len() {
+                return Some(Detected::Http1);
+            }
+            could_be_method = true;
+        }
+    }
+    if could_be_method {
+        None
+    } else {
+        Some(Detected::Opaque)
+    }
+}
+
+/// Reads until the protocol is known or `timeout` passes; returns it with the bytes read,
+/// which the caller must replay (see [`crate::io::PrefixedIo`]).
+pub async fn detect<T: AsyncRead + Unpin>(
+    io: &mut T,
+    timeout: Duration,
+) -> std::io::Result<(Detected, BytesMut)> {
+    let mut buf = BytesMut::with_capacity(MAX_PEEK);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(found) = classify(&buf) {
+            return Ok((found, buf));
+        }
+        let read = tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await;
+        match read {
+            Err(_elapsed) => return Ok((Detected::Opaque, buf)),
+            Ok(Ok(0)) => return Ok((Detected::Opaque, buf)),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_first_bytes() {
+        assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(Detected::Http1));
+        assert_eq!(classify(b"GE"), None);
+        assert_eq!(classify(b"POST /x"), Some(Detected::Http1));
+        assert_eq!(classify(H2_PREFACE), Some(Detected::Http2));
+        assert_eq!(classify(b"PRI * HTTP/2"), None);
+        assert_eq!(classify(&[0x16, 0x03, 0x01]), Some(Detected::Tls));
+        assert_eq!(classify(b"\x00\x01binary"), Some(Detected::Opaque));
+        assert_eq!(classify(b"SSH-2.0-OpenSSH"), Some(Detected::Opaque));
+        assert_eq!(classify(b"GETX"), Some(Detected::Opaque));
+    }
+
+    #[tokio::test]
+    async fn silence_is_opaque_after_the_deadline() {
+        let (mut client, _server) = tokio::io::duplex(64);
+        let (found, bytes) = detect(&mut client, Duration::from_millis(50))
+            .await
+            .unwrap();
+        assert_eq!(found, Detected::Opaque);
+        assert!(bytes.is_empty());
+    }
+
+    #[tokio::test]
+    async fn split_request_lines_are_still_http() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, mut server) = tokio::io::duplex(64);
+        tokio::spawn(async move {
+            server.write_all(b"GE").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            server.write_all(b"T / HTTP/1.1\r\n").await.unwrap();
+        });
+        let (found, bytes) = detect(&mut client, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(found, Detected::Http1);
+        assert!(bytes.starts_with(b"GET "));
+    }
+}

@@ -1,0 +1,196 @@
+//! The per-request path: pick the upstream, forward, map failures to statuses.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{ForwardError, Pool, Version, is_upgrade, strip_hop_by_hop};
+use crate::config::OutboundTarget;
+use crate::metrics::{Direction, Metrics};
+
+/// The body of every response the proxy sends.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// Where a connection's requests go.
+#[derive(Clone, Debug)]
+pub enum Upstream {
+    /// A service's endpoints, chosen per request.
+    Service(Arc<OutboundTarget>),
+    /// One fixed address (the app, on the inbound side).
+    Address(SocketAddr),
+}
+
+impl Upstream {
+    fn pick(&self) -> Result<SocketAddr, ForwardError> {
+        match self {
+            Self::Service(t) => t
+                .pick()
+                .ok_or_else(|| ForwardError::NoEndpoints(t.label.clone())),
+            Self::Address(a) => Ok(*a),
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Self::Service(t) => t.label.clone(),
+            Self::Address(a) => a.to_string(),
+        }
+    }
+}
+
+/// Forwards requests for one direction.
+#[derive(Clone)]
+pub struct Forwarder {
+    pool: Arc<Pool>,
+    metrics: Arc<Metrics>,
+    direction: Direction,
+}
+
+impl Forwarder {
+    /// A forwarder sending through `pool`.
+    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, direction: Direction) -> Self {
+        Self {
+            pool,
+            metrics,
+            direction,
+        }
+    }
+
+    /// Forwards one request and answers with the upstream's response or an error status.
+    pub async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        upstream: &Upstream,
+    ) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let label = upstream.label();
+        let version = if req.version() == http::Version::HTTP_2 {
+            Version::Http2
+        } else {
+            Version::Http1
+        };
+        let upgrade = version == Version::Http1 && is_upgrade(req.headers());
+        strip_hop_by_hop(req.headers_mut(), upgrade);
+        let result = match upstream.pick() {
+            Err(e) => Err(e),
+            Ok(addr) if upgrade => self.forward_upgrade(addr, req).await,
+            Ok(addr) => self.pool.send(addr, version, req).await,
+        };
+        let response = match result {
+            Ok(mut resp) => {
+                let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+                strip_hop_by_hop(resp.headers_mut(), switching);
+                resp.map(BodyExt::boxed)
+            }
+            Err(e) => {
+                tracing::debug!(target = %label, error = %e, "request failed");
+                error_response(&e)
+            }
+        };
+        self.metrics.request(
+            self.direction,
+            &label,
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+        response
+    }
+
+    /// Sends a WebSocket-style upgrade and, on 101, splices the two upgraded connections.
+    async fn forward_upgrade(
+        &self,
+        addr: SocketAddr,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, ForwardError> {
+        let downstream = hyper::upgrade::on(&mut req);
+        let mut resp = self.pool.send_upgrade(addr, req).await?;
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let upstream = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(downstream, upstream) {
+                    Ok((down, up)) => {
+                        let mut down = TokioIo::new(down);
+                        let mut up = TokioIo::new(up);
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                }
+            });
+        }
+        Ok(resp)
+    }
+}
+
+/// A response for a request the proxy could not forward, with the reason in `x-braid-error`.
+pub fn error_response(e: &ForwardError) -> Response<ProxyBody> {
+    let reason = e.to_string();
+    let mut resp = Response::new(
+        Full::new(Bytes::from(format!("{reason}\n")))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = e.status();
+    if let Ok(v) = HeaderValue::from_str(&reason.replace(['\r', '\n'], " ")) {
+        resp.headers_mut().insert("x-braid-error", v);
+    }
+    resp
+}
+
+/// How a connection's HTTP is spoken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServeAs {
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only.
+    Http2,
+    /// Either, by the HTTP/2 preface.
+    Auto,
+}
+
+/// Serves HTTP on `io`, forwarding every request to `upstream`, until the client closes
+/// or `drain` fires (then in-flight requests finish and the connection closes gracefully:
+/// HTTP/2 clients get GOAWAY).
+pub async fn serve<I>(
+    io: I,
+    forwarder: Forwarder,
+    upstream: Upstream,
+    serve_as: ServeAs,
+    drain: tokio_util::sync::CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let forwarder = forwarder.clone();
+        let upstream = upstream.clone();
+        async move { Ok::<_, std::convert::Infallible>(forwarder.forward(req, &upstream).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    match serve_as {
+        ServeAs::Http1 => builder = builder.http1_only(),
+        ServeAs::Http2 => builder = builder.http2_only(),
+        ServeAs::Auto => {}
+    }
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "downstream connection ended");
+            }
+        }
+        _ = drain.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}

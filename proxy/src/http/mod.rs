@@ -1,0 +1,40 @@
+//! HTTP forwarding: a hyper server on the accepted connection, each request sent to an
+//! upstream over a pooled connection of the same HTTP version.
+
+mod forward;
+mod headers;
+mod pool;
+
+pub use forward::{Forwarder, ProxyBody, ServeAs, Upstream, error_response, serve};
+pub use headers::{is_upgrade, strip_hop_by_hop};
+pub use pool::{Pool, Version};
+
+use http::StatusCode;
+
+/// Why a request could not be forwarded; each maps to a status and an `x-braid-error`.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The upstream refused or reset the connection attempt.
+    #[error("connect failure: {0}")]
+    Connect(std::io::Error),
+    /// The upstream did not accept the connection in time.
+    #[error("connect timeout")]
+    ConnectTimeout,
+    /// The upstream connection failed mid-request.
+    #[error("upstream failure: {0}")]
+    Upstream(hyper::Error),
+    /// The service has no endpoint to send to.
+    #[error("no endpoints for {0}")]
+    NoEndpoints(String),
+}
+
+impl ForwardError {
+    /// The status the caller receives.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Connect(_) | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}

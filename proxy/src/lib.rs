@@ -1,0 +1,19 @@
+//! braid's sidecar proxy.
+//!
+//! Accept → original destination → protocol (configured or detected) → HTTP through
+//! hyper or a TCP splice → upstream. Driven only by a generated [`config::ProxyConfig`].
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod detect;
+pub mod http;
+pub mod io;
+pub mod iptables;
+pub mod listen;
+pub mod metrics;
+pub mod runtime;
+pub mod tcp;
+pub mod wait_ready;

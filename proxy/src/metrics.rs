@@ -1,0 +1,206 @@
+//! Prometheus metrics, served as text on the admin port's `/metrics`.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Which side of the pod traffic is on.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Direction {
+    /// From the app to other services.
+    outbound,
+    /// From other pods to the app.
+    inbound,
+}
+
+/// What a connection was treated as.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ConnProtocol {
+    /// HTTP/1.x.
+    http1,
+    /// HTTP/2.
+    http2,
+    /// Opaque bytes.
+    tcp,
+    /// Passed through to an unknown destination.
+    passthrough,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    direction: Direction,
+    target: String,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: Direction,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnLabels {
+    direction: Direction,
+    protocol: ConnProtocol,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: String,
+}
+
+/// Every metric the proxy exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<DirectionLabels, Histogram>,
+    connections: Family<ConnLabels, Counter>,
+    open: Family<ConnLabels, Gauge>,
+    config: Family<VersionLabels, Gauge>,
+    config_version: Mutex<String>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("braid");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "HTTP requests by direction, target and status code",
+            requests.clone(),
+        );
+        let latency = Family::<DirectionLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+        });
+        registry.register(
+            "request_duration_seconds",
+            "Time to response headers",
+            latency.clone(),
+        );
+        let connections = Family::<ConnLabels, Counter>::default();
+        registry.register(
+            "tcp_connections",
+            "Accepted connections by protocol",
+            connections.clone(),
+        );
+        let open = Family::<ConnLabels, Gauge>::default();
+        registry.register("tcp_connections_open", "Connections open now", open.clone());
+        let config = Family::<VersionLabels, Gauge>::default();
+        registry.register(
+            "config_info",
+            "The config version in force (value 1)",
+            config.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            connections,
+            open,
+            config,
+            config_version: Mutex::new(String::new()),
+        }
+    }
+
+    /// Counts a finished request.
+    pub fn request(&self, direction: Direction, target: &str, code: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                direction,
+                target: target.to_owned(),
+                code,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&DirectionLabels { direction })
+            .observe(seconds);
+    }
+
+    /// Counts a connection; the guard keeps it in the open gauge until dropped.
+    pub fn connection(&self, direction: Direction, protocol: ConnProtocol) -> OpenGuard {
+        let labels = ConnLabels {
+            direction,
+            protocol,
+        };
+        self.connections.get_or_create(&labels).inc();
+        let gauge = self.open.get_or_create(&labels).clone();
+        gauge.inc();
+        OpenGuard(gauge)
+    }
+
+    /// Records the config version now in force.
+    pub fn config_applied(&self, version: &str) {
+        let Ok(mut current) = self.config_version.lock() else {
+            return;
+        };
+        let previous = std::mem::replace(&mut *current, version.to_owned());
+        self.config.remove(&VersionLabels { version: previous });
+        self.config
+            .get_or_create(&VersionLabels {
+                version: version.to_owned(),
+            })
+            .set(1);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Keeps a connection counted as open.
+pub struct OpenGuard(Gauge);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_requests_connections_and_config_version() {
+        let m = Metrics::new();
+        m.request(Direction::outbound, "payments.shop:80", 200, 0.001);
+        let guard = m.connection(Direction::inbound, ConnProtocol::http2);
+        m.config_applied("v1");
+        m.config_applied("v2");
+        let text = m.encode();
+        assert!(text.contains(r#"braid_requests_total{direction="outbound",target="payments.shop:80",code="200"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"braid_tcp_connections_open{direction="inbound",protocol="http2"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"braid_config_info{version="v2"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"version="v1""#), "{text}");
+        drop(guard);
+        assert!(
+            m.encode()
+                .contains(r#"braid_tcp_connections_open{direction="inbound",protocol="http2"} 0"#)
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! Opaque TCP: copy bytes both ways, passing each side's half-close to the other.
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::io::PrefixedIo;
+
+/// Copies between the client (with any bytes already read for detection) and `upstream`
+/// until both directions are done. Returns (client → upstream, upstream → client) bytes.
+pub async fn splice<C>(
+    client: PrefixedIo<C>,
+    mut upstream: TcpStream,
+) -> std::io::Result<(u64, u64)>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let (prefix, mut client) = client.into_parts();
+    if !prefix.is_empty() {
+        upstream.write_all(&prefix).await?;
+    }
+    let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+    Ok((up + prefix.len() as u64, down))
+}
