@@ -47,12 +47,16 @@ pub fn load_file(path: &Path) -> Result<ProxyConfig, ConfigError> {
     parse(path, &text)
 }
 
-/// Parses the text of a config file (YAML, or JSON, which is YAML too).
+/// Parses the text of a config file (YAML, or JSON, which is YAML too). It goes through
+/// a JSON value so the file and the operator's JSON stream share one shape, and errors
+/// name the field (`listeners[0].bind: invalid socket address`).
 fn parse(path: &Path, text: &str) -> Result<ProxyConfig, ConfigError> {
-    serde_norway::from_str(text).map_err(|e| ConfigError::Parse {
+    let err = |message: String| ConfigError::Parse {
         path: path.to_owned(),
-        message: e.to_string(),
-    })
+        message,
+    };
+    let value: serde_json::Value = serde_norway::from_str(text).map_err(|e| err(e.to_string()))?;
+    serde_path_to_error::deserialize(value).map_err(|e| err(format!("{}: {}", e.path(), e.inner())))
 }
 
 /// The current routing tables, shared by every listener, plus whether any config has

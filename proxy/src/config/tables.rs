@@ -134,9 +134,13 @@ impl Tables {
         let mut listeners = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
             let target = match &l.target {
-                ListenerTarget::Address(addr) => {
-                    Arc::new(OutboundTarget::new(&addr.to_string(), "", addr.port(), l.protocol, vec![*addr]))
-                }
+                ListenerTarget::Address(addr) => Arc::new(OutboundTarget {
+                    label: addr.to_string(),
+                    service: String::new(),
+                    protocol: l.protocol,
+                    endpoints: vec![*addr],
+                    next: AtomicUsize::new(0),
+                }),
                 ListenerTarget::Service { name, namespace, port } => by_service
                     .iter()
                     .find(|((n, ns, p), _)| n == name && p == port && (namespace.is_empty() || ns == namespace))

@@ -120,7 +120,7 @@ pub const CHAINS: [&str; 4] = [
 /// The `iptables-restore --noflush` input installing the capture for `family`.
 pub fn render(spec: &CaptureSpec, family: Family) -> String {
     let (loopback, host_len) = match family {
-        Family::V4 => ("127.0.0.1/32", 32),
+        Family::V4 => ("127.0.0.0/8", 32),
         Family::V6 => ("::1/128", 128),
     };
     let same_family = |ip: &IpAddr| ip.is_ipv4() == (family == Family::V4);

@@ -1,0 +1,184 @@
+//! Config changes under load, bad configs, WebSocket upgrades and draining on SIGTERM,
+//! against the real proxy binary.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn config(version: &str, front: std::net::SocketAddr, target: std::net::SocketAddr) -> String {
+    format!(
+        "version: {version}\nlisteners:\n- name: web\n  bind: {front}\n  target: {{address: \"{target}\"}}\n  protocol: http1\n"
+    )
+}
+
+#[tokio::test]
+async fn config_changes_apply_without_a_failed_request_and_bad_ones_are_refused() {
+    let a = http_backend("a").await;
+    let b = http_backend("b").await;
+    let front = free_addr();
+    let proxy = Proxy::start(&config("v1", front, a)).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let served_by_b = Arc::new(AtomicUsize::new(0));
+    let total = Arc::new(AtomicUsize::new(0));
+    let mut loops = Vec::new();
+    for _ in 0..4 {
+        let (stop, failures, served_by_b, total) = (
+            stop.clone(),
+            failures.clone(),
+            served_by_b.clone(),
+            total.clone(),
+        );
+        loops.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let req = Request::get("/")
+                    .header("host", "web")
+                    .body(empty())
+                    .unwrap();
+                match http1_request(front, req).await {
+                    Ok(resp) if resp.status() == 200 => {
+                        if body_string(resp).await.starts_with("b ") {
+                            served_by_b.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    _ => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                total.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.write_config(&config("v2", front, b));
+    // Wait until the new version is in force.
+    for _ in 0..100 {
+        if proxy
+            .admin_get("/metrics")
+            .await
+            .1
+            .contains(r#"braid_config_info{version="v2"} 1"#)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A broken file is refused; v2 stays.
+    proxy.write_config("listeners: [this is not a listener");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        l.await.unwrap();
+    }
+    let (status, dump) = proxy.admin_get("/config_dump").await;
+    assert_eq!(status, 200);
+    assert!(dump.contains(r#""version": "v2""#), "{dump}");
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "requests failed across the config change"
+    );
+    assert!(
+        served_by_b.load(Ordering::Relaxed) > 0,
+        "the new target never served"
+    );
+    assert!(total.load(Ordering::Relaxed) > 20);
+}
+
+#[tokio::test]
+async fn websocket_upgrades_are_tunnelled() {
+    // A backend that accepts an upgrade and echoes bytes on the raw connection.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let svc = service_fn(|mut req: Request<hyper::body::Incoming>| async move {
+            tokio::spawn(async move {
+                let mut io = TokioIo::new(hyper::upgrade::on(&mut req).await.unwrap());
+                let mut buf = [0u8; 5];
+                io.read_exact(&mut buf).await.unwrap();
+                io.write_all(&buf).await.unwrap();
+            });
+            let mut resp = Response::new(Full::new(Bytes::new()));
+            *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            resp.headers_mut()
+                .insert("connection", "upgrade".parse().unwrap());
+            resp.headers_mut()
+                .insert("upgrade", "websocket".parse().unwrap());
+            Ok::<_, std::convert::Infallible>(resp)
+        });
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades()
+            .await
+            .unwrap();
+    });
+    let front = free_addr();
+    let _proxy = Proxy::start(&config("ws", front, backend)).await;
+    let stream = tokio::net::TcpStream::connect(front).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn.with_upgrades());
+    let req = Request::get("/ws")
+        .header("host", "web")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .body(empty())
+        .unwrap();
+    let mut resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let mut io = TokioIo::new(hyper::upgrade::on(&mut resp).await.unwrap());
+    io.write_all(b"hello").await.unwrap();
+    let mut echoed = [0u8; 5];
+    io.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"hello");
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_requests_and_refuses_new_connections() {
+    let backend = http_backend("slow").await;
+    let front = free_addr();
+    let mut proxy = Proxy::start(&config("d", front, backend)).await;
+    let in_flight = tokio::spawn(async move {
+        http1_request(
+            front,
+            Request::get("/slow")
+                .header("host", "web")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tokio::net::TcpStream::connect(front).await.is_err(),
+        "a draining proxy still accepts connections"
+    );
+    let resp = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request failed");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(body_string(resp).await, "slow GET /slow");
+    let status = tokio::task::spawn_blocking(move || proxy.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "the proxy exited with {status}");
+}

@@ -1,0 +1,248 @@
+//! Test support: the real `braid-proxy` binary on loopback, small HTTP/1.1, HTTP/2 and TCP
+//! backends, and clients.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A free loopback port (bound then released).
+pub fn free_addr() -> SocketAddr {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The proxy binary under test.
+pub fn proxy_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_braid-proxy"))
+}
+
+/// A running `braid-proxy run --no-capture` with a config file it watches.
+pub struct Proxy {
+    pub child: Child,
+    pub admin: SocketAddr,
+    pub config: tempfile::NamedTempFile,
+}
+
+impl Proxy {
+    /// Starts the proxy on `config_yaml` and waits until it is ready.
+    pub async fn start(config_yaml: &str) -> Self {
+        let config = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+        std::fs::write(config.path(), config_yaml).unwrap();
+        let admin = free_addr();
+        let health = free_addr();
+        let child = Command::new(proxy_bin())
+            .args([
+                "run",
+                "--no-capture",
+                "--config-poll-ms",
+                "50",
+                "--drain-timeout-secs",
+                "10",
+            ])
+            .arg("--config")
+            .arg(config.path())
+            .args([
+                "--admin-addr",
+                &admin.to_string(),
+                "--health-addr",
+                &health.to_string(),
+            ])
+            .env("RUST_BACKTRACE", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let proxy = Self {
+            child,
+            admin,
+            config,
+        };
+        braid_proxy::wait_ready::wait(admin, Duration::from_secs(10))
+            .await
+            .unwrap();
+        proxy
+    }
+
+    /// Replaces the config file.
+    pub fn write_config(&self, yaml: &str) {
+        let tmp = self.config.path().with_extension("new");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, self.config.path()).unwrap();
+    }
+
+    /// GET on the admin port: (status, body).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let resp = http1_request(
+            self.admin,
+            Request::get(path)
+                .header("host", "admin")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        let status = resp.status().as_u16();
+        (status, body_string(resp).await)
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn empty() -> Full<Bytes> {
+    Full::new(Bytes::new())
+}
+
+pub async fn body_string(resp: Response<Incoming>) -> String {
+    String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
+}
+
+/// One HTTP/1.1 request on a new connection.
+pub async fn http1_request(
+    addr: SocketAddr,
+    req: Request<Full<Bytes>>,
+) -> hyper::Result<Response<Incoming>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    sender.send_request(req).await
+}
+
+/// An HTTP/2 (prior knowledge) connection.
+pub async fn http2_client(
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// An HTTP backend (HTTP/1.1 and HTTP/2) answering `<name> <method> <path>`, echoing
+/// `x-echo`, and on `/stream` sending three chunks then a `grpc-status: 0` trailer. On
+/// `/slow` it waits 1.5 s first.
+pub async fn http_backend(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| async move {
+                    let path = req.uri().path().to_owned();
+                    let line = format!("{name} {} {path}", req.method());
+                    let echo = req.headers().get("x-echo").cloned();
+                    let hop = req.headers().contains_key("x-hop");
+                    if path == "/slow" {
+                        tokio::time::sleep(Duration::from_millis(1500)).await;
+                    }
+                    let body: http_body_util::combinators::BoxBody<
+                        Bytes,
+                        std::convert::Infallible,
+                    > = if path == "/stream" {
+                        let mut trailers = HeaderMap::new();
+                        trailers.insert("grpc-status", "0".parse().unwrap());
+                        Frames(
+                            [
+                                Frame::data(Bytes::from("one,")),
+                                Frame::data(Bytes::from("two,")),
+                                Frame::data(Bytes::from("three")),
+                                Frame::trailers(trailers),
+                            ]
+                            .into(),
+                        )
+                        .boxed()
+                    } else {
+                        Full::new(Bytes::from(line)).boxed()
+                    };
+                    let mut resp = Response::new(body);
+                    if let Some(v) = echo {
+                        resp.headers_mut().insert("x-echo", v);
+                    }
+                    if hop {
+                        resp.headers_mut()
+                            .insert("x-hop-seen", "1".parse().unwrap());
+                    }
+                    Ok::<_, std::convert::Infallible>(resp)
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A body yielding fixed frames (data, then trailers), one per poll.
+pub struct Frames(std::collections::VecDeque<Frame<Bytes>>);
+
+impl hyper::body::Body for Frames {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(Ok))
+    }
+}
+
+/// A server-speaks-first TCP backend: sends `banner\n`, then echoes one line upper-cased.
+pub async fn banner_backend(banner: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                stream
+                    .write_all(format!("{banner}\n").as_bytes())
+                    .await
+                    .unwrap();
+                let mut buf = vec![0u8; 1024];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                let reply = String::from_utf8_lossy(&buf[..n]).to_uppercase();
+                let _ = stream.write_all(reply.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
