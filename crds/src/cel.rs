@@ -6,13 +6,27 @@
 //! at CRD apply time, so rules here never use it. Every list and string a rule walks is
 //! bounded (`maxItems`/`maxLength`) so the estimated cost stays inside the budget.
 
-/// `self` (a list of objects with an integer `weight`) sums to exactly 100.
+/// `self` (a list of objects with an integer `weight`) is empty or sums to exactly 100.
 /// Written out for `max_items` entries because 1.28 has no `sum()`.
 pub fn weights_sum_to_100(max_items: u32) -> String {
     let terms: Vec<String> = (0..max_items)
         .map(|i| format!("(self.size() > {i} ? self[{i}].weight : 0)"))
         .collect();
-    format!("{} == 100", terms.join(" + "))
+    format!("self.size() == 0 || {} == 100", terms.join(" + "))
+}
+
+/// In `self` (a list of objects), only the last entry may lack a non-empty `field`: an
+/// entry without it matches everything and would make the entries after it unreachable.
+pub fn only_last_may_lack(field: &str, max_items: u32) -> String {
+    (0..max_items.saturating_sub(1))
+        .map(|i| {
+            format!(
+                "(self.size() <= {} || (has(self[{i}].{field}) && self[{i}].{field}.size() > 0))",
+                i + 1
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" && ")
 }
 
 /// `self` (a list of integers) is strictly ascending. Written out pairwise for `max_items`.
@@ -46,7 +60,7 @@ mod tests {
     fn sum_is_written_out() {
         assert_eq!(
             weights_sum_to_100(2),
-            "(self.size() > 0 ? self[0].weight : 0) + (self.size() > 1 ? self[1].weight : 0) == 100"
+            "self.size() == 0 || (self.size() > 0 ? self[0].weight : 0) + (self.size() > 1 ? self[1].weight : 0) == 100"
         );
     }
 
@@ -55,6 +69,15 @@ mod tests {
         assert_eq!(
             strictly_ascending(3),
             "(self.size() <= 1 || self[0] < self[1]) && (self.size() <= 2 || self[1] < self[2])"
+        );
+    }
+
+    #[test]
+    fn only_the_last_may_be_a_catch_all() {
+        assert_eq!(
+            only_last_may_lack("match", 3),
+            "(self.size() <= 1 || (has(self[0].match) && self[0].match.size() > 0)) && \
+             (self.size() <= 2 || (has(self[1].match) && self[1].match.size() > 0))"
         );
     }
 

@@ -1,5 +1,38 @@
-//! braid's end-to-end harness: every "pod" a network namespace on a bridge, captured by
-//! the same `braid-proxy iptables` command the injector writes into real pods.
+//! braid's end-to-end harness: a mesh on one machine.
 //!
-//! Not built yet: the harness arrives with the proxy core, which it needs. Until then this
-//! crate is an empty member of the workspace and runs no scenario.
+//! Every pod is a network namespace with a veth on a bridge (the bridge lives in a "hub"
+//! namespace of the mesh, so nothing touches the host's own network). A meshed pod gets
+//! the init step — the real `braid-proxy iptables` command — and the sidecar, run as UID
+//! 1337 with a generated config; apps run inside the namespace. Names resolve through
+//! `/etc/netns/<pod>/hosts`. Everything is removed on drop, and namespaces left behind
+//! by a killed run are swept by name prefix the next time a mesh is made.
+//!
+//! Needs root, `ip` (iproute2), `iptables` and `setpriv` (util-linux).
+
+mod mesh;
+mod netns;
+
+pub use mesh::{Mesh, Pod, ProxyFlags};
+pub use netns::{prerequisites, sweep};
+
+/// Why the harness could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// A prerequisite is missing.
+    #[error("e2e prerequisite missing: {0}")]
+    Missing(String),
+    /// A command failed.
+    #[error("{command}: {message}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// What it printed or why it could not run.
+        message: String,
+    },
+    /// Something did not happen in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// Files.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}

@@ -101,6 +101,11 @@ impl JsonSchema for Duration {
             "type": "string",
             "pattern": DURATION_PATTERN,
             "maxLength": DURATION_MAX_LENGTH,
+            // Every braid duration is a timeout, interval or wait: zero is always a mistake.
+            "x-kubernetes-validations": [{
+                "rule": "duration(self) > duration('0s')",
+                "message": "must be longer than zero, e.g. 500ms or 1s",
+            }],
         })
     }
 }

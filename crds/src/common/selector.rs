@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -23,8 +24,11 @@ pub struct WorkloadSelector {
 }
 
 /// One label requirement: `key` `operator` `values`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(KubeSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "self.operator == 'In' || self.operator == 'NotIn' ? (has(self.values) && self.values.size() > 0) : (!has(self.values) || self.values.size() == 0)"
+).message("In and NotIn need at least one value; Exists and DoesNotExist take none"))]
 pub struct SelectorRequirement {
     /// The label key, e.g. `app` or `app.kubernetes.io/name`.
     #[schemars(length(min = 1, max = limits::MAX_LABEL_KEY_LENGTH))]

@@ -35,7 +35,7 @@ pub struct AutoRollout {
     #[x_kube(
         validation = Rule::new(crate::cel::strictly_ascending(limits::MAX_ROLLOUT_STEPS))
             .message("steps must be strictly ascending, e.g. [10, 25, 50, 100]"),
-        validation = Rule::new("self[self.size() - 1] == 100")
+        validation = Rule::new("self.size() == 0 || self[self.size() - 1] == 100")
             .message("the last step must be 100")
     )]
     pub steps: Vec<u32>,

@@ -14,7 +14,10 @@ pub struct EncryptionPolicyStatus {
     /// `Accepted` (the spec is valid) and `SafeToEnforce` (no plaintext reached the covered
     /// workloads for a whole window).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(
+        length(max = 8),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"])
+    )]
     pub conditions: Vec<Condition>,
     /// Where the rollout stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use super::{AutoRollout, EncryptionPolicy, EncryptionPolicySpec, TlsMode};
 use crate::limits;
 use crate::validation::{
-    FieldPath, Report, Validate, ValidationErrors, check_items, check_positive_duration,
-    check_range, check_selector,
+    FieldPath, Report, Validate, ValidationErrors, check_duration, check_items, check_range,
+    check_selector,
 };
 
 impl Validate for EncryptionPolicy {
@@ -54,7 +54,7 @@ impl Validate for EncryptionPolicySpec {
                      let rollout.auto.enforceStrict switch to Strict",
                 ),
                 TlsMode::Disabled if rollout.percent != 0 || rollout.auto.is_some() => r.error(
-                    &at,
+                    &spec.field("mode"),
                     "mode Disabled accepts only plaintext, so no caller may originate mTLS: \
                      remove rollout or set mode Permissive",
                 ),
@@ -87,7 +87,7 @@ fn validate_auto(r: &mut Report, at: &FieldPath, auto: &AutoRollout) {
             format!("the last step is {last}; end at 100, e.g. [10, 25, 50, 100]")
         });
     }
-    check_positive_duration(r, &at.field("interval"), &auto.interval);
+    check_duration(r, &at.field("interval"), &auto.interval);
     r.check(
         (0.0..=1.0).contains(&auto.max_error_rate_increase),
         &at.field("maxErrorRateIncrease"),

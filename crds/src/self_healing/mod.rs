@@ -34,8 +34,8 @@ use crate::common::WorkloadSelector;
     printcolumn(name = "ACTION", type_ = "string", json_path = ".spec.healing.action"),
     printcolumn(
         name = "UNHEALTHY",
-        type_ = "string",
-        json_path = ".status.unhealthy[*].pod"
+        type_ = "integer",
+        json_path = ".status.unhealthyCount"
     ),
     printcolumn(
         name = "AGE",

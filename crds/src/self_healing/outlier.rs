@@ -1,7 +1,6 @@
 //! Outlier detection: when a caller's proxy ejects an endpoint.
 
 use kube::KubeSchema;
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::Duration;
@@ -23,8 +22,10 @@ fn default_max_ejection_percent() -> u32 {
 }
 
 /// When an endpoint is ejected, for how long, and how many may be.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("duration(self.baseEjectionTime) <= duration(self.maxEjectionTime)")
+    .message("maxEjectionTime must be at least baseEjectionTime"))]
 pub struct OutlierDetection {
     /// Eject after this many errors in a row (5xx, connect failures, resets), 1 to 1000.
     #[serde(default = "default_consecutive_errors")]

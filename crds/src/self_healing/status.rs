@@ -16,8 +16,14 @@ pub struct SelfHealingStatus {
     pub observed_generation: Option<i64>,
     /// `Accepted`: whether the spec is valid and in force; when not, the message names the field.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(
+        length(max = 8),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"])
+    )]
     pub conditions: Vec<Condition>,
+    /// How many endpoints are listed in `unhealthy` (the UNHEALTHY column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_count: Option<u32>,
     /// Endpoints proxies currently report as ejected.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = limits::MAX_STATUS_ENTRIES))]
@@ -33,8 +39,10 @@ pub struct SelfHealingStatus {
 #[serde(rename_all = "camelCase")]
 pub struct UnhealthyEndpoint {
     /// The pod behind the endpoint.
+    #[schemars(length(max = 253))]
     pub pod: String,
     /// The endpoint's address, `ip:port`.
+    #[schemars(length(max = 64))]
     pub address: String,
     /// When it was first reported.
     pub since: Time,
@@ -47,6 +55,7 @@ pub struct UnhealthyEndpoint {
 #[serde(rename_all = "camelCase")]
 pub struct HealingActionRecord {
     /// The pod acted on.
+    #[schemars(length(max = 253))]
     pub pod: String,
     /// What was done.
     pub action: HealingAction,

@@ -5,8 +5,7 @@
 
 use super::{OutlierDetection, OverloadProtection, OverloadSignal, SelfHealing, SelfHealingSpec};
 use crate::validation::{
-    FieldPath, Report, Validate, ValidationErrors, check_positive_duration, check_range,
-    check_selector,
+    FieldPath, Report, Validate, ValidationErrors, check_duration, check_range, check_selector,
 };
 
 impl Validate for SelfHealing {
@@ -34,7 +33,7 @@ impl Validate for SelfHealingSpec {
                 "healing acts on endpoints that outlierDetection ejects: add outlierDetection"
                     .into()
             });
-            check_positive_duration(&mut r, &at.field("cooldown"), &healing.cooldown);
+            check_duration(&mut r, &at.field("cooldown"), &healing.cooldown);
             check_range(
                 &mut r,
                 &at.field("minReporters"),
@@ -78,10 +77,10 @@ fn validate_outlier(r: &mut Report, at: &FieldPath, od: &OutlierDetection) {
             },
         );
         check_range(r, &e.field("minRequests"), rate.min_requests, 1, 1_000_000);
-        check_positive_duration(r, &e.field("window"), &rate.window);
+        check_duration(r, &e.field("window"), &rate.window);
     }
-    let base = check_positive_duration(r, &at.field("baseEjectionTime"), &od.base_ejection_time);
-    let max = check_positive_duration(r, &at.field("maxEjectionTime"), &od.max_ejection_time);
+    let base = check_duration(r, &at.field("baseEjectionTime"), &od.base_ejection_time);
+    let max = check_duration(r, &at.field("maxEjectionTime"), &od.max_ejection_time);
     if let (Some(base), Some(max)) = (base, max) {
         r.check(max >= base, &at.field("maxEjectionTime"), || {
             format!(
@@ -117,12 +116,14 @@ fn validate_overload(r: &mut Report, at: &FieldPath, op: &OverloadProtection) {
                 op.target
             )
         }),
-        OverloadSignal::Inflight => r.check(op.target >= 1.0, &target, || {
-            format!(
-                "{} is not a request count: for signal inflight use at least 1, e.g. 200",
-                op.target
-            )
-        }),
+        OverloadSignal::Inflight => {
+            r.check((1.0..=1_000_000.0).contains(&op.target), &target, || {
+                format!(
+                    "{} is not a request count: for signal inflight use 1 to 1000000, e.g. 200",
+                    op.target
+                )
+            })
+        }
     }
     check_range(r, &at.field("minLimit"), op.min_limit, 1, 1_000_000);
     if let Some(max) = op.max_limit {
@@ -134,5 +135,5 @@ fn validate_overload(r: &mut Report, at: &FieldPath, op: &OverloadProtection) {
             )
         });
     }
-    check_positive_duration(r, &at.field("samplePeriod"), &op.sample_period);
+    check_duration(r, &at.field("samplePeriod"), &op.sample_period);
 }

@@ -37,7 +37,7 @@ use crate::validation::{HOST_PATTERN, NAME_PATTERN};
     category = "braid",
     derive = "PartialEq",
     printcolumn(name = "HOST", type_ = "string", json_path = ".spec.host"),
-    printcolumn(name = "RULES", type_ = "string", json_path = ".spec.rules[*].name"),
+    printcolumn(name = "RULES", type_ = "integer", json_path = ".status.ruleCount"),
     printcolumn(
         name = "ACCEPTED",
         type_ = "string",
@@ -79,6 +79,8 @@ pub struct TrafficRouteSpec {
         length(min = 1, max = limits::MAX_RULES),
         extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"])
     )]
+    #[x_kube(validation = Rule::new(crate::cel::only_last_may_lack("match", limits::MAX_RULES))
+        .message("only the last rule may omit match: a rule without match takes every request, so rules after it are unreachable"))]
     pub rules: Vec<RouteRule>,
 }
 
@@ -97,6 +99,9 @@ pub struct Group {
 /// One routing rule: when it applies and what happens to the request.
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "!has(self.timeout) || !has(self.retries) || !has(self.retries.perTryTimeout) || duration(self.retries.perTryTimeout) <= duration(self.timeout)"
+).message("retries.perTryTimeout must not exceed timeout, or no retry could ever start"))]
 pub struct RouteRule {
     /// The rule's name, unique in this TrafficRoute; it labels the proxies' metrics.
     #[schemars(length(min = 1, max = limits::MAX_NAME_LENGTH), regex(pattern = NAME_PATTERN))]
@@ -106,10 +111,10 @@ pub struct RouteRule {
     #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = limits::MAX_MATCHES))]
     pub matches: Vec<RequestMatch>,
-    /// Where matching requests go: groups with weights summing to 100. Absent: all of the
-    /// host's pods.
+    /// Where matching requests go: groups with weights summing to 100. Absent or empty: all
+    /// of the host's pods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(min = 1, max = limits::MAX_DESTINATIONS))]
+    #[schemars(length(max = limits::MAX_DESTINATIONS))]
     #[x_kube(validation = Rule::new(crate::cel::weights_sum_to_100(limits::MAX_DESTINATIONS))
         .message("route weights must sum to 100"))]
     pub route: Vec<Destination>,

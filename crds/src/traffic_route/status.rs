@@ -13,8 +13,14 @@ pub struct TrafficRouteStatus {
     pub observed_generation: Option<i64>,
     /// `Accepted`: whether the spec is valid and in force; when not, the message names the field.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(
+        length(max = 8),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"])
+    )]
     pub conditions: Vec<Condition>,
+    /// How many rules are in force (the RULES column; kubectl cannot count a list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_count: Option<u32>,
     /// How many proxies should carry these rules, and how many have applied them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxies: Option<ProxyCounts>,

@@ -14,8 +14,8 @@ use super::{
 use crate::limits;
 use crate::validation::{
     FieldPath, Report, Validate, ValidationErrors, check_duration, check_header_name, check_items,
-    check_labels, check_length, check_name, check_percent, check_positive_duration, check_range,
-    check_regex, is_dns_subdomain,
+    check_labels, check_length, check_name, check_percent, check_range, check_regex,
+    is_dns_subdomain,
 };
 
 impl Validate for TrafficRoute {
@@ -157,7 +157,7 @@ fn validate_rule(r: &mut Report, at: &FieldPath, rule: &RouteRule, groups: &[&st
     let timeout = rule
         .timeout
         .as_ref()
-        .and_then(|t| check_positive_duration(r, &at.field("timeout"), t));
+        .and_then(|t| check_duration(r, &at.field("timeout"), t));
 
     if let Some(retries) = &rule.retries {
         let p = at.field("retries");
@@ -171,7 +171,7 @@ fn validate_rule(r: &mut Report, at: &FieldPath, rule: &RouteRule, groups: &[&st
         let per_try = retries
             .per_try_timeout
             .as_ref()
-            .and_then(|t| check_positive_duration(r, &p.field("perTryTimeout"), t));
+            .and_then(|t| check_duration(r, &p.field("perTryTimeout"), t));
         if let (Some(per_try), Some(timeout)) = (per_try, timeout) {
             r.check(per_try <= timeout, &p.field("perTryTimeout"), || {
                 format!(
@@ -286,6 +286,9 @@ fn validate_path(r: &mut Report, at: &FieldPath, p: &PathMatch) {
         }
     }
     if let Some(re) = &p.regex {
+        r.check(!re.is_empty(), &at.field("regex"), || {
+            "is empty: give a pattern, e.g. ^/api/v[12]/".into()
+        });
         check_length(r, &at.field("regex"), re, limits::MAX_MATCH_VALUE_LENGTH);
         check_regex(r, &at.field("regex"), re);
     }

@@ -64,8 +64,10 @@ pub fn is_label_value(s: &str) -> bool {
 
 /// Records an error unless `s` is at most `max` characters.
 pub fn check_length(report: &mut Report, path: &FieldPath, s: &str, max: u32) {
-    report.check(s.len() <= max as usize, path, || {
-        format!("is {} characters long; at most {max} are allowed", s.len())
+    // Kubernetes counts maxLength in characters, not bytes.
+    let chars = s.chars().count();
+    report.check(chars <= max as usize, path, || {
+        format!("is {chars} characters long; at most {max} are allowed, shorten it")
     });
 }
 
@@ -177,42 +179,33 @@ pub fn check_selector(report: &mut Report, path: &FieldPath, selector: &Workload
         );
         for (j, v) in req.values.iter().enumerate() {
             report.check(is_label_value(v), &at.field("values").index(j), || {
-                format!("{v:?} is not a valid label value")
+                format!("{v:?} is not a valid label value: use at most 63 alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric")
             });
         }
     }
 }
 
-/// Records an error unless `d` parses; returns the parsed value.
+/// Records an error unless `d` parses to more than zero (every braid duration is a
+/// timeout, interval or wait); returns the parsed value.
 pub fn check_duration(
     report: &mut Report,
     path: &FieldPath,
     d: &Duration,
 ) -> Option<std::time::Duration> {
     match d.parse() {
+        Ok(v) if v.is_zero() => {
+            report.error(
+                path,
+                format!("{d} is zero: use a duration longer than zero, e.g. 500ms or 1s"),
+            );
+            None
+        }
         Ok(v) => Some(v),
         Err(e) => {
             report.error(path, e.to_string());
             None
         }
     }
-}
-
-/// Records an error unless `d` parses to more than zero.
-pub fn check_positive_duration(
-    report: &mut Report,
-    path: &FieldPath,
-    d: &Duration,
-) -> Option<std::time::Duration> {
-    let v = check_duration(report, path, d)?;
-    if v.is_zero() {
-        report.error(
-            path,
-            format!("{d} is zero: use a positive duration such as 1s"),
-        );
-        return None;
-    }
-    Some(v)
 }
 
 /// Records an error unless `pattern` compiles with the engine the proxy uses.

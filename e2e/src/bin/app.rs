@@ -1,0 +1,228 @@
+//! `braid-e2e-app`: the applications inside e2e pods — an HTTP server (HTTP/1.1 and
+//! HTTP/2), a server-speaks-first TCP server, and clients for them.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Apps for braid's end-to-end tests.
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// HTTP server: `/` answers `<name>`, `/stream` streams with a `grpc-status` trailer,
+    /// `/slow` answers after 2 s.
+    HttpServer {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        name: String,
+    },
+    /// Server-speaks-first TCP: sends `<banner>\n`, then upper-cases one line back.
+    BannerServer {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        banner: String,
+    },
+    /// Reads the banner, sends `ping`, prints both.
+    BannerClient { addr: String },
+    /// One request; prints `<status> <body>` and any trailers as `trailer <k>: <v>`.
+    Get {
+        addr: String,
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long, default_value = "svc")]
+        host: String,
+        #[arg(long)]
+        h2: bool,
+    },
+    /// Sends requests in a loop until `stop_file` exists; prints `ok=<n> failed=<m>`.
+    Load {
+        addr: String,
+        #[arg(long)]
+        stop_file: std::path::PathBuf,
+    },
+}
+
+struct Frames(VecDeque<Frame<Bytes>>);
+
+impl Body for Frames {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.0.pop_front().map(Ok))
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::HttpServer { port, name } => http_server(port, name).await,
+        Cmd::BannerServer { port, banner } => banner_server(port, banner).await,
+        Cmd::BannerClient { addr } => {
+            let stream = TcpStream::connect(resolve(&addr).await?)
+                .await
+                .context("connect")?;
+            let mut reader = BufReader::new(stream);
+            let mut banner = String::new();
+            reader.read_line(&mut banner).await?;
+            reader.get_mut().write_all(b"ping\n").await?;
+            let mut reply = String::new();
+            reader.read_to_string(&mut reply).await?;
+            println!("{}|{}", banner.trim(), reply.trim());
+            Ok(())
+        }
+        Cmd::Get {
+            addr,
+            path,
+            host,
+            h2,
+        } => {
+            let addr = resolve(&addr).await?;
+            let resp = request(addr, &host, &path, h2).await?;
+            let status = resp.status().as_u16();
+            let collected = resp.into_body().collect().await?;
+            let trailers = collected.trailers().cloned().unwrap_or_default();
+            println!(
+                "{status} {}",
+                String::from_utf8_lossy(&collected.to_bytes())
+            );
+            for (k, v) in &trailers {
+                println!("trailer {k}: {}", v.to_str().unwrap_or_default());
+            }
+            Ok(())
+        }
+        Cmd::Load { addr, stop_file } => {
+            let addr = resolve(&addr).await?;
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while !stop_file.exists() {
+                let good = match request(addr, "svc", "/", false).await {
+                    Ok(resp) => resp.status() == 200 && resp.into_body().collect().await.is_ok(),
+                    Err(_) => false,
+                };
+                if good {
+                    ok += 1;
+                } else {
+                    failed += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            println!("ok={ok} failed={failed}");
+            Ok(())
+        }
+    }
+}
+
+/// `host:port` through the resolver (so `/etc/netns/<pod>/hosts` applies).
+async fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
+    tokio::net::lookup_host(addr)
+        .await
+        .with_context(|| format!("resolving {addr}"))?
+        .next()
+        .with_context(|| format!("{addr} has no address"))
+}
+
+async fn request(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    h2: bool,
+) -> anyhow::Result<Response<Incoming>> {
+    let stream = TcpStream::connect(addr).await.context("connect")?;
+    let io = TokioIo::new(stream);
+    let body = Full::new(Bytes::new());
+    if h2 {
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+        tokio::spawn(conn);
+        let req = Request::get(format!("http://{host}{path}"))
+            .header("te", "trailers")
+            .body(body)?;
+        Ok(sender.send_request(req).await?)
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(conn);
+        let req = Request::get(path).header("host", host).body(body)?;
+        Ok(sender.send_request(req).await?)
+    }
+}
+
+async fn http_server(port: u16, name: String) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(("0.0.0.0", port)).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let name = name.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let name = name.clone();
+                async move {
+                    let body: http_body_util::combinators::BoxBody<
+                        Bytes,
+                        std::convert::Infallible,
+                    > = match req.uri().path() {
+                        "/stream" => {
+                            let mut trailers = HeaderMap::new();
+                            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                            Frames(
+                                [
+                                    Frame::data(Bytes::from("a,")),
+                                    Frame::data(Bytes::from("b")),
+                                    Frame::trailers(trailers),
+                                ]
+                                .into(),
+                            )
+                            .boxed()
+                        }
+                        "/slow" => {
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                            Full::new(Bytes::from(format!("{name} slow"))).boxed()
+                        }
+                        _ => Full::new(Bytes::from(name)).boxed(),
+                    };
+                    Ok::<_, std::convert::Infallible>(Response::new(body))
+                }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn banner_server(port: u16, banner: String) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(("0.0.0.0", port)).await?;
+    loop {
+        let (mut stream, _) = listener.accept().await?;
+        let banner = banner.clone();
+        tokio::spawn(async move {
+            let _ = stream.write_all(format!("{banner}\n").as_bytes()).await;
+            let mut buf = vec![0u8; 256];
+            let n = stream.read(&mut buf).await.unwrap_or(0);
+            let _ = stream
+                .write_all(String::from_utf8_lossy(&buf[..n]).to_uppercase().as_bytes())
+                .await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}

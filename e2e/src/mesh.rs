@@ -1,0 +1,375 @@
+//! A mesh of pods (network namespaces) on one bridge.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use braid_proxy::config::ProxyConfig;
+
+use crate::HarnessError;
+use crate::netns::{PREFIX, delete, ip, prerequisites, run, sweep};
+
+static MESHES: AtomicU32 = AtomicU32::new(0);
+
+/// The UID and GID the sidecar runs as, as the injector sets it.
+pub const PROXY_UID: u32 = 1337;
+
+/// Flags of the init step, as the injector writes them into `braid-init`.
+#[derive(Clone, Debug, Default)]
+pub struct ProxyFlags {
+    /// `--exclude-inbound-ports`.
+    pub exclude_inbound_ports: Vec<u16>,
+    /// `--exclude-outbound-ports`.
+    pub exclude_outbound_ports: Vec<u16>,
+}
+
+impl ProxyFlags {
+    /// The `braid-proxy iptables` arguments.
+    pub fn iptables_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "iptables".to_owned(),
+            "--proxy-uid".into(),
+            PROXY_UID.to_string(),
+            "--proxy-gid".into(),
+            PROXY_UID.to_string(),
+        ];
+        let list = |ports: &[u16]| {
+            ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        if !self.exclude_inbound_ports.is_empty() {
+            args.extend([
+                "--exclude-inbound-ports".into(),
+                list(&self.exclude_inbound_ports),
+            ]);
+        }
+        if !self.exclude_outbound_ports.is_empty() {
+            args.extend([
+                "--exclude-outbound-ports".into(),
+                list(&self.exclude_outbound_ports),
+            ]);
+        }
+        args
+    }
+}
+
+/// A mesh: a hub namespace holding a bridge, and pods attached to it.
+pub struct Mesh {
+    id: String,
+    hub: String,
+    subnet: u8,
+    next_host: u8,
+    dir: tempfile::TempDir,
+    pods: Vec<String>,
+    bin_dir: PathBuf,
+}
+
+/// A pod: a network namespace with an address on the mesh's bridge.
+pub struct Pod {
+    /// Its name in the mesh.
+    pub name: String,
+    /// Its namespace.
+    pub ns: String,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    dir: PathBuf,
+    bin_dir: PathBuf,
+    children: Vec<(String, Child)>,
+}
+
+impl Mesh {
+    /// Makes an empty mesh after checking prerequisites and sweeping leftovers.
+    pub fn new() -> Result<Self, HarnessError> {
+        prerequisites()?;
+        sweep();
+        let n = MESHES.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{PREFIX}{}-{n}", std::process::id());
+        let hub = format!("{id}-hub");
+        ip(&["netns", "add", &hub])?;
+        ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &hub, "link", "set", "br0", "up"])?;
+        let dir = tempfile::Builder::new().prefix("braid-e2e").tempdir()?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        Ok(Self {
+            id,
+            hub,
+            subnet: 10 + (n % 200) as u8,
+            next_host: 1,
+            dir,
+            pods: Vec::new(),
+            bin_dir: bin_dir()?,
+        })
+    }
+
+    /// Adds a pod named `name` (loopback up, `eth0` on the bridge, a default route).
+    pub fn pod(&mut self, name: &str) -> Result<Pod, HarnessError> {
+        let host = self.next_host;
+        self.next_host += 1;
+        let ns = format!("{}-{name}", self.id);
+        let ip_addr = Ipv4Addr::new(10, 77, self.subnet, host);
+        let hub_if = format!("v{}", self.pods.len());
+        ip(&["netns", "add", &ns])?;
+        self.pods.push(ns.clone());
+        ip(&[
+            "-n", &self.hub, "link", "add", &hub_if, "type", "veth", "peer", "name", "eth0",
+            "netns", &ns,
+        ])?;
+        ip(&[
+            "-n", &self.hub, "link", "set", &hub_if, "master", "br0", "up",
+        ])?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{ip_addr}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        ip(&["-n", &ns, "route", "add", "default", "dev", "eth0"])?;
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        Ok(Pod {
+            name: name.to_owned(),
+            ns,
+            ip: ip_addr,
+            dir,
+            bin_dir: self.bin_dir.clone(),
+            children: Vec::new(),
+        })
+    }
+
+    /// Writes `/etc/netns/<pod>/hosts` for every pod: `localhost` plus `names`.
+    pub fn set_hosts(&self, names: &[(&str, Ipv4Addr)]) -> Result<(), HarnessError> {
+        let mut text = String::from("127.0.0.1 localhost\n");
+        for (name, ip) in names {
+            text.push_str(&format!("{ip} {name}\n"));
+        }
+        for ns in &self.pods {
+            let dir = format!("/etc/netns/{ns}");
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(format!("{dir}/hosts"), &text)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        for ns in &self.pods {
+            delete(ns);
+        }
+        delete(&self.hub);
+    }
+}
+
+/// Where `braid-proxy` and `braid-e2e-app` are: `BRAID_BIN_DIR`, else next to the test
+/// binary's `deps/` directory (cargo's target dir).
+fn bin_dir() -> Result<PathBuf, HarnessError> {
+    if let Some(dir) = std::env::var_os("BRAID_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    for bin in ["braid-proxy", "braid-e2e-app"] {
+        if !dir.join(bin).is_file() {
+            return Err(HarnessError::Missing(format!(
+                "{} not built: run `cargo build -p braid-proxy -p braid-e2e` (make e2e does)",
+                dir.join(bin).display()
+            )));
+        }
+    }
+    Ok(dir)
+}
+
+impl Pod {
+    fn bin(&self, name: &str) -> String {
+        self.bin_dir.join(name).display().to_string()
+    }
+
+    /// Runs `args` in the pod to completion.
+    pub fn exec(&self, args: &[&str]) -> Result<Output, HarnessError> {
+        let mut full = vec!["netns", "exec", &self.ns];
+        full.extend(args);
+        ip(&full)
+    }
+
+    /// Runs the e2e app in the pod to completion and returns its standard output.
+    pub fn app(&self, args: &[&str]) -> Result<String, HarnessError> {
+        let bin = self.bin("braid-e2e-app");
+        let mut full = vec![bin.as_str()];
+        full.extend(args);
+        Ok(String::from_utf8_lossy(&self.exec(&full)?.stdout)
+            .trim()
+            .to_owned())
+    }
+
+    /// Starts the e2e app in the pod in the background.
+    pub fn spawn_app(&mut self, label: &str, args: &[&str]) -> Result<(), HarnessError> {
+        let bin = self.bin("braid-e2e-app");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns, &bin]).args(args);
+        self.spawn(label, cmd)
+    }
+
+    fn spawn(&mut self, label: &str, mut cmd: Command) -> Result<(), HarnessError> {
+        let log = std::fs::File::create(self.dir.join(format!("{label}.log")))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| HarnessError::Command {
+                command: format!("{cmd:?}"),
+                message: e.to_string(),
+            })?;
+        self.children.push((label.to_owned(), child));
+        Ok(())
+    }
+
+    /// The init step: the real `braid-proxy iptables` command with the injector's flags.
+    pub fn capture(&self, flags: &ProxyFlags) -> Result<String, HarnessError> {
+        let bin = self.bin("braid-proxy");
+        let args = flags.iptables_args();
+        let mut full: Vec<&str> = vec![bin.as_str()];
+        full.extend(args.iter().map(String::as_str));
+        let out = self.exec(&full)?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Writes the sidecar's config file (it picks changes up by itself).
+    pub fn write_config(&self, config: &ProxyConfig) -> Result<(), HarnessError> {
+        let text = serde_json::to_string_pretty(config).map_err(|e| HarnessError::Command {
+            command: "serialise config".into(),
+            message: e.to_string(),
+        })?;
+        let path = self.dir.join("config.json");
+        let tmp = self.dir.join("config.json.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
+        std::fs::rename(tmp, path)?;
+        Ok(())
+    }
+
+    /// Starts the sidecar as UID/GID 1337 with `config` and waits until it is ready.
+    pub fn start_sidecar(&mut self, config: &ProxyConfig) -> Result<(), HarnessError> {
+        self.write_config(config)?;
+        let uid = format!("--reuid={PROXY_UID}");
+        let gid = format!("--regid={PROXY_UID}");
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &self.ns,
+            "setpriv",
+            &uid,
+            &gid,
+            "--clear-groups",
+            "--",
+        ])
+        .arg(self.bin("braid-proxy"))
+        .args(["run", "--config"])
+        .arg(self.dir.join("config.json"))
+        .args(["--config-poll-ms", "100", "--drain-timeout-secs", "10"])
+        .env("RUST_BACKTRACE", "0");
+        self.spawn("sidecar", cmd)?;
+        let bin = self.bin("braid-proxy");
+        self.exec(&[&bin, "wait-ready", "--timeout-secs", "10"])
+            .map_err(|e| {
+                HarnessError::Timeout(format!(
+                    "sidecar of {} not ready: {e}\n{}",
+                    self.name,
+                    self.log("sidecar")
+                ))
+            })?;
+        Ok(())
+    }
+
+    /// The sidecar's `/metrics`.
+    pub fn metrics(&self) -> Result<String, HarnessError> {
+        let out = self.app(&[
+            "get",
+            "127.0.0.1:15000",
+            "--path",
+            "/metrics",
+            "--host",
+            "admin",
+        ])?;
+        Ok(out)
+    }
+
+    /// Sends SIGTERM to the process started as `label`.
+    pub fn terminate(&self, label: &str) -> Result<(), HarnessError> {
+        let (_, child) = self
+            .children
+            .iter()
+            .find(|(l, _)| l == label)
+            .ok_or_else(|| HarnessError::Missing(format!("no process {label} in {}", self.name)))?;
+        run("kill", &["-TERM", &child.id().to_string()])?;
+        Ok(())
+    }
+
+    /// Waits for the process started as `label` to exit; true when it exited successfully.
+    pub fn wait_exit(&mut self, label: &str, timeout: Duration) -> Result<bool, HarnessError> {
+        let deadline = Instant::now() + timeout;
+        let (_, child) = self
+            .children
+            .iter_mut()
+            .find(|(l, _)| l == label)
+            .ok_or_else(|| HarnessError::Missing(format!("no process {label}")))?;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(HarnessError::Timeout(format!("{label} still running")))
+    }
+
+    /// What the process started as `label` printed.
+    pub fn log(&self, label: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{label}.log"))).unwrap_or_default()
+    }
+
+    /// The address of `port` on this pod.
+    pub fn addr(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.ip.into(), port)
+    }
+
+    /// Waits until something listens on `port` in the pod.
+    pub fn wait_listening(&self, port: u16) -> Result<(), HarnessError> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let out = self.exec(&["ss", "-Hltn", &format!("sport = :{port}")])?;
+            if !out.stdout.is_empty() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(HarnessError::Timeout(format!(
+            "nothing listens on {}:{port}",
+            self.name
+        )))
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

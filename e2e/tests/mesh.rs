@@ -1,0 +1,302 @@
+//! End-to-end: pods as network namespaces, captured by the real `braid-proxy iptables`,
+//! sidecars as UID 1337, real traffic between them. Run with `make e2e` (root needed).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use braid_e2e::{Mesh, Pod, ProxyFlags};
+use braid_proxy::config::ProxyConfig;
+use serde_json::json;
+
+const PAYMENTS_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const DB_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
+
+fn client_config(version: &str, servers: &[&Pod]) -> ProxyConfig {
+    let endpoints: Vec<_> = servers
+        .iter()
+        .map(|s| json!({"address": s.ip.to_string(), "meshed": true}))
+        .collect();
+    serde_json::from_value(json!({
+        "version": version,
+        "node": {"workload": "client", "namespace": "shop", "serviceAccount": "client"},
+        "services": [
+            {"name": "payments", "namespace": "shop", "hostnames": ["payments"], "vips": [PAYMENTS_VIP.to_string()],
+             "ports": [{"port": 80, "targetPort": 8080, "protocol": "detect"}],
+             "groups": [{"name": "default", "endpoints": endpoints}]},
+            {"name": "db", "namespace": "shop", "vips": [DB_VIP.to_string()],
+             "ports": [{"port": 3306, "protocol": "detect"}],
+             "groups": [{"name": "default", "endpoints": [{"address": servers[0].ip.to_string(), "meshed": true}]}]},
+        ],
+    }))
+    .unwrap()
+}
+
+fn server_config(name: &str) -> ProxyConfig {
+    serde_json::from_value(json!({
+        "version": "server-1",
+        "node": {"workload": name, "namespace": "shop", "serviceAccount": "payments"},
+        "inbound": {"ports": [{"port": 8080, "protocol": "detect"}, {"port": 3306, "protocol": "tcp"}]},
+    }))
+    .unwrap()
+}
+
+/// A client and a server pod, both meshed; the server runs HTTP on 8080, a banner
+/// protocol on 3306 and an excluded HTTP port 9090.
+fn mesh() -> (Mesh, Pod, Pod) {
+    let mut mesh = Mesh::new().unwrap_or_else(|e| panic!("{e}"));
+    let mut server = mesh.pod("server").unwrap();
+    let mut client = mesh.pod("client").unwrap();
+    mesh.set_hosts(&[
+        ("payments", PAYMENTS_VIP),
+        ("db", DB_VIP),
+        ("server", server.ip),
+    ])
+    .unwrap();
+
+    server
+        .capture(&ProxyFlags {
+            exclude_inbound_ports: vec![9090],
+            ..Default::default()
+        })
+        .unwrap();
+    server.start_sidecar(&server_config("server")).unwrap();
+    server
+        .spawn_app(
+            "http",
+            &["http-server", "--port", "8080", "--name", "server"],
+        )
+        .unwrap();
+    server
+        .spawn_app(
+            "excluded",
+            &["http-server", "--port", "9090", "--name", "excluded"],
+        )
+        .unwrap();
+    server
+        .spawn_app(
+            "db",
+            &[
+                "banner-server",
+                "--port",
+                "3306",
+                "--banner",
+                "220 db ready",
+            ],
+        )
+        .unwrap();
+    for port in [8080, 9090, 3306] {
+        server.wait_listening(port).unwrap();
+    }
+
+    let out = client.capture(&ProxyFlags::default()).unwrap();
+    assert!(out.contains("capture rules installed"), "{out}");
+    client
+        .start_sidecar(&client_config("client-1", &[&server]))
+        .unwrap();
+    (mesh, client, server)
+}
+
+fn count(metrics: &str, needle: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains(needle))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[test]
+fn http1_to_a_vip_crosses_both_sidecars() {
+    let (_mesh, client, server) = mesh();
+    let out = client
+        .app(&["get", "payments:80", "--host", "payments"])
+        .unwrap();
+    assert_eq!(out, "200 server");
+    let client_metrics = client.metrics().unwrap();
+    assert_eq!(
+        count(
+            &client_metrics,
+            r#"braid_requests_total{direction="outbound",target="payments.shop:80",code="200"}"#
+        ),
+        1,
+        "{client_metrics}"
+    );
+    let server_metrics = server.metrics().unwrap();
+    assert_eq!(
+        count(
+            &server_metrics,
+            r#"braid_requests_total{direction="inbound",target="127.0.0.1:8080",code="200"}"#
+        ),
+        1,
+        "{server_metrics}"
+    );
+}
+
+#[test]
+fn http2_prior_knowledge_streams_with_trailers() {
+    let (_mesh, client, server) = mesh();
+    let out = client
+        .app(&["get", "payments:80", "--h2", "--path", "/stream"])
+        .unwrap();
+    assert_eq!(out, "200 a,b\ntrailer grpc-status: 0");
+    assert_eq!(
+        count(
+            &client.metrics().unwrap(),
+            r#"braid_tcp_connections_total{direction="outbound",protocol="http2"}"#
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &server.metrics().unwrap(),
+            r#"braid_tcp_connections_total{direction="inbound",protocol="http2"}"#
+        ),
+        1
+    );
+}
+
+#[test]
+fn server_speaks_first_tcp_passes_both_sidecars() {
+    let (_mesh, client, server) = mesh();
+    let out = client.app(&["banner-client", "db:3306"]).unwrap();
+    assert_eq!(out, "220 db ready|PING");
+    assert_eq!(
+        count(
+            &client.metrics().unwrap(),
+            r#"braid_tcp_connections_total{direction="outbound",protocol="tcp"}"#
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &server.metrics().unwrap(),
+            r#"braid_tcp_connections_total{direction="inbound",protocol="tcp"}"#
+        ),
+        1
+    );
+}
+
+#[test]
+fn unknown_destinations_pass_through_and_excluded_ports_bypass_the_proxy() {
+    let (_mesh, client, server) = mesh();
+    // The server's pod IP is no service VIP: the client's sidecar passes it through,
+    // and the server's sidecar still captures it inbound.
+    let out = client.app(&["get", "server:8080"]).unwrap();
+    assert_eq!(out, "200 server");
+    let client_metrics = client.metrics().unwrap();
+    assert_eq!(
+        count(&client_metrics, r#"protocol="passthrough""#),
+        1,
+        "{client_metrics}"
+    );
+    // Port 9090 is excluded from the server's inbound capture.
+    let out = client.app(&["get", "server:9090"]).unwrap();
+    assert_eq!(out, "200 excluded");
+    let server_metrics = server.metrics().unwrap();
+    assert_eq!(
+        count(&server_metrics, "127.0.0.1:9090"),
+        0,
+        "{server_metrics}"
+    );
+    assert_eq!(
+        count(&server_metrics, r#"target="127.0.0.1:8080""#),
+        1,
+        "{server_metrics}"
+    );
+    // The proxies' own upstream connections are not captured again: had they been, the
+    // request above would have looped back into the client's sidecar and failed, and the
+    // client sidecar would have counted more than the two connections the app made.
+    assert_eq!(count(&client_metrics, "braid_tcp_connections_total"), 1);
+}
+
+#[test]
+fn sigterm_lets_the_in_flight_request_finish_and_refuses_new_connections() {
+    let (_mesh, mut client, _server) = mesh();
+    client
+        .spawn_app("slow", &["get", "payments:80", "--path", "/slow"])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    client.terminate("sidecar").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = client.app(&["get", "payments:80"]);
+    assert!(
+        refused.is_err(),
+        "a draining sidecar still accepted a connection: {refused:?}"
+    );
+    assert!(
+        client.wait_exit("slow", Duration::from_secs(10)).unwrap(),
+        "{}",
+        client.log("slow")
+    );
+    assert_eq!(client.log("slow").trim(), "200 server slow");
+    assert!(
+        client
+            .wait_exit("sidecar", Duration::from_secs(10))
+            .unwrap(),
+        "{}",
+        client.log("sidecar")
+    );
+}
+
+#[test]
+fn a_config_change_under_load_fails_no_request() {
+    let (mut mesh, mut client, server) = mesh();
+    let mut server2 = mesh.pod("server2").unwrap();
+    mesh.set_hosts(&[("payments", PAYMENTS_VIP), ("db", DB_VIP)])
+        .unwrap();
+    server2.capture(&ProxyFlags::default()).unwrap();
+    server2.start_sidecar(&server_config("server2")).unwrap();
+    server2
+        .spawn_app(
+            "http",
+            &["http-server", "--port", "8080", "--name", "server2"],
+        )
+        .unwrap();
+    server2.wait_listening(8080).unwrap();
+
+    let stop = std::env::temp_dir().join(format!("braid-e2e-stop-{}", std::process::id()));
+    let _ = std::fs::remove_file(&stop);
+    client
+        .spawn_app(
+            "load",
+            &["load", "payments:80", "--stop-file", stop.to_str().unwrap()],
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    client
+        .write_config(&client_config("client-2", &[&server, &server2]))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    client
+        .write_config(&client_config("client-3", &[&server2]))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    std::fs::write(&stop, "").unwrap();
+    assert!(client.wait_exit("load", Duration::from_secs(10)).unwrap());
+    let _ = std::fs::remove_file(&stop);
+    let summary = client.log("load");
+    let (ok, failed) = summary
+        .trim()
+        .split_once(' ')
+        .map(|(a, b)| {
+            (
+                a.trim_start_matches("ok=").parse::<u64>().unwrap(),
+                b.trim_start_matches("failed=").parse::<u64>().unwrap(),
+            )
+        })
+        .unwrap();
+    assert_eq!(failed, 0, "{summary}");
+    assert!(ok > 50, "{summary}");
+    assert!(
+        client
+            .metrics()
+            .unwrap()
+            .contains(r#"braid_config_info{version="client-3"} 1"#)
+    );
+    let server2_metrics = server2.metrics().unwrap();
+    assert!(
+        count(&server2_metrics, r#"direction="inbound""#) > 0,
+        "server2 never served: {server2_metrics}"
+    );
+}

@@ -1,0 +1,24 @@
+//! The ProxyConfig shown in README.md parses and compiles, so the README stays true.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use braid_proxy::config::{Tables, load_file};
+
+#[test]
+fn the_readme_config_example_loads() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let block = readme
+        .split("```yaml")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains("listeners:") && b.contains("services:"))
+        .expect("README.md shows a ProxyConfig");
+    let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(file.path(), block).unwrap();
+    let config = load_file(file.path()).unwrap();
+    let tables = Tables::build(config).unwrap();
+    let target = tables.outbound("10.96.0.10:80".parse().unwrap()).unwrap();
+    assert_eq!(target.endpoints.len(), 2);
+    assert_eq!(tables.listeners[0].target.label, "payments.shop:80");
+}
