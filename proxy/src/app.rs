@@ -14,7 +14,7 @@ use crate::admin::{self, AdminState, SetLogLevel};
 use crate::cli::RunArgs;
 use crate::config::{ConfigSource, FileSource, ListenerPlan, Tables};
 use crate::connection::{self, Context};
-use crate::http::{Pool, Upstream};
+use crate::http::Pool;
 use crate::listen::bind;
 use crate::metrics::{Direction, Metrics};
 
@@ -253,7 +253,7 @@ async fn accept_explicit(
         tracker.spawn(connection::explicit(
             stream,
             plan.protocol,
-            Upstream::Service(plan.target),
+            plan.target,
             ctx,
         ));
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigSource, Protocol};
+use crate::config::{ConfigSource, OutboundTarget, Protocol};
 use crate::detect::{Detected, detect};
 use crate::http::{Forwarder, Pool, ServeAs, Upstream, serve};
 use crate::io::PrefixedIo;
@@ -47,14 +47,7 @@ pub async fn outbound(stream: TcpStream, ctx: Context) {
     match tables.outbound(dst) {
         Some(target) => {
             let protocol = target.protocol;
-            dispatch(
-                stream,
-                protocol,
-                dst.port(),
-                Upstream::Service(target.clone()),
-                &ctx,
-            )
-            .await;
+            dispatch(stream, protocol, dst.port(), target.clone(), &ctx).await;
         }
         None => {
             // Not a known service: pass through unchanged.
@@ -63,7 +56,7 @@ pub async fn outbound(stream: TcpStream, ctx: Context) {
                 .connection(ctx.direction, ConnProtocol::passthrough);
             forward_tcp(
                 PrefixedIo::new(bytes::Bytes::new(), stream),
-                &Upstream::Address(dst),
+                &Arc::new(OutboundTarget::address(dst, Protocol::Tcp)),
                 &ctx,
             )
             .await;
@@ -80,7 +73,8 @@ pub async fn inbound(stream: TcpStream, ctx: Context) {
     };
     let protocol = ctx.config.tables().inbound(dst.port()).protocol;
     let app = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), dst.port());
-    dispatch(stream, protocol, dst.port(), Upstream::Address(app), &ctx).await;
+    let upstream = Arc::new(OutboundTarget::address(app, protocol));
+    dispatch(stream, protocol, dst.port(), upstream, &ctx).await;
 }
 
 /// A connection on an explicit listener, going to `upstream`.
@@ -168,15 +162,9 @@ async fn dispatch(
 }
 
 async fn forward_tcp(io: PrefixedIo<TcpStream>, upstream: &Upstream, ctx: &Context) {
-    let addr = match upstream {
-        Upstream::Address(a) => *a,
-        Upstream::Service(t) => match t.pick() {
-            Some(a) => a,
-            None => {
-                tracing::warn!(target = %t.label, "no endpoints; closing TCP connection");
-                return;
-            }
-        },
+    let Some(addr) = upstream.pick() else {
+        tracing::warn!(target = %upstream.label, "no endpoints; closing TCP connection");
+        return;
     };
     match ctx.pool.connect_tcp(addr).await {
         Ok(up) => {

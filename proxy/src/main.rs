@@ -37,11 +37,19 @@ fn main() -> anyhow::Result<()> {
             let workers = args
                 .workers
                 .unwrap_or_else(braid_proxy::runtime::default_workers);
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(workers.max(1))
-                .enable_all()
-                .build()?
-                .block_on(braid_proxy::app::run(args, set_level))
+            // One worker: a current-thread runtime skips the work-stealing machinery a
+            // one-CPU sidecar cannot use.
+            let runtime = if workers <= 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(workers)
+                    .enable_all()
+                    .build()?
+            };
+            runtime.block_on(braid_proxy::app::run(args, set_level))
         }
     }
 }

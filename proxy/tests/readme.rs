@@ -20,5 +20,5 @@ fn the_readme_config_example_loads() {
     let tables = Tables::build(config).unwrap();
     let target = tables.outbound("10.96.0.10:80".parse().unwrap()).unwrap();
     assert_eq!(target.endpoints.len(), 2);
-    assert_eq!(tables.listeners[0].target.label, "payments.shop:80");
+    assert_eq!(&*tables.listeners[0].target.label, "payments.shop:80");
 }

@@ -11,8 +11,8 @@ use super::{ConfigError, ListenerTarget, Protocol, ProxyConfig};
 /// Where an outbound connection or request to one service port goes.
 #[derive(Debug)]
 pub struct OutboundTarget {
-    /// `name.namespace:port`, for logs and metrics.
-    pub label: String,
+    /// `name.namespace:port` (or `ip:port` for a fixed address), for logs and metrics.
+    pub label: Arc<str>,
     /// The service's name.
     pub service: String,
     /// The port's protocol.
@@ -36,10 +36,22 @@ impl OutboundTarget {
             format!("{service}.{namespace}:{port}")
         };
         Self {
-            label,
+            label: label.into(),
             service: service.to_owned(),
             protocol,
             endpoints,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// A target that is one fixed address (the app on the inbound side, a passthrough
+    /// destination, an explicit listener's address).
+    pub fn address(addr: SocketAddr, protocol: Protocol) -> Self {
+        Self {
+            label: addr.to_string().into(),
+            service: String::new(),
+            protocol,
+            endpoints: vec![addr],
             next: AtomicUsize::new(0),
         }
     }
@@ -134,13 +146,7 @@ impl Tables {
         let mut listeners = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
             let target = match &l.target {
-                ListenerTarget::Address(addr) => Arc::new(OutboundTarget {
-                    label: addr.to_string(),
-                    service: String::new(),
-                    protocol: l.protocol,
-                    endpoints: vec![*addr],
-                    next: AtomicUsize::new(0),
-                }),
+                ListenerTarget::Address(addr) => Arc::new(OutboundTarget::address(*addr, l.protocol)),
                 ListenerTarget::Service { name, namespace, port } => by_service
                     .iter()
                     .find(|((n, ns, p), _)| n == name && p == port && (namespace.is_empty() || ns == namespace))

@@ -14,39 +14,16 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{ForwardError, Pool, Version, is_upgrade, strip_hop_by_hop};
+use super::{ForwardError, Pool, Sticky, is_upgrade, strip_hop_by_hop};
 use crate::config::OutboundTarget;
 use crate::metrics::{Direction, Metrics};
 
 /// The body of every response the proxy sends.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
-/// Where a connection's requests go.
-#[derive(Clone, Debug)]
-pub enum Upstream {
-    /// A service's endpoints, chosen per request.
-    Service(Arc<OutboundTarget>),
-    /// One fixed address (the app, on the inbound side).
-    Address(SocketAddr),
-}
-
-impl Upstream {
-    fn pick(&self) -> Result<SocketAddr, ForwardError> {
-        match self {
-            Self::Service(t) => t
-                .pick()
-                .ok_or_else(|| ForwardError::NoEndpoints(t.label.clone())),
-            Self::Address(a) => Ok(*a),
-        }
-    }
-
-    fn label(&self) -> String {
-        match self {
-            Self::Service(t) => t.label.clone(),
-            Self::Address(a) => a.to_string(),
-        }
-    }
-}
+/// Where a connection's requests go: a service's endpoints (chosen per request) or one
+/// fixed address.
+pub type Upstream = Arc<OutboundTarget>;
 
 /// Forwards requests for one direction.
 #[derive(Clone)]
@@ -67,24 +44,22 @@ impl Forwarder {
     }
 
     /// Forwards one request and answers with the upstream's response or an error status.
+    /// `sticky` holds the downstream connection's own upstream HTTP/1.1 connection.
     pub async fn forward(
         &self,
         mut req: Request<Incoming>,
         upstream: &Upstream,
+        sticky: &Sticky,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
-        let label = upstream.label();
-        let version = if req.version() == http::Version::HTTP_2 {
-            Version::Http2
-        } else {
-            Version::Http1
-        };
-        let upgrade = version == Version::Http1 && is_upgrade(req.headers());
+        let http2 = req.version() == http::Version::HTTP_2;
+        let upgrade = !http2 && is_upgrade(req.headers());
         strip_hop_by_hop(req.headers_mut(), upgrade);
         let result = match upstream.pick() {
-            Err(e) => Err(e),
-            Ok(addr) if upgrade => self.forward_upgrade(addr, req).await,
-            Ok(addr) => self.pool.send(addr, version, req).await,
+            None => Err(ForwardError::NoEndpoints(upstream.label.to_string())),
+            Some(addr) if upgrade => self.forward_upgrade(addr, req).await,
+            Some(addr) if http2 => self.pool.send_h2(addr, req).await,
+            Some(addr) => self.pool.send_h1(addr, req, sticky).await,
         };
         let response = match result {
             Ok(mut resp) => {
@@ -93,13 +68,13 @@ impl Forwarder {
                 resp.map(BodyExt::boxed)
             }
             Err(e) => {
-                tracing::debug!(target = %label, error = %e, "request failed");
+                tracing::debug!(target = %upstream.label, error = %e, "request failed");
                 error_response(&e)
             }
         };
         self.metrics.request(
             self.direction,
-            &label,
+            &upstream.label,
             response.status().as_u16(),
             started.elapsed().as_secs_f64(),
         );
@@ -169,10 +144,16 @@ pub async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // HTTP/1.1 serves one request at a time per connection, so the downstream connection
+    // can keep "its" upstream connection and skip the pool on every request.
+    let sticky = Arc::new(forwarder.pool.sticky());
     let service = service_fn(move |req| {
         let forwarder = forwarder.clone();
         let upstream = upstream.clone();
-        async move { Ok::<_, std::convert::Infallible>(forwarder.forward(req, &upstream).await) }
+        let sticky = sticky.clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(forwarder.forward(req, &upstream, &sticky).await)
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     match serve_as {

@@ -12,6 +12,14 @@ const HOP_BY_HOP: [&str; 5] = [
     "trailer",
 ];
 
+fn is_hop_by_hop_name(name: &HeaderName) -> bool {
+    name == CONNECTION
+        || name == TE
+        || name == TRANSFER_ENCODING
+        || name == UPGRADE
+        || HOP_BY_HOP.contains(&name.as_str())
+}
+
 /// Whether the message asks to switch protocols (`Connection: upgrade` plus `Upgrade`).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(UPGRADE)
@@ -32,6 +40,10 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// `Connection: upgrade` and `Upgrade` are kept so a WebSocket handshake passes.
 /// `TE: trailers` is kept: gRPC needs it end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none: one pass over the names beats a dozen hash removals.
+    if !upgrade && !headers.keys().any(is_hop_by_hop_name) {
+        return;
+    }
     let named: Vec<HeaderName> = connection_tokens(headers)
         .filter(|t| !(upgrade && t.eq_ignore_ascii_case("upgrade")))
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())

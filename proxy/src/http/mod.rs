@@ -7,7 +7,7 @@ mod pool;
 
 pub use forward::{Forwarder, ProxyBody, ServeAs, Upstream, error_response, serve};
 pub use headers::{is_upgrade, strip_hop_by_hop};
-pub use pool::{Pool, Version};
+pub use pool::{Pool, Sticky, Version};
 
 use http::StatusCode;
 

@@ -70,46 +70,69 @@ impl Pool {
         Ok(stream)
     }
 
-    /// Sends `req` to `addr`, reusing a pooled connection when one is free. A pooled
-    /// HTTP/1.1 connection that turns out closed before the request left is replaced
-    /// transparently, since the upstream never saw the request.
-    pub async fn send(
-        self: &Arc<Self>,
+    /// A per-downstream-connection slot for one upstream HTTP/1.1 connection.
+    pub fn sticky(self: &Arc<Self>) -> Sticky {
+        Sticky {
+            pool: Arc::downgrade(self),
+            slot: Mutex::new(None),
+        }
+    }
+
+    /// Sends `req` over HTTP/2 to `addr`, multiplexed on one connection per endpoint.
+    pub async fn send_h2(
+        &self,
         addr: SocketAddr,
-        version: Version,
         req: Request<Incoming>,
     ) -> Result<Response<Incoming>, ForwardError> {
-        match version {
-            Version::Http2 => {
-                let mut sender = self.h2_sender(addr).await?;
-                sender
-                    .send_request(req)
-                    .await
-                    .map_err(ForwardError::Upstream)
+        let mut sender = self.h2_sender(addr).await?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(ForwardError::Upstream)
+    }
+
+    /// Sends `req` over HTTP/1.1 to `addr`: on the downstream connection's own upstream
+    /// connection when it goes to `addr`, else a pooled idle one, else a new one. A reused
+    /// connection that turns out closed before the request left is replaced
+    /// transparently, since the upstream never saw the request.
+    pub async fn send_h1(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        req: Request<Incoming>,
+        sticky: &Sticky,
+    ) -> Result<Response<Incoming>, ForwardError> {
+        let mut req = req;
+        let mut reused = sticky.take(addr);
+        loop {
+            let mut sender = match reused.take() {
+                Some(s) => s,
+                None => match self.take_h1(addr) {
+                    Some(s) => s,
+                    None => break,
+                },
+            };
+            // The previous response on this connection may still be finishing.
+            if sender.ready().await.is_err() {
+                continue;
             }
-            Version::Http1 => {
-                let mut req = req;
-                while let Some(mut idle) = self.take_h1(addr) {
-                    match idle.try_send_request(req).await {
-                        Ok(resp) => {
-                            self.recycle_h1(addr, idle);
-                            return Ok(resp);
-                        }
-                        Err(mut e) => match e.take_message() {
-                            Some(back) => req = back,
-                            None => return Err(ForwardError::Upstream(e.into_error())),
-                        },
-                    }
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    sticky.put(addr, sender);
+                    return Ok(resp);
                 }
-                let mut sender = self.h1_connect(addr).await?;
-                let resp = sender
-                    .send_request(req)
-                    .await
-                    .map_err(ForwardError::Upstream)?;
-                self.recycle_h1(addr, sender);
-                Ok(resp)
+                Err(mut e) => match e.take_message() {
+                    Some(back) => req = back,
+                    None => return Err(ForwardError::Upstream(e.into_error())),
+                },
             }
         }
+        let mut sender = self.h1_connect(addr).await?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(ForwardError::Upstream)?;
+        sticky.put(addr, sender);
+        Ok(resp)
     }
 
     /// Sends an upgrade request (WebSocket) on a connection of its own, which becomes the
@@ -202,5 +225,47 @@ impl Pool {
             slots.insert((addr, Version::Http2), Slot::Http2(sender.clone()));
         }
         Ok(sender)
+    }
+}
+
+/// One downstream connection's upstream HTTP/1.1 connection. Requests on a downstream
+/// HTTP/1.1 connection come one after another, so the same upstream connection serves
+/// them all without touching the shared pool; when the downstream connection ends, the
+/// upstream one goes back to the pool.
+pub struct Sticky {
+    pool: std::sync::Weak<Pool>,
+    slot: Mutex<Option<(SocketAddr, http1::SendRequest<Incoming>)>>,
+}
+
+impl Sticky {
+    /// The held connection if it goes to `addr`; one to another endpoint goes back to the pool.
+    fn take(&self, addr: SocketAddr) -> Option<http1::SendRequest<Incoming>> {
+        let held = self.slot.lock().ok()?.take()?;
+        if held.0 == addr {
+            return Some(held.1);
+        }
+        if let Some(pool) = self.pool.upgrade() {
+            pool.recycle_h1(held.0, held.1);
+        }
+        None
+    }
+
+    fn put(&self, addr: SocketAddr, sender: http1::SendRequest<Incoming>) {
+        let previous = match self.slot.lock() {
+            Ok(mut slot) => slot.replace((addr, sender)),
+            Err(_) => return,
+        };
+        if let (Some((a, s)), Some(pool)) = (previous, self.pool.upgrade()) {
+            pool.recycle_h1(a, s);
+        }
+    }
+}
+
+impl Drop for Sticky {
+    fn drop(&mut self) {
+        let held = self.slot.get_mut().ok().and_then(Option::take);
+        if let (Some((addr, sender)), Some(pool)) = (held, self.pool.upgrade()) {
+            pool.recycle_h1(addr, sender);
+        }
     }
 }
