@@ -1,6 +1,6 @@
 //! A mesh of pods (network namespaces) on one bridge.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -76,8 +76,10 @@ pub struct Pod {
     pub name: String,
     /// Its namespace.
     pub ns: String,
-    /// Its address.
+    /// Its IPv4 address.
     pub ip: Ipv4Addr,
+    /// Its IPv6 address.
+    pub ip6: Ipv6Addr,
     dir: PathBuf,
     bin_dir: PathBuf,
     children: Vec<(String, Child)>,
@@ -135,6 +137,27 @@ impl Mesh {
         ])?;
         ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
         ip(&["-n", &ns, "route", "add", "default", "dev", "eth0"])?;
+        let ip6 = Ipv6Addr::new(
+            0xfd77,
+            0,
+            0,
+            u16::from(self.subnet),
+            0,
+            0,
+            0,
+            u16::from(host),
+        );
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{ip6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])?;
+        ip(&["-n", &ns, "-6", "route", "add", "default", "dev", "eth0"])?;
         let dir = self.dir.path().join(name);
         std::fs::create_dir_all(&dir)?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
@@ -142,6 +165,7 @@ impl Mesh {
             name: name.to_owned(),
             ns,
             ip: ip_addr,
+            ip6,
             dir,
             bin_dir: self.bin_dir.clone(),
             children: Vec::new(),
@@ -241,8 +265,14 @@ impl Pod {
 
     /// The init step: the real `braid-proxy iptables` command with the injector's flags.
     pub fn capture(&self, flags: &ProxyFlags) -> Result<String, HarnessError> {
+        self.iptables(flags, &[])
+    }
+
+    /// `braid-proxy iptables` with the injector's flags plus `extra` (`--cleanup`, `--dry-run`).
+    pub fn iptables(&self, flags: &ProxyFlags, extra: &[&str]) -> Result<String, HarnessError> {
         let bin = self.bin("braid-proxy");
-        let args = flags.iptables_args();
+        let mut args = flags.iptables_args();
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
         let mut full: Vec<&str> = vec![bin.as_str()];
         full.extend(args.iter().map(String::as_str));
         let out = self.exec(&full)?;

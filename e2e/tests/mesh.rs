@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use braid_e2e::{Mesh, Pod, ProxyFlags};
@@ -12,11 +12,16 @@ use serde_json::json;
 
 const PAYMENTS_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const DB_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
+const PAYMENTS_VIP6: Ipv6Addr = Ipv6Addr::new(0xfd96, 0, 0, 0, 0, 0, 0, 0x10);
 
 fn client_config(version: &str, servers: &[&Pod]) -> ProxyConfig {
     let endpoints: Vec<_> = servers
         .iter()
         .map(|s| json!({"address": s.ip.to_string(), "meshed": true}))
+        .collect();
+    let endpoints6: Vec<_> = servers
+        .iter()
+        .map(|s| json!({"address": s.ip6.to_string(), "meshed": true}))
         .collect();
     serde_json::from_value(json!({
         "version": version,
@@ -25,6 +30,9 @@ fn client_config(version: &str, servers: &[&Pod]) -> ProxyConfig {
             {"name": "payments", "namespace": "shop", "hostnames": ["payments"], "vips": [PAYMENTS_VIP.to_string()],
              "ports": [{"port": 80, "targetPort": 8080, "protocol": "detect"}],
              "groups": [{"name": "default", "endpoints": endpoints}]},
+            {"name": "payments-v6", "namespace": "shop", "vips": [PAYMENTS_VIP6.to_string()],
+             "ports": [{"port": 80, "targetPort": 8080, "protocol": "detect"}],
+             "groups": [{"name": "default", "endpoints": endpoints6}]},
             {"name": "db", "namespace": "shop", "vips": [DB_VIP.to_string()],
              "ports": [{"port": 3306, "protocol": "detect"}],
              "groups": [{"name": "default", "endpoints": [{"address": servers[0].ip.to_string(), "meshed": true}]}]},
@@ -298,5 +306,91 @@ fn a_config_change_under_load_fails_no_request() {
     assert!(
         count(&server2_metrics, r#"direction="inbound""#) > 0,
         "server2 never served: {server2_metrics}"
+    );
+}
+
+#[test]
+fn ipv6_is_captured_both_ways() {
+    let (_mesh, client, server) = mesh();
+    let out = client
+        .app(&["get", &format!("[{PAYMENTS_VIP6}]:80")])
+        .unwrap();
+    assert_eq!(out, "200 server");
+    let client_metrics = client.metrics().unwrap();
+    assert_eq!(
+        count(
+            &client_metrics,
+            r#"target="payments-v6.shop:80",code="200""#
+        ),
+        1,
+        "{client_metrics}"
+    );
+    let server_metrics = server.metrics().unwrap();
+    assert_eq!(
+        count(
+            &server_metrics,
+            r#"direction="inbound",target="127.0.0.1:8080",code="200""#
+        ),
+        1,
+        "{server_metrics}"
+    );
+}
+
+#[test]
+fn the_init_step_is_idempotent_and_cleanup_removes_the_rules() {
+    let mut mesh = Mesh::new().unwrap_or_else(|e| panic!("{e}"));
+    let pod = mesh.pod("init").unwrap();
+    let braid_rules = |cmd: &str| {
+        let out = pod.exec(&[cmd, "-t", "nat"]).unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("BRAID"))
+            .count()
+    };
+    let flags = ProxyFlags {
+        exclude_outbound_ports: vec![5432],
+        ..Default::default()
+    };
+    let first = pod.capture(&flags).unwrap();
+    assert!(
+        first.contains("backend"),
+        "the init step must say which backend it chose: {first}"
+    );
+    let once = (braid_rules("iptables-save"), braid_rules("ip6tables-save"));
+    assert!(once.0 > 10 && once.1 > 10, "{once:?}");
+    pod.capture(&flags).unwrap();
+    assert_eq!(
+        (braid_rules("iptables-save"), braid_rules("ip6tables-save")),
+        once,
+        "a second run duplicated rules"
+    );
+    let dry = pod.iptables(&flags, &["--dry-run"]).unwrap();
+    assert!(
+        dry.contains("-A BRAID_OUTPUT -p tcp --dport 5432 -j RETURN"),
+        "{dry}"
+    );
+    pod.iptables(&flags, &["--cleanup"]).unwrap();
+    assert_eq!(
+        (braid_rules("iptables-save"), braid_rules("ip6tables-save")),
+        (0, 0)
+    );
+}
+
+#[test]
+fn leftovers_of_a_killed_run_are_swept() {
+    // A namespace named like the harness's, owned by a pid that no longer exists.
+    let name = "be2e-4194303-leftover";
+    braid_e2e::prerequisites().unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "add", name])
+        .status();
+    braid_e2e::sweep();
+    let list = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains(name),
+        "the sweeper left {name}"
     );
 }

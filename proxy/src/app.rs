@@ -84,24 +84,32 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     };
 
     if !args.no_capture {
-        let out = bind(args.outbound_addr)
-            .with_context(|| format!("--outbound-addr {}", args.outbound_addr))?;
-        let inb = bind(args.inbound_addr)
-            .with_context(|| format!("--inbound-addr {}", args.inbound_addr))?;
-        spawn_accept(
-            out,
-            outbound_ctx.clone(),
-            &tracker,
-            &stop_accepting,
-            |s, c| Box::pin(connection::outbound(s, c)),
-        );
-        spawn_accept(
-            inb,
-            inbound_ctx.clone(),
-            &tracker,
-            &stop_accepting,
-            |s, c| Box::pin(connection::inbound(s, c)),
-        );
+        for addr in dual_stack(args.outbound_addr) {
+            match bind(addr) {
+                Ok(l) => spawn_accept(
+                    l,
+                    outbound_ctx.clone(),
+                    &tracker,
+                    &stop_accepting,
+                    |s, c| Box::pin(connection::outbound(s, c)),
+                ),
+                Err(e) if addr != args.outbound_addr => {
+                    tracing::warn!(%addr, error = %e, "no IPv6 outbound capture")
+                }
+                Err(e) => return Err(e).with_context(|| format!("--outbound-addr {addr}")),
+            }
+        }
+        for addr in dual_stack(args.inbound_addr) {
+            match bind(addr) {
+                Ok(l) => spawn_accept(l, inbound_ctx.clone(), &tracker, &stop_accepting, |s, c| {
+                    Box::pin(connection::inbound(s, c))
+                }),
+                Err(e) if addr != args.inbound_addr => {
+                    tracing::warn!(%addr, error = %e, "no IPv6 inbound capture")
+                }
+                Err(e) => return Err(e).with_context(|| format!("--inbound-addr {addr}")),
+            }
+        }
     }
     tokio::spawn(explicit_listeners(
         config.clone(),
@@ -132,6 +140,21 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     }
     stop_admin.cancel();
     Ok(())
+}
+
+/// `addr`, plus the IPv6 wildcard on the same port when `addr` is the IPv4 wildcard and
+/// the host has IPv6: capture works for both families.
+fn dual_stack(addr: SocketAddr) -> Vec<SocketAddr> {
+    let mut addrs = vec![addr];
+    if addr.ip() == std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+        && std::path::Path::new("/proc/net/if_inet6").exists()
+    {
+        addrs.push(SocketAddr::new(
+            std::net::Ipv6Addr::UNSPECIFIED.into(),
+            addr.port(),
+        ));
+    }
+    addrs
 }
 
 /// The inbound source address if this host can bind it (127.0.0.6 is local on Linux).
