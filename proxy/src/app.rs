@@ -76,6 +76,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         metrics: metrics.clone(),
         direction: Direction::outbound,
         drain: drain.clone(),
+        tracker: tracker.clone(),
     };
     let inbound_ctx = Context {
         pool: Pool::new(connect_timeout, usable_source(args.inbound_source)),
@@ -86,13 +87,15 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     if !args.no_capture {
         for addr in dual_stack(args.outbound_addr) {
             match bind(addr) {
-                Ok(l) => spawn_accept(
-                    l,
-                    outbound_ctx.clone(),
-                    &tracker,
-                    &stop_accepting,
-                    |s, c| Box::pin(connection::outbound(s, c)),
-                ),
+                Ok(l) => {
+                    spawn_accept(
+                        l,
+                        outbound_ctx.clone(),
+                        &tracker,
+                        &stop_accepting,
+                        connection::outbound,
+                    );
+                }
                 Err(e) if addr != args.outbound_addr => {
                     tracing::warn!(%addr, error = %e, "no IPv6 outbound capture")
                 }
@@ -101,9 +104,15 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         }
         for addr in dual_stack(args.inbound_addr) {
             match bind(addr) {
-                Ok(l) => spawn_accept(l, inbound_ctx.clone(), &tracker, &stop_accepting, |s, c| {
-                    Box::pin(connection::inbound(s, c))
-                }),
+                Ok(l) => {
+                    spawn_accept(
+                        l,
+                        inbound_ctx.clone(),
+                        &tracker,
+                        &stop_accepting,
+                        connection::inbound,
+                    );
+                }
                 Err(e) if addr != args.inbound_addr => {
                     tracing::warn!(%addr, error = %e, "no IPv6 inbound capture")
                 }
@@ -111,6 +120,11 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
             }
         }
     }
+    tokio::spawn(prune_pool(
+        config.clone(),
+        changed_rx.clone(),
+        outbound_ctx.pool.clone(),
+    ));
     tokio::spawn(explicit_listeners(
         config.clone(),
         changed_rx,
@@ -164,18 +178,20 @@ fn usable_source(ip: std::net::IpAddr) -> Option<std::net::IpAddr> {
         .map(|_| ip)
 }
 
-type Handler = fn(
-    tokio::net::TcpStream,
-    Context,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
-fn spawn_accept(
+/// Accepts on `listener` until `stop` fires, handing each connection to `handle` on the
+/// tracker (so draining waits for it). An accept error (e.g. out of file descriptors) is
+/// logged and retried after a pause rather than spun on.
+fn spawn_accept<F, Fut>(
     listener: TcpListener,
     ctx: Context,
     tracker: &TaskTracker,
     stop: &CancellationToken,
-    handle: Handler,
-) {
+    handle: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(tokio::net::TcpStream, Context) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let tracker = tracker.clone();
     let stop = stop.clone();
     tokio::spawn(async move {
@@ -190,15 +206,56 @@ fn spawn_accept(
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         }
-    });
+    })
 }
 
-/// Keeps the config's explicit listeners running: started when they appear, stopped
-/// when they go; a listener's target follows the config in force.
+/// After each config change, closes pooled connections to endpoints that are gone.
+async fn prune_pool(
+    config: Arc<ConfigSource>,
+    mut changed: tokio::sync::watch::Receiver<()>,
+    pool: Arc<Pool>,
+) {
+    while changed.changed().await.is_ok() {
+        let tables = config.tables();
+        let live = tables
+            .config
+            .services
+            .iter()
+            .flat_map(|svc| {
+                svc.ports.iter().flat_map(move |port| {
+                    svc.groups
+                        .iter()
+                        .flat_map(|g| &g.endpoints)
+                        .map(move |e| SocketAddr::new(e.address, port.target()))
+                })
+            })
+            .chain(
+                tables
+                    .listeners
+                    .iter()
+                    .flat_map(|l| l.target.endpoints.iter().copied()),
+            )
+            .collect();
+        pool.retain_endpoints(&live);
+    }
+}
+
+/// A running explicit listener.
+struct Running {
+    name: Arc<str>,
+    bind: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Keeps the config's explicit listeners running: started when they appear, stopped when
+/// they go (the old socket is closed before a new one binds, so a listener can move or be
+/// renamed), and binds that failed are retried every second. Requests follow the config
+/// in force, so a target change needs no rebind.
 async fn explicit_listeners(
     config: Arc<ConfigSource>,
     mut changed: tokio::sync::watch::Receiver<()>,
@@ -206,79 +263,52 @@ async fn explicit_listeners(
     tracker: TaskTracker,
     stop: CancellationToken,
 ) {
-    let mut running: Vec<(String, SocketAddr, CancellationToken)> = Vec::new();
+    let mut running: Vec<Running> = Vec::new();
     loop {
         let plans: Vec<ListenerPlan> = config.tables().listeners.clone();
-        running.retain(|(name, bind, token)| {
-            let keep = plans.iter().any(|p| &p.name == name && p.bind == *bind);
-            if !keep {
-                token.cancel();
-            }
-            keep
-        });
+        let (keep, gone): (Vec<Running>, Vec<Running>) = running
+            .into_iter()
+            .partition(|r| plans.iter().any(|p| *p.name == *r.name && p.bind == r.bind));
+        running = keep;
+        for r in gone {
+            r.stop.cancel();
+            let _ = r.task.await;
+        }
+        let mut failed = false;
         for plan in plans {
             if running
                 .iter()
-                .any(|(n, b, _)| *n == plan.name && *b == plan.bind)
+                .any(|r| *r.name == *plan.name && r.bind == plan.bind)
             {
                 continue;
             }
             match bind(plan.bind) {
                 Ok(listener) => {
+                    let name: Arc<str> = plan.name.as_str().into();
                     let token = stop.child_token();
-                    running.push((plan.name.clone(), plan.bind, token.clone()));
-                    tokio::spawn(accept_explicit(
-                        listener,
-                        plan.name,
-                        config.clone(),
-                        ctx.clone(),
-                        tracker.clone(),
-                        token,
-                    ));
+                    let handler_name = name.clone();
+                    let task =
+                        spawn_accept(listener, ctx.clone(), &tracker, &token, move |s, c| {
+                            connection::explicit(s, handler_name.clone(), c)
+                        });
+                    running.push(Running {
+                        name,
+                        bind: plan.bind,
+                        stop: token,
+                        task,
+                    });
                 }
                 Err(e) => {
-                    tracing::error!(listener = %plan.name, bind = %plan.bind, error = %e, "cannot bind listener")
+                    failed = true;
+                    tracing::error!(listener = %plan.name, bind = %plan.bind, error = %e, "cannot bind listener; retrying");
                 }
             }
         }
         tokio::select! {
             _ = stop.cancelled() => return,
             r = changed.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(1)), if failed => {}
         }
-    }
-}
-
-async fn accept_explicit(
-    listener: TcpListener,
-    name: String,
-    config: Arc<ConfigSource>,
-    ctx: Context,
-    tracker: TaskTracker,
-    stop: CancellationToken,
-) {
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let Ok((stream, _)) = accepted else { continue };
-        // Route with the plan in force now, so target changes apply without a rebind.
-        let Some(plan) = config
-            .tables()
-            .listeners
-            .iter()
-            .find(|p| p.name == name)
-            .cloned()
-        else {
-            continue;
-        };
-        let ctx = ctx.clone();
-        tracker.spawn(connection::explicit(
-            stream,
-            plan.protocol,
-            plan.target,
-            ctx,
-        ));
     }
 }
 

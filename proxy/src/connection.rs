@@ -1,16 +1,17 @@
 //! What happens to one accepted connection: find where it was going, decide its protocol
 //! (configured, or detected), then serve it as HTTP or splice it as TCP.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{ConfigSource, OutboundTarget, Protocol};
 use crate::detect::{Detected, detect};
-use crate::http::{Forwarder, Pool, ServeAs, Upstream, serve};
+use crate::http::{Forwarder, Pool, Route, ServeAs, serve};
 use crate::io::PrefixedIo;
 use crate::listen::original_dst;
 use crate::metrics::{ConnProtocol, Direction, Metrics};
@@ -29,58 +30,80 @@ pub struct Context {
     pub direction: Direction,
     /// Fires when the proxy drains.
     pub drain: CancellationToken,
+    /// Work that draining waits for (upgraded tunnels, besides connections).
+    pub tracker: TaskTracker,
 }
 
 impl Context {
     fn forwarder(&self) -> Forwarder {
-        Forwarder::new(self.pool.clone(), self.metrics.clone(), self.direction)
+        Forwarder::new(
+            self.config.clone(),
+            self.pool.clone(),
+            self.metrics.clone(),
+            self.direction,
+            self.tracker.clone(),
+        )
     }
 }
 
 /// An outbound connection (the app calling out), redirected to 15001.
 pub async fn outbound(stream: TcpStream, ctx: Context) {
-    let dst = match redirected_to(&stream) {
-        Some(dst) => dst,
-        None => return,
+    let Some(dst) = redirected_to(&stream) else {
+        return;
     };
-    let tables = ctx.config.tables();
-    match tables.outbound(dst) {
+    let target = ctx.config.tables().outbound(dst).cloned();
+    match target {
         Some(target) => {
             let protocol = target.protocol;
-            dispatch(stream, protocol, dst.port(), target.clone(), &ctx).await;
+            dispatch(
+                stream,
+                protocol,
+                dst.port(),
+                Route::Outbound(dst),
+                target,
+                &ctx,
+            )
+            .await;
         }
         None => {
             // Not a known service: pass through unchanged.
             let _open = ctx
                 .metrics
                 .connection(ctx.direction, ConnProtocol::passthrough);
-            forward_tcp(
-                PrefixedIo::new(bytes::Bytes::new(), stream),
-                &Arc::new(OutboundTarget::address(dst, Protocol::Tcp)),
-                &ctx,
-            )
-            .await;
+            let target = OutboundTarget::address(dst, Protocol::Tcp);
+            forward_tcp(PrefixedIo::new(bytes::Bytes::new(), stream), &target, &ctx).await;
         }
     }
 }
 
 /// An inbound connection (another pod calling the app), redirected to 15006; it goes to
-/// the app on the port it was addressed to.
+/// the app on loopback, on the port it was addressed to.
 pub async fn inbound(stream: TcpStream, ctx: Context) {
-    let dst = match redirected_to(&stream) {
-        Some(dst) => dst,
-        None => return,
+    let Some(dst) = redirected_to(&stream) else {
+        return;
     };
-    let protocol = ctx.config.tables().inbound(dst.port()).protocol;
-    let app = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), dst.port());
-    let upstream = Arc::new(OutboundTarget::address(app, protocol));
-    dispatch(stream, protocol, dst.port(), upstream, &ctx).await;
+    let target = ctx.config.tables().inbound_target(dst.port());
+    let protocol = target.protocol;
+    dispatch(
+        stream,
+        protocol,
+        dst.port(),
+        Route::Fixed(target.clone()),
+        target,
+        &ctx,
+    )
+    .await;
 }
 
-/// A connection on an explicit listener, going to `upstream`.
-pub async fn explicit(stream: TcpStream, protocol: Protocol, upstream: Upstream, ctx: Context) {
+/// A connection on the explicit listener `name`.
+pub async fn explicit(stream: TcpStream, name: Arc<str>, ctx: Context) {
     let port = stream.local_addr().map(|a| a.port()).unwrap_or_default();
-    dispatch(stream, protocol, port, upstream, &ctx).await;
+    let route = Route::Listener(name);
+    let Some(target) = route.resolve(&ctx.config.tables()) else {
+        return;
+    };
+    let protocol = target.protocol;
+    dispatch(stream, protocol, port, route, target, &ctx).await;
 }
 
 /// The original destination, or `None` (connection closed) when the connection was
@@ -100,17 +123,26 @@ fn redirected_to(stream: &TcpStream) -> Option<SocketAddr> {
     Some(dst)
 }
 
+/// Serves the connection as HTTP along `route`, or splices it to `target` as TCP.
 async fn dispatch(
     mut stream: TcpStream,
     protocol: Protocol,
     port: u16,
-    upstream: Upstream,
+    route: Route,
+    target: Arc<OutboundTarget>,
     ctx: &Context,
 ) {
     let _ = stream.set_nodelay(true);
-    let detection = ctx.config.tables().config.detection.clone();
+    let (opaque, timeout) = {
+        let tables = ctx.config.tables();
+        let detection = &tables.config.detection;
+        (
+            detection.is_opaque(port),
+            Duration::from_millis(detection.timeout_ms),
+        )
+    };
     let protocol = match protocol {
-        Protocol::Detect if detection.is_opaque(port) => Protocol::Tcp,
+        Protocol::Detect if opaque => Protocol::Tcp,
         p => p,
     };
     let (serve_as, io) = match protocol {
@@ -128,7 +160,6 @@ async fn dispatch(
             PrefixedIo::new(bytes::Bytes::new(), stream),
         ),
         Protocol::Detect => {
-            let timeout = Duration::from_millis(detection.timeout_ms);
             let (found, prefix) = match detect(&mut stream, timeout).await {
                 Ok(found) => found,
                 Err(e) => {
@@ -152,18 +183,18 @@ async fn dispatch(
                 ConnProtocol::http1
             };
             let _open = ctx.metrics.connection(ctx.direction, protocol);
-            serve(io, ctx.forwarder(), upstream, serve_as, ctx.drain.clone()).await;
+            serve(io, ctx.forwarder(), route, serve_as, ctx.drain.clone()).await;
         }
         None => {
             let _open = ctx.metrics.connection(ctx.direction, ConnProtocol::tcp);
-            forward_tcp(io, &upstream, ctx).await;
+            forward_tcp(io, &target, ctx).await;
         }
     }
 }
 
-async fn forward_tcp(io: PrefixedIo<TcpStream>, upstream: &Upstream, ctx: &Context) {
-    let Some(addr) = upstream.pick() else {
-        tracing::warn!(target = %upstream.label, "no endpoints; closing TCP connection");
+async fn forward_tcp(io: PrefixedIo<TcpStream>, target: &OutboundTarget, ctx: &Context) {
+    let Some(addr) = target.pick() else {
+        tracing::warn!(target = %target.label, "no endpoints; closing TCP connection");
         return;
     };
     match ctx.pool.connect_tcp(addr).await {

@@ -162,3 +162,31 @@ async fn failures_map_to_statuses_with_a_reason() {
         resp.headers()
     );
 }
+
+#[tokio::test]
+async fn tcp_half_close_is_passed_on() {
+    // A backend that reads until the client's EOF, then answers and closes.
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = server.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = server.accept().await.unwrap();
+        let mut request = Vec::new();
+        stream.read_to_end(&mut request).await.unwrap();
+        stream
+            .write_all(&request.to_ascii_uppercase())
+            .await
+            .unwrap();
+    });
+    let front = free_addr();
+    let _proxy = Proxy::start(&format!(
+        "listeners:\n{}",
+        listener("tcp", front, backend, "tcp")
+    ))
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(front).await.unwrap();
+    stream.write_all(b"half closed").await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.unwrap();
+    assert_eq!(reply, "HALF CLOSED");
+}

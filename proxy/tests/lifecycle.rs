@@ -182,3 +182,45 @@ async fn sigterm_finishes_in_flight_requests_and_refuses_new_connections() {
         .unwrap();
     assert!(status.success(), "the proxy exited with {status}");
 }
+
+#[tokio::test]
+async fn a_config_change_reaches_connections_that_are_already_open() {
+    let a = http_backend("a").await;
+    let b = http_backend("b").await;
+    let front = free_addr();
+    let proxy = Proxy::start(&config("k1", front, a)).await;
+    // One keep-alive HTTP/1.1 connection and one HTTP/2 connection, opened before the change.
+    let stream = tokio::net::TcpStream::connect(front).await.unwrap();
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let get = || {
+        Request::get("/")
+            .header("host", "web")
+            .body(empty())
+            .unwrap()
+    };
+    for _ in 0..3 {
+        let resp = h1.send_request(get()).await.unwrap();
+        assert_eq!(body_string(resp).await, "a GET /");
+    }
+    proxy.write_config(&config("k2", front, b));
+    for _ in 0..100 {
+        if proxy
+            .admin_get("/metrics")
+            .await
+            .1
+            .contains(r#"braid_config_info{version="k2"} 1"#)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = h1.send_request(get()).await.unwrap();
+    assert_eq!(
+        body_string(resp).await,
+        "b GET /",
+        "the open connection still goes to the old target"
+    );
+}

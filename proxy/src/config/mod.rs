@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use protocol::Protocol;
 pub use source::{ConfigError, ConfigSource, FileSource, load_file};
-pub use tables::{InboundPort, ListenerPlan, OutboundTarget, Tables};
+pub use tables::{ListenerPlan, OutboundTarget, Tables};
 
 /// The whole configuration of one proxy. Later issues add routes, TLS and resilience
 /// next to `services`; unknown fields are refused so a typo cannot pass silently.

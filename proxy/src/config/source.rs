@@ -92,10 +92,12 @@ impl ConfigSource {
     pub fn apply(&self, config: ProxyConfig) -> Result<(), ConfigError> {
         let tables = Tables::build(config)?;
         tracing::info!(version = %tables.config.version, services = tables.config.services.len(), "config applied");
-        (self.on_apply)(&tables);
-        self.current.store(Arc::new(tables));
+        let tables = Arc::new(tables);
+        // In force first, then announced: whoever is told reads the new tables.
+        self.current.store(tables.clone());
         self.loaded
             .store(true, std::sync::atomic::Ordering::Release);
+        (self.on_apply)(&tables);
         Ok(())
     }
 }

@@ -66,13 +66,6 @@ impl OutboundTarget {
     }
 }
 
-/// How an inbound port is handled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InboundPort {
-    /// The port's protocol.
-    pub protocol: Protocol,
-}
-
 /// An explicit listener, resolved.
 #[derive(Clone, Debug)]
 pub struct ListenerPlan {
@@ -92,7 +85,7 @@ pub struct Tables {
     /// The config these tables were built from.
     pub config: Arc<ProxyConfig>,
     outbound: HashMap<SocketAddr, Arc<OutboundTarget>>,
-    inbound: HashMap<u16, InboundPort>,
+    inbound: HashMap<u16, Arc<OutboundTarget>>,
     /// Explicit listeners.
     pub listeners: Vec<ListenerPlan>,
 }
@@ -137,9 +130,7 @@ impl Tables {
             .map(|p| {
                 (
                     p.port,
-                    InboundPort {
-                        protocol: p.protocol,
-                    },
+                    Arc::new(OutboundTarget::address(app_addr(p.port), p.protocol)),
                 )
             })
             .collect();
@@ -177,12 +168,19 @@ impl Tables {
         self.outbound.get(&dst)
     }
 
-    /// How inbound connections to `port` are handled.
-    pub fn inbound(&self, port: u16) -> InboundPort {
-        self.inbound.get(&port).copied().unwrap_or(InboundPort {
-            protocol: Protocol::Detect,
-        })
+    /// Where inbound connections to `port` go: the app on loopback. Declared ports are
+    /// built with the tables; others are made on the spot, with detection.
+    pub fn inbound_target(&self, port: u16) -> Arc<OutboundTarget> {
+        self.inbound
+            .get(&port)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(OutboundTarget::address(app_addr(port), Protocol::Detect)))
     }
+}
+
+/// The app, as the inbound side reaches it: loopback, on the port the caller addressed.
+fn app_addr(port: u16) -> SocketAddr {
+    SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port)
 }
 
 #[cfg(test)]

@@ -10,48 +10,66 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::Route;
 use super::{ForwardError, Pool, Sticky, is_upgrade, strip_hop_by_hop};
-use crate::config::OutboundTarget;
+use crate::config::ConfigSource;
 use crate::metrics::{Direction, Metrics};
+use tokio_util::task::TaskTracker;
+
+/// How long a client may take to send a request head.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The body of every response the proxy sends.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
-/// Where a connection's requests go: a service's endpoints (chosen per request) or one
-/// fixed address.
-pub type Upstream = Arc<OutboundTarget>;
-
 /// Forwards requests for one direction.
 #[derive(Clone)]
 pub struct Forwarder {
+    config: Arc<ConfigSource>,
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
     direction: Direction,
+    tracker: TaskTracker,
 }
 
 impl Forwarder {
-    /// A forwarder sending through `pool`.
-    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, direction: Direction) -> Self {
+    /// A forwarder sending through `pool`; upgraded tunnels run on `tracker`, so draining
+    /// waits for them too.
+    pub fn new(
+        config: Arc<ConfigSource>,
+        pool: Arc<Pool>,
+        metrics: Arc<Metrics>,
+        direction: Direction,
+        tracker: TaskTracker,
+    ) -> Self {
         Self {
+            config,
             pool,
             metrics,
             direction,
+            tracker,
         }
     }
 
     /// Forwards one request and answers with the upstream's response or an error status.
-    /// `sticky` holds the downstream connection's own upstream HTTP/1.1 connection.
+    /// The target is looked up in the config in force now; `sticky` holds the downstream
+    /// connection's own upstream HTTP/1.1 connections.
     pub async fn forward(
         &self,
         mut req: Request<Incoming>,
-        upstream: &Upstream,
+        route: &Route,
         sticky: &Sticky,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
+        let Some(upstream) = route.resolve(&self.config.tables()) else {
+            let e = ForwardError::NoRoute(route.describe());
+            tracing::debug!(error = %e, "request failed");
+            return error_response(&e);
+        };
         let http2 = req.version() == http::Version::HTTP_2;
         let upgrade = !http2 && is_upgrade(req.headers());
         strip_hop_by_hop(req.headers_mut(), upgrade);
@@ -91,7 +109,7 @@ impl Forwarder {
         let mut resp = self.pool.send_upgrade(addr, req).await?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
+            self.tracker.spawn(async move {
                 match tokio::try_join!(downstream, upstream) {
                     Ok((down, up)) => {
                         let mut down = TokioIo::new(down);
@@ -132,13 +150,13 @@ pub enum ServeAs {
     Auto,
 }
 
-/// Serves HTTP on `io`, forwarding every request to `upstream`, until the client closes
+/// Serves HTTP on `io`, forwarding every request along `route`, until the client closes
 /// or `drain` fires (then in-flight requests finish and the connection closes gracefully:
 /// HTTP/2 clients get GOAWAY).
 pub async fn serve<I>(
     io: I,
     forwarder: Forwarder,
-    upstream: Upstream,
+    route: Route,
     serve_as: ServeAs,
     drain: tokio_util::sync::CancellationToken,
 ) where
@@ -149,13 +167,18 @@ pub async fn serve<I>(
     let sticky = Arc::new(forwarder.pool.sticky());
     let service = service_fn(move |req| {
         let forwarder = forwarder.clone();
-        let upstream = upstream.clone();
+        let route = route.clone();
         let sticky = sticky.clone();
-        async move {
-            Ok::<_, std::convert::Infallible>(forwarder.forward(req, &upstream, &sticky).await)
-        }
+        async move { Ok::<_, std::convert::Infallible>(forwarder.forward(req, &route, &sticky).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // A client that never finishes its request head does not hold a connection forever.
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        // A client may shut down its write side and still wait for the response.
+        .half_close(true);
     match serve_as {
         ServeAs::Http1 => builder = builder.http1_only(),
         ServeAs::Http2 => builder = builder.http2_only(),

@@ -4,10 +4,12 @@
 mod forward;
 mod headers;
 mod pool;
+mod route;
 
-pub use forward::{Forwarder, ProxyBody, ServeAs, Upstream, error_response, serve};
+pub use forward::{Forwarder, ProxyBody, ServeAs, error_response, serve};
 pub use headers::{is_upgrade, strip_hop_by_hop};
-pub use pool::{Pool, Sticky, Version};
+pub use pool::{Pool, Sticky};
+pub use route::Route;
 
 use http::StatusCode;
 
@@ -26,6 +28,9 @@ pub enum ForwardError {
     /// The service has no endpoint to send to.
     #[error("no endpoints for {0}")]
     NoEndpoints(String),
+    /// The destination is no longer in the config.
+    #[error("no route to {0}: it is no longer in the proxy's config")]
+    NoRoute(String),
 }
 
 impl ForwardError {
@@ -34,7 +39,33 @@ impl ForwardError {
         match self {
             Self::Connect(_) | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoEndpoints(_) | Self::NoRoute(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_map_to_the_statuses_callers_expect() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            ForwardError::Connect(refused).status(),
+            StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(
+            ForwardError::ConnectTimeout.status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            ForwardError::NoEndpoints("x".into()).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            ForwardError::NoRoute("x".into()).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

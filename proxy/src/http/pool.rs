@@ -1,39 +1,40 @@
-//! Upstream HTTP connections, pooled per endpoint and HTTP version: HTTP/1.1 keeps idle
-//! keep-alive connections, HTTP/2 multiplexes requests over one connection.
+//! Upstream HTTP connections, pooled per endpoint: HTTP/1.1 keeps idle keep-alive
+//! connections, HTTP/2 multiplexes requests over one connection per endpoint.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::ForwardError;
 
-/// The HTTP version spoken to an upstream.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum Version {
-    /// HTTP/1.1.
-    Http1,
-    /// HTTP/2 with prior knowledge.
-    Http2,
-}
-
 /// Idle HTTP/1.1 connections kept per endpoint.
 const MAX_IDLE_PER_ENDPOINT: usize = 64;
+/// Upstream HTTP/1.1 connections one downstream connection keeps for itself.
+const MAX_STICKY: usize = 8;
+/// HTTP/2 keep-alive: a ping this often on an idle connection...
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+/// ...and the connection is dropped when the ack takes longer than this.
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
-enum Slot {
-    Http1(Vec<http1::SendRequest<Incoming>>),
-    Http2(http2::SendRequest<Incoming>),
+type H1 = http1::SendRequest<Incoming>;
+type H2 = http2::SendRequest<Incoming>;
+
+#[derive(Default)]
+struct Slots {
+    idle_h1: HashMap<SocketAddr, Vec<H1>>,
+    h2: HashMap<SocketAddr, H2>,
 }
 
 /// Opens and reuses upstream connections.
 pub struct Pool {
-    slots: Mutex<HashMap<(SocketAddr, Version), Slot>>,
+    slots: Mutex<Slots>,
     connect_timeout: Duration,
     local_ip: Option<IpAddr>,
 }
@@ -43,7 +44,7 @@ impl Pool {
     /// dedicated loopback source such as 127.0.0.6, which the capture rules let through).
     pub fn new(connect_timeout: Duration, local_ip: Option<IpAddr>) -> Arc<Self> {
         Arc::new(Self {
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Slots::default()),
             connect_timeout,
             local_ip,
         })
@@ -70,29 +71,47 @@ impl Pool {
         Ok(stream)
     }
 
-    /// A per-downstream-connection slot for one upstream HTTP/1.1 connection.
-    pub fn sticky(self: &Arc<Self>) -> Sticky {
-        Sticky {
-            pool: Arc::downgrade(self),
-            slot: Mutex::new(None),
+    /// Closes idle connections to endpoints that are no longer in the config.
+    pub fn retain_endpoints(&self, live: &HashSet<SocketAddr>) {
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.idle_h1.retain(|addr, _| live.contains(addr));
+            slots.h2.retain(|addr, _| live.contains(addr));
         }
     }
 
-    /// Sends `req` over HTTP/2 to `addr`, multiplexed on one connection per endpoint.
+    /// A per-downstream-connection holder of upstream HTTP/1.1 connections.
+    pub fn sticky(self: &Arc<Self>) -> Sticky {
+        Sticky {
+            pool: Arc::downgrade(self),
+            held: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Sends `req` over HTTP/2 to `addr`, multiplexed on one connection per endpoint. A
+    /// request the connection refused before sending (it was closing, e.g. after GOAWAY
+    /// from a draining peer) is sent once more on a new connection.
     pub async fn send_h2(
         &self,
         addr: SocketAddr,
         req: Request<Incoming>,
     ) -> Result<Response<Incoming>, ForwardError> {
-        let mut sender = self.h2_sender(addr).await?;
-        sender
-            .send_request(req)
-            .await
-            .map_err(ForwardError::Upstream)
+        let sender = self.h2_sender(addr).await?;
+        match send_h2_once(sender, req).await {
+            Ok(resp) => Ok(resp),
+            Err((Some(req), _)) => {
+                self.evict_h2(addr);
+                let sender = self.h2_sender(addr).await?;
+                send_h2_once(sender, req).await.map_err(|(_, e)| e)
+            }
+            Err((None, e)) => {
+                self.evict_h2(addr);
+                Err(e)
+            }
+        }
     }
 
-    /// Sends `req` over HTTP/1.1 to `addr`: on the downstream connection's own upstream
-    /// connection when it goes to `addr`, else a pooled idle one, else a new one. A reused
+    /// Sends `req` over HTTP/1.1 to `addr`: on a connection the downstream connection
+    /// already holds to `addr`, else a pooled idle one, else a new one. A reused
     /// connection that turns out closed before the request left is replaced
     /// transparently, since the upstream never saw the request.
     pub async fn send_h1(
@@ -102,14 +121,11 @@ impl Pool {
         sticky: &Sticky,
     ) -> Result<Response<Incoming>, ForwardError> {
         let mut req = req;
-        let mut reused = sticky.take(addr);
+        let mut held = sticky.take(addr);
         loop {
-            let mut sender = match reused.take() {
+            let mut sender = match held.take().or_else(|| self.take_h1(addr)) {
                 Some(s) => s,
-                None => match self.take_h1(addr) {
-                    Some(s) => s,
-                    None => break,
-                },
+                None => break,
             };
             // The previous response on this connection may still be finishing.
             if sender.ready().await.is_err() {
@@ -149,11 +165,9 @@ impl Pool {
             .map_err(ForwardError::Upstream)
     }
 
-    fn take_h1(&self, addr: SocketAddr) -> Option<http1::SendRequest<Incoming>> {
+    fn take_h1(&self, addr: SocketAddr) -> Option<H1> {
         let mut slots = self.slots.lock().ok()?;
-        let Some(Slot::Http1(idle)) = slots.get_mut(&(addr, Version::Http1)) else {
-            return None;
-        };
+        let idle = slots.idle_h1.get_mut(&addr)?;
         while let Some(sender) = idle.pop() {
             if !sender.is_closed() && sender.is_ready() {
                 return Some(sender);
@@ -162,32 +176,37 @@ impl Pool {
         None
     }
 
-    /// Returns the connection to the pool once its response has been read in full.
-    fn recycle_h1(self: &Arc<Self>, addr: SocketAddr, mut sender: http1::SendRequest<Incoming>) {
+    /// Returns an idle connection to the pool; one still finishing a response is returned
+    /// once it is done.
+    fn recycle_h1(self: &Arc<Self>, addr: SocketAddr, mut sender: H1) {
+        if sender.is_closed() {
+            return;
+        }
+        if sender.is_ready() {
+            self.push_idle(addr, sender);
+            return;
+        }
         let pool = Arc::downgrade(self);
         tokio::spawn(async move {
-            if sender.ready().await.is_err() {
-                return;
-            }
-            let Some(pool) = pool.upgrade() else { return };
-            let Ok(mut slots) = pool.slots.lock() else {
-                return;
-            };
-            let slot = slots
-                .entry((addr, Version::Http1))
-                .or_insert_with(|| Slot::Http1(Vec::new()));
-            if let Slot::Http1(idle) = slot
-                && idle.len() < MAX_IDLE_PER_ENDPOINT
+            if sender.ready().await.is_ok()
+                && let Some(pool) = pool.upgrade()
             {
-                idle.push(sender);
+                pool.push_idle(addr, sender);
             }
         });
     }
 
-    async fn h1_connect(
-        &self,
-        addr: SocketAddr,
-    ) -> Result<http1::SendRequest<Incoming>, ForwardError> {
+    fn push_idle(&self, addr: SocketAddr, sender: H1) {
+        let Ok(mut slots) = self.slots.lock() else {
+            return;
+        };
+        let idle = slots.idle_h1.entry(addr).or_default();
+        if idle.len() < MAX_IDLE_PER_ENDPOINT {
+            idle.push(sender);
+        }
+    }
+
+    async fn h1_connect(&self, addr: SocketAddr) -> Result<H1, ForwardError> {
         let stream = self.connect_tcp(addr).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
@@ -201,18 +220,26 @@ impl Pool {
         Ok(sender)
     }
 
-    async fn h2_sender(
-        &self,
-        addr: SocketAddr,
-    ) -> Result<http2::SendRequest<Incoming>, ForwardError> {
+    fn evict_h2(&self, addr: SocketAddr) {
+        if let Ok(mut slots) = self.slots.lock()
+            && slots.h2.get(&addr).is_some_and(H2::is_closed)
+        {
+            slots.h2.remove(&addr);
+        }
+    }
+
+    async fn h2_sender(&self, addr: SocketAddr) -> Result<H2, ForwardError> {
         if let Ok(slots) = self.slots.lock()
-            && let Some(Slot::Http2(sender)) = slots.get(&(addr, Version::Http2))
+            && let Some(sender) = slots.h2.get(&addr)
             && !sender.is_closed()
         {
             return Ok(sender.clone());
         }
         let stream = self.connect_tcp(addr).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(H2_PING_INTERVAL)
+            .keep_alive_timeout(H2_PING_TIMEOUT)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(ForwardError::Upstream)?;
@@ -222,40 +249,55 @@ impl Pool {
             }
         });
         if let Ok(mut slots) = self.slots.lock() {
-            slots.insert((addr, Version::Http2), Slot::Http2(sender.clone()));
+            // Two requests may have connected at once; keep the live one already there.
+            match slots.h2.get(&addr) {
+                Some(existing) if !existing.is_closed() => return Ok(existing.clone()),
+                _ => {
+                    slots.h2.insert(addr, sender.clone());
+                }
+            }
         }
         Ok(sender)
     }
 }
 
-/// One downstream connection's upstream HTTP/1.1 connection. Requests on a downstream
-/// HTTP/1.1 connection come one after another, so the same upstream connection serves
-/// them all without touching the shared pool; when the downstream connection ends, the
-/// upstream one goes back to the pool.
+/// One HTTP/2 attempt; on failure, the request back if it never left.
+async fn send_h2_once(
+    mut sender: H2,
+    req: Request<Incoming>,
+) -> Result<Response<Incoming>, (Option<Request<Incoming>>, ForwardError)> {
+    sender.try_send_request(req).await.map_err(|mut e| {
+        let req = e.take_message();
+        (req, ForwardError::Upstream(e.into_error()))
+    })
+}
+
+/// The upstream HTTP/1.1 connections one downstream connection holds. Requests on a
+/// downstream HTTP/1.1 connection come one after another, so the connections it used last
+/// serve the next requests without touching the shared pool (up to one per endpoint, for
+/// round robin over a few endpoints); when the downstream connection ends they go back to
+/// the pool.
 pub struct Sticky {
-    pool: std::sync::Weak<Pool>,
-    slot: Mutex<Option<(SocketAddr, http1::SendRequest<Incoming>)>>,
+    pool: Weak<Pool>,
+    held: Mutex<Vec<(SocketAddr, H1)>>,
 }
 
 impl Sticky {
-    /// The held connection if it goes to `addr`; one to another endpoint goes back to the pool.
-    fn take(&self, addr: SocketAddr) -> Option<http1::SendRequest<Incoming>> {
-        let held = self.slot.lock().ok()?.take()?;
-        if held.0 == addr {
-            return Some(held.1);
-        }
-        if let Some(pool) = self.pool.upgrade() {
-            pool.recycle_h1(held.0, held.1);
-        }
-        None
+    fn take(&self, addr: SocketAddr) -> Option<H1> {
+        let mut held = self.held.lock().ok()?;
+        let i = held.iter().position(|(a, _)| *a == addr)?;
+        Some(held.swap_remove(i).1)
     }
 
-    fn put(&self, addr: SocketAddr, sender: http1::SendRequest<Incoming>) {
-        let previous = match self.slot.lock() {
-            Ok(mut slot) => slot.replace((addr, sender)),
-            Err(_) => return,
+    fn put(&self, addr: SocketAddr, sender: H1) {
+        let evicted = match self.held.lock() {
+            Ok(mut held) => {
+                held.push((addr, sender));
+                (held.len() > MAX_STICKY).then(|| held.remove(0))
+            }
+            Err(_) => None,
         };
-        if let (Some((a, s)), Some(pool)) = (previous, self.pool.upgrade()) {
+        if let (Some((a, s)), Some(pool)) = (evicted, self.pool.upgrade()) {
             pool.recycle_h1(a, s);
         }
     }
@@ -263,9 +305,11 @@ impl Sticky {
 
 impl Drop for Sticky {
     fn drop(&mut self) {
-        let held = self.slot.get_mut().ok().and_then(Option::take);
-        if let (Some((addr, sender)), Some(pool)) = (held, self.pool.upgrade()) {
-            pool.recycle_h1(addr, sender);
+        let held = self.held.get_mut().map(std::mem::take).unwrap_or_default();
+        if let Some(pool) = self.pool.upgrade() {
+            for (addr, sender) in held {
+                pool.recycle_h1(addr, sender);
+            }
         }
     }
 }

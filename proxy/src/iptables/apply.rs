@@ -49,32 +49,46 @@ fn families() -> Vec<Family> {
     f
 }
 
-fn tables_cmd(backend: Backend, family: Family) -> String {
+fn tables_cmd(backend: Backend, family: Family) -> Result<String, CaptureError> {
     // `iptables-nft` / `iptables-legacy` (or plain `iptables`) for single-rule edits.
-    let restore = backend.binary(family, "restore");
-    restore.trim_end_matches("-restore").to_owned()
+    let restore = backend.binary(family, "restore")?;
+    Ok(restore.trim_end_matches("-restore").to_owned())
 }
 
-/// Deletes the jumps into braid's chains and the chains themselves, if present.
+/// Deletes the jumps into braid's chains and the chains themselves, if present. "Not
+/// there" is success; any other failure (no NET_ADMIN, a broken backend) is an error.
 fn remove(backend: Backend, family: Family) -> Result<(), CaptureError> {
-    let cmd = tables_cmd(backend, family);
+    let cmd = tables_cmd(backend, family)?;
+    let run = |args: &[&str]| {
+        Command::new(&cmd)
+            .args(args)
+            .output()
+            .map_err(|e| CaptureError::NoIptables(format!("{cmd}: {e}")))
+    };
     for (parent, chain) in [("PREROUTING", "BRAID_INBOUND"), ("OUTPUT", "BRAID_OUTPUT")] {
-        // Delete every copy; the command fails once none is left.
-        for _ in 0..16 {
-            let deleted = Command::new(&cmd)
-                .args(["-w", "-t", "nat", "-D", parent, "-p", "tcp", "-j", chain])
-                .stderr(Stdio::null())
-                .status()
-                .map_err(|e| CaptureError::NoIptables(format!("{cmd}: {e}")))?;
-            if !deleted.success() {
+        // Delete every copy, until iptables says none is left.
+        loop {
+            let out = run(&["-w", "-t", "nat", "-D", parent, "-p", "tcp", "-j", chain])?;
+            if out.status.success() {
+                continue;
+            }
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if is_not_found(&stderr) {
                 break;
             }
+            return Err(CaptureError::Command {
+                command: format!("{cmd} -t nat -D {parent} -p tcp -j {chain}"),
+                message: stderr.trim().to_owned(),
+            });
         }
     }
-    let listing = Command::new(&cmd)
-        .args(["-w", "-t", "nat", "-S"])
-        .output()
-        .map_err(|e| CaptureError::NoIptables(format!("{cmd}: {e}")))?;
+    let listing = run(&["-w", "-t", "nat", "-S"])?;
+    if !listing.status.success() {
+        return Err(CaptureError::Command {
+            command: format!("{cmd} -t nat -S"),
+            message: String::from_utf8_lossy(&listing.stderr).trim().to_owned(),
+        });
+    }
     let text = String::from_utf8_lossy(&listing.stdout);
     if CHAINS.iter().any(|c| text.contains(&format!("-N {c}"))) {
         restore(backend, family, &render_cleanup())?;
@@ -82,8 +96,21 @@ fn remove(backend: Backend, family: Family) -> Result<(), CaptureError> {
     Ok(())
 }
 
+/// iptables' ways of saying the rule or chain to delete is not there.
+fn is_not_found(stderr: &str) -> bool {
+    [
+        "does a matching rule exist",
+        "No chain/target/match",
+        "Bad rule",
+        "doesn't exist",
+        "does not exist",
+    ]
+    .iter()
+    .any(|s| stderr.contains(s))
+}
+
 fn restore(backend: Backend, family: Family, input: &str) -> Result<(), CaptureError> {
-    let binary = backend.binary(family, "restore");
+    let binary = backend.binary(family, "restore")?;
     let command = format!("{binary} --noflush");
     let mut child = Command::new(&binary)
         .args(["-w", "--noflush"])

@@ -17,20 +17,35 @@ pub enum Backend {
 impl Backend {
     /// The binary for `tool` (`restore`, `save`) in `family`, preferring the explicit
     /// `-nft`/`-legacy` names and falling back to the plain one when it is that backend.
-    pub fn binary(self, family: Family, tool: &str) -> String {
+    pub fn binary(self, family: Family, tool: &str) -> Result<String, CaptureError> {
         let base = match family {
             Family::V4 => "iptables",
             Family::V6 => "ip6tables",
         };
-        let suffix = match self {
-            Self::Nft => "nft",
-            Self::Legacy => "legacy",
-        };
-        let explicit = format!("{base}-{suffix}-{tool}");
+        let explicit = format!("{base}-{}-{tool}", self.name());
         if which(&explicit) {
-            explicit
+            return Ok(explicit);
+        }
+        // The plain binary only if it is this backend: `iptables --version` says
+        // "(nf_tables)" or "(legacy)".
+        let plain = format!("{base}-{tool}");
+        let says = Command::new(base)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let is_this = match self {
+            Self::Nft => says.contains("nf_tables"),
+            Self::Legacy => says.contains("legacy"),
+        };
+        if which(&plain) && is_this {
+            Ok(plain)
         } else {
-            format!("{base}-{tool}")
+            Err(CaptureError::NoIptables(format!(
+                "neither {explicit} nor a {name} {plain} is installed: install iptables with the \
+                 {name} backend, or choose the other one with --backend",
+                name = self.name()
+            )))
         }
     }
 

@@ -141,7 +141,7 @@ pub fn render(spec: &CaptureSpec, family: Family) -> String {
     skip_in.extend(&spec.exclude_inbound_ports);
     skip_in.sort_unstable();
     skip_in.dedup();
-    for port in skip_in {
+    for port in &skip_in {
         line(format!("-A BRAID_INBOUND -p tcp --dport {port} -j RETURN"));
     }
     line("-A BRAID_INBOUND -p tcp -j BRAID_IN_REDIRECT".into());
@@ -155,6 +155,12 @@ pub fn render(spec: &CaptureSpec, family: Family) -> String {
         line(format!(
             "-A BRAID_OUTPUT -s {}/{host_len} -o lo -j RETURN",
             spec.inbound_source
+        ));
+    }
+    // Pod-local traffic to the pod's own IP is inbound traffic, with the same exemptions.
+    for port in &skip_in {
+        line(format!(
+            "-A BRAID_OUTPUT -o lo -p tcp --dport {port} -j RETURN"
         ));
     }
     line(format!(
