@@ -147,19 +147,9 @@ async fn dispatch(
     };
     let (serve_as, io) = match protocol {
         Protocol::Tcp => (None, PrefixedIo::new(bytes::Bytes::new(), stream)),
-        Protocol::Http1 => (
-            Some(ServeAs::Http1),
-            PrefixedIo::new(bytes::Bytes::new(), stream),
-        ),
-        Protocol::Http2 => (
-            Some(ServeAs::Http2),
-            PrefixedIo::new(bytes::Bytes::new(), stream),
-        ),
-        Protocol::Http => (
-            Some(ServeAs::Auto),
-            PrefixedIo::new(bytes::Bytes::new(), stream),
-        ),
-        Protocol::Detect => {
+        Protocol::Http1 => (Some(ServeAs::Http1), PrefixedIo::new(bytes::Bytes::new(), stream)),
+        Protocol::Http2 => (Some(ServeAs::Http2), PrefixedIo::new(bytes::Bytes::new(), stream)),
+        Protocol::Http | Protocol::Detect => {
             let (found, prefix) = match detect(&mut stream, timeout).await {
                 Ok(found) => found,
                 Err(e) => {
@@ -167,10 +157,13 @@ async fn dispatch(
                     return;
                 }
             };
-            let serve_as = match found {
-                Detected::Http1 => Some(ServeAs::Http1),
-                Detected::Http2 => Some(ServeAs::Http2),
-                Detected::Tls | Detected::Opaque => None,
+            let serve_as = match (found, protocol) {
+                (Detected::Http2, _) => Some(ServeAs::Http2),
+                (Detected::Http1, _) => Some(ServeAs::Http1),
+                // Declared HTTP: anything but the HTTP/2 preface is HTTP/1 (and gets a 400
+                // if it is not HTTP at all).
+                (_, Protocol::Http) => Some(ServeAs::Http1),
+                (Detected::Tls | Detected::Opaque, _) => None,
             };
             (serve_as, PrefixedIo::new(prefix.freeze(), stream))
         }

@@ -74,7 +74,8 @@ struct VersionLabels {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    latency: Family<DirectionLabels, Histogram>,
+    /// Per direction, fetched once: the family lookup is not paid per request.
+    latency: [Histogram; 2],
     connections: Family<ConnLabels, Counter>,
     open: Family<ConnLabels, Gauge>,
     config: Family<VersionLabels, Gauge>,
@@ -119,6 +120,8 @@ impl Metrics {
             "The config version in force (value 1)",
             config.clone(),
         );
+        let latency = [Direction::outbound, Direction::inbound]
+            .map(|direction| latency.get_or_create(&DirectionLabels { direction }).clone());
         Self {
             registry,
             requests,
@@ -139,9 +142,7 @@ impl Metrics {
                 code,
             })
             .inc();
-        self.latency
-            .get_or_create(&DirectionLabels { direction })
-            .observe(seconds);
+        self.latency[direction as usize].observe(seconds);
     }
 
     /// Counts a connection; the guard keeps it in the open gauge until dropped.

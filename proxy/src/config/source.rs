@@ -83,6 +83,12 @@ impl ConfigSource {
         self.current.load_full()
     }
 
+    /// Runs `f` on the tables in force without taking a reference count (the per-request
+    /// path).
+    pub fn with_tables<R>(&self, f: impl FnOnce(&Tables) -> R) -> R {
+        f(&self.current.load())
+    }
+
     /// Whether a config has been applied.
     pub fn is_loaded(&self) -> bool {
         self.loaded.load(std::sync::atomic::Ordering::Acquire)

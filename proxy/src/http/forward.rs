@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::{http1, http2};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Route;
@@ -65,7 +65,7 @@ impl Forwarder {
         sticky: &Sticky,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
-        let Some(upstream) = route.resolve(&self.config.tables()) else {
+        let Some(upstream) = self.config.with_tables(|t| route.resolve(t)) else {
             let e = ForwardError::NoRoute(route.describe());
             tracing::debug!(error = %e, "request failed");
             return error_response(&e);
@@ -146,8 +146,6 @@ pub enum ServeAs {
     Http1,
     /// HTTP/2 only.
     Http2,
-    /// Either, by the HTTP/2 preface.
-    Auto,
 }
 
 /// Serves HTTP on `io`, forwarding every request along `route`, until the client closes
@@ -171,30 +169,41 @@ pub async fn serve<I>(
         let sticky = sticky.clone();
         async move { Ok::<_, std::convert::Infallible>(forwarder.forward(req, &route, &sticky).await) }
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // A client that never finishes its request head does not hold a connection forever.
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        // A client may shut down its write side and still wait for the response.
-        .half_close(true);
-    match serve_as {
-        ServeAs::Http1 => builder = builder.http1_only(),
-        ServeAs::Http2 => builder = builder.http2_only(),
-        ServeAs::Auto => {}
-    }
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        res = conn.as_mut() => {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "downstream connection ended");
+    let io = TokioIo::new(io);
+    // Each version's own server (the protocol is already known, so no version sniffing).
+    // Both drain the same way: on `drain`, finish what is in flight, then close.
+    macro_rules! drive {
+        ($conn:expr) => {{
+            let conn = $conn;
+            tokio::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(error = %e, "downstream connection ended");
+                    }
+                }
+                _ = drain.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
             }
-        }
-        _ = drain.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
+        }};
+    }
+    match serve_as {
+        ServeAs::Http1 => drive!(
+            http1::Builder::new()
+                .timer(TokioTimer::new())
+                // A client that never finishes its request head does not hold a connection forever.
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                // A client may shut down its write side and still wait for the response.
+                .half_close(true)
+                .serve_connection(io, service)
+                .with_upgrades()
+        ),
+        ServeAs::Http2 => drive!(
+            http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .serve_connection(io, service)
+        ),
     }
 }
