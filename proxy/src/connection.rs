@@ -147,8 +147,14 @@ async fn dispatch(
     };
     let (serve_as, io) = match protocol {
         Protocol::Tcp => (None, PrefixedIo::new(bytes::Bytes::new(), stream)),
-        Protocol::Http1 => (Some(ServeAs::Http1), PrefixedIo::new(bytes::Bytes::new(), stream)),
-        Protocol::Http2 => (Some(ServeAs::Http2), PrefixedIo::new(bytes::Bytes::new(), stream)),
+        Protocol::Http1 => (
+            Some(ServeAs::Http1),
+            PrefixedIo::new(bytes::Bytes::new(), stream),
+        ),
+        Protocol::Http2 => (
+            Some(ServeAs::Http2),
+            PrefixedIo::new(bytes::Bytes::new(), stream),
+        ),
         Protocol::Http | Protocol::Detect => {
             let (found, prefix) = match detect(&mut stream, timeout).await {
                 Ok(found) => found,

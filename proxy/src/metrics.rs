@@ -120,8 +120,11 @@ impl Metrics {
             "The config version in force (value 1)",
             config.clone(),
         );
-        let latency = [Direction::outbound, Direction::inbound]
-            .map(|direction| latency.get_or_create(&DirectionLabels { direction }).clone());
+        let latency = [Direction::outbound, Direction::inbound].map(|direction| {
+            latency
+                .get_or_create(&DirectionLabels { direction })
+                .clone()
+        });
         Self {
             registry,
             requests,

@@ -9,9 +9,9 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper::server::conn::{http1, http2};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Route;
@@ -192,6 +192,7 @@ pub async fn serve<I>(
     match serve_as {
         ServeAs::Http1 => drive!(
             http1::Builder::new()
+                .writev(false)
                 .timer(TokioTimer::new())
                 // A client that never finishes its request head does not hold a connection forever.
                 .header_read_timeout(HEADER_READ_TIMEOUT)

@@ -209,6 +209,7 @@ impl Pool {
     async fn h1_connect(&self, addr: SocketAddr) -> Result<H1, ForwardError> {
         let stream = self.connect_tcp(addr).await?;
         let (sender, conn) = http1::Builder::new()
+            .writev(false)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(ForwardError::Upstream)?;
