@@ -106,6 +106,19 @@ fn mesh() -> (Mesh, Pod, Pod) {
     (mesh, client, server)
 }
 
+/// The `braid_tcp_connections_total` series for one direction and protocol.
+fn connections_line(direction: &str, protocol: &str) -> String {
+    format!(r#"braid_tcp_connections_total{{direction="{direction}",protocol="{protocol}"}}"#)
+}
+
+/// How many connections `pod`'s sidecar accepted in `direction` as `protocol`.
+fn connections(pod: &Pod, direction: &str, protocol: &str) -> u64 {
+    count(
+        &pod.metrics().unwrap(),
+        &connections_line(direction, protocol),
+    )
+}
+
 fn count(metrics: &str, needle: &str) -> u64 {
     metrics
         .lines()
@@ -148,20 +161,8 @@ fn http2_prior_knowledge_streams_with_trailers() {
         .app(&["get", "payments:80", "--h2", "--path", "/stream"])
         .unwrap();
     assert_eq!(out, "200 a,b\ntrailer grpc-status: 0");
-    assert_eq!(
-        count(
-            &client.metrics().unwrap(),
-            r#"braid_tcp_connections_total{direction="outbound",protocol="http2"}"#
-        ),
-        1
-    );
-    assert_eq!(
-        count(
-            &server.metrics().unwrap(),
-            r#"braid_tcp_connections_total{direction="inbound",protocol="http2"}"#
-        ),
-        1
-    );
+    assert_eq!(connections(&client, "outbound", "http2"), 1);
+    assert_eq!(connections(&server, "inbound", "http2"), 1);
 }
 
 #[test]
@@ -169,20 +170,8 @@ fn server_speaks_first_tcp_passes_both_sidecars() {
     let (_mesh, client, server) = mesh();
     let out = client.app(&["banner-client", "db:3306"]).unwrap();
     assert_eq!(out, "220 db ready|PING");
-    assert_eq!(
-        count(
-            &client.metrics().unwrap(),
-            r#"braid_tcp_connections_total{direction="outbound",protocol="tcp"}"#
-        ),
-        1
-    );
-    assert_eq!(
-        count(
-            &server.metrics().unwrap(),
-            r#"braid_tcp_connections_total{direction="inbound",protocol="tcp"}"#
-        ),
-        1
-    );
+    assert_eq!(connections(&client, "outbound", "tcp"), 1);
+    assert_eq!(connections(&server, "inbound", "tcp"), 1);
 }
 
 #[test]
@@ -196,7 +185,7 @@ fn unknown_destinations_pass_through_and_excluded_ports_bypass_the_proxy() {
     assert_eq!(
         count(
             &client_metrics,
-            r#"braid_tcp_connections_total{direction="outbound",protocol="passthrough"}"#
+            &connections_line("outbound", "passthrough")
         ),
         1,
         "{client_metrics}"

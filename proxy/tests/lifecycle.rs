@@ -64,18 +64,7 @@ async fn config_changes_apply_without_a_failed_request_and_bad_ones_are_refused(
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.write_config(&config("v2", front, b));
-    // Wait until the new version is in force.
-    for _ in 0..100 {
-        if proxy
-            .admin_get("/metrics")
-            .await
-            .1
-            .contains(r#"braid_config_info{version="v2"} 1"#)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    proxy.wait_for_version("v2").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A broken file is refused; v2 stays.
     proxy.write_config("listeners: [this is not a listener");
@@ -206,17 +195,7 @@ async fn a_config_change_reaches_connections_that_are_already_open() {
         assert_eq!(body_string(resp).await, "a GET /");
     }
     proxy.write_config(&config("k2", front, b));
-    for _ in 0..100 {
-        if proxy
-            .admin_get("/metrics")
-            .await
-            .1
-            .contains(r#"braid_config_info{version="k2"} 1"#)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    proxy.wait_for_version("k2").await;
     let resp = h1.send_request(get()).await.unwrap();
     assert_eq!(
         body_string(resp).await,

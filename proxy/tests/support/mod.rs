@@ -84,6 +84,18 @@ impl Proxy {
         std::fs::rename(&tmp, self.config.path()).unwrap();
     }
 
+    /// Waits (up to 5 s) until config `version` is in force, as `/metrics` reports it.
+    pub async fn wait_for_version(&self, version: &str) {
+        let line = format!(r#"braid_config_info{{version="{version}"}} 1"#);
+        for _ in 0..100 {
+            if self.admin_get("/metrics").await.1.contains(&line) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("config {version} never came into force");
+    }
+
     /// GET on the admin port: (status, body).
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
         let resp = http1_request(
