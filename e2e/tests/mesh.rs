@@ -106,6 +106,11 @@ fn mesh() -> (Mesh, Pod, Pod) {
     (mesh, client, server)
 }
 
+/// The `braid_requests_total` series of 200s for one direction and target.
+fn ok_requests(direction: &str, target: &str) -> String {
+    format!(r#"braid_requests_total{{direction="{direction}",target="{target}",code="200"}}"#)
+}
+
 /// The `braid_tcp_connections_total` series for one direction and protocol.
 fn connections_line(direction: &str, protocol: &str) -> String {
     format!(r#"braid_tcp_connections_total{{direction="{direction}",protocol="{protocol}"}}"#)
@@ -138,17 +143,14 @@ fn http1_to_a_vip_crosses_both_sidecars() {
     assert_eq!(
         count(
             &client_metrics,
-            r#"braid_requests_total{direction="outbound",target="payments.shop:80",code="200"}"#
+            &ok_requests("outbound", "payments.shop:80")
         ),
         1,
         "{client_metrics}"
     );
     let server_metrics = server.metrics().unwrap();
     assert_eq!(
-        count(
-            &server_metrics,
-            r#"braid_requests_total{direction="inbound",target="127.0.0.1:8080",code="200"}"#
-        ),
+        count(&server_metrics, &ok_requests("inbound", "127.0.0.1:8080")),
         1,
         "{server_metrics}"
     );
@@ -316,17 +318,14 @@ fn ipv6_is_captured_both_ways() {
     assert_eq!(
         count(
             &client_metrics,
-            r#"target="payments-v6.shop:80",code="200""#
+            &ok_requests("outbound", "payments-v6.shop:80")
         ),
         1,
         "{client_metrics}"
     );
     let server_metrics = server.metrics().unwrap();
     assert_eq!(
-        count(
-            &server_metrics,
-            r#"direction="inbound",target="127.0.0.1:8080",code="200""#
-        ),
+        count(&server_metrics, &ok_requests("inbound", "127.0.0.1:8080")),
         1,
         "{server_metrics}"
     );

@@ -85,39 +85,23 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     };
 
     if !args.no_capture {
-        for addr in dual_stack(args.outbound_addr) {
-            match bind(addr) {
-                Ok(l) => {
-                    spawn_accept(
-                        l,
-                        outbound_ctx.clone(),
-                        &tracker,
-                        &stop_accepting,
-                        connection::outbound,
-                    );
-                }
-                Err(e) if addr != args.outbound_addr => {
-                    tracing::warn!(%addr, error = %e, "no IPv6 outbound capture")
-                }
-                Err(e) => return Err(e).with_context(|| format!("--outbound-addr {addr}")),
-            }
+        for l in capture_listeners("--outbound-addr", args.outbound_addr)? {
+            spawn_accept(
+                l,
+                outbound_ctx.clone(),
+                &tracker,
+                &stop_accepting,
+                connection::outbound,
+            );
         }
-        for addr in dual_stack(args.inbound_addr) {
-            match bind(addr) {
-                Ok(l) => {
-                    spawn_accept(
-                        l,
-                        inbound_ctx.clone(),
-                        &tracker,
-                        &stop_accepting,
-                        connection::inbound,
-                    );
-                }
-                Err(e) if addr != args.inbound_addr => {
-                    tracing::warn!(%addr, error = %e, "no IPv6 inbound capture")
-                }
-                Err(e) => return Err(e).with_context(|| format!("--inbound-addr {addr}")),
-            }
+        for l in capture_listeners("--inbound-addr", args.inbound_addr)? {
+            spawn_accept(
+                l,
+                inbound_ctx.clone(),
+                &tracker,
+                &stop_accepting,
+                connection::inbound,
+            );
         }
     }
     tokio::spawn(prune_pool(
@@ -154,6 +138,22 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     }
     stop_admin.cancel();
     Ok(())
+}
+
+/// Binds a capture listener on `addr` and, when `addr` is the IPv4 wildcard and the host
+/// has IPv6, on the IPv6 wildcard too; only the IPv6 bind may fail (with a warning).
+fn capture_listeners(flag: &str, addr: SocketAddr) -> anyhow::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::new();
+    for a in dual_stack(addr) {
+        match bind(a) {
+            Ok(l) => listeners.push(l),
+            Err(e) if a != addr => {
+                tracing::warn!(addr = %a, error = %e, "no IPv6 capture on {flag}")
+            }
+            Err(e) => return Err(e).with_context(|| format!("{flag} {a}")),
+        }
+    }
+    Ok(listeners)
 }
 
 /// `addr`, plus the IPv6 wildcard on the same port when `addr` is the IPv4 wildcard and
