@@ -44,6 +44,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     let drain = CancellationToken::new();
     let tracker = TaskTracker::new();
     let draining = Arc::new(AtomicBool::new(false));
+    let listeners_bound = Arc::new(AtomicBool::new(false));
     let stop_admin = CancellationToken::new();
 
     tokio::spawn(file.watch(config.clone(), initial, stop_admin.clone()));
@@ -52,6 +53,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         config: config.clone(),
         metrics: metrics.clone(),
         draining: draining.clone(),
+        listeners_bound: listeners_bound.clone(),
         set_log_level,
     };
     let admin_listener =
@@ -115,6 +117,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         outbound_ctx.clone(),
         tracker.clone(),
         stop_accepting.clone(),
+        listeners_bound,
     ));
     tracing::info!(
         outbound = %args.outbound_addr, inbound = %args.inbound_addr, admin = %args.admin_addr,
@@ -262,6 +265,7 @@ async fn explicit_listeners(
     ctx: Context,
     tracker: TaskTracker,
     stop: CancellationToken,
+    bound: Arc<AtomicBool>,
 ) {
     let mut running: Vec<Running> = Vec::new();
     loop {
@@ -304,6 +308,7 @@ async fn explicit_listeners(
                 }
             }
         }
+        bound.store(!failed, Ordering::Release);
         tokio::select! {
             _ = stop.cancelled() => return,
             r = changed.changed() => if r.is_err() { return },

@@ -29,14 +29,19 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Set once the proxy starts draining: it is no longer ready.
     pub draining: Arc<AtomicBool>,
+    /// Set while every explicit listener of the config in force is bound.
+    pub listeners_bound: Arc<AtomicBool>,
     /// Changes the log filter.
     pub set_log_level: SetLogLevel,
 }
 
 impl AdminState {
-    /// Ready: a config is in force and the proxy is not draining.
+    /// Ready: a config is in force, its explicit listeners are bound, and the proxy is
+    /// not draining.
     pub fn is_ready(&self) -> bool {
-        self.config.is_loaded() && !self.draining.load(Ordering::Acquire)
+        self.config.is_loaded()
+            && self.listeners_bound.load(Ordering::Acquire)
+            && !self.draining.load(Ordering::Acquire)
     }
 }
 
@@ -97,6 +102,11 @@ async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
         (StatusCode::OK, "ready\n")
     } else if s.draining.load(Ordering::Acquire) {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if s.config.is_loaded() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "explicit listeners not bound yet (see the log)\n",
+        )
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "no config yet\n")
     }
