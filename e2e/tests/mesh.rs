@@ -335,40 +335,48 @@ fn ipv6_is_captured_both_ways() {
 fn the_init_step_is_idempotent_and_cleanup_removes_the_rules() {
     let mut mesh = Mesh::new().unwrap_or_else(|e| panic!("{e}"));
     let pod = mesh.pod("init").unwrap();
-    let braid_rules = |cmd: &str| {
-        let out = pod.exec(&[cmd, "-t", "nat"]).unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.contains("BRAID"))
-            .count()
-    };
     let flags = ProxyFlags {
         exclude_outbound_ports: vec![5432],
         ..Default::default()
     };
-    let first = pod.capture(&flags).unwrap();
-    assert!(
-        first.contains("backend"),
-        "the init step must say which backend it chose: {first}"
-    );
-    let once = (braid_rules("iptables-save"), braid_rules("ip6tables-save"));
-    assert!(once.0 > 10 && once.1 > 10, "{once:?}");
-    pod.capture(&flags).unwrap();
-    assert_eq!(
-        (braid_rules("iptables-save"), braid_rules("ip6tables-save")),
-        once,
-        "a second run duplicated rules"
-    );
     let dry = pod.iptables(&flags, &["--dry-run"]).unwrap();
     assert!(
         dry.contains("-A BRAID_OUTPUT -p tcp --dport 5432 -j RETURN"),
         "{dry}"
     );
-    pod.iptables(&flags, &["--cleanup"]).unwrap();
-    assert_eq!(
-        (braid_rules("iptables-save"), braid_rules("ip6tables-save")),
-        (0, 0)
-    );
+    // Both backends: the one the host uses is picked by default, either can be forced.
+    for backend in ["nft", "legacy"] {
+        let braid_rules = || {
+            [
+                format!("iptables-{backend}-save"),
+                format!("ip6tables-{backend}-save"),
+            ]
+            .map(|cmd| {
+                let out = pod.exec(&[&cmd, "-t", "nat"]).unwrap();
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter(|l| l.contains("BRAID"))
+                    .count()
+            })
+        };
+        let args = ["--backend", backend];
+        let first = pod.iptables(&flags, &args).unwrap();
+        assert!(
+            first.contains(&format!("using the {backend} backend")),
+            "the init step must say which backend it uses: {first}"
+        );
+        let once = braid_rules();
+        assert!(once[0] > 10 && once[1] > 10, "{backend}: {once:?}");
+        pod.iptables(&flags, &args).unwrap();
+        assert_eq!(
+            braid_rules(),
+            once,
+            "{backend}: a second run duplicated rules"
+        );
+        pod.iptables(&flags, &["--backend", backend, "--cleanup"])
+            .unwrap();
+        assert_eq!(braid_rules(), [0, 0], "{backend}: cleanup left rules");
+    }
 }
 
 #[test]

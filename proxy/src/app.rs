@@ -243,7 +243,7 @@ async fn prune_pool(
                     .flat_map(|l| l.target.endpoints.iter().copied()),
             )
             .collect();
-        pool.retain_endpoints(&live);
+        pool.retain_endpoints(live);
     }
 }
 

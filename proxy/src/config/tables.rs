@@ -136,6 +136,15 @@ impl Tables {
             .collect();
         let mut listeners = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
+            if let Some(other) = config.listeners[..i]
+                .iter()
+                .find(|o| o.name == l.name || o.bind == l.bind)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "listeners[{i}]: {:?} on {} clashes with listener {:?} on {}: give each listener its own name and address",
+                    l.name, l.bind, other.name, other.bind
+                )));
+            }
             let target = match &l.target {
                 ListenerTarget::Address(addr) => Arc::new(OutboundTarget::address(*addr, l.protocol)),
                 ListenerTarget::Service { name, namespace, port } => by_service

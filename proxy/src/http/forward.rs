@@ -20,9 +20,6 @@ use crate::config::ConfigSource;
 use crate::metrics::{Direction, Metrics};
 use tokio_util::task::TaskTracker;
 
-/// How long a client may take to send a request head.
-const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// The body of every response the proxy sends.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -193,9 +190,6 @@ pub async fn serve<I>(
         ServeAs::Http1 => drive!(
             http1::Builder::new()
                 .writev(false)
-                .timer(TokioTimer::new())
-                // A client that never finishes its request head does not hold a connection forever.
-                .header_read_timeout(HEADER_READ_TIMEOUT)
                 // A client may shut down its write side and still wait for the response.
                 .half_close(true)
                 .serve_connection(io, service)

@@ -30,6 +30,9 @@ type H2 = http2::SendRequest<Incoming>;
 struct Slots {
     idle_h1: HashMap<SocketAddr, Vec<H1>>,
     h2: HashMap<SocketAddr, H2>,
+    /// The endpoints of the config in force, once known: connections to others are not
+    /// kept (a pod IP may be reused by another pod later).
+    live: Option<HashSet<SocketAddr>>,
 }
 
 /// Opens and reuses upstream connections.
@@ -71,11 +74,14 @@ impl Pool {
         Ok(stream)
     }
 
-    /// Closes idle connections to endpoints that are no longer in the config.
-    pub fn retain_endpoints(&self, live: &HashSet<SocketAddr>) {
+    /// Closes idle connections to endpoints that are no longer in the config, and keeps
+    /// connections returned later (by downstream connections that held them) from
+    /// re-entering the pool for such endpoints.
+    pub fn retain_endpoints(&self, live: HashSet<SocketAddr>) {
         if let Ok(mut slots) = self.slots.lock() {
             slots.idle_h1.retain(|addr, _| live.contains(addr));
             slots.h2.retain(|addr, _| live.contains(addr));
+            slots.live = Some(live);
         }
     }
 
@@ -200,6 +206,13 @@ impl Pool {
         let Ok(mut slots) = self.slots.lock() else {
             return;
         };
+        if slots
+            .live
+            .as_ref()
+            .is_some_and(|live| !live.contains(&addr))
+        {
+            return;
+        }
         let idle = slots.idle_h1.entry(addr).or_default();
         if idle.len() < MAX_IDLE_PER_ENDPOINT {
             idle.push(sender);
@@ -240,6 +253,7 @@ impl Pool {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(H2_PING_INTERVAL)
+            .keep_alive_while_idle(true)
             .keep_alive_timeout(H2_PING_TIMEOUT)
             .handshake(TokioIo::new(stream))
             .await

@@ -55,58 +55,39 @@ fn tables_cmd(backend: Backend, family: Family) -> Result<String, CaptureError> 
     Ok(restore.trim_end_matches("-restore").to_owned())
 }
 
-/// Deletes the jumps into braid's chains and the chains themselves, if present. "Not
-/// there" is success; any other failure (no NET_ADMIN, a broken backend) is an error.
+/// Deletes the jumps into braid's chains (as many copies as are listed) and the chains
+/// themselves, if present. Any failure (no NET_ADMIN, no nat table) is an error.
 fn remove(backend: Backend, family: Family) -> Result<(), CaptureError> {
     let cmd = tables_cmd(backend, family)?;
-    let run = |args: &[&str]| {
-        Command::new(&cmd)
+    let run = |args: &[&str]| -> Result<String, CaptureError> {
+        let out = Command::new(&cmd)
             .args(args)
             .output()
-            .map_err(|e| CaptureError::NoIptables(format!("{cmd}: {e}")))
+            .map_err(|e| CaptureError::NoIptables(format!("{cmd}: {e}")))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(CaptureError::Command {
+                command: format!("{cmd} {}", args.join(" ")),
+                message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            })
+        }
     };
+    let listing = run(&["-w", "-t", "nat", "-S"])?;
     for (parent, chain) in [("PREROUTING", "BRAID_INBOUND"), ("OUTPUT", "BRAID_OUTPUT")] {
-        // Delete every copy, until iptables says none is left.
-        loop {
-            let out = run(&["-w", "-t", "nat", "-D", parent, "-p", "tcp", "-j", chain])?;
-            if out.status.success() {
-                continue;
-            }
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            if is_not_found(&stderr) {
-                break;
-            }
-            return Err(CaptureError::Command {
-                command: format!("{cmd} -t nat -D {parent} -p tcp -j {chain}"),
-                message: stderr.trim().to_owned(),
-            });
+        let jump = format!("-A {parent} -p tcp -j {chain}");
+        let copies = listing.lines().filter(|l| l.trim() == jump).count();
+        for _ in 0..copies {
+            run(&["-w", "-t", "nat", "-D", parent, "-p", "tcp", "-j", chain])?;
         }
     }
-    let listing = run(&["-w", "-t", "nat", "-S"])?;
-    if !listing.status.success() {
-        return Err(CaptureError::Command {
-            command: format!("{cmd} -t nat -S"),
-            message: String::from_utf8_lossy(&listing.stderr).trim().to_owned(),
-        });
-    }
-    let text = String::from_utf8_lossy(&listing.stdout);
-    if CHAINS.iter().any(|c| text.contains(&format!("-N {c}"))) {
+    if CHAINS
+        .iter()
+        .any(|c| listing.lines().any(|l| l.trim() == format!("-N {c}")))
+    {
         restore(backend, family, &render_cleanup())?;
     }
     Ok(())
-}
-
-/// iptables' ways of saying the rule or chain to delete is not there.
-fn is_not_found(stderr: &str) -> bool {
-    [
-        "does a matching rule exist",
-        "No chain/target/match",
-        "Bad rule",
-        "doesn't exist",
-        "does not exist",
-    ]
-    .iter()
-    .any(|s| stderr.contains(s))
 }
 
 fn restore(backend: Backend, family: Family, input: &str) -> Result<(), CaptureError> {
