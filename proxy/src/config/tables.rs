@@ -293,4 +293,28 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn listeners_must_not_share_a_name_or_an_address() {
+        let listener = |name: &str, bind: &str| Listener {
+            name: name.into(),
+            bind: bind.parse().unwrap(),
+            target: ListenerTarget::Address("127.0.0.1:9000".parse().unwrap()),
+            protocol: Protocol::Http,
+        };
+        for second in [
+            listener("gw", "127.0.0.1:18081"),
+            listener("other", "127.0.0.1:18080"),
+        ] {
+            let cfg = ProxyConfig {
+                listeners: vec![listener("gw", "127.0.0.1:18080"), second],
+                ..Default::default()
+            };
+            let err = Tables::build(cfg).unwrap_err().to_string();
+            assert!(
+                err.contains("listeners[1]") && err.contains("clashes"),
+                "{err}"
+            );
+        }
+    }
 }
