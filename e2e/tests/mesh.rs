@@ -124,6 +124,16 @@ fn connections(pod: &Pod, direction: &str, protocol: &str) -> u64 {
     )
 }
 
+/// `pod`'s sidecar counted exactly one 200 for `target` in `direction`.
+fn assert_one_ok_request(pod: &Pod, direction: &str, target: &str) {
+    let metrics = pod.metrics().unwrap();
+    assert_eq!(
+        count(&metrics, &ok_requests(direction, target)),
+        1,
+        "{metrics}"
+    );
+}
+
 fn count(metrics: &str, needle: &str) -> u64 {
     metrics
         .lines()
@@ -139,21 +149,8 @@ fn http1_to_a_vip_crosses_both_sidecars() {
         .app(&["get", "payments:80", "--host", "payments"])
         .unwrap();
     assert_eq!(out, "200 server");
-    let client_metrics = client.metrics().unwrap();
-    assert_eq!(
-        count(
-            &client_metrics,
-            &ok_requests("outbound", "payments.shop:80")
-        ),
-        1,
-        "{client_metrics}"
-    );
-    let server_metrics = server.metrics().unwrap();
-    assert_eq!(
-        count(&server_metrics, &ok_requests("inbound", "127.0.0.1:8080")),
-        1,
-        "{server_metrics}"
-    );
+    assert_one_ok_request(&client, "outbound", "payments.shop:80");
+    assert_one_ok_request(&server, "inbound", "127.0.0.1:8080");
 }
 
 #[test]
@@ -314,21 +311,8 @@ fn ipv6_is_captured_both_ways() {
         .app(&["get", &format!("[{PAYMENTS_VIP6}]:80")])
         .unwrap();
     assert_eq!(out, "200 server");
-    let client_metrics = client.metrics().unwrap();
-    assert_eq!(
-        count(
-            &client_metrics,
-            &ok_requests("outbound", "payments-v6.shop:80")
-        ),
-        1,
-        "{client_metrics}"
-    );
-    let server_metrics = server.metrics().unwrap();
-    assert_eq!(
-        count(&server_metrics, &ok_requests("inbound", "127.0.0.1:8080")),
-        1,
-        "{server_metrics}"
-    );
+    assert_one_ok_request(&client, "outbound", "payments-v6.shop:80");
+    assert_one_ok_request(&server, "inbound", "127.0.0.1:8080");
 }
 
 #[test]

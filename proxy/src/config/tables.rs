@@ -13,8 +13,6 @@ use super::{ConfigError, ListenerTarget, Protocol, ProxyConfig};
 pub struct OutboundTarget {
     /// `name.namespace:port` (or `ip:port` for a fixed address), for logs and metrics.
     pub label: Arc<str>,
-    /// The service's name.
-    pub service: String,
     /// The port's protocol.
     pub protocol: Protocol,
     /// Every endpoint address (ip:targetPort), over all groups.
@@ -37,7 +35,6 @@ impl OutboundTarget {
         };
         Self {
             label: label.into(),
-            service: service.to_owned(),
             protocol,
             endpoints,
             next: AtomicUsize::new(0),
@@ -49,7 +46,6 @@ impl OutboundTarget {
     pub fn address(addr: SocketAddr, protocol: Protocol) -> Self {
         Self {
             label: addr.to_string().into(),
-            service: String::new(),
             protocol,
             endpoints: vec![addr],
             next: AtomicUsize::new(0),
