@@ -8,6 +8,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod connection;
+pub mod control;
 pub mod detect;
 pub mod http;
 pub mod io;

@@ -8,6 +8,7 @@ mod tables;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -30,15 +31,20 @@ pub struct ProxyConfig {
     /// How inbound connections to the app's ports are handled.
     #[serde(default)]
     pub inbound: Inbound,
-    /// The services this workload may call.
-    #[serde(default)]
-    pub services: Vec<Service>,
+    /// The services this workload may call. Shared: the operator hands the same compiled
+    /// set to every workload that sees it.
+    #[serde(default = "no_services")]
+    pub services: Arc<[Service]>,
     /// Explicit listeners, for hosts without iptables capture (gateways, VMs, benchmarks).
     #[serde(default)]
     pub listeners: Vec<Listener>,
     /// Protocol detection settings.
     #[serde(default)]
     pub detection: Detection,
+}
+
+fn no_services() -> Arc<[Service]> {
+    Arc::new([])
 }
 
 /// The workload a proxy serves.

@@ -92,13 +92,16 @@ impl Tables {
     pub fn build(config: ProxyConfig) -> Result<Self, ConfigError> {
         let mut outbound = HashMap::new();
         let mut by_service: HashMap<(String, String, u16), Arc<OutboundTarget>> = HashMap::new();
-        for svc in &config.services {
+        for svc in config.services.iter() {
             for port in &svc.ports {
+                // Groups may overlap (a pod in two groups): count each endpoint once.
+                let mut seen = std::collections::HashSet::new();
                 let endpoints: Vec<SocketAddr> = svc
                     .groups
                     .iter()
                     .flat_map(|g| &g.endpoints)
                     .map(|e| SocketAddr::new(e.address, port.target()))
+                    .filter(|addr| seen.insert(*addr))
                     .collect();
                 let target = Arc::new(OutboundTarget::new(
                     &svc.name,
@@ -222,7 +225,7 @@ mod tests {
     #[test]
     fn vips_map_to_endpoints_round_robin() {
         let cfg = ProxyConfig {
-            services: vec![service("payments", "10.96.0.10", &["10.0.0.1", "10.0.0.2"])],
+            services: vec![service("payments", "10.96.0.10", &["10.0.0.1", "10.0.0.2"])].into(),
             ..Default::default()
         };
         let t = Tables::build(cfg).unwrap();
@@ -242,12 +245,29 @@ mod tests {
     }
 
     #[test]
+    fn an_endpoint_in_two_groups_is_counted_once() {
+        let mut svc = service("payments", "10.96.0.10", &["10.0.0.1", "10.0.0.2"]);
+        let mut overlap = svc.groups[0].clone();
+        overlap.name = "canary".into();
+        overlap.endpoints.truncate(1);
+        svc.groups.push(overlap);
+        let t = Tables::build(ProxyConfig {
+            services: vec![svc].into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let target = t.outbound("10.96.0.10:80".parse().unwrap()).unwrap();
+        assert_eq!(target.endpoints.len(), 2);
+    }
+
+    #[test]
     fn a_vip_claimed_twice_is_refused() {
         let cfg = ProxyConfig {
             services: vec![
                 service("a", "10.96.0.10", &["10.0.0.1"]),
                 service("b", "10.96.0.10", &["10.0.0.2"]),
-            ],
+            ]
+            .into(),
             ..Default::default()
         };
         let err = Tables::build(cfg).unwrap_err().to_string();
@@ -260,7 +280,7 @@ mod tests {
     #[test]
     fn listeners_resolve_services_or_fail_by_name() {
         let mut cfg = ProxyConfig {
-            services: vec![service("payments", "10.96.0.10", &["10.0.0.1"])],
+            services: vec![service("payments", "10.96.0.10", &["10.0.0.1"])].into(),
             listeners: vec![Listener {
                 name: "gw".into(),
                 bind: "127.0.0.1:18080".parse().unwrap(),

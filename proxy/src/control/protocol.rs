@@ -1,0 +1,109 @@
+//! The config stream between the operator and its proxies (HTTP/2 over TLS).
+//!
+//! - `GET /v1/config` with `authorization: Bearer <token>` (the pod's projected
+//!   ServiceAccount token, audience `braid`), `x-braid-pod: <namespace>/<name>`, and on a
+//!   reconnect `x-braid-version: <the version last applied>`. The answer is a long-lived
+//!   `application/x-ndjson` body: each non-empty line is one complete [`ProxyConfig`]
+//!   (compact JSON, its `version` a content hash). The first line comes at once unless the
+//!   proxy already holds that version; then one line each time this pod's config changes.
+//!   Empty lines are heartbeats and carry nothing.
+//! - `POST /v1/report` with the same two headers and a JSON [`Report`]: the version the
+//!   proxy applied (or why it refused one); later issues add ejections and traffic counts.
+//! - Refusals carry the reason in the body and in `x-braid-error`: 401 for a missing or bad
+//!   token, 403 for a token that does not belong to the named pod, 404 for a pod the
+//!   operator does not know.
+//!
+//! [`ProxyConfig`]: crate::config::ProxyConfig
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Path of the config stream.
+pub const CONFIG_PATH: &str = "/v1/config";
+/// Path of proxy reports.
+pub const REPORT_PATH: &str = "/v1/report";
+/// Names the pod a proxy runs in: `<namespace>/<name>`.
+pub const POD_HEADER: &str = "x-braid-pod";
+/// The config version a reconnecting proxy already holds.
+pub const VERSION_HEADER: &str = "x-braid-version";
+/// Why a request was refused.
+pub const ERROR_HEADER: &str = "x-braid-error";
+/// Content type of the stream: one JSON document per line.
+pub const STREAM_CONTENT_TYPE: &str = "application/x-ndjson";
+/// The token audience proxies request for their projected ServiceAccount token.
+pub const TOKEN_AUDIENCE: &str = "braid";
+
+/// A pod, by namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PodRef {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub name: String,
+}
+
+impl fmt::Display for PodRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A `x-braid-pod` value that is not `<namespace>/<name>`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not <namespace>/<name>")]
+pub struct BadPodRef(pub String);
+
+impl FromStr for PodRef {
+    type Err = BadPodRef;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(Self {
+                    namespace: ns.to_owned(),
+                    name: name.to_owned(),
+                })
+            }
+            _ => Err(BadPodRef(s.to_owned())),
+        }
+    }
+}
+
+/// What a proxy tells the operator.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// The config version now in force in the proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_version: Option<String>,
+    /// A version the proxy refused, and why (it keeps `appliedVersion`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<Rejected>,
+}
+
+/// A config version the proxy could not apply.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rejected {
+    /// The refused version.
+    pub version: String,
+    /// The proxy's error.
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_refs_parse_and_print() {
+        let p: PodRef = "shop/payments-0".parse().unwrap();
+        assert_eq!(p.namespace, "shop");
+        assert_eq!(p.to_string(), "shop/payments-0");
+        for bad in ["", "shop", "/x", "shop/", "a/b/c"] {
+            assert!(bad.parse::<PodRef>().is_err(), "{bad:?}");
+        }
+    }
+}
