@@ -1,6 +1,7 @@
 //! `braid-proxy run`: wires config, listeners, admin and draining together.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -14,20 +15,15 @@ use crate::admin::{self, AdminState, SetLogLevel};
 use crate::cli::RunArgs;
 use crate::config::{ConfigSource, FileSource, ListenerPlan, Tables};
 use crate::connection::{self, Context};
+use crate::control::protocol::PodRef;
+use crate::control::{ClientSettings, OperatorClient};
 use crate::http::Pool;
 use crate::listen::bind;
 use crate::metrics::{Direction, Metrics};
 
 /// Runs the proxy until SIGTERM/SIGINT, then drains.
 pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()> {
-    if args.operator.is_some() {
-        anyhow::bail!(
-            "--operator: the config stream from the operator is not implemented yet; use --config FILE"
-        );
-    }
-    let Some(config_path) = args.config.clone() else {
-        anyhow::bail!("--config FILE is required (the operator stream is not implemented yet)");
-    };
+    let source = Source::from_args(&args)?;
     let metrics = Arc::new(Metrics::new());
     let (changed_tx, changed_rx) = tokio::sync::watch::channel(());
     let m = metrics.clone();
@@ -35,11 +31,6 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         m.config_applied(&t.config.version);
         let _ = changed_tx.send(());
     })?);
-    let file = FileSource::new(config_path, Duration::from_millis(args.config_poll_ms));
-    let initial = file
-        .load_initial(&config)
-        .context("loading the initial config")?;
-
     let stop_accepting = CancellationToken::new();
     let drain = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -47,7 +38,23 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     let listeners_bound = Arc::new(AtomicBool::new(false));
     let stop_admin = CancellationToken::new();
 
-    tokio::spawn(file.watch(config.clone(), initial, stop_admin.clone()));
+    match source {
+        Source::File(path) => {
+            let file = FileSource::new(path, Duration::from_millis(args.config_poll_ms));
+            let initial = file
+                .load_initial(&config)
+                .context("loading the initial config")?;
+            tokio::spawn(file.watch(config.clone(), initial, stop_admin.clone()));
+        }
+        Source::Operator(settings) => {
+            let ca = settings.ca_file.display().to_string();
+            let client = OperatorClient::new(settings, config.clone())
+                .with_context(|| format!("--operator-ca {ca}"))?;
+            // Not awaited: the proxy serves (and reports not ready) until the first
+            // config arrives, however long the operator takes.
+            tokio::spawn(client.run(stop_admin.clone()));
+        }
+    }
 
     let state = AdminState {
         config: config.clone(),
@@ -141,6 +148,44 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     }
     stop_admin.cancel();
     Ok(())
+}
+
+/// Where the config comes from.
+enum Source {
+    /// A file, watched.
+    File(PathBuf),
+    /// The operator's stream.
+    Operator(ClientSettings),
+}
+
+impl Source {
+    /// Exactly one of `--config` and `--operator` (clap enforces it too; this guards
+    /// callers that build `RunArgs` themselves).
+    fn from_args(args: &RunArgs) -> anyhow::Result<Self> {
+        match (&args.config, &args.operator) {
+            (Some(path), None) => Ok(Self::File(path.clone())),
+            (None, Some(url)) => {
+                let missing = |flag: &str| anyhow::anyhow!("--operator needs {flag}");
+                let ca_file = args.operator_ca.clone().ok_or_else(|| missing("--operator-ca"))?;
+                let name = args.pod_name.as_deref().ok_or_else(|| missing("--pod-name"))?;
+                let namespace = args
+                    .pod_namespace
+                    .as_deref()
+                    .ok_or_else(|| missing("--pod-namespace"))?;
+                let pod: PodRef = format!("{namespace}/{name}")
+                    .parse()
+                    .context("--pod-namespace/--pod-name")?;
+                Ok(Self::Operator(ClientSettings {
+                    url: url.clone(),
+                    ca_file,
+                    token_file: args.token_file.clone(),
+                    pod,
+                }))
+            }
+            (Some(_), Some(_)) => anyhow::bail!("--config and --operator exclude each other"),
+            (None, None) => anyhow::bail!("one of --config FILE and --operator URL is required"),
+        }
+    }
 }
 
 /// Binds a capture listener on `addr` and, when `addr` is the IPv4 wildcard and the host

@@ -3,8 +3,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
+use crate::control::OperatorUrl;
 use crate::iptables::CaptureArgs;
 
 /// braid's sidecar proxy.
@@ -27,16 +28,45 @@ pub enum Command {
     WaitReady(WaitReadyArgs),
 }
 
-/// Flags of `braid-proxy run`.
+/// Flags of `braid-proxy run`. The config comes from exactly one of `--config` and
+/// `--operator`.
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("config_source").required(true).args(["config", "operator"])))]
 pub struct RunArgs {
     /// Load the generated ProxyConfig (YAML or JSON) from this file and apply each change.
     #[arg(long, env = "BRAID_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Stream config from the operator at this URL. Not implemented yet: arrives with
-    /// the operator-core issue; use --config meanwhile.
-    #[arg(long, env = "BRAID_OPERATOR", conflicts_with = "config")]
-    pub operator: Option<String>,
+    /// Stream config from the operator at this https://host:port URL (port 443 if omitted)
+    /// and report each applied version to it. The proxy serves while it connects and
+    /// reconnects; it is ready once the first config is applied. Needs --operator-ca,
+    /// --pod-name and --pod-namespace.
+    #[arg(
+        long,
+        env = "BRAID_OPERATOR",
+        value_name = "URL",
+        conflicts_with = "config",
+        requires_all = ["operator_ca", "pod_name", "pod_namespace"]
+    )]
+    pub operator: Option<OperatorUrl>,
+    /// PEM file of the certificates that sign the operator's serving certificate (the
+    /// mesh CA). Re-read on every connect.
+    #[arg(long, env = "BRAID_OPERATOR_CA", value_name = "FILE")]
+    pub operator_ca: Option<PathBuf>,
+    /// The pod's projected ServiceAccount token (audience braid), sent to the operator.
+    /// Re-read on every connect: the kubelet rotates it.
+    #[arg(
+        long,
+        env = "BRAID_TOKEN_FILE",
+        value_name = "PATH",
+        default_value = "/var/run/secrets/braid.dev/token"
+    )]
+    pub token_file: PathBuf,
+    /// The name of the pod this proxy runs in (downward API: metadata.name).
+    #[arg(long, env = "BRAID_POD_NAME")]
+    pub pod_name: Option<String>,
+    /// The namespace of the pod this proxy runs in (downward API: metadata.namespace).
+    #[arg(long, env = "BRAID_POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
     /// Outbound capture listener (iptables redirects the app's outgoing TCP here).
     #[arg(long, env = "BRAID_OUTBOUND_ADDR", default_value = "0.0.0.0:15001")]
     pub outbound_addr: SocketAddr,

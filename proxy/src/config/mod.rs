@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use protocol::Protocol;
-pub use source::{ConfigError, ConfigSource, FileSource, load_file};
+pub use source::{ConfigError, ConfigSource, FileSource, load_file, parse_json};
 pub use tables::{ListenerPlan, OutboundTarget, Tables};
 
 /// The whole configuration of one proxy. Later issues add routes, TLS and resilience
@@ -114,7 +114,9 @@ pub struct Service {
     /// Its ports.
     #[serde(default)]
     pub ports: Vec<ServicePort>,
-    /// Its endpoints, in named groups (one group, `default`, without a TrafficRoute).
+    /// Its endpoints, in named groups: those of its TrafficRoute, then [`DEFAULT_GROUP`]
+    /// with the endpoints no group claims (all of them, without a TrafficRoute). Groups
+    /// may overlap; the service's endpoints are the union of its groups.
     #[serde(default)]
     pub groups: Vec<EndpointGroup>,
 }
@@ -139,6 +141,10 @@ impl ServicePort {
         self.target_port.unwrap_or(self.port)
     }
 }
+
+/// The group of endpoints that no TrafficRoute group claims. Its parentheses keep it
+/// apart from every group name a TrafficRoute may use.
+pub const DEFAULT_GROUP: &str = "(default)";
 
 /// A named set of endpoints.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

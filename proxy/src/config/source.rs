@@ -1,6 +1,6 @@
 //! Where config comes from, and the store every connection reads it from.
 //!
-//! A source (the file watcher here; the operator's stream later) hands each new
+//! A source (the file watcher here, the operator's stream in `control`) hands each new
 //! `ProxyConfig` to [`ConfigSource::apply`], which compiles it into [`Tables`] and swaps
 //! them in atomically. A config that does not load or compile is refused with a log line
 //! naming the error, and the last good one stays in force.
@@ -33,6 +33,9 @@ pub enum ConfigError {
         /// The parser's message, with line and column.
         message: String,
     },
+    /// A config from the operator's stream is not a valid ProxyConfig.
+    #[error("parsing config: {0}")]
+    Decode(String),
     /// The config contradicts itself.
     #[error("invalid config: {0}")]
     Invalid(String),
@@ -56,7 +59,25 @@ fn parse(path: &Path, text: &str) -> Result<ProxyConfig, ConfigError> {
         message,
     };
     let value: serde_json::Value = serde_norway::from_str(text).map_err(|e| err(e.to_string()))?;
-    serde_path_to_error::deserialize(value).map_err(|e| err(format!("{}: {}", e.path(), e.inner())))
+    deserialize_named(value).map_err(err)
+}
+
+/// Parses one line of the operator's stream: a ProxyConfig as JSON, read straight from
+/// the bytes (a large mesh's config is megabytes; no intermediate value). Errors name the
+/// field, as for files.
+pub fn parse_json(json: &[u8]) -> Result<ProxyConfig, ConfigError> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let config = deserialize_named(&mut de).map_err(ConfigError::Decode)?;
+    de.end().map_err(|e| ConfigError::Decode(e.to_string()))?;
+    Ok(config)
+}
+
+/// Deserializes a ProxyConfig; an error says at which field (`listeners[0].bind: …`).
+fn deserialize_named<'de, D>(de: D) -> Result<ProxyConfig, String>
+where
+    D: serde::Deserializer<'de>,
+{
+    serde_path_to_error::deserialize(de).map_err(|e| format!("{}: {}", e.path(), e.inner()))
 }
 
 /// The current routing tables, shared by every listener, plus whether any config has

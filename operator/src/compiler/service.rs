@@ -1,0 +1,100 @@
+//! One Service compiled into what callers' proxies need: VIPs, ports and endpoints in
+//! the groups of its TrafficRoutes.
+
+use std::sync::Arc;
+
+use braid_crds::traffic_route::Group;
+use braid_proxy::config::{self, DEFAULT_GROUP, Endpoint, EndpointGroup};
+
+use super::Options;
+use super::host::hostnames;
+use super::version::Digest256;
+use crate::registry::{ServiceEntry, Workload};
+
+/// Everything one compiled Service depends on. When these are equal, so is the output,
+/// which is how an incremental compile skips unchanged services.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceInputs {
+    /// The Service.
+    pub entry: Arc<ServiceEntry>,
+    /// The workload behind each endpoint (same order), when known.
+    pub workloads: Vec<Option<Arc<Workload>>>,
+    /// The groups its TrafficRoutes define, oldest route first, first definition of a
+    /// name winning.
+    pub groups: Vec<Group>,
+}
+
+/// A compiled Service and the digest of its compiled form.
+#[derive(Clone, Debug)]
+pub struct CompiledService {
+    /// What proxies receive.
+    pub service: config::Service,
+    /// Its content digest.
+    pub digest: Digest256,
+}
+
+/// Compiles one Service.
+pub fn compile_service(inputs: &ServiceInputs, opts: &Options) -> CompiledService {
+    let entry = &inputs.entry;
+    let endpoints: Vec<(Endpoint, Option<&Workload>)> = entry
+        .endpoints
+        .iter()
+        .zip(&inputs.workloads)
+        .map(|(ep, w)| {
+            let w = w.as_deref();
+            let endpoint = Endpoint {
+                address: ep.ip,
+                // Groups are resolved here, so proxies do not need every pod's labels:
+                // config size follows the mesh's traffic, not its label sprawl.
+                labels: Default::default(),
+                identity: w.filter(|w| w.meshed).map(|w| opts.identity(w)),
+                meshed: w.is_some_and(|w| w.meshed),
+            };
+            (endpoint, w)
+        })
+        .collect();
+    let in_group = |g: &Group, w: Option<&Workload>| {
+        w.is_some_and(|w| g.labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
+    };
+    let mut groups: Vec<EndpointGroup> = inputs
+        .groups
+        .iter()
+        .map(|g| EndpointGroup {
+            name: g.name.clone(),
+            endpoints: endpoints
+                .iter()
+                .filter(|(_, w)| in_group(g, *w))
+                .map(|(e, _)| e.clone())
+                .collect(),
+        })
+        .collect();
+    let unclaimed: Vec<Endpoint> = endpoints
+        .iter()
+        .filter(|(_, w)| !inputs.groups.iter().any(|g| in_group(g, *w)))
+        .map(|(e, _)| e.clone())
+        .collect();
+    if inputs.groups.is_empty() || !unclaimed.is_empty() {
+        groups.push(EndpointGroup {
+            name: DEFAULT_GROUP.into(),
+            endpoints: unclaimed,
+        });
+    }
+    let service = config::Service {
+        name: entry.key.name.clone(),
+        namespace: entry.key.namespace.clone(),
+        hostnames: hostnames(&entry.key, &opts.cluster_domain),
+        vips: entry.vips.clone(),
+        ports: entry
+            .ports
+            .iter()
+            .map(|p| config::ServicePort {
+                port: p.port,
+                target_port: (p.target_port != p.port).then_some(p.target_port),
+                protocol: p.protocol,
+            })
+            .collect(),
+        groups,
+    };
+    let digest = Digest256::of(&service);
+    CompiledService { service, digest }
+}

@@ -1,0 +1,327 @@
+//! Table tests of the compiler, with snapshots written as the directory source's YAML.
+
+use std::sync::Arc;
+
+use braid_proxy::config::{DEFAULT_GROUP, Protocol, ProxyConfig};
+
+use super::*;
+use crate::registry::carry_accepted;
+use crate::source::dir::registry_file;
+use crate::source::dir::resources::{Generations, parse_file};
+
+const REGISTRY: &str = r#"
+services:
+- {name: payments, namespace: shop, vips: [10.96.0.10], selector: {app: payments}, ports: [{port: 80, targetPort: 8080, protocol: http}]}
+- {name: ledger, namespace: shop, vips: [10.96.0.11], selector: {app: ledger}, ports: [{port: 9090, protocol: http2}]}
+- {name: empty, namespace: shop, vips: [10.96.0.12], selector: {app: nobody}, ports: [{port: 80}]}
+workloads:
+- {name: payments-a, namespace: shop, ips: [10.0.0.1], labels: {app: payments, zone: a}, serviceAccount: payments}
+- {name: payments-b, namespace: shop, ips: [10.0.0.2], labels: {app: payments, zone: b}, serviceAccount: payments}
+- {name: payments-c, namespace: shop, ips: [10.0.0.3], labels: {app: payments, zone: c}, serviceAccount: payments}
+- {name: checkout, namespace: shop, ips: [10.0.0.9], labels: {app: checkout}, serviceAccount: checkout}
+- {name: legacy, namespace: shop, ips: [10.0.0.10], labels: {app: ledger}, meshed: false}
+"#;
+
+fn route(groups: &str) -> String {
+    format!(
+        "apiVersion: braid.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {{name: payments, namespace: shop}}\nspec:\n  host: payments\n  groups: {groups}\n  rules: [{{name: all}}]\n"
+    )
+}
+
+fn snapshot(registry: &str, resources: &str) -> Snapshot {
+    let (services, workloads) = registry_file::parse(registry).unwrap().resolve().unwrap();
+    let mut snap = Snapshot {
+        services,
+        workloads,
+        ..Default::default()
+    };
+    Generations::default().insert_all(&parse_file(resources).unwrap(), &mut snap);
+    snap
+}
+
+fn service<'a>(cfg: &'a ProxyConfig, name: &str) -> &'a braid_proxy::config::Service {
+    cfg.services.iter().find(|s| s.name == name).unwrap()
+}
+
+/// Group name → endpoint addresses, in config order.
+fn groups(cfg: &ProxyConfig, name: &str) -> Vec<(String, Vec<String>)> {
+    service(cfg, name)
+        .groups
+        .iter()
+        .map(|g| {
+            let eps = g.endpoints.iter().map(|e| e.address.to_string()).collect();
+            (g.name.clone(), eps)
+        })
+        .collect()
+}
+
+fn key(name: &str) -> ObjectKey {
+    ObjectKey::new("shop", name)
+}
+
+#[test]
+fn every_meshed_workload_gets_a_config_with_its_identity_and_ports() {
+    let out = compile(&snapshot(REGISTRY, ""), &Options::default());
+    let names: Vec<_> = out.configs.keys().map(|k| k.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["checkout", "payments-a", "payments-b", "payments-c"],
+        "legacy is not meshed"
+    );
+    let cfg = &out.configs[&key("payments-a")];
+    assert_eq!(cfg.node.service_account, "payments");
+    assert_eq!(
+        cfg.node.identity.as_ref().unwrap().0,
+        "spiffe://cluster.local/ns/shop/sa/payments"
+    );
+    let ports: Vec<_> = cfg
+        .inbound
+        .ports
+        .iter()
+        .map(|p| (p.port, p.protocol))
+        .collect();
+    assert_eq!(ports, [(8080, Protocol::Http)]);
+    assert!(
+        out.configs[&key("checkout")].inbound.ports.is_empty(),
+        "backs no service"
+    );
+}
+
+#[test]
+fn table_of_groupings() {
+    struct Case {
+        name: &'static str,
+        route_groups: Option<&'static str>,
+        want: Vec<(&'static str, Vec<&'static str>)>,
+    }
+    let cases = [
+        Case {
+            name: "no TrafficRoute: one default group of every endpoint",
+            route_groups: None,
+            want: vec![(DEFAULT_GROUP, vec!["10.0.0.1", "10.0.0.2", "10.0.0.3"])],
+        },
+        Case {
+            name: "groups by label; unclaimed endpoints stay reachable in the default group",
+            route_groups: Some(
+                "[{name: Group_1, labels: {zone: a}}, {name: Group_2, labels: {zone: b}}]",
+            ),
+            want: vec![
+                ("Group_1", vec!["10.0.0.1"]),
+                ("Group_2", vec!["10.0.0.2"]),
+                (DEFAULT_GROUP, vec!["10.0.0.3"]),
+            ],
+        },
+        Case {
+            name: "overlapping selectors: a pod in both groups, no default group when all are claimed",
+            route_groups: Some(
+                "[{name: all, labels: {app: payments}}, {name: b, labels: {zone: b}}]",
+            ),
+            want: vec![
+                ("all", vec!["10.0.0.1", "10.0.0.2", "10.0.0.3"]),
+                ("b", vec!["10.0.0.2"]),
+            ],
+        },
+        Case {
+            name: "a group no pod matches is empty, not missing",
+            route_groups: Some("[{name: gone, labels: {zone: z}}]"),
+            want: vec![
+                ("gone", vec![]),
+                (DEFAULT_GROUP, vec!["10.0.0.1", "10.0.0.2", "10.0.0.3"]),
+            ],
+        },
+    ];
+    for case in cases {
+        let resources = case.route_groups.map(route).unwrap_or_default();
+        let out = compile(&snapshot(REGISTRY, &resources), &Options::default());
+        let got = groups(&out.configs[&key("checkout")], "payments");
+        let want: Vec<(String, Vec<String>)> = case
+            .want
+            .iter()
+            .map(|(g, eps)| (g.to_string(), eps.iter().map(|e| e.to_string()).collect()))
+            .collect();
+        assert_eq!(got, want, "{}", case.name);
+    }
+}
+
+#[test]
+fn a_service_with_no_endpoints_is_still_known() {
+    let out = compile(&snapshot(REGISTRY, ""), &Options::default());
+    let cfg = &out.configs[&key("checkout")];
+    assert_eq!(groups(cfg, "empty"), [(DEFAULT_GROUP.to_string(), vec![])]);
+    assert_eq!(
+        service(cfg, "empty").vips,
+        ["10.96.0.12".parse::<std::net::IpAddr>().unwrap()]
+    );
+}
+
+#[test]
+fn a_pod_in_two_services_serves_both_ports() {
+    let registry = REGISTRY.replace(
+        "- {name: empty, namespace: shop, vips: [10.96.0.12], selector: {app: nobody}, ports: [{port: 80}]}",
+        "- {name: payments-admin, namespace: shop, vips: [10.96.0.12], selector: {zone: a}, ports: [{port: 81, targetPort: 9000, protocol: tcp}, {port: 82, targetPort: 8080, protocol: http2}]}",
+    );
+    let out = compile(&snapshot(&registry, ""), &Options::default());
+    let cfg = &out.configs[&key("payments-a")];
+    let ports: Vec<_> = cfg
+        .inbound
+        .ports
+        .iter()
+        .map(|p| (p.port, p.protocol))
+        .collect();
+    // 8080 is http for one service and http2 for the other: left to detection.
+    assert_eq!(ports, [(8080, Protocol::Detect), (9000, Protocol::Tcp)]);
+    let eps: Vec<_> = groups(cfg, "payments-admin")[0].1.clone();
+    assert_eq!(eps, ["10.0.0.1"]);
+}
+
+#[test]
+fn unmeshed_endpoints_carry_no_identity() {
+    let out = compile(&snapshot(REGISTRY, ""), &Options::default());
+    let ledger = service(&out.configs[&key("checkout")], "ledger");
+    let ep = &ledger.groups[0].endpoints[0];
+    assert!(!ep.meshed && ep.identity.is_none());
+    let payments = service(&out.configs[&key("checkout")], "payments");
+    let ep = &payments.groups[0].endpoints[0];
+    assert!(ep.meshed);
+    assert_eq!(
+        ep.identity.as_ref().unwrap().0,
+        "spiffe://cluster.local/ns/shop/sa/payments"
+    );
+}
+
+#[test]
+fn deleted_resources_disappear() {
+    let mut compiler = Compiler::new(Options::default());
+    let before = compiler.compile(&snapshot(
+        REGISTRY,
+        &route("[{name: a, labels: {zone: a}}]"),
+    ));
+    assert_eq!(
+        groups(&before.configs[&key("checkout")], "payments")[0].0,
+        "a"
+    );
+    // Route, a service and a workload deleted.
+    let registry = REGISTRY
+        .replace("- {name: empty, namespace: shop, vips: [10.96.0.12], selector: {app: nobody}, ports: [{port: 80}]}\n", "")
+        .replace("- {name: payments-c, namespace: shop, ips: [10.0.0.3], labels: {app: payments, zone: c}, serviceAccount: payments}\n", "");
+    let after = compiler.compile(&snapshot(&registry, ""));
+    let cfg = &after.configs[&key("checkout")];
+    assert_eq!(
+        groups(cfg, "payments"),
+        [(
+            DEFAULT_GROUP.to_string(),
+            vec!["10.0.0.1".to_string(), "10.0.0.2".to_string()]
+        )]
+    );
+    assert!(cfg.services.iter().all(|s| s.name != "empty"));
+    assert!(!after.configs.contains_key(&key("payments-c")));
+    assert_ne!(cfg.version, before.configs[&key("checkout")].version);
+}
+
+#[test]
+fn an_invalid_route_leaves_the_previous_groups_in_force() {
+    let good = snapshot(REGISTRY, &route("[{name: a, labels: {zone: a}}]"));
+    let mut bad = snapshot(
+        REGISTRY,
+        &route("[{name: a, labels: {zone: a}}]").replace(
+            "rules: [{name: all}]",
+            "rules: [{name: all, timeout: soon}]",
+        ),
+    );
+    // Same object (same creation), new generation that does not validate.
+    let k = key("payments");
+    bad.traffic_routes.get_mut(&k).unwrap().created = good.traffic_routes[&k].created.clone();
+    assert!(bad.traffic_routes[&k].current.is_err());
+    carry_accepted(&good, &mut bad);
+    let a = compile(&good, &Options::default());
+    let b = compile(&bad, &Options::default());
+    assert_eq!(
+        a.configs[&key("checkout")].version,
+        b.configs[&key("checkout")].version
+    );
+}
+
+#[test]
+fn the_oldest_route_defines_a_shared_group_name() {
+    let mut snap = snapshot(REGISTRY, "");
+    for (name, created, zone) in [
+        ("newer", "2026-02-01T00:00:00Z", "b"),
+        ("older", "2026-01-01T00:00:00Z", "a"),
+    ] {
+        let text = route(&format!("[{{name: g, labels: {{zone: {zone}}}}}]")).replace(
+            "name: payments, namespace",
+            &format!("name: {name}, namespace"),
+        );
+        let mut s = snapshot(REGISTRY, &text);
+        let mut obs = s.traffic_routes.remove(&key(name)).unwrap();
+        obs.created = Some(created.into());
+        snap.traffic_routes.insert(key(name), obs);
+    }
+    let out = compile(&snap, &Options::default());
+    assert_eq!(
+        groups(&out.configs[&key("checkout")], "payments")[0],
+        ("g".to_string(), vec!["10.0.0.1".to_string()])
+    );
+}
+
+#[test]
+fn versions_are_content_hashes() {
+    let a = compile(&snapshot(REGISTRY, ""), &Options::default());
+    let b = compile(&snapshot(REGISTRY, ""), &Options::default());
+    for (k, cfg) in &a.configs {
+        assert_eq!(cfg.version, b.configs[k].version);
+        assert_eq!(cfg.version.len(), 16);
+    }
+    assert_ne!(
+        a.configs[&key("payments-a")].version,
+        a.configs[&key("payments-b")].version
+    );
+    let other = Options {
+        trust_domain: "example.org".into(),
+        ..Default::default()
+    };
+    let c = compile(&snapshot(REGISTRY, ""), &other);
+    assert_ne!(
+        c.configs[&key("payments-a")].version,
+        a.configs[&key("payments-a")].version
+    );
+}
+
+#[test]
+fn an_incremental_compile_rebuilds_only_what_changed_and_matches_a_full_one() {
+    let mut compiler = Compiler::new(Options::default());
+    let first = compiler.compile(&snapshot(REGISTRY, ""));
+    assert_eq!(first.stats.services_compiled, 3);
+    let same = compiler.compile(&snapshot(REGISTRY, ""));
+    assert_eq!(
+        same.stats,
+        Stats {
+            services_reused: 3,
+            workloads_reused: 4,
+            ..Default::default()
+        }
+    );
+    assert!(Arc::ptr_eq(
+        &first.configs[&key("checkout")],
+        &same.configs[&key("checkout")]
+    ));
+
+    // A label change on one pod touches the one service that selects it.
+    let changed = REGISTRY.replace(
+        "labels: {app: payments, zone: c}",
+        "labels: {app: payments, zone: c, canary: \"true\"}",
+    );
+    let snap = snapshot(
+        &changed,
+        &route("[{name: canary, labels: {canary: \"true\"}}]"),
+    );
+    let inc = compiler.compile(&snap);
+    assert_eq!(
+        (inc.stats.services_compiled, inc.stats.services_reused),
+        (1, 2)
+    );
+    let full = compile(&snap, &Options::default());
+    for (k, cfg) in &full.configs {
+        assert_eq!(**cfg, *inc.configs[k], "{k}");
+    }
+}

@@ -1,0 +1,9 @@
+//! braid's operator: turns what administrators apply into one generated `ProxyConfig`
+//! per workload and streams it to the proxies.
+//!
+//! source (Kubernetes or a directory) → [`registry::Snapshot`] → [`compiler`] → per-pod
+//! configs → [`stream`] to proxies; proxies' reports → [`status`] of every resource.
+
+pub mod compiler;
+pub mod registry;
+pub mod source;

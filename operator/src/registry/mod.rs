@@ -1,0 +1,83 @@
+//! What the operator knows about the cluster: services, workloads and braid resources,
+//! as one immutable [`Snapshot`] that every source produces and the compiler consumes.
+
+mod accepted;
+mod key;
+mod observed;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use braid_crds::{EncryptionPolicy, SelfHealing, TrafficRoute};
+use braid_proxy::config::Protocol;
+
+pub use accepted::carry_accepted;
+pub use key::ObjectKey;
+pub use observed::{Kind, Observed};
+
+/// Everything the compiler needs, as seen at one moment. Objects are behind `Arc` so a
+/// source can hand out a new snapshot that shares what did not change.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    /// Services by namespace/name.
+    pub services: BTreeMap<ObjectKey, Arc<ServiceEntry>>,
+    /// Workloads (pods) by namespace/name.
+    pub workloads: BTreeMap<ObjectKey, Arc<Workload>>,
+    /// TrafficRoutes, valid or not.
+    pub traffic_routes: BTreeMap<ObjectKey, Observed<TrafficRoute>>,
+    /// EncryptionPolicies, valid or not.
+    pub encryption_policies: BTreeMap<ObjectKey, Observed<EncryptionPolicy>>,
+    /// SelfHealings, valid or not.
+    pub self_healings: BTreeMap<ObjectKey, Observed<SelfHealing>>,
+}
+
+/// A Service: its virtual IPs, ports and endpoints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceEntry {
+    /// Its namespace and name.
+    pub key: ObjectKey,
+    /// Its ClusterIPs (none for a headless service).
+    pub vips: Vec<IpAddr>,
+    /// Its ports.
+    pub ports: Vec<ServicePort>,
+    /// Its endpoints, in a stable order.
+    pub endpoints: Vec<ServiceEndpoint>,
+}
+
+/// A service port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    /// The port's name, when it has one.
+    pub name: Option<String>,
+    /// The port on the VIP.
+    pub port: u16,
+    /// The port on the endpoints.
+    pub target_port: u16,
+    /// How its traffic is treated (from `appProtocol`, the port name, or configured).
+    pub protocol: Protocol,
+}
+
+/// One endpoint of a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceEndpoint {
+    /// The endpoint's IP.
+    pub ip: IpAddr,
+    /// The workload behind it, when known (an EndpointSlice may point outside the cluster).
+    pub workload: Option<ObjectKey>,
+}
+
+/// A workload instance (a pod, or a host in directory mode).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    /// Its namespace and name.
+    pub key: ObjectKey,
+    /// Its IPs, the primary first.
+    pub ips: Vec<IpAddr>,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its service account, which decides its identity.
+    pub service_account: String,
+    /// Whether it runs a braid proxy.
+    pub meshed: bool,
+}

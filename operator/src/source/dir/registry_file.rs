@@ -1,0 +1,276 @@
+//! `registry.yaml`: the services and workloads of a mesh without Kubernetes.
+//!
+//! ```yaml
+//! services:
+//! - name: payments
+//!   namespace: shop
+//!   vips: [10.96.0.10]
+//!   selector: {app: payments}          # its endpoints: the workloads with these labels
+//!   ports: [{port: 8080, targetPort: 8080, protocol: http}]
+//! workloads:
+//! - name: payments-0
+//!   namespace: shop
+//!   ips: [10.77.0.5]
+//!   labels: {app: payments}
+//!   serviceAccount: payments           # default: default
+//!   meshed: true                       # runs a braid proxy; default: true
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use braid_proxy::config::Protocol;
+use serde::Deserialize;
+
+use crate::registry::{ObjectKey, ServiceEndpoint, ServiceEntry, ServicePort, Workload};
+
+/// The file's name inside the source directory.
+pub const FILE_NAME: &str = "registry.yaml";
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegistryFile {
+    /// Services.
+    #[serde(default)]
+    pub services: Vec<ServiceDecl>,
+    /// Workloads.
+    #[serde(default)]
+    pub workloads: Vec<WorkloadDecl>,
+}
+
+/// A service as written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceDecl {
+    /// Its name.
+    pub name: String,
+    /// Its namespace (default `default`).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Its virtual IPs.
+    #[serde(default)]
+    pub vips: Vec<IpAddr>,
+    /// Workloads with all of these labels (in the same namespace) are its endpoints.
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    /// Its ports.
+    #[serde(default)]
+    pub ports: Vec<PortDecl>,
+}
+
+/// A service port as written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortDecl {
+    /// Optional name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The port on the VIP.
+    pub port: u16,
+    /// The port on the workloads (default: `port`).
+    #[serde(default)]
+    pub target_port: Option<u16>,
+    /// `detect` (default), `http`, `http1`, `http2` or `tcp`.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// A workload as written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadDecl {
+    /// Its name (a pod name).
+    pub name: String,
+    /// Its namespace (default `default`).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Its IPs, the primary first.
+    pub ips: Vec<IpAddr>,
+    /// Its labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Its service account (default `default`).
+    #[serde(default = "default_namespace")]
+    pub service_account: String,
+    /// Whether it runs a braid proxy (default true).
+    #[serde(default = "yes")]
+    pub meshed: bool,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Services and workloads, resolved.
+pub type Resolved = (
+    BTreeMap<ObjectKey, Arc<ServiceEntry>>,
+    BTreeMap<ObjectKey, Arc<Workload>>,
+);
+
+/// Parses the file's text; errors name the field (`workloads[2].ips[0]: invalid IP ...`).
+pub fn parse(text: &str) -> Result<RegistryFile, String> {
+    if text.trim().is_empty() {
+        return Ok(RegistryFile::default());
+    }
+    let value: serde_json::Value = serde_norway::from_str(text).map_err(|e| e.to_string())?;
+    serde_path_to_error::deserialize(value).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+}
+
+impl RegistryFile {
+    /// Checks the declarations against each other and resolves each service's endpoints
+    /// from its selector. Every problem is reported, each naming its entry.
+    pub fn resolve(self) -> Result<Resolved, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut workloads = BTreeMap::new();
+        let mut ips = BTreeMap::new();
+        for (i, w) in self.workloads.into_iter().enumerate() {
+            let key = ObjectKey::new(&w.namespace, &w.name);
+            if w.ips.is_empty() {
+                errors.push(format!("workloads[{i}].ips: {key} needs at least one IP"));
+            }
+            for ip in &w.ips {
+                if let Some(other) = ips.insert(*ip, key.clone()) {
+                    errors.push(format!(
+                        "workloads[{i}].ips: {ip} of {key} is already the IP of {other}"
+                    ));
+                }
+            }
+            let workload = Workload {
+                key: key.clone(),
+                ips: w.ips,
+                labels: w.labels,
+                service_account: w.service_account,
+                meshed: w.meshed,
+            };
+            if workloads.insert(key.clone(), Arc::new(workload)).is_some() {
+                errors.push(format!("workloads[{i}]: {key} is declared twice"));
+            }
+        }
+        let mut services = BTreeMap::new();
+        let mut vips = BTreeSet::new();
+        for (i, s) in self.services.into_iter().enumerate() {
+            let key = ObjectKey::new(&s.namespace, &s.name);
+            for vip in &s.vips {
+                if !vips.insert(*vip) {
+                    errors.push(format!(
+                        "services[{i}].vips: {vip} of {key} is taken by another service"
+                    ));
+                }
+            }
+            let mut ports: Vec<ServicePort> = Vec::new();
+            for (j, p) in s.ports.into_iter().enumerate() {
+                if ports.iter().any(|q| q.port == p.port) {
+                    errors.push(format!(
+                        "services[{i}].ports[{j}]: port {} of {key} is listed twice",
+                        p.port
+                    ));
+                }
+                ports.push(ServicePort {
+                    name: p.name,
+                    port: p.port,
+                    target_port: p.target_port.unwrap_or(p.port),
+                    protocol: p.protocol,
+                });
+            }
+            // An empty selector selects nothing, as in Kubernetes (a Service without a
+            // selector has no automatic endpoints).
+            let endpoints = if s.selector.is_empty() {
+                Vec::new()
+            } else {
+                workloads
+                    .values()
+                    .filter(|w| {
+                        w.key.namespace == s.namespace
+                            && s.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
+                    })
+                    .filter_map(|w| {
+                        w.ips.first().map(|ip| ServiceEndpoint {
+                            ip: *ip,
+                            workload: Some(w.key.clone()),
+                        })
+                    })
+                    .collect()
+            };
+            let entry = ServiceEntry {
+                key: key.clone(),
+                vips: s.vips,
+                ports,
+                endpoints,
+            };
+            if services.insert(key.clone(), Arc::new(entry)).is_some() {
+                errors.push(format!("services[{i}]: {key} is declared twice"));
+            }
+        }
+        if errors.is_empty() {
+            Ok((services, workloads))
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_pick_endpoints_in_their_namespace() {
+        let file = parse(
+            r#"
+services:
+- {name: payments, namespace: shop, vips: [10.96.0.10], selector: {app: payments}, ports: [{port: 80, targetPort: 8080, protocol: http}]}
+workloads:
+- {name: p-0, namespace: shop, ips: [10.0.0.1], labels: {app: payments}}
+- {name: p-1, namespace: other, ips: [10.0.0.2], labels: {app: payments}}
+- {name: c-0, namespace: shop, ips: [10.0.0.3], labels: {app: checkout}, meshed: false}
+"#,
+        )
+        .unwrap();
+        let (services, workloads) = file.resolve().unwrap();
+        let svc = &services[&ObjectKey::new("shop", "payments")];
+        assert_eq!(svc.ports[0].target_port, 8080);
+        let eps: Vec<_> = svc.endpoints.iter().map(|e| e.ip.to_string()).collect();
+        assert_eq!(eps, ["10.0.0.1"]);
+        assert!(!workloads[&ObjectKey::new("shop", "c-0")].meshed);
+        assert_eq!(
+            workloads[&ObjectKey::new("shop", "p-0")].service_account,
+            "default"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = parse("workloads:\n- {name: a, ips: [not-an-ip]}\n").unwrap_err();
+        assert!(err.starts_with("workloads[0].ips[0]"), "{err}");
+        let err = parse("services:\n- {name: a, vip: [10.0.0.1]}\n").unwrap_err();
+        assert!(err.contains("unknown field `vip`"), "{err}");
+    }
+
+    #[test]
+    fn contradictions_are_all_reported() {
+        let errs = parse(
+            r#"
+services:
+- {name: a, vips: [10.96.0.1]}
+- {name: b, vips: [10.96.0.1]}
+workloads:
+- {name: x, ips: [10.0.0.1]}
+- {name: y, ips: [10.0.0.1]}
+- {name: z, ips: []}
+"#,
+        )
+        .unwrap()
+        .resolve()
+        .unwrap_err();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs.iter().any(|e| e.starts_with("services[1].vips")));
+        assert!(errs.iter().any(|e| e.starts_with("workloads[1].ips")));
+        assert!(errs.iter().any(|e| e.starts_with("workloads[2].ips")));
+    }
+}

@@ -1,0 +1,223 @@
+//! braid resources from YAML files: the same documents users `kubectl apply`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use braid_crds::decode::Resource;
+use braid_crds::{EncryptionPolicy, SelfHealing, TrafficRoute, ValidationErrors};
+
+use crate::registry::{Kind, ObjectKey, Snapshot};
+
+/// One document of a resource file, decoded as far as it goes.
+#[derive(Debug, Clone)]
+pub struct Doc {
+    /// Its kind.
+    pub kind: Kind,
+    /// Its namespace and name.
+    pub key: ObjectKey,
+    /// Its spec, as JSON text (the directory source bumps the generation when it changes).
+    pub spec_text: String,
+    /// The decoded resource, or what is wrong with it.
+    pub decoded: Decoded,
+}
+
+/// A decoded document of one of the three kinds.
+#[derive(Debug, Clone)]
+pub enum Decoded {
+    /// A TrafficRoute.
+    TrafficRoute(Result<Arc<TrafficRoute>, ValidationErrors>),
+    /// An EncryptionPolicy.
+    EncryptionPolicy(Result<Arc<EncryptionPolicy>, ValidationErrors>),
+    /// A SelfHealing.
+    SelfHealing(Result<Arc<SelfHealing>, ValidationErrors>),
+}
+
+/// Splits a file into documents and decodes each. A document that is not a braid resource
+/// with a name (or not YAML at all) fails the whole file, so the file's previous contents
+/// stay in force; a braid resource with an invalid spec is returned with its errors.
+pub fn parse_file(text: &str) -> Result<Vec<Doc>, String> {
+    let mut docs = Vec::new();
+    for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
+        let value: serde_json::Value =
+            serde::Deserialize::deserialize(de).map_err(|e| format!("document {}: {e}", i + 1))?;
+        if value.is_null() {
+            continue; // an empty document (a trailing `---`)
+        }
+        docs.push(parse_doc(&value).map_err(|e| format!("document {}: {e}", i + 1))?);
+    }
+    Ok(docs)
+}
+
+fn parse_doc(value: &serde_json::Value) -> Result<Doc, String> {
+    let api_version = value
+        .get("apiVersion")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    let kind = value.get("kind").and_then(|v| v.as_str()).unwrap_or("");
+    let expected = format!("{}/{}", braid_crds::GROUP, braid_crds::VERSION);
+    if api_version != expected {
+        return Err(format!(
+            "apiVersion {api_version:?}: only {expected} resources belong here (services and workloads go in registry.yaml)"
+        ));
+    }
+    let meta = value.get("metadata");
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(|v| v.as_str())
+        .filter(|n| !n.is_empty())
+        .ok_or("metadata.name: required")?;
+    let namespace = meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("default");
+    let key = ObjectKey::new(namespace, name);
+    let spec_text = value.get("spec").map(|s| s.to_string()).unwrap_or_default();
+    let decoded = match kind {
+        "TrafficRoute" => Decoded::TrafficRoute(decode(value)),
+        "EncryptionPolicy" => Decoded::EncryptionPolicy(decode(value)),
+        "SelfHealing" => Decoded::SelfHealing(decode(value)),
+        other => {
+            return Err(format!(
+                "kind {other:?}: expected TrafficRoute, EncryptionPolicy or SelfHealing"
+            ));
+        }
+    };
+    let kind = match decoded {
+        Decoded::TrafficRoute(_) => Kind::TrafficRoute,
+        Decoded::EncryptionPolicy(_) => Kind::EncryptionPolicy,
+        Decoded::SelfHealing(_) => Kind::SelfHealing,
+    };
+    Ok(Doc {
+        kind,
+        key,
+        spec_text,
+        decoded,
+    })
+}
+
+fn decode<T: Resource>(value: &serde_json::Value) -> Result<Arc<T>, ValidationErrors> {
+    braid_crds::decode::<T>(value).map(Arc::new)
+}
+
+/// What the directory source remembers about each resource across reloads: a
+/// generation bumped when the spec changes, and when it was first seen.
+#[derive(Debug, Default)]
+pub struct Generations {
+    seen: BTreeMap<(Kind, ObjectKey), (String, i64, String)>,
+}
+
+impl Generations {
+    /// Puts `docs` into `snapshot`, numbering generations like the API server does.
+    /// The first document wins when two share a kind and key (reported by the caller).
+    pub fn insert_all(&mut self, docs: &[Doc], snapshot: &mut Snapshot) -> Vec<String> {
+        let mut errors = Vec::new();
+        let mut live = BTreeMap::new();
+        for doc in docs {
+            let id = (doc.kind, doc.key.clone());
+            if live.contains_key(&id) {
+                errors.push(format!(
+                    "{} {} is defined twice; the first one counts",
+                    doc.kind, doc.key
+                ));
+                continue;
+            }
+            let (generation, created) = match self.seen.get(&id) {
+                Some((text, g, created)) if *text == doc.spec_text => (*g, created.clone()),
+                Some((_, g, created)) => (g + 1, created.clone()),
+                None => (1, k8s_openapi::jiff::Timestamp::now().to_string()),
+            };
+            live.insert(id, (doc.spec_text.clone(), generation, created.clone()));
+            let (g, c) = (Some(generation), Some(created));
+            let key = doc.key.clone();
+            match &doc.decoded {
+                Decoded::TrafficRoute(r) => {
+                    snapshot.traffic_routes.insert(
+                        key.clone(),
+                        crate::registry::Observed::new(key, g, c, r.clone()),
+                    );
+                }
+                Decoded::EncryptionPolicy(r) => {
+                    snapshot.encryption_policies.insert(
+                        key.clone(),
+                        crate::registry::Observed::new(key, g, c, r.clone()),
+                    );
+                }
+                Decoded::SelfHealing(r) => {
+                    snapshot.self_healings.insert(
+                        key.clone(),
+                        crate::registry::Observed::new(key, g, c, r.clone()),
+                    );
+                }
+            }
+        }
+        // Deleted resources are forgotten: re-created, they start over at generation 1.
+        self.seen = live;
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROUTE: &str = r#"
+apiVersion: braid.dev/v1alpha1
+kind: TrafficRoute
+metadata: {name: payments, namespace: shop}
+spec:
+  host: payments
+  rules: [{name: all}]
+"#;
+
+    #[test]
+    fn documents_decode_with_their_keys() {
+        let docs = parse_file(&format!("{ROUTE}---\n")).unwrap();
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0].key, ObjectKey::new("shop", "payments"));
+        assert!(matches!(&docs[0].decoded, Decoded::TrafficRoute(Ok(_))));
+    }
+
+    #[test]
+    fn an_invalid_spec_is_kept_with_its_errors() {
+        let text = ROUTE.replace(
+            "rules: [{name: all}]",
+            "rules: [{name: all, timeout: soon}]",
+        );
+        let docs = parse_file(&text).unwrap();
+        let Decoded::TrafficRoute(Err(errors)) = &docs[0].decoded else {
+            panic!("{docs:?}")
+        };
+        assert!(
+            errors
+                .paths()
+                .iter()
+                .any(|p| p.starts_with("spec.rules[0].timeout")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn foreign_documents_fail_the_file() {
+        let err = parse_file("apiVersion: v1\nkind: Service\nmetadata: {name: x}\n").unwrap_err();
+        assert!(err.contains("registry.yaml"), "{err}");
+        let err = parse_file("apiVersion: braid.dev/v1alpha1\nkind: Route\nmetadata: {name: x}\n")
+            .unwrap_err();
+        assert!(err.contains("kind \"Route\""), "{err}");
+    }
+
+    #[test]
+    fn generations_follow_spec_changes() {
+        let mut gens = Generations::default();
+        let mut snap = Snapshot::default();
+        gens.insert_all(&parse_file(ROUTE).unwrap(), &mut snap);
+        let key = ObjectKey::new("shop", "payments");
+        assert_eq!(snap.traffic_routes[&key].generation, Some(1));
+        let mut snap = Snapshot::default();
+        gens.insert_all(&parse_file(ROUTE).unwrap(), &mut snap);
+        assert_eq!(snap.traffic_routes[&key].generation, Some(1));
+        let mut snap = Snapshot::default();
+        let changed = ROUTE.replace("name: all", "name: every");
+        gens.insert_all(&parse_file(&changed).unwrap(), &mut snap);
+        assert_eq!(snap.traffic_routes[&key].generation, Some(2));
+    }
+}

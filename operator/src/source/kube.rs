@@ -1,0 +1,1 @@
+//! The Kubernetes source (kube-runtime reflectors).

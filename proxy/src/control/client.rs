@@ -1,0 +1,395 @@
+//! The client of the operator's config stream: keeps one `GET /v1/config` open, applies
+//! each config line through [`ConfigSource::apply`], reports the outcome on
+//! `POST /v1/report`, and reconnects with backoff for as long as the proxy runs. The
+//! config in force stays in force whatever the stream does.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::Backoff;
+use super::lines::{LineSplitter, LineTooLong, MAX_LINE};
+use super::protocol::{
+    CONFIG_PATH, ERROR_HEADER, POD_HEADER, PodRef, REPORT_PATH, Rejected, Report, VERSION_HEADER,
+};
+use super::tls::{self, TlsError};
+use super::url::OperatorUrl;
+use crate::config::{ConfigSource, parse_json};
+
+/// TCP connect plus TLS handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// From sending a request to its response headers.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// HTTP/2 pings: a silently dead operator (node gone, network partition) is noticed
+/// within interval + timeout even while the stream has nothing to say.
+const PING_INTERVAL: Duration = Duration::from_secs(10);
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much of a refusal's body is read for its reason.
+const MAX_REASON: usize = 4096;
+
+/// Where the operator is and who this proxy is.
+#[derive(Clone, Debug)]
+pub struct ClientSettings {
+    /// The operator's URL.
+    pub url: OperatorUrl,
+    /// PEM trust anchors for the operator's serving certificate.
+    pub ca_file: PathBuf,
+    /// The pod's ServiceAccount token, re-read on every connect.
+    pub token_file: PathBuf,
+    /// The pod this proxy runs in.
+    pub pod: PodRef,
+}
+
+/// Why a stream ended. Each is logged once, then the client reconnects.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The trust anchors could not be loaded.
+    #[error("--operator-ca: {0}")]
+    Tls(#[from] TlsError),
+    /// The token could not be read.
+    #[error("reading the token {path}: {source}")]
+    Token {
+        /// The token file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The token file holds no usable token.
+    #[error("the token file {0} is empty or not a valid header value")]
+    BadToken(PathBuf),
+    /// TCP or TLS towards the operator failed.
+    #[error("connecting to {url}: {source}")]
+    Connect {
+        /// The operator.
+        url: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// A step took too long.
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    /// HTTP/2 failed (including a ping the operator did not answer).
+    #[error("HTTP/2: {0}")]
+    Http(#[from] hyper::Error),
+    /// The request could not be built.
+    #[error("building the request: {0}")]
+    Request(#[from] http::Error),
+    /// The operator refused the stream.
+    #[error("the operator answered {status}: {reason}")]
+    Refused {
+        /// Its status.
+        status: StatusCode,
+        /// Its `x-braid-error`, else the start of its body.
+        reason: String,
+    },
+    /// A line exceeded the bound.
+    #[error(transparent)]
+    LineTooLong(#[from] LineTooLong),
+    /// The operator closed the stream.
+    #[error("the operator ended the stream")]
+    Ended,
+}
+
+/// Keeps the proxy's config current from the operator.
+pub struct OperatorClient {
+    settings: ClientSettings,
+    store: Arc<ConfigSource>,
+    backoff: Backoff,
+}
+
+impl OperatorClient {
+    /// A client applying to `store`. Loads the trust anchors once so a wrong
+    /// `--operator-ca` stops the proxy at start-up rather than in a retry loop.
+    pub fn new(settings: ClientSettings, store: Arc<ConfigSource>) -> Result<Self, TlsError> {
+        tls::client_config(&settings.ca_file)?;
+        Ok(Self {
+            settings,
+            store,
+            backoff: Backoff::default(),
+        })
+    }
+
+    /// Streams until `stop` fires: connects, applies and reports each config, and after
+    /// any failure or end of stream waits (exponential backoff with full jitter, reset
+    /// by a stream that delivered a config) and connects again.
+    pub async fn run(mut self, stop: CancellationToken) {
+        loop {
+            let mut delivered = false;
+            let error = tokio::select! {
+                _ = stop.cancelled() => return,
+                e = self.stream(&mut delivered) => e,
+            };
+            if delivered {
+                self.backoff.reset();
+            }
+            let delay = self.backoff.next_delay();
+            tracing::warn!(
+                operator = %self.settings.url,
+                error = %error,
+                retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                in_force = %self.in_force().as_deref().unwrap_or("none"),
+                "config stream interrupted; keeping the config in force"
+            );
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One connection: returns why it ended. Sets `delivered` once a config line arrives.
+    async fn stream(&self, delivered: &mut bool) -> StreamError {
+        match self.try_stream(delivered).await {
+            Ok(never) => match never {},
+            Err(e) => e,
+        }
+    }
+
+    async fn try_stream(&self, delivered: &mut bool) -> Result<std::convert::Infallible, StreamError> {
+        let auth = self.authorization()?;
+        let mut sender = self.connect().await?;
+        let mut req = self.request(Method::GET, CONFIG_PATH, &auth, Bytes::new())?;
+        if let Some(version) = self.in_force()
+            && let Ok(v) = HeaderValue::from_str(&version)
+        {
+            req.headers_mut().insert(VERSION_HEADER, v);
+        }
+        let resp = timed("the config request", RESPONSE_TIMEOUT, sender.send_request(req)).await??;
+        if resp.status() != StatusCode::OK {
+            return Err(refusal(resp).await);
+        }
+        tracing::info!(operator = %self.settings.url, pod = %self.settings.pod, "config stream open");
+
+        let mut body = resp.into_body();
+        let mut lines = LineSplitter::new(MAX_LINE);
+        loop {
+            let Some(frame) = body.frame().await else {
+                if lines.pending() > 0 {
+                    tracing::warn!(bytes = lines.pending(), "the stream ended inside a config line; it is dropped");
+                }
+                return Err(StreamError::Ended);
+            };
+            let Ok(data) = frame?.into_data() else {
+                continue; // trailers carry nothing for us
+            };
+            lines.push(&data);
+            while let Some(line) = lines.next_line()? {
+                if line.is_empty() {
+                    continue; // heartbeat
+                }
+                *delivered = true;
+                let report = self.apply(&line);
+                self.report(&mut sender, &auth, &report).await;
+            }
+        }
+    }
+
+    /// Parses and applies one config line; the report says what happened. A refused
+    /// config leaves the last good one in force.
+    fn apply(&self, line: &[u8]) -> Report {
+        let applied = parse_json(line).and_then(|config| {
+            let version = config.version.clone();
+            self.store.apply(config).map(|()| version)
+        });
+        match applied {
+            Ok(version) => Report {
+                applied_version: Some(version),
+                rejected: None,
+            },
+            Err(e) => {
+                let version = line_version(line);
+                tracing::error!(version = %version, error = %e, "config from the operator refused; keeping the last good one");
+                Report {
+                    applied_version: self.in_force(),
+                    rejected: Some(Rejected {
+                        version,
+                        error: e.to_string(),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Posts `report` on the stream's connection. A lost report is logged, not retried:
+    /// the next connect tells the operator the version in force anyway.
+    async fn report(
+        &self,
+        sender: &mut http2::SendRequest<Full<Bytes>>,
+        auth: &HeaderValue,
+        report: &Report,
+    ) {
+        let outcome = async {
+            let body = serde_json::to_vec(report).map_err(|e| e.to_string())?;
+            let mut req = self
+                .request(Method::POST, REPORT_PATH, auth, body.into())
+                .map_err(|e| e.to_string())?;
+            req.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            let resp = timed("the report", RESPONSE_TIMEOUT, sender.send_request(req))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            if resp.status().is_success() {
+                Ok(())
+            } else {
+                Err(refusal(resp).await.to_string())
+            }
+        };
+        match outcome.await {
+            Ok(()) => tracing::debug!(?report, "reported to the operator"),
+            Err(e) => tracing::warn!(error = %e, ?report, "report to the operator failed"),
+        }
+    }
+
+    /// TCP, TLS (trust anchors re-read: the CA may rotate) and the HTTP/2 handshake.
+    async fn connect(&self) -> Result<http2::SendRequest<Full<Bytes>>, StreamError> {
+        let url = &self.settings.url;
+        let tls = tls::client_config(&self.settings.ca_file)?;
+        let connect_err = |source| StreamError::Connect {
+            url: url.to_string(),
+            source,
+        };
+        let connect = async {
+            let tcp = TcpStream::connect((url.host(), url.port())).await?;
+            tcp.set_nodelay(true)?;
+            TlsConnector::from(tls)
+                .connect(url.server_name().clone(), tcp)
+                .await
+        };
+        let stream = timed("connecting to the operator", CONNECT_TIMEOUT, connect)
+            .await?
+            .map_err(connect_err)?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(PING_INTERVAL)
+            .keep_alive_timeout(PING_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .handshake(TokioIo::new(stream))
+            .await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "operator connection closed");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// `Bearer <token>` from the token file, read now: the kubelet rotates it.
+    fn authorization(&self) -> Result<HeaderValue, StreamError> {
+        let path = &self.settings.token_file;
+        let token = std::fs::read_to_string(path).map_err(|source| StreamError::Token {
+            path: path.clone(),
+            source,
+        })?;
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(StreamError::BadToken(path.clone()));
+        }
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| StreamError::BadToken(path.clone()))?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    /// A request to the operator carrying the token and the pod.
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        auth: &HeaderValue,
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, http::Error> {
+        Request::builder()
+            .method(method)
+            .uri(self.settings.url.uri(path)?)
+            .header(AUTHORIZATION, auth.clone())
+            .header(POD_HEADER, self.settings.pod.to_string())
+            .body(Full::new(body))
+    }
+
+    /// The version in force, once a config has been applied.
+    fn in_force(&self) -> Option<String> {
+        self.store
+            .is_loaded()
+            .then(|| self.store.tables().config.version.clone())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// `fut`, or [`StreamError::Timeout`] after `limit`.
+async fn timed<T>(
+    what: &'static str,
+    limit: Duration,
+    fut: impl Future<Output = T>,
+) -> Result<T, StreamError> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| StreamError::Timeout(what))
+}
+
+/// A refusal: the status with the `x-braid-error` reason, else the start of the body.
+async fn refusal(resp: Response<Incoming>) -> StreamError {
+    let status = resp.status();
+    let header = resp
+        .headers()
+        .get(ERROR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let reason = match header {
+        Some(reason) => reason,
+        None => {
+            let body = Limited::new(resp.into_body(), MAX_REASON).collect();
+            match tokio::time::timeout(Duration::from_secs(2), body).await {
+                Ok(Ok(body)) => String::from_utf8_lossy(&body.to_bytes()).trim().to_owned(),
+                _ => String::new(),
+            }
+        }
+    };
+    StreamError::Refused {
+        status,
+        reason: if reason.is_empty() {
+            "no reason given".to_owned()
+        } else {
+            reason
+        },
+    }
+}
+
+/// The `version` of a config line that did not parse as a whole, for the rejection
+/// report; empty when even that cannot be read.
+fn line_version(line: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Versioned {
+        #[serde(default)]
+        version: String,
+    }
+    serde_json::from_slice::<Versioned>(line)
+        .map(|v| v.version)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_of_refused_lines() {
+        assert_eq!(
+            line_version(br#"{"version":"abc","listeners":"nope"}"#),
+            "abc"
+        );
+        assert_eq!(line_version(br#"{"listeners":[]}"#), "");
+        assert_eq!(line_version(b"not json"), "");
+    }
+}
