@@ -5,5 +5,8 @@
 //! configs → [`stream`] to proxies; proxies' reports → [`status`] of every resource.
 
 pub mod compiler;
+pub mod metrics;
 pub mod registry;
 pub mod source;
+pub mod status;
+pub mod stream;

@@ -31,6 +31,9 @@ pub struct EncryptionPolicyStatus {
     /// Requests the covered workloads received, by kind, as reported by their proxies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<TrafficCounts>,
+    /// How many proxies should carry this policy, and how many have applied it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxies: Option<crate::traffic_route::ProxyCounts>,
 }
 
 /// Where an encryption rollout stands.

@@ -32,6 +32,9 @@ pub struct SelfHealingStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = limits::MAX_STATUS_ENTRIES))]
     pub actions: Vec<HealingActionRecord>,
+    /// How many proxies should carry this policy, and how many have applied it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxies: Option<crate::traffic_route::ProxyCounts>,
 }
 
 /// An endpoint reported as ejected.

@@ -1,0 +1,68 @@
+//! Directory mode: statuses as files, `<dir>/.status/<kind>.<namespace>.<name>.yaml`
+//! (the source ignores dot-directories), and events as log lines.
+
+use std::path::PathBuf;
+
+use futures::future::BoxFuture;
+
+use super::{Event, StatusError, StatusSink, StatusUpdate};
+
+/// Writes each status to its own YAML file.
+pub struct FileSink {
+    dir: PathBuf,
+}
+
+impl FileSink {
+    /// Writes into `dir`, creating it when needed.
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    /// The file holding one resource's status.
+    pub fn path(&self, update: &StatusUpdate) -> PathBuf {
+        self.dir.join(format!(
+            "{}.{}.{}.yaml",
+            update.kind.as_str().to_ascii_lowercase(),
+            update.key.namespace,
+            update.key.name
+        ))
+    }
+}
+
+impl StatusSink for FileSink {
+    fn apply<'a>(&'a self, update: &'a StatusUpdate) -> BoxFuture<'a, Result<(), StatusError>> {
+        Box::pin(async move {
+            let path = self.path(update);
+            let err = |message: String| StatusError {
+                what: path.display().to_string(),
+                message,
+            };
+            let doc = serde_json::json!({
+                "kind": update.kind.as_str(),
+                "metadata": {"namespace": update.key.namespace, "name": update.key.name},
+                "status": update.status,
+            });
+            let text = serde_norway::to_string(&doc).map_err(|e| err(e.to_string()))?;
+            tokio::fs::create_dir_all(&self.dir)
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            // Write then rename, so a reader never sees half a file.
+            let tmp = path.with_extension("yaml.tmp");
+            tokio::fs::write(&tmp, text)
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            tokio::fs::rename(&tmp, &path)
+                .await
+                .map_err(|e| err(e.to_string()))
+        })
+    }
+
+    fn event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), StatusError>> {
+        if event.warning {
+            tracing::warn!(kind = %event.kind, resource = %event.key, reason = %event.reason, "{}", event.note);
+        } else {
+            tracing::info!(kind = %event.kind, resource = %event.key, reason = %event.reason, "{}", event.note);
+        }
+        Box::pin(async { Ok(()) })
+    }
+}

@@ -1,0 +1,11 @@
+//! Status of every braid resource: `observedGeneration`, the `Accepted` condition and
+//! how many proxies carry it. Computed by a pure function ([`compute`]); written by a
+//! [`StatusSink`] (server-side apply in Kubernetes, files in directory mode).
+
+mod compute;
+mod files;
+mod sink;
+
+pub use compute::{Computed, ProxyState, compute};
+pub use files::FileSink;
+pub use sink::{Event, StatusError, StatusSink, StatusUpdate};

@@ -1,0 +1,49 @@
+//! Where statuses and events go.
+
+use futures::future::BoxFuture;
+
+use crate::registry::{Kind, ObjectKey};
+
+/// The status of one resource, to be written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusUpdate {
+    /// The resource's kind.
+    pub kind: Kind,
+    /// Its namespace and name.
+    pub key: ObjectKey,
+    /// The whole `status` object.
+    pub status: serde_json::Value,
+}
+
+/// Something worth telling an administrator about a resource (`kubectl describe`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The resource's kind.
+    pub kind: Kind,
+    /// Its namespace and name.
+    pub key: ObjectKey,
+    /// A CamelCase reason (`Invalid`).
+    pub reason: String,
+    /// What happened, for people.
+    pub note: String,
+    /// A warning rather than a normal event.
+    pub warning: bool,
+}
+
+/// A status or event could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("writing {what}: {message}")]
+pub struct StatusError {
+    /// What was being written.
+    pub what: String,
+    /// Why it failed.
+    pub message: String,
+}
+
+/// Writes statuses and events. Only the leader writes.
+pub trait StatusSink: Send + Sync + 'static {
+    /// Replaces the status of one resource.
+    fn apply<'a>(&'a self, update: &'a StatusUpdate) -> BoxFuture<'a, Result<(), StatusError>>;
+    /// Records an event about a resource.
+    fn event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), StatusError>>;
+}

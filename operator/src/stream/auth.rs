@@ -1,0 +1,225 @@
+//! Who is asking: a proxy proves its pod with its projected ServiceAccount token, checked
+//! by TokenReview in Kubernetes mode and against a bootstrap token file in directory mode.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use futures::future::BoxFuture;
+use serde::Deserialize;
+
+use crate::registry::{ObjectKey, Workload};
+
+/// The authenticated caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The ServiceAccount's namespace.
+    pub namespace: String,
+    /// The ServiceAccount's name.
+    pub service_account: String,
+    /// The pod the token is bound to, when the token says (projected tokens do).
+    pub pod: Option<String>,
+}
+
+/// Why a token was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No bearer token was sent.
+    #[error(
+        "no bearer token: send the pod's projected ServiceAccount token (audience braid) as `authorization: Bearer <token>`"
+    )]
+    Missing,
+    /// The token is not valid.
+    #[error("token refused: {0}")]
+    Invalid(String),
+    /// The token could not be checked now (TokenReview failed); the caller should retry.
+    #[error("cannot check the token now: {0}")]
+    Unavailable(String),
+}
+
+/// Checks tokens.
+pub trait Authenticator: Send + Sync + 'static {
+    /// Who `token` belongs to.
+    fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Principal, AuthError>>;
+}
+
+/// Why an authenticated caller may not have a pod's config.
+#[derive(Debug, thiserror::Error)]
+pub enum Forbidden {
+    /// The token belongs to another namespace or service account.
+    #[error(
+        "the token is for {namespace}/{service_account}, but pod {pod} runs as {pod_namespace}/{pod_service_account}"
+    )]
+    OtherServiceAccount {
+        /// The token's namespace.
+        namespace: String,
+        /// The token's service account.
+        service_account: String,
+        /// The claimed pod.
+        pod: ObjectKey,
+        /// The pod's namespace.
+        pod_namespace: String,
+        /// The pod's service account.
+        pod_service_account: String,
+    },
+    /// The token is bound to another pod.
+    #[error("the token is bound to pod {bound}, not {pod}")]
+    OtherPod {
+        /// The pod the token is bound to.
+        bound: String,
+        /// The claimed pod.
+        pod: ObjectKey,
+    },
+}
+
+/// Whether `who` may read the config of `pod`: the token must belong to the pod's own
+/// service account, and to the pod itself when it is bound to one.
+pub fn authorize(who: &Principal, pod: &Workload) -> Result<(), Forbidden> {
+    if who.namespace != pod.key.namespace || who.service_account != pod.service_account {
+        return Err(Forbidden::OtherServiceAccount {
+            namespace: who.namespace.clone(),
+            service_account: who.service_account.clone(),
+            pod: pod.key.clone(),
+            pod_namespace: pod.key.namespace.clone(),
+            pod_service_account: pod.service_account.clone(),
+        });
+    }
+    match &who.pod {
+        Some(bound) if *bound != pod.key.name => Err(Forbidden::OtherPod {
+            bound: bound.clone(),
+            pod: pod.key.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Bootstrap tokens for directory mode, from a YAML file:
+///
+/// ```yaml
+/// - {token: "…", namespace: shop, serviceAccount: payments}            # any pod of the SA
+/// - {token: "…", namespace: shop, serviceAccount: payments, pod: payments-0}
+/// ```
+#[derive(Debug, Default)]
+pub struct BootstrapTokens {
+    tokens: HashMap<String, Principal>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TokenEntry {
+    token: String,
+    namespace: String,
+    service_account: String,
+    #[serde(default)]
+    pod: Option<String>,
+}
+
+impl BootstrapTokens {
+    /// Reads the token file; errors name the entry and field.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses the text of a token file.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let value: serde_json::Value = serde_norway::from_str(text).map_err(|e| e.to_string())?;
+        let entries: Vec<TokenEntry> = serde_path_to_error::deserialize(value)
+            .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+        let mut tokens = HashMap::new();
+        for (i, e) in entries.into_iter().enumerate() {
+            if e.token.len() < 16 {
+                return Err(format!(
+                    "[{i}].token: use at least 16 characters (e.g. `openssl rand -hex 16`)"
+                ));
+            }
+            let who = Principal {
+                namespace: e.namespace,
+                service_account: e.service_account,
+                pod: e.pod,
+            };
+            if tokens.insert(e.token, who).is_some() {
+                return Err(format!("[{i}].token: the same token is listed twice"));
+            }
+        }
+        Ok(Self { tokens })
+    }
+}
+
+impl Authenticator for BootstrapTokens {
+    fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Principal, AuthError>> {
+        let found = self
+            .tokens
+            .iter()
+            .find(|(t, _)| constant_time_eq(t.as_bytes(), token.as_bytes()))
+            .map(|(_, p)| p.clone());
+        Box::pin(async move {
+            found.ok_or_else(|| AuthError::Invalid("unknown bootstrap token".into()))
+        })
+    }
+}
+
+/// Compares without an early exit, so response timing does not reveal a token's prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn pod(ns: &str, name: &str, sa: &str) -> Workload {
+        Workload {
+            key: ObjectKey::new(ns, name),
+            ips: vec![],
+            labels: BTreeMap::new(),
+            service_account: sa.into(),
+            meshed: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn bootstrap_tokens_name_their_service_account() {
+        let tokens = BootstrapTokens::parse(
+            "- {token: 0123456789abcdef0, namespace: shop, serviceAccount: payments}\n",
+        )
+        .unwrap();
+        let who = tokens.authenticate("0123456789abcdef0").await.unwrap();
+        assert_eq!(who.service_account, "payments");
+        assert!(matches!(
+            tokens.authenticate("0123456789abcdef1").await,
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(
+            BootstrapTokens::parse("- {token: short, namespace: a, serviceAccount: b}")
+                .unwrap_err()
+                .contains("[0].token")
+        );
+        assert!(
+            BootstrapTokens::parse("- {token: 0123456789abcdef0, namespace: a, sa: b}")
+                .unwrap_err()
+                .contains("sa")
+        );
+    }
+
+    #[test]
+    fn a_token_reads_only_its_own_pods() {
+        let who = Principal {
+            namespace: "shop".into(),
+            service_account: "payments".into(),
+            pod: None,
+        };
+        assert!(authorize(&who, &pod("shop", "payments-0", "payments")).is_ok());
+        let err = authorize(&who, &pod("shop", "checkout-0", "checkout")).unwrap_err();
+        assert!(err.to_string().contains("runs as shop/checkout"), "{err}");
+        assert!(authorize(&who, &pod("bank", "payments-0", "payments")).is_err());
+        let bound = Principal {
+            pod: Some("payments-0".into()),
+            ..who
+        };
+        assert!(authorize(&bound, &pod("shop", "payments-0", "payments")).is_ok());
+        let err = authorize(&bound, &pod("shop", "payments-1", "payments")).unwrap_err();
+        assert!(err.to_string().contains("bound to pod payments-0"), "{err}");
+    }
+}

@@ -1,0 +1,7 @@
+//! The config stream: proxies connect over HTTP/2 + TLS, prove which pod they are, and
+//! receive their own config, then every new version of it.
+
+pub mod auth;
+pub mod hub;
+pub mod server;
+pub mod tls;

@@ -1,0 +1,264 @@
+//! The HTTP handlers of the config stream and of proxy reports (see
+//! [`braid_proxy::control::protocol`] for the wire protocol).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use braid_proxy::control::protocol::{
+    CONFIG_PATH, ERROR_HEADER, POD_HEADER, PodRef, REPORT_PATH, Report, STREAM_CONTENT_TYPE,
+    VERSION_HEADER,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::auth::{AuthError, Authenticator, authorize};
+use super::hub::Hub;
+use crate::metrics::{Metrics, Refusal};
+use crate::registry::{ObjectKey, Workload};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct StreamState {
+    /// Compiled configs and reported versions.
+    pub hub: Arc<Hub>,
+    /// Checks proxies' tokens.
+    pub auth: Arc<dyn Authenticator>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Ends every stream (shutdown).
+    pub stop: CancellationToken,
+    /// How often an idle stream carries an empty line, so idle-timeouts of anything in
+    /// between never cut it.
+    pub heartbeat: Duration,
+    /// How long to wait for a pod the operator has not seen yet.
+    pub pod_wait: Duration,
+}
+
+/// The routes of the config server.
+pub fn router(state: StreamState) -> Router {
+    Router::new()
+        .route(CONFIG_PATH, get(config_stream))
+        .route(REPORT_PATH, post(report))
+        .with_state(state)
+}
+
+/// A refusal: status, reason in the body and in `x-braid-error`.
+struct Refused {
+    status: StatusCode,
+    reason: Refusal,
+    message: String,
+}
+
+impl Refused {
+    fn new(status: StatusCode, reason: Refusal, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<AuthError> for Refused {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unavailable(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Refusal::unavailable,
+                e.to_string(),
+            ),
+            AuthError::Missing | AuthError::Invalid(_) => Self::new(
+                StatusCode::UNAUTHORIZED,
+                Refusal::unauthenticated,
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+fn refuse(metrics: &Metrics, r: Refused) -> Response {
+    metrics.refused(r.reason);
+    tracing::info!(status = r.status.as_u16(), reason = %r.message, "proxy refused");
+    let mut resp = (r.status, format!("{}\n", r.message)).into_response();
+    // Header values cannot hold every character a message might: fall back to the status.
+    let value = HeaderValue::from_str(&r.message)
+        .unwrap_or_else(|_| HeaderValue::from_static("refused; see the response body"));
+    resp.headers_mut().insert(ERROR_HEADER, value);
+    resp
+}
+
+/// Authenticates the caller and checks it may act for the pod it names.
+async fn admit(state: &StreamState, headers: &HeaderMap) -> Result<Arc<Workload>, Refused> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(AuthError::Missing)?;
+    let pod: PodRef = headers
+        .get(POD_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            Refused::new(
+                StatusCode::BAD_REQUEST,
+                Refusal::bad_request,
+                format!("{POD_HEADER}: required, as <namespace>/<pod name>"),
+            )
+        })?
+        .parse()
+        .map_err(|e| {
+            Refused::new(
+                StatusCode::BAD_REQUEST,
+                Refusal::bad_request,
+                format!("{POD_HEADER}: {e}"),
+            )
+        })?;
+    let who = state.auth.authenticate(token).await?;
+    let key = ObjectKey::from(pod);
+    let workload = state.hub.workload(&key, state.pod_wait).await.ok_or_else(|| {
+        Refused::new(
+            StatusCode::NOT_FOUND,
+            Refusal::unknown_pod,
+            format!("pod {key} is not known to the operator: is it in a namespace labelled braid.dev/inject=enabled (or in registry.yaml)?"),
+        )
+    })?;
+    authorize(&who, &workload)
+        .map_err(|e| Refused::new(StatusCode::FORBIDDEN, Refusal::forbidden, e.to_string()))?;
+    if !workload.meshed {
+        return Err(Refused::new(
+            StatusCode::NOT_FOUND,
+            Refusal::unknown_pod,
+            format!("pod {key} is not meshed, so it has no proxy config"),
+        ));
+    }
+    Ok(workload)
+}
+
+async fn config_stream(State(state): State<StreamState>, headers: HeaderMap) -> Response {
+    let workload = match admit(&state, &headers).await {
+        Ok(w) => w,
+        Err(r) => return refuse(&state.metrics, r),
+    };
+    let last = headers
+        .get(VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    tracing::info!(pod = %workload.key, version = last.as_deref().unwrap_or("-"), "proxy connected");
+    let body = Body::from_stream(follow(state, workload.key.clone(), last));
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(STREAM_CONTENT_TYPE),
+    );
+    resp
+}
+
+/// Counts a connected proxy for as long as its stream lives.
+struct Connected(Arc<Metrics>, ObjectKey);
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.0.connected_proxies.dec();
+        tracing::info!(pod = %self.1, "proxy disconnected");
+    }
+}
+
+/// The stream of one proxy: its config whenever its version changes, heartbeats between.
+fn follow(
+    state: StreamState,
+    pod: ObjectKey,
+    last: Option<String>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    state.metrics.connected_proxies.inc();
+    let guard = Connected(state.metrics.clone(), pod.clone());
+    let rx = state.hub.subscribe();
+    let mut heartbeat = tokio::time::interval(state.heartbeat);
+    heartbeat.reset(); // the first tick would fire at once
+    let init = (state, pod, last, rx, heartbeat, guard, true);
+    futures::stream::unfold(
+        init,
+        |(state, pod, mut last, mut rx, mut heartbeat, guard, mut check)| async move {
+            loop {
+                if check {
+                    let published = rx.borrow_and_update().clone();
+                    let Some(published) = published else {
+                        check = false;
+                        continue;
+                    };
+                    let Some(config) = published.configs.get(&pod) else {
+                        tracing::info!(%pod, "workload gone or no longer meshed; ending its stream");
+                        return None;
+                    };
+                    if last.as_deref() != Some(config.version.as_str()) {
+                        let mut line = match serde_json::to_vec(&**config) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                tracing::error!(%pod, error = %e, "cannot serialise config");
+                                return None;
+                            }
+                        };
+                        line.push(b'\n');
+                        last = Some(config.version.clone());
+                        state.metrics.pushes.inc();
+                        state
+                            .metrics
+                            .push_latency
+                            .observe(published.seen_at.elapsed().as_secs_f64());
+                        tracing::debug!(%pod, version = %config.version, "config pushed");
+                        return Some((
+                            Ok(Bytes::from(line)),
+                            (state, pod, last, rx, heartbeat, guard, false),
+                        ));
+                    }
+                }
+                tokio::select! {
+                    _ = state.stop.cancelled() => return None,
+                    changed = rx.changed() => {
+                        if changed.is_err() {
+                            return None;
+                        }
+                        check = true;
+                    }
+                    _ = heartbeat.tick() => {
+                        return Some((Ok(Bytes::from_static(b"\n")), (state, pod, last, rx, heartbeat, guard, false)));
+                    }
+                }
+            }
+        },
+    )
+}
+
+async fn report(State(state): State<StreamState>, headers: HeaderMap, body: Bytes) -> Response {
+    let workload = match admit(&state, &headers).await {
+        Ok(w) => w,
+        Err(r) => return refuse(&state.metrics, r),
+    };
+    let report: Report = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return refuse(
+                &state.metrics,
+                Refused::new(
+                    StatusCode::BAD_REQUEST,
+                    Refusal::bad_request,
+                    format!("report body: {e}"),
+                ),
+            );
+        }
+    };
+    if let Some(rejected) = &report.rejected {
+        state.metrics.proxy_rejections.inc();
+        tracing::warn!(pod = %workload.key, version = %rejected.version, error = %rejected.error, "proxy refused a config");
+    }
+    if let Some(version) = report.applied_version {
+        tracing::debug!(pod = %workload.key, %version, "proxy applied");
+        state.hub.report_applied(workload.key.clone(), version);
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
