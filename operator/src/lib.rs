@@ -4,7 +4,11 @@
 //! source (Kubernetes or a directory) → [`registry::Snapshot`] → [`compiler`] → per-pod
 //! configs → [`stream`] to proxies; proxies' reports → [`status`] of every resource.
 
+pub mod admin;
+pub mod app;
+pub mod cli;
 pub mod compiler;
+pub mod kube_mode;
 pub mod metrics;
 pub mod registry;
 pub mod source;

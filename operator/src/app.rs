@@ -1,0 +1,304 @@
+//! `braid-operator`: wires a source, the compiler, the config server, the status writer
+//! and the admin port together, and shuts them down in order.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, AdminState};
+use crate::cli::{Cli, SourceArg};
+use crate::compiler::{Compiler, Options};
+use crate::metrics::Metrics;
+use crate::registry::{Kind, ObjectKey, Snapshot, carry_accepted};
+use crate::source::Source;
+use crate::source::dir::DirSource;
+use crate::status::{FileSink, ProxyState, StatusSink, StatusUpdate, compute};
+use crate::stream::auth::{Authenticator, BootstrapTokens};
+use crate::stream::hub::{Hub, Published};
+use crate::stream::server::{StreamState, router};
+use crate::stream::tls::{ServingCert, serve};
+
+/// How long a stream request waits for a pod the operator has not seen yet.
+const POD_WAIT: Duration = Duration::from_secs(10);
+/// Reports arriving within this window update statuses together.
+const STATUS_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Runs the operator until SIGTERM/SIGINT.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let hub = Arc::new(Hub::default());
+    let stop = CancellationToken::new();
+    let opts = Options {
+        trust_domain: cli.trust_domain.clone(),
+        cluster_domain: cli.cluster_domain.clone(),
+    };
+
+    let cert = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => ServingCert::load(cert, key)?,
+        _ => ServingCert::self_signed(&cli.tls_san)?,
+    };
+    if let Some(out) = &cli.tls_trust_out {
+        write_atomically(out, &cert.trust_pem)
+            .with_context(|| format!("--tls-trust-out {}", out.display()))?;
+    }
+    let tls = cert.server_config()?;
+    let listener = TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("--listen {}: cannot bind", cli.listen))?;
+    let admin_listener = TcpListener::bind(cli.admin_addr)
+        .await
+        .with_context(|| format!("--admin-addr {}: cannot bind", cli.admin_addr))?;
+
+    let (snapshots, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (auth, sink, leader, source_task): (
+        Arc<dyn Authenticator>,
+        Arc<dyn StatusSink>,
+        watch::Receiver<bool>,
+        _,
+    ) = match &cli.source {
+        SourceArg::Dir(path) => {
+            let tokens = cli.bootstrap_tokens.as_ref().context(
+                    "--bootstrap-tokens FILE is required with --source dir:PATH: it lists the tokens proxies present",
+                )?;
+            let tokens = BootstrapTokens::load(tokens)
+                .map_err(|e| anyhow::anyhow!("--bootstrap-tokens {e}"))?;
+            if !path.is_dir() {
+                anyhow::bail!("--source dir:{}: not a directory", path.display());
+            }
+            let status_dir = cli
+                .status_dir
+                .clone()
+                .unwrap_or_else(|| path.join(".status"));
+            let source = DirSource::new(path.clone(), Duration::from_millis(cli.poll_ms));
+            let task = tokio::spawn(source.run(snapshots, stop.clone()));
+            // One process, no one to elect against: always the leader.
+            let (_, leader) = watch::channel(true);
+            (
+                Arc::new(tokens),
+                Arc::new(FileSink::new(status_dir)),
+                leader,
+                task,
+            )
+        }
+        SourceArg::Kube => crate::kube_mode::start(&cli, snapshots, stop.clone()).await?,
+    };
+
+    tokio::spawn(compile_loop(
+        snapshot_rx,
+        hub.clone(),
+        metrics.clone(),
+        opts.clone(),
+        Duration::from_millis(cli.debounce_ms),
+        stop.clone(),
+    ));
+    tokio::spawn(status_loop(
+        hub.clone(),
+        sink,
+        leader,
+        opts.cluster_domain.clone(),
+        stop.clone(),
+    ));
+
+    let tracker = TaskTracker::new();
+    let serving = Arc::new(AtomicBool::new(false));
+    let state = StreamState {
+        hub: hub.clone(),
+        auth,
+        metrics: metrics.clone(),
+        stop: stop.clone(),
+        heartbeat: Duration::from_secs(cli.heartbeat_secs.max(1)),
+        pod_wait: POD_WAIT,
+    };
+    let server = tokio::spawn(serve(
+        listener,
+        tls,
+        router(state),
+        stop.clone(),
+        tracker.clone(),
+    ));
+    serving.store(true, Ordering::Release);
+    let admin_state = AdminState {
+        hub: hub.clone(),
+        metrics: metrics.clone(),
+        serving: serving.clone(),
+    };
+    let admin_stop = CancellationToken::new();
+    let admin_task = {
+        let admin_stop = admin_stop.clone();
+        tokio::spawn(async move {
+            let app = admin::router(admin_state);
+            if let Err(e) = axum::serve(admin_listener, app)
+                .with_graceful_shutdown(admin_stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "admin server failed");
+            }
+        })
+    };
+    tracing::info!(listen = %cli.listen, admin = %cli.admin_addr, source = ?cli.source, "braid-operator running");
+
+    let result = tokio::select! {
+        _ = shutdown_signal() => Ok(()),
+        ended = source_task => match ended {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::Error::from(e)),
+            Err(e) => Err(anyhow::anyhow!("the source task failed: {e}")),
+        },
+    };
+    tracing::info!("shutting down: ending streams");
+    serving.store(false, Ordering::Release);
+    stop.cancel();
+    let _ = server.await;
+    tracker.close();
+    if tokio::time::timeout(
+        Duration::from_secs(cli.shutdown_timeout_secs),
+        tracker.wait(),
+    )
+    .await
+    .is_err()
+    {
+        tracing::warn!("connections still open at the shutdown deadline; closing them");
+    }
+    admin_stop.cancel();
+    let _ = admin_task.await;
+    result
+}
+
+/// Compiles each new snapshot (changes within `debounce` together) and publishes it.
+async fn compile_loop(
+    mut rx: watch::Receiver<Arc<Snapshot>>,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    opts: Options,
+    debounce: Duration,
+    stop: CancellationToken,
+) {
+    let mut compiler = Compiler::new(opts);
+    let mut prev = Arc::new(Snapshot::default());
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = rx.changed() => if changed.is_err() { return },
+        }
+        let seen_at = Instant::now();
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(debounce) => {}
+        }
+        let mut snapshot = Snapshot::clone(&rx.borrow_and_update());
+        carry_accepted(&prev, &mut snapshot);
+        let started = Instant::now();
+        let out = compiler.compile(&snapshot);
+        let took = started.elapsed();
+        metrics.compile_seconds.observe(took.as_secs_f64());
+        tracing::info!(
+            workloads = out.configs.len(),
+            services = snapshot.services.len(),
+            compiled_services = out.stats.services_compiled,
+            compiled_workloads = out.stats.workloads_compiled,
+            took_ms = took.as_secs_f64() * 1e3,
+            "compiled"
+        );
+        let snapshot = Arc::new(snapshot);
+        prev = snapshot.clone();
+        hub.retain_applied(&out.configs);
+        hub.publish(Published {
+            snapshot,
+            configs: out.configs,
+            seen_at,
+        });
+    }
+}
+
+/// Keeps every resource's status current while this replica leads.
+async fn status_loop(
+    hub: Arc<Hub>,
+    sink: Arc<dyn StatusSink>,
+    mut leader: watch::Receiver<bool>,
+    cluster_domain: String,
+    stop: CancellationToken,
+) {
+    let mut written: BTreeMap<(Kind, ObjectKey), StatusUpdate> = BTreeMap::new();
+    let mut published = hub.subscribe();
+    let mut applied = hub.applied_changes();
+    let mut leader_fixed = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = published.changed() => if r.is_err() { return },
+            r = applied.changed() => if r.is_err() { return },
+            // A closed channel means leadership never changes (directory mode).
+            r = leader.changed(), if !leader_fixed => if r.is_err() { leader_fixed = true; },
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(STATUS_DEBOUNCE) => {}
+        }
+        published.borrow_and_update();
+        applied.borrow_and_update();
+        if !*leader.borrow_and_update() {
+            // A future leader writes everything afresh; so would we on regaining it.
+            written.clear();
+            continue;
+        }
+        let Some(current) = hub.current() else {
+            continue;
+        };
+        let reported = hub.applied();
+        let proxies = ProxyState {
+            configs: &current.configs,
+            applied: &reported,
+            cluster_domain: &cluster_domain,
+        };
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let computed = compute(&current.snapshot, proxies, &written, &now);
+        for event in &computed.events {
+            if let Err(e) = sink.event(event).await {
+                tracing::warn!(error = %e, "event not recorded");
+            }
+        }
+        for (id, update) in &computed.statuses {
+            if written.get(id) == Some(update) {
+                continue;
+            }
+            match sink.apply(update).await {
+                Ok(()) => {
+                    written.insert(id.clone(), update.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "status not written; retried on the next change")
+                }
+            }
+        }
+        written.retain(|id, _| computed.statuses.contains_key(id));
+    }
+}
+
+fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,125 @@
+//! Command-line interface of `braid-operator`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::Parser;
+
+/// braid's operator: watches Services, Pods and braid resources, compiles one config per
+/// meshed workload, and streams it to the proxies over HTTPS.
+#[derive(Debug, Parser)]
+#[command(name = "braid-operator", version)]
+pub struct Cli {
+    /// Where resources come from: `kube` (the cluster the operator runs in, or the one
+    /// KUBECONFIG names) or `dir:PATH` (braid resource YAML plus registry.yaml in a
+    /// directory, re-read on change: for running without a cluster).
+    #[arg(long, env = "BRAID_SOURCE", default_value = "kube")]
+    pub source: SourceArg,
+    /// Address of the config stream (HTTPS, HTTP/2) that proxies connect to.
+    #[arg(long, env = "BRAID_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Address of /healthz, /readyz and /metrics (plain HTTP).
+    #[arg(long, env = "BRAID_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
+    pub admin_addr: SocketAddr,
+    /// SPIFFE trust domain of workload identities.
+    #[arg(long, env = "BRAID_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// The cluster's DNS domain, for service hostnames (`name.ns.svc.<domain>`).
+    #[arg(long, env = "BRAID_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// PEM certificate chain of the config server. Without it (and --tls-key) the
+    /// operator makes a self-signed certificate for --tls-san at start-up.
+    #[arg(long, env = "BRAID_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "BRAID_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Names (DNS or IP) of the self-signed certificate, comma-separated.
+    #[arg(
+        long,
+        env = "BRAID_TLS_SAN",
+        value_delimiter = ',',
+        default_value = "braid-operator.braid-system.svc,braid-operator,localhost,127.0.0.1"
+    )]
+    pub tls_san: Vec<String>,
+    /// Write the PEM certificate proxies must trust (their --operator-ca) to this file.
+    #[arg(long, env = "BRAID_TLS_TRUST_OUT")]
+    pub tls_trust_out: Option<PathBuf>,
+    /// Directory mode: a YAML list of bootstrap tokens, each naming the namespace and
+    /// service account (and optionally the pod) it stands for. Required with dir:PATH.
+    #[arg(long, env = "BRAID_BOOTSTRAP_TOKENS")]
+    pub bootstrap_tokens: Option<PathBuf>,
+    /// Directory mode: where resource statuses are written (default: PATH/.status).
+    #[arg(long, env = "BRAID_STATUS_DIR")]
+    pub status_dir: Option<PathBuf>,
+    /// Directory mode: how often the directory is checked for changes, in milliseconds.
+    #[arg(long, env = "BRAID_POLL_MS", default_value_t = 100)]
+    pub poll_ms: u64,
+    /// Changes arriving within this many milliseconds are compiled together.
+    #[arg(long, env = "BRAID_DEBOUNCE_MS", default_value_t = 50)]
+    pub debounce_ms: u64,
+    /// An idle config stream carries an empty line this often (seconds).
+    #[arg(long, env = "BRAID_HEARTBEAT_SECS", default_value_t = 15)]
+    pub heartbeat_secs: u64,
+    /// The operator's namespace (the leader-election Lease lives there). Set from the
+    /// downward API in the manifests.
+    #[arg(long, env = "BRAID_NAMESPACE", default_value = "braid-system")]
+    pub namespace: String,
+    /// This replica's name, its identity in leader election (the pod name).
+    #[arg(long, env = "BRAID_POD_NAME", default_value = "braid-operator")]
+    pub pod_name: String,
+    /// On SIGTERM, end streams and wait at most this many seconds for connections to close.
+    #[arg(long, env = "BRAID_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
+    pub shutdown_timeout_secs: u64,
+    /// Log filter, e.g. info or braid_operator=debug.
+    #[arg(long, env = "BRAID_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log as JSON lines.
+    #[arg(long, env = "BRAID_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// `--source`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceArg {
+    /// The Kubernetes API.
+    Kube,
+    /// A directory.
+    Dir(PathBuf),
+}
+
+impl FromStr for SourceArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "kube" => Ok(Self::Kube),
+            _ => match s.strip_prefix("dir:") {
+                Some(path) if !path.is_empty() => Ok(Self::Dir(PathBuf::from(path))),
+                _ => Err(format!("{s:?}: use `kube` or `dir:PATH`")),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_parse() {
+        assert_eq!("kube".parse::<SourceArg>().unwrap(), SourceArg::Kube);
+        assert_eq!(
+            "dir:/demo".parse::<SourceArg>().unwrap(),
+            SourceArg::Dir("/demo".into())
+        );
+        assert!(
+            "dir:"
+                .parse::<SourceArg>()
+                .unwrap_err()
+                .contains("dir:PATH")
+        );
+        assert!("cluster".parse::<SourceArg>().is_err());
+    }
+}
