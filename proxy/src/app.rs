@@ -166,8 +166,14 @@ impl Source {
             (Some(path), None) => Ok(Self::File(path.clone())),
             (None, Some(url)) => {
                 let missing = |flag: &str| anyhow::anyhow!("--operator needs {flag}");
-                let ca_file = args.operator_ca.clone().ok_or_else(|| missing("--operator-ca"))?;
-                let name = args.pod_name.as_deref().ok_or_else(|| missing("--pod-name"))?;
+                let ca_file = args
+                    .operator_ca
+                    .clone()
+                    .ok_or_else(|| missing("--operator-ca"))?;
+                let name = args
+                    .pod_name
+                    .as_deref()
+                    .ok_or_else(|| missing("--pod-name"))?;
                 let namespace = args
                     .pod_namespace
                     .as_deref()

@@ -19,6 +19,8 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once at start-up: the size of `RunArgs` costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the proxy.
     Run(RunArgs),
@@ -62,10 +64,10 @@ pub struct RunArgs {
     )]
     pub token_file: PathBuf,
     /// The name of the pod this proxy runs in (downward API: metadata.name).
-    #[arg(long, env = "BRAID_POD_NAME")]
+    #[arg(long, env = "BRAID_POD_NAME", value_name = "NAME")]
     pub pod_name: Option<String>,
     /// The namespace of the pod this proxy runs in (downward API: metadata.namespace).
-    #[arg(long, env = "BRAID_POD_NAMESPACE")]
+    #[arg(long, env = "BRAID_POD_NAMESPACE", value_name = "NAMESPACE")]
     pub pod_namespace: Option<String>,
     /// Outbound capture listener (iptables redirects the app's outgoing TCP here).
     #[arg(long, env = "BRAID_OUTBOUND_ADDR", default_value = "0.0.0.0:15001")]
@@ -116,4 +118,76 @@ pub struct WaitReadyArgs {
     /// Give up (exit 1) after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout_secs: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<RunArgs, String> {
+        let mut argv = vec!["braid-proxy", "run"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv) {
+            Ok(Cli {
+                command: Command::Run(args),
+            }) => Ok(args),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    const OPERATOR: [&str; 8] = [
+        "--operator",
+        "https://braid-operator.braid-system.svc:8443",
+        "--operator-ca",
+        "/etc/braid/ca.pem",
+        "--pod-name",
+        "web-0",
+        "--pod-namespace",
+        "shop",
+    ];
+
+    #[test]
+    fn operator_flags() {
+        let args = parse(&OPERATOR).unwrap();
+        let url = args.operator.unwrap();
+        assert_eq!(url.host(), "braid-operator.braid-system.svc");
+        assert_eq!(url.port(), 8443);
+        assert_eq!(
+            args.token_file,
+            PathBuf::from("/var/run/secrets/braid.dev/token")
+        );
+        assert_eq!(args.pod_name.as_deref(), Some("web-0"));
+    }
+
+    #[test]
+    fn exactly_one_config_source() {
+        let err = parse(&[]).unwrap_err();
+        assert!(
+            err.contains("--config") && err.contains("--operator"),
+            "{err}"
+        );
+        let mut both = OPERATOR.to_vec();
+        both.extend(["--config", "/etc/braid/config.yaml"]);
+        let err = parse(&both).unwrap_err();
+        assert!(err.contains("cannot be used with"), "{err}");
+        assert!(parse(&["--config", "/etc/braid/config.yaml"]).is_ok());
+    }
+
+    #[test]
+    fn operator_needs_its_companions() {
+        let err = parse(&OPERATOR[..2]).unwrap_err();
+        for flag in ["--operator-ca", "--pod-name", "--pod-namespace"] {
+            assert!(err.contains(flag), "{flag}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_operator_url_names_the_flag() {
+        let mut args = OPERATOR.to_vec();
+        args[1] = "http://braid-operator:8443";
+        let err = parse(&args).unwrap_err();
+        assert!(err.contains("--operator <URL>"), "{err}");
+        assert!(err.contains("the scheme must be https"), "{err}");
+    }
 }

@@ -174,3 +174,27 @@ impl FileSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_lines_parse_and_errors_name_the_field() {
+        let config = parse_json(br#"{"version":"abc","listeners":[]}"#).unwrap();
+        assert_eq!(config.version, "abc");
+
+        let err = parse_json(br#"{"version":"abc","listeners":[{"name":"x","bind":"nope","target":{"address":"127.0.0.1:1"}}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("parsing config: listeners[0].bind: "),
+            "{err}"
+        );
+
+        let err = parse_json(br#"{"version":"abc"} {}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("trailing characters"), "{err}");
+    }
+}

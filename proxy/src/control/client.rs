@@ -80,7 +80,7 @@ pub enum StreamError {
     #[error("{0} timed out")]
     Timeout(&'static str),
     /// HTTP/2 failed (including a ping the operator did not answer).
-    #[error("HTTP/2: {0}")]
+    #[error("HTTP/2: {}", with_causes(.0))]
     Http(#[from] hyper::Error),
     /// The request could not be built.
     #[error("building the request: {0}")]
@@ -150,13 +150,14 @@ impl OperatorClient {
 
     /// One connection: returns why it ended. Sets `delivered` once a config line arrives.
     async fn stream(&self, delivered: &mut bool) -> StreamError {
-        match self.try_stream(delivered).await {
-            Ok(never) => match never {},
-            Err(e) => e,
-        }
+        let Err(e) = self.try_stream(delivered).await;
+        e
     }
 
-    async fn try_stream(&self, delivered: &mut bool) -> Result<std::convert::Infallible, StreamError> {
+    async fn try_stream(
+        &self,
+        delivered: &mut bool,
+    ) -> Result<std::convert::Infallible, StreamError> {
         let auth = self.authorization()?;
         let mut sender = self.connect().await?;
         let mut req = self.request(Method::GET, CONFIG_PATH, &auth, Bytes::new())?;
@@ -165,7 +166,12 @@ impl OperatorClient {
         {
             req.headers_mut().insert(VERSION_HEADER, v);
         }
-        let resp = timed("the config request", RESPONSE_TIMEOUT, sender.send_request(req)).await??;
+        let resp = timed(
+            "the config request",
+            RESPONSE_TIMEOUT,
+            sender.send_request(req),
+        )
+        .await??;
         if resp.status() != StatusCode::OK {
             return Err(refusal(resp).await);
         }
@@ -176,7 +182,10 @@ impl OperatorClient {
         loop {
             let Some(frame) = body.frame().await else {
                 if lines.pending() > 0 {
-                    tracing::warn!(bytes = lines.pending(), "the stream ended inside a config line; it is dropped");
+                    tracing::warn!(
+                        bytes = lines.pending(),
+                        "the stream ended inside a config line; it is dropped"
+                    );
                 }
                 return Err(StreamError::Ended);
             };
@@ -189,35 +198,27 @@ impl OperatorClient {
                     continue; // heartbeat
                 }
                 *delivered = true;
-                let report = self.apply(&line);
+                let report = self.apply(line).await;
                 self.report(&mut sender, &auth, &report).await;
             }
         }
     }
 
-    /// Parses and applies one config line; the report says what happened. A refused
-    /// config leaves the last good one in force.
-    fn apply(&self, line: &[u8]) -> Report {
-        let applied = parse_json(line).and_then(|config| {
-            let version = config.version.clone();
-            self.store.apply(config).map(|()| version)
-        });
-        match applied {
-            Ok(version) => Report {
-                applied_version: Some(version),
-                rejected: None,
+    /// Parses and applies one config line off the async workers: a large mesh's config
+    /// takes a while to compile and the proxy may have a single worker, which must keep
+    /// forwarding meanwhile.
+    async fn apply(&self, line: Bytes) -> Report {
+        let store = self.store.clone();
+        let owned = line.clone(); // Bytes: a reference count, not a copy
+        match tokio::task::spawn_blocking(move || apply_line(&store, &owned)).await {
+            Ok(report) => report,
+            Err(e) => Report {
+                applied_version: self.in_force(),
+                rejected: Some(Rejected {
+                    version: line_version(&line),
+                    error: format!("applying the config failed: {e}"),
+                }),
             },
-            Err(e) => {
-                let version = line_version(line);
-                tracing::error!(version = %version, error = %e, "config from the operator refused; keeping the last good one");
-                Report {
-                    applied_version: self.in_force(),
-                    rejected: Some(Rejected {
-                        version,
-                        error: e.to_string(),
-                    }),
-                }
-            }
         }
     }
 
@@ -320,11 +321,55 @@ impl OperatorClient {
 
     /// The version in force, once a config has been applied.
     fn in_force(&self) -> Option<String> {
-        self.store
-            .is_loaded()
-            .then(|| self.store.tables().config.version.clone())
-            .filter(|v| !v.is_empty())
+        in_force(&self.store)
     }
+}
+
+/// Parses and applies one config line; the report says what happened. A refused config
+/// leaves the last good one in force.
+fn apply_line(store: &ConfigSource, line: &[u8]) -> Report {
+    let applied = parse_json(line).and_then(|config| {
+        let version = config.version.clone();
+        store.apply(config).map(|()| version)
+    });
+    match applied {
+        Ok(version) => Report {
+            applied_version: Some(version),
+            rejected: None,
+        },
+        Err(e) => {
+            let version = line_version(line);
+            tracing::error!(version = %version, error = %e, "config from the operator refused; keeping the last good one");
+            Report {
+                applied_version: in_force(store),
+                rejected: Some(Rejected {
+                    version,
+                    error: e.to_string(),
+                }),
+            }
+        }
+    }
+}
+
+/// The version in force, once a config with a version has been applied.
+fn in_force(store: &ConfigSource) -> Option<String> {
+    store
+        .is_loaded()
+        .then(|| store.tables().config.version.clone())
+        .filter(|v| !v.is_empty())
+}
+
+/// `e` and its causes: hyper's own message ("error reading a body from connection") says
+/// what it was doing, the cause says what went wrong.
+fn with_causes(e: &hyper::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// `fut`, or [`StreamError::Timeout`] after `limit`.

@@ -41,11 +41,11 @@ impl OperatorUrl {
     /// The absolute URI of `path` on the operator (HTTP/2 sends scheme and authority as
     /// pseudo-headers, so requests carry the full URI).
     pub fn uri(&self, path: &str) -> Result<Uri, http::Error> {
-        Ok(Uri::builder()
+        Uri::builder()
             .scheme("https")
             .authority(self.authority.clone())
             .path_and_query(path)
-            .build()?)
+            .build()
     }
 }
 
@@ -81,8 +81,11 @@ impl FromStr for OperatorUrl {
         if host.is_empty() {
             return Err(bad("no host"));
         }
-        let server_name = ServerName::try_from(host.clone())
-            .map_err(|e| bad(&format!("host {host:?} is not a DNS name or IP address: {e}")))?;
+        let server_name = ServerName::try_from(host.clone()).map_err(|e| {
+            bad(&format!(
+                "host {host:?} is not a DNS name or IP address: {e}"
+            ))
+        })?;
         Ok(Self {
             port: authority.port_u16().unwrap_or(443),
             authority,
@@ -132,7 +135,8 @@ mod tests {
             ("https://operator:8443/v1/config", "path"),
             ("https://operator:8443?x=1", "path or query"),
             ("https://", "URL"),
-            ("https://op_erator:8443", "not a DNS name"),
+            ("https://a..b:8443", "not a DNS name"),
+            ("https://-bad:8443", "not a DNS name"),
         ] {
             let err = url.parse::<OperatorUrl>().unwrap_err().to_string();
             assert!(err.contains(why), "{url}: {err}");
