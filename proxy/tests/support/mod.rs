@@ -1,7 +1,9 @@
 //! Test support: the real `braid-proxy` binary on loopback, small HTTP/1.1, HTTP/2 and TCP
-//! backends, and clients.
+//! backends, clients, and a fake operator serving the config stream.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod operator;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
@@ -37,11 +39,13 @@ pub fn proxy_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_braid-proxy"))
 }
 
-/// A running `braid-proxy run --no-capture` with a config file it watches.
+/// A running `braid-proxy run --no-capture`, on a config file it watches or on a
+/// (fake) operator's stream.
 pub struct Proxy {
     pub child: Child,
     pub admin: SocketAddr,
-    pub config: tempfile::NamedTempFile,
+    /// The watched config file (`--config`); none with `--operator`.
+    pub config: Option<tempfile::NamedTempFile>,
 }
 
 impl Proxy {
@@ -49,19 +53,36 @@ impl Proxy {
     pub async fn start(config_yaml: &str) -> Self {
         let config = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
         std::fs::write(config.path(), config_yaml).unwrap();
+        let mut source = vec!["--config".into(), config.path().into()];
+        source.extend(["--config-poll-ms".into(), "50".into()]);
+        let proxy = Self::spawn(source, Some(config));
+        proxy.wait_ready().await;
+        proxy
+    }
+
+    /// Starts the proxy on `operator`'s stream as pod `shop/web-0` and waits until its
+    /// admin port accepts connections, not until it is ready: that takes a config from
+    /// the operator.
+    pub async fn start_with_operator(operator: &operator::FakeOperator) -> Self {
+        let proxy = Self::spawn(operator.proxy_args(), None);
+        let admin = proxy.admin;
+        eventually("the admin port", || async move {
+            TcpStream::connect(admin).await.is_ok()
+        })
+        .await;
+        proxy
+    }
+
+    /// `braid-proxy run --no-capture` with `source_args` choosing the config source.
+    fn spawn(
+        source_args: Vec<std::ffi::OsString>,
+        config: Option<tempfile::NamedTempFile>,
+    ) -> Self {
         let admin = free_addr();
         let health = free_addr();
         let child = Command::new(proxy_bin())
-            .args([
-                "run",
-                "--no-capture",
-                "--config-poll-ms",
-                "50",
-                "--drain-timeout-secs",
-                "10",
-            ])
-            .arg("--config")
-            .arg(config.path())
+            .args(["run", "--no-capture", "--drain-timeout-secs", "10"])
+            .args(source_args)
             .args([
                 "--admin-addr",
                 &admin.to_string(),
@@ -73,34 +94,49 @@ impl Proxy {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let proxy = Self {
+        Self {
             child,
             admin,
             config,
-        };
-        braid_proxy::wait_ready::wait(admin, Duration::from_secs(10))
+        }
+    }
+
+    /// Waits (up to 10 s) until `/ready` answers 200.
+    pub async fn wait_ready(&self) {
+        braid_proxy::wait_ready::wait(self.admin, Duration::from_secs(10))
             .await
             .unwrap();
-        proxy
+    }
+
+    /// Whether `/ready` answers 200 now.
+    pub async fn is_ready(&self) -> bool {
+        self.admin_get("/ready").await.0 == 200
+    }
+
+    /// The `version` of the config in force, as `/config_dump` shows it.
+    pub async fn version_in_force(&self) -> String {
+        let (status, dump) = self.admin_get("/config_dump").await;
+        assert_eq!(status, 200, "{dump}");
+        let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+        dump["version"].as_str().unwrap().to_owned()
     }
 
     /// Replaces the config file.
     pub fn write_config(&self, yaml: &str) {
-        let tmp = self.config.path().with_extension("new");
+        let path = self.config.as_ref().expect("a proxy on --config").path();
+        let tmp = path.with_extension("new");
         std::fs::write(&tmp, yaml).unwrap();
-        std::fs::rename(&tmp, self.config.path()).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
     }
 
-    /// Waits (up to 5 s) until config `version` is in force, as `/metrics` reports it.
+    /// Waits (up to 10 s) until config `version` is in force, as `/metrics` reports it.
     pub async fn wait_for_version(&self, version: &str) {
         let line = format!(r#"braid_config_info{{version="{version}"}} 1"#);
-        for _ in 0..100 {
-            if self.admin_get("/metrics").await.1.contains(&line) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("config {version} never came into force");
+        let line = &line;
+        eventually(&format!("config {version} in force"), || async move {
+            self.admin_get("/metrics").await.1.contains(line)
+        })
+        .await;
     }
 
     /// GET on the admin port: (status, body).
@@ -130,6 +166,23 @@ impl Drop for Proxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Polls `check` every 50 ms until it holds; panics naming `what` after 10 s. Tests wait
+/// for outcomes this way, never for a fixed time.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
 }
 
 pub fn empty() -> Full<Bytes> {
