@@ -1,1 +1,0 @@
-//! The Kubernetes source (kube-runtime reflectors).

@@ -1,0 +1,200 @@
+//! Everything the reflectors hold, as one [`Snapshot`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use braid_crds::{EncryptionPolicy, SelfHealing, TrafficRoute};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::DynamicObject;
+
+use super::resource::Decoded;
+use super::service::{service_entry, slice_service};
+use super::workload::workload;
+use crate::registry::{Kind, ObjectKey, Observed, Snapshot};
+
+/// The contents of the stores at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct Objects {
+    /// core/v1 Services.
+    pub services: Vec<Arc<Service>>,
+    /// discovery.k8s.io/v1 EndpointSlices.
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
+    /// Pods.
+    pub pods: Vec<Arc<Pod>>,
+    /// Names of the namespaces labelled `braid.dev/inject=enabled`.
+    pub meshed_namespaces: BTreeSet<String>,
+    /// TrafficRoutes, untyped.
+    pub traffic_routes: Vec<Arc<DynamicObject>>,
+    /// EncryptionPolicies, untyped.
+    pub encryption_policies: Vec<Arc<DynamicObject>>,
+    /// SelfHealings, untyped.
+    pub self_healings: Vec<Arc<DynamicObject>>,
+}
+
+/// Builds snapshots, remembering decoded braid resources between builds.
+#[derive(Debug)]
+pub struct Assembler {
+    traffic_routes: Decoded<TrafficRoute>,
+    encryption_policies: Decoded<EncryptionPolicy>,
+    self_healings: Decoded<SelfHealing>,
+}
+
+impl Default for Assembler {
+    fn default() -> Self {
+        Self {
+            traffic_routes: Decoded::new(Kind::TrafficRoute),
+            encryption_policies: Decoded::new(Kind::EncryptionPolicy),
+            self_healings: Decoded::new(Kind::SelfHealing),
+        }
+    }
+}
+
+impl Assembler {
+    /// The snapshot of `objects`.
+    pub fn snapshot(&mut self, objects: &Objects) -> Snapshot {
+        let mut slices: BTreeMap<ObjectKey, Vec<&EndpointSlice>> = BTreeMap::new();
+        for slice in &objects.endpoint_slices {
+            if let Some(service) = slice_service(slice) {
+                slices.entry(service).or_default().push(slice);
+            }
+        }
+        let services = objects
+            .services
+            .iter()
+            .filter_map(|s| {
+                let key = ObjectKey::new(
+                    s.metadata.namespace.as_deref()?,
+                    s.metadata.name.as_deref()?,
+                );
+                let entry = service_entry(s, slices.get(&key).map_or(&[], Vec::as_slice))?;
+                Some((key, Arc::new(entry)))
+            })
+            .collect();
+        let workloads = objects
+            .pods
+            .iter()
+            .filter_map(|p| {
+                let opted_in = p
+                    .metadata
+                    .namespace
+                    .as_ref()
+                    .is_some_and(|ns| objects.meshed_namespaces.contains(ns));
+                workload(p, opted_in).map(|w| (w.key.clone(), Arc::new(w)))
+            })
+            .collect();
+        Snapshot {
+            services,
+            workloads,
+            traffic_routes: by_key(
+                self.traffic_routes
+                    .observe_all(objects.traffic_routes.iter().map(|o| &**o)),
+            ),
+            encryption_policies: by_key(
+                self.encryption_policies
+                    .observe_all(objects.encryption_policies.iter().map(|o| &**o)),
+            ),
+            self_healings: by_key(
+                self.self_healings
+                    .observe_all(objects.self_healings.iter().map(|o| &**o)),
+            ),
+        }
+    }
+}
+
+fn by_key<T>(observed: Vec<Observed<T>>) -> BTreeMap<ObjectKey, Observed<T>> {
+    observed.into_iter().map(|o| (o.key.clone(), o)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{Container, PodSpec, PodStatus, ServicePort, ServiceSpec};
+    use k8s_openapi::api::discovery::v1::Endpoint;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use kube::api::ApiResource;
+
+    use super::super::service::SERVICE_NAME_LABEL;
+    use super::super::workload::PROXY_CONTAINER;
+    use super::*;
+
+    fn meta(ns: &str, name: &str) -> ObjectMeta {
+        ObjectMeta {
+            namespace: Some(ns.into()),
+            name: Some(name.into()),
+            ..Default::default()
+        }
+    }
+
+    fn objects() -> Objects {
+        let service = Service {
+            metadata: meta("shop", "payments"),
+            spec: Some(ServiceSpec {
+                cluster_ips: Some(vec!["10.96.0.10".into()]),
+                ports: Some(vec![ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let mut slice_meta = meta("shop", "payments-abc");
+        slice_meta.labels = Some([(SERVICE_NAME_LABEL.into(), "payments".into())].into());
+        let slice = EndpointSlice {
+            metadata: slice_meta,
+            address_type: "IPv4".into(),
+            endpoints: vec![Endpoint {
+                addresses: vec!["10.0.0.1".into()],
+                ..Default::default()
+            }],
+            ports: None,
+        };
+        let pod = |ns: &str| Pod {
+            metadata: meta(ns, "payments-0"),
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: PROXY_CONTAINER.into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                pod_ip: Some("10.0.0.1".into()),
+                ..Default::default()
+            }),
+        };
+        let ar = ApiResource::erase::<TrafficRoute>(&());
+        let mut route = DynamicObject::new("payments", &ar).within("shop");
+        route.data = serde_json::json!({"spec": {"host": "payments", "rules": []}});
+        Objects {
+            services: vec![Arc::new(service)],
+            endpoint_slices: vec![Arc::new(slice)],
+            pods: vec![Arc::new(pod("shop")), Arc::new(pod("other"))],
+            meshed_namespaces: ["shop".to_string()].into(),
+            traffic_routes: vec![Arc::new(route)],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_stores_become_a_snapshot() {
+        let snap = Assembler::default().snapshot(&objects());
+        let svc = &snap.services[&ObjectKey::new("shop", "payments")];
+        assert_eq!(svc.endpoints.len(), 1);
+        assert!(snap.workloads[&ObjectKey::new("shop", "payments-0")].meshed);
+        // Same pod in a namespace that is not opted in: a workload, not meshed.
+        assert!(!snap.workloads[&ObjectKey::new("other", "payments-0")].meshed);
+        // `rules: []` is refused by validation; it is in the snapshot with its errors.
+        let route = &snap.traffic_routes[&ObjectKey::new("shop", "payments")];
+        assert!(route.current.is_err());
+        assert!(snap.encryption_policies.is_empty() && snap.self_healings.is_empty());
+    }
+
+    #[test]
+    fn the_same_objects_give_the_same_snapshot() {
+        let mut a = Assembler::default();
+        let objects = objects();
+        assert_eq!(a.snapshot(&objects), a.snapshot(&objects));
+    }
+}
