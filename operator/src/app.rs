@@ -26,8 +26,6 @@ use crate::stream::hub::{Hub, Published};
 use crate::stream::server::{StreamState, router};
 use crate::stream::tls::{ServingCert, serve};
 
-/// How long a stream request waits for a pod the operator has not seen yet.
-const POD_WAIT: Duration = Duration::from_secs(10);
 /// Reports arriving within this window update statuses together.
 const STATUS_DEBOUNCE: Duration = Duration::from_millis(200);
 
@@ -115,7 +113,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         stop: stop.clone(),
         heartbeat: Duration::from_secs(cli.heartbeat_secs.max(1)),
-        pod_wait: POD_WAIT,
+        pod_wait: Duration::from_millis(cli.pod_wait_ms),
     };
     let server = tokio::spawn(serve(
         listener,

@@ -59,6 +59,10 @@ pub struct Cli {
     /// Changes arriving within this many milliseconds are compiled together.
     #[arg(long, env = "BRAID_DEBOUNCE_MS", default_value_t = 50)]
     pub debounce_ms: u64,
+    /// How long a proxy's stream request waits for its pod to appear (a pod can connect
+    /// before the operator's watch has seen it), in milliseconds.
+    #[arg(long, env = "BRAID_POD_WAIT_MS", default_value_t = 10_000)]
+    pub pod_wait_ms: u64,
     /// An idle config stream carries an empty line this often (seconds).
     #[arg(long, env = "BRAID_HEARTBEAT_SECS", default_value_t = 15)]
     pub heartbeat_secs: u64,

@@ -76,7 +76,16 @@ pub struct Compiler {
     opts: Options,
     services: HashMap<ObjectKey, (ServiceInputs, Arc<CompiledService>)>,
     set: Option<(Vec<Digest256>, Arc<[Service]>, Digest256)>,
-    workloads: HashMap<ObjectKey, (WorkloadInputs, Arc<ProxyConfig>)>,
+    workloads: HashMap<ObjectKey, CachedWorkload>,
+}
+
+/// A workload's last config, with the digest of its own sections so a change elsewhere
+/// (the service set) only re-combines digests.
+#[derive(Debug)]
+struct CachedWorkload {
+    inputs: WorkloadInputs,
+    own: Digest256,
+    config: Arc<ProxyConfig>,
 }
 
 /// Compiles `snapshot` from scratch.
@@ -147,20 +156,30 @@ impl Compiler {
                 workload: w.clone(),
                 inbound: inbound.remove(key).unwrap_or_default(),
             };
-            let config = match self.workloads.remove(key) {
-                Some((before, config))
-                    if before == inputs && config.services.as_ptr() == set.as_ptr() =>
-                {
-                    stats.workloads_reused += 1;
-                    config
+            let cached = match self.workloads.remove(key) {
+                Some(c) if c.inputs == inputs => {
+                    if Arc::ptr_eq(&c.config.services, &set) {
+                        stats.workloads_reused += 1;
+                        c
+                    } else {
+                        // Only the service set changed: swap it in, keep the own digest.
+                        stats.workloads_compiled += 1;
+                        let mut config = ProxyConfig::clone(&c.config);
+                        config.services = set.clone();
+                        config.version = Digest256::combine([&c.own, &set_digest]).version();
+                        CachedWorkload {
+                            config: Arc::new(config),
+                            ..c
+                        }
+                    }
                 }
                 _ => {
                     stats.workloads_compiled += 1;
-                    Arc::new(self.workload_config(&inputs, &set, &set_digest))
+                    self.workload_config(inputs, &set, &set_digest)
                 }
             };
-            configs.insert(key.clone(), config.clone());
-            workloads.insert(key.clone(), (inputs, config));
+            configs.insert(key.clone(), cached.config.clone());
+            workloads.insert(key.clone(), cached);
         }
         self.workloads = workloads;
         Output { configs, stats }
@@ -168,29 +187,31 @@ impl Compiler {
 
     fn workload_config(
         &self,
-        inputs: &WorkloadInputs,
+        inputs: WorkloadInputs,
         set: &Arc<[Service]>,
         set_digest: &Digest256,
-    ) -> ProxyConfig {
-        let node = workload::node(&inputs.workload, &self.opts);
-        let inbound = workload::inbound(&inputs.inbound);
+    ) -> CachedWorkload {
         let mut config = ProxyConfig {
             version: String::new(),
-            node,
-            inbound,
+            node: workload::node(&inputs.workload, &self.opts),
+            inbound: workload::inbound(&inputs.inbound),
             services: set.clone(),
             ..Default::default()
         };
-        // The digest covers every section; the service set's is computed once for all.
-        let digest = Digest256::combine([
+        // The version covers every section; the service set's digest is computed once
+        // for all workloads.
+        let own = Digest256::combine([
             &Digest256::of(&config.node),
             &Digest256::of(&config.inbound),
             &Digest256::of(&config.listeners),
             &Digest256::of(&config.detection),
-            set_digest,
         ]);
-        config.version = digest.version();
-        config
+        config.version = Digest256::combine([&own, set_digest]).version();
+        CachedWorkload {
+            inputs,
+            own,
+            config: Arc::new(config),
+        }
     }
 
     /// The groups of every service that has TrafficRoutes, from the routes in force,

@@ -1,0 +1,182 @@
+//! The real operator (directory source) and the real proxy over loopback: configs
+//! arrive and follow file changes, only the right proxy gets a pod's config, and an
+//! invalid TrafficRoute is reported while proxies keep their config.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::Instant;
+
+use support::{Operator, eventually};
+
+const REGISTRY: &str = r#"
+services:
+- {name: payments, namespace: shop, vips: [10.96.0.10], selector: {app: payments}, ports: [{port: 80, targetPort: 8080, protocol: http}]}
+workloads:
+- {name: payments-0, namespace: shop, ips: [10.0.0.1], labels: {app: payments, zone: a}, serviceAccount: payments}
+- {name: checkout-0, namespace: shop, ips: [10.0.0.2], labels: {app: checkout}, serviceAccount: checkout, meshed: false}
+"#;
+
+const PAYMENTS_TOKEN: &str = "payments-token-0123456789";
+const CHECKOUT_TOKEN: &str = "checkout-token-0123456789";
+
+fn route(timeout: &str) -> String {
+    format!(
+        "apiVersion: braid.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {{name: payments, namespace: shop}}\nspec:\n  host: payments\n  groups: [{{name: zone-a, labels: {{zone: a}}}}]\n  rules: [{{name: all, timeout: {timeout}}}]\n"
+    )
+}
+
+/// The endpoint addresses of `service`'s group `group` in a config dump.
+fn group_addresses(dump: &serde_json::Value, service: &str, group: &str) -> Option<Vec<String>> {
+    let svc = dump["services"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == service)?;
+    let g = svc["groups"]
+        .as_array()?
+        .iter()
+        .find(|g| g["name"] == group)?;
+    Some(
+        g["endpoints"]
+            .as_array()?
+            .iter()
+            .map(|e| e["address"].as_str().unwrap().to_string())
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_change_reaches_the_proxy_and_is_reported_back() {
+    let op = Operator::start(REGISTRY).await;
+    let proxy = op.proxy("shop", "payments-0", PAYMENTS_TOKEN);
+    eventually("the first config in the proxy", || async {
+        group_addresses(&proxy.config_dump().await, "payments", "(default)")
+            == Some(vec!["10.0.0.1".into()])
+    })
+    .await;
+    let dump = proxy.config_dump().await;
+    assert_eq!(
+        dump["node"]["identity"],
+        "spiffe://cluster.local/ns/shop/sa/payments"
+    );
+    assert_eq!(dump["inbound"]["ports"][0]["port"], 8080);
+
+    // A new pod behind the service: measure until the proxy holds it.
+    let started = Instant::now();
+    op.write(
+        "registry.yaml",
+        &format!("{REGISTRY}- {{name: payments-1, namespace: shop, ips: [10.0.0.3], labels: {{app: payments}}, serviceAccount: payments}}\n"),
+    );
+    eventually("the new endpoint in the proxy", || async {
+        group_addresses(&proxy.config_dump().await, "payments", "(default)")
+            .is_some_and(|a| a.contains(&"10.0.0.3".to_string()))
+    })
+    .await;
+    println!(
+        "directory change → proxy config_dump: {} ms",
+        started.elapsed().as_millis()
+    );
+
+    // A TrafficRoute groups the endpoints; its status counts the proxy once it applied.
+    op.write("route.yaml", &route("2s"));
+    eventually("the route's group in the proxy", || async {
+        group_addresses(&proxy.config_dump().await, "payments", "zone-a")
+            == Some(vec!["10.0.0.1".into()])
+    })
+    .await;
+    eventually(
+        // Both payments pods carry the route; only payments-0 runs a proxy here.
+        "status: accepted, applied by one of the two targeted proxies",
+        || async {
+            op.status("TrafficRoute", "shop", "payments")
+                .is_some_and(|s| {
+                    s["status"]["conditions"][0]["status"] == "True"
+                        && s["status"]["proxies"]["targeted"] == 2
+                        && s["status"]["proxies"]["applied"] == 1
+                })
+        },
+    )
+    .await;
+    let version = proxy.config_dump().await["version"].clone();
+
+    // An invalid edit: reported with its field path; the proxy keeps its config.
+    op.write("route.yaml", &route("soon"));
+    eventually("status: not accepted, naming the field", || async {
+        op.status("TrafficRoute", "shop", "payments")
+            .is_some_and(|s| {
+                let c = &s["status"]["conditions"][0];
+                s["status"]["observedGeneration"] == 2
+                    && c["status"] == "False"
+                    && c["reason"] == "Invalid"
+                    && c["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("spec.rules[0].timeout")
+            })
+    })
+    .await;
+    let dump = proxy.config_dump().await;
+    assert_eq!(
+        dump["version"], version,
+        "the proxy keeps the last valid config"
+    );
+    assert_eq!(
+        group_addresses(&dump, "payments", "zone-a"),
+        Some(vec!["10.0.0.1".into()])
+    );
+    let metrics = support::admin_get(op.admin, "/metrics").await.1;
+    assert!(
+        metrics.contains("braid_operator_connected_proxies 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_gets_only_its_own_config() {
+    let op = Operator::start(REGISTRY).await;
+    let pod = ("x-braid-pod", "shop/payments-0");
+
+    let (status, reason, _) = op.stream_get(&[pod]).await;
+    assert_eq!(status, 401);
+    assert!(reason.unwrap().contains("no bearer token"));
+
+    let (status, reason, _) = op
+        .stream_get(&[pod, ("authorization", "Bearer not-a-token")])
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        reason.as_deref(),
+        Some("token refused: unknown bootstrap token")
+    );
+
+    // checkout's token asking for payments' config.
+    let bearer = format!("Bearer {CHECKOUT_TOKEN}");
+    let (status, reason, body) = op.stream_get(&[pod, ("authorization", &bearer)]).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(reason.unwrap().contains("runs as shop/payments"));
+
+    let bearer = format!("Bearer {PAYMENTS_TOKEN}");
+    let (status, reason, _) = op
+        .stream_get(&[("x-braid-pod", "shop/nobody"), ("authorization", &bearer)])
+        .await;
+    assert_eq!(status, 404);
+    assert!(reason.unwrap().contains("shop/nobody is not known"));
+
+    let (status, _, body) = op.stream_get(&[pod, ("authorization", &bearer)]).await;
+    assert_eq!(status, 200);
+    let config: serde_json::Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
+    assert_eq!(config["node"]["workload"], "payments-0");
+
+    // A reconnect with the version it holds gets nothing until something changes.
+    let version = config["version"].as_str().unwrap();
+    let (status, _, body) = op
+        .stream_get(&[
+            pod,
+            ("authorization", &bearer),
+            ("x-braid-version", version),
+        ])
+        .await;
+    assert_eq!(status, 200);
+    assert!(body.trim().is_empty(), "nothing new to send, got {body:?}");
+}
