@@ -5,3 +5,4 @@ pub mod auth;
 pub mod hub;
 pub mod server;
 pub mod tls;
+pub mod token_review;
