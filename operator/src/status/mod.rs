@@ -4,8 +4,10 @@
 
 mod compute;
 mod files;
+pub mod kube;
 mod sink;
 
+pub use self::kube::KubeSink;
 pub use compute::{Computed, ProxyState, compute};
 pub use files::FileSink;
 pub use sink::{Event, StatusError, StatusSink, StatusUpdate};

@@ -18,6 +18,8 @@ pub struct Recorded {
     pub path: String,
     /// Its query string ("" when none).
     pub query: String,
+    /// Its content type ("" when none).
+    pub content_type: String,
     /// Its body as JSON (null when empty).
     pub body: serde_json::Value,
 }
@@ -57,6 +59,12 @@ where
                 method: parts.method,
                 path: parts.uri.path().to_string(),
                 query: parts.uri.query().unwrap_or_default().to_string(),
+                content_type: parts
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string(),
                 body: if bytes.is_empty() {
                     serde_json::Value::Null
                 } else {
