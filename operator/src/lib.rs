@@ -9,6 +9,7 @@ pub mod app;
 pub mod cli;
 pub mod compiler;
 pub mod kube_mode;
+pub mod leader;
 pub mod metrics;
 pub mod registry;
 pub mod source;
