@@ -24,7 +24,7 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ApiResource, DynamicObject, ListParams, PartialObjectMeta};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -217,29 +217,31 @@ impl Source for KubeSource {
             .reflect(writer),
             Watched::Namespaces,
         );
-        let mut braid: Vec<Store<DynamicObject>> = Vec::new();
-        let mut all_signals = vec![
+        let [
+            (routes, routes_signals),
+            (policies, policies_signals),
+            (healings, healings_signals),
+        ] = braid_resources().map(|(ar, what)| {
+            let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
+            let store = writer.as_reader();
+            let stream = watcher(
+                Api::<DynamicObject>::all_with(client.clone(), &ar),
+                config(),
+            )
+            .default_backoff()
+            .modify(slim_resource)
+            .reflect(writer);
+            (store, signals(stream, what))
+        });
+        let all_signals = vec![
             services_signals,
             slices_signals,
             pods_signals,
             namespaces_signals,
+            routes_signals,
+            policies_signals,
+            healings_signals,
         ];
-        for (ar, what) in braid_resources() {
-            let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
-            braid.push(writer.as_reader());
-            all_signals.push(signals(
-                watcher(
-                    Api::<DynamicObject>::all_with(client.clone(), &ar),
-                    config(),
-                )
-                .default_backoff()
-                .modify(slim_resource)
-                .reflect(writer),
-                what,
-            ));
-        }
-        let [routes, policies, healings] = <[Store<DynamicObject>; 3]>::try_from(braid)
-            .map_err(|_| SourceError::Kube("internal: three braid stores expected".into()))?;
 
         let mut assembler = Assembler::default();
         let build = || {
