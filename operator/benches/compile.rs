@@ -33,7 +33,7 @@ fn workload(svc: usize, pod: usize, canary: bool) -> Workload {
         ("app".to_string(), format!("svc-{svc}")),
         (
             "version".to_string(),
-            if pod % 5 == 0 { "v2" } else { "v1" }.to_string(),
+            if pod.is_multiple_of(5) { "v2" } else { "v1" }.to_string(),
         ),
     ]);
     if canary {

@@ -16,12 +16,14 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{self, AdminState};
 use crate::cli::{Cli, SourceArg};
 use crate::compiler::{Compiler, Options};
+use crate::kube_mode::Started;
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::registry::{Kind, ObjectKey, Snapshot, carry_accepted};
 use crate::source::Source;
 use crate::source::dir::DirSource;
 use crate::status::{FileSink, ProxyState, StatusSink, StatusUpdate, compute};
-use crate::stream::auth::{Authenticator, BootstrapTokens};
+use crate::stream::auth::BootstrapTokens;
 use crate::stream::hub::{Hub, Published};
 use crate::stream::server::{StreamState, router};
 use crate::stream::tls::{ServingCert, serve};
@@ -56,16 +58,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .with_context(|| format!("--admin-addr {}: cannot bind", cli.admin_addr))?;
 
     let (snapshots, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
-    let (auth, sink, leader, source_task): (
-        Arc<dyn Authenticator>,
-        Arc<dyn StatusSink>,
-        watch::Receiver<bool>,
-        _,
-    ) = match &cli.source {
+    let Started {
+        auth,
+        sink,
+        leadership,
+        source_task,
+        leader_task,
+    } = match &cli.source {
         SourceArg::Dir(path) => {
             let tokens = cli.bootstrap_tokens.as_ref().context(
-                    "--bootstrap-tokens FILE is required with --source dir:PATH: it lists the tokens proxies present",
-                )?;
+                "--bootstrap-tokens FILE is required with --source dir:PATH: it lists the tokens proxies present",
+            )?;
             let tokens = BootstrapTokens::load(tokens)
                 .map_err(|e| anyhow::anyhow!("--bootstrap-tokens {e}"))?;
             if !path.is_dir() {
@@ -76,15 +79,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| path.join(".status"));
             let source = DirSource::new(path.clone(), Duration::from_millis(cli.poll_ms));
-            let task = tokio::spawn(source.run(snapshots, stop.clone()));
-            // One process, no one to elect against: always the leader.
-            let (_, leader) = watch::channel(true);
-            (
-                Arc::new(tokens),
-                Arc::new(FileSink::new(status_dir)),
-                leader,
-                task,
-            )
+            Started {
+                auth: Arc::new(tokens),
+                sink: Arc::new(FileSink::new(status_dir)),
+                // One process, no one to elect against.
+                leadership: Leadership::always(),
+                source_task: tokio::spawn(source.run(snapshots, stop.clone())),
+                leader_task: None,
+            }
         }
         SourceArg::Kube => crate::kube_mode::start(&cli, snapshots, stop.clone()).await?,
     };
@@ -100,7 +102,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     tokio::spawn(status_loop(
         hub.clone(),
         sink,
-        leader,
+        leadership.subscribe(),
         opts.cluster_domain.clone(),
         stop.clone(),
     ));
@@ -164,6 +166,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     .is_err()
     {
         tracing::warn!("connections still open at the shutdown deadline; closing them");
+    }
+    if let Some(task) = leader_task {
+        // Releases the Lease, so another replica leads at once.
+        let _ = task.await;
     }
     admin_stop.cancel();
     let _ = admin_task.await;

@@ -46,20 +46,14 @@ pub trait Authenticator: Send + Sync + 'static {
 #[derive(Debug, thiserror::Error)]
 pub enum Forbidden {
     /// The token belongs to another namespace or service account.
-    #[error(
-        "the token is for {namespace}/{service_account}, but pod {pod} runs as {pod_namespace}/{pod_service_account}"
-    )]
+    #[error("the token is for {token}, but pod {pod} runs as {runs_as}")]
     OtherServiceAccount {
-        /// The token's namespace.
-        namespace: String,
-        /// The token's service account.
-        service_account: String,
+        /// The token's `namespace/serviceaccount`.
+        token: String,
         /// The claimed pod.
         pod: ObjectKey,
-        /// The pod's namespace.
-        pod_namespace: String,
-        /// The pod's service account.
-        pod_service_account: String,
+        /// The pod's `namespace/serviceaccount`.
+        runs_as: String,
     },
     /// The token is bound to another pod.
     #[error("the token is bound to pod {bound}, not {pod}")]
@@ -76,11 +70,9 @@ pub enum Forbidden {
 pub fn authorize(who: &Principal, pod: &Workload) -> Result<(), Forbidden> {
     if who.namespace != pod.key.namespace || who.service_account != pod.service_account {
         return Err(Forbidden::OtherServiceAccount {
-            namespace: who.namespace.clone(),
-            service_account: who.service_account.clone(),
+            token: format!("{}/{}", who.namespace, who.service_account),
             pod: pod.key.clone(),
-            pod_namespace: pod.key.namespace.clone(),
-            pod_service_account: pod.service_account.clone(),
+            runs_as: format!("{}/{}", pod.key.namespace, pod.service_account),
         });
     }
     match &who.pod {

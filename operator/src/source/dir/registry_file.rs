@@ -190,7 +190,14 @@ impl RegistryFile {
                             && s.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
                     })
                     .filter_map(|w| {
-                        w.ips.first().map(|ip| ServiceEndpoint {
+                        // A service's endpoints speak its VIPs' family (an IPv6-only
+                        // service reaches dual-stack pods on their IPv6 address).
+                        let family = s.vips.first().map(IpAddr::is_ipv6);
+                        let ip = match family {
+                            Some(v6) => w.ips.iter().find(|ip| ip.is_ipv6() == v6),
+                            None => w.ips.first(),
+                        };
+                        ip.map(|ip| ServiceEndpoint {
                             ip: *ip,
                             workload: Some(w.key.clone()),
                         })
@@ -241,6 +248,36 @@ workloads:
         assert_eq!(
             workloads[&ObjectKey::new("shop", "p-0")].service_account,
             "default"
+        );
+    }
+
+    #[test]
+    fn endpoints_follow_the_family_of_the_vips() {
+        let (services, _) = parse(
+            r#"
+services:
+- {name: v4, vips: [10.96.0.10], selector: {app: a}}
+- {name: v6, vips: ["fd96::10"], selector: {app: a}}
+workloads:
+- {name: a-0, ips: [10.0.0.1, "fd00::1"], labels: {app: a}}
+- {name: a-1, ips: [10.0.0.2], labels: {app: a}}
+"#,
+        )
+        .unwrap()
+        .resolve()
+        .unwrap();
+        let ips = |name: &str| -> Vec<String> {
+            services[&ObjectKey::new("default", name)]
+                .endpoints
+                .iter()
+                .map(|e| e.ip.to_string())
+                .collect()
+        };
+        assert_eq!(ips("v4"), ["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(
+            ips("v6"),
+            ["fd00::1"],
+            "a pod without IPv6 is not an endpoint of it"
         );
     }
 
