@@ -30,7 +30,7 @@ unit:
 # prerequisite fails the run; elsewhere it is reported loudly as NOT RUN, never as passed.
 e2e: ## End-to-end tests: pods as network namespaces with real iptables (needs root)
 	@if scripts/e2e-prereqs; then \
-		$(CARGO) build -p braid-proxy -p braid-e2e && \
+		$(CARGO) build -p braid-proxy -p braid-operator -p braid-e2e && \
 		$(CARGO) test -p braid-e2e -- --test-threads=1; \
 	elif [ "$$CI" = "true" ]; then \
 		echo "e2e: prerequisites missing in CI (see above)"; exit 1; \

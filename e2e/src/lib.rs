@@ -3,7 +3,8 @@
 //! Every pod is a network namespace with a veth on a bridge (the bridge lives in a "hub"
 //! namespace of the mesh, so nothing touches the host's own network). A meshed pod gets
 //! the init step — the real `braid-proxy iptables` command — and the sidecar, run as UID
-//! 1337 with a generated config; apps run inside the namespace. Names resolve through
+//! 1337 with its config streamed from the real operator (directory source, in the hub
+//! namespace) or from a file; apps run inside the namespace. Names resolve through
 //! `/etc/netns/<pod>/hosts`. Everything is removed on drop, and namespaces left behind
 //! by a killed run are swept by name prefix the next time a mesh is made.
 //!
@@ -11,9 +12,11 @@
 
 mod mesh;
 mod netns;
+mod operator;
 
 pub use mesh::{Mesh, Pod, ProxyFlags};
 pub use netns::{prerequisites, sweep};
+pub use operator::{NAMESPACE, Operator};
 
 /// Why the harness could not do something.
 #[derive(Debug, thiserror::Error)]

@@ -11,6 +11,7 @@ use braid_proxy::config::ProxyConfig;
 
 use crate::HarnessError;
 use crate::netns::{PREFIX, delete, ip, prerequisites, run, sweep};
+use crate::operator::Operator;
 
 static MESHES: AtomicU32 = AtomicU32::new(0);
 
@@ -67,7 +68,9 @@ pub struct Mesh {
     next_host: u8,
     dir: tempfile::TempDir,
     pods: Vec<String>,
+    pod_dirs: Vec<(String, PathBuf)>,
     bin_dir: PathBuf,
+    operator: Option<Operator>,
 }
 
 /// A pod: a network namespace with an address on the mesh's bridge.
@@ -105,7 +108,9 @@ impl Mesh {
             next_host: 1,
             dir,
             pods: Vec::new(),
+            pod_dirs: Vec::new(),
             bin_dir: bin_dir()?,
+            operator: None,
         })
     }
 
@@ -161,6 +166,7 @@ impl Mesh {
         let dir = self.dir.path().join(name);
         std::fs::create_dir_all(&dir)?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        self.pod_dirs.push((name.to_owned(), dir.clone()));
         Ok(Pod {
             name: name.to_owned(),
             ns,
@@ -170,6 +176,27 @@ impl Mesh {
             bin_dir: self.bin_dir.clone(),
             children: Vec::new(),
         })
+    }
+
+    /// Starts the operator on `registry` (the directory source's `registry.yaml`; each
+    /// pod's service account must be its name, in namespace [`NAMESPACE`]), with a
+    /// bootstrap token for every pod made so far.
+    pub fn start_operator(&mut self, registry: &str) -> Result<&Operator, HarnessError> {
+        let addr = Ipv4Addr::new(10, 77, self.subnet, 254);
+        let op = Operator::start(
+            &self.hub,
+            addr,
+            self.dir.path(),
+            &self.bin_dir,
+            &self.pod_dirs,
+            registry,
+        )?;
+        Ok(self.operator.insert(op))
+    }
+
+    /// The operator, once started.
+    pub fn operator(&self) -> Option<&Operator> {
+        self.operator.as_ref()
     }
 
     /// Writes `/etc/netns/<pod>/hosts` for every pod: `localhost` plus `names`.
@@ -189,6 +216,7 @@ impl Mesh {
 
 impl Drop for Mesh {
     fn drop(&mut self) {
+        self.operator = None;
         for ns in &self.pods {
             delete(ns);
         }
@@ -207,10 +235,10 @@ fn bin_dir() -> Result<PathBuf, HarnessError> {
     if dir.ends_with("deps") {
         dir.pop();
     }
-    for bin in ["braid-proxy", "braid-e2e-app"] {
+    for bin in ["braid-proxy", "braid-operator", "braid-e2e-app"] {
         if !dir.join(bin).is_file() {
             return Err(HarnessError::Missing(format!(
-                "{} not built: run `cargo build -p braid-proxy -p braid-e2e` (make e2e does)",
+                "{} not built: run `cargo build -p braid-proxy -p braid-operator -p braid-e2e` (make e2e does)",
                 dir.join(bin).display()
             )));
         }
@@ -296,6 +324,23 @@ impl Pod {
     /// Starts the sidecar as UID/GID 1337 with `config` and waits until it is ready.
     pub fn start_sidecar(&mut self, config: &ProxyConfig) -> Result<(), HarnessError> {
         self.write_config(config)?;
+        let args = vec![
+            "--config".to_owned(),
+            self.dir.join("config.json").display().to_string(),
+            "--config-poll-ms".into(),
+            "100".into(),
+        ];
+        self.start_sidecar_with(&args)
+    }
+
+    /// Starts the sidecar as UID/GID 1337 streaming its config from `operator`, and
+    /// waits until it is ready (it has applied a first config).
+    pub fn start_sidecar_streaming(&mut self, operator: &Operator) -> Result<(), HarnessError> {
+        let args = operator.sidecar_args(&self.name, &self.dir);
+        self.start_sidecar_with(&args)
+    }
+
+    fn start_sidecar_with(&mut self, source: &[String]) -> Result<(), HarnessError> {
         let uid = format!("--reuid={PROXY_UID}");
         let gid = format!("--regid={PROXY_UID}");
         let mut cmd = Command::new("ip");
@@ -310,9 +355,9 @@ impl Pod {
             "--",
         ])
         .arg(self.bin("braid-proxy"))
-        .args(["run", "--config"])
-        .arg(self.dir.join("config.json"))
-        .args(["--config-poll-ms", "100", "--drain-timeout-secs", "10"])
+        .arg("run")
+        .args(source)
+        .args(["--drain-timeout-secs", "10"])
         .env("RUST_BACKTRACE", "0");
         self.spawn("sidecar", cmd)?;
         let bin = self.bin("braid-proxy");
@@ -338,6 +383,25 @@ impl Pod {
             "admin",
         ])?;
         Ok(out)
+    }
+
+    /// The version of the config in force in the sidecar (from `/config_dump`).
+    pub fn config_version(&self) -> Result<String, HarnessError> {
+        let out = self.app(&[
+            "get",
+            "127.0.0.1:15000",
+            "--path",
+            "/config_dump",
+            "--host",
+            "admin",
+        ])?;
+        let body = out.split_once(' ').map(|(_, b)| b).unwrap_or_default();
+        let dump: serde_json::Value =
+            serde_json::from_str(body).map_err(|e| HarnessError::Command {
+                command: "config_dump".into(),
+                message: format!("{e}: {out}"),
+            })?;
+        Ok(dump["version"].as_str().unwrap_or_default().to_owned())
     }
 
     /// Sends SIGTERM to the process started as `label`.

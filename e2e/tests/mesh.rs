@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use braid_e2e::{Mesh, Pod, ProxyFlags};
 use braid_proxy::config::ProxyConfig;
@@ -14,48 +14,57 @@ const PAYMENTS_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const DB_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
 const PAYMENTS_VIP6: Ipv6Addr = Ipv6Addr::new(0xfd96, 0, 0, 0, 0, 0, 0, 0x10);
 
-fn client_config(version: &str, servers: &[&Pod]) -> ProxyConfig {
-    let endpoints: Vec<_> = servers
-        .iter()
-        .map(|s| json!({"address": s.ip.to_string(), "meshed": true}))
-        .collect();
-    let endpoints6: Vec<_> = servers
-        .iter()
-        .map(|s| json!({"address": s.ip6.to_string(), "meshed": true}))
-        .collect();
-    serde_json::from_value(json!({
-        "version": version,
-        "node": {"workload": "client", "namespace": "shop", "serviceAccount": "client"},
-        "services": [
-            {"name": "payments", "namespace": "shop", "hostnames": ["payments"], "vips": [PAYMENTS_VIP.to_string()],
-             "ports": [{"port": 80, "targetPort": 8080, "protocol": "detect"}],
-             "groups": [{"name": "default", "endpoints": endpoints}]},
-            {"name": "payments-v6", "namespace": "shop", "vips": [PAYMENTS_VIP6.to_string()],
-             "ports": [{"port": 80, "targetPort": 8080, "protocol": "detect"}],
-             "groups": [{"name": "default", "endpoints": endpoints6}]},
-            {"name": "db", "namespace": "shop", "vips": [DB_VIP.to_string()],
-             "ports": [{"port": 3306, "protocol": "detect"}],
-             "groups": [{"name": "default", "endpoints": [{"address": servers[0].ip.to_string(), "meshed": true}]}]},
-        ],
-    }))
-    .unwrap()
+/// The registry of the mesh: `payments` (IPv4, and an IPv6-only twin) served by
+/// `servers`, `db` by the first of them, and `others` as plain callers. Each pod runs as
+/// the service account of its own name, as the harness's bootstrap tokens say.
+fn registry(servers: &[&Pod], others: &[&Pod]) -> String {
+    let mut text = format!(
+        "services:
+- {{name: payments, namespace: shop, vips: [{PAYMENTS_VIP}], selector: {{app: payments}}, ports: [{{port: 80, targetPort: 8080}}]}}
+- {{name: payments-v6, namespace: shop, vips: [\"{PAYMENTS_VIP6}\"], selector: {{app: payments}}, ports: [{{port: 80, targetPort: 8080}}]}}
+- {{name: db, namespace: shop, vips: [{DB_VIP}], selector: {{role: db}}, ports: [{{port: 3306, protocol: tcp}}]}}
+workloads:
+"
+    );
+    let pods = servers.iter().enumerate().map(|(i, p)| {
+        (
+            p,
+            if i == 0 {
+                "{app: payments, role: db}"
+            } else {
+                "{app: payments}"
+            },
+        )
+    });
+    let pods = pods.chain(others.iter().map(|p| (p, "{app: client}")));
+    for (pod, labels) in pods {
+        text.push_str(&format!(
+            "- {{name: {n}, namespace: shop, ips: [{ip}, \"{ip6}\"], labels: {labels}, serviceAccount: {n}}}\n",
+            n = pod.name,
+            ip = pod.ip,
+            ip6 = pod.ip6,
+        ));
+    }
+    text
 }
 
-fn server_config(name: &str) -> ProxyConfig {
-    serde_json::from_value(json!({
-        "version": "server-1",
-        "node": {"workload": name, "namespace": "shop", "serviceAccount": "payments"},
-        "inbound": {"ports": [{"port": 8080, "protocol": "detect"}, {"port": 3306, "protocol": "tcp"}]},
-    }))
-    .unwrap()
-}
-
-/// A client and a server pod, both meshed; the server runs HTTP on 8080, a banner
-/// protocol on 3306 and an excluded HTTP port 9090.
+/// A client and a server pod, both meshed, with their config streamed from the
+/// operator; the server runs HTTP on 8080, a banner protocol on 3306 and an excluded
+/// HTTP port 9090.
 fn mesh() -> (Mesh, Pod, Pod) {
+    let (mesh, client, server, _) = mesh_with_spare();
+    (mesh, client, server)
+}
+
+/// [`mesh`], plus a spare pod `server2` the operator has a token for but that is not in
+/// the registry yet.
+fn mesh_with_spare() -> (Mesh, Pod, Pod, Pod) {
     let mut mesh = Mesh::new().unwrap_or_else(|e| panic!("{e}"));
     let mut server = mesh.pod("server").unwrap();
     let mut client = mesh.pod("client").unwrap();
+    let spare = mesh.pod("server2").unwrap();
+    mesh.start_operator(&registry(&[&server], &[&client]))
+        .unwrap_or_else(|e| panic!("{e}"));
     mesh.set_hosts(&[
         ("payments", PAYMENTS_VIP),
         ("db", DB_VIP),
@@ -69,7 +78,9 @@ fn mesh() -> (Mesh, Pod, Pod) {
             ..Default::default()
         })
         .unwrap();
-    server.start_sidecar(&server_config("server")).unwrap();
+    server
+        .start_sidecar_streaming(mesh.operator().unwrap())
+        .unwrap_or_else(|e| panic!("{e}"));
     server
         .spawn_app(
             "http",
@@ -101,9 +112,9 @@ fn mesh() -> (Mesh, Pod, Pod) {
     let out = client.capture(&ProxyFlags::default()).unwrap();
     assert!(out.contains("capture rules installed"), "{out}");
     client
-        .start_sidecar(&client_config("client-1", &[&server]))
-        .unwrap();
-    (mesh, client, server)
+        .start_sidecar_streaming(mesh.operator().unwrap())
+        .unwrap_or_else(|e| panic!("{e}"));
+    (mesh, client, server, spare)
 }
 
 /// The `braid_requests_total` series of 200s for one direction and target.
@@ -242,14 +253,30 @@ fn sigterm_lets_the_in_flight_request_finish_and_refuses_new_connections() {
     );
 }
 
+/// Waits until every pod's sidecar holds a config version other than `before[i]`, and
+/// returns how long each took.
+fn wait_for_new_versions(pods: &[&Pod], before: &[String]) -> Vec<Duration> {
+    let started = Instant::now();
+    let mut took = vec![None; pods.len()];
+    while took.iter().any(Option::is_none) {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "config did not propagate: {took:?}"
+        );
+        for (i, pod) in pods.iter().enumerate() {
+            if took[i].is_none() && pod.config_version().unwrap() != before[i] {
+                took[i] = Some(started.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    took.into_iter().flatten().collect()
+}
+
 #[test]
-fn a_config_change_under_load_fails_no_request() {
-    let (mut mesh, mut client, server) = mesh();
-    let mut server2 = mesh.pod("server2").unwrap();
-    mesh.set_hosts(&[("payments", PAYMENTS_VIP), ("db", DB_VIP)])
-        .unwrap();
+fn operator_changes_under_load_reach_every_proxy_and_fail_no_request() {
+    let (mesh, mut client, server, mut server2) = mesh_with_spare();
     server2.capture(&ProxyFlags::default()).unwrap();
-    server2.start_sidecar(&server_config("server2")).unwrap();
     server2
         .spawn_app(
             "http",
@@ -257,8 +284,112 @@ fn a_config_change_under_load_fails_no_request() {
         )
         .unwrap();
     server2.wait_listening(8080).unwrap();
+    let op = mesh.operator().unwrap();
 
     let stop = std::env::temp_dir().join(format!("braid-e2e-stop-{}", std::process::id()));
+    let _ = std::fs::remove_file(&stop);
+    client
+        .spawn_app(
+            "load",
+            &["load", "payments:80", "--stop-file", stop.to_str().unwrap()],
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+
+    // server2 is created: registered, not yet behind the service (as a pod is not an
+    // endpoint before it is ready), so its sidecar gets a config and becomes ready.
+    let versions = |pods: &[&Pod]| {
+        pods.iter()
+            .map(|p| p.config_version().unwrap())
+            .collect::<Vec<_>>()
+    };
+    op.write_registry(&registry(&[&server], &[&client, &server2]))
+        .unwrap();
+    server2
+        .start_sidecar_streaming(op)
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // server2 joins the service: the client's outbound and server2's inbound change.
+    let before = versions(&[&client, &server2]);
+    op.write_registry(&registry(&[&server, &server2], &[&client]))
+        .unwrap();
+    let took = wait_for_new_versions(&[&client, &server2], &before);
+    println!(
+        "registry change (server2 joins) → new config applied by client in {:?}, server2 in {:?}",
+        took[0], took[1]
+    );
+    std::thread::sleep(Duration::from_millis(800));
+
+    // server leaves the service: every proxy's config changes.
+    let before = versions(&[&client, &server, &server2]);
+    op.write_registry(&registry(&[&server2], &[&client, &server]))
+        .unwrap();
+    let took = wait_for_new_versions(&[&client, &server, &server2], &before);
+    println!(
+        "registry change (server leaves) → new config applied by client in {:?}, server in {:?}, server2 in {:?}",
+        took[0], took[1], took[2]
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    std::fs::write(&stop, "").unwrap();
+    assert!(client.wait_exit("load", Duration::from_secs(10)).unwrap());
+    let _ = std::fs::remove_file(&stop);
+    let summary = client.log("load");
+    let (ok, failed) = summary
+        .trim()
+        .split_once(' ')
+        .map(|(a, b)| {
+            (
+                a.trim_start_matches("ok=").parse::<u64>().unwrap(),
+                b.trim_start_matches("failed=").parse::<u64>().unwrap(),
+            )
+        })
+        .unwrap();
+    assert_eq!(failed, 0, "{summary}");
+    assert!(ok > 50, "{summary}");
+    let server2_metrics = server2.metrics().unwrap();
+    assert!(
+        count(&server2_metrics, r#"direction="inbound""#) > 0,
+        "server2 never served: {server2_metrics}"
+    );
+    // The last stretch went to server2 alone: server's inbound count stopped growing.
+    let served = |pod: &Pod| {
+        count(
+            &pod.metrics().unwrap(),
+            r#"braid_requests_total{direction="inbound""#,
+        )
+    };
+    let (a, b) = (served(&server), served(&server2));
+    std::thread::sleep(Duration::from_millis(300));
+    client.app(&["get", "payments:80"]).unwrap();
+    assert_eq!(
+        served(&server),
+        a,
+        "server left the service but still got traffic"
+    );
+    assert_eq!(served(&server2), b + 1);
+}
+
+#[test]
+fn a_config_file_change_under_load_fails_no_request() {
+    // Hosts without an operator: the sidecar follows a config file.
+    let mut mesh = Mesh::new().unwrap_or_else(|e| panic!("{e}"));
+    let mut server = mesh.pod("server").unwrap();
+    let mut server2 = mesh.pod("server2").unwrap();
+    let mut client = mesh.pod("client").unwrap();
+    mesh.set_hosts(&[("payments", PAYMENTS_VIP)]).unwrap();
+    for (pod, name) in [(&mut server, "server"), (&mut server2, "server2")] {
+        pod.capture(&ProxyFlags::default()).unwrap();
+        pod.start_sidecar(&server_config(name)).unwrap();
+        pod.spawn_app("http", &["http-server", "--port", "8080", "--name", name])
+            .unwrap();
+        pod.wait_listening(8080).unwrap();
+    }
+    client.capture(&ProxyFlags::default()).unwrap();
+    client
+        .start_sidecar(&client_config("client-1", &[&server]))
+        .unwrap();
+
+    let stop = std::env::temp_dir().join(format!("braid-e2e-stop-file-{}", std::process::id()));
     let _ = std::fs::remove_file(&stop);
     client
         .spawn_app(
@@ -279,29 +410,40 @@ fn a_config_change_under_load_fails_no_request() {
     assert!(client.wait_exit("load", Duration::from_secs(10)).unwrap());
     let _ = std::fs::remove_file(&stop);
     let summary = client.log("load");
-    let (ok, failed) = summary
-        .trim()
-        .split_once(' ')
-        .map(|(a, b)| {
-            (
-                a.trim_start_matches("ok=").parse::<u64>().unwrap(),
-                b.trim_start_matches("failed=").parse::<u64>().unwrap(),
-            )
-        })
-        .unwrap();
-    assert_eq!(failed, 0, "{summary}");
-    assert!(ok > 50, "{summary}");
+    assert!(summary.contains("failed=0"), "{summary}");
     assert!(
         client
             .metrics()
             .unwrap()
             .contains(r#"braid_config_info{version="client-3"} 1"#)
     );
-    let server2_metrics = server2.metrics().unwrap();
-    assert!(
-        count(&server2_metrics, r#"direction="inbound""#) > 0,
-        "server2 never served: {server2_metrics}"
-    );
+    assert!(count(&server2.metrics().unwrap(), r#"direction="inbound""#) > 0);
+}
+
+fn client_config(version: &str, servers: &[&Pod]) -> ProxyConfig {
+    let endpoints: Vec<_> = servers
+        .iter()
+        .map(|s| json!({"address": s.ip.to_string(), "meshed": true}))
+        .collect();
+    serde_json::from_value(json!({
+        "version": version,
+        "node": {"workload": "client", "namespace": "shop", "serviceAccount": "client"},
+        "services": [
+            {"name": "payments", "namespace": "shop", "vips": [PAYMENTS_VIP.to_string()],
+             "ports": [{"port": 80, "targetPort": 8080, "protocol": "detect"}],
+             "groups": [{"name": "(default)", "endpoints": endpoints}]},
+        ],
+    }))
+    .unwrap()
+}
+
+fn server_config(name: &str) -> ProxyConfig {
+    serde_json::from_value(json!({
+        "version": "server-1",
+        "node": {"workload": name, "namespace": "shop", "serviceAccount": name},
+        "inbound": {"ports": [{"port": 8080, "protocol": "detect"}]},
+    }))
+    .unwrap()
 }
 
 #[test]
