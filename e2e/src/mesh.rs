@@ -437,6 +437,11 @@ impl Pod {
         std::fs::read_to_string(self.dir.join(format!("{label}.log"))).unwrap_or_default()
     }
 
+    /// The pod's own directory (logs, config, token), readable by the sidecar.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The address of `port` on this pod.
     pub fn addr(&self, port: u16) -> SocketAddr {
         SocketAddr::new(self.ip.into(), port)

@@ -253,6 +253,39 @@ fn sigterm_lets_the_in_flight_request_finish_and_refuses_new_connections() {
     );
 }
 
+/// Starts a request loop from `client` to `payments:80`; returns its stop file.
+fn start_load(client: &mut Pod) -> std::path::PathBuf {
+    let stop = client.dir().join("stop-load");
+    let _ = std::fs::remove_file(&stop);
+    client
+        .spawn_app(
+            "load",
+            &["load", "payments:80", "--stop-file", stop.to_str().unwrap()],
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    stop
+}
+
+/// Stops the loop of [`start_load`] and asserts it made many requests and none failed.
+fn stop_load(client: &mut Pod, stop: &std::path::Path) {
+    std::fs::write(stop, "").unwrap();
+    assert!(client.wait_exit("load", Duration::from_secs(10)).unwrap());
+    let summary = client.log("load");
+    let (ok, failed) = summary
+        .trim()
+        .split_once(' ')
+        .map(|(a, b)| {
+            (
+                a.trim_start_matches("ok=").parse::<u64>().unwrap(),
+                b.trim_start_matches("failed=").parse::<u64>().unwrap(),
+            )
+        })
+        .unwrap();
+    assert_eq!(failed, 0, "{summary}");
+    assert!(ok > 50, "{summary}");
+}
+
 /// Waits until every pod's sidecar holds a config version other than `before[i]`, and
 /// returns how long each took.
 fn wait_for_new_versions(pods: &[&Pod], before: &[String]) -> Vec<Duration> {
@@ -286,15 +319,7 @@ fn operator_changes_under_load_reach_every_proxy_and_fail_no_request() {
     server2.wait_listening(8080).unwrap();
     let op = mesh.operator().unwrap();
 
-    let stop = std::env::temp_dir().join(format!("braid-e2e-stop-{}", std::process::id()));
-    let _ = std::fs::remove_file(&stop);
-    client
-        .spawn_app(
-            "load",
-            &["load", "payments:80", "--stop-file", stop.to_str().unwrap()],
-        )
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let stop = start_load(&mut client);
 
     // server2 is created: registered, not yet behind the service (as a pod is not an
     // endpoint before it is ready), so its sidecar gets a config and becomes ready.
@@ -330,22 +355,7 @@ fn operator_changes_under_load_reach_every_proxy_and_fail_no_request() {
         took[0], took[1], took[2]
     );
     std::thread::sleep(Duration::from_millis(800));
-    std::fs::write(&stop, "").unwrap();
-    assert!(client.wait_exit("load", Duration::from_secs(10)).unwrap());
-    let _ = std::fs::remove_file(&stop);
-    let summary = client.log("load");
-    let (ok, failed) = summary
-        .trim()
-        .split_once(' ')
-        .map(|(a, b)| {
-            (
-                a.trim_start_matches("ok=").parse::<u64>().unwrap(),
-                b.trim_start_matches("failed=").parse::<u64>().unwrap(),
-            )
-        })
-        .unwrap();
-    assert_eq!(failed, 0, "{summary}");
-    assert!(ok > 50, "{summary}");
+    stop_load(&mut client, &stop);
     let server2_metrics = server2.metrics().unwrap();
     assert!(
         count(&server2_metrics, r#"direction="inbound""#) > 0,
@@ -389,15 +399,7 @@ fn a_config_file_change_under_load_fails_no_request() {
         .start_sidecar(&client_config("client-1", &[&server]))
         .unwrap();
 
-    let stop = std::env::temp_dir().join(format!("braid-e2e-stop-file-{}", std::process::id()));
-    let _ = std::fs::remove_file(&stop);
-    client
-        .spawn_app(
-            "load",
-            &["load", "payments:80", "--stop-file", stop.to_str().unwrap()],
-        )
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let stop = start_load(&mut client);
     client
         .write_config(&client_config("client-2", &[&server, &server2]))
         .unwrap();
@@ -406,11 +408,7 @@ fn a_config_file_change_under_load_fails_no_request() {
         .write_config(&client_config("client-3", &[&server2]))
         .unwrap();
     std::thread::sleep(Duration::from_millis(800));
-    std::fs::write(&stop, "").unwrap();
-    assert!(client.wait_exit("load", Duration::from_secs(10)).unwrap());
-    let _ = std::fs::remove_file(&stop);
-    let summary = client.log("load");
-    assert!(summary.contains("failed=0"), "{summary}");
+    stop_load(&mut client, &stop);
     assert!(
         client
             .metrics()

@@ -220,3 +220,124 @@ fn accepted<T>(
         last_transition_time,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compiler::{Options, compile};
+    use crate::source::dir::registry_file;
+    use crate::source::dir::resources::{Generations, parse_file};
+
+    const REGISTRY: &str = r#"
+services:
+- {name: payments, namespace: shop, vips: [10.96.0.10], selector: {app: payments}, ports: [{port: 80}]}
+workloads:
+- {name: payments-0, namespace: shop, ips: [10.0.0.1], labels: {app: payments}}
+- {name: checkout-0, namespace: shop, ips: [10.0.0.2], labels: {app: checkout}}
+"#;
+
+    fn resources(timeout: &str) -> String {
+        format!(
+            "apiVersion: braid.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {{name: payments, namespace: shop}}\nspec: {{host: payments, rules: [{{name: all, timeout: {timeout}}}]}}\n---\napiVersion: braid.dev/v1alpha1\nkind: SelfHealing\nmetadata: {{name: heal, namespace: shop}}\nspec: {{selector: {{matchLabels: {{app: payments}}}}, outlierDetection: {{consecutiveErrors: 5}}}}\n"
+        )
+    }
+
+    fn snapshot(gens: &mut Generations, timeout: &str) -> Snapshot {
+        let (services, workloads) = registry_file::parse(REGISTRY).unwrap().resolve().unwrap();
+        let mut snap = Snapshot {
+            services,
+            workloads,
+            ..Default::default()
+        };
+        gens.insert_all(&parse_file(&resources(timeout)).unwrap(), &mut snap);
+        snap
+    }
+
+    fn time(s: &str) -> Time {
+        Time(s.parse().unwrap())
+    }
+
+    fn condition(c: &Computed, kind: Kind, name: &str) -> serde_json::Value {
+        c.statuses[&(kind, ObjectKey::new("shop", name))].status["conditions"][0].clone()
+    }
+
+    #[test]
+    fn statuses_count_proxies_and_report_invalid_specs_once() {
+        let mut gens = Generations::default();
+        let snap = snapshot(&mut gens, "2s");
+        let configs = compile(&snap, &Options::default()).configs;
+        let pay = ObjectKey::new("shop", "payments-0");
+        let mut applied = HashMap::from([(pay.clone(), configs[&pay].version.clone())]);
+        let proxies = ProxyState {
+            configs: &configs,
+            applied: &applied,
+            cluster_domain: "cluster.local",
+        };
+        let t0 = time("2026-11-22T00:00:00Z");
+        let first = compute(&snap, proxies, &BTreeMap::new(), &t0);
+        assert!(first.events.is_empty(), "{:?}", first.events);
+        let tr = &first.statuses[&(Kind::TrafficRoute, ObjectKey::new("shop", "payments"))].status;
+        // Both meshed pods call payments; one proxy has applied its current version.
+        assert_eq!(
+            tr["proxies"],
+            serde_json::json!({"targeted": 2, "applied": 1})
+        );
+        assert_eq!(tr["ruleCount"], 1);
+        assert_eq!(
+            condition(&first, Kind::TrafficRoute, "payments")["status"],
+            "True"
+        );
+        // The SelfHealing selects payments-0 only.
+        let heal = &first.statuses[&(Kind::SelfHealing, ObjectKey::new("shop", "heal"))].status;
+        assert_eq!(
+            heal["proxies"],
+            serde_json::json!({"targeted": 1, "applied": 1})
+        );
+
+        // An invalid edit: False with the field path, one event, time of the transition.
+        let bad = snapshot(&mut gens, "soon");
+        applied.insert(pay.clone(), "stale".into());
+        let proxies = ProxyState {
+            configs: &configs,
+            applied: &applied,
+            cluster_domain: "cluster.local",
+        };
+        let t1 = time("2026-11-22T00:01:00Z");
+        let second = compute(&bad, proxies, &first.statuses, &t1);
+        let c = condition(&second, Kind::TrafficRoute, "payments");
+        assert_eq!(
+            (c["status"].as_str(), c["reason"].as_str()),
+            (Some("False"), Some("Invalid"))
+        );
+        assert!(
+            c["message"]
+                .as_str()
+                .unwrap()
+                .contains("spec.rules[0].timeout"),
+            "{c}"
+        );
+        assert_eq!(c["lastTransitionTime"], "2026-11-22T00:01:00Z");
+        assert_eq!(second.events.len(), 1);
+        assert!(
+            second.events[0].warning && second.events[0].note.contains("spec.rules[0].timeout")
+        );
+        // The SelfHealing did not change state: its transition time stays.
+        assert_eq!(
+            condition(&second, Kind::SelfHealing, "heal")["lastTransitionTime"],
+            "2026-11-22T00:00:00Z"
+        );
+
+        // The same invalid generation again: no new event.
+        let third = compute(
+            &bad,
+            proxies,
+            &second.statuses,
+            &time("2026-11-22T00:02:00Z"),
+        );
+        assert!(third.events.is_empty());
+        assert_eq!(
+            condition(&third, Kind::TrafficRoute, "payments")["lastTransitionTime"],
+            "2026-11-22T00:01:00Z"
+        );
+    }
+}
