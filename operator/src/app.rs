@@ -30,6 +30,8 @@ use crate::stream::tls::{ServingCert, serve};
 
 /// Reports arriving within this window update statuses together.
 const STATUS_DEBOUNCE: Duration = Duration::from_millis(200);
+/// How soon a failed status write is tried again.
+const STATUS_RETRY: Duration = Duration::from_secs(5);
 
 /// Runs the operator until SIGTERM/SIGINT.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -43,6 +45,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let cert = match (&cli.tls_cert, &cli.tls_key) {
         (Some(cert), Some(key)) => ServingCert::load(cert, key)?,
+        _ if cli.source == SourceArg::Kube => anyhow::bail!(
+            "--tls-cert and --tls-key (BRAID_TLS_CERT, BRAID_TLS_KEY) are required with --source kube: \
+             every replica must present the one certificate proxies trust through --operator-ca \
+             (mount a Secret, e.g. from cert-manager); a self-signed certificate is only made in directory mode"
+        ),
         _ => ServingCert::self_signed(&cli.tls_san)?,
     };
     if let Some(out) = &cli.tls_trust_out {
@@ -200,7 +207,9 @@ async fn compile_loop(
         let mut snapshot = Snapshot::clone(&rx.borrow_and_update());
         carry_accepted(&prev, &mut snapshot);
         let started = Instant::now();
-        let out = compiler.compile(&snapshot);
+        // Compiling a large mesh takes tens of milliseconds: keep it off the workers
+        // that serve the streams.
+        let out = tokio::task::block_in_place(|| compiler.compile(&snapshot));
         let took = started.elapsed();
         metrics.compile_seconds.observe(took.as_secs_f64());
         tracing::info!(
@@ -234,9 +243,12 @@ async fn status_loop(
     let mut published = hub.subscribe();
     let mut applied = hub.applied_changes();
     let mut leader_fixed = false;
+    let mut retry = false;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
+            // A write failed last time: try again even if nothing else happens.
+            _ = tokio::time::sleep(STATUS_RETRY), if retry => {}
             r = published.changed() => if r.is_err() { return },
             r = applied.changed() => if r.is_err() { return },
             // A closed channel means leadership never changes (directory mode).
@@ -264,6 +276,7 @@ async fn status_loop(
         };
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let computed = compute(&current.snapshot, proxies, &written, &now);
+        retry = false;
         for event in &computed.events {
             if let Err(e) = sink.event(event).await {
                 tracing::warn!(error = %e, "event not recorded");
@@ -278,7 +291,8 @@ async fn status_loop(
                     written.insert(id.clone(), update.clone());
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "status not written; retried on the next change")
+                    retry = true;
+                    tracing::warn!(error = %e, "status not written; retrying");
                 }
             }
         }

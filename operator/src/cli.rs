@@ -28,8 +28,9 @@ pub struct Cli {
     /// The cluster's DNS domain, for service hostnames (`name.ns.svc.<domain>`).
     #[arg(long, env = "BRAID_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
-    /// PEM certificate chain of the config server. Without it (and --tls-key) the
-    /// operator makes a self-signed certificate for --tls-san at start-up.
+    /// PEM certificate chain of the config server; required with --source kube, where
+    /// every replica must present the certificate proxies trust. Without it (directory
+    /// mode) the operator makes a self-signed certificate for --tls-san at start-up.
     #[arg(long, env = "BRAID_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
@@ -70,9 +71,10 @@ pub struct Cli {
     /// downward API in the manifests.
     #[arg(long, env = "BRAID_NAMESPACE", default_value = "braid-system")]
     pub namespace: String,
-    /// This replica's name, its identity in leader election (the pod name).
-    #[arg(long, env = "BRAID_POD_NAME", default_value = "braid-operator")]
-    pub pod_name: String,
+    /// This replica's name, its identity in leader election (the pod name; default: the
+    /// HOSTNAME, which Kubernetes sets to the pod name). Replicas must not share it.
+    #[arg(long, env = "BRAID_POD_NAME")]
+    pub pod_name: Option<String>,
     /// On SIGTERM, end streams and wait at most this many seconds for connections to close.
     #[arg(long, env = "BRAID_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
     pub shutdown_timeout_secs: u64,

@@ -39,6 +39,11 @@ pub async fn start(
     snapshots: watch::Sender<Arc<Snapshot>>,
     stop: CancellationToken,
 ) -> anyhow::Result<Started> {
+    let identity = cli
+        .pod_name
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .context("--pod-name (BRAID_POD_NAME): required with --source kube when HOSTNAME is unset; each replica needs its own name for leader election")?;
     let client = kube::Client::try_default()
         .await
         .context("--source kube: no cluster found (in-cluster service account or KUBECONFIG); use --source dir:PATH to run without one")?;
@@ -49,14 +54,11 @@ pub async fn start(
         .await
         .context("--source kube: the operator's service account lacks access (apply manifests/rbac/operator.yaml)")?;
     let source_task = tokio::spawn(source.run(snapshots, stop.clone()));
-    let (leadership, leader_task) = LeaderElector::new(
-        client.clone(),
-        LeaseConfig::new(&cli.namespace, &cli.pod_name),
-    )
-    .spawn(stop);
+    let (leadership, leader_task) =
+        LeaderElector::new(client.clone(), LeaseConfig::new(&cli.namespace, &identity)).spawn(stop);
     Ok(Started {
         auth: Arc::new(TokenReviewer::new(client.clone())),
-        sink: Arc::new(KubeSink::new(client, Some(cli.pod_name.clone()))),
+        sink: Arc::new(KubeSink::new(client, Some(identity))),
         leadership,
         source_task,
         leader_task: Some(leader_task),

@@ -176,6 +176,22 @@ fn invalid_message(errors: &ValidationErrors, previous_in_force: bool) -> String
     format!("{}{tail}", errors.summary())
 }
 
+/// What an accepted resource of `kind` does in this version, said plainly so a status
+/// never claims enforcement that is not there.
+fn in_force(kind: Kind) -> &'static str {
+    match kind {
+        Kind::TrafficRoute => {
+            "the spec is valid; its groups are in the callers' config (this version does not apply rules yet)"
+        }
+        Kind::EncryptionPolicy => {
+            "the spec is valid; NOT enforced: this version does not encrypt yet"
+        }
+        Kind::SelfHealing => {
+            "the spec is valid; NOT enforced: this version does not detect outliers or heal yet"
+        }
+    }
+}
+
 /// The `Accepted` condition, keeping the previous transition time when its status holds.
 fn accepted<T>(
     obs: &Observed<T>,
@@ -184,11 +200,7 @@ fn accepted<T>(
     now: &Time,
 ) -> Condition {
     let (status, reason, message) = match &obs.current {
-        Ok(_) => (
-            "True",
-            "Accepted",
-            "the spec is valid and in force".to_string(),
-        ),
+        Ok(_) => ("True", "Accepted", in_force(kind).to_string()),
         Err(errors) => (
             "False",
             "Invalid",

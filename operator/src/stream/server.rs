@@ -121,6 +121,17 @@ async fn admit(state: &StreamState, headers: &HeaderMap) -> Result<Arc<Workload>
         })?;
     let who = state.auth.authenticate(token).await?;
     let key = ObjectKey::from(pod);
+    // Refused before the pod is looked up, so a token cannot probe other namespaces.
+    if who.namespace != key.namespace {
+        return Err(Refused::new(
+            StatusCode::FORBIDDEN,
+            Refusal::forbidden,
+            format!(
+                "the token is for namespace {}, not {}",
+                who.namespace, key.namespace
+            ),
+        ));
+    }
     let workload = state.hub.workload(&key, state.pod_wait).await.ok_or_else(|| {
         Refused::new(
             StatusCode::NOT_FOUND,
@@ -150,7 +161,7 @@ async fn config_stream(State(state): State<StreamState>, headers: HeaderMap) -> 
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     tracing::info!(pod = %workload.key, version = last.as_deref().unwrap_or("-"), "proxy connected");
-    let body = Body::from_stream(follow(state, workload.key.clone(), last));
+    let body = Body::from_stream(follow(state, workload, last));
     let mut resp = Response::new(body);
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -159,8 +170,9 @@ async fn config_stream(State(state): State<StreamState>, headers: HeaderMap) -> 
     resp
 }
 
-/// Counts a connected proxy for as long as its stream lives.
-struct Connected(Arc<Metrics>, ObjectKey);
+/// Counts a connected proxy for as long as its stream lives; remembers the service
+/// account its token was checked against.
+struct Connected(Arc<Metrics>, ObjectKey, String);
 
 impl Drop for Connected {
     fn drop(&mut self) {
@@ -172,11 +184,21 @@ impl Drop for Connected {
 /// The stream of one proxy: its config whenever its version changes, heartbeats between.
 fn follow(
     state: StreamState,
-    pod: ObjectKey,
+    admitted: Arc<Workload>,
     last: Option<String>,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let pod = admitted.key.clone();
+    // The version a reconnecting proxy names is the one it holds: count it as applied,
+    // or a restarted operator would report nothing applied until the next change.
+    if let Some(version) = &last {
+        state.hub.report_applied(pod.clone(), version.clone());
+    }
     state.metrics.connected_proxies.inc();
-    let guard = Connected(state.metrics.clone(), pod.clone());
+    let guard = Connected(
+        state.metrics.clone(),
+        pod.clone(),
+        admitted.service_account.clone(),
+    );
     let rx = state.hub.subscribe();
     let mut heartbeat = tokio::time::interval(state.heartbeat);
     heartbeat.reset(); // the first tick would fire at once
@@ -195,6 +217,18 @@ fn follow(
                         tracing::info!(%pod, "workload gone or no longer meshed; ending its stream");
                         return None;
                     };
+                    // The token was checked against the pod's service account at
+                    // connect; a pod re-created under its name with another one (or an
+                    // edited registry) must reconnect and prove itself again.
+                    let sa = published
+                        .snapshot
+                        .workloads
+                        .get(&pod)
+                        .map(|w| w.service_account.as_str());
+                    if sa != Some(guard.2.as_str()) {
+                        tracing::info!(%pod, "the pod's service account changed; ending its stream");
+                        return None;
+                    }
                     if last.as_deref() != Some(config.version.as_str()) {
                         let mut line = match serde_json::to_vec(&**config) {
                             Ok(l) => l,

@@ -17,9 +17,11 @@ pub use source::{ConfigError, ConfigSource, FileSource, load_file, parse_json};
 pub use tables::{ListenerPlan, OutboundTarget, Tables};
 
 /// The whole configuration of one proxy. Later issues add routes, TLS and resilience
-/// next to `services`; unknown fields are refused so a typo cannot pass silently.
+/// next to `services`. An unknown field is refused in a file (a typo must not pass
+/// silently) but only logged on the operator's stream, so a newer operator can talk to
+/// older proxies during an upgrade.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ProxyConfig {
     /// Identifies this config (the operator uses a content hash); shown in `/config_dump`
     /// and in the `braid_config_info` metric so a rollout can be verified.
@@ -49,7 +51,7 @@ fn no_services() -> Arc<[Service]> {
 
 /// The workload a proxy serves.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Node {
     /// The workload (pod) name.
     #[serde(default)]
@@ -78,7 +80,7 @@ impl fmt::Debug for Identity {
 
 /// Inbound handling: the app's ports and their protocols.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Inbound {
     /// Ports the app serves. A port not listed is still forwarded, with detection.
     #[serde(default)]
@@ -87,7 +89,7 @@ pub struct Inbound {
 
 /// A port and how its traffic is treated.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct PortProtocol {
     /// The port number.
     pub port: u16,
@@ -98,7 +100,7 @@ pub struct PortProtocol {
 
 /// A service this workload may call.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Service {
     /// The service's name.
     pub name: String,
@@ -123,7 +125,7 @@ pub struct Service {
 
 /// A service port and where it leads on the endpoints.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ServicePort {
     /// The port callers connect to on the VIP.
     pub port: u16,
@@ -148,7 +150,7 @@ pub const DEFAULT_GROUP: &str = "(default)";
 
 /// A named set of endpoints.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct EndpointGroup {
     /// The group's name.
     pub name: String,
@@ -159,7 +161,7 @@ pub struct EndpointGroup {
 
 /// One endpoint (a pod) of a service.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Endpoint {
     /// The pod's IP; the port comes from the service port's `targetPort`.
     pub address: IpAddr,
@@ -176,7 +178,7 @@ pub struct Endpoint {
 
 /// An explicit listener: accept on `bind`, forward to `target`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Listener {
     /// A name for logs and metrics.
     pub name: String,
@@ -191,7 +193,7 @@ pub struct Listener {
 
 /// Where an explicit listener forwards.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub enum ListenerTarget {
     /// A service of `services`, by name and port.
     Service {
@@ -209,7 +211,7 @@ pub enum ListenerTarget {
 
 /// Protocol detection settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Detection {
     /// How long to wait for the client's first bytes before treating the connection as
     /// opaque TCP (server-speaks-first protocols send nothing first).

@@ -59,7 +59,15 @@ fn parse(path: &Path, text: &str) -> Result<ProxyConfig, ConfigError> {
         message,
     };
     let value: serde_json::Value = serde_norway::from_str(text).map_err(|e| err(e.to_string()))?;
-    deserialize_named(value).map_err(err)
+    let mut unknown = Vec::new();
+    let config = deserialize_named(value, &mut unknown).map_err(err)?;
+    match unknown.first() {
+        None => Ok(config),
+        Some(path) => Err(err(format!(
+            "{path}: unknown field; check its spelling (every unknown field: {})",
+            unknown.join(", ")
+        ))),
+    }
 }
 
 /// Parses one line of the operator's stream: a ProxyConfig as JSON, read straight from
@@ -67,16 +75,25 @@ fn parse(path: &Path, text: &str) -> Result<ProxyConfig, ConfigError> {
 /// field, as for files.
 pub fn parse_json(json: &[u8]) -> Result<ProxyConfig, ConfigError> {
     let mut de = serde_json::Deserializer::from_slice(json);
-    let config = deserialize_named(&mut de).map_err(ConfigError::Decode)?;
+    let mut unknown = Vec::new();
+    let config = deserialize_named(&mut de, &mut unknown).map_err(ConfigError::Decode)?;
     de.end().map_err(|e| ConfigError::Decode(e.to_string()))?;
+    if !unknown.is_empty() {
+        // A newer operator: what this proxy does not know, it cannot apply, but the rest
+        // of the config is good.
+        tracing::warn!(fields = %unknown.join(", "), version = %config.version, "config has fields this proxy does not know; ignoring them (upgrade the proxy)");
+    }
     Ok(config)
 }
 
 /// Deserializes a ProxyConfig; an error says at which field (`listeners[0].bind: …`).
-fn deserialize_named<'de, D>(de: D) -> Result<ProxyConfig, String>
+/// The paths of fields it does not know are pushed onto `unknown`.
+fn deserialize_named<'de, D>(de: D, unknown: &mut Vec<String>) -> Result<ProxyConfig, String>
 where
     D: serde::Deserializer<'de>,
 {
+    let mut note = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let de = serde_ignored::Deserializer::new(de, &mut note);
     serde_path_to_error::deserialize(de).map_err(|e| format!("{}: {}", e.path(), e.inner()))
 }
 
@@ -196,5 +213,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("trailing characters"), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_fail_a_file_but_not_the_stream() {
+        // A typo in a hand-written file is an error naming it...
+        let err = parse(
+            Path::new("c.yaml"),
+            "version: v1
+listeners: []
+services:
+- {name: a, vip: [10.0.0.1]}
+",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("services.0.vip: unknown field"), "{err}");
+        // ...while a newer operator's extra field leaves the rest of the config usable.
+        let config = parse_json(br#"{"version":"v2","routes":[{"name":"new"}],"services":[{"name":"a","retryBudget":{}}]}"#).unwrap();
+        assert_eq!(config.version, "v2");
+        assert_eq!(config.services[0].name, "a");
     }
 }

@@ -122,7 +122,7 @@ impl OperatorClient {
 
     /// Streams until `stop` fires: connects, applies and reports each config, and after
     /// any failure or end of stream waits (exponential backoff with full jitter, reset
-    /// by a stream that delivered a config) and connects again.
+    /// by a stream the operator accepted) and connects again.
     pub async fn run(mut self, stop: CancellationToken) {
         loop {
             let mut delivered = false;
@@ -148,7 +148,7 @@ impl OperatorClient {
         }
     }
 
-    /// One connection: returns why it ended. Sets `delivered` once a config line arrives.
+    /// One connection: returns why it ended. Sets `delivered` once the operator accepts it.
     async fn stream(&self, delivered: &mut bool) -> StreamError {
         let Err(e) = self.try_stream(delivered).await;
         e
@@ -175,6 +175,10 @@ impl OperatorClient {
         if resp.status() != StatusCode::OK {
             return Err(refusal(resp).await);
         }
+        // Accepted: the operator is back. A reconnect that already holds the current
+        // version gets no line, so waiting for one would let the backoff grow with
+        // every operator restart.
+        *delivered = true;
         tracing::info!(operator = %self.settings.url, pod = %self.settings.pod, "config stream open");
 
         let mut body = resp.into_body();

@@ -79,6 +79,11 @@ impl DirSource {
                 {
                     Ok(resolved) => self.state.registry = Some(Arc::new(resolved)),
                     Err(errors) => {
+                        // Nothing good yet: start empty, so the error is logged once
+                        // rather than on every poll until the file changes.
+                        if self.state.registry.is_none() {
+                            self.state.registry = Some(Arc::new(Default::default()));
+                        }
                         for e in errors {
                             tracing::error!(file = %path.display(), error = %e, "registry refused; keeping its last good contents");
                         }
