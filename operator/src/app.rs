@@ -296,7 +296,15 @@ async fn status_loop(
                 }
             }
         }
-        written.retain(|id, _| computed.statuses.contains_key(id));
+        let gone: Vec<_> = written
+            .keys()
+            .filter(|id| !computed.statuses.contains_key(*id))
+            .cloned()
+            .collect();
+        for (kind, key) in gone {
+            sink.forget(kind, &key).await;
+            written.remove(&(kind, key));
+        }
     }
 }
 

@@ -125,6 +125,18 @@ async fn a_file_change_reaches_the_proxy_and_is_reported_back() {
         group_addresses(&dump, "payments", "zone-a"),
         Some(vec!["10.0.0.1".into()])
     );
+
+    // Deleted: its groups leave the proxy's config and its status file goes.
+    std::fs::remove_file(op.dir.path().join("route.yaml")).unwrap();
+    eventually("the route's groups gone from the proxy", || async {
+        group_addresses(&proxy.config_dump().await, "payments", "zone-a").is_none()
+    })
+    .await;
+    eventually("the route's status file removed", || async {
+        op.status("TrafficRoute", "shop", "payments").is_none()
+    })
+    .await;
+
     let metrics = support::admin_get(op.admin, "/metrics").await.1;
     assert!(
         metrics.contains("braid_operator_connected_proxies 1"),

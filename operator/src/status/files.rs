@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use futures::future::BoxFuture;
 
 use super::{Event, StatusError, StatusSink, StatusUpdate};
+use crate::registry::{Kind, ObjectKey};
 
 /// Writes each status to its own YAML file.
 pub struct FileSink {
@@ -19,12 +20,12 @@ impl FileSink {
     }
 
     /// The file holding one resource's status.
-    pub fn path(&self, update: &StatusUpdate) -> PathBuf {
+    pub fn path(&self, kind: Kind, key: &ObjectKey) -> PathBuf {
         self.dir.join(format!(
             "{}.{}.{}.yaml",
-            update.kind.as_str().to_ascii_lowercase(),
-            update.key.namespace,
-            update.key.name
+            kind.as_str().to_ascii_lowercase(),
+            key.namespace,
+            key.name
         ))
     }
 }
@@ -32,7 +33,7 @@ impl FileSink {
 impl StatusSink for FileSink {
     fn apply<'a>(&'a self, update: &'a StatusUpdate) -> BoxFuture<'a, Result<(), StatusError>> {
         Box::pin(async move {
-            let path = self.path(update);
+            let path = self.path(update.kind, &update.key);
             let err = |message: String| StatusError {
                 what: path.display().to_string(),
                 message,
@@ -54,6 +55,12 @@ impl StatusSink for FileSink {
             tokio::fs::rename(&tmp, &path)
                 .await
                 .map_err(|e| err(e.to_string()))
+        })
+    }
+
+    fn forget<'a>(&'a self, kind: Kind, key: &'a ObjectKey) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let _ = tokio::fs::remove_file(self.path(kind, key)).await;
         })
     }
 

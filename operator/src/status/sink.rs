@@ -46,4 +46,9 @@ pub trait StatusSink: Send + Sync + 'static {
     fn apply<'a>(&'a self, update: &'a StatusUpdate) -> BoxFuture<'a, Result<(), StatusError>>;
     /// Records an event about a resource.
     fn event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), StatusError>>;
+    /// The resource is gone: drop what was written for it, where that outlives it (the
+    /// API server deletes a status with its object, so by default there is nothing to do).
+    fn forget<'a>(&'a self, _kind: Kind, _key: &'a ObjectKey) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
 }

@@ -92,7 +92,23 @@ pub fn authorize(who: &Principal, pod: &Workload) -> Result<(), Forbidden> {
 /// ```
 #[derive(Debug, Default)]
 pub struct BootstrapTokens {
-    tokens: HashMap<String, Principal>,
+    tokens: std::sync::RwLock<HashMap<String, Principal>>,
+    file: Option<TokenFile>,
+}
+
+/// The file tokens came from, re-read when it changes so tokens can be added or revoked
+/// without restarting the operator.
+#[derive(Debug)]
+struct TokenFile {
+    path: std::path::PathBuf,
+    seen: std::sync::Mutex<Option<(std::time::SystemTime, u64)>>,
+}
+
+impl TokenFile {
+    fn stamp(&self) -> Option<(std::time::SystemTime, u64)> {
+        let meta = std::fs::metadata(&self.path).ok()?;
+        Some((meta.modified().ok()?, meta.len()))
+    }
 }
 
 #[derive(Deserialize)]
@@ -108,8 +124,43 @@ struct TokenEntry {
 impl BootstrapTokens {
     /// Reads the token file; errors name the entry and field.
     pub fn load(path: &Path) -> Result<Self, String> {
+        let file = TokenFile {
+            path: path.to_owned(),
+            seen: std::sync::Mutex::new(None),
+        };
+        let stamp = file.stamp();
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let mut tokens = Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        *file.seen.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
+        tokens.file = Some(file);
+        Ok(tokens)
+    }
+
+    /// Re-reads the token file if it changed; a file that no longer parses is logged and
+    /// the tokens in force stay.
+    fn refresh(&self) {
+        let Some(file) = &self.file else { return };
+        let stamp = file.stamp();
+        {
+            let mut seen = file.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if stamp.is_none() || *seen == stamp {
+                return;
+            }
+            *seen = stamp;
+        }
+        match std::fs::read_to_string(&file.path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| Self::parse(&text))
+        {
+            Ok(fresh) => {
+                let fresh = fresh.tokens.into_inner().unwrap_or_else(|e| e.into_inner());
+                tracing::info!(file = %file.path.display(), tokens = fresh.len(), "bootstrap tokens reloaded");
+                *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+            }
+            Err(e) => {
+                tracing::error!(file = %file.path.display(), error = %e, "bootstrap tokens refused; keeping the ones in force")
+            }
+        }
     }
 
     /// Parses the text of a token file.
@@ -133,14 +184,20 @@ impl BootstrapTokens {
                 return Err(format!("[{i}].token: the same token is listed twice"));
             }
         }
-        Ok(Self { tokens })
+        Ok(Self {
+            tokens: std::sync::RwLock::new(tokens),
+            file: None,
+        })
     }
 }
 
 impl Authenticator for BootstrapTokens {
     fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Principal, AuthError>> {
+        self.refresh();
         let found = self
             .tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .find(|(t, _)| constant_time_eq(t.as_bytes(), token.as_bytes()))
             .map(|(_, p)| p.clone());
@@ -192,6 +249,39 @@ mod tests {
             BootstrapTokens::parse("- {token: 0123456789abcdef0, namespace: a, sa: b}")
                 .unwrap_err()
                 .contains("sa")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_token_file_is_reread_when_it_changes() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            file.path(),
+            "- {token: first-token-0123456789, namespace: shop, serviceAccount: a}\n",
+        )
+        .unwrap();
+        let tokens = BootstrapTokens::load(file.path()).unwrap();
+        assert!(tokens.authenticate("first-token-0123456789").await.is_ok());
+        // Rotated: the new token works, the old one is revoked.
+        std::fs::write(
+            file.path(),
+            "- {token: second-token-0123456789abc, namespace: shop, serviceAccount: a}\n",
+        )
+        .unwrap();
+        assert!(
+            tokens
+                .authenticate("second-token-0123456789abc")
+                .await
+                .is_ok()
+        );
+        assert!(tokens.authenticate("first-token-0123456789").await.is_err());
+        // A broken edit keeps what is in force.
+        std::fs::write(file.path(), "- {token: short}\n").unwrap();
+        assert!(
+            tokens
+                .authenticate("second-token-0123456789abc")
+                .await
+                .is_ok()
         );
     }
 
