@@ -28,35 +28,19 @@ pub struct ProxyFlags {
 }
 
 impl ProxyFlags {
-    /// The `braid-proxy iptables` arguments.
+    /// The `braid-proxy iptables` arguments: exactly what the injector writes into
+    /// `braid-init` for a pod annotated with these exclusions.
     pub fn iptables_args(&self) -> Vec<String> {
-        let mut args = vec![
-            "iptables".to_owned(),
-            "--proxy-uid".into(),
-            PROXY_UID.to_string(),
-            "--proxy-gid".into(),
-            PROXY_UID.to_string(),
-        ];
-        let list = |ports: &[u16]| {
-            ports
-                .iter()
-                .map(u16::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
+        let overrides = braid_injector::annotations::Overrides {
+            exclude_inbound_ports: self.exclude_inbound_ports.clone(),
+            exclude_outbound_ports: self.exclude_outbound_ports.clone(),
+            ..Default::default()
         };
-        if !self.exclude_inbound_ports.is_empty() {
-            args.extend([
-                "--exclude-inbound-ports".into(),
-                list(&self.exclude_inbound_ports),
-            ]);
-        }
-        if !self.exclude_outbound_ports.is_empty() {
-            args.extend([
-                "--exclude-outbound-ports".into(),
-                list(&self.exclude_outbound_ports),
-            ]);
-        }
-        args
+        let settings = braid_injector::settings::Settings {
+            proxy_uid: i64::from(PROXY_UID),
+            ..Default::default()
+        };
+        braid_injector::inject::iptables_args(&settings, &overrides)
     }
 }
 

@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The Kubernetes source's conversions on pods a real API server produced (the
-//! AdmissionReview captures in `tests/fixtures/admission`), and its start-up access check
+//! AdmissionReview captures in `fixtures/admission`), and its start-up access check
 //! against a scripted API server.
 
 mod kube_mock;
@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodIP, PodStatus};
 /// an IP.
 fn captured_pod(file: &str) -> Pod {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/admission")
+        .join("../fixtures/admission")
         .join(file);
     let review: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();

@@ -1,0 +1,71 @@
+//! `braid-init`: installs the pod's capture rules, then exits. It needs root and
+//! NET_ADMIN/NET_RAW for iptables, and nothing else.
+
+use k8s_openapi::api::core::v1::{Capabilities, Container, SecurityContext};
+
+use crate::annotations::Overrides;
+use crate::settings::Settings;
+
+/// The init container's name.
+pub const INIT_CONTAINER: &str = "braid-init";
+
+/// The `braid-proxy iptables` arguments for a pod; the e2e harness runs exactly these.
+pub fn iptables_args(settings: &Settings, overrides: &Overrides) -> Vec<String> {
+    let mut args = vec![
+        "iptables".to_owned(),
+        "--proxy-uid".into(),
+        settings.proxy_uid.to_string(),
+        "--proxy-gid".into(),
+        settings.proxy_uid.to_string(),
+    ];
+    let join = |ports: &[u16]| {
+        ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    if !overrides.exclude_inbound_ports.is_empty() {
+        args.extend([
+            "--exclude-inbound-ports".into(),
+            join(&overrides.exclude_inbound_ports),
+        ]);
+    }
+    if !overrides.exclude_outbound_ports.is_empty() {
+        args.extend([
+            "--exclude-outbound-ports".into(),
+            join(&overrides.exclude_outbound_ports),
+        ]);
+    }
+    if !overrides.exclude_outbound_cidrs.is_empty() {
+        args.extend([
+            "--exclude-outbound-cidrs".into(),
+            overrides.exclude_outbound_cidrs.join(","),
+        ]);
+    }
+    args
+}
+
+/// The `braid-init` container.
+pub fn init_container(settings: &Settings, overrides: &Overrides) -> Container {
+    Container {
+        name: INIT_CONTAINER.into(),
+        image: Some(settings.image.clone()),
+        command: Some(vec!["braid-proxy".into()]),
+        args: Some(iptables_args(settings, overrides)),
+        security_context: Some(SecurityContext {
+            // iptables needs root and these two capabilities; a failure exits non-zero,
+            // so the pod fails visibly rather than running uncaptured.
+            run_as_user: Some(0),
+            run_as_non_root: Some(false),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                add: Some(vec!["NET_ADMIN".into(), "NET_RAW".into()]),
+                drop: Some(vec!["ALL".into()]),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,130 @@
+//! The injection itself: a typed change to a pod, then a JSON patch from the pod as
+//! received to the pod as changed. Both the webhook and the offline `inject` use it.
+
+mod init;
+mod sidecar;
+mod volumes;
+
+use k8s_openapi::api::core::v1::Pod;
+use serde::{Deserialize, Serialize};
+
+pub use init::{INIT_CONTAINER, init_container, iptables_args};
+pub use sidecar::{HEALTH_PORT, PROXY_CONTAINER, proxy_container};
+pub use volumes::{OPERATOR_CA_CONFIGMAP, OPERATOR_CA_VOLUME, TOKEN_VOLUME, volumes};
+
+use crate::annotations::{Overrides, STATUS};
+use crate::settings::Settings;
+
+/// What was injected, recorded in the `braid.dev/status` annotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InjectStatus {
+    /// The injector's version.
+    pub version: String,
+    /// Init containers added.
+    pub init_containers: Vec<String>,
+    /// Containers added.
+    pub containers: Vec<String>,
+    /// Volumes added.
+    pub volumes: Vec<String>,
+}
+
+/// Why a pod cannot be injected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InjectError {
+    /// The pod has no spec.
+    #[error("the pod has no spec")]
+    NoSpec,
+    /// A name braid needs is taken.
+    #[error("spec.{field}: the pod already has {name:?}, which braid adds; rename it")]
+    NameTaken {
+        /// `containers`, `initContainers` or `volumes`.
+        field: &'static str,
+        /// The name.
+        name: String,
+    },
+}
+
+/// Adds braid-init, the proxy and their volumes to `pod`.
+pub fn inject(
+    pod: &mut Pod,
+    settings: &Settings,
+    overrides: &Overrides,
+) -> Result<InjectStatus, InjectError> {
+    let spec = pod.spec.as_mut().ok_or(InjectError::NoSpec)?;
+    for (field, names) in [
+        (
+            "containers",
+            spec.containers
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "initContainers",
+            spec.init_containers
+                .iter()
+                .flatten()
+                .map(|c| c.name.as_str())
+                .collect(),
+        ),
+    ] {
+        if let Some(name) = names
+            .iter()
+            .find(|n| **n == INIT_CONTAINER || **n == PROXY_CONTAINER)
+        {
+            return Err(InjectError::NameTaken {
+                field,
+                name: (*name).to_owned(),
+            });
+        }
+    }
+    let added_volumes = volumes();
+    if let Some(v) = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| added_volumes.iter().any(|a| a.name == v.name))
+    {
+        return Err(InjectError::NameTaken {
+            field: "volumes",
+            name: v.name.clone(),
+        });
+    }
+    let mut status = InjectStatus {
+        version: env!("CARGO_PKG_VERSION").into(),
+        init_containers: vec![INIT_CONTAINER.into()],
+        containers: Vec::new(),
+        volumes: added_volumes.iter().map(|v| v.name.clone()).collect(),
+    };
+    let proxy = proxy_container(settings, overrides);
+    // braid-init first: everything after it is captured. Then, as a native sidecar,
+    // the proxy, so the app's own init containers already have a working network.
+    let mut inits = vec![init_container(settings, overrides)];
+    if settings.native_sidecars {
+        inits.push(proxy);
+        status.init_containers.push(PROXY_CONTAINER.into());
+    } else {
+        spec.containers.insert(0, proxy);
+        status.containers.push(PROXY_CONTAINER.into());
+    }
+    inits.extend(spec.init_containers.take().unwrap_or_default());
+    spec.init_containers = Some(inits);
+    spec.volumes
+        .get_or_insert_with(Vec::new)
+        .extend(added_volumes);
+    // Serialising these plain structs cannot fail.
+    let recorded = serde_json::to_string(&status).unwrap_or_default();
+    pod.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(STATUS.into(), recorded);
+    Ok(status)
+}
+
+/// The JSON patch that turns `before` into `after`.
+pub fn patch(before: &Pod, after: &Pod) -> json_patch::Patch {
+    let before = serde_json::to_value(before).unwrap_or_default();
+    let after = serde_json::to_value(after).unwrap_or_default();
+    json_patch::diff(&before, &after)
+}

@@ -1,0 +1,147 @@
+//! `braid-proxy`: the sidecar, as a native sidecar or as the first container.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, HTTPGetAction,
+    Lifecycle, LifecycleHandler, ObjectFieldSelector, Probe, ResourceRequirements, SecurityContext,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::volumes::{OPERATOR_CA_DIR, TOKEN_DIR, mounts};
+use crate::annotations::Overrides;
+use crate::settings::Settings;
+
+/// The sidecar's name.
+pub const PROXY_CONTAINER: &str = "braid-proxy";
+/// The proxy's health port (kubelet probes).
+pub const HEALTH_PORT: i32 = 15021;
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn ready_probe(period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/ready".into()),
+            port: IntOrString::Int(HEALTH_PORT),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        ..Default::default()
+    }
+}
+
+/// The `braid-proxy` container. As a native sidecar its startup probe holds back the
+/// app's containers until the proxy is ready; otherwise a `postStart` hook does.
+pub fn proxy_container(settings: &Settings, overrides: &Overrides) -> Container {
+    let cpu = overrides.proxy_cpu.clone();
+    let memory = overrides.proxy_memory.clone();
+    let resources = ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            (
+                "cpu".to_owned(),
+                Quantity(cpu.clone().unwrap_or_else(|| settings.cpu_request.clone())),
+            ),
+            (
+                "memory".to_owned(),
+                Quantity(
+                    memory
+                        .clone()
+                        .unwrap_or_else(|| settings.memory_request.clone()),
+                ),
+            ),
+        ])),
+        limits: Some(BTreeMap::from([
+            (
+                "cpu".to_owned(),
+                Quantity(cpu.unwrap_or_else(|| settings.cpu_limit.clone())),
+            ),
+            (
+                "memory".to_owned(),
+                Quantity(memory.unwrap_or_else(|| settings.memory_limit.clone())),
+            ),
+        ])),
+        ..Default::default()
+    };
+    let log_level = overrides
+        .log_level
+        .clone()
+        .unwrap_or_else(|| settings.log_level.clone());
+    let mut container = Container {
+        name: PROXY_CONTAINER.into(),
+        image: Some(settings.image.clone()),
+        command: Some(vec!["braid-proxy".into()]),
+        args: Some(vec![
+            "run".into(),
+            "--operator".into(),
+            settings.operator_url.clone(),
+            "--operator-ca".into(),
+            format!("{OPERATOR_CA_DIR}/ca.crt"),
+            "--token-file".into(),
+            format!("{TOKEN_DIR}/token"),
+        ]),
+        env: Some(vec![
+            field_env("BRAID_POD_NAME", "metadata.name"),
+            field_env("BRAID_POD_NAMESPACE", "metadata.namespace"),
+            field_env("BRAID_POD_IP", "status.podIP"),
+            field_env("BRAID_SERVICE_ACCOUNT", "spec.serviceAccountName"),
+            EnvVar {
+                name: "BRAID_LOG_LEVEL".into(),
+                value: Some(log_level),
+                ..Default::default()
+            },
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("braid-health".into()),
+            container_port: HEALTH_PORT,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        readiness_probe: Some(ready_probe(5, 3)),
+        resources: Some(resources),
+        security_context: Some(SecurityContext {
+            run_as_user: Some(settings.proxy_uid),
+            run_as_group: Some(settings.proxy_uid),
+            run_as_non_root: Some(true),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(mounts()),
+        ..Default::default()
+    };
+    if settings.native_sidecars {
+        container.restart_policy = Some("Always".into());
+        // Up to two minutes for a first config; the app starts only after.
+        container.startup_probe = Some(ready_probe(1, 120));
+    } else {
+        container.lifecycle = Some(Lifecycle {
+            post_start: Some(LifecycleHandler {
+                exec: Some(ExecAction {
+                    command: Some(vec!["braid-proxy".into(), "wait-ready".into()]),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    container
+}

@@ -1,0 +1,45 @@
+//! What the injector writes into every pod, set by its flags.
+
+/// Cluster-wide injection settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The image holding `braid-proxy` (for both `braid-init` and the sidecar).
+    pub image: String,
+    /// Where proxies stream their config from.
+    pub operator_url: String,
+    /// The mesh's own namespace (never injected).
+    pub mesh_namespace: String,
+    /// Inject the proxy as a native sidecar (Kubernetes 1.29+): an init container with
+    /// `restartPolicy: Always`. Otherwise it is the first container with a `postStart`
+    /// hook that waits for it to be ready.
+    pub native_sidecars: bool,
+    /// UID and GID the proxy runs as; the capture rules let its traffic through.
+    pub proxy_uid: i64,
+    /// Default CPU request and limit of the proxy.
+    pub cpu_request: String,
+    /// Default CPU limit of the proxy.
+    pub cpu_limit: String,
+    /// Default memory request of the proxy.
+    pub memory_request: String,
+    /// Default memory limit of the proxy.
+    pub memory_limit: String,
+    /// Default log filter of the proxy.
+    pub log_level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            image: "ghcr.io/braid-mesh/braid:latest".into(),
+            operator_url: "https://braid-operator.braid-system.svc:8443".into(),
+            mesh_namespace: "braid-system".into(),
+            native_sidecars: true,
+            proxy_uid: 1337,
+            cpu_request: "50m".into(),
+            cpu_limit: "1".into(),
+            memory_request: "32Mi".into(),
+            memory_limit: "128Mi".into(),
+            log_level: "info".into(),
+        }
+    }
+}

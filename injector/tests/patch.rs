@@ -1,0 +1,198 @@
+//! Injection of the AdmissionReview captures from a real 1.28 API server: the patched
+//! pods deserialise, carry exactly what braid adds, and a second pass changes nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+
+use braid_injector::annotations::{Overrides, STATUS};
+use braid_injector::decide::{Decision, decide};
+use braid_injector::inject::{INIT_CONTAINER, InjectError, PROXY_CONTAINER, inject, patch};
+use braid_injector::settings::Settings;
+use k8s_openapi::api::core::v1::{Container, Pod, Volume};
+
+fn captured_pod(file: &str) -> Pod {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/admission")
+        .join(file);
+    let review: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    serde_json::from_value(review["request"]["object"].clone()).unwrap()
+}
+
+/// Injects like the webhook: decide, parse annotations, change, diff, apply the patch to
+/// the JSON as received, and read the result back as a Pod.
+fn webhook(pod: &Pod, settings: &Settings) -> Option<Pod> {
+    let ns = pod.metadata.namespace.clone().unwrap();
+    if decide(pod, &ns, true, settings) != Decision::Inject {
+        return None;
+    }
+    let overrides = Overrides::parse(
+        pod.metadata
+            .annotations
+            .as_ref()
+            .unwrap_or(&Default::default()),
+    )
+    .unwrap();
+    let mut injected = pod.clone();
+    inject(&mut injected, settings, &overrides).unwrap();
+    let mut json = serde_json::to_value(pod).unwrap();
+    json_patch::patch(&mut json, &patch(pod, &injected)).unwrap();
+    let patched: Pod = serde_json::from_value(json).unwrap();
+    assert_eq!(patched, injected, "the patch reproduces the typed change");
+    Some(patched)
+}
+
+fn names(list: Option<&Vec<Container>>) -> Vec<String> {
+    list.into_iter().flatten().map(|c| c.name.clone()).collect()
+}
+
+#[test]
+fn a_deployment_pod_gets_init_then_native_sidecar_before_its_own_init() {
+    let pod = captured_pod("deployment-pod-create.json");
+    let before = pod.spec.as_ref().unwrap();
+    let out = webhook(&pod, &Settings::default()).unwrap();
+    let spec = out.spec.as_ref().unwrap();
+    let mut want = vec![INIT_CONTAINER.to_string(), PROXY_CONTAINER.to_string()];
+    want.extend(names(before.init_containers.as_ref()));
+    assert_eq!(names(spec.init_containers.as_ref()), want);
+    assert_eq!(
+        names(Some(&spec.containers)),
+        names(Some(&before.containers))
+    );
+    let inits = spec.init_containers.as_ref().unwrap();
+    // The pod's annotation reaches the capture rules.
+    let args = inits[0].args.clone().unwrap().join(" ");
+    assert!(args.contains("--exclude-outbound-ports 5432"), "{args}");
+    let caps = inits[0]
+        .security_context
+        .as_ref()
+        .unwrap()
+        .capabilities
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        caps.add.clone().unwrap(),
+        ["NET_ADMIN".to_string(), "NET_RAW".to_string()]
+    );
+    let proxy = &inits[1];
+    assert_eq!(proxy.restart_policy.as_deref(), Some("Always"));
+    assert!(proxy.startup_probe.is_some());
+    let sc = proxy.security_context.as_ref().unwrap();
+    assert_eq!(
+        (
+            sc.run_as_user,
+            sc.run_as_non_root,
+            sc.read_only_root_filesystem
+        ),
+        (Some(1337), Some(true), Some(true))
+    );
+    let token = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "braid-token")
+        .unwrap();
+    let sources = token.projected.as_ref().unwrap().sources.as_ref().unwrap();
+    let projection = sources[0].service_account_token.as_ref().unwrap();
+    assert_eq!(projection.audience.as_deref(), Some("braid"));
+    assert!(
+        spec.volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == "braid-operator-ca")
+    );
+    assert!(
+        out.metadata
+            .annotations
+            .as_ref()
+            .unwrap()
+            .contains_key(STATUS)
+    );
+}
+
+#[test]
+fn injection_is_idempotent() {
+    let pod = captured_pod("job-pod-create.json");
+    let once = webhook(&pod, &Settings::default()).unwrap();
+    assert!(webhook(&once, &Settings::default()).is_none());
+    assert_eq!(
+        decide(&once, "shop", true, &Settings::default()),
+        Decision::Skip("already injected".into())
+    );
+}
+
+#[test]
+fn legacy_clusters_get_the_proxy_first_with_a_post_start_wait() {
+    let settings = Settings {
+        native_sidecars: false,
+        ..Default::default()
+    };
+    let out = webhook(&captured_pod("deployment-pod-create.json"), &settings).unwrap();
+    let spec = out.spec.unwrap();
+    assert_eq!(spec.containers[0].name, PROXY_CONTAINER);
+    let lifecycle = spec.containers[0].lifecycle.as_ref().unwrap();
+    let hook = lifecycle
+        .post_start
+        .as_ref()
+        .unwrap()
+        .exec
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        hook.command.clone().unwrap().join(" "),
+        "braid-proxy wait-ready"
+    );
+    assert_eq!(names(spec.init_containers.as_ref())[0], INIT_CONTAINER);
+}
+
+#[test]
+fn skips_say_why() {
+    let settings = Settings::default();
+    let skip = |pod: &Pod, ns: &str, enabled: bool| match decide(pod, ns, enabled, &settings) {
+        Decision::Skip(why) => why,
+        Decision::Inject => String::new(),
+    };
+    let opted_out = captured_pod("pod-opted-out-create.json");
+    assert!(skip(&opted_out, "shop", true).contains("\"false\""));
+    let pod = captured_pod("job-pod-create.json");
+    assert!(skip(&pod, "kube-system", true).contains("kube-system"));
+    assert!(skip(&pod, "braid-system", true).contains("own namespace"));
+    assert!(skip(&pod, "shop", false).contains("not labelled"));
+    let mut host = pod.clone();
+    host.spec.as_mut().unwrap().host_network = Some(true);
+    assert!(skip(&host, "shop", true).contains("hostNetwork"));
+    let mut opted_in = pod;
+    opted_in
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("braid.dev/inject".into(), "true".into());
+    assert_eq!(
+        decide(&opted_in, "shop", false, &settings),
+        Decision::Inject
+    );
+}
+
+#[test]
+fn a_name_braid_needs_is_refused_not_overwritten() {
+    let mut pod = captured_pod("job-pod-create.json");
+    pod.spec
+        .as_mut()
+        .unwrap()
+        .volumes
+        .get_or_insert_with(Vec::new)
+        .push(Volume {
+            name: "braid-token".into(),
+            ..Default::default()
+        });
+    let err = inject(&mut pod, &Settings::default(), &Overrides::default()).unwrap_err();
+    assert_eq!(
+        err,
+        InjectError::NameTaken {
+            field: "volumes",
+            name: "braid-token".into()
+        }
+    );
+    assert!(err.to_string().contains("spec.volumes"));
+}
