@@ -6,3 +6,4 @@ pub mod annotations;
 pub mod decide;
 pub mod inject;
 pub mod settings;
+pub mod webhook;

@@ -1,0 +1,3 @@
+//! The mutating admission webhook.
+
+pub mod review;
