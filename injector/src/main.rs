@@ -2,13 +2,17 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context as _;
+use braid_injector::settings::Settings;
+use braid_injector::webhook::{server, tls};
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 
-/// braid's sidecar injector.
-///
-/// STATUS: this build only parses flags. `serve` and `inject` exit with an error saying
-/// so; they arrive with the injector issue.
+/// braid's sidecar injector: a mutating admission webhook that adds `braid-init` (the
+/// capture rules) and `braid-proxy` (the sidecar) to pods of labelled namespaces.
 #[derive(Debug, Parser)]
 #[command(name = "braid-injector", version)]
 struct Cli {
@@ -18,19 +22,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the mutating admission webhook at /inject over HTTPS (not implemented yet).
-    Serve {
-        /// Listen address.
-        #[arg(long, env = "BRAID_LISTEN", default_value = "0.0.0.0:9443")]
-        listen: SocketAddr,
-        /// Serving certificate (PEM); reloaded when it changes.
-        #[arg(long, env = "BRAID_TLS_CERT")]
-        tls_cert: PathBuf,
-        /// Serving key (PEM); reloaded when it changes.
-        #[arg(long, env = "BRAID_TLS_KEY")]
-        tls_key: PathBuf,
-    },
-    /// Inject into pod-bearing YAML offline, like `istioctl kube-inject` (not implemented yet).
+    /// Serve the mutating admission webhook at POST /inject over HTTPS.
+    Serve(ServeArgs),
+    /// Inject into pod-bearing YAML offline, like `istioctl kube-inject` (not implemented
+    /// yet: it arrives with the rest of the injector issue).
     Inject {
         /// Input YAML file; `-` for standard input.
         #[arg(short = 'f', long, default_value = "-")]
@@ -38,14 +33,111 @@ enum Command {
     },
 }
 
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Listen address.
+    #[arg(long, env = "BRAID_LISTEN", default_value = "0.0.0.0:9443")]
+    listen: SocketAddr,
+    /// Serving certificate (PEM); reloaded when it changes.
+    #[arg(long, env = "BRAID_TLS_CERT")]
+    tls_cert: PathBuf,
+    /// Serving key (PEM); reloaded when it changes.
+    #[arg(long, env = "BRAID_TLS_KEY")]
+    tls_key: PathBuf,
+    #[command(flatten)]
+    inject: InjectArgs,
+    /// Log filter, e.g. info or braid_injector=debug.
+    #[arg(long, env = "BRAID_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+/// What goes into every pod.
+#[derive(Debug, Args)]
+struct InjectArgs {
+    /// The image with braid-proxy, for braid-init and the sidecar.
+    #[arg(
+        long,
+        env = "BRAID_PROXY_IMAGE",
+        default_value = "ghcr.io/braid-mesh/braid:latest"
+    )]
+    proxy_image: String,
+    /// The operator's config stream, as proxies reach it.
+    #[arg(
+        long,
+        env = "BRAID_OPERATOR_URL",
+        default_value = "https://braid-operator.braid-system.svc:8443"
+    )]
+    operator_url: String,
+    /// The mesh's own namespace, never injected.
+    #[arg(long, env = "BRAID_MESH_NAMESPACE", default_value = "braid-system")]
+    mesh_namespace: String,
+    /// Inject native sidecars (Kubernetes 1.29+); `false` puts the proxy first among
+    /// the containers with a postStart wait, for older clusters.
+    #[arg(long, env = "BRAID_NATIVE_SIDECARS", default_value_t = true, action = clap::ArgAction::Set)]
+    native_sidecars: bool,
+    /// UID and GID of the proxy.
+    #[arg(long, env = "BRAID_PROXY_UID", default_value_t = 1337)]
+    proxy_uid: i64,
+    /// The proxies' default log filter (a pod may set braid.dev/log-level).
+    #[arg(long, env = "BRAID_PROXY_LOG_LEVEL", default_value = "info")]
+    proxy_log_level: String,
+}
+
+impl InjectArgs {
+    fn settings(&self) -> Settings {
+        Settings {
+            image: self.proxy_image.clone(),
+            operator_url: self.operator_url.clone(),
+            mesh_namespace: self.mesh_namespace.clone(),
+            native_sidecars: self.native_sidecars,
+            proxy_uid: self.proxy_uid,
+            log_level: self.proxy_log_level.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let name = match cli.command {
-        Command::Serve { .. } => "serve",
-        Command::Inject { .. } => "inject",
-    };
-    anyhow::bail!(
-        "braid-injector {name} is not implemented in this build: flags are parsed, nothing runs \
-         (it arrives with the injector issue)"
-    )
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args),
+        Command::Inject { .. } => anyhow::bail!(
+            "braid-injector inject is not implemented in this build (it arrives with the rest of the injector issue); \
+             `braid-injector serve` runs the webhook"
+        ),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .map_err(|e| anyhow::anyhow!("--log-level {:?}: {e}", args.log_level))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let cert = Arc::new(tls::ReloadingCert::new(
+            args.tls_cert.clone(),
+            args.tls_key.clone(),
+        )?);
+        let config = tls::server_config(cert.clone()).context("TLS configuration")?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("--listen {}: cannot bind", args.listen))?;
+        let stop = CancellationToken::new();
+        tokio::spawn(cert.watch(Duration::from_secs(10), stop.clone()));
+        let router = server::router(Arc::new(args.inject.settings()));
+        tracing::info!(listen = %args.listen, "braid-injector serving /inject");
+        let serving = tokio::spawn(server::serve(listener, config, router, stop.clone()));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        stop.cancel();
+        let _ = serving.await;
+        Ok(())
+    })
 }

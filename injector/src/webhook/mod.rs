@@ -1,3 +1,5 @@
 //! The mutating admission webhook.
 
 pub mod review;
+pub mod server;
+pub mod tls;

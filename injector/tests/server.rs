@@ -1,0 +1,118 @@
+//! The real `braid-injector serve` over HTTPS: the API server's POST of a captured
+//! AdmissionReview gets a patch back, and a rotated certificate is picked up live.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::{CertificateDer, ServerName};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn write_cert(dir: &Path) -> CertificateDer<'static> {
+    let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    // Key first, certificate last: the injector reloads once both have changed.
+    std::fs::write(dir.join("tls.key"), c.signing_key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("tls.crt"), c.cert.pem()).unwrap();
+    c.cert.der().clone()
+}
+
+/// POSTs `body` to /inject trusting only `cert`; `None` when the TLS handshake fails
+/// (the server presented another certificate).
+async fn post(
+    addr: SocketAddr,
+    cert: &CertificateDer<'static>,
+    body: Vec<u8>,
+) -> Option<(u16, serde_json::Value)> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .ok()?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post("/inject")
+        .header("host", "braid-injector")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    Some((status, serde_json::from_slice(&bytes).unwrap_or_default()))
+}
+
+#[tokio::test]
+async fn the_webhook_answers_over_tls_and_follows_certificate_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = write_cert(dir.path());
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let _injector = Killed(
+        Command::new(env!("CARGO_BIN_EXE_braid-injector"))
+            .args(["serve", "--listen", &addr.to_string()])
+            .arg("--tls-cert")
+            .arg(dir.path().join("tls.crt"))
+            .arg("--tls-key")
+            .arg(dir.path().join("tls.key"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "the injector did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let review = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/admission/deployment-pod-create.json"),
+    )
+    .unwrap();
+    let (status, answer) = post(addr, &first, review.clone()).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(answer["response"]["allowed"], true);
+    assert_eq!(answer["response"]["patchType"], "JSONPatch");
+
+    // Rotate: new connections must present the new certificate (trusting only it).
+    std::thread::sleep(Duration::from_millis(20)); // a new modification time
+    let second = write_cert(dir.path());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while post(addr, &second, review.clone()).await.map(|r| r.0) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "the rotated certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        post(addr, &first, review).await.is_none(),
+        "the old certificate is gone"
+    );
+}
