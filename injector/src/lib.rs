@@ -5,5 +5,6 @@
 pub mod annotations;
 pub mod decide;
 pub mod inject;
+pub mod offline;
 pub mod settings;
 pub mod webhook;

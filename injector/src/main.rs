@@ -24,9 +24,19 @@ struct Cli {
 enum Command {
     /// Serve the mutating admission webhook at POST /inject over HTTPS.
     Serve(ServeArgs),
-    /// Inject into pod-bearing YAML offline, like `istioctl kube-inject` (not implemented
-    /// yet: it arrives with the rest of the injector issue).
+    /// Inject into the pod templates of YAML files offline (Pods, Deployments,
+    /// StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs), like `istioctl
+    /// kube-inject`; other documents pass through. Prints the result.
     Inject {
+        /// Input YAML file (several documents allowed); `-` for standard input.
+        #[arg(short = 'f', long, default_value = "-")]
+        filename: PathBuf,
+        #[command(flatten)]
+        inject: InjectArgs,
+    },
+    /// Remove exactly what `inject` (or the webhook) added, as recorded in each pod's
+    /// `braid.dev/status` annotation. Prints the result.
+    Uninject {
         /// Input YAML file; `-` for standard input.
         #[arg(short = 'f', long, default_value = "-")]
         filename: PathBuf,
@@ -100,10 +110,30 @@ impl InjectArgs {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args),
-        Command::Inject { .. } => anyhow::bail!(
-            "braid-injector inject is not implemented in this build (it arrives with the rest of the injector issue); \
-             `braid-injector serve` runs the webhook"
-        ),
+        Command::Inject { filename, inject } => {
+            let text = read_input(&filename)?;
+            print!(
+                "{}",
+                braid_injector::offline::inject_documents(&text, &inject.settings())?
+            );
+            Ok(())
+        }
+        Command::Uninject { filename } => {
+            let text = read_input(&filename)?;
+            print!("{}", braid_injector::offline::uninject_documents(&text)?);
+            Ok(())
+        }
+    }
+}
+
+fn read_input(path: &std::path::Path) -> anyhow::Result<String> {
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("reading standard input")?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("-f {}", path.display()))
     }
 }
 

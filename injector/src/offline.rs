@@ -1,0 +1,271 @@
+//! Offline injection (`braid-injector inject -f FILE`), like `istioctl kube-inject`: the
+//! same change the webhook makes, applied to the pod templates of YAML files, and its
+//! exact reversal (`uninject`) from what `braid.dev/status` records.
+
+use k8s_openapi::api::core::v1::Pod;
+use serde::Deserialize;
+
+use crate::annotations::{Overrides, STATUS};
+use crate::decide::{Decision, decide};
+use crate::inject::{InjectStatus, inject};
+use crate::settings::Settings;
+
+/// A document that could not be processed; names the document and what to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("document {index} ({kind} {name}): {message}")]
+pub struct OfflineError {
+    /// 1-based position in the input.
+    pub index: usize,
+    /// Its kind.
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Where the pod template of a workload kind lives, as a JSON pointer.
+fn template_pointer(kind: &str) -> Option<&'static str> {
+    match kind {
+        "Pod" => Some(""),
+        "Deployment"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicaSet"
+        | "Job"
+        | "ReplicationController" => Some("/spec/template"),
+        "CronJob" => Some("/spec/jobTemplate/spec/template"),
+        _ => None,
+    }
+}
+
+/// Runs `f` on the pod template of every workload document of `text` (multi-document
+/// YAML), passing other documents through, and prints the result as YAML.
+fn each_template(
+    text: &str,
+    mut f: impl FnMut(&mut Pod, &str) -> Result<(), String>,
+) -> Result<String, OfflineError> {
+    let mut out = Vec::new();
+    for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
+        let fail = |kind: &str, name: &str, message: String| OfflineError {
+            index: i + 1,
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            message,
+        };
+        let mut doc =
+            serde_json::Value::deserialize(de).map_err(|e| fail("?", "?", e.to_string()))?;
+        if doc.is_null() {
+            continue;
+        }
+        let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+        let name = doc["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let namespace = doc["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_owned();
+        if let Some(pointer) = template_pointer(&kind)
+            && let Some(template) = doc.pointer_mut(pointer)
+        {
+            let mut pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": template.get("metadata").cloned().unwrap_or_default(),
+                "spec": template.get("spec").cloned().unwrap_or_default(),
+            }))
+            .map_err(|e| fail(&kind, &name, format!("{pointer}: {e}")))?;
+            f(&mut pod, &namespace).map_err(|m| fail(&kind, &name, m))?;
+            let metadata = serde_json::to_value(&pod.metadata).unwrap_or_default();
+            let spec = serde_json::to_value(&pod.spec).unwrap_or_default();
+            if let Some(obj) = template.as_object_mut() {
+                obj.insert("metadata".into(), metadata);
+                obj.insert("spec".into(), spec);
+            }
+        }
+        out.push(serde_norway::to_string(&doc).map_err(|e| fail(&kind, &name, e.to_string()))?);
+    }
+    Ok(out.join("---\n"))
+}
+
+/// Injects into every pod template of `text` that the webhook would inject.
+pub fn inject_documents(text: &str, settings: &Settings) -> Result<String, OfflineError> {
+    each_template(text, |pod, namespace| {
+        if let Decision::Skip(_) = decide(pod, namespace, true, settings) {
+            return Ok(());
+        }
+        let overrides = Overrides::parse(
+            pod.metadata
+                .annotations
+                .as_ref()
+                .unwrap_or(&Default::default()),
+        )
+        .map_err(|errs| {
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        inject(pod, settings, &overrides)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Removes exactly what `braid.dev/status` says was injected.
+pub fn uninject_documents(text: &str) -> Result<String, OfflineError> {
+    each_template(text, |pod, _| {
+        let Some(recorded) = pod
+            .metadata
+            .annotations
+            .as_mut()
+            .and_then(|a| a.remove(STATUS))
+        else {
+            return Ok(());
+        };
+        let status: InjectStatus = serde_json::from_str(&recorded)
+            .map_err(|e| format!("metadata.annotations[{STATUS}]: {e}"))?;
+        if pod
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.is_empty())
+        {
+            pod.metadata.annotations = None;
+        }
+        let Some(spec) = pod.spec.as_mut() else {
+            return Ok(());
+        };
+        spec.containers
+            .retain(|c| !status.containers.contains(&c.name));
+        if let Some(inits) = spec.init_containers.as_mut() {
+            inits.retain(|c| !status.init_containers.contains(&c.name));
+        }
+        if spec.init_containers.as_ref().is_some_and(Vec::is_empty) {
+            spec.init_containers = None;
+        }
+        if let Some(volumes) = spec.volumes.as_mut() {
+            volumes.retain(|v| !status.volumes.contains(&v.name));
+        }
+        if spec.volumes.as_ref().is_some_and(Vec::is_empty) {
+            spec.volumes = None;
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: payments, namespace: shop}
+spec:
+  selector: {matchLabels: {app: payments}}
+  template:
+    metadata:
+      labels: {app: payments}
+      annotations: {braid.dev/exclude-outbound-ports: "5432"}
+    spec:
+      containers:
+      - {name: app, image: payments:1, ports: [{containerPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: payments, namespace: shop}
+spec: {selector: {app: payments}, ports: [{port: 80, targetPort: 8080}]}
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: report, namespace: shop}
+spec:
+  schedule: "0 * * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers: [{name: report, image: report:1}]
+"#;
+
+    fn docs(text: &str) -> Vec<serde_json::Value> {
+        serde_norway::Deserializer::from_str(text)
+            .map(|d| serde_json::Value::deserialize(d).unwrap())
+            .filter(|d| !d.is_null())
+            .collect()
+    }
+
+    fn init_names(doc: &serde_json::Value, pointer: &str) -> Vec<String> {
+        doc.pointer(pointer)
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn workloads_are_injected_and_other_documents_pass_through() {
+        let out = inject_documents(DEPLOYMENT, &Settings::default()).unwrap();
+        let out = docs(&out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(
+            init_names(&out[0], "/spec/template/spec/initContainers"),
+            ["braid-init", "braid-proxy"]
+        );
+        let args = out[0]
+            .pointer("/spec/template/spec/initContainers/0/args")
+            .unwrap()
+            .to_string();
+        assert!(args.contains("5432"), "{args}");
+        assert_eq!(out[1], docs(DEPLOYMENT)[1], "a Service is left alone");
+        assert_eq!(
+            init_names(
+                &out[2],
+                "/spec/jobTemplate/spec/template/spec/initContainers"
+            ),
+            ["braid-init", "braid-proxy"]
+        );
+    }
+
+    #[test]
+    fn uninject_restores_the_input() {
+        let injected = inject_documents(DEPLOYMENT, &Settings::default()).unwrap();
+        let restored = uninject_documents(&injected).unwrap();
+        // Compare as pods: injecting and removing leaves the templates as they were.
+        let (a, b) = (docs(DEPLOYMENT), docs(&restored));
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            let Some(p) = template_pointer(x["kind"].as_str().unwrap()) else {
+                assert_eq!(x, y);
+                continue;
+            };
+            let pod = |d: &serde_json::Value| -> Pod {
+                let t = d.pointer(p).unwrap();
+                serde_json::from_value(
+                    serde_json::json!({"metadata": t["metadata"], "spec": t["spec"]}),
+                )
+                .unwrap()
+            };
+            assert_eq!(pod(x), pod(y), "{}", x["kind"]);
+        }
+        // And injecting the restored output again works: nothing braid added is left.
+        inject_documents(&restored, &Settings::default()).unwrap();
+    }
+
+    #[test]
+    fn a_bad_annotation_names_the_document() {
+        let text = DEPLOYMENT.replace("\"5432\"", "\"postgres\"");
+        let err = inject_documents(&text, &Settings::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "document 1 (Deployment payments): annotation braid.dev/exclude-outbound-ports"
+            ),
+            "{err}"
+        );
+    }
+}
