@@ -2,9 +2,10 @@
 //!
 //! Every pod is a network namespace with a veth on a bridge (the bridge lives in a "hub"
 //! namespace of the mesh, so nothing touches the host's own network). A meshed pod gets
-//! the init step — the real `braid-proxy iptables` command — and the sidecar, run as UID
-//! 1337 with its config streamed from the real operator (directory source, in the hub
-//! namespace) or from a file; apps run inside the namespace. Names resolve through
+//! the init step — the real `braid-proxy iptables` command with the arguments the
+//! injector writes — and the sidecar, run as UID 1337 with the injector's arguments and
+//! environment, its config streamed from the real operator (directory source, in the hub
+//! namespace), or from a file; apps run inside the namespace. Names resolve through
 //! `/etc/netns/<pod>/hosts`. Everything is removed on drop, and namespaces left behind
 //! by a killed run are swept by name prefix the next time a mesh is made.
 //!

@@ -309,22 +309,29 @@ impl Pod {
     pub fn start_sidecar(&mut self, config: &ProxyConfig) -> Result<(), HarnessError> {
         self.write_config(config)?;
         let args = vec![
+            "run".to_owned(),
             "--config".to_owned(),
             self.dir.join("config.json").display().to_string(),
             "--config-poll-ms".into(),
             "100".into(),
         ];
-        self.start_sidecar_with(&args)
+        self.start_sidecar_with(&args, &[])
     }
 
-    /// Starts the sidecar as UID/GID 1337 streaming its config from `operator`, and
+    /// Starts the sidecar as UID/GID 1337 streaming its config from `operator`, with
+    /// the arguments and environment the injector writes into the pod (its volumes
+    /// mapped to files of this pod, its downward-API fields to this pod's values), and
     /// waits until it is ready (it has applied a first config).
     pub fn start_sidecar_streaming(&mut self, operator: &Operator) -> Result<(), HarnessError> {
-        let args = operator.sidecar_args(&self.name, &self.dir);
-        self.start_sidecar_with(&args)
+        let (args, env) = operator.sidecar_command(&self.name, self.ip, &self.dir)?;
+        self.start_sidecar_with(&args, &env)
     }
 
-    fn start_sidecar_with(&mut self, source: &[String]) -> Result<(), HarnessError> {
+    fn start_sidecar_with(
+        &mut self,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Result<(), HarnessError> {
         let uid = format!("--reuid={PROXY_UID}");
         let gid = format!("--regid={PROXY_UID}");
         let mut cmd = Command::new("ip");
@@ -339,9 +346,9 @@ impl Pod {
             "--",
         ])
         .arg(self.bin("braid-proxy"))
-        .arg("run")
-        .args(source)
+        .args(args)
         .args(["--drain-timeout-secs", "10"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("RUST_BACKTRACE", "0");
         self.spawn("sidecar", cmd)?;
         let bin = self.bin("braid-proxy");

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use crate::HarnessError;
 use crate::netns::ip;
 
+/// A sidecar's arguments (after the binary) and environment.
+pub type SidecarCommand = (Vec<String>, Vec<(String, String)>);
+
 /// The namespace every e2e workload is registered in.
 pub const NAMESPACE: &str = "shop";
 
@@ -141,20 +144,57 @@ impl Operator {
         write_atomically(&self.dir.join("operator").join(name), yaml)
     }
 
-    /// The `braid-proxy run` arguments of the sidecar of pod `name` (dir `pod_dir`).
-    pub fn sidecar_args(&self, name: &str, pod_dir: &Path) -> Vec<String> {
-        vec![
-            "--operator".into(),
-            format!("https://{}", self.listen),
-            "--operator-ca".into(),
-            self.trust.display().to_string(),
-            "--token-file".into(),
-            pod_dir.join("token").display().to_string(),
-            "--pod-name".into(),
-            name.into(),
-            "--pod-namespace".into(),
-            NAMESPACE.into(),
-        ]
+    /// The `braid-proxy` arguments and environment of pod `name`'s sidecar, taken from
+    /// the container the injector writes, as kubelet would run it: its token volume is
+    /// the pod's directory (where the harness wrote the token), its CA volume a
+    /// directory holding this operator's certificate, its downward-API fields the pod's.
+    pub fn sidecar_command(
+        &self,
+        name: &str,
+        ip: Ipv4Addr,
+        pod_dir: &Path,
+    ) -> Result<SidecarCommand, HarnessError> {
+        use braid_injector::inject::{OPERATOR_CA_DIR, TOKEN_DIR, proxy_container};
+        let settings = braid_injector::settings::Settings {
+            operator_url: format!("https://{}", self.listen),
+            ..Default::default()
+        };
+        let container = proxy_container(&settings, &Default::default());
+        let ca_dir = self.dir.join("operator-ca-volume");
+        std::fs::create_dir_all(&ca_dir)?;
+        std::fs::set_permissions(&ca_dir, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::copy(&self.trust, ca_dir.join("ca.crt"))?;
+        let mount = |arg: &str| {
+            arg.replace(TOKEN_DIR, &pod_dir.display().to_string())
+                .replace(OPERATOR_CA_DIR, &ca_dir.display().to_string())
+        };
+        let args = container
+            .args
+            .unwrap_or_default()
+            .iter()
+            .map(|a| mount(a))
+            .collect();
+        let mut env = Vec::new();
+        for var in container.env.unwrap_or_default() {
+            let field = var
+                .value_from
+                .and_then(|f| f.field_ref)
+                .map(|f| f.field_path);
+            let value = match field.as_deref() {
+                Some("metadata.name") | Some("spec.serviceAccountName") => name.to_owned(),
+                Some("metadata.namespace") => NAMESPACE.to_owned(),
+                Some("status.podIP") => ip.to_string(),
+                Some(other) => {
+                    return Err(HarnessError::Missing(format!(
+                        "the harness cannot fill the injector's env {} from {other}",
+                        var.name
+                    )));
+                }
+                None => var.value.unwrap_or_default(),
+            };
+            env.push((var.name, value));
+        }
+        Ok((args, env))
     }
 
     /// What the operator logged.

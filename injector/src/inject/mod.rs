@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 pub use init::{INIT_CONTAINER, init_container, iptables_args};
 pub use sidecar::{HEALTH_PORT, PROXY_CONTAINER, proxy_container};
-pub use volumes::{OPERATOR_CA_CONFIGMAP, OPERATOR_CA_VOLUME, TOKEN_VOLUME, volumes};
+pub use volumes::{
+    OPERATOR_CA_CONFIGMAP, OPERATOR_CA_DIR, OPERATOR_CA_VOLUME, TOKEN_DIR, TOKEN_VOLUME, volumes,
+};
 
 use crate::annotations::{Overrides, STATUS};
 use crate::settings::Settings;
