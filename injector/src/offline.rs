@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::annotations::{Overrides, STATUS};
 use crate::decide::{Decision, decide};
-use crate::inject::{InjectStatus, inject};
+use crate::inject::{InjectStatus, ORIGINAL_PROBES, inject, restore};
 use crate::settings::Settings;
 
 /// A document that could not be processed; names the document and what to fix.
@@ -125,6 +125,11 @@ pub fn uninject_documents(text: &str) -> Result<String, OfflineError> {
         };
         let status: InjectStatus = serde_json::from_str(&recorded)
             .map_err(|e| format!("metadata.annotations[{STATUS}]: {e}"))?;
+        let probes = pod
+            .metadata
+            .annotations
+            .as_mut()
+            .and_then(|a| a.remove(ORIGINAL_PROBES));
         if pod
             .metadata
             .annotations
@@ -136,6 +141,11 @@ pub fn uninject_documents(text: &str) -> Result<String, OfflineError> {
         let Some(spec) = pod.spec.as_mut() else {
             return Ok(());
         };
+        if let Some(probes) = probes {
+            let originals = serde_json::from_str(&probes)
+                .map_err(|e| format!("metadata.annotations[{ORIGINAL_PROBES}]: {e}"))?;
+            restore(&mut spec.containers, &originals);
+        }
         spec.containers
             .retain(|c| !status.containers.contains(&c.name));
         if let Some(inits) = spec.init_containers.as_mut() {

@@ -196,3 +196,69 @@ fn a_name_braid_needs_is_refused_not_overwritten() {
     );
     assert!(err.to_string().contains("spec.volumes"));
 }
+
+#[test]
+fn http_probes_move_to_the_health_port_and_the_proxy_gets_the_originals() {
+    let pod = captured_pod("deployment-pod-create.json");
+    let out = webhook(&pod, &Settings::default()).unwrap();
+    let spec = out.spec.as_ref().unwrap();
+    let app = spec.containers.iter().find(|c| c.name == "app").unwrap();
+    let get = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        p.as_ref().unwrap().http_get.clone().unwrap()
+    };
+    let ready = get(&app.readiness_probe);
+    assert_eq!(ready.path.as_deref(), Some("/app-health/app/readiness"));
+    assert_eq!(
+        ready.port,
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(15021)
+    );
+    assert_eq!(
+        get(&app.liveness_probe).path.as_deref(),
+        Some("/app-health/app/liveness")
+    );
+    // Timing settings are kubelet's and stay; a TCP probe is not HTTP and stays too.
+    assert_eq!(
+        app.readiness_probe.as_ref().unwrap().period_seconds,
+        Some(5)
+    );
+    assert!(app.startup_probe.as_ref().unwrap().tcp_socket.is_some());
+    // The proxy performs the originals, the named port resolved.
+    let proxy = &spec.init_containers.as_ref().unwrap()[1];
+    let env = proxy
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "BRAID_APP_PROBES")
+        .unwrap();
+    let probes: serde_json::Value = serde_json::from_str(env.value.as_deref().unwrap()).unwrap();
+    assert_eq!(probes["app/readiness"]["port"], 8080);
+    assert_eq!(probes["app/readiness"]["path"], "/ready");
+    assert_eq!(probes["app/liveness"]["path"], "/live");
+    assert!(
+        out.metadata
+            .annotations
+            .as_ref()
+            .unwrap()
+            .contains_key("braid.dev/original-probes")
+    );
+
+    // uninject puts the originals back.
+    let yaml = serde_norway::to_string(&out).unwrap();
+    let restored = braid_injector::offline::uninject_documents(&yaml).unwrap();
+    let restored: Pod = serde_norway::from_str(&restored).unwrap();
+    let app = restored
+        .spec
+        .unwrap()
+        .containers
+        .into_iter()
+        .find(|c| c.name == "app")
+        .unwrap();
+    assert_eq!(
+        app.readiness_probe,
+        pod.spec.as_ref().unwrap().containers[0].readiness_probe
+    );
+    assert_eq!(
+        app.liveness_probe,
+        pod.spec.as_ref().unwrap().containers[0].liveness_probe
+    );
+}

@@ -74,7 +74,10 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         bind(args.health_addr).with_context(|| format!("--health-addr {}", args.health_addr))?;
     tokio::spawn(admin::serve(
         health_listener,
-        admin::health_router(state),
+        admin::health_router(
+            state,
+            admin::app_probes::parse(&args.app_probes).map_err(|e| anyhow::anyhow!(e))?,
+        ),
         stop_admin.clone(),
     ));
 

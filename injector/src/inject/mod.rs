@@ -2,6 +2,7 @@
 //! received to the pod as changed. Both the webhook and the offline `inject` use it.
 
 mod init;
+mod probes;
 mod sidecar;
 mod volumes;
 
@@ -9,6 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde::{Deserialize, Serialize};
 
 pub use init::{INIT_CONTAINER, init_container, iptables_args};
+pub use probes::{APP_PROBES_ENV, ORIGINAL_PROBES, Rewritten, restore, rewrite};
 pub use sidecar::{HEALTH_PORT, PROXY_CONTAINER, proxy_container};
 pub use volumes::{
     OPERATOR_CA_CONFIGMAP, OPERATOR_CA_DIR, OPERATOR_CA_VOLUME, TOKEN_DIR, TOKEN_VOLUME, volumes,
@@ -99,7 +101,18 @@ pub fn inject(
         containers: Vec::new(),
         volumes: added_volumes.iter().map(|v| v.name.clone()).collect(),
     };
-    let proxy = proxy_container(settings, overrides);
+    let mut proxy = proxy_container(settings, overrides);
+    let probes = rewrite(&mut spec.containers);
+    if !probes.for_proxy.is_empty() {
+        proxy
+            .env
+            .get_or_insert_with(Vec::new)
+            .push(k8s_openapi::api::core::v1::EnvVar {
+                name: APP_PROBES_ENV.into(),
+                value: Some(serde_json::to_string(&probes.for_proxy).unwrap_or_default()),
+                ..Default::default()
+            });
+    }
     // braid-init first: everything after it is captured. Then, as a native sidecar,
     // the proxy, so the app's own init containers already have a working network.
     let mut inits = vec![init_container(settings, overrides)];
@@ -117,10 +130,17 @@ pub fn inject(
         .extend(added_volumes);
     // Serialising these plain structs cannot fail.
     let recorded = serde_json::to_string(&status).unwrap_or_default();
-    pod.metadata
+    let annotations = pod
+        .metadata
         .annotations
-        .get_or_insert_with(Default::default)
-        .insert(STATUS.into(), recorded);
+        .get_or_insert_with(Default::default);
+    annotations.insert(STATUS.into(), recorded);
+    if !probes.originals.is_empty() {
+        annotations.insert(
+            ORIGINAL_PROBES.into(),
+            serde_json::to_string(&probes.originals).unwrap_or_default(),
+        );
+    }
     Ok(status)
 }
 

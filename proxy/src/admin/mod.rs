@@ -14,6 +14,8 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub mod app_probes;
+
 use crate::config::ConfigSource;
 use crate::metrics::Metrics;
 
@@ -56,9 +58,16 @@ pub fn admin_router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// The health router (probes).
-pub fn health_router(state: AdminState) -> Router {
-    Router::new().route("/ready", get(ready)).with_state(state)
+/// The health router: the proxy's `/ready`, and the app's own HTTP probes, performed
+/// against the app on its behalf (`/app-health/<container>/<kind>`).
+pub fn health_router(state: AdminState, probes: app_probes::AppProbes) -> Router {
+    let app = Router::new()
+        .route("/app-health/{container}/{kind}", get(app_probes::handle))
+        .with_state(Arc::new(probes));
+    Router::new()
+        .route("/ready", get(ready))
+        .with_state(state)
+        .merge(app)
 }
 
 /// Serves `router` on `listener` until `stop` fires.

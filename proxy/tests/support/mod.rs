@@ -44,6 +44,8 @@ pub fn proxy_bin() -> PathBuf {
 pub struct Proxy {
     pub child: Child,
     pub admin: SocketAddr,
+    /// The health listener (kubelet probes).
+    pub health: SocketAddr,
     /// The watched config file (`--config`); none with `--operator`.
     pub config: Option<tempfile::NamedTempFile>,
 }
@@ -51,10 +53,16 @@ pub struct Proxy {
 impl Proxy {
     /// Starts the proxy on `config_yaml` and waits until it is ready.
     pub async fn start(config_yaml: &str) -> Self {
+        Self::start_with(config_yaml, &[]).await
+    }
+
+    /// [`Proxy::start`] with more `braid-proxy run` arguments.
+    pub async fn start_with(config_yaml: &str, extra: &[&str]) -> Self {
         let config = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
         std::fs::write(config.path(), config_yaml).unwrap();
         let mut source = vec!["--config".into(), config.path().into()];
         source.extend(["--config-poll-ms".into(), "50".into()]);
+        source.extend(extra.iter().map(Into::into));
         let proxy = Self::spawn(source, Some(config));
         proxy.wait_ready().await;
         proxy
@@ -97,6 +105,7 @@ impl Proxy {
         Self {
             child,
             admin,
+            health,
             config,
         }
     }
