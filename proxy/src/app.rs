@@ -56,12 +56,14 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         }
     }
 
+    let shutdown_requested = CancellationToken::new();
     let state = AdminState {
         config: config.clone(),
         metrics: metrics.clone(),
         draining: draining.clone(),
         listeners_bound: listeners_bound.clone(),
         set_log_level,
+        shutdown: shutdown_requested.clone(),
     };
     let admin_listener =
         bind(args.admin_addr).with_context(|| format!("--admin-addr {}", args.admin_addr))?;
@@ -134,7 +136,10 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         capture = !args.no_capture, "braid-proxy running"
     );
 
-    shutdown_signal().await;
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = shutdown_requested.cancelled() => {}
+    }
     tracing::info!(
         timeout_secs = args.drain_timeout_secs,
         "draining: no new connections, finishing in-flight work"

@@ -173,6 +173,24 @@ async fn sigterm_finishes_in_flight_requests_and_refuses_new_connections() {
 }
 
 #[tokio::test]
+async fn post_shutdown_drains_and_exits_like_sigterm() {
+    // How a Job's app ends its pod on clusters without native sidecars.
+    let backend = http_backend("b").await;
+    let front = free_addr();
+    let mut proxy = Proxy::start(&config("s", front, backend)).await;
+    let req = Request::post("/shutdown")
+        .header("host", "admin")
+        .body(empty())
+        .unwrap();
+    let resp = http1_request(proxy.admin, req).await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let status = tokio::task::spawn_blocking(move || proxy.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "the proxy exited with {status}");
+}
+
+#[tokio::test]
 async fn a_config_change_reaches_connections_that_are_already_open() {
     let a = http_backend("a").await;
     let b = http_backend("b").await;

@@ -1,6 +1,6 @@
 //! The admin listener (`127.0.0.1:15000`): `/config_dump`, `/metrics`, `/ready`,
-//! `/healthz`, `POST /logging?level=`; and the health listener (`15021`): `/ready`, for
-//! kubelet probes.
+//! `/healthz`, `POST /logging?level=`, `POST /shutdown`; and the health listener
+//! (`15021`): `/ready` and the app's own probes, for kubelet.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +35,8 @@ pub struct AdminState {
     pub listeners_bound: Arc<AtomicBool>,
     /// Changes the log filter.
     pub set_log_level: SetLogLevel,
+    /// Fired by `POST /shutdown`: drain and exit, as on SIGTERM.
+    pub shutdown: CancellationToken,
 }
 
 impl AdminState {
@@ -55,7 +57,17 @@ pub fn admin_router(state: AdminState) -> Router {
         .route("/ready", get(ready))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/logging", post(logging))
+        .route("/shutdown", post(shutdown))
         .with_state(state)
+}
+
+/// `POST /shutdown`: drain and exit. For Jobs on clusters without native sidecars, the
+/// app's last step calls it so the pod can complete (only reachable from the pod: the
+/// admin listener is on loopback).
+async fn shutdown(State(s): State<AdminState>) -> impl IntoResponse {
+    tracing::info!("shutdown requested on the admin port");
+    s.shutdown.cancel();
+    (StatusCode::ACCEPTED, "draining, then exiting\n")
 }
 
 /// The health router: the proxy's `/ready`, and the app's own HTTP probes, performed
