@@ -28,6 +28,10 @@ pub enum Command {
     Iptables(CaptureArgs),
     /// Wait until the local proxy reports ready (for a postStart hook).
     WaitReady(WaitReadyArgs),
+    /// Wait until the app has exited: none of its ports accepts connections and it has
+    /// no outbound connection open, for a quiet period (for the proxy's preStop hook
+    /// when it is not a native sidecar, so the app's last calls still go out).
+    WaitAppExit(WaitAppExitArgs),
 }
 
 /// Flags of `braid-proxy run`. The config comes from exactly one of `--config` and
@@ -123,6 +127,24 @@ pub struct WaitReadyArgs {
     /// Give up (exit 1) after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout_secs: u64,
+}
+
+/// Flags of `braid-proxy wait-app-exit`.
+#[derive(Debug, Args)]
+pub struct WaitAppExitArgs {
+    /// The proxy's admin address.
+    #[arg(long, env = "BRAID_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
+    pub admin_addr: SocketAddr,
+    /// The ports the app's containers declare, comma-separated; while any accepts
+    /// connections the app is running. Without them only outbound connections tell.
+    #[arg(long, value_delimiter = ',', value_name = "PORTS")]
+    pub app_ports: Vec<u16>,
+    /// How long the app must look gone before the hook returns, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub quiet_ms: u64,
+    /// How often to look, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub poll_ms: u64,
 }
 
 #[cfg(test)]

@@ -15,10 +15,33 @@ fn main() -> anyhow::Result<()> {
         Command::WaitReady(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(braid_proxy::wait_ready::wait(
+            .block_on(braid_proxy::lifecycle::wait_ready::wait(
                 args.admin_addr,
                 Duration::from_secs(args.timeout_secs),
             )),
+        Command::WaitAppExit(args) => {
+            use braid_proxy::lifecycle::wait_app_exit::{Options, Outcome, wait};
+            let options = Options {
+                admin: args.admin_addr,
+                app_ports: args.app_ports,
+                poll: Duration::from_millis(args.poll_ms),
+                quiet: Duration::from_millis(args.quiet_ms),
+            };
+            let outcome = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(wait(&options, |why| {
+                    eprintln!("wait-app-exit: waiting: {why}")
+                }));
+            match outcome {
+                Outcome::AppExited => eprintln!("wait-app-exit: the app has exited"),
+                Outcome::ProxyGone => eprintln!(
+                    "wait-app-exit: the proxy's admin port at {} does not answer; nothing to wait for",
+                    options.admin
+                ),
+            }
+            Ok(())
+        }
         Command::Run(args) => {
             let filter = EnvFilter::try_new(&args.log_level)
                 .map_err(|e| anyhow::anyhow!("--log-level {:?}: {e}", args.log_level))?;

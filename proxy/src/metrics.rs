@@ -160,6 +160,27 @@ impl Metrics {
         OpenGuard(gauge)
     }
 
+    /// Connections open now in `direction`, over every protocol: what
+    /// `braid-proxy wait-app-exit` watches to tell that the app has stopped calling out.
+    pub fn open_connections(&self, direction: Direction) -> i64 {
+        [
+            ConnProtocol::http1,
+            ConnProtocol::http2,
+            ConnProtocol::tcp,
+            ConnProtocol::passthrough,
+        ]
+        .iter()
+        .filter_map(|&protocol| {
+            self.open
+                .get(&ConnLabels {
+                    direction,
+                    protocol,
+                })
+                .map(|g| g.get())
+        })
+        .sum()
+    }
+
     /// Records the config version now in force.
     pub fn config_applied(&self, version: &str) {
         let Ok(mut current) = self.config_version.lock() else {
@@ -225,5 +246,20 @@ mod tests {
             m.encode()
                 .contains(r#"braid_tcp_connections_open{direction="inbound",protocol="http2"} 0"#)
         );
+    }
+
+    #[test]
+    fn open_connections_sum_over_protocols_per_direction() {
+        let m = Metrics::new();
+        assert_eq!(m.open_connections(Direction::outbound), 0);
+        let a = m.connection(Direction::outbound, ConnProtocol::http1);
+        let b = m.connection(Direction::outbound, ConnProtocol::passthrough);
+        let c = m.connection(Direction::inbound, ConnProtocol::tcp);
+        assert_eq!(m.open_connections(Direction::outbound), 2);
+        assert_eq!(m.open_connections(Direction::inbound), 1);
+        drop((a, c));
+        assert_eq!(m.open_connections(Direction::outbound), 1);
+        drop(b);
+        assert_eq!(m.open_connections(Direction::outbound), 0);
     }
 }

@@ -221,3 +221,74 @@ async fn a_config_change_reaches_connections_that_are_already_open() {
         "the open connection still goes to the old target"
     );
 }
+
+/// `braid-proxy wait-app-exit` against the proxy at `admin`, watching `app_port`.
+fn spawn_wait_app_exit(admin: std::net::SocketAddr, app_port: u16) -> std::process::Child {
+    std::process::Command::new(proxy_bin())
+        .args(["wait-app-exit", "--admin-addr", &admin.to_string()])
+        .args(["--app-ports", &app_port.to_string()])
+        .args(["--quiet-ms", "300", "--poll-ms", "50"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Whether `child` is still running after `wait`.
+async fn still_running(child: &mut std::process::Child, wait: Duration) -> bool {
+    tokio::time::sleep(wait).await;
+    child.try_wait().unwrap().is_none()
+}
+
+#[tokio::test]
+async fn the_pre_stop_hook_holds_until_the_app_stopped_listening_and_calling_out() {
+    let backend = http_backend("b").await;
+    let front = free_addr();
+    let mut proxy = Proxy::start(&config("x", front, backend)).await;
+    // The app: a listener on its declared port, and an outbound call open through the
+    // proxy (explicit listeners count as outbound, as captured calls do).
+    let app = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let app_port = app.local_addr().unwrap().port();
+    let mut call = tokio::net::TcpStream::connect(front).await.unwrap();
+    call.write_all(b"GET / HTTP/1.1\r\nhost: web\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    call.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+
+    let mut hook = spawn_wait_app_exit(proxy.admin, app_port);
+    assert!(
+        still_running(&mut hook, Duration::from_millis(800)).await,
+        "returned while the app still listens"
+    );
+    drop(app);
+    assert!(
+        still_running(&mut hook, Duration::from_millis(800)).await,
+        "returned while the app's outbound call was still open"
+    );
+    drop(call);
+    let output = tokio::task::spawn_blocking(move || hook.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("still accepts connections"), "{stderr}");
+    assert!(stderr.contains("outbound connections open"), "{stderr}");
+    assert!(stderr.contains("the app has exited"), "{stderr}");
+    // The proxy itself kept running: it is the kubelet's SIGTERM that drains it.
+    assert!(proxy.is_ready().await);
+    proxy.child.kill().unwrap();
+}
+
+#[tokio::test]
+async fn the_pre_stop_hook_returns_when_there_is_no_proxy_to_keep() {
+    let admin = free_addr();
+    let app = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook = spawn_wait_app_exit(admin, app.local_addr().unwrap().port());
+    let output = tokio::task::spawn_blocking(move || hook.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("does not answer"), "{stderr}");
+}

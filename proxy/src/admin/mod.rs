@@ -1,5 +1,5 @@
 //! The admin listener (`127.0.0.1:15000`): `/config_dump`, `/metrics`, `/ready`,
-//! `/healthz`, `POST /logging?level=`, `POST /shutdown`; and the health listener
+//! `/healthz`, `/connections`, `POST /logging?level=`, `POST /shutdown`; and the health listener
 //! (`15021`): `/ready` and the app's own probes, for kubelet.
 
 use std::collections::HashMap;
@@ -56,6 +56,7 @@ pub fn admin_router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/ready", get(ready))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/connections", get(connections))
         .route("/logging", post(logging))
         .route("/shutdown", post(shutdown))
         .with_state(state)
@@ -68,6 +69,25 @@ async fn shutdown(State(s): State<AdminState>) -> impl IntoResponse {
     tracing::info!("shutdown requested on the admin port");
     s.shutdown.cancel();
     (StatusCode::ACCEPTED, "draining, then exiting\n")
+}
+
+/// `GET /connections`: connections open now by direction, as JSON
+/// `{"inbound":N,"outbound":M}`. `wait-app-exit` polls it during pod termination.
+async fn connections(State(s): State<AdminState>) -> impl IntoResponse {
+    use crate::metrics::Direction;
+    axum::Json(OpenConnections {
+        inbound: s.metrics.open_connections(Direction::inbound),
+        outbound: s.metrics.open_connections(Direction::outbound),
+    })
+}
+
+/// The body of `GET /connections`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OpenConnections {
+    /// Connections from other pods to the app.
+    pub inbound: i64,
+    /// Connections from the app to other services (or passed through).
+    pub outbound: i64,
 }
 
 /// The health router: the proxy's `/ready`, and the app's own HTTP probes, performed

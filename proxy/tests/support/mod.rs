@@ -112,7 +112,7 @@ impl Proxy {
 
     /// Waits (up to 10 s) until `/ready` answers 200.
     pub async fn wait_ready(&self) {
-        braid_proxy::wait_ready::wait(self.admin, Duration::from_secs(10))
+        braid_proxy::lifecycle::wait_ready::wait(self.admin, Duration::from_secs(10))
             .await
             .unwrap();
     }

@@ -4,25 +4,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use super::admin_get;
 
 /// Whether the proxy at `admin` is ready now.
 pub async fn is_ready(admin: SocketAddr) -> bool {
-    let Ok(Ok(mut stream)) =
-        tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(admin)).await
-    else {
-        return false;
-    };
-    let request = format!("GET /ready HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut head)).await,
-        Ok(Ok(_)) if head.starts_with(b"HTTP/1.1 200")
-    )
+    matches!(admin_get(admin, "/ready").await, Some((200, _)))
 }
 
 /// Polls until ready or `timeout`; the error says what to check.
