@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod ca;
 pub mod cli;
 pub mod compiler;
 pub mod kube_mode;

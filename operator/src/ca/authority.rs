@@ -1,0 +1,314 @@
+//! The CA itself: a signing certificate and key that issue leaf certificates, and the
+//! trust bundle that verifies them. Pure: no I/O, the time is an argument.
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::material::{
+    CaMaterial, MaterialError, SIGNING_CERT_KEY, SIGNING_KEY_KEY, TRUST_BUNDLE_KEY, TrustBundle,
+    certificates,
+};
+use super::validity::Validity;
+use super::verify::{key_belongs_to, verify_server_chain};
+
+/// How long a root the operator creates is valid: long, because replacing a root means
+/// redistributing trust to every proxy and the API server.
+pub const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Issued certificates start this much before they are made, so a node whose clock is a
+/// little behind still accepts them.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+/// The root's subject.
+pub const ROOT_COMMON_NAME: &str = "braid root CA";
+/// The name the start-up probe certificate is issued for (never served).
+const PROBE_NAME: &str = "probe.braid-ca.invalid";
+
+/// A certificate could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    /// A requested name is neither an IP address nor a DNS name.
+    #[error("{name:?} is neither an IP address nor a DNS name")]
+    BadName {
+        /// The name.
+        name: String,
+    },
+    /// A certificate was asked for no name at all.
+    #[error("a certificate needs at least one name")]
+    NoNames,
+    /// Key generation or signing failed.
+    #[error("signing: {0}")]
+    Sign(#[from] rcgen::Error),
+    /// A certificate just signed could not be read back (a bug).
+    #[error("reading back a certificate just signed: {0}")]
+    ReadBack(String),
+}
+
+/// What to issue a leaf certificate for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeafRequest {
+    /// Subject alternative names: DNS names or IP addresses. The first is also the
+    /// common name.
+    pub names: Vec<String>,
+    /// How long it is valid (capped at the signing certificate's own end).
+    pub lifetime: Duration,
+}
+
+/// A leaf certificate and its new key.
+pub struct IssuedCert {
+    /// The leaf, then the CA's signing chain (`tls.crt`), as a server presents it.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The same chain as PEM.
+    pub chain_pem: String,
+    /// The leaf's private key (PKCS#8), generated for it and never reused.
+    pub key: PrivatePkcs8KeyDer<'static>,
+    /// The same key as PEM.
+    pub key_pem: String,
+    /// The leaf's validity.
+    pub validity: Validity,
+}
+
+impl std::fmt::Debug for IssuedCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedCert")
+            .field("certificates", &self.chain.len())
+            .field("validity", &self.validity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A certificate authority ready to sign.
+pub struct Ca {
+    material: CaMaterial,
+    issuer: Issuer<'static, KeyPair>,
+    /// `tls.crt`, signing certificate first.
+    signing_chain: Vec<CertificateDer<'static>>,
+    signing_validity: Validity,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca")
+            .field("signing_validity", &self.signing_validity)
+            .field("trust_bundle", &self.material.trust_bundle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ca {
+    /// A new self-signed root (ECDSA P-256, [`ROOT_LIFETIME`] from `now`), which is also
+    /// the whole trust bundle.
+    pub fn generate_root(now: SystemTime) -> Result<Self, CaError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "braid");
+        dn.push(DnType::CommonName, ROOT_COMMON_NAME);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.not_before = (now - CLOCK_SKEW).into();
+        params.not_after = (now + ROOT_LIFETIME).into();
+        let cert = params.self_signed(&key)?;
+        let pem = cert.pem();
+        let material = CaMaterial {
+            signing_chain_pem: pem.clone(),
+            signing_key_pem: key.serialize_pem(),
+            trust_bundle: TrustBundle::parse(&pem).map_err(|e| CaError::ReadBack(e.to_string()))?,
+        };
+        let signing_validity = Validity::of(cert.der()).map_err(CaError::ReadBack)?;
+        Ok(Self {
+            signing_chain: vec![cert.der().clone()],
+            issuer: Issuer::new(params, key),
+            material,
+            signing_validity,
+        })
+    }
+
+    /// The CA in `material` (a Secret's contents), checked so that every certificate it
+    /// issues verifies: `tls.crt` starts with a CA certificate valid at `now`, `tls.key`
+    /// is that certificate's key, and a certificate it signs chains to `ca.crt`.
+    pub fn from_material(material: CaMaterial, now: SystemTime) -> Result<Self, MaterialError> {
+        let signing_chain = certificates(SIGNING_CERT_KEY, &material.signing_chain_pem)?;
+        let signing = &signing_chain[0];
+        let (_, x509) = X509Certificate::from_der(signing)
+            .map_err(|e| MaterialError::new(SIGNING_CERT_KEY, format!("first certificate: {e}")))?;
+        let is_ca = x509
+            .basic_constraints()
+            .ok()
+            .flatten()
+            .is_some_and(|bc| bc.value.ca);
+        if !is_ca {
+            return Err(MaterialError::new(
+                SIGNING_CERT_KEY,
+                "the first certificate is not a CA certificate (it needs basicConstraints CA:TRUE)",
+            ));
+        }
+        let signing_validity = Validity::of_parsed(&x509);
+        if !signing_validity.contains(now) {
+            return Err(MaterialError::new(
+                SIGNING_CERT_KEY,
+                format!(
+                    "the first certificate is not valid now (valid from {} to {})",
+                    x509.validity().not_before,
+                    x509.validity().not_after
+                ),
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_slice(material.signing_key_pem.as_bytes())
+            .map_err(|e| MaterialError::new(SIGNING_KEY_KEY, format!("not a PEM private key: {e}")))
+            .and_then(|der| {
+                KeyPair::try_from(&der).map_err(|e| {
+                    MaterialError::new(
+                        SIGNING_KEY_KEY,
+                        format!(
+                            "{e}: it must be an unencrypted PKCS#8 ECDSA (P-256, P-384), Ed25519 or RSA key \
+                             (convert with `openssl pkcs8 -topk8 -nocrypt`)"
+                        ),
+                    )
+                })
+            })?;
+        if !key_belongs_to(&key, signing).unwrap_or(false) {
+            return Err(MaterialError::new(
+                SIGNING_KEY_KEY,
+                format!("not the key of the first certificate in {SIGNING_CERT_KEY}"),
+            ));
+        }
+        let issuer = Issuer::from_ca_cert_der(signing, key)
+            .map_err(|e| MaterialError::new(SIGNING_CERT_KEY, format!("first certificate: {e}")))?;
+        let ca = Self {
+            signing_chain,
+            issuer,
+            signing_validity,
+            material,
+        };
+        // What counts is that what it signs verifies with the bundle; check exactly that.
+        let probe = ca
+            .issue(
+                &LeafRequest {
+                    names: vec![PROBE_NAME.into()],
+                    lifetime: Duration::from_secs(3600),
+                },
+                now,
+            )
+            .map_err(|e| MaterialError::new(SIGNING_CERT_KEY, e.to_string()))?;
+        verify_server_chain(
+            ca.material.trust_bundle.certificates(),
+            &probe.chain,
+            PROBE_NAME,
+            now,
+        )
+        .map_err(|e| {
+            MaterialError::new(
+                TRUST_BUNDLE_KEY,
+                format!(
+                    "what {SIGNING_CERT_KEY} signs does not verify with these roots ({e}); \
+                     {TRUST_BUNDLE_KEY} must hold the root {SIGNING_CERT_KEY} chains to, and \
+                     {SIGNING_CERT_KEY} any intermediates after the signing certificate"
+                ),
+            )
+        })?;
+        Ok(ca)
+    }
+
+    /// The material as stored in the Secret.
+    pub fn material(&self) -> &CaMaterial {
+        &self.material
+    }
+
+    /// The roots that verify what this CA issues.
+    pub fn trust_bundle(&self) -> &TrustBundle {
+        &self.material.trust_bundle
+    }
+
+    /// The signing certificate's validity.
+    pub fn signing_validity(&self) -> Validity {
+        self.signing_validity
+    }
+
+    /// A server certificate for `request`'s names, with a new ECDSA P-256 key, valid
+    /// from [`CLOCK_SKEW`] before `now` for `request.lifetime` (but not past the
+    /// signing certificate).
+    pub fn issue(&self, request: &LeafRequest, now: SystemTime) -> Result<IssuedCert, CaError> {
+        let first = request.names.first().ok_or(CaError::NoNames)?;
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = request
+            .names
+            .iter()
+            .map(|n| san(n))
+            .collect::<Result<_, _>>()?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, first.as_str());
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = (now - CLOCK_SKEW).into();
+        params.not_after = (now + request.lifetime)
+            .min(self.signing_validity.not_after)
+            .into();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let validity = Validity::of(cert.der()).map_err(CaError::ReadBack)?;
+        let mut chain_pem = cert.pem();
+        chain_pem.push_str(&self.material.signing_chain_pem);
+        if !chain_pem.ends_with('\n') {
+            chain_pem.push('\n');
+        }
+        let mut chain = vec![cert.der().clone()];
+        chain.extend(self.signing_chain.iter().cloned());
+        Ok(IssuedCert {
+            chain,
+            chain_pem,
+            key: PrivatePkcs8KeyDer::from(key.serialize_der()),
+            key_pem: key.serialize_pem(),
+            validity,
+        })
+    }
+
+    /// Whether `chain` is a server certificate this CA's current signing certificate
+    /// issued, valid at `now` for every one of `names`. A certificate signed by another
+    /// CA — even one the bundle still trusts, during a rotation — is refused, so that it
+    /// is replaced while the bundle still holds both.
+    pub fn verify_issued(
+        &self,
+        chain: &[CertificateDer<'_>],
+        names: &[String],
+        now: SystemTime,
+    ) -> Result<(), String> {
+        let signing = &self.signing_chain[..1];
+        let leaf_only = chain.get(..1).unwrap_or_default();
+        for name in names {
+            verify_server_chain(signing, leaf_only, name, now)
+                .map_err(|e| format!("{name}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+fn san(name: &str) -> Result<SanType, CaError> {
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        return Ok(SanType::IpAddress(ip));
+    }
+    let bad = || CaError::BadName {
+        name: name.to_string(),
+    };
+    if name.is_empty() || rustls_pki_types::DnsName::try_from(name).is_err() {
+        return Err(bad());
+    }
+    Ok(SanType::DnsName(name.try_into().map_err(|_| bad())?))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,20 @@
+//! braid's certificate authority: a root kept in a Secret, the certificates it signs
+//! (the operator's own serving certificate, the injector's webhook certificate), and
+//! the trust bundle handed to everything that must verify them.
+//!
+//! Pure logic and Kubernetes I/O are apart: [`material`] (the Secret's contents),
+//! [`authority`] (signing), [`validity`] (when to renew) and [`issued`] (whether a stored
+//! certificate is still good) take no client and are tested on their own; [`secret`]
+//! (the CA Secret), [`serving`] (each replica's certificate), [`trust`] (the ConfigMaps
+//! proxies mount), [`webhook`] (the injector's Secret and `caBundle`) and [`maintain`]
+//! (the leader's loop) talk to the API server.
+
+pub mod authority;
+pub mod issued;
+pub mod material;
+pub mod validity;
+pub mod verify;
+
+pub use authority::{Ca, CaError, IssuedCert, LeafRequest};
+pub use material::{CaMaterial, MaterialError, TrustBundle};
+pub use validity::Validity;
