@@ -159,7 +159,7 @@ impl Operator {
             operator_url: format!("https://{}", self.listen),
             ..Default::default()
         };
-        let container = proxy_container(&settings, &Default::default());
+        let container = proxy_container(&settings, &Default::default(), &[]);
         let ca_dir = self.dir.join("operator-ca-volume");
         std::fs::create_dir_all(&ca_dir)?;
         std::fs::set_permissions(&ca_dir, std::fs::Permissions::from_mode(0o755))?;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use braid_injector::native_sidecars::NativeSidecars;
 use braid_injector::settings::Settings;
 use braid_injector::webhook::{server, tls};
 use clap::{Args, Parser, Subcommand};
@@ -81,10 +82,14 @@ struct InjectArgs {
     /// The mesh's own namespace, never injected.
     #[arg(long, env = "BRAID_MESH_NAMESPACE", default_value = "braid-system")]
     mesh_namespace: String,
-    /// Inject native sidecars (Kubernetes 1.29+); `false` puts the proxy first among
-    /// the containers with a postStart wait, for older clusters.
-    #[arg(long, env = "BRAID_NATIVE_SIDECARS", default_value_t = true, action = clap::ArgAction::Set)]
-    native_sidecars: bool,
+    /// Inject the proxy as a native sidecar (an init container with restartPolicy
+    /// Always, Kubernetes 1.29+), or as the first container with postStart/preStop hooks
+    /// (`false`, for older clusters). `auto` asks the API server its version; it is the
+    /// default of `serve`, while offline `inject` defaults to `true`. Kubelets may lag
+    /// the API server by minor versions: on a 1.29 control plane with 1.28 nodes, say
+    /// `false`.
+    #[arg(long, env = "BRAID_NATIVE_SIDECARS", value_enum)]
+    native_sidecars: Option<NativeSidecars>,
     /// UID and GID of the proxy.
     #[arg(long, env = "BRAID_PROXY_UID", default_value_t = 1337)]
     proxy_uid: i64,
@@ -94,12 +99,12 @@ struct InjectArgs {
 }
 
 impl InjectArgs {
-    fn settings(&self) -> Settings {
+    fn settings(&self, native_sidecars: bool) -> Settings {
         Settings {
             image: self.proxy_image.clone(),
             operator_url: self.operator_url.clone(),
             mesh_namespace: self.mesh_namespace.clone(),
-            native_sidecars: self.native_sidecars,
+            native_sidecars,
             proxy_uid: self.proxy_uid,
             log_level: self.proxy_log_level.clone(),
             ..Default::default()
@@ -112,9 +117,14 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(args),
         Command::Inject { filename, inject } => {
             let text = read_input(&filename)?;
+            let native = inject.native_sidecars.unwrap_or(NativeSidecars::On);
+            let native = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(native.resolve())?;
             print!(
                 "{}",
-                braid_injector::offline::inject_documents(&text, &inject.settings())?
+                braid_injector::offline::inject_documents(&text, &inject.settings(native))?
             );
             Ok(())
         }
@@ -158,7 +168,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--listen {}: cannot bind", args.listen))?;
         let stop = CancellationToken::new();
         tokio::spawn(cert.watch(Duration::from_secs(10), stop.clone()));
-        let router = server::router(Arc::new(args.inject.settings()));
+        let native = args
+            .inject
+            .native_sidecars
+            .unwrap_or(NativeSidecars::Auto)
+            .resolve()
+            .await?;
+        tracing::info!(
+            native_sidecars = native,
+            "{}",
+            if native {
+                "injecting braid-proxy as a native sidecar"
+            } else {
+                "injecting braid-proxy as the first container with postStart/preStop hooks"
+            }
+        );
+        let router = server::router(Arc::new(args.inject.settings(native)));
         tracing::info!(listen = %args.listen, "braid-injector serving /inject");
         let serving = tokio::spawn(server::serve(listener, config, router, stop.clone()));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -77,6 +77,7 @@ async fn the_webhook_answers_over_tls_and_follows_certificate_rotation() {
     let _injector = Killed(
         Command::new(env!("CARGO_BIN_EXE_braid-injector"))
             .args(["serve", "--listen", &addr.to_string()])
+            .args(["--native-sidecars", "false"])
             .arg("--tls-cert")
             .arg(dir.path().join("tls.crt"))
             .arg("--tls-key")
@@ -99,6 +100,16 @@ async fn the_webhook_answers_over_tls_and_follows_certificate_rotation() {
     assert_eq!(status, 200);
     assert_eq!(answer["response"]["allowed"], true);
     assert_eq!(answer["response"]["patchType"], "JSONPatch");
+    // --native-sidecars false: the proxy is an ordinary container with both hooks.
+    let patch = answer["response"]["patch"].as_str().unwrap();
+    let patch = String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, patch).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        patch.contains("wait-app-exit") && patch.contains("wait-ready"),
+        "{patch}"
+    );
 
     // Rotate: new connections must present the new certificate (trusting only it).
     std::thread::sleep(Duration::from_millis(20)); // a new modification time
@@ -114,5 +125,29 @@ async fn the_webhook_answers_over_tls_and_follows_certificate_rotation() {
     assert!(
         post(addr, &first, review).await.is_none(),
         "the old certificate is gone"
+    );
+}
+
+#[test]
+fn auto_native_sidecars_without_a_cluster_names_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    write_cert(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_braid-injector"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .arg("--tls-cert")
+        .arg(dir.path().join("tls.crt"))
+        .arg("--tls-key")
+        .arg(dir.path().join("tls.key"))
+        .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("BRAID_NATIVE_SIDECARS")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--native-sidecars auto")
+            && stderr.contains("pass --native-sidecars true (Kubernetes 1.29+) or false"),
+        "{stderr}"
     );
 }

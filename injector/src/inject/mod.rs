@@ -39,6 +39,18 @@ pub enum InjectError {
     /// The pod has no spec.
     #[error("the pod has no spec")]
     NoSpec,
+    /// An app container declares a port the proxy listens on.
+    #[error(
+        "spec.containers[{container:?}].ports: {port} is braid-proxy's {what} port in the pod's shared network; move the app to another port"
+    )]
+    ReservedPort {
+        /// The container.
+        container: String,
+        /// The port.
+        port: i32,
+        /// What the proxy uses it for.
+        what: &'static str,
+    },
     /// A name braid needs is taken.
     #[error("spec.{field}: the pod already has {name:?}, which braid adds; rename it")]
     NameTaken {
@@ -83,6 +95,7 @@ pub fn inject(
             });
         }
     }
+    let app_ports = app_ports(&spec.containers)?;
     let added_volumes = volumes();
     if let Some(v) = spec
         .volumes
@@ -101,7 +114,7 @@ pub fn inject(
         containers: Vec::new(),
         volumes: added_volumes.iter().map(|v| v.name.clone()).collect(),
     };
-    let mut proxy = proxy_container(settings, overrides);
+    let mut proxy = proxy_container(settings, overrides, &app_ports);
     let probes = rewrite(&mut spec.containers);
     if !probes.for_proxy.is_empty() {
         proxy
@@ -142,6 +155,43 @@ pub fn inject(
         );
     }
     Ok(status)
+}
+
+/// The ports braid-proxy itself listens on, which no app container may declare.
+pub const PROXY_PORTS: [(i32, &str); 4] = [
+    (15000, "admin"),
+    (15001, "outbound capture"),
+    (15006, "inbound capture"),
+    (HEALTH_PORT, "health"),
+];
+
+/// The TCP ports the app's containers declare, sorted and deduplicated; a port the proxy
+/// needs is refused.
+fn app_ports(
+    containers: &[k8s_openapi::api::core::v1::Container],
+) -> Result<Vec<u16>, InjectError> {
+    let mut out = Vec::new();
+    for c in containers {
+        for p in c.ports.iter().flatten() {
+            if let Some((_, what)) = PROXY_PORTS
+                .iter()
+                .find(|(port, _)| *port == p.container_port)
+            {
+                return Err(InjectError::ReservedPort {
+                    container: c.name.clone(),
+                    port: p.container_port,
+                    what,
+                });
+            }
+            let tcp = p.protocol.as_deref().is_none_or(|proto| proto == "TCP");
+            if let (true, Ok(port)) = (tcp, u16::try_from(p.container_port)) {
+                out.push(port);
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
 }
 
 /// The JSON patch that turns `before` into `after`.

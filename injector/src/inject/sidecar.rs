@@ -46,8 +46,10 @@ fn ready_probe(period: i32, failures: i32) -> Probe {
 }
 
 /// The `braid-proxy` container. As a native sidecar its startup probe holds back the
-/// app's containers until the proxy is ready; otherwise a `postStart` hook does.
-pub fn proxy_container(settings: &Settings, overrides: &Overrides) -> Container {
+/// app's containers until the proxy is ready, and the kubelet stops it only after they
+/// have exited. Otherwise a `postStart` hook does the first, and a `preStop` hook that
+/// waits for the app (watching `app_ports`, the ports the app declares) the second.
+pub fn proxy_container(settings: &Settings, overrides: &Overrides, app_ports: &[u16]) -> Container {
     let cpu = overrides.proxy_cpu.clone();
     let memory = overrides.proxy_memory.clone();
     let resources = ResourceRequirements {
@@ -133,14 +135,22 @@ pub fn proxy_container(settings: &Settings, overrides: &Overrides) -> Container 
         // Up to two minutes for a first config; the app starts only after.
         container.startup_probe = Some(ready_probe(1, 120));
     } else {
-        container.lifecycle = Some(Lifecycle {
-            post_start: Some(LifecycleHandler {
-                exec: Some(ExecAction {
-                    command: Some(vec!["braid-proxy".into(), "wait-ready".into()]),
-                }),
-                ..Default::default()
+        let exec = |command: Vec<String>| LifecycleHandler {
+            exec: Some(ExecAction {
+                command: Some(command),
             }),
             ..Default::default()
+        };
+        let mut wait_app_exit = vec!["braid-proxy".to_owned(), "wait-app-exit".into()];
+        if !app_ports.is_empty() {
+            let ports: Vec<String> = app_ports.iter().map(u16::to_string).collect();
+            wait_app_exit.extend(["--app-ports".into(), ports.join(",")]);
+        }
+        container.lifecycle = Some(Lifecycle {
+            post_start: Some(exec(vec!["braid-proxy".into(), "wait-ready".into()])),
+            // The pod's grace period bounds this wait; the kubelet's SIGTERM then drains
+            // a proxy that no longer carries anything.
+            pre_stop: Some(exec(wait_app_exit)),
         });
     }
     container
