@@ -327,11 +327,8 @@ impl Pod {
         self.start_sidecar_with(&args, &env)
     }
 
-    fn start_sidecar_with(
-        &mut self,
-        args: &[String],
-        env: &[(String, String)],
-    ) -> Result<(), HarnessError> {
+    /// `ip netns exec <pod> setpriv …1337… <bin>`: a command in the proxy's container.
+    fn as_proxy(&self, bin: &str) -> Command {
         let uid = format!("--reuid={PROXY_UID}");
         let gid = format!("--regid={PROXY_UID}");
         let mut cmd = Command::new("ip");
@@ -345,11 +342,59 @@ impl Pod {
             "--clear-groups",
             "--",
         ])
-        .arg(self.bin("braid-proxy"))
-        .args(args)
-        .args(["--drain-timeout-secs", "10"])
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .env("RUST_BACKTRACE", "0");
+        .arg(self.bin(bin));
+        cmd
+    }
+
+    /// Starts, as `label`, the proxy container's `preStop` hook exactly as the injector
+    /// writes it for clusters without native sidecars, for an app declaring `app_ports`.
+    pub fn spawn_pre_stop_hook(
+        &mut self,
+        label: &str,
+        app_ports: &[u16],
+    ) -> Result<(), HarnessError> {
+        let settings = braid_injector::settings::Settings {
+            native_sidecars: false,
+            ..Default::default()
+        };
+        let container =
+            braid_injector::inject::proxy_container(&settings, &Default::default(), app_ports);
+        let command = container
+            .lifecycle
+            .and_then(|l| l.pre_stop)
+            .and_then(|h| h.exec)
+            .and_then(|e| e.command)
+            .ok_or_else(|| {
+                HarnessError::Missing("the injector wrote no preStop exec hook".into())
+            })?;
+        let (program, args) = command
+            .split_first()
+            .ok_or_else(|| HarnessError::Missing("the preStop hook's command is empty".into()))?;
+        let mut cmd = self.as_proxy(program);
+        cmd.args(args);
+        self.spawn(label, cmd)
+    }
+
+    /// Whether the process started as `label` is still running.
+    pub fn is_running(&mut self, label: &str) -> Result<bool, HarnessError> {
+        let (_, child) = self
+            .children
+            .iter_mut()
+            .find(|(l, _)| l == label)
+            .ok_or_else(|| HarnessError::Missing(format!("no process {label}")))?;
+        Ok(child.try_wait()?.is_none())
+    }
+
+    fn start_sidecar_with(
+        &mut self,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Result<(), HarnessError> {
+        let mut cmd = self.as_proxy("braid-proxy");
+        cmd.args(args)
+            .args(["--drain-timeout-secs", "10"])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("RUST_BACKTRACE", "0");
         self.spawn("sidecar", cmd)?;
         let bin = self.bin("braid-proxy");
         self.exec(&[&bin, "wait-ready", "--timeout-secs", "10"])

@@ -253,6 +253,55 @@ fn sigterm_lets_the_in_flight_request_finish_and_refuses_new_connections() {
     );
 }
 
+#[test]
+fn without_native_sidecars_the_pre_stop_hook_keeps_the_proxy_until_the_app_has_exited() {
+    // Pod termination on a cluster without native sidecars: every container is told to
+    // stop at once. The proxy's preStop hook (the injector's own command) must hold the
+    // proxy's SIGTERM back while the app still serves and still calls out.
+    let (_mesh, mut client, _server) = mesh();
+    client
+        .spawn_app(
+            "web",
+            &["http-server", "--port", "8080", "--name", "client"],
+        )
+        .unwrap();
+    client.wait_listening(8080).unwrap();
+    let stop = start_load(&mut client);
+    client.spawn_pre_stop_hook("pre-stop", &[8080]).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        client.is_running("pre-stop").unwrap(),
+        "the hook returned while the app was busy: {}",
+        client.log("pre-stop")
+    );
+    // The app's last calls, made while it shuts down, all get through.
+    stop_load(&mut client, &stop);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        client.is_running("pre-stop").unwrap(),
+        "the hook returned while the app still listened: {}",
+        client.log("pre-stop")
+    );
+    client.terminate("web").unwrap();
+    assert!(
+        client
+            .wait_exit("pre-stop", Duration::from_secs(10))
+            .unwrap(),
+        "{}",
+        client.log("pre-stop")
+    );
+    assert!(client.log("pre-stop").contains("the app has exited"));
+    // Only now does the kubelet signal the proxy, which has nothing left to drain.
+    client.terminate("sidecar").unwrap();
+    assert!(
+        client
+            .wait_exit("sidecar", Duration::from_secs(10))
+            .unwrap(),
+        "{}",
+        client.log("sidecar")
+    );
+}
+
 /// Starts a request loop from `client` to `payments:80`; returns its stop file.
 fn start_load(client: &mut Pod) -> std::path::PathBuf {
     let stop = client.dir().join("stop-load");
