@@ -26,7 +26,7 @@ use crate::status::{FileSink, ProxyState, StatusSink, StatusUpdate, compute};
 use crate::stream::auth::BootstrapTokens;
 use crate::stream::hub::{Hub, Published};
 use crate::stream::server::{StreamState, router};
-use crate::stream::tls::{ServingCert, serve};
+use crate::stream::tls::{ServingCert, serve, server_config};
 
 /// Reports arriving within this window update statuses together.
 const STATUS_DEBOUNCE: Duration = Duration::from_millis(200);
@@ -43,20 +43,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         cluster_domain: cli.cluster_domain.clone(),
     };
 
-    let cert = match (&cli.tls_cert, &cli.tls_key) {
-        (Some(cert), Some(key)) => ServingCert::load(cert, key)?,
-        _ if cli.source == SourceArg::Kube => anyhow::bail!(
-            "--tls-cert and --tls-key (BRAID_TLS_CERT, BRAID_TLS_KEY) are required with --source kube: \
-             every replica must present the one certificate proxies trust through --operator-ca \
-             (mount a Secret, e.g. from cert-manager); a self-signed certificate is only made in directory mode"
-        ),
-        _ => ServingCert::self_signed(&cli.tls_san)?,
-    };
-    if let Some(out) = &cli.tls_trust_out {
-        write_atomically(out, &cert.trust_pem)
-            .with_context(|| format!("--tls-trust-out {}", out.display()))?;
-    }
-    let tls = cert.server_config()?;
     let listener = TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("--listen {}: cannot bind", cli.listen))?;
@@ -71,6 +57,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         leadership,
         source_task,
         leader_task,
+        serving,
     } = match &cli.source {
         SourceArg::Dir(path) => {
             let tokens = cli.bootstrap_tokens.as_ref().context(
@@ -93,10 +80,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 leadership: Leadership::always(),
                 source_task: tokio::spawn(source.run(snapshots, stop.clone())),
                 leader_task: None,
+                serving: match (&cli.tls_cert, &cli.tls_key) {
+                    (Some(cert), Some(key)) => ServingCert::load(cert, key)?,
+                    _ => ServingCert::self_signed(&cli.tls_san)?,
+                }
+                .into_serving()?,
             }
         }
-        SourceArg::Kube => crate::kube_mode::start(&cli, snapshots, stop.clone()).await?,
+        SourceArg::Kube => {
+            crate::kube_mode::start(&cli, snapshots, snapshot_rx.clone(), stop.clone()).await?
+        }
     };
+    if let Some(out) = &cli.tls_trust_out {
+        write_atomically(out, &serving.trust_pem)
+            .with_context(|| format!("--tls-trust-out {}", out.display()))?;
+    }
+    let tls = server_config(serving.cert)?;
 
     tokio::spawn(compile_loop(
         snapshot_rx,

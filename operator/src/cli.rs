@@ -28,25 +28,49 @@ pub struct Cli {
     /// The cluster's DNS domain, for service hostnames (`name.ns.svc.<domain>`).
     #[arg(long, env = "BRAID_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
-    /// PEM certificate chain of the config server; required with --source kube, where
-    /// every replica must present the certificate proxies trust. Without it (directory
-    /// mode) the operator makes a self-signed certificate for --tls-san at start-up.
+    /// PEM certificate chain of the config server, to use instead of one the operator
+    /// makes (e.g. from cert-manager; every replica must then present it). Without it,
+    /// with --source kube each replica has its own certificate for --tls-san signed by
+    /// braid's CA (--ca-secret) and renewed in place; in directory mode a self-signed one.
+    /// With it, the braid-operator-ca ConfigMaps are left to you: they must hold the CA
+    /// that signed it.
     #[arg(long, env = "BRAID_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
     #[arg(long, env = "BRAID_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Names (DNS or IP) of the self-signed certificate, comma-separated.
+    /// Names (DNS or IP) of the certificate the operator makes, comma-separated.
     #[arg(
         long,
         env = "BRAID_TLS_SAN",
         value_delimiter = ',',
-        default_value = "braid-operator.braid-system.svc,braid-operator,localhost,127.0.0.1"
+        default_value = "braid-operator.braid-system.svc,braid-operator.braid-system.svc.cluster.local,braid-operator,localhost,127.0.0.1"
     )]
     pub tls_san: Vec<String>,
-    /// Write the PEM certificate proxies must trust (their --operator-ca) to this file.
+    /// Write the PEM certificate(s) proxies must trust (their --operator-ca) to this file.
     #[arg(long, env = "BRAID_TLS_TRUST_OUT")]
     pub tls_trust_out: Option<PathBuf>,
+    /// Kubernetes mode: the Secret (in --namespace) holding braid's CA — tls.crt (the
+    /// signing certificate, then any intermediates), tls.key, ca.crt (the root(s)).
+    /// Created with a new root when absent; one you create is used as it is.
+    #[arg(long, env = "BRAID_CA_SECRET", default_value = "braid-ca")]
+    pub ca_secret: String,
+    /// Kubernetes mode: the kubernetes.io/tls Secret (in --namespace) the operator's
+    /// leader writes the injector's serving certificate to, renewing it in time.
+    #[arg(
+        long,
+        env = "BRAID_WEBHOOK_SECRET",
+        default_value = "braid-injector-tls"
+    )]
+    pub webhook_secret: String,
+    /// Kubernetes mode: the injector's Service (in --namespace); its certificate is for
+    /// <service>.<namespace>.svc and <service>.<namespace>.svc.<cluster-domain>.
+    #[arg(long, env = "BRAID_WEBHOOK_SERVICE", default_value = "braid-injector")]
+    pub webhook_service: String,
+    /// Kubernetes mode: the MutatingWebhookConfiguration whose webhooks' caBundle the
+    /// leader keeps equal to the CA's trust bundle.
+    #[arg(long, env = "BRAID_WEBHOOK_CONFIG", default_value = "braid-injector")]
+    pub webhook_config: String,
     /// Directory mode: a YAML list of bootstrap tokens, each naming the namespace and
     /// service account (and optionally the pod) it stands for. Required with dir:PATH.
     #[arg(long, env = "BRAID_BOOTSTRAP_TOKENS")]
@@ -67,8 +91,8 @@ pub struct Cli {
     /// An idle config stream carries an empty line this often (seconds).
     #[arg(long, env = "BRAID_HEARTBEAT_SECS", default_value_t = 15)]
     pub heartbeat_secs: u64,
-    /// The operator's namespace (the leader-election Lease lives there). Set from the
-    /// downward API in the manifests.
+    /// The operator's namespace (the leader-election Lease, the CA Secret and the
+    /// webhook's Secret live there). Set from the downward API in the manifests.
     #[arg(long, env = "BRAID_NAMESPACE", default_value = "braid-system")]
     pub namespace: String,
     /// This replica's name, its identity in leader election (the pod name; default: the

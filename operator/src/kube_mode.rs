@@ -1,14 +1,20 @@
 //! Kubernetes mode: the cluster's API as source, TokenReview for tokens, server-side
-//! apply for status, a Lease for leadership.
+//! apply for status, a Lease for leadership, and braid's CA for the operator's and the
+//! webhook's certificates.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::ca::maintain::{RESYNC, Upkeep, refresh_ca};
+use crate::ca::secret::{CaSecret, Origin};
+use crate::ca::serving::{SERVING_LIFETIME, ServingRotation};
+use crate::ca::trust::TrustDistributor;
+use crate::ca::webhook::{WebhookNames, WebhookTls};
 use crate::cli::Cli;
 use crate::leader::{LeaderElector, Leadership, LeaseConfig};
 use crate::registry::Snapshot;
@@ -16,6 +22,7 @@ use crate::source::kube::KubeSource;
 use crate::source::{Source, SourceError};
 use crate::status::{KubeSink, StatusSink};
 use crate::stream::auth::Authenticator;
+use crate::stream::tls::{Serving, ServingCert};
 use crate::stream::token_review::TokenReviewer;
 
 /// What a mode hands the rest of the operator.
@@ -30,13 +37,18 @@ pub struct Started {
     pub source_task: JoinHandle<Result<(), SourceError>>,
     /// The leader election; awaited on shutdown so the Lease is released for a successor.
     pub leader_task: Option<JoinHandle<()>>,
+    /// The config server's certificate.
+    pub serving: Serving,
 }
 
-/// Connects to the cluster (in-cluster config, or KUBECONFIG) and starts the source and
-/// the leader election.
+/// Connects to the cluster (in-cluster config, or KUBECONFIG), loads (or creates) the CA,
+/// and starts the source, the leader election, the serving certificate's renewal and
+/// the leader's upkeep of the webhook's TLS and the proxies' trust ConfigMaps, which
+/// follow the opted-in namespaces of `snapshot_rx` (what `snapshots` publishes).
 pub async fn start(
     cli: &Cli,
     snapshots: watch::Sender<Arc<Snapshot>>,
+    snapshot_rx: watch::Receiver<Arc<Snapshot>>,
     stop: CancellationToken,
 ) -> anyhow::Result<Started> {
     let identity = cli
@@ -53,14 +65,68 @@ pub async fn start(
         .check_access()
         .await
         .context("--source kube: the operator's service account lacks access (apply manifests/rbac/operator.yaml)")?;
+
+    let ca_secret = CaSecret::new(client.clone(), &cli.namespace, &cli.ca_secret);
+    let (ca, origin) = ca_secret
+        .load_or_create(SystemTime::now())
+        .await
+        .context("--ca-secret")?;
+    match origin {
+        Origin::Created => {
+            tracing::info!(namespace = %cli.namespace, secret = %cli.ca_secret, "created a new CA")
+        }
+        Origin::Existing => {
+            tracing::info!(namespace = %cli.namespace, secret = %cli.ca_secret, "using the CA in its Secret")
+        }
+    }
+    let (ca_tx, ca_rx) = watch::channel(Arc::new(ca));
+    let own_cert = cli.tls_cert.is_some();
+    let serving = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => {
+            tracing::info!(
+                "--tls-cert given: serving it, and leaving the braid-operator-ca ConfigMaps to you"
+            );
+            ServingCert::load(cert, key)?.into_serving()?
+        }
+        _ => {
+            let ca = ca_rx.borrow().clone();
+            let (rotation, cert) =
+                ServingRotation::start(&ca, &cli.tls_san, SERVING_LIFETIME, SystemTime::now())
+                    .context("--tls-san: the serving certificate")?;
+            tokio::spawn(rotation.run(ca_rx.clone(), stop.clone()));
+            Serving {
+                cert,
+                trust_pem: ca.trust_bundle().pem().to_string(),
+            }
+        }
+    };
+
     let source_task = tokio::spawn(source.run(snapshots, stop.clone()));
     let (leadership, leader_task) =
-        LeaderElector::new(client.clone(), LeaseConfig::new(&cli.namespace, &identity)).spawn(stop);
+        LeaderElector::new(client.clone(), LeaseConfig::new(&cli.namespace, &identity))
+            .spawn(stop.clone());
+    tokio::spawn(refresh_ca(ca_secret, ca_tx, RESYNC, stop.clone()));
+    let upkeep = Upkeep {
+        webhook: WebhookTls::new(
+            client.clone(),
+            WebhookNames {
+                namespace: cli.namespace.clone(),
+                service: cli.webhook_service.clone(),
+                secret: cli.webhook_secret.clone(),
+                config: cli.webhook_config.clone(),
+                cluster_domain: cli.cluster_domain.clone(),
+            },
+        ),
+        trust: (!own_cert).then(|| TrustDistributor::new(client.clone())),
+        every: RESYNC,
+    };
+    tokio::spawn(upkeep.run(leadership.subscribe(), ca_rx, snapshot_rx, stop));
     Ok(Started {
         auth: Arc::new(TokenReviewer::new(client.clone())),
         sink: Arc::new(KubeSink::new(client, Some(identity))),
         leadership,
         source_task,
         leader_task: Some(leader_task),
+        serving,
     })
 }

@@ -11,9 +11,14 @@
 
 pub mod authority;
 pub mod issued;
+pub mod maintain;
 pub mod material;
+pub mod secret;
+pub mod serving;
+pub mod trust;
 pub mod validity;
 pub mod verify;
+pub mod webhook;
 
 pub use authority::{Ca, CaError, IssuedCert, LeafRequest};
 pub use material::{CaMaterial, MaterialError, TrustBundle};

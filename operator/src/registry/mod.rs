@@ -5,7 +5,7 @@ mod accepted;
 mod key;
 mod observed;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -30,6 +30,9 @@ pub struct Snapshot {
     pub encryption_policies: BTreeMap<ObjectKey, Observed<EncryptionPolicy>>,
     /// SelfHealings, valid or not.
     pub self_healings: BTreeMap<ObjectKey, Observed<SelfHealing>>,
+    /// Namespaces opted into the mesh (labelled `braid.dev/inject=enabled`). Empty in
+    /// directory mode, where each workload says whether it is meshed.
+    pub meshed_namespaces: BTreeSet<String>,
 }
 
 /// A Service: its virtual IPs, ports and endpoints.

@@ -1,12 +1,15 @@
-//! TLS for the config server: its certificate (given, or made at start-up), and the
-//! accept loop serving HTTP/2 (and HTTP/1.1 for curl) over it.
+//! TLS for the config server: its certificate (given, issued by the CA, or made at
+//! start-up), swappable while serving, and the accept loop serving HTTP/2 (and HTTP/1.1
+//! for curl) over it.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
@@ -81,18 +84,72 @@ impl ServingCert {
         })
     }
 
-    /// A rustls server config offering HTTP/2, then HTTP/1.1.
-    pub fn server_config(self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Cert(e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(self.chain, self.key)
+    /// Served as it is, never replaced.
+    pub fn into_serving(self) -> Result<Serving, TlsError> {
+        let signer = rustls::crypto::ring::sign::any_supported_type(&self.key)
             .map_err(|e| TlsError::Cert(e.to_string()))?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+        Ok(Serving {
+            cert: Arc::new(SwappableCert::new(CertifiedKey::new(self.chain, signer))),
+            trust_pem: self.trust_pem,
+        })
     }
+}
+
+/// What the config server presents, and what its clients must trust.
+pub struct Serving {
+    /// The certificate, replaceable while serving.
+    pub cert: Arc<SwappableCert>,
+    /// PEM of the certificate(s) that verify it (`--tls-trust-out`).
+    pub trust_pem: String,
+}
+
+/// The certificate the server presents, replaceable while it serves: a new one is used
+/// for new handshakes, and open connections carry on undisturbed.
+#[derive(Debug)]
+pub struct SwappableCert {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl SwappableCert {
+    /// Serving `cert`.
+    pub fn new(cert: CertifiedKey) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(cert)),
+        }
+    }
+
+    /// Serves `cert` from the next handshake on.
+    pub fn swap(&self, cert: CertifiedKey) {
+        // A poisoned lock only means a writer panicked mid-assignment of an Arc: the
+        // value is whole either way.
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(cert);
+    }
+
+    /// The certificate served now.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl ResolvesServerCert for SwappableCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// A rustls server config presenting `cert`, offering HTTP/2, then HTTP/1.1.
+pub fn server_config(cert: Arc<SwappableCert>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Cert(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// Accepts TLS connections and serves `router` on each until `stop` fires. Connections

@@ -98,6 +98,7 @@ impl Assembler {
                 self.self_healings
                     .observe_all(objects.self_healings.iter().map(|o| &**o)),
             ),
+            meshed_namespaces: objects.meshed_namespaces.clone(),
         }
     }
 }
@@ -189,6 +190,8 @@ mod tests {
         let route = &snap.traffic_routes[&ObjectKey::new("shop", "payments")];
         assert!(route.current.is_err());
         assert!(snap.encryption_policies.is_empty() && snap.self_healings.is_empty());
+        // Kept for the trust ConfigMaps the leader writes there.
+        assert_eq!(snap.meshed_namespaces, ["shop".to_string()].into());
     }
 
     #[test]

@@ -1,0 +1,250 @@
+//! The injector's webhook TLS: its serving certificate in a `kubernetes.io/tls` Secret
+//! (which the injector mounts and reloads when it changes), and `caBundle` of every
+//! webhook in its MutatingWebhookConfiguration, with which the API server verifies it.
+//! Leader only.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+
+use super::authority::{Ca, CaError, LeafRequest};
+use super::issued::{Assessment, Reason, assess};
+use super::material::TrustBundle;
+use super::secret::{TLS_SECRET_TYPE, labelled_secret};
+use crate::status::kube::FIELD_MANAGER;
+
+/// How long a webhook certificate is valid. Long enough that the webhook keeps working
+/// through a long operator outage (it is renewed with 30 days left), short enough that
+/// renewal is routine rather than a forgotten yearly event.
+pub const WEBHOOK_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+/// The Secret's certificate key.
+pub const TLS_CERT_KEY: &str = "tls.crt";
+/// The Secret's private key key.
+pub const TLS_KEY_KEY: &str = "tls.key";
+
+/// What the webhook TLS is made of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookNames {
+    /// The namespace of the Service and the Secret (the operator's).
+    pub namespace: String,
+    /// The injector's Service (`--webhook-service`).
+    pub service: String,
+    /// The Secret the injector mounts (`--webhook-secret`).
+    pub secret: String,
+    /// The MutatingWebhookConfiguration (`--webhook-config`).
+    pub config: String,
+    /// The cluster's DNS domain.
+    pub cluster_domain: String,
+}
+
+impl WebhookNames {
+    /// The names the API server may call the webhook by: `<service>.<namespace>.svc`
+    /// (what it uses for a `service` reference) and the fully qualified one.
+    pub fn dns_names(&self) -> Vec<String> {
+        let short = format!("{}.{}.svc", self.service, self.namespace);
+        let full = format!("{short}.{}", self.cluster_domain);
+        vec![short, full]
+    }
+}
+
+/// The webhook TLS could not be brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// An API call failed.
+    #[error("{what}: {source}")]
+    Api {
+        /// What was being read or written.
+        what: String,
+        /// The error.
+        #[source]
+        source: kube::Error,
+    },
+    /// A certificate could not be issued.
+    #[error("issuing the webhook certificate: {0}")]
+    Issue(#[from] CaError),
+}
+
+/// What a round did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WebhookOutcome {
+    /// The certificate was (re)issued, and why.
+    pub issued: Option<String>,
+    /// How many webhooks' `caBundle` were set.
+    pub bundles_patched: usize,
+    /// The MutatingWebhookConfiguration does not exist.
+    pub config_missing: bool,
+}
+
+/// Keeps the webhook's certificate and `caBundle` current.
+pub struct WebhookTls {
+    names: WebhookNames,
+    secrets: Api<Secret>,
+    configs: Api<MutatingWebhookConfiguration>,
+}
+
+impl WebhookTls {
+    /// Through `client`: get/create/update of the Secret, get/patch of the configuration.
+    pub fn new(client: Client, names: WebhookNames) -> Self {
+        Self {
+            secrets: Api::namespaced(client.clone(), &names.namespace),
+            configs: Api::all(client),
+            names,
+        }
+    }
+
+    /// The MutatingWebhookConfiguration's name.
+    pub fn config_name(&self) -> &str {
+        &self.names.config
+    }
+
+    fn api(&self, what: String) -> impl FnOnce(kube::Error) -> WebhookError {
+        move |source| WebhookError::Api { what, source }
+    }
+
+    /// One round: reissues the certificate if it is missing, unusable, not this CA's or
+    /// due for renewal, then sets `caBundle` where it differs from the trust bundle.
+    pub async fn reconcile(
+        &self,
+        ca: &Ca,
+        now: SystemTime,
+    ) -> Result<WebhookOutcome, WebhookError> {
+        let mut outcome = WebhookOutcome {
+            issued: self
+                .ensure_certificate(ca, now)
+                .await?
+                .map(|r| r.to_string()),
+            ..Default::default()
+        };
+        match self.ensure_ca_bundle(ca.trust_bundle()).await? {
+            Some(patched) => outcome.bundles_patched = patched,
+            None => outcome.config_missing = true,
+        }
+        Ok(outcome)
+    }
+
+    async fn ensure_certificate(
+        &self,
+        ca: &Ca,
+        now: SystemTime,
+    ) -> Result<Option<Reason>, WebhookError> {
+        let secret_ref = format!("Secret {}/{}", self.names.namespace, self.names.secret);
+        let current = self
+            .secrets
+            .get_opt(&self.names.secret)
+            .await
+            .map_err(self.api(format!("reading {secret_ref}")))?;
+        let data = current.as_ref().and_then(|s| s.data.as_ref());
+        let field = |key: &str| data.and_then(|d| d.get(key)).map(|b| b.0.as_slice());
+        let names = self.names.dns_names();
+        let reason = match assess(field(TLS_CERT_KEY), field(TLS_KEY_KEY), ca, &names, now) {
+            Assessment::Current { .. } => return Ok(None),
+            Assessment::Reissue(reason) => reason,
+        };
+        let issued = ca.issue(
+            &LeafRequest {
+                names,
+                lifetime: WEBHOOK_LIFETIME,
+            },
+            now,
+        )?;
+        let data = BTreeMap::from([
+            (
+                TLS_CERT_KEY.to_string(),
+                ByteString(issued.chain_pem.into_bytes()),
+            ),
+            (
+                TLS_KEY_KEY.to_string(),
+                ByteString(issued.key_pem.into_bytes()),
+            ),
+        ]);
+        match current {
+            // Replace keeps the Secret's other fields and is conditional on the
+            // resourceVersion read: a concurrent writer makes this round fail, and the
+            // next one judges what it wrote.
+            Some(mut secret) => {
+                secret.data = Some(data);
+                secret.type_ = Some(TLS_SECRET_TYPE.into());
+                self.secrets
+                    .replace(&self.names.secret, &PostParams::default(), &secret)
+                    .await
+                    .map_err(self.api(format!("updating {secret_ref}")))?;
+            }
+            None => {
+                let mut secret = labelled_secret(&self.names.namespace, &self.names.secret);
+                secret.data = Some(data);
+                self.secrets
+                    .create(&PostParams::default(), &secret)
+                    .await
+                    .map_err(self.api(format!("creating {secret_ref}")))?;
+            }
+        }
+        tracing::info!(secret = %secret_ref, %reason, "webhook certificate issued");
+        Ok(Some(reason))
+    }
+
+    /// Sets `caBundle` of each webhook that differs; `None` when the configuration does
+    /// not exist.
+    async fn ensure_ca_bundle(&self, bundle: &TrustBundle) -> Result<Option<usize>, WebhookError> {
+        let config_ref = format!("MutatingWebhookConfiguration {}", self.names.config);
+        let Some(config) = self
+            .configs
+            .get_opt(&self.names.config)
+            .await
+            .map_err(self.api(format!("reading {config_ref}")))?
+        else {
+            return Ok(None);
+        };
+        let Some(patch) = ca_bundle_patch(&config, bundle) else {
+            return Ok(Some(0));
+        };
+        // Two operations (test, add) per webhook.
+        let patched = patch.0.len() / 2;
+        self.configs
+            .patch(
+                &self.names.config,
+                &PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &Patch::<()>::Json(patch),
+            )
+            .await
+            .map_err(self.api(format!("patching {config_ref}")))?;
+        tracing::info!(config = %config_ref, webhooks = patched, "caBundle set to the trust bundle");
+        Ok(Some(patched))
+    }
+}
+
+/// A JSON patch setting `clientConfig.caBundle` of every webhook in `config` whose bundle
+/// is not `bundle`; `None` when all are. Each change is preceded by a test of the
+/// webhook's name at that index, so a list reordered since it was read makes the patch
+/// fail instead of writing to the wrong webhook.
+pub fn ca_bundle_patch(
+    config: &MutatingWebhookConfiguration,
+    bundle: &TrustBundle,
+) -> Option<json_patch::Patch> {
+    let want = ByteString(bundle.pem().as_bytes().to_vec());
+    let mut ops = Vec::new();
+    for (i, webhook) in config.webhooks.iter().flatten().enumerate() {
+        if webhook.client_config.ca_bundle.as_ref() == Some(&want) {
+            continue;
+        }
+        ops.push(serde_json::json!({"op": "test", "path": format!("/webhooks/{i}/name"), "value": webhook.name}));
+        ops.push(serde_json::json!({
+            "op": "add",
+            "path": format!("/webhooks/{i}/clientConfig/caBundle"),
+            // ByteString serializes as base64, as the API expects.
+            "value": want,
+        }));
+    }
+    if ops.is_empty() {
+        return None;
+    }
+    // Built as JSON (the RFC 6902 form); the ops above are all well-formed.
+    serde_json::from_value(serde_json::Value::Array(ops)).ok()
+}
