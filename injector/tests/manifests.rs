@@ -506,13 +506,25 @@ fn the_webhook_fails_closed_and_reaches_the_injector() {
     );
 }
 
+/// The Deployment `name`, checked to run two replicas of the binary `name` in its
+/// container `container_name`.
+fn two_replicas_of(name: &str, container_name: &str) -> Deployment {
+    let deployment = named::<Deployment>(name);
+    assert_eq!(
+        deployment.spec.as_ref().unwrap().replicas,
+        Some(2),
+        "{name}"
+    );
+    let c = container(&deployment, container_name);
+    assert_eq!(c.command.as_deref(), Some(&[name.to_string()][..]));
+    deployment
+}
+
 #[test]
 fn the_injector_serves_the_certificate_the_operator_writes() {
-    let deployment = named::<Deployment>(INJECTOR);
-    assert_eq!(deployment.spec.as_ref().unwrap().replicas, Some(2));
+    let deployment = two_replicas_of(INJECTOR, "injector");
     let pod = pod_spec(&deployment);
     let c = container(&deployment, "injector");
-    assert_eq!(c.command.as_deref(), Some(&[INJECTOR.to_string()][..]));
     let args = c.args.clone().unwrap();
     assert_eq!(args.first().map(String::as_str), Some("serve"));
     let flag = |name: &str| {
@@ -562,11 +574,9 @@ fn the_injector_serves_the_certificate_the_operator_writes() {
 
 #[test]
 fn the_operator_runs_elected_replicas_behind_its_stream_service() {
-    let deployment = named::<Deployment>(OPERATOR);
-    assert_eq!(deployment.spec.as_ref().unwrap().replicas, Some(2));
+    let deployment = two_replicas_of(OPERATOR, "operator");
     let pod = pod_spec(&deployment);
     let c = container(&deployment, "operator");
-    assert_eq!(c.command.as_deref(), Some(&[OPERATOR.to_string()][..]));
     assert_eq!(
         c.args.as_deref(),
         Some(&["--source".into(), "kube".into()][..])
