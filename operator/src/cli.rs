@@ -6,6 +6,9 @@ use std::str::FromStr;
 
 use clap::Parser;
 
+use crate::ca::secret::DEFAULT_CA_SECRET;
+use crate::ca::webhook::{DEFAULT_WEBHOOK_CONFIG, DEFAULT_WEBHOOK_SECRET, DEFAULT_WEBHOOK_SERVICE};
+
 /// braid's operator: watches Services, Pods and braid resources, compiles one config per
 /// meshed workload, and streams it to the proxies over HTTPS.
 #[derive(Debug, Parser)]
@@ -53,23 +56,23 @@ pub struct Cli {
     /// Kubernetes mode: the Secret (in --namespace) holding braid's CA — tls.crt (the
     /// signing certificate, then any intermediates), tls.key, ca.crt (the root(s)).
     /// Created with a new root when absent; one you create is used as it is.
-    #[arg(long, env = "BRAID_CA_SECRET", default_value = "braid-ca")]
+    #[arg(long, env = "BRAID_CA_SECRET", default_value = DEFAULT_CA_SECRET)]
     pub ca_secret: String,
     /// Kubernetes mode: the kubernetes.io/tls Secret (in --namespace) the operator's
     /// leader writes the injector's serving certificate to, renewing it in time.
     #[arg(
         long,
         env = "BRAID_WEBHOOK_SECRET",
-        default_value = "braid-injector-tls"
+        default_value = DEFAULT_WEBHOOK_SECRET
     )]
     pub webhook_secret: String,
     /// Kubernetes mode: the injector's Service (in --namespace); its certificate is for
     /// <service>.<namespace>.svc and <service>.<namespace>.svc.<cluster-domain>.
-    #[arg(long, env = "BRAID_WEBHOOK_SERVICE", default_value = "braid-injector")]
+    #[arg(long, env = "BRAID_WEBHOOK_SERVICE", default_value = DEFAULT_WEBHOOK_SERVICE)]
     pub webhook_service: String,
     /// Kubernetes mode: the MutatingWebhookConfiguration whose webhooks' caBundle the
     /// leader keeps equal to the CA's trust bundle.
-    #[arg(long, env = "BRAID_WEBHOOK_CONFIG", default_value = "braid-injector")]
+    #[arg(long, env = "BRAID_WEBHOOK_CONFIG", default_value = DEFAULT_WEBHOOK_CONFIG)]
     pub webhook_config: String,
     /// Directory mode: a YAML list of bootstrap tokens, each naming the namespace and
     /// service account (and optionally the pod) it stands for. Required with dir:PATH.
@@ -136,6 +139,23 @@ impl FromStr for SourceArg {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kube_mode_needs_no_certificate_flags() {
+        let cli = Cli::try_parse_from(["braid-operator"]).unwrap();
+        assert_eq!(cli.source, SourceArg::Kube);
+        assert!(cli.tls_cert.is_none() && cli.tls_key.is_none());
+        assert_eq!(cli.ca_secret, "braid-ca");
+        assert_eq!(cli.webhook_secret, "braid-injector-tls");
+        assert_eq!(cli.webhook_service, "braid-injector");
+        assert_eq!(cli.webhook_config, "braid-injector");
+        for name in [
+            "braid-operator.braid-system.svc",
+            "braid-operator.braid-system.svc.cluster.local",
+        ] {
+            assert!(cli.tls_san.iter().any(|n| n == name), "{name}");
+        }
+    }
 
     #[test]
     fn sources_parse() {

@@ -3,6 +3,9 @@
 
 use std::path::Path;
 
+use braid_operator::ca::secret::DEFAULT_CA_SECRET;
+use braid_operator::ca::trust::TRUST_CONFIGMAP;
+use braid_operator::ca::webhook::{DEFAULT_WEBHOOK_CONFIG, DEFAULT_WEBHOOK_SECRET};
 use braid_operator::leader::LEASE_NAME;
 use braid_operator::source::kube::publish::Watched;
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -11,6 +14,8 @@ use serde::de::DeserializeOwned;
 
 const NS: &str = "braid-system";
 const SA: &str = "braid-operator";
+const LEADER_ROLE: &str = "braid-operator-leader-election";
+const CA_ROLE: &str = "braid-operator-ca";
 
 fn docs() -> Vec<serde_json::Value> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/rbac/operator.yaml");
@@ -20,13 +25,26 @@ fn docs() -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn one<T: DeserializeOwned>(kind: &str) -> T {
-    let mut found: Vec<T> = docs()
+fn all<T: DeserializeOwned>(kind: &str) -> Vec<T> {
+    docs()
         .into_iter()
         .filter(|d| d["kind"] == kind)
         .map(|d| serde_json::from_value(d).unwrap())
-        .collect();
+        .collect()
+}
+
+fn one<T: DeserializeOwned>(kind: &str) -> T {
+    let mut found: Vec<T> = all(kind);
     assert_eq!(found.len(), 1, "one {kind}");
+    found.remove(0)
+}
+
+fn role(name: &str) -> Role {
+    let mut found: Vec<Role> = all::<Role>("Role")
+        .into_iter()
+        .filter(|r| r.metadata.name.as_deref() == Some(name))
+        .collect();
+    assert_eq!(found.len(), 1, "one Role {name}");
     found.remove(0)
 }
 
@@ -95,14 +113,99 @@ fn the_cluster_role_covers_what_the_operator_does() {
     // The SelfHealing controller's.
     assert!(allows(&rules, "", "pods/eviction", "create", None));
     assert!(allows(&rules, "", "pods", "patch", None));
+    // The trust bundle's ConfigMap, by server-side apply in any namespace.
+    assert!(allows(&rules, "", "configmaps", "create", None));
+    assert!(allows(
+        &rules,
+        "",
+        "configmaps",
+        "patch",
+        Some(TRUST_CONFIGMAP)
+    ));
+    assert!(!allows(&rules, "", "configmaps", "patch", Some("another")));
+    for verb in ["get", "list", "update", "delete"] {
+        assert!(
+            !allows(&rules, "", "configmaps", verb, Some(TRUST_CONFIGMAP)),
+            "{verb} configmaps"
+        );
+    }
+    // caBundle of the injector's webhooks, and no other webhook configuration.
+    let g = "admissionregistration.k8s.io";
+    for verb in ["get", "patch"] {
+        assert!(
+            allows(
+                &rules,
+                g,
+                "mutatingwebhookconfigurations",
+                verb,
+                Some(DEFAULT_WEBHOOK_CONFIG)
+            ),
+            "{verb} mutatingwebhookconfigurations"
+        );
+        assert!(!allows(
+            &rules,
+            g,
+            "mutatingwebhookconfigurations",
+            verb,
+            Some("another")
+        ));
+    }
+}
+
+#[test]
+fn secrets_are_the_cas_and_the_webhooks_in_braid_system_only() {
+    let rules = role(CA_ROLE).rules.unwrap();
+    assert_eq!(role(CA_ROLE).metadata.namespace.as_deref(), Some(NS));
+    // Created when absent (RBAC cannot restrict create to a name).
+    assert!(allows(&rules, "", "secrets", "create", None));
+    for name in [DEFAULT_CA_SECRET, DEFAULT_WEBHOOK_SECRET] {
+        assert!(
+            allows(&rules, "", "secrets", "get", Some(name)),
+            "get {name}"
+        );
+    }
+    assert!(allows(
+        &rules,
+        "",
+        "secrets",
+        "update",
+        Some(DEFAULT_WEBHOOK_SECRET)
+    ));
+    // The CA is never changed, no other Secret is read, and none is listed.
+    assert!(!allows(
+        &rules,
+        "",
+        "secrets",
+        "update",
+        Some(DEFAULT_CA_SECRET)
+    ));
+    assert!(!allows(&rules, "", "secrets", "get", Some("another")));
+    for verb in ["list", "watch", "patch", "delete"] {
+        assert!(
+            !allows(&rules, "", "secrets", verb, Some(DEFAULT_CA_SECRET)),
+            "{verb}"
+        );
+    }
+    // Every rule but create names its Secrets.
+    for r in &rules {
+        if r.verbs != ["create"] {
+            assert!(r.resource_names.is_some(), "{r:?}");
+        }
+    }
 }
 
 #[test]
 fn nothing_broad_is_granted() {
-    let role: ClusterRole = one("ClusterRole");
-    let leader: Role = one("Role");
-    let rules = role.rules.unwrap().into_iter().chain(leader.rules.unwrap());
-    for r in rules {
+    let cluster_rules = one::<ClusterRole>("ClusterRole").rules.unwrap();
+    for r in &cluster_rules {
+        for resource in r.resources.iter().flatten() {
+            assert_ne!(resource, "secrets", "no Secret outside braid-system: {r:?}");
+        }
+    }
+    let namespaced = all::<Role>("Role")
+        .into_iter()
+        .flat_map(|r| r.rules.unwrap());
+    for r in cluster_rules.into_iter().chain(namespaced) {
         let all = r
             .api_groups
             .iter()
@@ -118,15 +221,12 @@ fn nothing_broad_is_granted() {
                 "unexpected verb {verb}: {r:?}"
             );
         }
-        for resource in r.resources.iter().flatten() {
-            assert_ne!(resource, "secrets", "{r:?}");
-        }
     }
 }
 
 #[test]
 fn leader_election_is_confined_to_its_lease() {
-    let role: Role = one("Role");
+    let role = role(LEADER_ROLE);
     assert_eq!(role.metadata.namespace.as_deref(), Some(NS));
     let rules = role.rules.unwrap();
     let g = "coordination.k8s.io";
@@ -144,26 +244,32 @@ fn leader_election_is_confined_to_its_lease() {
 }
 
 #[test]
-fn both_roles_are_bound_to_the_operators_service_account() {
+fn every_role_is_bound_to_the_operators_service_account() {
     let sa: ServiceAccount = one("ServiceAccount");
     assert_eq!(sa.metadata.name.as_deref(), Some(SA));
     assert_eq!(sa.metadata.namespace.as_deref(), Some(NS));
     let cluster: ClusterRoleBinding = one("ClusterRoleBinding");
-    let role: ClusterRole = one("ClusterRole");
+    let cluster_role: ClusterRole = one("ClusterRole");
     assert_eq!(cluster.role_ref.kind, "ClusterRole");
     assert_eq!(
         Some(cluster.role_ref.name.as_str()),
-        role.metadata.name.as_deref()
+        cluster_role.metadata.name.as_deref()
     );
-    let local: RoleBinding = one("RoleBinding");
-    let leader: Role = one("Role");
-    assert_eq!(local.metadata.namespace.as_deref(), Some(NS));
-    assert_eq!(local.role_ref.kind, "Role");
-    assert_eq!(
-        Some(local.role_ref.name.as_str()),
-        leader.metadata.name.as_deref()
-    );
-    for subjects in [cluster.subjects.unwrap(), local.subjects.unwrap()] {
+    let local: Vec<RoleBinding> = all("RoleBinding");
+    let roles: Vec<Role> = all("Role");
+    assert_eq!(local.len(), roles.len(), "one binding per Role");
+    let mut subjects = vec![cluster.subjects.unwrap()];
+    for name in [LEADER_ROLE, CA_ROLE] {
+        role(name);
+        let binding = local
+            .iter()
+            .find(|b| b.role_ref.name == name)
+            .unwrap_or_else(|| panic!("no RoleBinding of {name}"));
+        assert_eq!(binding.metadata.namespace.as_deref(), Some(NS));
+        assert_eq!(binding.role_ref.kind, "Role");
+        subjects.push(binding.subjects.clone().unwrap());
+    }
+    for subjects in subjects {
         assert_eq!(subjects.len(), 1);
         let s = &subjects[0];
         assert_eq!((s.kind.as_str(), s.name.as_str()), ("ServiceAccount", SA));

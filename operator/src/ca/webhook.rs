@@ -22,6 +22,12 @@ use crate::status::kube::FIELD_MANAGER;
 /// through a long operator outage (it is renewed with 30 days left), short enough that
 /// renewal is routine rather than a forgotten yearly event.
 pub const WEBHOOK_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+/// The webhook Secret's default name (`--webhook-secret`).
+pub const DEFAULT_WEBHOOK_SECRET: &str = "braid-injector-tls";
+/// The injector Service's default name (`--webhook-service`).
+pub const DEFAULT_WEBHOOK_SERVICE: &str = "braid-injector";
+/// The MutatingWebhookConfiguration's default name (`--webhook-config`).
+pub const DEFAULT_WEBHOOK_CONFIG: &str = "braid-injector";
 /// The Secret's certificate key.
 pub const TLS_CERT_KEY: &str = "tls.crt";
 /// The Secret's private key key.
@@ -247,4 +253,72 @@ pub fn ca_bundle_patch(
     }
     // Built as JSON (the RFC 6902 form); the ops above are all well-formed.
     serde_json::from_value(serde_json::Value::Array(ops)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhook;
+
+    use super::*;
+
+    fn config(bundles: &[Option<&str>]) -> MutatingWebhookConfiguration {
+        MutatingWebhookConfiguration {
+            webhooks: Some(
+                bundles
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| MutatingWebhook {
+                        name: format!("w{i}.braid.dev"),
+                        client_config:
+                            k8s_openapi::api::admissionregistration::v1::WebhookClientConfig {
+                                ca_bundle: b.map(|b| ByteString(b.as_bytes().to_vec())),
+                                ..Default::default()
+                            },
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_differing_bundles_are_patched_each_guarded_by_its_name() {
+        let ca = Ca::generate_root(UNIX_EPOCH + Duration::from_secs(1_800_000_000)).unwrap();
+        let bundle = ca.trust_bundle();
+        assert!(ca_bundle_patch(&config(&[Some(bundle.pem())]), bundle).is_none());
+        assert!(ca_bundle_patch(&config(&[]), bundle).is_none());
+        let patch =
+            ca_bundle_patch(&config(&[Some(bundle.pem()), None, Some("old")]), bundle).unwrap();
+        let b64 = serde_json::to_value(ByteString(bundle.pem().as_bytes().to_vec())).unwrap();
+        assert_eq!(
+            serde_json::to_value(&patch).unwrap(),
+            serde_json::json!([
+                {"op": "test", "path": "/webhooks/1/name", "value": "w1.braid.dev"},
+                {"op": "add", "path": "/webhooks/1/clientConfig/caBundle", "value": b64},
+                {"op": "test", "path": "/webhooks/2/name", "value": "w2.braid.dev"},
+                {"op": "add", "path": "/webhooks/2/clientConfig/caBundle", "value": b64},
+            ])
+        );
+    }
+
+    #[test]
+    fn the_names_the_api_server_calls() {
+        let names = WebhookNames {
+            namespace: "braid-system".into(),
+            service: "braid-injector".into(),
+            secret: "braid-injector-tls".into(),
+            config: "braid-injector".into(),
+            cluster_domain: "cluster.local".into(),
+        };
+        assert_eq!(
+            names.dns_names(),
+            [
+                "braid-injector.braid-system.svc",
+                "braid-injector.braid-system.svc.cluster.local"
+            ]
+        );
+    }
 }
