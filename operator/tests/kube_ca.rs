@@ -528,3 +528,68 @@ async fn only_the_leader_writes_and_it_follows_labelled_namespaces() {
     stop.cancel();
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_changed_ca_secret_is_picked_up_and_a_deleted_one_written_back() {
+    let client = ClientBuilder::new().build().await.unwrap();
+    let secret = CaSecret::new(client.clone(), NS, CA_SECRET);
+    let (ca, _) = secret.load_or_create(SystemTime::now()).await.unwrap();
+    let api = Api::<Secret>::namespaced(client, NS);
+
+    // Deleted: written back from memory, so nothing anyone trusts changes.
+    api.delete(CA_SECRET, &Default::default()).await.unwrap();
+    assert!(
+        secret
+            .refresh(&ca, SystemTime::now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let restored = api.get(CA_SECRET).await.unwrap();
+    assert_eq!(restored.data.unwrap(), ca.material().to_secret_data());
+
+    // Replaced by an administrator (a second root added to the bundle): the new CA.
+    let next = Ca::generate_root(SystemTime::now()).unwrap();
+    let mut material = next.material().clone();
+    material.trust_bundle = braid_operator::ca::TrustBundle::parse(&format!(
+        "{}{}",
+        ca.trust_bundle().pem(),
+        next.trust_bundle().pem()
+    ))
+    .unwrap();
+    let mut replaced = api.get(CA_SECRET).await.unwrap();
+    replaced.data = Some(material.to_secret_data());
+    api.replace(CA_SECRET, &Default::default(), &replaced)
+        .await
+        .unwrap();
+    let fresh = secret
+        .refresh(&ca, SystemTime::now())
+        .await
+        .unwrap()
+        .expect("a changed Secret gives a new CA");
+    assert_eq!(fresh.material(), &material);
+    assert_eq!(fresh.trust_bundle().certificates().len(), 2);
+    assert!(
+        secret
+            .refresh(&fresh, SystemTime::now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Broken by hand: an error, and the caller keeps the CA it has.
+    let mut broken = api.get(CA_SECRET).await.unwrap();
+    broken
+        .data
+        .as_mut()
+        .unwrap()
+        .insert(TRUST_BUNDLE_KEY.into(), ByteString(b"oops".to_vec()));
+    api.replace(CA_SECRET, &Default::default(), &broken)
+        .await
+        .unwrap();
+    let err = secret.refresh(&fresh, SystemTime::now()).await.unwrap_err();
+    assert!(
+        err.to_string().contains("key ca.crt: no CERTIFICATE block"),
+        "{err}"
+    );
+}
