@@ -369,7 +369,8 @@ async fn an_invalid_webhook_secret_is_replaced_in_place() {
         ByteString(b"not a certificate".to_vec()),
     );
     data.insert("tls.key".to_string(), ByteString(b"nor a key".to_vec()));
-    let mut placeholder = secret_of(WEBHOOK_SECRET, "kubernetes.io/tls", data);
+    // Created by hand, as Opaque: a Secret's type cannot change, so it stays.
+    let mut placeholder = secret_of(WEBHOOK_SECRET, "Opaque", data);
     placeholder.metadata.annotations = Some([("team".to_string(), "platform".to_string())].into());
     let client = ClientBuilder::new()
         .with_object(placeholder)
@@ -392,6 +393,7 @@ async fn an_invalid_webhook_secret_is_replaced_in_place() {
         "platform",
         "updated, not recreated"
     );
+    assert_eq!(secret.type_.as_deref(), Some("Opaque"));
     chain(&secret.data.unwrap()["tls.crt"].0);
 }
 

@@ -15,7 +15,7 @@ use kube::{Api, Client};
 use super::authority::{Ca, CaError, LeafRequest};
 use super::issued::{Assessment, Reason, assess};
 use super::material::TrustBundle;
-use super::secret::{TLS_SECRET_TYPE, labelled_secret};
+use super::secret::labelled_secret;
 use crate::status::kube::FIELD_MANAGER;
 
 /// How long a webhook certificate is valid. Long enough that the webhook keeps working
@@ -169,12 +169,11 @@ impl WebhookTls {
             ),
         ]);
         match current {
-            // Replace keeps the Secret's other fields and is conditional on the
-            // resourceVersion read: a concurrent writer makes this round fail, and the
-            // next one judges what it wrote.
+            // Replace keeps the Secret's other fields (its type too, which cannot
+            // change) and is conditional on the resourceVersion read: a concurrent
+            // writer makes this round fail, and the next one judges what it wrote.
             Some(mut secret) => {
                 secret.data = Some(data);
-                secret.type_ = Some(TLS_SECRET_TYPE.into());
                 self.secrets
                     .replace(&self.names.secret, &PostParams::default(), &secret)
                     .await
