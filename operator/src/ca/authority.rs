@@ -241,23 +241,13 @@ impl Ca {
     /// signing certificate).
     pub fn issue(&self, request: &LeafRequest, now: SystemTime) -> Result<IssuedCert, CaError> {
         let first = request.names.first().ok_or(CaError::NoNames)?;
-        let mut params = CertificateParams::default();
-        params.subject_alt_names = request
+        let sans = request
             .names
             .iter()
             .map(|n| san(n))
             .collect::<Result<_, _>>()?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, first.as_str());
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let mut params = self.leaf_params(first, sans, request.lifetime, now);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = true;
-        params.not_before = (now - CLOCK_SKEW).into();
-        params.not_after = (now + request.lifetime)
-            .min(self.signing_validity.not_after)
-            .into();
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let cert = params.signed_by(&key, &self.issuer)?;
         let validity = Validity::of(cert.der()).map_err(CaError::ReadBack)?;
@@ -275,6 +265,31 @@ impl Ca {
             key_pem: key.serialize_pem(),
             validity,
         })
+    }
+
+    /// What every leaf has: `sans`, `common_name`, no CA rights, a digital-signature key
+    /// usage, the issuer's key identifier, and a lifetime from [`CLOCK_SKEW`] before
+    /// `now`, capped at the signing certificate's end. Proxy certificates signed from a
+    /// CSR (a URI SAN with the SPIFFE identity, client and server use) start from here
+    /// too.
+    fn leaf_params(
+        &self,
+        common_name: &str,
+        sans: Vec<SanType>,
+        lifetime: Duration,
+        now: SystemTime,
+    ) -> CertificateParams {
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = sans;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = (now - CLOCK_SKEW).into();
+        params.not_after = (now + lifetime).min(self.signing_validity.not_after).into();
+        params
     }
 
     /// Whether `chain` is a server certificate this CA's current signing certificate
