@@ -167,6 +167,15 @@ async fn a_replica_that_loses_the_race_to_create_reads_the_winners() {
     );
 }
 
+/// Whether re-reading the CA Secret finds nothing new for `ca`.
+async fn refreshed_unchanged(secret: &CaSecret, ca: &Ca) -> bool {
+    secret
+        .refresh(ca, SystemTime::now())
+        .await
+        .unwrap()
+        .is_none()
+}
+
 /// An administrator's CA: an intermediate of their own root.
 fn administrators_ca() -> (CaMaterial, Ca) {
     let root = Ca::generate_root(SystemTime::now()).unwrap();
@@ -206,13 +215,7 @@ async fn a_supplied_ca_is_used_as_it_is() {
     let (ca, origin) = secret.load_or_create(SystemTime::now()).await.unwrap();
     assert_eq!(origin, Origin::Existing);
     assert_eq!(ca.material(), &material);
-    assert!(
-        secret
-            .refresh(&ca, SystemTime::now())
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(refreshed_unchanged(&secret, &ca).await);
     let after = api.get(CA_SECRET).await.unwrap();
     assert_eq!(
         after.metadata.resource_version,
@@ -540,13 +543,7 @@ async fn a_changed_ca_secret_is_picked_up_and_a_deleted_one_written_back() {
 
     // Deleted: written back from memory, so nothing anyone trusts changes.
     api.delete(CA_SECRET, &Default::default()).await.unwrap();
-    assert!(
-        secret
-            .refresh(&ca, SystemTime::now())
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(refreshed_unchanged(&secret, &ca).await);
     let restored = api.get(CA_SECRET).await.unwrap();
     assert_eq!(restored.data.unwrap(), ca.material().to_secret_data());
 
@@ -571,13 +568,7 @@ async fn a_changed_ca_secret_is_picked_up_and_a_deleted_one_written_back() {
         .expect("a changed Secret gives a new CA");
     assert_eq!(fresh.material(), &material);
     assert_eq!(fresh.trust_bundle().certificates().len(), 2);
-    assert!(
-        secret
-            .refresh(&fresh, SystemTime::now())
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(refreshed_unchanged(&secret, &fresh).await);
 
     // Broken by hand: an error, and the caller keeps the CA it has.
     let mut broken = api.get(CA_SECRET).await.unwrap();
