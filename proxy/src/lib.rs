@@ -16,5 +16,6 @@ pub mod iptables;
 pub mod lifecycle;
 pub mod listen;
 pub mod metrics;
+pub mod routing;
 pub mod runtime;
 pub mod tcp;

@@ -22,3 +22,35 @@ fn the_readme_config_example_loads() {
     assert_eq!(target.endpoints.len(), 2);
     assert_eq!(&*tables.listeners[0].target.label, "payments.shop:80");
 }
+
+#[test]
+fn the_readme_routes_example_compiles() {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Routes {
+        routes: Vec<braid_proxy::config::routes::ServiceRoutes>,
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let block = readme
+        .split("```yaml")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.trim_start().starts_with("routes:"))
+        .expect("README.md shows routes");
+    let parsed: Routes = serde_norway::from_str(block).unwrap();
+    let table = braid_proxy::routing::RouteTable::compile(
+        &parsed.routes[0],
+        &["(default)", "Group_2"],
+        "routes[0]",
+    )
+    .unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("type", http::HeaderValue::from_static("transfer"));
+    let head = braid_proxy::routing::RequestHead {
+        method: &http::Method::GET,
+        path: "/",
+        headers: &headers,
+    };
+    assert_eq!(&*table.select(&head).unwrap().name, "transfers");
+}

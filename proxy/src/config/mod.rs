@@ -2,6 +2,7 @@
 //! for hosts without Kubernetes). The proxy never talks to the Kubernetes API.
 
 mod protocol;
+pub mod routes;
 mod source;
 mod tables;
 
@@ -14,10 +15,10 @@ use serde::{Deserialize, Serialize};
 
 pub use protocol::Protocol;
 pub use source::{ConfigError, ConfigSource, FileSource, load_file, parse_json};
-pub use tables::{ListenerPlan, OutboundTarget, Tables};
+pub use tables::{ListenerPlan, OutboundTarget, PickError, Picked, Tables};
 
-/// The whole configuration of one proxy. Later issues add routes, TLS and resilience
-/// next to `services`. An unknown field is refused in a file (a typo must not pass
+/// The whole configuration of one proxy. Later issues add TLS and resilience next to
+/// `services`. An unknown field is refused in a file (a typo must not pass
 /// silently) but only logged on the operator's stream, so a newer operator can talk to
 /// older proxies during an upgrade.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -37,6 +38,10 @@ pub struct ProxyConfig {
     /// set to every workload that sees it.
     #[serde(default = "no_services")]
     pub services: Arc<[Service]>,
+    /// Request routing rules for this caller, per service (and optionally port). A
+    /// service port without rules spreads requests over all its endpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<routes::ServiceRoutes>,
     /// Explicit listeners, for hosts without iptables capture (gateways, VMs, benchmarks).
     #[serde(default)]
     pub listeners: Vec<Listener>,

@@ -230,7 +230,10 @@ services:
         .to_string();
         assert!(err.contains("services.0.vip: unknown field"), "{err}");
         // ...while a newer operator's extra field leaves the rest of the config usable.
-        let config = parse_json(br#"{"version":"v2","routes":[{"name":"new"}],"services":[{"name":"a","retryBudget":{}}]}"#).unwrap();
+        let config = parse_json(
+            br#"{"version":"v2","tls":{"mode":"new"},"services":[{"name":"a","retryBudget":{}}]}"#,
+        )
+        .unwrap();
         assert_eq!(config.version, "v2");
         assert_eq!(config.services[0].name, "a");
     }

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{ConfigError, ListenerTarget, Protocol, ProxyConfig};
+use super::routes::ServiceRoutes;
+use super::{ConfigError, ListenerTarget, Protocol, ProxyConfig, Service};
+use crate::routing::{RequestHead, RouteError, RouteTable};
 
 /// Where an outbound connection or request to one service port goes.
 #[derive(Debug)]
@@ -18,6 +20,53 @@ pub struct OutboundTarget {
     /// Every endpoint address (ip:targetPort), over all groups.
     pub endpoints: Vec<SocketAddr>,
     next: AtomicUsize,
+    /// The service's groups with their addresses on this port, in config order.
+    groups: Vec<GroupTarget>,
+    /// The routing rules of this port, when a TrafficRoute has any.
+    routes: Option<RouteTable>,
+}
+
+/// A group's endpoints on one service port.
+#[derive(Debug)]
+struct GroupTarget {
+    name: Arc<str>,
+    endpoints: Vec<SocketAddr>,
+    next: AtomicUsize,
+}
+
+impl GroupTarget {
+    fn pick(&self) -> Option<SocketAddr> {
+        round_robin(&self.endpoints, &self.next)
+    }
+}
+
+/// Where one request goes.
+#[derive(Debug, Clone)]
+pub struct Picked {
+    /// The endpoint.
+    pub addr: SocketAddr,
+    /// The rule and group that chose it, when the port has rules.
+    pub routed: Option<(Arc<str>, Arc<str>)>,
+}
+
+/// Why a request has nowhere to go.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PickError {
+    /// The target has no endpoint at all.
+    #[error("no endpoints for {0}")]
+    NoEndpoints(Arc<str>),
+    /// The rules sent it nowhere.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+}
+
+/// The next of `endpoints` after `next`.
+fn round_robin(endpoints: &[SocketAddr], next: &AtomicUsize) -> Option<SocketAddr> {
+    if endpoints.is_empty() {
+        return None;
+    }
+    let i = next.fetch_add(1, Ordering::Relaxed);
+    endpoints.get(i % endpoints.len()).copied()
 }
 
 impl OutboundTarget {
@@ -38,6 +87,8 @@ impl OutboundTarget {
             protocol,
             endpoints,
             next: AtomicUsize::new(0),
+            groups: Vec::new(),
+            routes: None,
         }
     }
 
@@ -49,17 +100,73 @@ impl OutboundTarget {
             protocol,
             endpoints: vec![addr],
             next: AtomicUsize::new(0),
+            groups: Vec::new(),
+            routes: None,
         }
     }
 
-    /// The next endpoint, round robin; `None` when the service has none.
+    /// The next endpoint, round robin over every group; `None` when the service has
+    /// none. For connections (TCP), which rules do not apply to.
     pub fn pick(&self) -> Option<SocketAddr> {
-        if self.endpoints.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        self.endpoints.get(i % self.endpoints.len()).copied()
+        round_robin(&self.endpoints, &self.next)
     }
+
+    /// Where the request with head `req` goes: through the port's rules when it has
+    /// any (first matching rule, a group by weight, an endpoint of the group), else to
+    /// any endpoint.
+    pub fn pick_for(&self, req: &RequestHead<'_>) -> Result<Picked, PickError> {
+        let Some(routes) = &self.routes else {
+            return self
+                .pick()
+                .map(|addr| Picked { addr, routed: None })
+                .ok_or_else(|| PickError::NoEndpoints(self.label.clone()));
+        };
+        let rule = routes.select(req)?;
+        let group = self
+            .groups
+            .get(rule.choose_group())
+            .ok_or_else(|| PickError::NoEndpoints(self.label.clone()))?;
+        let addr = group
+            .pick()
+            .ok_or_else(|| RouteError::EmptyGroup(group.name.clone()))?;
+        Ok(Picked {
+            addr,
+            routed: Some((rule.name.clone(), group.name.clone())),
+        })
+    }
+
+    /// The compiled rules, when the port has any.
+    pub fn routes(&self) -> Option<&RouteTable> {
+        self.routes.as_ref()
+    }
+}
+
+/// The rules for port `port` of `svc`: a port-specific entry wins over an all-ports
+/// one; two of the same kind contradict each other.
+fn routes_for<'a>(
+    routes: &'a [ServiceRoutes],
+    svc: &Service,
+    port: u16,
+) -> Result<Option<(usize, &'a ServiceRoutes)>, ConfigError> {
+    let mut found: Option<(usize, &ServiceRoutes)> = None;
+    for (i, r) in routes.iter().enumerate() {
+        if r.service != svc.name || r.namespace != svc.namespace {
+            continue;
+        }
+        match (r.port, found) {
+            (Some(p), _) if p != port => {}
+            (_, None) => found = Some((i, r)),
+            (p, Some((j, other))) if p.is_some() == other.port.is_some() => {
+                return Err(ConfigError::Invalid(format!(
+                    "routes[{i}]: {} and routes[{j}] ({}) both route {}.{} port {port}; keep one",
+                    r.from, other.from, svc.name, svc.namespace
+                )));
+            }
+            (Some(_), Some(_)) => found = Some((i, r)),
+            (None, Some(_)) => {}
+        }
+    }
+    Ok(found)
 }
 
 /// An explicit listener, resolved.
@@ -103,13 +210,34 @@ impl Tables {
                     .map(|e| SocketAddr::new(e.address, port.target()))
                     .filter(|addr| seen.insert(*addr))
                     .collect();
-                let target = Arc::new(OutboundTarget::new(
+                let mut target = OutboundTarget::new(
                     &svc.name,
                     &svc.namespace,
                     port.port,
                     port.protocol,
                     endpoints,
-                ));
+                );
+                target.groups = svc
+                    .groups
+                    .iter()
+                    .map(|g| GroupTarget {
+                        name: g.name.as_str().into(),
+                        endpoints: g
+                            .endpoints
+                            .iter()
+                            .map(|e| SocketAddr::new(e.address, port.target()))
+                            .collect(),
+                        next: AtomicUsize::new(0),
+                    })
+                    .collect();
+                if let Some((i, routes)) = routes_for(&config.routes, svc, port.port)? {
+                    let names: Vec<&str> = svc.groups.iter().map(|g| g.name.as_str()).collect();
+                    target.routes = Some(
+                        RouteTable::compile(routes, &names, &format!("routes[{i}]"))
+                            .map_err(ConfigError::Invalid)?,
+                    );
+                }
+                let target = Arc::new(target);
                 for vip in &svc.vips {
                     let key = SocketAddr::new(*vip, port.port);
                     if let Some(other) = outbound.insert(key, target.clone()) {
@@ -121,6 +249,17 @@ impl Tables {
                 }
                 by_service.insert((svc.name.clone(), svc.namespace.clone(), port.port), target);
             }
+        }
+        if let Some((i, r)) = config.routes.iter().enumerate().find(|(_, r)| {
+            !config
+                .services
+                .iter()
+                .any(|s| s.name == r.service && s.namespace == r.namespace)
+        }) {
+            return Err(ConfigError::Invalid(format!(
+                "routes[{i}].service: no service {:?} in namespace {:?} in services",
+                r.service, r.namespace
+            )));
         }
         let inbound = config
             .inbound

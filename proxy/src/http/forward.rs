@@ -18,6 +18,7 @@ use super::Route;
 use super::{ForwardError, Pool, Sticky, is_upgrade, strip_hop_by_hop};
 use crate::config::ConfigSource;
 use crate::metrics::{Direction, Metrics};
+use crate::routing::RequestHead;
 use tokio_util::task::TaskTracker;
 
 /// The body of every response the proxy sends.
@@ -70,11 +71,11 @@ impl Forwarder {
         let http2 = req.version() == http::Version::HTTP_2;
         let upgrade = !http2 && is_upgrade(req.headers());
         strip_hop_by_hop(req.headers_mut(), upgrade);
-        let result = match upstream.pick() {
-            None => Err(ForwardError::NoEndpoints(upstream.label.to_string())),
-            Some(addr) if upgrade => self.forward_upgrade(addr, req).await,
-            Some(addr) if http2 => self.pool.send_h2(addr, req).await,
-            Some(addr) => self.pool.send_h1(addr, req, sticky).await,
+        let result = match upstream.pick_for(&RequestHead::of(&req)) {
+            Err(e) => Err(ForwardError::from(e)),
+            Ok(picked) if upgrade => self.forward_upgrade(picked.addr, req).await,
+            Ok(picked) if http2 => self.pool.send_h2(picked.addr, req).await,
+            Ok(picked) => self.pool.send_h1(picked.addr, req, sticky).await,
         };
         let response = match result {
             Ok(mut resp) => {

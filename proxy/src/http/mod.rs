@@ -13,6 +13,9 @@ pub use route::Route;
 
 use http::StatusCode;
 
+use crate::config::PickError;
+use crate::routing::RouteError;
+
 /// Why a request could not be forwarded; each maps to a status and an `x-braid-error`.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -25,9 +28,10 @@ pub enum ForwardError {
     /// The upstream connection failed mid-request.
     #[error("upstream failure: {0}")]
     Upstream(hyper::Error),
-    /// The service has no endpoint to send to.
-    #[error("no endpoints for {0}")]
-    NoEndpoints(String),
+    /// The service, or the group its rules chose, has no endpoint to send to, or no
+    /// rule matched.
+    #[error(transparent)]
+    Pick(#[from] crate::config::PickError),
     /// The destination is no longer in the config.
     #[error("no route to {0}: it is no longer in the proxy's config")]
     NoRoute(String),
@@ -39,7 +43,8 @@ impl ForwardError {
         match self {
             Self::Connect(_) | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::NoEndpoints(_) | Self::NoRoute(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Pick(PickError::Route(RouteError::NoRuleMatches(_))) => StatusCode::NOT_FOUND,
+            Self::Pick(_) | Self::NoRoute(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -60,8 +65,16 @@ mod tests {
             StatusCode::GATEWAY_TIMEOUT
         );
         assert_eq!(
-            ForwardError::NoEndpoints("x".into()).status(),
+            ForwardError::from(PickError::NoEndpoints("x".into())).status(),
             StatusCode::SERVICE_UNAVAILABLE
+        );
+        let empty = ForwardError::from(PickError::from(RouteError::EmptyGroup("Group_2".into())));
+        assert_eq!(empty.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(empty.to_string(), "no healthy endpoints in group Group_2");
+        assert_eq!(
+            ForwardError::from(PickError::from(RouteError::NoRuleMatches("shop/p".into())))
+                .status(),
+            StatusCode::NOT_FOUND
         );
         assert_eq!(
             ForwardError::NoRoute("x".into()).status(),

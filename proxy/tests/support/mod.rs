@@ -238,7 +238,13 @@ pub async fn http2_client(
 /// `x-echo`, and on `/stream` sending three chunks then a `grpc-status: 0` trailer. On
 /// `/slow` it waits 1.5 s first.
 pub async fn http_backend(name: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    http_backend_at("127.0.0.1:0".parse().unwrap(), name).await
+}
+
+/// [`http_backend`] bound to `bind` (several loopback IPs can share one port, as the
+/// endpoints of a service do).
+pub async fn http_backend_at(bind: SocketAddr, name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind(bind).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {

@@ -1,0 +1,99 @@
+//! Request routing rules in `ProxyConfig`: what the operator compiles from TrafficRoutes
+//! for one caller (rules whose `sourceLabels` cannot match the caller are already left
+//! out, so the proxy never sees them).
+
+use serde::{Deserialize, Serialize};
+
+/// The rules this caller applies to one service's HTTP traffic.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRoutes {
+    /// The TrafficRoute these rules come from (`namespace/name`), for metrics and errors.
+    pub from: String,
+    /// The service's name, as in `services`.
+    pub service: String,
+    /// Its namespace.
+    #[serde(default)]
+    pub namespace: String,
+    /// The service port the rules apply to; absent: every port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// In order; the first rule that matches a request decides. A request no rule
+    /// matches is answered 404, as with Istio.
+    pub rules: Vec<Rule>,
+}
+
+/// One rule: which requests, and where they go.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rule {
+    /// The rule's name, for metrics.
+    pub name: String,
+    /// Any of these matches selects the rule (OR); none at all matches every request.
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<RequestMatch>,
+    /// Groups of the service's endpoints and their weights; each request goes to one,
+    /// chosen by weight.
+    pub route: Vec<WeightedGroup>,
+}
+
+/// Conditions on one request, all of which must hold (AND).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestMatch {
+    /// Header conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatch>,
+    /// A path condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathMatch>,
+    /// The method, e.g. `POST`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+/// A condition on one header (names are case-insensitive).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeaderMatch {
+    /// The header's name.
+    pub name: String,
+    /// What its value must be.
+    #[serde(flatten)]
+    pub value: ValueMatch,
+}
+
+/// How a header value matches.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ValueMatch {
+    /// Equal to this.
+    Exact(String),
+    /// Starts with this.
+    Prefix(String),
+    /// The whole value matches this regular expression (RE2 syntax).
+    Regex(String),
+    /// `true`: the header is present; `false`: it is absent.
+    Present(bool),
+}
+
+/// How the path (without the query) matches.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PathMatch {
+    /// Equal to this.
+    Exact(String),
+    /// Starts with this.
+    Prefix(String),
+    /// The whole path matches this regular expression (RE2 syntax).
+    Regex(String),
+}
+
+/// A group and its share of the rule's requests.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WeightedGroup {
+    /// A group of the service (`services[].groups[].name`).
+    pub group: String,
+    /// Its weight; the weights of a rule need not sum to 100 (they are relative).
+    pub weight: u32,
+}

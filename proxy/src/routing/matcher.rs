@@ -1,0 +1,243 @@
+//! One `match` entry compiled: header names parsed, regexes built and anchored.
+
+use http::HeaderName;
+use regex::Regex;
+
+use super::RequestHead;
+use crate::config::routes::{PathMatch, RequestMatch, ValueMatch};
+
+/// A compiled string condition.
+#[derive(Clone, Debug)]
+enum StringMatch {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+}
+
+impl StringMatch {
+    fn matches(&self, value: &str) -> bool {
+        match self {
+            Self::Exact(s) => value == s,
+            Self::Prefix(s) => value.starts_with(s.as_str()),
+            Self::Regex(r) => r.is_match(value),
+        }
+    }
+}
+
+/// A compiled header condition.
+#[derive(Clone, Debug)]
+enum HeaderCondition {
+    Value(StringMatch),
+    Present(bool),
+}
+
+/// One `match` entry, ready to test requests: every condition must hold.
+#[derive(Clone, Debug)]
+pub struct CompiledMatch {
+    headers: Vec<(HeaderName, HeaderCondition)>,
+    path: Option<StringMatch>,
+    method: Option<http::Method>,
+}
+
+/// Compiles `pattern` to match whole values (RE2 semantics as in Istio: `abc` does not
+/// match `xabcx`). The error is the regex crate's own message.
+fn whole(pattern: &str) -> Result<Regex, String> {
+    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| e.to_string())
+}
+
+impl CompiledMatch {
+    /// Compiles `m`; the error names the field under `at`.
+    pub fn compile(m: &RequestMatch, at: &str) -> Result<Self, String> {
+        let mut headers = Vec::with_capacity(m.headers.len());
+        for (i, h) in m.headers.iter().enumerate() {
+            let here = format!("{at}.headers[{i}]");
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| format!("{here}.name: {:?} is not a header name", h.name))?;
+            let condition = match &h.value {
+                ValueMatch::Exact(s) => HeaderCondition::Value(StringMatch::Exact(s.clone())),
+                ValueMatch::Prefix(s) => HeaderCondition::Value(StringMatch::Prefix(s.clone())),
+                ValueMatch::Regex(p) => HeaderCondition::Value(StringMatch::Regex(
+                    whole(p).map_err(|e| format!("{here}.regex: {e}"))?,
+                )),
+                ValueMatch::Present(p) => HeaderCondition::Present(*p),
+            };
+            headers.push((name, condition));
+        }
+        let path = match &m.path {
+            None => None,
+            Some(PathMatch::Exact(s)) => Some(StringMatch::Exact(s.clone())),
+            Some(PathMatch::Prefix(s)) => Some(StringMatch::Prefix(s.clone())),
+            Some(PathMatch::Regex(p)) => Some(StringMatch::Regex(
+                whole(p).map_err(|e| format!("{at}.path.regex: {e}"))?,
+            )),
+        };
+        let method = match &m.method {
+            None => None,
+            Some(s) => Some(
+                http::Method::from_bytes(s.as_bytes())
+                    .map_err(|_| format!("{at}.method: {s:?} is not an HTTP method"))?,
+            ),
+        };
+        Ok(Self {
+            headers,
+            path,
+            method,
+        })
+    }
+
+    /// Whether `req` meets every condition. A header sent several times matches when
+    /// any of its values does; a value that is not text matches no value condition.
+    pub fn matches(&self, req: &RequestHead<'_>) -> bool {
+        if self.method.as_ref().is_some_and(|m| m != req.method) {
+            return false;
+        }
+        if self.path.as_ref().is_some_and(|p| !p.matches(req.path)) {
+            return false;
+        }
+        self.headers
+            .iter()
+            .all(|(name, condition)| match condition {
+                HeaderCondition::Present(want) => req.headers.contains_key(name) == *want,
+                HeaderCondition::Value(m) => req
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .any(|v| v.to_str().is_ok_and(|v| m.matches(v))),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::routes::HeaderMatch;
+
+    fn head<'a>(
+        method: &'a http::Method,
+        path: &'a str,
+        headers: &'a http::HeaderMap,
+    ) -> RequestHead<'a> {
+        RequestHead {
+            method,
+            path,
+            headers,
+        }
+    }
+
+    fn header(name: &str, value: ValueMatch) -> HeaderMatch {
+        HeaderMatch {
+            name: name.into(),
+            value,
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(*k, http::HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    #[test]
+    fn every_condition_must_hold() {
+        let m = CompiledMatch::compile(
+            &RequestMatch {
+                headers: vec![header("type", ValueMatch::Exact("transfer".into()))],
+                path: Some(PathMatch::Prefix("/api".into())),
+                method: Some("POST".into()),
+            },
+            "rules[0].match[0]",
+        )
+        .unwrap();
+        let transfer = headers(&[("type", "transfer")]);
+        let other = headers(&[("type", "refund")]);
+        assert!(m.matches(&head(&http::Method::POST, "/api/pay", &transfer)));
+        assert!(!m.matches(&head(&http::Method::GET, "/api/pay", &transfer)));
+        assert!(!m.matches(&head(&http::Method::POST, "/web", &transfer)));
+        assert!(!m.matches(&head(&http::Method::POST, "/api/pay", &other)));
+    }
+
+    #[test]
+    fn header_names_are_case_insensitive_and_any_repeated_value_may_match() {
+        let m = CompiledMatch::compile(
+            &RequestMatch {
+                headers: vec![header("X-Tier", ValueMatch::Prefix("gold".into()))],
+                ..Default::default()
+            },
+            "m",
+        )
+        .unwrap();
+        let both = headers(&[("x-tier", "silver"), ("x-tier", "gold-plus")]);
+        assert!(m.matches(&head(&http::Method::GET, "/", &both)));
+        let none = headers(&[("x-tier", "silver")]);
+        assert!(!m.matches(&head(&http::Method::GET, "/", &none)));
+    }
+
+    #[test]
+    fn regexes_match_whole_values() {
+        let m = CompiledMatch::compile(
+            &RequestMatch {
+                headers: vec![header("user", ValueMatch::Regex("[a-z]+-[0-9]".into()))],
+                path: Some(PathMatch::Regex("/v[12]/.*".into())),
+                ..Default::default()
+            },
+            "m",
+        )
+        .unwrap();
+        let ok = headers(&[("user", "ann-7")]);
+        let partial = headers(&[("user", "ann-7x")]);
+        assert!(m.matches(&head(&http::Method::GET, "/v1/items", &ok)));
+        assert!(!m.matches(&head(&http::Method::GET, "/v1/items", &partial)));
+        assert!(!m.matches(&head(&http::Method::GET, "/api/v1/items", &ok)));
+    }
+
+    #[test]
+    fn present_and_absent() {
+        let compile = |p| {
+            CompiledMatch::compile(
+                &RequestMatch {
+                    headers: vec![header("x-debug", ValueMatch::Present(p))],
+                    ..Default::default()
+                },
+                "m",
+            )
+            .unwrap()
+        };
+        let with = headers(&[("x-debug", "")]);
+        let without = headers(&[]);
+        let get = &http::Method::GET;
+        assert!(compile(true).matches(&head(get, "/", &with)));
+        assert!(!compile(true).matches(&head(get, "/", &without)));
+        assert!(compile(false).matches(&head(get, "/", &without)));
+        assert!(!compile(false).matches(&head(get, "/", &with)));
+    }
+
+    #[test]
+    fn bad_input_names_the_field() {
+        let err = CompiledMatch::compile(
+            &RequestMatch {
+                headers: vec![
+                    header("ok", ValueMatch::Present(true)),
+                    header("user", ValueMatch::Regex("(unclosed".into())),
+                ],
+                ..Default::default()
+            },
+            "routes[0].rules[1].match[0]",
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("routes[0].rules[1].match[0].headers[1].regex: "),
+            "{err}"
+        );
+        let err = CompiledMatch::compile(
+            &RequestMatch {
+                method: Some("GE T".into()),
+                ..Default::default()
+            },
+            "m",
+        )
+        .unwrap_err();
+        assert!(err.starts_with("m.method"), "{err}");
+    }
+}

@@ -1,0 +1,211 @@
+//! The rules of one service port, compiled: first match wins, then a weighted group.
+
+use std::sync::Arc;
+
+use super::{CompiledMatch, RequestHead, WeightedChoice};
+use crate::config::routes::ServiceRoutes;
+
+/// A compiled rule.
+#[derive(Clone, Debug)]
+pub struct CompiledRule {
+    /// The rule's name.
+    pub name: Arc<str>,
+    matches: Vec<CompiledMatch>,
+    choice: WeightedChoice,
+}
+
+impl CompiledRule {
+    /// Whether `req` selects this rule: any match entry holds, or there are none.
+    pub fn matches(&self, req: &RequestHead<'_>) -> bool {
+        self.matches.is_empty() || self.matches.iter().any(|m| m.matches(req))
+    }
+
+    /// The index (into the group list given to [`RouteTable::compile`]) of the group
+    /// this request goes to.
+    pub fn choose_group(&self) -> usize {
+        self.choice.choose()
+    }
+}
+
+/// Why a request found no way through the rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// No rule matched.
+    #[error("no rule of TrafficRoute {0} matches the request")]
+    NoRuleMatches(Arc<str>),
+    /// The chosen group has no endpoint.
+    #[error("no healthy endpoints in group {0}")]
+    EmptyGroup(Arc<str>),
+}
+
+/// The rules of one service port.
+#[derive(Clone, Debug)]
+pub struct RouteTable {
+    /// The TrafficRoute they come from.
+    pub from: Arc<str>,
+    rules: Vec<CompiledRule>,
+}
+
+impl RouteTable {
+    /// Compiles `routes` for a service whose groups are `groups` (in the order the
+    /// chosen indices refer to). Errors name the field under `at`.
+    pub fn compile(routes: &ServiceRoutes, groups: &[&str], at: &str) -> Result<Self, String> {
+        let mut rules = Vec::with_capacity(routes.rules.len());
+        for (i, rule) in routes.rules.iter().enumerate() {
+            let here = format!("{at}.rules[{i}]");
+            let matches = rule
+                .matches
+                .iter()
+                .enumerate()
+                .map(|(j, m)| CompiledMatch::compile(m, &format!("{here}.match[{j}]")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut weights = Vec::with_capacity(rule.route.len());
+            for (j, w) in rule.route.iter().enumerate() {
+                let index = groups.iter().position(|g| *g == w.group).ok_or_else(|| {
+                    format!(
+                        "{here}.route[{j}].group: no group {:?} in service {} (have: {})",
+                        w.group,
+                        routes.service,
+                        groups.join(", ")
+                    )
+                })?;
+                weights.push((index, w.weight));
+            }
+            let choice = WeightedChoice::new(weights)
+                .ok_or_else(|| format!("{here}.route: give at least one group a weight above 0"))?;
+            rules.push(CompiledRule {
+                name: rule.name.as_str().into(),
+                matches,
+                choice,
+            });
+        }
+        Ok(Self {
+            from: routes.from.as_str().into(),
+            rules,
+        })
+    }
+
+    /// The first rule `req` matches.
+    pub fn select(&self, req: &RequestHead<'_>) -> Result<&CompiledRule, RouteError> {
+        self.rules
+            .iter()
+            .find(|r| r.matches(req))
+            .ok_or_else(|| RouteError::NoRuleMatches(self.from.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::routes::{HeaderMatch, RequestMatch, Rule, ValueMatch, WeightedGroup};
+
+    fn routes(rules: Vec<Rule>) -> ServiceRoutes {
+        ServiceRoutes {
+            from: "shop/payments".into(),
+            service: "payments".into(),
+            namespace: "shop".into(),
+            port: None,
+            rules,
+        }
+    }
+
+    fn rule(name: &str, header: Option<(&str, &str)>, route: &[(&str, u32)]) -> Rule {
+        Rule {
+            name: name.into(),
+            matches: header
+                .map(|(n, v)| RequestMatch {
+                    headers: vec![HeaderMatch {
+                        name: n.into(),
+                        value: ValueMatch::Exact(v.into()),
+                    }],
+                    ..Default::default()
+                })
+                .into_iter()
+                .collect(),
+            route: route
+                .iter()
+                .map(|(g, w)| WeightedGroup {
+                    group: (*g).into(),
+                    weight: *w,
+                })
+                .collect(),
+        }
+    }
+
+    const GROUPS: [&str; 3] = ["Group_1", "Group_2", "(default)"];
+
+    #[test]
+    fn the_first_matching_rule_decides() {
+        let t = RouteTable::compile(
+            &routes(vec![
+                rule("transfers", Some(("type", "transfer")), &[("Group_2", 100)]),
+                rule("default", None, &[("Group_1", 100)]),
+            ]),
+            &GROUPS,
+            "routes[0]",
+        )
+        .unwrap();
+        let mut h = http::HeaderMap::new();
+        h.insert("type", http::HeaderValue::from_static("transfer"));
+        let head = RequestHead {
+            method: &http::Method::GET,
+            path: "/",
+            headers: &h,
+        };
+        let r = t.select(&head).unwrap();
+        assert_eq!((&*r.name, r.choose_group()), ("transfers", 1));
+        let empty = http::HeaderMap::new();
+        let head = RequestHead {
+            headers: &empty,
+            ..head
+        };
+        let r = t.select(&head).unwrap();
+        assert_eq!((&*r.name, r.choose_group()), ("default", 0));
+    }
+
+    #[test]
+    fn no_match_is_an_error_naming_the_route() {
+        let t = RouteTable::compile(
+            &routes(vec![rule(
+                "t",
+                Some(("type", "transfer")),
+                &[("Group_2", 1)],
+            )]),
+            &GROUPS,
+            "r",
+        )
+        .unwrap();
+        let h = http::HeaderMap::new();
+        let head = RequestHead {
+            method: &http::Method::GET,
+            path: "/",
+            headers: &h,
+        };
+        let err = t.select(&head).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no rule of TrafficRoute shop/payments matches the request"
+        );
+    }
+
+    #[test]
+    fn unknown_groups_and_zero_weights_are_refused_by_path() {
+        let err = RouteTable::compile(
+            &routes(vec![rule("t", None, &[("Group_1", 50), ("Group_9", 50)])]),
+            &GROUPS,
+            "routes[2]",
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("routes[2].rules[0].route[1].group: no group \"Group_9\""),
+            "{err}"
+        );
+        let err = RouteTable::compile(
+            &routes(vec![rule("t", None, &[("Group_1", 0)])]),
+            &GROUPS,
+            "r",
+        )
+        .unwrap_err();
+        assert!(err.starts_with("r.rules[0].route: "), "{err}");
+    }
+}

@@ -1,0 +1,141 @@
+//! TrafficRoute rules in the real proxy: header steering to a group, a weighted split,
+//! an empty group and an unmatched request, over loopback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use http::Request;
+use support::*;
+
+/// A service `payments` with `Group_1` on 127.0.0.2 and `Group_2` on 127.0.0.3 (both on
+/// `port`), an empty `Group_3`, reached through an explicit listener on `front`, and
+/// `rules` (YAML list) for it.
+fn config(version: &str, front: std::net::SocketAddr, port: u16, rules: &str) -> String {
+    format!(
+        r#"version: {version}
+services:
+- name: payments
+  namespace: shop
+  ports: [{{port: 80, targetPort: {port}, protocol: http}}]
+  groups:
+  - {{name: Group_1, endpoints: [{{address: 127.0.0.2}}]}}
+  - {{name: Group_2, endpoints: [{{address: 127.0.0.3}}]}}
+  - {{name: Group_3, endpoints: []}}
+routes:
+- from: shop/payments
+  service: payments
+  namespace: shop
+  rules:
+{rules}
+listeners:
+- {{name: gw, bind: "{front}", target: {{service: {{name: payments, port: 80}}}}, protocol: http1}}
+"#
+    )
+}
+
+async fn get(front: std::net::SocketAddr, header: Option<(&str, &str)>) -> (u16, String, String) {
+    let mut req = Request::get("/").header("host", "payments");
+    if let Some((k, v)) = header {
+        req = req.header(k, v);
+    }
+    let resp = http1_request(front, req.body(empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let error = resp
+        .headers()
+        .get("x-braid-error")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, body_string(resp).await, error)
+}
+
+async fn backends() -> u16 {
+    let port = free_addr().port();
+    http_backend_at(format!("127.0.0.2:{port}").parse().unwrap(), "g1").await;
+    http_backend_at(format!("127.0.0.3:{port}").parse().unwrap(), "g2").await;
+    port
+}
+
+#[tokio::test]
+async fn a_header_steers_every_request_to_its_group() {
+    let port = backends().await;
+    let front = free_addr();
+    let rules = r#"  - name: transfers
+    match: [{headers: [{name: type, exact: transfer}]}]
+    route: [{group: Group_2, weight: 100}]
+  - name: default
+    route: [{group: Group_1, weight: 100}]"#;
+    let _proxy = Proxy::start(&config("r1", front, port, rules)).await;
+    for _ in 0..200 {
+        let (status, body, _) = get(front, Some(("type", "transfer"))).await;
+        assert_eq!((status, body.as_str()), (200, "g2 GET /"));
+    }
+    for _ in 0..20 {
+        let (status, body, _) = get(front, None).await;
+        assert_eq!((status, body.as_str()), (200, "g1 GET /"));
+    }
+}
+
+#[tokio::test]
+async fn a_90_10_split_holds_within_three_points() {
+    let port = backends().await;
+    let front = free_addr();
+    let rules = r#"  - name: gray
+    route: [{group: Group_1, weight: 90}, {group: Group_2, weight: 10}]"#;
+    let _proxy = Proxy::start(&config("r2", front, port, rules)).await;
+    let mut canary = 0;
+    for _ in 0..2_000 {
+        let (status, body, _) = get(front, None).await;
+        assert_eq!(status, 200);
+        if body.starts_with("g2") {
+            canary += 1;
+        }
+    }
+    // 10% of 2,000 = 200; ±3 points = ±60.
+    assert!((140..=260).contains(&canary), "{canary} of 2000 to Group_2");
+}
+
+#[tokio::test]
+async fn an_empty_group_answers_503_and_no_matching_rule_404() {
+    let port = backends().await;
+    let front = free_addr();
+    let rules = r#"  - name: drained
+    match: [{headers: [{name: x-group, exact: "3"}]}]
+    route: [{group: Group_3, weight: 100}]
+  - name: api-only
+    match: [{path: {prefix: /api}}]
+    route: [{group: Group_1, weight: 100}]"#;
+    let _proxy = Proxy::start(&config("r3", front, port, rules)).await;
+    let (status, _, error) = get(front, Some(("x-group", "3"))).await;
+    assert_eq!(
+        (status, error.as_str()),
+        (503, "no healthy endpoints in group Group_3")
+    );
+    let (status, _, error) = get(front, None).await;
+    assert_eq!(
+        (status, error.as_str()),
+        (
+            404,
+            "no rule of TrafficRoute shop/payments matches the request"
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_bad_rule_is_refused_and_the_last_good_routes_stay() {
+    let port = backends().await;
+    let front = free_addr();
+    let good = r#"  - name: all
+    route: [{group: Group_2, weight: 100}]"#;
+    let proxy = Proxy::start(&config("good", front, port, good)).await;
+    let bad = r#"  - name: broken
+    match: [{headers: [{name: user, regex: "(unclosed"}]}]
+    route: [{group: Group_1, weight: 100}]"#;
+    proxy.write_config(&config("bad", front, port, bad));
+    // Give the watcher several polls; the version must not change.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(proxy.version_in_force().await, "good");
+    assert_eq!(get(front, None).await.1, "g2 GET /");
+}
