@@ -53,7 +53,11 @@ pub fn quote_yaml_1_1_booleans(yaml: &str) -> String {
                 if value.starts_with('|') || value.starts_with('>') {
                     in_block = Some(indent + dash.len());
                 }
-                let key = if risky(key) { quoted(key) } else { key.to_owned() };
+                let key = if risky(key) {
+                    quoted(key)
+                } else {
+                    key.to_owned()
+                };
                 let value = if risky(value) {
                     format!(" {}", quoted(value))
                 } else if value.is_empty() {
