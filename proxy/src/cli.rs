@@ -28,8 +28,8 @@ pub enum Command {
     Iptables(CaptureArgs),
     /// Wait until the local proxy reports ready (for a postStart hook).
     WaitReady(WaitReadyArgs),
-    /// Wait until the app has exited: none of its ports accepts connections and it has
-    /// no outbound connection open, for a quiet period (for the proxy's preStop hook
+    /// Wait until the app has exited: none of its ports accepts connections, it answers
+    /// no request and has no outbound connection open, for a quiet period (for the proxy's preStop hook
     /// when it is not a native sidecar, so the app's last calls still go out).
     WaitAppExit(WaitAppExitArgs),
 }
@@ -139,6 +139,10 @@ pub struct WaitAppExitArgs {
     /// connections the app is running. Without them only outbound connections tell.
     #[arg(long, value_delimiter = ',', value_name = "PORTS")]
     pub app_ports: Vec<u16>,
+    /// The pod's IP (downward API), also checked for the app's ports: some apps listen
+    /// only on it.
+    #[arg(long, env = "BRAID_POD_IP")]
+    pub pod_ip: Option<std::net::IpAddr>,
     /// How long the app must look gone before the hook returns, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub quiet_ms: u64,

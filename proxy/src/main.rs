@@ -24,6 +24,7 @@ fn main() -> anyhow::Result<()> {
             let options = Options {
                 admin: args.admin_addr,
                 app_ports: args.app_ports,
+                pod_ip: args.pod_ip,
                 poll: Duration::from_millis(args.poll_ms),
                 quiet: Duration::from_millis(args.quiet_ms),
             };

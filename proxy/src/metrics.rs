@@ -76,6 +76,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     /// Per direction, fetched once: the family lookup is not paid per request.
     latency: [Histogram; 2],
+    /// Requests waiting for their response, per direction (same indexing as `latency`).
+    in_flight: [Gauge; 2],
     connections: Family<ConnLabels, Counter>,
     open: Family<ConnLabels, Gauge>,
     config: Family<VersionLabels, Gauge>,
@@ -120,6 +122,17 @@ impl Metrics {
             "The config version in force (value 1)",
             config.clone(),
         );
+        let in_flight_family = Family::<DirectionLabels, Gauge>::default();
+        registry.register(
+            "requests_in_flight",
+            "HTTP requests waiting for their response",
+            in_flight_family.clone(),
+        );
+        let in_flight = [Direction::outbound, Direction::inbound].map(|direction| {
+            in_flight_family
+                .get_or_create(&DirectionLabels { direction })
+                .clone()
+        });
         let latency = [Direction::outbound, Direction::inbound].map(|direction| {
             latency
                 .get_or_create(&DirectionLabels { direction })
@@ -133,6 +146,7 @@ impl Metrics {
             open,
             config,
             config_version: Mutex::new(String::new()),
+            in_flight,
         }
     }
 
@@ -158,6 +172,19 @@ impl Metrics {
         let gauge = self.open.get_or_create(&labels).clone();
         gauge.inc();
         OpenGuard(gauge)
+    }
+
+    /// Counts a request as in flight until the guard is dropped (when its response
+    /// head is ready).
+    pub fn request_started(&self, direction: Direction) -> OpenGuard {
+        let gauge = self.in_flight[direction as usize].clone();
+        gauge.inc();
+        OpenGuard(gauge)
+    }
+
+    /// Requests waiting for their response in `direction`.
+    pub fn requests_in_flight(&self, direction: Direction) -> i64 {
+        self.in_flight[direction as usize].get()
     }
 
     /// Connections open now in `direction`, over every protocol: what
@@ -205,7 +232,7 @@ impl Metrics {
     }
 }
 
-/// Keeps a connection counted as open.
+/// Keeps a connection counted as open, or a request as in flight.
 pub struct OpenGuard(Gauge);
 
 impl Drop for OpenGuard {
@@ -261,5 +288,23 @@ mod tests {
         assert_eq!(m.open_connections(Direction::outbound), 1);
         drop(b);
         assert_eq!(m.open_connections(Direction::outbound), 0);
+    }
+
+    #[test]
+    fn requests_in_flight_per_direction() {
+        let m = Metrics::new();
+        let a = m.request_started(Direction::inbound);
+        let b = m.request_started(Direction::inbound);
+        let c = m.request_started(Direction::outbound);
+        assert_eq!(m.requests_in_flight(Direction::inbound), 2);
+        assert_eq!(m.requests_in_flight(Direction::outbound), 1);
+        assert!(
+            m.encode()
+                .contains(r#"braid_requests_in_flight{direction="inbound"} 2"#)
+        );
+        drop((a, c));
+        assert_eq!(m.requests_in_flight(Direction::inbound), 1);
+        drop(b);
+        assert_eq!(m.requests_in_flight(Direction::inbound), 0);
     }
 }

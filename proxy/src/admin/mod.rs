@@ -71,23 +71,28 @@ async fn shutdown(State(s): State<AdminState>) -> impl IntoResponse {
     (StatusCode::ACCEPTED, "draining, then exiting\n")
 }
 
-/// `GET /connections`: connections open now by direction, as JSON
-/// `{"inbound":N,"outbound":M}`. `wait-app-exit` polls it during pod termination.
+/// `GET /connections`: connections open now by direction, and inbound HTTP requests the
+/// app has not answered yet, as JSON `{"inbound":N,"outbound":M,"inboundRequests":R}`. `wait-app-exit` polls it during pod termination.
 async fn connections(State(s): State<AdminState>) -> impl IntoResponse {
     use crate::metrics::Direction;
     axum::Json(OpenConnections {
         inbound: s.metrics.open_connections(Direction::inbound),
         outbound: s.metrics.open_connections(Direction::outbound),
+        inbound_requests: s.metrics.requests_in_flight(Direction::inbound),
     })
 }
 
 /// The body of `GET /connections`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OpenConnections {
     /// Connections from other pods to the app.
     pub inbound: i64,
     /// Connections from the app to other services (or passed through).
     pub outbound: i64,
+    /// Inbound HTTP requests waiting for the app's response.
+    #[serde(default)]
+    pub inbound_requests: i64,
 }
 
 /// The health router: the proxy's `/ready`, and the app's own HTTP probes, performed

@@ -63,6 +63,7 @@ impl Forwarder {
         sticky: &Sticky,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
+        let _in_flight = self.metrics.request_started(self.direction);
         let Some(upstream) = self.config.with_tables(|t| route.resolve(t)) else {
             let e = ForwardError::NoRoute(route.describe());
             tracing::debug!(error = %e, "request failed");

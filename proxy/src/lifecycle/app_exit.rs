@@ -4,8 +4,10 @@
 //! Without native sidecars, every container of a terminating pod gets SIGTERM at once,
 //! and a proxy that drained at once would cut off the app's last outbound calls (a known
 //! pain with other meshes). So the proxy's `preStop` hook waits until the app is gone:
-//! none of its declared ports accepts connections any more and it holds no outbound
-//! connection through the proxy, both for a quiet period (a pool may close one
+//! none of its declared ports accepts connections any more, it is answering no request
+//! that came through the proxy (a graceful shutdown closes the listener first, then
+//! finishes open requests, which may still call out), and it holds no outbound
+//! connection through the proxy, all for a quiet period (a pool may close one
 //! connection and open the next a moment later).
 
 use std::time::{Duration, Instant};
@@ -16,6 +18,8 @@ pub struct Observation {
     /// Whether any of the app's declared ports accepts connections; `None` when the pod
     /// declares no ports, so only outbound connections tell.
     pub app_listening: Option<bool>,
+    /// Inbound HTTP requests the app has not answered yet.
+    pub inbound_requests: i64,
     /// Outbound connections open in the proxy now.
     pub outbound_open: i64,
 }
@@ -49,6 +53,8 @@ impl ExitWatch {
     pub fn observe(&mut self, seen: Observation, now: Instant) -> Verdict {
         let busy = if seen.app_listening == Some(true) {
             Some("the app still accepts connections on its ports")
+        } else if seen.inbound_requests > 0 {
+            Some("the app is still answering requests")
         } else if seen.outbound_open > 0 {
             Some("the app still has outbound connections open")
         } else {
@@ -76,8 +82,22 @@ mod tests {
     fn seen(app_listening: Option<bool>, outbound_open: i64) -> Observation {
         Observation {
             app_listening,
+            inbound_requests: 0,
             outbound_open,
         }
+    }
+
+    #[test]
+    fn waits_for_requests_the_app_is_still_answering() {
+        let t0 = Instant::now();
+        let mut w = ExitWatch::new(Duration::ZERO);
+        let answering = Observation {
+            app_listening: Some(false),
+            inbound_requests: 1,
+            outbound_open: 0,
+        };
+        assert!(matches!(w.observe(answering, t0), Verdict::Wait(r) if r.contains("answering")));
+        assert_eq!(w.observe(seen(Some(false), 0), t0), Verdict::Exited);
     }
 
     #[test]

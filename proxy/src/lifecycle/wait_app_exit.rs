@@ -3,7 +3,7 @@
 //! kubelet's SIGTERM reaches the proxy only after the app's last outbound call; the
 //! pod's grace period bounds the wait.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::admin_get;
@@ -20,6 +20,8 @@ pub struct Options {
     pub admin: SocketAddr,
     /// The ports the app's containers declare.
     pub app_ports: Vec<u16>,
+    /// The pod's IP, for apps that listen on it rather than on every address.
+    pub pod_ip: Option<IpAddr>,
     /// How often to look.
     pub poll: Duration,
     /// How long the app must look gone.
@@ -51,10 +53,11 @@ pub async fn wait(options: &Options, mut on_wait: impl FnMut(&str)) -> Outcome {
         let app_listening = if options.app_ports.is_empty() {
             None
         } else {
-            Some(any_listening(&options.app_ports).await)
+            Some(any_listening(&options.app_ports, options.pod_ip).await)
         };
         let seen = Observation {
             app_listening,
+            inbound_requests: open.inbound_requests,
             outbound_open: open.outbound,
         };
         match watch.observe(seen, Instant::now()) {
@@ -69,10 +72,15 @@ pub async fn wait(options: &Options, mut on_wait: impl FnMut(&str)) -> Outcome {
     }
 }
 
-/// Whether any of `ports` accepts a connection on loopback (IPv4 or IPv6).
-async fn any_listening(ports: &[u16]) -> bool {
+/// Whether any of `ports` accepts a connection on loopback (IPv4 or IPv6) or on the
+/// pod's IP.
+async fn any_listening(ports: &[u16], pod_ip: Option<IpAddr>) -> bool {
+    let ips: Vec<IpAddr> = [Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
+        .into_iter()
+        .chain(pod_ip)
+        .collect();
     for &port in ports {
-        for ip in [Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()] {
+        for &ip in &ips {
             let connect = tokio::net::TcpStream::connect(SocketAddr::new(ip, port));
             if let Ok(Ok(_)) = tokio::time::timeout(PORT_CHECK_TIMEOUT, connect).await {
                 return true;
