@@ -356,23 +356,25 @@ fn kustomize_renders_exactly_the_files() {
 
 /// `kubectl kustomize manifests/`, or None (loudly) where kubectl is missing outside CI.
 fn kubectl_kustomize() -> Option<String> {
-    let output = match Command::new("kubectl")
-        .arg("kustomize")
-        .arg(manifests_dir())
-        .output()
-    {
+    kubectl(&["kustomize".as_ref(), manifests_dir().as_os_str()])
+}
+
+/// `kubectl <args>`'s standard output; `None` (loudly, and a failure under CI=true) when
+/// kubectl is missing.
+fn kubectl(args: &[&std::ffi::OsStr]) -> Option<String> {
+    let output = match Command::new("kubectl").args(args).output() {
         Ok(output) => output,
         Err(e) => {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
-                "kubectl is needed in CI to render manifests/ ({e}); .ci/run installs it"
+                "kubectl is needed in CI to read manifests/ as kubectl does ({e}); .ci/run installs it"
             );
             // Straight to the process's stderr: the test harness captures eprintln!.
             let _ = writeln!(
                 std::io::stderr().lock(),
                 "\n**********************************************************\n\
-                 *  kubectl not found ({e}): the kustomize render of\n\
-                 *  manifests/ was NOT compared with the files.\n\
+                 *  kubectl not found ({e}): manifests/ was NOT\n\
+                 *  read with kubectl and compared with the files.\n\
                  **********************************************************\n"
             );
             return None;
@@ -380,10 +382,59 @@ fn kubectl_kustomize() -> Option<String> {
     };
     assert!(
         output.status.success(),
-        "kubectl kustomize manifests/: {}",
+        "kubectl {args:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     Some(String::from_utf8(output.stdout).unwrap())
+}
+
+/// kubectl reads files as YAML 1.1 (a bare `on` key is `true`, `0440` octal), serde and
+/// kustomize v3+ as YAML 1.2. Every file, the generated CRDs included, must read the
+/// same to kubectl as to the tests, or `kubectl apply -f` would install something else.
+#[test]
+fn every_file_reads_the_same_to_kubectl() {
+    const MARK: &str = "braid.dev/yaml-check";
+    for file in kustomization().resources {
+        let path = manifests_dir().join(&file);
+        let Some(json) = kubectl(&[
+            "label".as_ref(),
+            "--local".as_ref(),
+            "-o".as_ref(),
+            "json".as_ref(),
+            "-f".as_ref(),
+            path.as_os_str(),
+            format!("{MARK}=1").as_ref(),
+        ]) else {
+            return;
+        };
+        // One JSON document per object, or a List.
+        let mut objects: Vec<Value> = serde_json::Deserializer::from_str(&json)
+            .into_iter::<Value>()
+            .map(Result::unwrap)
+            .flat_map(|read| match read["kind"].as_str() {
+                Some("List") => read["items"].as_array().cloned().unwrap_or_default(),
+                _ => vec![read],
+            })
+            .collect();
+        for object in &mut objects {
+            let labels = object["metadata"]["labels"].as_object_mut().unwrap();
+            labels.remove(MARK);
+            if labels.is_empty() {
+                object["metadata"].as_object_mut().unwrap().remove("labels");
+            }
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let files: Vec<Value> = parse_documents(&file, &text)
+            .into_iter()
+            .map(|d| d.value)
+            .collect();
+        assert_eq!(objects.len(), files.len(), "{file}");
+        for (kubectl_read, serde_read) in objects.iter().zip(&files) {
+            if let Some(diff) = difference(serde_read, kubectl_read, "") {
+                panic!("manifests/{file}: kubectl reads it differently: {diff}");
+            }
+        }
+    }
 }
 
 /// One image runs everything, tagged with the workspace version (what `make images`
