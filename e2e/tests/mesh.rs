@@ -259,13 +259,7 @@ fn without_native_sidecars_the_pre_stop_hook_keeps_the_proxy_until_the_app_has_e
     // stop at once. The proxy's preStop hook (the injector's own command) must hold the
     // proxy's SIGTERM back while the app still serves and still calls out.
     let (_mesh, mut client, _server) = mesh();
-    client
-        .spawn_app(
-            "web",
-            &["http-server", "--port", "8080", "--name", "client"],
-        )
-        .unwrap();
-    client.wait_listening(8080).unwrap();
+    serve_http(&mut client, "client");
     let stop = start_load(&mut client);
     client.spawn_pre_stop_hook("pre-stop", &[8080]).unwrap();
     std::thread::sleep(Duration::from_secs(1));
@@ -282,7 +276,7 @@ fn without_native_sidecars_the_pre_stop_hook_keeps_the_proxy_until_the_app_has_e
         "the hook returned while the app still listened: {}",
         client.log("pre-stop")
     );
-    client.terminate("web").unwrap();
+    client.terminate("http").unwrap();
     assert!(
         client
             .wait_exit("pre-stop", Duration::from_secs(10))
@@ -300,6 +294,13 @@ fn without_native_sidecars_the_pre_stop_hook_keeps_the_proxy_until_the_app_has_e
         "{}",
         client.log("sidecar")
     );
+}
+
+/// Starts the e2e HTTP server (label `http`) on port 8080 of `pod`, answering `name`.
+fn serve_http(pod: &mut Pod, name: &str) {
+    pod.spawn_app("http", &["http-server", "--port", "8080", "--name", name])
+        .unwrap();
+    pod.wait_listening(8080).unwrap();
 }
 
 /// Starts a request loop from `client` to `payments:80`; returns its stop file.
@@ -359,13 +360,7 @@ fn wait_for_new_versions(pods: &[&Pod], before: &[String]) -> Vec<Duration> {
 fn operator_changes_under_load_reach_every_proxy_and_fail_no_request() {
     let (mesh, mut client, server, mut server2) = mesh_with_spare();
     server2.capture(&ProxyFlags::default()).unwrap();
-    server2
-        .spawn_app(
-            "http",
-            &["http-server", "--port", "8080", "--name", "server2"],
-        )
-        .unwrap();
-    server2.wait_listening(8080).unwrap();
+    serve_http(&mut server2, "server2");
     let op = mesh.operator().unwrap();
 
     let stop = start_load(&mut client);
@@ -439,9 +434,7 @@ fn a_config_file_change_under_load_fails_no_request() {
     for (pod, name) in [(&mut server, "server"), (&mut server2, "server2")] {
         pod.capture(&ProxyFlags::default()).unwrap();
         pod.start_sidecar(&server_config(name)).unwrap();
-        pod.spawn_app("http", &["http-server", "--port", "8080", "--name", name])
-            .unwrap();
-        pod.wait_listening(8080).unwrap();
+        serve_http(pod, name);
     }
     client.capture(&ProxyFlags::default()).unwrap();
     client

@@ -4,16 +4,24 @@
 
 use braid_proxy::config::{Tables, load_file};
 
-#[test]
-fn the_readme_config_example_loads() {
+/// The first YAML block of README.md that `wanted` accepts.
+fn readme_yaml(what: &str, wanted: impl Fn(&str) -> bool) -> String {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-    let block = readme
+    readme
         .split("```yaml")
         .skip(1)
         .filter_map(|b| b.split("```").next())
-        .find(|b| b.contains("listeners:") && b.contains("services:"))
-        .expect("README.md shows a ProxyConfig");
+        .find(|b| wanted(b))
+        .unwrap_or_else(|| panic!("README.md shows {what}"))
+        .to_owned()
+}
+
+#[test]
+fn the_readme_config_example_loads() {
+    let block = readme_yaml("a ProxyConfig", |b| {
+        b.contains("listeners:") && b.contains("services:")
+    });
     let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
     std::fs::write(file.path(), block).unwrap();
     let config = load_file(file.path()).unwrap();
@@ -30,15 +38,8 @@ fn the_readme_routes_example_compiles() {
     struct Routes {
         routes: Vec<braid_proxy::config::routes::ServiceRoutes>,
     }
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-    let block = readme
-        .split("```yaml")
-        .skip(1)
-        .filter_map(|b| b.split("```").next())
-        .find(|b| b.trim_start().starts_with("routes:"))
-        .expect("README.md shows routes");
-    let parsed: Routes = serde_norway::from_str(block).unwrap();
+    let block = readme_yaml("routes", |b| b.trim_start().starts_with("routes:"));
+    let parsed: Routes = serde_norway::from_str(&block).unwrap();
     let table = braid_proxy::routing::RouteTable::compile(
         &parsed.routes[0],
         &["(default)", "Group_2"],
