@@ -3,6 +3,7 @@
 //! services and workloads it touches; the result is the same as compiling from scratch.
 
 mod host;
+mod routes;
 mod service;
 mod version;
 mod workload;
@@ -11,9 +12,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use braid_crds::traffic_route::Group;
+use braid_proxy::config::routes::ServiceRoutes;
 use braid_proxy::config::{Identity, ProxyConfig, Service};
 
 pub use host::{hostnames, service_for_host};
+pub use routes::{Conflict, RouteSet};
 pub use service::{CompiledService, ServiceInputs, compile_service};
 pub use version::Digest256;
 pub use workload::{WorkloadInputs, inbound_ports};
@@ -68,6 +71,8 @@ pub struct Output {
     pub configs: BTreeMap<ObjectKey, Arc<ProxyConfig>>,
     /// What the compile rebuilt.
     pub stats: Stats,
+    /// TrafficRoutes left out because an older one holds the same service port.
+    pub conflicts: Vec<Conflict>,
 }
 
 /// Compiles snapshots, reusing what did not change since the last one.
@@ -148,13 +153,16 @@ impl Compiler {
         };
         self.set = Some((digests, set.clone(), set_digest));
 
+        let mut routes = RouteSet::new(snapshot, &self.opts.cluster_domain);
         let mut inbound = inbound_ports(snapshot);
         let mut configs = BTreeMap::new();
         let mut workloads = HashMap::new();
         for (key, w) in snapshot.workloads.iter().filter(|(_, w)| w.meshed) {
+            let (caller_routes, routes_digest) = routes.for_caller(&w.labels);
             let inputs = WorkloadInputs {
                 workload: w.clone(),
                 inbound: inbound.remove(key).unwrap_or_default(),
+                routes: routes_digest,
             };
             let cached = match self.workloads.remove(key) {
                 Some(c) if c.inputs == inputs => {
@@ -175,19 +183,24 @@ impl Compiler {
                 }
                 _ => {
                     stats.workloads_compiled += 1;
-                    self.workload_config(inputs, &set, &set_digest)
+                    self.workload_config(inputs, caller_routes, &set, &set_digest)
                 }
             };
             configs.insert(key.clone(), cached.config.clone());
             workloads.insert(key.clone(), cached);
         }
         self.workloads = workloads;
-        Output { configs, stats }
+        Output {
+            configs,
+            stats,
+            conflicts: routes.conflicts,
+        }
     }
 
     fn workload_config(
         &self,
         inputs: WorkloadInputs,
+        routes: Arc<[ServiceRoutes]>,
         set: &Arc<[Service]>,
         set_digest: &Digest256,
     ) -> CachedWorkload {
@@ -196,6 +209,7 @@ impl Compiler {
             node: workload::node(&inputs.workload, &self.opts),
             inbound: workload::inbound(&inputs.inbound),
             services: set.clone(),
+            routes,
             ..Default::default()
         };
         // The version covers every section; the service set's digest is computed once
@@ -205,6 +219,7 @@ impl Compiler {
             &Digest256::of(&config.inbound),
             &Digest256::of(&config.listeners),
             &Digest256::of(&config.detection),
+            &inputs.routes,
         ]);
         config.version = Digest256::combine([&own, set_digest]).version();
         CachedWorkload {

@@ -325,3 +325,122 @@ fn an_incremental_compile_rebuilds_only_what_changed_and_matches_a_full_one() {
         assert_eq!(**cfg, *inc.configs[k], "{k}");
     }
 }
+
+const STEERING: &str = r#"apiVersion: braid.dev/v1alpha1
+kind: TrafficRoute
+metadata: {name: payments, namespace: shop}
+spec:
+  host: payments
+  groups: [{name: Group_1, labels: {zone: a}}, {name: Group_2, labels: {zone: b}}]
+  rules:
+  - name: transfers
+    match:
+    - headers: [{name: type, exact: transfer}]
+      method: POST
+    route: [{group: Group_2, weight: 100}]
+  - name: checkout-only
+    match:
+    - path: {prefix: /api}
+      sourceLabels: {app: checkout}
+    route: [{group: Group_1, weight: 100}]
+  - name: default
+    route: [{group: Group_1, weight: 90}, {group: Group_2, weight: 10}]
+"#;
+
+fn rule_names(cfg: &ProxyConfig) -> Vec<&str> {
+    cfg.routes
+        .iter()
+        .flat_map(|r| r.rules.iter().map(|rule| rule.name.as_str()))
+        .collect()
+}
+
+#[test]
+fn rules_reach_callers_with_source_labels_resolved() {
+    let out = compile(&snapshot(REGISTRY, STEERING), &Options::default());
+    let checkout = &out.configs[&key("checkout")];
+    assert_eq!(checkout.routes.len(), 1);
+    let r = &checkout.routes[0];
+    assert_eq!(
+        (
+            r.from.as_str(),
+            r.service.as_str(),
+            r.namespace.as_str(),
+            r.port
+        ),
+        ("shop/payments", "payments", "shop", None)
+    );
+    assert_eq!(
+        rule_names(checkout),
+        ["transfers", "checkout-only", "default"]
+    );
+    let transfers = &r.rules[0];
+    assert_eq!(transfers.matches[0].method.as_deref(), Some("POST"));
+    assert_eq!(
+        transfers.matches[0].headers[0].value,
+        braid_proxy::config::routes::ValueMatch::Exact("transfer".into())
+    );
+    // A caller the sourceLabels exclude never sees that rule.
+    let other = &out.configs[&key("payments-a")];
+    assert_eq!(rule_names(other), ["transfers", "default"]);
+    // What the operator sends, the proxy accepts: every group named exists.
+    for cfg in out.configs.values() {
+        braid_proxy::config::Tables::build(ProxyConfig::clone(cfg)).unwrap();
+    }
+}
+
+#[test]
+fn the_oldest_route_of_a_service_port_wins_and_the_other_is_reported() {
+    let mut snap = snapshot(REGISTRY, "");
+    for (name, created, rule) in [
+        ("newer", "2026-02-01T00:00:00Z", "newer-rule"),
+        ("older", "2026-01-01T00:00:00Z", "older-rule"),
+    ] {
+        let text = route("[]")
+            .replace(
+                "name: payments, namespace",
+                &format!("name: {name}, namespace"),
+            )
+            .replace(
+                "rules: [{name: all}]",
+                &format!("rules: [{{name: {rule}}}]"),
+            );
+        let mut s = snapshot(REGISTRY, &text);
+        let mut obs = s.traffic_routes.remove(&key(name)).unwrap();
+        obs.created = Some(created.into());
+        snap.traffic_routes.insert(key(name), obs);
+    }
+    let out = compile(&snap, &Options::default());
+    assert_eq!(rule_names(&out.configs[&key("checkout")]), ["older-rule"]);
+    // Without sourceLabels every caller holds the same copy.
+    assert!(Arc::ptr_eq(
+        &out.configs[&key("checkout")].routes,
+        &out.configs[&key("payments-a")].routes
+    ));
+    assert_eq!(
+        out.conflicts,
+        [Conflict {
+            loser: key("newer"),
+            winner: key("older")
+        }]
+    );
+}
+
+#[test]
+fn a_route_change_recompiles_callers_and_matches_a_full_compile() {
+    let mut compiler = Compiler::new(Options::default());
+    let before = compiler.compile(&snapshot(REGISTRY, STEERING));
+    let changed = STEERING.replace(
+        "weight: 90}, {group: Group_2, weight: 10}",
+        "weight: 50}, {group: Group_2, weight: 50}",
+    );
+    let snap = snapshot(REGISTRY, &changed);
+    let after = compiler.compile(&snap);
+    assert_ne!(
+        before.configs[&key("checkout")].version,
+        after.configs[&key("checkout")].version
+    );
+    let full = compile(&snap, &Options::default());
+    for (k, cfg) in &full.configs {
+        assert_eq!(**cfg, *after.configs[k], "{k}");
+    }
+}

@@ -15,6 +15,8 @@ pub struct WorkloadInputs {
     pub workload: Arc<Workload>,
     /// The ports its app serves, from the services it backs.
     pub inbound: Vec<PortProtocol>,
+    /// The digest of its routes (which depend on its labels).
+    pub routes: super::Digest256,
 }
 
 /// The node section of a workload's config.

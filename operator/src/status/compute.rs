@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde::Serialize;
 
 use super::{Event, StatusUpdate};
-use crate::compiler::service_for_host;
+use crate::compiler::{RouteSet, service_for_host};
 use crate::registry::{Kind, ObjectKey, Observed, Snapshot};
 
 /// The condition type every braid resource carries.
@@ -79,6 +79,7 @@ pub fn compute(
     now: &Time,
 ) -> Computed {
     let mut out = Computed::default();
+    let conflicts = RouteSet::new(snapshot, proxies.cluster_domain).conflicts;
     for obs in snapshot.traffic_routes.values() {
         let host_service = obs.accepted.as_ref().and_then(|r| {
             service_for_host(&r.spec.host, &obs.key.namespace, proxies.cluster_domain)
@@ -87,9 +88,13 @@ pub fn compute(
         // Every meshed workload receives every service, so all of them carry the
         // route's groups once its host is a known service.
         let targets = proxies.configs.keys().filter(|_| host_service.is_some());
+        let mut condition = accepted(obs, Kind::TrafficRoute, previous, now);
+        if let Some(c) = conflicts.iter().find(|c| c.loser == obs.key) {
+            conflicted(&mut condition, &c.winner, previous, &obs.key, now);
+        }
         let status = TrafficRouteStatus {
             observed_generation: obs.generation,
-            conditions: vec![accepted(obs, Kind::TrafficRoute, previous, now)],
+            conditions: vec![condition],
             rule_count: obs.accepted.as_ref().map(|r| r.spec.rules.len() as u32),
             proxies: Some(proxies.counts(targets)),
         };
@@ -181,7 +186,7 @@ fn invalid_message(errors: &ValidationErrors, previous_in_force: bool) -> String
 fn in_force(kind: Kind) -> &'static str {
     match kind {
         Kind::TrafficRoute => {
-            "the spec is valid; its groups are in the callers' config (this version does not apply rules yet)"
+            "the spec is valid; its groups and its rules' matches and weights are in the callers' config (this version does not yet apply mirror, fault, timeout, retries or rateLimit)"
         }
         Kind::EncryptionPolicy => {
             "the spec is valid; NOT enforced: this version does not encrypt yet"
@@ -190,6 +195,48 @@ fn in_force(kind: Kind) -> &'static str {
             "the spec is valid; NOT enforced: this version does not detect outliers or heal yet"
         }
     }
+}
+
+/// When the `Accepted` condition last written for `key` turned `status`, if it is that.
+fn transitioned(
+    previous: &BTreeMap<(Kind, ObjectKey), StatusUpdate>,
+    kind: Kind,
+    key: &ObjectKey,
+    status: &str,
+) -> Option<Time> {
+    let time = previous
+        .get(&(kind, key.clone()))?
+        .status
+        .get("conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| {
+            c.get("type").and_then(|t| t.as_str()) == Some(ACCEPTED)
+                && c.get("status").and_then(|s| s.as_str()) == Some(status)
+        })?
+        .get("lastTransitionTime")
+        .cloned()?;
+    serde_json::from_value(time).ok()
+}
+
+/// Turns a valid route's `Accepted` condition into `False`/`Conflict`: an older route
+/// (`winner`) already routes the same service port, and the oldest wins.
+fn conflicted(
+    condition: &mut Condition,
+    winner: &ObjectKey,
+    previous: &BTreeMap<(Kind, ObjectKey), StatusUpdate>,
+    key: &ObjectKey,
+    now: &Time,
+) {
+    if condition.status != "False" {
+        condition.last_transition_time =
+            transitioned(previous, Kind::TrafficRoute, key, "False").unwrap_or_else(|| now.clone());
+    }
+    condition.status = "False".into();
+    condition.reason = "Conflict".into();
+    condition.message = format!(
+        "spec.host: TrafficRoute {winner} is older and already routes this service port, so this one is not in force; merge the rules into {winner}, or give each route its own spec.port"
+    );
 }
 
 /// The `Accepted` condition, keeping the previous transition time when its status holds.
@@ -207,22 +254,8 @@ fn accepted<T>(
             invalid_message(errors, obs.accepted.is_some()),
         ),
     };
-    let last_transition_time = previous
-        .get(&(kind, obs.key.clone()))
-        .and_then(|u| {
-            u.status
-                .get("conditions")?
-                .as_array()?
-                .iter()
-                .find(|c| {
-                    c.get("type").and_then(|t| t.as_str()) == Some(ACCEPTED)
-                        && c.get("status").and_then(|s| s.as_str()) == Some(status)
-                })?
-                .get("lastTransitionTime")
-                .cloned()
-        })
-        .and_then(|t| serde_json::from_value(t).ok())
-        .unwrap_or_else(|| now.clone());
+    let last_transition_time =
+        transitioned(previous, kind, &obs.key, status).unwrap_or_else(|| now.clone());
     Condition {
         type_: ACCEPTED.into(),
         status: status.into(),
@@ -350,6 +383,65 @@ workloads:
         assert_eq!(
             condition(&third, Kind::TrafficRoute, "payments")["lastTransitionTime"],
             "2026-11-22T00:01:00Z"
+        );
+    }
+
+    #[test]
+    fn the_newer_of_two_routes_on_one_service_port_reports_the_conflict() {
+        let (services, workloads) = registry_file::parse(REGISTRY).unwrap().resolve().unwrap();
+        let mut snap = Snapshot {
+            services,
+            workloads,
+            ..Default::default()
+        };
+        let text = "apiVersion: braid.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {name: NAME, namespace: shop}\nspec: {host: payments, rules: [{name: all}]}\n";
+        let mut gens = Generations::default();
+        for (name, created) in [
+            ("b-old", "2026-01-01T00:00:00Z"),
+            ("a-new", "2026-02-01T00:00:00Z"),
+        ] {
+            let mut one = Snapshot::default();
+            gens.insert_all(&parse_file(&text.replace("NAME", name)).unwrap(), &mut one);
+            let key = ObjectKey::new("shop", name);
+            let mut obs = one.traffic_routes.remove(&key).unwrap();
+            obs.created = Some(created.into());
+            snap.traffic_routes.insert(key, obs);
+        }
+        let configs = compile(&snap, &Options::default()).configs;
+        let applied = HashMap::new();
+        let proxies = ProxyState {
+            configs: &configs,
+            applied: &applied,
+            cluster_domain: "cluster.local",
+        };
+        let t0 = time("2026-11-22T00:00:00Z");
+        let first = compute(&snap, proxies, &BTreeMap::new(), &t0);
+        assert_eq!(
+            condition(&first, Kind::TrafficRoute, "b-old")["status"],
+            "True"
+        );
+        let c = condition(&first, Kind::TrafficRoute, "a-new");
+        assert_eq!(
+            (c["status"].as_str(), c["reason"].as_str()),
+            (Some("False"), Some("Conflict"))
+        );
+        assert!(
+            c["message"]
+                .as_str()
+                .unwrap()
+                .contains("TrafficRoute shop/b-old is older"),
+            "{c}"
+        );
+        // Still in conflict later: the transition time holds.
+        let later = compute(
+            &snap,
+            proxies,
+            &first.statuses,
+            &time("2026-11-22T00:05:00Z"),
+        );
+        assert_eq!(
+            condition(&later, Kind::TrafficRoute, "a-new")["lastTransitionTime"],
+            "2026-11-22T00:00:00Z"
         );
     }
 }

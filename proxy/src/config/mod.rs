@@ -39,9 +39,10 @@ pub struct ProxyConfig {
     #[serde(default = "no_services")]
     pub services: Arc<[Service]>,
     /// Request routing rules for this caller, per service (and optionally port). A
-    /// service port without rules spreads requests over all its endpoints.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub routes: Vec<routes::ServiceRoutes>,
+    /// service port without rules spreads requests over all its endpoints. Shared, like
+    /// `services`: callers whose rules are the same hold one copy.
+    #[serde(default = "no_routes", skip_serializing_if = "is_empty")]
+    pub routes: Arc<[routes::ServiceRoutes]>,
     /// Explicit listeners, for hosts without iptables capture (gateways, VMs, benchmarks).
     #[serde(default)]
     pub listeners: Vec<Listener>,
@@ -52,6 +53,14 @@ pub struct ProxyConfig {
 
 fn no_services() -> Arc<[Service]> {
     Arc::new([])
+}
+
+fn no_routes() -> Arc<[routes::ServiceRoutes]> {
+    Arc::new([])
+}
+
+fn is_empty<T>(list: &Arc<[T]>) -> bool {
+    list.is_empty()
 }
 
 /// The workload a proxy serves.

@@ -33,7 +33,8 @@ pub struct Rule {
     #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
     pub matches: Vec<RequestMatch>,
     /// Groups of the service's endpoints and their weights; each request goes to one,
-    /// chosen by weight.
+    /// chosen by weight. Empty: any of the service's endpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub route: Vec<WeightedGroup>,
 }
 

@@ -122,9 +122,18 @@ impl OutboundTarget {
                 .ok_or_else(|| PickError::NoEndpoints(self.label.clone()));
         };
         let rule = routes.select(req)?;
+        let Some(chosen) = rule.choose_group() else {
+            let addr = self
+                .pick()
+                .ok_or_else(|| PickError::NoEndpoints(self.label.clone()))?;
+            return Ok(Picked {
+                addr,
+                routed: Some((rule.name.clone(), Arc::from("*"))),
+            });
+        };
         let group = self
             .groups
-            .get(rule.choose_group())
+            .get(chosen)
             .ok_or_else(|| PickError::NoEndpoints(self.label.clone()))?;
         let addr = group
             .pick()

@@ -11,7 +11,8 @@ pub struct CompiledRule {
     /// The rule's name.
     pub name: Arc<str>,
     matches: Vec<CompiledMatch>,
-    choice: WeightedChoice,
+    /// `None`: the rule names no group, any endpoint of the service serves.
+    choice: Option<WeightedChoice>,
 }
 
 impl CompiledRule {
@@ -21,9 +22,9 @@ impl CompiledRule {
     }
 
     /// The index (into the group list given to [`RouteTable::compile`]) of the group
-    /// this request goes to.
-    pub fn choose_group(&self) -> usize {
-        self.choice.choose()
+    /// this request goes to; `None` when the rule sends to any endpoint.
+    pub fn choose_group(&self) -> Option<usize> {
+        self.choice.as_ref().map(WeightedChoice::choose)
     }
 }
 
@@ -71,8 +72,12 @@ impl RouteTable {
                 })?;
                 weights.push((index, w.weight));
             }
-            let choice = WeightedChoice::new(weights)
-                .ok_or_else(|| format!("{here}.route: give at least one group a weight above 0"))?;
+            let choice = match weights.is_empty() {
+                true => None,
+                false => Some(WeightedChoice::new(weights).ok_or_else(|| {
+                    format!("{here}.route: give at least one group a weight above 0")
+                })?),
+            };
             rules.push(CompiledRule {
                 name: rule.name.as_str().into(),
                 matches,
@@ -153,14 +158,26 @@ mod tests {
             headers: &h,
         };
         let r = t.select(&head).unwrap();
-        assert_eq!((&*r.name, r.choose_group()), ("transfers", 1));
+        assert_eq!((&*r.name, r.choose_group()), ("transfers", Some(1)));
         let empty = http::HeaderMap::new();
         let head = RequestHead {
             headers: &empty,
             ..head
         };
         let r = t.select(&head).unwrap();
-        assert_eq!((&*r.name, r.choose_group()), ("default", 0));
+        assert_eq!((&*r.name, r.choose_group()), ("default", Some(0)));
+    }
+
+    #[test]
+    fn a_rule_without_groups_sends_to_any_endpoint() {
+        let t = RouteTable::compile(&routes(vec![rule("all", None, &[])]), &GROUPS, "r").unwrap();
+        let h = http::HeaderMap::new();
+        let head = RequestHead {
+            method: &http::Method::GET,
+            path: "/",
+            headers: &h,
+        };
+        assert_eq!(t.select(&head).unwrap().choose_group(), None);
     }
 
     #[test]

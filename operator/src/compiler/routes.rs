@@ -1,0 +1,234 @@
+//! TrafficRoute rules compiled into the `routes` of each caller's config. The oldest
+//! route of a service port wins; a rule's `sourceLabels` are resolved here, so a caller
+//! receives only the rules that can match it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use braid_crds::traffic_route::{
+    HeaderMatch as CrdHeaderMatch, PathMatch as CrdPathMatch, RequestMatch as CrdRequestMatch,
+    RouteRule, TrafficRoute,
+};
+use braid_proxy::config::routes::{
+    HeaderMatch, PathMatch, RequestMatch, Rule, ServiceRoutes, ValueMatch, WeightedGroup,
+};
+
+use super::host::service_for_host;
+use super::version::Digest256;
+use crate::registry::{ObjectKey, Snapshot};
+
+/// A route that lost a service port to an older one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    /// The route left out.
+    pub loser: ObjectKey,
+    /// The older route in force for the same service port.
+    pub winner: ObjectKey,
+}
+
+/// A rule with the `sourceLabels` of each of its match entries set aside.
+#[derive(Clone, Debug)]
+struct SourcedRule {
+    rule: Rule,
+    /// Per entry of `rule.matches`, the caller labels it requires (empty: any caller).
+    sources: Vec<BTreeMap<String, String>>,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    routes: ServiceRoutes,
+    rules: Vec<SourcedRule>,
+}
+
+/// One caller's routes and their digest.
+pub type CallerRoutes = (Arc<[ServiceRoutes]>, Digest256);
+
+/// The routes in force, ready to be cut per caller.
+#[derive(Debug, Default)]
+pub struct RouteSet {
+    entries: Vec<Entry>,
+    /// Whether any entry depends on the caller's labels.
+    per_caller: bool,
+    /// Routes with nothing cut: what every caller gets when none depends on labels.
+    shared: Arc<[ServiceRoutes]>,
+    shared_digest: Option<Digest256>,
+    /// Callers' labels → their routes and digest, so replicas share one copy.
+    by_labels: HashMap<BTreeMap<String, String>, CallerRoutes>,
+    /// Routes left out because an older route holds their service port.
+    pub conflicts: Vec<Conflict>,
+}
+
+/// Whether two routes' ports overlap (absent: every port).
+fn overlaps(a: Option<u16>, b: Option<u16>) -> bool {
+    match (a, b) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    }
+}
+
+impl RouteSet {
+    /// The accepted TrafficRoutes of `snapshot` whose host is one of its Services,
+    /// oldest first (ties by namespace/name); a route overlapping an older one on the
+    /// same service port is left out and listed in `conflicts`.
+    pub fn new(snapshot: &Snapshot, cluster_domain: &str) -> Self {
+        let mut routes: Vec<(Option<&str>, &ObjectKey, &TrafficRoute)> = snapshot
+            .traffic_routes
+            .values()
+            .filter_map(|o| {
+                o.accepted
+                    .as_deref()
+                    .map(|r| (o.created.as_deref(), &o.key, r))
+            })
+            .collect();
+        routes.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let mut set = Self::default();
+        let mut claimed: Vec<(ObjectKey, Option<u16>, ObjectKey)> = Vec::new();
+        for (_, key, route) in routes {
+            let Some(svc) = service_for_host(&route.spec.host, &key.namespace, cluster_domain)
+            else {
+                continue;
+            };
+            if !snapshot.services.contains_key(&svc) {
+                continue;
+            }
+            let port = route.spec.port;
+            if let Some((_, _, winner)) = claimed
+                .iter()
+                .find(|(s, p, _)| *s == svc && overlaps(*p, port))
+            {
+                set.conflicts.push(Conflict {
+                    loser: key.clone(),
+                    winner: winner.clone(),
+                });
+                continue;
+            }
+            claimed.push((svc.clone(), port, key.clone()));
+            let rules: Vec<SourcedRule> = route.spec.rules.iter().map(sourced_rule).collect();
+            set.per_caller |= rules
+                .iter()
+                .any(|r| r.sources.iter().any(|s| !s.is_empty()));
+            set.entries.push(Entry {
+                routes: ServiceRoutes {
+                    from: key.to_string(),
+                    service: svc.name.clone(),
+                    namespace: svc.namespace.clone(),
+                    port,
+                    rules: rules.iter().map(|r| r.rule.clone()).collect(),
+                },
+                rules,
+            });
+        }
+        set.shared = set.entries.iter().map(|e| e.routes.clone()).collect();
+        set
+    }
+
+    /// The routes of a caller with `labels`, and their digest.
+    pub fn for_caller(
+        &mut self,
+        labels: &BTreeMap<String, String>,
+    ) -> (Arc<[ServiceRoutes]>, Digest256) {
+        if !self.per_caller {
+            let digest = *self
+                .shared_digest
+                .get_or_insert_with(|| Digest256::of(&*self.shared));
+            return (self.shared.clone(), digest);
+        }
+        if let Some(hit) = self.by_labels.get(labels) {
+            return hit.clone();
+        }
+        let routes: Arc<[ServiceRoutes]> = self
+            .entries
+            .iter()
+            .map(|e| ServiceRoutes {
+                rules: e.rules.iter().filter_map(|r| cut(r, labels)).collect(),
+                ..e.routes.clone()
+            })
+            .collect();
+        let out = (routes.clone(), Digest256::of(&*routes));
+        self.by_labels.insert(labels.clone(), out.clone());
+        out
+    }
+}
+
+/// `rule` as a caller with `labels` sees it: the match entries it cannot meet removed,
+/// and the rule dropped when it had entries and none is left.
+fn cut(r: &SourcedRule, labels: &BTreeMap<String, String>) -> Option<Rule> {
+    if r.rule.matches.is_empty() {
+        return Some(r.rule.clone());
+    }
+    let fits =
+        |source: &BTreeMap<String, String>| source.iter().all(|(k, v)| labels.get(k) == Some(v));
+    let matches: Vec<RequestMatch> = r
+        .rule
+        .matches
+        .iter()
+        .zip(&r.sources)
+        .filter(|(_, source)| fits(source))
+        .map(|(m, _)| m.clone())
+        .collect();
+    (!matches.is_empty()).then(|| Rule {
+        matches,
+        ..r.rule.clone()
+    })
+}
+
+fn sourced_rule(rule: &RouteRule) -> SourcedRule {
+    SourcedRule {
+        rule: Rule {
+            name: rule.name.clone(),
+            matches: rule.matches.iter().map(request_match).collect(),
+            route: rule
+                .route
+                .iter()
+                .map(|d| WeightedGroup {
+                    group: d.group.clone(),
+                    weight: d.weight,
+                })
+                .collect(),
+        },
+        sources: rule
+            .matches
+            .iter()
+            .map(|m| m.source_labels.clone())
+            .collect(),
+    }
+}
+
+fn request_match(m: &CrdRequestMatch) -> RequestMatch {
+    RequestMatch {
+        headers: m.headers.iter().filter_map(header_match).collect(),
+        path: m.path.as_ref().and_then(path_match),
+        method: m.method.and_then(|method| {
+            serde_json::to_value(method)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+        }),
+    }
+}
+
+/// Validation guarantees exactly one of the four; a header with none cannot be built.
+fn header_match(h: &CrdHeaderMatch) -> Option<HeaderMatch> {
+    let value = if let Some(v) = &h.exact {
+        ValueMatch::Exact(v.clone())
+    } else if let Some(v) = &h.prefix {
+        ValueMatch::Prefix(v.clone())
+    } else if let Some(v) = &h.regex {
+        ValueMatch::Regex(v.clone())
+    } else {
+        ValueMatch::Present(h.present?)
+    };
+    Some(HeaderMatch {
+        name: h.name.clone(),
+        value,
+    })
+}
+
+fn path_match(p: &CrdPathMatch) -> Option<PathMatch> {
+    if let Some(v) = &p.exact {
+        Some(PathMatch::Exact(v.clone()))
+    } else if let Some(v) = &p.prefix {
+        Some(PathMatch::Prefix(v.clone()))
+    } else {
+        p.regex.clone().map(PathMatch::Regex)
+    }
+}
