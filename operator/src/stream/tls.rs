@@ -32,6 +32,18 @@ pub enum TlsError {
     /// The certificate could not be made or used.
     #[error("serving certificate: {0}")]
     Cert(String),
+    /// The private key is not the key of the (first) certificate, so every handshake
+    /// would fail.
+    #[error(
+        "--tls-key {key} is not the private key of the first certificate in --tls-cert {cert}: \
+         give the key that certificate was issued for (or the certificate issued for this key)"
+    )]
+    KeyMismatch {
+        /// `--tls-cert`.
+        cert: String,
+        /// `--tls-key`.
+        key: String,
+    },
 }
 
 /// The certificate chain and key the server presents.
@@ -42,6 +54,8 @@ pub struct ServingCert {
     pub key: PrivateKeyDer<'static>,
     /// PEM of the certificate(s) clients should trust for it.
     pub trust_pem: String,
+    /// The files it was read from (`--tls-cert`, `--tls-key`), to name in errors.
+    files: Option<(String, String)>,
 }
 
 impl ServingCert {
@@ -67,6 +81,7 @@ impl ServingCert {
             chain,
             key: key_der,
             trust_pem,
+            files: Some((cert.display().to_string(), key.display().to_string())),
         })
     }
 
@@ -81,15 +96,30 @@ impl ServingCert {
             chain: vec![certified.cert.der().clone()],
             key,
             trust_pem: certified.cert.pem(),
+            files: None,
         })
     }
 
-    /// Served as it is, never replaced.
+    /// Served as it is, never replaced. The key must be the first certificate's: a
+    /// mismatch is refused here, where it can be named, rather than failing every
+    /// handshake later.
     pub fn into_serving(self) -> Result<Serving, TlsError> {
         let signer = rustls::crypto::ring::sign::any_supported_type(&self.key)
             .map_err(|e| TlsError::Cert(e.to_string()))?;
+        let certified = CertifiedKey::new(self.chain, signer);
+        match certified.keys_match() {
+            // Unknown: the key type cannot say its public key; nothing to compare.
+            Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+                let (cert, key) = self
+                    .files
+                    .unwrap_or_else(|| ("(made at start-up)".into(), "(made at start-up)".into()));
+                return Err(TlsError::KeyMismatch { cert, key });
+            }
+            Err(e) => return Err(TlsError::Cert(e.to_string())),
+        }
         Ok(Serving {
-            cert: Arc::new(SwappableCert::new(CertifiedKey::new(self.chain, signer))),
+            cert: Arc::new(SwappableCert::new(certified)),
             trust_pem: self.trust_pem,
         })
     }
@@ -215,5 +245,52 @@ pub async fn serve(
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_is_refused_naming_both_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["braid-operator.braid-system.svc".to_string()];
+        let a = rcgen::generate_simple_self_signed(names.clone()).unwrap();
+        let b = rcgen::generate_simple_self_signed(names).unwrap();
+        let cert = write(dir.path(), "tls.crt", &a.cert.pem());
+        let own_key = write(dir.path(), "own.key", &a.signing_key.serialize_pem());
+        let other_key = write(dir.path(), "other.key", &b.signing_key.serialize_pem());
+
+        assert!(
+            ServingCert::load(&cert, &own_key)
+                .unwrap()
+                .into_serving()
+                .is_ok()
+        );
+        let err = ServingCert::load(&cert, &other_key)
+            .unwrap()
+            .into_serving()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "--tls-key {} is not the private key of the first certificate in --tls-cert {}",
+                other_key.display(),
+                cert.display()
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains("give the key that certificate was issued for"),
+            "{err}"
+        );
     }
 }
