@@ -82,7 +82,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 leader_task: None,
                 serving: match (&cli.tls_cert, &cli.tls_key) {
                     (Some(cert), Some(key)) => ServingCert::load(cert, key)?,
-                    _ => ServingCert::self_signed(&cli.tls_san)?,
+                    _ => ServingCert::self_signed(&cli.tls_names())?,
                 }
                 .into_serving()?,
             }

@@ -42,13 +42,11 @@ pub struct Cli {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "BRAID_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Names (DNS or IP) of the certificate the operator makes, comma-separated.
-    #[arg(
-        long,
-        env = "BRAID_TLS_SAN",
-        value_delimiter = ',',
-        default_value = "braid-operator.braid-system.svc,braid-operator.braid-system.svc.cluster.local,braid-operator,localhost,127.0.0.1"
-    )]
+    /// Names (DNS or IP) of the certificate the operator makes, comma-separated, used as
+    /// given. Default: braid-operator.<namespace>.svc,
+    /// braid-operator.<namespace>.svc.<cluster-domain>, braid-operator, localhost,
+    /// 127.0.0.1, from --namespace and --cluster-domain.
+    #[arg(long, env = "BRAID_TLS_SAN", value_delimiter = ',')]
     pub tls_san: Vec<String>,
     /// Write the PEM certificate(s) proxies must trust (their --operator-ca) to this file.
     #[arg(long, env = "BRAID_TLS_TRUST_OUT")]
@@ -113,6 +111,29 @@ pub struct Cli {
     pub log_json: bool,
 }
 
+/// The operator Service's name, which its certificate's default names are built on.
+pub const OPERATOR_SERVICE: &str = "braid-operator";
+
+impl Cli {
+    /// The names of the certificate the operator makes: `--tls-san` as given, or by
+    /// default the operator Service's names in `--namespace` and `--cluster-domain`,
+    /// then `braid-operator`, `localhost` and `127.0.0.1`.
+    pub fn tls_names(&self) -> Vec<String> {
+        if !self.tls_san.is_empty() {
+            return self.tls_san.clone();
+        }
+        let short = format!("{OPERATOR_SERVICE}.{}.svc", self.namespace);
+        let full = format!("{short}.{}", self.cluster_domain);
+        vec![
+            short,
+            full,
+            OPERATOR_SERVICE.to_string(),
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+        ]
+    }
+}
+
 /// `--source`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SourceArg {
@@ -149,12 +170,48 @@ mod tests {
         assert_eq!(cli.webhook_secret, "braid-injector-tls");
         assert_eq!(cli.webhook_service, "braid-injector");
         assert_eq!(cli.webhook_config, "braid-injector");
-        for name in [
-            "braid-operator.braid-system.svc",
-            "braid-operator.braid-system.svc.cluster.local",
-        ] {
-            assert!(cli.tls_san.iter().any(|n| n == name), "{name}");
-        }
+        assert_eq!(
+            cli.tls_names(),
+            [
+                "braid-operator.braid-system.svc",
+                "braid-operator.braid-system.svc.cluster.local",
+                "braid-operator",
+                "localhost",
+                "127.0.0.1",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_default_names_follow_namespace_and_cluster_domain() {
+        let cli = Cli::try_parse_from([
+            "braid-operator",
+            "--namespace",
+            "mesh",
+            "--cluster-domain",
+            "corp.example",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.tls_names(),
+            [
+                "braid-operator.mesh.svc",
+                "braid-operator.mesh.svc.corp.example",
+                "braid-operator",
+                "localhost",
+                "127.0.0.1",
+            ]
+        );
+        // Given names are used exactly as they are, whatever the namespace.
+        let cli = Cli::try_parse_from([
+            "braid-operator",
+            "--namespace",
+            "mesh",
+            "--tls-san",
+            "operator.example.com,10.0.0.1",
+        ])
+        .unwrap();
+        assert_eq!(cli.tls_names(), ["operator.example.com", "10.0.0.1"]);
     }
 
     #[test]

@@ -91,7 +91,7 @@ pub async fn start(
         _ => {
             let ca = ca_rx.borrow().clone();
             let (rotation, cert) =
-                ServingRotation::start(&ca, &cli.tls_san, SERVING_LIFETIME, SystemTime::now())
+                ServingRotation::start(&ca, &cli.tls_names(), SERVING_LIFETIME, SystemTime::now())
                     .context("--tls-san: the serving certificate")?;
             tokio::spawn(rotation.run(ca_rx.clone(), stop.clone()));
             Serving {
