@@ -266,7 +266,12 @@ async fn a_malformed_ca_secret_stops_start_up_naming_the_secret_key_and_fix() {
         err.starts_with("Secret braid-system/braid-ca, key tls.key: not the key of the first certificate in tls.crt"),
         "{err}"
     );
-    assert!(err.contains("delete the Secret"), "{err}");
+    assert!(
+        err.contains(
+            "delete the Secret and restart every operator replica, which then creates a new CA"
+        ),
+        "{err}"
+    );
     // Left alone: the administrator's to fix.
     let kept = Api::<Secret>::namespaced(client, NS)
         .get(CA_SECRET)
@@ -275,6 +280,67 @@ async fn a_malformed_ca_secret_stops_start_up_naming_the_secret_key_and_fix() {
     assert_eq!(
         kept.data.unwrap()[SIGNING_KEY_KEY].0,
         other.material().signing_key_pem.as_bytes()
+    );
+}
+
+/// An API server that refuses everything, as it does when RBAC does not name the object.
+fn forbidding() -> (kube::Client, kube_mock::Log) {
+    kube_mock::client(|_| kube_mock::failure(403, "Forbidden", "forbidden"))
+}
+
+#[tokio::test]
+async fn a_refused_renamed_object_is_named_with_the_role_to_add_it_to() {
+    let (client, _) = forbidding();
+    let err = CaSecret::new(client.clone(), NS, "platform-ca")
+        .load_or_create(SystemTime::now())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "may not use --ca-secret platform-ca: add \"platform-ca\" to the resourceNames of Role braid-operator-ca"
+        ),
+        "{err}"
+    );
+
+    let ca = Ca::generate_root(SystemTime::now()).unwrap();
+    let renamed = |secret: &str, config: &str| WebhookNames {
+        secret: secret.into(),
+        config: config.into(),
+        ..names()
+    };
+    let err = WebhookTls::new(client.clone(), renamed("injector-cert", WEBHOOK_CONFIG))
+        .reconcile(&ca, SystemTime::now())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "may not use --webhook-secret injector-cert: add \"injector-cert\" to the resourceNames of Role braid-operator-ca"
+        ),
+        "{err}"
+    );
+
+    // The Secret readable, the configuration refused.
+    let (client, _) = kube_mock::client(|r| {
+        if r.path.contains("/secrets/") {
+            kube_mock::failure(404, "NotFound", "not found")
+        } else if r.method == Method::POST {
+            (StatusCode::CREATED, r.body.clone())
+        } else {
+            kube_mock::failure(403, "Forbidden", "forbidden")
+        }
+    });
+    let err = WebhookTls::new(client, renamed(WEBHOOK_SECRET, "mesh-injector"))
+        .reconcile(&ca, SystemTime::now())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "may not use --webhook-config mesh-injector: add \"mesh-injector\" to the resourceNames of ClusterRole braid-operator"
+        ),
+        "{err}"
     );
 }
 

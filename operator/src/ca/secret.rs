@@ -20,6 +20,22 @@ pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 /// Label on what the operator creates, so `kubectl get -l` finds it.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "braid-operator");
 
+/// The Role granting the operator its Secrets in its namespace, by name.
+pub const CA_ROLE: &str = "Role braid-operator-ca";
+/// The ClusterRole granting the operator the rest, some of it by name.
+pub const CLUSTER_ROLE: &str = "ClusterRole braid-operator";
+
+/// What to do when the API server refuses (403) the object `name`, the value of `flag`,
+/// which `role` grants by name: the shipped RBAC names only the defaults, so a renamed
+/// object is not covered until its name is added.
+pub fn forbidden_hint(flag: &str, name: &str, role: &str) -> String {
+    format!(
+        "the operator's service account may not use {flag} {name}: add \"{name}\" to the \
+         resourceNames of {role} (manifests/rbac/operator.yaml, which names only the \
+         defaults) and apply it"
+    )
+}
+
 /// An empty `kubernetes.io/tls` Secret `namespace/name`, labelled as the operator's.
 pub fn labelled_secret(namespace: &str, name: &str) -> Secret {
     Secret {
@@ -44,7 +60,8 @@ pub enum CaSecretError {
     #[error(
         "Secret {namespace}/{name}, {source}. Fix that key (tls.crt: the signing CA \
          certificate, then any intermediates; tls.key: its PKCS#8 key; ca.crt: the root(s)), \
-         or delete the Secret and the operator creates a new CA"
+         or delete the Secret and restart every operator replica, which then creates a new \
+         CA (a replica still running writes the CA it holds back into a deleted Secret)"
     )]
     Malformed {
         /// The Secret's namespace.
@@ -101,8 +118,9 @@ impl CaSecret {
     fn api_error(&self, e: kube::Error) -> CaSecretError {
         let message = match &e {
             kube::Error::Api(s) if s.code == 403 => format!(
-                "{}: the operator's service account may not read or create it (apply manifests/rbac/operator.yaml)",
-                s.message
+                "{}: {}",
+                s.message,
+                forbidden_hint("--ca-secret", &self.name, CA_ROLE)
             ),
             _ => e.to_string(),
         };

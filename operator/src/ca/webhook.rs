@@ -15,7 +15,7 @@ use kube::{Api, Client};
 use super::authority::{Ca, CaError, LeafRequest};
 use super::issued::{Assessment, Reason, assess};
 use super::material::TrustBundle;
-use super::secret::labelled_secret;
+use super::secret::{CA_ROLE, CLUSTER_ROLE, forbidden_hint, labelled_secret};
 use crate::status::kube::FIELD_MANAGER;
 
 /// How long a webhook certificate is valid. Long enough that the webhook keeps working
@@ -62,13 +62,15 @@ impl WebhookNames {
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
     /// An API call failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {source}{hint}")]
     Api {
         /// What was being read or written.
         what: String,
         /// The error.
         #[source]
         source: kube::Error,
+        /// What to do about it (empty when there is nothing to say), starting with "; ".
+        hint: String,
     },
     /// A certificate could not be issued.
     #[error("issuing the webhook certificate: {0}")]
@@ -108,8 +110,22 @@ impl WebhookTls {
         &self.names.config
     }
 
-    fn api(&self, what: String) -> impl FnOnce(kube::Error) -> WebhookError {
-        move |source| WebhookError::Api { what, source }
+    /// An error of a call on the Secret.
+    fn secret_api(&self, what: String) -> impl FnOnce(kube::Error) -> WebhookError + '_ {
+        move |source| {
+            let hint = forbidden(&source)
+                .then(|| forbidden_hint("--webhook-secret", &self.names.secret, CA_ROLE));
+            api_error(what, source, hint)
+        }
+    }
+
+    /// An error of a call on the MutatingWebhookConfiguration.
+    fn config_api(&self, what: String) -> impl FnOnce(kube::Error) -> WebhookError + '_ {
+        move |source| {
+            let hint = forbidden(&source)
+                .then(|| forbidden_hint("--webhook-config", &self.names.config, CLUSTER_ROLE));
+            api_error(what, source, hint)
+        }
     }
 
     /// One round: reissues the certificate if it is missing, unusable, not this CA's or
@@ -143,7 +159,7 @@ impl WebhookTls {
             .secrets
             .get_opt(&self.names.secret)
             .await
-            .map_err(self.api(format!("reading {secret_ref}")))?;
+            .map_err(self.secret_api(format!("reading {secret_ref}")))?;
         let data = current.as_ref().and_then(|s| s.data.as_ref());
         let field = |key: &str| data.and_then(|d| d.get(key)).map(|b| b.0.as_slice());
         let names = self.names.dns_names();
@@ -177,7 +193,7 @@ impl WebhookTls {
                 self.secrets
                     .replace(&self.names.secret, &PostParams::default(), &secret)
                     .await
-                    .map_err(self.api(format!("updating {secret_ref}")))?;
+                    .map_err(self.secret_api(format!("updating {secret_ref}")))?;
             }
             None => {
                 let mut secret = labelled_secret(&self.names.namespace, &self.names.secret);
@@ -185,7 +201,7 @@ impl WebhookTls {
                 self.secrets
                     .create(&PostParams::default(), &secret)
                     .await
-                    .map_err(self.api(format!("creating {secret_ref}")))?;
+                    .map_err(self.secret_api(format!("creating {secret_ref}")))?;
             }
         }
         tracing::info!(secret = %secret_ref, %reason, "webhook certificate issued");
@@ -200,7 +216,7 @@ impl WebhookTls {
             .configs
             .get_opt(&self.names.config)
             .await
-            .map_err(self.api(format!("reading {config_ref}")))?
+            .map_err(self.config_api(format!("reading {config_ref}")))?
         else {
             return Ok(None);
         };
@@ -219,9 +235,21 @@ impl WebhookTls {
                 &Patch::<()>::Json(patch),
             )
             .await
-            .map_err(self.api(format!("patching {config_ref}")))?;
+            .map_err(self.config_api(format!("patching {config_ref}")))?;
         tracing::info!(config = %config_ref, webhooks = patched, "caBundle set to the trust bundle");
         Ok(Some(patched))
+    }
+}
+
+fn forbidden(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403)
+}
+
+fn api_error(what: String, source: kube::Error, hint: Option<String>) -> WebhookError {
+    WebhookError::Api {
+        what,
+        source,
+        hint: hint.map(|h| format!("; {h}")).unwrap_or_default(),
     }
 }
 
