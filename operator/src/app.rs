@@ -88,7 +88,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         SourceArg::Kube => {
-            crate::kube_mode::start(&cli, snapshots, snapshot_rx.clone(), stop.clone()).await?
+            crate::kube_mode::start(
+                &cli,
+                snapshots,
+                snapshot_rx.clone(),
+                metrics.clone(),
+                stop.clone(),
+            )
+            .await?
         }
     };
     if let Some(out) = &cli.tls_trust_out {

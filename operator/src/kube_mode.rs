@@ -17,6 +17,7 @@ use crate::ca::trust::TrustDistributor;
 use crate::ca::webhook::{WebhookNames, WebhookTls};
 use crate::cli::Cli;
 use crate::leader::{LeaderElector, Leadership, LeaseConfig};
+use crate::metrics::Metrics;
 use crate::registry::Snapshot;
 use crate::source::kube::KubeSource;
 use crate::source::{Source, SourceError};
@@ -45,10 +46,12 @@ pub struct Started {
 /// and starts the source, the leader election, the serving certificate's renewal and
 /// the leader's upkeep of the webhook's TLS and the proxies' trust ConfigMaps, which
 /// follow the opted-in namespaces of `snapshot_rx` (what `snapshots` publishes).
+/// `metrics` learns when the CA expires.
 pub async fn start(
     cli: &Cli,
     snapshots: watch::Sender<Arc<Snapshot>>,
     snapshot_rx: watch::Receiver<Arc<Snapshot>>,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> anyhow::Result<Started> {
     let identity = cli
@@ -105,7 +108,7 @@ pub async fn start(
     let (leadership, leader_task) =
         LeaderElector::new(client.clone(), LeaseConfig::new(&cli.namespace, &identity))
             .spawn(stop.clone());
-    tokio::spawn(refresh_ca(ca_secret, ca_tx, RESYNC, stop.clone()));
+    tokio::spawn(refresh_ca(ca_secret, ca_tx, metrics, RESYNC, stop.clone()));
     let upkeep = Upkeep {
         webhook: WebhookTls::new(
             client.clone(),

@@ -28,6 +28,12 @@ struct RefusalLabels {
     reason: Refusal,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CaLabels {
+    /// The CA Secret, `namespace/name`.
+    secret: String,
+}
+
 /// The operator's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -42,6 +48,7 @@ pub struct Metrics {
     /// Configs proxies reported refusing.
     pub proxy_rejections: Counter,
     refusals: Family<RefusalLabels, Counter>,
+    ca_expiry: Family<CaLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -91,8 +98,17 @@ impl Metrics {
             "Config stream and report requests refused, by reason",
             refusals.clone(),
         );
+        // A family, so that without a CA (directory mode) there is no series at all
+        // rather than a 0 that looks long expired.
+        let ca_expiry = Family::<CaLabels, Gauge>::default();
+        registry.register(
+            "ca_expiry_timestamp_seconds",
+            "When the signing certificate of the CA Secret expires (Unix time); nothing can be issued after it",
+            ca_expiry.clone(),
+        );
         Self {
             registry,
+            ca_expiry,
             connected_proxies,
             pushes,
             push_latency,
@@ -105,6 +121,18 @@ impl Metrics {
     /// Counts a refused request.
     pub fn refused(&self, reason: Refusal) {
         self.refusals.get_or_create(&RefusalLabels { reason }).inc();
+    }
+
+    /// The CA in the Secret `secret` (`namespace/name`) signs until `not_after`.
+    pub fn ca_expires(&self, secret: &str, not_after: std::time::SystemTime) {
+        let seconds = not_after
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.ca_expiry
+            .get_or_create(&CaLabels {
+                secret: secret.to_string(),
+            })
+            .set(seconds);
     }
 
     /// The metrics in Prometheus text format.

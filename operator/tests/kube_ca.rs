@@ -430,6 +430,79 @@ async fn the_webhook_secret_is_issued_and_every_ca_bundle_set() {
     .unwrap();
 }
 
+/// A root that expires at `end`, made two days ago.
+fn root_ending(end: SystemTime) -> Ca {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "ending root");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_before = (SystemTime::now() - Duration::from_secs(2 * 86_400)).into();
+    params.not_after = end.into();
+    let cert = params.self_signed(&key).unwrap();
+    let material = CaMaterial {
+        signing_chain_pem: cert.pem(),
+        signing_key_pem: key.serialize_pem(),
+        trust_bundle: braid_operator::ca::TrustBundle::parse(&cert.pem()).unwrap(),
+    };
+    Ca::from_material(material, SystemTime::now()).unwrap()
+}
+
+#[tokio::test]
+async fn a_ca_about_to_end_does_not_have_the_webhook_secret_rewritten_every_round() {
+    let now = SystemTime::now();
+    let ca = root_ending(now + Duration::from_secs(60));
+    // Issued a day ago; now due for renewal, which cannot give anything longer.
+    let old = ca
+        .issue(
+            &LeafRequest {
+                names: names().dns_names(),
+                lifetime: WEBHOOK_LIFETIME,
+            },
+            now - Duration::from_secs(86_400),
+        )
+        .unwrap();
+    let data = BTreeMap::from([
+        (
+            "tls.crt".to_string(),
+            ByteString(old.chain_pem.into_bytes()),
+        ),
+        ("tls.key".to_string(), ByteString(old.key_pem.into_bytes())),
+    ]);
+    let client = ClientBuilder::new()
+        .with_object(secret_of(WEBHOOK_SECRET, "kubernetes.io/tls", data))
+        .with_object(webhook_config(&["inject.braid.dev"]))
+        .build()
+        .await
+        .unwrap();
+    let secrets = Api::<Secret>::namespaced(client.clone(), NS);
+    let version = || async {
+        secrets
+            .get(WEBHOOK_SECRET)
+            .await
+            .unwrap()
+            .metadata
+            .resource_version
+    };
+    let before = version().await;
+    let webhook = WebhookTls::new(client, names());
+    for round in 0..3 {
+        let outcome = webhook.reconcile(&ca, now).await.unwrap();
+        assert_eq!(outcome.issued, None, "round {round}");
+        let ending = outcome.ca_ending.expect("the CA's end is reported");
+        assert_eq!(ending.not_after, ca.signing_validity().not_after);
+        assert!(ending.to_string().contains("--ca-secret"), "{ending}");
+        // caBundle is still kept.
+        assert_eq!(outcome.bundles_patched, usize::from(round == 0));
+    }
+    assert_eq!(version().await, before, "the Secret is left as it is");
+}
+
 #[tokio::test]
 async fn an_invalid_webhook_secret_is_replaced_in_place() {
     let mut data = BTreeMap::new();

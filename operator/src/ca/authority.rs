@@ -50,6 +50,56 @@ pub enum CaError {
     ReadBack(String),
 }
 
+/// A certificate issued now would already be due for renewal: the signing certificate
+/// ends too soon (or has ended) for a useful one, so issuing again would only repeat it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the CA's signing certificate (tls.crt of the --ca-secret Secret) expires {}: a \
+     certificate issued now would already be due for renewal, so none is issued until the \
+     CA is replaced; put a CA valid for longer in the Secret (README: rotate a root)",
+    timestamp(*.not_after)
+)]
+pub struct CaEnding {
+    /// When the signing certificate expires.
+    pub not_after: SystemTime,
+}
+
+/// `t` as RFC 3339 (UTC), for messages.
+pub fn timestamp(t: SystemTime) -> String {
+    k8s_openapi::jiff::Timestamp::try_from(t).map_or_else(|_| "?".to_string(), |t| t.to_string())
+}
+
+/// The validity of a leaf of `lifetime` issued at `now` under a signing certificate that
+/// expires at `signing_not_after`: from [`CLOCK_SKEW`] before `now`, capped at the
+/// signer's end.
+pub fn leaf_validity(
+    signing_not_after: SystemTime,
+    lifetime: Duration,
+    now: SystemTime,
+) -> Validity {
+    Validity {
+        not_before: now - CLOCK_SKEW,
+        not_after: (now + lifetime).min(signing_not_after),
+    }
+}
+
+/// The validity of a leaf of `lifetime` issued at `now` when it is worth issuing, or
+/// [`CaEnding`] when it would already be due for renewal (the signer ends within half
+/// of [`CLOCK_SKEW`], or has ended).
+pub fn fresh_leaf(
+    signing_not_after: SystemTime,
+    lifetime: Duration,
+    now: SystemTime,
+) -> Result<Validity, CaEnding> {
+    let fresh = leaf_validity(signing_not_after, lifetime, now);
+    if fresh.renewal_due(now) {
+        return Err(CaEnding {
+            not_after: signing_not_after,
+        });
+    }
+    Ok(fresh)
+}
+
 /// What to issue a leaf certificate for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeafRequest {
@@ -287,9 +337,15 @@ impl Ca {
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.use_authority_key_identifier_extension = true;
-        params.not_before = (now - CLOCK_SKEW).into();
-        params.not_after = (now + lifetime).min(self.signing_validity.not_after).into();
+        let validity = leaf_validity(self.signing_validity.not_after, lifetime, now);
+        params.not_before = validity.not_before.into();
+        params.not_after = validity.not_after.into();
         params
+    }
+
+    /// Whether a leaf of `lifetime` issued at `now` is worth issuing (see [`fresh_leaf`]).
+    pub fn fresh_leaf(&self, lifetime: Duration, now: SystemTime) -> Result<Validity, CaEnding> {
+        fresh_leaf(self.signing_validity.not_after, lifetime, now)
     }
 
     /// Whether `chain` is a server certificate this CA's current signing certificate

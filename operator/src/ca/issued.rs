@@ -8,7 +8,7 @@ use rcgen::KeyPair;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::authority::Ca;
+use super::authority::{Ca, timestamp};
 use super::validity::Validity;
 use super::verify::key_belongs_to;
 
@@ -52,8 +52,7 @@ impl fmt::Display for Reason {
             Self::RenewalDue { not_after } => write!(
                 f,
                 "a third of its lifetime is left (expires {})",
-                k8s_openapi::jiff::Timestamp::try_from(*not_after)
-                    .map_or_else(|_| "?".to_string(), |t| t.to_string())
+                timestamp(*not_after)
             ),
         }
     }

@@ -115,6 +115,11 @@ impl CaSecret {
         }
     }
 
+    /// `namespace/name`.
+    pub fn reference(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
     fn api_error(&self, e: kube::Error) -> CaSecretError {
         let message = match &e {
             kube::Error::Api(s) if s.code == 403 => format!(

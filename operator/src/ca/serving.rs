@@ -12,7 +12,7 @@ use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::authority::{Ca, CaError, IssuedCert, LeafRequest};
+use super::authority::{Ca, CaEnding, CaError, IssuedCert, LeafRequest, timestamp};
 use super::validity::Validity;
 use crate::stream::tls::SwappableCert;
 
@@ -22,9 +22,10 @@ use crate::stream::tls::SwappableCert;
 /// succeed before proxies would see an expired certificate.
 pub const SERVING_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// A failed renewal is tried again after this long.
-const RETRY: Duration = Duration::from_secs(60);
-/// The longest single wait, so a clock that jumps is noticed within this long.
-const MAX_WAIT: Duration = Duration::from_secs(600);
+pub const RETRY: Duration = Duration::from_secs(60);
+/// The longest single wait, so a clock that jumps is noticed within this long; also
+/// how often a CA too close to its end is reported.
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// The chain and key of `issued`, ready to serve.
 pub fn certified(issued: &IssuedCert) -> Result<CertifiedKey, CaError> {
@@ -79,42 +80,112 @@ impl ServingRotation {
     }
 
     /// Renews when a third of the lifetime is left, and whenever `ca` changes, until
-    /// `stop` fires.
+    /// `stop` fires (see [`step`]).
     pub async fn run(mut self, mut ca: watch::Receiver<Arc<Ca>>, stop: CancellationToken) {
-        let mut retry = false;
+        let mut wake = Wake::Issued;
         loop {
-            let wait = if retry {
-                RETRY
-            } else {
-                self.validity
-                    .renew_at()
-                    .duration_since(SystemTime::now())
-                    .unwrap_or_default()
-                    .min(MAX_WAIT)
+            let now = SystemTime::now();
+            let current = ca.borrow_and_update().clone();
+            let fresh = current.fresh_leaf(self.request.lifetime, now);
+            let wait = match step(self.validity, fresh, wake, now) {
+                Step::Wait(wait) => wait,
+                Step::CaEnding(ending) => {
+                    tracing::error!(
+                        served_not_after = %timestamp(self.validity.not_after),
+                        "serving certificate not renewed: {ending}"
+                    );
+                    MAX_WAIT
+                }
+                Step::Renew => match self.renew(&current, now) {
+                    Ok(()) => {
+                        wake = Wake::Issued;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "serving certificate not renewed; retrying");
+                        // A new CA's certificate is still owed, however short it is.
+                        if wake != Wake::CaChanged {
+                            wake = Wake::Retry;
+                        }
+                        RETRY
+                    }
+                },
             };
-            let ca_changed = tokio::select! {
+            wake = tokio::select! {
                 _ = stop.cancelled() => return,
                 changed = ca.changed() => {
                     if changed.is_err() {
                         return;
                     }
-                    true
+                    Wake::CaChanged
                 }
-                _ = tokio::time::sleep(wait) => false,
-            };
-            let now = SystemTime::now();
-            if !ca_changed && !retry && !self.validity.renewal_due(now) {
-                continue;
-            }
-            let current = ca.borrow_and_update().clone();
-            retry = match self.renew(&current, now) {
-                Ok(()) => false,
-                Err(e) => {
-                    tracing::error!(error = %e, "serving certificate not renewed; retrying");
-                    true
-                }
+                _ = tokio::time::sleep(wait) => match wake {
+                    Wake::CaChanged | Wake::Retry => wake,
+                    Wake::Issued | Wake::Timer => Wake::Timer,
+                },
             };
         }
+    }
+}
+
+/// Why the rotation is deciding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// The certificate served was issued just now.
+    Issued,
+    /// A wait ran out.
+    Timer,
+    /// The CA changed: the certificate served is another CA's.
+    CaChanged,
+    /// The last renewal failed.
+    Retry,
+}
+
+/// What the rotation does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing is due: look again after this long (at most [`MAX_WAIT`], so a clock that
+    /// jumps is noticed).
+    Wait(Duration),
+    /// Issue a new certificate now.
+    Renew,
+    /// Renewal is due, but a certificate issued now would be due at once (see
+    /// [`CaEnding`]): keep the one served, say so, and look again after [`MAX_WAIT`]
+    /// rather than issuing one after another.
+    CaEnding(CaEnding),
+}
+
+/// Decides at `now`, woken by `wake`, about the served certificate (valid `served`),
+/// given what one issued now would be (`fresh`). A new CA is always renewed for,
+/// however short the result; otherwise nothing is issued that would be due at once.
+pub fn step(
+    served: Validity,
+    fresh: Result<Validity, CaEnding>,
+    wake: Wake,
+    now: SystemTime,
+) -> Step {
+    match wake {
+        Wake::CaChanged => return Step::Renew,
+        Wake::Retry => {}
+        Wake::Issued | Wake::Timer if !served.renewal_due(now) => {
+            let wait = served
+                .renew_at()
+                .duration_since(now)
+                .unwrap_or_default()
+                .min(MAX_WAIT);
+            return Step::Wait(wait);
+        }
+        // Issued and already due: capped at the signer's end, which is too near.
+        Wake::Issued => {
+            return Step::CaEnding(fresh.err().unwrap_or(CaEnding {
+                not_after: served.not_after,
+            }));
+        }
+        Wake::Timer => {}
+    }
+    match fresh {
+        Ok(_) => Step::Renew,
+        Err(ending) => Step::CaEnding(ending),
     }
 }
 
@@ -127,6 +198,76 @@ mod tests {
 
     fn now() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn renewal_waits_until_due_and_never_repeats_a_certificate_due_at_once() {
+        let ca = Ca::generate_root(now()).unwrap();
+        let (rotation, _) = ServingRotation::start(
+            &ca,
+            &["braid-operator.braid-system.svc".into()],
+            SERVING_LIFETIME,
+            now(),
+        )
+        .unwrap();
+        let served = rotation.validity();
+        let fresh = |at| ca.fresh_leaf(SERVING_LIFETIME, at);
+        // Not due: wait, at most MAX_WAIT at a time.
+        assert_eq!(
+            step(served, fresh(now()), Wake::Issued, now()),
+            Step::Wait(MAX_WAIT)
+        );
+        let near = served.renew_at() - MINUTE;
+        assert_eq!(
+            step(served, fresh(near), Wake::Timer, near),
+            Step::Wait(MINUTE)
+        );
+        // Due, or the CA changed, or the last try failed: renew.
+        let due = served.renew_at();
+        assert_eq!(step(served, fresh(due), Wake::Timer, due), Step::Renew);
+        assert_eq!(
+            step(served, fresh(now()), Wake::CaChanged, now()),
+            Step::Renew
+        );
+        assert_eq!(step(served, fresh(now()), Wake::Retry, now()), Step::Renew);
+
+        // The signing certificate about to end: a new certificate would be due at once.
+        let end = ca.signing_validity().not_after;
+        let late = end - MINUTE;
+        let ending = Step::CaEnding(CaEnding { not_after: end });
+        let (short, _) = ServingRotation::start(
+            &ca,
+            &["braid-operator.braid-system.svc".into()],
+            SERVING_LIFETIME,
+            late,
+        )
+        .unwrap();
+        let short = short.validity();
+        assert_eq!(short.not_after, end, "capped at the signer's end");
+        assert!(short.renewal_due(late), "due as soon as issued");
+        // Just issued, or woken again, or retrying: no new key, no new certificate.
+        for wake in [Wake::Issued, Wake::Timer, Wake::Retry] {
+            assert_eq!(step(short, fresh(late), wake, late), ending, "{wake:?}");
+        }
+        // Even when the estimate of a fresh one disagrees by a rounded second.
+        let rounded = Ok(Validity {
+            not_before: late,
+            not_after: end + MINUTE,
+        });
+        assert_eq!(
+            step(short, rounded, Wake::Issued, late),
+            ending,
+            "issued just now and already due"
+        );
+        // Past its end too.
+        assert_eq!(
+            step(short, fresh(end + MINUTE), Wake::Timer, end + MINUTE),
+            ending
+        );
+        // A new CA is renewed for, however short.
+        assert_eq!(step(short, fresh(late), Wake::CaChanged, late), Step::Renew);
     }
 
     #[test]

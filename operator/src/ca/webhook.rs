@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
-use super::authority::{Ca, CaError, LeafRequest};
+use super::authority::{Ca, CaEnding, CaError, LeafRequest};
 use super::issued::{Assessment, Reason, assess};
 use super::material::TrustBundle;
 use super::secret::{CA_ROLE, CLUSTER_ROLE, forbidden_hint, labelled_secret};
@@ -82,10 +82,23 @@ pub enum WebhookError {
 pub struct WebhookOutcome {
     /// The certificate was (re)issued, and why.
     pub issued: Option<String>,
+    /// The certificate should be reissued, but one issued now would already be due: the
+    /// CA ends too soon, so the Secret is left as it is (not rewritten every round).
+    pub ca_ending: Option<CaEnding>,
     /// How many webhooks' `caBundle` were set.
     pub bundles_patched: usize,
     /// The MutatingWebhookConfiguration does not exist.
     pub config_missing: bool,
+}
+
+/// What became of the webhook's certificate.
+enum Certificate {
+    /// It is good.
+    Current,
+    /// It was issued again, for this reason.
+    Issued(Reason),
+    /// It is due, but one issued now would be due too.
+    Withheld(CaEnding),
 }
 
 /// Keeps the webhook's certificate and `caBundle` current.
@@ -103,6 +116,11 @@ impl WebhookTls {
             configs: Api::all(client),
             names,
         }
+    }
+
+    /// The webhook Secret's name.
+    pub fn secret_name(&self) -> &str {
+        &self.names.secret
     }
 
     /// The MutatingWebhookConfiguration's name.
@@ -135,13 +153,12 @@ impl WebhookTls {
         ca: &Ca,
         now: SystemTime,
     ) -> Result<WebhookOutcome, WebhookError> {
-        let mut outcome = WebhookOutcome {
-            issued: self
-                .ensure_certificate(ca, now)
-                .await?
-                .map(|r| r.to_string()),
-            ..Default::default()
-        };
+        let mut outcome = WebhookOutcome::default();
+        match self.ensure_certificate(ca, now).await? {
+            Certificate::Current => {}
+            Certificate::Issued(reason) => outcome.issued = Some(reason.to_string()),
+            Certificate::Withheld(ending) => outcome.ca_ending = Some(ending),
+        }
         match self.ensure_ca_bundle(ca.trust_bundle()).await? {
             Some(patched) => outcome.bundles_patched = patched,
             None => outcome.config_missing = true,
@@ -153,7 +170,7 @@ impl WebhookTls {
         &self,
         ca: &Ca,
         now: SystemTime,
-    ) -> Result<Option<Reason>, WebhookError> {
+    ) -> Result<Certificate, WebhookError> {
         let secret_ref = format!("Secret {}/{}", self.names.namespace, self.names.secret);
         let current = self
             .secrets
@@ -164,9 +181,12 @@ impl WebhookTls {
         let field = |key: &str| data.and_then(|d| d.get(key)).map(|b| b.0.as_slice());
         let names = self.names.dns_names();
         let reason = match assess(field(TLS_CERT_KEY), field(TLS_KEY_KEY), ca, &names, now) {
-            Assessment::Current { .. } => return Ok(None),
+            Assessment::Current { .. } => return Ok(Certificate::Current),
             Assessment::Reissue(reason) => reason,
         };
+        if let Err(ending) = ca.fresh_leaf(WEBHOOK_LIFETIME, now) {
+            return Ok(Certificate::Withheld(ending));
+        }
         let issued = ca.issue(
             &LeafRequest {
                 names,
@@ -205,7 +225,7 @@ impl WebhookTls {
             }
         }
         tracing::info!(secret = %secret_ref, %reason, "webhook certificate issued");
-        Ok(Some(reason))
+        Ok(Certificate::Issued(reason))
     }
 
     /// Sets `caBundle` of each webhook that differs; `None` when the configuration does

@@ -91,6 +91,50 @@ fn a_leaf_does_not_outlive_its_signer() {
 }
 
 #[test]
+fn a_leaf_is_worth_issuing_only_while_it_would_not_be_due_at_once() {
+    let end = now() + 30 * DAY;
+    // Far from the signer's end: the whole lifetime.
+    assert_eq!(
+        fresh_leaf(end, DAY, now()),
+        Ok(Validity {
+            not_before: now() - CLOCK_SKEW,
+            not_after: now() + DAY
+        })
+    );
+    // An hour before it: capped, but two thirds of it are still ahead.
+    let capped = fresh_leaf(end, DAY, end - HOUR).unwrap();
+    assert_eq!(capped.not_after, end);
+    assert!(!capped.renewal_due(end - HOUR));
+    // A clock skew before it: still a third of the (skew-lengthened) lifetime ahead.
+    assert!(fresh_leaf(end, DAY, end - CLOCK_SKEW).is_ok());
+    // Within half a clock skew of it, or past it: due as soon as issued.
+    let ending = Err(CaEnding { not_after: end });
+    for at in [
+        end - CLOCK_SKEW / 2,
+        end - Duration::from_secs(60),
+        end,
+        end + DAY,
+    ] {
+        assert_eq!(fresh_leaf(end, DAY, at), ending, "{at:?}");
+        assert_eq!(fresh_leaf(end, 90 * DAY, at), ending, "{at:?}");
+    }
+    let ca = Ca::generate_root(now()).unwrap();
+    let ca_end = ca.signing_validity().not_after;
+    assert!(ca.fresh_leaf(DAY, now()).is_ok());
+    let message = ca
+        .fresh_leaf(DAY, ca_end - Duration::from_secs(60))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.starts_with(&format!(
+            "the CA's signing certificate (tls.crt of the --ca-secret Secret) expires {}",
+            timestamp(ca_end)
+        )),
+        "{message}"
+    );
+}
+
+#[test]
 fn names_must_be_dns_names_or_ips() {
     let ca = Ca::generate_root(now()).unwrap();
     assert!(matches!(
