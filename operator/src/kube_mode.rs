@@ -122,6 +122,7 @@ pub async fn start(
         ),
         trust: (!own_cert).then(|| TrustDistributor::new(client.clone())),
         every: RESYNC,
+        rounds: None,
     };
     tokio::spawn(upkeep.run(leadership.subscribe(), ca_rx, snapshot_rx, stop));
     Ok(Started {

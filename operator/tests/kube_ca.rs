@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use braid_operator::ca::maintain::Upkeep;
+use braid_operator::ca::maintain::{Cause, Round, Upkeep};
 use braid_operator::ca::material::{SIGNING_CERT_KEY, SIGNING_KEY_KEY, TRUST_BUNDLE_KEY};
 use braid_operator::ca::secret::{CaSecret, Origin};
 use braid_operator::ca::trust::{TRUST_CONFIGMAP, TrustDistributor};
@@ -29,7 +29,7 @@ use kube::Api;
 use kube_fake_client::ClientBuilder;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 const NS: &str = "braid-system";
@@ -596,8 +596,68 @@ fn snapshot(namespaces: &[&str]) -> Arc<Snapshot> {
     })
 }
 
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(200)).await;
+/// How long anything asked of the upkeep loop may take on a loaded machine.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Waits for the loop to report a round of `cause` in which it led (or not), skipping
+/// other rounds: proof that it has handled that event.
+async fn round(rounds: &mut mpsc::UnboundedReceiver<Round>, cause: Cause, leading: bool) {
+    let wanted = Round { cause, leading };
+    tokio::time::timeout(DEADLINE, async {
+        while let Some(r) = rounds.recv().await {
+            if r == wanted {
+                return;
+            }
+        }
+        panic!("the upkeep loop ended");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {wanted:?} within {DEADLINE:?}"));
+}
+
+/// Waits for a round in which the loop followed: one that began after leadership was
+/// lost, since every round reads leadership first.
+async fn following(rounds: &mut mpsc::UnboundedReceiver<Round>) {
+    tokio::time::timeout(DEADLINE, async {
+        while let Some(r) = rounds.recv().await {
+            if !r.leading {
+                return;
+            }
+        }
+        panic!("the upkeep loop ended");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no round as a follower within {DEADLINE:?}"));
+}
+
+/// Polls `log` until `done` holds, for at most [`DEADLINE`].
+async fn eventually(
+    log: &kube_mock::Log,
+    what: &str,
+    done: impl Fn(&[kube_mock::Recorded]) -> bool,
+) {
+    let start = tokio::time::Instant::now();
+    loop {
+        if done(&log.lock().unwrap()) {
+            return;
+        }
+        if start.elapsed() > DEADLINE {
+            panic!(
+                "not within {DEADLINE:?}: {what}; requests: {:?}",
+                log.lock().unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn trust_path(ns: &str) -> String {
+    format!("/api/v1/namespaces/{ns}/configmaps/{TRUST_CONFIGMAP}")
+}
+
+fn applied(log: &[kube_mock::Recorded], ns: &str) -> bool {
+    log.iter()
+        .any(|r| r.method == Method::PATCH && r.path == trust_path(ns))
 }
 
 #[tokio::test]
@@ -607,23 +667,31 @@ async fn only_the_leader_writes_and_it_follows_labelled_namespaces() {
     let (leader_tx, leader_rx) = watch::channel(false);
     let (ca_tx, ca_rx) = watch::channel(Arc::new(ca));
     let (snap_tx, snap_rx) = watch::channel(snapshot(&["shop"]));
+    let (rounds_tx, mut rounds) = mpsc::unbounded_channel();
     let stop = CancellationToken::new();
     let upkeep = Upkeep {
         webhook: WebhookTls::new(client.clone(), names()),
         trust: Some(TrustDistributor::new(client)),
         every: Duration::from_millis(50),
+        rounds: Some(rounds_tx),
     };
     let task = tokio::spawn(upkeep.run(leader_rx, ca_rx, snap_rx, stop.clone()));
 
-    // A follower: ticks, a namespace labelled, a new CA — and not one request.
+    // A follower: a namespace labelled, a new CA, a tick — each handled, and not one
+    // request.
     snap_tx.send_replace(snapshot(&["shop", "web"]));
+    round(&mut rounds, Cause::Snapshot, false).await;
     ca_tx.send_replace(Arc::new(Ca::generate_root(SystemTime::now()).unwrap()));
-    settle().await;
+    round(&mut rounds, Cause::Ca, false).await;
+    round(&mut rounds, Cause::Tick, false).await;
     assert!(log.lock().unwrap().is_empty(), "{:?}", log.lock().unwrap());
 
     // Leading: the webhook's Secret is created, the ConfigMaps applied.
     leader_tx.send_replace(true);
-    settle().await;
+    eventually(&log, "the ConfigMaps of shop and web applied", |log| {
+        applied(log, "shop") && applied(log, "web")
+    })
+    .await;
     let bundle = ca_tx.borrow().trust_bundle().pem().to_string();
     {
         let log = log.lock().unwrap();
@@ -640,7 +708,7 @@ async fn only_the_leader_writes_and_it_follows_labelled_namespaces() {
         );
         assert!(!created.is_empty());
         for ns in ["shop", "web"] {
-            let path = format!("/api/v1/namespaces/{ns}/configmaps/{TRUST_CONFIGMAP}");
+            let path = trust_path(ns);
             let apply = log
                 .iter()
                 .find(|r| r.method == Method::PATCH && r.path == path)
@@ -657,16 +725,20 @@ async fn only_the_leader_writes_and_it_follows_labelled_namespaces() {
 
     // A namespace labelled while leading gets its ConfigMap.
     snap_tx.send_replace(snapshot(&["shop", "web", "new"]));
-    settle().await;
-    assert!(log.lock().unwrap().iter().any(|r| r.method == Method::PATCH
-        && r.path == format!("/api/v1/namespaces/new/configmaps/{TRUST_CONFIGMAP}")));
+    eventually(&log, "the ConfigMap of new applied", |log| {
+        applied(log, "new")
+    })
+    .await;
 
-    // Leadership lost: silence again.
+    // Leadership lost: silence again, through a new namespace and a tick. (Rounds
+    // reported so far, some of them from before leading, are not evidence of it.)
+    while rounds.try_recv().is_ok() {}
     leader_tx.send_replace(false);
-    settle().await;
+    following(&mut rounds).await;
     log.lock().unwrap().clear();
     snap_tx.send_replace(snapshot(&["shop", "web", "new", "later"]));
-    settle().await;
+    round(&mut rounds, Cause::Snapshot, false).await;
+    round(&mut rounds, Cause::Tick, false).await;
     assert!(log.lock().unwrap().is_empty(), "{:?}", log.lock().unwrap());
 
     stop.cancel();

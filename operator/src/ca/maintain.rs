@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -107,6 +107,16 @@ pub enum Cause {
     Snapshot,
 }
 
+/// One round of the leader's loop, done: what woke it, and whether it led (and so
+/// wrote what was due) or followed (and wrote nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Round {
+    /// What woke it.
+    pub cause: Cause,
+    /// Whether this replica led.
+    pub leading: bool,
+}
+
 /// The leader's upkeep of what the CA hands out.
 pub struct Upkeep {
     /// The webhook's certificate and `caBundle`.
@@ -116,6 +126,9 @@ pub struct Upkeep {
     pub trust: Option<TrustDistributor>,
     /// How often to re-check without being asked ([`RESYNC`]).
     pub every: Duration,
+    /// Told of every round once it is done, so a test can tell that the loop handled
+    /// an event before checking what it wrote (or did not); `None` in the operator.
+    pub rounds: Option<mpsc::UnboundedSender<Round>>,
 }
 
 impl Upkeep {
@@ -153,6 +166,7 @@ impl Upkeep {
                     trust.rewrite_all();
                 }
                 config_missing_told = false;
+                self.report(cause, false);
                 continue;
             }
             let current = ca.borrow_and_update().clone();
@@ -195,6 +209,14 @@ impl Upkeep {
                     snapshots.borrow_and_update().meshed_namespaces.clone();
                 trust.reconcile(&meshed, current.trust_bundle()).await;
             }
+            self.report(cause, true);
+        }
+    }
+
+    fn report(&self, cause: Cause, leading: bool) {
+        if let Some(rounds) = &self.rounds {
+            // The listener may be gone; the loop does not depend on it.
+            let _ = rounds.send(Round { cause, leading });
         }
     }
 }
