@@ -421,8 +421,8 @@ impl Pod {
         Ok(out)
     }
 
-    /// The version of the config in force in the sidecar (from `/config_dump`).
-    pub fn config_version(&self) -> Result<String, HarnessError> {
+    /// The config in force in the sidecar (its `/config_dump`).
+    pub fn config_dump(&self) -> Result<serde_json::Value, HarnessError> {
         let out = self.app(&[
             "get",
             "127.0.0.1:15000",
@@ -432,11 +432,15 @@ impl Pod {
             "admin",
         ])?;
         let body = out.split_once(' ').map(|(_, b)| b).unwrap_or_default();
-        let dump: serde_json::Value =
-            serde_json::from_str(body).map_err(|e| HarnessError::Command {
-                command: "config_dump".into(),
-                message: format!("{e}: {out}"),
-            })?;
+        serde_json::from_str(body).map_err(|e| HarnessError::Command {
+            command: "config_dump".into(),
+            message: format!("{e}: {out}"),
+        })
+    }
+
+    /// The version of the config in force in the sidecar (from `/config_dump`).
+    pub fn config_version(&self) -> Result<String, HarnessError> {
+        let dump = self.config_dump()?;
         Ok(dump["version"].as_str().unwrap_or_default().to_owned())
     }
 

@@ -30,16 +30,16 @@ workloads:
         (
             p,
             if i == 0 {
-                "{app: payments, role: db}"
+                "app: payments, role: db"
             } else {
-                "{app: payments}"
+                "app: payments"
             },
         )
     });
-    let pods = pods.chain(others.iter().map(|p| (p, "{app: client}")));
+    let pods = pods.chain(others.iter().map(|p| (p, "app: client")));
     for (pod, labels) in pods {
         text.push_str(&format!(
-            "- {{name: {n}, namespace: shop, ips: [{ip}, \"{ip6}\"], labels: {labels}, serviceAccount: {n}}}\n",
+            "- {{name: {n}, namespace: shop, ips: [{ip}, \"{ip6}\"], labels: {{pod: {n}, {labels}}}, serviceAccount: {n}}}\n",
             n = pod.name,
             ip = pod.ip,
             ip6 = pod.ip6,
@@ -301,6 +301,86 @@ fn serve_http(pod: &mut Pod, name: &str) {
     pod.spawn_app("http", &["http-server", "--port", "8080", "--name", name])
         .unwrap();
     pod.wait_listening(8080).unwrap();
+}
+
+#[test]
+fn a_traffic_route_steers_by_header_and_splits_by_weight() {
+    // The seed's example: requests whose header `type` is `transfer` go to Group_2.
+    let (mesh, client, server, mut server2) = mesh_with_spare();
+    let op = mesh.operator().unwrap();
+    op.write_registry(&registry(&[&server, &server2], &[&client]))
+        .unwrap();
+    server2.capture(&ProxyFlags::default()).unwrap();
+    server2
+        .start_sidecar_streaming(op)
+        .unwrap_or_else(|e| panic!("{e}"));
+    serve_http(&mut server2, "server2");
+    op.write_resource(
+        "route.yaml",
+        "apiVersion: braid.dev/v1alpha1
+kind: TrafficRoute
+metadata: {name: payments, namespace: shop}
+spec:
+  host: payments
+  groups: [{name: Group_1, labels: {pod: server}}, {name: Group_2, labels: {pod: server2}}]
+  rules:
+  - name: transfers
+    match: [{headers: [{name: type, exact: transfer}]}]
+    route: [{group: Group_2, weight: 100}]
+  - name: gray
+    route: [{group: Group_1, weight: 90}, {group: Group_2, weight: 10}]
+",
+    )
+    .unwrap();
+    // The client's proxy holds the rules, and both groups have their endpoint.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let dump = client.config_dump().unwrap();
+        let payments = dump["services"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == "payments"))
+            .cloned()
+            .unwrap_or_default();
+        let groups_filled = ["Group_1", "Group_2"].iter().all(|g| {
+            payments["groups"].as_array().is_some_and(|gs| {
+                gs.iter().any(|x| {
+                    x["name"] == *g && x["endpoints"].as_array().is_some_and(|e| !e.is_empty())
+                })
+            })
+        });
+        if dump["routes"][0]["rules"][0]["name"] == "transfers" && groups_filled {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the route never reached the client: {dump}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let tally = |header: &[&str]| {
+        let mut args = vec!["tally", "payments:80", "--count"];
+        args.push(if header.is_empty() { "2000" } else { "200" });
+        for h in header {
+            args.extend(["--header", h]);
+        }
+        client.app(&args).unwrap()
+    };
+    assert_eq!(tally(&["type: transfer"]), "200 200 server2");
+    // 90/10 within ±3 points over 2,000 requests.
+    let split = tally(&[]);
+    let canary: usize = split
+        .lines()
+        .find(|l| l.ends_with(" 200 server2"))
+        .and_then(|l| l.split(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    let stable: usize = split
+        .lines()
+        .find(|l| l.ends_with(" 200 server"))
+        .and_then(|l| l.split(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(canary + stable, 2000, "{split}");
+    assert!((140..=260).contains(&canary), "{split}");
+    println!("90/10 split over 2,000 requests: {stable} to Group_1, {canary} to Group_2");
 }
 
 /// Starts a request loop from `client` to `payments:80`; returns its stop file.

@@ -54,6 +54,15 @@ enum Cmd {
         #[arg(long)]
         h2: bool,
     },
+    /// Sends `count` requests, one connection each, with `--header 'name: value'`s;
+    /// prints `<n> <status> <body>` for each distinct answer, most frequent first.
+    Tally {
+        addr: String,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        header: Vec<String>,
+    },
     /// Sends requests in a loop until `stop_file` exists; prints `ok=<n> failed=<m>`.
     Load {
         addr: String,
@@ -113,6 +122,36 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Tally {
+            addr,
+            count,
+            header,
+        } => {
+            let addr = resolve(&addr).await?;
+            let headers: Vec<(&str, &str)> = header
+                .iter()
+                .map(|h| h.split_once(':').map(|(k, v)| (k.trim(), v.trim())))
+                .collect::<Option<_>>()
+                .context("--header takes 'name: value'")?;
+            let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
+            for _ in 0..count {
+                let answer = match request_with(addr, "svc", "/", false, &headers).await {
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        let body = resp.into_body().collect().await?.to_bytes();
+                        format!("{status} {}", String::from_utf8_lossy(&body).trim())
+                    }
+                    Err(e) => format!("error {e}"),
+                };
+                *seen.entry(answer).or_default() += 1;
+            }
+            let mut tally: Vec<_> = seen.into_iter().collect();
+            tally.sort_by_key(|t| std::cmp::Reverse(t.1));
+            for (answer, n) in tally {
+                println!("{n} {answer}");
+            }
+            Ok(())
+        }
         Cmd::Load { addr, stop_file } => {
             let addr = resolve(&addr).await?;
             let (mut ok, mut failed) = (0u64, 0u64);
@@ -149,6 +188,16 @@ async fn request(
     path: &str,
     h2: bool,
 ) -> anyhow::Result<Response<Incoming>> {
+    request_with(addr, host, path, h2, &[]).await
+}
+
+async fn request_with(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    h2: bool,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<Response<Incoming>> {
     let stream = TcpStream::connect(addr).await.context("connect")?;
     let io = TokioIo::new(stream);
     let body = Full::new(Bytes::new());
@@ -156,14 +205,20 @@ async fn request(
         let (mut sender, conn) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
         tokio::spawn(conn);
-        let req = Request::get(format!("http://{host}{path}"))
-            .header("te", "trailers")
-            .body(body)?;
+        let mut req = Request::get(format!("http://{host}{path}")).header("te", "trailers");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(body)?;
         Ok(sender.send_request(req).await?)
     } else {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
         tokio::spawn(conn);
-        let req = Request::get(path).header("host", host).body(body)?;
+        let mut req = Request::get(path).header("host", host);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(body)?;
         Ok(sender.send_request(req).await?)
     }
 }
