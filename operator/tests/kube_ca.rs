@@ -288,6 +288,29 @@ fn forbidding() -> (kube::Client, kube_mock::Log) {
     kube_mock::client(|_| kube_mock::failure(403, "Forbidden", "forbidden"))
 }
 
+/// That `err` names the refused object by its flag and value, and the role to add it to.
+fn assert_names_the_grant(err: &str, flag: &str, value: &str, role: &str) {
+    let want =
+        format!("may not use {flag} {value}: add \"{value}\" to the resourceNames of {role}");
+    assert!(err.contains(&want), "{err}");
+}
+
+/// The error of a webhook round through `client`, with the Secret and configuration
+/// named `secret` and `config`.
+async fn webhook_error(client: kube::Client, secret: &str, config: &str) -> String {
+    let names = WebhookNames {
+        secret: secret.into(),
+        config: config.into(),
+        ..names()
+    };
+    let ca = Ca::generate_root(SystemTime::now()).unwrap();
+    WebhookTls::new(client, names)
+        .reconcile(&ca, SystemTime::now())
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
 #[tokio::test]
 async fn a_refused_renamed_object_is_named_with_the_role_to_add_it_to() {
     let (client, _) = forbidding();
@@ -296,29 +319,14 @@ async fn a_refused_renamed_object_is_named_with_the_role_to_add_it_to() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(
-        err.contains(
-            "may not use --ca-secret platform-ca: add \"platform-ca\" to the resourceNames of Role braid-operator-ca"
-        ),
-        "{err}"
-    );
+    assert_names_the_grant(&err, "--ca-secret", "platform-ca", "Role braid-operator-ca");
 
-    let ca = Ca::generate_root(SystemTime::now()).unwrap();
-    let renamed = |secret: &str, config: &str| WebhookNames {
-        secret: secret.into(),
-        config: config.into(),
-        ..names()
-    };
-    let err = WebhookTls::new(client.clone(), renamed("injector-cert", WEBHOOK_CONFIG))
-        .reconcile(&ca, SystemTime::now())
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains(
-            "may not use --webhook-secret injector-cert: add \"injector-cert\" to the resourceNames of Role braid-operator-ca"
-        ),
-        "{err}"
+    let err = webhook_error(client, "injector-cert", WEBHOOK_CONFIG).await;
+    assert_names_the_grant(
+        &err,
+        "--webhook-secret",
+        "injector-cert",
+        "Role braid-operator-ca",
     );
 
     // The Secret readable, the configuration refused.
@@ -331,16 +339,12 @@ async fn a_refused_renamed_object_is_named_with_the_role_to_add_it_to() {
             kube_mock::failure(403, "Forbidden", "forbidden")
         }
     });
-    let err = WebhookTls::new(client, renamed(WEBHOOK_SECRET, "mesh-injector"))
-        .reconcile(&ca, SystemTime::now())
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains(
-            "may not use --webhook-config mesh-injector: add \"mesh-injector\" to the resourceNames of ClusterRole braid-operator"
-        ),
-        "{err}"
+    let err = webhook_error(client, WEBHOOK_SECRET, "mesh-injector").await;
+    assert_names_the_grant(
+        &err,
+        "--webhook-config",
+        "mesh-injector",
+        "ClusterRole braid-operator",
     );
 }
 
