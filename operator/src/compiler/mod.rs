@@ -232,18 +232,8 @@ impl Compiler {
     /// The groups of every service that has TrafficRoutes, from the routes in force,
     /// oldest first (ties by namespace/name), so the outcome never depends on map order.
     fn groups_by_service(&self, snapshot: &Snapshot) -> HashMap<ObjectKey, Vec<Group>> {
-        let mut routes: Vec<_> = snapshot
-            .traffic_routes
-            .values()
-            .filter_map(|o| {
-                o.accepted
-                    .as_ref()
-                    .map(|r| (o.created.as_deref(), &o.key, r))
-            })
-            .collect();
-        routes.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         let mut out: HashMap<ObjectKey, Vec<Group>> = HashMap::new();
-        for (_, key, route) in routes {
+        for (key, route) in routes::oldest_first(snapshot) {
             let Some(svc) =
                 service_for_host(&route.spec.host, &key.namespace, &self.opts.cluster_domain)
             else {

@@ -71,19 +71,9 @@ impl RouteSet {
     /// oldest first (ties by namespace/name); a route overlapping an older one on the
     /// same service port is left out and listed in `conflicts`.
     pub fn new(snapshot: &Snapshot, cluster_domain: &str) -> Self {
-        let mut routes: Vec<(Option<&str>, &ObjectKey, &TrafficRoute)> = snapshot
-            .traffic_routes
-            .values()
-            .filter_map(|o| {
-                o.accepted
-                    .as_deref()
-                    .map(|r| (o.created.as_deref(), &o.key, r))
-            })
-            .collect();
-        routes.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         let mut set = Self::default();
         let mut claimed: Vec<(ObjectKey, Option<u16>, ObjectKey)> = Vec::new();
-        for (_, key, route) in routes {
+        for (key, route) in oldest_first(snapshot) {
             let Some(svc) = service_for_host(&route.spec.host, &key.namespace, cluster_domain)
             else {
                 continue;
@@ -148,6 +138,22 @@ impl RouteSet {
         self.by_labels.insert(labels.clone(), out.clone());
         out
     }
+}
+
+/// The TrafficRoutes in force (the last valid generation of each), oldest first, ties by
+/// namespace/name, so no outcome depends on map order.
+pub(super) fn oldest_first(snapshot: &Snapshot) -> Vec<(&ObjectKey, &TrafficRoute)> {
+    let mut routes: Vec<(Option<&str>, &ObjectKey, &TrafficRoute)> = snapshot
+        .traffic_routes
+        .values()
+        .filter_map(|o| {
+            o.accepted
+                .as_deref()
+                .map(|r| (o.created.as_deref(), &o.key, r))
+        })
+        .collect();
+    routes.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    routes.into_iter().map(|(_, key, r)| (key, r)).collect()
 }
 
 /// `rule` as a caller with `labels` sees it: the match entries it cannot meet removed,
