@@ -38,6 +38,8 @@ fn hundred_rules() -> ServiceRoutes {
                     group: "Group_1".into(),
                     weight: 100,
                 }],
+                timeout_ms: None,
+                fault: None,
             }
         })
         .collect();
@@ -54,6 +56,8 @@ fn hundred_rules() -> ServiceRoutes {
                 weight: 10,
             },
         ],
+        timeout_ms: None,
+        fault: None,
     });
     ServiceRoutes {
         from: "shop/payments".into(),

@@ -139,3 +139,66 @@ async fn a_bad_rule_is_refused_and_the_last_good_routes_stay() {
     assert_eq!(proxy.version_in_force().await, "good");
     assert_eq!(get(front, None).await.1, "g2 GET /");
 }
+
+async fn get_path(front: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let req = Request::get(path).header("host", "payments");
+    let resp = http1_request(front, req.body(empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let error = resp
+        .headers()
+        .get("x-braid-error")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, error)
+}
+
+#[tokio::test]
+async fn a_rule_timeout_answers_504_before_a_slow_upstream() {
+    let port = backends().await;
+    let front = free_addr();
+    let rules = r#"  - name: slow-guard
+    route: [{group: Group_1, weight: 100}]
+    timeoutMs: 300"#;
+    let _proxy = Proxy::start(&config("t1", front, port, rules)).await;
+    // The backend answers /slow after 1.5 s: only the deadline can make this a 504.
+    assert_eq!(
+        get_path(front, "/slow").await,
+        (504, "route timeout: no response within 300 ms".to_string())
+    );
+    assert_eq!(get_path(front, "/").await.0, 200);
+}
+
+#[tokio::test]
+async fn faults_abort_their_share_and_delay_requests() {
+    let port = backends().await;
+    let front = free_addr();
+    let rules = r#"  - name: chaos
+    match: [{headers: [{name: x-chaos, present: true}]}]
+    route: [{group: Group_1, weight: 100}]
+    fault: {abort: {percent: 50, status: 503}}
+  - name: slow
+    route: [{group: Group_1, weight: 100}]
+    fault: {delay: {percent: 100, fixedMs: 200}}"#;
+    let _proxy = Proxy::start(&config("f1", front, port, rules)).await;
+    let mut aborted = 0;
+    for _ in 0..400 {
+        let (status, body, error) = get(front, Some(("x-chaos", "1"))).await;
+        match status {
+            503 => {
+                assert_eq!(error, "fault injected");
+                aborted += 1;
+            }
+            200 => assert_eq!(body, "g1 GET /"),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // 50% of 400 = 200; the standard deviation is 10.
+    assert!((150..=250).contains(&aborted), "{aborted} of 400 aborted");
+    // Every request of the delay rule is held at least 200 ms.
+    let started = std::time::Instant::now();
+    let (status, body, _) = get(front, None).await;
+    assert_eq!((status, body.as_str()), (200, "g1 GET /"));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+}

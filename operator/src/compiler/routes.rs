@@ -10,7 +10,8 @@ use braid_crds::traffic_route::{
     RouteRule, TrafficRoute,
 };
 use braid_proxy::config::routes::{
-    HeaderMatch, PathMatch, RequestMatch, Rule, ServiceRoutes, ValueMatch, WeightedGroup,
+    AbortFault, DelayFault, Fault, HeaderMatch, PathMatch, RequestMatch, Rule, ServiceRoutes,
+    ValueMatch, WeightedGroup,
 };
 
 use super::host::service_for_host;
@@ -191,6 +192,21 @@ fn sourced_rule(rule: &RouteRule) -> SourcedRule {
                     weight: d.weight,
                 })
                 .collect(),
+            // Validation parsed these durations already; one that does not parse is
+            // left out rather than guessed.
+            timeout_ms: rule.timeout.as_ref().and_then(millis),
+            fault: rule.fault.as_ref().map(|f| Fault {
+                delay: f.delay.as_ref().and_then(|d| {
+                    Some(DelayFault {
+                        percent: d.percent,
+                        fixed_ms: millis(&d.fixed)?,
+                    })
+                }),
+                abort: f.abort.as_ref().map(|a| AbortFault {
+                    percent: a.percent,
+                    status: a.status,
+                }),
+            }),
         },
         sources: rule
             .matches
@@ -198,6 +214,12 @@ fn sourced_rule(rule: &RouteRule) -> SourcedRule {
             .map(|m| m.source_labels.clone())
             .collect(),
     }
+}
+
+/// A duration in whole milliseconds (at least 1, so a sub-millisecond value is not 0).
+fn millis(d: &braid_crds::common::Duration) -> Option<u64> {
+    let d = d.parse().ok()?;
+    Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1))
 }
 
 fn request_match(m: &CrdRequestMatch) -> RequestMatch {

@@ -444,3 +444,37 @@ fn a_route_change_recompiles_callers_and_matches_a_full_compile() {
         assert_eq!(**cfg, *after.configs[k], "{k}");
     }
 }
+
+#[test]
+fn timeouts_and_faults_reach_the_rules_in_milliseconds() {
+    let text = STEERING.replace(
+        "  - name: default\n",
+        "  - name: default\n    timeout: 1500ms\n    fault: {delay: {percent: 5, fixed: 200ms}, abort: {percent: 0.5, status: 503}}\n",
+    );
+    let out = compile(&snapshot(REGISTRY, &text), &Options::default());
+    let rule = out.configs[&key("checkout")].routes[0]
+        .rules
+        .iter()
+        .find(|r| r.name == "default")
+        .unwrap()
+        .clone();
+    assert_eq!(rule.timeout_ms, Some(1500));
+    let fault = rule.fault.unwrap();
+    assert_eq!(
+        (
+            fault.delay.as_ref().unwrap().percent,
+            fault.delay.as_ref().unwrap().fixed_ms
+        ),
+        (5.0, 200)
+    );
+    assert_eq!(
+        (
+            fault.abort.as_ref().unwrap().percent,
+            fault.abort.as_ref().unwrap().status
+        ),
+        (0.5, 503)
+    );
+    for cfg in out.configs.values() {
+        braid_proxy::config::Tables::build(ProxyConfig::clone(cfg)).unwrap();
+    }
+}

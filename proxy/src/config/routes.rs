@@ -36,6 +36,44 @@ pub struct Rule {
     /// chosen by weight. Empty: any of the service's endpoints.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub route: Vec<WeightedGroup>,
+    /// The request's deadline in milliseconds; on expiry the caller gets 504.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Deliberate delays and errors, for testing how callers cope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+}
+
+/// Faults injected into a rule's requests.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fault {
+    /// Hold a share of requests before forwarding them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<DelayFault>,
+    /// Answer a share of requests with an error instead of forwarding them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<AbortFault>,
+}
+
+/// A fixed delay for a share of requests.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DelayFault {
+    /// Percent of requests delayed, 0 to 100.
+    pub percent: f64,
+    /// How long each is held, in milliseconds.
+    pub fixed_ms: u64,
+}
+
+/// An error answer for a share of requests.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AbortFault {
+    /// Percent of requests aborted, 0 to 100.
+    pub percent: f64,
+    /// The status answered, 200 to 599.
+    pub status: u16,
 }
 
 /// Conditions on one request, all of which must hold (AND).

@@ -47,6 +47,8 @@ pub struct Picked {
     pub addr: SocketAddr,
     /// The rule and group that chose it, when the port has rules.
     pub routed: Option<(Arc<str>, Arc<str>)>,
+    /// The rule's deadline and faults (none without rules).
+    pub policy: crate::routing::RulePolicy,
 }
 
 /// Why a request has nowhere to go.
@@ -118,7 +120,11 @@ impl OutboundTarget {
         let Some(routes) = &self.routes else {
             return self
                 .pick()
-                .map(|addr| Picked { addr, routed: None })
+                .map(|addr| Picked {
+                    addr,
+                    routed: None,
+                    policy: Default::default(),
+                })
                 .ok_or_else(|| PickError::NoEndpoints(self.label.clone()));
         };
         let rule = routes.select(req)?;
@@ -129,6 +135,7 @@ impl OutboundTarget {
             return Ok(Picked {
                 addr,
                 routed: Some((rule.name.clone(), Arc::from("*"))),
+                policy: rule.policy,
             });
         };
         let group = self
@@ -141,6 +148,7 @@ impl OutboundTarget {
         Ok(Picked {
             addr,
             routed: Some((rule.name.clone(), group.name.clone())),
+            policy: rule.policy,
         })
     }
 

@@ -74,9 +74,31 @@ impl Forwarder {
         strip_hop_by_hop(req.headers_mut(), upgrade);
         let result = match upstream.pick_for(&RequestHead::of(&req)) {
             Err(e) => Err(ForwardError::from(e)),
-            Ok(picked) if upgrade => self.forward_upgrade(picked.addr, req).await,
-            Ok(picked) if http2 => self.pool.send_h2(picked.addr, req).await,
-            Ok(picked) => self.pool.send_h1(picked.addr, req, sticky).await,
+            Ok(picked) => match picked.policy.roll_abort() {
+                Some(status) => Err(ForwardError::FaultAbort(status)),
+                None => {
+                    if let Some(delay) = picked.policy.roll_delay() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    let addr = picked.addr;
+                    let send = async {
+                        if upgrade {
+                            self.forward_upgrade(addr, req).await
+                        } else if http2 {
+                            self.pool.send_h2(addr, req).await
+                        } else {
+                            self.pool.send_h1(addr, req, sticky).await
+                        }
+                    };
+                    match picked.policy.timeout {
+                        // The deadline runs until the response starts.
+                        Some(limit) => tokio::time::timeout(limit, send)
+                            .await
+                            .unwrap_or(Err(ForwardError::RouteTimeout(limit))),
+                        None => send.await,
+                    }
+                }
+            },
         };
         let response = match result {
             Ok(mut resp) => {

@@ -32,6 +32,12 @@ pub enum ForwardError {
     /// rule matched.
     #[error(transparent)]
     Pick(#[from] crate::config::PickError),
+    /// The rule's deadline passed before the response started.
+    #[error("route timeout: no response within {} ms", .0.as_millis())]
+    RouteTimeout(std::time::Duration),
+    /// The rule's fault injection answered instead of the upstream.
+    #[error("fault injected")]
+    FaultAbort(StatusCode),
     /// The destination is no longer in the config.
     #[error("no route to {0}: it is no longer in the proxy's config")]
     NoRoute(String),
@@ -42,7 +48,8 @@ impl ForwardError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Connect(_) | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Self::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::ConnectTimeout | Self::RouteTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::FaultAbort(status) => *status,
             Self::Pick(PickError::Route(RouteError::NoRuleMatches(_))) => StatusCode::NOT_FOUND,
             Self::Pick(_) | Self::NoRoute(_) => StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -4,10 +4,12 @@
 //! on its own.
 
 mod matcher;
+mod policy;
 mod table;
 mod weighted;
 
 pub use matcher::CompiledMatch;
+pub use policy::RulePolicy;
 pub use table::{CompiledRule, RouteError, RouteTable};
 pub use weighted::WeightedChoice;
 

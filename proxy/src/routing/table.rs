@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{CompiledMatch, RequestHead, WeightedChoice};
+use super::{CompiledMatch, RequestHead, RulePolicy, WeightedChoice};
 use crate::config::routes::ServiceRoutes;
 
 /// A compiled rule.
@@ -13,6 +13,8 @@ pub struct CompiledRule {
     matches: Vec<CompiledMatch>,
     /// `None`: the rule names no group, any endpoint of the service serves.
     choice: Option<WeightedChoice>,
+    /// Its deadline and faults.
+    pub policy: RulePolicy,
 }
 
 impl CompiledRule {
@@ -82,6 +84,7 @@ impl RouteTable {
                 name: rule.name.as_str().into(),
                 matches,
                 choice,
+                policy: RulePolicy::compile(rule, &here)?,
             });
         }
         Ok(Self {
@@ -134,6 +137,8 @@ mod tests {
                     weight: *w,
                 })
                 .collect(),
+            timeout_ms: None,
+            fault: None,
         }
     }
 
