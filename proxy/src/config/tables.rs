@@ -45,8 +45,6 @@ impl GroupTarget {
 pub struct Picked {
     /// The endpoint.
     pub addr: SocketAddr,
-    /// The rule and group that chose it, when the port has rules.
-    pub routed: Option<(Arc<str>, Arc<str>)>,
     /// The rule's deadline and faults (none without rules).
     pub policy: crate::routing::RulePolicy,
 }
@@ -122,7 +120,6 @@ impl OutboundTarget {
                 .pick()
                 .map(|addr| Picked {
                     addr,
-                    routed: None,
                     policy: Default::default(),
                 })
                 .ok_or_else(|| PickError::NoEndpoints(self.label.clone()));
@@ -134,7 +131,6 @@ impl OutboundTarget {
                 .ok_or_else(|| PickError::NoEndpoints(self.label.clone()))?;
             return Ok(Picked {
                 addr,
-                routed: Some((rule.name.clone(), Arc::from("*"))),
                 policy: rule.policy,
             });
         };
@@ -147,7 +143,6 @@ impl OutboundTarget {
             .ok_or_else(|| RouteError::EmptyGroup(group.name.clone()))?;
         Ok(Picked {
             addr,
-            routed: Some((rule.name.clone(), group.name.clone())),
             policy: rule.policy,
         })
     }
