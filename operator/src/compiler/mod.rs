@@ -16,7 +16,7 @@ use braid_proxy::config::routes::ServiceRoutes;
 use braid_proxy::config::{Identity, ProxyConfig, Service};
 
 pub use host::{hostnames, service_for_host};
-pub use routes::{Conflict, RouteSet};
+pub use routes::{Conflict, RouteSet, conflicts};
 pub use service::{CompiledService, ServiceInputs, compile_service};
 pub use version::Digest256;
 pub use workload::{WorkloadInputs, inbound_ports};
@@ -71,8 +71,6 @@ pub struct Output {
     pub configs: BTreeMap<ObjectKey, Arc<ProxyConfig>>,
     /// What the compile rebuilt.
     pub stats: Stats,
-    /// TrafficRoutes left out because an older one holds the same service port.
-    pub conflicts: Vec<Conflict>,
 }
 
 /// Compiles snapshots, reusing what did not change since the last one.
@@ -190,11 +188,7 @@ impl Compiler {
             workloads.insert(key.clone(), cached);
         }
         self.workloads = workloads;
-        Output {
-            configs,
-            stats,
-            conflicts: routes.conflicts,
-        }
+        Output { configs, stats }
     }
 
     fn workload_config(

@@ -55,8 +55,6 @@ pub struct RouteSet {
     shared_digest: Option<Digest256>,
     /// Callers' labels → their routes and digest, so replicas share one copy.
     by_labels: HashMap<BTreeMap<String, String>, CallerRoutes>,
-    /// Routes left out because an older route holds their service port.
-    pub conflicts: Vec<Conflict>,
 }
 
 /// Whether two routes' ports overlap (absent: every port).
@@ -67,33 +65,61 @@ fn overlaps(a: Option<u16>, b: Option<u16>) -> bool {
     }
 }
 
+/// A route in force for a service port.
+struct Winner<'a> {
+    key: &'a ObjectKey,
+    route: &'a TrafficRoute,
+    service: ObjectKey,
+}
+
+/// The accepted TrafficRoutes of `snapshot` whose host is one of its Services, oldest
+/// first (ties by namespace/name), split into those in force and those left out because
+/// an older one overlaps them on the same service port.
+fn resolve<'a>(snapshot: &'a Snapshot, cluster_domain: &str) -> (Vec<Winner<'a>>, Vec<Conflict>) {
+    let mut winners: Vec<Winner<'a>> = Vec::new();
+    let mut conflicts = Vec::new();
+    for (key, route) in oldest_first(snapshot) {
+        let Some(service) = service_for_host(&route.spec.host, &key.namespace, cluster_domain)
+            .filter(|svc| snapshot.services.contains_key(svc))
+        else {
+            continue;
+        };
+        let port = route.spec.port;
+        match winners
+            .iter()
+            .find(|w| w.service == service && overlaps(w.route.spec.port, port))
+        {
+            Some(w) => conflicts.push(Conflict {
+                loser: key.clone(),
+                winner: w.key.clone(),
+            }),
+            None => winners.push(Winner {
+                key,
+                route,
+                service,
+            }),
+        }
+    }
+    (winners, conflicts)
+}
+
+/// The TrafficRoutes left out because an older one holds their service port (what
+/// their status reports), without compiling any rule.
+pub fn conflicts(snapshot: &Snapshot, cluster_domain: &str) -> Vec<Conflict> {
+    resolve(snapshot, cluster_domain).1
+}
+
 impl RouteSet {
-    /// The accepted TrafficRoutes of `snapshot` whose host is one of its Services,
-    /// oldest first (ties by namespace/name); a route overlapping an older one on the
-    /// same service port is left out and listed in `conflicts`.
+    /// The routes in force in `snapshot` (see [`conflicts`] for those left out).
     pub fn new(snapshot: &Snapshot, cluster_domain: &str) -> Self {
+        let (winners, _) = resolve(snapshot, cluster_domain);
         let mut set = Self::default();
-        let mut claimed: Vec<(ObjectKey, Option<u16>, ObjectKey)> = Vec::new();
-        for (key, route) in oldest_first(snapshot) {
-            let Some(svc) = service_for_host(&route.spec.host, &key.namespace, cluster_domain)
-            else {
-                continue;
-            };
-            if !snapshot.services.contains_key(&svc) {
-                continue;
-            }
-            let port = route.spec.port;
-            if let Some((_, _, winner)) = claimed
-                .iter()
-                .find(|(s, p, _)| *s == svc && overlaps(*p, port))
-            {
-                set.conflicts.push(Conflict {
-                    loser: key.clone(),
-                    winner: winner.clone(),
-                });
-                continue;
-            }
-            claimed.push((svc.clone(), port, key.clone()));
+        for Winner {
+            key,
+            route,
+            service,
+        } in winners
+        {
             let rules: Vec<SourcedRule> = route.spec.rules.iter().map(sourced_rule).collect();
             set.per_caller |= rules
                 .iter()
@@ -101,9 +127,9 @@ impl RouteSet {
             set.entries.push(Entry {
                 routes: ServiceRoutes {
                     from: key.to_string(),
-                    service: svc.name.clone(),
-                    namespace: svc.namespace.clone(),
-                    port,
+                    service: service.name,
+                    namespace: service.namespace,
+                    port: route.spec.port,
                     rules: rules.iter().map(|r| r.rule.clone()).collect(),
                 },
                 rules,

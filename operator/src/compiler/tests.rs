@@ -417,7 +417,7 @@ fn the_oldest_route_of_a_service_port_wins_and_the_other_is_reported() {
         &out.configs[&key("payments-a")].routes
     ));
     assert_eq!(
-        out.conflicts,
+        conflicts(&snap, "cluster.local"),
         [Conflict {
             loser: key("newer"),
             winner: key("older")

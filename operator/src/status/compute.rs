@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde::Serialize;
 
 use super::{Event, StatusUpdate};
-use crate::compiler::{RouteSet, service_for_host};
+use crate::compiler::{conflicts, service_for_host};
 use crate::registry::{Kind, ObjectKey, Observed, Snapshot};
 
 /// The condition type every braid resource carries.
@@ -79,7 +79,7 @@ pub fn compute(
     now: &Time,
 ) -> Computed {
     let mut out = Computed::default();
-    let conflicts = RouteSet::new(snapshot, proxies.cluster_domain).conflicts;
+    let conflicts = conflicts(snapshot, proxies.cluster_domain);
     for obs in snapshot.traffic_routes.values() {
         let host_service = obs.accepted.as_ref().and_then(|r| {
             service_for_host(&r.spec.host, &obs.key.namespace, proxies.cluster_domain)
