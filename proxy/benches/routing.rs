@@ -38,8 +38,7 @@ fn hundred_rules() -> ServiceRoutes {
                     group: "Group_1".into(),
                     weight: 100,
                 }],
-                timeout_ms: None,
-                fault: None,
+                ..Default::default()
             }
         })
         .collect();
@@ -56,8 +55,7 @@ fn hundred_rules() -> ServiceRoutes {
                 weight: 10,
             },
         ],
-        timeout_ms: None,
-        fault: None,
+        ..Default::default()
     });
     ServiceRoutes {
         from: "shop/payments".into(),

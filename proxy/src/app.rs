@@ -299,7 +299,7 @@ async fn prune_pool(
                 tables
                     .listeners
                     .iter()
-                    .flat_map(|l| l.target.endpoints.iter().copied()),
+                    .flat_map(|l| l.target.endpoints.iter().map(|e| e.addr)),
             )
             .collect();
         pool.retain_endpoints(live);

@@ -51,7 +51,43 @@ impl EncodeLabelValue for SharedLabel {
 struct RequestLabels {
     direction: Direction,
     target: SharedLabel,
+    /// The TrafficRoute rule that matched (empty without rules).
+    rule: SharedLabel,
+    /// The group the rule chose (empty when none).
+    group: SharedLabel,
     code: u16,
+}
+
+/// What routing decided for a request, for its metrics.
+#[derive(Clone, Debug, Default)]
+pub struct Routed {
+    /// The rule that matched.
+    pub rule: Option<Arc<str>>,
+    /// The group chosen.
+    pub group: Option<Arc<str>>,
+}
+
+/// What became of a retry a rule wanted.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum RetryResult {
+    /// It was sent.
+    sent,
+    /// The retry budget was spent, so the failure went to the caller.
+    budget_exhausted,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryLabels {
+    target: SharedLabel,
+    rule: SharedLabel,
+    result: RetryResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MirrorLabels {
+    target: SharedLabel,
+    group: SharedLabel,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,6 +110,8 @@ struct VersionLabels {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    retries: Family<RetryLabels, Counter>,
+    mirrors: Family<MirrorLabels, Counter>,
     /// Per direction, fetched once: the family lookup is not paid per request.
     latency: [Histogram; 2],
     /// Requests waiting for their response, per direction (same indexing as `latency`).
@@ -97,8 +135,20 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
-            "HTTP requests by direction, target and status code",
+            "HTTP requests by direction, target, TrafficRoute rule, group and status code",
             requests.clone(),
+        );
+        let retries = Family::<RetryLabels, Counter>::default();
+        registry.register(
+            "retries",
+            "Retries a TrafficRoute rule asked for, sent or refused by the retry budget",
+            retries.clone(),
+        );
+        let mirrors = Family::<MirrorLabels, Counter>::default();
+        registry.register(
+            "mirrored_requests",
+            "Copies of requests sent to a mirror group",
+            mirrors.clone(),
         );
         let latency = Family::<DirectionLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0001, 2.0, 18))
@@ -141,6 +191,8 @@ impl Metrics {
         Self {
             registry,
             requests,
+            retries,
+            mirrors,
             latency,
             connections,
             open,
@@ -151,15 +203,45 @@ impl Metrics {
     }
 
     /// Counts a finished request.
-    pub fn request(&self, direction: Direction, target: &Arc<str>, code: u16, seconds: f64) {
+    pub fn request(
+        &self,
+        direction: Direction,
+        target: &Arc<str>,
+        routed: Routed,
+        code: u16,
+        seconds: f64,
+    ) {
         self.requests
             .get_or_create(&RequestLabels {
                 direction,
                 target: SharedLabel(target.clone()),
+                rule: label(routed.rule),
+                group: label(routed.group),
                 code,
             })
             .inc();
         self.latency[direction as usize].observe(seconds);
+    }
+
+    /// Counts a retry of `rule`'s request to `target`.
+    pub fn retry(&self, target: &Arc<str>, rule: &Arc<str>, result: RetryResult) {
+        self.retries
+            .get_or_create(&RetryLabels {
+                target: SharedLabel(target.clone()),
+                rule: SharedLabel(rule.clone()),
+                result,
+            })
+            .inc();
+    }
+
+    /// Counts a copy of a request sent to `group` of `target`.
+    pub fn mirrored(&self, target: &Arc<str>, group: &Arc<str>) {
+        self.mirrors
+            .get_or_create(&MirrorLabels {
+                target: SharedLabel(target.clone()),
+                group: SharedLabel(group.clone()),
+            })
+            .inc();
     }
 
     /// Counts a connection; the guard keeps it in the open gauge until dropped.
@@ -232,6 +314,13 @@ impl Metrics {
     }
 }
 
+/// An optional label value; absent is the empty string (no allocation: the empty `Arc`
+/// is made once).
+fn label(value: Option<Arc<str>>) -> SharedLabel {
+    static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    SharedLabel(value.unwrap_or_else(|| EMPTY.get_or_init(|| Arc::from("")).clone()))
+}
+
 /// Keeps a connection counted as open, or a request as in flight.
 pub struct OpenGuard(Gauge);
 
@@ -251,14 +340,39 @@ mod tests {
         m.request(
             Direction::outbound,
             &Arc::from("payments.shop:80"),
+            Routed::default(),
             200,
             0.001,
         );
+        m.request(
+            Direction::outbound,
+            &Arc::from("payments.shop:80"),
+            Routed {
+                rule: Some("transfers".into()),
+                group: Some("Group_2".into()),
+            },
+            503,
+            0.001,
+        );
+        m.retry(
+            &Arc::from("payments.shop:80"),
+            &Arc::from("transfers"),
+            RetryResult::budget_exhausted,
+        );
+        m.mirrored(&Arc::from("payments.shop:80"), &Arc::from("shadow"));
         let guard = m.connection(Direction::inbound, ConnProtocol::http2);
         m.config_applied("v1");
         m.config_applied("v2");
         let text = m.encode();
-        assert!(text.contains(r#"braid_requests_total{direction="outbound",target="payments.shop:80",code="200"} 1"#), "{text}");
+        assert!(text.contains(r#"braid_requests_total{direction="outbound",target="payments.shop:80",rule="",group="",code="200"} 1"#), "{text}");
+        assert!(text.contains(r#"braid_requests_total{direction="outbound",target="payments.shop:80",rule="transfers",group="Group_2",code="503"} 1"#), "{text}");
+        assert!(text.contains(r#"braid_retries_total{target="payments.shop:80",rule="transfers",result="budget_exhausted"} 1"#), "{text}");
+        assert!(
+            text.contains(
+                r#"braid_mirrored_requests_total{target="payments.shop:80",group="shadow"} 1"#
+            ),
+            "{text}"
+        );
         assert!(
             text.contains(r#"braid_tcp_connections_open{direction="inbound",protocol="http2"} 1"#),
             "{text}"

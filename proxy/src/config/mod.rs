@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use protocol::Protocol;
 pub use source::{ConfigError, ConfigSource, FileSource, load_file, parse_json};
-pub use tables::{ListenerPlan, OutboundTarget, PickError, Picked, Tables};
+pub use tables::{ListenerPlan, OutboundTarget, PickError, Selected, Tables};
 
 /// The whole configuration of one proxy. Later issues add TLS and resilience next to
 /// `services`. An unknown field is refused in a file (a typo must not pass

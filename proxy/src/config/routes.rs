@@ -24,7 +24,7 @@ pub struct ServiceRoutes {
 }
 
 /// One rule: which requests, and where they go.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Rule {
     /// The rule's name, for metrics.
@@ -42,6 +42,70 @@ pub struct Rule {
     /// Deliberate delays and errors, for testing how callers cope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<Fault>,
+    /// Copies of a share of requests sent to another group; their responses are dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Mirror>,
+    /// How failed attempts are retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<Retries>,
+    /// A token bucket this caller applies to the rule's requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Copies of requests for another group (shadow traffic).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mirror {
+    /// A group of the service (`services[].groups[].name`).
+    pub group: String,
+    /// Percent of the rule's requests copied, 0 to 100.
+    pub percent: f64,
+}
+
+/// Retries of failed attempts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Retries {
+    /// Retries after the first attempt.
+    pub attempts: u32,
+    /// The deadline of each attempt in milliseconds; absent: only the rule's timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout_ms: Option<u64>,
+    /// Which failures are retried; empty: `connect-failure`, `refused-stream`, `reset`.
+    #[serde(default, rename = "on", skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<RetryOn>,
+}
+
+/// A failure that may be retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RetryOn {
+    /// The connection to the endpoint could not be opened.
+    #[serde(rename = "connect-failure")]
+    ConnectFailure,
+    /// The HTTP/2 server refused the stream before processing it.
+    #[serde(rename = "refused-stream")]
+    RefusedStream,
+    /// The connection failed before a response arrived.
+    #[serde(rename = "reset")]
+    Reset,
+    /// The response was 502, 503 or 504 (an attempt's own timeout counts as 504).
+    #[serde(rename = "gateway-error")]
+    GatewayError,
+    /// The response was any 5xx.
+    #[serde(rename = "5xx")]
+    ServerError,
+}
+
+/// A token bucket: `requestsPerSecond` sustained, `burst` more at once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub requests_per_second: u32,
+    /// Extra requests allowed at once; absent: one second's worth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
 }
 
 /// Faults injected into a rule's requests.

@@ -134,7 +134,7 @@ impl ConfigSource {
 
     /// Compiles `config` and swaps it in; on error nothing changes.
     pub fn apply(&self, config: ProxyConfig) -> Result<(), ConfigError> {
-        let tables = Tables::build(config)?;
+        let tables = Tables::build_after(config, Some(&self.current.load()))?;
         tracing::info!(version = %tables.config.version, services = tables.config.services.len(), "config applied");
         let tables = Arc::new(tables);
         // In force first, then announced: whoever is told reads the new tables.

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::routes::ServiceRoutes;
 use super::{ConfigError, ListenerTarget, Protocol, ProxyConfig, Service};
-use crate::routing::{RequestHead, RouteError, RouteTable};
+use crate::balance::{self, Endpoint, Loads};
+use crate::routing::{CompiledRule, RequestHead, RouteError, RouteTable, RulePolicy};
 
 /// Where an outbound connection or request to one service port goes.
 #[derive(Debug)]
@@ -17,10 +18,10 @@ pub struct OutboundTarget {
     pub label: Arc<str>,
     /// The port's protocol.
     pub protocol: Protocol,
-    /// Every endpoint address (ip:targetPort), over all groups.
-    pub endpoints: Vec<SocketAddr>,
+    /// Every endpoint (ip:targetPort), over all groups.
+    pub endpoints: Vec<Endpoint>,
     next: AtomicUsize,
-    /// The service's groups with their addresses on this port, in config order.
+    /// The service's groups with their endpoints on this port, in config order.
     groups: Vec<GroupTarget>,
     /// The routing rules of this port, when a TrafficRoute has any.
     routes: Option<RouteTable>,
@@ -30,23 +31,7 @@ pub struct OutboundTarget {
 #[derive(Debug)]
 struct GroupTarget {
     name: Arc<str>,
-    endpoints: Vec<SocketAddr>,
-    next: AtomicUsize,
-}
-
-impl GroupTarget {
-    fn pick(&self) -> Option<SocketAddr> {
-        round_robin(&self.endpoints, &self.next)
-    }
-}
-
-/// Where one request goes.
-#[derive(Debug, Clone)]
-pub struct Picked {
-    /// The endpoint.
-    pub addr: SocketAddr,
-    /// The rule's deadline and faults (none without rules).
-    pub policy: crate::routing::RulePolicy,
+    endpoints: Vec<Endpoint>,
 }
 
 /// Why a request has nowhere to go.
@@ -60,13 +45,65 @@ pub enum PickError {
     Route(#[from] RouteError),
 }
 
+/// How one request is handled: the rule it matched (if the port has rules) and the
+/// group chosen for it. Endpoints are picked from it, once per attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Selected<'a> {
+    target: &'a OutboundTarget,
+    /// The rule that matched.
+    pub rule: Option<&'a CompiledRule>,
+    group: Option<&'a GroupTarget>,
+}
+
+impl<'a> Selected<'a> {
+    /// The rule's deadline, faults and retries (none without rules).
+    pub fn policy(&self) -> RulePolicy {
+        self.rule.map(|r| r.policy).unwrap_or_default()
+    }
+
+    /// The chosen group's name, if the rule chose one.
+    pub fn group_name(&self) -> Option<&'a Arc<str>> {
+        self.group.map(|g| &g.name)
+    }
+
+    /// The endpoint for an attempt: the less loaded of two of the group's (or, without a
+    /// group, the service's) endpoints, avoiding `not` (the endpoint that just failed)
+    /// when there is another.
+    pub fn endpoint(&self, not: Option<SocketAddr>) -> Result<&'a Endpoint, PickError> {
+        let endpoints = match self.group {
+            Some(g) => &g.endpoints,
+            None => &self.target.endpoints,
+        };
+        let picked = balance::pick(endpoints).ok_or_else(|| match self.group {
+            Some(g) => PickError::Route(RouteError::EmptyGroup(g.name.clone())),
+            None => PickError::NoEndpoints(self.target.label.clone()),
+        })?;
+        match not {
+            Some(addr) if picked.addr == addr && endpoints.len() > 1 => Ok(endpoints
+                .iter()
+                .filter(|e| e.addr != addr)
+                .nth(fastrand::usize(..endpoints.len() - 1))
+                .unwrap_or(picked)),
+            _ => Ok(picked),
+        }
+    }
+
+    /// Where this request's copy goes, if the rule mirrors and the request draws one;
+    /// `None` also when the mirror group has no endpoint.
+    pub fn mirror(&self) -> Option<(&'a Arc<str>, &'a Endpoint)> {
+        let mirror = self.rule?.mirror.filter(|m| m.roll())?;
+        let group = self.target.groups.get(mirror.group)?;
+        balance::pick(&group.endpoints).map(|e| (&group.name, e))
+    }
+}
+
 /// The next of `endpoints` after `next`.
-fn round_robin(endpoints: &[SocketAddr], next: &AtomicUsize) -> Option<SocketAddr> {
+fn round_robin(endpoints: &[Endpoint], next: &AtomicUsize) -> Option<SocketAddr> {
     if endpoints.is_empty() {
         return None;
     }
     let i = next.fetch_add(1, Ordering::Relaxed);
-    endpoints.get(i % endpoints.len()).copied()
+    endpoints.get(i % endpoints.len()).map(|e| e.addr)
 }
 
 impl OutboundTarget {
@@ -75,7 +112,7 @@ impl OutboundTarget {
         namespace: &str,
         port: u16,
         protocol: Protocol,
-        endpoints: Vec<SocketAddr>,
+        endpoints: Vec<Endpoint>,
     ) -> Self {
         let label = if namespace.is_empty() {
             format!("{service}:{port}")
@@ -98,7 +135,10 @@ impl OutboundTarget {
         Self {
             label: addr.to_string().into(),
             protocol,
-            endpoints: vec![addr],
+            endpoints: vec![Endpoint {
+                addr,
+                load: Default::default(),
+            }],
             next: AtomicUsize::new(0),
             groups: Vec::new(),
             routes: None,
@@ -111,39 +151,29 @@ impl OutboundTarget {
         round_robin(&self.endpoints, &self.next)
     }
 
-    /// Where the request with head `req` goes: through the port's rules when it has
-    /// any (first matching rule, a group by weight, an endpoint of the group), else to
-    /// any endpoint.
-    pub fn pick_for(&self, req: &RequestHead<'_>) -> Result<Picked, PickError> {
+    /// How the request with head `req` is handled: through the port's rules when it has
+    /// any (the first matching rule, a group by weight), else over all endpoints.
+    pub fn select(&self, req: &RequestHead<'_>) -> Result<Selected<'_>, PickError> {
         let Some(routes) = &self.routes else {
-            return self
-                .pick()
-                .map(|addr| Picked {
-                    addr,
-                    policy: Default::default(),
-                })
-                .ok_or_else(|| PickError::NoEndpoints(self.label.clone()));
-        };
-        let rule = routes.select(req)?;
-        let Some(chosen) = rule.choose_group() else {
-            let addr = self
-                .pick()
-                .ok_or_else(|| PickError::NoEndpoints(self.label.clone()))?;
-            return Ok(Picked {
-                addr,
-                policy: rule.policy,
+            return Ok(Selected {
+                target: self,
+                rule: None,
+                group: None,
             });
         };
-        let group = self
-            .groups
-            .get(chosen)
-            .ok_or_else(|| PickError::NoEndpoints(self.label.clone()))?;
-        let addr = group
-            .pick()
-            .ok_or_else(|| RouteError::EmptyGroup(group.name.clone()))?;
-        Ok(Picked {
-            addr,
-            policy: rule.policy,
+        let rule = routes.select(req)?;
+        let group = match rule.choose_group() {
+            None => None,
+            Some(i) => Some(
+                self.groups
+                    .get(i)
+                    .ok_or_else(|| PickError::NoEndpoints(self.label.clone()))?,
+            ),
+        };
+        Ok(Selected {
+            target: self,
+            rule: Some(rule),
+            group,
         })
     }
 
@@ -203,24 +233,39 @@ pub struct Tables {
     inbound: HashMap<u16, Arc<OutboundTarget>>,
     /// Explicit listeners.
     pub listeners: Vec<ListenerPlan>,
+    /// The load of every service endpoint, handed on to the next version.
+    loads: Loads,
 }
 
 impl Tables {
     /// Compiles `config`, refusing contradictions (one VIP:port claimed by two services, a
     /// listener naming a service that does not exist) with an error that names them.
     pub fn build(config: ProxyConfig) -> Result<Self, ConfigError> {
+        Self::build_after(config, None)
+    }
+
+    /// As [`Tables::build`], keeping the endpoint loads `previous` measured for the
+    /// endpoints that stay.
+    pub fn build_after(
+        config: ProxyConfig,
+        previous: Option<&Tables>,
+    ) -> Result<Self, ConfigError> {
+        let mut loads = previous
+            .map(|p| Loads::carried_from(&p.loads))
+            .unwrap_or_default();
         let mut outbound = HashMap::new();
         let mut by_service: HashMap<(String, String, u16), Arc<OutboundTarget>> = HashMap::new();
         for svc in config.services.iter() {
             for port in &svc.ports {
                 // Groups may overlap (a pod in two groups): count each endpoint once.
                 let mut seen = std::collections::HashSet::new();
-                let endpoints: Vec<SocketAddr> = svc
+                let endpoints: Vec<Endpoint> = svc
                     .groups
                     .iter()
                     .flat_map(|g| &g.endpoints)
                     .map(|e| SocketAddr::new(e.address, port.target()))
                     .filter(|addr| seen.insert(*addr))
+                    .map(|addr| loads.endpoint(addr))
                     .collect();
                 let mut target = OutboundTarget::new(
                     &svc.name,
@@ -237,9 +282,8 @@ impl Tables {
                         endpoints: g
                             .endpoints
                             .iter()
-                            .map(|e| SocketAddr::new(e.address, port.target()))
+                            .map(|e| loads.endpoint(SocketAddr::new(e.address, port.target())))
                             .collect(),
-                        next: AtomicUsize::new(0),
                     })
                     .collect();
                 if let Some((i, routes)) = routes_for(&config.routes, svc, port.port)? {
@@ -314,11 +358,17 @@ impl Tables {
                 target,
             });
         }
+        let live: std::collections::HashSet<SocketAddr> = by_service
+            .values()
+            .flat_map(|t| t.endpoints.iter().map(|e| e.addr))
+            .collect();
+        loads.retain(|addr| live.contains(addr));
         Ok(Self {
             config: Arc::new(config),
             outbound,
             inbound,
             listeners,
+            loads,
         })
     }
 

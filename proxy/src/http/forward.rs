@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -15,14 +15,27 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Route;
-use super::{ForwardError, Pool, Sticky, is_upgrade, strip_hop_by_hop};
-use crate::config::ConfigSource;
-use crate::metrics::{Direction, Metrics};
-use crate::routing::RequestHead;
+use super::replay::Replayable;
+use super::{ForwardError, Pool, Sticky, UpBody, is_upgrade, strip_hop_by_hop};
+use crate::balance::Endpoint;
+use crate::config::{ConfigSource, Selected};
+use crate::metrics::{Direction, Metrics, RetryResult, Routed};
+use crate::routing::{AttemptOutcome, RequestHead};
 use tokio_util::task::TaskTracker;
 
 /// The body of every response the proxy sends.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// How long a mirror copy may take before it is given up.
+const MIRROR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One request's way out: what routing chose, and how to send.
+struct Outgoing<'a> {
+    label: &'a Arc<str>,
+    selected: Selected<'a>,
+    http2: bool,
+    sticky: &'a Sticky,
+}
 
 /// Forwards requests for one direction.
 #[derive(Clone)]
@@ -72,33 +85,22 @@ impl Forwarder {
         let http2 = req.version() == http::Version::HTTP_2;
         let upgrade = !http2 && is_upgrade(req.headers());
         strip_hop_by_hop(req.headers_mut(), upgrade);
-        let result = match upstream.pick_for(&RequestHead::of(&req)) {
+        let mut routed = Routed::default();
+        let result = match upstream.select(&RequestHead::of(&req)) {
             Err(e) => Err(ForwardError::from(e)),
-            Ok(picked) => match picked.policy.roll_abort() {
-                Some(status) => Err(ForwardError::FaultAbort(status)),
-                None => {
-                    if let Some(delay) = picked.policy.roll_delay() {
-                        tokio::time::sleep(delay).await;
-                    }
-                    let addr = picked.addr;
-                    let send = async {
-                        if upgrade {
-                            self.forward_upgrade(addr, req).await
-                        } else if http2 {
-                            self.pool.send_h2(addr, req).await
-                        } else {
-                            self.pool.send_h1(addr, req, sticky).await
-                        }
-                    };
-                    match picked.policy.timeout {
-                        // The deadline runs until the response starts.
-                        Some(limit) => tokio::time::timeout(limit, send)
-                            .await
-                            .unwrap_or(Err(ForwardError::RouteTimeout(limit))),
-                        None => send.await,
-                    }
-                }
-            },
+            Ok(selected) => {
+                routed = Routed {
+                    rule: selected.rule.map(|r| r.name.clone()),
+                    group: selected.group_name().cloned(),
+                };
+                let send = Outgoing {
+                    label: &upstream.label,
+                    selected,
+                    http2,
+                    sticky,
+                };
+                self.apply_rule(send, req, upgrade).await
+            }
         };
         let response = match result {
             Ok(mut resp) => {
@@ -114,10 +116,166 @@ impl Forwarder {
         self.metrics.request(
             self.direction,
             &upstream.label,
+            routed,
             response.status().as_u16(),
             started.elapsed().as_secs_f64(),
         );
         response
+    }
+
+    /// The rule's rate limit and faults, then its attempts within its deadline.
+    async fn apply_rule(
+        &self,
+        send: Outgoing<'_>,
+        req: Request<Incoming>,
+        upgrade: bool,
+    ) -> Result<Response<Incoming>, ForwardError> {
+        let policy = send.selected.policy();
+        if let Some(bucket) = send.selected.rule.and_then(|r| r.rate_limit.as_ref()) {
+            bucket
+                .take(Instant::now())
+                .map_err(ForwardError::RateLimited)?;
+        }
+        if let Some(status) = policy.roll_abort() {
+            return Err(ForwardError::FaultAbort(status));
+        }
+        if let Some(delay) = policy.roll_delay() {
+            tokio::time::sleep(delay).await;
+        }
+        let attempts = async {
+            if upgrade {
+                let endpoint = send.selected.endpoint(None)?;
+                self.forward_upgrade(endpoint.addr, req).await
+            } else {
+                self.attempts(&send, req).await
+            }
+        };
+        match policy.timeout {
+            // The deadline runs until the response starts, over every attempt.
+            Some(limit) => tokio::time::timeout(limit, attempts)
+                .await
+                .unwrap_or(Err(ForwardError::RouteTimeout(limit))),
+            None => attempts.await,
+        }
+    }
+
+    /// Sends the request, retrying as the rule allows, and its mirror copy if it draws
+    /// one. Without retries or a mirror the caller's body streams straight through.
+    async fn attempts(
+        &self,
+        send: &Outgoing<'_>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, ForwardError> {
+        let retry = send.selected.policy().retry;
+        let mirror = send.selected.mirror();
+        if retry.is_none() && mirror.is_none() {
+            let endpoint = send.selected.endpoint(None)?;
+            return self
+                .attempt(send, endpoint, req.map(Either::Left), None)
+                .await;
+        }
+        let req = match Replayable::buffer(req).await? {
+            Ok(replayable) => replayable,
+            // Too large (or of unknown length) to hold: once, not copied.
+            Err(req) => {
+                let endpoint = send.selected.endpoint(None)?;
+                let per_try = retry.and_then(|r| r.per_try_timeout);
+                return self
+                    .attempt(send, endpoint, req.map(Either::Left), per_try)
+                    .await;
+            }
+        };
+        if let Some((group, endpoint)) = mirror {
+            self.metrics.mirrored(send.label, group);
+            self.spawn_mirror(endpoint.addr, req.request(), send.http2);
+        }
+        let Some(retry) = retry else {
+            let endpoint = send.selected.endpoint(None)?;
+            return self.attempt(send, endpoint, req.request(), None).await;
+        };
+        let rule = send.selected.rule;
+        let budget = rule.and_then(|r| r.budget.as_ref());
+        if let Some(b) = budget {
+            b.deposit();
+        }
+        let mut last = None;
+        let mut attempt = 0;
+        loop {
+            let endpoint = send.selected.endpoint(last)?;
+            let result = self
+                .attempt(send, endpoint, req.request(), retry.per_try_timeout)
+                .await;
+            if attempt >= retry.attempts || !retry.retries(outcome(&result)) {
+                return result;
+            }
+            let granted = budget.is_none_or(|b| b.withdraw());
+            if let Some(rule) = rule {
+                let counted = match granted {
+                    true => RetryResult::sent,
+                    false => RetryResult::budget_exhausted,
+                };
+                self.metrics.retry(send.label, &rule.name, counted);
+            }
+            if !granted {
+                return result;
+            }
+            tracing::debug!(target = %send.label, endpoint = %endpoint.addr, attempt, "retrying");
+            attempt += 1;
+            last = Some(endpoint.addr);
+        }
+    }
+
+    /// One attempt on `endpoint`, within `per_try` if set; its latency feeds the
+    /// endpoint's load.
+    async fn attempt(
+        &self,
+        send: &Outgoing<'_>,
+        endpoint: &Endpoint,
+        req: Request<UpBody>,
+        per_try: Option<std::time::Duration>,
+    ) -> Result<Response<Incoming>, ForwardError> {
+        let in_flight = endpoint.load.start();
+        let exchange = async {
+            if send.http2 {
+                self.pool.send_h2(endpoint.addr, req).await
+            } else {
+                self.pool.send_h1(endpoint.addr, req, send.sticky).await
+            }
+        };
+        let result = match per_try {
+            Some(limit) => tokio::time::timeout(limit, exchange)
+                .await
+                .unwrap_or(Err(ForwardError::PerTryTimeout(limit))),
+            None => exchange.await,
+        };
+        match &result {
+            Err(ForwardError::Connect(_) | ForwardError::ConnectTimeout) => in_flight.failed(),
+            _ => in_flight.done(),
+        }
+        result
+    }
+
+    /// Sends a copy to the mirror group in the background; its response is read and
+    /// dropped, failures only logged. It never holds up the original request.
+    fn spawn_mirror(&self, addr: SocketAddr, req: Request<UpBody>, http2: bool) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let sticky = pool.sticky();
+            let exchange = async {
+                let resp = match http2 {
+                    true => pool.send_h2(addr, req).await?,
+                    false => pool.send_h1(addr, req, &sticky).await?,
+                };
+                // Read to the end, so the connection can be reused.
+                let _ = resp.into_body().collect().await;
+                Ok::<_, ForwardError>(())
+            };
+            match tokio::time::timeout(MIRROR_TIMEOUT, exchange).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(%addr, error = %e, "mirror copy failed"),
+                Err(_) => tracing::debug!(%addr, "mirror copy timed out"),
+            }
+        });
     }
 
     /// Sends a WebSocket-style upgrade and, on 101, splices the two upgraded connections.
@@ -127,7 +285,7 @@ impl Forwarder {
         mut req: Request<Incoming>,
     ) -> Result<Response<Incoming>, ForwardError> {
         let downstream = hyper::upgrade::on(&mut req);
-        let mut resp = self.pool.send_upgrade(addr, req).await?;
+        let mut resp = self.pool.send_upgrade(addr, req.map(Either::Left)).await?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream = hyper::upgrade::on(&mut resp);
             self.tracker.spawn(async move {
@@ -145,6 +303,31 @@ impl Forwarder {
     }
 }
 
+/// What retrying needs to know of an attempt's result.
+fn outcome(result: &Result<Response<Incoming>, ForwardError>) -> AttemptOutcome {
+    match result {
+        Ok(resp) => AttemptOutcome::Status(resp.status()),
+        Err(ForwardError::Connect(_) | ForwardError::ConnectTimeout) => {
+            AttemptOutcome::ConnectFailure
+        }
+        Err(ForwardError::PerTryTimeout(_)) => AttemptOutcome::PerTryTimeout,
+        Err(ForwardError::Upstream(e)) if is_refused_stream(e) => AttemptOutcome::RefusedStream,
+        Err(_) => AttemptOutcome::Reset,
+    }
+}
+
+/// Whether the HTTP/2 server refused the stream (REFUSED_STREAM: it did not process it).
+fn is_refused_stream(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// A response for a request the proxy could not forward, with the reason in `x-braid-error`.
 pub fn error_response(e: &ForwardError) -> Response<ProxyBody> {
     let reason = e.to_string();
@@ -156,6 +339,12 @@ pub fn error_response(e: &ForwardError) -> Response<ProxyBody> {
     *resp.status_mut() = e.status();
     if let Ok(v) = HeaderValue::from_str(&reason.replace(['\r', '\n'], " ")) {
         resp.headers_mut().insert("x-braid-error", v);
+    }
+    if let ForwardError::RateLimited(after) = e {
+        // Whole seconds, rounded up: `retry-after: 0` would invite an immediate retry.
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
     }
     resp
 }

@@ -4,11 +4,12 @@
 mod forward;
 mod headers;
 mod pool;
+mod replay;
 mod route;
 
 pub use forward::{Forwarder, ProxyBody, ServeAs, error_response, serve};
 pub use headers::{is_upgrade, strip_hop_by_hop};
-pub use pool::{Pool, Sticky};
+pub use pool::{Pool, Sticky, UpBody};
 pub use route::Route;
 
 use http::StatusCode;
@@ -35,6 +36,16 @@ pub enum ForwardError {
     /// The rule's deadline passed before the response started.
     #[error("route timeout: no response within {} ms", .0.as_millis())]
     RouteTimeout(std::time::Duration),
+    /// The last attempt's own deadline passed before its response started.
+    #[error("per-try timeout: no response within {} ms", .0.as_millis())]
+    PerTryTimeout(std::time::Duration),
+    /// The rule's rate limit is spent; the caller may try again after this long.
+    #[error("rate limited: retry after {} ms", .0.as_millis())]
+    RateLimited(std::time::Duration),
+    /// The caller's request body failed while it was being buffered for a retry or
+    /// mirror.
+    #[error("request body failed: {0}")]
+    RequestBody(hyper::Error),
     /// The rule's fault injection answered instead of the upstream.
     #[error("fault injected")]
     FaultAbort(StatusCode),
@@ -48,7 +59,11 @@ impl ForwardError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Connect(_) | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Self::ConnectTimeout | Self::RouteTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::ConnectTimeout | Self::RouteTimeout(_) | Self::PerTryTimeout(_) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::RequestBody(_) => StatusCode::BAD_REQUEST,
             Self::FaultAbort(status) => *status,
             Self::Pick(PickError::Route(RouteError::NoRuleMatches(_))) => StatusCode::NOT_FOUND,
             Self::Pick(_) | Self::NoRoute(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -59,6 +74,15 @@ impl ForwardError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_limits_and_per_try_timeouts() {
+        let limited = ForwardError::RateLimited(std::time::Duration::from_millis(250));
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.to_string(), "rate limited: retry after 250 ms");
+        let slow = ForwardError::PerTryTimeout(std::time::Duration::from_millis(200));
+        assert_eq!(slow.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
 
     #[test]
     fn failures_map_to_the_statuses_callers_expect() {

@@ -6,6 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
@@ -23,8 +25,12 @@ const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
 /// ...and the connection is dropped when the ack takes longer than this.
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
-type H1 = http1::SendRequest<Incoming>;
-type H2 = http2::SendRequest<Incoming>;
+/// A request body sent upstream: the caller's, streamed, or a buffered copy (retries
+/// and mirrors). An enum rather than a box, so the common case allocates nothing.
+pub type UpBody = Either<Incoming, Full<Bytes>>;
+
+type H1 = http1::SendRequest<UpBody>;
+type H2 = http2::SendRequest<UpBody>;
 
 #[derive(Default)]
 struct Slots {
@@ -99,7 +105,7 @@ impl Pool {
     pub async fn send_h2(
         &self,
         addr: SocketAddr,
-        req: Request<Incoming>,
+        req: Request<UpBody>,
     ) -> Result<Response<Incoming>, ForwardError> {
         let sender = self.h2_sender(addr).await?;
         match send_h2_once(sender, req).await {
@@ -123,7 +129,7 @@ impl Pool {
     pub async fn send_h1(
         self: &Arc<Self>,
         addr: SocketAddr,
-        req: Request<Incoming>,
+        req: Request<UpBody>,
         sticky: &Sticky,
     ) -> Result<Response<Incoming>, ForwardError> {
         let mut req = req;
@@ -162,7 +168,7 @@ impl Pool {
     pub async fn send_upgrade(
         &self,
         addr: SocketAddr,
-        req: Request<Incoming>,
+        req: Request<UpBody>,
     ) -> Result<Response<Incoming>, ForwardError> {
         let mut sender = self.h1_connect(addr).await?;
         sender
@@ -279,8 +285,8 @@ impl Pool {
 /// One HTTP/2 attempt; on failure, the request back if it never left.
 async fn send_h2_once(
     mut sender: H2,
-    req: Request<Incoming>,
-) -> Result<Response<Incoming>, (Option<Request<Incoming>>, ForwardError)> {
+    req: Request<UpBody>,
+) -> Result<Response<Incoming>, (Option<Request<UpBody>>, ForwardError)> {
     sender.try_send_request(req).await.map_err(|mut e| {
         let req = e.take_message();
         (req, ForwardError::Upstream(e.into_error()))

@@ -1,15 +1,22 @@
 //! Request routing: the rules of a service port compiled once per config version
 //! (regexes included), matched against each request's head, and a weighted choice of
-//! the group that serves it. Pure: no sockets, so it is unit-tested and benchmarked
+//! the group that serves it, and what the rule does besides (faults, deadlines,
+//! retries, mirroring, a rate limit). Pure: no sockets, so it is unit-tested and benchmarked
 //! on its own.
 
 mod matcher;
+mod mirror;
 mod policy;
+mod rate_limit;
+mod retry;
 mod table;
 mod weighted;
 
 pub use matcher::CompiledMatch;
+pub use mirror::MirrorPolicy;
 pub use policy::RulePolicy;
+pub use rate_limit::TokenBucket;
+pub use retry::{AttemptOutcome, RetryBudget, RetryPolicy};
 pub use table::{CompiledRule, RouteError, RouteTable};
 pub use weighted::WeightedChoice;
 

@@ -1,10 +1,11 @@
-//! What a rule does to each request besides choosing where it goes: a deadline and
-//! injected faults, compiled and checked with the config.
+//! What a rule does to each request besides choosing where it goes: a deadline,
+//! injected faults and retries, compiled and checked with the config.
 
 use std::time::Duration;
 
 use http::StatusCode;
 
+use super::RetryPolicy;
 use crate::config::routes::Rule;
 
 /// A rule's per-request behaviour. Cheap to copy into each request.
@@ -16,10 +17,12 @@ pub struct RulePolicy {
     pub delay: Option<(f64, Duration)>,
     /// Answer `percent` of requests with this status instead of forwarding.
     pub abort: Option<(f64, StatusCode)>,
+    /// Retries of failed attempts.
+    pub retry: Option<RetryPolicy>,
 }
 
 /// Whether a request falls in `percent` (0 to 100) of requests.
-fn roll(percent: f64) -> bool {
+pub(super) fn roll(percent: f64) -> bool {
     percent >= 100.0 || (percent > 0.0 && fastrand::f64() * 100.0 < percent)
 }
 
@@ -62,10 +65,24 @@ impl RulePolicy {
                 Some((percent(a.percent, "fault.abort.percent")?, status))
             }
         };
+        let retry = match &rule.retries {
+            Some(r) => Some(RetryPolicy::compile(r, at)?),
+            None => None,
+        };
+        if let (Some(total), Some(per_try)) = (timeout, retry.and_then(|r| r.per_try_timeout))
+            && per_try > total
+        {
+            return Err(format!(
+                "{at}.retries.perTryTimeoutMs: {} ms is longer than the rule's timeoutMs ({} ms); make it shorter",
+                per_try.as_millis(),
+                total.as_millis()
+            ));
+        }
         Ok(Self {
             timeout,
             delay,
             abort,
+            retry,
         })
     }
 
@@ -88,10 +105,9 @@ mod tests {
     fn rule(timeout_ms: Option<u64>, fault: Option<Fault>) -> Rule {
         Rule {
             name: "r".into(),
-            matches: Vec::new(),
-            route: Vec::new(),
             timeout_ms,
             fault,
+            ..Default::default()
         }
     }
 

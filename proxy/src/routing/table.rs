@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use super::{CompiledMatch, RequestHead, RulePolicy, WeightedChoice};
+use super::{
+    CompiledMatch, MirrorPolicy, RequestHead, RetryBudget, RulePolicy, TokenBucket, WeightedChoice,
+};
 use crate::config::routes::ServiceRoutes;
 
 /// A compiled rule.
@@ -13,8 +15,14 @@ pub struct CompiledRule {
     matches: Vec<CompiledMatch>,
     /// `None`: the rule names no group, any endpoint of the service serves.
     choice: Option<WeightedChoice>,
-    /// Its deadline and faults.
+    /// Its deadline, faults and retries.
     pub policy: RulePolicy,
+    /// Where copies of its requests go.
+    pub mirror: Option<MirrorPolicy>,
+    /// Its requests' token bucket (shared by every request of this config version).
+    pub rate_limit: Option<Arc<TokenBucket>>,
+    /// Its retry budget, when it retries.
+    pub budget: Option<Arc<RetryBudget>>,
 }
 
 impl CompiledRule {
@@ -80,11 +88,23 @@ impl RouteTable {
                     format!("{here}.route: give at least one group a weight above 0")
                 })?),
             };
+            let policy = RulePolicy::compile(rule, &here)?;
+            let mirror = match &rule.mirror {
+                Some(m) => Some(MirrorPolicy::compile(m, groups, &here)?),
+                None => None,
+            };
+            let rate_limit = match &rule.rate_limit {
+                Some(r) => Some(Arc::new(TokenBucket::compile(r, &here)?)),
+                None => None,
+            };
             rules.push(CompiledRule {
                 name: rule.name.as_str().into(),
                 matches,
                 choice,
-                policy: RulePolicy::compile(rule, &here)?,
+                budget: policy.retry.map(|_| Arc::default()),
+                policy,
+                mirror,
+                rate_limit,
             });
         }
         Ok(Self {
@@ -137,8 +157,7 @@ mod tests {
                     weight: *w,
                 })
                 .collect(),
-            timeout_ms: None,
-            fault: None,
+            ..Default::default()
         }
     }
 

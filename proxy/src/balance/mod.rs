@@ -1,0 +1,63 @@
+//! Load balancing within a group: power of two choices over a peak-EWMA of each
+//! endpoint's latency, weighted by its requests in flight (as linkerd2-proxy and
+//! Finagle do). The load of an endpoint outlives config versions, so a config change
+//! does not forget which endpoints are slow.
+
+mod load;
+mod p2c;
+
+pub use load::{EndpointLoad, InFlight};
+pub use p2c::pick;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// An endpoint of a group and its load.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    /// Where it is reached.
+    pub addr: SocketAddr,
+    /// Its latency estimate and requests in flight, shared by every group that has it.
+    pub load: Arc<EndpointLoad>,
+}
+
+/// The loads of every endpoint of a config, by address: a new config version takes the
+/// loads of endpoints it keeps from the previous one.
+#[derive(Debug, Default)]
+pub struct Loads(HashMap<SocketAddr, Arc<EndpointLoad>>);
+
+impl Loads {
+    /// Starts from the loads of the previous version's endpoints.
+    pub fn carried_from(previous: &Loads) -> Self {
+        Self(previous.0.clone())
+    }
+
+    /// The endpoint at `addr`, with its existing load or a fresh one.
+    pub fn endpoint(&mut self, addr: SocketAddr) -> Endpoint {
+        let load = self.0.entry(addr).or_default().clone();
+        Endpoint { addr, load }
+    }
+
+    /// Forgets endpoints that are not in `keep` (called once a version is built).
+    pub fn retain(&mut self, keep: impl Fn(&SocketAddr) -> bool) {
+        self.0.retain(|addr, _| keep(addr));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_carry_over_for_endpoints_that_stay() {
+        let mut first = Loads::default();
+        let a = first.endpoint("10.0.0.1:80".parse().unwrap());
+        let _b = first.endpoint("10.0.0.2:80".parse().unwrap());
+        let mut second = Loads::carried_from(&first);
+        second.retain(|addr| addr.ip().to_string() == "10.0.0.1");
+        let again = second.endpoint(a.addr);
+        assert!(Arc::ptr_eq(&a.load, &again.load));
+        assert_eq!(second.0.len(), 1);
+    }
+}

@@ -1,0 +1,191 @@
+//! Retries: which failures a rule retries, how many times, each attempt's deadline, and
+//! the budget that keeps retries to about a fifth of the rule's requests, so an outage is
+//! not made worse by callers multiplying their load.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use tower::retry::budget::{Budget, TpsBudget};
+
+use crate::config::routes::{Retries, RetryOn};
+
+/// Retries a rule allows. Cheap to copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub attempts: u32,
+    /// Each attempt's deadline.
+    pub per_try_timeout: Option<Duration>,
+    on: u8,
+}
+
+/// What an attempt ended with, as far as retrying goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// A response with this status.
+    Status(StatusCode),
+    /// No connection could be opened.
+    ConnectFailure,
+    /// The HTTP/2 server refused the stream: it did not process the request.
+    RefusedStream,
+    /// The connection failed before a response came.
+    Reset,
+    /// The attempt's own deadline passed.
+    PerTryTimeout,
+}
+
+const fn bit(on: RetryOn) -> u8 {
+    1 << on as u8
+}
+
+/// Safe by default: the server cannot have acted on the request.
+const DEFAULT_ON: u8 =
+    bit(RetryOn::ConnectFailure) | bit(RetryOn::RefusedStream) | bit(RetryOn::Reset);
+
+impl RetryPolicy {
+    /// Compiles `retries`; errors name the field under `at`.
+    pub fn compile(retries: &Retries, at: &str) -> Result<Self, String> {
+        let per_try_timeout = match retries.per_try_timeout_ms {
+            Some(0) => {
+                return Err(format!(
+                    "{at}.retries.perTryTimeoutMs: give a deadline above 0"
+                ));
+            }
+            t => t.map(Duration::from_millis),
+        };
+        let on = match retries.on.is_empty() {
+            true => DEFAULT_ON,
+            false => retries.on.iter().fold(0, |set, on| set | bit(*on)),
+        };
+        Ok(Self {
+            attempts: retries.attempts,
+            per_try_timeout,
+            on,
+        })
+    }
+
+    fn retries_on(&self, on: RetryOn) -> bool {
+        self.on & bit(on) != 0
+    }
+
+    /// Whether an attempt that ended with `outcome` is worth another.
+    pub fn retries(&self, outcome: AttemptOutcome) -> bool {
+        match outcome {
+            AttemptOutcome::ConnectFailure => self.retries_on(RetryOn::ConnectFailure),
+            AttemptOutcome::RefusedStream => {
+                self.retries_on(RetryOn::RefusedStream) || self.retries_on(RetryOn::Reset)
+            }
+            AttemptOutcome::Reset => self.retries_on(RetryOn::Reset),
+            AttemptOutcome::PerTryTimeout => {
+                self.retries_on(RetryOn::GatewayError) || self.retries_on(RetryOn::ServerError)
+            }
+            AttemptOutcome::Status(s) if s.is_server_error() => {
+                let gateway = matches!(s.as_u16(), 502..=504);
+                self.retries_on(RetryOn::ServerError)
+                    || (gateway && self.retries_on(RetryOn::GatewayError))
+            }
+            AttemptOutcome::Status(_) => false,
+        }
+    }
+}
+
+/// Retries allowed on top of the requests of a rule: 20% of them over the last ten
+/// seconds, plus ten a second so that a caller with little traffic can still retry.
+pub struct RetryBudget(TpsBudget);
+
+impl std::fmt::Debug for RetryBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RetryBudget")
+    }
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        // Within TpsBudget's documented bounds (ttl 1–60 s, percent 0–1000), so it
+        // cannot panic.
+        Self(TpsBudget::new(Duration::from_secs(10), 10, 0.2))
+    }
+}
+
+impl RetryBudget {
+    /// Counts one request of the rule (not a retry).
+    pub fn deposit(&self) {
+        self.0.deposit();
+    }
+
+    /// Takes one retry from the budget; `false` when it is spent.
+    pub fn withdraw(&self) -> bool {
+        self.0.withdraw()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(on: &[RetryOn]) -> RetryPolicy {
+        RetryPolicy::compile(
+            &Retries {
+                attempts: 2,
+                per_try_timeout_ms: Some(100),
+                on: on.to_vec(),
+            },
+            "r",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_default_retries_only_what_the_server_never_processed() {
+        let p = policy(&[]);
+        assert!(p.retries(AttemptOutcome::ConnectFailure));
+        assert!(p.retries(AttemptOutcome::RefusedStream));
+        assert!(p.retries(AttemptOutcome::Reset));
+        assert!(!p.retries(AttemptOutcome::Status(StatusCode::SERVICE_UNAVAILABLE)));
+        assert!(!p.retries(AttemptOutcome::PerTryTimeout));
+    }
+
+    #[test]
+    fn gateway_errors_and_5xx() {
+        let g = policy(&[RetryOn::GatewayError]);
+        assert!(g.retries(AttemptOutcome::Status(StatusCode::BAD_GATEWAY)));
+        assert!(g.retries(AttemptOutcome::PerTryTimeout));
+        assert!(!g.retries(AttemptOutcome::Status(StatusCode::INTERNAL_SERVER_ERROR)));
+        assert!(!g.retries(AttemptOutcome::ConnectFailure));
+        let s = policy(&[RetryOn::ServerError]);
+        assert!(s.retries(AttemptOutcome::Status(StatusCode::INTERNAL_SERVER_ERROR)));
+        assert!(s.retries(AttemptOutcome::Status(StatusCode::GATEWAY_TIMEOUT)));
+        assert!(!s.retries(AttemptOutcome::Status(StatusCode::NOT_FOUND)));
+        assert!(!s.retries(AttemptOutcome::Status(StatusCode::OK)));
+    }
+
+    #[test]
+    fn a_zero_per_try_timeout_is_refused_by_path() {
+        let err = RetryPolicy::compile(
+            &Retries {
+                attempts: 1,
+                per_try_timeout_ms: Some(0),
+                on: vec![],
+            },
+            "routes[0].rules[1]",
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("routes[0].rules[1].retries.perTryTimeoutMs"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_budget_caps_retries_near_a_fifth_of_requests() {
+        let budget = RetryBudget::default();
+        // The reserve: ten a second over the ten-second window.
+        let reserve = (0..1000).take_while(|_| budget.withdraw()).count();
+        assert_eq!(reserve, 100);
+        for _ in 0..1000 {
+            budget.deposit();
+        }
+        let earned = (0..1000).take_while(|_| budget.withdraw()).count();
+        assert_eq!(earned, 200);
+    }
+}
