@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use braid_crds::traffic_route::{
     HeaderMatch as CrdHeaderMatch, PathMatch as CrdPathMatch, RequestMatch as CrdRequestMatch,
-    RouteRule, TrafficRoute,
+    RetryOn as CrdRetryOn, RouteRule, TrafficRoute,
 };
 use braid_proxy::config::routes::{
-    AbortFault, DelayFault, Fault, HeaderMatch, PathMatch, RequestMatch, Rule, ServiceRoutes,
-    ValueMatch, WeightedGroup,
+    AbortFault, DelayFault, Fault, HeaderMatch, Mirror, PathMatch, RateLimit, RequestMatch,
+    Retries, RetryOn, Rule, ServiceRoutes, ValueMatch, WeightedGroup,
 };
 
 use super::host::service_for_host;
@@ -233,12 +233,35 @@ fn sourced_rule(rule: &RouteRule) -> SourcedRule {
                     status: a.status,
                 }),
             }),
+            mirror: rule.mirror.as_ref().map(|m| Mirror {
+                group: m.group.clone(),
+                percent: m.percent,
+            }),
+            retries: rule.retries.as_ref().map(|r| Retries {
+                attempts: r.attempts,
+                per_try_timeout_ms: r.per_try_timeout.as_ref().and_then(millis),
+                on: r.on.iter().map(|on| retry_on(*on)).collect(),
+            }),
+            rate_limit: rule.rate_limit.as_ref().map(|l| RateLimit {
+                requests_per_second: l.requests_per_second,
+                burst: l.burst,
+            }),
         },
         sources: rule
             .matches
             .iter()
             .map(|m| m.source_labels.clone())
             .collect(),
+    }
+}
+
+fn retry_on(on: CrdRetryOn) -> RetryOn {
+    match on {
+        CrdRetryOn::ConnectFailure => RetryOn::ConnectFailure,
+        CrdRetryOn::RefusedStream => RetryOn::RefusedStream,
+        CrdRetryOn::Reset => RetryOn::Reset,
+        CrdRetryOn::GatewayError => RetryOn::GatewayError,
+        CrdRetryOn::ServerError => RetryOn::ServerError,
     }
 }
 

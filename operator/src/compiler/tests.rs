@@ -478,3 +478,45 @@ fn timeouts_and_faults_reach_the_rules_in_milliseconds() {
         braid_proxy::config::Tables::build(ProxyConfig::clone(cfg)).unwrap();
     }
 }
+
+#[test]
+fn retries_mirrors_and_rate_limits_reach_the_rules() {
+    let text = STEERING.replace(
+        "  - name: default\n",
+        "  - name: default\n    timeout: 2s\n    retries: {attempts: 3, perTryTimeout: 250ms, \"on\": [5xx, connect-failure]}\n    mirror: {group: Group_2, percent: 5}\n    rateLimit: {requestsPerSecond: 100, burst: 20}\n",
+    );
+    let out = compile(&snapshot(REGISTRY, &text), &Options::default());
+    let rule = out.configs[&key("checkout")].routes[0]
+        .rules
+        .iter()
+        .find(|r| r.name == "default")
+        .unwrap()
+        .clone();
+    use braid_proxy::config::routes::{Mirror, RateLimit, Retries, RetryOn};
+    assert_eq!(
+        rule.retries,
+        Some(Retries {
+            attempts: 3,
+            per_try_timeout_ms: Some(250),
+            on: vec![RetryOn::ServerError, RetryOn::ConnectFailure],
+        })
+    );
+    assert_eq!(
+        rule.mirror,
+        Some(Mirror {
+            group: "Group_2".into(),
+            percent: 5.0
+        })
+    );
+    assert_eq!(
+        rule.rate_limit,
+        Some(RateLimit {
+            requests_per_second: 100,
+            burst: Some(20)
+        })
+    );
+    // What the operator writes, the proxy accepts.
+    for cfg in out.configs.values() {
+        braid_proxy::config::Tables::build(ProxyConfig::clone(cfg)).unwrap();
+    }
+}

@@ -186,7 +186,7 @@ fn invalid_message(errors: &ValidationErrors, previous_in_force: bool) -> String
 fn in_force(kind: Kind) -> &'static str {
     match kind {
         Kind::TrafficRoute => {
-            "the spec is valid; its groups and its rules' matches, weights, timeouts and faults are in the callers' config (this version does not yet apply mirror, retries or rateLimit)"
+            "the spec is valid; its groups and rules (matches, weights, timeouts, faults, retries, mirror, rateLimit) are in the callers' config"
         }
         Kind::EncryptionPolicy => {
             "the spec is valid; NOT enforced: this version does not encrypt yet"
