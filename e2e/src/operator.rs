@@ -139,6 +139,14 @@ impl Operator {
         write_atomically(&self.dir.join("operator").join("registry.yaml"), registry)
     }
 
+    /// The status the operator wrote for a resource (`kind` lower-case, e.g.
+    /// `trafficroute`), as YAML; empty until there is one.
+    pub fn status(&self, kind: &str, namespace: &str, name: &str) -> String {
+        let file = format!("{kind}.{namespace}.{name}.yaml");
+        std::fs::read_to_string(self.dir.join("operator").join(".status").join(file))
+            .unwrap_or_default()
+    }
+
     /// Writes a resource file (TrafficRoute, ...) into the operator's directory.
     pub fn write_resource(&self, name: &str, yaml: &str) -> Result<(), HarnessError> {
         write_atomically(&self.dir.join("operator").join(name), yaml)

@@ -119,7 +119,9 @@ fn mesh_with_spare() -> (Mesh, Pod, Pod, Pod) {
 
 /// The `braid_requests_total` series of 200s for one direction and target.
 fn ok_requests(direction: &str, target: &str) -> String {
-    format!(r#"braid_requests_total{{direction="{direction}",target="{target}",code="200"}}"#)
+    format!(
+        r#"braid_requests_total{{direction="{direction}",target="{target}",rule="",group="",code="200"}}"#
+    )
 }
 
 /// The `braid_tcp_connections_total` series for one direction and protocol.
@@ -303,9 +305,9 @@ fn serve_http(pod: &mut Pod, name: &str) {
     pod.wait_listening(8080).unwrap();
 }
 
-#[test]
-fn a_traffic_route_steers_by_header_and_splits_by_weight() {
-    // The seed's example: requests whose header `type` is `transfer` go to Group_2.
+/// The steering mesh: [`mesh_with_spare`] with `server2` behind `payments` too, its HTTP
+/// server started with `server2_args` after `--port 8080`.
+fn steering_mesh(server2_args: &[&str]) -> (Mesh, Pod, Pod, Pod) {
     let (mesh, client, server, mut server2) = mesh_with_spare();
     let op = mesh.operator().unwrap();
     op.write_registry(&registry(&[&server, &server2], &[&client]))
@@ -314,25 +316,31 @@ fn a_traffic_route_steers_by_header_and_splits_by_weight() {
     server2
         .start_sidecar_streaming(op)
         .unwrap_or_else(|e| panic!("{e}"));
-    serve_http(&mut server2, "server2");
-    op.write_resource(
-        "route.yaml",
+    let mut args = vec!["http-server", "--port", "8080"];
+    args.extend(server2_args);
+    server2.spawn_app("http", &args).unwrap();
+    server2.wait_listening(8080).unwrap();
+    (mesh, client, server, server2)
+}
+
+/// A TrafficRoute for `payments` with groups `Group_1` (pod `server`) and `Group_2`
+/// (pod `server2`), and `rules` (YAML, indented as list items under `rules:`).
+fn payments_route(rules: &str) -> String {
+    format!(
         "apiVersion: braid.dev/v1alpha1
 kind: TrafficRoute
-metadata: {name: payments, namespace: shop}
+metadata: {{name: payments, namespace: shop}}
 spec:
   host: payments
-  groups: [{name: Group_1, labels: {pod: server}}, {name: Group_2, labels: {pod: server2}}]
+  groups: [{{name: Group_1, labels: {{pod: server}}}}, {{name: Group_2, labels: {{pod: server2}}}}]
   rules:
-  - name: transfers
-    match: [{headers: [{name: type, exact: transfer}]}]
-    route: [{group: Group_2, weight: 100}]
-  - name: gray
-    route: [{group: Group_1, weight: 90}, {group: Group_2, weight: 10}]
-",
+{rules}"
     )
-    .unwrap();
-    // The client's proxy holds the rules, and both groups have their endpoint.
+}
+
+/// Waits until `client`'s proxy holds routes whose first rule is `first_rule`, with an
+/// endpoint in both groups.
+fn wait_for_routes(client: &Pod, first_rule: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let dump = client.config_dump().unwrap();
@@ -348,39 +356,278 @@ spec:
                 })
             })
         });
-        if dump["routes"][0]["rules"][0]["name"] == "transfers" && groups_filled {
-            break;
+        if dump["routes"][0]["rules"][0]["name"] == first_rule && groups_filled {
+            return;
         }
         assert!(
             Instant::now() < deadline,
-            "the route never reached the client: {dump}"
+            "rule {first_rule} never reached the client: {dump}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let tally = |header: &[&str]| {
-        let mut args = vec!["tally", "payments:80", "--count"];
-        args.push(if header.is_empty() { "2000" } else { "200" });
-        for h in header {
-            args.extend(["--header", h]);
-        }
-        client.app(&args).unwrap()
-    };
-    assert_eq!(tally(&["type: transfer"]), "200 200 server2");
+}
+
+/// `count` requests from `client` to `payments:80` at `path` with `headers`; the
+/// `tally` lines (`<n> <status> <body>`, most frequent first).
+fn tally(client: &Pod, count: usize, path: &str, headers: &[&str]) -> String {
+    let count = count.to_string();
+    let mut args = vec!["tally", "payments:80", "--count", &count, "--path", path];
+    for h in headers {
+        args.extend(["--header", h]);
+    }
+    client.app(&args).unwrap()
+}
+
+/// How many of a tally's requests got `answer` (`<status> <body>`).
+fn tallied(tally: &str, answer: &str) -> usize {
+    tally
+        .lines()
+        .find_map(|l| {
+            let (n, rest) = l.split_once(' ')?;
+            (rest == answer).then(|| n.parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_traffic_route_steers_by_header_and_splits_by_weight() {
+    // The seed's example: requests whose header `type` is `transfer` go to Group_2.
+    let (mesh, client, _server, _server2) = steering_mesh(&["--name", "server2"]);
+    mesh.operator()
+        .unwrap()
+        .write_resource(
+            "route.yaml",
+            &payments_route(
+                "  - name: transfers
+    match: [{headers: [{name: type, exact: transfer}]}]
+    route: [{group: Group_2, weight: 100}]
+  - name: gray
+    route: [{group: Group_1, weight: 90}, {group: Group_2, weight: 10}]
+",
+            ),
+        )
+        .unwrap();
+    wait_for_routes(&client, "transfers");
+    assert_eq!(
+        tally(&client, 200, "/", &["type: transfer"]),
+        "200 200 server2"
+    );
     // 90/10 within ±3 points over 2,000 requests.
-    let split = tally(&[]);
-    let canary: usize = split
-        .lines()
-        .find(|l| l.ends_with(" 200 server2"))
-        .and_then(|l| l.split(' ').next()?.parse().ok())
-        .unwrap_or(0);
-    let stable: usize = split
-        .lines()
-        .find(|l| l.ends_with(" 200 server"))
-        .and_then(|l| l.split(' ').next()?.parse().ok())
-        .unwrap_or(0);
+    let split = tally(&client, 2000, "/", &[]);
+    let canary = tallied(&split, "200 server2");
+    let stable = tallied(&split, "200 server");
     assert_eq!(canary + stable, 2000, "{split}");
     assert!((140..=260).contains(&canary), "{split}");
     println!("90/10 split over 2,000 requests: {stable} to Group_1, {canary} to Group_2");
+    // The proxy counts them by rule and group.
+    let metrics = client.metrics().unwrap();
+    assert_eq!(
+        count(
+            &metrics,
+            r#"braid_requests_total{direction="outbound",target="payments.shop:80",rule="transfers",group="Group_2",code="200"}"#
+        ),
+        200,
+        "{metrics}"
+    );
+}
+
+#[test]
+fn mirrored_copies_reach_the_shadow_group_and_never_hold_up_the_caller() {
+    // The shadow answers only after a second; the rule's deadline is 500 ms. Were the
+    // copy on the caller's path, every request would fail with 504.
+    let (mesh, client, server, server2) =
+        steering_mesh(&["--name", "shadow", "--delay-ms", "1000"]);
+    mesh.operator()
+        .unwrap()
+        .write_resource(
+            "route.yaml",
+            &payments_route(
+                "  - name: mirrored
+    route: [{group: Group_1}]
+    mirror: {group: Group_2, percent: 100}
+    timeout: 500ms
+",
+            ),
+        )
+        .unwrap();
+    wait_for_routes(&client, "mirrored");
+    assert_eq!(tally(&client, 100, "/", &[]), "100 200 server");
+    // Every copy arrives (fire-and-forget, so give them a moment).
+    let counted = |pod: &Pod| {
+        client
+            .app(&["get", &pod.addr(8080).to_string(), "--path", "/count"])
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counted(&server2) != "200 100" {
+        assert!(
+            Instant::now() < deadline,
+            "the shadow saw {}",
+            counted(&server2)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(counted(&server), "200 100");
+    let metrics = client.metrics().unwrap();
+    assert_eq!(
+        count(
+            &metrics,
+            r#"braid_mirrored_requests_total{target="payments.shop:80",group="Group_2"}"#
+        ),
+        100,
+        "{metrics}"
+    );
+}
+
+#[test]
+fn faults_retries_per_try_timeouts_and_rate_limits_act_on_their_requests() {
+    // server2 fails every other request it serves.
+    let (mesh, client, _server, _server2) =
+        steering_mesh(&["--name", "server2", "--fail-every", "2"]);
+    mesh.operator()
+        .unwrap()
+        .write_resource(
+            "route.yaml",
+            &payments_route(
+                "  - name: abort
+    match: [{path: {prefix: /abort}}]
+    route: [{group: Group_1}]
+    fault: {abort: {percent: 25, status: 503}}
+  - name: delay
+    match: [{path: {prefix: /delay}}]
+    route: [{group: Group_1}]
+    fault: {delay: {percent: 100, fixed: 400ms}}
+  - name: slow
+    match: [{path: {prefix: /slow}}]
+    route: [{group: Group_1}]
+    timeout: 1500ms
+    retries: {attempts: 1, perTryTimeout: 300ms, \"on\": [gateway-error]}
+  - name: limited
+    match: [{path: {prefix: /limited}}]
+    route: [{group: Group_1}]
+    rateLimit: {requestsPerSecond: 1, burst: 5}
+  - name: no-retries
+    match: [{path: {prefix: /no-retries}}]
+  - name: retried
+    retries: {attempts: 2, \"on\": [5xx]}
+",
+            ),
+        )
+        .unwrap();
+    wait_for_routes(&client, "abort");
+
+    // Abort: 25% of 400 is 100; three standard deviations is about 26.
+    let aborts = tally(&client, 400, "/abort", &[]);
+    let aborted = tallied(&aborts, "503 fault injected");
+    assert_eq!(aborted + tallied(&aborts, "200 server"), 400, "{aborts}");
+    assert!((74..=126).contains(&aborted), "{aborts}");
+
+    // Delay: held for the fixed time, then served.
+    let started = Instant::now();
+    assert_eq!(tally(&client, 1, "/delay", &[]), "1 200 server");
+    let held = started.elapsed();
+    assert!(held >= Duration::from_millis(400), "{held:?}");
+
+    // Per-try timeout: /slow takes 2 s; two attempts of 300 ms each, then 504 (well
+    // before the server would have answered 200).
+    let started = Instant::now();
+    assert_eq!(
+        tally(&client, 1, "/slow", &[]),
+        "1 504 per-try timeout: no response within 300 ms"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(600));
+
+    // Rate limit: a burst of 5, then 429 with retry-after.
+    let limited = tally(&client, 20, "/limited", &[]);
+    assert!(
+        (5..=7).contains(&tallied(&limited, "200 server")),
+        "{limited}"
+    );
+    assert!(
+        limited.contains(" 429 rate limited: retry after "),
+        "{limited}"
+    );
+
+    // Retries: without them, server2's failures reach the caller...
+    let unretried = tally(&client, 200, "/no-retries", &[]);
+    assert!(tallied(&unretried, "500 server2 failed") > 0, "{unretried}");
+    // ...with them, every request succeeds.
+    let retried = tally(&client, 200, "/", &[]);
+    assert_eq!(
+        tallied(&retried, "200 server") + tallied(&retried, "200 server2"),
+        200,
+        "{retried}"
+    );
+    let metrics = client.metrics().unwrap();
+    let sent = count(
+        &metrics,
+        r#"braid_retries_total{target="payments.shop:80",rule="retried",result="sent"}"#,
+    );
+    assert!(sent > 0, "{metrics}");
+    println!(
+        "aborted {aborted}/400; delay held {held:?}; without retries {unretried:?}; with retries 200/200 after {sent} retries"
+    );
+}
+
+#[test]
+fn route_changes_under_load_fail_nothing_and_an_invalid_route_keeps_the_last_good_one() {
+    let (mesh, mut client, _server, _server2) = steering_mesh(&["--name", "server2"]);
+    let op = mesh.operator().unwrap();
+    let all_to = |rule: &str, group: &str| {
+        payments_route(&format!(
+            "  - name: {rule}\n    route: [{{group: {group}}}]\n"
+        ))
+    };
+    op.write_resource("route.yaml", &all_to("first", "Group_1"))
+        .unwrap();
+    wait_for_routes(&client, "first");
+    let stop = start_load(&mut client);
+    for (rule, spec) in [
+        (
+            "split",
+            payments_route(
+                "  - name: split\n    route: [{group: Group_1, weight: 50}, {group: Group_2, weight: 50}]\n",
+            ),
+        ),
+        ("second", all_to("second", "Group_2")),
+    ] {
+        op.write_resource("route.yaml", &spec).unwrap();
+        wait_for_routes(&client, rule);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(tally(&client, 20, "/", &[]), "20 200 server2");
+    // Weights summing to 120: refused, with the field named; the last good rules stay.
+    op.write_resource(
+        "route.yaml",
+        &payments_route(
+            "  - name: broken\n    route: [{group: Group_1, weight: 60}, {group: Group_2, weight: 60}]\n",
+        ),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = op.status("trafficroute", "shop", "payments");
+        if status.contains("reason: Invalid") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no refusal in the status: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.contains("spec.rules[0].route"), "{status}");
+    assert!(
+        status.contains("last valid generation stays in force"),
+        "{status}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        client.config_dump().unwrap()["routes"][0]["rules"][0]["name"],
+        "second"
+    );
+    assert_eq!(tally(&client, 20, "/", &[]), "20 200 server2");
+    stop_load(&mut client, &stop);
 }
 
 /// Starts a request loop from `client` to `payments:80`; returns its stop file.

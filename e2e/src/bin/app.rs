@@ -28,12 +28,18 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// HTTP server: `/` answers `<name>`, `/stream` streams with a `grpc-status` trailer,
-    /// `/slow` answers after 2 s.
+    /// `/slow` answers after 2 s, `/count` the number of other requests served so far.
     HttpServer {
         #[arg(long)]
         port: u16,
         #[arg(long)]
         name: String,
+        /// Answer every N-th request 500 (a flaky endpoint).
+        #[arg(long)]
+        fail_every: Option<u64>,
+        /// Hold every answer this long (a slow endpoint).
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
     },
     /// Server-speaks-first TCP: sends `<banner>\n`, then upper-cases one line back.
     BannerServer {
@@ -60,6 +66,8 @@ enum Cmd {
         addr: String,
         #[arg(long)]
         count: usize,
+        #[arg(long, default_value = "/")]
+        path: String,
         #[arg(long)]
         header: Vec<String>,
     },
@@ -87,7 +95,19 @@ impl Body for Frames {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
-        Cmd::HttpServer { port, name } => http_server(port, name).await,
+        Cmd::HttpServer {
+            port,
+            name,
+            fail_every,
+            delay_ms,
+        } => {
+            let behaviour = Behaviour {
+                fail_every,
+                delay: Duration::from_millis(delay_ms),
+                served: Default::default(),
+            };
+            http_server(port, name, std::sync::Arc::new(behaviour)).await
+        }
         Cmd::BannerServer { port, banner } => banner_server(port, banner).await,
         Cmd::BannerClient { addr } => {
             let stream = TcpStream::connect(resolve(&addr).await?)
@@ -125,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Tally {
             addr,
             count,
+            path,
             header,
         } => {
             let addr = resolve(&addr).await?;
@@ -135,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
                 .context("--header takes 'name: value'")?;
             let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
             for _ in 0..count {
-                let answer = match request_with(addr, "svc", "/", false, &headers).await {
+                let answer = match request_with(addr, "svc", &path, false, &headers).await {
                     Ok(resp) => {
                         let status = resp.status().as_u16();
                         let body = resp.into_body().collect().await?.to_bytes();
@@ -223,15 +244,41 @@ async fn request_with(
     }
 }
 
-async fn http_server(port: u16, name: String) -> anyhow::Result<()> {
+/// How the HTTP server misbehaves, and what it has served.
+struct Behaviour {
+    fail_every: Option<u64>,
+    delay: Duration,
+    served: std::sync::atomic::AtomicU64,
+}
+
+async fn http_server(
+    port: u16,
+    name: String,
+    behaviour: std::sync::Arc<Behaviour>,
+) -> anyhow::Result<()> {
     let listener = TcpListener::bind(("0.0.0.0", port)).await?;
     loop {
         let (stream, _) = listener.accept().await?;
         let name = name.clone();
+        let behaviour = behaviour.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let name = name.clone();
+                let behaviour = behaviour.clone();
                 async move {
+                    use std::sync::atomic::Ordering;
+                    if req.uri().path() == "/count" {
+                        let n = behaviour.served.load(Ordering::SeqCst);
+                        return Ok(Response::new(Full::new(Bytes::from(n.to_string())).boxed()));
+                    }
+                    let n = behaviour.served.fetch_add(1, Ordering::SeqCst) + 1;
+                    tokio::time::sleep(behaviour.delay).await;
+                    if behaviour.fail_every.is_some_and(|every| n.is_multiple_of(every)) {
+                        let mut resp =
+                            Response::new(Full::new(Bytes::from(format!("{name} failed"))).boxed());
+                        *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                        return Ok(resp);
+                    }
                     let body: http_body_util::combinators::BoxBody<
                         Bytes,
                         std::convert::Infallible,
