@@ -472,7 +472,7 @@ fn mirrored_copies_reach_the_shadow_group_and_never_hold_up_the_caller() {
     assert_eq!(
         count(
             &metrics,
-            r#"braid_mirrored_requests_total{target="payments.shop:80",group="Group_2"}"#
+            r#"braid_mirrored_requests_total{target="payments.shop:80",group="Group_2",result="sent"}"#
         ),
         100,
         "{metrics}"

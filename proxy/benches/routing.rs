@@ -6,7 +6,7 @@
 use braid_proxy::config::routes::{
     HeaderMatch, PathMatch, RequestMatch, Rule, ServiceRoutes, ValueMatch, WeightedGroup,
 };
-use braid_proxy::routing::{RequestHead, RouteTable};
+use braid_proxy::routing::{Carry, RequestHead, RouteTable};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 /// 99 rules that do not match (a mix of exact, prefix and regex header and path
@@ -67,8 +67,14 @@ fn hundred_rules() -> ServiceRoutes {
 }
 
 fn bench(c: &mut Criterion) {
-    let table =
-        RouteTable::compile(&hundred_rules(), &["Group_1", "Group_2"], "routes[0]").unwrap();
+    let table = RouteTable::compile(
+        &hundred_rules(),
+        80,
+        &["Group_1", "Group_2"],
+        &mut Carry::after(None),
+        "routes[0]",
+    )
+    .unwrap();
     let mut headers = http::HeaderMap::new();
     headers.insert("x-tenant", http::HeaderValue::from_static("tenant-x"));
     headers.insert("user-agent", http::HeaderValue::from_static("bench/1.0"));

@@ -84,10 +84,21 @@ struct RetryLabels {
     result: RetryResult,
 }
 
+/// What became of a mirror copy.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum MirrorResult {
+    /// It was sent.
+    sent,
+    /// Too many copies were in flight; this one was not sent.
+    dropped,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MirrorLabels {
     target: SharedLabel,
     group: SharedLabel,
+    result: MirrorResult,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -147,7 +158,7 @@ impl Metrics {
         let mirrors = Family::<MirrorLabels, Counter>::default();
         registry.register(
             "mirrored_requests",
-            "Copies of requests sent to a mirror group",
+            "Copies of requests for a mirror group, sent or dropped (too many in flight)",
             mirrors.clone(),
         );
         let latency = Family::<DirectionLabels, Histogram>::new_with_constructor(|| {
@@ -234,12 +245,17 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a copy of a request sent to `group` of `target`.
-    pub fn mirrored(&self, target: &Arc<str>, group: &Arc<str>) {
+    /// Counts a copy of a request for `group` of `target`: `sent`, or dropped because
+    /// too many were in flight.
+    pub fn mirrored(&self, target: &Arc<str>, group: &Arc<str>, sent: bool) {
         self.mirrors
             .get_or_create(&MirrorLabels {
                 target: SharedLabel(target.clone()),
                 group: SharedLabel(group.clone()),
+                result: match sent {
+                    true => MirrorResult::sent,
+                    false => MirrorResult::dropped,
+                },
             })
             .inc();
     }
@@ -359,7 +375,7 @@ mod tests {
             &Arc::from("transfers"),
             RetryResult::budget_exhausted,
         );
-        m.mirrored(&Arc::from("payments.shop:80"), &Arc::from("shadow"));
+        m.mirrored(&Arc::from("payments.shop:80"), &Arc::from("shadow"), true);
         let guard = m.connection(Direction::inbound, ConnProtocol::http2);
         m.config_applied("v1");
         m.config_applied("v2");
@@ -369,7 +385,7 @@ mod tests {
         assert!(text.contains(r#"braid_retries_total{target="payments.shop:80",rule="transfers",result="budget_exhausted"} 1"#), "{text}");
         assert!(
             text.contains(
-                r#"braid_mirrored_requests_total{target="payments.shop:80",group="shadow"} 1"#
+                r#"braid_mirrored_requests_total{target="payments.shop:80",group="shadow",result="sent"} 1"#
             ),
             "{text}"
         );

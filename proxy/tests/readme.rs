@@ -42,7 +42,9 @@ fn the_readme_routes_example_compiles() {
     let parsed: Routes = serde_norway::from_str(&block).unwrap();
     let table = braid_proxy::routing::RouteTable::compile(
         &parsed.routes[0],
+        80,
         &["(default)", "Group_2"],
+        &mut braid_proxy::routing::Carry::after(None),
         "routes[0]",
     )
     .unwrap();

@@ -87,8 +87,10 @@ pub struct RetryPolicy {
     /// Deadline of each attempt. Absent: only the rule's `timeout` applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_try_timeout: Option<Duration>,
-    /// Which failures are retried. Absent: `connect-failure`, `refused-stream` and `reset`,
-    /// which are safe because the server cannot have acted on the request. Quote the key
+    /// Which failures are retried. Absent: `connect-failure` and `refused-stream` (the
+    /// server never saw the request) for every method, and `reset` for idempotent ones
+    /// (GET, HEAD, OPTIONS, TRACE, PUT, DELETE). Listed conditions apply to every method:
+    /// match the rule on method to keep, say, a POST from being sent twice. Quote the key
     /// in YAML (`"on": [reset]`): kubectl reads YAML 1.1, where a bare `on` means `true`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = limits::MAX_RETRY_ON), extend("x-kubernetes-list-type" = "set"))]

@@ -273,7 +273,10 @@ async fn http_server(
                     }
                     let n = behaviour.served.fetch_add(1, Ordering::SeqCst) + 1;
                     tokio::time::sleep(behaviour.delay).await;
-                    if behaviour.fail_every.is_some_and(|every| n.is_multiple_of(every)) {
+                    if behaviour
+                        .fail_every
+                        .is_some_and(|every| n.is_multiple_of(every))
+                    {
                         let mut resp =
                             Response::new(Full::new(Bytes::from(format!("{name} failed"))).boxed());
                         *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;

@@ -32,28 +32,36 @@ impl Default for EndpointLoad {
     }
 }
 
-/// A request in flight to an endpoint; [`InFlight::done`] records its latency, and
-/// dropping it without (a cancelled request) only ends the count.
+/// A request in flight to an endpoint; [`InFlight::done`] records its latency. Dropped
+/// without (a cancelled attempt: a deadline passed, the caller left) it records the time
+/// waited so far, so an endpoint that never answers does not look fast.
 #[derive(Debug)]
 pub struct InFlight<'a> {
     load: &'a EndpointLoad,
     started: Instant,
+    recorded: bool,
 }
 
 impl InFlight<'_> {
-    /// The response head arrived (or the attempt failed) now.
-    pub fn done(self) {
+    /// The response head arrived now.
+    pub fn done(mut self) {
+        self.recorded = true;
         self.load.observe(self.started.elapsed(), Instant::now());
     }
 
-    /// The attempt failed to connect: the endpoint is charged the failure penalty.
-    pub fn failed(self) {
+    /// The endpoint could not be reached or broke the connection: it is charged the
+    /// failure penalty.
+    pub fn failed(mut self) {
+        self.recorded = true;
         self.load.observe(FAILURE_PENALTY, Instant::now());
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
+        if !self.recorded {
+            self.load.observe(self.started.elapsed(), Instant::now());
+        }
         self.load.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -65,6 +73,7 @@ impl EndpointLoad {
         InFlight {
             load: self,
             started: Instant::now(),
+            recorded: false,
         }
     }
 

@@ -72,7 +72,8 @@ pub struct Retries {
     /// The deadline of each attempt in milliseconds; absent: only the rule's timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_try_timeout_ms: Option<u64>,
-    /// Which failures are retried; empty: `connect-failure`, `refused-stream`, `reset`.
+    /// Which failures are retried, for every method; empty: `connect-failure` and
+    /// `refused-stream`, and `reset` for idempotent methods.
     #[serde(default, rename = "on", skip_serializing_if = "Vec::is_empty")]
     pub on: Vec<RetryOn>,
 }

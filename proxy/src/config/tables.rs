@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::routes::ServiceRoutes;
 use super::{ConfigError, ListenerTarget, Protocol, ProxyConfig, Service};
 use crate::balance::{self, Endpoint, Loads};
-use crate::routing::{CompiledRule, RequestHead, RouteError, RouteTable, RulePolicy};
+use crate::routing::{
+    Carry, CompiledRule, RequestHead, RouteError, RouteTable, RulePolicy, RuleStates,
+};
 
 /// Where an outbound connection or request to one service port goes.
 #[derive(Debug)]
@@ -235,6 +237,8 @@ pub struct Tables {
     pub listeners: Vec<ListenerPlan>,
     /// The load of every service endpoint, handed on to the next version.
     loads: Loads,
+    /// The rules' rate-limit buckets and retry budgets, handed on likewise.
+    rule_states: RuleStates,
 }
 
 impl Tables {
@@ -253,6 +257,7 @@ impl Tables {
         let mut loads = previous
             .map(|p| Loads::carried_from(&p.loads))
             .unwrap_or_default();
+        let mut carry = Carry::after(previous.map(|p| &p.rule_states));
         let mut outbound = HashMap::new();
         let mut by_service: HashMap<(String, String, u16), Arc<OutboundTarget>> = HashMap::new();
         for svc in config.services.iter() {
@@ -289,8 +294,14 @@ impl Tables {
                 if let Some((i, routes)) = routes_for(&config.routes, svc, port.port)? {
                     let names: Vec<&str> = svc.groups.iter().map(|g| g.name.as_str()).collect();
                     target.routes = Some(
-                        RouteTable::compile(routes, &names, &format!("routes[{i}]"))
-                            .map_err(ConfigError::Invalid)?,
+                        RouteTable::compile(
+                            routes,
+                            port.port,
+                            &names,
+                            &mut carry,
+                            &format!("routes[{i}]"),
+                        )
+                        .map_err(ConfigError::Invalid)?,
                     );
                 }
                 let target = Arc::new(target);
@@ -369,6 +380,7 @@ impl Tables {
             inbound,
             listeners,
             loads,
+            rule_states: carry.finish(),
         })
     }
 

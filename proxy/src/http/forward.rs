@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -15,19 +15,22 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Route;
+use super::mirror::Mirrors;
 use super::replay::Replayable;
 use super::{ForwardError, Pool, Sticky, UpBody, is_upgrade, strip_hop_by_hop};
 use crate::balance::Endpoint;
 use crate::config::{ConfigSource, Selected};
 use crate::metrics::{Direction, Metrics, RetryResult, Routed};
-use crate::routing::{AttemptOutcome, RequestHead};
+use crate::routing::{AttemptOutcome, RequestHead, is_idempotent};
 use tokio_util::task::TaskTracker;
 
 /// The body of every response the proxy sends.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
-/// How long a mirror copy may take before it is given up.
-const MIRROR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The first retry waits about this long; each next one twice as long, up to
+/// [`MAX_BACKOFF`] (jittered, so callers that failed together do not retry together).
+const BASE_BACKOFF: Duration = Duration::from_millis(25);
+const MAX_BACKOFF: Duration = Duration::from_millis(250);
 
 /// One request's way out: what routing chose, and how to send.
 struct Outgoing<'a> {
@@ -45,6 +48,7 @@ pub struct Forwarder {
     metrics: Arc<Metrics>,
     direction: Direction,
     tracker: TaskTracker,
+    mirrors: Mirrors,
 }
 
 impl Forwarder {
@@ -59,6 +63,7 @@ impl Forwarder {
     ) -> Self {
         Self {
             config,
+            mirrors: Mirrors::new(pool.clone()),
             pool,
             metrics,
             direction,
@@ -159,15 +164,18 @@ impl Forwarder {
         }
     }
 
-    /// Sends the request, retrying as the rule allows, and its mirror copy if it draws
-    /// one. Without retries or a mirror the caller's body streams straight through.
+    /// Sends the request, retrying as the rule allows (waiting a jittered, growing
+    /// backoff between attempts), and its mirror copy if it draws one. Without retries or
+    /// a mirror the caller's body streams straight through.
     async fn attempts(
         &self,
         send: &Outgoing<'_>,
         req: Request<Incoming>,
     ) -> Result<Response<Incoming>, ForwardError> {
-        let retry = send.selected.policy().retry;
+        // `attempts: 0` retries nothing, so nothing need be buffered or budgeted.
+        let retry = send.selected.policy().retry.filter(|r| r.attempts > 0);
         let mirror = send.selected.mirror();
+        let idempotent = is_idempotent(req.method());
         if retry.is_none() && mirror.is_none() {
             let endpoint = send.selected.endpoint(None)?;
             return self
@@ -176,18 +184,18 @@ impl Forwarder {
         }
         let req = match Replayable::buffer(req).await? {
             Ok(replayable) => replayable,
-            // Too large (or of unknown length) to hold: once, not copied.
+            // Too large (or of unknown length) to hold: once, not copied. No per-try
+            // deadline: it would run while the caller is still uploading.
             Err(req) => {
                 let endpoint = send.selected.endpoint(None)?;
-                let per_try = retry.and_then(|r| r.per_try_timeout);
                 return self
-                    .attempt(send, endpoint, req.map(Either::Left), per_try)
+                    .attempt(send, endpoint, req.map(Either::Left), None)
                     .await;
             }
         };
         if let Some((group, endpoint)) = mirror {
-            self.metrics.mirrored(send.label, group);
-            self.spawn_mirror(endpoint.addr, req.request(), send.http2);
+            let sent = self.mirrors.send(endpoint, req.request(), send.http2);
+            self.metrics.mirrored(send.label, group, sent);
         }
         let Some(retry) = retry else {
             let endpoint = send.selected.endpoint(None)?;
@@ -205,7 +213,7 @@ impl Forwarder {
             let result = self
                 .attempt(send, endpoint, req.request(), retry.per_try_timeout)
                 .await;
-            if attempt >= retry.attempts || !retry.retries(outcome(&result)) {
+            if attempt >= retry.attempts || !retry.retries(outcome(&result), idempotent) {
                 return result;
             }
             let granted = budget.is_none_or(|b| b.withdraw());
@@ -220,6 +228,8 @@ impl Forwarder {
                 return result;
             }
             tracing::debug!(target = %send.label, endpoint = %endpoint.addr, attempt, "retrying");
+            drop(result);
+            tokio::time::sleep(backoff(attempt)).await;
             attempt += 1;
             last = Some(endpoint.addr);
         }
@@ -249,33 +259,14 @@ impl Forwarder {
             None => exchange.await,
         };
         match &result {
-            Err(ForwardError::Connect(_) | ForwardError::ConnectTimeout) => in_flight.failed(),
+            // The endpoint could not be reached or broke the connection: avoid it while
+            // others answer. (Error statuses are for outlier detection to judge.)
+            Err(
+                ForwardError::Connect(_) | ForwardError::ConnectTimeout | ForwardError::Upstream(_),
+            ) => in_flight.failed(),
             _ => in_flight.done(),
         }
         result
-    }
-
-    /// Sends a copy to the mirror group in the background; its response is read and
-    /// dropped, failures only logged. It never holds up the original request.
-    fn spawn_mirror(&self, addr: SocketAddr, req: Request<UpBody>, http2: bool) {
-        let pool = self.pool.clone();
-        tokio::spawn(async move {
-            let sticky = pool.sticky();
-            let exchange = async {
-                let resp = match http2 {
-                    true => pool.send_h2(addr, req).await?,
-                    false => pool.send_h1(addr, req, &sticky).await?,
-                };
-                // Read to the end, so the connection can be reused.
-                let _ = resp.into_body().collect().await;
-                Ok::<_, ForwardError>(())
-            };
-            match tokio::time::timeout(MIRROR_TIMEOUT, exchange).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!(%addr, error = %e, "mirror copy failed"),
-                Err(_) => tracing::debug!(%addr, "mirror copy timed out"),
-            }
-        });
     }
 
     /// Sends a WebSocket-style upgrade and, on 101, splices the two upgraded connections.
@@ -301,6 +292,15 @@ impl Forwarder {
         }
         Ok(resp)
     }
+}
+
+/// The wait before retry number `attempt + 1`: half of the doubled base, plus a random
+/// share of the other half.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = BASE_BACKOFF
+        .saturating_mul(1 << attempt.min(8))
+        .min(MAX_BACKOFF);
+    ceiling / 2 + ceiling.mul_f64(fastrand::f64() / 2.0)
 }
 
 /// What retrying needs to know of an attempt's result.

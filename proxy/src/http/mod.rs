@@ -3,6 +3,7 @@
 
 mod forward;
 mod headers;
+mod mirror;
 mod pool;
 mod replay;
 mod route;

@@ -9,6 +9,7 @@ mod mirror;
 mod policy;
 mod rate_limit;
 mod retry;
+mod state;
 mod table;
 mod weighted;
 
@@ -16,7 +17,8 @@ pub use matcher::CompiledMatch;
 pub use mirror::MirrorPolicy;
 pub use policy::RulePolicy;
 pub use rate_limit::TokenBucket;
-pub use retry::{AttemptOutcome, RetryBudget, RetryPolicy};
+pub use retry::{AttemptOutcome, RetryBudget, RetryPolicy, is_idempotent};
+pub use state::{Carry, RuleKey, RuleStates};
 pub use table::{CompiledRule, RouteError, RouteTable};
 pub use weighted::WeightedChoice;
 

@@ -17,6 +17,8 @@ pub struct RetryPolicy {
     /// Each attempt's deadline.
     pub per_try_timeout: Option<Duration>,
     on: u8,
+    /// Of `on`, the conditions retried only for idempotent methods.
+    idempotent_only: u8,
 }
 
 /// What an attempt ended with, as far as retrying goes.
@@ -38,9 +40,27 @@ const fn bit(on: RetryOn) -> u8 {
     1 << on as u8
 }
 
-/// Safe by default: the server cannot have acted on the request.
+/// Safe by default: connect failures and refused streams never reached the application,
+/// so any request is retried; a reset may have come after the server acted, so only
+/// requests that are safe to repeat (idempotent methods) are retried on it.
 const DEFAULT_ON: u8 =
     bit(RetryOn::ConnectFailure) | bit(RetryOn::RefusedStream) | bit(RetryOn::Reset);
+const DEFAULT_IDEMPOTENT_ONLY: u8 = bit(RetryOn::Reset);
+
+/// Whether repeating a request with `method` has the effect of sending it once
+/// (RFC 9110, section 9.2.2).
+pub fn is_idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .contains(method)
+}
 
 impl RetryPolicy {
     /// Compiles `retries`; errors name the field under `at`.
@@ -53,36 +73,40 @@ impl RetryPolicy {
             }
             t => t.map(Duration::from_millis),
         };
-        let on = match retries.on.is_empty() {
-            true => DEFAULT_ON,
-            false => retries.on.iter().fold(0, |set, on| set | bit(*on)),
+        // Conditions listed explicitly apply to every method: the administrator chose
+        // them (and can match the rule on method to narrow them).
+        let (on, idempotent_only) = match retries.on.is_empty() {
+            true => (DEFAULT_ON, DEFAULT_IDEMPOTENT_ONLY),
+            false => (retries.on.iter().fold(0, |set, on| set | bit(*on)), 0),
         };
         Ok(Self {
             attempts: retries.attempts,
             per_try_timeout,
             on,
+            idempotent_only,
         })
     }
 
-    fn retries_on(&self, on: RetryOn) -> bool {
-        self.on & bit(on) != 0
-    }
-
-    /// Whether an attempt that ended with `outcome` is worth another.
-    pub fn retries(&self, outcome: AttemptOutcome) -> bool {
+    /// Whether an attempt of a request that is (or is not) `idempotent` and ended with
+    /// `outcome` is worth another.
+    pub fn retries(&self, outcome: AttemptOutcome, idempotent: bool) -> bool {
+        let allowed = match idempotent {
+            true => self.on,
+            false => self.on & !self.idempotent_only,
+        };
+        let retries_on = |on: RetryOn| allowed & bit(on) != 0;
         match outcome {
-            AttemptOutcome::ConnectFailure => self.retries_on(RetryOn::ConnectFailure),
+            AttemptOutcome::ConnectFailure => retries_on(RetryOn::ConnectFailure),
             AttemptOutcome::RefusedStream => {
-                self.retries_on(RetryOn::RefusedStream) || self.retries_on(RetryOn::Reset)
+                retries_on(RetryOn::RefusedStream) || retries_on(RetryOn::Reset)
             }
-            AttemptOutcome::Reset => self.retries_on(RetryOn::Reset),
+            AttemptOutcome::Reset => retries_on(RetryOn::Reset),
             AttemptOutcome::PerTryTimeout => {
-                self.retries_on(RetryOn::GatewayError) || self.retries_on(RetryOn::ServerError)
+                retries_on(RetryOn::GatewayError) || retries_on(RetryOn::ServerError)
             }
             AttemptOutcome::Status(s) if s.is_server_error() => {
                 let gateway = matches!(s.as_u16(), 502..=504);
-                self.retries_on(RetryOn::ServerError)
-                    || (gateway && self.retries_on(RetryOn::GatewayError))
+                retries_on(RetryOn::ServerError) || (gateway && retries_on(RetryOn::GatewayError))
             }
             AttemptOutcome::Status(_) => false,
         }
@@ -136,27 +160,50 @@ mod tests {
     }
 
     #[test]
-    fn the_default_retries_only_what_the_server_never_processed() {
+    fn the_default_retries_what_the_server_never_processed_and_resets_of_idempotent_requests() {
         let p = policy(&[]);
-        assert!(p.retries(AttemptOutcome::ConnectFailure));
-        assert!(p.retries(AttemptOutcome::RefusedStream));
-        assert!(p.retries(AttemptOutcome::Reset));
-        assert!(!p.retries(AttemptOutcome::Status(StatusCode::SERVICE_UNAVAILABLE)));
-        assert!(!p.retries(AttemptOutcome::PerTryTimeout));
+        for idempotent in [true, false] {
+            assert!(p.retries(AttemptOutcome::ConnectFailure, idempotent));
+            assert!(p.retries(AttemptOutcome::RefusedStream, idempotent));
+            assert!(!p.retries(
+                AttemptOutcome::Status(StatusCode::SERVICE_UNAVAILABLE),
+                idempotent
+            ));
+            assert!(!p.retries(AttemptOutcome::PerTryTimeout, idempotent));
+        }
+        // A POST the server may have acted on is not sent twice.
+        assert!(p.retries(AttemptOutcome::Reset, true));
+        assert!(!p.retries(AttemptOutcome::Reset, false));
+        assert!(is_idempotent(&http::Method::PUT));
+        assert!(!is_idempotent(&http::Method::POST));
+        assert!(!is_idempotent(&http::Method::PATCH));
+    }
+
+    #[test]
+    fn listed_conditions_apply_to_every_method() {
+        let p = policy(&[RetryOn::Reset]);
+        assert!(p.retries(AttemptOutcome::Reset, false));
+        assert!(!p.retries(AttemptOutcome::ConnectFailure, true));
     }
 
     #[test]
     fn gateway_errors_and_5xx() {
         let g = policy(&[RetryOn::GatewayError]);
-        assert!(g.retries(AttemptOutcome::Status(StatusCode::BAD_GATEWAY)));
-        assert!(g.retries(AttemptOutcome::PerTryTimeout));
-        assert!(!g.retries(AttemptOutcome::Status(StatusCode::INTERNAL_SERVER_ERROR)));
-        assert!(!g.retries(AttemptOutcome::ConnectFailure));
+        assert!(g.retries(AttemptOutcome::Status(StatusCode::BAD_GATEWAY), true));
+        assert!(g.retries(AttemptOutcome::PerTryTimeout, true));
+        assert!(!g.retries(
+            AttemptOutcome::Status(StatusCode::INTERNAL_SERVER_ERROR),
+            true
+        ));
+        assert!(!g.retries(AttemptOutcome::ConnectFailure, true));
         let s = policy(&[RetryOn::ServerError]);
-        assert!(s.retries(AttemptOutcome::Status(StatusCode::INTERNAL_SERVER_ERROR)));
-        assert!(s.retries(AttemptOutcome::Status(StatusCode::GATEWAY_TIMEOUT)));
-        assert!(!s.retries(AttemptOutcome::Status(StatusCode::NOT_FOUND)));
-        assert!(!s.retries(AttemptOutcome::Status(StatusCode::OK)));
+        assert!(s.retries(
+            AttemptOutcome::Status(StatusCode::INTERNAL_SERVER_ERROR),
+            false
+        ));
+        assert!(s.retries(AttemptOutcome::Status(StatusCode::GATEWAY_TIMEOUT), true));
+        assert!(!s.retries(AttemptOutcome::Status(StatusCode::NOT_FOUND), true));
+        assert!(!s.retries(AttemptOutcome::Status(StatusCode::OK), true));
     }
 
     #[test]

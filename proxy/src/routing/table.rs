@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use super::{
-    CompiledMatch, MirrorPolicy, RequestHead, RetryBudget, RulePolicy, TokenBucket, WeightedChoice,
+    Carry, CompiledMatch, MirrorPolicy, RequestHead, RetryBudget, RuleKey, RulePolicy, TokenBucket,
+    WeightedChoice,
 };
 use crate::config::routes::ServiceRoutes;
 
@@ -58,9 +59,17 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Compiles `routes` for a service whose groups are `groups` (in the order the
-    /// chosen indices refer to). Errors name the field under `at`.
-    pub fn compile(routes: &ServiceRoutes, groups: &[&str], at: &str) -> Result<Self, String> {
+    /// Compiles `routes` for `port` of a service whose groups are `groups` (in the order
+    /// the chosen indices refer to), taking rate-limit buckets and retry budgets over
+    /// through `carry`. Errors name the field under `at`.
+    pub fn compile(
+        routes: &ServiceRoutes,
+        port: u16,
+        groups: &[&str],
+        carry: &mut Carry<'_>,
+        at: &str,
+    ) -> Result<Self, String> {
+        let from: Arc<str> = routes.from.as_str().into();
         let mut rules = Vec::with_capacity(routes.rules.len());
         for (i, rule) in routes.rules.iter().enumerate() {
             let here = format!("{at}.rules[{i}]");
@@ -93,24 +102,27 @@ impl RouteTable {
                 Some(m) => Some(MirrorPolicy::compile(m, groups, &here)?),
                 None => None,
             };
+            let name: Arc<str> = rule.name.as_str().into();
+            let key = RuleKey {
+                from: from.clone(),
+                port,
+                rule: name.clone(),
+            };
             let rate_limit = match &rule.rate_limit {
-                Some(r) => Some(Arc::new(TokenBucket::compile(r, &here)?)),
+                Some(r) => Some(carry.bucket(&key, r, &here)?),
                 None => None,
             };
             rules.push(CompiledRule {
-                name: rule.name.as_str().into(),
+                name,
                 matches,
                 choice,
-                budget: policy.retry.map(|_| Arc::default()),
+                budget: policy.retry.map(|_| carry.budget(&key)),
                 policy,
                 mirror,
                 rate_limit,
             });
         }
-        Ok(Self {
-            from: routes.from.as_str().into(),
-            rules,
-        })
+        Ok(Self { from, rules })
     }
 
     /// The first rule `req` matches.
@@ -170,7 +182,9 @@ mod tests {
                 rule("transfers", Some(("type", "transfer")), &[("Group_2", 100)]),
                 rule("default", None, &[("Group_1", 100)]),
             ]),
+            80,
             &GROUPS,
+            &mut Carry::after(None),
             "routes[0]",
         )
         .unwrap();
@@ -194,7 +208,14 @@ mod tests {
 
     #[test]
     fn a_rule_without_groups_sends_to_any_endpoint() {
-        let t = RouteTable::compile(&routes(vec![rule("all", None, &[])]), &GROUPS, "r").unwrap();
+        let t = RouteTable::compile(
+            &routes(vec![rule("all", None, &[])]),
+            80,
+            &GROUPS,
+            &mut Carry::after(None),
+            "r",
+        )
+        .unwrap();
         let h = http::HeaderMap::new();
         let head = RequestHead {
             method: &http::Method::GET,
@@ -212,7 +233,9 @@ mod tests {
                 Some(("type", "transfer")),
                 &[("Group_2", 1)],
             )]),
+            80,
             &GROUPS,
+            &mut Carry::after(None),
             "r",
         )
         .unwrap();
@@ -233,7 +256,9 @@ mod tests {
     fn unknown_groups_and_zero_weights_are_refused_by_path() {
         let err = RouteTable::compile(
             &routes(vec![rule("t", None, &[("Group_1", 50), ("Group_9", 50)])]),
+            80,
             &GROUPS,
+            &mut Carry::after(None),
             "routes[2]",
         )
         .unwrap_err();
@@ -243,7 +268,9 @@ mod tests {
         );
         let err = RouteTable::compile(
             &routes(vec![rule("t", None, &[("Group_1", 0)])]),
+            80,
             &GROUPS,
+            &mut Carry::after(None),
             "r",
         )
         .unwrap_err();
