@@ -36,7 +36,9 @@ pub struct Snapshot {
 }
 
 /// A Service: its virtual IPs, ports and endpoints.
-#[derive(Clone, Debug, PartialEq)]
+// `Eq` lets `Arc<ServiceEntry>` comparisons short-cut on the pointer, which is what makes
+// an incremental compile's "did this service change?" cheap.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceEntry {
     /// Its namespace and name.
     pub key: ObjectKey,
