@@ -323,6 +323,22 @@ fn steering_mesh(server2_args: &[&str]) -> (Mesh, Pod, Pod, Pod) {
     (mesh, client, server, server2)
 }
 
+/// [`steering_mesh`] with a TrafficRoute of `rules` (see [`payments_route`]) in force in
+/// the client's proxy.
+fn routed_mesh(server2_args: &[&str], rules: &str) -> (Mesh, Pod, Pod, Pod) {
+    let (mesh, client, server, server2) = steering_mesh(server2_args);
+    mesh.operator()
+        .unwrap()
+        .write_resource("route.yaml", &payments_route(rules))
+        .unwrap();
+    let first = rules
+        .split_once("- name: ")
+        .and_then(|(_, rest)| rest.lines().next())
+        .unwrap_or_default();
+    wait_for_routes(&client, first.trim());
+    (mesh, client, server, server2)
+}
+
 /// A TrafficRoute for `payments` with groups `Group_1` (pod `server`) and `Group_2`
 /// (pod `server2`), and `rules` (YAML, indented as list items under `rules:`).
 fn payments_route(rules: &str) -> String {
@@ -392,22 +408,15 @@ fn tallied(tally: &str, answer: &str) -> usize {
 #[test]
 fn a_traffic_route_steers_by_header_and_splits_by_weight() {
     // The seed's example: requests whose header `type` is `transfer` go to Group_2.
-    let (mesh, client, _server, _server2) = steering_mesh(&["--name", "server2"]);
-    mesh.operator()
-        .unwrap()
-        .write_resource(
-            "route.yaml",
-            &payments_route(
-                "  - name: transfers
+    let (_mesh, client, _server, _server2) = routed_mesh(
+        &["--name", "server2"],
+        "  - name: transfers
     match: [{headers: [{name: type, exact: transfer}]}]
     route: [{group: Group_2, weight: 100}]
   - name: gray
     route: [{group: Group_1, weight: 90}, {group: Group_2, weight: 10}]
 ",
-            ),
-        )
-        .unwrap();
-    wait_for_routes(&client, "transfers");
+    );
     assert_eq!(
         tally(&client, 200, "/", &["type: transfer"]),
         "200 200 server2"
@@ -435,22 +444,14 @@ fn a_traffic_route_steers_by_header_and_splits_by_weight() {
 fn mirrored_copies_reach_the_shadow_group_and_never_hold_up_the_caller() {
     // The shadow answers only after a second; the rule's deadline is 500 ms. Were the
     // copy on the caller's path, every request would fail with 504.
-    let (mesh, client, server, server2) =
-        steering_mesh(&["--name", "shadow", "--delay-ms", "1000"]);
-    mesh.operator()
-        .unwrap()
-        .write_resource(
-            "route.yaml",
-            &payments_route(
-                "  - name: mirrored
+    let (_mesh, client, server, server2) = routed_mesh(
+        &["--name", "shadow", "--delay-ms", "1000"],
+        "  - name: mirrored
     route: [{group: Group_1}]
     mirror: {group: Group_2, percent: 100}
     timeout: 500ms
 ",
-            ),
-        )
-        .unwrap();
-    wait_for_routes(&client, "mirrored");
+    );
     assert_eq!(tally(&client, 100, "/", &[]), "100 200 server");
     // Every copy arrives (fire-and-forget, so give them a moment).
     let counted = |pod: &Pod| {
@@ -482,14 +483,9 @@ fn mirrored_copies_reach_the_shadow_group_and_never_hold_up_the_caller() {
 #[test]
 fn faults_retries_per_try_timeouts_and_rate_limits_act_on_their_requests() {
     // server2 fails every other request it serves.
-    let (mesh, client, _server, _server2) =
-        steering_mesh(&["--name", "server2", "--fail-every", "2"]);
-    mesh.operator()
-        .unwrap()
-        .write_resource(
-            "route.yaml",
-            &payments_route(
-                "  - name: abort
+    let (_mesh, client, _server, _server2) = routed_mesh(
+        &["--name", "server2", "--fail-every", "2"],
+        "  - name: abort
     match: [{path: {prefix: /abort}}]
     route: [{group: Group_1}]
     fault: {abort: {percent: 25, status: 503}}
@@ -511,10 +507,7 @@ fn faults_retries_per_try_timeouts_and_rate_limits_act_on_their_requests() {
   - name: retried
     retries: {attempts: 2, \"on\": [5xx]}
 ",
-            ),
-        )
-        .unwrap();
-    wait_for_routes(&client, "abort");
+    );
 
     // Abort: 25% of 400 is 100; three standard deviations is about 26.
     let aborts = tally(&client, 400, "/abort", &[]);

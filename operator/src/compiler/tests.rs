@@ -445,19 +445,25 @@ fn a_route_change_recompiles_callers_and_matches_a_full_compile() {
     }
 }
 
-#[test]
-fn timeouts_and_faults_reach_the_rules_in_milliseconds() {
-    let text = STEERING.replace(
-        "  - name: default\n",
-        "  - name: default\n    timeout: 1500ms\n    fault: {delay: {percent: 5, fixed: 200ms}, abort: {percent: 0.5, status: 503}}\n",
-    );
-    let out = compile(&snapshot(REGISTRY, &text), &Options::default());
+/// Compiles `resources` with the test registry; the output and checkout's rule `default`.
+fn default_rule(resources: &str) -> (Output, braid_proxy::config::routes::Rule) {
+    let out = compile(&snapshot(REGISTRY, resources), &Options::default());
     let rule = out.configs[&key("checkout")].routes[0]
         .rules
         .iter()
         .find(|r| r.name == "default")
         .unwrap()
         .clone();
+    (out, rule)
+}
+
+#[test]
+fn timeouts_and_faults_reach_the_rules_in_milliseconds() {
+    let text = STEERING.replace(
+        "  - name: default\n",
+        "  - name: default\n    timeout: 1500ms\n    fault: {delay: {percent: 5, fixed: 200ms}, abort: {percent: 0.5, status: 503}}\n",
+    );
+    let (out, rule) = default_rule(&text);
     assert_eq!(rule.timeout_ms, Some(1500));
     let fault = rule.fault.unwrap();
     assert_eq!(
@@ -485,13 +491,7 @@ fn retries_mirrors_and_rate_limits_reach_the_rules() {
         "  - name: default\n",
         "  - name: default\n    timeout: 2s\n    retries: {attempts: 3, perTryTimeout: 250ms, \"on\": [5xx, connect-failure]}\n    mirror: {group: Group_2, percent: 5}\n    rateLimit: {requestsPerSecond: 100, burst: 20}\n",
     );
-    let out = compile(&snapshot(REGISTRY, &text), &Options::default());
-    let rule = out.configs[&key("checkout")].routes[0]
-        .rules
-        .iter()
-        .find(|r| r.name == "default")
-        .unwrap()
-        .clone();
+    let (out, rule) = default_rule(&text);
     use braid_proxy::config::routes::{Mirror, RateLimit, Retries, RetryOn};
     assert_eq!(
         rule.retries,
