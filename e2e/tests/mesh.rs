@@ -883,3 +883,142 @@ fn leftovers_of_a_killed_run_are_swept() {
         "the sweeper left {name}"
     );
 }
+
+/// Starts the sidecar of `pod` (captured) with its config from the operator, and its
+/// HTTP server on 8080 with `args` after `--port 8080`, under label `label`.
+fn start_server(pod: &mut Pod, op: &braid_e2e::Operator, label: &str, args: &[&str]) {
+    pod.capture(&ProxyFlags::default()).unwrap();
+    pod.start_sidecar_streaming(op)
+        .unwrap_or_else(|e| panic!("{e}"));
+    serve_on_8080(pod, label, args);
+}
+
+/// Starts the e2e HTTP server on port 8080 of `pod` under `label`.
+fn serve_on_8080(pod: &mut Pod, label: &str, args: &[&str]) {
+    let mut all = vec!["http-server", "--port", "8080"];
+    all.extend(args);
+    pod.spawn_app(label, &all).unwrap();
+    pod.wait_listening(8080).unwrap();
+}
+
+#[test]
+fn a_failing_endpoint_is_ejected_and_the_group_keeps_its_share() {
+    let mut mesh = Mesh::new().unwrap_or_else(|e| panic!("{e}"));
+    let mut server = mesh.pod("server").unwrap();
+    let mut client = mesh.pod("client").unwrap();
+    let mut server2 = mesh.pod("server2").unwrap();
+    let mut server3 = mesh.pod("server3").unwrap();
+    mesh.start_operator(&registry(&[&server, &server2, &server3], &[&client]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    mesh.set_hosts(&[("payments", PAYMENTS_VIP)]).unwrap();
+    let op = mesh.operator().unwrap();
+    // One endpoint of three may be ejected (34%); ejections last long enough for the test.
+    op.write_resource(
+        "healing.yaml",
+        "apiVersion: braid.dev/v1alpha1
+kind: SelfHealing
+metadata: {name: payments, namespace: shop}
+spec:
+  selector: {matchLabels: {app: payments}}
+  outlierDetection: {consecutiveErrors: 3, baseEjectionTime: 60s, maxEjectionPercent: 34}
+",
+    )
+    .unwrap();
+    op.write_resource(
+        "route.yaml",
+        &payments_route("  - name: retried\n    retries: {attempts: 2, \"on\": [5xx]}\n"),
+    )
+    .unwrap();
+    start_server(&mut server, op, "http", &["--name", "server"]);
+    start_server(&mut server2, op, "http", &["--name", "server2"]);
+    // server3 answers 500 to everything.
+    start_server(
+        &mut server3,
+        op,
+        "http",
+        &["--name", "server3", "--fail-every", "1"],
+    );
+    client.capture(&ProxyFlags::default()).unwrap();
+    client
+        .start_sidecar_streaming(op)
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_for_routes(&client, "retried");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while client.config_dump().unwrap()["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "payments"))
+        .is_none_or(|s| s["outlierDetection"].is_null())
+    {
+        assert!(Instant::now() < deadline, "outlier detection never arrived");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Retries hide server3's failures; after three of them in a row it is ejected.
+    let first = tally(&client, 200, "/", &[]);
+    assert_eq!(
+        tallied(&first, "200 server") + tallied(&first, "200 server2"),
+        200,
+        "{first}"
+    );
+    let metrics = client.metrics().unwrap();
+    let ejections = |metrics: &str| count(metrics, "braid_outlier_ejections_total{");
+    assert_eq!(ejections(&metrics), 1, "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            r#"braid_outlier_ejections_total{{target="payments.shop:80",endpoint="{}:8080",reason="consecutive_errors"}} 1"#,
+            server3.ip
+        )),
+        "{metrics}"
+    );
+    // Ejected, it sees no more requests: even without retries nothing fails now.
+    let served = |pod: &Pod| {
+        client
+            .app(&["get", &pod.addr(8080).to_string(), "--path", "/count"])
+            .unwrap()
+    };
+    let before = served(&server3);
+    let second = tally(&client, 100, "/", &[]);
+    assert_eq!(
+        tallied(&second, "200 server") + tallied(&second, "200 server2"),
+        100,
+        "{second}"
+    );
+    assert_eq!(
+        served(&server3),
+        before,
+        "the ejected endpoint still got requests"
+    );
+
+    // server2 goes bad too: ejecting it would exceed 34% of the group, so it stays in
+    // (the ejection is spared and counted). The balancer prefers whichever of the two
+    // answered faster lately, so keep calling until server2's failures are judged.
+    server2.terminate("http").unwrap();
+    assert!(server2.wait_exit("http", Duration::from_secs(5)).is_ok());
+    serve_on_8080(
+        &mut server2,
+        "http-bad",
+        &["--name", "server2", "--fail-every", "1"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut third = String::new();
+    let metrics = loop {
+        third.push_str(&(tally(&client, 50, "/", &[]) + "\n"));
+        let metrics = client.metrics().unwrap();
+        if count(&metrics, "braid_outlier_ejections_spared_total{") > 0 {
+            break metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server2 was never judged: {metrics}"
+        );
+    };
+    assert_eq!(ejections(&metrics), 1, "{metrics}");
+    // Still in: it keeps getting requests.
+    let before = served(&server2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while served(&server2) == before {
+        third.push_str(&(tally(&client, 50, "/", &[]) + "\n"));
+        assert!(Instant::now() < deadline, "server2 was dropped after all");
+    }
+    println!("first 200: {first:?}; after ejection: {second:?}; two bad: {third:?}");
+}

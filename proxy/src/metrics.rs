@@ -95,6 +95,32 @@ enum MirrorResult {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EjectionLabels {
+    target: SharedLabel,
+    endpoint: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutlierLabels {
+    target: SharedLabel,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SparedLabels {
+    target: SharedLabel,
+    reason: &'static str,
+}
+
+/// Outlier detection's metrics.
+struct OutlierMetrics {
+    ejections: Family<EjectionLabels, Counter>,
+    spared: Family<SparedLabels, Counter>,
+    returns: Family<OutlierLabels, Counter>,
+    panic: Family<OutlierLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MirrorLabels {
     target: SharedLabel,
     group: SharedLabel,
@@ -123,6 +149,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     retries: Family<RetryLabels, Counter>,
     mirrors: Family<MirrorLabels, Counter>,
+    outlier: OutlierMetrics,
     /// Per direction, fetched once: the family lookup is not paid per request.
     latency: [Histogram; 2],
     /// Requests waiting for their response, per direction (same indexing as `latency`).
@@ -154,6 +181,32 @@ impl Metrics {
             "retries",
             "Retries a TrafficRoute rule asked for, sent or refused by the retry budget",
             retries.clone(),
+        );
+        let outlier = OutlierMetrics {
+            ejections: Family::default(),
+            spared: Family::default(),
+            returns: Family::default(),
+            panic: Family::default(),
+        };
+        registry.register(
+            "outlier_ejections",
+            "Endpoints ejected by outlier detection, by target, endpoint and reason",
+            outlier.ejections.clone(),
+        );
+        registry.register(
+            "outlier_ejections_spared",
+            "Ejections not made because the group already had maxEjectionPercent ejected",
+            outlier.spared.clone(),
+        );
+        registry.register(
+            "outlier_returns",
+            "Ejected endpoints whose ejection ran out",
+            outlier.returns.clone(),
+        );
+        registry.register(
+            "outlier_panic_requests",
+            "Requests sent while every endpoint of their group was ejected (all were used)",
+            outlier.panic.clone(),
         );
         let mirrors = Family::<MirrorLabels, Counter>::default();
         registry.register(
@@ -204,6 +257,7 @@ impl Metrics {
             requests,
             retries,
             mirrors,
+            outlier,
             latency,
             connections,
             open,
@@ -241,6 +295,49 @@ impl Metrics {
                 target: SharedLabel(target.clone()),
                 rule: SharedLabel(rule.clone()),
                 result,
+            })
+            .inc();
+    }
+
+    /// Counts an ejection of `endpoint` of `target`.
+    pub fn ejected(&self, target: &Arc<str>, endpoint: std::net::SocketAddr, reason: &'static str) {
+        self.outlier
+            .ejections
+            .get_or_create(&EjectionLabels {
+                target: SharedLabel(target.clone()),
+                endpoint: endpoint.to_string(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Counts an ejection `maxEjectionPercent` prevented.
+    pub fn ejection_spared(&self, target: &Arc<str>, reason: &'static str) {
+        self.outlier
+            .spared
+            .get_or_create(&SparedLabels {
+                target: SharedLabel(target.clone()),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Counts `n` endpoints of `target` back from ejection.
+    pub fn returned(&self, target: &Arc<str>, n: usize) {
+        self.outlier
+            .returns
+            .get_or_create(&OutlierLabels {
+                target: SharedLabel(target.clone()),
+            })
+            .inc_by(n as u64);
+    }
+
+    /// Counts a request sent in panic mode (every endpoint of its group ejected).
+    pub fn panic_request(&self, target: &Arc<str>) {
+        self.outlier
+            .panic
+            .get_or_create(&OutlierLabels {
+                target: SharedLabel(target.clone()),
             })
             .inc();
     }

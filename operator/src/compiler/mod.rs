@@ -3,6 +3,7 @@
 //! services and workloads it touches; the result is the same as compiling from scratch.
 
 mod host;
+mod outlier;
 mod routes;
 mod service;
 mod version;
@@ -150,6 +151,7 @@ impl Compiler {
             },
         };
         let groups = &cached_routes.groups;
+        let mut outliers = outlier::outlier_by_service(snapshot);
         let mut services = HashMap::with_capacity(snapshot.services.len());
         let mut compiled = Vec::with_capacity(snapshot.services.len());
         for (key, entry) in &snapshot.services {
@@ -165,6 +167,7 @@ impl Compiler {
                     })
                     .collect(),
                 groups: groups.get(key).cloned().unwrap_or_default(),
+                outlier: outliers.remove(key),
             };
             let out = match self.services.remove(key) {
                 Some((before, out)) if before == inputs => {

@@ -266,7 +266,7 @@ fn retry_on(on: CrdRetryOn) -> RetryOn {
 }
 
 /// A duration in whole milliseconds (at least 1, so a sub-millisecond value is not 0).
-fn millis(d: &braid_crds::common::Duration) -> Option<u64> {
+pub(super) fn millis(d: &braid_crds::common::Duration) -> Option<u64> {
     let d = d.parse().ok()?;
     Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1))
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use braid_crds::traffic_route::Group;
+use braid_proxy::config::outlier::OutlierDetection;
 use braid_proxy::config::{self, DEFAULT_GROUP, Endpoint, EndpointGroup};
 
 use super::Options;
@@ -22,6 +23,8 @@ pub struct ServiceInputs {
     /// The groups its TrafficRoutes define, oldest route first, first definition of a
     /// name winning.
     pub groups: Vec<Group>,
+    /// Its outlier detection, from the oldest SelfHealing that selects its endpoints.
+    pub outlier: Option<OutlierDetection>,
 }
 
 /// A compiled Service and the digest of its compiled form.
@@ -94,6 +97,7 @@ pub fn compile_service(inputs: &ServiceInputs, opts: &Options) -> CompiledServic
             })
             .collect(),
         groups,
+        outlier_detection: inputs.outlier.clone(),
     };
     let digest = Digest256::of(&service);
     CompiledService { service, digest }

@@ -520,3 +520,35 @@ fn retries_mirrors_and_rate_limits_reach_the_rules() {
         braid_proxy::config::Tables::build(ProxyConfig::clone(cfg)).unwrap();
     }
 }
+
+#[test]
+fn a_self_healing_gives_the_services_of_its_pods_outlier_detection() {
+    let healing = "apiVersion: braid.dev/v1alpha1
+kind: SelfHealing
+metadata: {name: payments, namespace: shop}
+spec:
+  selector: {matchLabels: {app: payments}}
+  outlierDetection:
+    consecutiveErrors: 3
+    errorRate: {threshold: 0.5, minRequests: 20, window: 10s}
+    baseEjectionTime: 30s
+    maxEjectionPercent: 34
+";
+    let out = compile(&snapshot(REGISTRY, healing), &Options::default());
+    let cfg = &out.configs[&key("checkout")];
+    let detection = service(cfg, "payments").outlier_detection.clone().unwrap();
+    assert_eq!(
+        (
+            detection.consecutive_errors,
+            detection.base_ejection_time_ms,
+            detection.max_ejection_time_ms,
+            detection.max_ejection_percent
+        ),
+        (3, 30_000, 300_000, 34)
+    );
+    assert_eq!(detection.error_rate.unwrap().window_ms, 10_000);
+    // Services of other pods are not watched.
+    assert_eq!(service(cfg, "ledger").outlier_detection, None);
+    // What the operator writes, the proxy accepts.
+    braid_proxy::config::Tables::build(ProxyConfig::clone(cfg)).unwrap();
+}

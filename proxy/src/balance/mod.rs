@@ -1,13 +1,17 @@
 //! Load balancing within a group: power of two choices over a peak-EWMA of each
 //! endpoint's latency, weighted by its requests in flight (as linkerd2-proxy and
-//! Finagle do). The load of an endpoint outlives config versions, so a config change
-//! does not forget which endpoints are slow.
+//! Finagle do), skipping endpoints that outlier detection ejected. The load and the
+//! outlier record of an endpoint outlive config versions, so a config change does not
+//! forget which endpoints are slow or bad.
 
+mod ejection;
 mod load;
+pub mod outlier;
 mod p2c;
 
+pub use ejection::{Health, Verdict, record};
 pub use load::{EndpointLoad, InFlight};
-pub use p2c::pick;
+pub use p2c::{Picked, pick};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,12 +24,14 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// Its latency estimate and requests in flight, shared by every group that has it.
     pub load: Arc<EndpointLoad>,
+    /// Its outlier record, shared likewise.
+    pub health: Arc<Health>,
 }
 
 /// The loads of every endpoint of a config, by address: a new config version takes the
 /// loads of endpoints it keeps from the previous one.
 #[derive(Debug, Default)]
-pub struct Loads(HashMap<SocketAddr, Arc<EndpointLoad>>);
+pub struct Loads(HashMap<SocketAddr, (Arc<EndpointLoad>, Arc<Health>)>);
 
 impl Loads {
     /// Starts from the loads of the previous version's endpoints.
@@ -33,10 +39,10 @@ impl Loads {
         Self(previous.0.clone())
     }
 
-    /// The endpoint at `addr`, with its existing load or a fresh one.
+    /// The endpoint at `addr`, with its existing load and record or fresh ones.
     pub fn endpoint(&mut self, addr: SocketAddr) -> Endpoint {
-        let load = self.0.entry(addr).or_default().clone();
-        Endpoint { addr, load }
+        let (load, health) = self.0.entry(addr).or_default().clone();
+        Endpoint { addr, load, health }
     }
 
     /// Forgets endpoints that are not in `keep` (called once a version is built).

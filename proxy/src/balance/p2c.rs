@@ -8,17 +8,60 @@ use super::Endpoint;
 /// Costs closer than this share are equal.
 const TIE: f64 = 1e-3;
 
-/// The endpoint to send the next request to; `None` when there is none.
-pub fn pick(endpoints: &[Endpoint]) -> Option<&Endpoint> {
-    match endpoints.len() {
+/// The endpoint chosen for a request.
+#[derive(Clone, Copy, Debug)]
+pub struct Picked<'a> {
+    /// The endpoint.
+    pub endpoint: &'a Endpoint,
+    /// Every endpoint was ejected, so all were considered (panic mode).
+    pub panic: bool,
+    /// Endpoints whose ejection ran out while looking.
+    pub returned: usize,
+}
+
+/// The endpoint to send the next request to, among those not ejected (all of them when
+/// every one is: a group is never left with nothing); `None` when there is none.
+pub fn pick(endpoints: &[Endpoint]) -> Option<Picked<'_>> {
+    let now = Instant::now();
+    let mut returned = 0;
+    let mut available = 0;
+    for e in endpoints {
+        let (ejected, back) = e.health.check(now);
+        returned += usize::from(back);
+        available += usize::from(!ejected);
+    }
+    let panic = available == 0 && !endpoints.is_empty();
+    let endpoint = if available == endpoints.len() || panic {
+        two_choices(endpoints.len(), |i| endpoints.get(i), now)
+    } else {
+        // A few ejected: choose among the others (ejection ends only in `check`, so
+        // "not ejected" cannot change between the count and this).
+        let nth = |i| endpoints.iter().filter(|e| !e.health.check(now).0).nth(i);
+        // Should another request eject one meanwhile, fall back to all of them.
+        two_choices(available, nth, now)
+            .or_else(|| two_choices(endpoints.len(), |i| endpoints.get(i), now))
+    }?;
+    Some(Picked {
+        endpoint,
+        panic,
+        returned,
+    })
+}
+
+/// Of two of `n` candidates drawn at random (`nth` gives the i-th), the less loaded.
+fn two_choices<'a>(
+    n: usize,
+    nth: impl Fn(usize) -> Option<&'a Endpoint>,
+    now: Instant,
+) -> Option<&'a Endpoint> {
+    match n {
         0 => None,
-        1 => endpoints.first(),
+        1 => nth(0),
         n => {
             let a = fastrand::usize(..n);
             // A second, distinct index.
             let b = (a + 1 + fastrand::usize(..n - 1)) % n;
-            let now = Instant::now();
-            let (ea, eb) = (&endpoints[a], &endpoints[b]);
+            let (ea, eb) = (nth(a)?, nth(b)?);
             // Near-equal costs (idle endpoints differ only by rounding and decay) are a
             // tie, and `a` is the random one: no endpoint is favoured by its position.
             Some(if eb.load.cost(now) < ea.load.cost(now) * (1.0 - TIE) {
@@ -52,7 +95,7 @@ mod tests {
         eps[2].load.observe(Duration::from_millis(2), now);
         let mut counts = [0; 3];
         for _ in 0..3000 {
-            let e = pick(&eps).unwrap();
+            let e = pick(&eps).unwrap().endpoint;
             counts[eps.iter().position(|x| x.addr == e.addr).unwrap()] += 1;
         }
         // The slow one only wins when both draws are it, which two distinct draws never are.
@@ -65,13 +108,13 @@ mod tests {
         let eps = endpoints(2);
         let _busy: Vec<_> = (0..5).map(|_| eps[0].load.start()).collect();
         let to_idle = (0..1000)
-            .filter(|_| pick(&eps).unwrap().addr == eps[1].addr)
+            .filter(|_| pick(&eps).unwrap().endpoint.addr == eps[1].addr)
             .count();
         assert_eq!(to_idle, 1000);
         let eps = endpoints(4);
         let mut counts = [0; 4];
         for _ in 0..8000 {
-            let e = pick(&eps).unwrap();
+            let e = pick(&eps).unwrap().endpoint;
             counts[eps.iter().position(|x| x.addr == e.addr).unwrap()] += 1;
         }
         assert!(
@@ -81,9 +124,35 @@ mod tests {
     }
 
     #[test]
+    fn ejected_endpoints_are_skipped_unless_all_are() {
+        use crate::balance::outlier::OutlierPolicy;
+        use crate::config::outlier::OutlierDetection;
+        let eps = endpoints(3);
+        let policy = OutlierPolicy::compile(
+            &OutlierDetection {
+                consecutive_errors: 1,
+                error_rate: None,
+                base_ejection_time_ms: 60_000,
+                max_ejection_time_ms: 60_000,
+                max_ejection_percent: 100,
+            },
+            "o",
+        )
+        .unwrap();
+        let now = Instant::now();
+        crate::balance::record(&eps[0], &eps, true, now, &policy);
+        assert!((0..300).all(|_| pick(&eps).unwrap().endpoint.addr != eps[0].addr));
+        crate::balance::record(&eps[1], &eps, true, now, &policy);
+        let only = pick(&eps).unwrap();
+        assert_eq!((only.endpoint.addr, only.panic), (eps[2].addr, false));
+        crate::balance::record(&eps[2], &eps, true, now, &policy);
+        assert!(pick(&eps).unwrap().panic);
+    }
+
+    #[test]
     fn none_or_one() {
         assert!(pick(&[]).is_none());
         let eps = endpoints(1);
-        assert_eq!(pick(&eps).unwrap().addr, eps[0].addr);
+        assert_eq!(pick(&eps).unwrap().endpoint.addr, eps[0].addr);
     }
 }

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::routes::ServiceRoutes;
 use super::{ConfigError, ListenerTarget, Protocol, ProxyConfig, Service};
-use crate::balance::{self, Endpoint, Loads};
+use crate::balance::outlier::OutlierPolicy;
+use crate::balance::{self, Endpoint, Loads, Picked};
 use crate::routing::{
     Carry, CompiledRule, RequestHead, RouteError, RouteTable, RulePolicy, RuleStates,
 };
@@ -27,6 +28,8 @@ pub struct OutboundTarget {
     groups: Vec<GroupTarget>,
     /// The routing rules of this port, when a TrafficRoute has any.
     routes: Option<RouteTable>,
+    /// When its endpoints are ejected, if ever.
+    outlier: Option<OutlierPolicy>,
 }
 
 /// A group's endpoints on one service port.
@@ -68,24 +71,44 @@ impl<'a> Selected<'a> {
         self.group.map(|g| &g.name)
     }
 
-    /// The endpoint for an attempt: the less loaded of two of the group's (or, without a
-    /// group, the service's) endpoints, avoiding `not` (the endpoint that just failed)
-    /// when there is another.
-    pub fn endpoint(&self, not: Option<SocketAddr>) -> Result<&'a Endpoint, PickError> {
-        let endpoints = match self.group {
+    /// The endpoints requests may go to: the chosen group's, or without a group, the
+    /// service's.
+    pub fn endpoints(&self) -> &'a [Endpoint] {
+        match self.group {
             Some(g) => &g.endpoints,
             None => &self.target.endpoints,
-        };
+        }
+    }
+
+    /// The service's outlier detection, if it has one.
+    pub fn outlier(&self) -> Option<&'a OutlierPolicy> {
+        self.target.outlier.as_ref()
+    }
+
+    /// The endpoint for an attempt: the less loaded of two of [`Selected::endpoints`]
+    /// that are not ejected, avoiding `not` (the endpoint that just failed) when there is
+    /// another.
+    pub fn endpoint(&self, not: Option<SocketAddr>) -> Result<Picked<'a>, PickError> {
+        let endpoints = self.endpoints();
         let picked = balance::pick(endpoints).ok_or_else(|| match self.group {
             Some(g) => PickError::Route(RouteError::EmptyGroup(g.name.clone())),
             None => PickError::NoEndpoints(self.target.label.clone()),
         })?;
         match not {
-            Some(addr) if picked.addr == addr && endpoints.len() > 1 => Ok(endpoints
-                .iter()
-                .filter(|e| e.addr != addr)
-                .nth(fastrand::usize(..endpoints.len() - 1))
-                .unwrap_or(picked)),
+            Some(addr) if picked.endpoint.addr == addr => {
+                let now = std::time::Instant::now();
+                let others: Vec<&Endpoint> = endpoints
+                    .iter()
+                    .filter(|e| e.addr != addr && !e.health.check(now).0)
+                    .collect();
+                Ok(match others.get(fastrand::usize(..others.len().max(1))) {
+                    Some(other) => Picked {
+                        endpoint: other,
+                        ..picked
+                    },
+                    None => picked,
+                })
+            }
             _ => Ok(picked),
         }
     }
@@ -95,7 +118,7 @@ impl<'a> Selected<'a> {
     pub fn mirror(&self) -> Option<(&'a Arc<str>, &'a Endpoint)> {
         let mirror = self.rule?.mirror.filter(|m| m.roll())?;
         let group = self.target.groups.get(mirror.group)?;
-        balance::pick(&group.endpoints).map(|e| (&group.name, e))
+        balance::pick(&group.endpoints).map(|p| (&group.name, p.endpoint))
     }
 }
 
@@ -128,6 +151,7 @@ impl OutboundTarget {
             next: AtomicUsize::new(0),
             groups: Vec::new(),
             routes: None,
+            outlier: None,
         }
     }
 
@@ -140,10 +164,12 @@ impl OutboundTarget {
             endpoints: vec![Endpoint {
                 addr,
                 load: Default::default(),
+                health: Default::default(),
             }],
             next: AtomicUsize::new(0),
             groups: Vec::new(),
             routes: None,
+            outlier: None,
         }
     }
 
@@ -260,7 +286,14 @@ impl Tables {
         let mut carry = Carry::after(previous.map(|p| &p.rule_states));
         let mut outbound = HashMap::new();
         let mut by_service: HashMap<(String, String, u16), Arc<OutboundTarget>> = HashMap::new();
-        for svc in config.services.iter() {
+        for (s, svc) in config.services.iter().enumerate() {
+            let outlier = match &svc.outlier_detection {
+                Some(o) => Some(
+                    OutlierPolicy::compile(o, &format!("services[{s}].outlierDetection"))
+                        .map_err(ConfigError::Invalid)?,
+                ),
+                None => None,
+            };
             for port in &svc.ports {
                 // Groups may overlap (a pod in two groups): count each endpoint once.
                 let mut seen = std::collections::HashSet::new();
@@ -279,6 +312,7 @@ impl Tables {
                     port.protocol,
                     endpoints,
                 );
+                target.outlier = outlier.clone();
                 target.groups = svc
                     .groups
                     .iter()

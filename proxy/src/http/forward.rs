@@ -18,7 +18,8 @@ use super::Route;
 use super::mirror::Mirrors;
 use super::replay::Replayable;
 use super::{ForwardError, Pool, Sticky, UpBody, is_upgrade, strip_hop_by_hop};
-use crate::balance::Endpoint;
+use crate::balance::outlier::OutlierPolicy;
+use crate::balance::{self, Endpoint, Picked, Verdict};
 use crate::config::{ConfigSource, Selected};
 use crate::metrics::{Direction, Metrics, RetryResult, Routed};
 use crate::routing::{AttemptOutcome, RequestHead, is_idempotent};
@@ -149,8 +150,8 @@ impl Forwarder {
         }
         let attempts = async {
             if upgrade {
-                let endpoint = send.selected.endpoint(None)?;
-                self.forward_upgrade(endpoint.addr, req).await
+                let picked = send.selected.endpoint(None)?;
+                self.forward_upgrade(picked.endpoint.addr, req).await
             } else {
                 self.attempts(&send, req).await
             }
@@ -209,9 +210,10 @@ impl Forwarder {
         let mut last = None;
         let mut attempt = 0;
         loop {
-            let endpoint = send.selected.endpoint(last)?;
+            let picked = send.selected.endpoint(last)?;
+            let endpoint = picked.endpoint;
             let result = self
-                .attempt(send, endpoint, req.request(), retry.per_try_timeout)
+                .attempt(send, picked, req.request(), retry.per_try_timeout)
                 .await;
             if attempt >= retry.attempts || !retry.retries(outcome(&result), idempotent) {
                 return result;
@@ -235,15 +237,22 @@ impl Forwarder {
         }
     }
 
-    /// One attempt on `endpoint`, within `per_try` if set; its latency feeds the
-    /// endpoint's load.
+    /// One attempt on the picked endpoint, within `per_try` if set; its latency feeds
+    /// the endpoint's load, its outcome the service's outlier detection.
     async fn attempt(
         &self,
         send: &Outgoing<'_>,
-        endpoint: &Endpoint,
+        picked: Picked<'_>,
         req: Request<UpBody>,
         per_try: Option<std::time::Duration>,
     ) -> Result<Response<Incoming>, ForwardError> {
+        let endpoint = picked.endpoint;
+        if picked.panic {
+            self.metrics.panic_request(send.label);
+        }
+        if picked.returned > 0 {
+            self.metrics.returned(send.label, picked.returned);
+        }
         let in_flight = endpoint.load.start();
         let exchange = async {
             if send.http2 {
@@ -266,7 +275,51 @@ impl Forwarder {
             ) => in_flight.failed(),
             _ => in_flight.done(),
         }
+        if let Some(policy) = send.selected.outlier() {
+            self.judge(send, endpoint, &result, policy);
+        }
         result
+    }
+
+    /// Feeds an attempt's outcome to outlier detection: 5xx answers, failed connections
+    /// and attempts out of time count against the endpoint.
+    fn judge(
+        &self,
+        send: &Outgoing<'_>,
+        endpoint: &Endpoint,
+        result: &Result<Response<Incoming>, ForwardError>,
+        policy: &OutlierPolicy,
+    ) {
+        let failed = match result {
+            Ok(resp) => resp.status().is_server_error(),
+            // The caller's fault, not the endpoint's.
+            Err(ForwardError::RequestBody(_)) => false,
+            Err(_) => true,
+        };
+        let verdict = balance::record(
+            endpoint,
+            send.selected.endpoints(),
+            failed,
+            Instant::now(),
+            policy,
+        );
+        match verdict {
+            Verdict::Kept => {}
+            Verdict::Ejected(reason, length) => {
+                tracing::warn!(
+                    target = %send.label,
+                    endpoint = %endpoint.addr,
+                    reason = reason.as_str(),
+                    seconds = length.as_secs_f64(),
+                    "endpoint ejected"
+                );
+                self.metrics
+                    .ejected(send.label, endpoint.addr, reason.as_str());
+            }
+            Verdict::Spared(reason) => {
+                self.metrics.ejection_spared(send.label, reason.as_str());
+            }
+        }
     }
 
     /// Sends a WebSocket-style upgrade and, on 101, splices the two upgraded connections.
