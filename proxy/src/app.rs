@@ -20,6 +20,7 @@ use crate::control::{ClientSettings, OperatorClient};
 use crate::http::Pool;
 use crate::listen::bind;
 use crate::metrics::{Direction, Metrics};
+use crate::overload::Protector;
 
 /// Runs the proxy until SIGTERM/SIGINT, then drains.
 pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()> {
@@ -27,8 +28,11 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     let metrics = Arc::new(Metrics::new());
     let (changed_tx, changed_rx) = tokio::sync::watch::channel(());
     let m = metrics.clone();
+    let overload = Arc::new(Protector::new(args.cgroup_dir.clone()));
+    let o = overload.clone();
     let config = Arc::new(ConfigSource::new(move |t: &Tables| {
         m.config_applied(&t.config.version);
+        o.configure(t.config.inbound.overload_protection.as_ref());
         let _ = changed_tx.send(());
     })?);
     let stop_accepting = CancellationToken::new();
@@ -91,10 +95,13 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         direction: Direction::outbound,
         drain: drain.clone(),
         tracker: tracker.clone(),
+        overload: None,
     };
+    tokio::spawn(overload.clone().run(metrics.clone(), stop_admin.clone()));
     let inbound_ctx = Context {
         pool: Pool::new(connect_timeout, usable_source(args.inbound_source)),
         direction: Direction::inbound,
+        overload: Some(overload),
         ..outbound_ctx.clone()
     };
 

@@ -99,6 +99,10 @@ pub struct RunArgs {
     /// On SIGTERM, stop accepting and let in-flight work finish for at most this many seconds.
     #[arg(long, env = "BRAID_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
     pub drain_timeout_secs: u64,
+    /// The cgroup v2 directory whose CPU overload protection's `cpu` signal reads
+    /// (`cpu.stat` against `cpu.max`); without one, the proxy's own CPU time is used.
+    #[arg(long, env = "BRAID_CGROUP_DIR", default_value = "/sys/fs/cgroup")]
+    pub cgroup_dir: PathBuf,
     /// Upstream connect timeout in milliseconds (a timeout answers 504).
     #[arg(long, env = "BRAID_CONNECT_TIMEOUT_MS", default_value_t = 3000)]
     pub connect_timeout_ms: u64,

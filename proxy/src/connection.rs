@@ -32,6 +32,8 @@ pub struct Context {
     pub drain: CancellationToken,
     /// Work that draining waits for (upgraded tunnels, besides connections).
     pub tracker: TaskTracker,
+    /// Overload protection (the inbound side only).
+    pub overload: Option<Arc<crate::overload::Protector>>,
 }
 
 impl Context {
@@ -43,6 +45,7 @@ impl Context {
             self.direction,
             self.tracker.clone(),
         )
+        .with_overload(self.overload.clone())
     }
 }
 

@@ -17,6 +17,7 @@ pub mod iptables;
 pub mod lifecycle;
 pub mod listen;
 pub mod metrics;
+pub mod overload;
 pub mod routing;
 pub mod runtime;
 pub mod tcp;

@@ -150,6 +150,9 @@ pub struct Metrics {
     retries: Family<RetryLabels, Counter>,
     mirrors: Family<MirrorLabels, Counter>,
     outlier: OutlierMetrics,
+    overload_limit: Gauge<f64, std::sync::atomic::AtomicU64>,
+    overload_signal: Gauge<f64, std::sync::atomic::AtomicU64>,
+    overload_shed: Counter,
     /// Per direction, fetched once: the family lookup is not paid per request.
     latency: [Histogram; 2],
     /// Requests waiting for their response, per direction (same indexing as `latency`).
@@ -208,6 +211,24 @@ impl Metrics {
             "Requests sent while every endpoint of their group was ejected (all were used)",
             outlier.panic.clone(),
         );
+        let overload_limit = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "overload_limit",
+            "Inbound requests per second overload protection admits",
+            overload_limit.clone(),
+        );
+        let overload_signal = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "overload_signal",
+            "The last sample of overload protection's signal (CPU share, p99 seconds or requests in flight)",
+            overload_signal.clone(),
+        );
+        let overload_shed = Counter::default();
+        registry.register(
+            "overload_shed",
+            "Inbound requests answered 503 by overload protection",
+            overload_shed.clone(),
+        );
         let mirrors = Family::<MirrorLabels, Counter>::default();
         registry.register(
             "mirrored_requests",
@@ -258,6 +279,9 @@ impl Metrics {
             retries,
             mirrors,
             outlier,
+            overload_limit,
+            overload_signal,
+            overload_shed,
             latency,
             connections,
             open,
@@ -297,6 +321,17 @@ impl Metrics {
                 result,
             })
             .inc();
+    }
+
+    /// Records overload protection's limit and signal after a sample.
+    pub fn overload(&self, limit: f64, signal: f64) {
+        self.overload_limit.set(limit);
+        self.overload_signal.set(signal);
+    }
+
+    /// Counts a request shed by overload protection.
+    pub fn shed(&self) {
+        self.overload_shed.inc();
     }
 
     /// Counts an ejection of `endpoint` of `target`.

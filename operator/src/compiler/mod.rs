@@ -2,8 +2,8 @@
 //! workload. [`Compiler`] remembers its last output so that a change recompiles only the
 //! services and workloads it touches; the result is the same as compiling from scratch.
 
+mod healing;
 mod host;
-mod outlier;
 mod routes;
 mod service;
 mod version;
@@ -151,7 +151,8 @@ impl Compiler {
             },
         };
         let groups = &cached_routes.groups;
-        let mut outliers = outlier::outlier_by_service(snapshot);
+        let healings = healing::oldest_first(snapshot);
+        let mut outliers = healing::outlier_by_service(snapshot, &healings);
         let mut services = HashMap::with_capacity(snapshot.services.len());
         let mut compiled = Vec::with_capacity(snapshot.services.len());
         for (key, entry) in &snapshot.services {
@@ -204,6 +205,7 @@ impl Compiler {
             let inputs = WorkloadInputs {
                 workload: w.clone(),
                 inbound: inbound.remove(key).unwrap_or_default(),
+                overload: healing::overload_for(&healings, w),
                 routes: routes_digest,
             };
             let cached = match self.workloads.remove(key) {
@@ -261,7 +263,7 @@ impl Compiler {
         let mut config = ProxyConfig {
             version: String::new(),
             node: workload::node(&inputs.workload, &self.opts),
-            inbound: workload::inbound(&inputs.inbound),
+            inbound: workload::inbound(&inputs.inbound, inputs.overload.clone()),
             services: set.clone(),
             routes,
             ..Default::default()

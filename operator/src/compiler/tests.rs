@@ -552,3 +552,36 @@ spec:
     // What the operator writes, the proxy accepts.
     braid_proxy::config::Tables::build(ProxyConfig::clone(cfg)).unwrap();
 }
+
+#[test]
+fn a_self_healing_gives_its_workloads_overload_protection() {
+    let healing = "apiVersion: braid.dev/v1alpha1
+kind: SelfHealing
+metadata: {name: payments, namespace: shop}
+spec:
+  selector: {matchLabels: {app: payments}}
+  overloadProtection: {signal: cpu, target: 0.75, minLimit: 20, sampleperiod: 1s}
+"
+    .replace("sampleperiod", "samplePeriod");
+    let out = compile(&snapshot(REGISTRY, &healing), &Options::default());
+    let protection = out.configs[&key("payments-a")]
+        .inbound
+        .overload_protection
+        .clone()
+        .unwrap();
+    use braid_proxy::config::overload::OverloadSignal;
+    assert_eq!(
+        (
+            protection.signal,
+            protection.target,
+            protection.min_limit,
+            protection.sample_period_ms
+        ),
+        (OverloadSignal::Cpu, 0.75, 20, 1000)
+    );
+    // The caller is not selected.
+    assert_eq!(
+        out.configs[&key("checkout")].inbound.overload_protection,
+        None
+    );
+}

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use braid_proxy::config::overload::OverloadProtection;
 use braid_proxy::config::{Inbound, Node, PortProtocol, Protocol};
 
 use super::Options;
@@ -15,6 +16,8 @@ pub struct WorkloadInputs {
     pub workload: Arc<Workload>,
     /// The ports its app serves, from the services it backs.
     pub inbound: Vec<PortProtocol>,
+    /// Its inbound overload protection, from the SelfHealing that selects it.
+    pub overload: Option<OverloadProtection>,
     /// The digest of its routes (which depend on its labels).
     pub routes: super::Digest256,
 }
@@ -30,9 +33,10 @@ pub fn node(w: &Workload, opts: &Options) -> Node {
 }
 
 /// The inbound section.
-pub fn inbound(ports: &[PortProtocol]) -> Inbound {
+pub fn inbound(ports: &[PortProtocol], overload: Option<OverloadProtection>) -> Inbound {
     Inbound {
         ports: ports.to_vec(),
+        overload_protection: overload,
     }
 }
 

@@ -192,7 +192,7 @@ fn in_force(kind: Kind) -> &'static str {
             "the spec is valid; NOT enforced: this version does not encrypt yet"
         }
         Kind::SelfHealing => {
-            "the spec is valid; its outlierDetection is in the callers' config; healing and overloadProtection are NOT applied by this version yet"
+            "the spec is valid; its outlierDetection is in the callers' config and its overloadProtection in the selected workloads'; healing actions are NOT taken by this version yet"
         }
     }
 }

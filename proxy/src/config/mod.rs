@@ -2,6 +2,7 @@
 //! for hosts without Kubernetes). The proxy never talks to the Kubernetes API.
 
 pub mod outlier;
+pub mod overload;
 mod protocol;
 pub mod routes;
 mod source;
@@ -100,6 +101,9 @@ pub struct Inbound {
     /// Ports the app serves. A port not listed is still forwarded, with detection.
     #[serde(default)]
     pub ports: Vec<PortProtocol>,
+    /// Shed requests to the app when it is overloaded (absent: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overload_protection: Option<overload::OverloadProtection>,
 }
 
 /// A port and how its traffic is treated.

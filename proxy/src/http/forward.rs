@@ -22,6 +22,7 @@ use crate::balance::outlier::OutlierPolicy;
 use crate::balance::{self, Endpoint, Picked, Verdict};
 use crate::config::{ConfigSource, Selected};
 use crate::metrics::{Direction, Metrics, RetryResult, Routed};
+use crate::overload::Protector;
 use crate::routing::{AttemptOutcome, RequestHead, is_idempotent};
 use tokio_util::task::TaskTracker;
 
@@ -50,6 +51,7 @@ pub struct Forwarder {
     direction: Direction,
     tracker: TaskTracker,
     mirrors: Mirrors,
+    overload: Option<Arc<Protector>>,
 }
 
 impl Forwarder {
@@ -69,7 +71,14 @@ impl Forwarder {
             metrics,
             direction,
             tracker,
+            overload: None,
         }
+    }
+
+    /// Sheds requests as `overload` says (the inbound side).
+    pub fn with_overload(mut self, overload: Option<Arc<Protector>>) -> Self {
+        self.overload = overload;
+        self
     }
 
     /// Forwards one request and answers with the upstream's response or an error status.
@@ -83,6 +92,21 @@ impl Forwarder {
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         let _in_flight = self.metrics.request_started(self.direction);
+        // Overload protection: health checks are never shed.
+        let admission = match &self.overload {
+            Some(p) if !is_probe(&req) => p.admission(),
+            _ => None,
+        };
+        let _admitted = match &admission {
+            Some(a) => match a.admit(started) {
+                Some(admitted) => Some(admitted),
+                None => {
+                    self.metrics.shed();
+                    return error_response(&ForwardError::Overloaded);
+                }
+            },
+            None => None,
+        };
         let Some(upstream) = self.config.with_tables(|t| route.resolve(t)) else {
             let e = ForwardError::NoRoute(route.describe());
             tracing::debug!(error = %e, "request failed");
@@ -119,12 +143,16 @@ impl Forwarder {
                 error_response(&e)
             }
         };
+        let took = started.elapsed();
+        if let (Some(p), Some(_)) = (&self.overload, &admission) {
+            p.record_latency(took);
+        }
         self.metrics.request(
             self.direction,
             &upstream.label,
             routed,
             response.status().as_u16(),
-            started.elapsed().as_secs_f64(),
+            took.as_secs_f64(),
         );
         response
     }
@@ -356,6 +384,14 @@ fn backoff(attempt: u32) -> Duration {
     ceiling / 2 + ceiling.mul_f64(fastrand::f64() / 2.0)
 }
 
+/// Whether `req` is a kubelet health check (never shed).
+fn is_probe<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.starts_with("kube-probe/"))
+}
+
 /// What retrying needs to know of an attempt's result.
 fn outcome(result: &Result<Response<Incoming>, ForwardError>) -> AttemptOutcome {
     match result {
@@ -392,6 +428,10 @@ pub fn error_response(e: &ForwardError) -> Response<ProxyBody> {
     *resp.status_mut() = e.status();
     if let Ok(v) = HeaderValue::from_str(&reason.replace(['\r', '\n'], " ")) {
         resp.headers_mut().insert("x-braid-error", v);
+    }
+    if let ForwardError::Overloaded = e {
+        resp.headers_mut()
+            .insert("x-braid-overloaded", HeaderValue::from_static("1"));
     }
     if let ForwardError::RateLimited(after) = e {
         // Whole seconds, rounded up: `retry-after: 0` would invite an immediate retry.

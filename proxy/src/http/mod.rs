@@ -50,6 +50,9 @@ pub enum ForwardError {
     /// The rule's fault injection answered instead of the upstream.
     #[error("fault injected")]
     FaultAbort(StatusCode),
+    /// Overload protection shed the request.
+    #[error("overloaded: request shed")]
+    Overloaded,
     /// The destination is no longer in the config.
     #[error("no route to {0}: it is no longer in the proxy's config")]
     NoRoute(String),
@@ -67,7 +70,7 @@ impl ForwardError {
             Self::RequestBody(_) => StatusCode::BAD_REQUEST,
             Self::FaultAbort(status) => *status,
             Self::Pick(PickError::Route(RouteError::NoRuleMatches(_))) => StatusCode::NOT_FOUND,
-            Self::Pick(_) | Self::NoRoute(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Pick(_) | Self::NoRoute(_) | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

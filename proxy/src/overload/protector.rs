@@ -1,0 +1,117 @@
+//! Overload protection as the proxy runs it: the settings in force, the admission the
+//! inbound side asks per request, and the loop that samples the signal every period and
+//! has the PID controller set the admitted rate.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use tokio_util::sync::CancellationToken;
+
+use super::signal::{CpuSource, LatencyWindow, cpu_share};
+use super::{Admission, Gains, Pid};
+use crate::config::overload::{OverloadProtection, OverloadSignal};
+use crate::metrics::Metrics;
+
+/// The limiter of the inbound side.
+pub struct Protector {
+    admission: ArcSwapOption<Admission>,
+    active: Mutex<Option<(OverloadProtection, Pid)>>,
+    latency: LatencyWindow,
+    cpu: CpuSource,
+}
+
+impl Protector {
+    /// A protector reading CPU from the cgroup v2 directory `cgroup` (else this process).
+    pub fn new(cgroup: PathBuf) -> Self {
+        Self {
+            admission: ArcSwapOption::empty(),
+            active: Mutex::new(None),
+            latency: LatencyWindow::default(),
+            cpu: CpuSource::detect(&cgroup),
+        }
+    }
+
+    /// Applies the settings of a new config version; the controller's state is kept
+    /// while they stay the same.
+    pub fn configure(&self, settings: Option<&OverloadProtection>) {
+        let Ok(mut active) = self.active.lock() else {
+            return;
+        };
+        if active.as_ref().map(|(s, _)| s) == settings {
+            return;
+        }
+        *active = settings.map(|s| {
+            let max = s.max_limit.map_or(f64::MAX, f64::from);
+            // Start with no limit in effect; the first sample brings it to what comes.
+            let pid = Pid::new(Gains::default(), s.target, f64::from(s.min_limit), max, max);
+            (s.clone(), pid)
+        });
+        self.admission.store(
+            active
+                .as_ref()
+                .map(|(_, pid)| Arc::new(Admission::new(pid.limit()))),
+        );
+    }
+
+    /// The admission to ask, when protection is on (one atomic load when it is off).
+    pub fn admission(&self) -> Option<Arc<Admission>> {
+        self.admission.load_full()
+    }
+
+    /// Records the latency of an admitted request.
+    pub fn record_latency(&self, latency: Duration) {
+        self.latency.record(latency);
+    }
+
+    /// Samples and adjusts every period until `stop`.
+    pub async fn run(self: Arc<Self>, metrics: Arc<Metrics>, stop: CancellationToken) {
+        let mut cpu_before = self.cpu.read();
+        let mut last = Instant::now();
+        loop {
+            let period = self
+                .active
+                .lock()
+                .ok()
+                .and_then(|a| a.as_ref().map(|(s, _)| s.sample_period_ms))
+                .map_or(Duration::from_secs(1), Duration::from_millis);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(period) => {}
+            }
+            let now = Instant::now();
+            let elapsed = now.duration_since(last);
+            last = now;
+            let cpu_now = self.cpu.read();
+            let cpu = match (cpu_before, cpu_now) {
+                (Some(a), Some(b)) => Some(cpu_share(a, b, elapsed)),
+                _ => None,
+            };
+            cpu_before = cpu_now;
+            let p99 = self.latency.take_p99();
+            let Some(admission) = self.admission() else {
+                continue;
+            };
+            let offered = admission.take_offered() as f64 / elapsed.as_secs_f64().max(1e-3);
+            let Ok(mut active) = self.active.lock() else {
+                continue;
+            };
+            let Some((settings, pid)) = active.as_mut() else {
+                continue;
+            };
+            let measured = match settings.signal {
+                OverloadSignal::Cpu => cpu,
+                // No request finished: nothing says latency is high.
+                OverloadSignal::Latency => Some(p99.unwrap_or(0.0)),
+                OverloadSignal::Inflight => Some(admission.in_flight() as f64),
+            };
+            let Some(measured) = measured else {
+                continue;
+            };
+            let limit = pid.update(measured, offered);
+            admission.set_rate(limit);
+            metrics.overload(limit, measured);
+        }
+    }
+}
