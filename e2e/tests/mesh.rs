@@ -970,6 +970,18 @@ spec:
         )),
         "{metrics}"
     );
+    // The ejection reaches the operator (which heals what several callers report).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !op.log().lines().any(|l| {
+        l.contains("proxy ejected an endpoint") && l.contains(&format!("{}:8080", server3.ip))
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "no ejection report:\n{}",
+            op.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Ejected, it sees no more requests: even without retries nothing fails now.
     let served = |pod: &Pod| {
         client

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub compile_seconds: Histogram,
     /// Configs proxies reported refusing.
     pub proxy_rejections: Counter,
+    /// Endpoint ejections proxies reported.
+    pub ejection_reports: Counter,
     refusals: Family<RefusalLabels, Counter>,
     ca_expiry: Family<CaLabels, Gauge>,
 }
@@ -92,6 +94,12 @@ impl Metrics {
             "Configs proxies reported refusing",
             proxy_rejections.clone(),
         );
+        let ejection_reports = Counter::default();
+        registry.register(
+            "proxy_ejection_reports",
+            "Endpoint ejections proxies reported",
+            ejection_reports.clone(),
+        );
         let refusals = Family::<RefusalLabels, Counter>::default();
         registry.register(
             "stream_refusals",
@@ -114,6 +122,7 @@ impl Metrics {
             push_latency,
             compile_seconds,
             proxy_rejections,
+            ejection_reports,
             refusals,
         }
     }

@@ -16,7 +16,7 @@ use crate::cli::RunArgs;
 use crate::config::{ConfigSource, FileSource, ListenerPlan, Tables};
 use crate::connection::{self, Context};
 use crate::control::protocol::PodRef;
-use crate::control::{ClientSettings, OperatorClient};
+use crate::control::{ClientSettings, EjectionLog, OperatorClient};
 use crate::http::Pool;
 use crate::listen::bind;
 use crate::metrics::{Direction, Metrics};
@@ -29,6 +29,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     let (changed_tx, changed_rx) = tokio::sync::watch::channel(());
     let m = metrics.clone();
     let overload = Arc::new(Protector::new(args.cgroup_dir.clone()));
+    let ejection_log = Arc::new(EjectionLog::default());
     let o = overload.clone();
     let config = Arc::new(ConfigSource::new(move |t: &Tables| {
         m.config_applied(&t.config.version);
@@ -53,7 +54,8 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         Source::Operator(settings) => {
             let ca = settings.ca_file.display().to_string();
             let client = OperatorClient::new(settings, config.clone())
-                .with_context(|| format!("--operator-ca {ca}"))?;
+                .with_context(|| format!("--operator-ca {ca}"))?
+                .with_ejections(ejection_log.clone());
             // Not awaited: the proxy serves (and reports not ready) until the first
             // config arrives, however long the operator takes.
             tokio::spawn(client.run(stop_admin.clone()));
@@ -96,6 +98,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         drain: drain.clone(),
         tracker: tracker.clone(),
         overload: None,
+        ejections: Some(ejection_log.clone()),
     };
     tokio::spawn(overload.clone().run(metrics.clone(), stop_admin.clone()));
     let inbound_ctx = Context {

@@ -34,6 +34,8 @@ pub struct Context {
     pub tracker: TaskTracker,
     /// Overload protection (the inbound side only).
     pub overload: Option<Arc<crate::overload::Protector>>,
+    /// Where ejections wait for the operator (the outbound side, with an operator).
+    pub ejections: Option<Arc<crate::control::EjectionLog>>,
 }
 
 impl Context {
@@ -46,6 +48,7 @@ impl Context {
             self.tracker.clone(),
         )
         .with_overload(self.overload.clone())
+        .with_ejection_log(self.ejections.clone())
     }
 }
 

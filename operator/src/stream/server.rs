@@ -290,6 +290,18 @@ async fn report(State(state): State<StreamState>, headers: HeaderMap, body: Byte
         state.metrics.proxy_rejections.inc();
         tracing::warn!(pod = %workload.key, version = %rejected.version, error = %rejected.error, "proxy refused a config");
     }
+    for e in &report.ejections {
+        state.metrics.ejection_reports.inc();
+        // What the healer will act on; until then, the record an administrator sees.
+        tracing::info!(
+            reporter = %workload.key,
+            target = %e.target,
+            endpoint = %e.endpoint,
+            reason = %e.reason,
+            seconds = e.duration_ms as f64 / 1000.0,
+            "proxy ejected an endpoint"
+        );
+    }
     if let Some(version) = report.applied_version {
         tracing::debug!(pod = %workload.key, %version, "proxy applied");
         state.hub.report_applied(workload.key.clone(), version);

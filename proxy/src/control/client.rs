@@ -19,6 +19,7 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
+use super::ejections::EjectionLog;
 use super::lines::{LineSplitter, LineTooLong, MAX_LINE};
 use super::protocol::{
     CONFIG_PATH, ERROR_HEADER, POD_HEADER, PodRef, REPORT_PATH, Rejected, Report, VERSION_HEADER,
@@ -29,6 +30,8 @@ use crate::config::{ConfigSource, parse_json};
 
 /// TCP connect plus TLS handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Ejections are batched and reported this often.
+const EJECTION_REPORT_INTERVAL: Duration = Duration::from_secs(2);
 /// From sending a request to its response headers.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// HTTP/2 pings: a silently dead operator (node gone, network partition) is noticed
@@ -106,6 +109,7 @@ pub struct OperatorClient {
     settings: ClientSettings,
     store: Arc<ConfigSource>,
     backoff: Backoff,
+    ejections: Arc<EjectionLog>,
 }
 
 impl OperatorClient {
@@ -117,7 +121,14 @@ impl OperatorClient {
             settings,
             store,
             backoff: Backoff::default(),
+            ejections: Arc::default(),
         })
+    }
+
+    /// Reports the ejections queued in `log` (every few seconds, while connected).
+    pub fn with_ejections(mut self, log: Arc<EjectionLog>) -> Self {
+        self.ejections = log;
+        self
     }
 
     /// Streams until `stop` fires: connects, applies and reports each config, and after
@@ -183,8 +194,24 @@ impl OperatorClient {
 
         let mut body = resp.into_body();
         let mut lines = LineSplitter::new(MAX_LINE);
+        let mut flush = tokio::time::interval(EJECTION_REPORT_INTERVAL);
         loop {
-            let Some(frame) = body.frame().await else {
+            let frame = tokio::select! {
+                frame = body.frame() => frame,
+                _ = flush.tick() => {
+                    let ejections = self.ejections.drain();
+                    if !ejections.is_empty() {
+                        let report = Report {
+                            applied_version: self.in_force(),
+                            ejections,
+                            ..Default::default()
+                        };
+                        self.report(&mut sender, &auth, &report).await;
+                    }
+                    continue;
+                }
+            };
+            let Some(frame) = frame else {
                 if lines.pending() > 0 {
                     tracing::warn!(
                         bytes = lines.pending(),
@@ -222,6 +249,7 @@ impl OperatorClient {
                     version: line_version(&line),
                     error: format!("applying the config failed: {e}"),
                 }),
+                ..Default::default()
             },
         }
     }
@@ -339,7 +367,7 @@ fn apply_line(store: &ConfigSource, line: &[u8]) -> Report {
     match applied {
         Ok(version) => Report {
             applied_version: Some(version),
-            rejected: None,
+            ..Default::default()
         },
         Err(e) => {
             let version = line_version(line);
@@ -350,6 +378,7 @@ fn apply_line(store: &ConfigSource, line: &[u8]) -> Report {
                     version,
                     error: e.to_string(),
                 }),
+                ..Default::default()
             }
         }
     }

@@ -1,12 +1,15 @@
 //! The proxy's side of the operator's config stream: the wire protocol shared with the
-//! operator, and the client that keeps the proxy's config current.
+//! operator, the client that keeps the proxy's config current, and the ejections it
+//! reports back.
 
 pub mod backoff;
 pub mod client;
+mod ejections;
 pub mod lines;
 pub mod protocol;
 pub mod tls;
 pub mod url;
 
 pub use client::{ClientSettings, OperatorClient, StreamError};
+pub use ejections::EjectionLog;
 pub use url::{BadOperatorUrl, OperatorUrl};

@@ -81,6 +81,23 @@ pub struct Report {
     /// A version the proxy refused, and why (it keeps `appliedVersion`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<Rejected>,
+    /// Endpoints the proxy ejected since its last report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ejections: Vec<Ejection>,
+}
+
+/// An endpoint a proxy's outlier detection ejected.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ejection {
+    /// The service port it serves (`name.namespace:port`).
+    pub target: String,
+    /// The endpoint.
+    pub endpoint: std::net::SocketAddr,
+    /// Why (`consecutive_errors`, `error_rate`, `relative_error_rate`).
+    pub reason: String,
+    /// For how long, in milliseconds.
+    pub duration_ms: u64,
 }
 
 /// A config version the proxy could not apply.

@@ -21,6 +21,8 @@ use super::{ForwardError, Pool, Sticky, UpBody, is_upgrade, strip_hop_by_hop};
 use crate::balance::outlier::OutlierPolicy;
 use crate::balance::{self, Endpoint, Picked, Verdict};
 use crate::config::{ConfigSource, Selected};
+use crate::control::EjectionLog;
+use crate::control::protocol::Ejection;
 use crate::metrics::{Direction, Metrics, RetryResult, Routed};
 use crate::overload::Protector;
 use crate::routing::{AttemptOutcome, RequestHead, is_idempotent};
@@ -52,6 +54,7 @@ pub struct Forwarder {
     tracker: TaskTracker,
     mirrors: Mirrors,
     overload: Option<Arc<Protector>>,
+    ejections: Option<Arc<EjectionLog>>,
 }
 
 impl Forwarder {
@@ -72,7 +75,14 @@ impl Forwarder {
             direction,
             tracker,
             overload: None,
+            ejections: None,
         }
+    }
+
+    /// Queues this forwarder's ejections for the operator.
+    pub fn with_ejection_log(mut self, log: Option<Arc<EjectionLog>>) -> Self {
+        self.ejections = log;
+        self
     }
 
     /// Sheds requests as `overload` says (the inbound side).
@@ -343,6 +353,14 @@ impl Forwarder {
                 );
                 self.metrics
                     .ejected(send.label, endpoint.addr, reason.as_str());
+                if let Some(log) = &self.ejections {
+                    log.push(Ejection {
+                        target: send.label.to_string(),
+                        endpoint: endpoint.addr,
+                        reason: reason.as_str().to_owned(),
+                        duration_ms: u64::try_from(length.as_millis()).unwrap_or(u64::MAX),
+                    });
+                }
             }
             Verdict::Spared(reason) => {
                 self.metrics.ejection_spared(send.label, reason.as_str());
