@@ -13,20 +13,9 @@ use braid_proxy::config::overload::{OverloadProtection, OverloadSignal};
 use super::routes::millis;
 use crate::registry::{ObjectKey, Snapshot, Workload};
 
-/// The accepted SelfHealings, oldest first, ties by namespace/name: no outcome depends
-/// on map order.
+/// The accepted SelfHealings, oldest first.
 pub fn oldest_first(snapshot: &Snapshot) -> Vec<(&ObjectKey, &SelfHealing)> {
-    let mut healings: Vec<(Option<&str>, &ObjectKey, &SelfHealing)> = snapshot
-        .self_healings
-        .values()
-        .filter_map(|o| {
-            o.accepted
-                .as_deref()
-                .map(|h| (o.created.as_deref(), &o.key, h))
-        })
-        .collect();
-    healings.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    healings.into_iter().map(|(_, k, h)| (k, h)).collect()
+    super::accepted_oldest_first(&snapshot.self_healings)
 }
 
 /// The overload protection of `workload`'s inbound side, from `healings` (oldest first).

@@ -122,6 +122,23 @@ struct CachedWorkload {
     config: Arc<ProxyConfig>,
 }
 
+/// The last valid generation of each resource in `resources`, oldest first, ties by
+/// namespace/name, so no outcome depends on map order.
+fn accepted_oldest_first<T>(
+    resources: &BTreeMap<ObjectKey, crate::registry::Observed<T>>,
+) -> Vec<(&ObjectKey, &T)> {
+    let mut found: Vec<(Option<&str>, &ObjectKey, &T)> = resources
+        .values()
+        .filter_map(|o| {
+            o.accepted
+                .as_deref()
+                .map(|r| (o.created.as_deref(), &o.key, r))
+        })
+        .collect();
+    found.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    found.into_iter().map(|(_, key, r)| (key, r)).collect()
+}
+
 /// Compiles `snapshot` from scratch.
 pub fn compile(snapshot: &Snapshot, opts: &Options) -> Output {
     Compiler::new(opts.clone()).compile(snapshot)

@@ -14,6 +14,7 @@ use braid_proxy::config::routes::{
     Retries, RetryOn, Rule, ServiceRoutes, ValueMatch, WeightedGroup,
 };
 
+use super::accepted_oldest_first;
 use super::host::service_for_host;
 use super::version::Digest256;
 use crate::registry::{ObjectKey, Snapshot};
@@ -167,20 +168,9 @@ impl RouteSet {
     }
 }
 
-/// The TrafficRoutes in force (the last valid generation of each), oldest first, ties by
-/// namespace/name, so no outcome depends on map order.
+/// The TrafficRoutes in force (the last valid generation of each), oldest first.
 pub(super) fn oldest_first(snapshot: &Snapshot) -> Vec<(&ObjectKey, &TrafficRoute)> {
-    let mut routes: Vec<(Option<&str>, &ObjectKey, &TrafficRoute)> = snapshot
-        .traffic_routes
-        .values()
-        .filter_map(|o| {
-            o.accepted
-                .as_deref()
-                .map(|r| (o.created.as_deref(), &o.key, r))
-        })
-        .collect();
-    routes.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    routes.into_iter().map(|(_, key, r)| (key, r)).collect()
+    accepted_oldest_first(&snapshot.traffic_routes)
 }
 
 /// `rule` as a caller with `labels` sees it: the match entries it cannot meet removed,
