@@ -103,10 +103,11 @@ impl Forwarder {
         let started = Instant::now();
         let _in_flight = self.metrics.request_started(self.direction);
         // Overload protection: health checks are never shed.
-        let admission = match &self.overload {
-            Some(p) if !is_probe(&req) => p.admission(),
-            _ => None,
-        };
+        let admission = self
+            .overload
+            .as_ref()
+            .and_then(|p| p.admission())
+            .filter(|_| !is_probe(&req));
         let _admitted = match &admission {
             Some(a) => match a.admit(started) {
                 Some(admitted) => Some(admitted),
