@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Endpoint;
-use super::outlier::{OutlierPolicy, OutlierState, Reason};
+use super::outlier::{OutlierPolicy, OutlierState, Reason, is_relative_outlier};
 
 /// An endpoint's outlier record.
 #[derive(Debug, Default)]
@@ -62,15 +62,20 @@ pub fn record(
     now: Instant,
     policy: &OutlierPolicy,
 ) -> Verdict {
-    let Ok(mut state) = endpoint.health.state.lock() else {
-        return Verdict::Kept;
+    // Never hold this endpoint's lock while taking another's: two requests judging two
+    // endpoints of one group at once would each wait for the other.
+    let (recorded, own_rate, ejected_now) = {
+        let Ok(mut state) = endpoint.health.state.lock() else {
+            return Verdict::Kept;
+        };
+        let recorded = state.record(failed, now, policy);
+        (recorded, state.rate(policy), state.is_ejected(now))
     };
-    let recorded = state.record(failed, now, policy);
     if recorded.returned {
         endpoint.health.ejected.store(false, Ordering::Relaxed);
     }
     let reason = recorded.eject.or_else(|| {
-        if !failed || state.is_ejected(now) {
+        if !failed || ejected_now {
             return None;
         }
         let others: Vec<f64> = group
@@ -78,9 +83,7 @@ pub fn record(
             .filter(|e| e.addr != endpoint.addr)
             .filter_map(|e| e.health.rate(now, policy))
             .collect();
-        state
-            .is_relative_outlier(&others, policy)
-            .then_some(Reason::RelativeErrorRate)
+        is_relative_outlier(own_rate, &others).then_some(Reason::RelativeErrorRate)
     });
     let Some(reason) = reason else {
         return Verdict::Kept;
@@ -91,6 +94,13 @@ pub fn record(
         .count();
     if !policy.may_eject(ejected, group.len()) {
         return Verdict::Spared(reason);
+    }
+    let Ok(mut state) = endpoint.health.state.lock() else {
+        return Verdict::Kept;
+    };
+    // Another request may have ejected it meanwhile.
+    if state.is_ejected(now) {
+        return Verdict::Kept;
     }
     let length = state.eject(now, policy);
     endpoint.health.ejected.store(true, Ordering::Relaxed);
@@ -143,6 +153,40 @@ mod tests {
         assert_eq!(g[1].health.check(t), (false, false));
         // A second later the first is back.
         assert_eq!(g[0].health.check(t + Duration::from_secs(1)), (false, true));
+    }
+
+    #[test]
+    fn concurrent_judgements_of_one_group_do_not_deadlock() {
+        let g = std::sync::Arc::new(group(3));
+        // Consecutive errors never eject: every failure takes the group-wide path.
+        let p = std::sync::Arc::new(
+            OutlierPolicy::compile(
+                &OutlierDetection {
+                    consecutive_errors: 1_000_000,
+                    error_rate: None,
+                    base_ejection_time_ms: 1,
+                    max_ejection_time_ms: 1,
+                    max_ejection_percent: 100,
+                },
+                "o",
+            )
+            .unwrap(),
+        );
+        let (done, finished) = std::sync::mpsc::channel();
+        for t in 0..4 {
+            let (g, p, done) = (g.clone(), p.clone(), done.clone());
+            std::thread::spawn(move || {
+                for i in 0..20_000 {
+                    record(&g[(t + i) % 3], &g, true, Instant::now(), &p);
+                }
+                let _ = done.send(());
+            });
+        }
+        for _ in 0..4 {
+            finished
+                .recv_timeout(Duration::from_secs(60))
+                .expect("judging endpoints deadlocked");
+        }
     }
 
     #[test]

@@ -101,6 +101,20 @@ impl OutlierPolicy {
     }
 }
 
+/// Whether an endpoint whose failure rate is `rate` (`None`: too few requests to tell)
+/// is an outlier against `others` (the rates of the rest of its group that have enough
+/// requests).
+pub fn is_relative_outlier(rate: Option<f64>, others: &[f64]) -> bool {
+    let Some(rate) = rate else {
+        return false;
+    };
+    if others.is_empty() || rate < RELATIVE_FLOOR {
+        return false;
+    }
+    let mean = others.iter().sum::<f64>() / others.len() as f64;
+    rate >= RELATIVE_FACTOR * mean && rate > mean
+}
+
 /// One endpoint's record, as one caller sees it.
 #[derive(Debug, Default)]
 pub struct OutlierState {
@@ -157,19 +171,6 @@ impl OutlierState {
     pub fn rate(&self, policy: &OutlierPolicy) -> Option<f64> {
         (self.requests >= policy.min_requests)
             .then(|| f64::from(self.failures) / f64::from(self.requests))
-    }
-
-    /// Whether this endpoint's rate makes it an outlier against `others` (the rates of
-    /// the rest of its group that have enough requests).
-    pub fn is_relative_outlier(&self, others: &[f64], policy: &OutlierPolicy) -> bool {
-        let Some(rate) = self.rate(policy) else {
-            return false;
-        };
-        if others.is_empty() || rate < RELATIVE_FLOOR {
-            return false;
-        }
-        let mean = others.iter().sum::<f64>() / others.len() as f64;
-        rate >= RELATIVE_FACTOR * mean && rate > mean
     }
 
     /// Ejects the endpoint at `now`; returns for how long.
@@ -283,9 +284,10 @@ mod tests {
             s.record(i % 3 == 0, t, &p);
         }
         // 7 of 20 failed (35%): an outlier among endpoints at 5%, not among ones at 20%.
-        assert!(s.is_relative_outlier(&[0.05, 0.0], &p));
-        assert!(!s.is_relative_outlier(&[0.2, 0.2], &p));
-        assert!(!s.is_relative_outlier(&[], &p));
+        assert!(is_relative_outlier(s.rate(&p), &[0.05, 0.0]));
+        assert!(!is_relative_outlier(s.rate(&p), &[0.2, 0.2]));
+        assert!(!is_relative_outlier(s.rate(&p), &[]));
+        assert!(!is_relative_outlier(None, &[0.0]));
     }
 
     #[test]
