@@ -125,6 +125,8 @@ pub struct OutlierState {
     /// Ejections so far (each doubles the next one's length).
     ejections: u32,
     ejected_until: Option<Instant>,
+    /// When the last ejection ended (or ends).
+    last_ejection_end: Option<Instant>,
 }
 
 /// What recording an outcome found.
@@ -175,12 +177,21 @@ impl OutlierState {
 
     /// Ejects the endpoint at `now`; returns for how long.
     pub fn eject(&mut self, now: Instant, policy: &OutlierPolicy) -> Duration {
+        // Healthy for a whole maximum ejection time since the last one ended: start over
+        // from the base time, as if never ejected.
+        if self
+            .last_ejection_end
+            .is_some_and(|end| now.saturating_duration_since(end) >= policy.max)
+        {
+            self.ejections = 0;
+        }
         self.ejections += 1;
         let doubled = policy
             .base
             .saturating_mul(1u32 << (self.ejections - 1).min(20));
         let length = doubled.min(policy.max);
         self.ejected_until = Some(now + length);
+        self.last_ejection_end = self.ejected_until;
         self.consecutive = 0;
         self.window_start = None;
         length
@@ -251,6 +262,9 @@ mod tests {
         assert_eq!(secs(s.eject(t, &p)), 60);
         assert_eq!(secs(s.eject(t, &p)), 100);
         assert_eq!(secs(s.eject(t, &p)), 100);
+        // Healthy for the maximum ejection time after the last one ends: base again.
+        let much_later = t + Duration::from_secs(100 + 100);
+        assert_eq!(secs(s.eject(much_later, &p)), 30);
     }
 
     #[test]

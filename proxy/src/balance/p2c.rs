@@ -21,14 +21,22 @@ pub struct Picked<'a> {
 
 /// The endpoint to send the next request to, among those not ejected (all of them when
 /// every one is: a group is never left with nothing); `None` when there is none.
-pub fn pick(endpoints: &[Endpoint]) -> Option<Picked<'_>> {
+///
+/// Ejections count only when `ejecting`: the record is shared by every service that has
+/// the endpoint, and a service without outlier detection must not skip what another
+/// service's policy ejected.
+pub fn pick(endpoints: &[Endpoint], ejecting: bool) -> Option<Picked<'_>> {
     let now = Instant::now();
     let mut returned = 0;
     let mut available = 0;
-    for e in endpoints {
-        let (ejected, back) = e.health.check(now);
-        returned += usize::from(back);
-        available += usize::from(!ejected);
+    if ejecting {
+        for e in endpoints {
+            let (ejected, back) = e.health.check(now);
+            returned += usize::from(back);
+            available += usize::from(!ejected);
+        }
+    } else {
+        available = endpoints.len();
     }
     let panic = available == 0 && !endpoints.is_empty();
     let endpoint = if available == endpoints.len() || panic {
@@ -95,7 +103,7 @@ mod tests {
         eps[2].load.observe(Duration::from_millis(2), now);
         let mut counts = [0; 3];
         for _ in 0..3000 {
-            let e = pick(&eps).unwrap().endpoint;
+            let e = pick(&eps, true).unwrap().endpoint;
             counts[eps.iter().position(|x| x.addr == e.addr).unwrap()] += 1;
         }
         // The slow one only wins when both draws are it, which two distinct draws never are.
@@ -108,13 +116,13 @@ mod tests {
         let eps = endpoints(2);
         let _busy: Vec<_> = (0..5).map(|_| eps[0].load.start()).collect();
         let to_idle = (0..1000)
-            .filter(|_| pick(&eps).unwrap().endpoint.addr == eps[1].addr)
+            .filter(|_| pick(&eps, true).unwrap().endpoint.addr == eps[1].addr)
             .count();
         assert_eq!(to_idle, 1000);
         let eps = endpoints(4);
         let mut counts = [0; 4];
         for _ in 0..8000 {
-            let e = pick(&eps).unwrap().endpoint;
+            let e = pick(&eps, true).unwrap().endpoint;
             counts[eps.iter().position(|x| x.addr == e.addr).unwrap()] += 1;
         }
         assert!(
@@ -141,18 +149,18 @@ mod tests {
         .unwrap();
         let now = Instant::now();
         crate::balance::record(&eps[0], &eps, true, now, &policy);
-        assert!((0..300).all(|_| pick(&eps).unwrap().endpoint.addr != eps[0].addr));
+        assert!((0..300).all(|_| pick(&eps, true).unwrap().endpoint.addr != eps[0].addr));
         crate::balance::record(&eps[1], &eps, true, now, &policy);
-        let only = pick(&eps).unwrap();
+        let only = pick(&eps, true).unwrap();
         assert_eq!((only.endpoint.addr, only.panic), (eps[2].addr, false));
         crate::balance::record(&eps[2], &eps, true, now, &policy);
-        assert!(pick(&eps).unwrap().panic);
+        assert!(pick(&eps, true).unwrap().panic);
     }
 
     #[test]
     fn none_or_one() {
-        assert!(pick(&[]).is_none());
+        assert!(pick(&[], true).is_none());
         let eps = endpoints(1);
-        assert_eq!(pick(&eps).unwrap().endpoint.addr, eps[0].addr);
+        assert_eq!(pick(&eps, true).unwrap().endpoint.addr, eps[0].addr);
     }
 }

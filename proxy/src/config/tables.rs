@@ -90,7 +90,8 @@ impl<'a> Selected<'a> {
     /// another.
     pub fn endpoint(&self, not: Option<SocketAddr>) -> Result<Picked<'a>, PickError> {
         let endpoints = self.endpoints();
-        let picked = balance::pick(endpoints).ok_or_else(|| match self.group {
+        let ejecting = self.outlier().is_some();
+        let picked = balance::pick(endpoints, ejecting).ok_or_else(|| match self.group {
             Some(g) => PickError::Route(RouteError::EmptyGroup(g.name.clone())),
             None => PickError::NoEndpoints(self.target.label.clone()),
         })?;
@@ -99,7 +100,7 @@ impl<'a> Selected<'a> {
                 let now = std::time::Instant::now();
                 let others: Vec<&Endpoint> = endpoints
                     .iter()
-                    .filter(|e| e.addr != addr && !e.health.check(now).0)
+                    .filter(|e| e.addr != addr && !(ejecting && e.health.check(now).0))
                     .collect();
                 Ok(match others.get(fastrand::usize(..others.len().max(1))) {
                     Some(other) => Picked {
@@ -118,7 +119,7 @@ impl<'a> Selected<'a> {
     pub fn mirror(&self) -> Option<(&'a Arc<str>, &'a Endpoint)> {
         let mirror = self.rule?.mirror.filter(|m| m.roll())?;
         let group = self.target.groups.get(mirror.group)?;
-        balance::pick(&group.endpoints).map(|p| (&group.name, p.endpoint))
+        balance::pick(&group.endpoints, self.outlier().is_some()).map(|p| (&group.name, p.endpoint))
     }
 }
 
@@ -362,6 +363,9 @@ impl Tables {
                 r.service, r.namespace
             )));
         }
+        if let Some(o) = &config.inbound.overload_protection {
+            check_overload(o)?;
+        }
         let inbound = config
             .inbound
             .ports
@@ -431,6 +435,25 @@ impl Tables {
             .cloned()
             .unwrap_or_else(|| Arc::new(OutboundTarget::address(app_addr(port), Protocol::Detect)))
     }
+}
+
+/// Refuses overload protection settings the controller cannot work with.
+fn check_overload(o: &super::overload::OverloadProtection) -> Result<(), ConfigError> {
+    let at = "inbound.overloadProtection";
+    let bad = |field: &str, fix: &str| Err(ConfigError::Invalid(format!("{at}.{field}: {fix}")));
+    if !(o.target.is_finite() && o.target > 0.0) {
+        return bad("target", "give a setpoint above 0");
+    }
+    if o.min_limit == 0 {
+        return bad("minLimit", "give at least 1");
+    }
+    if o.max_limit.is_some_and(|max| max < o.min_limit) {
+        return bad("maxLimit", "give at least minLimit");
+    }
+    if o.sample_period_ms == 0 {
+        return bad("samplePeriodMs", "give a period above 0");
+    }
+    Ok(())
 }
 
 /// The app, as the inbound side reaches it: loopback, on the port the caller addressed.
@@ -579,5 +602,24 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn overload_settings_the_controller_cannot_use_are_refused_by_field() {
+        use crate::config::overload::{OverloadProtection, OverloadSignal};
+        let mut cfg = ProxyConfig::default();
+        cfg.inbound.overload_protection = Some(OverloadProtection {
+            signal: OverloadSignal::Cpu,
+            target: 0.75,
+            min_limit: 50,
+            max_limit: Some(10),
+            sample_period_ms: 1000,
+        });
+        let err = Tables::build(cfg.clone()).unwrap_err().to_string();
+        assert!(err.contains("inbound.overloadProtection.maxLimit"), "{err}");
+        if let Some(o) = cfg.inbound.overload_protection.as_mut() {
+            o.max_limit = None;
+        }
+        Tables::build(cfg).unwrap();
     }
 }

@@ -330,6 +330,9 @@ impl Forwarder {
         policy: &OutlierPolicy,
     ) {
         let failed = match result {
+            // Shed by the endpoint's overload protection: busy, not broken; ejecting it
+            // would pile its load onto the others.
+            Ok(resp) if resp.headers().contains_key("x-braid-overloaded") => return,
             Ok(resp) => resp.status().is_server_error(),
             // The caller's fault, not the endpoint's.
             Err(ForwardError::RequestBody(_)) => false,

@@ -50,7 +50,14 @@ pub struct Pid {
     previous: Option<(f64, f64)>,
     /// How many times faster the signal moves than the rate, in log terms (an average).
     sensitivity: f64,
+    /// Whether the limit is in force: from the first sample above the target until the
+    /// signal is back under it with fewer requests coming than the limit admits.
+    engaged: bool,
 }
+
+/// The rate admitted while the limiter is not engaged: no limit at all (finite, so the
+/// bucket arithmetic stays finite).
+pub const UNLIMITED: f64 = 1e12;
 
 /// Signals at or below this count as this (a logarithm needs a positive number).
 const FLOOR: f64 = 1e-6;
@@ -64,27 +71,49 @@ impl Pid {
             target,
             min,
             max,
-            limit: initial.clamp(min, max),
+            limit: initial.clamp(min, max).max(min).min(UNLIMITED),
             errors: [0.0; 2],
             previous: None,
             sensitivity: 1.0,
+            engaged: false,
         }
     }
 
-    /// The admitted rate now.
+    /// The admitted rate now ([`UNLIMITED`] while not engaged).
     pub fn limit(&self) -> f64 {
-        self.limit
+        if self.engaged {
+            self.limit
+        } else {
+            UNLIMITED.min(self.max)
+        }
+    }
+
+    /// Whether the limit is in force.
+    pub fn engaged(&self) -> bool {
+        self.engaged
     }
 
     /// Takes one sample of the signal, with the rate of requests offered meanwhile, and
-    /// returns the new admitted rate. When fewer requests came than the limit admits,
-    /// the limit is not what holds the signal: it is first brought down to just above
-    /// the offered rate (so that it bites at once when load rises) and not raised
-    /// further, or it would run away upwards while nothing tests it.
+    /// returns the new admitted rate. Nothing is shed until the signal first passes the
+    /// target; the limit then starts from the rate coming in. Once the signal is back
+    /// under the target while fewer requests come than the limit admits, the limit is
+    /// lifted again — so a quiet moment never leaves a low limit behind to shed the next
+    /// burst of healthy traffic.
     pub fn update(&mut self, measured: f64, offered: f64) -> f64 {
+        let above = measured > self.target;
+        if !self.engaged {
+            if !above {
+                return self.limit();
+            }
+            self.engaged = true;
+            self.limit = offered.max(self.min).min(self.max);
+            self.previous = None;
+            self.errors = [0.0; 2];
+        }
         let saturated = offered < self.limit;
-        if saturated {
-            self.limit = self.limit.min(offered * 1.25).clamp(self.min, self.max);
+        if saturated && !above {
+            self.engaged = false;
+            return self.limit();
         }
         let (ln_rate, ln_signal) = (self.limit.ln(), measured.max(FLOOR).ln());
         if let Some((rate0, signal0)) = self.previous {
@@ -202,11 +231,18 @@ mod tests {
             pid.update(1.0, 1_000.0);
         }
         assert_eq!(pid.limit(), 10.0);
-        // Light load: the limit follows just above what comes, never up and away.
+        // Under the target with little traffic, nothing is limited...
         let mut pid = Pid::new(Gains::default(), 0.75, 10.0, f64::MAX, 1e6);
         for _ in 0..50 {
             pid.update(0.1, 80.0);
         }
-        assert_eq!(pid.limit(), 100.0);
+        assert!(!pid.engaged());
+        assert_eq!(pid.limit(), UNLIMITED);
+        // ...overload engages it from the rate coming in, and a quiet spell lifts it.
+        pid.update(1.0, 500.0);
+        assert!(pid.engaged() && pid.limit() < 500.0);
+        pid.update(0.2, 5.0);
+        assert!(!pid.engaged());
+        assert_eq!(pid.limit(), UNLIMITED);
     }
 }

@@ -106,12 +106,20 @@ impl Protector {
                 OverloadSignal::Latency => Some(p99.unwrap_or(0.0)),
                 OverloadSignal::Inflight => Some(admission.in_flight() as f64),
             };
+            // A hung app finishes nothing: no p99 to go by while requests wait, so the
+            // sample is skipped rather than read as "fast".
+            if settings.signal == OverloadSignal::Latency
+                && p99.is_none()
+                && admission.in_flight() > 0
+            {
+                continue;
+            }
             let Some(measured) = measured else {
                 continue;
             };
             let limit = pid.update(measured, offered);
             admission.set_rate(limit);
-            metrics.overload(limit, measured);
+            metrics.overload(if pid.engaged() { limit } else { f64::INFINITY }, measured);
         }
     }
 }
