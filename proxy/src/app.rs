@@ -17,7 +17,7 @@ use crate::config::{ConfigSource, FileSource, ListenerPlan, Tables};
 use crate::connection::{self, Context};
 use crate::control::protocol::PodRef;
 use crate::control::{ClientSettings, EjectionLog, OperatorClient};
-use crate::http::Pool;
+use crate::http::{Mirrors, Pool};
 use crate::listen::bind;
 use crate::metrics::{Direction, Metrics};
 use crate::overload::Protector;
@@ -90,9 +90,12 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     ));
 
     let connect_timeout = Duration::from_millis(args.connect_timeout_ms);
+    let outbound_pool = Pool::new(connect_timeout, None);
+    let inbound_pool = Pool::new(connect_timeout, usable_source(args.inbound_source));
     let outbound_ctx = Context {
         config: config.clone(),
-        pool: Pool::new(connect_timeout, None),
+        mirrors: Mirrors::new(outbound_pool.clone()),
+        pool: outbound_pool,
         metrics: metrics.clone(),
         direction: Direction::outbound,
         drain: drain.clone(),
@@ -102,7 +105,8 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     };
     tokio::spawn(overload.clone().run(metrics.clone(), stop_admin.clone()));
     let inbound_ctx = Context {
-        pool: Pool::new(connect_timeout, usable_source(args.inbound_source)),
+        mirrors: Mirrors::new(inbound_pool.clone()),
+        pool: inbound_pool,
         direction: Direction::inbound,
         overload: Some(overload),
         ..outbound_ctx.clone()

@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{ConfigSource, OutboundTarget, Protocol};
 use crate::detect::{Detected, detect};
-use crate::http::{Forwarder, Pool, Route, ServeAs, serve};
+use crate::http::{Forwarder, Mirrors, Pool, Route, ServeAs, serve};
 use crate::io::PrefixedIo;
 use crate::listen::original_dst;
 use crate::metrics::{ConnProtocol, Direction, Metrics};
@@ -24,6 +24,8 @@ pub struct Context {
     pub config: Arc<ConfigSource>,
     /// Upstream connections.
     pub pool: Arc<Pool>,
+    /// Mirror copies, bounded for the whole direction (not per connection).
+    pub mirrors: Mirrors,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Which side this is.
@@ -43,6 +45,7 @@ impl Context {
         Forwarder::new(
             self.config.clone(),
             self.pool.clone(),
+            self.mirrors.clone(),
             self.metrics.clone(),
             self.direction,
             self.tracker.clone(),

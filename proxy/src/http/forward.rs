@@ -15,9 +15,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Route;
-use super::mirror::Mirrors;
 use super::replay::Replayable;
-use super::{ForwardError, Pool, Sticky, UpBody, is_upgrade, strip_hop_by_hop};
+use super::{ForwardError, Mirrors, Pool, Sticky, UpBody, is_upgrade, strip_hop_by_hop};
 use crate::balance::outlier::OutlierPolicy;
 use crate::balance::{self, Endpoint, Picked, Verdict};
 use crate::config::{ConfigSource, Selected};
@@ -58,18 +57,20 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// A forwarder sending through `pool`; upgraded tunnels run on `tracker`, so draining
-    /// waits for them too.
+    /// A forwarder sending through `pool` and its copies through `mirrors` (shared by the
+    /// direction, so their bound holds for all its connections); upgraded tunnels run on
+    /// `tracker`, so draining waits for them too.
     pub fn new(
         config: Arc<ConfigSource>,
         pool: Arc<Pool>,
+        mirrors: Mirrors,
         metrics: Arc<Metrics>,
         direction: Direction,
         tracker: TaskTracker,
     ) -> Self {
         Self {
             config,
-            mirrors: Mirrors::new(pool.clone()),
+            mirrors,
             pool,
             metrics,
             direction,

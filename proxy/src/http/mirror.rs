@@ -15,7 +15,8 @@ use crate::balance::Endpoint;
 
 /// How long a copy may take before it is given up.
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(30);
-/// Copies in flight at once, per direction; beyond, copies are dropped (and counted).
+/// Copies in flight at once, per direction (one `Mirrors` per direction); beyond, copies
+/// are dropped (and counted).
 const MAX_IN_FLIGHT: usize = 256;
 
 /// Sends mirror copies.

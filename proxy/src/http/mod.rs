@@ -10,6 +10,7 @@ mod route;
 
 pub use forward::{Forwarder, ProxyBody, ServeAs, error_response, serve};
 pub use headers::{is_upgrade, strip_hop_by_hop};
+pub use mirror::Mirrors;
 pub use pool::{Pool, Sticky, UpBody};
 pub use route::Route;
 
