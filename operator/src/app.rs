@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
 use crate::cli::{Cli, SourceArg};
 use crate::compiler::{Compiler, Options};
+use crate::healer::{CommandActuator, Healer, HealingView, REPORT_QUEUE};
 use crate::kube_mode::Started;
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
@@ -58,6 +59,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         source_task,
         leader_task,
         serving,
+        actuator,
     } = match &cli.source {
         SourceArg::Dir(path) => {
             let tokens = cli.bootstrap_tokens.as_ref().context(
@@ -85,6 +87,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     _ => ServingCert::self_signed(&cli.tls_names())?,
                 }
                 .into_serving()?,
+                actuator: Arc::new(CommandActuator::new(cli.healing_command.clone())),
             }
         }
         SourceArg::Kube => {
@@ -112,9 +115,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Duration::from_millis(cli.debounce_ms),
         stop.clone(),
     ));
+    let (reports, reports_rx) = mpsc::channel(REPORT_QUEUE);
+    let (view, view_rx) = watch::channel(Arc::new(HealingView::new()));
+    tokio::spawn(
+        Healer {
+            reports: reports_rx,
+            published: hub.subscribe(),
+            actuator,
+            sink: sink.clone(),
+            leader: leadership.subscribe(),
+            view,
+        }
+        .run(stop.clone()),
+    );
     tokio::spawn(status_loop(
         hub.clone(),
         sink,
+        view_rx,
         leadership.subscribe(),
         opts.cluster_domain.clone(),
         stop.clone(),
@@ -129,6 +146,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         stop: stop.clone(),
         heartbeat: Duration::from_secs(cli.heartbeat_secs.max(1)),
         pod_wait: Duration::from_millis(cli.pod_wait_ms),
+        healer: reports,
     };
     let server = tokio::spawn(serve(
         listener,
@@ -241,6 +259,7 @@ async fn compile_loop(
 async fn status_loop(
     hub: Arc<Hub>,
     sink: Arc<dyn StatusSink>,
+    mut healing: watch::Receiver<Arc<HealingView>>,
     mut leader: watch::Receiver<bool>,
     cluster_domain: String,
     stop: CancellationToken,
@@ -257,6 +276,7 @@ async fn status_loop(
             _ = tokio::time::sleep(STATUS_RETRY), if retry => {}
             r = published.changed() => if r.is_err() { return },
             r = applied.changed() => if r.is_err() { return },
+            r = healing.changed() => if r.is_err() { return },
             // A closed channel means leadership never changes (directory mode).
             r = leader.changed(), if !leader_fixed => if r.is_err() { leader_fixed = true; },
         }
@@ -266,6 +286,7 @@ async fn status_loop(
         }
         published.borrow_and_update();
         applied.borrow_and_update();
+        let healing_now = healing.borrow_and_update().clone();
         if !*leader.borrow_and_update() {
             // A future leader writes everything afresh; so would we on regaining it.
             written.clear();
@@ -281,7 +302,7 @@ async fn status_loop(
             cluster_domain: &cluster_domain,
         };
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let computed = compute(&current.snapshot, proxies, &written, &now);
+        let computed = compute(&current.snapshot, proxies, &healing_now, &written, &now);
         retry = false;
         for event in &computed.events {
             if let Err(e) = sink.event(event).await {

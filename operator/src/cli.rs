@@ -79,6 +79,14 @@ pub struct Cli {
     /// Directory mode: where resource statuses are written (default: PATH/.status).
     #[arg(long, env = "BRAID_STATUS_DIR")]
     pub status_dir: Option<PathBuf>,
+    /// Directory mode: the program that carries out SelfHealing actions (RestartPod,
+    /// RemoveFromService, and Readmit when a quarantine is lifted), e.g. a script calling
+    /// the service manager. It gets BRAID_ACTION, BRAID_POD_NAME, BRAID_POD_NAMESPACE,
+    /// BRAID_POD_IP, BRAID_ENDPOINT, BRAID_TARGET and BRAID_SELF_HEALING in its
+    /// environment and must exit 0 when done. Without it, those actions fail with an
+    /// Event saying so. (With --source kube the operator evicts and labels pods itself.)
+    #[arg(long, env = "BRAID_HEALING_COMMAND")]
+    pub healing_command: Option<PathBuf>,
     /// Directory mode: how often the directory is checked for changes, in milliseconds.
     #[arg(long, env = "BRAID_POLL_MS", default_value_t = 100)]
     pub poll_ms: u64,

@@ -16,6 +16,7 @@ use crate::ca::serving::{SERVING_LIFETIME, ServingRotation};
 use crate::ca::trust::TrustDistributor;
 use crate::ca::webhook::{WebhookNames, WebhookTls};
 use crate::cli::Cli;
+use crate::healer::{Actuator, KubeActuator};
 use crate::leader::{LeaderElector, Leadership, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::registry::Snapshot;
@@ -40,6 +41,8 @@ pub struct Started {
     pub leader_task: Option<JoinHandle<()>>,
     /// The config server's certificate.
     pub serving: Serving,
+    /// Carries out the healer's actions.
+    pub actuator: Arc<dyn Actuator>,
 }
 
 /// Connects to the cluster (in-cluster config, or KUBECONFIG), loads (or creates) the CA,
@@ -54,6 +57,11 @@ pub async fn start(
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> anyhow::Result<Started> {
+    if cli.healing_command.is_some() {
+        anyhow::bail!(
+            "--healing-command is for --source dir:PATH; with --source kube the operator evicts and labels pods itself"
+        );
+    }
     let identity = cli
         .pod_name
         .clone()
@@ -127,6 +135,7 @@ pub async fn start(
     tokio::spawn(upkeep.run(leadership.subscribe(), ca_rx, snapshot_rx, stop));
     Ok(Started {
         auth: Arc::new(TokenReviewer::new(client.clone())),
+        actuator: Arc::new(KubeActuator::new(client.clone())),
         sink: Arc::new(KubeSink::new(client, Some(identity))),
         leadership,
         source_task,

@@ -2,13 +2,15 @@
 //! per workload and streams it to the proxies.
 //!
 //! source (Kubernetes or a directory) → [`registry::Snapshot`] → [`compiler`] → per-pod
-//! configs → [`stream`] to proxies; proxies' reports → [`status`] of every resource.
+//! configs → [`stream`] to proxies; proxies' reports → [`status`] of every resource and
+//! the [`healer`], which acts on endpoints proxies keep ejecting.
 
 pub mod admin;
 pub mod app;
 pub mod ca;
 pub mod cli;
 pub mod compiler;
+pub mod healer;
 pub mod kube_mode;
 pub mod leader;
 pub mod metrics;

@@ -17,6 +17,7 @@ use braid_crds::traffic_route::Group;
 use braid_proxy::config::routes::ServiceRoutes;
 use braid_proxy::config::{Identity, ProxyConfig, Service};
 
+pub use healing::oldest_first as self_healings_oldest_first;
 pub use host::{hostnames, service_for_host};
 pub use routes::{Conflict, RouteSet, conflicts};
 pub use service::{CompiledService, ServiceInputs, compile_service};

@@ -10,6 +10,7 @@ use braid_proxy::config::{self, DEFAULT_GROUP, Endpoint, EndpointGroup};
 use super::Options;
 use super::host::hostnames;
 use super::version::Digest256;
+use crate::healer::quarantine::is_quarantined;
 use crate::registry::{ServiceEntry, Workload};
 
 /// Everything one compiled Service depends on. When these are equal, so is the output,
@@ -43,6 +44,8 @@ pub fn compile_service(inputs: &ServiceInputs, opts: &Options) -> CompiledServic
         .endpoints
         .iter()
         .zip(&inputs.workloads)
+        // A quarantined pod (SelfHealing's RemoveFromService) is in no proxy's config.
+        .filter(|(_, w)| !w.as_deref().is_some_and(is_quarantined))
         .map(|(ep, w)| {
             let w = w.as_deref();
             let endpoint = Endpoint {

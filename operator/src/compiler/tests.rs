@@ -585,3 +585,30 @@ spec:
         None
     );
 }
+
+#[test]
+fn a_quarantined_pod_is_in_no_config_until_its_label_goes() {
+    let quarantined = REGISTRY.replace(
+        "labels: {app: payments, zone: b}",
+        "labels: {app: payments, zone: b, braid.dev/quarantined: \"true\"}",
+    );
+    let mut compiler = Compiler::new(Options::default());
+    let out = compiler.compile(&snapshot(&quarantined, ""));
+    let cfg = &out.configs[&key("checkout")];
+    assert_eq!(
+        groups(cfg, "payments"),
+        [(
+            DEFAULT_GROUP.to_string(),
+            vec!["10.0.0.1".into(), "10.0.0.3".into()]
+        )]
+    );
+    // Its own proxy still gets a config: it serves whoever still calls it directly.
+    assert!(out.configs.contains_key(&key("payments-b")));
+    let back = compiler.compile(&snapshot(REGISTRY, ""));
+    assert_eq!(
+        groups(&back.configs[&key("checkout")], "payments")[0]
+            .1
+            .len(),
+        3
+    );
+}

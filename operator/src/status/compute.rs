@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::{Event, StatusUpdate};
 use crate::compiler::{conflicts, service_for_host};
+use crate::healer::HealingView;
 use crate::registry::{Kind, ObjectKey, Observed, Snapshot};
 
 /// The condition type every braid resource carries.
@@ -75,6 +76,7 @@ pub struct Computed {
 pub fn compute(
     snapshot: &Snapshot,
     proxies: ProxyState<'_>,
+    healing: &HealingView,
     previous: &BTreeMap<(Kind, ObjectKey), StatusUpdate>,
     now: &Time,
 ) -> Computed {
@@ -116,11 +118,14 @@ pub fn compute(
         let counts = obs.accepted.as_ref().map(|p| {
             proxies.counts(proxies.selected(snapshot, &obs.key.namespace, &p.spec.selector))
         });
+        let healer = healing.get(&obs.key).cloned().unwrap_or_default();
         let status = SelfHealingStatus {
             observed_generation: obs.generation,
             conditions: vec![accepted(obs, Kind::SelfHealing, previous, now)],
+            unhealthy_count: Some(healer.unhealthy.len() as u32),
+            unhealthy: healer.unhealthy,
+            actions: healer.actions,
             proxies: Some(counts.unwrap_or_default()),
-            ..Default::default()
         };
         push(&mut out, Kind::SelfHealing, obs, &status, previous);
     }
@@ -192,7 +197,7 @@ fn in_force(kind: Kind) -> &'static str {
             "the spec is valid; NOT enforced: this version does not encrypt yet"
         }
         Kind::SelfHealing => {
-            "the spec is valid; its outlierDetection is in the callers' config and its overloadProtection in the selected workloads'; healing actions are NOT taken by this version yet"
+            "the spec is valid; its outlierDetection is in the callers' config, its overloadProtection in the selected workloads', and the operator heals what callers report"
         }
     }
 }
@@ -319,7 +324,7 @@ workloads:
             cluster_domain: "cluster.local",
         };
         let t0 = time("2026-11-22T00:00:00Z");
-        let first = compute(&snap, proxies, &BTreeMap::new(), &t0);
+        let first = compute(&snap, proxies, &HealingView::new(), &BTreeMap::new(), &t0);
         assert!(first.events.is_empty(), "{:?}", first.events);
         let tr = &first.statuses[&(Kind::TrafficRoute, ObjectKey::new("shop", "payments"))].status;
         // Both meshed pods call payments; one proxy has applied its current version.
@@ -348,7 +353,7 @@ workloads:
             cluster_domain: "cluster.local",
         };
         let t1 = time("2026-11-22T00:01:00Z");
-        let second = compute(&bad, proxies, &first.statuses, &t1);
+        let second = compute(&bad, proxies, &HealingView::new(), &first.statuses, &t1);
         let c = condition(&second, Kind::TrafficRoute, "payments");
         assert_eq!(
             (c["status"].as_str(), c["reason"].as_str()),
@@ -376,6 +381,7 @@ workloads:
         let third = compute(
             &bad,
             proxies,
+            &HealingView::new(),
             &second.statuses,
             &time("2026-11-22T00:02:00Z"),
         );
@@ -415,7 +421,7 @@ workloads:
             cluster_domain: "cluster.local",
         };
         let t0 = time("2026-11-22T00:00:00Z");
-        let first = compute(&snap, proxies, &BTreeMap::new(), &t0);
+        let first = compute(&snap, proxies, &HealingView::new(), &BTreeMap::new(), &t0);
         assert_eq!(
             condition(&first, Kind::TrafficRoute, "b-old")["status"],
             "True"
@@ -436,6 +442,7 @@ workloads:
         let later = compute(
             &snap,
             proxies,
+            &HealingView::new(),
             &first.statuses,
             &time("2026-11-22T00:05:00Z"),
         );

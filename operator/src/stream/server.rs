@@ -14,10 +14,12 @@ use braid_proxy::control::protocol::{
     CONFIG_PATH, ERROR_HEADER, POD_HEADER, PodRef, REPORT_PATH, Report, STREAM_CONTENT_TYPE,
     VERSION_HEADER,
 };
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{AuthError, Authenticator, authorize};
 use super::hub::Hub;
+use crate::healer::ReportBatch;
 use crate::metrics::{Metrics, Refusal};
 use crate::registry::{ObjectKey, Workload};
 
@@ -37,6 +39,8 @@ pub struct StreamState {
     pub heartbeat: Duration,
     /// How long to wait for a pod the operator has not seen yet.
     pub pod_wait: Duration,
+    /// Where proxies' ejection reports go: the healer.
+    pub healer: mpsc::Sender<ReportBatch>,
 }
 
 /// The routes of the config server.
@@ -292,7 +296,6 @@ async fn report(State(state): State<StreamState>, headers: HeaderMap, body: Byte
     }
     for e in &report.ejections {
         state.metrics.ejection_reports.inc();
-        // What the healer will act on; until then, the record an administrator sees.
         tracing::info!(
             reporter = %workload.key,
             target = %e.target,
@@ -301,6 +304,17 @@ async fn report(State(state): State<StreamState>, headers: HeaderMap, body: Byte
             seconds = e.duration_ms as f64 / 1000.0,
             "proxy ejected an endpoint"
         );
+    }
+    if !report.ejections.is_empty() {
+        let batch = ReportBatch {
+            reporter: workload.key.clone(),
+            ejections: report.ejections,
+        };
+        // A full queue means the healer is far behind; the proxy reports again when it
+        // ejects again, so dropping is safe.
+        if state.healer.try_send(batch).is_err() {
+            tracing::warn!(reporter = %workload.key, "healer busy; ejection report dropped");
+        }
     }
     if let Some(version) = report.applied_version {
         tracing::debug!(pod = %workload.key, %version, "proxy applied");

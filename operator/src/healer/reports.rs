@@ -1,0 +1,189 @@
+//! Proxies' ejection reports folded per endpoint: which proxies report it now, and
+//! since when it has been reported without a break.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use braid_proxy::control::protocol::Ejection;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::registry::ObjectKey;
+
+/// An ejection counts as still reported this long after it ends: the time callers need
+/// to send a returned endpoint the requests that eject it again. Shorter gaps do not
+/// break an endpoint's run of reports.
+pub const REPORT_GRACE: Duration = Duration::from_secs(15);
+
+/// At most this many endpoints are tracked; reports of more are dropped (and logged), so
+/// a storm of reports cannot grow the operator without bound.
+pub const MAX_TRACKED: usize = 10_000;
+
+/// An endpoint as proxies name it: the service port it serves and its address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointRef {
+    /// The service port, `name.namespace:port`.
+    pub target: String,
+    /// The endpoint's address.
+    pub addr: SocketAddr,
+}
+
+impl EndpointRef {
+    /// The Service behind [`Self::target`], when the target is well formed.
+    pub fn service(&self) -> Option<ObjectKey> {
+        let (host, _port) = self.target.rsplit_once(':')?;
+        let (name, namespace) = host.split_once('.')?;
+        (!name.is_empty() && !namespace.is_empty()).then(|| ObjectKey::new(namespace, name))
+    }
+}
+
+impl fmt::Display for EndpointRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} of {}", self.addr, self.target)
+    }
+}
+
+/// One endpoint's current run of reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reported {
+    /// When the run began.
+    pub since: Timestamp,
+    /// Each reporting proxy, with when its report lapses.
+    pub reporters: BTreeMap<ObjectKey, Timestamp>,
+    /// The reason of the latest report.
+    pub reason: String,
+    /// Set once the operator has acted with `None` (noted it) in this run.
+    pub noted: bool,
+}
+
+/// Every endpoint proxies currently report as ejected.
+#[derive(Clone, Debug, Default)]
+pub struct Reports {
+    endpoints: BTreeMap<EndpointRef, Reported>,
+}
+
+impl Reports {
+    /// Records that `reporter` ejected an endpoint at `now`. False when the report was
+    /// dropped because [`MAX_TRACKED`] endpoints are tracked already.
+    pub fn record(&mut self, reporter: &ObjectKey, ejection: &Ejection, now: Timestamp) -> bool {
+        let key = EndpointRef {
+            target: ejection.target.clone(),
+            addr: ejection.endpoint,
+        };
+        if !self.endpoints.contains_key(&key) && self.endpoints.len() >= MAX_TRACKED {
+            return false;
+        }
+        let lapses = now
+            .checked_add(Duration::from_millis(ejection.duration_ms) + REPORT_GRACE)
+            .unwrap_or(now);
+        let entry = self.endpoints.entry(key).or_insert_with(|| Reported {
+            since: now,
+            reporters: BTreeMap::new(),
+            reason: String::new(),
+            noted: false,
+        });
+        let until = entry.reporters.entry(reporter.clone()).or_insert(lapses);
+        *until = (*until).max(lapses);
+        entry.reason.clone_from(&ejection.reason);
+        true
+    }
+
+    /// Drops reports that lapsed by `now`, and endpoints no proxy reports any more (so a
+    /// later report starts a new run).
+    pub fn prune(&mut self, now: Timestamp) {
+        self.endpoints.retain(|_, r| {
+            r.reporters.retain(|_, until| *until >= now);
+            !r.reporters.is_empty()
+        });
+    }
+
+    /// Forgets `endpoint` after the operator acted on it: only reports made after the
+    /// action count towards the next one.
+    pub fn forget(&mut self, endpoint: &EndpointRef) {
+        self.endpoints.remove(endpoint);
+    }
+
+    /// Marks `endpoint`'s run as noted (action `None`), so it is noted once per run.
+    pub fn note(&mut self, endpoint: &EndpointRef) {
+        if let Some(r) = self.endpoints.get_mut(endpoint) {
+            r.noted = true;
+        }
+    }
+
+    /// The reported endpoints, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&EndpointRef, &Reported)> {
+        self.endpoints.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    fn ejection(endpoint: &str, ms: u64) -> Ejection {
+        Ejection {
+            target: "payments.shop:8080".into(),
+            endpoint: endpoint.parse().unwrap(),
+            reason: "consecutive_errors".into(),
+            duration_ms: ms,
+        }
+    }
+
+    #[test]
+    fn a_run_lasts_while_reports_overlap_within_the_grace() {
+        let mut reports = Reports::default();
+        let a = ObjectKey::new("shop", "client-a");
+        let b = ObjectKey::new("shop", "client-b");
+        assert!(reports.record(&a, &ejection("10.0.0.5:8080", 10_000), at(0)));
+        // Lapses at 10 + 15 s; a re-ejection at 20 s continues the run.
+        reports.prune(at(20));
+        reports.record(&a, &ejection("10.0.0.5:8080", 20_000), at(20));
+        reports.record(&b, &ejection("10.0.0.5:8080", 10_000), at(21));
+        reports.prune(at(40));
+        let (key, run) = reports.iter().next().unwrap();
+        assert_eq!(key.service(), Some(ObjectKey::new("shop", "payments")));
+        assert_eq!(run.since, at(0));
+        assert_eq!(run.reporters.len(), 2);
+        // b lapses at 46 s, a at 55 s.
+        reports.prune(at(50));
+        assert_eq!(reports.iter().next().unwrap().1.reporters.len(), 1);
+        reports.prune(at(56));
+        assert_eq!(reports.iter().count(), 0);
+        // A later report starts a new run.
+        reports.record(&a, &ejection("10.0.0.5:8080", 10_000), at(100));
+        assert_eq!(reports.iter().next().unwrap().1.since, at(100));
+    }
+
+    #[test]
+    fn forgetting_starts_over_and_the_table_is_bounded() {
+        let mut reports = Reports::default();
+        let a = ObjectKey::new("shop", "client-a");
+        reports.record(&a, &ejection("10.0.0.5:8080", 1_000), at(0));
+        let key = reports.iter().next().unwrap().0.clone();
+        reports.forget(&key);
+        assert_eq!(reports.iter().count(), 0);
+        for i in 0..MAX_TRACKED {
+            let addr = format!("10.{}.{}.{}:80", i / 65536, (i / 256) % 256, i % 256);
+            assert!(reports.record(&a, &ejection(&addr, 1_000), at(0)));
+        }
+        assert!(!reports.record(&a, &ejection("11.0.0.1:80", 1_000), at(0)));
+        // A tracked endpoint is still updated.
+        assert!(reports.record(&a, &ejection("10.0.0.1:80", 1_000), at(1)));
+    }
+
+    #[test]
+    fn malformed_targets_name_no_service() {
+        let key = |t: &str| EndpointRef {
+            target: t.into(),
+            addr: "10.0.0.1:80".parse().unwrap(),
+        };
+        assert_eq!(key("payments:80").service(), None);
+        assert_eq!(key(".shop:80").service(), None);
+        assert_eq!(key("payments.shop").service(), None);
+    }
+}

@@ -1,0 +1,281 @@
+//! The healer's loop: folds reports in as they arrive, and every tick plans and (when
+//! this replica leads) acts, records events and publishes what status shows.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use braid_crds::self_healing::{HealingAction, HealingActionRecord, UnhealthyEndpoint};
+use braid_proxy::control::protocol::Ejection;
+use k8s_openapi::jiff::Timestamp;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::actuator::{Act, ActError, Actuator, Request};
+use super::ledger::{Ledger, record_of};
+use super::plan::{Due, Plan, plan};
+use super::reports::{EndpointRef, Reports};
+use crate::registry::{Kind, ObjectKey};
+use crate::status::{Event, StatusSink};
+use crate::stream::hub::Published;
+
+/// How often the healer plans.
+pub const TICK: Duration = Duration::from_secs(1);
+/// After a PodDisruptionBudget blocked an eviction, the next try waits this long.
+const BLOCKED_RETRY: Duration = Duration::from_secs(30);
+/// After an action failed, the next try waits this long.
+const FAILED_RETRY: Duration = Duration::from_secs(60);
+/// Reports waiting for the healer; beyond this a proxy's report is dropped (and logged).
+pub const REPORT_QUEUE: usize = 1024;
+
+/// The ejections one proxy reported.
+#[derive(Clone, Debug)]
+pub struct ReportBatch {
+    /// The reporting proxy's pod.
+    pub reporter: ObjectKey,
+    /// What it ejected.
+    pub ejections: Vec<Ejection>,
+}
+
+/// What a SelfHealing's status shows of the healer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HealingState {
+    /// Endpoints proxies report now.
+    pub unhealthy: Vec<UnhealthyEndpoint>,
+    /// Actions taken, oldest first.
+    pub actions: Vec<HealingActionRecord>,
+}
+
+/// The healer's state of every SelfHealing that has any.
+pub type HealingView = BTreeMap<ObjectKey, HealingState>;
+
+/// The healer and what it needs.
+pub struct Healer {
+    /// Incoming reports.
+    pub reports: mpsc::Receiver<ReportBatch>,
+    /// The compiler's output: its snapshot is what the healer plans against.
+    pub published: watch::Receiver<Option<Arc<Published>>>,
+    /// Carries actions out.
+    pub actuator: Arc<dyn Actuator>,
+    /// Records events.
+    pub sink: Arc<dyn StatusSink>,
+    /// Whether this replica leads; only the leader acts.
+    pub leader: watch::Receiver<bool>,
+    /// Where the healer's state is published for status.
+    pub view: watch::Sender<Arc<HealingView>>,
+}
+
+/// The healer's memory between ticks.
+#[derive(Default)]
+pub(super) struct Memory {
+    pub(super) reports: Reports,
+    pub(super) ledger: Ledger,
+    /// Endpoints already told to be over budget in their current run.
+    told: BTreeSet<EndpointRef>,
+    /// Pods readmitted whose label removal the snapshot does not show yet.
+    readmitted: BTreeSet<ObjectKey>,
+}
+
+impl Healer {
+    /// Runs until `stop`.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut memory = Memory::default();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                batch = self.reports.recv() => match batch {
+                    Some(b) => fold(&mut memory.reports, &b, Timestamp::now()),
+                    None => return,
+                },
+                _ = tick.tick() => self.step(&mut memory, Timestamp::now()).await,
+            }
+        }
+    }
+
+    /// One tick: plan, act when leading, publish.
+    pub(super) async fn step(&mut self, memory: &mut Memory, now: Timestamp) {
+        memory.reports.prune(now);
+        // Nothing is known before the first compile: an empty registry would readmit
+        // every quarantined pod.
+        let Some(published) = self.published.borrow().clone() else {
+            return;
+        };
+        let snapshot = &published.snapshot;
+        memory.ledger.prune(
+            |k| {
+                snapshot
+                    .self_healings
+                    .get(k)
+                    .is_some_and(|o| o.accepted.is_some())
+            },
+            now,
+        );
+        let planned = plan(snapshot, &memory.reports, &memory.ledger, now);
+        let reported: BTreeSet<EndpointRef> =
+            memory.reports.iter().map(|(k, _)| k.clone()).collect();
+        memory.told.retain(|e| reported.contains(e));
+        memory
+            .readmitted
+            .retain(|pod| planned.readmit.iter().any(|(_, p)| p.key == *pod));
+        let planned = if *self.leader.borrow() {
+            self.carry_out(memory, &planned, now).await;
+            // Acting forgets the endpoints acted on: what status lists follows that.
+            plan(snapshot, &memory.reports, &memory.ledger, now)
+        } else {
+            planned
+        };
+        let mut view = HealingView::new();
+        for (key, unhealthy) in &planned.unhealthy {
+            view.entry(key.clone()).or_default().unhealthy = unhealthy.clone();
+        }
+        for key in snapshot.self_healings.keys() {
+            let actions = memory.ledger.actions(key);
+            if !actions.is_empty() {
+                view.entry(key.clone()).or_default().actions = actions;
+            }
+        }
+        self.view.send_if_modified(|current| {
+            let changed = **current != view;
+            if changed {
+                *current = Arc::new(view);
+            }
+            changed
+        });
+    }
+
+    async fn carry_out(&self, memory: &mut Memory, planned: &Plan, now: Timestamp) {
+        for due in &planned.due {
+            let act = match due.action {
+                HealingAction::None => {
+                    memory.reports.note(&due.endpoint);
+                    memory.ledger.record(
+                        &due.healing,
+                        record_of(&due.pod.key.name, HealingAction::None, now),
+                    );
+                    self.event(
+                        due,
+                        "EndpointUnhealthy",
+                        describe(due, "no action taken (action: None)"),
+                        false,
+                    )
+                    .await;
+                    continue;
+                }
+                HealingAction::RestartPod => Act::Restart,
+                HealingAction::RemoveFromService => Act::Quarantine,
+            };
+            let request = Request {
+                act,
+                healing: due.healing.clone(),
+                pod: due.pod.clone(),
+                endpoint: Some(due.endpoint.clone()),
+            };
+            match self.actuator.act(&request).await {
+                Ok(()) => {
+                    memory.reports.forget(&due.endpoint);
+                    memory
+                        .ledger
+                        .record(&due.healing, record_of(&due.pod.key.name, due.action, now));
+                    let (reason, did) = match act {
+                        Act::Restart => ("PodRestarted", "restarted the pod"),
+                        _ => (
+                            "PodQuarantined",
+                            "quarantined the pod (label braid.dev/quarantined=true); remove the label to readmit it",
+                        ),
+                    };
+                    tracing::info!(pod = %due.pod.key, endpoint = %due.endpoint, action = act.as_str(), self_healing = %due.healing, "healed");
+                    self.event(due, reason, describe(due, did), false).await;
+                }
+                Err(ActError::Gone) => memory.reports.forget(&due.endpoint),
+                Err(e) => {
+                    let (wait, reason) = match e {
+                        ActError::Blocked(_) => (BLOCKED_RETRY, "HealingBlocked"),
+                        _ => (FAILED_RETRY, "HealingFailed"),
+                    };
+                    memory
+                        .ledger
+                        .hold(&due.endpoint, now.checked_add(wait).unwrap_or(now));
+                    tracing::warn!(pod = %due.pod.key, action = act.as_str(), error = %e, "healing action not taken; trying again in {}s", wait.as_secs());
+                    let note = format!(
+                        "{} failed: {e}; trying again in {}s",
+                        act.as_str(),
+                        wait.as_secs()
+                    );
+                    self.event(due, reason, describe(due, &note), true).await;
+                }
+            }
+        }
+        for due in &planned.over_budget {
+            if memory.told.insert(due.endpoint.clone()) {
+                tracing::warn!(pod = %due.pod.key, self_healing = %due.healing, "healing budget spent; not acting");
+                let note =
+                    "not acted on: maxActionsPerHour is spent; it will be once the budget allows";
+                self.event(due, "BudgetExhausted", describe(due, note), true)
+                    .await;
+            }
+        }
+        for (healing, pod) in &planned.readmit {
+            if !memory.readmitted.insert(pod.key.clone()) {
+                continue;
+            }
+            let request = Request {
+                act: Act::Readmit,
+                healing: healing.clone(),
+                pod: pod.clone(),
+                endpoint: None,
+            };
+            let (reason, note, warning) = match self.actuator.act(&request).await {
+                Ok(()) | Err(ActError::Gone) => (
+                    "PodReadmitted",
+                    format!(
+                        "readmitted pod {}: this SelfHealing no longer quarantines it",
+                        pod.key.name
+                    ),
+                    false,
+                ),
+                Err(e) => (
+                    "ReadmitFailed",
+                    format!("readmitting pod {}: {e}", pod.key.name),
+                    true,
+                ),
+            };
+            tracing::info!(pod = %pod.key, self_healing = %healing, "{note}");
+            self.record(healing, reason, note, warning).await;
+        }
+    }
+
+    async fn event(&self, due: &Due, reason: &str, note: String, warning: bool) {
+        self.record(&due.healing, reason, note, warning).await;
+    }
+
+    async fn record(&self, healing: &ObjectKey, reason: &str, note: String, warning: bool) {
+        let event = Event {
+            kind: Kind::SelfHealing,
+            key: healing.clone(),
+            reason: reason.into(),
+            note,
+            warning,
+        };
+        if let Err(e) = self.sink.event(&event).await {
+            tracing::warn!(error = %e, "event not recorded");
+        }
+    }
+}
+
+/// Folds one proxy's batch into `reports`.
+fn fold(reports: &mut Reports, batch: &ReportBatch, now: Timestamp) {
+    for e in &batch.ejections {
+        if !reports.record(&batch.reporter, e, now) {
+            tracing::warn!(reporter = %batch.reporter, endpoint = %e.endpoint, "too many reported endpoints; report dropped");
+        }
+    }
+}
+
+fn describe(due: &Due, what: &str) -> String {
+    format!(
+        "pod {} (endpoint {}, {}): reported by {} proxies: {what}",
+        due.pod.key.name, due.endpoint.addr, due.reason, due.reporters
+    )
+}

@@ -1,0 +1,362 @@
+//! The healer's plan and loop, on snapshots written as the directory source's YAML,
+//! with a recording actuator and event sink.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use braid_proxy::control::protocol::Ejection;
+use futures::future::BoxFuture;
+use k8s_openapi::jiff::Timestamp;
+use tokio::sync::{mpsc, watch};
+
+use super::plan::plan;
+use super::run::Memory;
+use super::*;
+use crate::registry::{ObjectKey, Snapshot};
+use crate::source::dir::registry_file;
+use crate::source::dir::resources::{Generations, parse_file};
+use crate::status::{Event, StatusError, StatusSink, StatusUpdate};
+use crate::stream::hub::Published;
+
+const REGISTRY: &str = r#"
+services:
+- {name: payments, namespace: shop, vips: [10.96.0.10], selector: {app: payments}, ports: [{port: 80, targetPort: 8080, protocol: http}]}
+workloads:
+- {name: payments-a, namespace: shop, ips: [10.0.0.1], labels: {app: payments}, serviceAccount: payments}
+- {name: payments-b, namespace: shop, ips: [10.0.0.2], labels: {app: payments}, serviceAccount: payments}
+- {name: payments-c, namespace: shop, ips: [10.0.0.3], labels: {app: payments, braid.dev/quarantined: "true", braid.dev/quarantined-by: heal}, serviceAccount: payments}
+- {name: checkout, namespace: shop, ips: [10.0.0.9], labels: {app: checkout}, serviceAccount: checkout}
+"#;
+
+fn healing(action: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: braid.dev/v1alpha1\nkind: SelfHealing\nmetadata: {{name: heal, namespace: shop}}\nspec:\n  selector: {{matchLabels: {{app: payments}}}}\n  outlierDetection: {{consecutiveErrors: 3}}\n  healing: {{action: {action}, cooldown: 60s, minReporters: 2{extra}}}\n"
+    )
+}
+
+fn snapshot(resources: &str) -> Snapshot {
+    snapshot_of(REGISTRY, resources)
+}
+
+fn snapshot_of(registry: &str, resources: &str) -> Snapshot {
+    let (services, workloads) = registry_file::parse(registry).unwrap().resolve().unwrap();
+    let mut snap = Snapshot {
+        services,
+        workloads,
+        ..Default::default()
+    };
+    Generations::default().insert_all(&parse_file(resources).unwrap(), &mut snap);
+    snap
+}
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).unwrap()
+}
+
+fn key(name: &str) -> ObjectKey {
+    ObjectKey::new("shop", name)
+}
+
+fn ejection(ip: &str) -> Ejection {
+    Ejection {
+        target: "payments.shop:80".into(),
+        endpoint: format!("{ip}:8080").parse().unwrap(),
+        reason: "consecutive_errors".into(),
+        duration_ms: 120_000,
+    }
+}
+
+/// `reporters` each report `ip` at `when`.
+fn report(reports: &mut reports::Reports, ip: &str, reporters: &[&str], when: Timestamp) {
+    for r in reporters {
+        reports.record(&key(r), &ejection(ip), when);
+    }
+}
+
+#[test]
+fn acts_once_enough_proxies_reported_an_endpoint_for_the_cooldown() {
+    let snap = snapshot(&healing("RestartPod", ""));
+    let ledger = ledger::Ledger::default();
+    let mut reports = reports::Reports::default();
+    report(&mut reports, "10.0.0.1", &["checkout"], at(0));
+
+    // One reporter of the two needed: listed, not acted on, even after the cooldown.
+    let p = plan(&snap, &reports, &ledger, at(61));
+    let unhealthy = &p.unhealthy[&key("heal")];
+    assert_eq!(unhealthy.len(), 1);
+    assert_eq!(unhealthy[0].pod, "payments-a");
+    assert_eq!(unhealthy[0].address, "10.0.0.1:8080");
+    assert_eq!(unhealthy[0].reporters, 1);
+    assert!(p.due.is_empty());
+
+    // A second reporter: due only once the run is a cooldown old.
+    report(&mut reports, "10.0.0.1", &["payments-b"], at(30));
+    assert!(plan(&snap, &reports, &ledger, at(59)).due.is_empty());
+    let p = plan(&snap, &reports, &ledger, at(60));
+    assert_eq!(p.due.len(), 1);
+    assert_eq!(
+        p.due[0].action,
+        braid_crds::self_healing::HealingAction::RestartPod
+    );
+    assert_eq!(p.due[0].pod.key, key("payments-a"));
+    assert_eq!(p.due[0].reporters, 2);
+}
+
+#[test]
+fn the_hourly_budget_holds_and_unknown_or_quarantined_endpoints_are_left_alone() {
+    let snap = snapshot(&healing("RestartPod", ", maxActionsPerHour: 1"));
+    let mut ledger = ledger::Ledger::default();
+    let mut reports = reports::Reports::default();
+    for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.9.9.9"] {
+        report(&mut reports, ip, &["checkout", "other"], at(0));
+    }
+    let p = plan(&snap, &reports, &ledger, at(120));
+    // 10.9.9.9 is no endpoint of payments; payments-c is already quarantined.
+    assert_eq!(p.unhealthy[&key("heal")].len(), 3);
+    assert_eq!(p.due.len(), 1);
+    assert_eq!(p.over_budget.len(), 1);
+    // Spent: the next hour holds nothing more.
+    ledger.record(
+        &key("heal"),
+        ledger::record_of(
+            "payments-a",
+            braid_crds::self_healing::HealingAction::RestartPod,
+            at(120),
+        ),
+    );
+    let p = plan(&snap, &reports, &ledger, at(130));
+    assert!(p.due.is_empty());
+    assert_eq!(p.over_budget.len(), 2);
+    assert!(!plan(&snap, &reports, &ledger, at(3721)).due.is_empty());
+}
+
+#[test]
+fn a_quarantine_is_lifted_when_its_self_healing_stops_asking_for_it() {
+    let mut reports = reports::Reports::default();
+    report(&mut reports, "10.0.0.1", &["checkout", "other"], at(0));
+    let ledger = ledger::Ledger::default();
+    // Still asked for: kept.
+    let p = plan(
+        &snapshot(&healing("RemoveFromService", "")),
+        &reports,
+        &ledger,
+        at(0),
+    );
+    assert!(p.readmit.is_empty());
+    // Another action, or no SelfHealing at all: readmitted.
+    let p = plan(
+        &snapshot(&healing("RestartPod", "")),
+        &reports,
+        &ledger,
+        at(0),
+    );
+    assert_eq!(p.readmit.len(), 1);
+    assert_eq!(p.readmit[0].1.key, key("payments-c"));
+    let p = plan(&snapshot(""), &reports, &ledger, at(0));
+    assert_eq!(p.readmit.len(), 1);
+    assert!(p.unhealthy.is_empty(), "nothing governs the endpoint");
+}
+
+#[test]
+fn without_healing_endpoints_are_only_listed() {
+    let resources = "apiVersion: braid.dev/v1alpha1\nkind: SelfHealing\nmetadata: {name: heal, namespace: shop}\nspec:\n  selector: {matchLabels: {app: payments}}\n  outlierDetection: {consecutiveErrors: 3}\n";
+    let mut reports = reports::Reports::default();
+    report(&mut reports, "10.0.0.1", &["checkout", "other"], at(0));
+    let p = plan(
+        &snapshot(resources),
+        &reports,
+        &ledger::Ledger::default(),
+        at(600),
+    );
+    assert_eq!(p.unhealthy[&key("heal")].len(), 1);
+    assert!(p.due.is_empty() && p.over_budget.is_empty());
+}
+
+/// Records what it is asked to do; fails while `fail` holds a message.
+#[derive(Default)]
+struct Recorder {
+    done: Mutex<Vec<(Act, String)>>,
+    fail: Mutex<Option<String>>,
+}
+
+impl Actuator for Recorder {
+    fn act<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<(), ActError>> {
+        Box::pin(async move {
+            if let Some(msg) = self.fail.lock().unwrap().clone() {
+                return Err(ActError::Blocked(msg));
+            }
+            self.done
+                .lock()
+                .unwrap()
+                .push((request.act, request.pod.key.name.clone()));
+            Ok(())
+        })
+    }
+}
+
+#[derive(Default)]
+struct Events(Mutex<Vec<Event>>);
+
+impl StatusSink for Events {
+    fn apply<'a>(&'a self, _: &'a StatusUpdate) -> BoxFuture<'a, Result<(), StatusError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), StatusError>> {
+        self.0.lock().unwrap().push(event.clone());
+        Box::pin(async { Ok(()) })
+    }
+}
+
+struct Rig {
+    healer: Healer,
+    actuator: Arc<Recorder>,
+    events: Arc<Events>,
+    leader: watch::Sender<bool>,
+    view: watch::Receiver<Arc<HealingView>>,
+    memory: Memory,
+}
+
+/// A rig whose registry has `payments-c` quarantined by hand (the healer leaves it be).
+fn rig(resources: &str, leader: bool) -> Rig {
+    let registry = REGISTRY.replace(", braid.dev/quarantined-by: heal", "");
+    rig_of(&registry, resources, leader)
+}
+
+fn rig_of(registry: &str, resources: &str, leader: bool) -> Rig {
+    let actuator = Arc::new(Recorder::default());
+    let events = Arc::new(Events::default());
+    let (leader_tx, leader_rx) = watch::channel(leader);
+    let (view_tx, view_rx) = watch::channel(Arc::new(HealingView::new()));
+    let (_, reports_rx) = mpsc::channel(1);
+    let published = Published {
+        snapshot: Arc::new(snapshot_of(registry, resources)),
+        configs: Default::default(),
+        seen_at: Instant::now(),
+    };
+    let (_published_tx, published_rx) = watch::channel(Some(Arc::new(published)));
+    // The sender may go: the receiver keeps the last value.
+    Rig {
+        healer: Healer {
+            reports: reports_rx,
+            published: published_rx,
+            actuator: actuator.clone(),
+            sink: events.clone(),
+            leader: leader_rx,
+            view: view_tx,
+        },
+        actuator,
+        events,
+        leader: leader_tx,
+        view: view_rx,
+        memory: Memory::default(),
+    }
+}
+
+#[tokio::test]
+async fn only_the_leader_acts_and_each_action_is_an_event_and_a_status_record() {
+    let mut rig = rig(&healing("RestartPod", ""), false);
+    report(
+        &mut rig.memory.reports,
+        "10.0.0.1",
+        &["checkout", "other"],
+        at(0),
+    );
+    rig.healer.step(&mut rig.memory, at(61)).await;
+    assert!(
+        rig.actuator.done.lock().unwrap().is_empty(),
+        "a follower acted"
+    );
+    assert!(rig.events.0.lock().unwrap().is_empty());
+    // The follower still knows what is unhealthy.
+    assert_eq!(rig.view.borrow()[&key("heal")].unhealthy.len(), 1);
+
+    rig.leader.send_replace(true);
+    rig.healer.step(&mut rig.memory, at(62)).await;
+    assert_eq!(
+        *rig.actuator.done.lock().unwrap(),
+        [(Act::Restart, "payments-a".to_string())]
+    );
+    let events = rig.events.0.lock().unwrap().clone();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].reason, "PodRestarted");
+    assert!(events[0].note.contains("payments-a"), "{}", events[0].note);
+    let view = rig.view.borrow().clone();
+    assert!(
+        view[&key("heal")].unhealthy.is_empty(),
+        "reports start over"
+    );
+    assert_eq!(view[&key("heal")].actions[0].pod, "payments-a");
+    // The same reports again would need a new cooldown.
+    report(
+        &mut rig.memory.reports,
+        "10.0.0.1",
+        &["checkout", "other"],
+        at(63),
+    );
+    rig.healer.step(&mut rig.memory, at(100)).await;
+    assert_eq!(rig.actuator.done.lock().unwrap().len(), 1);
+    rig.healer.step(&mut rig.memory, at(124)).await;
+    assert_eq!(rig.actuator.done.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_blocked_action_is_told_and_tried_again_later() {
+    let mut rig = rig(&healing("RestartPod", ""), true);
+    *rig.actuator.fail.lock().unwrap() = Some("a PodDisruptionBudget allows no disruption".into());
+    report(
+        &mut rig.memory.reports,
+        "10.0.0.1",
+        &["checkout", "other"],
+        at(0),
+    );
+    rig.healer.step(&mut rig.memory, at(61)).await;
+    rig.healer.step(&mut rig.memory, at(62)).await;
+    let events = rig.events.0.lock().unwrap().clone();
+    assert_eq!(events.len(), 1, "held back, not retried every tick");
+    assert_eq!(events[0].reason, "HealingBlocked");
+    assert!(events[0].warning);
+    assert!(rig.view.borrow()[&key("heal")].actions.is_empty());
+    *rig.actuator.fail.lock().unwrap() = None;
+    report(
+        &mut rig.memory.reports,
+        "10.0.0.1",
+        &["checkout", "other"],
+        at(80),
+    );
+    rig.healer.step(&mut rig.memory, at(92)).await;
+    assert_eq!(rig.actuator.done.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn action_none_notes_an_endpoint_once_per_run() {
+    let mut rig = rig(&healing("None", ""), true);
+    report(
+        &mut rig.memory.reports,
+        "10.0.0.1",
+        &["checkout", "other"],
+        at(0),
+    );
+    rig.healer.step(&mut rig.memory, at(61)).await;
+    rig.healer.step(&mut rig.memory, at(62)).await;
+    let events = rig.events.0.lock().unwrap().clone();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].reason, "EndpointUnhealthy");
+    assert!(rig.actuator.done.lock().unwrap().is_empty());
+    // Still listed as unhealthy, with the note among the actions.
+    let view = rig.view.borrow().clone();
+    assert_eq!(view[&key("heal")].unhealthy.len(), 1);
+    assert_eq!(view[&key("heal")].actions.len(), 1);
+}
+
+#[tokio::test]
+async fn a_quarantine_no_longer_asked_for_is_lifted() {
+    let mut rig = rig_of(REGISTRY, &healing("RestartPod", ""), true);
+    rig.healer.step(&mut rig.memory, at(0)).await;
+    // Until the registry shows the label gone, it is not readmitted twice.
+    rig.healer.step(&mut rig.memory, at(1)).await;
+    assert_eq!(
+        *rig.actuator.done.lock().unwrap(),
+        [(Act::Readmit, "payments-c".to_string())]
+    );
+    assert_eq!(rig.events.0.lock().unwrap()[0].reason, "PodReadmitted");
+}
