@@ -166,6 +166,15 @@ impl Mesh {
     /// pod's service account must be its name, in namespace [`NAMESPACE`]), with a
     /// bootstrap token for every pod made so far.
     pub fn start_operator(&mut self, registry: &str) -> Result<&Operator, HarnessError> {
+        self.start_operator_with(registry, &[])
+    }
+
+    /// [`Self::start_operator`] with `extra` flags for `braid-operator`.
+    pub fn start_operator_with(
+        &mut self,
+        registry: &str,
+        extra: &[&str],
+    ) -> Result<&Operator, HarnessError> {
         let addr = Ipv4Addr::new(10, 77, self.subnet, 254);
         let op = Operator::start(
             &self.hub,
@@ -174,6 +183,7 @@ impl Mesh {
             &self.bin_dir,
             &self.pod_dirs,
             registry,
+            extra,
         )?;
         Ok(self.operator.insert(op))
     }
@@ -442,6 +452,14 @@ impl Pod {
     pub fn config_version(&self) -> Result<String, HarnessError> {
         let dump = self.config_dump()?;
         Ok(dump["version"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// The process ID of what was started as `label`.
+    pub fn pid(&self, label: &str) -> Option<u32> {
+        self.children
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, c)| c.id())
     }
 
     /// Sends SIGTERM to the process started as `label`.

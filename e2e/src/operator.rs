@@ -27,8 +27,8 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts `braid-operator` in `hub` on `addr`, on a directory under `dir` holding
-    /// `registry`, with one bootstrap token per pod in `pods` (each pod's service account
+    /// Starts `braid-operator` in `hub` on `addr` with `extra` flags, on a directory
+    /// under `dir` holding `registry`, with one bootstrap token per pod in `pods` (each pod's service account
     /// is its name; its token is written to `<pod dir>/token`).
     pub(crate) fn start(
         hub: &str,
@@ -37,6 +37,7 @@ impl Operator {
         bin_dir: &Path,
         pods: &[(String, PathBuf)],
         registry: &str,
+        extra: &[&str],
     ) -> Result<Self, HarnessError> {
         // The operator and its readiness probe meet on the hub's own address, which the
         // kernel delivers over loopback.
@@ -86,6 +87,7 @@ impl Operator {
             .args(["--tls-san", &addr.to_string(), "--poll-ms", "50"])
             .arg("--tls-trust-out")
             .arg(&trust)
+            .args(extra)
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use braid_e2e::{Mesh, Pod, ProxyFlags};
@@ -1033,4 +1034,157 @@ spec:
         assert!(Instant::now() < deadline, "server2 was dropped after all");
     }
     println!("first 200: {first:?}; after ejection: {second:?}; two bad: {third:?}");
+}
+
+#[test]
+fn an_endpoint_that_stays_bad_is_restarted_after_the_cooldown_and_readmitted() {
+    let mut mesh = Mesh::new().unwrap_or_else(|e| panic!("{e}"));
+    let mut server = mesh.pod("server").unwrap();
+    let mut client = mesh.pod("client").unwrap();
+    let mut server2 = mesh.pod("server2").unwrap();
+    let mut server3 = mesh.pod("server3").unwrap();
+    // The directory mode's healing command: it records what it was asked and stops the
+    // pod's app, whose service manager (this test) starts it again.
+    let pods = server3.dir().parent().unwrap().to_owned();
+    let healed = pods.join("healing.log");
+    let script = pods.join("heal.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$BRAID_ACTION $BRAID_POD_NAMESPACE/$BRAID_POD_NAME $BRAID_POD_IP $BRAID_ENDPOINT $BRAID_SELF_HEALING\" >> {}\nkill -TERM \"$(cat {}/$BRAID_POD_NAME/app.pid)\"\n",
+            healed.display(),
+            pods.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    mesh.start_operator_with(
+        &registry(&[&server, &server2, &server3], &[&client]),
+        &["--healing-command", &script.display().to_string()],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    mesh.set_hosts(&[("payments", PAYMENTS_VIP)]).unwrap();
+    let op = mesh.operator().unwrap();
+    op.write_resource(
+        "healing.yaml",
+        "apiVersion: braid.dev/v1alpha1
+kind: SelfHealing
+metadata: {name: payments, namespace: shop}
+spec:
+  selector: {matchLabels: {app: payments}}
+  outlierDetection: {consecutiveErrors: 3, baseEjectionTime: 5s, maxEjectionPercent: 34}
+  healing: {action: RestartPod, cooldown: 3s, minReporters: 1, maxActionsPerHour: 2}
+",
+    )
+    .unwrap();
+    op.write_resource(
+        "route.yaml",
+        &payments_route("  - name: retried\n    retries: {attempts: 2, \"on\": [5xx]}\n"),
+    )
+    .unwrap();
+    start_server(&mut server, op, "http", &["--name", "server"]);
+    start_server(&mut server2, op, "http", &["--name", "server2"]);
+    start_server(
+        &mut server3,
+        op,
+        "http",
+        &["--name", "server3", "--fail-every", "1"],
+    );
+    let pid = server3.pid("http").unwrap();
+    std::fs::write(server3.dir().join("app.pid"), pid.to_string()).unwrap();
+    client.capture(&ProxyFlags::default()).unwrap();
+    client
+        .start_sidecar_streaming(op)
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_for_routes(&client, "retried");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while client.config_dump().unwrap()["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "payments"))
+        .is_none_or(|s| s["outlierDetection"].is_null())
+    {
+        assert!(Instant::now() < deadline, "outlier detection never arrived");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // server3 fails everything: retries hide it, then it is ejected.
+    let started = Instant::now();
+    let first = tally(&client, 100, "/", &[]);
+    assert_eq!(
+        tallied(&first, "200 server") + tallied(&first, "200 server2"),
+        100,
+        "{first}"
+    );
+    // The report reaches the operator; after the 3 s cooldown its command runs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let record = loop {
+        if let Ok(text) = std::fs::read_to_string(&healed) {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the healing command never ran:\n{}",
+            op.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let acted_after = started.elapsed();
+    assert_eq!(
+        record.trim(),
+        format!(
+            "RestartPod shop/server3 {} {}:8080 shop/payments",
+            server3.ip, server3.ip
+        )
+    );
+    assert!(
+        acted_after >= Duration::from_secs(3),
+        "acted before the cooldown: {acted_after:?}"
+    );
+    assert!(server3.wait_exit("http", Duration::from_secs(5)).is_ok());
+    // The service manager starts it again, healthy now.
+    serve_on_8080(&mut server3, "http-restarted", &["--name", "server3"]);
+    // The action is in the SelfHealing's status.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = op.status("selfhealing", "shop", "payments");
+        if status.contains("action: RestartPod") {
+            assert!(status.contains("pod: server3"), "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no action in status: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Once its ejection ends the proxy tries it again: it is back in the group.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut after = String::new();
+    while tallied(&after, "200 server3") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "server3 never came back: {after}\n{}",
+            client.metrics().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        after = tally(&client, 30, "/", &[]);
+    }
+    let failed: usize = after
+        .lines()
+        .filter(|l| !l.contains(" 200 "))
+        .filter_map(|l| l.split(' ').next()?.parse::<usize>().ok())
+        .sum();
+    assert_eq!(failed, 0, "{after}");
+    let metrics = client.metrics().unwrap();
+    assert!(
+        count(&metrics, "braid_outlier_returns_total") >= 1,
+        "{metrics}"
+    );
+    // Acted on once: the restarted endpoint is not reported again.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        std::fs::read_to_string(&healed).unwrap().lines().count(),
+        1,
+        "{}",
+        op.log()
+    );
+    println!("acted after {acted_after:?}; before: {first:?}; after: {after:?}");
 }
