@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState, SetLogLevel};
 use crate::cli::RunArgs;
-use crate::config::{ConfigSource, FileSource, ListenerPlan, Tables};
+use crate::config::{ConfigSource, FileSource, ListenerPlan, Side, Tables};
 use crate::connection::{self, Context};
 use crate::control::protocol::PodRef;
 use crate::control::{ClientSettings, EjectionLog, OperatorClient};
@@ -140,7 +140,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     tokio::spawn(explicit_listeners(
         config.clone(),
         changed_rx,
-        outbound_ctx.clone(),
+        [outbound_ctx.clone(), inbound_ctx.clone()],
         tracker.clone(),
         stop_accepting.clone(),
         listeners_bound,
@@ -323,6 +323,7 @@ async fn prune_pool(
 /// A running explicit listener.
 struct Running {
     name: Arc<str>,
+    side: Side,
     bind: SocketAddr,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -335,7 +336,7 @@ struct Running {
 async fn explicit_listeners(
     config: Arc<ConfigSource>,
     mut changed: tokio::sync::watch::Receiver<()>,
-    ctx: Context,
+    [outbound, inbound]: [Context; 2],
     tracker: TaskTracker,
     stop: CancellationToken,
     bound: Arc<AtomicBool>,
@@ -345,7 +346,11 @@ async fn explicit_listeners(
         let plans: Vec<ListenerPlan> = config.tables().listeners.clone();
         let (keep, gone): (Vec<Running>, Vec<Running>) = running
             .into_iter()
-            .partition(|r| plans.iter().any(|p| *p.name == *r.name && p.bind == r.bind));
+            .partition(|r| {
+                plans
+                    .iter()
+                    .any(|p| *p.name == *r.name && p.bind == r.bind && p.side == r.side)
+            });
         running = keep;
         for r in gone {
             r.stop.cancel();
@@ -355,7 +360,7 @@ async fn explicit_listeners(
         for plan in plans {
             if running
                 .iter()
-                .any(|r| *r.name == *plan.name && r.bind == plan.bind)
+                .any(|r| *r.name == *plan.name && r.bind == plan.bind && r.side == plan.side)
             {
                 continue;
             }
@@ -364,12 +369,16 @@ async fn explicit_listeners(
                     let name: Arc<str> = plan.name.as_str().into();
                     let token = stop.child_token();
                     let handler_name = name.clone();
-                    let task =
-                        spawn_accept(listener, ctx.clone(), &tracker, &token, move |s, c| {
-                            connection::explicit(s, handler_name.clone(), c)
-                        });
+                    let ctx = match plan.side {
+                        Side::Outbound => outbound.clone(),
+                        Side::Inbound => inbound.clone(),
+                    };
+                    let task = spawn_accept(listener, ctx, &tracker, &token, move |s, c| {
+                        connection::explicit(s, handler_name.clone(), c)
+                    });
                     running.push(Running {
                         name,
+                        side: plan.side,
                         bind: plan.bind,
                         stop: token,
                         task,

@@ -211,6 +211,29 @@ pub struct Listener {
     /// The protocol spoken.
     #[serde(default)]
     pub protocol: Protocol,
+    /// Which side of the mesh it serves: `outbound` (default: callers on this host
+    /// reach a service) or `inbound` (it fronts an app on this host, as the inbound
+    /// capture does in a pod, so inbound policy such as overload protection applies).
+    #[serde(default, skip_serializing_if = "Side::is_outbound")]
+    pub side: Side,
+}
+
+/// The side of the mesh an explicit listener serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Side {
+    /// Callers on this host reach a service through it.
+    #[default]
+    Outbound,
+    /// It fronts an app on this host.
+    Inbound,
+}
+
+impl Side {
+    /// Whether this is the default, `outbound`.
+    pub fn is_outbound(&self) -> bool {
+        *self == Self::Outbound
+    }
 }
 
 /// Where an explicit listener forwards.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::routes::ServiceRoutes;
-use super::{ConfigError, ListenerTarget, Protocol, ProxyConfig, Service};
+use super::{ConfigError, ListenerTarget, Protocol, ProxyConfig, Service, Side};
 use crate::balance::outlier::OutlierPolicy;
 use crate::balance::{self, Endpoint, Loads, Picked};
 use crate::routing::{
@@ -251,6 +251,8 @@ pub struct ListenerPlan {
     pub protocol: Protocol,
     /// Where its traffic goes.
     pub target: Arc<OutboundTarget>,
+    /// Which side of the mesh it serves.
+    pub side: Side,
 }
 
 /// Everything a connection needs to be routed, compiled from one config version.
@@ -405,6 +407,7 @@ impl Tables {
                 bind: l.bind,
                 protocol: l.protocol,
                 target,
+                side: l.side,
             });
         }
         let live: std::collections::HashSet<SocketAddr> = by_service
@@ -475,6 +478,7 @@ mod tests {
                 port: 80,
                 target_port: Some(8080),
                 protocol: Protocol::Http,
+                side: Default::default(),
             }],
             groups: vec![EndpointGroup {
                 name: "default".into(),
@@ -560,6 +564,7 @@ mod tests {
                     port: 80,
                 },
                 protocol: Protocol::Http,
+                side: Default::default(),
             }],
             ..Default::default()
         };
@@ -587,6 +592,7 @@ mod tests {
             bind: bind.parse().unwrap(),
             target: ListenerTarget::Address("127.0.0.1:9000".parse().unwrap()),
             protocol: Protocol::Http,
+            side: Default::default(),
         };
         for second in [
             listener("gw", "127.0.0.1:18081"),
