@@ -344,13 +344,11 @@ async fn explicit_listeners(
     let mut running: Vec<Running> = Vec::new();
     loop {
         let plans: Vec<ListenerPlan> = config.tables().listeners.clone();
-        let (keep, gone): (Vec<Running>, Vec<Running>) = running
-            .into_iter()
-            .partition(|r| {
-                plans
-                    .iter()
-                    .any(|p| *p.name == *r.name && p.bind == r.bind && p.side == r.side)
-            });
+        let (keep, gone): (Vec<Running>, Vec<Running>) = running.into_iter().partition(|r| {
+            plans
+                .iter()
+                .any(|p| *p.name == *r.name && p.bind == r.bind && p.side == r.side)
+        });
         running = keep;
         for r in gone {
             r.stop.cancel();

@@ -71,6 +71,29 @@ enum Cmd {
         #[arg(long)]
         header: Vec<String>,
     },
+    /// A CPU-bound HTTP server: every request burns `work_us` of CPU on its one thread,
+    /// so it serves at most 1e6 / `work_us` requests a second.
+    CpuServer {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        work_us: u64,
+    },
+    /// Open-loop load: `rate` GETs a second for `secs` seconds whatever the answers,
+    /// each given up after `timeout_ms`. Prints one line of `key=value`: requests sent
+    /// after the first `warmup_secs`, then of those `ok` (200 in time), `shed` (503 with
+    /// x-braid-overloaded), `timeout`, `other`, and the p50/p99 of the `ok` ones.
+    OpenLoad {
+        addr: String,
+        #[arg(long)]
+        rate: f64,
+        #[arg(long)]
+        secs: u64,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+        #[arg(long, default_value_t = 3)]
+        warmup_secs: u64,
+    },
     /// Sends requests in a loop until `stop_file` exists; prints `ok=<n> failed=<m>`.
     Load {
         addr: String,
@@ -109,6 +132,24 @@ async fn main() -> anyhow::Result<()> {
             http_server(port, name, std::sync::Arc::new(behaviour)).await
         }
         Cmd::BannerServer { port, banner } => banner_server(port, banner).await,
+        Cmd::CpuServer { port, work_us } => cpu_server(port, Duration::from_micros(work_us)).await,
+        Cmd::OpenLoad {
+            addr,
+            rate,
+            secs,
+            timeout_ms,
+            warmup_secs,
+        } => {
+            let addr = resolve(&addr).await?;
+            let run = OpenLoadRun {
+                rate,
+                secs,
+                timeout: Duration::from_millis(timeout_ms),
+                warmup: Duration::from_secs(warmup_secs),
+            };
+            println!("{}", run.drive(addr).await?);
+            Ok(())
+        }
         Cmd::BannerClient { addr } => {
             let stream = TcpStream::connect(resolve(&addr).await?)
                 .await
@@ -329,5 +370,110 @@ async fn banner_server(port: u16, banner: String) -> anyhow::Result<()> {
                 .await;
             let _ = stream.shutdown().await;
         });
+    }
+}
+
+async fn cpu_server(port: u16, work: Duration) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(("0.0.0.0", port)).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let svc = service_fn(move |_req: Request<Incoming>| async move {
+                // Busy, not asleep: the thread can serve nothing else meanwhile.
+                let start = std::time::Instant::now();
+                let mut spins = 0u64;
+                while start.elapsed() < work {
+                    spins = std::hint::black_box(spins.wrapping_add(1));
+                }
+                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("done"))))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// One open-loop run.
+struct OpenLoadRun {
+    rate: f64,
+    secs: u64,
+    timeout: Duration,
+    warmup: Duration,
+}
+
+/// How one request ended.
+enum Outcome {
+    Ok(Duration),
+    Shed,
+    Timeout,
+    Other,
+}
+
+impl OpenLoadRun {
+    async fn drive(&self, addr: SocketAddr) -> anyhow::Result<String> {
+        use hyper_util::client::legacy::Client;
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(5))
+            .build_http();
+        let uri: http::Uri = format!("http://{addr}/").parse()?;
+        let started = tokio::time::Instant::now();
+        let end = started + Duration::from_secs(self.secs);
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / self.rate));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            let at = tick.tick().await;
+            if at >= end {
+                break;
+            }
+            let counted = at >= started + self.warmup;
+            let (client, uri, timeout) = (client.clone(), uri.clone(), self.timeout);
+            tasks.spawn(async move {
+                let sent = tokio::time::Instant::now();
+                let req = Request::get(uri).body(Full::new(Bytes::new()));
+                let outcome = match req {
+                    Err(_) => Outcome::Other,
+                    Ok(req) => match tokio::time::timeout(timeout, async {
+                        let resp = client.request(req).await?;
+                        let status = resp.status();
+                        let shed = resp.headers().contains_key("x-braid-overloaded");
+                        resp.into_body().collect().await?;
+                        anyhow::Ok((status, shed))
+                    })
+                    .await
+                    {
+                        Err(_) => Outcome::Timeout,
+                        Ok(Ok((s, _))) if s == http::StatusCode::OK => Outcome::Ok(sent.elapsed()),
+                        Ok(Ok((_, true))) => Outcome::Shed,
+                        Ok(_) => Outcome::Other,
+                    },
+                };
+                counted.then_some(outcome)
+            });
+        }
+        let (mut ok, mut shed, mut timeout, mut other) = (Vec::new(), 0u64, 0u64, 0u64);
+        while let Some(done) = tasks.join_next().await {
+            match done.ok().flatten() {
+                Some(Outcome::Ok(t)) => ok.push(t),
+                Some(Outcome::Shed) => shed += 1,
+                Some(Outcome::Timeout) => timeout += 1,
+                Some(Outcome::Other) => other += 1,
+                None => {}
+            }
+        }
+        ok.sort();
+        let pct = |p: f64| {
+            ok.get(((ok.len() as f64 * p).ceil() as usize).saturating_sub(1))
+                .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        };
+        let counted_secs = self.secs as f64 - self.warmup.as_secs_f64();
+        let sent = ok.len() as u64 + shed + timeout + other;
+        Ok(format!(
+            "secs={counted_secs:.0} sent={sent} ok={} shed={shed} timeout={timeout} other={other} p50_ms={:.1} p99_ms={:.1}",
+            ok.len(),
+            pct(0.50),
+            pct(0.99)
+        ))
     }
 }

@@ -478,7 +478,6 @@ mod tests {
                 port: 80,
                 target_port: Some(8080),
                 protocol: Protocol::Http,
-                side: Default::default(),
             }],
             groups: vec![EndpointGroup {
                 name: "default".into(),

@@ -15,6 +15,7 @@ pub struct Admission {
     /// (rate per second, tokens, when counted).
     bucket: Mutex<(f64, f64, Instant)>,
     offered: AtomicU64,
+    served: AtomicU64,
     in_flight: AtomicU64,
 }
 
@@ -25,6 +26,7 @@ pub struct Admitted<'a>(&'a Admission);
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.served.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -34,6 +36,7 @@ impl Admission {
         Self {
             bucket: Mutex::new((rate, capacity(rate), Instant::now())),
             offered: AtomicU64::new(0),
+            served: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
         }
     }
@@ -68,6 +71,11 @@ impl Admission {
     /// Requests offered since the last call (admitted or not).
     pub fn take_offered(&self) -> u64 {
         self.offered.swap(0, Ordering::Relaxed)
+    }
+
+    /// Admitted requests finished since the last call.
+    pub fn take_served(&self) -> u64 {
+        self.served.swap(0, Ordering::Relaxed)
     }
 
     /// Admitted requests in flight now.

@@ -93,22 +93,31 @@ impl Pid {
         self.engaged
     }
 
-    /// Takes one sample of the signal, with the rate of requests offered meanwhile, and
-    /// returns the new admitted rate. Nothing is shed until the signal first passes the
-    /// target; the limit then starts from the rate coming in. Once the signal is back
+    /// Takes one sample of the signal, with the rates of requests offered and served
+    /// (admitted and finished) meanwhile, and returns the new admitted rate. Nothing is
+    /// shed until the signal first passes the target; the limit then starts from the rate
+    /// served, scaled down by how far the signal is over the target (at most by half),
+    /// and while the signal stays over the target it never exceeds the rate served. Once the signal is back
     /// under the target while fewer requests come than the limit admits, the limit is
     /// lifted again — so a quiet moment never leaves a low limit behind to shed the next
     /// burst of healthy traffic.
-    pub fn update(&mut self, measured: f64, offered: f64) -> f64 {
+    pub fn update(&mut self, measured: f64, offered: f64, served: f64) -> f64 {
         let above = measured > self.target;
+        // What the server got through lately: past saturation, the one measure of its
+        // capacity (a CPU share stops at 100% however far the load goes beyond it).
+        let served = if served > 0.0 { served } else { offered };
         if !self.engaged {
             if !above {
                 return self.limit();
             }
             self.engaged = true;
-            self.limit = offered.max(self.min).min(self.max);
+            let scale = (self.target / measured.max(FLOOR)).clamp(0.5, 1.0);
+            self.limit = (served * scale).clamp(self.min, self.max);
             self.previous = None;
             self.errors = [0.0; 2];
+        } else if above {
+            // Over the target, admitting more than was served only builds a queue.
+            self.limit = self.limit.min(served).max(self.min);
         }
         let saturated = offered < self.limit;
         if saturated && !above {
@@ -156,7 +165,7 @@ mod tests {
             .map(|_| {
                 let admitted = pid.limit().min(offered);
                 let cpu = (admitted / capacity).min(1.0) + (rng.f64() - 0.5) * 0.02;
-                pid.update(cpu, offered);
+                pid.update(cpu, offered, admitted.min(capacity));
                 pid.limit()
             })
             .collect()
@@ -207,7 +216,7 @@ mod tests {
                 } else {
                     1.0 + backlog / capacity
                 };
-                pid.update(p99, offered);
+                pid.update(p99, offered, admitted.min(capacity));
                 limits.push(pid.limit());
             }
             // The rate where p99 is 50 ms: capacity − 92.
@@ -224,24 +233,48 @@ mod tests {
         }
     }
 
+    /// A single-threaded server on a machine of two CPUs: its share stops at 0.5, just
+    /// over a 0.45 target, so the signal alone says little about how far past capacity
+    /// the load is. The rate served says it: the limit is near capacity at once.
+    #[test]
+    fn a_saturated_signal_close_to_its_target_still_limits_at_once() {
+        let capacity = 500.0;
+        let offered = 2.0 * capacity;
+        let mut pid = Pid::new(Gains::default(), 0.45, 10.0, f64::MAX, offered);
+        let mut limits = Vec::new();
+        for _ in 0..30 {
+            let admitted = pid.limit().min(offered);
+            let cpu = 0.5 * (admitted / capacity).min(1.0);
+            pid.update(cpu, offered, admitted.min(capacity));
+            limits.push(pid.limit());
+        }
+        assert!(limits[0] <= capacity, "{limits:?}");
+        let tail = &limits[10..];
+        let m = mean(tail);
+        assert!(
+            (m / capacity - 0.9).abs() < 0.03,
+            "settled at {m}: {limits:?}"
+        );
+    }
+
     #[test]
     fn the_floor_holds_and_an_idle_limit_does_not_run_away() {
         let mut pid = Pid::new(Gains::default(), 0.75, 10.0, f64::MAX, 100.0);
         for _ in 0..50 {
-            pid.update(1.0, 1_000.0);
+            pid.update(1.0, 1_000.0, 0.0);
         }
         assert_eq!(pid.limit(), 10.0);
         // Under the target with little traffic, nothing is limited...
         let mut pid = Pid::new(Gains::default(), 0.75, 10.0, f64::MAX, 1e6);
         for _ in 0..50 {
-            pid.update(0.1, 80.0);
+            pid.update(0.1, 80.0, 80.0);
         }
         assert!(!pid.engaged());
         assert_eq!(pid.limit(), UNLIMITED);
         // ...overload engages it from the rate coming in, and a quiet spell lifts it.
-        pid.update(1.0, 500.0);
+        pid.update(1.0, 500.0, 500.0);
         assert!(pid.engaged() && pid.limit() < 500.0);
-        pid.update(0.2, 5.0);
+        pid.update(0.2, 5.0, 5.0);
         assert!(!pid.engaged());
         assert_eq!(pid.limit(), UNLIMITED);
     }

@@ -93,7 +93,9 @@ impl Protector {
             let Some(admission) = self.admission() else {
                 continue;
             };
-            let offered = admission.take_offered() as f64 / elapsed.as_secs_f64().max(1e-3);
+            let per_sec = |n: u64| n as f64 / elapsed.as_secs_f64().max(1e-3);
+            let offered = per_sec(admission.take_offered());
+            let served = per_sec(admission.take_served());
             let Ok(mut active) = self.active.lock() else {
                 continue;
             };
@@ -117,7 +119,7 @@ impl Protector {
             let Some(measured) = measured else {
                 continue;
             };
-            let limit = pid.update(measured, offered);
+            let limit = pid.update(measured, offered, served);
             admission.set_rate(limit);
             metrics.overload(if pid.engaged() { limit } else { f64::INFINITY }, measured);
         }
