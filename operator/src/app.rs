@@ -60,6 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         leader_task,
         serving,
         actuator,
+        relay,
     } = match &cli.source {
         SourceArg::Dir(path) => {
             let tokens = cli.bootstrap_tokens.as_ref().context(
@@ -88,6 +89,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 .into_serving()?,
                 actuator: Arc::new(CommandActuator::new(cli.healing_command.clone())),
+                relay: None,
             }
         }
         SourceArg::Kube => {
@@ -147,6 +149,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         heartbeat: Duration::from_secs(cli.heartbeat_secs.max(1)),
         pod_wait: Duration::from_millis(cli.pod_wait_ms),
         healer: reports,
+        leader: leadership.subscribe(),
+        relay,
     };
     let server = tokio::spawn(serve(
         listener,

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+use braid_proxy::control::tls::client_config_from_pem;
+use rustls_pki_types::ServerName;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +26,7 @@ use crate::source::kube::KubeSource;
 use crate::source::{Source, SourceError};
 use crate::status::{KubeSink, StatusSink};
 use crate::stream::auth::Authenticator;
+use crate::stream::relay::Relay;
 use crate::stream::tls::{Serving, ServingCert};
 use crate::stream::token_review::TokenReviewer;
 
@@ -43,6 +46,8 @@ pub struct Started {
     pub serving: Serving,
     /// Carries out the healer's actions.
     pub actuator: Arc<dyn Actuator>,
+    /// Passes proxies' reports on to the leader while this replica follows.
+    pub relay: Option<Arc<Relay>>,
 }
 
 /// Connects to the cluster (in-cluster config, or KUBECONFIG), loads (or creates) the CA,
@@ -133,7 +138,9 @@ pub async fn start(
         rounds: None,
     };
     tokio::spawn(upkeep.run(leadership.subscribe(), ca_rx, snapshot_rx, stop));
+    let relay = relay(cli, &client, &identity, &serving)?;
     Ok(Started {
+        relay: Some(Arc::new(relay)),
         auth: Arc::new(TokenReviewer::new(client.clone())),
         actuator: Arc::new(KubeActuator::new(client.clone())),
         sink: Arc::new(KubeSink::new(client, Some(identity))),
@@ -142,4 +149,31 @@ pub async fn start(
         leader_task: Some(leader_task),
         serving,
     })
+}
+
+/// The relay of reports to the leader: its certificate is verified with the trust the
+/// proxies use, for the first DNS name of `--tls-san` (every replica's certificate holds
+/// those names; the leader is reached by its pod IP).
+fn relay(cli: &Cli, client: &kube::Client, me: &str, serving: &Serving) -> anyhow::Result<Relay> {
+    let name = cli
+        .tls_names()
+        .into_iter()
+        .find_map(|n| match ServerName::try_from(n) {
+            Ok(ServerName::DnsName(d)) => Some(ServerName::DnsName(d)),
+            _ => None,
+        })
+        .context("--tls-san: needs a DNS name, which replicas verify each other by when relaying reports")?;
+    let tls = client_config_from_pem(
+        serving.trust_pem.as_bytes(),
+        std::path::Path::new("the config server's trust bundle"),
+    )
+    .context("relaying reports to the leader")?;
+    Ok(Relay::new(
+        client.clone(),
+        &cli.namespace,
+        me,
+        cli.listen.port(),
+        tls,
+        name,
+    ))
 }

@@ -229,6 +229,14 @@ fn leader_election_is_confined_to_its_lease() {
     let role = role(LEADER_ROLE);
     assert_eq!(role.metadata.namespace.as_deref(), Some(NS));
     let rules = role.rules.unwrap();
+    // Followers relay ejection reports to the leader, found through its pod.
+    assert!(allows(
+        &rules,
+        "",
+        "pods",
+        "get",
+        Some("braid-operator-7d9f")
+    ));
     let g = "coordination.k8s.io";
     assert!(allows(&rules, g, "leases", "create", None));
     for verb in ["get", "update"] {

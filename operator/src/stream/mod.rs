@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod hub;
+pub mod relay;
 pub mod server;
 pub mod tls;
 pub mod token_review;

@@ -14,11 +14,12 @@ use braid_proxy::control::protocol::{
     CONFIG_PATH, ERROR_HEADER, POD_HEADER, PodRef, REPORT_PATH, Report, STREAM_CONTENT_TYPE,
     VERSION_HEADER,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{AuthError, Authenticator, authorize};
 use super::hub::Hub;
+use super::relay::{RELAYED_HEADER, Relay};
 use crate::healer::ReportBatch;
 use crate::metrics::{Metrics, Refusal};
 use crate::registry::{ObjectKey, Workload};
@@ -41,6 +42,10 @@ pub struct StreamState {
     pub pod_wait: Duration,
     /// Where proxies' ejection reports go: the healer.
     pub healer: mpsc::Sender<ReportBatch>,
+    /// Whether this replica leads.
+    pub leader: watch::Receiver<bool>,
+    /// Passes reports on to the leader when this replica does not lead (Kubernetes mode).
+    pub relay: Option<Arc<Relay>>,
 }
 
 /// The routes of the config server.
@@ -277,6 +282,25 @@ async fn report(State(state): State<StreamState>, headers: HeaderMap, body: Byte
         Ok(w) => w,
         Err(r) => return refuse(&state.metrics, r),
     };
+    // Only the leader heals and writes status: a follower passes the report on (in the
+    // background, so the proxy is not held up), and also keeps it for itself in case
+    // it leads next.
+    if let Some(relay) = &state.relay
+        && !*state.leader.borrow()
+        && !headers.contains_key(RELAYED_HEADER)
+    {
+        let (relay, pod, relayed_headers, relayed_body) = (
+            relay.clone(),
+            workload.key.clone(),
+            headers.clone(),
+            body.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = relay.forward(&relayed_headers, relayed_body).await {
+                tracing::warn!(reporter = %pod, error = %e, "report not relayed to the leader");
+            }
+        });
+    }
     let report: Report = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {

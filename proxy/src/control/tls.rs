@@ -37,16 +37,21 @@ pub enum TlsError {
 /// `CERTIFICATE` blocks; other blocks are ignored), using the ring provider, with ALPN
 /// `h2`.
 pub fn client_config(ca_file: &Path) -> Result<Arc<ClientConfig>, TlsError> {
-    let invalid = |message: String| TlsError::Invalid {
-        path: ca_file.to_owned(),
-        message,
-    };
     let pem = std::fs::read(ca_file).map_err(|source| TlsError::Read {
         path: ca_file.to_owned(),
         source,
     })?;
+    client_config_from_pem(&pem, ca_file)
+}
+
+/// [`client_config`] from PEM text already read; `origin` names it in errors.
+pub fn client_config_from_pem(pem: &[u8], origin: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+    let invalid = |message: String| TlsError::Invalid {
+        path: origin.to_owned(),
+        message,
+    };
     let mut roots = RootCertStore::empty();
-    for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+    for (i, cert) in CertificateDer::pem_slice_iter(pem).enumerate() {
         let cert = cert.map_err(|e| invalid(format!("PEM: {e}")))?;
         roots
             .add(cert)

@@ -1,0 +1,176 @@
+//! Relaying proxies' ejection reports to the leader. Every replica serves the config
+//! stream, so a proxy reports to whichever replica it reached; only the leader heals,
+//! and `minReporters` must count every proxy. A follower therefore passes each report
+//! with ejections on to the leader as it came (the proxy's own token and pod header, so
+//! the leader checks them as if the proxy had called it). The leader is found from the
+//! election Lease's holder and that pod's IP.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, header};
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::{Api, Client};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use braid_proxy::control::protocol::{POD_HEADER, REPORT_PATH};
+
+use crate::leader::LEASE_NAME;
+
+/// Marks a relayed report, so a replica that lost leadership meanwhile does not pass it
+/// on again.
+pub const RELAYED_HEADER: &str = "x-braid-relayed-by";
+
+/// How long the leader's address is reused before the Lease is read again.
+const LEADER_TTL: Duration = Duration::from_secs(10);
+/// Connecting, the handshake and the answer, together.
+const RELAY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a report was not relayed.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The Lease or the leader's pod could not be read, or names no one.
+    #[error("finding the leader: {0}")]
+    Leader(String),
+    /// The leader could not be reached or refused the report.
+    #[error("relaying to the leader at {addr}: {message}")]
+    Send {
+        /// The leader's address.
+        addr: SocketAddr,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Passes reports on to the leader.
+pub struct Relay {
+    client: Client,
+    namespace: String,
+    me: String,
+    port: u16,
+    tls: TlsConnector,
+    server_name: ServerName<'static>,
+    leader: Mutex<Option<(Instant, SocketAddr)>>,
+}
+
+impl Relay {
+    /// A relay for replica `me` in `namespace`, reaching the leader on `port` over TLS
+    /// verified with `tls` for `server_name` (a name every replica's certificate holds).
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        me: &str,
+        port: u16,
+        tls: Arc<ClientConfig>,
+        server_name: ServerName<'static>,
+    ) -> Self {
+        Self {
+            client,
+            namespace: namespace.to_owned(),
+            me: me.to_owned(),
+            port,
+            tls: TlsConnector::from(tls),
+            server_name,
+            leader: Mutex::new(None),
+        }
+    }
+
+    /// The leader's config server, from the Lease (cached for [`LEADER_TTL`]); `None`
+    /// when this replica holds the Lease.
+    async fn leader(&self) -> Result<Option<SocketAddr>, RelayError> {
+        if let Ok(cached) = self.leader.lock()
+            && let Some((at, addr)) = *cached
+            && at.elapsed() < LEADER_TTL
+        {
+            return Ok(Some(addr));
+        }
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
+        let lease = leases
+            .get_opt(LEASE_NAME)
+            .await
+            .map_err(|e| RelayError::Leader(format!("Lease {LEASE_NAME}: {e}")))?;
+        let holder = lease
+            .and_then(|l| l.spec?.holder_identity)
+            .ok_or_else(|| RelayError::Leader(format!("Lease {LEASE_NAME} has no holder")))?;
+        if holder == self.me {
+            return Ok(None);
+        }
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let ip: IpAddr = pods
+            .get(&holder)
+            .await
+            .map_err(|e| RelayError::Leader(format!("pod {holder}: {e}")))?
+            .status
+            .and_then(|s| s.pod_ip)
+            .and_then(|ip| ip.parse().ok())
+            .ok_or_else(|| RelayError::Leader(format!("pod {holder} has no IP")))?;
+        let addr = SocketAddr::new(ip, self.port);
+        if let Ok(mut cached) = self.leader.lock() {
+            *cached = Some((Instant::now(), addr));
+        }
+        Ok(Some(addr))
+    }
+
+    /// Relays a proxy's report (its headers and body as received). `Ok(false)`: this
+    /// replica leads after all, so the report is for it.
+    pub async fn forward(&self, headers: &HeaderMap, body: Bytes) -> Result<bool, RelayError> {
+        let Some(addr) = self.leader().await? else {
+            return Ok(false);
+        };
+        let sent = tokio::time::timeout(RELAY_TIMEOUT, self.send(addr, headers, body)).await;
+        let result = match sent {
+            Err(_) => Err(format!("no answer within {}s", RELAY_TIMEOUT.as_secs())),
+            Ok(r) => r,
+        };
+        result.map(|()| true).map_err(|message| {
+            // The leader may have moved: read the Lease again next time.
+            if let Ok(mut cached) = self.leader.lock() {
+                *cached = None;
+            }
+            RelayError::Send { addr, message }
+        })
+    }
+
+    async fn send(&self, addr: SocketAddr, headers: &HeaderMap, body: Bytes) -> Result<(), String> {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let tls = self
+            .tls
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let mut req = Request::post(format!(
+            "https://{}{REPORT_PATH}",
+            self.server_name.to_str()
+        ))
+        .header(header::CONTENT_TYPE, "application/json");
+        for name in [header::AUTHORIZATION.as_str(), POD_HEADER] {
+            if let Some(v) = headers.get(name) {
+                req = req.header(name, v);
+            }
+        }
+        let me = HeaderValue::from_str(&self.me).map_err(|e| e.to_string())?;
+        let req = req
+            .header(RELAYED_HEADER, me)
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("answered {}", resp.status()))
+        }
+    }
+}
