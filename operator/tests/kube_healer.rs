@@ -30,6 +30,7 @@ workloads:
 - {name: payments-a, namespace: shop, ips: [10.0.0.1], labels: {app: payments}, serviceAccount: payments}
 - {name: payments-b, namespace: shop, ips: [10.0.0.2], labels: {app: payments}, serviceAccount: payments}
 - {name: payments-c, namespace: shop, ips: [10.0.0.3], labels: {app: payments}, serviceAccount: payments}
+- {name: checkout, namespace: shop, ips: [10.0.0.9], labels: {app: checkout}, serviceAccount: checkout}
 "#;
 
 fn snapshot(action: &str, per_hour: u32) -> Snapshot {
@@ -164,9 +165,10 @@ async fn heal(
     let (reports, reports_rx) = mpsc::channel(16);
     let (leader_tx, leader_rx) = watch::channel(leader);
     let (view, view_rx) = watch::channel(Arc::new(HealingView::new()));
+    let configs = braid_operator::compiler::compile(&snap, &Default::default()).configs;
     let published = Published {
         snapshot: Arc::new(snap),
-        configs: Default::default(),
+        configs,
         seen_at: Instant::now(),
     };
     let (published_tx, published_rx) = watch::channel(Some(Arc::new(published)));

@@ -110,10 +110,26 @@ impl Actuator for CommandActuator {
                 .env("BRAID_TARGET", target)
                 .env("BRAID_SELF_HEALING", request.healing.to_string())
                 .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                // Its own process group, so a timeout ends whatever it started too.
+                .process_group(0)
                 .kill_on_drop(true);
-            let run = tokio::time::timeout(COMMAND_TIMEOUT, cmd.output());
-            let output = match run.await {
+            let child = cmd.spawn().map_err(|e| {
+                ActError::Failed(format!(
+                    "--healing-command {}: cannot run: {e}",
+                    program.display()
+                ))
+            })?;
+            let group = child.id();
+            let output = match tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output()).await
+            {
                 Err(_) => {
+                    if let Some(pgid) = group {
+                        let _ = std::process::Command::new("kill")
+                            .args(["-KILL", "--", &format!("-{pgid}")])
+                            .status();
+                    }
                     return Err(ActError::Failed(format!(
                         "--healing-command {}: still running after {}s; killed",
                         program.display(),
@@ -122,7 +138,7 @@ impl Actuator for CommandActuator {
                 }
                 Ok(Err(e)) => {
                     return Err(ActError::Failed(format!(
-                        "--healing-command {}: cannot run: {e}",
+                        "--healing-command {}: {e}",
                         program.display()
                     )));
                 }

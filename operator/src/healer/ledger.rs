@@ -20,13 +20,25 @@ const HOUR: Duration = Duration::from_secs(3600);
 /// Actions taken and attempts held back.
 #[derive(Clone, Debug, Default)]
 pub struct Ledger {
+    /// The last [`KEPT_ACTIONS`] actions, for status.
     taken: BTreeMap<ObjectKey, VecDeque<HealingActionRecord>>,
+    /// When each changing action of the last hour was taken, for the budget (a budget
+    /// may allow more in an hour than status keeps).
+    spent: BTreeMap<ObjectKey, VecDeque<Timestamp>>,
     held: BTreeMap<EndpointRef, Timestamp>,
 }
 
 impl Ledger {
     /// Records an action `healing` took.
     pub fn record(&mut self, healing: &ObjectKey, record: HealingActionRecord) {
+        if record.action != HealingAction::None {
+            let times = self.spent.entry(healing.clone()).or_default();
+            times.push_back(record.at.0);
+            // The budget is at most 100 an hour: older times can go.
+            while times.len() > 100 {
+                times.pop_front();
+            }
+        }
         let list = self.taken.entry(healing.clone()).or_default();
         list.push_back(record);
         while list.len() > KEPT_ACTIONS {
@@ -38,10 +50,8 @@ impl Ledger {
     /// before `now`.
     pub fn spent(&self, healing: &ObjectKey, now: Timestamp) -> u32 {
         let since = now.checked_sub(HOUR).unwrap_or(now);
-        self.taken.get(healing).map_or(0, |list| {
-            list.iter()
-                .filter(|r| r.action != HealingAction::None && r.at.0 > since)
-                .count() as u32
+        self.spent.get(healing).map_or(0, |times| {
+            times.iter().filter(|t| **t > since).count() as u32
         })
     }
 
@@ -66,6 +76,7 @@ impl Ledger {
     /// Forgets SelfHealings that are gone and holds that ended.
     pub fn prune(&mut self, live: impl Fn(&ObjectKey) -> bool, now: Timestamp) {
         self.taken.retain(|k, _| live(k));
+        self.spent.retain(|k, _| live(k));
         self.held.retain(|_, until| *until > now);
     }
 }
@@ -101,9 +112,14 @@ mod tests {
         assert_eq!(ledger.spent(&heal, at(3601)), 1);
         assert_eq!(ledger.spent(&ObjectKey::new("shop", "other"), at(30)), 0);
         for i in 0..30 {
-            ledger.record(&heal, record_of("d", HealingAction::None, at(100 + i)));
+            ledger.record(
+                &heal,
+                record_of("d", HealingAction::RestartPod, at(100 + i)),
+            );
         }
         assert_eq!(ledger.actions(&heal).len(), KEPT_ACTIONS);
+        // The budget still sees every one of them.
+        assert_eq!(ledger.spent(&heal, at(200)), 32);
         ledger.prune(|_| false, at(0));
         assert!(ledger.actions(&heal).is_empty());
     }

@@ -1,7 +1,7 @@
 //! What the healer should do now: a pure function of the snapshot, the reports, what it
 //! already did and the time. The loop in `run` carries the plan out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +31,8 @@ pub struct Due {
     pub reporters: u32,
     /// Why (the latest report's reason).
     pub reason: String,
+    /// The SelfHealing's cooldown: after acting, the endpoint is left alone this long.
+    pub cooldown: Duration,
 }
 
 /// What to do now.
@@ -42,6 +44,9 @@ pub struct Plan {
     pub due: Vec<Due>,
     /// Actions due but over the hourly budget: told about, not taken.
     pub over_budget: Vec<Due>,
+    /// Quarantines due that would take more of the Service out than its outlier
+    /// detection's `maxEjectionPercent`: told about, not taken.
+    pub capped: Vec<Due>,
     /// Pods a SelfHealing quarantined that its spec no longer asks to keep out (it was
     /// deleted, its action changed, or it no longer selects them): to readmit, with the
     /// SelfHealing's key.
@@ -74,6 +79,39 @@ fn pod_of<'s>(snapshot: &'s Snapshot, endpoint: &EndpointRef) -> Option<&'s Arc<
     snapshot.workloads.get(key)
 }
 
+/// Whether quarantining the pod behind `endpoint` keeps the quarantined share of its
+/// Service's endpoints (with `also`, quarantines planned this round) within the
+/// SelfHealing's `maxEjectionPercent`.
+fn may_quarantine(
+    snapshot: &Snapshot,
+    endpoint: &EndpointRef,
+    healing: &SelfHealing,
+    also: &BTreeSet<ObjectKey>,
+) -> bool {
+    let Some(service) = endpoint.service().and_then(|k| snapshot.services.get(&k)) else {
+        return false;
+    };
+    let max = healing
+        .spec
+        .outlier_detection
+        .as_ref()
+        .map_or(0, |o| o.max_ejection_percent);
+    let total = service.endpoints.len();
+    let out = service
+        .endpoints
+        .iter()
+        .filter_map(|ep| ep.workload.as_ref())
+        .filter(|w| {
+            also.contains(*w)
+                || snapshot
+                    .workloads
+                    .get(*w)
+                    .is_some_and(|w| is_quarantined(w))
+        })
+        .count();
+    total > 0 && (out + 1) * 100 <= total * max as usize
+}
+
 fn cooldown(healing: &Healing) -> Duration {
     // Validation refuses a cooldown that does not parse; the default is the fallback.
     healing.cooldown.parse().unwrap_or(Duration::from_secs(120))
@@ -84,6 +122,8 @@ pub fn plan(snapshot: &Snapshot, reports: &Reports, ledger: &Ledger, now: Timest
     let healings = self_healings_oldest_first(snapshot);
     let mut out = Plan::default();
     let mut spent: BTreeMap<ObjectKey, u32> = BTreeMap::new();
+    let mut acted_on: BTreeSet<ObjectKey> = BTreeSet::new();
+    let mut quarantining: BTreeSet<ObjectKey> = BTreeSet::new();
     for (endpoint, reported) in reports.iter() {
         let Some(pod) = pod_of(snapshot, endpoint) else {
             continue;
@@ -102,11 +142,16 @@ pub fn plan(snapshot: &Snapshot, reports: &Reports, ledger: &Ledger, now: Timest
         let Some(spec) = &healing.spec.healing else {
             continue;
         };
-        let cooled = now
-            .duration_since(reported.since)
-            .try_into()
-            .is_ok_and(|elapsed: Duration| elapsed >= cooldown(spec));
-        if !cooled || reporters < spec.min_reporters || ledger.is_held(endpoint, now) {
+        // The cooldown runs from when `minReporters` proxies were all reporting it.
+        let cooled = reported
+            .quorum_since(spec.min_reporters)
+            .is_some_and(|since| {
+                now.duration_since(since)
+                    .try_into()
+                    .is_ok_and(|elapsed: Duration| elapsed >= cooldown(spec))
+            });
+        // One action per pod, however many of its endpoints (ports, Services) are reported.
+        if !cooled || ledger.is_held(endpoint, now) || !acted_on.insert(pod.key.clone()) {
             continue;
         }
         let due = Due {
@@ -116,18 +161,29 @@ pub fn plan(snapshot: &Snapshot, reports: &Reports, ledger: &Ledger, now: Timest
             endpoint: endpoint.clone(),
             reporters,
             reason: reported.reason.clone(),
+            cooldown: cooldown(spec),
         };
         match spec.action {
             HealingAction::None if reported.noted => {}
             HealingAction::None => out.due.push(due),
             // Already out of every config: nothing more to do until it is readmitted.
             _ if is_quarantined(pod) => {}
+            // Quarantine is ejection for every caller at once: it keeps to the share
+            // outlier detection may eject, so a bad rollout cannot empty a Service.
+            HealingAction::RemoveFromService
+                if !may_quarantine(snapshot, endpoint, healing, &quarantining) =>
+            {
+                out.capped.push(due);
+            }
             _ => {
                 let used = spent
                     .entry(key.clone())
                     .or_insert_with(|| ledger.spent(key, now));
                 if *used < spec.max_actions_per_hour {
                     *used += 1;
+                    if spec.action == HealingAction::RemoveFromService {
+                        quarantining.insert(pod.key.clone());
+                    }
                     out.due.push(due);
                 } else {
                     out.over_budget.push(due);

@@ -20,6 +20,10 @@ pub const REPORT_GRACE: Duration = Duration::from_secs(15);
 /// a storm of reports cannot grow the operator without bound.
 pub const MAX_TRACKED: usize = 10_000;
 
+/// A reported ejection counts for at most this long (a proxy's ejections are capped
+/// well below it), so one report cannot keep an endpoint reported for ever.
+pub const MAX_EJECTION: Duration = Duration::from_secs(3600);
+
 /// An endpoint as proxies name it: the service port it serves and its address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EndpointRef {
@@ -44,17 +48,36 @@ impl fmt::Display for EndpointRef {
     }
 }
 
+/// One proxy's reports of an endpoint without a break.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reporter {
+    /// Its first report in this run.
+    pub first: Timestamp,
+    /// When its reports lapse.
+    pub until: Timestamp,
+}
+
 /// One endpoint's current run of reports.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reported {
     /// When the run began.
     pub since: Timestamp,
-    /// Each reporting proxy, with when its report lapses.
-    pub reporters: BTreeMap<ObjectKey, Timestamp>,
+    /// Each reporting proxy.
+    pub reporters: BTreeMap<ObjectKey, Reporter>,
     /// The reason of the latest report.
     pub reason: String,
     /// Set once the operator has acted with `None` (noted it) in this run.
     pub noted: bool,
+}
+
+impl Reported {
+    /// Since when at least `quorum` of the current reporters have reported without a
+    /// break: the `quorum`-th earliest first report. `None` with fewer reporters.
+    pub fn quorum_since(&self, quorum: u32) -> Option<Timestamp> {
+        let mut firsts: Vec<Timestamp> = self.reporters.values().map(|r| r.first).collect();
+        firsts.sort();
+        firsts.get((quorum.max(1) - 1) as usize).copied()
+    }
 }
 
 /// Every endpoint proxies currently report as ejected.
@@ -74,17 +97,19 @@ impl Reports {
         if !self.endpoints.contains_key(&key) && self.endpoints.len() >= MAX_TRACKED {
             return false;
         }
-        let lapses = now
-            .checked_add(Duration::from_millis(ejection.duration_ms) + REPORT_GRACE)
-            .unwrap_or(now);
+        let lasts = Duration::from_millis(ejection.duration_ms).min(MAX_EJECTION);
+        let lapses = now.checked_add(lasts + REPORT_GRACE).unwrap_or(now);
         let entry = self.endpoints.entry(key).or_insert_with(|| Reported {
             since: now,
             reporters: BTreeMap::new(),
             reason: String::new(),
             noted: false,
         });
-        let until = entry.reporters.entry(reporter.clone()).or_insert(lapses);
-        *until = (*until).max(lapses);
+        let r = entry.reporters.entry(reporter.clone()).or_insert(Reporter {
+            first: now,
+            until: lapses,
+        });
+        r.until = r.until.max(lapses);
         entry.reason.clone_from(&ejection.reason);
         true
     }
@@ -93,15 +118,15 @@ impl Reports {
     /// later report starts a new run).
     pub fn prune(&mut self, now: Timestamp) {
         self.endpoints.retain(|_, r| {
-            r.reporters.retain(|_, until| *until >= now);
+            r.reporters.retain(|_, p| p.until >= now);
             !r.reporters.is_empty()
         });
     }
 
-    /// Forgets `endpoint` after the operator acted on it: only reports made after the
-    /// action count towards the next one.
-    pub fn forget(&mut self, endpoint: &EndpointRef) {
-        self.endpoints.remove(endpoint);
+    /// Forgets every endpoint at `ip` after the operator acted on its pod: only reports
+    /// made after the action count towards the next one.
+    pub fn forget(&mut self, ip: std::net::IpAddr) {
+        self.endpoints.retain(|k, _| k.addr.ip() != ip);
     }
 
     /// Marks `endpoint`'s run as noted (action `None`), so it is noted once per run.
@@ -149,6 +174,10 @@ mod tests {
         assert_eq!(key.service(), Some(ObjectKey::new("shop", "payments")));
         assert_eq!(run.since, at(0));
         assert_eq!(run.reporters.len(), 2);
+        // Two proxies have reported it since b's first report.
+        assert_eq!(run.quorum_since(1), Some(at(0)));
+        assert_eq!(run.quorum_since(2), Some(at(21)));
+        assert_eq!(run.quorum_since(3), None);
         // b lapses at 46 s, a at 55 s.
         reports.prune(at(50));
         assert_eq!(reports.iter().next().unwrap().1.reporters.len(), 1);
@@ -164,8 +193,12 @@ mod tests {
         let mut reports = Reports::default();
         let a = ObjectKey::new("shop", "client-a");
         reports.record(&a, &ejection("10.0.0.5:8080", 1_000), at(0));
-        let key = reports.iter().next().unwrap().0.clone();
-        reports.forget(&key);
+        reports.record(&a, &ejection("10.0.0.6:8080", 1_000), at(0));
+        reports.forget("10.0.0.5".parse().unwrap());
+        assert_eq!(reports.iter().count(), 1);
+        // A report cannot hold an endpoint for longer than MAX_EJECTION.
+        reports.record(&a, &ejection("10.0.0.7:8080", u64::MAX), at(0));
+        reports.prune(at(3600 + 16));
         assert_eq!(reports.iter().count(), 0);
         for i in 0..MAX_TRACKED {
             let addr = format!("10.{}.{}.{}:80", i / 65536, (i / 256) % 256, i % 256);

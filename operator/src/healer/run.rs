@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use braid_crds::self_healing::{HealingAction, HealingActionRecord, UnhealthyEndpoint};
+use braid_proxy::config::ProxyConfig;
 use braid_proxy::control::protocol::Ejection;
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
@@ -74,6 +75,8 @@ pub(super) struct Memory {
     told: BTreeSet<EndpointRef>,
     /// Pods readmitted whose label removal the snapshot does not show yet.
     readmitted: BTreeSet<ObjectKey>,
+    /// Pods whose readmission failed, with when to try again.
+    readmit_retry: BTreeMap<ObjectKey, Timestamp>,
 }
 
 impl Healer {
@@ -86,7 +89,10 @@ impl Healer {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 batch = self.reports.recv() => match batch {
-                    Some(b) => fold(&mut memory.reports, &b, Timestamp::now()),
+                    Some(b) => {
+                        let published = self.published.borrow().clone();
+                        fold(&mut memory.reports, published.as_deref(), &b, Timestamp::now());
+                    }
                     None => return,
                 },
                 _ = tick.tick() => self.step(&mut memory, Timestamp::now()).await,
@@ -119,6 +125,7 @@ impl Healer {
         memory
             .readmitted
             .retain(|pod| planned.readmit.iter().any(|(_, p)| p.key == *pod));
+        memory.readmit_retry.retain(|_, at| *at > now);
         let planned = if *self.leader.borrow() {
             self.carry_out(memory, &planned, now).await;
             // Acting forgets the endpoints acted on: what status lists follows that.
@@ -174,7 +181,14 @@ impl Healer {
             };
             match self.actuator.act(&request).await {
                 Ok(()) => {
-                    memory.reports.forget(&due.endpoint);
+                    for ip in &due.pod.ips {
+                        memory.reports.forget(*ip);
+                    }
+                    // Not again before the change shows (a pod terminating, a label
+                    // reaching the registry) and a new cooldown has passed.
+                    memory
+                        .ledger
+                        .hold(&due.endpoint, now.checked_add(due.cooldown).unwrap_or(now));
                     memory
                         .ledger
                         .record(&due.healing, record_of(&due.pod.key.name, due.action, now));
@@ -188,7 +202,11 @@ impl Healer {
                     tracing::info!(pod = %due.pod.key, endpoint = %due.endpoint, action = act.as_str(), self_healing = %due.healing, "healed");
                     self.event(due, reason, describe(due, did), false).await;
                 }
-                Err(ActError::Gone) => memory.reports.forget(&due.endpoint),
+                Err(ActError::Gone) => {
+                    for ip in &due.pod.ips {
+                        memory.reports.forget(*ip);
+                    }
+                }
                 Err(e) => {
                     let (wait, reason) = match e {
                         ActError::Blocked(_) => (BLOCKED_RETRY, "HealingBlocked"),
@@ -216,8 +234,18 @@ impl Healer {
                     .await;
             }
         }
+        for due in &planned.capped {
+            if memory.told.insert(due.endpoint.clone()) {
+                tracing::warn!(pod = %due.pod.key, self_healing = %due.healing, "quarantine capped by maxEjectionPercent");
+                let note = "not quarantined: that would take more of the Service out than outlierDetection.maxEjectionPercent allows";
+                self.record(&due.healing, "QuarantineCapped", describe(due, note), true)
+                    .await;
+            }
+        }
         for (healing, pod) in &planned.readmit {
-            if !memory.readmitted.insert(pod.key.clone()) {
+            if memory.readmit_retry.contains_key(&pod.key)
+                || !memory.readmitted.insert(pod.key.clone())
+            {
                 continue;
             }
             let request = Request {
@@ -235,11 +263,22 @@ impl Healer {
                     ),
                     false,
                 ),
-                Err(e) => (
-                    "ReadmitFailed",
-                    format!("readmitting pod {}: {e}", pod.key.name),
-                    true,
-                ),
+                Err(e) => {
+                    memory.readmitted.remove(&pod.key);
+                    memory.readmit_retry.insert(
+                        pod.key.clone(),
+                        now.checked_add(FAILED_RETRY).unwrap_or(now),
+                    );
+                    (
+                        "ReadmitFailed",
+                        format!(
+                            "readmitting pod {}: {e}; trying again in {}s",
+                            pod.key.name,
+                            FAILED_RETRY.as_secs()
+                        ),
+                        true,
+                    )
+                }
             };
             tracing::info!(pod = %pod.key, self_healing = %healing, "{note}");
             self.record(healing, reason, note, warning).await;
@@ -264,13 +303,38 @@ impl Healer {
     }
 }
 
-/// Folds one proxy's batch into `reports`.
-fn fold(reports: &mut Reports, batch: &ReportBatch, now: Timestamp) {
+/// Folds one proxy's batch into `reports`: only ejections of endpoints the reporter's
+/// own config holds count, so no proxy can get pods it never calls acted on.
+pub(super) fn fold(
+    reports: &mut Reports,
+    published: Option<&Published>,
+    batch: &ReportBatch,
+    now: Timestamp,
+) {
+    let config = published.and_then(|p| p.configs.get(&batch.reporter));
     for e in &batch.ejections {
+        if !config.is_some_and(|c| holds(c, e)) {
+            tracing::debug!(reporter = %batch.reporter, endpoint = %e.endpoint, target = %e.target, "ejection of an endpoint not in the reporter's config; ignored");
+            continue;
+        }
         if !reports.record(&batch.reporter, e, now) {
             tracing::warn!(reporter = %batch.reporter, endpoint = %e.endpoint, "too many reported endpoints; report dropped");
         }
     }
+}
+
+/// Whether `config` has the ejected endpoint in the service the ejection names.
+fn holds(config: &ProxyConfig, e: &Ejection) -> bool {
+    let Some((host, _)) = e.target.rsplit_once(':') else {
+        return false;
+    };
+    config.services.iter().any(|s| {
+        host.split_once('.') == Some((s.name.as_str(), s.namespace.as_str()))
+            && s.groups
+                .iter()
+                .flat_map(|g| &g.endpoints)
+                .any(|ep| ep.address == e.endpoint.ip())
+    })
 }
 
 fn describe(due: &Due, what: &str) -> String {

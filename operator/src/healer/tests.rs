@@ -89,10 +89,10 @@ fn acts_once_enough_proxies_reported_an_endpoint_for_the_cooldown() {
     assert_eq!(unhealthy[0].reporters, 1);
     assert!(p.due.is_empty());
 
-    // A second reporter: due only once the run is a cooldown old.
+    // A second reporter: due once both have reported for the cooldown.
     report(&mut reports, "10.0.0.1", &["payments-b"], at(30));
-    assert!(plan(&snap, &reports, &ledger, at(59)).due.is_empty());
-    let p = plan(&snap, &reports, &ledger, at(60));
+    assert!(plan(&snap, &reports, &ledger, at(89)).due.is_empty());
+    let p = plan(&snap, &reports, &ledger, at(90));
     assert_eq!(p.due.len(), 1);
     assert_eq!(
         p.due[0].action,
@@ -155,6 +155,61 @@ fn a_quarantine_is_lifted_when_its_self_healing_stops_asking_for_it() {
     let p = plan(&snapshot(""), &reports, &ledger, at(0));
     assert_eq!(p.readmit.len(), 1);
     assert!(p.unhealthy.is_empty(), "nothing governs the endpoint");
+}
+
+#[test]
+fn a_pod_reported_on_two_ports_is_acted_on_once() {
+    let registry = REGISTRY.replace(
+        "ports: [{port: 80, targetPort: 8080, protocol: http}]",
+        "ports: [{port: 80, targetPort: 8080, protocol: http}, {port: 81, targetPort: 8081, protocol: http}]",
+    );
+    let snap = snapshot_of(&registry, &healing("RestartPod", ""));
+    let mut reports = reports::Reports::default();
+    for port in [8080, 8081] {
+        for r in ["checkout", "other"] {
+            let mut e = ejection("10.0.0.1");
+            e.endpoint = format!("10.0.0.1:{port}").parse().unwrap();
+            reports.record(&key(r), &e, at(0));
+        }
+    }
+    let p = plan(&snap, &reports, &ledger::Ledger::default(), at(61));
+    assert_eq!(p.due.len(), 1);
+}
+
+#[test]
+fn quarantine_keeps_to_the_share_outlier_detection_may_eject() {
+    // maxEjectionPercent 34 of three endpoints: one. payments-c is out already.
+    let resources = healing("RemoveFromService", "").replace(
+        "outlierDetection: {consecutiveErrors: 3}",
+        "outlierDetection: {consecutiveErrors: 3, maxEjectionPercent: 34}",
+    );
+    let mut reports = reports::Reports::default();
+    report(&mut reports, "10.0.0.1", &["checkout", "other"], at(0));
+    let ledger = ledger::Ledger::default();
+    let p = plan(&snapshot(&resources), &reports, &ledger, at(61));
+    assert!(p.due.is_empty());
+    assert_eq!(p.capped.len(), 1);
+    // With payments-c back, one may go.
+    let registry = REGISTRY.replace(
+        ", braid.dev/quarantined: \"true\", braid.dev/quarantined-by: heal",
+        "",
+    );
+    let p = plan(
+        &snapshot_of(&registry, &resources),
+        &reports,
+        &ledger,
+        at(61),
+    );
+    assert_eq!(p.due.len(), 1);
+    // Two reported at once: only one of them.
+    report(&mut reports, "10.0.0.2", &["checkout", "other"], at(0));
+    let p = plan(
+        &snapshot_of(&registry, &resources),
+        &reports,
+        &ledger,
+        at(61),
+    );
+    assert_eq!((p.due.len(), p.capped.len()), (1, 1));
 }
 
 #[test]
@@ -351,12 +406,64 @@ async fn action_none_notes_an_endpoint_once_per_run() {
 #[tokio::test]
 async fn a_quarantine_no_longer_asked_for_is_lifted() {
     let mut rig = rig_of(REGISTRY, &healing("RestartPod", ""), true);
+    *rig.actuator.fail.lock().unwrap() = Some("the API server is away".into());
     rig.healer.step(&mut rig.memory, at(0)).await;
+    assert_eq!(rig.events.0.lock().unwrap()[0].reason, "ReadmitFailed");
+    // Tried again a minute later, not every tick.
+    *rig.actuator.fail.lock().unwrap() = None;
+    rig.healer.step(&mut rig.memory, at(30)).await;
+    assert!(rig.actuator.done.lock().unwrap().is_empty());
+    rig.events.0.lock().unwrap().clear();
+    rig.healer.step(&mut rig.memory, at(61)).await;
     // Until the registry shows the label gone, it is not readmitted twice.
-    rig.healer.step(&mut rig.memory, at(1)).await;
+    rig.healer.step(&mut rig.memory, at(62)).await;
     assert_eq!(
         *rig.actuator.done.lock().unwrap(),
         [(Act::Readmit, "payments-c".to_string())]
     );
     assert_eq!(rig.events.0.lock().unwrap()[0].reason, "PodReadmitted");
+}
+
+#[test]
+fn only_ejections_of_endpoints_in_the_reporters_config_count() {
+    let snap = snapshot(&healing("RestartPod", ""));
+    let configs = crate::compiler::compile(&snap, &Default::default()).configs;
+    let published = Published {
+        snapshot: Arc::new(snap),
+        configs,
+        seen_at: Instant::now(),
+    };
+    let mut reports = reports::Reports::default();
+    let batch = |reporter: &str, e: Ejection| run::ReportBatch {
+        reporter: key(reporter),
+        ejections: vec![e],
+    };
+    let mut foreign = ejection("10.0.0.1");
+    foreign.target = "ledger.bank:80".into();
+    run::fold(
+        &mut reports,
+        Some(&published),
+        &batch("checkout", foreign),
+        at(0),
+    );
+    run::fold(
+        &mut reports,
+        Some(&published),
+        &batch("checkout", ejection("10.9.9.9")),
+        at(0),
+    );
+    run::fold(
+        &mut reports,
+        Some(&published),
+        &batch("stranger", ejection("10.0.0.1")),
+        at(0),
+    );
+    assert_eq!(reports.iter().count(), 0);
+    run::fold(
+        &mut reports,
+        Some(&published),
+        &batch("checkout", ejection("10.0.0.1")),
+        at(0),
+    );
+    assert_eq!(reports.iter().count(), 1);
 }

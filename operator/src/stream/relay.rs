@@ -19,6 +19,7 @@ use kube::{Api, Client};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsConnector;
 
 use braid_proxy::control::protocol::{POD_HEADER, REPORT_PATH};
@@ -28,6 +29,10 @@ use crate::leader::LEASE_NAME;
 /// Marks a relayed report, so a replica that lost leadership meanwhile does not pass it
 /// on again.
 pub const RELAYED_HEADER: &str = "x-braid-relayed-by";
+
+/// At most this many reports are relayed at once; more are dropped (a proxy reports
+/// again when it ejects again).
+pub const MAX_RELAYING: usize = 64;
 
 /// How long the leader's address is reused before the Lease is read again.
 const LEADER_TTL: Duration = Duration::from_secs(10);
@@ -59,6 +64,20 @@ pub struct Relay {
     tls: TlsConnector,
     server_name: ServerName<'static>,
     leader: Mutex<Option<(Instant, SocketAddr)>>,
+    relaying: Arc<Semaphore>,
+}
+
+/// A relay slot: [`Relay::forward`] through it, then it is free again.
+pub struct Relaying {
+    relay: Arc<Relay>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Relaying {
+    /// [`Relay::forward`].
+    pub async fn forward(&self, headers: &HeaderMap, body: Bytes) -> Result<bool, RelayError> {
+        self.relay.forward(headers, body).await
+    }
 }
 
 impl Relay {
@@ -80,7 +99,17 @@ impl Relay {
             tls: TlsConnector::from(tls),
             server_name,
             leader: Mutex::new(None),
+            relaying: Arc::new(Semaphore::new(MAX_RELAYING)),
         }
+    }
+
+    /// A slot to relay one report, unless [`MAX_RELAYING`] are in flight.
+    pub fn try_acquire(self: Arc<Self>) -> Option<Relaying> {
+        let permit = self.relaying.clone().try_acquire_owned().ok()?;
+        Some(Relaying {
+            relay: self,
+            _permit: permit,
+        })
     }
 
     /// The leader's config server, from the Lease (cached for [`LEADER_TTL`]); `None`

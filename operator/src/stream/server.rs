@@ -282,25 +282,6 @@ async fn report(State(state): State<StreamState>, headers: HeaderMap, body: Byte
         Ok(w) => w,
         Err(r) => return refuse(&state.metrics, r),
     };
-    // Only the leader heals and writes status: a follower passes the report on (in the
-    // background, so the proxy is not held up), and also keeps it for itself in case
-    // it leads next.
-    if let Some(relay) = &state.relay
-        && !*state.leader.borrow()
-        && !headers.contains_key(RELAYED_HEADER)
-    {
-        let (relay, pod, relayed_headers, relayed_body) = (
-            relay.clone(),
-            workload.key.clone(),
-            headers.clone(),
-            body.clone(),
-        );
-        tokio::spawn(async move {
-            if let Err(e) = relay.forward(&relayed_headers, relayed_body).await {
-                tracing::warn!(reporter = %pod, error = %e, "report not relayed to the leader");
-            }
-        });
-    }
     let report: Report = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -317,6 +298,28 @@ async fn report(State(state): State<StreamState>, headers: HeaderMap, body: Byte
     if let Some(rejected) = &report.rejected {
         state.metrics.proxy_rejections.inc();
         tracing::warn!(pod = %workload.key, version = %rejected.version, error = %rejected.error, "proxy refused a config");
+    }
+    // Only the leader heals: a follower passes ejections on (in the background, so the
+    // proxy is not held up), and keeps them too in case it leads next.
+    if !report.ejections.is_empty()
+        && let Some(relay) = &state.relay
+        && !*state.leader.borrow()
+        && !headers.contains_key(RELAYED_HEADER)
+    {
+        match relay.clone().try_acquire() {
+            None => {
+                tracing::warn!(reporter = %workload.key, "too many reports being relayed; this one is not")
+            }
+            Some(permit) => {
+                let (pod, relayed_headers, relayed_body) =
+                    (workload.key.clone(), headers.clone(), body.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = permit.forward(&relayed_headers, relayed_body).await {
+                        tracing::warn!(reporter = %pod, error = %e, "report not relayed to the leader");
+                    }
+                });
+            }
+        }
     }
     for e in &report.ejections {
         state.metrics.ejection_reports.inc();

@@ -69,6 +69,7 @@ impl Protector {
     pub async fn run(self: Arc<Self>, metrics: Arc<Metrics>, stop: CancellationToken) {
         let mut cpu_before = self.cpu.read();
         let mut last = Instant::now();
+        let mut served_avg: Option<f64> = None;
         loop {
             let period = self
                 .active
@@ -95,7 +96,10 @@ impl Protector {
             };
             let per_sec = |n: u64| n as f64 / elapsed.as_secs_f64().max(1e-3);
             let offered = per_sec(admission.take_offered());
-            let served = per_sec(admission.take_served());
+            // Smoothed: requests longer than a period finish in bursts.
+            let served_now = per_sec(admission.take_served());
+            let served = served_avg.map_or(served_now, |avg| 0.5 * avg + 0.5 * served_now);
+            served_avg = Some(served);
             let Ok(mut active) = self.active.lock() else {
                 continue;
             };
