@@ -510,11 +510,12 @@ fn faults_retries_per_try_timeouts_and_rate_limits_act_on_their_requests() {
 ",
     );
 
-    // Abort: 25% of 400 is 100; three standard deviations is about 26.
+    // Abort: 25% of 400 is 100, with a standard deviation of 8.7. Four of them (65 to
+    // 135) fail a fair coin once in 15,000 runs; three failed one CI run in a few hundred.
     let aborts = tally(&client, 400, "/abort", &[]);
     let aborted = tallied(&aborts, "503 fault injected");
     assert_eq!(aborted + tallied(&aborts, "200 server"), 400, "{aborts}");
-    assert!((74..=126).contains(&aborted), "{aborts}");
+    assert!((65..=135).contains(&aborted), "{aborts}");
 
     // Delay: held for the fixed time, then served.
     let started = Instant::now();
@@ -902,6 +903,52 @@ fn serve_on_8080(pod: &mut Pod, label: &str, args: &[&str]) {
     pod.wait_listening(8080).unwrap();
 }
 
+/// The outlier scenarios' mesh after its operator started: a SelfHealing for payments
+/// with `spec` (YAML lines under `spec:`, after the selector), a route retrying 5xx,
+/// `server` and `server2` healthy and `server3` answering 500 to everything, and the
+/// client, whose proxy holds the route and the outlier detection on return.
+fn one_of_three_failing(
+    op: &braid_e2e::Operator,
+    [server, server2, server3]: [&mut Pod; 3],
+    client: &mut Pod,
+    spec: &str,
+) {
+    op.write_resource(
+        "healing.yaml",
+        &format!(
+            "apiVersion: braid.dev/v1alpha1\nkind: SelfHealing\nmetadata: {{name: payments, namespace: shop}}\nspec:\n  selector: {{matchLabels: {{app: payments}}}}\n{spec}"
+        ),
+    )
+    .unwrap();
+    op.write_resource(
+        "route.yaml",
+        &payments_route("  - name: retried\n    retries: {attempts: 2, \"on\": [5xx]}\n"),
+    )
+    .unwrap();
+    start_server(server, op, "http", &["--name", "server"]);
+    start_server(server2, op, "http", &["--name", "server2"]);
+    start_server(
+        server3,
+        op,
+        "http",
+        &["--name", "server3", "--fail-every", "1"],
+    );
+    client.capture(&ProxyFlags::default()).unwrap();
+    client
+        .start_sidecar_streaming(op)
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_for_routes(client, "retried");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while client.config_dump().unwrap()["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "payments"))
+        .is_none_or(|s| s["outlierDetection"].is_null())
+    {
+        assert!(Instant::now() < deadline, "outlier detection never arrived");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_failing_endpoint_is_ejected_and_the_group_keeps_its_share() {
     let mut mesh = Mesh::new().unwrap_or_else(|e| panic!("{e}"));
@@ -914,45 +961,12 @@ fn a_failing_endpoint_is_ejected_and_the_group_keeps_its_share() {
     mesh.set_hosts(&[("payments", PAYMENTS_VIP)]).unwrap();
     let op = mesh.operator().unwrap();
     // One endpoint of three may be ejected (34%); ejections last long enough for the test.
-    op.write_resource(
-        "healing.yaml",
-        "apiVersion: braid.dev/v1alpha1
-kind: SelfHealing
-metadata: {name: payments, namespace: shop}
-spec:
-  selector: {matchLabels: {app: payments}}
-  outlierDetection: {consecutiveErrors: 3, baseEjectionTime: 60s, maxEjectionPercent: 34}
-",
-    )
-    .unwrap();
-    op.write_resource(
-        "route.yaml",
-        &payments_route("  - name: retried\n    retries: {attempts: 2, \"on\": [5xx]}\n"),
-    )
-    .unwrap();
-    start_server(&mut server, op, "http", &["--name", "server"]);
-    start_server(&mut server2, op, "http", &["--name", "server2"]);
-    // server3 answers 500 to everything.
-    start_server(
-        &mut server3,
+    one_of_three_failing(
         op,
-        "http",
-        &["--name", "server3", "--fail-every", "1"],
+        [&mut server, &mut server2, &mut server3],
+        &mut client,
+        "  outlierDetection: {consecutiveErrors: 3, baseEjectionTime: 60s, maxEjectionPercent: 34}\n",
     );
-    client.capture(&ProxyFlags::default()).unwrap();
-    client
-        .start_sidecar_streaming(op)
-        .unwrap_or_else(|e| panic!("{e}"));
-    wait_for_routes(&client, "retried");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while client.config_dump().unwrap()["services"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["name"] == "payments"))
-        .is_none_or(|s| s["outlierDetection"].is_null())
-    {
-        assert!(Instant::now() < deadline, "outlier detection never arrived");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 
     // Retries hide server3's failures; after three of them in a row it is ejected.
     let first = tally(&client, 200, "/", &[]);
@@ -1065,47 +1079,16 @@ fn an_endpoint_that_stays_bad_is_restarted_after_the_cooldown_and_readmitted() {
     .unwrap_or_else(|e| panic!("{e}"));
     mesh.set_hosts(&[("payments", PAYMENTS_VIP)]).unwrap();
     let op = mesh.operator().unwrap();
-    op.write_resource(
-        "healing.yaml",
-        "apiVersion: braid.dev/v1alpha1
-kind: SelfHealing
-metadata: {name: payments, namespace: shop}
-spec:
-  selector: {matchLabels: {app: payments}}
-  outlierDetection: {consecutiveErrors: 3, baseEjectionTime: 5s, maxEjectionPercent: 34}
+    one_of_three_failing(
+        op,
+        [&mut server, &mut server2, &mut server3],
+        &mut client,
+        "  outlierDetection: {consecutiveErrors: 3, baseEjectionTime: 5s, maxEjectionPercent: 34}
   healing: {action: RestartPod, cooldown: 3s, minReporters: 1, maxActionsPerHour: 2}
 ",
-    )
-    .unwrap();
-    op.write_resource(
-        "route.yaml",
-        &payments_route("  - name: retried\n    retries: {attempts: 2, \"on\": [5xx]}\n"),
-    )
-    .unwrap();
-    start_server(&mut server, op, "http", &["--name", "server"]);
-    start_server(&mut server2, op, "http", &["--name", "server2"]);
-    start_server(
-        &mut server3,
-        op,
-        "http",
-        &["--name", "server3", "--fail-every", "1"],
     );
     let pid = server3.pid("http").unwrap();
     std::fs::write(server3.dir().join("app.pid"), pid.to_string()).unwrap();
-    client.capture(&ProxyFlags::default()).unwrap();
-    client
-        .start_sidecar_streaming(op)
-        .unwrap_or_else(|e| panic!("{e}"));
-    wait_for_routes(&client, "retried");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while client.config_dump().unwrap()["services"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["name"] == "payments"))
-        .is_none_or(|s| s["outlierDetection"].is_null())
-    {
-        assert!(Instant::now() < deadline, "outlier detection never arrived");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 
     // server3 fails everything: retries hide it, then it is ejected.
     let started = Instant::now();

@@ -6,8 +6,6 @@ use braid_proxy::config::{DEFAULT_GROUP, Protocol, ProxyConfig};
 
 use super::*;
 use crate::registry::carry_accepted;
-use crate::source::dir::registry_file;
-use crate::source::dir::resources::{Generations, parse_file};
 
 const REGISTRY: &str = r#"
 services:
@@ -29,14 +27,7 @@ fn route(groups: &str) -> String {
 }
 
 fn snapshot(registry: &str, resources: &str) -> Snapshot {
-    let (services, workloads) = registry_file::parse(registry).unwrap().resolve().unwrap();
-    let mut snap = Snapshot {
-        services,
-        workloads,
-        ..Default::default()
-    };
-    Generations::default().insert_all(&parse_file(resources).unwrap(), &mut snap);
-    snap
+    crate::source::dir::snapshot_of(registry, resources)
 }
 
 fn service<'a>(cfg: &'a ProxyConfig, name: &str) -> &'a braid_proxy::config::Service {

@@ -13,8 +13,6 @@ use super::plan::plan;
 use super::run::Memory;
 use super::*;
 use crate::registry::{ObjectKey, Snapshot};
-use crate::source::dir::registry_file;
-use crate::source::dir::resources::{Generations, parse_file};
 use crate::status::{Event, StatusError, StatusSink, StatusUpdate};
 use crate::stream::hub::Published;
 
@@ -39,14 +37,7 @@ fn snapshot(resources: &str) -> Snapshot {
 }
 
 fn snapshot_of(registry: &str, resources: &str) -> Snapshot {
-    let (services, workloads) = registry_file::parse(registry).unwrap().resolve().unwrap();
-    let mut snap = Snapshot {
-        services,
-        workloads,
-        ..Default::default()
-    };
-    Generations::default().insert_all(&parse_file(resources).unwrap(), &mut snap);
-    snap
+    crate::source::dir::snapshot_of(registry, resources)
 }
 
 fn at(secs: i64) -> Timestamp {

@@ -182,3 +182,19 @@ impl Source for DirSource {
         }
     }
 }
+
+/// A snapshot of `registry` (a `registry.yaml`) and `resources` (braid resource YAML), as
+/// this source would publish it: for tests that write their cluster as YAML.
+#[cfg(test)]
+pub fn snapshot_of(registry: &str, resources: &str) -> Snapshot {
+    #![allow(clippy::unwrap_used)]
+    let (services, workloads) = registry_file::parse(registry).unwrap().resolve().unwrap();
+    let mut snap = Snapshot {
+        services,
+        workloads,
+        ..Default::default()
+    };
+    resources::Generations::default()
+        .insert_all(&resources::parse_file(resources).unwrap(), &mut snap);
+    snap
+}
