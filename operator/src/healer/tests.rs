@@ -268,6 +268,18 @@ fn rig(resources: &str, leader: bool) -> Rig {
     rig_of(&registry, resources, leader)
 }
 
+impl Rig {
+    /// `checkout` and `other` report payments-a's endpoint at `when`.
+    fn both_report_a(&mut self, when: Timestamp) {
+        report(
+            &mut self.memory.reports,
+            "10.0.0.1",
+            &["checkout", "other"],
+            when,
+        );
+    }
+}
+
 fn rig_of(registry: &str, resources: &str, leader: bool) -> Rig {
     let actuator = Arc::new(Recorder::default());
     let events = Arc::new(Events::default());
@@ -301,12 +313,7 @@ fn rig_of(registry: &str, resources: &str, leader: bool) -> Rig {
 #[tokio::test]
 async fn only_the_leader_acts_and_each_action_is_an_event_and_a_status_record() {
     let mut rig = rig(&healing("RestartPod", ""), false);
-    report(
-        &mut rig.memory.reports,
-        "10.0.0.1",
-        &["checkout", "other"],
-        at(0),
-    );
+    rig.both_report_a(at(0));
     rig.healer.step(&mut rig.memory, at(61)).await;
     assert!(
         rig.actuator.done.lock().unwrap().is_empty(),
@@ -333,12 +340,7 @@ async fn only_the_leader_acts_and_each_action_is_an_event_and_a_status_record() 
     );
     assert_eq!(view[&key("heal")].actions[0].pod, "payments-a");
     // The same reports again would need a new cooldown.
-    report(
-        &mut rig.memory.reports,
-        "10.0.0.1",
-        &["checkout", "other"],
-        at(63),
-    );
+    rig.both_report_a(at(63));
     rig.healer.step(&mut rig.memory, at(100)).await;
     assert_eq!(rig.actuator.done.lock().unwrap().len(), 1);
     rig.healer.step(&mut rig.memory, at(124)).await;
@@ -349,12 +351,7 @@ async fn only_the_leader_acts_and_each_action_is_an_event_and_a_status_record() 
 async fn a_blocked_action_is_told_and_tried_again_later() {
     let mut rig = rig(&healing("RestartPod", ""), true);
     *rig.actuator.fail.lock().unwrap() = Some("a PodDisruptionBudget allows no disruption".into());
-    report(
-        &mut rig.memory.reports,
-        "10.0.0.1",
-        &["checkout", "other"],
-        at(0),
-    );
+    rig.both_report_a(at(0));
     rig.healer.step(&mut rig.memory, at(61)).await;
     rig.healer.step(&mut rig.memory, at(62)).await;
     let events = rig.events.0.lock().unwrap().clone();
@@ -363,12 +360,7 @@ async fn a_blocked_action_is_told_and_tried_again_later() {
     assert!(events[0].warning);
     assert!(rig.view.borrow()[&key("heal")].actions.is_empty());
     *rig.actuator.fail.lock().unwrap() = None;
-    report(
-        &mut rig.memory.reports,
-        "10.0.0.1",
-        &["checkout", "other"],
-        at(80),
-    );
+    rig.both_report_a(at(80));
     rig.healer.step(&mut rig.memory, at(92)).await;
     assert_eq!(rig.actuator.done.lock().unwrap().len(), 1);
 }
@@ -376,12 +368,7 @@ async fn a_blocked_action_is_told_and_tried_again_later() {
 #[tokio::test]
 async fn action_none_notes_an_endpoint_once_per_run() {
     let mut rig = rig(&healing("None", ""), true);
-    report(
-        &mut rig.memory.reports,
-        "10.0.0.1",
-        &["checkout", "other"],
-        at(0),
-    );
+    rig.both_report_a(at(0));
     rig.healer.step(&mut rig.memory, at(61)).await;
     rig.healer.step(&mut rig.memory, at(62)).await;
     let events = rig.events.0.lock().unwrap().clone();
