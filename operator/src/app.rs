@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
+use crate::ca::Ca;
 use crate::cli::{Cli, SourceArg};
 use crate::compiler::{Compiler, Options};
 use crate::healer::{CommandActuator, Healer, HealingView, REPORT_QUEUE};
@@ -26,7 +27,7 @@ use crate::source::dir::DirSource;
 use crate::status::{FileSink, ProxyState, StatusSink, StatusUpdate, compute};
 use crate::stream::auth::BootstrapTokens;
 use crate::stream::hub::{Hub, Published};
-use crate::stream::server::{StreamState, router};
+use crate::stream::server::{Signer, StreamState, router};
 use crate::stream::tls::{ServingCert, serve, server_config};
 
 /// Reports arriving within this window update statuses together.
@@ -61,6 +62,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         serving,
         actuator,
         relay,
+        ca,
     } = match &cli.source {
         SourceArg::Dir(path) => {
             let tokens = cli.bootstrap_tokens.as_ref().context(
@@ -90,6 +92,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .into_serving()?,
                 actuator: Arc::new(CommandActuator::new(cli.healing_command.clone())),
                 relay: None,
+                // A root of its own, made at start: directory mode has nowhere to keep
+                // one, and its proxies get the trust bundle with their certificates.
+                ca: watch::channel(Arc::new(
+                    Ca::generate_root(std::time::SystemTime::now())
+                        .context("making the directory mode's CA")?,
+                ))
+                .1,
             }
         }
         SourceArg::Kube => {
@@ -151,6 +160,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         healer: reports,
         leader: leadership.subscribe(),
         relay,
+        signer: Signer {
+            ca,
+            trust_domain: cli.trust_domain.clone(),
+            lifetime: Duration::from_secs(cli.proxy_cert_lifetime_secs),
+        },
     };
     let server = tokio::spawn(serve(
         listener,

@@ -79,6 +79,11 @@ pub struct Cli {
     /// Directory mode: where resource statuses are written (default: PATH/.status).
     #[arg(long, env = "BRAID_STATUS_DIR")]
     pub status_dir: Option<PathBuf>,
+    /// How long proxies' certificates are valid, in seconds (at least 60); proxies
+    /// renew at half-life.
+    #[arg(long, env = "BRAID_PROXY_CERT_LIFETIME_SECS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(60..))]
+    pub proxy_cert_lifetime_secs: u64,
     /// Directory mode: the program that carries out SelfHealing actions (RestartPod,
     /// RemoveFromService, and Readmit when a quarantine is lifted), e.g. a script calling
     /// the service manager. It gets BRAID_ACTION, BRAID_POD_NAME, BRAID_POD_NAMESPACE,

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::ca::Ca;
 use crate::ca::maintain::{RESYNC, Upkeep, refresh_ca};
 use crate::ca::secret::{CaSecret, Origin};
 use crate::ca::serving::{SERVING_LIFETIME, ServingRotation};
@@ -48,6 +49,8 @@ pub struct Started {
     pub actuator: Arc<dyn Actuator>,
     /// Passes proxies' reports on to the leader while this replica follows.
     pub relay: Option<Arc<Relay>>,
+    /// The CA in force, which signs proxies' certificates.
+    pub ca: watch::Receiver<Arc<Ca>>,
 }
 
 /// Connects to the cluster (in-cluster config, or KUBECONFIG), loads (or creates) the CA,
@@ -137,10 +140,12 @@ pub async fn start(
         every: RESYNC,
         rounds: None,
     };
+    let ca_for_proxies = ca_rx.clone();
     tokio::spawn(upkeep.run(leadership.subscribe(), ca_rx, snapshot_rx, stop));
     let relay = relay(cli, &client, &identity, &serving)?;
     Ok(Started {
         relay: Some(Arc::new(relay)),
+        ca: ca_for_proxies,
         auth: Arc::new(TokenReviewer::new(client.clone())),
         actuator: Arc::new(KubeActuator::new(client.clone())),
         sink: Arc::new(KubeSink::new(client, Some(identity))),

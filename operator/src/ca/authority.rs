@@ -5,8 +5,9 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, SanType,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -48,6 +49,18 @@ pub enum CaError {
     /// A certificate just signed could not be read back (a bug).
     #[error("reading back a certificate just signed: {0}")]
     ReadBack(String),
+    /// A proxy's certificate signing request is unusable.
+    #[error("the CSR {0}")]
+    BadCsr(String),
+}
+
+/// A proxy's certificate, signed from its CSR: its identity as the only name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedIdentity {
+    /// The leaf, then the CA's signing chain, as PEM.
+    pub chain_pem: String,
+    /// The leaf's validity.
+    pub validity: Validity,
 }
 
 /// A certificate issued now would already be due for renewal: the signing certificate
@@ -313,6 +326,53 @@ impl Ca {
             chain_pem,
             key: PrivatePkcs8KeyDer::from(key.serialize_der()),
             key_pem: key.serialize_pem(),
+            validity,
+        })
+    }
+
+    /// A proxy's certificate for `identity` (a `spiffe://` URI) from `csr_pem`, a PEM
+    /// certificate signing request whose signature proves the proxy holds the key (ECDSA
+    /// P-256; the key never leaves the proxy). What the CSR asks for beyond its key is
+    /// ignored: the one name is `identity`, which the caller established, and the
+    /// certificate serves both ends of a mutual TLS connection.
+    pub fn sign_identity(
+        &self,
+        csr_pem: &str,
+        identity: &str,
+        lifetime: Duration,
+        now: SystemTime,
+    ) -> Result<SignedIdentity, CaError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
+            CaError::BadCsr(format!(
+                "does not parse or its signature does not verify ({e}): send a PEM CERTIFICATE REQUEST signed by the proxy's key"
+            ))
+        })?;
+        if csr.public_key.algorithm() != &PKCS_ECDSA_P256_SHA256 {
+            return Err(CaError::BadCsr(
+                "key is not ECDSA P-256, the one kind of key braid issues for".into(),
+            ));
+        }
+        let uri = identity
+            .try_into()
+            .map_err(|_| CaError::BadCsr(format!("identity {identity:?} is not a URI")))?;
+        let mut params = self.leaf_params(identity, vec![SanType::URI(uri)], lifetime, now);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let signed = CertificateSigningRequestParams {
+            params,
+            public_key: csr.public_key,
+        }
+        .signed_by(&self.issuer)?;
+        let validity = Validity::of(signed.der()).map_err(CaError::ReadBack)?;
+        let mut chain_pem = signed.pem();
+        chain_pem.push_str(&self.material.signing_chain_pem);
+        if !chain_pem.ends_with('\n') {
+            chain_pem.push('\n');
+        }
+        Ok(SignedIdentity {
+            chain_pem,
             validity,
         })
     }

@@ -20,6 +20,6 @@ pub mod validity;
 pub mod verify;
 pub mod webhook;
 
-pub use authority::{Ca, CaError, IssuedCert, LeafRequest};
+pub use authority::{Ca, CaError, IssuedCert, LeafRequest, SignedIdentity};
 pub use material::{CaMaterial, MaterialError, TrustBundle};
 pub use validity::Validity;

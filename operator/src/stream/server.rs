@@ -11,8 +11,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use braid_proxy::control::protocol::{
-    CONFIG_PATH, ERROR_HEADER, POD_HEADER, PodRef, REPORT_PATH, Report, STREAM_CONTENT_TYPE,
-    VERSION_HEADER,
+    CERTIFICATE_PATH, CONFIG_PATH, CertificateRequest, CertificateResponse, ERROR_HEADER,
+    POD_HEADER, PodRef, REPORT_PATH, Report, STREAM_CONTENT_TYPE, VERSION_HEADER,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use super::auth::{AuthError, Authenticator, authorize};
 use super::hub::Hub;
 use super::relay::{RELAYED_HEADER, Relay};
+use crate::ca::Ca;
+use crate::ca::authority::timestamp;
 use crate::healer::ReportBatch;
 use crate::metrics::{Metrics, Refusal};
 use crate::registry::{ObjectKey, Workload};
@@ -46,6 +48,19 @@ pub struct StreamState {
     pub leader: watch::Receiver<bool>,
     /// Passes reports on to the leader when this replica does not lead (Kubernetes mode).
     pub relay: Option<Arc<Relay>>,
+    /// Signs proxies' certificates: the CA in force, their trust domain and lifetime.
+    pub signer: Signer,
+}
+
+/// What signing proxies' certificates takes.
+#[derive(Clone)]
+pub struct Signer {
+    /// The CA in force (replaced when it is rotated).
+    pub ca: watch::Receiver<Arc<Ca>>,
+    /// The SPIFFE trust domain of identities.
+    pub trust_domain: String,
+    /// How long a proxy's certificate is valid.
+    pub lifetime: Duration,
 }
 
 /// The routes of the config server.
@@ -53,6 +68,7 @@ pub fn router(state: StreamState) -> Router {
     Router::new()
         .route(CONFIG_PATH, get(config_stream))
         .route(REPORT_PATH, post(report))
+        .route(CERTIFICATE_PATH, post(certificate))
         .with_state(state)
 }
 
@@ -348,4 +364,58 @@ async fn report(State(state): State<StreamState>, headers: HeaderMap, body: Byte
         state.hub.report_applied(workload.key.clone(), version);
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// Signs the certificate of the calling proxy's identity (its pod's service account)
+/// from its CSR.
+async fn certificate(
+    State(state): State<StreamState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let workload = match admit(&state, &headers).await {
+        Ok(w) => w,
+        Err(r) => return refuse(&state.metrics, r),
+    };
+    let bad_request = |message: String| {
+        refuse(
+            &state.metrics,
+            Refused::new(StatusCode::BAD_REQUEST, Refusal::bad_request, message),
+        )
+    };
+    let request: CertificateRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("certificate request body: {e}")),
+    };
+    let signer = &state.signer;
+    let identity = format!(
+        "spiffe://{}/ns/{}/sa/{}",
+        signer.trust_domain, workload.key.namespace, workload.service_account
+    );
+    let ca = signer.ca.borrow().clone();
+    let now = std::time::SystemTime::now();
+    match ca.sign_identity(&request.csr, &identity, signer.lifetime, now) {
+        Ok(signed) => {
+            tracing::info!(pod = %workload.key, %identity, not_after = %timestamp(signed.validity.not_after), "certificate issued");
+            let answer = CertificateResponse {
+                identity,
+                chain: signed.chain_pem,
+                not_after: timestamp(signed.validity.not_after),
+                trust_bundle: ca.trust_bundle().pem().to_string(),
+            };
+            axum::Json(answer).into_response()
+        }
+        Err(crate::ca::CaError::BadCsr(message)) => bad_request(format!("the CSR {message}")),
+        Err(e) => {
+            tracing::error!(pod = %workload.key, error = %e, "cannot issue a certificate");
+            refuse(
+                &state.metrics,
+                Refused::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Refusal::unavailable,
+                    format!("cannot issue a certificate now: {e}"),
+                ),
+            )
+        }
+    }
 }

@@ -172,9 +172,14 @@ impl Operator {
         }
     }
 
-    /// A GET on the config stream with the given headers, over TLS and HTTP/2, returning
-    /// the status, the `x-braid-error` header and the first chunk of the body.
-    pub async fn stream_get(&self, headers: &[(&str, &str)]) -> (u16, Option<String>, String) {
+    /// A request to the config server, over TLS and HTTP/2.
+    async fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> http::Response<hyper::body::Incoming> {
         let pem = std::fs::read(&self.trust).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(&pem) {
@@ -198,14 +203,47 @@ impl Operator {
                 .await
                 .unwrap();
         tokio::spawn(conn);
-        let mut req = http::Request::get(format!("https://{}/v1/config", self.listen));
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("https://{}{path}", self.listen));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = send
-            .send_request(req.body(Empty::<Bytes>::new()).unwrap())
+        send.send_request(req.body(http_body_util::Full::new(body)).unwrap())
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// A POST of `body` to `path` with `headers`: the status, `x-braid-error` and the body.
+    pub async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, Option<String>, String) {
+        let resp = self
+            .send(
+                http::Method::POST,
+                path,
+                headers,
+                Bytes::from(body.to_owned()),
+            )
+            .await;
+        let status = resp.status().as_u16();
+        let reason = resp
+            .headers()
+            .get("x-braid-error")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, reason, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// A GET on the config stream with the given headers, over TLS and HTTP/2, returning
+    /// the status, the `x-braid-error` header and the first chunk of the body.
+    pub async fn stream_get(&self, headers: &[(&str, &str)]) -> (u16, Option<String>, String) {
+        let resp = self
+            .send(http::Method::GET, "/v1/config", headers, Bytes::new())
+            .await;
         let status = resp.status().as_u16();
         let reason = resp
             .headers()

@@ -9,6 +9,8 @@
 //!   Empty lines are heartbeats and carry nothing.
 //! - `POST /v1/report` with the same two headers and a JSON [`Report`]: the version the
 //!   proxy applied (or why it refused one); later issues add ejections and traffic counts.
+//! - `POST /v1/certificate` with the same two headers and a JSON [`CertificateRequest`]
+//!   (a CSR): a [`CertificateResponse`] with the certificate of the pod's identity.
 //! - Refusals carry the reason in the body and in `x-braid-error`: 401 for a missing or bad
 //!   token, 403 for a token that does not belong to the named pod, 404 for a pod the
 //!   operator does not know.
@@ -24,6 +26,8 @@ use serde::{Deserialize, Serialize};
 pub const CONFIG_PATH: &str = "/v1/config";
 /// Path of proxy reports.
 pub const REPORT_PATH: &str = "/v1/report";
+/// Path where a proxy has its certificate signed.
+pub const CERTIFICATE_PATH: &str = "/v1/certificate";
 /// Names the pod a proxy runs in: `<namespace>/<name>`.
 pub const POD_HEADER: &str = "x-braid-pod";
 /// The config version a reconnecting proxy already holds.
@@ -98,6 +102,29 @@ pub struct Ejection {
     pub reason: String,
     /// For how long, in milliseconds.
     pub duration_ms: u64,
+}
+
+/// `POST /v1/certificate`: a proxy asks for the certificate of its identity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateRequest {
+    /// A PEM certificate signing request, signed by the proxy's own key (ECDSA P-256),
+    /// which never leaves the proxy.
+    pub csr: String,
+}
+
+/// The operator's answer to a [`CertificateRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateResponse {
+    /// The identity certified, `spiffe://<trust-domain>/ns/<namespace>/sa/<account>`.
+    pub identity: String,
+    /// The certificate, then the CA's signing chain, as PEM.
+    pub chain: String,
+    /// When it stops being valid (RFC 3339).
+    pub not_after: String,
+    /// The roots that verify peers' certificates, as PEM (several during a rotation).
+    pub trust_bundle: String,
 }
 
 /// A config version the proxy could not apply.

@@ -277,3 +277,96 @@ fn verify_issued_checks_names_and_time() {
     );
     assert!(ca.verify_issued(&[], &names(&NAMES[..1]), now()).is_err());
 }
+
+const IDENTITY: &str = "spiffe://cluster.local/ns/shop/sa/payments";
+
+/// A CSR from a new key of `alg`, asking for `names` (which the CA ignores).
+fn csr(alg: &'static rcgen::SignatureAlgorithm, names: &[&str]) -> String {
+    let key = KeyPair::generate_for(alg).unwrap();
+    let params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+#[test]
+fn a_proxy_csr_gets_its_identity_as_the_one_name_for_both_ends_of_mtls() {
+    let ca = Ca::generate_root(now()).unwrap();
+    let signed = ca
+        .sign_identity(
+            &csr(&PKCS_ECDSA_P256_SHA256, &["evil.example"]),
+            IDENTITY,
+            DAY,
+            now(),
+        )
+        .unwrap();
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(signed.chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+    assert_eq!(chain.len(), 2);
+    let (_, leaf) = X509Certificate::from_der(&chain[0]).unwrap();
+    let sans: Vec<String> = leaf
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(sans, [format!("URI({IDENTITY})")], "only the identity");
+    assert_eq!(signed.validity, Validity::of(&chain[0]).unwrap());
+    // It verifies as a client certificate against the trust bundle...
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots(&ca) {
+        store.add(root.clone()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(store.into(), provider)
+            .build()
+            .unwrap();
+    let at = rustls_pki_types::UnixTime::since_unix_epoch(
+        now().duration_since(UNIX_EPOCH).unwrap() + HOUR,
+    );
+    verifier
+        .verify_client_cert(&chain[0], &chain[1..], at)
+        .unwrap();
+    // ...and its lifetime is the one asked for.
+    assert_eq!(
+        signed.validity.not_after,
+        now() + DAY,
+        "{:?}",
+        signed.validity
+    );
+}
+
+#[test]
+fn a_bad_csr_is_refused_saying_why() {
+    let ca = Ca::generate_root(now()).unwrap();
+    let err = |pem: &str| {
+        ca.sign_identity(pem, IDENTITY, DAY, now())
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(err("not a csr").contains("does not parse"), "{}", err("x"));
+    // A request whose signature does not match: one character of its last line (the
+    // signature) changed.
+    let good = csr(&PKCS_ECDSA_P256_SHA256, &[]);
+    let mut lines: Vec<String> = good.lines().map(str::to_owned).collect();
+    let last = lines.len() - 2;
+    let c = if lines[last].starts_with('A') {
+        "B"
+    } else {
+        "A"
+    };
+    lines[last].replace_range(0..1, c);
+    let tampered = lines.join("\n");
+    assert!(
+        err(&tampered).contains("does not parse"),
+        "{}",
+        err(&tampered)
+    );
+    let ed = err(&csr(&rcgen::PKCS_ED25519, &[]));
+    assert!(ed.contains("not ECDSA P-256"), "{ed}");
+}
