@@ -106,3 +106,23 @@ async fn a_proxy_gets_the_certificate_of_its_service_account_and_nothing_else() 
     assert_eq!(status, 400);
     assert!(reason.unwrap().contains("the CSR does not parse"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_holds_a_certificate_from_the_operator_soon_after_start() {
+    let op = Operator::start(REGISTRY).await;
+    let proxy = op.proxy("shop", "payments-0", "payments-token-0123456789");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    support::eventually("the proxy's certificate", || async {
+        let metrics = support::admin_get(proxy.admin, "/metrics").await.1;
+        metrics
+            .lines()
+            .find(|l| l.starts_with("braid_identity_expiry_timestamp_seconds"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            // A day from now (the default lifetime).
+            .is_some_and(|t| t > now + 86_000.0 && t < now + 86_500.0)
+    })
+    .await;
+}

@@ -18,6 +18,7 @@ use crate::connection::{self, Context};
 use crate::control::protocol::PodRef;
 use crate::control::{ClientSettings, EjectionLog, OperatorClient};
 use crate::http::{Mirrors, Pool};
+use crate::identity::{self, IdentityStore};
 use crate::listen::bind;
 use crate::metrics::{Direction, Metrics};
 use crate::overload::Protector;
@@ -42,6 +43,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     let draining = Arc::new(AtomicBool::new(false));
     let listeners_bound = Arc::new(AtomicBool::new(false));
     let stop_admin = CancellationToken::new();
+    let identity_store = Arc::new(IdentityStore::default());
 
     match source {
         Source::File(path) => {
@@ -53,12 +55,21 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         }
         Source::Operator(settings) => {
             let ca = settings.ca_file.display().to_string();
+            let certifier = OperatorClient::new(settings.clone(), config.clone())
+                .with_context(|| format!("--operator-ca {ca}"))?;
             let client = OperatorClient::new(settings, config.clone())
                 .with_context(|| format!("--operator-ca {ca}"))?
                 .with_ejections(ejection_log.clone());
             // Not awaited: the proxy serves (and reports not ready) until the first
             // config arrives, however long the operator takes.
             tokio::spawn(client.run(stop_admin.clone()));
+            // Its certificate, for mutual TLS, renewed at half-life.
+            tokio::spawn(identity::renew(
+                Arc::new(certifier),
+                identity_store.clone(),
+                metrics.clone(),
+                stop_admin.clone(),
+            ));
         }
     }
 

@@ -153,6 +153,7 @@ pub struct Metrics {
     overload_limit: Gauge<f64, std::sync::atomic::AtomicU64>,
     overload_signal: Gauge<f64, std::sync::atomic::AtomicU64>,
     overload_shed: Counter,
+    identity_expiry: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Per direction, fetched once: the family lookup is not paid per request.
     latency: [Histogram; 2],
     /// Requests waiting for their response, per direction (same indexing as `latency`).
@@ -229,6 +230,12 @@ impl Metrics {
             "Inbound requests answered 503 by overload protection",
             overload_shed.clone(),
         );
+        let identity_expiry = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "identity_expiry_timestamp_seconds",
+            "When the proxy's certificate in force expires (Unix seconds); 0 before it has one",
+            identity_expiry.clone(),
+        );
         let mirrors = Family::<MirrorLabels, Counter>::default();
         registry.register(
             "mirrored_requests",
@@ -282,6 +289,7 @@ impl Metrics {
             overload_limit,
             overload_signal,
             overload_shed,
+            identity_expiry,
             latency,
             connections,
             open,
@@ -327,6 +335,14 @@ impl Metrics {
     pub fn overload(&self, limit: f64, signal: f64) {
         self.overload_limit.set(limit);
         self.overload_signal.set(signal);
+    }
+
+    /// Records when the certificate in force expires.
+    pub fn identity_expiry(&self, not_after: std::time::SystemTime) {
+        let secs = not_after
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.identity_expiry.set(secs);
     }
 
     /// Counts a request shed by overload protection.

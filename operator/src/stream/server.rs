@@ -401,6 +401,11 @@ async fn certificate(
                 identity,
                 chain: signed.chain_pem,
                 not_after: timestamp(signed.validity.not_after),
+                not_after_unix: signed
+                    .validity
+                    .not_after
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
                 trust_bundle: ca.trust_bundle().pem().to_string(),
             };
             axum::Json(answer).into_response()

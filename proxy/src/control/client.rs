@@ -22,7 +22,8 @@ use super::backoff::Backoff;
 use super::ejections::EjectionLog;
 use super::lines::{LineSplitter, LineTooLong, MAX_LINE};
 use super::protocol::{
-    CONFIG_PATH, ERROR_HEADER, POD_HEADER, PodRef, REPORT_PATH, Rejected, Report, VERSION_HEADER,
+    CERTIFICATE_PATH, CONFIG_PATH, CertificateRequest, CertificateResponse, ERROR_HEADER,
+    POD_HEADER, PodRef, REPORT_PATH, Rejected, Report, VERSION_HEADER,
 };
 use super::tls::{self, TlsError};
 use super::url::OperatorUrl;
@@ -102,6 +103,9 @@ pub enum StreamError {
     /// The operator closed the stream.
     #[error("the operator ended the stream")]
     Ended,
+    /// The operator's certificate answer is unusable.
+    #[error("certificate answer: {0}")]
+    Certificate(String),
 }
 
 /// Keeps the proxy's config current from the operator.
@@ -283,6 +287,35 @@ impl OperatorClient {
             Ok(()) => tracing::debug!(?report, "reported to the operator"),
             Err(e) => tracing::warn!(error = %e, ?report, "report to the operator failed"),
         }
+    }
+
+    /// Has `csr_pem` (a CSR signed by this proxy's key) signed: the certificate of this
+    /// pod's identity. One request on a connection of its own.
+    pub async fn certify(&self, csr_pem: String) -> Result<CertificateResponse, StreamError> {
+        let auth = self.authorization()?;
+        let mut sender = self.connect().await?;
+        let body = serde_json::to_vec(&CertificateRequest { csr: csr_pem })
+            .map_err(|e| StreamError::Certificate(e.to_string()))?;
+        let mut req = self.request(Method::POST, CERTIFICATE_PATH, &auth, body.into())?;
+        req.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let resp = timed(
+            "the certificate request",
+            RESPONSE_TIMEOUT,
+            sender.send_request(req),
+        )
+        .await??;
+        if resp.status() != StatusCode::OK {
+            return Err(refusal(resp).await);
+        }
+        let body = timed(
+            "the certificate",
+            RESPONSE_TIMEOUT,
+            resp.into_body().collect(),
+        )
+        .await??
+        .to_bytes();
+        serde_json::from_slice(&body).map_err(|e| StreamError::Certificate(e.to_string()))
     }
 
     /// TCP, TLS (trust anchors re-read: the CA may rotate) and the HTTP/2 handshake.

@@ -123,6 +123,8 @@ pub struct CertificateResponse {
     pub chain: String,
     /// When it stops being valid (RFC 3339).
     pub not_after: String,
+    /// The same, in seconds since the Unix epoch.
+    pub not_after_unix: u64,
     /// The roots that verify peers' certificates, as PEM (several during a rotation).
     pub trust_bundle: String,
 }

@@ -1,0 +1,9 @@
+//! The proxy's identity: its own key (made here, never sent anywhere) and the
+//! certificate the operator signs for it, renewed at half-life. What mutual TLS will
+//! present and trust comes from [`IdentityStore`].
+
+mod renew;
+mod store;
+
+pub use renew::{Certifier, Certifying, renew};
+pub use store::{Certified, IdentityStore};

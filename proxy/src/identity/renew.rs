@@ -1,0 +1,170 @@
+//! Getting and renewing the certificate: a new key each time, a CSR to the operator,
+//! renewal at half the remaining lifetime, and on failure retries with backoff while
+//! the certificate in force stays (a failed renewal never drops a valid one).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
+use rustls_pki_types::PrivatePkcs8KeyDer;
+use std::future::Future;
+use std::pin::Pin;
+use tokio_util::sync::CancellationToken;
+
+use super::store::{Certified, IdentityStore};
+use crate::control::backoff::Backoff;
+use crate::control::protocol::CertificateResponse;
+use crate::metrics::Metrics;
+
+/// Renewal never waits less than this (a certificate about to expire is renewed at once,
+/// but not in a tight loop).
+const MIN_WAIT: Duration = Duration::from_secs(1);
+
+/// A future a [`Certifier`] returns.
+pub type Certifying<'a> =
+    Pin<Box<dyn Future<Output = Result<CertificateResponse, String>> + Send + 'a>>;
+
+/// Who signs the CSR: the operator (or a test's stand-in).
+pub trait Certifier: Send + Sync + 'static {
+    /// Has `csr_pem` signed.
+    fn certify(&self, csr_pem: String) -> Certifying<'_>;
+}
+
+/// A new P-256 key and a CSR signed by it.
+fn new_request() -> Result<(PrivatePkcs8KeyDer<'static>, String), String> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+    let csr = CertificateParams::default()
+        .serialize_request(&key)
+        .and_then(|c| c.pem())
+        .map_err(|e| e.to_string())?;
+    Ok((PrivatePkcs8KeyDer::from(key.serialize_der()), csr))
+}
+
+impl Certifier for crate::control::OperatorClient {
+    fn certify(&self, csr_pem: String) -> Certifying<'_> {
+        Box::pin(async move {
+            crate::control::OperatorClient::certify(self, csr_pem)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// When to renew a certificate valid until `not_after`, at `now`: half its remaining life.
+fn renew_in(not_after: SystemTime, now: SystemTime) -> Duration {
+    not_after
+        .duration_since(now)
+        .map_or(Duration::ZERO, |left| left / 2)
+        .max(MIN_WAIT)
+}
+
+/// Keeps `store` holding a valid certificate until `stop`.
+pub async fn renew(
+    certifier: Arc<dyn Certifier>,
+    store: Arc<IdentityStore>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Backoff::default();
+    loop {
+        let attempt = async {
+            let (key, csr) = new_request()?;
+            let answer = certifier.certify(csr).await?;
+            Certified::from_answer(&answer, key)
+        };
+        let wait = match attempt.await {
+            Ok(certified) => {
+                backoff.reset();
+                let wait = renew_in(certified.not_after, SystemTime::now());
+                tracing::info!(identity = %certified.identity, renew_in_secs = wait.as_secs(), "certificate in force");
+                metrics.identity_expiry(certified.not_after);
+                store.install(certified);
+                wait
+            }
+            Err(e) => {
+                let wait = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), held = store.current().is_some(), "no certificate from the operator; keeping the one in force");
+                wait
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_comes_at_half_the_remaining_life() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(
+            renew_in(now + Duration::from_secs(86_400), now),
+            Duration::from_secs(43_200)
+        );
+        assert_eq!(renew_in(now, now), MIN_WAIT);
+        assert_eq!(renew_in(now - Duration::from_secs(5), now), MIN_WAIT);
+    }
+
+    /// Answers with a self-signed certificate valid `secs` from now, then fails.
+    struct Once(std::sync::Mutex<u32>, u64);
+
+    impl Certifier for Once {
+        fn certify(&self, _csr: String) -> Certifying<'_> {
+            Box::pin(async move {
+                let mut calls = self.0.lock().unwrap();
+                *calls += 1;
+                if *calls > 1 {
+                    return Err("the operator is away".to_string());
+                }
+                let cert = rcgen::generate_simple_self_signed(vec!["x".into()]).unwrap();
+                let not_after = SystemTime::now() + Duration::from_secs(self.1);
+                Ok(CertificateResponse {
+                    identity: "spiffe://cluster.local/ns/shop/sa/payments".into(),
+                    chain: cert.cert.pem(),
+                    not_after: String::new(),
+                    not_after_unix: not_after
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs(),
+                    trust_bundle: cert.cert.pem(),
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_renewal_keeps_the_certificate_in_force() {
+        let certifier = Arc::new(Once(std::sync::Mutex::new(0), 2));
+        let store = Arc::new(IdentityStore::default());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(renew(
+            certifier.clone(),
+            store.clone(),
+            Arc::new(Metrics::new()),
+            stop.clone(),
+        ));
+        // Renewed at half-life (after 1 s), which fails.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while *certifier.0.lock().unwrap() < 2 {
+            assert!(tokio::time::Instant::now() < deadline, "never renewed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let held = store.current().unwrap();
+        assert_eq!(held.identity, "spiffe://cluster.local/ns/shop/sa/payments");
+        assert_eq!(held.chain.len(), 1);
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[test]
+    fn each_request_has_a_new_p256_key() {
+        let (a, csr_a) = new_request().unwrap();
+        let (b, _) = new_request().unwrap();
+        assert_ne!(a.secret_pkcs8_der(), b.secret_pkcs8_der());
+        assert!(csr_a.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
+    }
+}
