@@ -2,6 +2,7 @@
 //! this replica leads) acts, records events and publishes what status shows.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,10 @@ pub const TICK: Duration = Duration::from_secs(1);
 const BLOCKED_RETRY: Duration = Duration::from_secs(30);
 /// After an action failed, the next try waits this long.
 const FAILED_RETRY: Duration = Duration::from_secs(60);
+/// After an action, reports of the pod are ignored for at least this long (or its
+/// cooldown, when longer): a restarting pod fails its callers for a moment, which is
+/// the action settling, not a reason for another one.
+const SETTLE: Duration = Duration::from_secs(30);
 /// Reports waiting for the healer; beyond this a proxy's report is dropped (and logged).
 pub const REPORT_QUEUE: usize = 1024;
 
@@ -77,6 +82,8 @@ pub(super) struct Memory {
     readmitted: BTreeSet<ObjectKey>,
     /// Pods whose readmission failed, with when to try again.
     readmit_retry: BTreeMap<ObjectKey, Timestamp>,
+    /// Addresses of pods acted on, with until when their reports are ignored.
+    settling: BTreeMap<IpAddr, Timestamp>,
 }
 
 impl Healer {
@@ -102,6 +109,10 @@ impl Healer {
 
     /// One tick: plan, act when leading, publish.
     pub(super) async fn step(&mut self, memory: &mut Memory, now: Timestamp) {
+        memory.settling.retain(|_, until| *until > now);
+        for ip in memory.settling.keys() {
+            memory.reports.forget(*ip);
+        }
         memory.reports.prune(now);
         // Nothing is known before the first compile: an empty registry would readmit
         // every quarantined pod.
@@ -181,14 +192,14 @@ impl Healer {
             };
             match self.actuator.act(&request).await {
                 Ok(()) => {
+                    // Reports from before the action, and while it settles (a pod
+                    // restarting, a label reaching the registry), do not count: a new
+                    // run starts after that and needs a full cooldown.
+                    let until = now.checked_add(due.cooldown.max(SETTLE)).unwrap_or(now);
                     for ip in &due.pod.ips {
                         memory.reports.forget(*ip);
+                        memory.settling.insert(*ip, until);
                     }
-                    // Not again before the change shows (a pod terminating, a label
-                    // reaching the registry) and a new cooldown has passed.
-                    memory
-                        .ledger
-                        .hold(&due.endpoint, now.checked_add(due.cooldown).unwrap_or(now));
                     memory
                         .ledger
                         .record(&due.healing, record_of(&due.pod.key.name, due.action, now));

@@ -339,11 +339,16 @@ async fn only_the_leader_acts_and_each_action_is_an_event_and_a_status_record() 
         "reports start over"
     );
     assert_eq!(view[&key("heal")].actions[0].pod, "payments-a");
-    // The same reports again would need a new cooldown.
+    // Reports while the action settles (a cooldown here) do not count...
     rig.both_report_a(at(63));
     rig.healer.step(&mut rig.memory, at(100)).await;
-    assert_eq!(rig.actuator.done.lock().unwrap().len(), 1);
     rig.healer.step(&mut rig.memory, at(124)).await;
+    assert_eq!(rig.actuator.done.lock().unwrap().len(), 1);
+    // ...later ones start a new run, which needs a full cooldown.
+    rig.both_report_a(at(125));
+    rig.healer.step(&mut rig.memory, at(184)).await;
+    assert_eq!(rig.actuator.done.lock().unwrap().len(), 1);
+    rig.healer.step(&mut rig.memory, at(185)).await;
     assert_eq!(rig.actuator.done.lock().unwrap().len(), 2);
 }
 
