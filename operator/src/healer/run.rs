@@ -172,8 +172,8 @@ impl Healer {
                         &due.healing,
                         record_of(&due.pod.key.name, HealingAction::None, now),
                     );
-                    self.event(
-                        due,
+                    self.record(
+                        &due.healing,
                         "EndpointUnhealthy",
                         describe(due, "no action taken (action: None)"),
                         false,
@@ -211,7 +211,8 @@ impl Healer {
                         ),
                     };
                     tracing::info!(pod = %due.pod.key, endpoint = %due.endpoint, action = act.as_str(), self_healing = %due.healing, "healed");
-                    self.event(due, reason, describe(due, did), false).await;
+                    self.record(&due.healing, reason, describe(due, did), false)
+                        .await;
                 }
                 Err(ActError::Gone) => {
                     for ip in &due.pod.ips {
@@ -232,7 +233,8 @@ impl Healer {
                         act.as_str(),
                         wait.as_secs()
                     );
-                    self.event(due, reason, describe(due, &note), true).await;
+                    self.record(&due.healing, reason, describe(due, &note), true)
+                        .await;
                 }
             }
         }
@@ -241,7 +243,7 @@ impl Healer {
                 tracing::warn!(pod = %due.pod.key, self_healing = %due.healing, "healing budget spent; not acting");
                 let note =
                     "not acted on: maxActionsPerHour is spent; it will be once the budget allows";
-                self.event(due, "BudgetExhausted", describe(due, note), true)
+                self.record(&due.healing, "BudgetExhausted", describe(due, note), true)
                     .await;
             }
         }
@@ -296,10 +298,6 @@ impl Healer {
         }
     }
 
-    async fn event(&self, due: &Due, reason: &str, note: String, warning: bool) {
-        self.record(&due.healing, reason, note, warning).await;
-    }
-
     async fn record(&self, healing: &ObjectKey, reason: &str, note: String, warning: bool) {
         let event = Event {
             kind: Kind::SelfHealing,
@@ -336,11 +334,16 @@ pub(super) fn fold(
 
 /// Whether `config` has the ejected endpoint in the service the ejection names.
 fn holds(config: &ProxyConfig, e: &Ejection) -> bool {
-    let Some((host, _)) = e.target.rsplit_once(':') else {
+    let endpoint = EndpointRef {
+        target: e.target.clone(),
+        addr: e.endpoint,
+    };
+    let Some(service) = endpoint.service() else {
         return false;
     };
     config.services.iter().any(|s| {
-        host.split_once('.') == Some((s.name.as_str(), s.namespace.as_str()))
+        s.name == service.name
+            && s.namespace == service.namespace
             && s.groups
                 .iter()
                 .flat_map(|g| &g.endpoints)

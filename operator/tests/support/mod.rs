@@ -229,11 +229,7 @@ impl Operator {
                 Bytes::from(body.to_owned()),
             )
             .await;
-        let status = resp.status().as_u16();
-        let reason = resp
-            .headers()
-            .get("x-braid-error")
-            .map(|v| v.to_str().unwrap().to_string());
+        let (status, reason) = status_and_reason(&resp);
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, reason, String::from_utf8_lossy(&body).into_owned())
     }
@@ -244,11 +240,7 @@ impl Operator {
         let resp = self
             .send(http::Method::GET, "/v1/config", headers, Bytes::new())
             .await;
-        let status = resp.status().as_u16();
-        let reason = resp
-            .headers()
-            .get("x-braid-error")
-            .map(|v| v.to_str().unwrap().to_string());
+        let (status, reason) = status_and_reason(&resp);
         let mut body = resp.into_body();
         let first = tokio::time::timeout(Duration::from_secs(2), body.frame())
             .await
@@ -304,4 +296,13 @@ pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     (code, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A response's status and `x-braid-error`.
+fn status_and_reason<B>(resp: &http::Response<B>) -> (u16, Option<String>) {
+    let reason = resp
+        .headers()
+        .get("x-braid-error")
+        .map(|v| v.to_str().unwrap().to_string());
+    (resp.status().as_u16(), reason)
 }

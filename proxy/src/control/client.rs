@@ -268,11 +268,9 @@ impl OperatorClient {
     ) {
         let outcome = async {
             let body = serde_json::to_vec(report).map_err(|e| e.to_string())?;
-            let mut req = self
-                .request(Method::POST, REPORT_PATH, auth, body.into())
+            let req = self
+                .json_post(REPORT_PATH, auth, body.into())
                 .map_err(|e| e.to_string())?;
-            req.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             let resp = timed("the report", RESPONSE_TIMEOUT, sender.send_request(req))
                 .await
                 .map_err(|e| e.to_string())?
@@ -296,9 +294,7 @@ impl OperatorClient {
         let mut sender = self.connect().await?;
         let body = serde_json::to_vec(&CertificateRequest { csr: csr_pem })
             .map_err(|e| StreamError::Certificate(e.to_string()))?;
-        let mut req = self.request(Method::POST, CERTIFICATE_PATH, &auth, body.into())?;
-        req.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let req = self.json_post(CERTIFICATE_PATH, &auth, body.into())?;
         let resp = timed(
             "the certificate request",
             RESPONSE_TIMEOUT,
@@ -369,6 +365,19 @@ impl OperatorClient {
     }
 
     /// A request to the operator carrying the token and the pod.
+    /// A POST of a JSON `body` to `path`.
+    fn json_post(
+        &self,
+        path: &str,
+        auth: &HeaderValue,
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, http::Error> {
+        let mut req = self.request(Method::POST, path, auth, body)?;
+        req.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Ok(req)
+    }
+
     fn request(
         &self,
         method: Method,
