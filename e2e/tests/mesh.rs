@@ -121,7 +121,7 @@ fn mesh_with_spare() -> (Mesh, Pod, Pod, Pod) {
 /// The `braid_requests_total` series of 200s for one direction and target.
 fn ok_requests(direction: &str, target: &str) -> String {
     format!(
-        r#"braid_requests_total{{direction="{direction}",target="{target}",rule="",group="",code="200"}}"#
+        r#"braid_requests_total{{direction="{direction}",target="{target}",rule="",group="",code="200",tls="false",peer_identity=""}}"#
     )
 }
 
@@ -434,7 +434,7 @@ fn a_traffic_route_steers_by_header_and_splits_by_weight() {
     assert_eq!(
         count(
             &metrics,
-            r#"braid_requests_total{direction="outbound",target="payments.shop:80",rule="transfers",group="Group_2",code="200"}"#
+            r#"braid_requests_total{direction="outbound",target="payments.shop:80",rule="transfers",group="Group_2",code="200",tls="false",peer_identity=""}"#
         ),
         200,
         "{metrics}"

@@ -22,6 +22,7 @@ use crate::identity::{self, IdentityStore};
 use crate::listen::bind;
 use crate::metrics::{Direction, Metrics};
 use crate::overload::Protector;
+use crate::tls::TlsContext;
 
 /// Runs the proxy until SIGTERM/SIGINT, then drains.
 pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()> {
@@ -32,9 +33,13 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     let overload = Arc::new(Protector::new(args.cgroup_dir.clone()));
     let ejection_log = Arc::new(EjectionLog::default());
     let o = overload.clone();
-    let config = Arc::new(ConfigSource::new(move |t: &Tables| {
-        m.config_applied(&t.config.version);
-        o.configure(t.config.inbound.overload_protection.as_ref());
+    let identity_store = Arc::new(IdentityStore::default());
+    let tls = TlsContext::new(identity_store.clone(), metrics.clone());
+    let t = tls.clone();
+    let config = Arc::new(ConfigSource::new(move |tables: &Tables| {
+        m.config_applied(&tables.config.version);
+        o.configure(tables.config.inbound.overload_protection.as_ref());
+        t.set_trust_bundle(&tables.config.trust_bundle);
         let _ = changed_tx.send(());
     })?);
     let stop_accepting = CancellationToken::new();
@@ -43,7 +48,13 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     let draining = Arc::new(AtomicBool::new(false));
     let listeners_bound = Arc::new(AtomicBool::new(false));
     let stop_admin = CancellationToken::new();
-    let identity_store = Arc::new(IdentityStore::default());
+    if let (Some(cert), Some(key)) = (&args.identity_cert, &args.identity_key) {
+        let certified = identity::Certified::from_files(cert, key)
+            .map_err(|e| anyhow::anyhow!("--identity-cert/--identity-key: {e}"))?;
+        tracing::info!(identity = %certified.identity, "mesh identity from files");
+        metrics.identity_expiry(certified.not_after);
+        identity_store.install(certified);
+    }
 
     match source {
         Source::File(path) => {
@@ -81,6 +92,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         listeners_bound: listeners_bound.clone(),
         set_log_level,
         shutdown: shutdown_requested.clone(),
+        tls: tls.clone(),
     };
     let admin_listener =
         bind(args.admin_addr).with_context(|| format!("--admin-addr {}", args.admin_addr))?;
@@ -101,8 +113,9 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     ));
 
     let connect_timeout = Duration::from_millis(args.connect_timeout_ms);
-    let outbound_pool = Pool::new(connect_timeout, None);
-    let inbound_pool = Pool::new(connect_timeout, usable_source(args.inbound_source));
+    let outbound_pool = Pool::new(connect_timeout, None, Some(tls.clone()));
+    // The inbound side talks plaintext to the app on loopback.
+    let inbound_pool = Pool::new(connect_timeout, usable_source(args.inbound_source), None);
     let outbound_ctx = Context {
         config: config.clone(),
         mirrors: Mirrors::new(outbound_pool.clone()),
@@ -113,6 +126,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         tracker: tracker.clone(),
         overload: None,
         ejections: Some(ejection_log.clone()),
+        tls: tls.clone(),
     };
     tokio::spawn(overload.clone().run(metrics.clone(), stop_admin.clone()));
     let inbound_ctx = Context {
@@ -300,33 +314,15 @@ where
     })
 }
 
-/// After each config change, closes pooled connections to endpoints that are gone.
+/// After each config change, closes pooled connections to endpoints that are gone, and
+/// retires those of a kind (plaintext or mTLS) the config no longer uses.
 async fn prune_pool(
     config: Arc<ConfigSource>,
     mut changed: tokio::sync::watch::Receiver<()>,
     pool: Arc<Pool>,
 ) {
     while changed.changed().await.is_ok() {
-        let tables = config.tables();
-        let live = tables
-            .config
-            .services
-            .iter()
-            .flat_map(|svc| {
-                svc.ports.iter().flat_map(move |port| {
-                    svc.groups
-                        .iter()
-                        .flat_map(|g| &g.endpoints)
-                        .map(move |e| SocketAddr::new(e.address, port.target()))
-                })
-            })
-            .chain(
-                tables
-                    .listeners
-                    .iter()
-                    .flat_map(|l| l.target.endpoints.iter().map(|e| e.addr)),
-            )
-            .collect();
+        let live = config.tables().upstreams.clone();
         pool.retain_endpoints(live);
     }
 }

@@ -54,6 +54,27 @@ pub struct RunArgs {
         requires_all = ["operator_ca", "pod_name", "pod_namespace"]
     )]
     pub operator: Option<OperatorUrl>,
+    /// With --config, on a host the operator does not certify (a VM, a gateway, a
+    /// benchmark): the PEM certificate chain of this proxy's SPIFFE identity, used for
+    /// mesh mTLS. Needs --identity-key; peers are verified against the config's
+    /// trustBundle. With --operator the proxy makes its own key and gets its certificate
+    /// from the operator instead.
+    #[arg(
+        long,
+        env = "BRAID_IDENTITY_CERT",
+        value_name = "FILE",
+        conflicts_with = "operator",
+        requires = "identity_key"
+    )]
+    pub identity_cert: Option<PathBuf>,
+    /// The PKCS#8 PEM private key of --identity-cert.
+    #[arg(
+        long,
+        env = "BRAID_IDENTITY_KEY",
+        value_name = "FILE",
+        requires = "identity_cert"
+    )]
+    pub identity_key: Option<PathBuf>,
     /// PEM file of the certificates that sign the operator's serving certificate (the
     /// mesh CA). Re-read on every connect.
     #[arg(long, env = "BRAID_OPERATOR_CA", value_name = "FILE")]

@@ -5,17 +5,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::tls::TlsMode;
 use crate::config::{ConfigSource, OutboundTarget, Protocol};
 use crate::detect::{Detected, detect};
-use crate::http::{Forwarder, Mirrors, Pool, Route, ServeAs, serve};
+use crate::http::{Forwarder, InboundPeer, Mirrors, Pool, Route, ServeAs, serve};
 use crate::io::PrefixedIo;
 use crate::listen::original_dst;
-use crate::metrics::{ConnProtocol, Direction, Metrics};
+use crate::metrics::{ConnProtocol, Direction, Metrics, RefusedReason};
 use crate::tcp::splice;
+use crate::tls::{Alpn, Hello, TlsContext, read_client_hello};
 
 /// Shared by every connection of one direction.
 #[derive(Clone)]
@@ -38,11 +42,14 @@ pub struct Context {
     pub overload: Option<Arc<crate::overload::Protector>>,
     /// Where ejections wait for the operator (the outbound side, with an operator).
     pub ejections: Option<Arc<crate::control::EjectionLog>>,
+    /// This proxy's mesh TLS (the inbound side terminates it; the outbound side's pool
+    /// originates it).
+    pub tls: Arc<TlsContext>,
 }
 
 impl Context {
-    fn forwarder(&self) -> Forwarder {
-        Forwarder::new(
+    fn forwarder(&self, peer: Option<InboundPeer>) -> Forwarder {
+        let forwarder = Forwarder::new(
             self.config.clone(),
             self.pool.clone(),
             self.mirrors.clone(),
@@ -51,7 +58,11 @@ impl Context {
             self.tracker.clone(),
         )
         .with_overload(self.overload.clone())
-        .with_ejection_log(self.ejections.clone())
+        .with_ejection_log(self.ejections.clone());
+        match peer {
+            Some(peer) => forwarder.with_peer(peer),
+            None => forwarder,
+        }
     }
 }
 
@@ -63,16 +74,8 @@ pub async fn outbound(stream: TcpStream, ctx: Context) {
     let target = ctx.config.tables().outbound(dst).cloned();
     match target {
         Some(target) => {
-            let protocol = target.protocol;
-            dispatch(
-                stream,
-                protocol,
-                dst.port(),
-                Route::Outbound(dst),
-                target,
-                &ctx,
-            )
-            .await;
+            let conn = Conn::plain(stream, target.protocol, dst.port());
+            dispatch(conn, Route::Outbound(dst), target, &ctx).await;
         }
         None => {
             // Not a known service: pass through unchanged.
@@ -92,10 +95,8 @@ pub async fn inbound(stream: TcpStream, ctx: Context) {
         return;
     };
     let target = ctx.config.tables().inbound_target(dst.port());
-    let protocol = target.protocol;
-    dispatch(
+    secured_inbound(
         stream,
-        protocol,
         dst.port(),
         Route::Fixed(target.clone()),
         target,
@@ -111,8 +112,17 @@ pub async fn explicit(stream: TcpStream, name: Arc<str>, ctx: Context) {
     let Some(target) = route.resolve(&ctx.config.tables()) else {
         return;
     };
-    let protocol = target.protocol;
-    dispatch(stream, protocol, port, route, target, &ctx).await;
+    if ctx.direction == Direction::inbound {
+        secured_inbound(stream, port, route, target, &ctx).await;
+    } else {
+        dispatch(
+            Conn::plain(stream, target.protocol, port),
+            route,
+            target,
+            &ctx,
+        )
+        .await;
+    }
 }
 
 /// The original destination, or `None` (connection closed) when the connection was
@@ -132,45 +142,159 @@ fn redirected_to(stream: &TcpStream) -> Option<SocketAddr> {
     Some(dst)
 }
 
-/// Serves the connection as HTTP along `route`, or splices it to `target` as TCP.
-async fn dispatch(
-    mut stream: TcpStream,
+/// A connection about to be served: its stream, the bytes already read from it (to be
+/// replayed), what they were found to be, and the caller when it came over mTLS.
+struct Conn<I> {
+    io: I,
+    read: BytesMut,
+    detected: Option<Detected>,
     protocol: Protocol,
+    port: u16,
+    peer: Option<InboundPeer>,
+}
+
+impl Conn<TcpStream> {
+    fn plain(io: TcpStream, protocol: Protocol, port: u16) -> Self {
+        Self {
+            io,
+            read: BytesMut::new(),
+            detected: None,
+            protocol,
+            port,
+            peer: None,
+        }
+    }
+}
+
+/// The detection settings in force: whether `port` is opaque, and the timeout.
+fn detection(ctx: &Context, port: u16) -> (bool, Duration) {
+    let tables = ctx.config.tables();
+    let detection = &tables.config.detection;
+    (
+        detection.is_opaque(port),
+        Duration::from_millis(detection.timeout_ms),
+    )
+}
+
+/// An inbound connection under the port's TLS mode: braid's mTLS is terminated and its
+/// caller verified; anything else goes on as plaintext (`Permissive`, `Disabled`) or is
+/// closed and counted (`Strict`).
+async fn secured_inbound(
+    mut stream: TcpStream,
     port: u16,
     route: Route,
     target: Arc<OutboundTarget>,
     ctx: &Context,
 ) {
+    let mode = ctx
+        .config
+        .tables()
+        .config
+        .inbound
+        .tls
+        .as_ref()
+        .map_or(TlsMode::Disabled, |t| t.mode_for(port));
+    let protocol = target.protocol;
+    if mode == TlsMode::Disabled {
+        let conn = Conn::plain(stream, protocol, port);
+        return dispatch(conn, route, target, ctx).await;
+    }
     let _ = stream.set_nodelay(true);
-    let (opaque, timeout) = {
-        let tables = ctx.config.tables();
-        let detection = &tables.config.detection;
-        (
-            detection.is_opaque(port),
-            Duration::from_millis(detection.timeout_ms),
-        )
+    let (_, timeout) = detection(ctx, port);
+    let peeked = async {
+        let (found, mut read) = detect(&mut stream, BytesMut::new(), timeout).await?;
+        let hello = match found {
+            Detected::Tls => read_client_hello(&mut stream, &mut read, timeout).await?,
+            _ => Hello::Other,
+        };
+        Ok::<_, std::io::Error>((found, read, hello))
     };
+    let (found, read, hello) = match peeked.await {
+        Ok(peeked) => peeked,
+        Err(e) => {
+            tracing::debug!(error = %e, "connection failed before its first bytes");
+            return;
+        }
+    };
+    match (hello, mode) {
+        (Hello::Mesh, _) => {
+            let io = PrefixedIo::new(read.freeze(), stream);
+            let accepted = match ctx.tls.accept(io).await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::info!(port, error = %e, "mTLS connection refused");
+                    return;
+                }
+            };
+            tracing::debug!(port, peer = ?accepted.peer, alpn = ?accepted.alpn, "mTLS connection");
+            let conn = Conn {
+                io: accepted.stream,
+                read: BytesMut::new(),
+                // Inside the tunnel, ALPN says what is spoken; opaque TCP keeps the port's
+                // own protocol (and may still be detected).
+                detected: None,
+                protocol: accepted.alpn.protocol(protocol),
+                port,
+                peer: Some(InboundPeer {
+                    tls: true,
+                    identity: accepted.peer,
+                }),
+            };
+            dispatch(conn, route, target, ctx).await;
+        }
+        (Hello::Other, TlsMode::Strict) => {
+            ctx.metrics.refused(port, RefusedReason::plaintext);
+            tracing::debug!(
+                port,
+                "plaintext connection refused: the port is Strict mTLS"
+            );
+        }
+        (Hello::Other, _) => {
+            let conn = Conn {
+                io: stream,
+                read,
+                detected: Some(found),
+                protocol,
+                port,
+                peer: Some(InboundPeer::default()),
+            };
+            dispatch(conn, route, target, ctx).await;
+        }
+    }
+}
+
+/// Serves the connection as HTTP along `route`, or splices it to `target` as TCP.
+async fn dispatch<I>(conn: Conn<I>, route: Route, target: Arc<OutboundTarget>, ctx: &Context)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Conn {
+        mut io,
+        read,
+        detected,
+        protocol,
+        port,
+        peer,
+    } = conn;
+    let (opaque, timeout) = detection(ctx, port);
     let protocol = match protocol {
         Protocol::Detect if opaque => Protocol::Tcp,
         p => p,
     };
-    let (serve_as, io) = match protocol {
-        Protocol::Tcp => (None, PrefixedIo::new(bytes::Bytes::new(), stream)),
-        Protocol::Http1 => (
-            Some(ServeAs::Http1),
-            PrefixedIo::new(bytes::Bytes::new(), stream),
-        ),
-        Protocol::Http2 => (
-            Some(ServeAs::Http2),
-            PrefixedIo::new(bytes::Bytes::new(), stream),
-        ),
+    let (serve_as, read) = match protocol {
+        Protocol::Tcp => (None, read),
+        Protocol::Http1 => (Some(ServeAs::Http1), read),
+        Protocol::Http2 => (Some(ServeAs::Http2), read),
         Protocol::Http | Protocol::Detect => {
-            let (found, prefix) = match detect(&mut stream, timeout).await {
-                Ok(found) => found,
-                Err(e) => {
-                    tracing::debug!(error = %e, "connection failed during detection");
-                    return;
-                }
+            let (found, read) = match detected {
+                Some(found) => (found, read),
+                None => match detect(&mut io, read, timeout).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "connection failed during detection");
+                        return;
+                    }
+                },
             };
             let serve_as = match (found, protocol) {
                 (Detected::Http2, _) => Some(ServeAs::Http2),
@@ -180,9 +304,10 @@ async fn dispatch(
                 (_, Protocol::Http) => Some(ServeAs::Http1),
                 (Detected::Tls | Detected::Opaque, _) => None,
             };
-            (serve_as, PrefixedIo::new(prefix.freeze(), stream))
+            (serve_as, read)
         }
     };
+    let io = PrefixedIo::new(read.freeze(), io);
     match serve_as {
         Some(serve_as) => {
             let protocol = if serve_as == ServeAs::Http2 {
@@ -191,7 +316,7 @@ async fn dispatch(
                 ConnProtocol::http1
             };
             let _open = ctx.metrics.connection(ctx.direction, protocol);
-            serve(io, ctx.forwarder(), route, serve_as, ctx.drain.clone()).await;
+            serve(io, ctx.forwarder(peer), route, serve_as, ctx.drain.clone()).await;
         }
         None => {
             let _open = ctx.metrics.connection(ctx.direction, ConnProtocol::tcp);
@@ -200,17 +325,20 @@ async fn dispatch(
     }
 }
 
-async fn forward_tcp(io: PrefixedIo<TcpStream>, target: &OutboundTarget, ctx: &Context) {
-    let Some(addr) = target.pick() else {
+async fn forward_tcp<C>(io: PrefixedIo<C>, target: &OutboundTarget, ctx: &Context)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(up) = target.pick() else {
         tracing::warn!(target = %target.label, "no endpoints; closing TCP connection");
         return;
     };
-    match ctx.pool.connect_tcp(addr).await {
-        Ok(up) => {
-            if let Err(e) = splice(io, up).await {
-                tracing::debug!(%addr, error = %e, "TCP stream ended with an error");
+    match ctx.pool.connect(&up, Alpn::Tcp).await {
+        Ok(upstream) => {
+            if let Err(e) = splice(io, upstream).await {
+                tracing::debug!(addr = %up.addr, error = %e, "TCP stream ended with an error");
             }
         }
-        Err(e) => tracing::debug!(%addr, error = %e, "TCP connect failed"),
+        Err(e) => tracing::debug!(addr = %up.addr, error = %e, "TCP connect failed"),
     }
 }

@@ -77,13 +77,15 @@ pub fn classify(bytes: &[u8]) -> Option<Detected> {
     }
 }
 
-/// Reads until the protocol is known or `timeout` passes; returns it with the bytes read,
-/// which the caller must replay (see [`crate::io::PrefixedIo`]).
+/// Reads until the protocol is known or `timeout` passes; returns it with the bytes read
+/// (after those already in `buf`), which the caller must replay (see
+/// [`crate::io::PrefixedIo`]).
 pub async fn detect<T: AsyncRead + Unpin>(
     io: &mut T,
+    mut buf: BytesMut,
     timeout: Duration,
 ) -> std::io::Result<(Detected, BytesMut)> {
-    let mut buf = BytesMut::with_capacity(MAX_PEEK);
+    buf.reserve(MAX_PEEK);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Some(found) = classify(&buf) {
@@ -119,7 +121,7 @@ mod tests {
     #[tokio::test]
     async fn silence_is_opaque_after_the_deadline() {
         let (mut client, _server) = tokio::io::duplex(64);
-        let (found, bytes) = detect(&mut client, Duration::from_millis(50))
+        let (found, bytes) = detect(&mut client, BytesMut::new(), Duration::from_millis(50))
             .await
             .unwrap();
         assert_eq!(found, Detected::Opaque);
@@ -135,7 +137,9 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
             server.write_all(b"T / HTTP/1.1\r\n").await.unwrap();
         });
-        let (found, bytes) = detect(&mut client, Duration::from_secs(1)).await.unwrap();
+        let (found, bytes) = detect(&mut client, BytesMut::new(), Duration::from_secs(1))
+            .await
+            .unwrap();
         assert_eq!(found, Detected::Http1);
         assert!(bytes.starts_with(b"GET "));
     }

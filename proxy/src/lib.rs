@@ -22,3 +22,4 @@ pub mod overload;
 pub mod routing;
 pub mod runtime;
 pub mod tcp;
+pub mod tls;

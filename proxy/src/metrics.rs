@@ -56,6 +56,24 @@ struct RequestLabels {
     /// The group the rule chose (empty when none).
     group: SharedLabel,
     code: u16,
+    /// Whether the request travelled over braid's mTLS (inbound: arrived; outbound: sent).
+    tls: TlsLabel,
+    /// The caller's SPIFFE identity (inbound mTLS only; empty otherwise).
+    peer_identity: SharedLabel,
+}
+
+/// `true` or `false`, as a label value.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+struct TlsLabel(bool);
+
+impl EncodeLabelValue for TlsLabel {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> std::fmt::Result {
+        use std::fmt::Write;
+        encoder.write_str(if self.0 { "true" } else { "false" })
+    }
 }
 
 /// What routing decided for a request, for its metrics.
@@ -65,6 +83,10 @@ pub struct Routed {
     pub rule: Option<Arc<str>>,
     /// The group chosen.
     pub group: Option<Arc<str>>,
+    /// Whether it travelled over mTLS.
+    pub tls: bool,
+    /// The caller's identity, when it came over mTLS.
+    pub peer: Option<Arc<str>>,
 }
 
 /// What became of a retry a rule wanted.
@@ -138,6 +160,36 @@ struct ConnLabels {
     protocol: ConnProtocol,
 }
 
+/// How a mesh TLS handshake ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum HandshakeResult {
+    /// The peer was verified.
+    ok,
+    /// It failed: refused identity or chain, no certificate, broken connection.
+    failed,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabels {
+    direction: Direction,
+    result: HandshakeResult,
+}
+
+/// Why a Strict port closed a connection.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum RefusedReason {
+    /// It was not braid's mTLS (plaintext, or an app's own TLS).
+    plaintext,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    port: u16,
+    reason: RefusedReason,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: String,
@@ -162,6 +214,8 @@ pub struct Metrics {
     open: Family<ConnLabels, Gauge>,
     config: Family<VersionLabels, Gauge>,
     config_version: Mutex<String>,
+    handshakes: Family<HandshakeLabels, Counter>,
+    refused: Family<RefusedLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -264,6 +318,18 @@ impl Metrics {
             "The config version in force (value 1)",
             config.clone(),
         );
+        let handshakes = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "tls_handshakes",
+            "Mesh mTLS handshakes by direction (outbound: originated, inbound: accepted) and result",
+            handshakes.clone(),
+        );
+        let refused = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "tls_refused_connections",
+            "Connections a Strict port closed because they were not mTLS",
+            refused.clone(),
+        );
         let in_flight_family = Family::<DirectionLabels, Gauge>::default();
         registry.register(
             "requests_in_flight",
@@ -295,8 +361,24 @@ impl Metrics {
             open,
             config,
             config_version: Mutex::new(String::new()),
+            handshakes,
+            refused,
             in_flight,
         }
+    }
+
+    /// Counts a mesh TLS handshake.
+    pub fn handshake(&self, direction: Direction, result: HandshakeResult) {
+        self.handshakes
+            .get_or_create(&HandshakeLabels { direction, result })
+            .inc();
+    }
+
+    /// Counts a connection a Strict port closed.
+    pub fn refused(&self, port: u16, reason: RefusedReason) {
+        self.refused
+            .get_or_create(&RefusedLabels { port, reason })
+            .inc();
     }
 
     /// Counts a finished request.
@@ -315,6 +397,8 @@ impl Metrics {
                 rule: label(routed.rule),
                 group: label(routed.group),
                 code,
+                tls: TlsLabel(routed.tls),
+                peer_identity: label(routed.peer),
             })
             .inc();
         self.latency[direction as usize].observe(seconds);
@@ -514,6 +598,7 @@ mod tests {
             Routed {
                 rule: Some("transfers".into()),
                 group: Some("Group_2".into()),
+                ..Routed::default()
             },
             503,
             0.001,
@@ -528,8 +613,8 @@ mod tests {
         m.config_applied("v1");
         m.config_applied("v2");
         let text = m.encode();
-        assert!(text.contains(r#"braid_requests_total{direction="outbound",target="payments.shop:80",rule="",group="",code="200"} 1"#), "{text}");
-        assert!(text.contains(r#"braid_requests_total{direction="outbound",target="payments.shop:80",rule="transfers",group="Group_2",code="503"} 1"#), "{text}");
+        assert!(text.contains(r#"braid_requests_total{direction="outbound",target="payments.shop:80",rule="",group="",code="200",tls="false",peer_identity=""} 1"#), "{text}");
+        assert!(text.contains(r#"braid_requests_total{direction="outbound",target="payments.shop:80",rule="transfers",group="Group_2",code="503",tls="false",peer_identity=""} 1"#), "{text}");
         assert!(text.contains(r#"braid_retries_total{target="payments.shop:80",rule="transfers",result="budget_exhausted"} 1"#), "{text}");
         assert!(
             text.contains(

@@ -1,18 +1,15 @@
 //! Opaque TCP: copy bytes both ways, passing each side's half-close to the other.
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::io::PrefixedIo;
 
 /// Copies between the client (with any bytes already read for detection) and `upstream`
 /// until both directions are done. Returns (client → upstream, upstream → client) bytes.
-pub async fn splice<C>(
-    client: PrefixedIo<C>,
-    mut upstream: TcpStream,
-) -> std::io::Result<(u64, u64)>
+pub async fn splice<C, U>(client: PrefixedIo<C>, mut upstream: U) -> std::io::Result<(u64, u64)>
 where
     C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
 {
     let (prefix, mut client) = client.into_parts();
     if !prefix.is_empty() {

@@ -37,15 +37,25 @@ pub struct AdminState {
     pub set_log_level: SetLogLevel,
     /// Fired by `POST /shutdown`: drain and exit, as on SIGTERM.
     pub shutdown: CancellationToken,
+    /// Mesh TLS: whether the proxy holds its certificate.
+    pub tls: Arc<crate::tls::TlsContext>,
 }
 
 impl AdminState {
-    /// Ready: a config is in force, its explicit listeners are bound, and the proxy is
-    /// not draining.
+    /// Ready: a config is in force, its explicit listeners are bound, the certificate is
+    /// held when the config needs mTLS, and the proxy is not draining.
     pub fn is_ready(&self) -> bool {
         self.config.is_loaded()
             && self.listeners_bound.load(Ordering::Acquire)
+            && !self.waiting_for_certificate()
             && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// The config needs mTLS (to accept or originate) and no certificate is held yet.
+    fn waiting_for_certificate(&self) -> bool {
+        self.config.is_loaded()
+            && self.config.tables().needs_certificate
+            && !self.tls.has_certificate()
     }
 }
 
@@ -148,6 +158,11 @@ async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
         (StatusCode::OK, "ready\n")
     } else if s.draining.load(Ordering::Acquire) {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if s.waiting_for_certificate() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no certificate yet, and the config needs mTLS (see the log)\n",
+        )
     } else if s.config.is_loaded() {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -26,6 +26,37 @@ pub struct Endpoint {
     pub load: Arc<EndpointLoad>,
     /// Its outlier record, shared likewise.
     pub health: Arc<Health>,
+    /// The identity its proxy must present when this caller originates mTLS to it;
+    /// `None`: plaintext. Requests to it use pooled connections of this kind only.
+    pub tls: Option<Arc<crate::config::Identity>>,
+}
+
+impl Endpoint {
+    /// How connections to it are pooled.
+    pub fn upstream(&self) -> Upstream {
+        Upstream {
+            addr: self.addr,
+            tls: self.tls.clone(),
+        }
+    }
+}
+
+/// A kind of upstream connection: to an address, plaintext or mTLS to an expected
+/// identity. When a config changes an endpoint's kind, its requests move to connections
+/// of the new kind while those of the old finish.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Upstream {
+    /// Where.
+    pub addr: SocketAddr,
+    /// The server identity mTLS expects; `None`: plaintext.
+    pub tls: Option<Arc<crate::config::Identity>>,
+}
+
+impl Upstream {
+    /// A plaintext connection to `addr`.
+    pub fn plain(addr: SocketAddr) -> Self {
+        Self { addr, tls: None }
+    }
 }
 
 /// The loads of every endpoint of a config, by address: a new config version takes the
@@ -42,7 +73,12 @@ impl Loads {
     /// The endpoint at `addr`, with its existing load and record or fresh ones.
     pub fn endpoint(&mut self, addr: SocketAddr) -> Endpoint {
         let (load, health) = self.0.entry(addr).or_default().clone();
-        Endpoint { addr, load, health }
+        Endpoint {
+            addr,
+            load,
+            health,
+            tls: None,
+        }
     }
 
     /// Forgets endpoints that are not in `keep` (called once a version is built).

@@ -7,6 +7,7 @@ mod protocol;
 pub mod routes;
 mod source;
 mod tables;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -51,6 +52,11 @@ pub struct ProxyConfig {
     /// Protocol detection settings.
     #[serde(default)]
     pub detection: Detection,
+    /// The roots (PEM, one or more certificates) that verify peers' certificates. Several
+    /// roots let the mesh rotate its root; absent, the roots that came with this proxy's
+    /// own certificate are used.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trust_bundle: String,
 }
 
 fn no_services() -> Arc<[Service]> {
@@ -104,6 +110,9 @@ pub struct Inbound {
     /// Shed requests to the app when it is overloaded (absent: never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overload_protection: Option<overload::OverloadProtection>,
+    /// Whether inbound connections are plaintext, mTLS or either (absent: plaintext only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<tls::InboundTls>,
 }
 
 /// A port and how its traffic is treated.
@@ -196,6 +205,9 @@ pub struct Endpoint {
     /// Whether the endpoint runs a braid proxy.
     #[serde(default)]
     pub meshed: bool,
+    /// What its proxy accepts and which callers originate mTLS to it (absent: plaintext).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<tls::EndpointTls>,
 }
 
 /// An explicit listener: accept on `bind`, forward to `target`.

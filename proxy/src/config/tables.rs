@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::routes::ServiceRoutes;
 use super::{ConfigError, ListenerTarget, Protocol, ProxyConfig, Service, Side};
 use crate::balance::outlier::OutlierPolicy;
-use crate::balance::{self, Endpoint, Loads, Picked};
+use crate::balance::{self, Endpoint, Loads, Picked, Upstream};
 use crate::routing::{
     Carry, CompiledRule, RequestHead, RouteError, RouteTable, RulePolicy, RuleStates,
 };
+use crate::tls::{RolloutBucket, TlsContext, originate};
 
 /// Where an outbound connection or request to one service port goes.
 #[derive(Debug)]
@@ -124,12 +125,12 @@ impl<'a> Selected<'a> {
 }
 
 /// The next of `endpoints` after `next`.
-fn round_robin(endpoints: &[Endpoint], next: &AtomicUsize) -> Option<SocketAddr> {
+fn round_robin<'a>(endpoints: &'a [Endpoint], next: &AtomicUsize) -> Option<&'a Endpoint> {
     if endpoints.is_empty() {
         return None;
     }
     let i = next.fetch_add(1, Ordering::Relaxed);
-    endpoints.get(i % endpoints.len()).map(|e| e.addr)
+    endpoints.get(i % endpoints.len())
 }
 
 impl OutboundTarget {
@@ -166,6 +167,7 @@ impl OutboundTarget {
                 addr,
                 load: Default::default(),
                 health: Default::default(),
+                tls: None,
             }],
             next: AtomicUsize::new(0),
             groups: Vec::new(),
@@ -176,8 +178,8 @@ impl OutboundTarget {
 
     /// The next endpoint, round robin over every group; `None` when the service has
     /// none. For connections (TCP), which rules do not apply to.
-    pub fn pick(&self) -> Option<SocketAddr> {
-        round_robin(&self.endpoints, &self.next)
+    pub fn pick(&self) -> Option<Upstream> {
+        round_robin(&self.endpoints, &self.next).map(Endpoint::upstream)
     }
 
     /// How the request with head `req` is handled: through the port's rules when it has
@@ -264,6 +266,12 @@ pub struct Tables {
     inbound: HashMap<u16, Arc<OutboundTarget>>,
     /// Explicit listeners.
     pub listeners: Vec<ListenerPlan>,
+    /// Every endpoint with the kind of connection (plaintext or mTLS) this config uses to
+    /// it: pooled connections of any other kind take no new requests.
+    pub upstreams: std::collections::HashSet<Upstream>,
+    /// Whether this config accepts or originates mTLS anywhere (so the proxy is not ready
+    /// without its certificate).
+    pub needs_certificate: bool,
     /// The load of every service endpoint, handed on to the next version.
     loads: Loads,
     /// The rules' rate-limit buckets and retry budgets, handed on likewise.
@@ -287,6 +295,11 @@ impl Tables {
             .map(|p| Loads::carried_from(&p.loads))
             .unwrap_or_default();
         let mut carry = Carry::after(previous.map(|p| &p.rule_states));
+        if !config.trust_bundle.is_empty() {
+            TlsContext::parse_bundle(&config.trust_bundle)
+                .map_err(|e| ConfigError::Invalid(format!("trustBundle: {e}")))?;
+        }
+        let caller = RolloutBucket::of(&config.node);
         let mut outbound = HashMap::new();
         let mut by_service: HashMap<(String, String, u16), Arc<OutboundTarget>> = HashMap::new();
         for (s, svc) in config.services.iter().enumerate() {
@@ -300,13 +313,17 @@ impl Tables {
             for port in &svc.ports {
                 // Groups may overlap (a pod in two groups): count each endpoint once.
                 let mut seen = std::collections::HashSet::new();
+                let mut endpoint = |e: &super::Endpoint| {
+                    let mut ep = loads.endpoint(SocketAddr::new(e.address, port.target()));
+                    ep.tls = originate(e, port.target(), caller);
+                    ep
+                };
                 let endpoints: Vec<Endpoint> = svc
                     .groups
                     .iter()
                     .flat_map(|g| &g.endpoints)
-                    .map(|e| SocketAddr::new(e.address, port.target()))
-                    .filter(|addr| seen.insert(*addr))
-                    .map(|addr| loads.endpoint(addr))
+                    .filter(|e| seen.insert(e.address))
+                    .map(&mut endpoint)
                     .collect();
                 let mut target = OutboundTarget::new(
                     &svc.name,
@@ -321,11 +338,7 @@ impl Tables {
                     .iter()
                     .map(|g| GroupTarget {
                         name: g.name.as_str().into(),
-                        endpoints: g
-                            .endpoints
-                            .iter()
-                            .map(|e| loads.endpoint(SocketAddr::new(e.address, port.target())))
-                            .collect(),
+                        endpoints: g.endpoints.iter().map(&mut endpoint).collect(),
                     })
                     .collect();
                 if let Some((i, routes)) = routes_for(&config.routes, svc, port.port)? {
@@ -410,16 +423,27 @@ impl Tables {
                 side: l.side,
             });
         }
-        let live: std::collections::HashSet<SocketAddr> = by_service
+        let upstreams: std::collections::HashSet<Upstream> = by_service
             .values()
-            .flat_map(|t| t.endpoints.iter().map(|e| e.addr))
+            .chain(listeners.iter().map(|l| &l.target))
+            .flat_map(|t| t.endpoints.iter().map(Endpoint::upstream))
             .collect();
+        let live: std::collections::HashSet<SocketAddr> =
+            upstreams.iter().map(|u| u.addr).collect();
         loads.retain(|addr| live.contains(addr));
+        let needs_certificate = upstreams.iter().any(|u| u.tls.is_some())
+            || config
+                .inbound
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.needs_certificate());
         Ok(Self {
             config: Arc::new(config),
             outbound,
             inbound,
             listeners,
+            needs_certificate,
+            upstreams,
             loads,
             rule_states: carry.finish(),
         })
@@ -488,6 +512,7 @@ mod tests {
                         labels: Default::default(),
                         identity: None,
                         meshed: true,
+                        tls: None,
                     })
                     .collect(),
             }],
@@ -504,7 +529,9 @@ mod tests {
         let t = Tables::build(cfg).unwrap();
         let target = t.outbound("10.96.0.10:80".parse().unwrap()).unwrap();
         assert_eq!(target.protocol, Protocol::Http);
-        let picks: Vec<_> = (0..4).map(|_| target.pick().unwrap().to_string()).collect();
+        let picks: Vec<_> = (0..4)
+            .map(|_| target.pick().unwrap().addr.to_string())
+            .collect();
         assert_eq!(
             picks,
             [
@@ -569,7 +596,7 @@ mod tests {
         };
         let t = Tables::build(cfg.clone()).unwrap();
         assert_eq!(
-            t.listeners[0].target.pick().unwrap().to_string(),
+            t.listeners[0].target.pick().unwrap().addr.to_string(),
             "10.0.0.1:8080"
         );
         cfg.listeners[0].target = ListenerTarget::Service {

@@ -1,6 +1,5 @@
 //! The per-request path: pick the upstream, forward, map failures to statuses.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use super::Route;
 use super::replay::Replayable;
 use super::{ForwardError, Mirrors, Pool, Sticky, UpBody, is_upgrade, strip_hop_by_hop};
 use crate::balance::outlier::OutlierPolicy;
-use crate::balance::{self, Endpoint, Picked, Verdict};
+use crate::balance::{self, Endpoint, Picked, Upstream, Verdict};
 use crate::config::{ConfigSource, Selected};
 use crate::control::EjectionLog;
 use crate::control::protocol::Ejection;
@@ -41,6 +40,8 @@ struct Outgoing<'a> {
     selected: Selected<'a>,
     http2: bool,
     sticky: &'a Sticky,
+    /// Whether the last attempt went over mTLS (for the request's metrics).
+    tls: std::sync::atomic::AtomicBool,
 }
 
 /// Forwards requests for one direction.
@@ -54,6 +55,17 @@ pub struct Forwarder {
     mirrors: Mirrors,
     overload: Option<Arc<Protector>>,
     ejections: Option<Arc<EjectionLog>>,
+    /// The caller, on the inbound side: whether it came over mTLS, and its identity.
+    peer: Option<InboundPeer>,
+}
+
+/// Who is calling, as the inbound side sees the connection.
+#[derive(Clone, Debug, Default)]
+pub struct InboundPeer {
+    /// The connection is braid's mTLS.
+    pub tls: bool,
+    /// The caller's SPIFFE identity (mTLS only).
+    pub identity: Option<Arc<str>>,
 }
 
 impl Forwarder {
@@ -77,7 +89,14 @@ impl Forwarder {
             tracker,
             overload: None,
             ejections: None,
+            peer: None,
         }
+    }
+
+    /// Counts this connection's requests under the caller's TLS and identity.
+    pub fn with_peer(mut self, peer: InboundPeer) -> Self {
+        self.peer = Some(peer);
+        self
     }
 
     /// Queues this forwarder's ejections for the operator.
@@ -134,16 +153,24 @@ impl Forwarder {
                 routed = Routed {
                     rule: selected.rule.map(|r| r.name.clone()),
                     group: selected.group_name().cloned(),
+                    ..Routed::default()
                 };
                 let send = Outgoing {
                     label: &upstream.label,
                     selected,
                     http2,
                     sticky,
+                    tls: std::sync::atomic::AtomicBool::new(false),
                 };
-                self.apply_rule(send, req, upgrade).await
+                let result = self.apply_rule(&send, req, upgrade).await;
+                routed.tls = send.tls.load(std::sync::atomic::Ordering::Relaxed);
+                result
             }
         };
+        if let Some(peer) = &self.peer {
+            routed.tls = peer.tls;
+            routed.peer = peer.identity.clone();
+        }
         let response = match result {
             Ok(mut resp) => {
                 let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -172,7 +199,7 @@ impl Forwarder {
     /// The rule's rate limit and faults, then its attempts within its deadline.
     async fn apply_rule(
         &self,
-        send: Outgoing<'_>,
+        send: &Outgoing<'_>,
         req: Request<Incoming>,
         upgrade: bool,
     ) -> Result<Response<Incoming>, ForwardError> {
@@ -191,9 +218,9 @@ impl Forwarder {
         let attempts = async {
             if upgrade {
                 let picked = send.selected.endpoint(None)?;
-                self.forward_upgrade(picked.endpoint.addr, req).await
+                self.forward_upgrade(&picked.endpoint.upstream(), req).await
             } else {
-                self.attempts(&send, req).await
+                self.attempts(send, req).await
             }
         };
         match policy.timeout {
@@ -294,11 +321,14 @@ impl Forwarder {
             self.metrics.returned(send.label, picked.returned);
         }
         let in_flight = endpoint.load.start();
+        let up = endpoint.upstream();
+        send.tls
+            .store(up.tls.is_some(), std::sync::atomic::Ordering::Relaxed);
         let exchange = async {
             if send.http2 {
-                self.pool.send_h2(endpoint.addr, req).await
+                self.pool.send_h2(&up, req).await
             } else {
-                self.pool.send_h1(endpoint.addr, req, send.sticky).await
+                self.pool.send_h1(&up, req, send.sticky).await
             }
         };
         let result = match per_try {
@@ -311,7 +341,10 @@ impl Forwarder {
             // The endpoint could not be reached or broke the connection: avoid it while
             // others answer. (Error statuses are for outlier detection to judge.)
             Err(
-                ForwardError::Connect(_) | ForwardError::ConnectTimeout | ForwardError::Upstream(_),
+                ForwardError::Connect(_)
+                | ForwardError::ConnectTimeout
+                | ForwardError::Upstream(_)
+                | ForwardError::Tls(_),
             ) => in_flight.failed(),
             _ => in_flight.done(),
         }
@@ -376,11 +409,11 @@ impl Forwarder {
     /// Sends a WebSocket-style upgrade and, on 101, splices the two upgraded connections.
     async fn forward_upgrade(
         &self,
-        addr: SocketAddr,
+        up: &Upstream,
         mut req: Request<Incoming>,
     ) -> Result<Response<Incoming>, ForwardError> {
         let downstream = hyper::upgrade::on(&mut req);
-        let mut resp = self.pool.send_upgrade(addr, req.map(Either::Left)).await?;
+        let mut resp = self.pool.send_upgrade(up, req.map(Either::Left)).await?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream = hyper::upgrade::on(&mut resp);
             self.tracker.spawn(async move {
@@ -419,7 +452,8 @@ fn is_probe<B>(req: &Request<B>) -> bool {
 fn outcome(result: &Result<Response<Incoming>, ForwardError>) -> AttemptOutcome {
     match result {
         Ok(resp) => AttemptOutcome::Status(resp.status()),
-        Err(ForwardError::Connect(_) | ForwardError::ConnectTimeout) => {
+        // A refused mTLS handshake happens before any request byte leaves.
+        Err(ForwardError::Connect(_) | ForwardError::ConnectTimeout | ForwardError::Tls(_)) => {
             AttemptOutcome::ConnectFailure
         }
         Err(ForwardError::PerTryTimeout(_)) => AttemptOutcome::PerTryTimeout,

@@ -46,13 +46,14 @@ impl Mirrors {
         let endpoint = endpoint.clone();
         tokio::spawn(async move {
             let addr = endpoint.addr;
+            let up = endpoint.upstream();
             // The copy is load on the endpoint too, which it may share with a real group.
             let in_flight = endpoint.load.start();
             let sticky = pool.sticky();
             let exchange = async {
                 let resp = match http2 {
-                    true => pool.send_h2(addr, req).await?,
-                    false => pool.send_h1(addr, req, &sticky).await?,
+                    true => pool.send_h2(&up, req).await?,
+                    false => pool.send_h1(&up, req, &sticky).await?,
                 };
                 // Read to the end, so the connection can be reused.
                 let _ = resp.into_body().collect().await;

@@ -8,10 +8,10 @@ mod pool;
 mod replay;
 mod route;
 
-pub use forward::{Forwarder, ProxyBody, ServeAs, error_response, serve};
+pub use forward::{Forwarder, InboundPeer, ProxyBody, ServeAs, error_response, serve};
 pub use headers::{is_upgrade, strip_hop_by_hop};
 pub use mirror::Mirrors;
-pub use pool::{Pool, Sticky, UpBody};
+pub use pool::{Pool, Sticky, UpBody, UpstreamIo};
 pub use route::Route;
 
 use http::StatusCode;
@@ -57,13 +57,17 @@ pub enum ForwardError {
     /// The destination is no longer in the config.
     #[error("no route to {0}: it is no longer in the proxy's config")]
     NoRoute(String),
+    /// mTLS to the endpoint failed: no certificate yet, or the server's identity or chain
+    /// was refused.
+    #[error("mTLS: {0}")]
+    Tls(crate::tls::TlsError),
 }
 
 impl ForwardError {
     /// The status the caller receives.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Connect(_) | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::Connect(_) | Self::Upstream(_) | Self::Tls(_) => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout | Self::RouteTimeout(_) | Self::PerTryTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }

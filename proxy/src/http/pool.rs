@@ -1,5 +1,8 @@
-//! Upstream HTTP connections, pooled per endpoint: HTTP/1.1 keeps idle keep-alive
-//! connections, HTTP/2 multiplexes requests over one connection per endpoint.
+//! Upstream HTTP connections, pooled per endpoint and kind (plaintext, or mTLS to an
+//! expected identity): HTTP/1.1 keeps idle keep-alive connections, HTTP/2 multiplexes
+//! requests over one connection per endpoint. When a config changes an endpoint's kind,
+//! requests use connections of the new kind; those of the old take no new requests,
+//! finish what they carry and close (the hot switch of mTLS, which drops nothing).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -13,8 +16,14 @@ use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_util::either::Either as EitherIo;
 
 use super::ForwardError;
+use crate::balance::Upstream;
+use crate::tls::{Alpn, TlsContext};
+
+/// An upstream connection: plaintext, or mTLS to another proxy.
+pub type UpstreamIo = EitherIo<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// Idle HTTP/1.1 connections kept per endpoint.
 const MAX_IDLE_PER_ENDPOINT: usize = 64;
@@ -34,11 +43,12 @@ type H2 = http2::SendRequest<UpBody>;
 
 #[derive(Default)]
 struct Slots {
-    idle_h1: HashMap<SocketAddr, Vec<H1>>,
-    h2: HashMap<SocketAddr, H2>,
-    /// The endpoints of the config in force, once known: connections to others are not
-    /// kept (a pod IP may be reused by another pod later).
-    live: Option<HashSet<SocketAddr>>,
+    idle_h1: HashMap<Upstream, Vec<H1>>,
+    h2: HashMap<Upstream, H2>,
+    /// The endpoints (and kinds) of the config in force, once known: connections to
+    /// others are not kept (a pod IP may be reused by another pod later; a kind the
+    /// config no longer uses must not take new requests).
+    live: Option<HashSet<Upstream>>,
 }
 
 /// Opens and reuses upstream connections.
@@ -46,17 +56,45 @@ pub struct Pool {
     slots: Mutex<Slots>,
     connect_timeout: Duration,
     local_ip: Option<IpAddr>,
+    tls: Option<Arc<TlsContext>>,
 }
 
 impl Pool {
     /// A pool whose connections come from `local_ip` when set (the inbound side uses a
     /// dedicated loopback source such as 127.0.0.6, which the capture rules let through).
-    pub fn new(connect_timeout: Duration, local_ip: Option<IpAddr>) -> Arc<Self> {
+    /// With `tls`, endpoints whose kind is mTLS are reached over it.
+    pub fn new(
+        connect_timeout: Duration,
+        local_ip: Option<IpAddr>,
+        tls: Option<Arc<TlsContext>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             slots: Mutex::new(Slots::default()),
             connect_timeout,
             local_ip,
+            tls,
         })
+    }
+
+    /// Opens a connection of `up`'s kind carrying `alpn`: TCP, then mTLS when `up`
+    /// expects a server identity.
+    pub async fn connect(&self, up: &Upstream, alpn: Alpn) -> Result<UpstreamIo, ForwardError> {
+        let stream = self.connect_tcp(up.addr).await?;
+        let Some(expected) = &up.tls else {
+            return Ok(EitherIo::Left(stream));
+        };
+        let tls = self
+            .tls
+            .as_ref()
+            .ok_or(ForwardError::Tls(crate::tls::TlsError::NoCertificate))?;
+        let secured = tokio::time::timeout(
+            self.connect_timeout,
+            tls.connect(stream, up.addr, expected, alpn),
+        )
+        .await
+        .map_err(|_| ForwardError::ConnectTimeout)?
+        .map_err(ForwardError::Tls)?;
+        Ok(EitherIo::Right(secured))
     }
 
     /// Opens a TCP connection to `addr` within the connect timeout.
@@ -83,10 +121,11 @@ impl Pool {
     /// Closes idle connections to endpoints that are no longer in the config, and keeps
     /// connections returned later (by downstream connections that held them) from
     /// re-entering the pool for such endpoints.
-    pub fn retain_endpoints(&self, live: HashSet<SocketAddr>) {
+    pub fn retain_endpoints(&self, live: HashSet<Upstream>) {
         if let Ok(mut slots) = self.slots.lock() {
-            slots.idle_h1.retain(|addr, _| live.contains(addr));
-            slots.h2.retain(|addr, _| live.contains(addr));
+            slots.idle_h1.retain(|up, _| live.contains(up));
+            // An HTTP/2 connection dropped here finishes its open streams, then closes.
+            slots.h2.retain(|up, _| live.contains(up));
             slots.live = Some(live);
         }
     }
@@ -104,19 +143,19 @@ impl Pool {
     /// from a draining peer) is sent once more on a new connection.
     pub async fn send_h2(
         &self,
-        addr: SocketAddr,
+        up: &Upstream,
         req: Request<UpBody>,
     ) -> Result<Response<Incoming>, ForwardError> {
-        let sender = self.h2_sender(addr).await?;
+        let sender = self.h2_sender(up).await?;
         match send_h2_once(sender, req).await {
             Ok(resp) => Ok(resp),
             Err((Some(req), _)) => {
-                self.evict_h2(addr);
-                let sender = self.h2_sender(addr).await?;
+                self.evict_h2(up);
+                let sender = self.h2_sender(up).await?;
                 send_h2_once(sender, req).await.map_err(|(_, e)| e)
             }
             Err((None, e)) => {
-                self.evict_h2(addr);
+                self.evict_h2(up);
                 Err(e)
             }
         }
@@ -128,14 +167,14 @@ impl Pool {
     /// transparently, since the upstream never saw the request.
     pub async fn send_h1(
         self: &Arc<Self>,
-        addr: SocketAddr,
+        up: &Upstream,
         req: Request<UpBody>,
         sticky: &Sticky,
     ) -> Result<Response<Incoming>, ForwardError> {
         let mut req = req;
-        let mut held = sticky.take(addr);
+        let mut held = sticky.take(up);
         loop {
-            let mut sender = match held.take().or_else(|| self.take_h1(addr)) {
+            let mut sender = match held.take().or_else(|| self.take_h1(up)) {
                 Some(s) => s,
                 None => break,
             };
@@ -145,7 +184,7 @@ impl Pool {
             }
             match sender.try_send_request(req).await {
                 Ok(resp) => {
-                    sticky.put(addr, sender);
+                    sticky.put(up, sender);
                     return Ok(resp);
                 }
                 Err(mut e) => match e.take_message() {
@@ -154,12 +193,12 @@ impl Pool {
                 },
             }
         }
-        let mut sender = self.h1_connect(addr).await?;
+        let mut sender = self.h1_connect(up).await?;
         let resp = sender
             .send_request(req)
             .await
             .map_err(ForwardError::Upstream)?;
-        sticky.put(addr, sender);
+        sticky.put(up, sender);
         Ok(resp)
     }
 
@@ -167,19 +206,19 @@ impl Pool {
     /// tunnel and never returns to the pool.
     pub async fn send_upgrade(
         &self,
-        addr: SocketAddr,
+        up: &Upstream,
         req: Request<UpBody>,
     ) -> Result<Response<Incoming>, ForwardError> {
-        let mut sender = self.h1_connect(addr).await?;
+        let mut sender = self.h1_connect(up).await?;
         sender
             .send_request(req)
             .await
             .map_err(ForwardError::Upstream)
     }
 
-    fn take_h1(&self, addr: SocketAddr) -> Option<H1> {
+    fn take_h1(&self, up: &Upstream) -> Option<H1> {
         let mut slots = self.slots.lock().ok()?;
-        let idle = slots.idle_h1.get_mut(&addr)?;
+        let idle = slots.idle_h1.get_mut(up)?;
         while let Some(sender) = idle.pop() {
             if !sender.is_closed() && sender.is_ready() {
                 return Some(sender);
@@ -190,12 +229,12 @@ impl Pool {
 
     /// Returns an idle connection to the pool; one still finishing a response is returned
     /// once it is done.
-    fn recycle_h1(self: &Arc<Self>, addr: SocketAddr, mut sender: H1) {
+    fn recycle_h1(self: &Arc<Self>, up: Upstream, mut sender: H1) {
         if sender.is_closed() {
             return;
         }
         if sender.is_ready() {
-            self.push_idle(addr, sender);
+            self.push_idle(up, sender);
             return;
         }
         let pool = Arc::downgrade(self);
@@ -203,30 +242,27 @@ impl Pool {
             if sender.ready().await.is_ok()
                 && let Some(pool) = pool.upgrade()
             {
-                pool.push_idle(addr, sender);
+                pool.push_idle(up, sender);
             }
         });
     }
 
-    fn push_idle(&self, addr: SocketAddr, sender: H1) {
+    fn push_idle(&self, up: Upstream, sender: H1) {
         let Ok(mut slots) = self.slots.lock() else {
             return;
         };
-        if slots
-            .live
-            .as_ref()
-            .is_some_and(|live| !live.contains(&addr))
-        {
+        if slots.live.as_ref().is_some_and(|live| !live.contains(&up)) {
             return;
         }
-        let idle = slots.idle_h1.entry(addr).or_default();
+        let idle = slots.idle_h1.entry(up).or_default();
         if idle.len() < MAX_IDLE_PER_ENDPOINT {
             idle.push(sender);
         }
     }
 
-    async fn h1_connect(&self, addr: SocketAddr) -> Result<H1, ForwardError> {
-        let stream = self.connect_tcp(addr).await?;
+    async fn h1_connect(&self, up: &Upstream) -> Result<H1, ForwardError> {
+        let addr = up.addr;
+        let stream = self.connect(up, Alpn::Http1).await?;
         let (sender, conn) = http1::Builder::new()
             .writev(false)
             .handshake(TokioIo::new(stream))
@@ -240,22 +276,23 @@ impl Pool {
         Ok(sender)
     }
 
-    fn evict_h2(&self, addr: SocketAddr) {
+    fn evict_h2(&self, up: &Upstream) {
         if let Ok(mut slots) = self.slots.lock()
-            && slots.h2.get(&addr).is_some_and(H2::is_closed)
+            && slots.h2.get(up).is_some_and(H2::is_closed)
         {
-            slots.h2.remove(&addr);
+            slots.h2.remove(up);
         }
     }
 
-    async fn h2_sender(&self, addr: SocketAddr) -> Result<H2, ForwardError> {
+    async fn h2_sender(&self, up: &Upstream) -> Result<H2, ForwardError> {
         if let Ok(slots) = self.slots.lock()
-            && let Some(sender) = slots.h2.get(&addr)
+            && let Some(sender) = slots.h2.get(up)
             && !sender.is_closed()
         {
             return Ok(sender.clone());
         }
-        let stream = self.connect_tcp(addr).await?;
+        let addr = up.addr;
+        let stream = self.connect(up, Alpn::Http2).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(H2_PING_INTERVAL)
@@ -271,10 +308,10 @@ impl Pool {
         });
         if let Ok(mut slots) = self.slots.lock() {
             // Two requests may have connected at once; keep the live one already there.
-            match slots.h2.get(&addr) {
+            match slots.h2.get(up) {
                 Some(existing) if !existing.is_closed() => return Ok(existing.clone()),
                 _ => {
-                    slots.h2.insert(addr, sender.clone());
+                    slots.h2.insert(up.clone(), sender.clone());
                 }
             }
         }
@@ -300,20 +337,20 @@ async fn send_h2_once(
 /// the pool.
 pub struct Sticky {
     pool: Weak<Pool>,
-    held: Mutex<Vec<(SocketAddr, H1)>>,
+    held: Mutex<Vec<(Upstream, H1)>>,
 }
 
 impl Sticky {
-    fn take(&self, addr: SocketAddr) -> Option<H1> {
+    fn take(&self, up: &Upstream) -> Option<H1> {
         let mut held = self.held.lock().ok()?;
-        let i = held.iter().position(|(a, _)| *a == addr)?;
+        let i = held.iter().position(|(a, _)| a == up)?;
         Some(held.swap_remove(i).1)
     }
 
-    fn put(&self, addr: SocketAddr, sender: H1) {
+    fn put(&self, up: &Upstream, sender: H1) {
         let evicted = match self.held.lock() {
             Ok(mut held) => {
-                held.push((addr, sender));
+                held.push((up.clone(), sender));
                 (held.len() > MAX_STICKY).then(|| held.remove(0))
             }
             Err(_) => None,
@@ -328,8 +365,8 @@ impl Drop for Sticky {
     fn drop(&mut self) {
         let held = self.held.get_mut().map(std::mem::take).unwrap_or_default();
         if let Some(pool) = self.pool.upgrade() {
-            for (addr, sender) in held {
-                pool.recycle_h1(addr, sender);
+            for (up, sender) in held {
+                pool.recycle_h1(up, sender);
             }
         }
     }

@@ -2,6 +2,7 @@
 //! certificate the operator signs for it, renewed at half-life. What mutual TLS will
 //! present and trust comes from [`IdentityStore`].
 
+mod files;
 mod renew;
 mod store;
 

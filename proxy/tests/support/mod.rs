@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod operator;
+pub mod pki;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
