@@ -16,15 +16,16 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{self, AdminState};
 use crate::ca::Ca;
 use crate::cli::{Cli, SourceArg};
-use crate::compiler::{Compiler, Options};
+use crate::compiler::{Compiler, Extra, Options, Rollouts};
 use crate::healer::{CommandActuator, Healer, HealingView, REPORT_QUEUE};
 use crate::kube_mode::Started;
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::registry::{Kind, ObjectKey, Snapshot, carry_accepted};
+use crate::rollout::{EncryptionView, RolloutLoop, TRAFFIC_QUEUE};
 use crate::source::Source;
 use crate::source::dir::DirSource;
-use crate::status::{FileSink, ProxyState, StatusSink, StatusUpdate, compute};
+use crate::status::{FileSink, ProxyState, StatusSink, StatusUpdate, Views, compute};
 use crate::stream::auth::BootstrapTokens;
 use crate::stream::hub::{Hub, Published};
 use crate::stream::server::{Signer, StreamState, router};
@@ -43,6 +44,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let opts = Options {
         trust_domain: cli.trust_domain.clone(),
         cluster_domain: cli.cluster_domain.clone(),
+        default_tls_mode: cli.default_tls_mode,
     };
 
     let listener = TcpListener::bind(cli.listen)
@@ -118,8 +120,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let tls = server_config(serving.cert)?;
 
+    let (rollouts_tx, rollouts_rx) = watch::channel(Rollouts::new());
     tokio::spawn(compile_loop(
         snapshot_rx,
+        ca.clone(),
+        rollouts_rx,
         hub.clone(),
         metrics.clone(),
         opts.clone(),
@@ -128,6 +133,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     ));
     let (reports, reports_rx) = mpsc::channel(REPORT_QUEUE);
     let (view, view_rx) = watch::channel(Arc::new(HealingView::new()));
+    let (traffic_tx, traffic_rx) = mpsc::channel(TRAFFIC_QUEUE);
+    let (encryption, encryption_rx) = watch::channel(Arc::new(EncryptionView::new()));
+    tokio::spawn(
+        RolloutLoop {
+            reports: traffic_rx,
+            published: hub.subscribe(),
+            sink: sink.clone(),
+            leader: leadership.subscribe(),
+            rollouts: rollouts_tx,
+            view: encryption,
+            trust_domain: cli.trust_domain.clone(),
+        }
+        .run(stop.clone()),
+    );
     tokio::spawn(
         Healer {
             reports: reports_rx,
@@ -143,6 +162,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         hub.clone(),
         sink,
         view_rx,
+        encryption_rx,
         leadership.subscribe(),
         opts.cluster_domain.clone(),
         stop.clone(),
@@ -158,6 +178,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         heartbeat: Duration::from_secs(cli.heartbeat_secs.max(1)),
         pod_wait: Duration::from_millis(cli.pod_wait_ms),
         healer: reports,
+        traffic: traffic_tx,
         leader: leadership.subscribe(),
         relay,
         signer: Signer {
@@ -226,8 +247,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Compiles each new snapshot (changes within `debounce` together) and publishes it.
+#[allow(clippy::too_many_arguments)]
 async fn compile_loop(
     mut rx: watch::Receiver<Arc<Snapshot>>,
+    mut ca: watch::Receiver<Arc<Ca>>,
+    mut rollouts: watch::Receiver<Rollouts>,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     opts: Options,
@@ -236,10 +260,23 @@ async fn compile_loop(
 ) {
     let mut compiler = Compiler::new(opts);
     let mut prev = Arc::new(Snapshot::default());
+    // Nothing is compiled before the source's first snapshot: proxies must never get
+    // the empty mesh of the initial value.
+    let mut first_seen = false;
+    // A closed channel never changes again (directory mode's CA is fixed at start).
+    let (mut ca_open, mut rollouts_open) = (true, true);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            changed = rx.changed() => if changed.is_err() { return },
+            changed = rx.changed() => match changed {
+                Ok(()) => first_seen = true,
+                Err(_) => return,
+            },
+            changed = ca.changed(), if ca_open => ca_open = changed.is_ok(),
+            changed = rollouts.changed(), if rollouts_open => rollouts_open = changed.is_ok(),
+        }
+        if !first_seen {
+            continue;
         }
         let seen_at = Instant::now();
         tokio::select! {
@@ -248,10 +285,14 @@ async fn compile_loop(
         }
         let mut snapshot = Snapshot::clone(&rx.borrow_and_update());
         carry_accepted(&prev, &mut snapshot);
+        let extra = Extra {
+            rollouts: rollouts.borrow_and_update().clone(),
+            trust_bundle: ca.borrow_and_update().trust_bundle().pem().into(),
+        };
         let started = Instant::now();
         // Compiling a large mesh takes tens of milliseconds: keep it off the workers
         // that serve the streams.
-        let out = tokio::task::block_in_place(|| compiler.compile(&snapshot));
+        let out = tokio::task::block_in_place(|| compiler.compile_with(&snapshot, &extra));
         let took = started.elapsed();
         metrics.compile_seconds.observe(took.as_secs_f64());
         tracing::info!(
@@ -278,6 +319,7 @@ async fn status_loop(
     hub: Arc<Hub>,
     sink: Arc<dyn StatusSink>,
     mut healing: watch::Receiver<Arc<HealingView>>,
+    mut encryption: watch::Receiver<Arc<EncryptionView>>,
     mut leader: watch::Receiver<bool>,
     cluster_domain: String,
     stop: CancellationToken,
@@ -295,6 +337,7 @@ async fn status_loop(
             r = published.changed() => if r.is_err() { return },
             r = applied.changed() => if r.is_err() { return },
             r = healing.changed() => if r.is_err() { return },
+            r = encryption.changed() => if r.is_err() { return },
             // A closed channel means leadership never changes (directory mode).
             r = leader.changed(), if !leader_fixed => if r.is_err() { leader_fixed = true; },
         }
@@ -305,6 +348,7 @@ async fn status_loop(
         published.borrow_and_update();
         applied.borrow_and_update();
         let healing_now = healing.borrow_and_update().clone();
+        let encryption_now = encryption.borrow_and_update().clone();
         if !*leader.borrow_and_update() {
             // A future leader writes everything afresh; so would we on regaining it.
             written.clear();
@@ -320,7 +364,11 @@ async fn status_loop(
             cluster_domain: &cluster_domain,
         };
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let computed = compute(&current.snapshot, proxies, &healing_now, &written, &now);
+        let views = Views {
+            healing: &healing_now,
+            encryption: &encryption_now,
+        };
+        let computed = compute(&current.snapshot, proxies, views, &written, &now);
         retry = false;
         for event in &computed.events {
             if let Err(e) = sink.event(event).await {

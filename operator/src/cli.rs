@@ -31,6 +31,16 @@ pub struct Cli {
     /// The cluster's DNS domain, for service hostnames (`name.ns.svc.<domain>`).
     #[arg(long, env = "BRAID_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// The mTLS mode of workloads no EncryptionPolicy governs (mesh-wide default):
+    /// Disabled, Permissive or Strict. A namespace-wide policy (empty selector) overrides
+    /// it, and a policy selecting the workload by labels overrides both.
+    #[arg(
+        long,
+        env = "BRAID_DEFAULT_TLS_MODE",
+        default_value = "Disabled",
+        value_parser = parse_tls_mode
+    )]
+    pub default_tls_mode: braid_proxy::config::tls::TlsMode,
     /// PEM certificate chain of the config server, to use instead of one the operator
     /// makes (e.g. from cert-manager; every replica must then present it). Without it,
     /// with --source kube each replica has its own certificate for --tls-san signed by
@@ -167,6 +177,19 @@ impl FromStr for SourceArg {
                 _ => Err(format!("{s:?}: use `kube` or `dir:PATH`")),
             },
         }
+    }
+}
+
+/// `Disabled`, `Permissive` or `Strict`, in any case.
+fn parse_tls_mode(text: &str) -> Result<braid_proxy::config::tls::TlsMode, String> {
+    use braid_proxy::config::tls::TlsMode;
+    match text.to_ascii_lowercase().as_str() {
+        "disabled" => Ok(TlsMode::Disabled),
+        "permissive" => Ok(TlsMode::Permissive),
+        "strict" => Ok(TlsMode::Strict),
+        _ => Err(format!(
+            "{text:?} is not a TLS mode: use Disabled, Permissive or Strict"
+        )),
     }
 }
 

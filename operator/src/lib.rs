@@ -15,6 +15,7 @@ pub mod kube_mode;
 pub mod leader;
 pub mod metrics;
 pub mod registry;
+pub mod rollout;
 pub mod source;
 pub mod status;
 pub mod stream;

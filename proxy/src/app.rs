@@ -16,7 +16,7 @@ use crate::cli::RunArgs;
 use crate::config::{ConfigSource, FileSource, ListenerPlan, Side, Tables};
 use crate::connection::{self, Context};
 use crate::control::protocol::PodRef;
-use crate::control::{ClientSettings, EjectionLog, OperatorClient};
+use crate::control::{ClientSettings, EjectionLog, OperatorClient, TrafficLog};
 use crate::http::{Mirrors, Pool};
 use crate::identity::{self, IdentityStore};
 use crate::listen::bind;
@@ -32,6 +32,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     let m = metrics.clone();
     let overload = Arc::new(Protector::new(args.cgroup_dir.clone()));
     let ejection_log = Arc::new(EjectionLog::default());
+    let traffic_log = Arc::new(TrafficLog::default());
     let o = overload.clone();
     let identity_store = Arc::new(IdentityStore::default());
     let tls = TlsContext::new(identity_store.clone(), metrics.clone());
@@ -70,7 +71,8 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
                 .with_context(|| format!("--operator-ca {ca}"))?;
             let client = OperatorClient::new(settings, config.clone())
                 .with_context(|| format!("--operator-ca {ca}"))?
-                .with_ejections(ejection_log.clone());
+                .with_ejections(ejection_log.clone())
+                .with_traffic(traffic_log.clone());
             // Not awaited: the proxy serves (and reports not ready) until the first
             // config arrives, however long the operator takes.
             tokio::spawn(client.run(stop_admin.clone()));
@@ -127,6 +129,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         overload: None,
         ejections: Some(ejection_log.clone()),
         tls: tls.clone(),
+        traffic: None,
     };
     tokio::spawn(overload.clone().run(metrics.clone(), stop_admin.clone()));
     let inbound_ctx = Context {
@@ -134,6 +137,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         pool: inbound_pool,
         direction: Direction::inbound,
         overload: Some(overload),
+        traffic: Some(traffic_log.clone()),
         ..outbound_ctx.clone()
     };
 

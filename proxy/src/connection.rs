@@ -45,6 +45,8 @@ pub struct Context {
     /// This proxy's mesh TLS (the inbound side terminates it; the outbound side's pool
     /// originates it).
     pub tls: Arc<TlsContext>,
+    /// Inbound requests counted for the operator (the inbound side).
+    pub traffic: Option<Arc<crate::control::TrafficLog>>,
 }
 
 impl Context {
@@ -58,7 +60,8 @@ impl Context {
             self.tracker.clone(),
         )
         .with_overload(self.overload.clone())
-        .with_ejection_log(self.ejections.clone());
+        .with_ejection_log(self.ejections.clone())
+        .with_traffic(self.traffic.clone());
         match peer {
             Some(peer) => forwarder.with_peer(peer),
             None => forwarder,
@@ -195,8 +198,17 @@ async fn secured_inbound(
         .as_ref()
         .map_or(TlsMode::Disabled, |t| t.mode_for(port));
     let protocol = target.protocol;
+    let source = stream.peer_addr().ok().map(|a| a.ip());
+    let plaintext = Some(InboundPeer {
+        tls: false,
+        identity: None,
+        source,
+    });
     if mode == TlsMode::Disabled {
-        let conn = Conn::plain(stream, protocol, port);
+        let conn = Conn {
+            peer: plaintext,
+            ..Conn::plain(stream, protocol, port)
+        };
         return dispatch(conn, route, target, ctx).await;
     }
     let _ = stream.set_nodelay(true);
@@ -238,6 +250,7 @@ async fn secured_inbound(
                 peer: Some(InboundPeer {
                     tls: true,
                     identity: accepted.peer,
+                    source,
                 }),
             };
             dispatch(conn, route, target, ctx).await;
@@ -256,7 +269,7 @@ async fn secured_inbound(
                 detected: Some(found),
                 protocol,
                 port,
-                peer: Some(InboundPeer::default()),
+                peer: plaintext,
             };
             dispatch(conn, route, target, ctx).await;
         }
@@ -316,7 +329,8 @@ where
                 ConnProtocol::http1
             };
             let _open = ctx.metrics.connection(ctx.direction, protocol);
-            serve(io, ctx.forwarder(peer), route, serve_as, ctx.drain.clone()).await;
+            let forwarder = ctx.forwarder(peer);
+            serve(io, forwarder, route, serve_as, ctx.drain.clone()).await;
         }
         None => {
             let _open = ctx.metrics.connection(ctx.direction, ConnProtocol::tcp);

@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use rollout::{AutoRollout, Rollout};
-pub use status::{EncryptionPhase, EncryptionPolicyStatus, TrafficCounts};
+pub use status::{EncryptionPhase, EncryptionPolicyStatus, PlaintextSource, TrafficCounts};
 
 use crate::common::WorkloadSelector;
 use crate::limits;

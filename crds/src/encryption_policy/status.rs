@@ -31,6 +31,10 @@ pub struct EncryptionPolicyStatus {
     /// Requests the covered workloads received, by kind, as reported by their proxies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<TrafficCounts>,
+    /// The callers that sent the most plaintext in the window: what Strict would cut off.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub plaintext_sources: Vec<PlaintextSource>,
     /// How many proxies should carry this policy, and how many have applied it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxies: Option<crate::traffic_route::ProxyCounts>,
@@ -59,4 +63,20 @@ pub struct TrafficCounts {
     pub plaintext_requests: u64,
     /// The window's length in seconds.
     pub window_seconds: u64,
+}
+
+/// A caller still sending plaintext to the covered workloads.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlaintextSource {
+    /// Its address, as the workloads' proxies saw it.
+    pub address: String,
+    /// The pod behind the address (`namespace/name`), when the registry knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Its identity, when it runs a braid proxy (it is then not yet in the rollout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// Its plaintext requests in the window.
+    pub requests: u64,
 }

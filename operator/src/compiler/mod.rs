@@ -2,6 +2,7 @@
 //! workload. [`Compiler`] remembers its last output so that a change recompiles only the
 //! services and workloads it touches; the result is the same as compiling from scratch.
 
+mod encryption;
 mod healing;
 mod host;
 mod routes;
@@ -15,8 +16,13 @@ use std::sync::Arc;
 use braid_crds::TrafficRoute;
 use braid_crds::traffic_route::Group;
 use braid_proxy::config::routes::ServiceRoutes;
+use braid_proxy::config::tls::TlsMode;
 use braid_proxy::config::{Identity, ProxyConfig, Service};
 
+pub use encryption::{
+    Progress, Rollouts, governing as governing_policy,
+    oldest_first as encryption_policies_oldest_first,
+};
 pub use healing::oldest_first as self_healings_oldest_first;
 pub use host::{hostnames, service_for_host};
 pub use routes::{Conflict, RouteSet, conflicts};
@@ -33,6 +39,8 @@ pub struct Options {
     pub trust_domain: String,
     /// The cluster's DNS domain (`cluster.local`).
     pub cluster_domain: String,
+    /// The TLS mode of workloads no EncryptionPolicy governs.
+    pub default_tls_mode: TlsMode,
 }
 
 impl Default for Options {
@@ -40,8 +48,18 @@ impl Default for Options {
         Self {
             trust_domain: "cluster.local".into(),
             cluster_domain: "cluster.local".into(),
+            default_tls_mode: TlsMode::Disabled,
         }
     }
+}
+
+/// What a compile takes besides the snapshot: state the operator keeps itself.
+#[derive(Clone, Debug, Default)]
+pub struct Extra {
+    /// Where each automatic mTLS rollout stands.
+    pub rollouts: Rollouts,
+    /// The mesh's trust bundle (PEM), for proxies to verify peers.
+    pub trust_bundle: Arc<str>,
 }
 
 impl Options {
@@ -154,8 +172,13 @@ impl Compiler {
         }
     }
 
-    /// Compiles `snapshot`.
+    /// Compiles `snapshot` with no rollout progress and no trust bundle.
     pub fn compile(&mut self, snapshot: &Snapshot) -> Output {
+        self.compile_with(snapshot, &Extra::default())
+    }
+
+    /// Compiles `snapshot` with the operator's own state `extra`.
+    pub fn compile_with(&mut self, snapshot: &Snapshot, extra: &Extra) -> Output {
         let mut stats = Stats::default();
         // Routes change rarely; rebuilding their rules on every endpoint change was a
         // third of an incremental compile.
@@ -171,20 +194,33 @@ impl Compiler {
         let groups = &cached_routes.groups;
         let healings = healing::oldest_first(snapshot);
         let mut outliers = healing::outlier_by_service(snapshot, &healings);
+        let policies = encryption::oldest_first(snapshot);
+        let tls_of = |w: &Workload| {
+            encryption::tls_for(&policies, &extra.rollouts, self.opts.default_tls_mode, w)
+        };
         let mut services = HashMap::with_capacity(snapshot.services.len());
         let mut compiled = Vec::with_capacity(snapshot.services.len());
         for (key, entry) in &snapshot.services {
+            let workloads: Vec<Option<Arc<Workload>>> = entry
+                .endpoints
+                .iter()
+                .map(|ep| {
+                    ep.workload
+                        .as_ref()
+                        .and_then(|w| snapshot.workloads.get(w).cloned())
+                })
+                .collect();
             let inputs = ServiceInputs {
                 entry: entry.clone(),
-                workloads: entry
-                    .endpoints
+                tls: workloads
                     .iter()
-                    .map(|ep| {
-                        ep.workload
-                            .as_ref()
-                            .and_then(|w| snapshot.workloads.get(w).cloned())
+                    .map(|w| {
+                        w.as_deref()
+                            .filter(|w| w.meshed)
+                            .map(|w| tls_of(w).endpoint)
                     })
                     .collect(),
+                workloads,
                 groups: groups.get(key).cloned().unwrap_or_default(),
                 outlier: outliers.remove(key),
             };
@@ -225,6 +261,8 @@ impl Compiler {
                 inbound: inbound.remove(key).unwrap_or_default(),
                 overload: healing::overload_for(&healings, w),
                 routes: routes_digest,
+                tls: tls_of(w).inbound,
+                trust_bundle: extra.trust_bundle.clone(),
             };
             let cached = match self.workloads.remove(key) {
                 Some(c) if c.inputs == inputs => {
@@ -281,9 +319,10 @@ impl Compiler {
         let mut config = ProxyConfig {
             version: String::new(),
             node: workload::node(&inputs.workload, &self.opts),
-            inbound: workload::inbound(&inputs.inbound, inputs.overload.clone()),
+            inbound: workload::inbound(&inputs.inbound, inputs.overload.clone(), &inputs.tls),
             services: set.clone(),
             routes,
+            trust_bundle: inputs.trust_bundle.to_string(),
             ..Default::default()
         };
         // The version covers every section; the service set's digest is computed once
@@ -293,6 +332,7 @@ impl Compiler {
             &Digest256::of(&config.inbound),
             &Digest256::of(&config.listeners),
             &Digest256::of(&config.detection),
+            &Digest256::of(&config.trust_bundle),
             &inputs.routes,
         ]);
         config.version = Digest256::combine([&own, set_digest]).version();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use braid_crds::traffic_route::Group;
 use braid_proxy::config::outlier::OutlierDetection;
+use braid_proxy::config::tls::{EndpointTls, TlsMode};
 use braid_proxy::config::{self, DEFAULT_GROUP, Endpoint, EndpointGroup};
 
 use super::Options;
@@ -21,6 +22,9 @@ pub struct ServiceInputs {
     pub entry: Arc<ServiceEntry>,
     /// The workload behind each endpoint (same order), when known.
     pub workloads: Vec<Option<Arc<Workload>>>,
+    /// What each endpoint's proxy accepts and which callers originate mTLS to it (same
+    /// order; `None` for endpoints without a proxy).
+    pub tls: Vec<Option<EndpointTls>>,
     /// The groups its TrafficRoutes define, oldest route first, first definition of a
     /// name winning.
     pub groups: Vec<Group>,
@@ -44,9 +48,10 @@ pub fn compile_service(inputs: &ServiceInputs, opts: &Options) -> CompiledServic
         .endpoints
         .iter()
         .zip(&inputs.workloads)
+        .zip(&inputs.tls)
         // A quarantined pod (SelfHealing's RemoveFromService) is in no proxy's config.
-        .filter(|(_, w)| !w.as_deref().is_some_and(is_quarantined))
-        .map(|(ep, w)| {
+        .filter(|((_, w), _)| !w.as_deref().is_some_and(is_quarantined))
+        .map(|((ep, w), tls)| {
             let w = w.as_deref();
             let endpoint = Endpoint {
                 address: ep.ip,
@@ -55,6 +60,11 @@ pub fn compile_service(inputs: &ServiceInputs, opts: &Options) -> CompiledServic
                 labels: Default::default(),
                 identity: w.filter(|w| w.meshed).map(|w| opts.identity(w)),
                 meshed: w.is_some_and(|w| w.meshed),
+                // Plaintext-only is what proxies assume without it.
+                tls: tls.clone().filter(|t| {
+                    t.mode != TlsMode::Disabled
+                        || t.port_overrides.iter().any(|p| p.mode != TlsMode::Disabled)
+                }),
             };
             (endpoint, w)
         })

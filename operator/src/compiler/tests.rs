@@ -603,3 +603,125 @@ fn a_quarantined_pod_is_in_no_config_until_its_label_goes() {
         3
     );
 }
+
+fn policy(name: &str, selector: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: braid.dev/v1alpha1\nkind: EncryptionPolicy\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{{selector}{spec}}}\n---\n"
+    )
+}
+
+/// (inbound mode of `workload`, callers' view of its endpoint: mode and percent).
+fn tls_of(out: &Output, workload: &str, ip: &str) -> (TlsMode, Option<(TlsMode, u8)>) {
+    let cfg = &out.configs[&key(workload)];
+    let inbound = cfg
+        .inbound
+        .tls
+        .as_ref()
+        .map_or(TlsMode::Disabled, |t| t.mode);
+    let caller = &out.configs[&key("checkout")];
+    let endpoint = caller
+        .services
+        .iter()
+        .flat_map(|s| s.groups.iter().flat_map(|g| &g.endpoints))
+        .find(|e| e.address.to_string() == ip)
+        .unwrap();
+    (
+        inbound,
+        endpoint.tls.as_ref().map(|t| (t.mode, t.rollout_percent)),
+    )
+}
+
+#[test]
+fn encryption_policies_apply_by_precedence_with_port_overrides_and_rollout() {
+    let resources = [
+        policy("ns-wide", "", "mode: Permissive, rollout: {percent: 25}"),
+        policy(
+            "zone-a",
+            "selector: {matchLabels: {zone: a}}, ",
+            "mode: Strict, portOverrides: [{port: 9090, mode: Disabled}]",
+        ),
+    ]
+    .concat();
+    let out = compile(&snapshot(REGISTRY, &resources), &Options::default());
+    // The selecting policy wins over the namespace-wide one; Strict means every caller.
+    assert_eq!(
+        tls_of(&out, "payments-a", "10.0.0.1"),
+        (TlsMode::Strict, Some((TlsMode::Strict, 100)))
+    );
+    let a = out.configs[&key("payments-a")].inbound.tls.clone().unwrap();
+    assert_eq!(a.mode_for(9090), TlsMode::Disabled, "port override");
+    assert_eq!(
+        tls_of(&out, "payments-b", "10.0.0.2"),
+        (TlsMode::Permissive, Some((TlsMode::Permissive, 25)))
+    );
+    // The unmeshed endpoint gets no TLS: nothing to terminate it.
+    let caller = &out.configs[&key("checkout")];
+    let legacy = service(caller, "ledger").groups[0].endpoints[0].clone();
+    assert_eq!((legacy.meshed, legacy.tls), (false, None));
+
+    // Without policies, the mesh-wide default.
+    let plain = compile(&snapshot(REGISTRY, ""), &Options::default());
+    assert_eq!(
+        tls_of(&plain, "payments-a", "10.0.0.1"),
+        (TlsMode::Disabled, None)
+    );
+    let opts = Options {
+        default_tls_mode: TlsMode::Permissive,
+        ..Options::default()
+    };
+    let permissive = compile(&snapshot(REGISTRY, ""), &opts);
+    assert_eq!(
+        tls_of(&permissive, "payments-a", "10.0.0.1"),
+        (TlsMode::Permissive, Some((TlsMode::Permissive, 100)))
+    );
+}
+
+#[test]
+fn an_automatic_rollout_takes_its_percent_and_strictness_from_the_operator() {
+    let resources = policy(
+        "auto",
+        "",
+        "mode: Permissive, rollout: {percent: 0, auto: {steps: [10, 50, 100], interval: 1m, enforceStrict: true}}",
+    );
+    let snap = snapshot(REGISTRY, &resources);
+    let mut compiler = Compiler::new(Options::default());
+    let before = compiler.compile(&snap);
+    assert_eq!(
+        tls_of(&before, "payments-a", "10.0.0.1"),
+        (TlsMode::Permissive, Some((TlsMode::Permissive, 0)))
+    );
+    let mut extra = Extra::default();
+    extra.rollouts.insert(
+        key("auto"),
+        Progress {
+            percent: 50,
+            strict: false,
+        },
+    );
+    let halfway = compiler.compile_with(&snap, &extra);
+    assert_eq!(
+        tls_of(&halfway, "payments-a", "10.0.0.1"),
+        (TlsMode::Permissive, Some((TlsMode::Permissive, 50)))
+    );
+    extra.rollouts.insert(
+        key("auto"),
+        Progress {
+            percent: 100,
+            strict: true,
+        },
+    );
+    extra.trust_bundle = "-----BEGIN CERTIFICATE-----\n".into();
+    let strict = compiler.compile_with(&snap, &extra);
+    assert_eq!(
+        tls_of(&strict, "payments-a", "10.0.0.1"),
+        (TlsMode::Strict, Some((TlsMode::Strict, 100)))
+    );
+    assert_eq!(
+        strict.configs[&key("payments-a")].trust_bundle,
+        "-----BEGIN CERTIFICATE-----\n"
+    );
+    assert_ne!(
+        strict.configs[&key("payments-a")].version,
+        halfway.configs[&key("payments-a")].version
+    );
+}

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use braid_proxy::config::overload::OverloadProtection;
+use braid_proxy::config::tls::InboundTls;
 use braid_proxy::config::{Inbound, Node, PortProtocol, Protocol};
 
 use super::Options;
@@ -20,6 +21,10 @@ pub struct WorkloadInputs {
     pub overload: Option<OverloadProtection>,
     /// The digest of its routes (which depend on its labels).
     pub routes: super::Digest256,
+    /// What its inbound side accepts, from the EncryptionPolicy governing it.
+    pub tls: InboundTls,
+    /// The mesh's trust bundle.
+    pub trust_bundle: Arc<str>,
 }
 
 /// The node section of a workload's config.
@@ -32,11 +37,16 @@ pub fn node(w: &Workload, opts: &Options) -> Node {
     }
 }
 
-/// The inbound section.
-pub fn inbound(ports: &[PortProtocol], overload: Option<OverloadProtection>) -> Inbound {
+/// The inbound section; plaintext-only TLS is left out, as proxies default to it.
+pub fn inbound(
+    ports: &[PortProtocol],
+    overload: Option<OverloadProtection>,
+    tls: &InboundTls,
+) -> Inbound {
     Inbound {
         ports: ports.to_vec(),
         overload_protection: overload,
+        tls: tls.needs_certificate().then(|| tls.clone()),
     }
 }
 

@@ -16,9 +16,21 @@ use super::{Event, StatusUpdate};
 use crate::compiler::{conflicts, service_for_host};
 use crate::healer::HealingView;
 use crate::registry::{Kind, ObjectKey, Observed, Snapshot};
+use crate::rollout::{EncryptionState, EncryptionView};
 
 /// The condition type every braid resource carries.
 pub const ACCEPTED: &str = "Accepted";
+/// An EncryptionPolicy's condition: no plaintext reaches its workloads.
+pub const SAFE_TO_ENFORCE: &str = "SafeToEnforce";
+
+/// What the operator's own loops know, for status.
+#[derive(Clone, Copy)]
+pub struct Views<'a> {
+    /// The healer's state of each SelfHealing.
+    pub healing: &'a HealingView,
+    /// Each EncryptionPolicy's rollout and traffic.
+    pub encryption: &'a EncryptionView,
+}
 
 /// What the proxies hold: the config each should have, and the version each reported.
 #[derive(Clone, Copy)]
@@ -76,7 +88,7 @@ pub struct Computed {
 pub fn compute(
     snapshot: &Snapshot,
     proxies: ProxyState<'_>,
-    healing: &HealingView,
+    views: Views<'_>,
     previous: &BTreeMap<(Kind, ObjectKey), StatusUpdate>,
     now: &Time,
 ) -> Computed {
@@ -106,19 +118,34 @@ pub fn compute(
         let counts = obs.accepted.as_ref().map(|p| {
             proxies.counts(proxies.selected(snapshot, &obs.key.namespace, &p.spec.selector))
         });
-        let status = EncryptionPolicyStatus {
+        let mut conditions = vec![accepted(obs, Kind::EncryptionPolicy, previous, now)];
+        let mut status = EncryptionPolicyStatus {
             observed_generation: obs.generation,
-            conditions: vec![accepted(obs, Kind::EncryptionPolicy, previous, now)],
             proxies: Some(counts.unwrap_or_default()),
             ..Default::default()
         };
+        if let Some(state) = views.encryption.get(&obs.key) {
+            conditions.push(safe_to_enforce(
+                &obs.key,
+                state,
+                obs.generation,
+                previous,
+                now,
+            ));
+            status.phase = Some(state.phase);
+            status.current_percent = Some(u32::from(state.percent));
+            status.step_started_at = state.step_started_at.map(Time);
+            status.traffic = Some(state.traffic.clone());
+            status.plaintext_sources = state.plaintext_sources.clone();
+        }
+        status.conditions = conditions;
         push(&mut out, Kind::EncryptionPolicy, obs, &status, previous);
     }
     for obs in snapshot.self_healings.values() {
         let counts = obs.accepted.as_ref().map(|p| {
             proxies.counts(proxies.selected(snapshot, &obs.key.namespace, &p.spec.selector))
         });
-        let healer = healing.get(&obs.key).cloned().unwrap_or_default();
+        let healer = views.healing.get(&obs.key).cloned().unwrap_or_default();
         let status = SelfHealingStatus {
             observed_generation: obs.generation,
             conditions: vec![accepted(obs, Kind::SelfHealing, previous, now)],
@@ -194,7 +221,7 @@ fn in_force(kind: Kind) -> &'static str {
             "the spec is valid; its groups and rules (matches, weights, timeouts, faults, retries, mirror, rateLimit) are in the callers' config"
         }
         Kind::EncryptionPolicy => {
-            "the spec is valid; NOT enforced: this version does not encrypt yet"
+            "the spec is valid; its mode and portOverrides are in the covered workloads' config, and its rollout in their callers'"
         }
         Kind::SelfHealing => {
             "the spec is valid; its outlierDetection is in the callers' config, its overloadProtection in the selected workloads', and the operator heals what callers report"
@@ -209,6 +236,17 @@ fn transitioned(
     key: &ObjectKey,
     status: &str,
 ) -> Option<Time> {
+    transitioned_of(previous, kind, key, ACCEPTED, status)
+}
+
+/// When the condition `type_` last written for `key` turned `status`, if it is that.
+fn transitioned_of(
+    previous: &BTreeMap<(Kind, ObjectKey), StatusUpdate>,
+    kind: Kind,
+    key: &ObjectKey,
+    type_: &str,
+    status: &str,
+) -> Option<Time> {
     let time = previous
         .get(&(kind, key.clone()))?
         .status
@@ -216,7 +254,7 @@ fn transitioned(
         .as_array()?
         .iter()
         .find(|c| {
-            c.get("type").and_then(|t| t.as_str()) == Some(ACCEPTED)
+            c.get("type").and_then(|t| t.as_str()) == Some(type_)
                 && c.get("status").and_then(|s| s.as_str()) == Some(status)
         })?
         .get("lastTransitionTime")
@@ -242,6 +280,55 @@ fn conflicted(
     condition.message = format!(
         "spec.host: TrafficRoute {winner} is older and already routes this service port, so this one is not in force; merge the rules into {winner}, or give each route its own spec.port"
     );
+}
+
+/// The `SafeToEnforce` condition of an EncryptionPolicy, from what its workloads' proxies
+/// reported (`None`: not heard from them for a whole window yet).
+fn safe_to_enforce(
+    key: &ObjectKey,
+    state: &EncryptionState,
+    generation: Option<i64>,
+    previous: &BTreeMap<(Kind, ObjectKey), StatusUpdate>,
+    now: &Time,
+) -> Condition {
+    let window = state.traffic.window_seconds;
+    let (status, reason, message) = match state.safe_to_enforce {
+        None => (
+            "Unknown",
+            "NotObservedYet",
+            format!("the operator has not heard from the workloads' proxies for {window} s yet"),
+        ),
+        Some(true) => (
+            "True",
+            "NoPlaintext",
+            format!(
+                "no plaintext request reached the covered workloads in the last {window} s: mode Strict would refuse nothing"
+            ),
+        ),
+        Some(false) => (
+            "False",
+            "PlaintextSeen",
+            format!(
+                "{} plaintext requests reached the covered workloads in the last {window} s (see plaintextSources): mode Strict would refuse them",
+                state.traffic.plaintext_requests
+            ),
+        ),
+    };
+    Condition {
+        type_: SAFE_TO_ENFORCE.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: transitioned_of(
+            previous,
+            Kind::EncryptionPolicy,
+            key,
+            SAFE_TO_ENFORCE,
+            status,
+        )
+        .unwrap_or_else(|| now.clone()),
+    }
 }
 
 /// The `Accepted` condition, keeping the previous transition time when its status holds.
@@ -324,7 +411,16 @@ workloads:
             cluster_domain: "cluster.local",
         };
         let t0 = time("2026-11-22T00:00:00Z");
-        let first = compute(&snap, proxies, &HealingView::new(), &BTreeMap::new(), &t0);
+        let first = compute(
+            &snap,
+            proxies,
+            Views {
+                healing: &HealingView::new(),
+                encryption: &EncryptionView::new(),
+            },
+            &BTreeMap::new(),
+            &t0,
+        );
         assert!(first.events.is_empty(), "{:?}", first.events);
         let tr = &first.statuses[&(Kind::TrafficRoute, ObjectKey::new("shop", "payments"))].status;
         // Both meshed pods call payments; one proxy has applied its current version.
@@ -353,7 +449,16 @@ workloads:
             cluster_domain: "cluster.local",
         };
         let t1 = time("2026-11-22T00:01:00Z");
-        let second = compute(&bad, proxies, &HealingView::new(), &first.statuses, &t1);
+        let second = compute(
+            &bad,
+            proxies,
+            Views {
+                healing: &HealingView::new(),
+                encryption: &EncryptionView::new(),
+            },
+            &first.statuses,
+            &t1,
+        );
         let c = condition(&second, Kind::TrafficRoute, "payments");
         assert_eq!(
             (c["status"].as_str(), c["reason"].as_str()),
@@ -381,7 +486,10 @@ workloads:
         let third = compute(
             &bad,
             proxies,
-            &HealingView::new(),
+            Views {
+                healing: &HealingView::new(),
+                encryption: &EncryptionView::new(),
+            },
             &second.statuses,
             &time("2026-11-22T00:02:00Z"),
         );
@@ -421,7 +529,16 @@ workloads:
             cluster_domain: "cluster.local",
         };
         let t0 = time("2026-11-22T00:00:00Z");
-        let first = compute(&snap, proxies, &HealingView::new(), &BTreeMap::new(), &t0);
+        let first = compute(
+            &snap,
+            proxies,
+            Views {
+                healing: &HealingView::new(),
+                encryption: &EncryptionView::new(),
+            },
+            &BTreeMap::new(),
+            &t0,
+        );
         assert_eq!(
             condition(&first, Kind::TrafficRoute, "b-old")["status"],
             "True"
@@ -442,7 +559,10 @@ workloads:
         let later = compute(
             &snap,
             proxies,
-            &HealingView::new(),
+            Views {
+                healing: &HealingView::new(),
+                encryption: &EncryptionView::new(),
+            },
             &first.statuses,
             &time("2026-11-22T00:05:00Z"),
         );

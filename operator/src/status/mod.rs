@@ -8,6 +8,6 @@ pub mod kube;
 mod sink;
 
 pub use self::kube::KubeSink;
-pub use compute::{Computed, ProxyState, compute};
+pub use compute::{Computed, ProxyState, Views, compute};
 pub use files::FileSink;
 pub use sink::{Event, StatusError, StatusSink, StatusUpdate};

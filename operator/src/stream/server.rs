@@ -25,6 +25,7 @@ use crate::ca::authority::timestamp;
 use crate::healer::ReportBatch;
 use crate::metrics::{Metrics, Refusal};
 use crate::registry::{ObjectKey, Workload};
+use crate::rollout::TrafficBatch;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -44,6 +45,8 @@ pub struct StreamState {
     pub pod_wait: Duration,
     /// Where proxies' ejection reports go: the healer.
     pub healer: mpsc::Sender<ReportBatch>,
+    /// Where proxies' traffic counts go: the rollout loop.
+    pub traffic: mpsc::Sender<TrafficBatch>,
     /// Whether this replica leads.
     pub leader: watch::Receiver<bool>,
     /// Passes reports on to the leader when this replica does not lead (Kubernetes mode).
@@ -317,7 +320,7 @@ async fn report(State(state): State<StreamState>, headers: HeaderMap, body: Byte
     }
     // Only the leader heals: a follower passes ejections on (in the background, so the
     // proxy is not held up), and keeps them too in case it leads next.
-    if !report.ejections.is_empty()
+    if (!report.ejections.is_empty() || report.traffic.is_some())
         && let Some(relay) = &state.relay
         && !*state.leader.borrow()
         && !headers.contains_key(RELAYED_HEADER)
@@ -357,6 +360,17 @@ async fn report(State(state): State<StreamState>, headers: HeaderMap, body: Byte
         // ejects again, so dropping is safe.
         if state.healer.try_send(batch).is_err() {
             tracing::warn!(reporter = %workload.key, "healer busy; ejection report dropped");
+        }
+    }
+    if let Some(traffic) = report.traffic {
+        let batch = TrafficBatch {
+            reporter: workload.key.clone(),
+            traffic,
+        };
+        // A full queue means the rollout loop is far behind; proxies report again in a
+        // few seconds.
+        if state.traffic.try_send(batch).is_err() {
+            tracing::debug!(reporter = %workload.key, "rollout loop busy; traffic report dropped");
         }
     }
     if let Some(version) = report.applied_version {

@@ -10,6 +10,7 @@ use super::routes::ServiceRoutes;
 use super::{ConfigError, ListenerTarget, Protocol, ProxyConfig, Service, Side};
 use crate::balance::outlier::OutlierPolicy;
 use crate::balance::{self, Endpoint, Loads, Picked, Upstream};
+use crate::control::TargetTraffic;
 use crate::routing::{
     Carry, CompiledRule, RequestHead, RouteError, RouteTable, RulePolicy, RuleStates,
 };
@@ -31,6 +32,8 @@ pub struct OutboundTarget {
     routes: Option<RouteTable>,
     /// When its endpoints are ejected, if ever.
     outlier: Option<OutlierPolicy>,
+    /// Requests to it since the last report to the operator.
+    pub traffic: TargetTraffic,
 }
 
 /// A group's endpoints on one service port.
@@ -154,6 +157,7 @@ impl OutboundTarget {
             groups: Vec::new(),
             routes: None,
             outlier: None,
+            traffic: TargetTraffic::default(),
         }
     }
 
@@ -173,6 +177,7 @@ impl OutboundTarget {
             groups: Vec::new(),
             routes: None,
             outlier: None,
+            traffic: TargetTraffic::default(),
         }
     }
 
@@ -269,6 +274,8 @@ pub struct Tables {
     /// Every endpoint with the kind of connection (plaintext or mTLS) this config uses to
     /// it: pooled connections of any other kind take no new requests.
     pub upstreams: std::collections::HashSet<Upstream>,
+    /// Every service port's target.
+    targets: Vec<Arc<OutboundTarget>>,
     /// Whether this config accepts or originates mTLS anywhere (so the proxy is not ready
     /// without its certificate).
     pub needs_certificate: bool,
@@ -444,9 +451,15 @@ impl Tables {
             listeners,
             needs_certificate,
             upstreams,
+            targets: by_service.into_values().collect(),
             loads,
             rule_states: carry.finish(),
         })
+    }
+
+    /// Every service port's target.
+    pub fn targets(&self) -> impl Iterator<Item = &Arc<OutboundTarget>> {
+        self.targets.iter()
     }
 
     /// The target of an outbound connection to `dst` (a service VIP and port), if known.

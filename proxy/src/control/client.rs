@@ -26,6 +26,7 @@ use super::protocol::{
     POD_HEADER, PodRef, REPORT_PATH, Rejected, Report, VERSION_HEADER,
 };
 use super::tls::{self, TlsError};
+use super::traffic::TrafficLog;
 use super::url::OperatorUrl;
 use crate::config::{ConfigSource, parse_json};
 
@@ -114,6 +115,7 @@ pub struct OperatorClient {
     store: Arc<ConfigSource>,
     backoff: Backoff,
     ejections: Arc<EjectionLog>,
+    traffic: Arc<TrafficLog>,
 }
 
 impl OperatorClient {
@@ -126,7 +128,14 @@ impl OperatorClient {
             store,
             backoff: Backoff::default(),
             ejections: Arc::default(),
+            traffic: Arc::default(),
         })
+    }
+
+    /// Reports the requests counted in `log` (every few seconds, while connected).
+    pub fn with_traffic(mut self, log: Arc<TrafficLog>) -> Self {
+        self.traffic = log;
+        self
     }
 
     /// Reports the ejections queued in `log` (every few seconds, while connected).
@@ -204,10 +213,12 @@ impl OperatorClient {
                 frame = body.frame() => frame,
                 _ = flush.tick() => {
                     let ejections = self.ejections.drain();
-                    if !ejections.is_empty() {
+                    let traffic = self.store.with_tables(|t| self.traffic.take(t));
+                    if !ejections.is_empty() || traffic.is_some() {
                         let report = Report {
                             applied_version: self.in_force(),
                             ejections,
+                            traffic,
                             ..Default::default()
                         };
                         self.report(&mut sender, &auth, &report).await;

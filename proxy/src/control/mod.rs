@@ -8,8 +8,10 @@ mod ejections;
 pub mod lines;
 pub mod protocol;
 pub mod tls;
+mod traffic;
 pub mod url;
 
 pub use client::{ClientSettings, OperatorClient, StreamError};
 pub use ejections::EjectionLog;
+pub use traffic::{TargetTraffic, TrafficLog};
 pub use url::{BadOperatorUrl, OperatorUrl};

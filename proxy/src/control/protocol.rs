@@ -88,6 +88,50 @@ pub struct Report {
     /// Endpoints the proxy ejected since its last report.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ejections: Vec<Ejection>,
+    /// Requests since its last report (for EncryptionPolicy rollouts and status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<Traffic>,
+}
+
+/// Requests a proxy saw since its last report.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Traffic {
+    /// Requests reaching its app over mTLS.
+    #[serde(default)]
+    pub inbound_mtls: u64,
+    /// Requests reaching its app in plaintext.
+    #[serde(default)]
+    pub inbound_plaintext: u64,
+    /// Where the plaintext came from: the busiest sources.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plaintext_sources: Vec<SourceCount>,
+    /// Its app's requests to each service port, and how many failed (5xx, or the proxy
+    /// could not deliver them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbound: Vec<TargetCount>,
+}
+
+/// Plaintext requests from one source address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceCount {
+    /// The caller's address.
+    pub address: std::net::IpAddr,
+    /// Its plaintext requests.
+    pub requests: u64,
+}
+
+/// Requests to one service port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetCount {
+    /// The service port (`name.namespace:port`).
+    pub target: String,
+    /// Requests sent.
+    pub requests: u64,
+    /// Of which failed.
+    pub failures: u64,
 }
 
 /// An endpoint a proxy's outlier detection ejected.

@@ -19,8 +19,8 @@ use super::{ForwardError, Mirrors, Pool, Sticky, UpBody, is_upgrade, strip_hop_b
 use crate::balance::outlier::OutlierPolicy;
 use crate::balance::{self, Endpoint, Picked, Upstream, Verdict};
 use crate::config::{ConfigSource, Selected};
-use crate::control::EjectionLog;
 use crate::control::protocol::Ejection;
+use crate::control::{EjectionLog, TrafficLog};
 use crate::metrics::{Direction, Metrics, RetryResult, Routed};
 use crate::overload::Protector;
 use crate::routing::{AttemptOutcome, RequestHead, is_idempotent};
@@ -57,6 +57,8 @@ pub struct Forwarder {
     ejections: Option<Arc<EjectionLog>>,
     /// The caller, on the inbound side: whether it came over mTLS, and its identity.
     peer: Option<InboundPeer>,
+    /// Inbound requests counted for the operator.
+    traffic: Option<Arc<TrafficLog>>,
 }
 
 /// Who is calling, as the inbound side sees the connection.
@@ -66,6 +68,8 @@ pub struct InboundPeer {
     pub tls: bool,
     /// The caller's SPIFFE identity (mTLS only).
     pub identity: Option<Arc<str>>,
+    /// The caller's address.
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl Forwarder {
@@ -90,7 +94,14 @@ impl Forwarder {
             overload: None,
             ejections: None,
             peer: None,
+            traffic: None,
         }
+    }
+
+    /// Counts inbound requests in `log` for the operator.
+    pub fn with_traffic(mut self, log: Option<Arc<TrafficLog>>) -> Self {
+        self.traffic = log;
+        self
     }
 
     /// Counts this connection's requests under the caller's TLS and identity.
@@ -170,6 +181,12 @@ impl Forwarder {
         if let Some(peer) = &self.peer {
             routed.tls = peer.tls;
             routed.peer = peer.identity.clone();
+            if let Some(log) = &self.traffic {
+                log.inbound(peer.tls, peer.source);
+            }
+        }
+        if self.direction == Direction::outbound {
+            upstream.traffic.record(response_status(&result));
         }
         let response = match result {
             Ok(mut resp) => {
@@ -446,6 +463,14 @@ fn is_probe<B>(req: &Request<B>) -> bool {
         .get(http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ua| ua.starts_with("kube-probe/"))
+}
+
+/// The status the caller gets for `result`.
+fn response_status(result: &Result<Response<Incoming>, ForwardError>) -> u16 {
+    match result {
+        Ok(resp) => resp.status().as_u16(),
+        Err(e) => e.status().as_u16(),
+    }
 }
 
 /// What retrying needs to know of an attempt's result.

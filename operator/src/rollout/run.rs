@@ -1,0 +1,374 @@
+//! The rollout loop: folds proxies' traffic reports in as they arrive and, every tick,
+//! moves each automatic rollout on (when this replica leads), tells the compiler where
+//! rollouts stand, records Events and publishes what EncryptionPolicy status shows.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use braid_crds::EncryptionPolicy;
+use braid_crds::encryption_policy::{
+    EncryptionPhase, EncryptionPolicySpec, PlaintextSource, TlsMode, TrafficCounts,
+};
+use braid_proxy::control::protocol::Traffic;
+use k8s_openapi::jiff::Timestamp;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::plan::{Measured, Position, Transition, levels, step};
+use super::traffic::{TrafficBook, service_of};
+use crate::compiler::{Progress, Rollouts, encryption_policies_oldest_first, governing_policy};
+use crate::registry::{Kind, ObjectKey, Snapshot, Workload};
+use crate::status::{Event, StatusSink};
+use crate::stream::hub::Published;
+
+/// How often rollouts move on.
+pub const TICK: Duration = Duration::from_secs(1);
+/// The window of a policy without an automatic rollout (status `traffic`).
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
+/// Reports waiting for the loop; beyond this a proxy's report is dropped (and logged).
+pub const TRAFFIC_QUEUE: usize = 4096;
+/// Plaintext sources a status names.
+const SHOWN_SOURCES: usize = 10;
+
+/// One proxy's traffic report.
+#[derive(Clone, Debug)]
+pub struct TrafficBatch {
+    /// The reporting proxy's pod.
+    pub reporter: ObjectKey,
+    /// What it counted.
+    pub traffic: Traffic,
+}
+
+/// What an EncryptionPolicy's status shows of its rollout and traffic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EncryptionState {
+    /// Where it stands.
+    pub phase: EncryptionPhase,
+    /// The share of callers originating mTLS.
+    pub percent: u8,
+    /// When the current step began (automatic rollouts).
+    pub step_started_at: Option<Timestamp>,
+    /// Requests to the covered workloads in the window.
+    pub traffic: TrafficCounts,
+    /// The busiest plaintext callers in the window.
+    pub plaintext_sources: Vec<PlaintextSource>,
+    /// No plaintext reached the workloads for a whole window (`None`: the operator has
+    /// not heard from proxies for that long yet).
+    pub safe_to_enforce: Option<bool>,
+}
+
+/// The state of every accepted EncryptionPolicy.
+pub type EncryptionView = BTreeMap<ObjectKey, EncryptionState>;
+
+/// The rollout loop and what it needs.
+pub struct RolloutLoop {
+    /// Incoming traffic reports.
+    pub reports: mpsc::Receiver<TrafficBatch>,
+    /// The compiler's output: its snapshot says which policy governs which workload.
+    pub published: watch::Receiver<Option<Arc<Published>>>,
+    /// Records Events.
+    pub sink: Arc<dyn StatusSink>,
+    /// Whether this replica leads; only the leader moves rollouts.
+    pub leader: watch::Receiver<bool>,
+    /// Where rollouts stand, for the compiler.
+    pub rollouts: watch::Sender<Rollouts>,
+    /// What status shows.
+    pub view: watch::Sender<Arc<EncryptionView>>,
+    /// The SPIFFE trust domain, to name meshed plaintext sources.
+    pub trust_domain: String,
+}
+
+/// One automatic rollout in progress.
+struct Tracked {
+    spec: EncryptionPolicySpec,
+    levels: Vec<u8>,
+    pos: Position,
+    since: Timestamp,
+}
+
+/// The loop's memory between ticks.
+#[derive(Default)]
+struct Memory {
+    book: TrafficBook,
+    tracked: HashMap<ObjectKey, Tracked>,
+}
+
+impl RolloutLoop {
+    /// Runs until `stop`.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut memory = Memory::default();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                batch = self.reports.recv() => match batch {
+                    Some(b) => memory.book.add(b.reporter, b.traffic, Instant::now()),
+                    None => return,
+                },
+                _ = tick.tick() => self.tick(&mut memory, Instant::now(), Timestamp::now()).await,
+            }
+        }
+    }
+
+    async fn tick(&mut self, memory: &mut Memory, now: Instant, wall: Timestamp) {
+        let Some(published) = self.published.borrow().clone() else {
+            return;
+        };
+        let snapshot = &published.snapshot;
+        let policies = encryption_policies_oldest_first(snapshot);
+        let leader = *self.leader.borrow();
+        let longest = policies
+            .iter()
+            .filter_map(|(_, p)| interval_of(&p.spec))
+            .max()
+            .unwrap_or_default()
+            .max(DEFAULT_WINDOW);
+        memory.book.prune(now, longest * 2);
+        memory
+            .tracked
+            .retain(|k, t| policies.iter().any(|(pk, p)| pk == &k && p.spec == t.spec));
+        let by_ip: HashMap<IpAddr, &Workload> = snapshot
+            .workloads
+            .values()
+            .flat_map(|w| w.ips.iter().map(move |ip| (*ip, w.as_ref())))
+            .collect();
+        let mut rollouts = Rollouts::new();
+        let mut view = EncryptionView::new();
+        let mut events = Vec::new();
+        for (key, policy) in &policies {
+            let pods = governed(snapshot, &policies, key);
+            let services: BTreeSet<ObjectKey> = snapshot
+                .services
+                .iter()
+                .filter(|(_, s)| {
+                    s.endpoints
+                        .iter()
+                        .any(|ep| ep.workload.as_ref().is_some_and(|w| pods.contains(w)))
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            let spec = &policy.spec;
+            let window = interval_of(spec).unwrap_or(DEFAULT_WINDOW);
+            let mut percent = static_percent(spec);
+            let mut strict = spec.mode == TlsMode::Strict;
+            let mut step_started_at = None;
+            if let (Some(rollout), Some(interval)) = (&spec.rollout, interval_of(spec))
+                && let Some(auto) = &rollout.auto
+            {
+                let tracked = memory.tracked.entry((*key).clone()).or_insert_with(|| {
+                    let levels = levels(rollout.percent.min(100) as u8, auto);
+                    events.push(event(
+                        key,
+                        "RolloutStarted",
+                        format!(
+                            "automatic mTLS rollout through {:?} %, a step every {}",
+                            levels,
+                            auto.interval.as_str()
+                        ),
+                        false,
+                    ));
+                    Tracked {
+                        spec: spec.clone(),
+                        levels,
+                        pos: Position::start(now),
+                        since: wall,
+                    }
+                });
+                if leader && !tracked.pos.settled() {
+                    let in_scope = |t: &str| service_of(t).is_some_and(|s| services.contains(&s));
+                    let (requests, failures) = memory.book.outbound(tracked.pos.since, in_scope);
+                    let last = now.checked_sub(interval).unwrap_or(now);
+                    let measured = Measured {
+                        requests,
+                        failures,
+                        plaintext_last_interval: memory
+                            .book
+                            .inbound(last, |k| pods.contains(k))
+                            .plaintext,
+                        observed_full_interval: memory.book.covers(interval, now),
+                    };
+                    let before = tracked.pos.level;
+                    if let Some(t) = step(
+                        &mut tracked.pos,
+                        &tracked.levels,
+                        auto,
+                        interval,
+                        &measured,
+                        now,
+                    ) {
+                        events.push(transition_event(key, &t));
+                    }
+                    if tracked.pos.level != before {
+                        tracked.since = wall;
+                    }
+                }
+                percent = tracked.levels[tracked.pos.level.min(tracked.levels.len() - 1)];
+                strict |= tracked.pos.strict;
+                step_started_at = Some(tracked.since);
+                rollouts.insert(
+                    (*key).clone(),
+                    Progress {
+                        percent,
+                        strict: tracked.pos.strict,
+                    },
+                );
+            }
+            let since = now.checked_sub(window).unwrap_or(now);
+            let inbound = memory.book.inbound(since, |k| pods.contains(k));
+            let phase = match (spec.mode, strict, percent) {
+                (_, true, _) => EncryptionPhase::Strict,
+                (TlsMode::Disabled, _, _) | (_, _, 0) => EncryptionPhase::Plaintext,
+                (_, _, 100) => EncryptionPhase::Encrypted,
+                _ => EncryptionPhase::RollingOut,
+            };
+            view.insert(
+                (*key).clone(),
+                EncryptionState {
+                    phase,
+                    percent,
+                    step_started_at,
+                    traffic: TrafficCounts {
+                        mtls_requests: inbound.mtls,
+                        plaintext_requests: inbound.plaintext,
+                        window_seconds: window.as_secs(),
+                    },
+                    plaintext_sources: sources(&inbound.sources, &by_ip, &self.trust_domain),
+                    safe_to_enforce: memory
+                        .book
+                        .covers(window, now)
+                        .then_some(inbound.plaintext == 0),
+                },
+            );
+        }
+        if leader {
+            for e in &events {
+                tracing::info!(policy = %e.key, reason = %e.reason, "{}", e.note);
+                if let Err(err) = self.sink.event(e).await {
+                    tracing::warn!(error = %err, "event not recorded");
+                }
+            }
+        }
+        self.rollouts.send_if_modified(|current| {
+            let changed = *current != rollouts;
+            if changed {
+                *current = rollouts;
+            }
+            changed
+        });
+        self.view.send_if_modified(|current| {
+            let changed = **current != view;
+            if changed {
+                *current = Arc::new(view);
+            }
+            changed
+        });
+    }
+}
+
+/// The workloads `policy` governs.
+fn governed(
+    snapshot: &Snapshot,
+    policies: &[(&ObjectKey, &EncryptionPolicy)],
+    policy: &ObjectKey,
+) -> BTreeSet<ObjectKey> {
+    snapshot
+        .workloads
+        .iter()
+        .filter(|(_, w)| governing_policy(policies, w).is_some_and(|(k, _)| k == policy))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// The interval of an automatic rollout.
+fn interval_of(spec: &EncryptionPolicySpec) -> Option<Duration> {
+    spec.rollout.as_ref()?.auto.as_ref()?.interval.parse().ok()
+}
+
+/// The percentage a policy states without an automatic rollout.
+fn static_percent(spec: &EncryptionPolicySpec) -> u8 {
+    match (&spec.rollout, spec.mode) {
+        (_, TlsMode::Disabled) => 0,
+        (Some(r), _) => r.percent.min(100) as u8,
+        (None, _) => 100,
+    }
+}
+
+/// The busiest plaintext sources, named from the registry where it knows them.
+fn sources(
+    counts: &HashMap<IpAddr, u64>,
+    by_ip: &HashMap<IpAddr, &Workload>,
+    trust_domain: &str,
+) -> Vec<PlaintextSource> {
+    let mut list: Vec<(&IpAddr, &u64)> = counts.iter().collect();
+    list.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    list.into_iter()
+        .take(SHOWN_SOURCES)
+        .map(|(ip, n)| {
+            let w = by_ip.get(ip);
+            PlaintextSource {
+                address: ip.to_string(),
+                pod: w.map(|w| w.key.to_string()),
+                identity: w.filter(|w| w.meshed).map(|w| {
+                    format!(
+                        "spiffe://{trust_domain}/ns/{}/sa/{}",
+                        w.key.namespace, w.service_account
+                    )
+                }),
+                requests: *n,
+            }
+        })
+        .collect()
+}
+
+fn event(key: &ObjectKey, reason: &str, note: String, warning: bool) -> Event {
+    Event {
+        kind: Kind::EncryptionPolicy,
+        key: key.clone(),
+        reason: reason.into(),
+        note,
+        warning,
+    }
+}
+
+fn transition_event(key: &ObjectKey, t: &Transition) -> Event {
+    match t {
+        Transition::Advanced { from, to } => event(
+            key,
+            "RolloutAdvanced",
+            format!("mTLS rollout advanced from {from} % to {to} % of callers"),
+            false,
+        ),
+        Transition::SteppedBack {
+            from,
+            to,
+            rate,
+            baseline,
+        } => event(
+            key,
+            "RolloutSteppedBack",
+            format!(
+                "callers' failure rate rose to {:.1} % (from {:.1} %) at {from} %: stepped back to {to} %",
+                rate * 100.0,
+                baseline * 100.0
+            ),
+            true,
+        ),
+        Transition::Halted { at } => event(
+            key,
+            "RolloutHalted",
+            format!(
+                "callers kept failing more as the rollout advanced: it holds at {at} % until the policy changes"
+            ),
+            true,
+        ),
+        Transition::StrictEnforced => event(
+            key,
+            "StrictEnforced",
+            "every caller uses mTLS and no plaintext arrived for a whole interval: switched to Strict".into(),
+            false,
+        ),
+    }
+}
