@@ -31,7 +31,7 @@ lint: ## Clippy with warnings as errors
 unit:
 	$(CARGO) test --workspace --exclude braid-e2e
 
-# The e2e suite needs root, iproute2, iptables and setpriv. In CI (CI=true) a missing
+# The e2e suite needs root, iproute2, iptables, setpriv, tcpdump and openssl. In CI (CI=true) a missing
 # prerequisite fails the run; elsewhere it is reported loudly as NOT RUN, never as passed.
 e2e: ## End-to-end tests: pods as network namespaces with real iptables (needs root)
 	@if scripts/e2e-prereqs; then \
@@ -43,7 +43,8 @@ e2e: ## End-to-end tests: pods as network namespaces with real iptables (needs r
 		echo; \
 		echo "************************************************************"; \
 		echo "*  E2E TESTS DID NOT RUN (see the reason above).            *"; \
-		echo "*  They need root, iproute2, iptables and setpriv:          *"; \
+		echo "*  They need root, iproute2, iptables, setpriv, tcpdump    *"; \
+		echo "*  and openssl:                                            *"; \
 		echo "*      sudo make e2e                                        *"; \
 		echo "************************************************************"; \
 		echo; \

@@ -270,6 +270,13 @@ impl Pod {
         self.spawn(label, cmd)
     }
 
+    /// Starts `args` (any program, e.g. `tcpdump`) in the pod in the background.
+    pub fn spawn_cmd(&mut self, label: &str, args: &[&str]) -> Result<(), HarnessError> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns]).args(args);
+        self.spawn(label, cmd)
+    }
+
     fn spawn(&mut self, label: &str, mut cmd: Command) -> Result<(), HarnessError> {
         let log = std::fs::File::create(self.dir.join(format!("{label}.log")))?;
         let child = cmd

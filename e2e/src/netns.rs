@@ -49,6 +49,8 @@ pub fn prerequisites() -> Result<(), HarnessError> {
         ("iptables", "iptables"),
         ("iptables-restore", "iptables"),
         ("setpriv", "util-linux"),
+        ("tcpdump", "tcpdump"),
+        ("openssl", "openssl"),
     ] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])

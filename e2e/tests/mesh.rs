@@ -1177,3 +1177,213 @@ fn an_endpoint_that_stays_bad_is_restarted_after_the_cooldown_and_readmitted() {
     );
     println!("acted after {acted_after:?}; before: {first:?}; after: {after:?}");
 }
+
+// ---- Link encryption ----
+
+/// An EncryptionPolicy `name` in namespace shop with `spec` (YAML flow mapping body).
+fn encryption_policy(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: braid.dev/v1alpha1\nkind: EncryptionPolicy\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{{spec}}}\n"
+    )
+}
+
+/// The TLS `mode` (and `rolloutPercent`) the client's proxy holds for `server`'s
+/// endpoint of payments; `None` for plaintext.
+fn endpoint_tls(client: &Pod, server: &Pod) -> Option<(String, u64)> {
+    let dump = client.config_dump().unwrap();
+    let services = dump["services"].as_array().cloned().unwrap_or_default();
+    let endpoint = services
+        .iter()
+        .filter(|s| s["name"] == "payments")
+        .flat_map(|s| s["groups"].as_array().cloned().unwrap_or_default())
+        .flat_map(|g| g["endpoints"].as_array().cloned().unwrap_or_default())
+        .find(|e| e["address"] == server.ip.to_string())?;
+    let tls = endpoint.get("tls")?;
+    Some((
+        tls["mode"].as_str().unwrap_or_default().to_owned(),
+        tls["rolloutPercent"].as_u64().unwrap_or_default(),
+    ))
+}
+
+/// The inbound TLS mode in `pod`'s proxy (`Disabled` when absent).
+fn inbound_tls(pod: &Pod) -> String {
+    let dump = pod.config_dump().unwrap();
+    dump["inbound"]["tls"]["mode"]
+        .as_str()
+        .unwrap_or("Disabled")
+        .to_owned()
+}
+
+/// Waits until `check` holds, polling every 100 ms; panics naming `what` after `secs`.
+fn wait_until(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Captures TCP port 8080 on `pod`'s eth0 while `during` runs; returns the bytes.
+fn capture_8080(pod: &mut Pod, label: &str, during: impl FnOnce()) -> Vec<u8> {
+    let file = pod.dir().join(format!("{label}.pcap"));
+    let path = file.display().to_string();
+    pod.spawn_cmd(
+        label,
+        &[
+            "tcpdump", "-Z", "root", "--immediate-mode", "-i", "eth0", "-U", "-s", "0", "-w", &path, "tcp", "port", "8080",
+        ],
+    )
+    .unwrap();
+    wait_until("tcpdump to start", 10, || {
+        pod.log(label).contains("listening on")
+    });
+    during();
+    std::thread::sleep(Duration::from_millis(300));
+    pod.terminate(label).unwrap();
+    assert!(pod.wait_exit(label, Duration::from_secs(5)).unwrap());
+    std::fs::read(&file).unwrap()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn mtls_is_on_the_wire_and_strict_refuses_whatever_is_not_the_mesh() {
+    // `server2` plays a pod outside the mesh: no capture, no sidecar.
+    let (mesh, client, mut server, outsider) = mesh_with_spare();
+    let op = mesh.operator().unwrap();
+    let get = |pod: &Pod, addr: &str| pod.app(&["get", addr]).unwrap_or_default();
+
+    // Disabled (no policy): the request crosses the wire in plaintext.
+    let bytes = capture_8080(&mut server, "plain-capture", || {
+        assert_eq!(get(&client, "payments:80"), "200 server");
+    });
+    assert!(
+        contains(&bytes, b"GET / HTTP/1.1"),
+        "plaintext not seen on the wire ({} bytes captured): {}",
+        bytes.len(),
+        server.log("plain-capture")
+    );
+
+    // Permissive, every caller: mTLS on the wire, outsiders still served.
+    op.write_resource(
+        "tls.yaml",
+        &encryption_policy(
+            "payments",
+            "selector: {matchLabels: {app: payments}}, mode: Permissive, rollout: {percent: 100}",
+        ),
+    )
+    .unwrap();
+    wait_until("the client to originate mTLS", 15, || {
+        endpoint_tls(&client, &server) == Some(("Permissive".into(), 100))
+    });
+    wait_until("the server to accept mTLS", 15, || inbound_tls(&server) == "Permissive");
+    let bytes = capture_8080(&mut server, "mtls-capture", || {
+        for _ in 0..3 {
+            assert_eq!(get(&client, "payments:80"), "200 server");
+        }
+    });
+    assert!(contains(&bytes, b"braid/http1.1"), "no braid ClientHello on the wire");
+    assert!(
+        !contains(&bytes, b"GET /") && !contains(&bytes, b"server"),
+        "plaintext leaked onto the wire"
+    );
+    let direct = format!("{}:8080", server.ip);
+    assert_eq!(get(&outsider, &direct), "200 server", "Permissive serves outsiders");
+    let metrics = server.metrics().unwrap();
+    let from_client = r#"tls="true",peer_identity="spiffe://cluster.local/ns/shop/sa/client""#;
+    assert!(count(&metrics, from_client) >= 3, "{metrics}");
+    assert!(count(&metrics, r#"code="200",tls="false""#) >= 1, "{metrics}");
+
+    // Strict: the mesh still works; plaintext, an app's TLS and TLS without the mesh's
+    // certificate are all refused.
+    op.write_resource(
+        "tls.yaml",
+        &encryption_policy(
+            "payments",
+            "selector: {matchLabels: {app: payments}}, mode: Strict",
+        ),
+    )
+    .unwrap();
+    wait_until("the server to be Strict", 15, || inbound_tls(&server) == "Strict");
+    assert_eq!(get(&client, "payments:80"), "200 server");
+    assert!(
+        !get(&outsider, &direct).starts_with("200"),
+        "Strict served a plaintext outsider"
+    );
+    // An app's own TLS (no braid ALPN) is cut before the server says a word; a braid
+    // hello without the mesh's client certificate fails the handshake.
+    let probe = |alpn: &str| {
+        let out = outsider
+            .exec(&[
+                "sh",
+                "-c",
+                &format!(
+                    "echo GET / | openssl s_client -connect {direct} -alpn {alpn} 2>&1; echo exit=$?"
+                ),
+            ])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let app_tls = probe("h2");
+    assert!(
+        app_tls.contains("no peer certificate available") && !app_tls.contains("exit=0"),
+        "openssl got a session from a Strict port: {app_tls}"
+    );
+    // (TLS 1.3: the client learns of the refusal only after it sent its request, which
+    // gets no answer.)
+    let no_cert = probe("braid/http1.1");
+    assert!(
+        !no_cert.contains("HTTP/1.1"),
+        "a braid hello without a client certificate got an answer: {no_cert}"
+    );
+    let failed = count(
+        &server.metrics().unwrap(),
+        r#"braid_tls_handshakes_total{direction="inbound",result="failed"}"#,
+    );
+    assert!(failed >= 1, "the refused handshake was not counted");
+    let refused = count(
+        &server.metrics().unwrap(),
+        "braid_tls_refused_connections_total",
+    );
+    assert!(refused >= 2, "refusals not counted: {refused}");
+    wait_until("status phase Strict", 15, || {
+        op.status("encryptionpolicy", "shop", "payments")
+            .contains("phase: Strict")
+    });
+}
+
+#[test]
+fn a_server_presenting_another_identity_is_refused() {
+    let (mesh, client, server) = mesh();
+    let op = mesh.operator().unwrap();
+    op.write_resource(
+        "tls.yaml",
+        &encryption_policy("payments", "mode: Permissive, rollout: {percent: 100}"),
+    )
+    .unwrap();
+    wait_until("the client to originate mTLS", 15, || {
+        endpoint_tls(&client, &server).is_some()
+    });
+    assert_eq!(client.app(&["get", "payments:80"]).unwrap(), "200 server");
+    // The registry now says the server runs as `ledger`: callers expect that identity,
+    // but its proxy holds the certificate of `server`.
+    let registry = registry(&[&server], &[&client]).replace(
+        &format!("serviceAccount: {}", server.name),
+        "serviceAccount: ledger",
+    );
+    op.write_registry(&registry).unwrap();
+    wait_until("the client to expect the new identity", 15, || {
+        client.config_dump().unwrap()["services"]
+            .to_string()
+            .contains("sa/ledger")
+    });
+    let answer = client.app(&["get", "payments:80"]).unwrap();
+    assert!(answer.starts_with("502"), "{answer}");
+    let metrics = client.metrics().unwrap();
+    assert!(
+        count(&metrics, r#"braid_tls_handshakes_total{direction="outbound",result="failed"}"#) >= 1,
+        "{metrics}"
+    );
+}
