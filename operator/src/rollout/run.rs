@@ -244,8 +244,8 @@ impl RolloutLoop {
             );
         }
         if leader {
+            // The sink logs each event too.
             for e in &events {
-                tracing::info!(policy = %e.key, reason = %e.reason, "{}", e.note);
                 if let Err(err) = self.sink.event(e).await {
                     tracing::warn!(error = %err, "event not recorded");
                 }
