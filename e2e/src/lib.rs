@@ -9,8 +9,10 @@
 //! `/etc/netns/<pod>/hosts`. Everything is removed on drop, and namespaces left behind
 //! by a killed run are swept by name prefix the next time a mesh is made.
 //!
-//! Needs root, `ip` (iproute2), `iptables` and `setpriv` (util-linux).
+//! Needs root, `ip` (iproute2), `iptables`, `setpriv` (util-linux), `tcpdump` and
+//! `openssl`.
 
+pub mod handshakes;
 mod mesh;
 mod netns;
 mod operator;

@@ -94,6 +94,24 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         warmup_secs: u64,
     },
+    /// Full mTLS handshakes (no resumption) against a braid proxy's Strict port for
+    /// `secs`, `concurrency` at a time, as the caller `--cert`/`--key` expecting the
+    /// proxy to present `--identity`; prints the rate and handshake times.
+    Handshakes {
+        addr: std::net::SocketAddr,
+        #[arg(long)]
+        cert: std::path::PathBuf,
+        #[arg(long)]
+        key: std::path::PathBuf,
+        #[arg(long)]
+        ca: std::path::PathBuf,
+        #[arg(long)]
+        identity: String,
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
     /// Sends requests in a loop until `stop_file` exists; prints `ok=<n> failed=<m>`.
     Load {
         addr: String,
@@ -212,6 +230,25 @@ async fn main() -> anyhow::Result<()> {
             for (answer, n) in tally {
                 println!("{n} {answer}");
             }
+            Ok(())
+        }
+        Cmd::Handshakes {
+            addr,
+            cert,
+            key,
+            ca,
+            identity,
+            secs,
+            concurrency,
+        } => {
+            let run = braid_e2e::handshakes::Handshakes {
+                addr,
+                cert: &cert,
+                key: &key,
+                ca: &ca,
+                identity: &identity,
+            };
+            println!("{}", run.run(secs, concurrency).await?);
             Ok(())
         }
         Cmd::Load { addr, stop_file } => {

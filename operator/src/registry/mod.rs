@@ -33,6 +33,10 @@ pub struct Snapshot {
     /// Namespaces opted into the mesh (labelled `braid.dev/inject=enabled`). Empty in
     /// directory mode, where each workload says whether it is meshed.
     pub meshed_namespaces: BTreeSet<String>,
+    /// Where each EncryptionPolicy's rollout stood when its status was last written (by
+    /// the leader): replicas that do not lead compile with it, and a new leader resumes
+    /// from it. Empty in directory mode (one process, nothing to share).
+    pub rollout_status: crate::compiler::Rollouts,
 }
 
 /// A Service: its virtual IPs, ports and endpoints.

@@ -158,63 +158,85 @@ impl RolloutLoop {
             if let (Some(rollout), Some(interval)) = (&spec.rollout, interval_of(spec))
                 && let Some(auto) = &rollout.auto
             {
-                let tracked = memory.tracked.entry((*key).clone()).or_insert_with(|| {
-                    let levels = levels(rollout.percent.min(100) as u8, auto);
-                    events.push(event(
-                        key,
-                        "RolloutStarted",
-                        format!(
-                            "automatic mTLS rollout through {:?} %, a step every {}",
+                let recorded = snapshot.rollout_status.get(*key).copied();
+                let progress = if leader {
+                    let tracked = memory.tracked.entry((*key).clone()).or_insert_with(|| {
+                        let levels = levels(rollout.percent.min(100) as u8, auto);
+                        let mut pos = Position::start(now);
+                        // A new leader resumes where the status says the last one was.
+                        if let Some(p) = recorded {
+                            pos.level = levels.iter().rposition(|l| *l <= p.percent).unwrap_or(0);
+                            pos.strict = p.strict;
+                        }
+                        let (reason, verb) = match recorded {
+                            Some(_) => ("RolloutResumed", "resumed at"),
+                            None => ("RolloutStarted", "started at"),
+                        };
+                        events.push(event(
+                            key,
+                            reason,
+                            format!(
+                                "automatic mTLS rollout {verb} {} % of callers; steps {:?} %, one every {}",
+                                levels[pos.level],
+                                levels,
+                                auto.interval.as_str()
+                            ),
+                            false,
+                        ));
+                        Tracked {
+                            spec: spec.clone(),
                             levels,
-                            auto.interval.as_str()
-                        ),
-                        false,
-                    ));
-                    Tracked {
-                        spec: spec.clone(),
-                        levels,
-                        pos: Position::start(now),
-                        since: wall,
+                            pos,
+                            since: wall,
+                        }
+                    });
+                    if !tracked.pos.settled() {
+                        let in_scope =
+                            |t: &str| service_of(t).is_some_and(|s| services.contains(&s));
+                        let (requests, failures) =
+                            memory.book.outbound(tracked.pos.since, in_scope);
+                        let last = now.checked_sub(interval).unwrap_or(now);
+                        let measured = Measured {
+                            requests,
+                            failures,
+                            plaintext_last_interval: memory
+                                .book
+                                .inbound(last, |k| pods.contains(k))
+                                .plaintext,
+                            observed_full_interval: memory.book.covers(interval, now),
+                        };
+                        let before = tracked.pos.level;
+                        if let Some(t) = step(
+                            &mut tracked.pos,
+                            &tracked.levels,
+                            auto,
+                            interval,
+                            &measured,
+                            now,
+                        ) {
+                            events.push(transition_event(key, &t));
+                        }
+                        if tracked.pos.level != before {
+                            tracked.since = wall;
+                        }
                     }
-                });
-                if leader && !tracked.pos.settled() {
-                    let in_scope = |t: &str| service_of(t).is_some_and(|s| services.contains(&s));
-                    let (requests, failures) = memory.book.outbound(tracked.pos.since, in_scope);
-                    let last = now.checked_sub(interval).unwrap_or(now);
-                    let measured = Measured {
-                        requests,
-                        failures,
-                        plaintext_last_interval: memory
-                            .book
-                            .inbound(last, |k| pods.contains(k))
-                            .plaintext,
-                        observed_full_interval: memory.book.covers(interval, now),
-                    };
-                    let before = tracked.pos.level;
-                    if let Some(t) = step(
-                        &mut tracked.pos,
-                        &tracked.levels,
-                        auto,
-                        interval,
-                        &measured,
-                        now,
-                    ) {
-                        events.push(transition_event(key, &t));
-                    }
-                    if tracked.pos.level != before {
-                        tracked.since = wall;
-                    }
-                }
-                percent = tracked.levels[tracked.pos.level.min(tracked.levels.len() - 1)];
-                strict |= tracked.pos.strict;
-                step_started_at = Some(tracked.since);
-                rollouts.insert(
-                    (*key).clone(),
+                    step_started_at = Some(tracked.since);
                     Progress {
-                        percent,
+                        percent: tracked.levels[tracked.pos.level.min(tracked.levels.len() - 1)],
                         strict: tracked.pos.strict,
-                    },
-                );
+                    }
+                } else {
+                    // Followers compile with what the leader last wrote; should they lead,
+                    // they start from there.
+                    memory.tracked.remove(*key);
+                    recorded.unwrap_or(Progress {
+                        percent: rollout.percent.min(100) as u8,
+                        strict: false,
+                    })
+                };
+                percent = progress.percent;
+                strict |= progress.strict;
+                rollouts.insert((*key).clone(), progress);
             }
             let since = now.checked_sub(window).unwrap_or(now);
             let inbound = memory.book.inbound(since, |k| pods.contains(k));

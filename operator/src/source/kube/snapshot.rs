@@ -11,6 +11,7 @@ use kube::api::DynamicObject;
 use super::resource::Decoded;
 use super::service::{service_entry, slice_service};
 use super::workload::workload;
+use crate::compiler::Progress;
 use crate::registry::{Kind, ObjectKey, Observed, Snapshot};
 
 /// The contents of the stores at one moment.
@@ -99,8 +100,26 @@ impl Assembler {
                     .observe_all(objects.self_healings.iter().map(|o| &**o)),
             ),
             meshed_namespaces: objects.meshed_namespaces.clone(),
+            rollout_status: objects
+                .encryption_policies
+                .iter()
+                .filter_map(|o| rollout_status(o))
+                .collect(),
         }
     }
+}
+
+/// The rollout progress an EncryptionPolicy's status records: `currentPercent`, and
+/// whether its phase is Strict.
+fn rollout_status(obj: &DynamicObject) -> Option<(ObjectKey, Progress)> {
+    let key = ObjectKey::new(
+        obj.metadata.namespace.as_deref()?,
+        obj.metadata.name.as_deref()?,
+    );
+    let status = obj.data.get("status")?;
+    let percent = status.get("currentPercent")?.as_u64()?.min(100) as u8;
+    let strict = status.get("phase").and_then(|p| p.as_str()) == Some("Strict");
+    Some((key, Progress { percent, strict }))
 }
 
 fn by_key<T>(observed: Vec<Observed<T>>) -> BTreeMap<ObjectKey, Observed<T>> {
