@@ -7,4 +7,7 @@ mod plan;
 mod run;
 mod traffic;
 
+#[cfg(test)]
+mod tests;
+
 pub use run::{EncryptionState, EncryptionView, RolloutLoop, TRAFFIC_QUEUE, TrafficBatch};

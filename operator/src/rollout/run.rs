@@ -90,8 +90,8 @@ struct Tracked {
 
 /// The loop's memory between ticks.
 #[derive(Default)]
-struct Memory {
-    book: TrafficBook,
+pub(super) struct Memory {
+    pub(super) book: TrafficBook,
     tracked: HashMap<ObjectKey, Tracked>,
 }
 
@@ -113,7 +113,8 @@ impl RolloutLoop {
         }
     }
 
-    async fn tick(&mut self, memory: &mut Memory, now: Instant, wall: Timestamp) {
+    /// One tick: move rollouts on (when leading), publish progress and status.
+    pub(super) async fn tick(&mut self, memory: &mut Memory, now: Instant, wall: Timestamp) {
         let Some(published) = self.published.borrow().clone() else {
             return;
         };

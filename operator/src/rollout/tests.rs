@@ -1,0 +1,233 @@
+//! The rollout loop on snapshots written as the directory source's YAML, with a
+//! recording event sink: leading, following, resuming, and what status shows.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use braid_proxy::control::protocol::{SourceCount, TargetCount, Traffic};
+use futures::future::BoxFuture;
+use k8s_openapi::jiff::Timestamp;
+use tokio::sync::{mpsc, watch};
+
+use super::run::Memory;
+use super::*;
+use crate::compiler::{Progress, Rollouts};
+use crate::registry::{ObjectKey, Snapshot};
+use crate::status::{Event, StatusError, StatusSink, StatusUpdate};
+use crate::stream::hub::Published;
+use braid_crds::encryption_policy::EncryptionPhase;
+
+const REGISTRY: &str = r#"
+services:
+- {name: payments, namespace: shop, vips: [10.96.0.10], selector: {app: payments}, ports: [{port: 80, targetPort: 8080, protocol: http}]}
+workloads:
+- {name: payments-a, namespace: shop, ips: [10.0.0.1], labels: {app: payments}, serviceAccount: payments}
+- {name: checkout, namespace: shop, ips: [10.0.0.9], labels: {app: checkout}, serviceAccount: checkout}
+- {name: legacy, namespace: shop, ips: [10.0.0.50], labels: {app: legacy}, meshed: false}
+"#;
+
+const AUTO: &str = "apiVersion: braid.dev/v1alpha1\nkind: EncryptionPolicy\nmetadata: {name: pay, namespace: shop}\nspec: {selector: {matchLabels: {app: payments}}, mode: Permissive, rollout: {percent: 0, auto: {steps: [50, 100], interval: 10s, enforceStrict: true}}}\n";
+
+#[derive(Default)]
+struct Events(Mutex<Vec<Event>>);
+
+impl StatusSink for Events {
+    fn apply<'a>(&'a self, _: &'a StatusUpdate) -> BoxFuture<'a, Result<(), StatusError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), StatusError>> {
+        self.0.lock().unwrap().push(event.clone());
+        Box::pin(async { Ok(()) })
+    }
+}
+
+struct Rig {
+    rollout: RolloutLoop,
+    events: Arc<Events>,
+    rollouts: watch::Receiver<Rollouts>,
+    view: watch::Receiver<Arc<EncryptionView>>,
+    memory: Memory,
+}
+
+fn rig(snapshot: Snapshot, leader: bool) -> Rig {
+    let events = Arc::new(Events::default());
+    let (_, reports) = mpsc::channel(1);
+    let (rollouts_tx, rollouts) = watch::channel(Rollouts::new());
+    let (view_tx, view) = watch::channel(Arc::new(EncryptionView::new()));
+    let published = Published {
+        snapshot: Arc::new(snapshot),
+        configs: Default::default(),
+        seen_at: Instant::now(),
+    };
+    Rig {
+        rollout: RolloutLoop {
+            reports,
+            published: watch::channel(Some(Arc::new(published))).1,
+            sink: events.clone(),
+            leader: watch::channel(leader).1,
+            rollouts: rollouts_tx,
+            view: view_tx,
+            trust_domain: "cluster.local".into(),
+        },
+        events,
+        rollouts,
+        view,
+        memory: Memory::default(),
+    }
+}
+
+fn key() -> ObjectKey {
+    ObjectKey::new("shop", "pay")
+}
+
+fn reasons(events: &Events) -> Vec<String> {
+    events
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.reason.clone())
+        .collect()
+}
+
+impl Rig {
+    async fn tick(&mut self, now: Instant) {
+        self.rollout
+            .tick(&mut self.memory, now, Timestamp::now())
+            .await;
+    }
+
+    fn percent(&self) -> Option<Progress> {
+        self.rollouts.borrow().get(&key()).copied()
+    }
+}
+
+const S: Duration = Duration::from_secs(1);
+
+#[tokio::test]
+async fn the_leader_steps_through_and_enforces_strict_once_plaintext_stops() {
+    let mut rig = rig(crate::source::dir::snapshot_of(REGISTRY, AUTO), true);
+    let t0 = Instant::now();
+    // The legacy pod still calls in plaintext.
+    let plaintext = Traffic {
+        inbound_plaintext: 30,
+        plaintext_sources: vec![SourceCount {
+            address: "10.0.0.50".parse().unwrap(),
+            requests: 30,
+        }],
+        ..Traffic::default()
+    };
+    let server = ObjectKey::new("shop", "payments-a");
+    rig.memory.book.add(server.clone(), plaintext.clone(), t0);
+    rig.tick(t0).await;
+    assert_eq!(
+        rig.percent(),
+        Some(Progress {
+            percent: 0,
+            strict: false
+        })
+    );
+    rig.tick(t0 + 10 * S).await;
+    rig.memory
+        .book
+        .add(server.clone(), plaintext.clone(), t0 + 15 * S);
+    rig.tick(t0 + 20 * S).await;
+    assert_eq!(
+        rig.percent(),
+        Some(Progress {
+            percent: 100,
+            strict: false
+        })
+    );
+    {
+        let view = rig.view.borrow();
+        let state = &view[&key()];
+        assert_eq!(state.phase, EncryptionPhase::Encrypted);
+        assert_eq!(state.traffic.plaintext_requests, 30);
+        assert_eq!(state.traffic.window_seconds, 10);
+        assert_eq!(
+            state.plaintext_sources[0].pod.as_deref(),
+            Some("shop/legacy")
+        );
+        assert_eq!(state.plaintext_sources[0].identity, None, "not meshed");
+        assert_eq!(state.safe_to_enforce, Some(false));
+    }
+    // Plaintext in the last interval: no Strict yet.
+    rig.memory.book.add(server, plaintext, t0 + 25 * S);
+    rig.tick(t0 + 30 * S).await;
+    assert!(!rig.percent().unwrap().strict);
+    // A whole interval without it: Strict.
+    rig.tick(t0 + 36 * S).await;
+    assert_eq!(
+        rig.percent(),
+        Some(Progress {
+            percent: 100,
+            strict: true
+        })
+    );
+    assert_eq!(rig.view.borrow()[&key()].phase, EncryptionPhase::Strict);
+    assert_eq!(
+        reasons(&rig.events),
+        [
+            "RolloutStarted",
+            "RolloutAdvanced",
+            "RolloutAdvanced",
+            "StrictEnforced"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn callers_failing_more_send_the_rollout_back() {
+    let mut rig = rig(crate::source::dir::snapshot_of(REGISTRY, AUTO), true);
+    let t0 = Instant::now();
+    let calls = |requests, failures| Traffic {
+        outbound: vec![TargetCount {
+            target: "payments.shop:80".into(),
+            requests,
+            failures,
+        }],
+        ..Traffic::default()
+    };
+    let checkout = ObjectKey::new("shop", "checkout");
+    rig.memory.book.add(checkout.clone(), calls(100, 0), t0);
+    rig.tick(t0).await;
+    rig.tick(t0 + 10 * S).await;
+    assert_eq!(rig.percent().unwrap().percent, 50);
+    rig.memory.book.add(checkout, calls(100, 30), t0 + 11 * S);
+    rig.tick(t0 + 12 * S).await;
+    assert_eq!(rig.percent().unwrap().percent, 0);
+    assert_eq!(reasons(&rig.events).last().unwrap(), "RolloutSteppedBack");
+}
+
+#[tokio::test]
+async fn followers_follow_the_status_and_a_new_leader_resumes_from_it() {
+    let mut snapshot = crate::source::dir::snapshot_of(REGISTRY, AUTO);
+    snapshot.rollout_status.insert(
+        key(),
+        Progress {
+            percent: 50,
+            strict: false,
+        },
+    );
+    let mut follower = rig(snapshot.clone(), false);
+    let t0 = Instant::now();
+    follower.tick(t0).await;
+    follower.tick(t0 + 60 * S).await;
+    assert_eq!(
+        follower.percent().unwrap().percent,
+        50,
+        "never moves by itself"
+    );
+    assert!(
+        reasons(&follower.events).is_empty(),
+        "followers record nothing"
+    );
+
+    let mut leader = rig(snapshot, true);
+    leader.tick(t0).await;
+    assert_eq!(leader.percent().unwrap().percent, 50);
+    assert_eq!(reasons(&leader.events), ["RolloutResumed"]);
+    leader.tick(t0 + 10 * S).await;
+    assert_eq!(leader.percent().unwrap().percent, 100);
+}
