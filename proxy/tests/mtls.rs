@@ -9,8 +9,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::Request;
@@ -318,24 +316,38 @@ async fn the_policy_flips_under_load_and_no_request_fails() {
     let m = mesh("Disabled", "{mode: Disabled}", PAYMENTS).await;
     let stop = tokio_util::sync::CancellationToken::new();
     let tasks = load(m.caller_addr, stop.clone());
-    let served = Arc::new(AtomicUsize::new(0));
+    // Requests taking 1.5 s are in flight on both protocols at every switch: the
+    // connections of the old kind must finish them.
+    let mut h2 = http2_client(m.caller_addr).await;
+    let mut slow = Vec::new();
     let mut n = 1;
     // The order an operator follows: servers accept mTLS before callers originate it,
     // and callers all originate it before servers refuse plaintext; then back.
-    let steps: [(&str, Option<&str>); 8] = [
-        ("server", Some("Permissive")),
-        ("caller", Some("{mode: Permissive, rolloutPercent: 0}")),
-        ("caller", Some("{mode: Permissive, rolloutPercent: 100}")),
-        ("server", Some("Strict")),
-        ("caller", Some("{mode: Strict}")),
-        ("server", Some("Permissive")),
-        ("caller", Some("{mode: Disabled}")),
-        ("server", Some("Disabled")),
+    let steps = [
+        ("server", "Permissive"),
+        ("caller", "{mode: Permissive, rolloutPercent: 0}"),
+        ("caller", "{mode: Permissive, rolloutPercent: 100}"),
+        ("server", "Strict"),
+        ("caller", "{mode: Strict}"),
+        ("server", "Permissive"),
+        ("caller", "{mode: Disabled}"),
+        ("server", "Disabled"),
     ];
     for (side, setting) in steps {
         n += 1;
-        let setting = setting.unwrap();
         tokio::time::sleep(Duration::from_millis(400)).await;
+        let req = Request::get("http://payments/slow").body(empty()).unwrap();
+        let stream = h2.send_request(req);
+        let addr = m.caller_addr;
+        slow.push(tokio::spawn(async move {
+            let h2 = stream.await.map(|r| r.status().as_u16());
+            let req = Request::get("/slow").header("host", "payments");
+            let h1 = http1_request(addr, req.body(empty()).unwrap())
+                .await
+                .map(|r| r.status().as_u16());
+            (h2.ok(), h1.ok())
+        }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let version = format!("v{n}");
         match side {
             "server" => {
@@ -360,7 +372,13 @@ async fn the_policy_flips_under_load_and_no_request_fails() {
                 m.caller.wait_for_version(&version).await;
             }
         }
-        served.fetch_add(1, Ordering::Relaxed);
+    }
+    for s in slow {
+        assert_eq!(
+            s.await.unwrap(),
+            (Some(200), Some(200)),
+            "a slow request failed"
+        );
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
     stop.cancel();
