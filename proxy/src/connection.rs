@@ -179,9 +179,14 @@ fn detection(ctx: &Context, port: u16) -> (bool, Duration) {
     )
 }
 
+/// How long an incoming mesh connection may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// An inbound connection under the port's TLS mode: braid's mTLS is terminated and its
 /// caller verified; anything else goes on as plaintext (`Permissive`, `Disabled`) or is
-/// closed and counted (`Strict`).
+/// closed and counted (`Strict`). A `Disabled` port still terminates braid's mTLS when it
+/// can (a certificate held, a client-first port): while a policy change reaches callers
+/// and servers at slightly different moments, a caller that still encrypts is served.
 async fn secured_inbound(
     mut stream: TcpStream,
     port: u16,
@@ -189,30 +194,33 @@ async fn secured_inbound(
     target: Arc<OutboundTarget>,
     ctx: &Context,
 ) {
-    let mode = ctx
-        .config
-        .tables()
-        .config
-        .inbound
-        .tls
-        .as_ref()
-        .map_or(TlsMode::Disabled, |t| t.mode_for(port));
+    let mode = ctx.config.tables().inbound_tls_mode(port);
     let protocol = target.protocol;
+    let (opaque, timeout) = detection(ctx, port);
     let source = stream.peer_addr().ok().map(|a| a.ip());
-    let plaintext = Some(InboundPeer {
-        tls: false,
-        identity: None,
-        source,
-    });
-    if mode == TlsMode::Disabled {
+    let peer = |tls: bool, identity: Option<Arc<str>>| InboundPeer {
+        tls,
+        identity,
+        source: if tls {
+            None
+        } else {
+            source.and_then(|ip| ctx.traffic.as_ref().map(|t| t.plaintext_source(ip)))
+        },
+        port,
+    };
+    let server_first = protocol == Protocol::Tcp || (protocol == Protocol::Detect && opaque);
+    let peek = match mode {
+        TlsMode::Disabled => !server_first && ctx.tls.has_certificate(),
+        TlsMode::Permissive | TlsMode::Strict => true,
+    };
+    if !peek {
         let conn = Conn {
-            peer: plaintext,
+            peer: Some(peer(false, None)),
             ..Conn::plain(stream, protocol, port)
         };
         return dispatch(conn, route, target, ctx).await;
     }
     let _ = stream.set_nodelay(true);
-    let (_, timeout) = detection(ctx, port);
     let peeked = async {
         let (found, mut read) = detect(&mut stream, BytesMut::new(), timeout).await?;
         let hello = match found {
@@ -231,10 +239,14 @@ async fn secured_inbound(
     match (hello, mode) {
         (Hello::Mesh, _) => {
             let io = PrefixedIo::new(read.freeze(), stream);
-            let accepted = match ctx.tls.accept(io).await {
-                Ok(accepted) => accepted,
-                Err(e) => {
+            let accepted = match tokio::time::timeout(HANDSHAKE_TIMEOUT, ctx.tls.accept(io)).await {
+                Ok(Ok(accepted)) => accepted,
+                Ok(Err(e)) => {
                     tracing::info!(port, error = %e, "mTLS connection refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(port, "mTLS connection refused: no handshake within 10 s");
                     return;
                 }
             };
@@ -247,11 +259,7 @@ async fn secured_inbound(
                 detected: None,
                 protocol: accepted.alpn.protocol(protocol),
                 port,
-                peer: Some(InboundPeer {
-                    tls: true,
-                    identity: accepted.peer,
-                    source,
-                }),
+                peer: Some(peer(true, accepted.peer)),
             };
             dispatch(conn, route, target, ctx).await;
         }
@@ -269,7 +277,7 @@ async fn secured_inbound(
                 detected: Some(found),
                 protocol,
                 port,
-                peer: plaintext,
+                peer: Some(peer(false, None)),
             };
             dispatch(conn, route, target, ctx).await;
         }
@@ -334,6 +342,11 @@ where
         }
         None => {
             let _open = ctx.metrics.connection(ctx.direction, ConnProtocol::tcp);
+            // An opaque connection counts as one request of its kind.
+            if let (Some(peer), Some(log)) = (&peer, &ctx.traffic) {
+                let mode = ctx.config.tables().inbound_tls_mode(port);
+                log.inbound(peer.tls, mode, peer.source.as_deref());
+            }
             forward_tcp(io, &target, ctx).await;
         }
     }

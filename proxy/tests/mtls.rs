@@ -238,6 +238,57 @@ async fn permissive_serves_mtls_and_plaintext_on_one_port() {
     );
     // The app itself is untouched by either.
     assert_eq!(get(m.app).await.unwrap().0, 200);
+
+    // A plaintext keep-alive connection from before the port turned Strict gets no more
+    // requests through.
+    let stream = tokio::net::TcpStream::connect(m.server_addr).await.unwrap();
+    let (mut kept, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = || {
+        Request::get("/pay")
+            .header("host", "payments")
+            .body(empty())
+            .unwrap()
+    };
+    assert_eq!(kept.send_request(req()).await.unwrap().status(), 200);
+    m.server
+        .write_config(&server_config("s2", &m.ca, m.server_addr, m.app, "Strict"));
+    m.server.wait_for_version("s2").await;
+    let refused = kept.send_request(req()).await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let reason = refused.headers()["x-braid-error"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(reason.contains("plaintext refused"), "{reason}");
+    assert_eq!(
+        get(m.caller_addr).await.unwrap().0,
+        200,
+        "mTLS still served"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_server_still_serves_a_caller_that_encrypts() {
+    // The caller's config already says Permissive while the server's still says
+    // Disabled, as happens for a moment whenever a policy changes.
+    let m = mesh(
+        "Disabled",
+        "{mode: Permissive, rolloutPercent: 100}",
+        PAYMENTS,
+    )
+    .await;
+    let (status, _, body) = get(m.caller_addr).await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "payments GET /pay"));
+    let server = m.server.admin_get("/metrics").await.1;
+    assert_eq!(
+        metric_sum(&server, "braid_requests_total", &[r#"tls="true""#, WEB]),
+        1.0,
+        "{server}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -126,9 +126,12 @@ pub fn step(
     }
     let level = pos.level.min(levels.len() - 1);
     let rate = measured.failure_rate();
-    let baseline = pos.baseline.unwrap_or(0.0);
-    if let Some(rate) = rate
+    let elapsed = now.duration_since(pos.since);
+    // Judged only against a measured baseline (a service that always fails a little
+    // must not step back for it), and not on the first few requests of a step.
+    if let (Some(rate), Some(baseline)) = (rate, pos.baseline)
         && level > 0
+        && elapsed >= interval / 4
         && rate - baseline > auto.max_error_rate_increase
     {
         pos.level = level - 1;
@@ -148,7 +151,7 @@ pub fn step(
             back
         });
     }
-    if now.duration_since(pos.since) < interval {
+    if elapsed < interval {
         return None;
     }
     if level + 1 < levels.len() {
@@ -292,7 +295,8 @@ mod tests {
             Some(Transition::Advanced { from: 10, to: 25 })
         );
         step(&mut pos, &levels, &a, I, &bad, t0 + I * 4 + I / 2);
-        let halted = step(&mut pos, &levels, &a, I, &bad, t0 + I * 4 + I / 2);
+        assert_eq!(pos.level, 1);
+        let halted = step(&mut pos, &levels, &a, I, &bad, t0 + I * 5);
         assert_eq!(halted, Some(Transition::Halted { at: 0 }));
         assert!(pos.settled());
         assert_eq!(step(&mut pos, &levels, &a, I, &ok(100), t0 + I * 10), None);

@@ -195,7 +195,13 @@ async fn callers_failing_more_send_the_rollout_back() {
     rig.tick(t0 + 10 * S).await;
     assert_eq!(rig.percent().unwrap().percent, 50);
     rig.memory.book.add(checkout, calls(100, 30), t0 + 11 * S);
-    rig.tick(t0 + 12 * S).await;
+    rig.tick(t0 + 11 * S).await;
+    assert_eq!(
+        rig.percent().unwrap().percent,
+        50,
+        "not on a step's first moments"
+    );
+    rig.tick(t0 + 13 * S).await;
     assert_eq!(rig.percent().unwrap().percent, 0);
     assert_eq!(reasons(&rig.events).last().unwrap(), "RolloutSteppedBack");
 }

@@ -32,8 +32,9 @@ pub struct OutboundTarget {
     routes: Option<RouteTable>,
     /// When its endpoints are ejected, if ever.
     outlier: Option<OutlierPolicy>,
-    /// Requests to it since the last report to the operator.
-    pub traffic: TargetTraffic,
+    /// Requests to it since the last report to the operator (carried over config
+    /// versions).
+    pub traffic: Arc<TargetTraffic>,
 }
 
 /// A group's endpoints on one service port.
@@ -157,7 +158,7 @@ impl OutboundTarget {
             groups: Vec::new(),
             routes: None,
             outlier: None,
-            traffic: TargetTraffic::default(),
+            traffic: Arc::default(),
         }
     }
 
@@ -177,7 +178,7 @@ impl OutboundTarget {
             groups: Vec::new(),
             routes: None,
             outlier: None,
-            traffic: TargetTraffic::default(),
+            traffic: Arc::default(),
         }
     }
 
@@ -307,6 +308,9 @@ impl Tables {
                 .map_err(|e| ConfigError::Invalid(format!("trustBundle: {e}")))?;
         }
         let caller = RolloutBucket::of(&config.node);
+        let counted: HashMap<&str, &Arc<TargetTraffic>> = previous
+            .map(|p| p.targets.iter().map(|t| (&*t.label, &t.traffic)).collect())
+            .unwrap_or_default();
         let mut outbound = HashMap::new();
         let mut by_service: HashMap<(String, String, u16), Arc<OutboundTarget>> = HashMap::new();
         for (s, svc) in config.services.iter().enumerate() {
@@ -340,6 +344,9 @@ impl Tables {
                     endpoints,
                 );
                 target.outlier = outlier.clone();
+                if let Some(traffic) = counted.get(&*target.label) {
+                    target.traffic = Arc::clone(traffic);
+                }
                 target.groups = svc
                     .groups
                     .iter()
@@ -455,6 +462,15 @@ impl Tables {
             loads,
             rule_states: carry.finish(),
         })
+    }
+
+    /// What inbound `port` accepts now.
+    pub fn inbound_tls_mode(&self, port: u16) -> super::tls::TlsMode {
+        self.config
+            .inbound
+            .tls
+            .as_ref()
+            .map_or(super::tls::TlsMode::Disabled, |t| t.mode_for(port))
     }
 
     /// Every service port's target.

@@ -13,5 +13,5 @@ pub mod url;
 
 pub use client::{ClientSettings, OperatorClient, StreamError};
 pub use ejections::EjectionLog;
-pub use traffic::{TargetTraffic, TrafficLog};
+pub use traffic::{SourceCounter, TargetTraffic, TrafficLog};
 pub use url::{BadOperatorUrl, OperatorUrl};

@@ -2,51 +2,83 @@
 //! plaintext (and from where), and how the app's own calls fared per service port. The
 //! operator drives EncryptionPolicy rollouts by them: it steps back when callers' failures
 //! rise, and enforces Strict only once no plaintext arrives.
+//!
+//! The per-request path takes no lock: each plaintext connection gets its own counter
+//! (registered once, when it opens), and a report sums them by address.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::protocol::{SourceCount, TargetCount, Traffic};
 use crate::config::Tables;
+use crate::config::tls::TlsMode;
 
-/// Plaintext sources tracked between reports; more are counted but not named.
-const MAX_SOURCES: usize = 256;
+/// Plaintext connections whose source is tracked at once; more are counted, not named.
+const MAX_SOURCES: usize = 4096;
 /// Sources named in one report: the busiest.
 const REPORTED_SOURCES: usize = 16;
+
+/// The plaintext requests of one connection.
+#[derive(Debug)]
+pub struct SourceCounter {
+    address: IpAddr,
+    requests: AtomicU64,
+}
 
 /// Inbound requests since the last report.
 #[derive(Debug, Default)]
 pub struct TrafficLog {
     mtls: AtomicU64,
     plaintext: AtomicU64,
-    sources: Mutex<HashMap<IpAddr, u64>>,
+    sources: Mutex<Vec<Arc<SourceCounter>>>,
 }
 
 impl TrafficLog {
-    /// Counts one inbound request; a plaintext one under its source address.
-    pub fn inbound(&self, tls: bool, source: Option<IpAddr>) {
+    /// A counter for a plaintext connection from `address` (once per connection).
+    pub fn plaintext_source(&self, address: IpAddr) -> Arc<SourceCounter> {
+        let counter = Arc::new(SourceCounter {
+            address,
+            requests: AtomicU64::new(0),
+        });
+        if let Ok(mut sources) = self.sources.lock()
+            && sources.len() < MAX_SOURCES
+        {
+            sources.push(counter.clone());
+        }
+        counter
+    }
+
+    /// Counts one inbound request on a port now in `mode`. Plaintext on a `Disabled`
+    /// port is not counted: Strict would not refuse it (a port exempted by
+    /// `portOverrides`), so it must not hold a rollout back.
+    pub fn inbound(&self, tls: bool, mode: TlsMode, source: Option<&SourceCounter>) {
         if tls {
             self.mtls.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        self.plaintext.fetch_add(1, Ordering::Relaxed);
-        if let (Some(ip), Ok(mut sources)) = (source, self.sources.lock())
-            && (sources.len() < MAX_SOURCES || sources.contains_key(&ip))
-        {
-            *sources.entry(ip).or_default() += 1;
+        } else if mode != TlsMode::Disabled {
+            self.plaintext.fetch_add(1, Ordering::Relaxed);
+            if let Some(s) = source {
+                s.requests.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
     /// Everything counted since the last call, with the outbound counts of `tables`'
     /// targets; `None` when there was no request at all.
     pub fn take(&self, tables: &Tables) -> Option<Traffic> {
-        let mut sources: Vec<SourceCount> = self
-            .sources
-            .lock()
-            .map(|mut s| std::mem::take(&mut *s))
-            .unwrap_or_default()
+        let mut by_address: HashMap<IpAddr, u64> = HashMap::new();
+        if let Ok(mut sources) = self.sources.lock() {
+            for s in sources.iter() {
+                let n = s.requests.swap(0, Ordering::Relaxed);
+                if n > 0 {
+                    *by_address.entry(s.address).or_default() += n;
+                }
+            }
+            // Connections that ended (only this list holds their counter) are read out.
+            sources.retain(|s| Arc::strong_count(s) > 1);
+        }
+        let mut sources: Vec<SourceCount> = by_address
             .into_iter()
             .map(|(address, requests)| SourceCount { address, requests })
             .collect();
@@ -73,7 +105,8 @@ impl TrafficLog {
     }
 }
 
-/// Requests to one service port and how many failed.
+/// Requests to one service port and how many failed. Shared by the config versions that
+/// have the port, so a new version does not lose what the last one counted.
 #[derive(Debug, Default)]
 pub struct TargetTraffic {
     requests: AtomicU64,
@@ -107,17 +140,27 @@ mod tests {
         let log = TrafficLog::default();
         let tables = Tables::build(Default::default()).unwrap();
         assert_eq!(log.take(&tables), None);
+        let mut open = Vec::new();
         for i in 0..20u8 {
+            let conn = log.plaintext_source(IpAddr::from([10, 0, 0, i]));
             for _ in 0..=i {
-                log.inbound(false, Some(IpAddr::from([10, 0, 0, i])));
+                log.inbound(false, TlsMode::Permissive, Some(&conn));
             }
+            open.push(conn);
         }
-        log.inbound(true, None);
+        log.inbound(true, TlsMode::Permissive, None);
+        // An exempt port's plaintext is not what Strict would refuse.
+        log.inbound(false, TlsMode::Disabled, Some(&open[0]));
         let t = log.take(&tables).unwrap();
         assert_eq!((t.inbound_mtls, t.inbound_plaintext), (1, 210));
         assert_eq!(t.plaintext_sources.len(), REPORTED_SOURCES);
         assert_eq!(t.plaintext_sources[0].address, IpAddr::from([10, 0, 0, 19]));
         assert_eq!(t.plaintext_sources[0].requests, 20);
         assert_eq!(log.take(&tables), None, "taken once");
+        // Closed connections leave the list once read out.
+        drop(open);
+        assert!(log.sources.lock().unwrap().len() == 20);
+        assert_eq!(log.take(&tables), None);
+        assert!(log.sources.lock().unwrap().is_empty());
     }
 }

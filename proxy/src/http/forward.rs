@@ -18,10 +18,11 @@ use super::replay::Replayable;
 use super::{ForwardError, Mirrors, Pool, Sticky, UpBody, is_upgrade, strip_hop_by_hop};
 use crate::balance::outlier::OutlierPolicy;
 use crate::balance::{self, Endpoint, Picked, Upstream, Verdict};
+use crate::config::tls::TlsMode;
 use crate::config::{ConfigSource, Selected};
 use crate::control::protocol::Ejection;
-use crate::control::{EjectionLog, TrafficLog};
-use crate::metrics::{Direction, Metrics, RetryResult, Routed};
+use crate::control::{EjectionLog, SourceCounter, TrafficLog};
+use crate::metrics::{Direction, Metrics, RefusedReason, RetryResult, Routed};
 use crate::overload::Protector;
 use crate::routing::{AttemptOutcome, RequestHead, is_idempotent};
 use tokio_util::task::TaskTracker;
@@ -68,8 +69,10 @@ pub struct InboundPeer {
     pub tls: bool,
     /// The caller's SPIFFE identity (mTLS only).
     pub identity: Option<Arc<str>>,
-    /// The caller's address.
-    pub source: Option<std::net::IpAddr>,
+    /// Where a plaintext caller's requests are counted for the operator.
+    pub source: Option<Arc<SourceCounter>>,
+    /// The port it called.
+    pub port: u16,
 }
 
 impl Forwarder {
@@ -149,6 +152,18 @@ impl Forwarder {
             },
             None => None,
         };
+        if let Some(peer) = &self.peer {
+            // The mode now, not when the connection opened: a plaintext connection kept
+            // alive from before the port turned Strict gets no more requests through.
+            let mode = self.config.with_tables(|t| t.inbound_tls_mode(peer.port));
+            if !peer.tls && mode == TlsMode::Strict {
+                self.metrics.refused(peer.port, RefusedReason::plaintext);
+                return error_response(&ForwardError::PlaintextRefused(peer.port));
+            }
+            if let Some(log) = &self.traffic {
+                log.inbound(peer.tls, mode, peer.source.as_deref());
+            }
+        }
         let Some(upstream) = self.config.with_tables(|t| route.resolve(t)) else {
             let e = ForwardError::NoRoute(route.describe());
             tracing::debug!(error = %e, "request failed");
@@ -181,9 +196,6 @@ impl Forwarder {
         if let Some(peer) = &self.peer {
             routed.tls = peer.tls;
             routed.peer = peer.identity.clone();
-            if let Some(log) = &self.traffic {
-                log.inbound(peer.tls, peer.source);
-            }
         }
         if self.direction == Direction::outbound {
             upstream.traffic.record(response_status(&result));
@@ -355,6 +367,11 @@ impl Forwarder {
             None => exchange.await,
         };
         match &result {
+            // This proxy's own fault: nothing to hold against the endpoint.
+            Err(ForwardError::Tls(e)) if e.is_local() => {
+                in_flight.done();
+                return result;
+            }
             // The endpoint could not be reached or broke the connection: avoid it while
             // others answer. (Error statuses are for outlier detection to judge.)
             Err(
@@ -477,6 +494,7 @@ fn response_status(result: &Result<Response<Incoming>, ForwardError>) -> u16 {
 fn outcome(result: &Result<Response<Incoming>, ForwardError>) -> AttemptOutcome {
     match result {
         Ok(resp) => AttemptOutcome::Status(resp.status()),
+        Err(ForwardError::Tls(e)) if e.is_local() => AttemptOutcome::Local,
         // A refused mTLS handshake happens before any request byte leaves.
         Err(ForwardError::Connect(_) | ForwardError::ConnectTimeout | ForwardError::Tls(_)) => {
             AttemptOutcome::ConnectFailure

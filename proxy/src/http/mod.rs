@@ -61,18 +61,23 @@ pub enum ForwardError {
     /// was refused.
     #[error("mTLS: {0}")]
     Tls(crate::tls::TlsError),
+    /// A plaintext request on a connection whose port has since turned Strict.
+    #[error("plaintext refused: port {0} accepts mTLS only (Strict)")]
+    PlaintextRefused(u16),
 }
 
 impl ForwardError {
     /// The status the caller receives.
     pub fn status(&self) -> StatusCode {
         match self {
+            Self::Tls(e) if e.is_local() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect(_) | Self::Upstream(_) | Self::Tls(_) => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout | Self::RouteTimeout(_) | Self::PerTryTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::RequestBody(_) => StatusCode::BAD_REQUEST,
+            Self::PlaintextRefused(_) => StatusCode::FORBIDDEN,
             Self::FaultAbort(status) => *status,
             Self::Pick(PickError::Route(RouteError::NoRuleMatches(_))) => StatusCode::NOT_FOUND,
             Self::Pick(_) | Self::NoRoute(_) | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,

@@ -310,6 +310,10 @@ impl Pool {
             // Two requests may have connected at once; keep the live one already there.
             match slots.h2.get(up) {
                 Some(existing) if !existing.is_closed() => return Ok(existing.clone()),
+                // Kept only while the config uses this kind: a request that began under
+                // the previous version still gets its answer, on a connection that then
+                // closes.
+                _ if slots.live.as_ref().is_some_and(|live| !live.contains(up)) => {}
                 _ => {
                     slots.h2.insert(up.clone(), sender.clone());
                 }

@@ -34,6 +34,9 @@ pub enum AttemptOutcome {
     Reset,
     /// The attempt's own deadline passed.
     PerTryTimeout,
+    /// This proxy could not send it (no certificate yet): another endpoint would fare
+    /// no better, so it is never retried.
+    Local,
 }
 
 const fn bit(on: RetryOn) -> u8 {
@@ -108,7 +111,7 @@ impl RetryPolicy {
                 let gateway = matches!(s.as_u16(), 502..=504);
                 retries_on(RetryOn::ServerError) || (gateway && retries_on(RetryOn::GatewayError))
             }
-            AttemptOutcome::Status(_) => false,
+            AttemptOutcome::Status(_) | AttemptOutcome::Local => false,
         }
     }
 }

@@ -39,6 +39,14 @@ pub enum TlsError {
     Handshake(std::io::Error),
 }
 
+impl TlsError {
+    /// Whether the fault is this proxy's own (no certificate, no roots, a configuration
+    /// rustls refused) rather than the peer's: it must not count against the endpoint.
+    pub fn is_local(&self) -> bool {
+        !matches!(self, Self::Handshake(_))
+    }
+}
+
 /// An accepted mesh connection.
 pub struct Accepted<I> {
     /// The decrypted stream.

@@ -117,6 +117,11 @@ fn rollout_status(obj: &DynamicObject) -> Option<(ObjectKey, Progress)> {
         obj.metadata.name.as_deref()?,
     );
     let status = obj.data.get("status")?;
+    // A status of an older generation describes another spec (say, a static Strict
+    // since changed to an automatic rollout): resuming from it would be wrong.
+    if status.get("observedGeneration").and_then(|g| g.as_i64()) != obj.metadata.generation {
+        return None;
+    }
     let percent = status.get("currentPercent")?.as_u64()?.min(100) as u8;
     let strict = status.get("phase").and_then(|p| p.as_str()) == Some("Strict");
     Some((key, Progress { percent, strict }))
@@ -195,6 +200,29 @@ mod tests {
             traffic_routes: vec![Arc::new(route)],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn rollout_progress_is_read_from_a_status_of_the_current_generation_only() {
+        let ar = ApiResource::erase::<EncryptionPolicy>(&());
+        let mut policy = DynamicObject::new("pay", &ar).within("shop");
+        policy.metadata.generation = Some(3);
+        policy.data = serde_json::json!({
+            "spec": {"mode": "Permissive"},
+            "status": {"observedGeneration": 3, "currentPercent": 25, "phase": "RollingOut"}
+        });
+        assert_eq!(
+            rollout_status(&policy),
+            Some((
+                ObjectKey::new("shop", "pay"),
+                Progress {
+                    percent: 25,
+                    strict: false
+                }
+            ))
+        );
+        policy.data["status"]["observedGeneration"] = 2.into();
+        assert_eq!(rollout_status(&policy), None, "written for another spec");
     }
 
     #[test]
