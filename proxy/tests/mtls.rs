@@ -124,11 +124,7 @@ async fn get(addr: SocketAddr) -> hyper::Result<(u16, String, String)> {
         .unwrap();
     let resp = http1_request(addr, req).await?;
     let status = resp.status().as_u16();
-    let error = resp
-        .headers()
-        .get("x-braid-error")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
+    let error = braid_error(&resp);
     Ok((status, error, body_string(resp).await))
 }
 
@@ -148,12 +144,7 @@ async fn callers_originate_mtls_and_servers_know_who_called() {
     for _ in 0..5 {
         let req = Request::get("http://payments/pay").body(empty()).unwrap();
         let resp = client.send_request(req).await.unwrap();
-        assert_eq!(
-            resp.status(),
-            200,
-            "{:?}",
-            resp.headers().get("x-braid-error")
-        );
+        assert_eq!(resp.status(), 200, "{}", braid_error(&resp));
         assert_eq!(body_string(resp).await, "payments GET /pay");
     }
     let server = m.server.admin_get("/metrics").await.1;
@@ -259,10 +250,7 @@ async fn permissive_serves_mtls_and_plaintext_on_one_port() {
     m.server.wait_for_version("s2").await;
     let refused = kept.send_request(req()).await.unwrap();
     assert_eq!(refused.status(), 403);
-    let reason = refused.headers()["x-braid-error"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let reason = braid_error(&refused);
     assert!(reason.contains("plaintext refused"), "{reason}");
     assert_eq!(
         get(m.caller_addr).await.unwrap().0,

@@ -52,11 +52,7 @@ async fn get_at(
         .await
         .unwrap();
     let status = resp.status().as_u16();
-    let error = resp
-        .headers()
-        .get("x-braid-error")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
+    let error = braid_error(&resp);
     (status, body_string(resp).await, error)
 }
 

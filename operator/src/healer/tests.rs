@@ -13,7 +13,6 @@ use super::plan::plan;
 use super::run::Memory;
 use super::*;
 use crate::registry::{ObjectKey, Snapshot};
-use crate::status::{Event, StatusError, StatusSink, StatusUpdate};
 use crate::stream::hub::Published;
 
 const REGISTRY: &str = r#"
@@ -240,18 +239,7 @@ impl Actuator for Recorder {
     }
 }
 
-#[derive(Default)]
-struct Events(Mutex<Vec<Event>>);
-
-impl StatusSink for Events {
-    fn apply<'a>(&'a self, _: &'a StatusUpdate) -> BoxFuture<'a, Result<(), StatusError>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), StatusError>> {
-        self.0.lock().unwrap().push(event.clone());
-        Box::pin(async { Ok(()) })
-    }
-}
+use crate::status::recorded::RecordedEvents as Events;
 
 struct Rig {
     healer: Healer,

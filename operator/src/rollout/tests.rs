@@ -1,11 +1,10 @@
 //! The rollout loop on snapshots written as the directory source's YAML, with a
 //! recording event sink: leading, following, resuming, and what status shows.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use braid_proxy::control::protocol::{SourceCount, TargetCount, Traffic};
-use futures::future::BoxFuture;
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
 
@@ -13,7 +12,6 @@ use super::run::Memory;
 use super::*;
 use crate::compiler::{Progress, Rollouts};
 use crate::registry::{ObjectKey, Snapshot};
-use crate::status::{Event, StatusError, StatusSink, StatusUpdate};
 use crate::stream::hub::Published;
 use braid_crds::encryption_policy::EncryptionPhase;
 
@@ -28,18 +26,7 @@ workloads:
 
 const AUTO: &str = "apiVersion: braid.dev/v1alpha1\nkind: EncryptionPolicy\nmetadata: {name: pay, namespace: shop}\nspec: {selector: {matchLabels: {app: payments}}, mode: Permissive, rollout: {percent: 0, auto: {steps: [50, 100], interval: 10s, enforceStrict: true}}}\n";
 
-#[derive(Default)]
-struct Events(Mutex<Vec<Event>>);
-
-impl StatusSink for Events {
-    fn apply<'a>(&'a self, _: &'a StatusUpdate) -> BoxFuture<'a, Result<(), StatusError>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), StatusError>> {
-        self.0.lock().unwrap().push(event.clone());
-        Box::pin(async { Ok(()) })
-    }
-}
+use crate::status::recorded::RecordedEvents as Events;
 
 struct Rig {
     rollout: RolloutLoop,

@@ -361,6 +361,14 @@ fn accepted<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    static NO_HEALING: HealingView = BTreeMap::new();
+    static NO_ENCRYPTION: EncryptionView = BTreeMap::new();
+    /// The operator's loops know nothing yet.
+    const NO_VIEWS: Views<'static> = Views {
+        healing: &NO_HEALING,
+        encryption: &NO_ENCRYPTION,
+    };
     use crate::compiler::{Options, compile};
     use crate::source::dir::registry_file;
     use crate::source::dir::resources::{Generations, parse_file};
@@ -411,16 +419,7 @@ workloads:
             cluster_domain: "cluster.local",
         };
         let t0 = time("2026-11-22T00:00:00Z");
-        let first = compute(
-            &snap,
-            proxies,
-            Views {
-                healing: &HealingView::new(),
-                encryption: &EncryptionView::new(),
-            },
-            &BTreeMap::new(),
-            &t0,
-        );
+        let first = compute(&snap, proxies, NO_VIEWS, &BTreeMap::new(), &t0);
         assert!(first.events.is_empty(), "{:?}", first.events);
         let tr = &first.statuses[&(Kind::TrafficRoute, ObjectKey::new("shop", "payments"))].status;
         // Both meshed pods call payments; one proxy has applied its current version.
@@ -449,16 +448,7 @@ workloads:
             cluster_domain: "cluster.local",
         };
         let t1 = time("2026-11-22T00:01:00Z");
-        let second = compute(
-            &bad,
-            proxies,
-            Views {
-                healing: &HealingView::new(),
-                encryption: &EncryptionView::new(),
-            },
-            &first.statuses,
-            &t1,
-        );
+        let second = compute(&bad, proxies, NO_VIEWS, &first.statuses, &t1);
         let c = condition(&second, Kind::TrafficRoute, "payments");
         assert_eq!(
             (c["status"].as_str(), c["reason"].as_str()),
@@ -486,10 +476,7 @@ workloads:
         let third = compute(
             &bad,
             proxies,
-            Views {
-                healing: &HealingView::new(),
-                encryption: &EncryptionView::new(),
-            },
+            NO_VIEWS,
             &second.statuses,
             &time("2026-11-22T00:02:00Z"),
         );
@@ -529,16 +516,7 @@ workloads:
             cluster_domain: "cluster.local",
         };
         let t0 = time("2026-11-22T00:00:00Z");
-        let first = compute(
-            &snap,
-            proxies,
-            Views {
-                healing: &HealingView::new(),
-                encryption: &EncryptionView::new(),
-            },
-            &BTreeMap::new(),
-            &t0,
-        );
+        let first = compute(&snap, proxies, NO_VIEWS, &BTreeMap::new(), &t0);
         assert_eq!(
             condition(&first, Kind::TrafficRoute, "b-old")["status"],
             "True"
@@ -559,10 +537,7 @@ workloads:
         let later = compute(
             &snap,
             proxies,
-            Views {
-                healing: &HealingView::new(),
-                encryption: &EncryptionView::new(),
-            },
+            NO_VIEWS,
             &first.statuses,
             &time("2026-11-22T00:05:00Z"),
         );

@@ -5,6 +5,8 @@
 mod compute;
 mod files;
 pub mod kube;
+#[cfg(test)]
+pub mod recorded;
 mod sink;
 
 pub use self::kube::KubeSink;

@@ -199,6 +199,14 @@ pub fn empty() -> Full<Bytes> {
     Full::new(Bytes::new())
 }
 
+/// The proxy's `x-braid-error` reason on `resp`, empty when it has none.
+pub fn braid_error<B>(resp: &Response<B>) -> String {
+    resp.headers()
+        .get("x-braid-error")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
 pub async fn body_string(resp: Response<Incoming>) -> String {
     String::from_utf8(
         resp.into_body()
