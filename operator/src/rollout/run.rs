@@ -29,6 +29,8 @@ pub const TICK: Duration = Duration::from_secs(1);
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
 /// Reports waiting for the loop; beyond this a proxy's report is dropped (and logged).
 pub const TRAFFIC_QUEUE: usize = 4096;
+/// How often status takes new request counts when nothing else changed.
+const COUNTS_EVERY: Duration = Duration::from_secs(30);
 /// Plaintext sources a status names.
 const SHOWN_SOURCES: usize = 10;
 
@@ -93,6 +95,8 @@ struct Tracked {
 pub(super) struct Memory {
     pub(super) book: TrafficBook,
     tracked: HashMap<ObjectKey, Tracked>,
+    /// When status last got fresh traffic counts.
+    counted_at: Option<Instant>,
 }
 
 impl RolloutLoop {
@@ -281,14 +285,42 @@ impl RolloutLoop {
             }
             changed
         });
+        // Counts change with every report: status takes them with any other change, else
+        // at most every COUNTS_EVERY, so a busy mesh does not write statuses every second.
+        let counts_due = memory
+            .counted_at
+            .is_none_or(|at| now.duration_since(at) >= COUNTS_EVERY);
         self.view.send_if_modified(|current| {
-            let changed = **current != view;
+            let changed = if counts_due {
+                **current != view
+            } else {
+                !same_but_counts(current, &view)
+            };
             if changed {
                 *current = Arc::new(view);
+                memory.counted_at = Some(now);
             }
             changed
         });
     }
+}
+
+/// Whether `a` and `b` differ in nothing but request counts.
+fn same_but_counts(a: &EncryptionView, b: &EncryptionView) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|((ka, sa), (kb, sb))| {
+            ka == kb
+                && sa.phase == sb.phase
+                && sa.percent == sb.percent
+                && sa.step_started_at == sb.step_started_at
+                && sa.safe_to_enforce == sb.safe_to_enforce
+                && sa.plaintext_sources.len() == sb.plaintext_sources.len()
+                && sa
+                    .plaintext_sources
+                    .iter()
+                    .zip(&sb.plaintext_sources)
+                    .all(|(x, y)| x.address == y.address)
+        })
 }
 
 /// The workloads `policy` governs.

@@ -224,3 +224,26 @@ async fn followers_follow_the_status_and_a_new_leader_resumes_from_it() {
     leader.tick(t0 + 10 * S).await;
     assert_eq!(leader.percent().unwrap().percent, 100);
 }
+
+#[tokio::test]
+async fn new_counts_alone_reach_status_at_most_every_thirty_seconds() {
+    let statik = "apiVersion: braid.dev/v1alpha1\nkind: EncryptionPolicy\nmetadata: {name: pay, namespace: shop}\nspec: {mode: Permissive}\n";
+    let mut rig = rig(crate::source::dir::snapshot_of(REGISTRY, statik), true);
+    let t0 = Instant::now();
+    rig.tick(t0).await;
+    let mtls = |n| Traffic {
+        inbound_mtls: n,
+        ..Traffic::default()
+    };
+    let server = ObjectKey::new("shop", "payments-a");
+    rig.memory.book.add(server.clone(), mtls(5), t0 + S);
+    rig.tick(t0 + 2 * S).await;
+    assert_eq!(
+        rig.view.borrow()[&key()].traffic.mtls_requests,
+        0,
+        "held back"
+    );
+    rig.tick(t0 + 31 * S).await;
+    assert_eq!(rig.view.borrow()[&key()].traffic.mtls_requests, 5);
+    assert_eq!(rig.view.borrow()[&key()].phase, EncryptionPhase::Encrypted);
+}
