@@ -52,13 +52,6 @@ pub struct Upstream {
     pub tls: Option<Arc<crate::config::Identity>>,
 }
 
-impl Upstream {
-    /// A plaintext connection to `addr`.
-    pub fn plain(addr: SocketAddr) -> Self {
-        Self { addr, tls: None }
-    }
-}
-
 /// The loads of every endpoint of a config, by address: a new config version takes the
 /// loads of endpoints it keeps from the previous one.
 #[derive(Debug, Default)]

@@ -152,10 +152,14 @@ impl Forwarder {
             },
             None => None,
         };
-        if let Some(peer) = &self.peer {
-            // The mode now, not when the connection opened: a plaintext connection kept
-            // alive from before the port turned Strict gets no more requests through.
-            let mode = self.config.with_tables(|t| t.inbound_tls_mode(peer.port));
+        // One look at the config in force serves both the port's mode (now, not when the
+        // connection opened: a plaintext connection kept alive from before the port turned
+        // Strict gets no more requests through) and the route.
+        let (mode, upstream) = self.config.with_tables(|t| {
+            let mode = self.peer.as_ref().map(|p| t.inbound_tls_mode(p.port));
+            (mode, route.resolve(t))
+        });
+        if let (Some(peer), Some(mode)) = (&self.peer, mode) {
             if !peer.tls && mode == TlsMode::Strict {
                 self.metrics.refused(peer.port, RefusedReason::plaintext);
                 return error_response(&ForwardError::PlaintextRefused(peer.port));
@@ -164,7 +168,7 @@ impl Forwarder {
                 log.inbound(peer.tls, mode, peer.source.as_deref());
             }
         }
-        let Some(upstream) = self.config.with_tables(|t| route.resolve(t)) else {
+        let Some(upstream) = upstream else {
             let e = ForwardError::NoRoute(route.describe());
             tracing::debug!(error = %e, "request failed");
             return error_response(&e);
