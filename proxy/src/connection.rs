@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::tls::TlsMode;
 use crate::config::{ConfigSource, OutboundTarget, Protocol};
 use crate::detect::{Detected, detect};
-use crate::http::{Forwarder, InboundPeer, Mirrors, Pool, Route, ServeAs, serve};
+use crate::http::{Forwarder, InboundPeer, Mirrors, Pool, Route, ServeAs, serve, serve_h1};
 use crate::io::PrefixedIo;
 use crate::listen::original_dst;
 use crate::metrics::{ConnProtocol, Direction, Metrics, RefusedReason};
@@ -328,19 +328,20 @@ where
             (serve_as, read)
         }
     };
-    let io = PrefixedIo::new(read.freeze(), io);
     match serve_as {
-        Some(serve_as) => {
-            let protocol = if serve_as == ServeAs::Http2 {
-                ConnProtocol::http2
-            } else {
-                ConnProtocol::http1
-            };
-            let _open = ctx.metrics.connection(ctx.direction, protocol);
+        Some(ServeAs::Http1) => {
+            let _open = ctx.metrics.connection(ctx.direction, ConnProtocol::http1);
             let forwarder = ctx.forwarder(peer);
-            serve(io, forwarder, route, serve_as, ctx.drain.clone()).await;
+            serve_h1(io, read, forwarder, route, ctx.drain.clone()).await;
+        }
+        Some(ServeAs::Http2) => {
+            let _open = ctx.metrics.connection(ctx.direction, ConnProtocol::http2);
+            let forwarder = ctx.forwarder(peer);
+            let io = PrefixedIo::new(read.freeze(), io);
+            serve(io, forwarder, route, ServeAs::Http2, ctx.drain.clone()).await;
         }
         None => {
+            let io = PrefixedIo::new(read.freeze(), io);
             let _open = ctx.metrics.connection(ctx.direction, ConnProtocol::tcp);
             // An opaque connection counts as one request of its kind.
             if let (Some(peer), Some(log)) = (&peer, &ctx.traffic) {

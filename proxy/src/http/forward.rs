@@ -14,16 +14,17 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Route;
+use super::exchange::{Answer, Exchange};
 use super::replay::Replayable;
 use super::{ForwardError, Mirrors, Pool, Sticky, UpBody, is_upgrade, strip_hop_by_hop};
 use crate::balance::outlier::OutlierPolicy;
 use crate::balance::{self, Endpoint, Picked, Upstream, Verdict};
 use crate::config::tls::TlsMode;
-use crate::config::{ConfigSource, Selected};
+use crate::config::{ConfigSource, OutboundTarget, PickError, Selected};
 use crate::control::protocol::Ejection;
 use crate::control::{EjectionLog, SourceCounter, TrafficLog};
-use crate::metrics::{Direction, Metrics, RefusedReason, RetryResult, Routed};
-use crate::overload::Protector;
+use crate::metrics::{Direction, Metrics, OpenGuard, RefusedReason, RetryResult, Routed};
+use crate::overload::{Admitted, Protector};
 use crate::routing::{AttemptOutcome, RequestHead, is_idempotent};
 use tokio_util::task::TaskTracker;
 
@@ -35,12 +36,10 @@ pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 const BASE_BACKOFF: Duration = Duration::from_millis(25);
 const MAX_BACKOFF: Duration = Duration::from_millis(250);
 
-/// One request's way out: what routing chose, and how to send.
-struct Outgoing<'a> {
+/// One request's way out: what routing chose.
+pub(super) struct Outgoing<'a> {
     label: &'a Arc<str>,
     selected: Selected<'a>,
-    http2: bool,
-    sticky: &'a Sticky,
     /// Whether the last attempt went over mTLS (for the request's metrics).
     tls: std::sync::atomic::AtomicBool,
 }
@@ -101,6 +100,11 @@ impl Forwarder {
         }
     }
 
+    /// The pool its requests go through.
+    pub(super) fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
     /// Counts inbound requests in `log` for the operator.
     pub fn with_traffic(mut self, log: Option<Arc<TrafficLog>>) -> Self {
         self.traffic = log;
@@ -125,6 +129,105 @@ impl Forwarder {
         self
     }
 
+    /// What every request goes through first, however it is sent: the port's TLS mode
+    /// (now, not when the connection opened: a plaintext connection kept alive from
+    /// before the port turned Strict gets no more requests through), overload admission
+    /// (health checks are never shed) and the target. `Ok(None)`: `keep` turned the
+    /// target down, before anything was counted.
+    pub(super) fn begin(
+        &self,
+        probe: bool,
+        route: &Route,
+        keep: impl FnOnce(&OutboundTarget) -> bool,
+    ) -> Result<Option<Started>, ForwardError> {
+        let at = Instant::now();
+        // One look at the config in force serves both the port's mode and the route.
+        let (mode, target) = self.config.with_tables(|t| {
+            let mode = self.peer.as_ref().map(|p| t.inbound_tls_mode(p.port));
+            (mode, route.resolve(t))
+        });
+        if target.as_deref().is_some_and(|t| !keep(t)) {
+            return Ok(None);
+        }
+        let in_flight = self.metrics.request_started(self.direction);
+        let admitted = match self.overload.as_ref().and_then(|p| p.admission()) {
+            Some(a) if !probe => match a.admit(at) {
+                Some(admitted) => Some(admitted),
+                None => {
+                    self.metrics.shed();
+                    return Err(ForwardError::Overloaded);
+                }
+            },
+            _ => None,
+        };
+        if let (Some(peer), Some(mode)) = (&self.peer, mode) {
+            if !peer.tls && mode == TlsMode::Strict {
+                self.metrics.refused(peer.port, RefusedReason::plaintext);
+                return Err(ForwardError::PlaintextRefused(peer.port));
+            }
+            if let Some(log) = &self.traffic {
+                log.inbound(peer.tls, mode, peer.source.as_deref());
+            }
+        }
+        let target = target.ok_or_else(|| ForwardError::NoRoute(route.describe()))?;
+        Ok(Some(Started {
+            at,
+            _in_flight: in_flight,
+            admitted,
+            target,
+        }))
+    }
+
+    /// Sends the request with `x` along `selected` (what routing chose for its head),
+    /// under the matching rule's rate limit, faults, deadline and retries.
+    pub(super) async fn send<X: Exchange>(
+        &self,
+        target: &OutboundTarget,
+        selected: Result<Selected<'_>, PickError>,
+        x: &mut X,
+        idempotent: bool,
+    ) -> (Result<X::Answer, ForwardError>, Routed) {
+        let mut routed = Routed::default();
+        let result = match selected {
+            Err(e) => Err(ForwardError::from(e)),
+            Ok(selected) => {
+                routed.rule = selected.rule.map(|r| r.name.clone());
+                routed.group = selected.group_name().cloned();
+                let send = Outgoing {
+                    label: &target.label,
+                    selected,
+                    tls: std::sync::atomic::AtomicBool::new(false),
+                };
+                let result = self.apply_rule(&send, x, idempotent).await;
+                routed.tls = send.tls.load(std::sync::atomic::Ordering::Relaxed);
+                result
+            }
+        };
+        if let Some(peer) = &self.peer {
+            routed.tls = peer.tls;
+            routed.peer = peer.identity.clone();
+        }
+        (result, routed)
+    }
+
+    /// Counts a request whose response (or error) with `status` is on its way.
+    pub(super) fn finish(&self, started: Started, routed: Routed, status: u16) {
+        if self.direction == Direction::outbound {
+            started.target.traffic.record(status);
+        }
+        let took = started.at.elapsed();
+        if let (Some(p), Some(_)) = (&self.overload, &started.admitted) {
+            p.record_latency(took);
+        }
+        self.metrics.request(
+            self.direction,
+            &started.target.label,
+            routed,
+            status,
+            took.as_secs_f64(),
+        );
+    }
+
     /// Forwards one request and answers with the upstream's response or an error status.
     /// The target is looked up in the config in force now; `sticky` holds the downstream
     /// connection's own upstream HTTP/1.1 connections.
@@ -134,76 +237,29 @@ impl Forwarder {
         route: &Route,
         sticky: &Sticky,
     ) -> Response<ProxyBody> {
-        let started = Instant::now();
-        let _in_flight = self.metrics.request_started(self.direction);
-        // Overload protection: health checks are never shed.
-        let admission = self
-            .overload
-            .as_ref()
-            .and_then(|p| p.admission())
-            .filter(|_| !is_probe(&req));
-        let _admitted = match &admission {
-            Some(a) => match a.admit(started) {
-                Some(admitted) => Some(admitted),
-                None => {
-                    self.metrics.shed();
-                    return error_response(&ForwardError::Overloaded);
-                }
-            },
-            None => None,
-        };
-        // One look at the config in force serves both the port's mode (now, not when the
-        // connection opened: a plaintext connection kept alive from before the port turned
-        // Strict gets no more requests through) and the route.
-        let (mode, upstream) = self.config.with_tables(|t| {
-            let mode = self.peer.as_ref().map(|p| t.inbound_tls_mode(p.port));
-            (mode, route.resolve(t))
-        });
-        if let (Some(peer), Some(mode)) = (&self.peer, mode) {
-            if !peer.tls && mode == TlsMode::Strict {
-                self.metrics.refused(peer.port, RefusedReason::plaintext);
-                return error_response(&ForwardError::PlaintextRefused(peer.port));
+        let started = match self.begin(is_probe(&req), route, |_| true) {
+            Ok(Some(started)) => started,
+            Ok(None) => return error_response(&ForwardError::NoRoute(route.describe())),
+            Err(e) => {
+                tracing::debug!(error = %e, "request refused");
+                return error_response(&e);
             }
-            if let Some(log) = &self.traffic {
-                log.inbound(peer.tls, mode, peer.source.as_deref());
-            }
-        }
-        let Some(upstream) = upstream else {
-            let e = ForwardError::NoRoute(route.describe());
-            tracing::debug!(error = %e, "request failed");
-            return error_response(&e);
         };
         let http2 = req.version() == http::Version::HTTP_2;
         let upgrade = !http2 && is_upgrade(req.headers());
         strip_hop_by_hop(req.headers_mut(), upgrade);
-        let mut routed = Routed::default();
-        let result = match upstream.select(&RequestHead::of(&req)) {
-            Err(e) => Err(ForwardError::from(e)),
-            Ok(selected) => {
-                routed = Routed {
-                    rule: selected.rule.map(|r| r.name.clone()),
-                    group: selected.group_name().cloned(),
-                    ..Routed::default()
-                };
-                let send = Outgoing {
-                    label: &upstream.label,
-                    selected,
-                    http2,
-                    sticky,
-                    tls: std::sync::atomic::AtomicBool::new(false),
-                };
-                let result = self.apply_rule(&send, req, upgrade).await;
-                routed.tls = send.tls.load(std::sync::atomic::Ordering::Relaxed);
-                result
-            }
+        let selected = started.target.select(&RequestHead::of(&req));
+        let idempotent = is_idempotent(req.method());
+        let mut x = HyperExchange {
+            forwarder: self,
+            sticky,
+            http2,
+            upgrade,
+            req: HyperRequest::Once(Some(req)),
         };
-        if let Some(peer) = &self.peer {
-            routed.tls = peer.tls;
-            routed.peer = peer.identity.clone();
-        }
-        if self.direction == Direction::outbound {
-            upstream.traffic.record(response_status(&result));
-        }
+        let (result, routed) = self
+            .send(&started.target, selected, &mut x, idempotent)
+            .await;
         let response = match result {
             Ok(mut resp) => {
                 let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -211,31 +267,21 @@ impl Forwarder {
                 resp.map(BodyExt::boxed)
             }
             Err(e) => {
-                tracing::debug!(target = %upstream.label, error = %e, "request failed");
+                tracing::debug!(target = %started.target.label, error = %e, "request failed");
                 error_response(&e)
             }
         };
-        let took = started.elapsed();
-        if let (Some(p), Some(_)) = (&self.overload, &admission) {
-            p.record_latency(took);
-        }
-        self.metrics.request(
-            self.direction,
-            &upstream.label,
-            routed,
-            response.status().as_u16(),
-            took.as_secs_f64(),
-        );
+        self.finish(started, routed, response.status().as_u16());
         response
     }
 
     /// The rule's rate limit and faults, then its attempts within its deadline.
-    async fn apply_rule(
+    async fn apply_rule<X: Exchange>(
         &self,
         send: &Outgoing<'_>,
-        req: Request<Incoming>,
-        upgrade: bool,
-    ) -> Result<Response<Incoming>, ForwardError> {
+        x: &mut X,
+        idempotent: bool,
+    ) -> Result<X::Answer, ForwardError> {
         let policy = send.selected.policy();
         if let Some(bucket) = send.selected.rule.and_then(|r| r.rate_limit.as_ref()) {
             bucket
@@ -248,14 +294,7 @@ impl Forwarder {
         if let Some(delay) = policy.roll_delay() {
             tokio::time::sleep(delay).await;
         }
-        let attempts = async {
-            if upgrade {
-                let picked = send.selected.endpoint(None)?;
-                self.forward_upgrade(&picked.endpoint.upstream(), req).await
-            } else {
-                self.attempts(send, req).await
-            }
-        };
+        let attempts = self.attempts(send, x, idempotent);
         match policy.timeout {
             // The deadline runs until the response starts, over every attempt.
             Some(limit) => tokio::time::timeout(limit, attempts)
@@ -266,41 +305,19 @@ impl Forwarder {
     }
 
     /// Sends the request, retrying as the rule allows (waiting a jittered, growing
-    /// backoff between attempts), and its mirror copy if it draws one. Without retries or
-    /// a mirror the caller's body streams straight through.
-    async fn attempts(
+    /// backoff between attempts) when `x` can send it more than once.
+    async fn attempts<X: Exchange>(
         &self,
         send: &Outgoing<'_>,
-        req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, ForwardError> {
+        x: &mut X,
+        idempotent: bool,
+    ) -> Result<X::Answer, ForwardError> {
         // `attempts: 0` retries nothing, so nothing need be buffered or budgeted.
         let retry = send.selected.policy().retry.filter(|r| r.attempts > 0);
-        let mirror = send.selected.mirror();
-        let idempotent = is_idempotent(req.method());
-        if retry.is_none() && mirror.is_none() {
+        let replayable = x.prepare(send, retry.is_some()).await?;
+        let Some(retry) = retry.filter(|_| replayable) else {
             let endpoint = send.selected.endpoint(None)?;
-            return self
-                .attempt(send, endpoint, req.map(Either::Left), None)
-                .await;
-        }
-        let req = match Replayable::buffer(req).await? {
-            Ok(replayable) => replayable,
-            // Too large (or of unknown length) to hold: once, not copied. No per-try
-            // deadline: it would run while the caller is still uploading.
-            Err(req) => {
-                let endpoint = send.selected.endpoint(None)?;
-                return self
-                    .attempt(send, endpoint, req.map(Either::Left), None)
-                    .await;
-            }
-        };
-        if let Some((group, endpoint)) = mirror {
-            let sent = self.mirrors.send(endpoint, req.request(), send.http2);
-            self.metrics.mirrored(send.label, group, sent);
-        }
-        let Some(retry) = retry else {
-            let endpoint = send.selected.endpoint(None)?;
-            return self.attempt(send, endpoint, req.request(), None).await;
+            return self.attempt(send, endpoint, x, None).await;
         };
         let rule = send.selected.rule;
         let budget = rule.and_then(|r| r.budget.as_ref());
@@ -312,9 +329,7 @@ impl Forwarder {
         loop {
             let picked = send.selected.endpoint(last)?;
             let endpoint = picked.endpoint;
-            let result = self
-                .attempt(send, picked, req.request(), retry.per_try_timeout)
-                .await;
+            let result = self.attempt(send, picked, x, retry.per_try_timeout).await;
             if attempt >= retry.attempts || !retry.retries(outcome(&result), idempotent) {
                 return result;
             }
@@ -339,13 +354,13 @@ impl Forwarder {
 
     /// One attempt on the picked endpoint, within `per_try` if set; its latency feeds
     /// the endpoint's load, its outcome the service's outlier detection.
-    async fn attempt(
+    async fn attempt<X: Exchange>(
         &self,
         send: &Outgoing<'_>,
         picked: Picked<'_>,
-        req: Request<UpBody>,
+        x: &mut X,
         per_try: Option<std::time::Duration>,
-    ) -> Result<Response<Incoming>, ForwardError> {
+    ) -> Result<X::Answer, ForwardError> {
         let endpoint = picked.endpoint;
         if picked.panic {
             self.metrics.panic_request(send.label);
@@ -357,18 +372,11 @@ impl Forwarder {
         let up = endpoint.upstream();
         send.tls
             .store(up.tls.is_some(), std::sync::atomic::Ordering::Relaxed);
-        let exchange = async {
-            if send.http2 {
-                self.pool.send_h2(&up, req).await
-            } else {
-                self.pool.send_h1(&up, req, send.sticky).await
-            }
-        };
         let result = match per_try {
-            Some(limit) => tokio::time::timeout(limit, exchange)
+            Some(limit) => tokio::time::timeout(limit, x.send(&up))
                 .await
                 .unwrap_or(Err(ForwardError::PerTryTimeout(limit))),
-            None => exchange.await,
+            None => x.send(&up).await,
         };
         match &result {
             // This proxy's own fault: nothing to hold against the endpoint.
@@ -382,6 +390,7 @@ impl Forwarder {
                 ForwardError::Connect(_)
                 | ForwardError::ConnectTimeout
                 | ForwardError::Upstream(_)
+                | ForwardError::Relay(_)
                 | ForwardError::Tls(_),
             ) => in_flight.failed(),
             _ => in_flight.done(),
@@ -394,17 +403,17 @@ impl Forwarder {
 
     /// Feeds an attempt's outcome to outlier detection: 5xx answers, failed connections
     /// and attempts out of time count against the endpoint.
-    fn judge(
+    fn judge<A: Answer>(
         &self,
         send: &Outgoing<'_>,
         endpoint: &Endpoint,
-        result: &Result<Response<Incoming>, ForwardError>,
+        result: &Result<A, ForwardError>,
         policy: &OutlierPolicy,
     ) {
         let failed = match result {
             // Shed by the endpoint's overload protection: busy, not broken; ejecting it
             // would pile its load onto the others.
-            Ok(resp) if resp.headers().contains_key("x-braid-overloaded") => return,
+            Ok(resp) if resp.overloaded() => return,
             Ok(resp) => resp.status().is_server_error(),
             // The caller's fault, not the endpoint's.
             Err(ForwardError::RequestBody(_)) => false,
@@ -448,10 +457,10 @@ impl Forwarder {
     async fn forward_upgrade(
         &self,
         up: &Upstream,
-        mut req: Request<Incoming>,
+        mut req: Request<UpBody>,
     ) -> Result<Response<Incoming>, ForwardError> {
         let downstream = hyper::upgrade::on(&mut req);
-        let mut resp = self.pool.send_upgrade(up, req.map(Either::Left)).await?;
+        let mut resp = self.pool.send_upgrade(up, req).await?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream = hyper::upgrade::on(&mut resp);
             self.tracker.spawn(async move {
@@ -466,6 +475,90 @@ impl Forwarder {
             });
         }
         Ok(resp)
+    }
+}
+
+/// A request admitted and routed, from its start until its response head.
+pub(super) struct Started {
+    at: Instant,
+    _in_flight: OpenGuard,
+    admitted: Option<Admitted>,
+    /// Where it goes.
+    pub(super) target: Arc<OutboundTarget>,
+}
+
+/// The request's body, once or buffered for several attempts.
+enum HyperRequest {
+    Once(Option<Request<Incoming>>),
+    Replay(Replayable),
+}
+
+/// Attempts through hyper's clients (HTTP/2, upgrades, and HTTP/1.1 requests the relay
+/// hands over).
+struct HyperExchange<'a> {
+    forwarder: &'a Forwarder,
+    sticky: &'a Sticky,
+    http2: bool,
+    upgrade: bool,
+    req: HyperRequest,
+}
+
+impl Exchange for HyperExchange<'_> {
+    type Answer = Response<Incoming>;
+
+    async fn prepare(&mut self, send: &Outgoing<'_>, retry: bool) -> Result<bool, ForwardError> {
+        let mirror = send.selected.mirror();
+        if self.upgrade || (!retry && mirror.is_none()) {
+            return Ok(false);
+        }
+        let HyperRequest::Once(req) = &mut self.req else {
+            return Ok(true);
+        };
+        let Some(req) = req.take() else {
+            return Ok(false);
+        };
+        match Replayable::buffer(req).await? {
+            // Too large (or of unknown length) to hold: sent once, not copied. No per-try
+            // deadline: it would run while the caller is still uploading.
+            Err(req) => {
+                self.req = HyperRequest::Once(Some(req));
+                Ok(false)
+            }
+            Ok(replayable) => {
+                if let Some((group, endpoint)) = mirror {
+                    let fw = self.forwarder;
+                    let sent = fw.mirrors.send(endpoint, replayable.request(), self.http2);
+                    fw.metrics.mirrored(send.label, group, sent);
+                }
+                self.req = HyperRequest::Replay(replayable);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn send(&mut self, up: &Upstream) -> Result<Response<Incoming>, ForwardError> {
+        let req = match &mut self.req {
+            HyperRequest::Once(req) => req.take().ok_or(ForwardError::Consumed)?.map(Either::Left),
+            HyperRequest::Replay(r) => r.request(),
+        };
+        let pool = &self.forwarder.pool;
+        if self.upgrade {
+            self.forwarder.forward_upgrade(up, req).await
+        } else if self.http2 {
+            pool.send_h2(up, req).await
+        } else {
+            pool.send_h1(up, req, self.sticky).await
+        }
+    }
+}
+
+impl Answer for Response<Incoming> {
+    fn status(&self) -> StatusCode {
+        Response::status(self)
+    }
+
+    fn overloaded(&self) -> bool {
+        self.headers().contains_key("x-braid-overloaded")
     }
 }
 
@@ -487,7 +580,7 @@ fn is_probe<B>(req: &Request<B>) -> bool {
 }
 
 /// The status the caller gets for `result`.
-fn response_status(result: &Result<Response<Incoming>, ForwardError>) -> u16 {
+pub(super) fn response_status<A: Answer>(result: &Result<A, ForwardError>) -> u16 {
     match result {
         Ok(resp) => resp.status().as_u16(),
         Err(e) => e.status().as_u16(),
@@ -495,7 +588,7 @@ fn response_status(result: &Result<Response<Incoming>, ForwardError>) -> u16 {
 }
 
 /// What retrying needs to know of an attempt's result.
-fn outcome(result: &Result<Response<Incoming>, ForwardError>) -> AttemptOutcome {
+fn outcome<A: Answer>(result: &Result<A, ForwardError>) -> AttemptOutcome {
     match result {
         Ok(resp) => AttemptOutcome::Status(resp.status()),
         Err(ForwardError::Tls(e)) if e.is_local() => AttemptOutcome::Local,
@@ -521,28 +614,31 @@ fn is_refused_stream(e: &hyper::Error) -> bool {
     false
 }
 
-/// A response for a request the proxy could not forward, with the reason in `x-braid-error`.
-pub fn error_response(e: &ForwardError) -> Response<ProxyBody> {
+/// The status, headers and body of the proxy's own answer to a request it could not
+/// forward, with the reason in `x-braid-error`.
+pub(super) fn error_parts(e: &ForwardError) -> (StatusCode, http::HeaderMap, Bytes) {
     let reason = e.to_string();
-    let mut resp = Response::new(
-        Full::new(Bytes::from(format!("{reason}\n")))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *resp.status_mut() = e.status();
+    let mut headers = http::HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&reason.replace(['\r', '\n'], " ")) {
-        resp.headers_mut().insert("x-braid-error", v);
+        headers.insert("x-braid-error", v);
     }
     if let ForwardError::Overloaded = e {
-        resp.headers_mut()
-            .insert("x-braid-overloaded", HeaderValue::from_static("1"));
+        headers.insert("x-braid-overloaded", HeaderValue::from_static("1"));
     }
     if let ForwardError::RateLimited(after) = e {
         // Whole seconds, rounded up: `retry-after: 0` would invite an immediate retry.
         let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-        resp.headers_mut()
-            .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
     }
+    (e.status(), headers, Bytes::from(format!("{reason}\n")))
+}
+
+/// A response for a request the proxy could not forward, with the reason in `x-braid-error`.
+pub fn error_response(e: &ForwardError) -> Response<ProxyBody> {
+    let (status, headers, body) = error_parts(e);
+    let mut resp = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
     resp
 }
 

@@ -1,7 +1,12 @@
-//! HTTP forwarding: a hyper server on the accepted connection, each request sent to an
-//! upstream over a pooled connection of the same HTTP version.
+//! HTTP forwarding: HTTP/1.1 connections are served by the relay (`h1/`), which passes
+//! heads and bodies between the two connections itself and hands what it does not
+//! handle (upgrades, chunked uploads, HTTP/1.0, mirrored routes) to a hyper server;
+//! HTTP/2 is served by hyper. Each request goes to an upstream over a pooled connection
+//! of the same HTTP version.
 
+mod exchange;
 mod forward;
+mod h1;
 mod headers;
 mod mirror;
 mod pool;
@@ -9,9 +14,10 @@ mod replay;
 mod route;
 
 pub use forward::{Forwarder, InboundPeer, ProxyBody, ServeAs, error_response, serve};
+pub use h1::serve_h1;
 pub use headers::{is_upgrade, strip_hop_by_hop};
 pub use mirror::Mirrors;
-pub use pool::{Pool, Sticky, UpBody, UpstreamIo};
+pub use pool::{Pool, RawConn, Sticky, UpBody, UpstreamIo};
 pub use route::Route;
 
 use http::StatusCode;
@@ -31,6 +37,12 @@ pub enum ForwardError {
     /// The upstream connection failed mid-request.
     #[error("upstream failure: {0}")]
     Upstream(hyper::Error),
+    /// The relayed upstream connection failed, or answered something that is not HTTP/1.1.
+    #[error("upstream failure: {0}")]
+    Relay(h1::RelayError),
+    /// The request's body was sent once and cannot be sent again.
+    #[error("request body already sent")]
+    Consumed,
     /// The service, or the group its rules chose, has no endpoint to send to, or no
     /// rule matched.
     #[error(transparent)]
@@ -71,7 +83,11 @@ impl ForwardError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Tls(e) if e.is_local() => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Connect(_) | Self::Upstream(_) | Self::Tls(_) => StatusCode::BAD_GATEWAY,
+            Self::Connect(_)
+            | Self::Upstream(_)
+            | Self::Relay(_)
+            | Self::Tls(_)
+            | Self::Consumed => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout | Self::RouteTimeout(_) | Self::PerTryTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }

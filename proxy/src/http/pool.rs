@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -28,7 +28,7 @@ pub type UpstreamIo = EitherIo<TcpStream, tokio_rustls::client::TlsStream<TcpStr
 /// Idle HTTP/1.1 connections kept per endpoint.
 const MAX_IDLE_PER_ENDPOINT: usize = 64;
 /// Upstream HTTP/1.1 connections one downstream connection keeps for itself.
-const MAX_STICKY: usize = 8;
+pub(super) const MAX_STICKY: usize = 8;
 /// HTTP/2 keep-alive: a ping this often on an idle connection...
 const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
 /// ...and the connection is dropped when the ack takes longer than this.
@@ -41,9 +41,45 @@ pub type UpBody = Either<Incoming, Full<Bytes>>;
 type H1 = http1::SendRequest<UpBody>;
 type H2 = http2::SendRequest<UpBody>;
 
+/// An upstream HTTP/1.1 connection the relay drives itself: the stream, and what was
+/// read from it and not yet passed on.
+pub struct RawConn {
+    /// The connection (boxed: an mTLS one is large, and connections move between the
+    /// pool, a downstream connection and the request in flight).
+    pub io: Box<UpstreamIo>,
+    /// Bytes read from it.
+    pub buf: BytesMut,
+}
+
+impl RawConn {
+    fn new(io: UpstreamIo) -> Self {
+        Self {
+            io: Box::new(io),
+            buf: BytesMut::with_capacity(RAW_BUF),
+        }
+    }
+
+    /// Whether a pooled connection still looks usable: a plaintext one the server closed
+    /// (or sent stray bytes on) while idle is not. An mTLS one is tried as it is; a
+    /// request that finds it closed is sent again on a new one when that is safe.
+    fn idle_ok(&self) -> bool {
+        match &*self.io {
+            EitherIo::Left(tcp) => {
+                let mut probe = [0u8; 1];
+                matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            }
+            EitherIo::Right(_) => true,
+        }
+    }
+}
+
+/// The read buffer of a relayed upstream connection.
+const RAW_BUF: usize = 16 * 1024;
+
 #[derive(Default)]
 struct Slots {
     idle_h1: HashMap<Upstream, Vec<H1>>,
+    idle_raw: HashMap<Upstream, Vec<RawConn>>,
     h2: HashMap<Upstream, H2>,
     /// The endpoints (and kinds) of the config in force, once known: connections to
     /// others are not kept (a pod IP may be reused by another pod later; a kind the
@@ -124,6 +160,7 @@ impl Pool {
     pub fn retain_endpoints(&self, live: HashSet<Upstream>) {
         if let Ok(mut slots) = self.slots.lock() {
             slots.idle_h1.retain(|up, _| live.contains(up));
+            slots.idle_raw.retain(|up, _| live.contains(up));
             // An HTTP/2 connection dropped here finishes its open streams, then closes.
             slots.h2.retain(|up, _| live.contains(up));
             slots.live = Some(live);
@@ -214,6 +251,39 @@ impl Pool {
             .send_request(req)
             .await
             .map_err(ForwardError::Upstream)
+    }
+
+    /// Opens a relayed HTTP/1.1 connection of `up`'s kind.
+    pub async fn connect_raw(&self, up: &Upstream) -> Result<RawConn, ForwardError> {
+        Ok(RawConn::new(self.connect(up, Alpn::Http1).await?))
+    }
+
+    /// An idle relayed connection to `up`, if one is pooled and still open.
+    pub fn take_raw(&self, up: &Upstream) -> Option<RawConn> {
+        let mut slots = self.slots.lock().ok()?;
+        let idle = slots.idle_raw.get_mut(up)?;
+        while let Some(conn) = idle.pop() {
+            if conn.idle_ok() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps an idle relayed connection for the next request to `up` (while the config
+    /// uses `up`).
+    pub fn put_raw(&self, up: Upstream, mut conn: RawConn) {
+        let Ok(mut slots) = self.slots.lock() else {
+            return;
+        };
+        if slots.live.as_ref().is_some_and(|live| !live.contains(&up)) {
+            return;
+        }
+        conn.buf.clear();
+        let idle = slots.idle_raw.entry(up).or_default();
+        if idle.len() < MAX_IDLE_PER_ENDPOINT {
+            idle.push(conn);
+        }
     }
 
     fn take_h1(&self, up: &Upstream) -> Option<H1> {

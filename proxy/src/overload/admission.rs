@@ -2,8 +2,8 @@
 //! worth, so bursts pass but a sustained excess is shed. It also counts what came, what
 //! was admitted and what is in flight, for the controller's next sample.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The bucket holds this much of the rate.
@@ -21,9 +21,9 @@ pub struct Admission {
 
 /// An admitted request, counted in flight until dropped.
 #[derive(Debug)]
-pub struct Admitted<'a>(&'a Admission);
+pub struct Admitted(Arc<Admission>);
 
-impl Drop for Admitted<'_> {
+impl Drop for Admitted {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.0.served.fetch_add(1, Ordering::Relaxed);
@@ -42,7 +42,7 @@ impl Admission {
     }
 
     /// Admits a request at `now`, or `None`: shed it.
-    pub fn admit(&self, now: Instant) -> Option<Admitted<'_>> {
+    pub fn admit(self: &Arc<Self>, now: Instant) -> Option<Admitted> {
         self.offered.fetch_add(1, Ordering::Relaxed);
         let mut b = self.bucket.lock().ok()?;
         let (rate, tokens, then) = *b;
@@ -53,7 +53,7 @@ impl Admission {
             *b = (rate, (tokens - 1.0).max(0.0), now);
             drop(b);
             self.in_flight.fetch_add(1, Ordering::Relaxed);
-            Some(Admitted(self))
+            Some(Admitted(self.clone()))
         } else {
             *b = (rate, tokens, now);
             None
@@ -94,7 +94,7 @@ mod tests {
 
     #[test]
     fn admits_at_the_rate_and_counts() {
-        let a = Admission::new(100.0);
+        let a = Arc::new(Admission::new(100.0));
         let t = Instant::now();
         // A tenth of a second's burst, then one per 10 ms.
         let burst: Vec<_> = (0..50).filter_map(|_| a.admit(t)).collect();

@@ -125,6 +125,11 @@ impl RouteTable {
         Ok(Self { from, rules })
     }
 
+    /// Whether any rule mirrors a share of its traffic.
+    pub fn mirrors(&self) -> bool {
+        self.rules.iter().any(|r| r.mirror.is_some())
+    }
+
     /// The first rule `req` matches.
     pub fn select(&self, req: &RequestHead<'_>) -> Result<&CompiledRule, RouteError> {
         self.rules

@@ -1,0 +1,30 @@
+//! How an attempt reaches an endpoint: the seam between the request path (routing,
+//! retries, outlier detection, metrics; `forward.rs`) and the wire (hyper's clients, or
+//! the HTTP/1.1 relay in `h1/`).
+
+use http::StatusCode;
+
+use super::ForwardError;
+use super::forward::Outgoing;
+use crate::balance::Upstream;
+
+/// What an attempt answered, as retries, outlier detection and metrics see it.
+pub(super) trait Answer {
+    /// The response's status.
+    fn status(&self) -> StatusCode;
+    /// Shed by the endpoint's overload protection (busy, not broken).
+    fn overloaded(&self) -> bool;
+}
+
+/// Sends one request's attempts.
+pub(super) trait Exchange {
+    /// What an attempt answers.
+    type Answer: Answer;
+
+    /// Gets ready for the attempts (`retry`: the rule may retry) and says whether the
+    /// request can be sent more than once.
+    async fn prepare(&mut self, send: &Outgoing<'_>, retry: bool) -> Result<bool, ForwardError>;
+
+    /// Sends one attempt to `up` and waits for its response head.
+    async fn send(&mut self, up: &Upstream) -> Result<Self::Answer, ForwardError>;
+}

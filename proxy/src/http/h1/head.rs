@@ -1,0 +1,629 @@
+//! HTTP/1.1 heads as the relay needs them (RFC 9112): where a head ends, how its body is
+//! framed, and whether it carries hop-by-hop headers that must not be passed on. Pure:
+//! bytes in, facts out, so every rule is unit-tested without sockets.
+
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
+use http::HeaderMap;
+
+/// Header lines a head may carry (hyper's default too); more is refused.
+pub const MAX_HEADERS: usize = 100;
+/// A head larger than this is refused (431 downstream, 502 upstream).
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// A head that cannot be relayed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HeadError {
+    /// Not HTTP/1.x, or broken.
+    #[error("malformed HTTP/1 head: {0}")]
+    Malformed(httparse::Error),
+    /// Over [`MAX_HEAD`] bytes or [`MAX_HEADERS`] lines.
+    #[error("head too large (over {MAX_HEAD} bytes or {MAX_HEADERS} header lines)")]
+    TooLarge,
+    /// Content-Length is not a number, or two disagree.
+    #[error("invalid content-length")]
+    ContentLength,
+    /// Both Transfer-Encoding and Content-Length: a request-smuggling shape.
+    #[error("both transfer-encoding and content-length")]
+    Ambiguous,
+    /// A 101 the request did not ask for.
+    #[error("unexpected 101 switching protocols")]
+    UnexpectedSwitch,
+}
+
+/// Why a request is left to the full HTTP server (hyper) instead of the relay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handover {
+    /// HTTP/1.0: its keep-alive rules differ.
+    Http10,
+    /// A chunked (or otherwise transfer-coded) request body.
+    TransferCoded,
+    /// `Expect: 100-continue`.
+    Expect,
+    /// A protocol upgrade (WebSocket).
+    Upgrade,
+    /// `Connection` names further hop-by-hop headers.
+    ConnectionTokens,
+    /// A body too large to hold for retries.
+    LargeBody,
+}
+
+/// A request head the relay can forward.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// The head's length in bytes, final blank line included.
+    pub len: usize,
+    /// The method.
+    pub method: http::Method,
+    /// Where the request target is in the head.
+    pub target: Range<usize>,
+    /// The body's length (`Content-Length`, else 0).
+    pub body: usize,
+    /// It carries hop-by-hop headers: the head is rebuilt without them.
+    pub rewrite: bool,
+    /// `Connection: close`: the connection ends after this exchange.
+    pub close: bool,
+    /// A kubelet health check (never shed).
+    pub probe: bool,
+}
+
+impl RequestInfo {
+    /// The path of the target (without the query), as routing matches it.
+    pub fn path<'a>(&self, head: &'a [u8]) -> std::borrow::Cow<'a, str> {
+        let target = head.get(self.target.clone()).unwrap_or_default();
+        let target = std::str::from_utf8(target).unwrap_or("/");
+        if target.starts_with('/') {
+            let end = target.find('?').unwrap_or(target.len());
+            return std::borrow::Cow::Borrowed(&target[..end]);
+        }
+        // absolute-form (`GET http://host/path`) or `*`.
+        match target.parse::<http::Uri>() {
+            Ok(uri) => std::borrow::Cow::Owned(uri.path().to_owned()),
+            Err(_) => std::borrow::Cow::Borrowed(target),
+        }
+    }
+}
+
+/// What a request head turned out to be.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Not complete yet: read more.
+    Partial,
+    /// The relay forwards it.
+    Relay(RequestInfo),
+    /// The full HTTP server serves it (and the rest of the connection).
+    Handover(Handover),
+}
+
+/// How a response body ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (HEAD, 1xx, 204, 304, or `Content-Length: 0`).
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding, relayed as it is.
+    Chunked,
+    /// Until the server closes the connection.
+    UntilClose,
+}
+
+/// A response head the relay can pass on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseInfo {
+    /// The head's length in bytes.
+    pub len: usize,
+    /// The status code.
+    pub status: u16,
+    /// How the body ends.
+    pub framing: Framing,
+    /// The head is rebuilt: hop-by-hop headers, an HTTP/1.0 status line, or a body that
+    /// ends with the connection (so the caller is told `Connection: close`).
+    pub rewrite: bool,
+    /// The server will not take another request on this connection.
+    pub close: bool,
+    /// Shed by the endpoint's overload protection (`x-braid-overloaded`).
+    pub overloaded: bool,
+    /// An interim (1xx) response: the final one follows.
+    pub interim: bool,
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), besides `Connection` itself and `TE`
+/// (`TE: trailers` is kept: gRPC needs it end to end). The same list as the full server's.
+fn is_hop_by_hop(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+    ]
+    .iter()
+    .chain(&["proxy-authorization", "trailer", "upgrade", "te"])
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+fn tokens(value: &[u8]) -> impl Iterator<Item = &str> {
+    std::str::from_utf8(value)
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// A Content-Length value: digits only (no sign, no spaces inside).
+fn content_length(value: &[u8], seen: Option<u64>) -> Result<u64, HeadError> {
+    let text = std::str::from_utf8(value).map_err(|_| HeadError::ContentLength)?;
+    let text = text.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(HeadError::ContentLength);
+    }
+    let n = text.parse().map_err(|_| HeadError::ContentLength)?;
+    match seen {
+        Some(other) if other != n => Err(HeadError::ContentLength),
+        _ => Ok(n),
+    }
+}
+
+/// Room for a head's header lines, left uninitialised: initialising 100 of them for
+/// every parse costs more than the parse.
+type Headers<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
+
+fn headers<'b>() -> Headers<'b> {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
+/// Parses the request head at the start of `buf` into `req`.
+fn parse_req<'h, 'b>(
+    req: &mut httparse::Request<'h, 'b>,
+    buf: &'b [u8],
+    storage: &'h mut Headers<'b>,
+) -> httparse::Result<usize> {
+    req.parse_with_uninit_headers(buf, storage)
+}
+
+/// Parses the response head at the start of `buf` into `resp`.
+fn parse_resp<'h, 'b>(
+    resp: &mut httparse::Response<'h, 'b>,
+    buf: &'b [u8],
+    storage: &'h mut Headers<'b>,
+) -> httparse::Result<usize> {
+    httparse::ParserConfig::default().parse_response_with_uninit_headers(resp, buf, storage)
+}
+
+fn offset(head: &[u8], part: &[u8]) -> usize {
+    (part.as_ptr() as usize).saturating_sub(head.as_ptr() as usize)
+}
+
+fn parse_error(e: httparse::Error) -> HeadError {
+    match e {
+        httparse::Error::TooManyHeaders => HeadError::TooLarge,
+        e => HeadError::Malformed(e),
+    }
+}
+
+/// Reads the request head at the start of `buf`. Requests whose body is over
+/// `max_body` bytes are handed over, as are the shapes the relay leaves to the full
+/// server.
+pub fn parse_request(buf: &[u8], max_body: usize) -> Result<Request, HeadError> {
+    let mut storage = headers();
+    let mut req = httparse::Request::new(&mut []);
+    let len = match parse_req(&mut req, buf, &mut storage).map_err(parse_error)? {
+        httparse::Status::Partial if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
+        httparse::Status::Partial => return Ok(Request::Partial),
+        httparse::Status::Complete(len) => len,
+    };
+    if req.version != Some(1) {
+        return Ok(Request::Handover(Handover::Http10));
+    }
+    let method = http::Method::from_bytes(req.method.unwrap_or("").as_bytes())
+        .map_err(|_| HeadError::Malformed(httparse::Error::Token))?;
+    let path = req.path.unwrap_or("");
+    let target = offset(buf, path.as_bytes())..offset(buf, path.as_bytes()) + path.len();
+    let mut body = None;
+    let mut rewrite = false;
+    let mut close = false;
+    let mut probe = false;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            body = Some(content_length(h.value, body)?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Ok(Request::Handover(Handover::TransferCoded));
+        } else if name.eq_ignore_ascii_case("expect") {
+            return Ok(Request::Handover(Handover::Expect));
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            return Ok(Request::Handover(Handover::Upgrade));
+        } else if name.eq_ignore_ascii_case("connection") {
+            rewrite = true;
+            for t in tokens(h.value) {
+                if t.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if t.eq_ignore_ascii_case("upgrade") {
+                    return Ok(Request::Handover(Handover::Upgrade));
+                } else if !t.eq_ignore_ascii_case("keep-alive") {
+                    return Ok(Request::Handover(Handover::ConnectionTokens));
+                }
+            }
+        } else if name.eq_ignore_ascii_case("te") {
+            // Kept as it is only when it says exactly what is forwarded.
+            rewrite |= !h.value.eq_ignore_ascii_case(b"trailers");
+        } else if is_hop_by_hop(name) {
+            rewrite = true;
+        } else if name.eq_ignore_ascii_case("user-agent") {
+            probe = h.value.starts_with(b"kube-probe/");
+        }
+    }
+    let body = usize::try_from(body.unwrap_or(0)).unwrap_or(usize::MAX);
+    if body > max_body {
+        return Ok(Request::Handover(Handover::LargeBody));
+    }
+    Ok(Request::Relay(RequestInfo {
+        len,
+        method,
+        target,
+        body,
+        rewrite,
+        close,
+        probe,
+    }))
+}
+
+/// The request's headers as a map, for routing rules that match on them; hop-by-hop
+/// ones are left out, as they are not forwarded.
+pub fn header_map(head: &[u8]) -> HeaderMap {
+    let mut storage = headers();
+    let mut req = httparse::Request::new(&mut []);
+    let mut map = HeaderMap::new();
+    if parse_req(&mut req, head, &mut storage).is_err() {
+        return map;
+    }
+    for h in req.headers.iter().filter(|h| !is_hop_by_hop(h.name)) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(h.name.as_bytes()),
+            http::HeaderValue::from_bytes(h.value),
+        ) {
+            map.append(name, value);
+        }
+    }
+    map
+}
+
+/// Reads the response head at the start of `buf`, for a request with `method`.
+/// `Ok(None)`: not complete yet.
+pub fn parse_response(
+    buf: &[u8],
+    method: &http::Method,
+) -> Result<Option<ResponseInfo>, HeadError> {
+    let mut storage = headers();
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match parse_resp(&mut resp, buf, &mut storage).map_err(parse_error)? {
+        httparse::Status::Partial if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
+        httparse::Status::Partial => return Ok(None),
+        httparse::Status::Complete(len) => len,
+    };
+    let status = resp.code.unwrap_or(0);
+    if status == 101 {
+        return Err(HeadError::UnexpectedSwitch);
+    }
+    let http10 = resp.version == Some(0);
+    let mut length = None;
+    let mut chunked = None;
+    let mut rewrite = http10;
+    let mut close = false;
+    let mut keep_alive = false;
+    let mut overloaded = false;
+    for h in resp.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            length = Some(content_length(h.value, length)?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // Chunked only when it is the last coding; anything else ends with the
+            // connection (RFC 9112 §6.3).
+            chunked = Some(
+                tokens(h.value)
+                    .last()
+                    .is_some_and(|t| t.eq_ignore_ascii_case("chunked")),
+            );
+        } else if name.eq_ignore_ascii_case("connection") {
+            rewrite = true;
+            for t in tokens(h.value) {
+                close |= t.eq_ignore_ascii_case("close");
+                keep_alive |= t.eq_ignore_ascii_case("keep-alive");
+            }
+        } else if is_hop_by_hop(name) {
+            rewrite = true;
+        } else if name.eq_ignore_ascii_case("x-braid-overloaded") {
+            overloaded = true;
+        }
+    }
+    if http10 && !keep_alive {
+        close = true;
+    }
+    let interim = (100..200).contains(&status);
+    let framing = if interim || status == 204 || status == 304 || method == http::Method::HEAD {
+        Framing::Empty
+    } else {
+        match (chunked, length) {
+            (Some(_), Some(_)) => return Err(HeadError::Ambiguous),
+            (Some(true), None) => Framing::Chunked,
+            (Some(false), None) | (None, None) => Framing::UntilClose,
+            (None, Some(0)) => Framing::Empty,
+            (None, Some(n)) => Framing::Length(n),
+        }
+    };
+    if framing == Framing::UntilClose {
+        close = true;
+        rewrite = true;
+    }
+    Ok(Some(ResponseInfo {
+        len,
+        status,
+        framing,
+        rewrite,
+        close,
+        overloaded,
+        interim,
+    }))
+}
+
+/// Writes `head` (a request head) to `out` without its hop-by-hop headers.
+pub fn rewrite_request(head: &[u8], out: &mut Vec<u8>) {
+    let mut storage = headers();
+    let mut req = httparse::Request::new(&mut []);
+    if parse_req(&mut req, head, &mut storage).is_err() {
+        return;
+    }
+    out.extend_from_slice(req.method.unwrap_or("GET").as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(req.path.unwrap_or("/").as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    write_headers(req.headers, out, true);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes `head` (a response head described by `info`) to `out` as HTTP/1.1, without
+/// its hop-by-hop headers, saying `Connection: close` when the body ends with the
+/// connection.
+pub fn rewrite_response(head: &[u8], info: &ResponseInfo, out: &mut Vec<u8>) {
+    let mut storage = headers();
+    let mut resp = httparse::Response::new(&mut []);
+    if parse_resp(&mut resp, head, &mut storage).is_err() {
+        return;
+    }
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(info.status.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    // The body is relayed as framed: a chunked one keeps its Transfer-Encoding.
+    write_headers(resp.headers, out, false);
+    if info.framing == Framing::UntilClose {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_headers(headers: &[httparse::Header<'_>], out: &mut Vec<u8>, request: bool) {
+    for h in headers {
+        let keep = if h.name.eq_ignore_ascii_case("te") {
+            // Only `trailers` passes.
+            if tokens(h.value).any(|t| t.eq_ignore_ascii_case("trailers")) {
+                out.extend_from_slice(b"te: trailers\r\n");
+            }
+            false
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            !request
+        } else {
+            !is_hop_by_hop(h.name)
+        };
+        if keep {
+            out.extend_from_slice(h.name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(h.value);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay(buf: &[u8]) -> RequestInfo {
+        match parse_request(buf, 1024).unwrap() {
+            Request::Relay(info) => info,
+            other => panic!("not relayed: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plain_get_is_relayed_as_it_is() {
+        let buf = b"GET /api/items?x=1 HTTP/1.1\r\nHost: a\r\nUser-Agent: wrk\r\n\r\nNEXT";
+        let info = relay(buf);
+        assert_eq!(info.len, buf.len() - 4);
+        assert_eq!(info.method, http::Method::GET);
+        assert_eq!(info.body, 0);
+        assert!(!info.rewrite && !info.close && !info.probe);
+        assert_eq!(info.path(buf), "/api/items");
+        assert_eq!(&buf[info.target.clone()], b"/api/items?x=1");
+    }
+
+    #[test]
+    fn partial_heads_wait_and_huge_ones_are_refused() {
+        assert_eq!(
+            parse_request(b"GET / HTTP/1.1\r\nHost:", 0),
+            Ok(Request::Partial)
+        );
+        let mut big = b"GET / HTTP/1.1\r\nx: ".to_vec();
+        big.resize(MAX_HEAD + 1, b'a');
+        assert_eq!(parse_request(&big, 0), Err(HeadError::TooLarge));
+        assert!(matches!(
+            parse_request(b"\x16\x03\x01 junk\r\n\r\n", 0),
+            Err(HeadError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn bodies_are_framed_by_content_length() {
+        let info = relay(b"POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
+        assert_eq!(info.body, 5);
+        assert_eq!(
+            parse_request(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n", 4),
+            Ok(Request::Handover(Handover::LargeBody))
+        );
+        for bad in [
+            &b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 1 2\r\n\r\n",
+        ] {
+            assert_eq!(parse_request(bad, 64), Err(HeadError::ContentLength));
+        }
+        // The same value twice is one length.
+        assert_eq!(
+            relay(b"POST / HTTP/1.1\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n").body,
+            3
+        );
+    }
+
+    #[test]
+    fn shapes_the_relay_leaves_to_the_full_server() {
+        let cases = [
+            (&b"GET / HTTP/1.0\r\n\r\n"[..], Handover::Http10),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Handover::TransferCoded,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+                Handover::Expect,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+                Handover::Upgrade,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nConnection: x-secret\r\n\r\n",
+                Handover::ConnectionTokens,
+            ),
+        ];
+        for (buf, why) in cases {
+            assert_eq!(
+                parse_request(buf, 64),
+                Ok(Request::Handover(why)),
+                "{buf:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_dropped_and_close_is_noted() {
+        let buf = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, close\r\nKeep-Alive: 5\r\nTE: gzip, trailers\r\nProxy-Authorization: x\r\nX-Kept: 1\r\n\r\n";
+        let info = relay(buf);
+        assert!(info.rewrite && info.close);
+        let mut out = Vec::new();
+        rewrite_request(&buf[..info.len], &mut out);
+        assert_eq!(
+            out,
+            b"GET / HTTP/1.1\r\nHost: a\r\nte: trailers\r\nX-Kept: 1\r\n\r\n"
+        );
+        // `TE: trailers` alone is forwarded untouched.
+        assert!(!relay(b"POST / HTTP/1.1\r\nTE: trailers\r\n\r\n").rewrite);
+    }
+
+    #[test]
+    fn probes_and_routing_headers() {
+        let buf = b"GET /healthz HTTP/1.1\r\nUser-Agent: kube-probe/1.28\r\nX-Tenant: a\r\nX-Tenant: b\r\nConnection: keep-alive\r\n\r\n";
+        assert!(relay(buf).probe);
+        let map = header_map(buf);
+        assert_eq!(map.get_all("x-tenant").iter().count(), 2);
+        assert!(!map.contains_key("connection"));
+        let abs = b"GET http://svc.ns:80/v1/x?q HTTP/1.1\r\n\r\n";
+        assert_eq!(relay(abs).path(abs), "/v1/x");
+    }
+
+    fn response(buf: &[u8], method: http::Method) -> ResponseInfo {
+        parse_response(buf, &method).unwrap().unwrap()
+    }
+
+    #[test]
+    fn response_bodies_end_as_rfc_9112_says() {
+        let get = http::Method::GET;
+        let r = response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
+            get.clone(),
+        );
+        assert_eq!(
+            (r.status, r.framing, r.rewrite, r.close),
+            (200, Framing::Length(10), false, false)
+        );
+        let r = response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            get.clone(),
+        );
+        assert_eq!(r.framing, Framing::Chunked);
+        let r = response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            get.clone(),
+        );
+        assert_eq!((r.framing, r.close), (Framing::UntilClose, true));
+        let r = response(b"HTTP/1.1 200 OK\r\n\r\n", get.clone());
+        assert_eq!(
+            (r.framing, r.close, r.rewrite),
+            (Framing::UntilClose, true, true)
+        );
+        let r = response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
+            http::Method::HEAD,
+        );
+        assert_eq!(r.framing, Framing::Empty);
+        for status in [b"204", b"304"] {
+            let mut buf = b"HTTP/1.1 ".to_vec();
+            buf.extend_from_slice(status);
+            buf.extend_from_slice(b" X\r\nContent-Length: 10\r\n\r\n");
+            assert_eq!(response(&buf, get.clone()).framing, Framing::Empty);
+        }
+        let r = response(
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+            get.clone(),
+        );
+        assert!(r.interim && r.framing == Framing::Empty);
+        assert_eq!(
+            parse_response(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                &get
+            ),
+            Err(HeadError::Ambiguous)
+        );
+        assert_eq!(
+            parse_response(b"HTTP/1.1 101 Switching\r\n\r\n", &get),
+            Err(HeadError::UnexpectedSwitch)
+        );
+        assert_eq!(parse_response(b"HTTP/1.1 200 OK\r\n", &get), Ok(None));
+    }
+
+    #[test]
+    fn response_heads_are_rewritten_for_the_caller() {
+        let get = http::Method::GET;
+        let buf = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\nX-Braid-Overloaded: 1\r\n\r\n";
+        let r = response(buf, get.clone());
+        assert!(r.rewrite && !r.close && r.overloaded);
+        let mut out = Vec::new();
+        rewrite_response(&buf[..r.len], &r, &mut out);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Braid-Overloaded: 1\r\n\r\n"
+        );
+        let buf = b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let r = response(buf, get);
+        assert!(r.close, "HTTP/1.0 without keep-alive closes");
+        let buf = b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\n";
+        let r = response(buf, http::Method::GET);
+        out.clear();
+        rewrite_response(&buf[..r.len], &r, &mut out);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nServer: x\r\nconnection: close\r\n\r\n"
+        );
+    }
+}

@@ -1,0 +1,55 @@
+//! The upstream connections one downstream HTTP/1.1 connection holds between its
+//! requests, so back-to-back requests skip the shared pool.
+
+use std::sync::{Arc, Weak};
+
+use crate::balance::Upstream;
+use crate::http::pool::MAX_STICKY;
+use crate::http::{Pool, RawConn};
+
+/// Relayed upstream connections held by one downstream connection (one per endpoint, a
+/// few endpoints at most); they go back to the pool when it ends.
+pub struct Held {
+    pool: Weak<Pool>,
+    conns: Vec<(Upstream, RawConn)>,
+}
+
+impl Held {
+    /// Holds connections taken from, and returned to, `pool`.
+    pub fn new(pool: &Arc<Pool>) -> Self {
+        Self {
+            pool: Arc::downgrade(pool),
+            conns: Vec::new(),
+        }
+    }
+
+    /// The held connection to `up`, else an idle pooled one.
+    pub fn take(&mut self, up: &Upstream) -> Option<RawConn> {
+        match self.conns.iter().position(|(a, _)| a == up) {
+            Some(i) => Some(self.conns.swap_remove(i).1),
+            None => self.pool.upgrade()?.take_raw(up),
+        }
+    }
+
+    /// Holds `conn` for the next request to `up`; the oldest held one goes back to the
+    /// pool when too many are held.
+    pub fn put(&mut self, up: Upstream, conn: RawConn) {
+        self.conns.push((up, conn));
+        if self.conns.len() > MAX_STICKY {
+            let (up, conn) = self.conns.remove(0);
+            if let Some(pool) = self.pool.upgrade() {
+                pool.put_raw(up, conn);
+            }
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            for (up, conn) in self.conns.drain(..) {
+                pool.put_raw(up, conn);
+            }
+        }
+    }
+}

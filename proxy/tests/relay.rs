@@ -1,0 +1,317 @@
+//! The HTTP/1.1 relay on the real binary: a scripted upstream answers with raw bytes
+//! (chunked with trailers in pieces, close-delimited, HEAD, 204, interim 1xx, garbage),
+//! and a raw client checks what arrives byte for byte: framing, hop-by-hop headers,
+//! pipelining, request bodies, a closed idle upstream connection, and the hand-over
+//! of upgrades and chunked uploads to the full server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the scripted upstream saw: each request head (and body) as received.
+type Seen = Arc<Mutex<Vec<String>>>;
+
+/// An upstream that answers each request with the script's answer for its path (the
+/// first line's second word), written in pieces of `piece` bytes. `/close-after` closes
+/// the connection after answering; `/garbage` answers something that is not HTTP.
+async fn scripted(piece: usize) -> (SocketAddr, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some(end) = find(&buf, b"\r\n\r\n") else {
+                        let mut chunk = [0u8; 4096];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end + 4]).to_string();
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < end + 4 + len {
+                        let mut chunk = [0u8; 4096];
+                        let n = s.read(&mut chunk).await.unwrap();
+                        assert!(n > 0, "body cut short");
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+                    buf.drain(..end + 4 + len);
+                    log.lock().unwrap().push(format!("{head}{body}"));
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                    let answer = answer(&path, &body);
+                    for part in answer.as_bytes().chunks(piece) {
+                        if s.write_all(part).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    if path.starts_with("/close") || path == "/garbage" || path == "/until-close" {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn answer(path: &str, body: &str) -> String {
+    match path {
+        "/chunked" => "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-sum: 12\r\n\r\n".into(),
+        "/until-close" => "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it".into(),
+        "/head" | "/length" => "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nlength".into(),
+        "/no-content" => "HTTP/1.1 204 No Content\r\n\r\n".into(),
+        "/early-hints" => "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal".into(),
+        "/hop" => "HTTP/1.1 200 OK\r\nConnection: keep-alive, close\r\nKeep-Alive: timeout=5\r\nContent-Length: 3\r\n\r\nhop".into(),
+        "/garbage" => "SSH-2.0-OpenSSH\r\n\r\n".into(),
+        "/close-after" => "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst".into(),
+        _ => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{path}{body}", path.len() + body.len()),
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+async fn relay_to(upstream: SocketAddr) -> (Proxy, SocketAddr) {
+    let front = free_addr();
+    let proxy = Proxy::start(&format!(
+        "listeners:\n- name: relay\n  bind: {front}\n  target: {{address: \"{upstream}\"}}\n  protocol: http1\n"
+    ))
+    .await;
+    (proxy, front)
+}
+
+/// Sends `raw` on `conn` and reads until `until` has arrived (or the connection closes).
+async fn exchange(conn: &mut TcpStream, raw: &str, until: &str) -> String {
+    conn.write_all(raw.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let read = async {
+        while !String::from_utf8_lossy(&got).contains(until) {
+            let mut chunk = [0u8; 4096];
+            match conn.read(&mut chunk).await.unwrap() {
+                0 => break,
+                n => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .unwrap_or_else(|_| panic!("no {until:?} in {:?}", String::from_utf8_lossy(&got)));
+    String::from_utf8_lossy(&got).to_string()
+}
+
+/// Sends `raw` and reads one whole response that carries a Content-Length.
+async fn sized(conn: &mut TcpStream, raw: &str) -> String {
+    let mut got = exchange(conn, raw, "\r\n\r\n").await;
+    let end = got.find("\r\n\r\n").unwrap() + 4;
+    let len: usize = got[..end]
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap();
+    while got.len() < end + len {
+        let mut chunk = [0u8; 4096];
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "cut short: {got}");
+        got.push_str(&String::from_utf8_lossy(&chunk[..n]));
+    }
+    got
+}
+
+#[tokio::test]
+async fn bodies_arrive_framed_as_the_upstream_framed_them() {
+    let (upstream, _) = scripted(3).await;
+    let (_proxy, front) = relay_to(upstream).await;
+    let mut c = TcpStream::connect(front).await.unwrap();
+    // Chunked, in 3-byte pieces, with a trailer: passed on byte for byte.
+    let got = exchange(
+        &mut c,
+        "GET /chunked HTTP/1.1\r\nHost: a\r\n\r\n",
+        "x-sum: 12\r\n\r\n",
+    )
+    .await;
+    assert!(
+        got.ends_with("5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-sum: 12\r\n\r\n"),
+        "{got}"
+    );
+    assert!(got.contains("Transfer-Encoding: chunked\r\n"), "{got}");
+    // The same connection goes on: a HEAD's answer has no body even with a length.
+    let got = exchange(&mut c, "HEAD /head HTTP/1.1\r\nHost: a\r\n\r\n", "\r\n\r\n").await;
+    assert!(
+        got.starts_with("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n"),
+        "{got}"
+    );
+    assert!(got.ends_with("\r\n\r\n"), "{got}");
+    let got = exchange(
+        &mut c,
+        "GET /no-content HTTP/1.1\r\nHost: a\r\n\r\n",
+        "\r\n\r\n",
+    )
+    .await;
+    assert_eq!(got, "HTTP/1.1 204 No Content\r\n\r\n");
+    // An interim 103 is dropped (as hyper's client does); the final answer follows.
+    let got = exchange(
+        &mut c,
+        "GET /early-hints HTTP/1.1\r\nHost: a\r\n\r\n",
+        "final",
+    )
+    .await;
+    assert_eq!(got, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal");
+    // A body that ends with the upstream's connection: the caller is told, and closed.
+    let got = exchange(
+        &mut c,
+        "GET /until-close HTTP/1.1\r\nHost: a\r\n\r\n",
+        "all of it",
+    )
+    .await;
+    assert!(got.contains("connection: close\r\n"), "{got}");
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        n, 0,
+        "the caller's connection closes after a close-delimited body"
+    );
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_stop_at_the_proxy_and_bodies_and_pipelines_pass() {
+    let (upstream, seen) = scripted(1024).await;
+    let (proxy, front) = relay_to(upstream).await;
+    let mut c = TcpStream::connect(front).await.unwrap();
+    let got = exchange(
+        &mut c,
+        "GET /hop HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nKeep-Alive: 300\r\nTE: trailers\r\nX-Kept: 1\r\n\r\n",
+        "hop",
+    )
+    .await;
+    assert_eq!(got, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nhop");
+    let first = seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        first,
+        "GET /hop HTTP/1.1\r\nHost: a\r\nte: trailers\r\nX-Kept: 1\r\n\r\n"
+    );
+    // Two requests in one write, the first with a body: both answered, in order.
+    let got = exchange(
+        &mut c,
+        "POST /one HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET /two HTTP/1.1\r\nHost: a\r\n\r\n",
+        "/two",
+    )
+    .await;
+    assert_eq!(
+        got,
+        "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n/onehelloHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n/two"
+    );
+    let (_, metrics) = proxy.admin_get("/metrics").await;
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("braid_requests_total") && l.contains(r#"code="200""#))
+        .unwrap();
+    assert!(line.ends_with(" 3"), "{line}");
+}
+
+#[tokio::test]
+async fn a_closed_idle_upstream_connection_is_replaced_and_garbage_is_a_502() {
+    let (upstream, seen) = scripted(1024).await;
+    let (_proxy, front) = relay_to(upstream).await;
+    let mut c = TcpStream::connect(front).await.unwrap();
+    // The upstream closes after answering; the next GET finds the held connection
+    // closed and goes again on a new one, unseen by the caller.
+    let got = exchange(
+        &mut c,
+        "GET /close-after HTTP/1.1\r\nHost: a\r\n\r\n",
+        "first",
+    )
+    .await;
+    assert!(got.ends_with("first"), "{got}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let got = exchange(&mut c, "GET /again HTTP/1.1\r\nHost: a\r\n\r\n", "/again").await;
+    assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    let got = sized(&mut c, "GET /garbage HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(got.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{got}");
+    assert!(
+        got.contains("x-braid-error: upstream failure: malformed HTTP/1 head"),
+        "{got}"
+    );
+    // The caller's connection is still good.
+    let got = exchange(&mut c, "GET /after HTTP/1.1\r\nHost: a\r\n\r\n", "/after").await;
+    assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+}
+
+#[tokio::test]
+async fn chunked_uploads_and_http10_are_served_by_the_full_server() {
+    let (upstream, seen) = scripted(1024).await;
+    let (_proxy, front) = relay_to(upstream).await;
+    let mut c = TcpStream::connect(front).await.unwrap();
+    // A relayed request first, then one the relay hands over on the same connection.
+    let got = exchange(&mut c, "GET /first HTTP/1.1\r\nHost: a\r\n\r\n", "/first").await;
+    assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+    let got = exchange(
+        &mut c,
+        "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        "/upload",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+    // hyper wrote it (its own lower-case header names), still chunked.
+    let upload = seen.lock().unwrap()[1].clone();
+    assert!(
+        upload.starts_with("POST /upload HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n"),
+        "{upload}"
+    );
+    let mut c10 = TcpStream::connect(front).await.unwrap();
+    let got = exchange(&mut c10, "GET /old HTTP/1.0\r\nHost: a\r\n\r\n", "/old").await;
+    assert!(got.starts_with("HTTP/1.0 200 OK"), "{got}");
+}
+
+#[tokio::test]
+async fn bad_request_heads_get_400_and_errors_keep_the_connection() {
+    let (_proxy, front) = relay_to(free_addr()).await;
+    let mut c = TcpStream::connect(front).await.unwrap();
+    // Nothing listens upstream: 502 with the reason, and the connection stays open.
+    for _ in 0..2 {
+        let got = sized(&mut c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        assert!(got.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{got}");
+        assert!(got.contains("x-braid-error: connect failure"), "{got}");
+    }
+    let mut bad = TcpStream::connect(front).await.unwrap();
+    let got = exchange(
+        &mut bad,
+        "GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+        "\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{got}");
+}
