@@ -20,8 +20,7 @@ pub use protocol::Protocol;
 pub use source::{ConfigError, ConfigSource, FileSource, load_file, parse_json};
 pub use tables::{ListenerPlan, OutboundTarget, PickError, Selected, Tables};
 
-/// The whole configuration of one proxy. Later issues add TLS and resilience next to
-/// `services`. An unknown field is refused in a file (a typo must not pass
+/// The whole configuration of one proxy. An unknown field is refused in a file (a typo must not pass
 /// silently) but only logged on the operator's stream, so a newer operator can talk to
 /// older proxies during an upgrade.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -32,6 +32,9 @@ use super::{ForwardError, Forwarder, Route, ServeAs, serve};
 use crate::io::PrefixedIo;
 use crate::routing::{RequestHead, is_idempotent};
 
+/// The caller's read buffer grows by this much when it runs low.
+const READ_BUF: usize = 8 * 1024;
+
 /// What became of one relayed request.
 enum Next {
     /// The connection takes the next request.
@@ -66,6 +69,10 @@ pub async fn serve_h1<I>(
                     return handover(io, buf, forwarder, route, drain).await;
                 }
                 Err(e) => return refuse(&mut io, &e, &mut scratch).await,
+            }
+            // Reads of a decent size, not the few bytes left at the buffer's end.
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(READ_BUF);
             }
             // Between requests a draining proxy closes the connection; a request that
             // has started arriving is read and served.
