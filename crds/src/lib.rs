@@ -10,6 +10,7 @@ pub mod common;
 pub mod decode;
 pub mod encryption_policy;
 pub mod limits;
+pub mod reference;
 pub mod render;
 pub mod schema;
 pub mod self_healing;

@@ -16,10 +16,22 @@ struct Cli {
     /// Write nothing; fail if a file in --out-dir differs from what would be written.
     #[arg(long)]
     check: bool,
+    /// Write the CRD reference (Markdown) to this file instead of the manifests.
+    #[arg(long, value_name = "FILE")]
+    docs: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(path) = &cli.docs {
+        let md = braid_crds::reference::markdown()?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+        return Ok(());
+    }
     let mut stale = Vec::new();
     for (file, yaml) in braid_crds::render::manifests()? {
         let path = cli.out_dir.join(file);
