@@ -7,7 +7,7 @@ DOCKER ?= docker
 IMAGE ?= ghcr.io/braid-mesh/braid
 TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
-.PHONY: all build test fmt fmt-check lint unit e2e crds manifests-check images bench help
+.PHONY: all build test fmt fmt-check lint unit e2e e2e-cluster demo crds docs manifests-check images bench help
 
 all: build
 
@@ -50,8 +50,25 @@ e2e: ## End-to-end tests: pods as network namespaces with real iptables (needs r
 		echo; \
 	fi
 
-crds: ## Regenerate manifests/crds/ from the braid-crds types
+# The demo needs root (network namespaces, iptables); it is built as the caller and run
+# with sudo when the caller is not root.
+demo: ## A local mesh walked through steering, mTLS rollout and self-healing (needs root)
+	$(CARGO) build -p braid-proxy -p braid-operator -p braid-e2e
+	@if [ "$$(id -u)" = 0 ]; then target/debug/braid-demo; \
+	elif command -v sudo >/dev/null; then \
+		echo "make demo: the demo needs root (network namespaces, iptables); running it with sudo"; \
+		sudo target/debug/braid-demo; \
+	else target/debug/braid-demo; fi
+
+e2e-cluster: ## braid on a real cluster (kind, k3d or REGISTRY=...): injection, traffic, mTLS, steering
+	scripts/e2e-cluster
+
+crds: ## Regenerate manifests/crds/ (and the CRD reference) from the braid-crds types
 	$(CARGO) run -q -p braid-crds --bin crdgen -- --out-dir manifests/crds
+	$(CARGO) run -q -p braid-crds --bin crdgen -- --docs docs/crd-reference.md
+
+docs: ## Regenerate the CRD reference, docs/crd-reference.md, from the schemas
+	$(CARGO) run -q -p braid-crds --bin crdgen -- --docs docs/crd-reference.md
 
 # Needs kubectl and kubernetes-validate. In CI (CI=true) a missing tool fails the run;
 # elsewhere it is reported loudly as NOT RUN, never as passed.

@@ -1,4 +1,4 @@
-//! Every example under manifests/examples/ is what a user would apply: the API server
+//! Every example under manifests/examples/ (and e2e/demo/) is what a user would apply: the API server
 //! takes it, braid's validate() takes it, and it survives YAML → type → YAML.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -13,10 +13,12 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use support::{api_server_errors, braid_validate, repo_root, typed, yaml_docs};
 
+/// The examples, and the resources `make demo` applies (e2e/demo/), which double as
+/// documentation.
 fn examples() -> Vec<(String, String)> {
-    let dir = repo_root().join("manifests/examples");
-    let mut files: Vec<_> = fs::read_dir(&dir)
-        .unwrap()
+    let mut files: Vec<_> = ["manifests/examples", "e2e/demo"]
+        .iter()
+        .flat_map(|dir| fs::read_dir(repo_root().join(dir)).unwrap())
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();

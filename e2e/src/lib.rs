@@ -16,9 +16,10 @@ pub mod handshakes;
 mod mesh;
 mod netns;
 mod operator;
+pub mod shop;
 
 pub use mesh::{Mesh, Pod, ProxyFlags};
-pub use netns::{prerequisites, sweep};
+pub use netns::{prerequisites, sweep, sweep_own};
 pub use operator::{NAMESPACE, Operator};
 
 /// Why the harness could not do something.

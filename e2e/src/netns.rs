@@ -87,6 +87,24 @@ pub fn sweep() {
     }
 }
 
+/// Removes this process's own namespaces (and their processes): what an interrupted
+/// run does before it exits, since its destructors will not run.
+pub fn sweep_own() {
+    let me = std::process::id().to_string();
+    let Ok(out) = ip(&["netns", "list"]) else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let owner = name.strip_prefix(PREFIX).and_then(|r| r.split('-').next());
+        if owner == Some(me.as_str()) {
+            delete(name);
+        }
+    }
+}
+
 /// Kills every process in the namespace and deletes it with its hosts file.
 pub fn delete(name: &str) {
     if let Ok(out) = ip(&["netns", "pids", name]) {

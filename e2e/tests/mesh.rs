@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use braid_e2e::{Mesh, Pod, ProxyFlags};
+use braid_e2e::{Mesh, Pod, ProxyFlags, shop};
 use braid_proxy::config::ProxyConfig;
 use serde_json::json;
 
@@ -149,11 +149,7 @@ fn assert_one_ok_request(pod: &Pod, direction: &str, target: &str) {
 }
 
 fn count(metrics: &str, needle: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#') && l.contains(needle))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    shop::metric_sum(metrics, needle)
 }
 
 #[test]
@@ -272,7 +268,7 @@ fn without_native_sidecars_the_pre_stop_hook_keeps_the_proxy_until_the_app_has_e
         client.log("pre-stop")
     );
     // The app's last calls, made while it shuts down, all get through.
-    stop_load(&mut client, &stop);
+    stop_load(&mut client, stop);
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         client.is_running("pre-stop").unwrap(),
@@ -387,23 +383,12 @@ fn wait_for_routes(client: &Pod, first_rule: &str) {
 /// `count` requests from `client` to `payments:80` at `path` with `headers`; the
 /// `tally` lines (`<n> <status> <body>`, most frequent first).
 fn tally(client: &Pod, count: usize, path: &str, headers: &[&str]) -> String {
-    let count = count.to_string();
-    let mut args = vec!["tally", "payments:80", "--count", &count, "--path", path];
-    for h in headers {
-        args.extend(["--header", h]);
-    }
-    client.app(&args).unwrap()
+    shop::tally(client, "payments:80", count, path, headers).unwrap()
 }
 
 /// How many of a tally's requests got `answer` (`<status> <body>`).
 fn tallied(tally: &str, answer: &str) -> usize {
-    tally
-        .lines()
-        .find_map(|l| {
-            let (n, rest) = l.split_once(' ')?;
-            (rest == answer).then(|| n.parse().ok())?
-        })
-        .unwrap_or(0)
+    shop::tallied(tally, answer)
 }
 
 #[test]
@@ -622,40 +607,19 @@ fn route_changes_under_load_fail_nothing_and_an_invalid_route_keeps_the_last_goo
         "second"
     );
     assert_eq!(tally(&client, 20, "/", &[]), "20 200 server2");
-    stop_load(&mut client, &stop);
+    stop_load(&mut client, stop);
 }
 
 /// Starts a request loop from `client` to `payments:80`; returns its stop file.
-fn start_load(client: &mut Pod) -> std::path::PathBuf {
-    let stop = client.dir().join("stop-load");
-    let _ = std::fs::remove_file(&stop);
-    client
-        .spawn_app(
-            "load",
-            &["load", "payments:80", "--stop-file", stop.to_str().unwrap()],
-        )
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    stop
+fn start_load(client: &mut Pod) -> shop::Load {
+    shop::Load::start(client, "load", "payments:80").unwrap()
 }
 
 /// Stops the loop of [`start_load`] and asserts it made many requests and none failed.
-fn stop_load(client: &mut Pod, stop: &std::path::Path) {
-    std::fs::write(stop, "").unwrap();
-    assert!(client.wait_exit("load", Duration::from_secs(10)).unwrap());
-    let summary = client.log("load");
-    let (ok, failed) = summary
-        .trim()
-        .split_once(' ')
-        .map(|(a, b)| {
-            (
-                a.trim_start_matches("ok=").parse::<u64>().unwrap(),
-                b.trim_start_matches("failed=").parse::<u64>().unwrap(),
-            )
-        })
-        .unwrap();
-    assert_eq!(failed, 0, "{summary}");
-    assert!(ok > 50, "{summary}");
+fn stop_load(client: &mut Pod, load: shop::Load) {
+    let summary = load.stop(client).unwrap();
+    assert_eq!(summary.failed, 0, "{summary:?}");
+    assert!(summary.ok > 50, "{summary:?}");
 }
 
 /// Waits until every pod's sidecar holds a config version other than `before[i]`, and
@@ -721,7 +685,7 @@ fn operator_changes_under_load_reach_every_proxy_and_fail_no_request() {
         took[0], took[1], took[2]
     );
     std::thread::sleep(Duration::from_millis(800));
-    stop_load(&mut client, &stop);
+    stop_load(&mut client, stop);
     let server2_metrics = server2.metrics().unwrap();
     assert!(
         count(&server2_metrics, r#"direction="inbound""#) > 0,
@@ -772,7 +736,7 @@ fn a_config_file_change_under_load_fails_no_request() {
         .write_config(&client_config("client-3", &[&server2]))
         .unwrap();
     std::thread::sleep(Duration::from_millis(800));
-    stop_load(&mut client, &stop);
+    stop_load(&mut client, stop);
     assert!(
         client
             .metrics()
@@ -1229,12 +1193,8 @@ fn inbound_tls(pod: &Pod) -> String {
 }
 
 /// Waits until `check` holds, polling every 100 ms; panics naming `what` after `secs`.
-fn wait_until(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_until(what: &str, secs: u64, check: impl FnMut() -> bool) {
+    shop::wait_until(what, secs, check).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Captures TCP port 8080 on `pod`'s eth0 while `during` runs; returns the bytes.
@@ -1434,11 +1394,7 @@ fn a_server_presenting_another_identity_is_refused() {
 
 /// The `value` of `field: value` in a status YAML.
 fn status_field(status: &str, field: &str) -> Option<String> {
-    status.lines().find_map(|l| {
-        l.trim()
-            .strip_prefix(&format!("{field}: "))
-            .map(|v| v.trim_matches('\'').to_owned())
-    })
+    shop::status_field(status, field)
 }
 
 #[test]
@@ -1476,7 +1432,7 @@ fn an_automatic_rollout_reaches_strict_without_a_failed_request() {
     assert_eq!(inbound_tls(&server), "Strict");
     // The client is still served, now over mTLS only.
     std::thread::sleep(Duration::from_millis(500));
-    stop_load(&mut client, &stop);
+    stop_load(&mut client, stop);
     let percents: Vec<&str> = seen.iter().map(|(_, p)| p.as_str()).collect();
     for step in ["10", "25", "50", "100"] {
         assert!(
@@ -1594,7 +1550,7 @@ fn certificates_rotating_every_thirty_seconds_fail_no_request() {
         expiry(&client) > first.0 && expiry(&server) > first.1
     });
     std::thread::sleep(Duration::from_secs(2));
-    stop_load(&mut client, &stop);
+    stop_load(&mut client, stop);
     println!(
         "certificates renewed: client expiry {} → {}, server {} → {}",
         first.0,
