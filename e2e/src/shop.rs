@@ -1,7 +1,8 @@
 //! What the demo and the e2e scenarios ask of a running mesh: who served a batch of
 //! requests, a steady request loop and its failures, a metric's total, a status field.
 
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::{HarnessError, Pod};
@@ -67,6 +68,26 @@ pub fn wait_until(
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(())
+}
+
+/// The directory mode's healing command for the pods under `pods` (the mesh's pod
+/// directories): it appends `<action> <namespace>/<pod> <pod IP> <endpoint>
+/// <SelfHealing>` to the returned log and stops the pod's app (whose PID the caller
+/// wrote to `<pod dir>/app.pid`), which the caller, as a restart policy would, starts
+/// again. Returns (the command, its log).
+pub fn healing_command(pods: &Path) -> Result<(PathBuf, PathBuf), HarnessError> {
+    let log = pods.join("healing.log");
+    let script = pods.join("heal.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$BRAID_ACTION $BRAID_POD_NAMESPACE/$BRAID_POD_NAME $BRAID_POD_IP $BRAID_ENDPOINT $BRAID_SELF_HEALING\" >> {}\nkill -TERM \"$(cat {}/$BRAID_POD_NAME/app.pid)\"\n",
+            log.display(),
+            pods.display()
+        ),
+    )?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    Ok((script, log))
 }
 
 /// A request loop from a pod to a target, one request after another, until stopped.

@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use braid_e2e::{Mesh, Pod, ProxyFlags, shop};
@@ -1038,18 +1037,7 @@ fn an_endpoint_that_stays_bad_is_restarted_after_the_cooldown_and_readmitted() {
     // The directory mode's healing command: it records what it was asked and stops the
     // pod's app, whose service manager (this test) starts it again.
     let pods = server3.dir().parent().unwrap().to_owned();
-    let healed = pods.join("healing.log");
-    let script = pods.join("heal.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"$BRAID_ACTION $BRAID_POD_NAMESPACE/$BRAID_POD_NAME $BRAID_POD_IP $BRAID_ENDPOINT $BRAID_SELF_HEALING\" >> {}\nkill -TERM \"$(cat {}/$BRAID_POD_NAME/app.pid)\"\n",
-            healed.display(),
-            pods.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (script, healed) = shop::healing_command(&pods).unwrap();
     mesh.start_operator_with(
         &registry(&[&server, &server2, &server3], &[&client]),
         &["--healing-command", &script.display().to_string()],
@@ -1557,5 +1545,32 @@ fn certificates_rotating_every_thirty_seconds_fail_no_request() {
         expiry(&client),
         first.1,
         expiry(&server)
+    );
+}
+
+// ---- make demo ----
+
+#[test]
+fn the_demo_walks_through_its_three_jobs_and_exits_zero() {
+    let exe = std::env::current_exe().unwrap();
+    let mut dir = exe.parent().unwrap().to_owned();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let out = std::process::Command::new(dir.join("braid-demo"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in ["✔ steering", "✔ link encryption", "✔ self-healing"] {
+        assert!(stdout.contains(step), "{stdout}");
+    }
+    assert!(
+        stdout.contains("requests during the rollout:") && stdout.contains(", 0 failed"),
+        "{stdout}"
     );
 }

@@ -5,7 +5,6 @@
 //! Exits non-zero when a step does not behave; cleans up even when interrupted.
 
 use std::net::Ipv4Addr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -132,19 +131,9 @@ fn setup() -> anyhow::Result<Demo> {
         .collect::<Result<Vec<_>, _>>()?;
     let mut client = mesh.pod("client")?;
     let pods = client.dir().parent().context("pod directory")?.to_owned();
-    let healed = pods.join("healing.log");
     // The directory mode's healing command: it records what it was asked and stops the
     // pod's app; the demo, as the pod's restart policy would, starts it again.
-    let script = pods.join("heal.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"$BRAID_ACTION $BRAID_POD_NAMESPACE/$BRAID_POD_NAME $BRAID_ENDPOINT\" >> {}\nkill -TERM \"$(cat {}/$BRAID_POD_NAME/app.pid)\"\n",
-            healed.display(),
-            pods.display()
-        ),
-    )?;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    let (script, healed) = shop::healing_command(&pods)?;
     mesh.start_operator_with(
         &registry(&servers, &client),
         &["--healing-command", &script.display().to_string()],
