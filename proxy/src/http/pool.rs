@@ -59,17 +59,19 @@ impl RawConn {
         }
     }
 
-    /// Whether a pooled connection still looks usable: a plaintext one the server closed
-    /// (or sent stray bytes on) while idle is not. An mTLS one is tried as it is; a
-    /// request that finds it closed is sent again on a new one when that is safe.
-    fn idle_ok(&self) -> bool {
-        match &*self.io {
-            EitherIo::Left(tcp) => {
-                let mut probe = [0u8; 1];
-                matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-            }
-            EitherIo::Right(_) => true,
-        }
+    /// Whether the idle connection can take the next request: the server has neither
+    /// closed it nor sent anything since the last response ended (stray bytes would be
+    /// read as the next request's answer). Peeks at the socket without waiting; with mTLS
+    /// too, as anything arriving between responses (a close_notify) means the same.
+    pub fn reusable(&self) -> bool {
+        let tcp = match &*self.io {
+            EitherIo::Left(tcp) => tcp,
+            EitherIo::Right(tls) => tls.get_ref().0,
+        };
+        let mut probe = [0u8; 1];
+        let mut buf = tokio::io::ReadBuf::new(&mut probe);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        tcp.poll_peek(&mut cx, &mut buf).is_pending()
     }
 }
 
@@ -263,7 +265,7 @@ impl Pool {
         let mut slots = self.slots.lock().ok()?;
         let idle = slots.idle_raw.get_mut(up)?;
         while let Some(conn) = idle.pop() {
-            if conn.idle_ok() {
+            if conn.reusable() {
                 return Some(conn);
             }
         }

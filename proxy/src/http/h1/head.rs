@@ -9,8 +9,10 @@ use http::HeaderMap;
 
 /// Header lines a head may carry (hyper's default too); more is refused.
 pub const MAX_HEADERS: usize = 100;
-/// A head larger than this is refused (431 downstream, 502 upstream).
+/// A request head larger than this goes to the full server (whose limit is larger).
 pub const MAX_HEAD: usize = 64 * 1024;
+/// A response head larger than this is refused (502), as hyper's client would.
+pub const MAX_RESPONSE_HEAD: usize = 400 * 1024;
 
 /// A head that cannot be relayed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -18,8 +20,8 @@ pub enum HeadError {
     /// Not HTTP/1.x, or broken.
     #[error("malformed HTTP/1 head: {0}")]
     Malformed(httparse::Error),
-    /// Over [`MAX_HEAD`] bytes or [`MAX_HEADERS`] lines.
-    #[error("head too large (over {MAX_HEAD} bytes or {MAX_HEADERS} header lines)")]
+    /// Over [`MAX_RESPONSE_HEAD`] bytes or [`MAX_HEADERS`] lines.
+    #[error("head too large (over {MAX_RESPONSE_HEAD} bytes or {MAX_HEADERS} header lines)")]
     TooLarge,
     /// Content-Length is not a number, or two disagree.
     #[error("invalid content-length")]
@@ -47,6 +49,10 @@ pub enum Handover {
     ConnectionTokens,
     /// A body too large to hold for retries.
     LargeBody,
+    /// A head over the relay's limit (the full server allows more).
+    LargeHead,
+    /// `CONNECT`: a tunnel, not a request.
+    Connect,
 }
 
 /// A request head the relay can forward.
@@ -208,13 +214,20 @@ fn parse_error(e: httparse::Error) -> HeadError {
 pub fn parse_request(buf: &[u8], max_body: usize) -> Result<Request, HeadError> {
     let mut storage = headers();
     let mut req = httparse::Request::new(&mut []);
-    let len = match parse_req(&mut req, buf, &mut storage).map_err(parse_error)? {
-        httparse::Status::Partial if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
-        httparse::Status::Partial => return Ok(Request::Partial),
-        httparse::Status::Complete(len) => len,
+    let len = match parse_req(&mut req, buf, &mut storage) {
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            return Ok(Request::Handover(Handover::LargeHead));
+        }
+        Ok(httparse::Status::Partial) => return Ok(Request::Partial),
+        Ok(httparse::Status::Complete(len)) => len,
+        Err(httparse::Error::TooManyHeaders) => return Ok(Request::Handover(Handover::LargeHead)),
+        Err(e) => return Err(HeadError::Malformed(e)),
     };
     if req.version != Some(1) {
         return Ok(Request::Handover(Handover::Http10));
+    }
+    if req.method == Some("CONNECT") {
+        return Ok(Request::Handover(Handover::Connect));
     }
     let method = http::Method::from_bytes(req.method.unwrap_or("").as_bytes())
         .map_err(|_| HeadError::Malformed(httparse::Error::Token))?;
@@ -258,6 +271,9 @@ pub fn parse_request(buf: &[u8], max_body: usize) -> Result<Request, HeadError> 
     if body > max_body {
         return Ok(Request::Handover(Handover::LargeBody));
     }
+    // httparse takes a bare LF as a line end; a server that does not would read the
+    // headers differently (a smuggling shape): such a head goes out rebuilt with CRLFs.
+    rewrite |= bare_lf(&buf[..len]);
     Ok(Request::Relay(RequestInfo {
         len,
         method,
@@ -267,6 +283,13 @@ pub fn parse_request(buf: &[u8], max_body: usize) -> Result<Request, HeadError> 
         close,
         probe,
     }))
+}
+
+/// Whether `head` ends a line with LF alone.
+fn bare_lf(head: &[u8]) -> bool {
+    head.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
 }
 
 /// The request's headers as a map, for routing rules that match on them; hop-by-hop
@@ -298,7 +321,9 @@ pub fn parse_response(
     let mut storage = headers();
     let mut resp = httparse::Response::new(&mut []);
     let len = match parse_resp(&mut resp, buf, &mut storage).map_err(parse_error)? {
-        httparse::Status::Partial if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
+        httparse::Status::Partial if buf.len() >= MAX_RESPONSE_HEAD => {
+            return Err(HeadError::TooLarge);
+        }
         httparse::Status::Partial => return Ok(None),
         httparse::Status::Complete(len) => len,
     };
@@ -309,7 +334,7 @@ pub fn parse_response(
     let http10 = resp.version == Some(0);
     let mut length = None;
     let mut chunked = None;
-    let mut rewrite = http10;
+    let mut rewrite = http10 || bare_lf(&buf[..len]);
     let mut close = false;
     let mut keep_alive = false;
     let mut overloaded = false;
@@ -384,8 +409,8 @@ pub fn rewrite_request(head: &[u8], out: &mut Vec<u8>) {
 
 /// Writes `head` (a response head described by `info`) to `out` as HTTP/1.1, without
 /// its hop-by-hop headers, saying `Connection: close` when the body ends with the
-/// connection.
-pub fn rewrite_response(head: &[u8], info: &ResponseInfo, out: &mut Vec<u8>) {
+/// connection or the caller's connection closes after it (`close`).
+pub fn rewrite_response(head: &[u8], info: &ResponseInfo, close: bool, out: &mut Vec<u8>) {
     let mut storage = headers();
     let mut resp = httparse::Response::new(&mut []);
     if parse_resp(&mut resp, head, &mut storage).is_err() {
@@ -398,7 +423,7 @@ pub fn rewrite_response(head: &[u8], info: &ResponseInfo, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
     // The body is relayed as framed: a chunked one keeps its Transfer-Encoding.
     write_headers(resp.headers, out, false);
-    if info.framing == Framing::UntilClose {
+    if close || info.framing == Framing::UntilClose {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -455,9 +480,13 @@ mod tests {
             parse_request(b"GET / HTTP/1.1\r\nHost:", 0),
             Ok(Request::Partial)
         );
+        // Beyond the relay's limit, the full server (with its larger one) decides.
         let mut big = b"GET / HTTP/1.1\r\nx: ".to_vec();
         big.resize(MAX_HEAD + 1, b'a');
-        assert_eq!(parse_request(&big, 0), Err(HeadError::TooLarge));
+        assert_eq!(
+            parse_request(&big, 0),
+            Ok(Request::Handover(Handover::LargeHead))
+        );
         assert!(matches!(
             parse_request(b"\x16\x03\x01 junk\r\n\r\n", 0),
             Err(HeadError::Malformed(_))
@@ -506,6 +535,10 @@ mod tests {
                 b"GET / HTTP/1.1\r\nConnection: x-secret\r\n\r\n",
                 Handover::ConnectionTokens,
             ),
+            (
+                b"CONNECT db:5432 HTTP/1.1\r\nHost: db:5432\r\n\r\n",
+                Handover::Connect,
+            ),
         ];
         for (buf, why) in cases {
             assert_eq!(
@@ -529,6 +562,18 @@ mod tests {
         );
         // `TE: trailers` alone is forwarded untouched.
         assert!(!relay(b"POST / HTTP/1.1\r\nTE: trailers\r\n\r\n").rewrite);
+    }
+
+    #[test]
+    fn heads_with_bare_line_feeds_go_out_rebuilt_with_crlf() {
+        let buf = b"POST / HTTP/1.1\r\nX: a\nContent-Length: 2\r\n\r\nok";
+        let info = relay(buf);
+        assert!(info.rewrite);
+        let mut out = Vec::new();
+        rewrite_request(&buf[..info.len], &mut out);
+        assert_eq!(out, b"POST / HTTP/1.1\r\nX: a\r\nContent-Length: 2\r\n\r\n");
+        let r = response(b"HTTP/1.1 200 OK\nContent-Length: 0\n\n", http::Method::GET);
+        assert!(r.rewrite);
     }
 
     #[test]
@@ -609,7 +654,7 @@ mod tests {
         let r = response(buf, get.clone());
         assert!(r.rewrite && !r.close && r.overloaded);
         let mut out = Vec::new();
-        rewrite_response(&buf[..r.len], &r, &mut out);
+        rewrite_response(&buf[..r.len], &r, false, &mut out);
         assert_eq!(
             out,
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Braid-Overloaded: 1\r\n\r\n"
@@ -620,7 +665,7 @@ mod tests {
         let buf = b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\n";
         let r = response(buf, http::Method::GET);
         out.clear();
-        rewrite_response(&buf[..r.len], &r, &mut out);
+        rewrite_response(&buf[..r.len], &r, false, &mut out);
         assert_eq!(
             out,
             b"HTTP/1.1 200 OK\r\nServer: x\r\nconnection: close\r\n\r\n"

@@ -23,12 +23,15 @@ impl Held {
         }
     }
 
-    /// The held connection to `up`, else an idle pooled one.
+    /// The held connection to `up` if it is still good, else an idle pooled one.
     pub fn take(&mut self, up: &Upstream) -> Option<RawConn> {
-        match self.conns.iter().position(|(a, _)| a == up) {
-            Some(i) => Some(self.conns.swap_remove(i).1),
-            None => self.pool.upgrade()?.take_raw(up),
+        if let Some(i) = self.conns.iter().position(|(a, _)| a == up) {
+            let (_, conn) = self.conns.swap_remove(i);
+            if conn.reusable() {
+                return Some(conn);
+            }
         }
+        self.pool.upgrade()?.take_raw(up)
     }
 
     /// Holds `conn` for the next request to `up`; the oldest held one goes back to the

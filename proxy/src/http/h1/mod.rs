@@ -66,6 +66,8 @@ pub async fn serve_h1<I>(
                 Ok(Request::Relay(info)) => break info,
                 Ok(Request::Handover(why)) => {
                     tracing::trace!(?why, "handing the connection to the full HTTP/1.1 server");
+                    // Its upstream connections go back to the pool for others.
+                    drop(held);
                     return handover(io, buf, forwarder, route, drain).await;
                 }
                 Err(e) => return refuse(&mut io, &e, &mut scratch).await,
@@ -97,34 +99,51 @@ pub async fn serve_h1<I>(
                 Ok(_) => {}
             }
         }
+        // The caller is told when this is the connection's last answer.
+        let closing = info.close || drain.is_cancelled();
+        let arrived = Arrived {
+            bytes: &buf[..end],
+            info: &info,
+            closing,
+        };
         let next = relay_one(
             &forwarder,
             &mut io,
-            &buf[..end],
-            &info,
+            arrived,
             &route,
             &mut held,
             &mut scratch,
         )
         .await;
         match next {
-            Next::KeepAlive if !info.close && !drain.is_cancelled() => buf.advance(end),
+            Next::KeepAlive if !closing => buf.advance(end),
             Next::KeepAlive | Next::Close => {
                 let _ = io.shutdown().await;
                 return;
             }
-            Next::Handover => return handover(io, buf, forwarder, route, drain).await,
+            Next::Handover => {
+                drop(held);
+                return handover(io, buf, forwarder, route, drain).await;
+            }
         }
     }
 }
 
-/// Routes and forwards one request (`bytes`: its head and whole body), and passes the
-/// answer back.
+/// A request read in whole from the caller.
+struct Arrived<'a> {
+    /// Its head and body.
+    bytes: &'a [u8],
+    /// What its head says.
+    info: &'a RequestInfo,
+    /// The caller's connection closes after the answer.
+    closing: bool,
+}
+
+/// Routes and forwards one request, and passes the answer back.
 async fn relay_one<D>(
     forwarder: &Forwarder,
     down: &mut D,
-    bytes: &[u8],
-    info: &RequestInfo,
+    arrived: Arrived<'_>,
     route: &Route,
     held: &mut Held,
     scratch: &mut Vec<u8>,
@@ -132,6 +151,11 @@ async fn relay_one<D>(
 where
     D: AsyncRead + AsyncWrite + Unpin,
 {
+    let Arrived {
+        bytes,
+        info,
+        closing,
+    } = arrived;
     let head_only = info.method == http::Method::HEAD;
     // Mirror copies are built by the full server's request path.
     let started = match forwarder.begin(info.probe, route, |t| !t.mirrors()) {
@@ -178,7 +202,7 @@ where
         .await;
     forwarder.finish(started, routed, response_status(&result));
     match result {
-        Ok(answer) => match relay_response(down, answer, held, scratch).await {
+        Ok(answer) => match relay_response(down, answer, closing, held, scratch).await {
             Ok(true) => Next::KeepAlive,
             Ok(false) => Next::Close,
             Err(e) => {

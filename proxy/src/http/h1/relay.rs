@@ -138,6 +138,7 @@ async fn round_trip(
 pub async fn relay_response<D>(
     down: &mut D,
     answer: RelayAnswer,
+    closing: bool,
     held: &mut Held,
     scratch: &mut Vec<u8>,
 ) -> Result<bool, RelayError>
@@ -157,14 +158,18 @@ where
         &mut left,
         &mut chunked,
     )?;
-    if info.rewrite {
+    // A caller whose connection closes after this answer is told so.
+    if info.rewrite || closing {
         scratch.clear();
-        head::rewrite_response(&conn.buf[..info.len], &info, scratch);
+        head::rewrite_response(&conn.buf[..info.len], &info, closing, scratch);
         scratch.extend_from_slice(&conn.buf[info.len..info.len + take]);
         down.write_all(scratch).await?;
     } else {
         down.write_all(&conn.buf[..info.len + take]).await?;
     }
+    // Flushed piece by piece: a TLS stream may hold written bytes back, and a streamed
+    // body's pieces must not wait for the next one.
+    down.flush().await?;
     let mut extra = conn.buf.len() > info.len + take;
     while !done {
         conn.buf.clear();
@@ -178,10 +183,10 @@ where
         }
         let (take, end) = body_part(&info.framing, &conn.buf, &mut left, &mut chunked)?;
         down.write_all(&conn.buf[..take]).await?;
+        down.flush().await?;
         extra = conn.buf.len() > take;
         done = end;
     }
-    down.flush().await?;
     // Bytes after the response, or a server that said it closes: not reused.
     if !info.close && !extra && info.framing != Framing::UntilClose {
         held.put(up, conn);
