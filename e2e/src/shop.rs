@@ -36,6 +36,24 @@ pub fn tallied(tally: &str, answer: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// How many of a tally's requests got an answer other than 200 (or none).
+pub fn not_ok(tally: &str) -> usize {
+    tally
+        .lines()
+        .filter(|l| !l.contains(" 200 "))
+        .filter_map(|l| l.split(' ').next()?.parse::<usize>().ok())
+        .sum()
+}
+
+/// An EncryptionPolicy status's rollout: its `phase` and `currentPercent` (empty when
+/// not written yet).
+pub fn rollout_progress(status: &str) -> (String, String) {
+    (
+        status_field(status, "phase").unwrap_or_default(),
+        status_field(status, "currentPercent").unwrap_or_default(),
+    )
+}
+
 /// The sum of the Prometheus samples in `metrics` whose line contains `needle`.
 pub fn metric_sum(metrics: &str, needle: &str) -> u64 {
     metrics

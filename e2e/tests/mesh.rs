@@ -1122,12 +1122,7 @@ fn an_endpoint_that_stays_bad_is_restarted_after_the_cooldown_and_readmitted() {
         std::thread::sleep(Duration::from_millis(500));
         after = tally(&client, 30, "/", &[]);
     }
-    let failed: usize = after
-        .lines()
-        .filter(|l| !l.contains(" 200 "))
-        .filter_map(|l| l.split(' ').next()?.parse::<usize>().ok())
-        .sum();
-    assert_eq!(failed, 0, "{after}");
+    assert_eq!(shop::not_ok(&after), 0, "{after}");
     let metrics = client.metrics().unwrap();
     assert!(
         count(&metrics, "braid_outlier_returns_total") >= 1,
@@ -1401,11 +1396,7 @@ fn an_automatic_rollout_reaches_strict_without_a_failed_request() {
     let mut seen = Vec::new();
     let started = Instant::now();
     wait_until("the rollout to reach Strict", 60, || {
-        let status = op.status("encryptionpolicy", "shop", "payments");
-        let now = (
-            status_field(&status, "phase").unwrap_or_default(),
-            status_field(&status, "currentPercent").unwrap_or_default(),
-        );
+        let now = shop::rollout_progress(&op.status("encryptionpolicy", "shop", "payments"));
         if seen.last() != Some(&now) {
             println!(
                 "{:>5.1} s: {} at {} %",

@@ -251,11 +251,7 @@ fn print_served(tally: &str, groups: &[(&str, &[&str])]) {
             pods.join(", ")
         );
     }
-    let other: usize = tally
-        .lines()
-        .filter(|l| !l.contains(" 200 "))
-        .filter_map(|l| l.split(' ').next()?.parse::<usize>().ok())
-        .sum();
+    let other = shop::not_ok(tally);
     if other > 0 {
         println!("    not 200: {other}");
     }
@@ -331,10 +327,7 @@ fn encryption(demo: &mut Demo) -> anyhow::Result<()> {
             return false;
         };
         let status = op.status("encryptionpolicy", "shop", "shop-mtls");
-        let now = (
-            shop::status_field(&status, "phase").unwrap_or_default(),
-            shop::status_field(&status, "currentPercent").unwrap_or_default(),
-        );
+        let now = shop::rollout_progress(&status);
         if !now.0.is_empty() && seen.last() != Some(&now) {
             println!(
                 "  {:>6.1}s  {:<11} {:>7}%",
@@ -420,11 +413,7 @@ fn healing(demo: &mut Demo) -> anyhow::Result<()> {
     let record = loop {
         let round = shop::tally(&demo.client, PAYMENTS, 50, "/", &[])?;
         let metrics = demo.client.metrics()?;
-        let failed: usize = round
-            .lines()
-            .filter(|l| !l.contains(" 200 "))
-            .filter_map(|l| l.split(' ').next()?.parse::<usize>().ok())
-            .sum();
+        let failed = shop::not_ok(&round);
         println!(
             "  {:>5.1}s  answered by server1 {:>2}, server2 {:>2}, server3 {:>2}; failed {failed}; 500s retried {}; ejections {}",
             started.elapsed().as_secs_f64(),

@@ -56,6 +56,8 @@ pub struct RouteTable {
     /// The TrafficRoute they come from.
     pub from: Arc<str>,
     rules: Vec<CompiledRule>,
+    /// Whether a rule mirrors: known once per config, asked on every relayed request.
+    mirrors: bool,
 }
 
 impl RouteTable {
@@ -122,12 +124,17 @@ impl RouteTable {
                 rate_limit,
             });
         }
-        Ok(Self { from, rules })
+        let mirrors = rules.iter().any(|r| r.mirror.is_some());
+        Ok(Self {
+            from,
+            rules,
+            mirrors,
+        })
     }
 
     /// Whether any rule mirrors a share of its traffic.
     pub fn mirrors(&self) -> bool {
-        self.rules.iter().any(|r| r.mirror.is_some())
+        self.mirrors
     }
 
     /// The first rule `req` matches.

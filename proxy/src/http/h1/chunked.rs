@@ -43,13 +43,7 @@ pub struct Chunked {
 
 impl Default for Chunked {
     fn default() -> Self {
-        Self {
-            state: State::Size {
-                size: 0,
-                digits: false,
-                ext: false,
-            },
-        }
+        Self { state: NEW_SIZE }
     }
 }
 

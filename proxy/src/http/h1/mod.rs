@@ -189,16 +189,19 @@ where
     } else {
         bytes
     };
-    let idempotent = is_idempotent(&info.method);
     let mut x = RelayExchange {
         pool: forwarder.pool(),
         held,
         request,
         method: &info.method,
-        idempotent,
     };
     let (result, routed) = forwarder
-        .send(&started.target, selected, &mut x, idempotent)
+        .send(
+            &started.target,
+            selected,
+            &mut x,
+            is_idempotent(&info.method),
+        )
         .await;
     forwarder.finish(started, routed, response_status(&result));
     match result {
@@ -232,25 +235,16 @@ where
     }
 }
 
-/// Answers a head that is not HTTP/1.1 (or too large) and closes, as the full server
-/// would: 431 for a head too large, else 400.
+/// Answers a head that is not HTTP/1.1 with 400 and closes, as the full server would.
+/// (A head too large for the relay is handed over, not refused.)
 async fn refuse<D>(down: &mut D, e: &HeadError, scratch: &mut Vec<u8>)
 where
     D: AsyncRead + AsyncWrite + Unpin,
 {
-    let status = match e {
-        HeadError::TooLarge => http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        _ => http::StatusCode::BAD_REQUEST,
-    };
     tracing::debug!(error = %e, "bad request head");
     scratch.clear();
     scratch.extend_from_slice(
-        format!(
-            "HTTP/1.1 {} {}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
-            status.as_str(),
-            status.canonical_reason().unwrap_or("")
-        )
-        .as_bytes(),
+        b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
     );
     let _ = down.write_all(scratch).await;
     let _ = down.shutdown().await;

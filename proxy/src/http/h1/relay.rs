@@ -14,6 +14,7 @@ use crate::balance::Upstream;
 use crate::http::exchange::{Answer, Exchange};
 use crate::http::forward::Outgoing;
 use crate::http::{ForwardError, Pool, RawConn};
+use crate::routing::is_idempotent;
 
 /// Why a relayed upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,10 +60,9 @@ pub struct RelayExchange<'a> {
     pub held: &'a mut Held,
     /// The request as it goes upstream.
     pub request: &'a [u8],
-    /// Its method (a HEAD's response has no body).
+    /// Its method (a HEAD's response has no body; an idempotent one may be sent again
+    /// after an upstream may have seen it).
     pub method: &'a http::Method,
-    /// Whether it may be sent again after an upstream may have seen it.
-    pub idempotent: bool,
 }
 
 impl Exchange for RelayExchange<'_> {
@@ -89,7 +89,7 @@ impl Exchange for RelayExchange<'_> {
                 // A kept-alive connection the server closed while it was idle: the request
                 // goes again on a new one when that is safe (as browsers and Go's client
                 // do); the endpoint is not to blame.
-                Err((e, false)) if reused && self.idempotent => {
+                Err((e, false)) if reused && is_idempotent(self.method) => {
                     tracing::debug!(addr = %up.addr, error = %e, "idle upstream connection was closed; reconnecting");
                     conn = self.pool.connect_raw(up).await?;
                     reused = false;
