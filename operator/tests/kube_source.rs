@@ -296,3 +296,104 @@ async fn the_source_publishes_what_the_api_server_lists() {
         namespaces.query
     );
 }
+
+/// The braid resources of `fixtures/realapi` as a real API server returned them (status,
+/// `resourceVersion`, `uid`), each with the `managedFields` a watch carries too (kubectl
+/// printed the capture without them), by kind.
+fn realapi_resources() -> std::collections::BTreeMap<String, serde_json::Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/realapi/braid-resources-with-status.yaml");
+    let list: serde_json::Value =
+        serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut by_kind = std::collections::BTreeMap::new();
+    for mut item in list["items"].as_array().unwrap().clone() {
+        item["metadata"]["managedFields"] = serde_json::json!([
+            {"manager": "kubectl-client-side-apply", "operation": "Update", "apiVersion": "braid.dev/v1alpha1",
+             "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}},
+            {"manager": "braid-operator", "operation": "Apply", "apiVersion": "braid.dev/v1alpha1",
+             "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {}}, "subresource": "status"}
+        ]);
+        let kind = item["kind"].as_str().unwrap().to_string();
+        by_kind.entry(kind).or_insert_with(Vec::new).push(item);
+    }
+    by_kind
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::Array(v)))
+        .collect()
+}
+
+/// What a real API server lists, through the source's own watches (the same stripping
+/// the reflectors apply): a rollout's progress in status must reach the snapshot, or a
+/// follower compiles the spec's percent and a restarted leader starts over at 0 %.
+#[tokio::test]
+async fn rollout_progress_in_a_real_api_servers_status_reaches_the_snapshot() {
+    let resources = realapi_resources();
+    let (client, _) = kube_mock::client(move |r| {
+        if r.query.contains("watch=true") {
+            return kube_mock::Answer::Hang;
+        }
+        let items = match r.path.as_str() {
+            "/apis/braid.dev/v1alpha1/trafficroutes" => resources["TrafficRoute"].clone(),
+            "/apis/braid.dev/v1alpha1/encryptionpolicies" => resources["EncryptionPolicy"].clone(),
+            "/apis/braid.dev/v1alpha1/selfhealings" => resources["SelfHealing"].clone(),
+            _ => serde_json::json!([]),
+        };
+        kube_mock::Answer::Json(
+            http::StatusCode::OK,
+            serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "640"}, "items": items}),
+        )
+    });
+    let (tx, mut rx) = tokio::sync::watch::channel(std::sync::Arc::new(
+        braid_operator::registry::Snapshot::default(),
+    ));
+    rx.mark_unchanged();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(braid_operator::source::Source::run(
+        KubeSource::new(client),
+        tx,
+        stop.clone(),
+    ));
+    tokio::time::timeout(std::time::Duration::from_secs(10), rx.changed())
+        .await
+        .expect("a first snapshot")
+        .unwrap();
+    let snap = rx.borrow_and_update().clone();
+    stop.cancel();
+    task.await.unwrap().unwrap();
+
+    use braid_operator::compiler::Progress;
+    use braid_operator::registry::ObjectKey;
+    let key = ObjectKey::new("shop", "shop-mtls");
+    assert_eq!(
+        snap.rollout_status.get(&key),
+        Some(&Progress {
+            percent: 50,
+            strict: false
+        }),
+        "status.currentPercent of {key} (generation 1, observedGeneration 1)"
+    );
+    // The status is not part of what the compiler decodes: every resource is accepted.
+    for (kind, accepted) in [
+        (
+            "TrafficRoute",
+            snap.traffic_routes
+                .values()
+                .all(|o| o.current.as_ref().is_ok_and(|r| r.status.is_none())),
+        ),
+        (
+            "EncryptionPolicy",
+            snap.encryption_policies
+                .values()
+                .all(|o| o.current.as_ref().is_ok_and(|r| r.status.is_none())),
+        ),
+        (
+            "SelfHealing",
+            snap.self_healings
+                .values()
+                .all(|o| o.current.as_ref().is_ok_and(|r| r.status.is_none())),
+        ),
+    ] {
+        assert!(accepted, "{kind}: {snap:?}");
+    }
+    assert_eq!(snap.encryption_policies.len(), 1);
+}

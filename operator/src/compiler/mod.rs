@@ -195,9 +195,13 @@ impl Compiler {
         let healings = healing::oldest_first(snapshot);
         let mut outliers = healing::outlier_by_service(snapshot, &healings);
         let policies = encryption::oldest_first(snapshot);
-        let tls_of = |w: &Workload| {
-            encryption::tls_for(&policies, &extra.rollouts, self.opts.default_tls_mode, w)
-        };
+        // Before the rollout loop has spoken (a restarted operator's first compile, a
+        // follower), the progress the status records holds: a restart must never serve a
+        // rollout from its start again, nor a Strict one as Permissive.
+        let mut rollouts = snapshot.rollout_status.clone();
+        rollouts.extend(extra.rollouts.iter().map(|(k, p)| (k.clone(), *p)));
+        let tls_of =
+            |w: &Workload| encryption::tls_for(&policies, &rollouts, self.opts.default_tls_mode, w);
         let mut services = HashMap::with_capacity(snapshot.services.len());
         let mut compiled = Vec::with_capacity(snapshot.services.len());
         for (key, entry) in &snapshot.services {

@@ -725,3 +725,40 @@ fn an_automatic_rollout_takes_its_percent_and_strictness_from_the_operator() {
         halfway.configs[&key("payments-a")].version
     );
 }
+
+#[test]
+fn before_the_rollout_loop_speaks_the_recorded_progress_holds() {
+    let resources = policy(
+        "auto",
+        "",
+        "mode: Permissive, rollout: {percent: 0, auto: {steps: [50, 100], interval: 1m, enforceStrict: true}}",
+    );
+    let mut snap = snapshot(REGISTRY, &resources);
+    snap.rollout_status.insert(
+        key("auto"),
+        Progress {
+            percent: 100,
+            strict: true,
+        },
+    );
+    // A restarted operator compiles once before its rollout loop has ticked.
+    let restarted = compile(&snap, &Options::default());
+    assert_eq!(
+        tls_of(&restarted, "payments-a", "10.0.0.1"),
+        (TlsMode::Strict, Some((TlsMode::Strict, 100)))
+    );
+    // The leader's own progress (a step back, say) wins over what status says.
+    let mut extra = Extra::default();
+    extra.rollouts.insert(
+        key("auto"),
+        Progress {
+            percent: 50,
+            strict: false,
+        },
+    );
+    let stepped_back = Compiler::new(Options::default()).compile_with(&snap, &extra);
+    assert_eq!(
+        tls_of(&stepped_back, "payments-a", "10.0.0.1"),
+        (TlsMode::Permissive, Some((TlsMode::Permissive, 50)))
+    );
+}

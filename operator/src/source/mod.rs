@@ -4,6 +4,7 @@
 
 pub mod dir;
 pub mod kube;
+pub mod recorded;
 
 use std::future::Future;
 use std::sync::Arc;

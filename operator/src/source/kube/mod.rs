@@ -31,6 +31,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::recorded::progress_part;
 use super::{Source, SourceError};
 use crate::registry::Snapshot;
 use publish::{Signal, Watched};
@@ -222,15 +223,16 @@ impl Source for KubeSource {
             (policies, policies_signals),
             (healings, healings_signals),
         ] = braid_resources().map(|(ar, what)| {
-            let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
-            let store = writer.as_reader();
-            let stream = watcher(
+            let events = watcher(
                 Api::<DynamicObject>::all_with(client.clone(), &ar),
                 config(),
             )
-            .default_backoff()
-            .modify(slim_resource)
-            .reflect(writer);
+            .default_backoff();
+            let writer = reflector::store::Writer::<DynamicObject>::new(ar);
+            let store = writer.as_reader();
+            let stream = events
+                .modify(move |obj| slim_resource(what, obj))
+                .reflect(writer);
             (store, signals(stream, what))
         });
         let all_signals = vec![
@@ -303,11 +305,19 @@ where
     obj.meta_mut().managed_fields = None;
 }
 
-/// A braid resource as kept: without its status (the operator's own output) or
-/// bookkeeping.
-fn slim_resource(obj: &mut DynamicObject) {
+/// A braid resource as kept: without bookkeeping, and without its status (the
+/// operator's own output) except an EncryptionPolicy's rollout progress, which every
+/// replica compiles with and a new leader resumes from.
+fn slim_resource(what: Watched, obj: &mut DynamicObject) {
     obj.metadata.managed_fields = None;
     if let Some(data) = obj.data.as_object_mut() {
-        data.remove("status");
+        let progress = match what {
+            Watched::EncryptionPolicies => data.get("status").and_then(progress_part),
+            _ => None,
+        };
+        match progress {
+            Some(p) => data.insert("status".into(), p),
+            None => data.remove("status"),
+        };
     }
 }

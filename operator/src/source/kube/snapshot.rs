@@ -13,6 +13,7 @@ use super::service::{service_entry, slice_service};
 use super::workload::workload;
 use crate::compiler::Progress;
 use crate::registry::{Kind, ObjectKey, Observed, Snapshot};
+use crate::source::recorded::recorded_progress;
 
 /// The contents of the stores at one moment.
 #[derive(Clone, Debug, Default)]
@@ -109,22 +110,14 @@ impl Assembler {
     }
 }
 
-/// The rollout progress an EncryptionPolicy's status records: `currentPercent`, and
-/// whether its phase is Strict.
+/// The rollout progress an EncryptionPolicy's status records (see [`recorded_progress`]).
 fn rollout_status(obj: &DynamicObject) -> Option<(ObjectKey, Progress)> {
     let key = ObjectKey::new(
         obj.metadata.namespace.as_deref()?,
         obj.metadata.name.as_deref()?,
     );
-    let status = obj.data.get("status")?;
-    // A status of an older generation describes another spec (say, a static Strict
-    // since changed to an automatic rollout): resuming from it would be wrong.
-    if status.get("observedGeneration").and_then(|g| g.as_i64()) != obj.metadata.generation {
-        return None;
-    }
-    let percent = status.get("currentPercent")?.as_u64()?.min(100) as u8;
-    let strict = status.get("phase").and_then(|p| p.as_str()) == Some("Strict");
-    Some((key, Progress { percent, strict }))
+    let progress = recorded_progress(obj.metadata.generation, obj.data.get("status")?)?;
+    Some((key, progress))
 }
 
 fn by_key<T>(observed: Vec<Observed<T>>) -> BTreeMap<ObjectKey, Observed<T>> {
