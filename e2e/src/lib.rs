@@ -12,10 +12,12 @@
 //! Needs root, `ip` (iproute2), `iptables`, `setpriv` (util-linux), `tcpdump` and
 //! `openssl`.
 
+pub mod grpc_health;
 pub mod handshakes;
 mod mesh;
 mod netns;
 mod operator;
+pub mod prober;
 pub mod shop;
 
 pub use mesh::{Mesh, Pod, ProxyFlags};

@@ -193,6 +193,17 @@ impl Mesh {
         self.operator.as_ref()
     }
 
+    /// Runs the e2e app in the hub namespace — where a node's kubelet would stand,
+    /// outside every pod — to completion and returns its standard output.
+    pub fn hub_app(&self, args: &[&str]) -> Result<String, HarnessError> {
+        let bin = self.bin_dir.join("braid-e2e-app").display().to_string();
+        let mut full = vec!["netns", "exec", &self.hub, &bin];
+        full.extend(args);
+        Ok(String::from_utf8_lossy(&ip(&full)?.stdout)
+            .trim()
+            .to_owned())
+    }
+
     /// Writes `/etc/netns/<pod>/hosts` for every pod: `localhost` plus `names`.
     pub fn set_hosts(&self, names: &[(&str, Ipv4Addr)]) -> Result<(), HarnessError> {
         let mut text = String::from("127.0.0.1 localhost\n");
@@ -341,6 +352,18 @@ impl Pod {
     /// waits until it is ready (it has applied a first config).
     pub fn start_sidecar_streaming(&mut self, operator: &Operator) -> Result<(), HarnessError> {
         let (args, env) = operator.sidecar_command(&self.name, self.ip, &self.dir)?;
+        self.start_sidecar_with(&args, &env)
+    }
+
+    /// [`Self::start_sidecar_streaming`] with `extra_env` added to the sidecar's
+    /// environment (e.g. `BRAID_APP_PROBES` from an injected pod's proxy container).
+    pub fn start_sidecar_streaming_with_env(
+        &mut self,
+        operator: &Operator,
+        extra_env: &[(String, String)],
+    ) -> Result<(), HarnessError> {
+        let (args, mut env) = operator.sidecar_command(&self.name, self.ip, &self.dir)?;
+        env.extend_from_slice(extra_env);
         self.start_sidecar_with(&args, &env)
     }
 

@@ -118,6 +118,31 @@ enum Cmd {
         #[arg(long)]
         stop_file: std::path::PathBuf,
     },
+    /// HTTPS (HTTP/1.1) with a fresh self-signed certificate: `/healthz` answers 200,
+    /// `/fail` 500, anything else 404.
+    HttpsServer {
+        #[arg(long)]
+        port: u16,
+    },
+    /// gRPC health server (h2c): `grpc.health.v1.Health/Check` of `--service` (and of
+    /// the empty service) answers `--status`; another service gets NOT_FOUND.
+    GrpcHealthServer {
+        #[arg(long)]
+        port: u16,
+        /// SERVING or NOT_SERVING.
+        #[arg(long)]
+        status: String,
+        #[arg(long, default_value = "")]
+        service: String,
+    },
+    /// Performs every probe of the app containers of `--pod` (Pod JSON) against
+    /// `--ip` as kubelet would; prints `<container>/<kind> success|failure <why>` each.
+    Probe {
+        #[arg(long)]
+        ip: std::net::IpAddr,
+        #[arg(long)]
+        pod: String,
+    },
 }
 
 struct Frames(VecDeque<Frame<Bytes>>);
@@ -249,6 +274,26 @@ async fn main() -> anyhow::Result<()> {
                 identity: &identity,
             };
             println!("{}", run.run(secs, concurrency).await?);
+            Ok(())
+        }
+        Cmd::HttpsServer { port } => https_server(port).await,
+        Cmd::GrpcHealthServer {
+            port,
+            status,
+            service,
+        } => {
+            let status = match status.as_str() {
+                "SERVING" => braid_e2e::grpc_health::SERVING,
+                "NOT_SERVING" => braid_e2e::grpc_health::NOT_SERVING,
+                other => anyhow::bail!("--status {other}: SERVING or NOT_SERVING"),
+            };
+            grpc_health_server(port, status, service).await
+        }
+        Cmd::Probe { ip, pod } => {
+            let pod = serde_json::from_str(&pod).context("--pod")?;
+            for (probe, verdict) in braid_e2e::prober::probe_pod(&pod, ip).await {
+                println!("{probe} {verdict}");
+            }
             Ok(())
         }
         Cmd::Load { addr, stop_file } => {
@@ -387,6 +432,81 @@ async fn http_server(
                 }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn https_server(port: u16) -> anyhow::Result<()> {
+    let cert = rcgen::generate_simple_self_signed(vec!["app.example".to_owned()])?;
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = TcpListener::bind(("0.0.0.0", port)).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            let svc = service_fn(|req: Request<Incoming>| async move {
+                let status = match req.uri().path() {
+                    "/healthz" => http::StatusCode::OK,
+                    "/fail" => http::StatusCode::INTERNAL_SERVER_ERROR,
+                    _ => http::StatusCode::NOT_FOUND,
+                };
+                let mut resp = Response::new(Full::new(Bytes::from(status.to_string())));
+                *resp.status_mut() = status;
+                Ok::<_, std::convert::Infallible>(resp)
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), svc)
+                .await;
+        });
+    }
+}
+
+async fn grpc_health_server(port: u16, status: u64, service: String) -> anyhow::Result<()> {
+    use braid_e2e::grpc_health;
+    let listener = TcpListener::bind(("0.0.0.0", port)).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let service = service.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let service = service.clone();
+                async move {
+                    let path_ok = req.uri().path() == grpc_health::CHECK_PATH;
+                    let body = req.into_body().collect().await?.to_bytes();
+                    let asked = grpc_health::decode_request(&body);
+                    let mut trailers = HeaderMap::new();
+                    let mut frames = VecDeque::new();
+                    let code = match asked {
+                        _ if !path_ok => "12", // UNIMPLEMENTED
+                        None => "13",          // INTERNAL: a malformed request
+                        Some(s) if s.is_empty() || s == service => {
+                            frames.push_back(Frame::data(grpc_health::response(status)));
+                            "0"
+                        }
+                        Some(_) => "5", // NOT_FOUND: an unknown service
+                    };
+                    trailers.insert("grpc-status", http::HeaderValue::from_static(code));
+                    frames.push_back(Frame::trailers(trailers));
+                    let mut resp = Response::new(Frames(frames));
+                    resp.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/grpc"),
+                    );
+                    Ok::<_, hyper::Error>(resp)
+                }
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
