@@ -138,7 +138,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     tokio::spawn(
         RolloutLoop {
             reports: traffic_rx,
-            published: hub.subscribe(),
+            hub: hub.clone(),
             sink: sink.clone(),
             leader: leadership.subscribe(),
             rollouts: rollouts_tx,

@@ -50,6 +50,24 @@ pub struct AutoRollout {
     /// a whole interval.
     #[serde(default)]
     pub enforce_strict: bool,
+    /// Callers' requests a step must see before the rollout moves past it, and mTLS
+    /// requests the servers must see in the last interval before Strict: each step up
+    /// rests on evidence, not on silence.
+    #[serde(default = "default_min_requests_per_step")]
+    #[schemars(range(min = 1, max = 1_000_000_000))]
+    pub min_requests_per_step: u64,
+    /// Move on, and enforce Strict, even when callers sent nothing during a step (for
+    /// workloads that are rarely called). Without traffic nothing is measured, so a caller
+    /// outside the mesh would be refused unseen.
+    #[serde(default)]
+    pub advance_without_traffic: bool,
+}
+
+/// Requests a step must see by default.
+pub const DEFAULT_MIN_REQUESTS_PER_STEP: u64 = 20;
+
+fn default_min_requests_per_step() -> u64 {
+    DEFAULT_MIN_REQUESTS_PER_STEP
 }
 
 fn default_max_error_rate_increase() -> f64 {

@@ -10,4 +10,5 @@ mod traffic;
 #[cfg(test)]
 mod tests;
 
+pub use plan::{Hold, Safety};
 pub use run::{EncryptionState, EncryptionView, RolloutLoop, TRAFFIC_QUEUE, TrafficBatch};

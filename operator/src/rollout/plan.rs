@@ -2,11 +2,13 @@
 //! did during the current step and the clock, the next position and what changed.
 //!
 //! The rollout starts at the policy's `rollout.percent`, measuring callers' failure rate
-//! as the baseline, and moves up one step every `interval`. Whenever callers' failure
-//! rate during a step rises above the baseline by more than `maxErrorRateIncrease`, it
-//! steps back at once; after three step-backs it holds until the policy changes. At 100 %
-//! with `enforceStrict`, it switches to Strict once a whole interval passed without
-//! plaintext reaching the workloads.
+//! as the baseline, and moves up one step every `interval` once the step has seen
+//! `minRequestsPerStep` of callers' requests (or at once with `advanceWithoutTraffic`).
+//! Whenever callers' failure rate during a step rises above the baseline by more than
+//! `maxErrorRateIncrease`, it steps back at once; after three step-backs it holds until
+//! the policy changes. At 100 % with `enforceStrict`, it switches to Strict once it is
+//! [`Safety::Safe`]: heard from proxies for a whole interval, mTLS and no plaintext
+//! reaching the workloads in it, and every caller holding the config in force.
 
 use std::time::{Duration, Instant};
 
@@ -71,9 +73,60 @@ pub struct Measured {
     pub failures: u64,
     /// Plaintext requests that reached the workloads in the last `interval`.
     pub plaintext_last_interval: u64,
+    /// mTLS requests that reached the workloads in the last `interval`.
+    pub mtls_last_interval: u64,
     /// Whether the operator has heard from proxies for a whole interval (a fresh
     /// operator knows nothing of the plaintext before it started).
     pub observed_full_interval: bool,
+    /// Callers that do not (or not yet) hold the config in force, so may still call in
+    /// plaintext at an older percent: unknown, not safe.
+    pub callers_behind: usize,
+}
+
+/// Whether Strict would refuse nothing, as far as the operator can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Safety {
+    /// The operator has not heard from proxies for a whole window yet.
+    NotObserved,
+    /// Plaintext requests reached the workloads in the window.
+    PlaintextSeen(u64),
+    /// Callers that have not applied the config in force.
+    CallersBehind(usize),
+    /// Nothing reached the workloads in the window: no evidence either way.
+    NoTraffic,
+    /// mTLS and only mTLS reached the workloads, and every caller is current.
+    Safe,
+}
+
+impl Measured {
+    /// What these measurements say about enforcing Strict.
+    pub fn safety(&self) -> Safety {
+        if !self.observed_full_interval {
+            Safety::NotObserved
+        } else if self.plaintext_last_interval > 0 {
+            Safety::PlaintextSeen(self.plaintext_last_interval)
+        } else if self.callers_behind > 0 {
+            Safety::CallersBehind(self.callers_behind)
+        } else if self.mtls_last_interval == 0 {
+            Safety::NoTraffic
+        } else {
+            Safety::Safe
+        }
+    }
+}
+
+/// Why a rollout that is due to move does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// The step has seen fewer of callers' requests than it needs.
+    TooFewRequests {
+        /// Seen during the step.
+        seen: u64,
+        /// Needed.
+        needed: u64,
+    },
+    /// At 100 %, Strict waits until it is safe.
+    NotSafe(Safety),
 }
 
 impl Measured {
@@ -151,7 +204,7 @@ pub fn step(
             back
         });
     }
-    if elapsed < interval {
+    if elapsed < interval || hold(pos, levels, auto, interval, measured, now).is_some() {
         return None;
     }
     if level + 1 < levels.len() {
@@ -166,15 +219,46 @@ pub fn step(
             to: levels[level + 1],
         });
     }
-    if auto.enforce_strict
-        && levels[level] == 100
-        && measured.observed_full_interval
-        && measured.plaintext_last_interval == 0
-    {
+    if auto.enforce_strict && levels[level] == 100 {
         pos.strict = true;
         return Some(Transition::StrictEnforced);
     }
     None
+}
+
+/// Why a rollout whose step is over does not move on (`None`: it moves, or has nowhere to
+/// go). A step up needs `minRequestsPerStep` of callers' requests during the step; Strict
+/// needs [`Safety::Safe`]. `advanceWithoutTraffic` lets silence pass, never plaintext or
+/// callers behind.
+pub fn hold(
+    pos: &Position,
+    levels: &[u8],
+    auto: &AutoRollout,
+    interval: Duration,
+    measured: &Measured,
+    now: Instant,
+) -> Option<Hold> {
+    if pos.settled() || levels.is_empty() || now.duration_since(pos.since) < interval {
+        return None;
+    }
+    let level = pos.level.min(levels.len() - 1);
+    if level + 1 < levels.len() {
+        let needed = auto.min_requests_per_step;
+        return (!auto.advance_without_traffic && measured.requests < needed).then_some(
+            Hold::TooFewRequests {
+                seen: measured.requests,
+                needed,
+            },
+        );
+    }
+    if !auto.enforce_strict || levels[level] != 100 {
+        return None;
+    }
+    match measured.safety() {
+        Safety::Safe => None,
+        Safety::NoTraffic if auto.advance_without_traffic => None,
+        other => Some(Hold::NotSafe(other)),
+    }
 }
 
 #[cfg(test)]
@@ -187,6 +271,8 @@ mod tests {
             interval: braid_crds::common::Duration::new("10s"),
             max_error_rate_increase: 0.05,
             enforce_strict,
+            min_requests_per_step: 20,
+            advance_without_traffic: false,
         }
     }
 
@@ -197,7 +283,9 @@ mod tests {
             requests,
             failures: 0,
             plaintext_last_interval: 5,
+            mtls_last_interval: requests,
             observed_full_interval: true,
+            callers_behind: 0,
         }
     }
 
@@ -290,8 +378,17 @@ mod tests {
             None,
             "mid-interval"
         );
+        // Nor do they move the rollout on: the step waits for evidence.
+        assert_eq!(step(&mut pos, &levels, &a, I, &few, t0 + I * 4), None);
         assert_eq!(
-            step(&mut pos, &levels, &a, I, &few, t0 + I * 4),
+            hold(&pos, &levels, &a, I, &few, t0 + I * 4),
+            Some(Hold::TooFewRequests {
+                seen: 5,
+                needed: 20
+            })
+        );
+        assert_eq!(
+            step(&mut pos, &levels, &a, I, &ok(20), t0 + I * 4),
             Some(Transition::Advanced { from: 10, to: 25 })
         );
         step(&mut pos, &levels, &a, I, &bad, t0 + I * 4 + I / 2);
@@ -300,6 +397,104 @@ mod tests {
         assert_eq!(halted, Some(Transition::Halted { at: 0 }));
         assert!(pos.settled());
         assert_eq!(step(&mut pos, &levels, &a, I, &ok(100), t0 + I * 10), None);
+    }
+
+    #[test]
+    fn silence_moves_nothing_unless_the_policy_opts_in() {
+        let a = auto(true);
+        let levels = levels(0, &a);
+        let t0 = Instant::now();
+        let silent = Measured {
+            observed_full_interval: true,
+            ..Measured::default()
+        };
+        let mut pos = Position::start(t0);
+        for i in 1..=5 {
+            assert_eq!(step(&mut pos, &levels, &a, I, &silent, t0 + I * i), None);
+        }
+        assert_eq!(pos.level, 0);
+        let opted_in = AutoRollout {
+            advance_without_traffic: true,
+            ..auto(true)
+        };
+        let mut seen = Vec::new();
+        for i in 1..=5 {
+            seen.extend(step(&mut pos, &levels, &opted_in, I, &silent, t0 + I * i));
+        }
+        assert_eq!(seen.len(), 5, "{seen:?}");
+        assert_eq!(seen[4], Transition::StrictEnforced);
+    }
+
+    #[test]
+    fn strict_waits_for_mtls_traffic_without_plaintext_and_for_every_caller() {
+        let a = auto(true);
+        let levels = levels(0, &a);
+        let t0 = Instant::now();
+        let at_100 = || Position {
+            level: 4,
+            ..Position::start(t0)
+        };
+        let clean = Measured {
+            plaintext_last_interval: 0,
+            ..ok(100)
+        };
+        for (measured, why) in [
+            (
+                Measured {
+                    observed_full_interval: false,
+                    ..clean
+                },
+                Safety::NotObserved,
+            ),
+            (ok(100), Safety::PlaintextSeen(5)),
+            (
+                Measured {
+                    callers_behind: 2,
+                    ..clean
+                },
+                Safety::CallersBehind(2),
+            ),
+            (
+                Measured {
+                    mtls_last_interval: 0,
+                    ..clean
+                },
+                Safety::NoTraffic,
+            ),
+        ] {
+            let mut pos = at_100();
+            assert_eq!(step(&mut pos, &levels, &a, I, &measured, t0 + I), None);
+            assert_eq!(
+                hold(&pos, &levels, &a, I, &measured, t0 + I),
+                Some(Hold::NotSafe(why))
+            );
+            assert!(!pos.strict);
+        }
+        // Opting in to silence passes no traffic, never plaintext or callers behind.
+        let opted_in = AutoRollout {
+            advance_without_traffic: true,
+            ..auto(true)
+        };
+        let mut pos = at_100();
+        let quiet = Measured {
+            mtls_last_interval: 0,
+            ..clean
+        };
+        assert_eq!(
+            step(&mut pos, &levels, &opted_in, I, &quiet, t0 + I),
+            Some(Transition::StrictEnforced)
+        );
+        let mut pos = at_100();
+        let behind = Measured {
+            callers_behind: 1,
+            ..quiet
+        };
+        assert_eq!(step(&mut pos, &levels, &opted_in, I, &behind, t0 + I), None);
+        let mut pos = at_100();
+        assert_eq!(
+            step(&mut pos, &levels, &a, I, &clean, t0 + I),
+            Some(Transition::StrictEnforced)
+        );
     }
 
     #[test]

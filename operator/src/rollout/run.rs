@@ -16,12 +16,12 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::plan::{Measured, Position, Transition, levels, step};
+use super::plan::{Hold, Measured, Position, Safety, Transition, hold, levels, step};
 use super::traffic::{TrafficBook, service_of};
 use crate::compiler::{Progress, Rollouts, encryption_policies_oldest_first, governing_policy};
 use crate::registry::{Kind, ObjectKey, Snapshot, Workload};
 use crate::status::{Event, StatusSink};
-use crate::stream::hub::Published;
+use crate::stream::hub::Hub;
 
 /// How often rollouts move on.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -56,9 +56,10 @@ pub struct EncryptionState {
     pub traffic: TrafficCounts,
     /// The busiest plaintext callers in the window.
     pub plaintext_sources: Vec<PlaintextSource>,
-    /// No plaintext reached the workloads for a whole window (`None`: the operator has
-    /// not heard from proxies for that long yet).
-    pub safe_to_enforce: Option<bool>,
+    /// Whether Strict would refuse nothing (the `SafeToEnforce` condition).
+    pub safety: Safety,
+    /// Why an automatic rollout whose step is over does not move on.
+    pub hold: Option<Hold>,
 }
 
 /// The state of every accepted EncryptionPolicy.
@@ -68,8 +69,9 @@ pub type EncryptionView = BTreeMap<ObjectKey, EncryptionState>;
 pub struct RolloutLoop {
     /// Incoming traffic reports.
     pub reports: mpsc::Receiver<TrafficBatch>,
-    /// The compiler's output: its snapshot says which policy governs which workload.
-    pub published: watch::Receiver<Option<Arc<Published>>>,
+    /// The compiler's output (its snapshot says which policy governs which workload,
+    /// its configs who calls it) and the versions proxies applied.
+    pub hub: Arc<Hub>,
     /// Records Events.
     pub sink: Arc<dyn StatusSink>,
     /// Whether this replica leads; only the leader moves rollouts.
@@ -88,6 +90,8 @@ struct Tracked {
     levels: Vec<u8>,
     pos: Position,
     since: Timestamp,
+    /// Why it last held, so each new reason is told once.
+    held: Option<Hold>,
 }
 
 /// The loop's memory between ticks.
@@ -119,9 +123,10 @@ impl RolloutLoop {
 
     /// One tick: move rollouts on (when leading), publish progress and status.
     pub(super) async fn tick(&mut self, memory: &mut Memory, now: Instant, wall: Timestamp) {
-        let Some(published) = self.published.borrow().clone() else {
+        let Some(published) = self.hub.current() else {
             return;
         };
+        let applied = self.hub.applied();
         let snapshot = &published.snapshot;
         let policies = encryption_policies_oldest_first(snapshot);
         let leader = *self.leader.borrow();
@@ -157,6 +162,8 @@ impl RolloutLoop {
                 .collect();
             let spec = &policy.spec;
             let window = interval_of(spec).unwrap_or(DEFAULT_WINDOW);
+            let callers_behind = callers_behind(&published.configs, &applied, &services);
+            let mut hold_now = None;
             let mut percent = static_percent(spec);
             let mut strict = spec.mode == TlsMode::Strict;
             let mut step_started_at = None;
@@ -193,6 +200,7 @@ impl RolloutLoop {
                             levels,
                             pos,
                             since: wall,
+                            held: None,
                         }
                     });
                     if !tracked.pos.settled() {
@@ -201,14 +209,14 @@ impl RolloutLoop {
                         let (requests, failures) =
                             memory.book.outbound(tracked.pos.since, in_scope);
                         let last = now.checked_sub(interval).unwrap_or(now);
+                        let recent = memory.book.inbound(last, |k| pods.contains(k));
                         let measured = Measured {
                             requests,
                             failures,
-                            plaintext_last_interval: memory
-                                .book
-                                .inbound(last, |k| pods.contains(k))
-                                .plaintext,
+                            plaintext_last_interval: recent.plaintext,
+                            mtls_last_interval: recent.mtls,
                             observed_full_interval: memory.book.covers(interval, now),
+                            callers_behind,
                         };
                         let before = tracked.pos.level;
                         if let Some(t) = step(
@@ -224,6 +232,21 @@ impl RolloutLoop {
                         if tracked.pos.level != before {
                             tracked.since = wall;
                         }
+                        let held = hold(
+                            &tracked.pos,
+                            &tracked.levels,
+                            auto,
+                            interval,
+                            &measured,
+                            now,
+                        );
+                        if let Some(h) = held
+                            && !same_reason(tracked.held, h)
+                        {
+                            events.push(hold_event(key, &h, tracked.levels[tracked.pos.level]));
+                        }
+                        tracked.held = held;
+                        hold_now = held;
                     }
                     step_started_at = Some(tracked.since);
                     Progress {
@@ -263,10 +286,15 @@ impl RolloutLoop {
                         window_seconds: window.as_secs(),
                     },
                     plaintext_sources: sources(&inbound.sources, &by_ip, &self.trust_domain),
-                    safe_to_enforce: memory
-                        .book
-                        .covers(window, now)
-                        .then_some(inbound.plaintext == 0),
+                    safety: Measured {
+                        plaintext_last_interval: inbound.plaintext,
+                        mtls_last_interval: inbound.mtls,
+                        observed_full_interval: memory.book.covers(window, now),
+                        callers_behind,
+                        ..Measured::default()
+                    }
+                    .safety(),
+                    hold: hold_now,
                 },
             );
         }
@@ -313,7 +341,9 @@ fn same_but_counts(a: &EncryptionView, b: &EncryptionView) -> bool {
                 && sa.phase == sb.phase
                 && sa.percent == sb.percent
                 && sa.step_started_at == sb.step_started_at
-                && sa.safe_to_enforce == sb.safe_to_enforce
+                && same_safety(sa.safety, sb.safety)
+                && sa.hold.as_ref().map(std::mem::discriminant)
+                    == sb.hold.as_ref().map(std::mem::discriminant)
                 && sa.plaintext_sources.len() == sb.plaintext_sources.len()
                 && sa
                     .plaintext_sources
@@ -321,6 +351,46 @@ fn same_but_counts(a: &EncryptionView, b: &EncryptionView) -> bool {
                     .zip(&sb.plaintext_sources)
                     .all(|(x, y)| x.address == y.address)
         })
+}
+
+/// Whether two safeties differ only in counts (those change with every report).
+fn same_safety(a: Safety, b: Safety) -> bool {
+    std::mem::discriminant(&a) == std::mem::discriminant(&b)
+}
+
+/// Whether two holds are for the same reason (counts aside).
+fn same_reason(before: Option<Hold>, now: Hold) -> bool {
+    before.is_some_and(|b| std::mem::discriminant(&b) == std::mem::discriminant(&now))
+        && match (before, now) {
+            (Some(Hold::NotSafe(a)), Hold::NotSafe(b)) => same_safety(a, b),
+            _ => true,
+        }
+}
+
+/// How many of the proxies that call `services` do not hold the config the operator
+/// serves them now (they may still call at an older percent). A proxy counts as
+/// calling a service when its config carries it.
+fn callers_behind(
+    configs: &std::collections::BTreeMap<ObjectKey, Arc<braid_proxy::config::ProxyConfig>>,
+    applied: &HashMap<ObjectKey, String>,
+    services: &BTreeSet<ObjectKey>,
+) -> usize {
+    if services.is_empty() {
+        return 0;
+    }
+    // Callers share their service sets: decide once per distinct set.
+    let mut calls: HashMap<*const braid_proxy::config::Service, bool> = HashMap::new();
+    configs
+        .iter()
+        .filter(|(_, c)| {
+            *calls.entry(c.services.as_ptr()).or_insert_with(|| {
+                c.services.iter().any(|s| {
+                    services.contains(&ObjectKey::new(s.namespace.as_str(), s.name.as_str()))
+                })
+            })
+        })
+        .filter(|(pod, c)| applied.get(*pod) != Some(&c.version))
+        .count()
 }
 
 /// The workloads `policy` governs.
@@ -388,6 +458,24 @@ fn event(key: &ObjectKey, reason: &str, note: String, warning: bool) -> Event {
     }
 }
 
+fn hold_event(key: &ObjectKey, h: &Hold, at: u8) -> Event {
+    let note = match h {
+        Hold::TooFewRequests { seen, needed } => format!(
+            "mTLS rollout holds at {at} %: callers sent {seen} of the {needed} requests a step needs to judge it (rollout.auto.minRequestsPerStep); set rollout.auto.advanceWithoutTraffic to move on without traffic"
+        ),
+        Hold::NotSafe(Safety::PlaintextSeen(n)) => format!(
+            "Strict waits: {n} plaintext requests reached the workloads in the last interval (see status.plaintextSources)"
+        ),
+        Hold::NotSafe(Safety::CallersBehind(n)) => format!(
+            "Strict waits: {n} callers do not hold the config in force yet, so they may still call in plaintext"
+        ),
+        Hold::NotSafe(Safety::NoTraffic) => "Strict waits: no request reached the workloads in the last interval, so nothing shows who Strict would refuse; set rollout.auto.advanceWithoutTraffic to enforce it anyway".into(),
+        Hold::NotSafe(Safety::NotObserved) => "Strict waits: the operator has not heard from the workloads' proxies for a whole interval yet".into(),
+        Hold::NotSafe(Safety::Safe) => "Strict waits".into(),
+    };
+    event(key, "RolloutWaiting", note, false)
+}
+
 fn transition_event(key: &ObjectKey, t: &Transition) -> Event {
     match t {
         Transition::Advanced { from, to } => event(
@@ -422,7 +510,7 @@ fn transition_event(key: &ObjectKey, t: &Transition) -> Event {
         Transition::StrictEnforced => event(
             key,
             "StrictEnforced",
-            "every caller uses mTLS and no plaintext arrived for a whole interval: switched to Strict".into(),
+            "every caller holds the 100 % config, and only mTLS arrived for a whole interval: switched to Strict".into(),
             false,
         ),
     }

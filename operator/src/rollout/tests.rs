@@ -10,9 +10,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::run::Memory;
 use super::*;
+use crate::compiler::{Options, compile};
 use crate::compiler::{Progress, Rollouts};
 use crate::registry::{ObjectKey, Snapshot};
-use crate::stream::hub::Published;
+use crate::stream::hub::{Hub, Published};
 use braid_crds::encryption_policy::EncryptionPhase;
 
 const REGISTRY: &str = r#"
@@ -30,6 +31,7 @@ use crate::status::recorded::RecordedEvents as Events;
 
 struct Rig {
     rollout: RolloutLoop,
+    hub: Arc<Hub>,
     events: Arc<Events>,
     rollouts: watch::Receiver<Rollouts>,
     view: watch::Receiver<Arc<EncryptionView>>,
@@ -41,15 +43,17 @@ fn rig(snapshot: Snapshot, leader: bool) -> Rig {
     let (_, reports) = mpsc::channel(1);
     let (rollouts_tx, rollouts) = watch::channel(Rollouts::new());
     let (view_tx, view) = watch::channel(Arc::new(EncryptionView::new()));
-    let published = Published {
+    let hub = Arc::new(Hub::default());
+    hub.publish(Published {
+        configs: compile(&snapshot, &Options::default()).configs,
         snapshot: Arc::new(snapshot),
-        configs: Default::default(),
         seen_at: Instant::now(),
-    };
+    });
     Rig {
+        hub: hub.clone(),
         rollout: RolloutLoop {
             reports,
-            published: watch::channel(Some(Arc::new(published))).1,
+            hub,
             sink: events.clone(),
             leader: watch::channel(leader).1,
             rollouts: rollouts_tx,
@@ -87,6 +91,25 @@ impl Rig {
     fn percent(&self) -> Option<Progress> {
         self.rollouts.borrow().get(&key()).copied()
     }
+
+    /// Every proxy reports the config it is served now.
+    fn all_applied(&self) {
+        for (pod, config) in &self.hub.current().unwrap().configs {
+            self.hub.report_applied(pod.clone(), config.version.clone());
+        }
+    }
+}
+
+/// Callers' requests to payments, `failures` of them failed.
+fn calls(requests: u64, failures: u64) -> Traffic {
+    Traffic {
+        outbound: vec![TargetCount {
+            target: "payments.shop:80".into(),
+            requests,
+            failures,
+        }],
+        ..Traffic::default()
+    }
 }
 
 const S: Duration = Duration::from_secs(1);
@@ -105,7 +128,9 @@ async fn the_leader_steps_through_and_enforces_strict_once_plaintext_stops() {
         ..Traffic::default()
     };
     let server = ObjectKey::new("shop", "payments-a");
+    let checkout = ObjectKey::new("shop", "checkout");
     rig.memory.book.add(server.clone(), plaintext.clone(), t0);
+    rig.memory.book.add(checkout.clone(), calls(30, 0), t0);
     rig.tick(t0).await;
     assert_eq!(
         rig.percent(),
@@ -118,6 +143,9 @@ async fn the_leader_steps_through_and_enforces_strict_once_plaintext_stops() {
     rig.memory
         .book
         .add(server.clone(), plaintext.clone(), t0 + 15 * S);
+    rig.memory
+        .book
+        .add(checkout.clone(), calls(30, 0), t0 + 15 * S);
     rig.tick(t0 + 20 * S).await;
     assert_eq!(
         rig.percent(),
@@ -137,14 +165,31 @@ async fn the_leader_steps_through_and_enforces_strict_once_plaintext_stops() {
             Some("shop/legacy")
         );
         assert_eq!(state.plaintext_sources[0].identity, None, "not meshed");
-        assert_eq!(state.safe_to_enforce, Some(false));
+        assert!(
+            matches!(state.safety, Safety::PlaintextSeen(_)),
+            "{:?}",
+            state.safety
+        );
     }
     // Plaintext in the last interval: no Strict yet.
-    rig.memory.book.add(server, plaintext, t0 + 25 * S);
+    rig.memory.book.add(server.clone(), plaintext, t0 + 25 * S);
     rig.tick(t0 + 30 * S).await;
     assert!(!rig.percent().unwrap().strict);
-    // A whole interval without it: Strict.
+    // A whole interval with only mTLS, but the callers have not applied the 100 % config
+    // (one may be on another replica, still at 50 %): unknown, not safe.
+    let mtls = Traffic {
+        inbound_mtls: 40,
+        ..Traffic::default()
+    };
+    rig.memory.book.add(server, mtls, t0 + 33 * S);
     rig.tick(t0 + 36 * S).await;
+    assert!(!rig.percent().unwrap().strict);
+    assert_eq!(
+        rig.view.borrow()[&key()].hold,
+        Some(Hold::NotSafe(Safety::CallersBehind(2)))
+    );
+    rig.all_applied();
+    rig.tick(t0 + 37 * S).await;
     assert_eq!(
         rig.percent(),
         Some(Progress {
@@ -159,23 +204,45 @@ async fn the_leader_steps_through_and_enforces_strict_once_plaintext_stops() {
             "RolloutStarted",
             "RolloutAdvanced",
             "RolloutAdvanced",
+            "RolloutWaiting",
+            "RolloutWaiting",
             "StrictEnforced"
         ]
     );
 }
 
 #[tokio::test]
+async fn a_rollout_nobody_calls_holds_and_says_why() {
+    let mut rig = rig(crate::source::dir::snapshot_of(REGISTRY, AUTO), true);
+    rig.all_applied();
+    let t0 = Instant::now();
+    for i in 0..=6 {
+        rig.tick(t0 + 10 * i * S).await;
+    }
+    assert_eq!(
+        rig.percent(),
+        Some(Progress {
+            percent: 0,
+            strict: false
+        }),
+        "nothing measured, nothing moves"
+    );
+    assert_eq!(reasons(&rig.events), ["RolloutStarted", "RolloutWaiting"]);
+    let view = rig.view.borrow();
+    assert_eq!(
+        view[&key()].hold,
+        Some(Hold::TooFewRequests {
+            seen: 0,
+            needed: 20
+        })
+    );
+    assert_eq!(view[&key()].safety, Safety::NotObserved);
+}
+
+#[tokio::test]
 async fn callers_failing_more_send_the_rollout_back() {
     let mut rig = rig(crate::source::dir::snapshot_of(REGISTRY, AUTO), true);
     let t0 = Instant::now();
-    let calls = |requests, failures| Traffic {
-        outbound: vec![TargetCount {
-            target: "payments.shop:80".into(),
-            requests,
-            failures,
-        }],
-        ..Traffic::default()
-    };
     let checkout = ObjectKey::new("shop", "checkout");
     rig.memory.book.add(checkout.clone(), calls(100, 0), t0);
     rig.tick(t0).await;
@@ -221,6 +288,10 @@ async fn followers_follow_the_status_and_a_new_leader_resumes_from_it() {
     leader.tick(t0).await;
     assert_eq!(leader.percent().unwrap().percent, 50);
     assert_eq!(reasons(&leader.events), ["RolloutResumed"]);
+    leader
+        .memory
+        .book
+        .add(ObjectKey::new("shop", "checkout"), calls(25, 0), t0 + 5 * S);
     leader.tick(t0 + 10 * S).await;
     assert_eq!(leader.percent().unwrap().percent, 100);
 }

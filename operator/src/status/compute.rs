@@ -16,7 +16,7 @@ use super::{Event, StatusUpdate};
 use crate::compiler::{conflicts, service_for_host};
 use crate::healer::HealingView;
 use crate::registry::{Kind, ObjectKey, Observed, Snapshot};
-use crate::rollout::{EncryptionState, EncryptionView};
+use crate::rollout::{EncryptionState, EncryptionView, Safety};
 
 /// The condition type every braid resource carries.
 pub const ACCEPTED: &str = "Accepted";
@@ -292,20 +292,34 @@ fn safe_to_enforce(
     now: &Time,
 ) -> Condition {
     let window = state.traffic.window_seconds;
-    let (status, reason, message) = match state.safe_to_enforce {
-        None => (
+    let (status, reason, message) = match state.safety {
+        Safety::NotObserved => (
             "Unknown",
             "NotObservedYet",
             format!("the operator has not heard from the workloads' proxies for {window} s yet"),
         ),
-        Some(true) => (
+        Safety::NoTraffic => (
+            "Unknown",
+            "NoTraffic",
+            format!(
+                "no request reached the covered workloads in the last {window} s: nothing shows whom mode Strict would refuse"
+            ),
+        ),
+        Safety::CallersBehind(n) => (
+            "Unknown",
+            "CallersBehind",
+            format!(
+                "{n} callers do not hold the config in force yet (see status.proxies of their resources), so they may still call in plaintext"
+            ),
+        ),
+        Safety::Safe => (
             "True",
             "NoPlaintext",
             format!(
-                "no plaintext request reached the covered workloads in the last {window} s: mode Strict would refuse nothing"
+                "only mTLS requests reached the covered workloads in the last {window} s and every caller holds the config in force: mode Strict would refuse nothing"
             ),
         ),
-        Some(false) => (
+        Safety::PlaintextSeen(_) => (
             "False",
             "PlaintextSeen",
             format!(
