@@ -105,12 +105,13 @@ pub struct OpenConnections {
     pub inbound_requests: i64,
 }
 
-/// The health router: the proxy's `/ready`, and the app's own HTTP probes, performed
-/// against the app on its behalf (`/app-health/<container>/<kind>`).
+/// The health router: the proxy's `/ready`, and the app's own probes (HTTP, HTTPS,
+/// tcpSocket, gRPC), performed against the app on kubelet's behalf
+/// (`/app-health/<container>/<kind>`).
 pub fn health_router(state: AdminState, probes: app_probes::AppProbes) -> Router {
     let app = Router::new()
         .route("/app-health/{container}/{kind}", get(app_probes::handle))
-        .with_state(Arc::new(probes));
+        .with_state(Arc::new(app_probes::AppProber::new(probes)));
     Router::new()
         .route("/ready", get(ready))
         .with_state(state)
