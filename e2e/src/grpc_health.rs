@@ -51,8 +51,11 @@ fn unframed(body: &[u8]) -> Option<&[u8]> {
     rest.get(4..4 + len)
 }
 
-/// The fields of a protobuf message: (number, varint value or bytes).
-fn fields(mut buf: &[u8]) -> Option<Vec<(u64, Result<u64, &[u8]>)>> {
+/// A protobuf field's value: a varint, or the bytes of any other wire type.
+type Value<'a> = Result<u64, &'a [u8]>;
+
+/// The fields of a protobuf message: (number, value).
+fn fields(mut buf: &[u8]) -> Option<Vec<(u64, Value<'_>)>> {
     let mut out = Vec::new();
     while !buf.is_empty() {
         let key = varint(&mut buf)?;

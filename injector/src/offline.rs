@@ -180,7 +180,16 @@ spec:
       annotations: {braid.dev/exclude-outbound-ports: "5432"}
     spec:
       containers:
-      - {name: app, image: payments:1, ports: [{containerPort: 8080}]}
+      - name: app
+        image: payments:1
+        ports: [{name: http, containerPort: 8080}, {containerPort: 9090}]
+        livenessProbe: {tcpSocket: {port: http}, periodSeconds: 7}
+        readinessProbe: {httpGet: {path: /ready, port: 8443, scheme: HTTPS}}
+        startupProbe: {grpc: {port: 9090}}
+      - name: sidecar
+        image: shipper:1
+        livenessProbe: {exec: {command: [/bin/true]}}
+        readinessProbe: {httpGet: {path: /, port: 80, host: 10.0.0.1}}
 ---
 apiVersion: v1
 kind: Service
@@ -230,6 +239,20 @@ spec:
             .unwrap()
             .to_string();
         assert!(args.contains("5432"), "{args}");
+        // Every probe the proxy can perform is pointed at it (so uninject has
+        // something to put back); exec and another host's stay.
+        for kind in ["liveness", "readiness", "startup"] {
+            let probe =
+                &out[0]["spec"]["template"]["spec"]["containers"][0][format!("{kind}Probe")];
+            assert_eq!(
+                probe["httpGet"]["path"],
+                format!("/app-health/app/{kind}"),
+                "{probe}"
+            );
+        }
+        let sidecar = &out[0]["spec"]["template"]["spec"]["containers"][1];
+        assert!(sidecar["livenessProbe"]["exec"].is_object(), "{sidecar}");
+        assert_eq!(sidecar["readinessProbe"]["httpGet"]["host"], "10.0.0.1");
         assert_eq!(out[1], docs(DEPLOYMENT)[1], "a Service is left alone");
         assert_eq!(
             init_names(

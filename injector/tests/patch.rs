@@ -197,43 +197,72 @@ fn a_name_braid_needs_is_refused_not_overwritten() {
     assert!(err.to_string().contains("spec.volumes"));
 }
 
-#[test]
-fn http_probes_move_to_the_health_port_and_the_proxy_gets_the_originals() {
-    let pod = captured_pod("deployment-pod-create.json");
-    let out = webhook(&pod, &Settings::default()).unwrap();
-    let spec = out.spec.as_ref().unwrap();
-    let app = spec.containers.iter().find(|c| c.name == "app").unwrap();
-    let get = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
-        p.as_ref().unwrap().http_get.clone().unwrap()
-    };
-    let ready = get(&app.readiness_probe);
-    assert_eq!(ready.path.as_deref(), Some("/app-health/app/readiness"));
-    assert_eq!(
-        ready.port,
-        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(15021)
-    );
-    assert_eq!(
-        get(&app.liveness_probe).path.as_deref(),
-        Some("/app-health/app/liveness")
-    );
-    // Timing settings are kubelet's and stay; a TCP probe is not HTTP and stays too.
-    assert_eq!(
-        app.readiness_probe.as_ref().unwrap().period_seconds,
-        Some(5)
-    );
-    assert!(app.startup_probe.as_ref().unwrap().tcp_socket.is_some());
-    // The proxy performs the originals, the named port resolved.
-    let proxy = &spec.init_containers.as_ref().unwrap()[1];
+/// The injected pod's `BRAID_APP_PROBES`, parsed.
+fn app_probes(spec: &k8s_openapi::api::core::v1::PodSpec) -> serde_json::Value {
+    let proxy = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .find(|c| c.name == PROXY_CONTAINER)
+        .unwrap();
     let env = proxy
         .env
         .iter()
         .flatten()
         .find(|e| e.name == "BRAID_APP_PROBES")
         .unwrap();
-    let probes: serde_json::Value = serde_json::from_str(env.value.as_deref().unwrap()).unwrap();
-    assert_eq!(probes["app/readiness"]["port"], 8080);
-    assert_eq!(probes["app/readiness"]["path"], "/ready");
-    assert_eq!(probes["app/liveness"]["path"], "/live");
+    serde_json::from_str(env.value.as_deref().unwrap()).unwrap()
+}
+
+/// `uninject` of the injected pod, through YAML as `braid-injector uninject` reads it.
+fn uninjected(pod: &Pod) -> Pod {
+    let yaml = serde_norway::to_string(pod).unwrap();
+    let restored = braid_injector::offline::uninject_documents(&yaml).unwrap();
+    serde_norway::from_str(&restored).unwrap()
+}
+
+#[test]
+fn http_and_tcp_probes_move_to_the_health_port_and_the_proxy_gets_the_originals() {
+    let pod = captured_pod("deployment-pod-create.json");
+    let out = webhook(&pod, &Settings::default()).unwrap();
+    let spec = out.spec.as_ref().unwrap();
+    let app = spec.containers.iter().find(|c| c.name == "app").unwrap();
+    let get = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        let p = p.as_ref().unwrap();
+        assert!(p.tcp_socket.is_none(), "{p:?}");
+        p.http_get.clone().unwrap()
+    };
+    let health = k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(15021);
+    for (probe, kind) in [
+        (&app.readiness_probe, "readiness"),
+        (&app.liveness_probe, "liveness"),
+        // The TCP startup probe: kubelet's connection would be accepted by the proxy's
+        // inbound listener whether or not the app listens.
+        (&app.startup_probe, "startup"),
+    ] {
+        let get = get(probe);
+        assert_eq!(get.path.unwrap(), format!("/app-health/app/{kind}"));
+        assert_eq!(get.port, health);
+    }
+    // Timing settings are kubelet's and stay.
+    assert_eq!(
+        app.readiness_probe.as_ref().unwrap().period_seconds,
+        Some(5)
+    );
+    assert_eq!(
+        app.startup_probe.as_ref().unwrap().failure_threshold,
+        Some(30)
+    );
+    // The proxy performs the originals, the named port resolved.
+    let probes = app_probes(spec);
+    assert_eq!(probes["app/readiness"]["http"]["port"], 8080);
+    assert_eq!(probes["app/readiness"]["http"]["path"], "/ready");
+    assert_eq!(probes["app/liveness"]["http"]["path"], "/live");
+    assert_eq!(
+        probes["app/startup"],
+        serde_json::json!({"tcp": {"port": 8080}})
+    );
     assert!(
         out.metadata
             .annotations
@@ -243,22 +272,36 @@ fn http_probes_move_to_the_health_port_and_the_proxy_gets_the_originals() {
     );
 
     // uninject puts the originals back.
-    let yaml = serde_norway::to_string(&out).unwrap();
-    let restored = braid_injector::offline::uninject_documents(&yaml).unwrap();
-    let restored: Pod = serde_norway::from_str(&restored).unwrap();
-    let app = restored
-        .spec
-        .unwrap()
-        .containers
-        .into_iter()
-        .find(|c| c.name == "app")
-        .unwrap();
+    let restored = uninjected(&out);
     assert_eq!(
-        app.readiness_probe,
-        pod.spec.as_ref().unwrap().containers[0].readiness_probe
+        restored.spec.unwrap().containers,
+        pod.spec.unwrap().containers
+    );
+}
+
+#[test]
+fn a_grpc_probe_moves_to_the_health_port_and_uninject_restores_it() {
+    // The opted-out capture, opted in: its readiness probe is gRPC with service "".
+    let mut pod = captured_pod("pod-opted-out-create.json");
+    pod.metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .remove("braid.dev/inject");
+    let out = webhook(&pod, &Settings::default()).unwrap();
+    let spec = out.spec.as_ref().unwrap();
+    let probe = spec.containers[0].readiness_probe.clone().unwrap();
+    assert!(probe.grpc.is_none());
+    assert_eq!(
+        probe.http_get.unwrap().path.as_deref(),
+        Some("/app-health/app/readiness")
     );
     assert_eq!(
-        app.liveness_probe,
-        pod.spec.as_ref().unwrap().containers[0].liveness_probe
+        app_probes(spec)["app/readiness"],
+        serde_json::json!({"grpc": {"port": 8080, "service": ""}})
+    );
+    assert_eq!(
+        uninjected(&out).spec.unwrap().containers,
+        pod.spec.unwrap().containers
     );
 }

@@ -174,7 +174,7 @@ fn a_busy_pod_keeps_everything_it_had() {
         .clone()
         .unwrap();
     assert_eq!(proxy_sc.run_as_user, Some(1337));
-    // Everything about the app's containers but plain-HTTP probes is as it was.
+    // Everything about the app's containers but the probes taken over is as it was.
     for (old, new) in b.containers.iter().zip(&a.containers) {
         let strip = |c: &Container| Container {
             liveness_probe: None,
@@ -187,37 +187,33 @@ fn a_busy_pod_keeps_everything_it_had() {
 }
 
 #[test]
-fn only_plain_http_probes_the_proxy_can_reach_are_taken_over() {
+fn every_probe_the_proxy_can_reach_is_taken_over_and_the_rest_stay() {
     let (before, answer) = review(&busy_pod(), &Settings::default());
     let after = injected(answer);
     let (b, a) = (before.spec.unwrap(), after.spec.unwrap());
     let health = Some(IntOrString::Int(15021));
     let find =
         |list: &[Container], name: &str| list.iter().find(|c| c.name == name).cloned().unwrap();
-    let (app, old_app) = (find(&a.containers, "app"), find(&b.containers, "app"));
-    // Named and numbered ports alike, headers carried to the proxy.
+    let app = find(&a.containers, "app");
+    // Named and numbered ports alike, headers carried to the proxy; HTTPS too (the
+    // proxy skips verification, as kubelet does).
     assert_eq!(probe_port(&app, "liveness"), health);
     assert_eq!(probe_port(&app, "readiness"), health);
-    // HTTPS: kubelet skips verification, the proxy would not; it stays.
-    assert_eq!(app.startup_probe, old_app.startup_probe);
-    // exec, tcpSocket and grpc are not HTTP; another host and an undeclared named port
-    // cannot be performed over loopback: all stay as they were.
-    for name in ["log-shipper", "admin"] {
-        let (new, old) = (find(&a.containers, name), find(&b.containers, name));
-        assert_eq!(
-            (
-                &new.liveness_probe,
-                &new.readiness_probe,
-                &new.startup_probe
-            ),
-            (
-                &old.liveness_probe,
-                &old.readiness_probe,
-                &old.startup_probe
-            ),
-            "{name}"
-        );
-    }
+    assert_eq!(probe_port(&app, "startup"), health);
+    // tcpSocket and grpc are taken over; exec runs in the container and stays.
+    let (shipper, old_shipper) = (
+        find(&a.containers, "log-shipper"),
+        find(&b.containers, "log-shipper"),
+    );
+    assert_eq!(shipper.liveness_probe, old_shipper.liveness_probe);
+    assert_eq!(probe_port(&shipper, "readiness"), health);
+    assert_eq!(probe_port(&shipper, "startup"), health);
+    // Another host and an undeclared named port cannot be performed over loopback.
+    let (admin, old_admin) = (find(&a.containers, "admin"), find(&b.containers, "admin"));
+    assert_eq!(
+        (&admin.liveness_probe, &admin.readiness_probe),
+        (&old_admin.liveness_probe, &old_admin.readiness_probe)
+    );
     let proxy = &a.init_containers.as_ref().unwrap()[1];
     let probes = proxy
         .env
@@ -228,14 +224,26 @@ fn only_plain_http_probes_the_proxy_can_reach_are_taken_over() {
         .unwrap();
     let probes: serde_json::Value = serde_json::from_str(&probes).unwrap();
     assert_eq!(
-        probes["app/liveness"]["port"], 8080,
+        probes["app/liveness"]["http"]["port"], 8080,
         "the named port resolved"
     );
     assert_eq!(
-        probes["app/readiness"]["headers"][0],
+        probes["app/readiness"]["http"]["headers"][0],
         serde_json::json!(["X-Probe", "1"])
     );
-    assert_eq!(probes.as_object().unwrap().len(), 2, "{probes}");
+    assert_eq!(
+        probes["app/startup"],
+        serde_json::json!({"https": {"port": 9090, "path": "/started", "headers": []}})
+    );
+    assert_eq!(
+        probes["log-shipper/readiness"],
+        serde_json::json!({"tcp": {"port": 24224}})
+    );
+    assert_eq!(
+        probes["log-shipper/startup"],
+        serde_json::json!({"grpc": {"port": 24224, "service": ""}})
+    );
+    assert_eq!(probes.as_object().unwrap().len(), 5, "{probes}");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde::{Deserialize, Serialize};
 
 pub use init::{INIT_CONTAINER, init_container, iptables_args};
-pub use probes::{APP_PROBES_ENV, ORIGINAL_PROBES, Rewritten, restore, rewrite};
+pub use probes::{APP_PROBES_ENV, ORIGINAL_PROBES, Original, Rewritten, restore, rewrite};
 pub use sidecar::{HEALTH_PORT, PROXY_CONTAINER, proxy_container};
 pub use volumes::{
     OPERATOR_CA_CONFIGMAP, OPERATOR_CA_DIR, OPERATOR_CA_VOLUME, TOKEN_DIR, TOKEN_VOLUME, volumes,
