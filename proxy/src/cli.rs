@@ -136,9 +136,11 @@ pub struct RunArgs {
     /// Log as JSON lines.
     #[arg(long, env = "BRAID_LOG_JSON")]
     pub log_json: bool,
-    /// The app's HTTP probes, as JSON `{"<container>/<kind>": {"port": 8080, "path":
-    /// "/healthz", "headers": [["Host", "x"]]}}`; the health port serves each at
-    /// `/app-health/<container>/<kind>` (the injector writes this).
+    /// The app's probes, as JSON `{"<container>/<kind>": {"http": {"port": 8080, "path":
+    /// "/healthz", "headers": [["Host", "x"]]}}}` (also `"https"` of the same shape,
+    /// `"tcp": {"port"}`, `"grpc": {"port", "service"}`; a bare `{"port", "path"}` is
+    /// `http`); the health port performs each at `/app-health/<container>/<kind>` (the
+    /// injector writes this).
     #[arg(long, env = "BRAID_APP_PROBES", default_value = "")]
     pub app_probes: String,
 }
