@@ -17,19 +17,15 @@ use crate::admin::{self, AdminState};
 use crate::ca::Ca;
 use crate::cli::{Cli, SourceArg};
 use crate::compiler::{Compiler, Extra, Options, Rollouts};
-use crate::healer::{CommandActuator, Healer, HealingView, REPORT_QUEUE};
+use crate::healer::{Healer, HealingView, REPORT_QUEUE};
 use crate::kube_mode::Started;
-use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::registry::{Kind, ObjectKey, Snapshot, carry_accepted};
 use crate::rollout::{EncryptionView, RolloutLoop, TRAFFIC_QUEUE};
-use crate::source::Source;
-use crate::source::dir::DirSource;
-use crate::status::{FileSink, ProxyState, StatusSink, StatusUpdate, Views, compute};
-use crate::stream::auth::BootstrapTokens;
+use crate::status::{ProxyState, StatusSink, StatusUpdate, Views, compute};
 use crate::stream::hub::{Hub, Published};
 use crate::stream::server::{Signer, StreamState, router};
-use crate::stream::tls::{ServingCert, serve, server_config};
+use crate::stream::tls::{serve, server_config};
 
 /// Reports arriving within this window update statuses together.
 const STATUS_DEBOUNCE: Duration = Duration::from_millis(200);
@@ -67,41 +63,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         ca,
     } = match &cli.source {
         SourceArg::Dir(path) => {
-            let tokens = cli.bootstrap_tokens.as_ref().context(
-                "--bootstrap-tokens FILE is required with --source dir:PATH: it lists the tokens proxies present",
-            )?;
-            let tokens = BootstrapTokens::load(tokens)
-                .map_err(|e| anyhow::anyhow!("--bootstrap-tokens {e}"))?;
-            if !path.is_dir() {
-                anyhow::bail!("--source dir:{}: not a directory", path.display());
-            }
-            let status_dir = cli
-                .status_dir
-                .clone()
-                .unwrap_or_else(|| path.join(".status"));
-            let source = DirSource::new(path.clone(), Duration::from_millis(cli.poll_ms));
-            Started {
-                auth: Arc::new(tokens),
-                sink: Arc::new(FileSink::new(status_dir)),
-                // One process, no one to elect against.
-                leadership: Leadership::always(),
-                source_task: tokio::spawn(source.run(snapshots, stop.clone())),
-                leader_task: None,
-                serving: match (&cli.tls_cert, &cli.tls_key) {
-                    (Some(cert), Some(key)) => ServingCert::load(cert, key)?,
-                    _ => ServingCert::self_signed(&cli.tls_names())?,
-                }
-                .into_serving()?,
-                actuator: Arc::new(CommandActuator::new(cli.healing_command.clone())),
-                relay: None,
-                // A root of its own, made at start: directory mode has nowhere to keep
-                // one, and its proxies get the trust bundle with their certificates.
-                ca: watch::channel(Arc::new(
-                    Ca::generate_root(std::time::SystemTime::now())
-                        .context("making the directory mode's CA")?,
-                ))
-                .1,
-            }
+            let bound = listener
+                .local_addr()
+                .context("--listen: the bound address")?;
+            crate::dir_mode::start(&cli, path, bound, snapshots, stop.clone())?
         }
         SourceArg::Kube => {
             crate::kube_mode::start(

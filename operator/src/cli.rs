@@ -120,9 +120,14 @@ pub struct Cli {
     #[arg(long, env = "BRAID_NAMESPACE", default_value = "braid-system")]
     pub namespace: String,
     /// This replica's name, its identity in leader election (the pod name; default: the
-    /// HOSTNAME, which Kubernetes sets to the pod name). Replicas must not share it.
+    /// HOSTNAME, which Kubernetes sets to the pod name). Replicas must not share it; in
+    /// directory mode give each replica on one host its own.
     #[arg(long, env = "BRAID_POD_NAME")]
     pub pod_name: Option<String>,
+    /// Directory mode: the address other replicas reach this one's config server at, to
+    /// relay proxies' reports to the leader (default: --listen, when it names an IP).
+    #[arg(long, env = "BRAID_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<SocketAddr>,
     /// On SIGTERM, end streams and wait at most this many seconds for connections to close.
     #[arg(long, env = "BRAID_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
     pub shutdown_timeout_secs: u64,

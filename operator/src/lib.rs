@@ -10,6 +10,7 @@ pub mod app;
 pub mod ca;
 pub mod cli;
 pub mod compiler;
+pub mod dir_mode;
 pub mod healer;
 pub mod kube_mode;
 pub mod leader;

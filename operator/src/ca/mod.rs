@@ -10,6 +10,7 @@
 //! (the leader's loop) talk to the API server.
 
 pub mod authority;
+pub mod files;
 pub mod issued;
 pub mod maintain;
 pub mod material;

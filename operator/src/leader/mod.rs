@@ -1,13 +1,23 @@
 //! Leader election on a coordination.k8s.io/v1 Lease, so only one replica writes
-//! statuses and acts on SelfHealing, while every replica serves config.
+//! statuses, moves rollouts and acts on SelfHealing, while every replica serves config.
 //!
 //! Hand-written rather than taken from a crate: `kube-leader-election` patches without
 //! `resourceVersion`, so two replicas taking over an expired lease can both win;
 //! `kube-lease-manager` (0.12 for kube 4) relies on server-side-apply field ownership and
 //! releases expired leases with unconditional patches. Here every write is a replace
 //! carrying the `resourceVersion` that was read, so of two replicas acting on the same
-//! read, the API server accepts one and answers the other 409 Conflict. What to do with
-//! the Lease is decided by a pure function, [`decide`].
+//! read, the store accepts one and refuses the other ([`StoreError::Conflict`]). What to
+//! do with the Lease is decided by a pure function, [`decide`].
+//!
+//! The Lease lives in a [`LeaseStore`]: the API server ([`KubeLeases`]) or, in directory
+//! mode, a file every replica shares ([`FileLeases`]) — the same election either way, so
+//! the e2e runs several replicas through the code a cluster runs.
+
+mod file;
+mod store;
+
+pub use file::FileLeases;
+pub use store::{KubeLeases, LeaseStore, StoreError};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,8 +25,7 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::PostParams;
-use kube::{Api, Client};
+use kube::Client;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -24,6 +33,10 @@ use tokio_util::sync::CancellationToken;
 
 /// The Lease's name.
 pub const LEASE_NAME: &str = "braid-operator";
+/// The annotation in which the holder names the address of its config server, where
+/// followers relay proxies' reports (directory mode; in a cluster the holder's pod IP
+/// says it).
+pub const ADDRESS_ANNOTATION: &str = "braid.dev/config-server";
 
 /// How the election runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +57,9 @@ pub struct LeaseConfig {
     pub renew_deadline: Duration,
     /// How often a follower (or a leader whose renewal failed) tries again.
     pub retry_every: Duration,
+    /// This replica's config server, written into the Lease while it holds it
+    /// ([`ADDRESS_ANNOTATION`]).
+    pub address: Option<String>,
 }
 
 impl LeaseConfig {
@@ -58,6 +74,7 @@ impl LeaseConfig {
             renew_every: Duration::from_secs(5),
             renew_deadline: Duration::from_secs(10),
             retry_every: Duration::from_secs(2),
+            address: None,
         }
     }
 }
@@ -194,7 +211,33 @@ pub fn claimed(
     spec.holder_identity = Some(config.identity.clone());
     spec.renew_time = Some(now);
     spec.lease_duration_seconds = Some(seconds(config.lease_duration));
+    let annotations = lease
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    match &config.address {
+        Some(address) => {
+            annotations.insert(ADDRESS_ANNOTATION.into(), address.clone());
+        }
+        None => {
+            annotations.remove(ADDRESS_ANNOTATION);
+        }
+    }
+    if annotations.is_empty() {
+        lease.metadata.annotations = None;
+    }
     lease
+}
+
+/// The config server the holder of `lease` named, while it holds it.
+pub fn holder_address(lease: &Lease) -> Option<&str> {
+    lease.spec.as_ref()?.holder_identity.as_ref()?;
+    lease
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(ADDRESS_ANNOTATION)
+        .map(String::as_str)
 }
 
 /// `lease` released: without a holder, so a successor takes it at once instead of
@@ -203,6 +246,9 @@ pub fn released(lease: &Lease) -> Lease {
     let mut lease = lease.clone();
     if let Some(spec) = &mut lease.spec {
         spec.holder_identity = None;
+    }
+    if let Some(a) = &mut lease.metadata.annotations {
+        a.remove(ADDRESS_ANNOTATION);
     }
     lease
 }
@@ -213,59 +259,50 @@ fn seconds(d: Duration) -> i32 {
 
 /// The Lease could not be read or written.
 #[derive(Debug, thiserror::Error)]
-#[error("lease {namespace}/{name}: {source}")]
+#[error("{lease}: {message}")]
 pub struct LeaderError {
-    /// The Lease's namespace.
-    pub namespace: String,
-    /// The Lease's name.
-    pub name: String,
-    /// The API error.
-    #[source]
-    pub source: kube::Error,
+    /// Which Lease (`lease braid-system/braid-operator`, or its file).
+    pub lease: String,
+    /// What went wrong.
+    pub message: String,
 }
 
 /// Runs the election for one replica.
 pub struct LeaderElector {
-    api: Api<Lease>,
+    store: Arc<dyn LeaseStore>,
     config: LeaseConfig,
 }
 
 impl LeaderElector {
-    /// An elector over `config`'s Lease, through `client` (which needs get, create and
-    /// update on leases in `config.namespace`).
+    /// An elector over `config`'s Lease on the API server, through `client` (which needs
+    /// get, create and update on leases in `config.namespace`).
     pub fn new(client: Client, config: LeaseConfig) -> Self {
-        Self {
-            api: Api::namespaced(client, &config.namespace),
-            config,
-        }
+        let store = KubeLeases::new(client, &config.namespace, &config.name);
+        Self::with_store(Arc::new(store), config)
     }
 
-    fn error(&self, source: kube::Error) -> LeaderError {
+    /// An elector over the Lease in `store`.
+    pub fn with_store(store: Arc<dyn LeaseStore>, config: LeaseConfig) -> Self {
+        Self { store, config }
+    }
+
+    fn error(&self, e: StoreError) -> LeaderError {
         LeaderError {
-            namespace: self.config.namespace.clone(),
-            name: self.config.name.clone(),
-            source,
+            lease: self.store.describe(),
+            message: e.to_string(),
         }
     }
 
     /// One round: reads the Lease and creates, takes over or renews it as [`decide`]s.
     /// Returns whether this replica leads now; losing a race (409) is not an error.
     pub async fn step(&self, was_leader: bool) -> Result<bool, LeaderError> {
-        let current = self
-            .api
-            .get_opt(&self.config.name)
-            .await
-            .map_err(|e| self.error(e))?;
+        let current = self.store.get().await.map_err(|e| self.error(e))?;
         let now = Timestamp::now();
         let decision = decide(current.as_ref(), &self.config.identity, now, was_leader);
         let lease = claimed(current.as_ref(), &self.config, &decision, now);
         let written = match &decision {
-            Decision::Create => self.api.create(&PostParams::default(), &lease).await,
-            Decision::Acquire { .. } | Decision::Renew => {
-                self.api
-                    .replace(&self.config.name, &PostParams::default(), &lease)
-                    .await
-            }
+            Decision::Create => self.store.create(&lease).await,
+            Decision::Acquire { .. } | Decision::Renew => self.store.replace(&lease).await,
             Decision::Wait { .. } => return Ok(false),
             Decision::Lost { holder } => {
                 tracing::warn!(%holder, "leadership lost: the lease is held by another replica");
@@ -273,9 +310,9 @@ impl LeaderElector {
             }
         };
         match written {
-            Ok(_) => Ok(true),
+            Ok(()) => Ok(true),
             // Another replica wrote first (or created it): it leads.
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(StoreError::Conflict) => Ok(false),
             Err(e) => Err(self.error(e)),
         }
     }
@@ -283,25 +320,17 @@ impl LeaderElector {
     /// Gives the Lease up if this replica holds it, so a successor need not wait for it
     /// to expire.
     pub async fn release(&self) -> Result<(), LeaderError> {
-        let current = self
-            .api
-            .get_opt(&self.config.name)
-            .await
-            .map_err(|e| self.error(e))?;
+        let current = self.store.get().await.map_err(|e| self.error(e))?;
         let Some(lease) = current.filter(|l| {
             l.spec.as_ref().and_then(|s| s.holder_identity.as_deref())
                 == Some(self.config.identity.as_str())
         }) else {
             return Ok(());
         };
-        match self
-            .api
-            .replace(&self.config.name, &PostParams::default(), &released(&lease))
-            .await
-        {
-            Ok(_) => Ok(()),
+        match self.store.replace(&released(&lease)).await {
+            Ok(()) => Ok(()),
             // Changed since read: someone else holds it now, nothing of ours to release.
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(StoreError::Conflict) => Ok(()),
             Err(e) => Err(self.error(e)),
         }
     }

@@ -27,6 +27,17 @@ impl Kind {
             Self::SelfHealing => "SelfHealing",
         }
     }
+
+    /// The kind [`as_str`](Self::as_str) names.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::TrafficRoute,
+            Self::EncryptionPolicy,
+            Self::SelfHealing,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == text)
+    }
 }
 
 impl fmt::Display for Kind {

@@ -3,7 +3,8 @@
 //! and `minReporters` must count every proxy. A follower therefore passes each report
 //! with ejections on to the leader as it came (the proxy's own token and pod header, so
 //! the leader checks them as if the proxy had called it). The leader is found from the
-//! election Lease's holder and that pod's IP.
+//! election Lease: in a cluster from its holder's pod IP ([`KubeLocator`]), in directory
+//! mode from the address its holder wrote into it ([`LeaseLocator`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,9 @@ use tokio_rustls::TlsConnector;
 
 use braid_proxy::control::protocol::{POD_HEADER, REPORT_PATH};
 
-use crate::leader::LEASE_NAME;
+use futures::future::BoxFuture;
+
+use crate::leader::{LEASE_NAME, LeaseStore, holder_address};
 
 /// Marks a relayed report, so a replica that lost leadership meanwhile does not pass it
 /// on again.
@@ -55,12 +58,90 @@ pub enum RelayError {
     },
 }
 
-/// Passes reports on to the leader.
-pub struct Relay {
+/// Finds the leader's config server.
+pub trait LeaderLocator: Send + Sync + 'static {
+    /// Its address; `None` when this replica holds the Lease.
+    fn locate(&self) -> BoxFuture<'_, Result<Option<SocketAddr>, RelayError>>;
+}
+
+/// The leader in a cluster: the Lease's holder, reached at its pod's IP on `port`.
+pub struct KubeLocator {
     client: Client,
     namespace: String,
     me: String,
     port: u16,
+}
+
+impl LeaderLocator for KubeLocator {
+    fn locate(&self) -> BoxFuture<'_, Result<Option<SocketAddr>, RelayError>> {
+        Box::pin(async move {
+            let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
+            let lease = leases
+                .get_opt(LEASE_NAME)
+                .await
+                .map_err(|e| RelayError::Leader(format!("Lease {LEASE_NAME}: {e}")))?;
+            let holder = lease
+                .and_then(|l| l.spec?.holder_identity)
+                .ok_or_else(|| RelayError::Leader(format!("Lease {LEASE_NAME} has no holder")))?;
+            if holder == self.me {
+                return Ok(None);
+            }
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+            let ip: IpAddr = pods
+                .get(&holder)
+                .await
+                .map_err(|e| RelayError::Leader(format!("pod {holder}: {e}")))?
+                .status
+                .and_then(|s| s.pod_ip)
+                .and_then(|ip| ip.parse().ok())
+                .ok_or_else(|| RelayError::Leader(format!("pod {holder} has no IP")))?;
+            Ok(Some(SocketAddr::new(ip, self.port)))
+        })
+    }
+}
+
+/// The leader as the Lease names it: its holder, at the address the holder wrote there
+/// (directory mode, where there are no pods to look up).
+pub struct LeaseLocator {
+    /// The election's Lease.
+    pub store: Arc<dyn LeaseStore>,
+    /// This replica's identity.
+    pub me: String,
+}
+
+impl LeaderLocator for LeaseLocator {
+    fn locate(&self) -> BoxFuture<'_, Result<Option<SocketAddr>, RelayError>> {
+        Box::pin(async move {
+            let lease = self
+                .store
+                .get()
+                .await
+                .map_err(|e| RelayError::Leader(format!("{}: {e}", self.store.describe())))?
+                .ok_or_else(|| RelayError::Leader("no replica leads yet".into()))?;
+            let holder = lease
+                .spec
+                .as_ref()
+                .and_then(|s| s.holder_identity.as_deref())
+                .ok_or_else(|| RelayError::Leader("no replica leads yet".into()))?;
+            if holder == self.me {
+                return Ok(None);
+            }
+            let address = holder_address(&lease).ok_or_else(|| {
+                RelayError::Leader(format!(
+                    "the leader {holder} named no config server address"
+                ))
+            })?;
+            address.parse().map(Some).map_err(|e| {
+                RelayError::Leader(format!("the leader {holder}'s address {address:?}: {e}"))
+            })
+        })
+    }
+}
+
+/// Passes reports on to the leader.
+pub struct Relay {
+    locator: Arc<dyn LeaderLocator>,
+    me: String,
     tls: TlsConnector,
     server_name: ServerName<'static>,
     leader: Mutex<Option<(Instant, SocketAddr)>>,
@@ -81,8 +162,9 @@ impl Relaying {
 }
 
 impl Relay {
-    /// A relay for replica `me` in `namespace`, reaching the leader on `port` over TLS
-    /// verified with `tls` for `server_name` (a name every replica's certificate holds).
+    /// A relay for replica `me` in `namespace`, reaching the leader (its pod) on `port`
+    /// over TLS verified with `tls` for `server_name` (a name every replica's certificate
+    /// holds).
     pub fn new(
         client: Client,
         namespace: &str,
@@ -91,11 +173,25 @@ impl Relay {
         tls: Arc<ClientConfig>,
         server_name: ServerName<'static>,
     ) -> Self {
-        Self {
+        let locator = KubeLocator {
             client,
             namespace: namespace.to_owned(),
             me: me.to_owned(),
             port,
+        };
+        Self::with_locator(Arc::new(locator), me, tls, server_name)
+    }
+
+    /// A relay for replica `me` finding the leader with `locator`.
+    pub fn with_locator(
+        locator: Arc<dyn LeaderLocator>,
+        me: &str,
+        tls: Arc<ClientConfig>,
+        server_name: ServerName<'static>,
+    ) -> Self {
+        Self {
+            locator,
+            me: me.to_owned(),
             tls: TlsConnector::from(tls),
             server_name,
             leader: Mutex::new(None),
@@ -112,8 +208,8 @@ impl Relay {
         })
     }
 
-    /// The leader's config server, from the Lease (cached for [`LEADER_TTL`]); `None`
-    /// when this replica holds the Lease.
+    /// The leader's config server (cached for [`LEADER_TTL`]); `None` when this replica
+    /// holds the Lease.
     async fn leader(&self) -> Result<Option<SocketAddr>, RelayError> {
         if let Ok(cached) = self.leader.lock()
             && let Some((at, addr)) = *cached
@@ -121,31 +217,11 @@ impl Relay {
         {
             return Ok(Some(addr));
         }
-        let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
-        let lease = leases
-            .get_opt(LEASE_NAME)
-            .await
-            .map_err(|e| RelayError::Leader(format!("Lease {LEASE_NAME}: {e}")))?;
-        let holder = lease
-            .and_then(|l| l.spec?.holder_identity)
-            .ok_or_else(|| RelayError::Leader(format!("Lease {LEASE_NAME} has no holder")))?;
-        if holder == self.me {
-            return Ok(None);
-        }
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        let ip: IpAddr = pods
-            .get(&holder)
-            .await
-            .map_err(|e| RelayError::Leader(format!("pod {holder}: {e}")))?
-            .status
-            .and_then(|s| s.pod_ip)
-            .and_then(|ip| ip.parse().ok())
-            .ok_or_else(|| RelayError::Leader(format!("pod {holder} has no IP")))?;
-        let addr = SocketAddr::new(ip, self.port);
-        if let Ok(mut cached) = self.leader.lock() {
+        let found = self.locator.locate().await?;
+        if let (Some(addr), Ok(mut cached)) = (found, self.leader.lock()) {
             *cached = Some((Instant::now(), addr));
         }
-        Ok(Some(addr))
+        Ok(found)
     }
 
     /// Relays a proxy's report (its headers and body as received). `Ok(false)`: this
@@ -154,31 +230,73 @@ impl Relay {
         let Some(addr) = self.leader().await? else {
             return Ok(false);
         };
-        let sent = tokio::time::timeout(RELAY_TIMEOUT, self.send(addr, headers, body)).await;
-        let result = match sent {
-            Err(_) => Err(format!("no answer within {}s", RELAY_TIMEOUT.as_secs())),
-            Ok(r) => r,
+        let message = match self.send_timed(addr, headers, body.clone()).await {
+            Ok(()) => return Ok(true),
+            // The leader answered, and said no (a bad token, say): it still leads.
+            Err(Failure::Answered(message)) => return Err(RelayError::Send { addr, message }),
+            Err(Failure::NotReached(message)) => message,
         };
-        result.map(|()| true).map_err(|message| {
-            // The leader may have moved: read the Lease again next time.
-            if let Ok(mut cached) = self.leader.lock() {
-                *cached = None;
-            }
-            RelayError::Send { addr, message }
-        })
+        // The leader may have moved (a failover, or the one cached no longer leads): read
+        // the Lease again and, when it names another replica, try that one once.
+        self.forget_leader();
+        match self.leader().await {
+            Ok(Some(again)) if again != addr => match self.send_timed(again, headers, body).await {
+                Ok(()) => Ok(true),
+                Err(f) => {
+                    if matches!(f, Failure::NotReached(_)) {
+                        self.forget_leader();
+                    }
+                    Err(RelayError::Send {
+                        addr: again,
+                        message: f.into_message(),
+                    })
+                }
+            },
+            Ok(None) => Ok(false),
+            _ => Err(RelayError::Send { addr, message }),
+        }
     }
 
-    async fn send(&self, addr: SocketAddr, headers: &HeaderMap, body: Bytes) -> Result<(), String> {
-        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    fn forget_leader(&self) {
+        if let Ok(mut cached) = self.leader.lock() {
+            *cached = None;
+        }
+    }
+
+    async fn send_timed(
+        &self,
+        addr: SocketAddr,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<(), Failure> {
+        match tokio::time::timeout(RELAY_TIMEOUT, self.send(addr, headers, body)).await {
+            Err(_) => Err(Failure::NotReached(format!(
+                "no answer within {}s",
+                RELAY_TIMEOUT.as_secs()
+            ))),
+            Ok(r) => r,
+        }
+    }
+
+    async fn send(
+        &self,
+        addr: SocketAddr,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<(), Failure> {
+        let unreached = |e: String| Failure::NotReached(e);
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| unreached(e.to_string()))?;
         let tls = self
             .tls
             .connect(self.server_name.clone(), tcp)
             .await
-            .map_err(|e| format!("TLS: {e}"))?;
+            .map_err(|e| unreached(format!("TLS: {e}")))?;
         let (mut sender, conn) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| unreached(e.to_string()))?;
         tokio::spawn(conn);
         let mut req = Request::post(format!(
             "https://{}{REPORT_PATH}",
@@ -190,16 +308,36 @@ impl Relay {
                 req = req.header(name, v);
             }
         }
-        let me = HeaderValue::from_str(&self.me).map_err(|e| e.to_string())?;
+        let me = HeaderValue::from_str(&self.me).map_err(|e| unreached(e.to_string()))?;
         let req = req
             .header(RELAYED_HEADER, me)
             .body(Full::new(body))
-            .map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(format!("answered {}", resp.status()))
+            .map_err(|e| unreached(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| unreached(e.to_string()))?;
+        match resp.status() {
+            s if s.is_success() => Ok(()),
+            // It no longer leads.
+            s @ http::StatusCode::MISDIRECTED_REQUEST => Err(unreached(format!("answered {s}"))),
+            s => Err(Failure::Answered(format!("answered {s}"))),
+        }
+    }
+}
+
+/// Why one attempt failed.
+enum Failure {
+    /// The replica was not reached, or does not lead: the leader is elsewhere.
+    NotReached(String),
+    /// The leader answered, and refused.
+    Answered(String),
+}
+
+impl Failure {
+    fn into_message(self) -> String {
+        match self {
+            Self::NotReached(m) | Self::Answered(m) => m,
         }
     }
 }

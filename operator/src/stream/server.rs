@@ -318,12 +318,26 @@ async fn report(State(state): State<StreamState>, headers: HeaderMap, body: Byte
         state.metrics.proxy_rejections.inc();
         tracing::warn!(pod = %workload.key, version = %rejected.version, error = %rejected.error, "proxy refused a config");
     }
-    // Only the leader heals: a follower passes ejections on (in the background, so the
-    // proxy is not held up), and keeps them too in case it leads next.
-    if (!report.ejections.is_empty() || report.traffic.is_some())
-        && let Some(relay) = &state.relay
-        && !*state.leader.borrow()
-        && !headers.contains_key(RELAYED_HEADER)
+    let relayed = headers.contains_key(RELAYED_HEADER);
+    let leading = *state.leader.borrow();
+    // A replica passing a report on believes this one leads: tell it otherwise, so it
+    // looks for the leader again (the proxy reports again within seconds).
+    if relayed && !leading && state.relay.is_some() {
+        return refuse(
+            &state.metrics,
+            Refused::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                Refusal::unavailable,
+                "this replica does not lead; relay to the Lease's holder",
+            ),
+        );
+    }
+    // Only the leader heals, moves rollouts and counts applied versions: a follower passes
+    // every report on (in the background, so the proxy is not held up), and keeps it too
+    // in case it leads next.
+    if let Some(relay) = &state.relay
+        && !leading
+        && !relayed
     {
         match relay.clone().try_acquire() {
             None => {

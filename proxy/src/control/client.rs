@@ -34,6 +34,10 @@ use crate::config::{ConfigSource, parse_json};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Ejections are batched and reported this often.
 const EJECTION_REPORT_INTERVAL: Duration = Duration::from_secs(2);
+/// A proxy with nothing else to say still reports the version it holds this often: every
+/// operator replica passes reports on to the leader, which counts applied versions, so
+/// after a failover the new leader knows every proxy within this time.
+pub const APPLIED_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 /// From sending a request to its response headers.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// HTTP/2 pings: a silently dead operator (node gone, network partition) is noticed
@@ -208,13 +212,25 @@ impl OperatorClient {
         let mut body = resp.into_body();
         let mut lines = LineSplitter::new(MAX_LINE);
         let mut flush = tokio::time::interval(EJECTION_REPORT_INTERVAL);
+        // The replica reached may not lead: say at once what is held, so the leader
+        // counts this proxy without waiting for a change (a reconnect holding the current
+        // version gets no line to apply).
+        let mut reported = tokio::time::Instant::now();
+        if let Some(version) = self.in_force() {
+            let report = Report {
+                applied_version: Some(version),
+                ..Default::default()
+            };
+            self.report(&mut sender, &auth, &report).await;
+        }
         loop {
             let frame = tokio::select! {
                 frame = body.frame() => frame,
                 _ = flush.tick() => {
                     let ejections = self.ejections.drain();
                     let traffic = self.store.with_tables(|t| self.traffic.take(t));
-                    if !ejections.is_empty() || traffic.is_some() {
+                    let due = reported.elapsed() >= APPLIED_REPORT_INTERVAL;
+                    if !ejections.is_empty() || traffic.is_some() || due {
                         let report = Report {
                             applied_version: self.in_force(),
                             ejections,
@@ -222,6 +238,7 @@ impl OperatorClient {
                             ..Default::default()
                         };
                         self.report(&mut sender, &auth, &report).await;
+                        reported = tokio::time::Instant::now();
                     }
                     continue;
                 }
@@ -246,6 +263,7 @@ impl OperatorClient {
                 *delivered = true;
                 let report = self.apply(line).await;
                 self.report(&mut sender, &auth, &report).await;
+                reported = tokio::time::Instant::now();
             }
         }
     }

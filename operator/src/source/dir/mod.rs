@@ -5,6 +5,11 @@
 //! `kubectl apply`. It is polled; a file that does not parse is reported and its previous
 //! contents stay in force, so a half-written edit never takes rules away. Files and
 //! directories whose names start with `.` are ignored (the operator writes status there).
+//!
+//! With a state directory ([`DirSource::with_state_dir`], the status directory) it also
+//! reads back what the leader wrote, as the Kubernetes source does: each
+//! EncryptionPolicy's rollout progress from its status file, and generations numbered in
+//! a file every replica shares.
 
 pub mod registry_file;
 pub mod resources;
@@ -17,6 +22,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::recorded::recorded_progress;
 use super::{Source, SourceError};
 use crate::registry::Snapshot;
 use registry_file::Resolved;
@@ -26,16 +32,26 @@ use resources::{Doc, Generations};
 pub struct DirSource {
     dir: PathBuf,
     interval: Duration,
+    state_dir: Option<PathBuf>,
     state: State,
 }
 
+type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
+
 #[derive(Default)]
 struct State {
-    fingerprint: Vec<(PathBuf, Option<SystemTime>, u64)>,
+    fingerprint: Fingerprint,
+    status_fingerprint: Fingerprint,
     registry: Option<Arc<Resolved>>,
     files: BTreeMap<PathBuf, Vec<Doc>>,
     generations: Generations,
+    last: Option<Snapshot>,
 }
+
+/// The prefix of the status files whose rollout progress is read back.
+const POLICY_STATUS_PREFIX: &str = "encryptionpolicy.";
+/// The file generations are numbered in, in the state directory.
+pub const GENERATIONS_FILE: &str = "generations.json";
 
 impl DirSource {
     /// Watches `dir`, checking it every `interval`.
@@ -43,8 +59,43 @@ impl DirSource {
         Self {
             dir,
             interval,
+            state_dir: None,
             state: State::default(),
         }
+    }
+
+    /// Reads back rollout progress from the status files in `state_dir` and numbers
+    /// generations in a file there, shared with every replica on the same directory.
+    pub fn with_state_dir(mut self, state_dir: PathBuf) -> Self {
+        self.state.generations = Generations::kept_in(state_dir.join(GENERATIONS_FILE));
+        self.state_dir = Some(state_dir);
+        self
+    }
+
+    /// The rollout progress each EncryptionPolicy of `snapshot` has in its status file.
+    fn recorded(&self, snapshot: &Snapshot) -> crate::compiler::Rollouts {
+        let mut out = crate::compiler::Rollouts::new();
+        for (path, _, _) in &self.state.status_fingerprint {
+            let Ok(text) = std::fs::read_to_string(path) else {
+                continue;
+            };
+            let Ok(doc) = serde_norway::from_str::<serde_json::Value>(&text) else {
+                tracing::warn!(file = %path.display(), "status file does not parse; its rollout progress is not read");
+                continue;
+            };
+            let meta = &doc["metadata"];
+            let (Some(ns), Some(name)) = (meta["namespace"].as_str(), meta["name"].as_str()) else {
+                continue;
+            };
+            let key = crate::registry::ObjectKey::new(ns, name);
+            let Some(policy) = snapshot.encryption_policies.get(&key) else {
+                continue;
+            };
+            if let Some(p) = recorded_progress(policy.generation, &doc["status"]) {
+                out.insert(key, p);
+            }
+        }
+        out
     }
 
     /// Reads the directory if anything in it changed; returns the new snapshot then.
@@ -54,8 +105,22 @@ impl DirSource {
             path: self.dir.display().to_string(),
             message: format!("cannot list it: {e}"),
         })?;
-        if fingerprint == self.state.fingerprint && self.state.registry.is_some() {
+        let status_fingerprint = match &self.state_dir {
+            Some(dir) => status_fingerprint(dir),
+            None => Vec::new(),
+        };
+        let files_same = fingerprint == self.state.fingerprint && self.state.registry.is_some();
+        let status_same = status_fingerprint == self.state.status_fingerprint;
+        if files_same && status_same {
             return Ok(None);
+        }
+        self.state.status_fingerprint = status_fingerprint;
+        if files_same && let Some(last) = &self.state.last {
+            // Only a status changed: what was read stands, with the progress read again.
+            let mut snapshot = last.clone();
+            snapshot.rollout_status = self.recorded(&snapshot);
+            self.state.last = Some(snapshot.clone());
+            return Ok(Some(snapshot));
         }
         self.state.fingerprint = fingerprint;
         let mut present = Vec::new();
@@ -115,10 +180,32 @@ impl DirSource {
         }
         let docs: Vec<Doc> = self.state.files.values().flatten().cloned().collect();
         for e in self.state.generations.insert_all(&docs, &mut snapshot) {
-            tracing::error!(dir = %self.dir.display(), error = %e, "duplicate resource");
+            tracing::error!(dir = %self.dir.display(), error = %e, "resource not numbered as expected");
         }
+        snapshot.rollout_status = self.recorded(&snapshot);
+        self.state.last = Some(snapshot.clone());
         Ok(Some(snapshot))
     }
+}
+
+/// The EncryptionPolicy status files of `dir` (none when it does not exist yet).
+fn status_fingerprint(dir: &Path) -> Fingerprint {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Fingerprint = entries
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let name = path.file_name()?.to_str()?;
+            if !name.starts_with(POLICY_STATUS_PREFIX) || !name.ends_with(".yaml") {
+                return None;
+            }
+            let meta = std::fs::metadata(&path).ok()?;
+            Some((path, meta.modified().ok(), meta.len()))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// The YAML files of `dir` with their modification times and sizes, sorted by path.
@@ -197,4 +284,56 @@ pub fn snapshot_of(registry: &str, resources: &str) -> Snapshot {
     resources::Generations::default()
         .insert_all(&resources::parse_file(resources).unwrap(), &mut snap);
     snap
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::compiler::Progress;
+    use crate::registry::{Kind, ObjectKey};
+    use crate::status::{FileSink, StatusSink, StatusUpdate};
+
+    const REGISTRY: &str = "services: []\nworkloads: []\n";
+    const POLICY: &str = "apiVersion: braid.dev/v1alpha1\nkind: EncryptionPolicy\nmetadata: {name: pay, namespace: shop}\nspec: {mode: Permissive, rollout: {percent: 0, auto: {steps: [50, 100], interval: 10s, enforceStrict: true}}}\n";
+
+    #[tokio::test]
+    async fn the_leaders_status_is_read_back_like_the_api_servers() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join(".status");
+        std::fs::write(dir.path().join("registry.yaml"), REGISTRY).unwrap();
+        std::fs::write(dir.path().join("tls.yaml"), POLICY).unwrap();
+        let mut source = DirSource::new(dir.path().into(), Duration::from_millis(10))
+            .with_state_dir(state.clone());
+        let first = source.reload().unwrap().unwrap();
+        assert!(first.rollout_status.is_empty());
+        let key = ObjectKey::new("shop", "pay");
+        let generation = first.encryption_policies[&key].generation;
+        assert_eq!(generation, Some(1));
+        // The leader writes Strict (the same sink the operator writes with).
+        let sink = FileSink::new(state.clone());
+        let status = |g: i64| StatusUpdate {
+            kind: Kind::EncryptionPolicy,
+            key: key.clone(),
+            status: serde_json::json!({"observedGeneration": g, "phase": "Strict", "currentPercent": 100}),
+        };
+        sink.apply(&status(1)).await.unwrap();
+        let strict = Some(&Progress {
+            percent: 100,
+            strict: true,
+        });
+        assert_eq!(
+            source.reload().unwrap().unwrap().rollout_status.get(&key),
+            strict
+        );
+        // A restarted (or another) replica on the same directory reads it too.
+        let mut restarted = DirSource::new(dir.path().into(), Duration::from_millis(10))
+            .with_state_dir(state.clone());
+        let again = restarted.reload().unwrap().unwrap();
+        assert_eq!(again.encryption_policies[&key].generation, Some(1));
+        assert_eq!(again.rollout_status.get(&key), strict);
+        // A status for another spec says nothing.
+        sink.apply(&status(7)).await.unwrap();
+        assert!(source.reload().unwrap().unwrap().rollout_status.is_empty());
+    }
 }

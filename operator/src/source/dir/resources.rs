@@ -1,7 +1,10 @@
 //! braid resources from YAML files: the same documents users `kubectl apply`.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 
 use braid_crds::decode::Resource;
 use braid_crds::{EncryptionPolicy, SelfHealing, TrafficRoute, ValidationErrors};
@@ -100,17 +103,75 @@ fn decode<T: Resource>(value: &serde_json::Value) -> Result<Arc<T>, ValidationEr
 }
 
 /// What the directory source remembers about each resource across reloads: a
-/// generation bumped when the spec changes, and when it was first seen.
+/// generation bumped when the spec changes, and when it was first seen. With a file
+/// ([`Generations::kept_in`]) it is shared: every replica reading the same directory, and
+/// every restart, numbers the same spec alike, so a status's `observedGeneration` (what
+/// a rollout resumes from) means the same spec to all of them.
 #[derive(Debug, Default)]
 pub struct Generations {
-    seen: BTreeMap<(Kind, ObjectKey), (String, i64, String)>,
+    seen: BTreeMap<(Kind, ObjectKey), Record>,
+    file: Option<PathBuf>,
+}
+
+/// One resource's numbering.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Record {
+    /// SHA-256 of the spec's JSON text.
+    spec: String,
+    generation: i64,
+    created: String,
+}
+
+/// The shared file: one entry per resource.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Kept {
+    resources: Vec<KeptEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct KeptEntry {
+    kind: String,
+    namespace: String,
+    name: String,
+    #[serde(flatten)]
+    record: Record,
+}
+
+fn digest(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Generations {
+    /// Numbering kept in `file` (JSON), read and written under a lock on every reload.
+    pub fn kept_in(file: PathBuf) -> Self {
+        Self {
+            seen: BTreeMap::new(),
+            file: Some(file),
+        }
+    }
+
     /// Puts `docs` into `snapshot`, numbering generations like the API server does.
     /// The first document wins when two share a kind and key (reported by the caller).
     pub fn insert_all(&mut self, docs: &[Doc], snapshot: &mut Snapshot) -> Vec<String> {
         let mut errors = Vec::new();
+        let file = self.file.clone();
+        let lock = match &file {
+            Some(file) => match self.load(file) {
+                Ok(lock) => Some(lock),
+                Err(e) => {
+                    errors.push(format!(
+                        "{}: {e}; numbering generations from memory",
+                        file.display()
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
         let mut live = BTreeMap::new();
         for doc in docs {
             let id = (doc.kind, doc.key.clone());
@@ -121,13 +182,22 @@ impl Generations {
                 ));
                 continue;
             }
-            let (generation, created) = match self.seen.get(&id) {
-                Some((text, g, created)) if *text == doc.spec_text => (*g, created.clone()),
-                Some((_, g, created)) => (g + 1, created.clone()),
-                None => (1, k8s_openapi::jiff::Timestamp::now().to_string()),
+            let spec = digest(&doc.spec_text);
+            let record = match self.seen.get(&id) {
+                Some(r) if r.spec == spec => r.clone(),
+                Some(r) => Record {
+                    spec,
+                    generation: r.generation + 1,
+                    created: r.created.clone(),
+                },
+                None => Record {
+                    spec,
+                    generation: 1,
+                    created: k8s_openapi::jiff::Timestamp::now().to_string(),
+                },
             };
-            live.insert(id, (doc.spec_text.clone(), generation, created.clone()));
-            let (g, c) = (Some(generation), Some(created));
+            let (g, c) = (Some(record.generation), Some(record.created.clone()));
+            live.insert(id, record);
             let key = doc.key.clone();
             match &doc.decoded {
                 Decoded::TrafficRoute(r) => {
@@ -151,8 +221,66 @@ impl Generations {
             }
         }
         // Deleted resources are forgotten: re-created, they start over at generation 1.
+        let changed = live != self.seen;
         self.seen = live;
+        if let (Some(file), Some(lock)) = (&file, lock) {
+            if changed && let Err(e) = self.store(file) {
+                errors.push(format!("{}: {e}", file.display()));
+            }
+            drop(lock);
+        }
         errors
+    }
+
+    /// Takes the file's lock and what it holds (other replicas' numbering wins over
+    /// this one's memory).
+    fn load(&mut self, file: &Path) -> std::io::Result<std::fs::File> {
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(file.with_extension("lock"))?;
+        lock.lock()?;
+        match std::fs::read(file) {
+            Ok(bytes) => {
+                let kept: Kept = serde_json::from_slice(&bytes)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+                self.seen = kept
+                    .resources
+                    .into_iter()
+                    .filter_map(|e| {
+                        let kind = Kind::parse(&e.kind)?;
+                        Some(((kind, ObjectKey::new(e.namespace, e.name)), e.record))
+                    })
+                    .collect();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(lock)
+    }
+
+    fn store(&self, file: &Path) -> std::io::Result<()> {
+        let kept = Kept {
+            resources: self
+                .seen
+                .iter()
+                .map(|((kind, key), record)| KeptEntry {
+                    kind: kind.as_str().into(),
+                    namespace: key.namespace.clone(),
+                    name: key.name.clone(),
+                    record: record.clone(),
+                })
+                .collect(),
+        };
+        let text = serde_json::to_vec_pretty(&kept)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let tmp = file.with_extension("json.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(tmp, file)
     }
 }
 
@@ -219,5 +347,29 @@ spec:
         let changed = ROUTE.replace("name: all", "name: every");
         gens.insert_all(&parse_file(&changed).unwrap(), &mut snap);
         assert_eq!(snap.traffic_routes[&key].generation, Some(2));
+    }
+
+    #[test]
+    fn generations_kept_in_a_file_survive_restarts_and_agree_across_replicas() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("generations.json");
+        let key = ObjectKey::new("shop", "payments");
+        let changed = ROUTE.replace("name: all", "name: every");
+        let mut a = Generations::kept_in(file.clone());
+        let mut snap = Snapshot::default();
+        a.insert_all(&parse_file(ROUTE).unwrap(), &mut snap);
+        let first = snap.traffic_routes[&key].clone();
+        let mut snap = Snapshot::default();
+        assert!(
+            a.insert_all(&parse_file(&changed).unwrap(), &mut snap)
+                .is_empty()
+        );
+        assert_eq!(snap.traffic_routes[&key].generation, Some(2));
+        // A replica (or a restart) that never saw the first spec numbers it the same.
+        let mut b = Generations::kept_in(file);
+        let mut later = Snapshot::default();
+        b.insert_all(&parse_file(&changed).unwrap(), &mut later);
+        assert_eq!(later.traffic_routes[&key].generation, Some(2));
+        assert_eq!(later.traffic_routes[&key].created, first.created);
     }
 }
