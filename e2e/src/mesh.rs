@@ -54,7 +54,7 @@ pub struct Mesh {
     pods: Vec<String>,
     pod_dirs: Vec<(String, PathBuf)>,
     bin_dir: PathBuf,
-    operator: Option<Operator>,
+    operators: Vec<Operator>,
 }
 
 /// A pod: a network namespace with an address on the mesh's bridge.
@@ -94,7 +94,7 @@ impl Mesh {
             pods: Vec::new(),
             pod_dirs: Vec::new(),
             bin_dir: bin_dir()?,
-            operator: None,
+            operators: Vec::new(),
         })
     }
 
@@ -175,7 +175,7 @@ impl Mesh {
         registry: &str,
         extra: &[&str],
     ) -> Result<&Operator, HarnessError> {
-        let addr = Ipv4Addr::new(10, 77, self.subnet, 254);
+        let addr = self.operator_addr();
         let op = Operator::start(
             &self.hub,
             addr,
@@ -185,12 +185,45 @@ impl Mesh {
             registry,
             extra,
         )?;
-        Ok(self.operator.insert(op))
+        self.operators = vec![op];
+        Ok(&self.operators[0])
     }
 
-    /// The operator, once started.
+    fn operator_addr(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 77, self.subnet, 254)
+    }
+
+    /// Starts `replicas` operators (at least one) on one directory, as the shipped
+    /// install runs two in a cluster: they elect a leader, and every one serves config.
+    pub fn start_operators(
+        &mut self,
+        registry: &str,
+        replicas: u16,
+        extra: &[&str],
+    ) -> Result<&mut [Operator], HarnessError> {
+        self.start_operator_with(registry, extra)?;
+        for index in 1..replicas {
+            let op = Operator::replica(
+                &self.hub,
+                self.operator_addr(),
+                self.dir.path(),
+                &self.bin_dir,
+                index,
+                extra,
+            )?;
+            self.operators.push(op);
+        }
+        Ok(&mut self.operators)
+    }
+
+    /// The (first) operator, once started.
     pub fn operator(&self) -> Option<&Operator> {
-        self.operator.as_ref()
+        self.operators.first()
+    }
+
+    /// Every operator replica started.
+    pub fn operators(&mut self) -> &mut [Operator] {
+        &mut self.operators
     }
 
     /// Runs the e2e app in the hub namespace — where a node's kubelet would stand,
@@ -221,7 +254,7 @@ impl Mesh {
 
 impl Drop for Mesh {
     fn drop(&mut self) {
-        self.operator = None;
+        self.operators.clear();
         for ns in &self.pods {
             delete(ns);
         }

@@ -16,14 +16,25 @@ pub type SidecarCommand = (Vec<String>, Vec<(String, String)>);
 /// The namespace every e2e workload is registered in.
 pub const NAMESPACE: &str = "shop";
 
-/// A running operator.
+/// A running operator (one replica of it).
 pub struct Operator {
     /// Where proxies connect (`https://` + this).
     pub listen: SocketAddr,
+    /// Its admin port (`/metrics`, `/readyz`).
+    pub admin: SocketAddr,
+    /// Its identity in leader election (`operator-<n>`).
+    pub name: String,
     dir: PathBuf,
     trust: PathBuf,
     hub: String,
-    child: Child,
+    bin_dir: PathBuf,
+    command: Vec<std::ffi::OsString>,
+    child: Option<Child>,
+}
+
+/// The directory source's directory under a mesh's `dir`.
+fn source_dir(dir: &Path) -> PathBuf {
+    dir.join("operator")
 }
 
 impl Operator {
@@ -51,7 +62,7 @@ impl Operator {
             "dev",
             "br0",
         ])?;
-        let source = dir.join("operator");
+        let source = source_dir(dir);
         std::fs::create_dir_all(&source)?;
         let mut tokens = String::new();
         for (i, (pod, pod_dir)) in pods.iter().enumerate() {
@@ -64,30 +75,86 @@ impl Operator {
             // The sidecar runs as UID 1337 and reads it.
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
         }
-        let tokens_file = dir.join("operator-tokens.yaml");
-        std::fs::write(&tokens_file, tokens)?;
-        let trust = dir.join("operator-ca.pem");
-        let listen = SocketAddr::new(addr.into(), 8443);
-        let op_admin = SocketAddr::new(addr.into(), 9090);
+        std::fs::write(dir.join("operator-tokens.yaml"), tokens)?;
         write_atomically(&source.join("registry.yaml"), registry)?;
-        let log = std::fs::File::create(dir.join("operator.log"))?;
+        Self::replica(hub, addr, dir, bin_dir, 0, extra)
+    }
+
+    /// Starts replica `index` of the operator (0 is the first) on the same directory,
+    /// tokens and address as [`Operator::start`] made, on ports 8443 + index (config) and
+    /// 9090 + index (admin), named `operator-<index>`.
+    pub(crate) fn replica(
+        hub: &str,
+        addr: Ipv4Addr,
+        dir: &Path,
+        bin_dir: &Path,
+        index: u16,
+        extra: &[&str],
+    ) -> Result<Self, HarnessError> {
+        let source = source_dir(dir);
+        let trust = dir.join("operator-ca.pem");
+        let listen = SocketAddr::new(addr.into(), 8443 + index);
+        let admin = SocketAddr::new(addr.into(), 9090 + index);
+        let name = format!("operator-{index}");
+        let mut command: Vec<std::ffi::OsString> = vec![
+            "netns".into(),
+            "exec".into(),
+            hub.into(),
+            bin_dir.join("braid-operator").into(),
+            "--source".into(),
+            format!("dir:{}", source.display()).into(),
+            "--bootstrap-tokens".into(),
+            dir.join("operator-tokens.yaml").into(),
+        ];
+        for arg in [
+            "--listen",
+            &listen.to_string(),
+            "--admin-addr",
+            &admin.to_string(),
+            "--pod-name",
+            &name,
+            // Every replica's certificate holds both names; replicas verify each other by
+            // the first.
+            "--tls-san",
+            &format!("braid-operator.braid-system.svc,{addr}"),
+            "--poll-ms",
+            "50",
+            "--tls-trust-out",
+        ] {
+            command.push(arg.into());
+        }
+        command.push(trust.clone().into());
+        command.extend(extra.iter().map(Into::into));
+        let mut op = Self {
+            listen,
+            admin,
+            name,
+            dir: dir.to_owned(),
+            trust,
+            hub: hub.to_owned(),
+            bin_dir: bin_dir.to_owned(),
+            command,
+            child: None,
+        };
+        op.launch()?;
+        Ok(op)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        if self.name == "operator-0" {
+            self.dir.join("operator.log")
+        } else {
+            self.dir.join(format!("{}.log", self.name))
+        }
+    }
+
+    fn launch(&mut self) -> Result<(), HarnessError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", hub])
-            .arg(bin_dir.join("braid-operator"))
-            .arg("--source")
-            .arg(format!("dir:{}", source.display()))
-            .arg("--bootstrap-tokens")
-            .arg(&tokens_file)
-            .args([
-                "--listen",
-                &listen.to_string(),
-                "--admin-addr",
-                &op_admin.to_string(),
-            ])
-            .args(["--tls-san", &addr.to_string(), "--poll-ms", "50"])
-            .arg("--tls-trust-out")
-            .arg(&trust)
-            .args(extra)
+        cmd.args(&self.command)
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -96,15 +163,57 @@ impl Operator {
             command: format!("{cmd:?}"),
             message: e.to_string(),
         })?;
-        let op = Self {
-            listen,
-            dir: dir.to_owned(),
-            trust,
-            hub: hub.to_owned(),
-            child,
+        self.child = Some(child);
+        self.wait_ready(&self.bin_dir, self.admin)
+    }
+
+    /// Kills this replica at once (SIGKILL: no lease released, no stream ended cleanly),
+    /// as a crashed or evicted pod.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops this replica as Kubernetes deletes a pod (SIGTERM: it releases the Lease and
+    /// ends its streams), and waits for it to exit.
+    pub fn terminate(&mut self) -> Result<(), HarnessError> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
         };
-        op.wait_ready(bin_dir, op_admin)?;
-        Ok(op)
+        crate::netns::run("kill", &["-TERM", &child.id().to_string()])?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(HarnessError::Timeout(format!(
+                    "{} still running 20 s after SIGTERM",
+                    self.name
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Starts this replica again, as it was started, and waits until it is ready.
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        self.kill();
+        self.launch()
+    }
+
+    /// Whether this replica holds the election's Lease now.
+    pub fn leads(&self) -> bool {
+        let path = source_dir(&self.dir)
+            .join(".status")
+            .join("lease-braid-operator.json");
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return false;
+        };
+        let lease: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        self.child.is_some() && lease["spec"]["holderIdentity"] == self.name.as_str()
     }
 
     fn wait_ready(&self, bin_dir: &Path, admin: SocketAddr) -> Result<(), HarnessError> {
@@ -209,14 +318,13 @@ impl Operator {
 
     /// What the operator logged.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("operator.log")).unwrap_or_default()
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 }
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 

@@ -161,3 +161,36 @@ impl Load {
         }
     }
 }
+
+/// The TLS `mode` and `rolloutPercent` `client`'s proxy holds for `server`'s endpoint of
+/// `service`; `None` for plaintext.
+pub fn endpoint_tls(
+    client: &Pod,
+    service: &str,
+    server: &Pod,
+) -> Result<Option<(String, u64)>, HarnessError> {
+    let dump = client.config_dump()?;
+    let services = dump["services"].as_array().cloned().unwrap_or_default();
+    let endpoint = services
+        .iter()
+        .filter(|s| s["name"] == service)
+        .flat_map(|s| s["groups"].as_array().cloned().unwrap_or_default())
+        .flat_map(|g| g["endpoints"].as_array().cloned().unwrap_or_default())
+        .find(|e| e["address"] == server.ip.to_string());
+    Ok(endpoint.and_then(|e| {
+        let tls = e.get("tls")?;
+        Some((
+            tls["mode"].as_str().unwrap_or_default().to_owned(),
+            tls["rolloutPercent"].as_u64().unwrap_or_default(),
+        ))
+    }))
+}
+
+/// The inbound TLS mode in `pod`'s proxy (`Disabled` when absent).
+pub fn inbound_tls(pod: &Pod) -> Result<String, HarnessError> {
+    let dump = pod.config_dump()?;
+    Ok(dump["inbound"]["tls"]["mode"]
+        .as_str()
+        .unwrap_or("Disabled")
+        .to_owned())
+}

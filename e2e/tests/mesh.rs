@@ -1151,28 +1151,12 @@ fn encryption_policy(name: &str, spec: &str) -> String {
 /// The TLS `mode` (and `rolloutPercent`) the client's proxy holds for `server`'s
 /// endpoint of payments; `None` for plaintext.
 fn endpoint_tls(client: &Pod, server: &Pod) -> Option<(String, u64)> {
-    let dump = client.config_dump().unwrap();
-    let services = dump["services"].as_array().cloned().unwrap_or_default();
-    let endpoint = services
-        .iter()
-        .filter(|s| s["name"] == "payments")
-        .flat_map(|s| s["groups"].as_array().cloned().unwrap_or_default())
-        .flat_map(|g| g["endpoints"].as_array().cloned().unwrap_or_default())
-        .find(|e| e["address"] == server.ip.to_string())?;
-    let tls = endpoint.get("tls")?;
-    Some((
-        tls["mode"].as_str().unwrap_or_default().to_owned(),
-        tls["rolloutPercent"].as_u64().unwrap_or_default(),
-    ))
+    shop::endpoint_tls(client, "payments", server).unwrap()
 }
 
 /// The inbound TLS mode in `pod`'s proxy (`Disabled` when absent).
 fn inbound_tls(pod: &Pod) -> String {
-    let dump = pod.config_dump().unwrap();
-    dump["inbound"]["tls"]["mode"]
-        .as_str()
-        .unwrap_or("Disabled")
-        .to_owned()
+    shop::inbound_tls(pod).unwrap()
 }
 
 /// Waits until `check` holds, polling every 100 ms; panics naming `what` after `secs`.

@@ -268,12 +268,7 @@ impl RolloutLoop {
             }
             let since = now.checked_sub(window).unwrap_or(now);
             let inbound = memory.book.inbound(since, |k| pods.contains(k));
-            let phase = match (spec.mode, strict, percent) {
-                (_, true, _) => EncryptionPhase::Strict,
-                (TlsMode::Disabled, _, _) | (_, _, 0) => EncryptionPhase::Plaintext,
-                (_, _, 100) => EncryptionPhase::Encrypted,
-                _ => EncryptionPhase::RollingOut,
-            };
+            let phase = phase(spec.mode, strict, percent);
             view.insert(
                 (*key).clone(),
                 EncryptionState {
@@ -330,6 +325,16 @@ impl RolloutLoop {
             }
             changed
         });
+    }
+}
+
+/// The phase a status shows for a policy in `mode`, Strict enforced or not, at `percent`.
+pub fn phase(mode: TlsMode, strict: bool, percent: u8) -> EncryptionPhase {
+    match (mode, strict, percent) {
+        (_, true, _) => EncryptionPhase::Strict,
+        (TlsMode::Disabled, _, _) | (_, _, 0) => EncryptionPhase::Plaintext,
+        (_, _, 100) => EncryptionPhase::Encrypted,
+        _ => EncryptionPhase::RollingOut,
     }
 }
 

@@ -16,7 +16,7 @@ use super::{Event, StatusUpdate};
 use crate::compiler::{conflicts, service_for_host};
 use crate::healer::HealingView;
 use crate::registry::{Kind, ObjectKey, Observed, Snapshot};
-use crate::rollout::{EncryptionState, EncryptionView, Safety};
+use crate::rollout::{EncryptionState, EncryptionView, Safety, phase};
 
 /// The condition type every braid resource carries.
 pub const ACCEPTED: &str = "Accepted";
@@ -137,6 +137,14 @@ pub fn compute(
             status.step_started_at = state.step_started_at.map(Time);
             status.traffic = Some(state.traffic.clone());
             status.plaintext_sources = state.plaintext_sources.clone();
+        } else if let (Some(p), Some(policy)) =
+            (snapshot.rollout_status.get(&obs.key), obs.accepted.as_ref())
+        {
+            // The rollout loop has not spoken since this replica began leading: the
+            // progress status records stands. Written without it, the status would erase
+            // what every replica compiles with and resumes from.
+            status.phase = Some(phase(policy.spec.mode, p.strict, p.percent));
+            status.current_percent = Some(u32::from(p.percent));
         }
         status.conditions = conditions;
         push(&mut out, Kind::EncryptionPolicy, obs, &status, previous);
@@ -499,6 +507,43 @@ workloads:
             condition(&third, Kind::TrafficRoute, "payments")["lastTransitionTime"],
             "2026-11-22T00:01:00Z"
         );
+    }
+
+    #[test]
+    fn a_new_leader_writes_the_recorded_progress_until_its_rollout_loop_speaks() {
+        let (services, workloads) = registry_file::parse(REGISTRY).unwrap().resolve().unwrap();
+        let mut snap = Snapshot {
+            services,
+            workloads,
+            ..Default::default()
+        };
+        let policy = "apiVersion: braid.dev/v1alpha1\nkind: EncryptionPolicy\nmetadata: {name: pay, namespace: shop}\nspec: {mode: Permissive, rollout: {percent: 0, auto: {steps: [100], interval: 10s, enforceStrict: true}}}\n";
+        Generations::default().insert_all(&parse_file(policy).unwrap(), &mut snap);
+        let key = ObjectKey::new("shop", "pay");
+        snap.rollout_status.insert(
+            key.clone(),
+            crate::compiler::Progress {
+                percent: 100,
+                strict: true,
+            },
+        );
+        let configs = compile(&snap, &Options::default()).configs;
+        let applied = HashMap::new();
+        let proxies = ProxyState {
+            configs: &configs,
+            applied: &applied,
+            cluster_domain: "cluster.local",
+        };
+        let out = compute(
+            &snap,
+            proxies,
+            NO_VIEWS,
+            &BTreeMap::new(),
+            &time("2026-11-22T00:00:00Z"),
+        );
+        let status = &out.statuses[&(Kind::EncryptionPolicy, key)].status;
+        assert_eq!(status["phase"], "Strict");
+        assert_eq!(status["currentPercent"], 100);
     }
 
     #[test]

@@ -1,0 +1,257 @@
+//! End-to-end: the operator as the shipped install runs it — several replicas on one
+//! directory (a Lease file, the leader's status read back, reports relayed), proxies
+//! split across them, a leader that steps down mid-rollout, and every replica killed and
+//! started again after Strict. Run with `make e2e` (root needed).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use braid_e2e::{Mesh, Pod, ProxyFlags, shop};
+
+const PAYMENTS_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const REPLICAS: u16 = 3;
+
+fn registry(server: &Pod, clients: &[Pod]) -> String {
+    let mut text = format!(
+        "services:
+- {{name: payments, namespace: shop, vips: [{PAYMENTS_VIP}], selector: {{app: payments}}, ports: [{{port: 80, targetPort: 8080}}]}}
+workloads:
+- {{name: {n}, namespace: shop, ips: [{ip}], labels: {{app: payments}}, serviceAccount: {n}}}
+",
+        n = server.name,
+        ip = server.ip
+    );
+    for c in clients {
+        text.push_str(&format!(
+            "- {{name: {n}, namespace: shop, ips: [{ip}], labels: {{app: client}}, serviceAccount: {n}}}\n",
+            n = c.name,
+            ip = c.ip
+        ));
+    }
+    text
+}
+
+/// What every proxy holds of the rollout: the server's inbound mode, then each client's
+/// (mode, percent) for the server's endpoint.
+#[derive(Clone, Debug, PartialEq)]
+struct Held {
+    server: String,
+    clients: Vec<Option<(String, u64)>>,
+}
+
+fn held(server: &Pod, clients: &[Pod]) -> Held {
+    Held {
+        server: shop::inbound_tls(server).unwrap(),
+        clients: clients
+            .iter()
+            .map(|c| shop::endpoint_tls(c, "payments", server).unwrap())
+            .collect(),
+    }
+}
+
+/// How protected a mode is: a restart or failover must never move a proxy down this.
+fn rank(mode: &str) -> u8 {
+    match mode {
+        "Strict" => 2,
+        "Permissive" => 1,
+        _ => 0,
+    }
+}
+
+/// Watches every proxy's config while `check` is polled: panics if any proxy's
+/// protection (mode, then percent) ever goes down.
+struct Watch {
+    best: Option<Held>,
+    seen: Vec<(f64, Held)>,
+    started: Instant,
+}
+
+impl Watch {
+    fn new() -> Self {
+        Self {
+            best: None,
+            seen: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
+    fn sample(&mut self, server: &Pod, clients: &[Pod]) -> Held {
+        let now = held(server, clients);
+        if self.seen.last().map(|(_, h)| h) != Some(&now) {
+            println!("{:>5.1} s: {now:?}", self.started.elapsed().as_secs_f64());
+            self.seen
+                .push((self.started.elapsed().as_secs_f64(), now.clone()));
+        }
+        if let Some(best) = &self.best {
+            assert!(
+                rank(&now.server) >= rank(&best.server),
+                "the server's protection went down: {:#?}",
+                self.seen
+            );
+            for (b, n) in best.clients.iter().zip(&now.clients) {
+                let level =
+                    |h: &Option<(String, u64)>| h.as_ref().map_or((0, 0), |(m, p)| (rank(m), *p));
+                assert!(
+                    level(n) >= level(b),
+                    "a client's protection went down: {:#?}",
+                    self.seen
+                );
+            }
+        }
+        self.best = Some(now.clone());
+        now
+    }
+}
+
+fn leader(ops: &[braid_e2e::Operator]) -> Option<usize> {
+    ops.iter().position(|o| o.leads())
+}
+
+/// The `applied/targeted` a status shows, from its `proxies:` block.
+fn proxies(status: &str) -> (String, String) {
+    (
+        shop::status_field(status, "applied").unwrap_or_default(),
+        shop::status_field(status, "targeted").unwrap_or_default(),
+    )
+}
+
+#[test]
+fn a_rollout_survives_failover_and_a_full_restart_with_proxies_on_every_replica() {
+    let mut mesh = Mesh::new().unwrap_or_else(|e| panic!("{e}"));
+    let mut server = mesh.pod("payments-0").unwrap();
+    let mut clients: Vec<Pod> = (0..REPLICAS)
+        .map(|i| mesh.pod(&format!("client-{i}")).unwrap())
+        .collect();
+    let registry = registry(&server, &clients);
+    mesh.start_operators(&registry, REPLICAS, &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    mesh.set_hosts(&[("payments", PAYMENTS_VIP)]).unwrap();
+
+    // The server streams from replica 0, client i from replica i.
+    server.capture(&ProxyFlags::default()).unwrap();
+    server
+        .start_sidecar_streaming(&mesh.operators()[0])
+        .unwrap_or_else(|e| panic!("{e}"));
+    server
+        .spawn_app(
+            "http",
+            &["http-server", "--port", "8080", "--name", "payments"],
+        )
+        .unwrap();
+    server.wait_listening(8080).unwrap();
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.capture(&ProxyFlags::default()).unwrap();
+        client
+            .start_sidecar_streaming(&mesh.operators()[i])
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    // applied == targeted, though three of four proxies stream from replicas that may
+    // not lead.
+    mesh.operators()[0]
+        .write_resource(
+            "route.yaml",
+            "apiVersion: braid.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {name: payments, namespace: shop}\nspec: {host: payments, rules: [{name: all}]}\n",
+        )
+        .unwrap();
+    let route_counts =
+        |mesh: &mut Mesh| proxies(&mesh.operators()[0].status("trafficroute", "shop", "payments"));
+    shop::wait_until("the route applied by all 4 proxies", 20, || {
+        route_counts(&mut mesh) == ("4".into(), "4".into())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", route_counts(&mut mesh)));
+
+    let mut loads: Vec<shop::Load> = clients
+        .iter_mut()
+        .map(|c| shop::Load::start(c, "load", "payments:80").unwrap())
+        .collect();
+    mesh.operators()[0]
+        .write_resource(
+            "tls.yaml",
+            "apiVersion: braid.dev/v1alpha1\nkind: EncryptionPolicy\nmetadata: {name: payments, namespace: shop}\nspec: {selector: {matchLabels: {app: payments}}, mode: Permissive, rollout: {percent: 0, auto: {steps: [50, 100], interval: 3s, enforceStrict: true}}}\n",
+        )
+        .unwrap();
+    let mut watch = Watch::new();
+    let status =
+        |mesh: &mut Mesh| mesh.operators()[0].status("encryptionpolicy", "shop", "payments");
+
+    // Halfway, the leader is deleted (SIGTERM, as Kubernetes does) and comes back.
+    shop::wait_until("the rollout at 50 %", 30, || {
+        watch.sample(&server, &clients);
+        shop::rollout_progress(&status(&mut mesh)).1 == "50"
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let first = leader(mesh.operators()).expect("a leader");
+    println!("terminating the leader, {}", mesh.operators()[first].name);
+    mesh.operators()[first].terminate().unwrap();
+    shop::wait_until("another replica to lead", 10, || {
+        watch.sample(&server, &clients);
+        leader(mesh.operators()).is_some_and(|l| l != first)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    mesh.operators()[first].restart().unwrap();
+    let second = leader(mesh.operators()).expect("a leader");
+    shop::wait_until("Strict", 60, || {
+        let held = watch.sample(&server, &clients);
+        held.server == "Strict"
+            && held
+                .clients
+                .iter()
+                .all(|c| c.as_ref().is_some_and(|(m, p)| m == "Strict" && *p == 100))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", status(&mut mesh)));
+    let log = mesh.operators()[second].log();
+    assert!(
+        log.contains("RolloutResumed"),
+        "the new leader resumed, not started over: {log}"
+    );
+    assert!(log.contains("StrictEnforced"), "{log}");
+    assert_eq!(shop::rollout_progress(&status(&mut mesh)).0, "Strict");
+
+    // Every replica dies at once (a node lost), then all come back.
+    for op in mesh.operators().iter_mut() {
+        op.kill();
+    }
+    for _ in 0..10 {
+        watch.sample(&server, &clients);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in 0..usize::from(REPLICAS) {
+        mesh.operators()[i].restart().unwrap();
+        watch.sample(&server, &clients);
+    }
+    // Proxies reconnect (backoff) and the restarted operators serve them: still Strict,
+    // and counted as applied again.
+    let reconnected = Instant::now();
+    shop::wait_until("every proxy counted after the restart", 30, || {
+        watch.sample(&server, &clients);
+        route_counts(&mut mesh) == ("4".into(), "4".into())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", route_counts(&mut mesh)));
+    println!(
+        "all 4 proxies counted {:.1} s after the restart",
+        reconnected.elapsed().as_secs_f64()
+    );
+    for _ in 0..20 {
+        watch.sample(&server, &clients);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(watch.best.as_ref().unwrap().server, "Strict");
+    assert_eq!(shop::rollout_progress(&status(&mut mesh)).0, "Strict");
+    let restarted_leader = leader(mesh.operators()).expect("a leader after the restart");
+    let log = mesh.operators()[restarted_leader].log();
+    let last_start = log.rfind("braid-operator running").unwrap_or(0);
+    assert!(
+        !log[last_start..].contains("RolloutStarted"),
+        "a restart must never start a finished rollout over: {}",
+        &log[last_start..]
+    );
+
+    for (client, load) in clients.iter_mut().zip(loads.drain(..)) {
+        let summary = load.stop(client).unwrap();
+        assert_eq!(summary.failed, 0, "{}: {summary:?}", client.name);
+        assert!(summary.ok > 50, "{}: {summary:?}", client.name);
+    }
+}
