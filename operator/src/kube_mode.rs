@@ -75,9 +75,7 @@ pub async fn start(
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
         .context("--pod-name (BRAID_POD_NAME): required with --source kube when HOSTNAME is unset; each replica needs its own name for leader election")?;
-    let client = kube::Client::try_default()
-        .await
-        .context("--source kube: no cluster found (in-cluster service account or KUBECONFIG); use --source dir:PATH to run without one")?;
+    let client = cluster_client().await?;
     let source =
         KubeSource::new(client.clone()).with_debounce(Duration::from_millis(cli.debounce_ms));
     source
@@ -154,6 +152,57 @@ pub async fn start(
         leader_task: Some(leader_task),
         serving,
     })
+}
+
+/// The cluster could not be reached with what the operator was given.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Neither an in-cluster service account nor a kubeconfig was found.
+    #[error(
+        "--source kube: no cluster found (in-cluster service account or KUBECONFIG): {0}; use --source dir:PATH to run without one"
+    )]
+    NotFound(String),
+    /// A configuration was found, but its credentials cannot be used.
+    #[error(
+        "--source kube: the cluster's credentials (KUBECONFIG or the in-cluster service account) cannot be used: {message}{hint}"
+    )]
+    Credentials {
+        /// The client's error.
+        message: String,
+        /// What to do about it, when known.
+        hint: &'static str,
+    },
+}
+
+/// A client of the cluster the environment names (in-cluster, else KUBECONFIG).
+pub async fn cluster_client() -> Result<kube::Client, ClusterError> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| ClusterError::NotFound(e.to_string()))?;
+    client_from(config)
+}
+
+/// A client over `config`, saying what is wrong with its credentials when there is no
+/// such client.
+pub fn client_from(config: kube::Config) -> Result<kube::Client, ClusterError> {
+    kube::Client::try_from(config).map_err(|e| {
+        let message = e.to_string();
+        ClusterError::Credentials {
+            hint: credentials_hint(&message),
+            message,
+        }
+    })
+}
+
+/// What to do about a client error, for the causes seen on real clusters.
+fn credentials_hint(message: &str) -> &'static str {
+    if message.contains("UnsupportedCertVersion") {
+        "; a certificate of the kubeconfig (the client's, or its CA's) is X.509 v1, which rustls refuses: re-issue it as v3 (openssl x509 -req with -extfile naming basicConstraints and keyUsage), or authenticate with a token"
+    } else if message.contains("private key") {
+        "; check client-key-data (a PEM private key matching client-certificate-data)"
+    } else {
+        ""
+    }
 }
 
 /// The relay of reports to the leader: its certificate is verified with the trust the
