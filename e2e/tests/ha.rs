@@ -117,19 +117,18 @@ fn proxies(status: &str) -> (String, String) {
     )
 }
 
-#[test]
-fn a_rollout_survives_failover_and_a_full_restart_with_proxies_on_every_replica() {
+/// A server `payments-0` and `replicas` clients, each client streaming from its own
+/// replica (the server from the first), the server answering HTTP on 8080.
+fn mesh_on_replicas(replicas: u16) -> (Mesh, Pod, Vec<Pod>) {
     let mut mesh = Mesh::new().unwrap_or_else(|e| panic!("{e}"));
     let mut server = mesh.pod("payments-0").unwrap();
-    let mut clients: Vec<Pod> = (0..REPLICAS)
+    let mut clients: Vec<Pod> = (0..replicas)
         .map(|i| mesh.pod(&format!("client-{i}")).unwrap())
         .collect();
     let registry = registry(&server, &clients);
-    mesh.start_operators(&registry, REPLICAS, &[])
+    mesh.start_operators(&registry, replicas, &[])
         .unwrap_or_else(|e| panic!("{e}"));
     mesh.set_hosts(&[("payments", PAYMENTS_VIP)]).unwrap();
-
-    // The server streams from replica 0, client i from replica i.
     server.capture(&ProxyFlags::default()).unwrap();
     server
         .start_sidecar_streaming(&mesh.operators()[0])
@@ -147,17 +146,49 @@ fn a_rollout_survives_failover_and_a_full_restart_with_proxies_on_every_replica(
             .start_sidecar_streaming(&mesh.operators()[i])
             .unwrap_or_else(|e| panic!("{e}"));
     }
+    (mesh, server, clients)
+}
+
+const ROUTE: &str = "apiVersion: braid.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {name: payments, namespace: shop}\nspec: {host: payments, rules: [{name: all}]}\n";
+
+fn route_counts(mesh: &mut Mesh) -> (String, String) {
+    proxies(&mesh.operators()[0].status("trafficroute", "shop", "payments"))
+}
+
+#[test]
+fn applied_counts_every_proxy_with_one_or_two_replicas() {
+    for replicas in [1, 2] {
+        let (mut mesh, _server, _clients) = mesh_on_replicas(replicas);
+        mesh.operators()[0]
+            .write_resource("route.yaml", ROUTE)
+            .unwrap();
+        let all = (replicas + 1).to_string();
+        shop::wait_until(&format!("{all} of {all} proxies counted"), 20, || {
+            route_counts(&mut mesh) == (all.clone(), all.clone())
+        })
+        .unwrap_or_else(|e| panic!("{replicas} replicas: {e}: {:?}", route_counts(&mut mesh)));
+        // A change reaches them all and is counted again.
+        mesh.operators()[0]
+            .write_resource("route.yaml", &ROUTE.replace("name: all", "name: every"))
+            .unwrap();
+        shop::wait_until("the change counted", 20, || {
+            let status = mesh.operators()[0].status("trafficroute", "shop", "payments");
+            shop::status_field(&status, "observedGeneration").as_deref() == Some("2")
+                && proxies(&status) == (all.clone(), all.clone())
+        })
+        .unwrap_or_else(|e| panic!("{replicas} replicas: {e}: {:?}", route_counts(&mut mesh)));
+    }
+}
+
+#[test]
+fn a_rollout_survives_failover_and_a_full_restart_with_proxies_on_every_replica() {
+    let (mut mesh, server, mut clients) = mesh_on_replicas(REPLICAS);
 
     // applied == targeted, though three of four proxies stream from replicas that may
     // not lead.
     mesh.operators()[0]
-        .write_resource(
-            "route.yaml",
-            "apiVersion: braid.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {name: payments, namespace: shop}\nspec: {host: payments, rules: [{name: all}]}\n",
-        )
+        .write_resource("route.yaml", ROUTE)
         .unwrap();
-    let route_counts =
-        |mesh: &mut Mesh| proxies(&mesh.operators()[0].status("trafficroute", "shop", "payments"));
     shop::wait_until("the route applied by all 4 proxies", 20, || {
         route_counts(&mut mesh) == ("4".into(), "4".into())
     })

@@ -7,6 +7,7 @@ mod context;
 mod hello;
 mod peer;
 pub mod rollout;
+pub mod unverified;
 mod verify;
 
 pub use alpn::Alpn;
