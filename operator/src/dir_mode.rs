@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ca::files::load_or_create;
 use crate::ca::secret::Origin;
-use crate::ca::serving::{SERVING_LIFETIME, ServingRotation};
+use crate::ca::serving::ServingRotation;
 use crate::cli::Cli;
 use crate::healer::CommandActuator;
 use crate::kube_mode::Started;
@@ -28,7 +28,7 @@ use crate::source::dir::DirSource;
 use crate::status::FileSink;
 use crate::stream::auth::BootstrapTokens;
 use crate::stream::relay::{LeaseLocator, Relay};
-use crate::stream::tls::{Serving, ServingCert};
+use crate::stream::tls::ServingCert;
 
 /// Where the CA's files are, in the state (status) directory.
 pub const CA_DIR: &str = "ca";
@@ -71,16 +71,8 @@ pub fn start(
     let (_ca_tx, ca_rx) = watch::channel(ca.clone());
     let serving = match (&cli.tls_cert, &cli.tls_key) {
         (Some(cert), Some(key)) => ServingCert::load(cert, key)?.into_serving()?,
-        _ => {
-            let (rotation, cert) =
-                ServingRotation::start(&ca, &cli.tls_names(), SERVING_LIFETIME, SystemTime::now())
-                    .context("--tls-san: the serving certificate")?;
-            tokio::spawn(rotation.run(ca_rx.clone(), stop.clone()));
-            Serving {
-                cert,
-                trust_pem: ca.trust_bundle().pem().to_string(),
-            }
-        }
+        _ => ServingRotation::spawn(&ca_rx, &cli.tls_names(), stop.clone())
+            .context("--tls-san: the serving certificate")?,
     };
 
     let advertise = cli

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ca::Ca;
 use crate::ca::maintain::{RESYNC, Upkeep, refresh_ca};
 use crate::ca::secret::{CaSecret, Origin};
-use crate::ca::serving::{SERVING_LIFETIME, ServingRotation};
+use crate::ca::serving::ServingRotation;
 use crate::ca::trust::TrustDistributor;
 use crate::ca::webhook::{WebhookNames, WebhookTls};
 use crate::cli::Cli;
@@ -105,17 +105,8 @@ pub async fn start(
             );
             ServingCert::load(cert, key)?.into_serving()?
         }
-        _ => {
-            let ca = ca_rx.borrow().clone();
-            let (rotation, cert) =
-                ServingRotation::start(&ca, &cli.tls_names(), SERVING_LIFETIME, SystemTime::now())
-                    .context("--tls-san: the serving certificate")?;
-            tokio::spawn(rotation.run(ca_rx.clone(), stop.clone()));
-            Serving {
-                cert,
-                trust_pem: ca.trust_bundle().pem().to_string(),
-            }
-        }
+        _ => ServingRotation::spawn(&ca_rx, &cli.tls_names(), stop.clone())
+            .context("--tls-san: the serving certificate")?,
     };
 
     let source_task = tokio::spawn(source.run(snapshots, stop.clone()));

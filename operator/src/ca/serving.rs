@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::authority::{Ca, CaEnding, CaError, IssuedCert, LeafRequest, timestamp};
 use super::validity::Validity;
-use crate::stream::tls::SwappableCert;
+use crate::stream::tls::{Serving, SwappableCert};
 
 /// How long the operator's serving certificate is valid. Short, because renewing costs
 /// nothing (local signing, see the module docs) and a leaked key is then useful for a
@@ -77,6 +77,22 @@ impl ServingRotation {
         self.validity = issued.validity;
         tracing::info!(not_after = ?issued.validity.not_after, "serving certificate renewed");
         Ok(())
+    }
+
+    /// Issues the first certificate for `names` from the CA in force and renews it in a
+    /// task of its own until `stop` fires: what a replica serves unless told otherwise.
+    pub fn spawn(
+        ca: &watch::Receiver<Arc<Ca>>,
+        names: &[String],
+        stop: CancellationToken,
+    ) -> Result<Serving, CaError> {
+        let current = ca.borrow().clone();
+        let (rotation, cert) = Self::start(&current, names, SERVING_LIFETIME, SystemTime::now())?;
+        tokio::spawn(rotation.run(ca.clone(), stop));
+        Ok(Serving {
+            cert,
+            trust_pem: current.trust_bundle().pem().to_string(),
+        })
     }
 
     /// Renews when a third of the lifetime is left, and whenever `ca` changes, until

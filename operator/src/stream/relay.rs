@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, header};
 use http_body_util::Full;
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
@@ -146,6 +147,9 @@ pub struct Relay {
     server_name: ServerName<'static>,
     leader: Mutex<Option<(Instant, SocketAddr)>>,
     relaying: Arc<Semaphore>,
+    /// The HTTP/2 connection to the leader, kept: every proxy reports every few seconds,
+    /// and a handshake per report would cost the leader more than the report.
+    connection: Mutex<Option<(SocketAddr, http2::SendRequest<Full<Bytes>>)>>,
 }
 
 /// A relay slot: [`Relay::forward`] through it, then it is free again.
@@ -196,6 +200,7 @@ impl Relay {
             server_name,
             leader: Mutex::new(None),
             relaying: Arc::new(Semaphore::new(MAX_RELAYING)),
+            connection: Mutex::new(None),
         }
     }
 
@@ -278,12 +283,19 @@ impl Relay {
         }
     }
 
-    async fn send(
+    /// A connection to `addr`: the one kept, while it is still open, else a new one.
+    async fn connection(
         &self,
         addr: SocketAddr,
-        headers: &HeaderMap,
-        body: Bytes,
-    ) -> Result<(), Failure> {
+    ) -> Result<http2::SendRequest<Full<Bytes>>, Failure> {
+        let kept = self.connection.lock().ok().and_then(|c| {
+            c.as_ref()
+                .filter(|(a, s)| *a == addr && !s.is_closed())
+                .map(|(_, s)| s.clone())
+        });
+        if let Some(sender) = kept {
+            return Ok(sender);
+        }
         let unreached = |e: String| Failure::NotReached(e);
         let tcp = TcpStream::connect(addr)
             .await
@@ -293,11 +305,24 @@ impl Relay {
             .connect(self.server_name.clone(), tcp)
             .await
             .map_err(|e| unreached(format!("TLS: {e}")))?;
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .map_err(|e| unreached(e.to_string()))?;
+        let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .map_err(|e| unreached(e.to_string()))?;
         tokio::spawn(conn);
+        if let Ok(mut c) = self.connection.lock() {
+            *c = Some((addr, sender.clone()));
+        }
+        Ok(sender)
+    }
+
+    async fn send(
+        &self,
+        addr: SocketAddr,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<(), Failure> {
+        let unreached = |e: String| Failure::NotReached(e);
+        let mut sender = self.connection(addr).await?;
         let mut req = Request::post(format!(
             "https://{}{REPORT_PATH}",
             self.server_name.to_str()
@@ -313,10 +338,16 @@ impl Relay {
             .header(RELAYED_HEADER, me)
             .body(Full::new(body))
             .map_err(|e| unreached(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| unreached(e.to_string()))?;
+        let resp = match sender.send_request(req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                // A kept connection the leader closed: the next report opens another.
+                if let Ok(mut c) = self.connection.lock() {
+                    *c = None;
+                }
+                return Err(unreached(e.to_string()));
+            }
+        };
         match resp.status() {
             s if s.is_success() => Ok(()),
             // It no longer leads.
