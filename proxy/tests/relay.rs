@@ -320,3 +320,25 @@ async fn bad_request_heads_get_400_and_errors_keep_the_connection() {
     .await;
     assert!(got.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{got}");
 }
+
+/// An interim 103 and the final answer in one write (so in one read): the final answer is
+/// already buffered when the interim head is dropped, and must be answered at once.
+#[tokio::test]
+async fn an_interim_response_and_the_final_one_in_one_read_are_answered() {
+    let (upstream, _) = scripted(1 << 20).await;
+    let (_proxy, front) = relay_to(upstream).await;
+    let mut c = TcpStream::connect(front).await.unwrap();
+    for _ in 0..2 {
+        let got = tokio::time::timeout(
+            Duration::from_secs(5),
+            exchange(
+                &mut c,
+                "GET /early-hints HTTP/1.1\r\nHost: a\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n",
+                "final",
+            ),
+        )
+        .await
+        .expect("the final answer, not a hang");
+        assert_eq!(got, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal");
+    }
+}

@@ -117,7 +117,11 @@ async fn round_trip(
     let mut received = false;
     loop {
         match head::parse_response(&conn.buf, method) {
-            Ok(Some(info)) if info.interim => conn.buf.advance(info.len),
+            // The final head may be buffered already: parse again before reading.
+            Ok(Some(info)) if info.interim => {
+                conn.buf.advance(info.len);
+                continue;
+            }
             Ok(Some(info)) => return Ok(info),
             Ok(None) => {}
             Err(e) => return Err((e.into(), true)),
