@@ -89,6 +89,7 @@ fn answer(path: &str, body: &str) -> String {
         "/early-hints" => "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal".into(),
         "/hop" => "HTTP/1.1 200 OK\r\nConnection: keep-alive, close\r\nKeep-Alive: timeout=5\r\nContent-Length: 3\r\n\r\nhop".into(),
         "/garbage" => "SSH-2.0-OpenSSH\r\n\r\n".into(),
+        "/both" => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\nb\r\nhello world\r\n0\r\n\r\n".into(),
         "/close-after" => "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst".into(),
         _ => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{path}{body}", path.len() + body.len()),
     }
@@ -341,4 +342,31 @@ async fn an_interim_response_and_the_final_one_in_one_read_are_answered() {
         .expect("the final answer, not a hang");
         assert_eq!(got, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal");
     }
+}
+
+/// A response framed both ways (a response-splitting shape, RFC 9112 §6.3) is refused
+/// alike whichever engine serves the connection: the relay, or hyper after a chunked
+/// upload handed the connection over (hyper kept the stale length, cutting the body).
+#[tokio::test]
+async fn a_response_with_both_framings_is_refused_on_both_paths() {
+    let (upstream, _) = scripted(1 << 20).await;
+    let (_proxy, front) = relay_to(upstream).await;
+    let mut relayed = TcpStream::connect(front).await.unwrap();
+    let got = sized(&mut relayed, "GET /both HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(got.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{got}");
+    assert!(
+        got.contains("both transfer-encoding and content-length"),
+        "{got}"
+    );
+    let mut handed = TcpStream::connect(front).await.unwrap();
+    let got = sized(
+        &mut handed,
+        "POST /both HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{got}");
+    assert!(
+        got.contains("both transfer-encoding and content-length"),
+        "{got}"
+    );
 }

@@ -547,7 +547,19 @@ impl Exchange for HyperExchange<'_> {
         } else if self.http2 {
             pool.send_h2(up, req).await
         } else {
-            pool.send_h1(up, req, self.sticky).await
+            let resp = pool.send_h1(up, req, self.sticky).await?;
+            // hyper decodes the chunked body but keeps a stale Content-Length, which the
+            // caller would then be cut short by: refused, as the relay refuses it (a
+            // response-splitting shape, RFC 9112 §6.3).
+            let headers = resp.headers();
+            if headers.contains_key(http::header::TRANSFER_ENCODING)
+                && headers.contains_key(http::header::CONTENT_LENGTH)
+            {
+                return Err(ForwardError::Relay(super::h1::RelayError::Head(
+                    super::h1::HeadError::Ambiguous,
+                )));
+            }
+            Ok(resp)
         }
     }
 }

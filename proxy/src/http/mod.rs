@@ -37,7 +37,8 @@ pub enum ForwardError {
     /// The upstream connection failed mid-request.
     #[error("upstream failure: {0}")]
     Upstream(hyper::Error),
-    /// The relayed upstream connection failed, or answered something that is not HTTP/1.1.
+    /// The relayed upstream connection failed, or an HTTP/1.1 upstream (relayed or not)
+    /// answered something malformed or ambiguous.
     #[error("upstream failure: {0}")]
     Relay(h1::RelayError),
     /// The request's body was sent once and cannot be sent again.

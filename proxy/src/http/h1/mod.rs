@@ -21,9 +21,10 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+pub use head::HeadError;
 pub use relay::RelayError;
 
-use self::head::{HeadError, Request, RequestInfo};
+use self::head::{Request, RequestInfo};
 use self::held::Held;
 use self::relay::{RelayExchange, relay_response, write_error};
 use super::forward::response_status;
