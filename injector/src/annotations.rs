@@ -1,7 +1,10 @@
-//! The pod annotations users set to tune injection, parsed with errors that name the
-//! annotation and say how to fix it.
+//! The pod's `braid.dev/*` annotations, every one parsed at admission with errors that
+//! name the annotation, what it accepts and how to fix it. A key braid does not know is
+//! an error too: a misspelt one would otherwise be ignored without a word.
 
 use std::collections::BTreeMap;
+
+use crate::inject::{InjectStatus, ORIGINAL_PROBES, Original};
 
 /// `"false"` opts a pod out, `"true"` opts it in.
 pub const INJECT: &str = "braid.dev/inject";
@@ -17,22 +20,48 @@ pub const EXCLUDE_OUTBOUND_CIDRS: &str = "braid.dev/exclude-outbound-cidrs";
 pub const PROXY_CPU: &str = "braid.dev/proxy-cpu";
 /// The proxy's memory request (and limit).
 pub const PROXY_MEMORY: &str = "braid.dev/proxy-memory";
+/// `braid-init`'s CPU request (and limit).
+pub const INIT_CPU: &str = "braid.dev/init-cpu";
+/// `braid-init`'s memory request (and limit).
+pub const INIT_MEMORY: &str = "braid.dev/init-memory";
 /// The proxy's log filter.
 pub const LOG_LEVEL: &str = "braid.dev/log-level";
 
-/// An annotation with a value braid cannot use.
+/// The annotations users set, in the order error messages list them.
+pub const USER_ANNOTATIONS: [&str; 9] = [
+    INJECT,
+    EXCLUDE_INBOUND_PORTS,
+    EXCLUDE_OUTBOUND_PORTS,
+    EXCLUDE_OUTBOUND_CIDRS,
+    PROXY_CPU,
+    PROXY_MEMORY,
+    INIT_CPU,
+    INIT_MEMORY,
+    LOG_LEVEL,
+];
+
+/// The annotations braid-injector writes itself when it injects a pod.
+pub const INJECTOR_ANNOTATIONS: [&str; 2] = [STATUS, ORIGINAL_PROBES];
+
+/// The prefix of every braid annotation.
+const PREFIX: &str = "braid.dev/";
+
+/// An annotation with a value braid cannot use, or a `braid.dev/` key braid does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("annotation {annotation}: {message}")]
 pub struct BadAnnotation {
-    /// The annotation.
-    pub annotation: &'static str,
+    /// The annotation's key, as the pod spells it.
+    pub annotation: String,
     /// What is wrong and how to fix it.
     pub message: String,
 }
 
-/// The tuning a pod asks for.
+/// The tuning a pod asks for, and what an earlier injection recorded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overrides {
+    /// `braid.dev/inject`: `Some(true)` opts in, `Some(false)` out, `None` follows the
+    /// namespace.
+    pub inject: Option<bool>,
     /// `braid.dev/exclude-inbound-ports`.
     pub exclude_inbound_ports: Vec<u16>,
     /// `braid.dev/exclude-outbound-ports`.
@@ -43,19 +72,57 @@ pub struct Overrides {
     pub proxy_cpu: Option<String>,
     /// `braid.dev/proxy-memory`.
     pub proxy_memory: Option<String>,
+    /// `braid.dev/init-cpu`.
+    pub init_cpu: Option<String>,
+    /// `braid.dev/init-memory`.
+    pub init_memory: Option<String>,
     /// `braid.dev/log-level`.
     pub log_level: Option<String>,
+    /// `braid.dev/status`: the pod was injected already (by the webhook, or offline into
+    /// its template), and this is what was added.
+    pub status: Option<InjectStatus>,
 }
 
 impl Overrides {
-    /// Reads every braid annotation of a pod; all problems are reported together.
+    /// Reads every braid annotation of a pod; all problems are reported together. An
+    /// empty value means the default, except for `braid.dev/inject`, which decides
+    /// whether the pod is meshed and so must say which.
     pub fn parse(annotations: &BTreeMap<String, String>) -> Result<Self, Vec<BadAnnotation>> {
         let mut errors = Vec::new();
+        let bad = |annotation: &str, message: String| BadAnnotation {
+            annotation: annotation.to_owned(),
+            message,
+        };
+        for key in annotations.keys() {
+            if key.starts_with(PREFIX)
+                && !USER_ANNOTATIONS.contains(&key.as_str())
+                && !INJECTOR_ANNOTATIONS.contains(&key.as_str())
+            {
+                errors.push(bad(key, unknown_key(key)));
+            }
+        }
         let get = |name: &str| {
             annotations
                 .get(name)
                 .map(|v| v.trim())
                 .filter(|v| !v.is_empty())
+        };
+        let inject = match annotations.get(INJECT).map(String::as_str) {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(other) => {
+                errors.push(bad(
+                    INJECT,
+                    format!(
+                        "{other:?} is neither \"true\" nor \"false\": write \"true\" or \"false\" \
+                         to mesh the pod or leave it out, quoted (YAML reads a bare true/false/yes/no \
+                         as a boolean, which is not a string), or remove it to follow the \
+                         namespace's braid.dev/inject=enabled label"
+                    ),
+                ));
+                None
+            }
         };
         let mut ports = |name: &'static str| -> Vec<u16> {
             let Some(value) = get(name) else {
@@ -65,10 +132,10 @@ impl Overrides {
             for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                 match part.parse::<u16>() {
                     Ok(p) if p > 0 => out.push(p),
-                    _ => errors.push(BadAnnotation {
-                        annotation: name,
-                        message: format!("{part:?} is not a port: write comma-separated numbers 1-65535, e.g. \"5432,6379\""),
-                    }),
+                    _ => errors.push(bad(
+                        name,
+                        format!("{part:?} is not a port: write comma-separated numbers 1-65535, e.g. \"5432,6379\""),
+                    )),
                 }
             }
             out
@@ -81,12 +148,10 @@ impl Overrides {
                 if is_cidr(part) {
                     exclude_outbound_cidrs.push(part.to_owned());
                 } else {
-                    errors.push(BadAnnotation {
-                        annotation: EXCLUDE_OUTBOUND_CIDRS,
-                        message: format!(
-                            "{part:?} is not a CIDR: write e.g. \"10.0.0.0/8,fd00::/8\""
-                        ),
-                    });
+                    errors.push(bad(
+                        EXCLUDE_OUTBOUND_CIDRS,
+                        format!("{part:?} is not a CIDR: write e.g. \"10.0.0.0/8,fd00::/8\""),
+                    ));
                 }
             }
         }
@@ -95,29 +160,113 @@ impl Overrides {
             if is_quantity(value) {
                 Some(value.to_owned())
             } else {
-                errors.push(BadAnnotation {
-                    annotation: name,
-                    message: format!("{value:?} is not a Kubernetes quantity: write e.g. \"100m\" (CPU) or \"64Mi\" (memory)"),
-                });
+                errors.push(bad(
+                    name,
+                    format!("{value:?} is not a Kubernetes quantity: write e.g. \"100m\" (CPU) or \"64Mi\" (memory), or remove it for the default"),
+                ));
                 None
             }
         };
         let proxy_cpu = quantity(PROXY_CPU);
         let proxy_memory = quantity(PROXY_MEMORY);
-        let log_level = get(LOG_LEVEL).map(str::to_owned);
+        let init_cpu = quantity(INIT_CPU);
+        let init_memory = quantity(INIT_MEMORY);
+        let log_level = get(LOG_LEVEL).and_then(|value| match log_filter(value) {
+            Ok(()) => Some(value.to_owned()),
+            Err(e) => {
+                errors.push(bad(
+                    LOG_LEVEL,
+                    format!(
+                        "{value:?} is not a log filter braid-proxy accepts ({e}): write a level \
+                         (error, warn, info, debug, trace or off) or directives like \
+                         \"info,braid_proxy=debug\", or remove it for the default"
+                    ),
+                ));
+                None
+            }
+        });
+        // Written by braid-injector: only a record of a real injection is kept.
+        let written = "braid-injector writes it when it injects a pod; remove it from the pod (or its template) to have the pod injected";
+        let status = annotations.get(STATUS).and_then(|value| {
+            serde_json::from_str::<InjectStatus>(value)
+                .map_err(|e| {
+                    errors.push(bad(
+                        STATUS,
+                        format!("not what braid-injector records ({e}): {written}"),
+                    ));
+                })
+                .ok()
+        });
+        if let Some(value) = annotations.get(ORIGINAL_PROBES) {
+            if !annotations.contains_key(STATUS) {
+                errors.push(bad(
+                    ORIGINAL_PROBES,
+                    format!("set without braid.dev/status: {written}"),
+                ));
+            } else if let Err(e) = serde_json::from_str::<BTreeMap<String, Original>>(value) {
+                errors.push(bad(
+                    ORIGINAL_PROBES,
+                    format!("not what braid-injector records ({e}): {written}"),
+                ));
+            }
+        }
         if errors.is_empty() {
             Ok(Self {
+                inject,
                 exclude_inbound_ports,
                 exclude_outbound_ports,
                 exclude_outbound_cidrs,
                 proxy_cpu,
                 proxy_memory,
+                init_cpu,
+                init_memory,
                 log_level,
+                status,
             })
         } else {
             Err(errors)
         }
     }
+}
+
+/// The proxy's own rule (`EnvFilter::try_new` of `--log-level`), so that a filter the
+/// proxy would exit on at start is refused before the pod exists.
+fn log_filter(value: &str) -> Result<(), tracing_subscriber::filter::ParseError> {
+    tracing_subscriber::EnvFilter::try_new(value).map(drop)
+}
+
+/// The message for a `braid.dev/` key braid does not know: the closest known name, if
+/// one is near, and the list.
+fn unknown_key(key: &str) -> String {
+    let closest = USER_ANNOTATIONS
+        .iter()
+        .map(|known| (edit_distance(key, known), *known))
+        .min()
+        .filter(|(d, _)| *d <= 3)
+        .map(|(_, known)| format!(" (did you mean {known}?)"))
+        .unwrap_or_default();
+    format!(
+        "braid has no such annotation{closest}; the ones a pod may set are {}: rename or remove it",
+        USER_ANNOTATIONS.join(", ")
+    )
+}
+
+/// Levenshtein distance, for "did you mean".
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 fn is_cidr(s: &str) -> bool {
@@ -182,7 +331,7 @@ mod tests {
             (PROXY_CPU, "lots"),
         ]))
         .unwrap_err();
-        let names: Vec<_> = errs.iter().map(|e| e.annotation).collect();
+        let names: Vec<_> = errs.iter().map(|e| e.annotation.as_str()).collect();
         assert_eq!(
             names,
             [

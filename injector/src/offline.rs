@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
 
-use crate::annotations::{Overrides, STATUS};
+use crate::annotations::STATUS;
 use crate::decide::{Decision, decide};
 use crate::inject::{InjectStatus, ORIGINAL_PROBES, inject, restore};
 use crate::settings::Settings;
@@ -91,21 +91,11 @@ fn each_template(
 /// Injects into every pod template of `text` that the webhook would inject.
 pub fn inject_documents(text: &str, settings: &Settings) -> Result<String, OfflineError> {
     each_template(text, |pod, namespace| {
-        if let Decision::Skip(_) = decide(pod, namespace, true, settings) {
-            return Ok(());
-        }
-        let overrides = Overrides::parse(
-            pod.metadata
-                .annotations
-                .as_ref()
-                .unwrap_or(&Default::default()),
-        )
-        .map_err(|errs| {
-            errs.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        })?;
+        let overrides = match decide(pod, namespace, true, settings) {
+            Decision::Inject(o) => o,
+            Decision::Skip(_) => return Ok(()),
+            Decision::Refuse(why) => return Err(why),
+        };
         inject(pod, settings, &overrides)
             .map(|_| ())
             .map_err(|e| e.to_string())

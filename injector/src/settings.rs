@@ -15,7 +15,7 @@ pub struct Settings {
     pub native_sidecars: bool,
     /// UID and GID the proxy runs as; the capture rules let its traffic through.
     pub proxy_uid: i64,
-    /// Default CPU request and limit of the proxy.
+    /// Default CPU request of the proxy.
     pub cpu_request: String,
     /// Default CPU limit of the proxy.
     pub cpu_limit: String,
@@ -25,6 +25,14 @@ pub struct Settings {
     pub memory_limit: String,
     /// Default log filter of the proxy.
     pub log_level: String,
+    /// Default CPU request of `braid-init`.
+    pub init_cpu_request: String,
+    /// Default CPU limit of `braid-init`.
+    pub init_cpu_limit: String,
+    /// Default memory request of `braid-init`.
+    pub init_memory_request: String,
+    /// Default memory limit of `braid-init`.
+    pub init_memory_limit: String,
 }
 
 impl Default for Settings {
@@ -40,6 +48,15 @@ impl Default for Settings {
             memory_request: "32Mi".into(),
             memory_limit: "128Mi".into(),
             log_level: "info".into(),
+            // braid-init runs `braid-proxy iptables`, which runs iptables-restore once
+            // and exits: a few MB and milliseconds of CPU. Requests this small never raise
+            // the pod's effective request (the largest init container's, against the sum
+            // of the rest); the limits leave room for the binary and its child, since an
+            // OOM-killed braid-init keeps the pod from ever starting.
+            init_cpu_request: "10m".into(),
+            init_cpu_limit: "100m".into(),
+            init_memory_request: "16Mi".into(),
+            init_memory_limit: "64Mi".into(),
         }
     }
 }

@@ -24,16 +24,9 @@ fn captured_pod(file: &str) -> Pod {
 /// the JSON as received, and read the result back as a Pod.
 fn webhook(pod: &Pod, settings: &Settings) -> Option<Pod> {
     let ns = pod.metadata.namespace.clone().unwrap();
-    if decide(pod, &ns, true, settings) != Decision::Inject {
+    let Decision::Inject(overrides) = decide(pod, &ns, true, settings) else {
         return None;
-    }
-    let overrides = Overrides::parse(
-        pod.metadata
-            .annotations
-            .as_ref()
-            .unwrap_or(&Default::default()),
-    )
-    .unwrap();
+    };
     let mut injected = pod.clone();
     inject(&mut injected, settings, &overrides).unwrap();
     let mut json = serde_json::to_value(pod).unwrap();
@@ -151,7 +144,8 @@ fn skips_say_why() {
     let settings = Settings::default();
     let skip = |pod: &Pod, ns: &str, enabled: bool| match decide(pod, ns, enabled, &settings) {
         Decision::Skip(why) => why,
-        Decision::Inject => String::new(),
+        Decision::Inject(_) => String::new(),
+        Decision::Refuse(why) => panic!("refused: {why}"),
     };
     let opted_out = captured_pod("pod-opted-out-create.json");
     assert!(skip(&opted_out, "shop", true).contains("\"false\""));
@@ -168,10 +162,10 @@ fn skips_say_why() {
         .annotations
         .get_or_insert_with(Default::default)
         .insert("braid.dev/inject".into(), "true".into());
-    assert_eq!(
+    assert!(matches!(
         decide(&opted_in, "shop", false, &settings),
-        Decision::Inject
-    );
+        Decision::Inject(_)
+    ));
 }
 
 #[test]

@@ -287,7 +287,8 @@ fn skipped_pods_are_allowed_unchanged() {
             "already injected",
             with(
                 "  annotations: {braid.dev/status: '{\"version\":\"0.1.0\",\"initContainers\":[\"braid-init\"],\"containers\":[],\"volumes\":[]}'}\n",
-            ),
+            )
+            .replace("spec:\n", "spec:\n  initContainers: [{name: braid-init, image: x}]\n"),
         ),
         (
             "hostNetwork",

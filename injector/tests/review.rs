@@ -99,3 +99,40 @@ fn malformed_input_gets_an_answer_not_a_crash() {
     assert_eq!(resp["uid"], input["request"]["uid"]);
     assert_eq!(resp["allowed"], false);
 }
+
+#[test]
+fn an_unknown_api_version_or_kind_is_refused_not_answered_as_v1() {
+    let mut input: serde_json::Value =
+        serde_json::from_slice(&capture("job-pod-create.json")).unwrap();
+    for (field, value, says) in [
+        (
+            "apiVersion",
+            "admission.k8s.io/v9",
+            "apiVersion \"admission.k8s.io/v9\"",
+        ),
+        (
+            "apiVersion",
+            "admission.k8s.io/v1beta1",
+            "admissionReviewVersions: [v1]",
+        ),
+        ("kind", "ConfigMap", "kind \"ConfigMap\""),
+    ] {
+        let mut body = input.clone();
+        body[field] = value.into();
+        let resp = answer(&serde_json::to_vec(&body).unwrap());
+        assert_eq!(resp["allowed"], false, "{field}: {value}");
+        assert!(resp.get("patch").is_none());
+        let message = resp["status"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("braid-injector: ") && message.contains(says),
+            "{message}"
+        );
+        assert_eq!(resp["status"]["code"], 400, "{message}");
+    }
+    // Without either field it is not a review at all.
+    input.as_object_mut().unwrap().remove("apiVersion");
+    assert_eq!(
+        answer(&serde_json::to_vec(&input).unwrap())["allowed"],
+        false
+    );
+}

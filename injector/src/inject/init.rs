@@ -1,7 +1,10 @@
 //! `braid-init`: installs the pod's capture rules, then exits. It needs root and
 //! NET_ADMIN/NET_RAW for iptables, and nothing else.
 
-use k8s_openapi::api::core::v1::{Capabilities, Container, SecurityContext};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Capabilities, Container, ResourceRequirements, SecurityContext};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::annotations::Overrides;
 use crate::settings::Settings;
@@ -46,9 +49,39 @@ pub fn iptables_args(settings: &Settings, overrides: &Overrides) -> Vec<String> 
     args
 }
 
-/// The `braid-init` container.
+/// The `braid-init` container. It has requests and limits of its own: in a namespace
+/// with a ResourceQuota on CPU or memory and no LimitRange to default them, the API
+/// server refuses every pod with a container that has none.
 pub fn init_container(settings: &Settings, overrides: &Overrides) -> Container {
+    let pick = |set: &Option<String>, default: &String| {
+        Quantity(set.clone().unwrap_or_else(|| default.clone()))
+    };
+    // An annotation sets request and limit, as the proxy's do.
+    let resources = ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            (
+                "cpu".to_owned(),
+                pick(&overrides.init_cpu, &settings.init_cpu_request),
+            ),
+            (
+                "memory".to_owned(),
+                pick(&overrides.init_memory, &settings.init_memory_request),
+            ),
+        ])),
+        limits: Some(BTreeMap::from([
+            (
+                "cpu".to_owned(),
+                pick(&overrides.init_cpu, &settings.init_cpu_limit),
+            ),
+            (
+                "memory".to_owned(),
+                pick(&overrides.init_memory, &settings.init_memory_limit),
+            ),
+        ])),
+        ..Default::default()
+    };
     Container {
+        resources: Some(resources),
         name: INIT_CONTAINER.into(),
         image: Some(settings.image.clone()),
         command: Some(vec!["braid-proxy".into()]),

@@ -1,0 +1,262 @@
+//! Every `braid.dev/*` annotation is read at admission, through the webhook's review
+//! path with the captured Job pod: a bad value or an unknown key refuses the pod with a
+//! message naming the annotation, what it accepts and the fix; what braid-injector
+//! writes itself stays accepted; `braid-init` gets requests and limits of its own.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+
+use base64::Engine as _;
+use braid_injector::inject::{INIT_CONTAINER, PROXY_CONTAINER};
+use braid_injector::settings::Settings;
+use braid_injector::webhook::review::review_json;
+use k8s_openapi::api::core::v1::{Container, Pod};
+
+/// What the webhook answered.
+#[derive(Debug)]
+enum Answer {
+    Injected(Box<Pod>),
+    Unchanged,
+    Denied(String),
+}
+
+fn job_review() -> serde_json::Value {
+    serde_json::from_slice(
+        &std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/admission/job-pod-create.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+/// Answers the captured Job pod as changed by `edit`.
+fn review_pod(edit: impl FnOnce(&mut serde_json::Value)) -> Answer {
+    let mut body = job_review();
+    edit(&mut body["request"]["object"]);
+    let out = review_json(&serde_json::to_vec(&body).unwrap(), &Settings::default());
+    let response = &out["response"];
+    assert_eq!(response["uid"], body["request"]["uid"]);
+    if response["allowed"] != true {
+        return Answer::Denied(response["status"]["message"].as_str().unwrap().to_owned());
+    }
+    let Some(patch) = response["patch"].as_str() else {
+        return Answer::Unchanged;
+    };
+    let patch: json_patch::Patch = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(patch)
+            .unwrap(),
+    )
+    .unwrap();
+    let mut pod = body["request"]["object"].clone();
+    json_patch::patch(&mut pod, &patch).unwrap();
+    Answer::Injected(Box::new(serde_json::from_value(pod).unwrap()))
+}
+
+fn annotated(pairs: &[(&str, &str)]) -> Answer {
+    let annotations: serde_json::Map<_, _> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    review_pod(|pod| pod["metadata"]["annotations"] = annotations.into())
+}
+
+fn denied(answer: Answer) -> String {
+    match answer {
+        Answer::Denied(why) => why,
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
+fn injected(answer: Answer) -> Pod {
+    match answer {
+        Answer::Injected(pod) => *pod,
+        other => panic!("not injected: {other:?}"),
+    }
+}
+
+fn container<'a>(pod: &'a Pod, name: &str) -> &'a Container {
+    let spec = pod.spec.as_ref().unwrap();
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .find(|c| c.name == name)
+        .unwrap()
+}
+
+/// `requests` and `limits` of a container, as `cpu/memory`.
+fn resources(c: &Container) -> (String, String) {
+    let r = c.resources.as_ref().expect("resources");
+    let pair = |m: &Option<std::collections::BTreeMap<_, _>>| {
+        let m: &std::collections::BTreeMap<
+            String,
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+        > = m.as_ref().expect("set");
+        format!("{}/{}", m["cpu"].0, m["memory"].0)
+    };
+    (pair(&r.requests), pair(&r.limits))
+}
+
+#[test]
+fn braid_init_has_requests_and_limits_so_a_resource_quota_admits_the_pod() {
+    let pod = injected(annotated(&[]));
+    assert_eq!(
+        resources(container(&pod, INIT_CONTAINER)),
+        ("10m/16Mi".to_owned(), "100m/64Mi".to_owned())
+    );
+    // Overridable like the proxy's: the annotation sets request and limit.
+    let pod = injected(annotated(&[
+        ("braid.dev/init-cpu", "200m"),
+        ("braid.dev/init-memory", "96Mi"),
+    ]));
+    assert_eq!(
+        resources(container(&pod, INIT_CONTAINER)),
+        ("200m/96Mi".to_owned(), "200m/96Mi".to_owned())
+    );
+    assert_eq!(
+        resources(container(&pod, PROXY_CONTAINER)),
+        ("50m/32Mi".to_owned(), "1/128Mi".to_owned()),
+        "the proxy keeps its own"
+    );
+    let why = denied(annotated(&[("braid.dev/init-memory", "lots")]));
+    assert!(
+        why.contains("annotation braid.dev/init-memory: \"lots\" is not a Kubernetes quantity"),
+        "{why}"
+    );
+}
+
+#[test]
+fn inject_accepts_exactly_true_or_false() {
+    for value in ["no", "maybe", "yes", "True", "FALSE", "", "0"] {
+        let why = denied(annotated(&[("braid.dev/inject", value)]));
+        assert!(
+            why.contains(&format!("annotation braid.dev/inject: {value:?}"))
+                && why.contains("\"true\" or \"false\"")
+                && why.contains("quote"),
+            "{value:?}: {why}"
+        );
+    }
+    assert!(matches!(
+        annotated(&[("braid.dev/inject", "false")]),
+        Answer::Unchanged
+    ));
+    injected(annotated(&[("braid.dev/inject", "true")]));
+}
+
+#[test]
+fn a_log_level_the_proxy_would_refuse_is_refused_at_admission() {
+    for value in ["nonsense===", "info,[", "braid_proxy=loud"] {
+        let why = denied(annotated(&[("braid.dev/log-level", value)]));
+        assert!(
+            why.contains(&format!("annotation braid.dev/log-level: {value:?}"))
+                && why.contains("debug"),
+            "{value:?}: {why}"
+        );
+    }
+    for value in ["debug", "warn,braid_proxy=trace", "off"] {
+        let pod = injected(annotated(&[("braid.dev/log-level", value)]));
+        let env = container(&pod, PROXY_CONTAINER).env.clone().unwrap();
+        let level = env.iter().find(|e| e.name == "BRAID_LOG_LEVEL").unwrap();
+        assert_eq!(level.value.as_deref(), Some(value));
+    }
+}
+
+#[test]
+fn an_unknown_braid_annotation_is_refused_with_the_closest_name() {
+    let why = denied(annotated(&[("braid.dev/proxy-memroy", "64Mi")]));
+    assert!(
+        why.contains("annotation braid.dev/proxy-memroy")
+            && why.contains("did you mean braid.dev/proxy-memory?")
+            && why.contains("braid.dev/exclude-outbound-cidrs"),
+        "{why}"
+    );
+    // Other prefixes are not braid's business.
+    injected(annotated(&[
+        ("example.com/proxy-memroy", "x"),
+        ("sidecar.braid.dev/x", "y"),
+    ]));
+}
+
+#[test]
+fn every_problem_is_named_at_once() {
+    let why = denied(annotated(&[
+        ("braid.dev/inject", "maybe"),
+        ("braid.dev/log-level", "nonsense==="),
+        ("braid.dev/proxy-cpuu", "1"),
+    ]));
+    for name in [
+        "braid.dev/inject",
+        "braid.dev/log-level",
+        "braid.dev/proxy-cpuu",
+    ] {
+        assert!(why.contains(&format!("annotation {name}")), "{why}");
+    }
+}
+
+#[test]
+fn an_opted_out_pod_with_a_bad_annotation_is_refused_too() {
+    let why = denied(annotated(&[
+        ("braid.dev/inject", "false"),
+        ("braid.dev/proxy-memroy", "64Mi"),
+    ]));
+    assert!(why.contains("braid.dev/proxy-memroy"), "{why}");
+}
+
+#[test]
+fn an_app_container_named_braid_proxy_is_refused_like_braid_init() {
+    for name in [PROXY_CONTAINER, INIT_CONTAINER] {
+        let why = denied(review_pod(|pod| {
+            pod["spec"]["containers"][0]["name"] = name.into();
+        }));
+        assert!(
+            why.contains(&format!(
+                "spec.containers: the pod already has {name:?}, which braid adds; rename it"
+            )),
+            "{name}: {why}"
+        );
+    }
+}
+
+#[test]
+fn what_the_injector_writes_is_accepted_and_an_injected_pod_comes_back_unchanged() {
+    // A pod whose probes are taken over gets braid.dev/original-probes and
+    // braid.dev/status; sent again (reinvocation, or a template injected offline) it is
+    // allowed unchanged.
+    let pod = injected(review_pod(|pod| {
+        pod["metadata"]["annotations"] = serde_json::json!({"braid.dev/proxy-cpu": "100m"});
+        pod["spec"]["containers"][0]["readinessProbe"] =
+            serde_json::json!({"tcpSocket": {"port": 8080}});
+    }));
+    let annotations = pod.metadata.annotations.clone().unwrap();
+    assert!(annotations.contains_key("braid.dev/status"));
+    assert!(annotations.contains_key("braid.dev/original-probes"));
+    let again = serde_json::to_value(&pod).unwrap();
+    assert!(matches!(review_pod(|p| *p = again), Answer::Unchanged));
+}
+
+#[test]
+fn a_status_annotation_that_does_not_match_the_pod_is_refused() {
+    // braid.dev/status is braid's record of an injection: garbage, or a record of
+    // containers the pod does not have (copied from another pod), would skip injection.
+    let why = denied(annotated(&[("braid.dev/status", "injected")]));
+    assert!(
+        why.contains("annotation braid.dev/status") && why.contains("remove it"),
+        "{why}"
+    );
+    let why = denied(annotated(&[(
+        "braid.dev/status",
+        r#"{"version":"0.1.0","initContainers":["braid-init","braid-proxy"],"containers":[],"volumes":["braid-token"]}"#,
+    )]));
+    assert!(
+        why.contains("annotation braid.dev/status") && why.contains("\"braid-init\""),
+        "{why}"
+    );
+    let why = denied(annotated(&[("braid.dev/original-probes", "{}")]));
+    assert!(
+        why.contains("annotation braid.dev/original-probes") && why.contains("remove it"),
+        "{why}"
+    );
+}
