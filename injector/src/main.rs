@@ -60,6 +60,11 @@ struct ServeArgs {
     /// Log filter, e.g. info or braid_injector=debug.
     #[arg(long, env = "BRAID_LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// Close a connection on which nothing has moved for this long, in seconds (also the
+    /// limit for a request's headers to arrive). Keep it above the API server's own idle
+    /// timeout for webhook connections (90 s), so the API server closes first.
+    #[arg(long, env = "BRAID_IDLE_TIMEOUT_SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_seconds: u64,
 }
 
 /// What goes into every pod.
@@ -185,7 +190,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
         let router = server::router(Arc::new(args.inject.settings(native)));
         tracing::info!(listen = %args.listen, "braid-injector serving /inject");
-        let serving = tokio::spawn(server::serve(listener, config, router, stop.clone()));
+        let timeouts = server::Timeouts {
+            idle: Duration::from_secs(args.idle_timeout_seconds),
+            ..Default::default()
+        };
+        let serving = tokio::spawn(server::serve(
+            listener,
+            config,
+            router,
+            timeouts,
+            stop.clone(),
+        ));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = term.recv() => {}

@@ -31,6 +31,29 @@ fn write_cert(dir: &Path) -> CertificateDer<'static> {
     c.cert.der().clone()
 }
 
+/// A TLS connection to the injector trusting only `cert`, offering `alpn`; `None` when
+/// the handshake fails.
+async fn connect(
+    addr: SocketAddr,
+    cert: &CertificateDer<'static>,
+    alpn: &[u8],
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .ok()
+}
+
 /// POSTs `body` to /inject trusting only `cert`; `None` when the TLS handshake fails
 /// (the server presented another certificate).
 async fn post(
@@ -38,19 +61,7 @@ async fn post(
     cert: &CertificateDer<'static>,
     body: Vec<u8>,
 ) -> Option<(u16, serde_json::Value)> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-        .await
-        .ok()?;
+    let tls = connect(addr, cert, b"http/1.1").await?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
@@ -66,22 +77,21 @@ async fn post(
     Some((status, serde_json::from_slice(&bytes).unwrap_or_default()))
 }
 
-#[tokio::test]
-async fn the_webhook_answers_over_tls_and_follows_certificate_rotation() {
-    let dir = tempfile::tempdir().unwrap();
-    let first = write_cert(dir.path());
+/// Starts `braid-injector serve` with `extra` arguments and waits until it listens.
+async fn start(dir: &Path, extra: &[&str]) -> (Killed, SocketAddr) {
     let addr = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let _injector = Killed(
+    let injector = Killed(
         Command::new(env!("CARGO_BIN_EXE_braid-injector"))
             .args(["serve", "--listen", &addr.to_string()])
             .args(["--native-sidecars", "false"])
             .arg("--tls-cert")
-            .arg(dir.path().join("tls.crt"))
+            .arg(dir.join("tls.crt"))
             .arg("--tls-key")
-            .arg(dir.path().join("tls.key"))
+            .arg(dir.join("tls.key"))
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
@@ -91,6 +101,14 @@ async fn the_webhook_answers_over_tls_and_follows_certificate_rotation() {
         assert!(Instant::now() < deadline, "the injector did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    (injector, addr)
+}
+
+#[tokio::test]
+async fn the_webhook_answers_over_tls_and_follows_certificate_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = write_cert(dir.path());
+    let (_injector, addr) = start(dir.path(), &[]).await;
     let review = std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../fixtures/admission/deployment-pod-create.json"),
@@ -150,4 +168,84 @@ fn auto_native_sidecars_without_a_cluster_names_the_flag() {
             && stderr.contains("pass --native-sidecars true (Kubernetes 1.29+) or false"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_a_v1_admission_review_gets_http_400_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path());
+    let (_injector, addr) = start(dir.path(), &[]).await;
+    let mut review: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/admission/job-pod-create.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    review["apiVersion"] = "admission.k8s.io/v9".into();
+    for body in [serde_json::to_vec(&review).unwrap(), b"not json".to_vec()] {
+        let (status, answer) = post(addr, &cert, body).await.unwrap();
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["response"]["allowed"], false);
+        assert!(
+            answer["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("braid-injector: "),
+            "{answer}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path());
+    let (_injector, addr) = start(dir.path(), &["--idle-timeout-seconds", "1"]).await;
+    let closed_within = Duration::from_secs(10);
+
+    // TLS done, then not a byte: the server must not wait for a request forever.
+    let mut silent = connect(addr, &cert, b"h2").await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(
+        closed_within,
+        tokio::io::AsyncReadExt::read(&mut silent, &mut buf),
+    )
+    .await
+    .expect("a silent connection is closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+
+    // One request, then idle, over HTTP/1.1 keep-alive and over HTTP/2.
+    let request = || {
+        http::Request::get("/healthz")
+            .header("host", "braid-injector")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let tls = connect(addr, &cert, b"http/1.1").await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    assert_eq!(send.send_request(request()).await.unwrap().status(), 200);
+    tokio::time::timeout(closed_within, conn)
+        .await
+        .expect("an idle HTTP/1.1 connection is closed")
+        .unwrap()
+        .ok();
+
+    let tls = connect(addr, &cert, b"h2").await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    assert_eq!(send.send_request(request()).await.unwrap().status(), 200);
+    tokio::time::timeout(closed_within, conn)
+        .await
+        .expect("an idle HTTP/2 connection is closed")
+        .unwrap()
+        .ok();
 }
