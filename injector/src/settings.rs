@@ -48,8 +48,8 @@ impl Default for Settings {
             memory_request: "32Mi".into(),
             memory_limit: "128Mi".into(),
             log_level: "info".into(),
-            // braid-init runs `braid-proxy iptables`, which runs iptables-restore once
-            // and exits: a few MB and milliseconds of CPU. Requests this small never raise
+            // braid-init runs `braid-proxy iptables`, which runs iptables(-restore) a few
+            // times and exits: a few MB and milliseconds of CPU. Requests this small never raise
             // the pod's effective request (the largest init container's, against the sum
             // of the rest); the limits leave room for the binary and its child, since an
             // OOM-killed braid-init keeps the pod from ever starting.
