@@ -56,11 +56,16 @@ pub fn start(
         .unwrap_or_else(|| path.join(".status"));
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("--status-dir {}: cannot create it", state_dir.display()))?;
-    let identity = cli
-        .pod_name
-        .clone()
-        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
-        .unwrap_or_else(|| "braid-operator".into());
+    // The host alone is not enough: replicas on one host (the e2e, a VM) would share it
+    // and both lead. The address they serve at tells them apart and stays across
+    // restarts, so a restarted replica renews its own Lease at once.
+    let identity = cli.pod_name.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "braid-operator".into());
+        format!("{host}-{bound}")
+    });
 
     let (ca, origin) = load_or_create(&state_dir.join(CA_DIR), SystemTime::now())
         .context("--status-dir: the CA every replica signs with")?;

@@ -28,6 +28,12 @@ pub struct EncryptionPolicyStatus {
     /// When the current step began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_started_at: Option<Time>,
+    /// A digest of the spec fields `phase` and `currentPercent` belong to (mode,
+    /// selector, rollout percent, steps, enforceStrict): an edit of anything else (the
+    /// interval, say) keeps the progress, and a restarted operator resumes from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub progress_of: Option<String>,
     /// Requests the covered workloads received, by kind, as reported by their proxies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<TrafficCounts>,

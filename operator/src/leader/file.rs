@@ -180,6 +180,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn two_replicas_given_one_identity_do_not_both_lead() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = || Arc::new(FileLeases::new(dir.path(), "braid-operator"));
+        let mut a = config("same");
+        a.address = Some("10.0.0.1:8443".into());
+        let mut b = config("same");
+        b.address = Some("10.0.0.2:8443".into());
+        let first = LeaderElector::with_store(store(), a);
+        assert!(first.step(false).await.unwrap());
+        let second = LeaderElector::with_store(store(), b);
+        let err = second.step(false).await.unwrap_err();
+        assert!(err.to_string().contains("--pod-name"), "{err}");
+        // The first goes on leading.
+        assert!(first.step(true).await.unwrap());
+    }
+
+    #[tokio::test]
     async fn of_two_replicas_one_leads_and_the_other_takes_over_when_it_stops() {
         let dir = tempfile::tempdir().unwrap();
         let elector = |id: &str| {

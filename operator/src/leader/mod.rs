@@ -88,7 +88,7 @@ pub struct Leadership {
 }
 
 impl Leadership {
-    /// Always the leader: directory mode, where there is one operator and no Lease.
+    /// Always the leader: one operator and no election (tests, embedding).
     pub fn always() -> Self {
         let (tx, rx) = watch::channel(true);
         Self {
@@ -299,6 +299,22 @@ impl LeaderElector {
         let current = self.store.get().await.map_err(|e| self.error(e))?;
         let now = Timestamp::now();
         let decision = decide(current.as_ref(), &self.config.identity, now, was_leader);
+        // "Mine" by name, but written from another address while still valid: a second
+        // replica was given this replica's identity, and both would lead.
+        if decision == Decision::Renew
+            && let Some(lease) = &current
+            && !expired(lease.spec.as_ref(), now)
+            && let (Some(there), Some(here)) = (holder_address(lease), &self.config.address)
+            && there != here
+        {
+            return Err(LeaderError {
+                lease: self.store.describe(),
+                message: format!(
+                    "another replica, serving at {there}, uses this replica's identity {:?}: give each replica its own --pod-name",
+                    self.config.identity
+                ),
+            });
+        }
         let lease = claimed(current.as_ref(), &self.config, &decision, now);
         let written = match &decision {
             Decision::Create => self.store.create(&lease).await,
@@ -343,10 +359,12 @@ impl LeaderElector {
         let mut leading = false;
         let mut renewed = Instant::now();
         loop {
+            // A lease renewed now holds from the moment of the read, not of the answer.
+            let attempted = Instant::now();
             let ok = match self.step(leading).await {
                 Ok(now_leading) => {
                     if now_leading {
-                        renewed = Instant::now();
+                        renewed = attempted;
                     }
                     if now_leading != leading {
                         tracing::info!(identity = %self.config.identity, leading = now_leading, "leadership changed");

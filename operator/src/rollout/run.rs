@@ -20,6 +20,7 @@ use super::plan::{Hold, Measured, Position, Safety, Transition, hold, levels, st
 use super::traffic::{TrafficBook, service_of};
 use crate::compiler::{Progress, Rollouts, encryption_policies_oldest_first, governing_policy};
 use crate::registry::{Kind, ObjectKey, Snapshot, Workload};
+use crate::source::recorded::progress_of;
 use crate::status::{Event, StatusSink};
 use crate::stream::hub::Hub;
 
@@ -60,6 +61,9 @@ pub struct EncryptionState {
     pub safety: Safety,
     /// Why an automatic rollout whose step is over does not move on.
     pub hold: Option<Hold>,
+    /// Some of the callers that do not hold the config in force (`namespace/name`), and
+    /// how many more there are.
+    pub callers_behind: String,
 }
 
 /// The state of every accepted EncryptionPolicy.
@@ -137,9 +141,16 @@ impl RolloutLoop {
             .unwrap_or_default()
             .max(DEFAULT_WINDOW);
         memory.book.prune(now, longest * 2);
-        memory
-            .tracked
-            .retain(|k, t| policies.iter().any(|(pk, p)| pk == &k && p.spec == t.spec));
+        // An edit that keeps what the progress means (the interval, say) keeps it.
+        memory.tracked.retain(|k, t| {
+            policies.iter().any(|(pk, p)| {
+                let same = *pk == k && progress_of(&p.spec) == progress_of(&t.spec);
+                if same {
+                    t.spec = p.spec.clone();
+                }
+                same
+            })
+        });
         let by_ip: HashMap<IpAddr, &Workload> = snapshot
             .workloads
             .values()
@@ -162,7 +173,8 @@ impl RolloutLoop {
                 .collect();
             let spec = &policy.spec;
             let window = interval_of(spec).unwrap_or(DEFAULT_WINDOW);
-            let callers_behind = callers_behind(&published.configs, &applied, &services);
+            let behind = callers_behind(&published.configs, &applied, &services);
+            let callers_behind = behind.len();
             let mut hold_now = None;
             let mut percent = static_percent(spec);
             let mut strict = spec.mode == TlsMode::Strict;
@@ -243,7 +255,12 @@ impl RolloutLoop {
                         if let Some(h) = held
                             && !same_reason(tracked.held, h)
                         {
-                            events.push(hold_event(key, &h, tracked.levels[tracked.pos.level]));
+                            events.push(hold_event(
+                                key,
+                                &h,
+                                tracked.levels[tracked.pos.level],
+                                &named(&behind),
+                            ));
                         }
                         tracked.held = held;
                         hold_now = held;
@@ -290,6 +307,7 @@ impl RolloutLoop {
                     }
                     .safety(),
                     hold: hold_now,
+                    callers_behind: named(&behind),
                 },
             );
         }
@@ -347,6 +365,7 @@ fn same_but_counts(a: &EncryptionView, b: &EncryptionView) -> bool {
                 && sa.percent == sb.percent
                 && sa.step_started_at == sb.step_started_at
                 && same_safety(sa.safety, sb.safety)
+                && sa.callers_behind == sb.callers_behind
                 && sa.hold.as_ref().map(std::mem::discriminant)
                     == sb.hold.as_ref().map(std::mem::discriminant)
                 && sa.plaintext_sources.len() == sb.plaintext_sources.len()
@@ -372,16 +391,33 @@ fn same_reason(before: Option<Hold>, now: Hold) -> bool {
         }
 }
 
-/// How many of the proxies that call `services` do not hold the config the operator
-/// serves them now (they may still call at an older percent). A proxy counts as
-/// calling a service when its config carries it.
-fn callers_behind(
-    configs: &std::collections::BTreeMap<ObjectKey, Arc<braid_proxy::config::ProxyConfig>>,
+/// Callers named in a status or Event.
+const SHOWN_CALLERS: usize = 5;
+
+/// `pods`, the first few by name and how many more, for people.
+fn named(pods: &[&ObjectKey]) -> String {
+    let mut text = pods
+        .iter()
+        .take(SHOWN_CALLERS)
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if pods.len() > SHOWN_CALLERS {
+        text.push_str(&format!(" and {} more", pods.len() - SHOWN_CALLERS));
+    }
+    text
+}
+
+/// The proxies that call `services` but do not hold the config the operator serves
+/// them now (they may still call at an older percent): not connected, or not yet
+/// applied. A proxy counts as calling a service when its config carries it.
+fn callers_behind<'a>(
+    configs: &'a std::collections::BTreeMap<ObjectKey, Arc<braid_proxy::config::ProxyConfig>>,
     applied: &HashMap<ObjectKey, String>,
     services: &BTreeSet<ObjectKey>,
-) -> usize {
+) -> Vec<&'a ObjectKey> {
     if services.is_empty() {
-        return 0;
+        return Vec::new();
     }
     // Callers share their service sets: decide once per distinct set.
     let mut calls: HashMap<*const braid_proxy::config::Service, bool> = HashMap::new();
@@ -395,7 +431,8 @@ fn callers_behind(
             })
         })
         .filter(|(pod, c)| applied.get(*pod) != Some(&c.version))
-        .count()
+        .map(|(pod, _)| pod)
+        .collect()
 }
 
 /// The workloads `policy` governs.
@@ -463,7 +500,7 @@ fn event(key: &ObjectKey, reason: &str, note: String, warning: bool) -> Event {
     }
 }
 
-fn hold_event(key: &ObjectKey, h: &Hold, at: u8) -> Event {
+fn hold_event(key: &ObjectKey, h: &Hold, at: u8, behind: &str) -> Event {
     let note = match h {
         Hold::TooFewRequests { seen, needed } => format!(
             "mTLS rollout holds at {at} %: callers sent {seen} of the {needed} requests a step needs to judge it (rollout.auto.minRequestsPerStep); set rollout.auto.advanceWithoutTraffic to move on without traffic"
@@ -472,7 +509,7 @@ fn hold_event(key: &ObjectKey, h: &Hold, at: u8) -> Event {
             "Strict waits: {n} plaintext requests reached the workloads in the last interval (see status.plaintextSources)"
         ),
         Hold::NotSafe(Safety::CallersBehind(n)) => format!(
-            "Strict waits: {n} callers do not hold the config in force yet, so they may still call in plaintext"
+            "Strict waits: {n} callers do not hold the config in force yet ({behind}), so they may still call in plaintext; a proxy that is not running or cannot reach the operator holds it up until it does"
         ),
         Hold::NotSafe(Safety::NoTraffic) => "Strict waits: no request reached the workloads in the last interval, so nothing shows who Strict would refuse; set rollout.auto.advanceWithoutTraffic to enforce it anyway".into(),
         Hold::NotSafe(Safety::NotObserved) => "Strict waits: the operator has not heard from the workloads' proxies for a whole interval yet".into(),

@@ -318,3 +318,39 @@ async fn new_counts_alone_reach_status_at_most_every_thirty_seconds() {
     assert_eq!(rig.view.borrow()[&key()].traffic.mtls_requests, 5);
     assert_eq!(rig.view.borrow()[&key()].phase, EncryptionPhase::Encrypted);
 }
+
+#[tokio::test]
+async fn an_edit_of_the_interval_keeps_where_the_rollout_stands() {
+    let mut rig = rig(crate::source::dir::snapshot_of(REGISTRY, AUTO), true);
+    let t0 = Instant::now();
+    let checkout = ObjectKey::new("shop", "checkout");
+    rig.memory.book.add(checkout.clone(), calls(30, 0), t0);
+    rig.tick(t0).await;
+    rig.tick(t0 + 10 * S).await;
+    assert_eq!(rig.percent().unwrap().percent, 50);
+    // The administrator slows the rollout down: a new generation, the same meaning.
+    let slower = AUTO.replace("interval: 10s", "interval: 20s");
+    let snapshot = crate::source::dir::snapshot_of(REGISTRY, &slower);
+    rig.hub.publish(Published {
+        configs: compile(&snapshot, &Options::default()).configs,
+        snapshot: Arc::new(snapshot),
+        seen_at: Instant::now(),
+    });
+    rig.tick(t0 + 11 * S).await;
+    assert_eq!(rig.percent().unwrap().percent, 50, "not back to 0 %");
+    assert_eq!(
+        reasons(&rig.events),
+        ["RolloutStarted", "RolloutAdvanced"],
+        "not started over"
+    );
+    // Other steps mean another rollout: it starts over.
+    let other = AUTO.replace("steps: [50, 100]", "steps: [25, 100]");
+    let snapshot = crate::source::dir::snapshot_of(REGISTRY, &other);
+    rig.hub.publish(Published {
+        configs: compile(&snapshot, &Options::default()).configs,
+        snapshot: Arc::new(snapshot),
+        seen_at: Instant::now(),
+    });
+    rig.tick(t0 + 12 * S).await;
+    assert_eq!(rig.percent().unwrap().percent, 0);
+}

@@ -17,6 +17,7 @@ use crate::compiler::{conflicts, service_for_host};
 use crate::healer::HealingView;
 use crate::registry::{Kind, ObjectKey, Observed, Snapshot};
 use crate::rollout::{EncryptionState, EncryptionView, Safety, phase};
+use crate::source::recorded::progress_of;
 
 /// The condition type every braid resource carries.
 pub const ACCEPTED: &str = "Accepted";
@@ -134,6 +135,7 @@ pub fn compute(
             ));
             status.phase = Some(state.phase);
             status.current_percent = Some(u32::from(state.percent));
+            status.progress_of = obs.accepted.as_ref().map(|p| progress_of(&p.spec));
             status.step_started_at = state.step_started_at.map(Time);
             status.traffic = Some(state.traffic.clone());
             status.plaintext_sources = state.plaintext_sources.clone();
@@ -145,6 +147,7 @@ pub fn compute(
             // what every replica compiles with and resumes from.
             status.phase = Some(phase(policy.spec.mode, p.strict, p.percent));
             status.current_percent = Some(u32::from(p.percent));
+            status.progress_of = Some(progress_of(&policy.spec));
         }
         status.conditions = conditions;
         push(&mut out, Kind::EncryptionPolicy, obs, &status, previous);
@@ -317,7 +320,8 @@ fn safe_to_enforce(
             "Unknown",
             "CallersBehind",
             format!(
-                "{n} callers do not hold the config in force yet (see status.proxies of their resources), so they may still call in plaintext"
+                "{n} callers do not hold the config in force yet ({}), so they may still call in plaintext: a proxy that is not running or cannot reach the operator holds this up until it does",
+                state.callers_behind
             ),
         ),
         Safety::Safe => (

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, header};
 use http_body_util::Full;
 use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client};
@@ -262,6 +262,12 @@ impl Relay {
         }
     }
 
+    fn drop_connection(&self) {
+        if let Ok(mut c) = self.connection.lock() {
+            *c = None;
+        }
+    }
+
     fn forget_leader(&self) {
         if let Ok(mut cached) = self.leader.lock() {
             *cached = None;
@@ -275,10 +281,15 @@ impl Relay {
         body: Bytes,
     ) -> Result<(), Failure> {
         match tokio::time::timeout(RELAY_TIMEOUT, self.send(addr, headers, body)).await {
-            Err(_) => Err(Failure::NotReached(format!(
-                "no answer within {}s",
-                RELAY_TIMEOUT.as_secs()
-            ))),
+            Err(_) => {
+                // A leader that stopped answering (its node gone): the next report opens a
+                // new connection rather than waiting on this one again.
+                self.drop_connection();
+                Err(Failure::NotReached(format!(
+                    "no answer within {}s",
+                    RELAY_TIMEOUT.as_secs()
+                )))
+            }
             Ok(r) => r,
         }
     }
@@ -305,7 +316,12 @@ impl Relay {
             .connect(self.server_name.clone(), tcp)
             .await
             .map_err(|e| unreached(format!("TLS: {e}")))?;
-        let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        // Pings find a leader that vanished without closing the connection.
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(RELAY_TIMEOUT)
+            .keep_alive_timeout(RELAY_TIMEOUT)
+            .handshake(TokioIo::new(tls))
             .await
             .map_err(|e| unreached(e.to_string()))?;
         tokio::spawn(conn);
@@ -342,9 +358,7 @@ impl Relay {
             Ok(resp) => resp,
             Err(e) => {
                 // A kept connection the leader closed: the next report opens another.
-                if let Ok(mut c) = self.connection.lock() {
-                    *c = None;
-                }
+                self.drop_connection();
                 return Err(unreached(e.to_string()));
             }
         };

@@ -15,6 +15,7 @@ pub mod registry_file;
 pub mod resources;
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -91,7 +92,8 @@ impl DirSource {
             let Some(policy) = snapshot.encryption_policies.get(&key) else {
                 continue;
             };
-            if let Some(p) = recorded_progress(policy.generation, &doc["status"]) {
+            let spec = policy.accepted.as_deref().map(|p| &p.spec);
+            if let Some(p) = recorded_progress(policy.generation, spec, &doc["status"]) {
                 out.insert(key, p);
             }
         }
@@ -201,7 +203,10 @@ fn status_fingerprint(dir: &Path) -> Fingerprint {
                 return None;
             }
             let meta = std::fs::metadata(&path).ok()?;
-            Some((path, meta.modified().ok(), meta.len()))
+            // The sink replaces a status file by renaming a new one over it: a new inode,
+            // even when time and size look the same (10 % → 25 %).
+            let stamp = (meta.ino() << 32) ^ meta.len();
+            Some((path, meta.modified().ok(), stamp))
         })
         .collect();
     out.sort();

@@ -223,8 +223,10 @@ impl Generations {
         // Deleted resources are forgotten: re-created, they start over at generation 1.
         let changed = live != self.seen;
         self.seen = live;
-        if let (Some(file), Some(lock)) = (&file, lock) {
-            if changed && let Err(e) = self.store(file) {
+        if let (Some(file), Some((lock, fresh))) = (&file, lock) {
+            if (changed || fresh)
+                && let Err(e) = self.store(file)
+            {
                 errors.push(format!("{}: {e}", file.display()));
             }
             drop(lock);
@@ -234,7 +236,9 @@ impl Generations {
 
     /// Takes the file's lock and what it holds (other replicas' numbering wins over
     /// this one's memory).
-    fn load(&mut self, file: &Path) -> std::io::Result<std::fs::File> {
+    /// Also says whether the file must be written even if nothing changed (it is
+    /// missing, or was unreadable).
+    fn load(&mut self, file: &Path) -> std::io::Result<(std::fs::File, bool)> {
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -246,8 +250,14 @@ impl Generations {
         lock.lock()?;
         match std::fs::read(file) {
             Ok(bytes) => {
-                let kept: Kept = serde_json::from_slice(&bytes)
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+                let Ok(kept) = serde_json::from_slice::<Kept>(&bytes) else {
+                    // Unreadable (hand-edited, a disk fault): set aside and written anew
+                    // from what this replica knows, rather than never shared again.
+                    let aside = file.with_extension("json.unreadable");
+                    tracing::error!(file = %file.display(), moved_to = %aside.display(), "generations file does not parse; numbering from memory and writing it anew");
+                    let _ = std::fs::rename(file, &aside);
+                    return Ok((lock, true));
+                };
                 self.seen = kept
                     .resources
                     .into_iter()
@@ -257,10 +267,10 @@ impl Generations {
                     })
                     .collect();
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((lock, true)),
             Err(e) => return Err(e),
         }
-        Ok(lock)
+        Ok((lock, false))
     }
 
     fn store(&self, file: &Path) -> std::io::Result<()> {

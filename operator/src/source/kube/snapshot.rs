@@ -85,6 +85,15 @@ impl Assembler {
                 workload(p, opted_in).map(|w| (w.key.clone(), Arc::new(w)))
             })
             .collect();
+        let encryption_policies = by_key(
+            self.encryption_policies
+                .observe_all(objects.encryption_policies.iter().map(|o| &**o)),
+        );
+        let rollout_status = objects
+            .encryption_policies
+            .iter()
+            .filter_map(|o| rollout_status(o, &encryption_policies))
+            .collect();
         Snapshot {
             services,
             workloads,
@@ -92,31 +101,32 @@ impl Assembler {
                 self.traffic_routes
                     .observe_all(objects.traffic_routes.iter().map(|o| &**o)),
             ),
-            encryption_policies: by_key(
-                self.encryption_policies
-                    .observe_all(objects.encryption_policies.iter().map(|o| &**o)),
-            ),
+            encryption_policies,
             self_healings: by_key(
                 self.self_healings
                     .observe_all(objects.self_healings.iter().map(|o| &**o)),
             ),
             meshed_namespaces: objects.meshed_namespaces.clone(),
-            rollout_status: objects
-                .encryption_policies
-                .iter()
-                .filter_map(|o| rollout_status(o))
-                .collect(),
+            rollout_status,
         }
     }
 }
 
-/// The rollout progress an EncryptionPolicy's status records (see [`recorded_progress`]).
-fn rollout_status(obj: &DynamicObject) -> Option<(ObjectKey, Progress)> {
+/// The rollout progress an EncryptionPolicy's status records (see [`recorded_progress`]),
+/// for the spec in force of it among `policies`.
+fn rollout_status(
+    obj: &DynamicObject,
+    policies: &BTreeMap<ObjectKey, Observed<EncryptionPolicy>>,
+) -> Option<(ObjectKey, Progress)> {
     let key = ObjectKey::new(
         obj.metadata.namespace.as_deref()?,
         obj.metadata.name.as_deref()?,
     );
-    let progress = recorded_progress(obj.metadata.generation, obj.data.get("status")?)?;
+    let spec = policies
+        .get(&key)
+        .and_then(|o| o.accepted.as_deref())
+        .map(|p| &p.spec);
+    let progress = recorded_progress(obj.metadata.generation, spec, obj.data.get("status")?)?;
     Some((key, progress))
 }
 
@@ -204,8 +214,9 @@ mod tests {
             "spec": {"mode": "Permissive"},
             "status": {"observedGeneration": 3, "currentPercent": 25, "phase": "RollingOut"}
         });
+        let none = BTreeMap::new();
         assert_eq!(
-            rollout_status(&policy),
+            rollout_status(&policy, &none),
             Some((
                 ObjectKey::new("shop", "pay"),
                 Progress {
@@ -215,7 +226,11 @@ mod tests {
             ))
         );
         policy.data["status"]["observedGeneration"] = 2.into();
-        assert_eq!(rollout_status(&policy), None, "written for another spec");
+        assert_eq!(
+            rollout_status(&policy, &none),
+            None,
+            "written for another spec"
+        );
     }
 
     #[test]
