@@ -370,3 +370,27 @@ async fn a_response_with_both_framings_is_refused_on_both_paths() {
         "{got}"
     );
 }
+
+/// A request body with a coding other than chunked would reach the backend decoded of
+/// its chunks but not of its gzip, and labelled plain: refused with 501 (RFC 9112 §6.1),
+/// as nginx does, and never sent upstream.
+#[tokio::test]
+async fn a_request_coding_other_than_chunked_is_refused_with_501() {
+    let (upstream, seen) = scripted(1 << 20).await;
+    let (_proxy, front) = relay_to(upstream).await;
+    let mut c = TcpStream::connect(front).await.unwrap();
+    let got = sized(
+        &mut c,
+        "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 501 Not Implemented\r\n"), "{got}");
+    assert!(
+        got.contains("transfer-encoding gzip is not supported"),
+        "{got}"
+    );
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing reached the backend"
+    );
+}

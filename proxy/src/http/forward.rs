@@ -237,6 +237,9 @@ impl Forwarder {
         route: &Route,
         sticky: &Sticky,
     ) -> Response<ProxyBody> {
+        if let Some(coding) = super::headers::unsupported_coding(req.headers()) {
+            return error_response(&ForwardError::UnsupportedCoding(coding));
+        }
         let started = match self.begin(is_probe(&req), route, |_| true) {
             Ok(Some(started)) => started,
             Ok(None) => return error_response(&ForwardError::NoRoute(route.describe())),

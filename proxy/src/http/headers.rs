@@ -36,6 +36,18 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The first transfer coding of a request other than `chunked`, which the proxy cannot
+/// pass on (hyper decodes only chunked, and would forward a gzip body as if plain).
+pub fn unsupported_coding(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(str::trim)
+        .find(|t| !t.is_empty() && !t.eq_ignore_ascii_case("chunked"))
+        .map(str::to_owned)
+}
+
 /// Removes hop-by-hop headers, including those named in `Connection`. With `upgrade`,
 /// `Connection: upgrade` and `Upgrade` are kept so a WebSocket handshake passes.
 /// `TE: trailers` is kept: gRPC needs it end to end.
@@ -103,6 +115,26 @@ mod tests {
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
         assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn only_chunked_is_a_coding_passed_on() {
+        assert_eq!(
+            unsupported_coding(&map(&[("transfer-encoding", "chunked")])),
+            None
+        );
+        assert_eq!(unsupported_coding(&map(&[])), None);
+        assert_eq!(
+            unsupported_coding(&map(&[("transfer-encoding", "gzip, chunked")])),
+            Some("gzip".into())
+        );
+        assert_eq!(
+            unsupported_coding(&map(&[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "x-custom")
+            ])),
+            Some("x-custom".into())
+        );
     }
 
     #[test]

@@ -74,6 +74,12 @@ pub enum ForwardError {
     /// was refused.
     #[error("mTLS: {0}")]
     Tls(crate::tls::TlsError),
+    /// The request's body has a transfer coding other than chunked, which the proxy would
+    /// drop on the way (RFC 9112 §6.1: a server answers 501).
+    #[error(
+        "transfer-encoding {0} is not supported: send the body chunked, or with a content-length"
+    )]
+    UnsupportedCoding(String),
     /// A plaintext request on a connection whose port has since turned Strict.
     #[error("plaintext refused: port {0} accepts mTLS only (Strict)")]
     PlaintextRefused(u16),
@@ -93,6 +99,7 @@ impl ForwardError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::UnsupportedCoding(_) => StatusCode::NOT_IMPLEMENTED,
             Self::RequestBody(_) => StatusCode::BAD_REQUEST,
             Self::PlaintextRefused(_) => StatusCode::FORBIDDEN,
             Self::FaultAbort(status) => *status,
