@@ -130,8 +130,11 @@ pub struct RunArgs {
     /// How often the config file is checked for changes, in milliseconds.
     #[arg(long, env = "BRAID_CONFIG_POLL_MS", default_value_t = 500)]
     pub config_poll_ms: u64,
-    /// Log filter, e.g. info or braid_proxy=debug; change it live with POST /logging?level=.
-    #[arg(long, env = "BRAID_LOG_LEVEL", default_value = "info")]
+    /// Log filter: a level (trace, debug, info, warn, error, off) or comma-separated
+    /// `target=level` directives with at most one plain level, e.g. `info` or
+    /// `warn,braid_proxy=debug`; anything else is refused. Change it live with
+    /// POST /logging?level=.
+    #[arg(long, env = "BRAID_LOG_LEVEL", default_value = "info", value_name = "FILTER", value_parser = parse_log_filter)]
     pub log_level: String,
     /// Log as JSON lines.
     #[arg(long, env = "BRAID_LOG_JSON")]
@@ -143,6 +146,49 @@ pub struct RunArgs {
     /// injector writes this).
     #[arg(long, env = "BRAID_APP_PROBES", default_value = "")]
     pub app_probes: String,
+}
+
+/// The levels a log filter may name.
+pub const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Checks a log filter (`--log-level`, `POST /logging?level=`): a plain level, or
+/// comma-separated `target=level` directives (a target is a Rust module path such as
+/// `braid_proxy::http`) with at most one plain level among them. tracing's `EnvFilter`
+/// alone would take a typo like `loud` as a target name with no level and log nothing,
+/// so only this subset is let through. Returns the filter as given.
+pub fn parse_log_filter(filter: &str) -> Result<String, String> {
+    let accepted = || {
+        format!(
+            "accepted: one of {} or target=level directives, comma-separated (e.g. warn,braid_proxy=debug)",
+            LOG_LEVELS.join(", ")
+        )
+    };
+    let is_level = |s: &str| LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(s));
+    let is_target = |s: &str| {
+        !s.is_empty()
+            && s.split("::").all(|part| {
+                !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+    };
+    let mut plain = 0;
+    for directive in filter.split(',') {
+        let directive = directive.trim();
+        let ok = match directive.split_once('=') {
+            Some((target, level)) => is_target(target) && is_level(level),
+            None if is_level(directive) => {
+                plain += 1;
+                true
+            }
+            None => false,
+        };
+        if !ok {
+            return Err(format!("{directive:?} is not a log level; {}", accepted()));
+        }
+    }
+    if plain > 1 {
+        return Err(format!("more than one plain level; {}", accepted()));
+    }
+    Ok(filter.to_owned())
 }
 
 /// Flags of `braid-proxy wait-ready`.
@@ -238,6 +284,40 @@ mod tests {
         for flag in ["--operator-ca", "--pod-name", "--pod-namespace"] {
             assert!(err.contains(flag), "{flag}: {err}");
         }
+    }
+
+    #[test]
+    fn log_filters_are_levels_or_target_directives() {
+        for good in [
+            "info",
+            "OFF",
+            "warn,braid_proxy=debug",
+            "braid_proxy::http=trace, hyper=warn",
+        ] {
+            assert_eq!(parse_log_filter(good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "loud",
+            "verbose",
+            "",
+            "info,",
+            "braid_proxy=",
+            "=debug",
+            "braid_proxy=loud",
+            "info,debug",
+            "[span]=info",
+            "3",
+        ] {
+            let err = parse_log_filter(bad).unwrap_err();
+            assert!(
+                err.contains("accepted: one of trace, debug"),
+                "{bad}: {err}"
+            );
+        }
+        let err = parse(&["--config", "c.yaml", "--log-level", "loud"]).unwrap_err();
+        assert!(err.contains("--log-level <FILTER>"), "{err}");
+        assert!(err.contains("\"loud\" is not a log level"), "{err}");
+        assert_eq!(parse(&["--config", "c.yaml"]).unwrap().log_level, "info");
     }
 
     #[test]

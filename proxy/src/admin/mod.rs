@@ -184,6 +184,14 @@ async fn logging(
             "missing ?level=, e.g. ?level=debug or ?level=braid_proxy=trace\n".to_owned(),
         );
     };
+    // EnvFilter takes almost any string (a typo becomes a target with no level), so the
+    // filter is checked against what `--log-level` accepts first.
+    if let Err(e) = crate::cli::parse_log_filter(level) {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("level {level:?} refused: {e}\n"),
+        );
+    }
     match (s.set_log_level)(level) {
         Ok(()) => (StatusCode::OK, format!("log level set to {level}\n")),
         Err(e) => (
