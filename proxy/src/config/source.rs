@@ -5,14 +5,28 @@
 //! them in atomically. A config that does not load or compile is refused with a log line
 //! naming the error, and the last good one stays in force.
 
+mod yaml_depth;
+
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use serde::de::{self, DeserializeSeed, Visitor};
 use tokio_util::sync::CancellationToken;
 
 use super::{ProxyConfig, Tables};
+
+/// The largest config file read: 64 MiB. The operator's config for a pod that sees 5,000
+/// services is about 9 MB, so this leaves room for a mesh several times that, while a
+/// runaway or hostile file is refused before it is held in memory and parsed.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How deeply a config file may nest mappings and lists. A ProxyConfig nests about a
+/// dozen levels (routes are the deepest); the parsers' own limits are 128, but the YAML
+/// scanner spends time proportional to the depth on every token before its limit applies.
+pub const MAX_CONFIG_DEPTH: usize = 64;
 
 /// Why a config was refused.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +38,14 @@ pub enum ConfigError {
         path: PathBuf,
         /// What failed.
         source: std::io::Error,
+    },
+    /// The file is larger than [`MAX_CONFIG_FILE_BYTES`]; it was not parsed.
+    #[error("reading {path}: larger than the limit of {limit} bytes (64 MiB); not parsed")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// [`MAX_CONFIG_FILE_BYTES`].
+        limit: u64,
     },
     /// The file is not a valid ProxyConfig.
     #[error("parsing {path}: {message}")]
@@ -43,22 +65,54 @@ pub enum ConfigError {
 
 /// Reads a ProxyConfig from a YAML or JSON file.
 pub fn load_file(path: &Path) -> Result<ProxyConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    parse(path, &text)
+    parse(path, &read_bounded(path)?)
 }
 
-/// Parses the text of a config file (YAML, or JSON, which is YAML too). It goes through
+/// Reads `path`, refusing it past [`MAX_CONFIG_FILE_BYTES`] (without reading further).
+fn read_bounded(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let read_err = |source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CONFIG_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_CONFIG_FILE_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.to_owned(),
+            limit: MAX_CONFIG_FILE_BYTES,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Parses the bytes of a config file (YAML, or JSON, which is YAML too). It goes through
 /// a JSON value so the file and the operator's JSON stream share one shape, and errors
-/// name the field (`listeners[0].bind: invalid socket address`).
-fn parse(path: &Path, text: &str) -> Result<ProxyConfig, ConfigError> {
+/// name the field (`listeners[0].bind: invalid socket address`). Refused before that:
+/// text that is not UTF-8, flow nesting deeper than [`MAX_CONFIG_DEPTH`] (checked by a
+/// linear pre-pass, see `yaml_depth`); while building the value: a key that appears
+/// twice in a mapping (the parsers would let the last one win silently), and any nesting
+/// deeper than [`MAX_CONFIG_DEPTH`].
+fn parse(path: &Path, bytes: &[u8]) -> Result<ProxyConfig, ConfigError> {
     let err = |message: String| ConfigError::Parse {
         path: path.to_owned(),
         message,
     };
-    let value: serde_json::Value = serde_norway::from_str(text).map_err(|e| err(e.to_string()))?;
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let at = e.valid_up_to();
+        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        err(format!(
+            "not UTF-8: invalid byte at line {line} (byte offset {at}); save the file as UTF-8"
+        ))
+    })?;
+    if let Err(at) = yaml_depth::check(text, MAX_CONFIG_DEPTH) {
+        return Err(err(format!(
+            "nested deeper than {MAX_CONFIG_DEPTH} levels at line {} column {}",
+            at.line, at.column
+        )));
+    }
+    let value = checked_value(serde_norway::Deserializer::from_str(text)).map_err(err)?;
     let mut unknown = Vec::new();
     let config = deserialize_named(value, &mut unknown).map_err(err)?;
     match unknown.first() {
@@ -67,6 +121,196 @@ fn parse(path: &Path, text: &str) -> Result<ProxyConfig, ConfigError> {
             "{path}: unknown field; check its spelling (every unknown field: {})",
             unknown.join(", ")
         ))),
+    }
+}
+
+/// Deserializes a YAML document into a JSON value, refusing duplicate keys and nesting
+/// deeper than [`MAX_CONFIG_DEPTH`]. serde_norway's errors name where
+/// (`services[0].name: …`).
+fn checked_value<'de, D>(de: D) -> Result<serde_json::Value, String>
+where
+    D: de::Deserializer<'de>,
+{
+    Checked { depth: 0 }
+        .deserialize(de)
+        .map_err(|e| e.to_string())
+}
+
+/// Builds a JSON value `depth` levels down.
+#[derive(Clone, Copy)]
+struct Checked {
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Checked {
+    type Value = serde_json::Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl Checked {
+    fn nest<E: de::Error>(self) -> Result<Self, E> {
+        if self.depth >= MAX_CONFIG_DEPTH {
+            return Err(E::custom(format_args!(
+                "nested deeper than {MAX_CONFIG_DEPTH} levels"
+            )));
+        }
+        Ok(Self {
+            depth: self.depth + 1,
+        })
+    }
+}
+
+impl<'de> Visitor<'de> for Checked {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON-compatible value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Self::Value, E> {
+        i64::try_from(v)
+            .map(Into::into)
+            .map_err(|_| E::custom(format_args!("number {v} out of range")))
+    }
+
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Self::Value, E> {
+        u64::try_from(v)
+            .map(Into::into)
+            .map_err(|_| E::custom(format_args!("number {v} out of range")))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        // As serde_json's own Value does: NaN and infinities have no JSON form.
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_some<D: de::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        self.deserialize(de)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let inner = self.nest()?;
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(item) = seq.next_element_seed(inner)? {
+            items.push(item);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let inner = self.nest()?;
+        let mut entries = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if entries.contains_key(&key) {
+                // Failing inside the value puts the key on the error's path.
+                return map.next_value_seed(Duplicate);
+            }
+            let value = map.next_value_seed(inner)?;
+            entries.insert(key, value);
+        }
+        Ok(serde_json::Value::Object(entries))
+    }
+}
+
+/// The value of a key seen before in the same mapping: always an error.
+struct Duplicate;
+
+impl Duplicate {
+    fn error<E: de::Error>() -> E {
+        E::custom(
+            "duplicate key (a key may appear once in a mapping; the parser would keep only the last)",
+        )
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Duplicate {
+    type Value = serde_json::Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        // Through the deserializer, not straight away, so that serde_norway adds the
+        // path and the line to the error.
+        de.deserialize_any(self)
+    }
+}
+
+/// Fails on whatever value it is shown.
+macro_rules! refuse {
+    ($($name:ident($($arg:ty),*)),* $(,)?) => {
+        $(fn $name<E: de::Error>(self, $(_: $arg),*) -> Result<Self::Value, E> {
+            Err(Self::error())
+        })*
+    };
+}
+
+impl<'de> Visitor<'de> for Duplicate {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no value (the key is a duplicate)")
+    }
+
+    refuse!(
+        visit_bool(bool),
+        visit_i64(i64),
+        visit_u64(u64),
+        visit_i128(i128),
+        visit_u128(u128),
+        visit_f64(f64),
+        visit_str(&str),
+        visit_bytes(&[u8]),
+        visit_unit(),
+        visit_none(),
+    );
+
+    fn visit_some<D: de::Deserializer<'de>>(self, _: D) -> Result<Self::Value, D::Error> {
+        Err(Self::error())
+    }
+
+    fn visit_newtype_struct<D: de::Deserializer<'de>>(self, _: D) -> Result<Self::Value, D::Error> {
+        Err(Self::error())
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        Err(Self::error())
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        Err(Self::error())
+    }
+
+    fn visit_enum<A: de::EnumAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        Err(Self::error())
     }
 }
 
@@ -160,30 +404,52 @@ impl FileSource {
     }
 
     /// Loads the file once; the proxy refuses to start on a bad initial config.
-    pub fn load_initial(&self, store: &ConfigSource) -> Result<String, ConfigError> {
-        let text = std::fs::read_to_string(&self.path).map_err(|source| ConfigError::Read {
-            path: self.path.clone(),
-            source,
-        })?;
-        store.apply(parse(&self.path, &text)?)?;
-        Ok(text)
+    pub fn load_initial(&self, store: &ConfigSource) -> Result<Vec<u8>, ConfigError> {
+        let bytes = read_bounded(&self.path)?;
+        store.apply(parse(&self.path, &bytes)?)?;
+        Ok(bytes)
     }
 
-    /// Applies every change until `stop` fires. Bad versions are logged and skipped.
-    pub async fn watch(self, store: Arc<ConfigSource>, mut last: String, stop: CancellationToken) {
+    /// Applies every change until `stop` fires. Bad versions are logged once each and
+    /// skipped, the last good config staying in force.
+    pub async fn watch(self, store: Arc<ConfigSource>, mut last: Vec<u8>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(self.interval);
+        // A file that cannot be read (too large, no permission) stays so across polls:
+        // its refusal is logged when it changes, not every poll.
+        let mut last_refusal: Option<String> = None;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let Ok(text) = tokio::fs::read_to_string(&self.path).await else {
-                continue; // a file being replaced may be briefly absent
+            let path = self.path.clone();
+            let read = tokio::task::spawn_blocking(move || read_bounded(&path)).await;
+            let bytes = match read {
+                Ok(Ok(bytes)) => bytes,
+                // A file being replaced may be briefly absent.
+                Ok(Err(ConfigError::Read { source, .. }))
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    let message = e.to_string();
+                    if last_refusal.as_ref() != Some(&message) {
+                        tracing::error!(error = %message, "config refused; keeping the last good one");
+                        last_refusal = Some(message);
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the config file failed");
+                    continue;
+                }
             };
-            if text == last {
+            last_refusal = None;
+            if bytes == last {
                 continue;
             }
-            last = text;
+            last = bytes;
             match parse(&self.path, &last).and_then(|cfg| store.apply(cfg)) {
                 Ok(()) => {}
                 Err(e) => tracing::error!(error = %e, "config refused; keeping the last good one"),
@@ -216,6 +482,41 @@ mod tests {
     }
 
     #[test]
+    fn duplicate_keys_deep_nesting_and_bad_utf8_fail_a_file() {
+        let err = |text: &[u8]| parse(Path::new("c.yaml"), text).unwrap_err().to_string();
+        let e = err(b"version: a\nlisteners: []\nlisteners: []\n");
+        assert!(e.contains("listeners: duplicate key"), "{e}");
+        let e = err(b"services:\n- name: a\n  name: b\n");
+        assert!(e.contains("services[0].name: duplicate key"), "{e}");
+        let e = err(br#"{"version": "a", "version": "b"}"#);
+        assert!(e.contains("version: duplicate key"), "{e}");
+        // The same key in two mappings is no duplicate.
+        parse(Path::new("c.yaml"), b"services:\n- name: a\n- name: b\n").unwrap();
+
+        let e = err(b"version: caf\xe9\n");
+        assert!(
+            e.contains("not UTF-8: invalid byte at line 1 (byte offset 12)"),
+            "{e}"
+        );
+
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let e = err(format!("node: {}", nested(65)).as_bytes());
+        assert!(
+            e.contains("nested deeper than 64 levels at line 1 column 71"),
+            "{e}"
+        );
+        // Block nesting passes the flow pre-pass and is stopped while building the value.
+        let block: String = (1..=70).map(|i| format!("{}k:\n", " ".repeat(i))).collect();
+        let e = err(format!("node:\n{block}").as_bytes());
+        assert!(e.contains("node.k.k.k"), "{e}");
+        assert!(e.contains("nested deeper than 64 levels at line 65"), "{e}");
+        // 64 levels are fine, 65 are not.
+        let value = |text: &str| checked_value(serde_norway::Deserializer::from_str(text));
+        assert!(value(&nested(64)).is_ok());
+        assert!(value(&nested(65)).is_err());
+    }
+
+    #[test]
     fn unknown_fields_fail_a_file_but_not_the_stream() {
         // A typo in a hand-written file is an error naming it...
         let err = parse(
@@ -224,7 +525,8 @@ mod tests {
 listeners: []
 services:
 - {name: a, vip: [10.0.0.1]}
-",
+"
+            .as_bytes(),
         )
         .unwrap_err()
         .to_string();
