@@ -607,6 +607,8 @@ fn outcome<A: Answer>(result: &Result<A, ForwardError>) -> AttemptOutcome {
     match result {
         Ok(resp) => AttemptOutcome::Status(resp.status()),
         Err(ForwardError::Tls(e)) if e.is_local() => AttemptOutcome::Local,
+        // The caller's own body broke: another endpoint would fare no better.
+        Err(ForwardError::RequestBody(_)) => AttemptOutcome::Local,
         // A refused mTLS handshake happens before any request byte leaves.
         Err(ForwardError::Connect(_) | ForwardError::ConnectTimeout | ForwardError::Tls(_)) => {
             AttemptOutcome::ConnectFailure

@@ -57,8 +57,9 @@ pub enum ForwardError {
     /// The rule's rate limit is spent; the caller may try again after this long.
     #[error("rate limited: retry after {} ms", .0.as_millis())]
     RateLimited(std::time::Duration),
-    /// The caller's request body failed while it was being buffered for a retry or
-    /// mirror.
+    /// The caller's request body failed (malformed chunks, or the caller went away before
+    /// sending all it announced) while it was being buffered or sent: the caller's fault,
+    /// never held against the endpoint.
     #[error("request body failed: {0}")]
     RequestBody(hyper::Error),
     /// The rule's fault injection answered instead of the upstream.
@@ -86,6 +87,19 @@ pub enum ForwardError {
 }
 
 impl ForwardError {
+    /// What a failed send to an upstream means: the caller's body failing under it (hyper
+    /// reports that as a user error caused by the body's own error), or the upstream.
+    pub fn sending(e: hyper::Error) -> Self {
+        let from_body = e.is_user()
+            && std::error::Error::source(&e)
+                .is_some_and(|s| s.downcast_ref::<hyper::Error>().is_some());
+        if from_body {
+            Self::RequestBody(e)
+        } else {
+            Self::Upstream(e)
+        }
+    }
+
     /// The status the caller receives.
     pub fn status(&self) -> StatusCode {
         match self {

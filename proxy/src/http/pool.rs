@@ -228,7 +228,7 @@ impl Pool {
                 }
                 Err(mut e) => match e.take_message() {
                     Some(back) => req = back,
-                    None => return Err(ForwardError::Upstream(e.into_error())),
+                    None => return Err(ForwardError::sending(e.into_error())),
                 },
             }
         }
@@ -236,7 +236,7 @@ impl Pool {
         let resp = sender
             .send_request(req)
             .await
-            .map_err(ForwardError::Upstream)?;
+            .map_err(ForwardError::sending)?;
         sticky.put(up, sender);
         Ok(resp)
     }
@@ -252,7 +252,7 @@ impl Pool {
         sender
             .send_request(req)
             .await
-            .map_err(ForwardError::Upstream)
+            .map_err(ForwardError::sending)
     }
 
     /// Opens a relayed HTTP/1.1 connection of `up`'s kind.
@@ -402,7 +402,7 @@ async fn send_h2_once(
 ) -> Result<Response<Incoming>, (Option<Request<UpBody>>, ForwardError)> {
     sender.try_send_request(req).await.map_err(|mut e| {
         let req = e.take_message();
-        (req, ForwardError::Upstream(e.into_error()))
+        (req, ForwardError::sending(e.into_error()))
     })
 }
 

@@ -34,8 +34,8 @@ pub enum AttemptOutcome {
     Reset,
     /// The attempt's own deadline passed.
     PerTryTimeout,
-    /// This proxy could not send it (no certificate yet): another endpoint would fare
-    /// no better, so it is never retried.
+    /// It could not be sent for a reason no other endpoint changes (this proxy has no
+    /// certificate yet, the caller's body broke): never retried.
     Local,
 }
 
