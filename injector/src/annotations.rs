@@ -229,10 +229,11 @@ impl Overrides {
     }
 }
 
-/// The proxy's own rule (`EnvFilter::try_new` of `--log-level`), so that a filter the
-/// proxy would exit on at start is refused before the pod exists.
-fn log_filter(value: &str) -> Result<(), tracing_subscriber::filter::ParseError> {
-    tracing_subscriber::EnvFilter::try_new(value).map(drop)
+/// The proxy's own rule for `--log-level` (the same function), so that a filter the
+/// proxy would exit on at start, or a typo it would read as a target and log nothing
+/// for, is refused before the pod exists.
+fn log_filter(value: &str) -> Result<(), String> {
+    braid_proxy::cli::parse_log_filter(value).map(drop)
 }
 
 /// The message for a `braid.dev/` key braid does not know: the closest known name, if
