@@ -213,6 +213,33 @@ async fn access_check_retries_a_server_error() {
     );
 }
 
+/// Runs the Kubernetes source on `client` until its first snapshot: the snapshot, and
+/// how to stop the source and wait for it.
+async fn first_snapshot(
+    client: kube::Client,
+) -> (
+    std::sync::Arc<braid_operator::registry::Snapshot>,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<Result<(), braid_operator::source::SourceError>>,
+) {
+    let (tx, mut rx) = tokio::sync::watch::channel(std::sync::Arc::new(
+        braid_operator::registry::Snapshot::default(),
+    ));
+    rx.mark_unchanged();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(braid_operator::source::Source::run(
+        KubeSource::new(client),
+        tx,
+        stop.clone(),
+    ));
+    tokio::time::timeout(std::time::Duration::from_secs(10), rx.changed())
+        .await
+        .expect("a first snapshot")
+        .unwrap();
+    let snap = rx.borrow_and_update().clone();
+    (snap, stop, task)
+}
+
 #[tokio::test]
 async fn the_source_publishes_what_the_api_server_lists() {
     let pod =
@@ -252,21 +279,7 @@ async fn the_source_publishes_what_the_api_server_lists() {
             serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "5"}, "items": items}),
         )
     });
-    let (tx, mut rx) = tokio::sync::watch::channel(std::sync::Arc::new(
-        braid_operator::registry::Snapshot::default(),
-    ));
-    rx.mark_unchanged();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(braid_operator::source::Source::run(
-        KubeSource::new(client),
-        tx,
-        stop.clone(),
-    ));
-    tokio::time::timeout(std::time::Duration::from_secs(10), rx.changed())
-        .await
-        .expect("a first snapshot")
-        .unwrap();
-    let snap = rx.borrow_and_update().clone();
+    let (snap, stop, task) = first_snapshot(client).await;
 
     use braid_operator::registry::ObjectKey;
     let svc = &snap.services[&ObjectKey::new("shop", "payments")];
@@ -343,21 +356,7 @@ async fn rollout_progress_in_a_real_api_servers_status_reaches_the_snapshot() {
             serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "640"}, "items": items}),
         )
     });
-    let (tx, mut rx) = tokio::sync::watch::channel(std::sync::Arc::new(
-        braid_operator::registry::Snapshot::default(),
-    ));
-    rx.mark_unchanged();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(braid_operator::source::Source::run(
-        KubeSource::new(client),
-        tx,
-        stop.clone(),
-    ));
-    tokio::time::timeout(std::time::Duration::from_secs(10), rx.changed())
-        .await
-        .expect("a first snapshot")
-        .unwrap();
-    let snap = rx.borrow_and_update().clone();
+    let (snap, stop, task) = first_snapshot(client).await;
     stop.cancel();
     task.await.unwrap().unwrap();
 

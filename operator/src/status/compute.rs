@@ -413,13 +413,18 @@ workloads:
         )
     }
 
-    fn snapshot(gens: &mut Generations, timeout: &str) -> Snapshot {
+    /// The services and workloads of [`REGISTRY`], no resources.
+    fn registry_only() -> Snapshot {
         let (services, workloads) = registry_file::parse(REGISTRY).unwrap().resolve().unwrap();
-        let mut snap = Snapshot {
+        Snapshot {
             services,
             workloads,
             ..Default::default()
-        };
+        }
+    }
+
+    fn snapshot(gens: &mut Generations, timeout: &str) -> Snapshot {
+        let mut snap = registry_only();
         gens.insert_all(&parse_file(&resources(timeout)).unwrap(), &mut snap);
         snap
     }
@@ -515,12 +520,7 @@ workloads:
 
     #[test]
     fn a_new_leader_writes_the_recorded_progress_until_its_rollout_loop_speaks() {
-        let (services, workloads) = registry_file::parse(REGISTRY).unwrap().resolve().unwrap();
-        let mut snap = Snapshot {
-            services,
-            workloads,
-            ..Default::default()
-        };
+        let mut snap = registry_only();
         let policy = "apiVersion: braid.dev/v1alpha1\nkind: EncryptionPolicy\nmetadata: {name: pay, namespace: shop}\nspec: {mode: Permissive, rollout: {percent: 0, auto: {steps: [100], interval: 10s, enforceStrict: true}}}\n";
         Generations::default().insert_all(&parse_file(policy).unwrap(), &mut snap);
         let key = ObjectKey::new("shop", "pay");
@@ -552,12 +552,7 @@ workloads:
 
     #[test]
     fn the_newer_of_two_routes_on_one_service_port_reports_the_conflict() {
-        let (services, workloads) = registry_file::parse(REGISTRY).unwrap().resolve().unwrap();
-        let mut snap = Snapshot {
-            services,
-            workloads,
-            ..Default::default()
-        };
+        let mut snap = registry_only();
         let text = "apiVersion: braid.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {name: NAME, namespace: shop}\nspec: {host: payments, rules: [{name: all}]}\n";
         let mut gens = Generations::default();
         for (name, created) in [
