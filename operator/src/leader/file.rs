@@ -12,6 +12,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use super::store::{LeaseStore, StoreError};
 
 /// A Lease kept as `<dir>/lease-<name>.json`.
+#[derive(Clone)]
 pub struct FileLeases {
     path: PathBuf,
     lock: PathBuf,
@@ -70,10 +71,7 @@ impl FileLeases {
         &self,
         f: impl FnOnce(&FileLeases) -> Result<T, StoreError> + Send + 'static,
     ) -> BoxFuture<'static, Result<T, StoreError>> {
-        let me = FileLeases {
-            path: self.path.clone(),
-            lock: self.lock.clone(),
-        };
+        let me = self.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || f(&me))
                 .await

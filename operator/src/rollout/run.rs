@@ -130,7 +130,8 @@ impl RolloutLoop {
         let Some(published) = self.hub.current() else {
             return;
         };
-        let applied = self.hub.applied();
+        // Usually none: the callers behind each policy are looked for among these only.
+        let lagging = self.hub.lagging(&published.configs);
         let snapshot = &published.snapshot;
         let policies = encryption_policies_oldest_first(snapshot);
         let leader = *self.leader.borrow();
@@ -173,7 +174,7 @@ impl RolloutLoop {
                 .collect();
             let spec = &policy.spec;
             let window = interval_of(spec).unwrap_or(DEFAULT_WINDOW);
-            let behind = callers_behind(&published.configs, &applied, &services);
+            let behind = callers_behind(&lagging, &services);
             let callers_behind = behind.len();
             let mut hold_now = None;
             let mut percent = static_percent(spec);
@@ -408,12 +409,11 @@ fn named(pods: &[&ObjectKey]) -> String {
     text
 }
 
-/// The proxies that call `services` but do not hold the config the operator serves
-/// them now (they may still call at an older percent): not connected, or not yet
-/// applied. A proxy counts as calling a service when its config carries it.
+/// Of the `lagging` proxies (those not holding the config the operator serves them now,
+/// so they may still call at an older percent), the ones that call `services`: whose
+/// config carries one of them.
 fn callers_behind<'a>(
-    configs: &'a std::collections::BTreeMap<ObjectKey, Arc<braid_proxy::config::ProxyConfig>>,
-    applied: &HashMap<ObjectKey, String>,
+    lagging: &[(&'a ObjectKey, &braid_proxy::config::ProxyConfig)],
     services: &BTreeSet<ObjectKey>,
 ) -> Vec<&'a ObjectKey> {
     if services.is_empty() {
@@ -421,17 +421,18 @@ fn callers_behind<'a>(
     }
     // Callers share their service sets: decide once per distinct set.
     let mut calls: HashMap<*const braid_proxy::config::Service, bool> = HashMap::new();
-    configs
+    lagging
         .iter()
         .filter(|(_, c)| {
             *calls.entry(c.services.as_ptr()).or_insert_with(|| {
                 c.services.iter().any(|s| {
-                    services.contains(&ObjectKey::new(s.namespace.as_str(), s.name.as_str()))
+                    services
+                        .iter()
+                        .any(|k| k.name == s.name && k.namespace == s.namespace)
                 })
             })
         })
-        .filter(|(pod, c)| applied.get(*pod) != Some(&c.version))
-        .map(|(pod, _)| pod)
+        .map(|(pod, _)| *pod)
         .collect()
 }
 

@@ -107,6 +107,20 @@ impl Hub {
             .clone()
     }
 
+    /// The workloads of `configs` whose proxy has not reported holding the config there
+    /// (not connected, or not applied yet), read under the lock rather than copied out.
+    pub fn lagging<'a>(
+        &self,
+        configs: &'a BTreeMap<ObjectKey, Arc<ProxyConfig>>,
+    ) -> Vec<(&'a ObjectKey, &'a ProxyConfig)> {
+        let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        configs
+            .iter()
+            .filter(|(pod, c)| applied.get(*pod) != Some(&c.version))
+            .map(|(pod, c)| (pod, &**c))
+            .collect()
+    }
+
     /// Ticks whenever a proxy reports a new version.
     pub fn applied_changes(&self) -> watch::Receiver<u64> {
         self.applied_changed.subscribe()

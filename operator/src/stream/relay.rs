@@ -232,33 +232,35 @@ impl Relay {
     /// Relays a proxy's report (its headers and body as received). `Ok(false)`: this
     /// replica leads after all, so the report is for it.
     pub async fn forward(&self, headers: &HeaderMap, body: Bytes) -> Result<bool, RelayError> {
-        let Some(addr) = self.leader().await? else {
-            return Ok(false);
-        };
-        let message = match self.send_timed(addr, headers, body.clone()).await {
-            Ok(()) => return Ok(true),
-            // The leader answered, and said no (a bad token, say): it still leads.
-            Err(Failure::Answered(message)) => return Err(RelayError::Send { addr, message }),
-            Err(Failure::NotReached(message)) => message,
-        };
-        // The leader may have moved (a failover, or the one cached no longer leads): read
-        // the Lease again and, when it names another replica, try that one once.
-        self.forget_leader();
-        match self.leader().await {
-            Ok(Some(again)) if again != addr => match self.send_timed(again, headers, body).await {
-                Ok(()) => Ok(true),
-                Err(f) => {
-                    if matches!(f, Failure::NotReached(_)) {
-                        self.forget_leader();
+        // A leader not reached may have moved (a failover, or the one cached no longer
+        // leads): the Lease is read again, and a replica it names anew is tried once.
+        let mut failed: Option<RelayError> = None;
+        loop {
+            let found = match self.leader().await {
+                Ok(found) => found,
+                Err(e) => return Err(failed.unwrap_or(e)),
+            };
+            let Some(addr) = found else {
+                return Ok(false);
+            };
+            if let Some(e) =
+                failed.take_if(|e| matches!(e, RelayError::Send { addr: a, .. } if *a == addr))
+            {
+                return Err(e);
+            }
+            match self.send_timed(addr, headers, body.clone()).await {
+                Ok(()) => return Ok(true),
+                // The leader answered, and said no (a bad token, say): it still leads.
+                Err(Failure::Answered(message)) => return Err(RelayError::Send { addr, message }),
+                Err(Failure::NotReached(message)) => {
+                    self.forget_leader();
+                    let e = RelayError::Send { addr, message };
+                    if failed.is_some() {
+                        return Err(e);
                     }
-                    Err(RelayError::Send {
-                        addr: again,
-                        message: f.into_message(),
-                    })
+                    failed = Some(e);
                 }
-            },
-            Ok(None) => Ok(false),
-            _ => Err(RelayError::Send { addr, message }),
+            }
         }
     }
 
@@ -377,12 +379,4 @@ enum Failure {
     NotReached(String),
     /// The leader answered, and refused.
     Answered(String),
-}
-
-impl Failure {
-    fn into_message(self) -> String {
-        match self {
-            Self::NotReached(m) | Self::Answered(m) => m,
-        }
-    }
 }
