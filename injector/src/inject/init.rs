@@ -1,10 +1,7 @@
 //! `braid-init`: installs the pod's capture rules, then exits. It needs root and
 //! NET_ADMIN/NET_RAW for iptables, and nothing else.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::core::v1::{Capabilities, Container, ResourceRequirements, SecurityContext};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::api::core::v1::{Capabilities, Container, SecurityContext};
 
 use crate::annotations::Overrides;
 use crate::settings::Settings;
@@ -53,33 +50,13 @@ pub fn iptables_args(settings: &Settings, overrides: &Overrides) -> Vec<String> 
 /// with a ResourceQuota on CPU or memory and no LimitRange to default them, the API
 /// server refuses every pod with a container that has none.
 pub fn init_container(settings: &Settings, overrides: &Overrides) -> Container {
-    let pick = |set: &Option<String>, default: &String| {
-        Quantity(set.clone().unwrap_or_else(|| default.clone()))
-    };
     // An annotation sets request and limit, as the proxy's do.
-    let resources = ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            (
-                "cpu".to_owned(),
-                pick(&overrides.init_cpu, &settings.init_cpu_request),
-            ),
-            (
-                "memory".to_owned(),
-                pick(&overrides.init_memory, &settings.init_memory_request),
-            ),
-        ])),
-        limits: Some(BTreeMap::from([
-            (
-                "cpu".to_owned(),
-                pick(&overrides.init_cpu, &settings.init_cpu_limit),
-            ),
-            (
-                "memory".to_owned(),
-                pick(&overrides.init_memory, &settings.init_memory_limit),
-            ),
-        ])),
-        ..Default::default()
-    };
+    let resources = super::resources(
+        overrides.init_cpu.as_ref(),
+        overrides.init_memory.as_ref(),
+        (&settings.init_cpu_request, &settings.init_memory_request),
+        (&settings.init_cpu_limit, &settings.init_memory_limit),
+    );
     Container {
         resources: Some(resources),
         name: INIT_CONTAINER.into(),

@@ -6,7 +6,8 @@ mod probes;
 mod sidecar;
 mod volumes;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::{Deserialize, Serialize};
 
 pub use init::{INIT_CONTAINER, init_container, iptables_args};
@@ -199,4 +200,31 @@ pub fn patch(before: &Pod, after: &Pod) -> json_patch::Patch {
     let before = serde_json::to_value(before).unwrap_or_default();
     let after = serde_json::to_value(after).unwrap_or_default();
     json_patch::diff(&before, &after)
+}
+
+/// A container's requests and limits: an annotation's `cpu`/`memory` sets both request and
+/// limit, else the defaults (`requests`, `limits`, each cpu then memory).
+fn resources(
+    cpu: Option<&String>,
+    memory: Option<&String>,
+    requests: (&String, &String),
+    limits: (&String, &String),
+) -> ResourceRequirements {
+    let pair = |(default_cpu, default_memory): (&String, &String)| {
+        Some(std::collections::BTreeMap::from([
+            (
+                "cpu".to_owned(),
+                Quantity(cpu.unwrap_or(default_cpu).clone()),
+            ),
+            (
+                "memory".to_owned(),
+                Quantity(memory.unwrap_or(default_memory).clone()),
+            ),
+        ]))
+    };
+    ResourceRequirements {
+        requests: pair(requests),
+        limits: pair(limits),
+        ..Default::default()
+    }
 }

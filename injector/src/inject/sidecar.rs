@@ -1,12 +1,9 @@
 //! `braid-proxy`: the sidecar, as a native sidecar or as the first container.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, HTTPGetAction,
-    Lifecycle, LifecycleHandler, ObjectFieldSelector, Probe, ResourceRequirements, SecurityContext,
+    Lifecycle, LifecycleHandler, ObjectFieldSelector, Probe, SecurityContext,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::volumes::{OPERATOR_CA_DIR, TOKEN_DIR, mounts};
@@ -50,35 +47,12 @@ fn ready_probe(period: i32, failures: i32) -> Probe {
 /// have exited. Otherwise a `postStart` hook does the first, and a `preStop` hook that
 /// waits for the app (watching `app_ports`, the ports the app declares) the second.
 pub fn proxy_container(settings: &Settings, overrides: &Overrides, app_ports: &[u16]) -> Container {
-    let cpu = overrides.proxy_cpu.clone();
-    let memory = overrides.proxy_memory.clone();
-    let resources = ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            (
-                "cpu".to_owned(),
-                Quantity(cpu.clone().unwrap_or_else(|| settings.cpu_request.clone())),
-            ),
-            (
-                "memory".to_owned(),
-                Quantity(
-                    memory
-                        .clone()
-                        .unwrap_or_else(|| settings.memory_request.clone()),
-                ),
-            ),
-        ])),
-        limits: Some(BTreeMap::from([
-            (
-                "cpu".to_owned(),
-                Quantity(cpu.unwrap_or_else(|| settings.cpu_limit.clone())),
-            ),
-            (
-                "memory".to_owned(),
-                Quantity(memory.unwrap_or_else(|| settings.memory_limit.clone())),
-            ),
-        ])),
-        ..Default::default()
-    };
+    let resources = super::resources(
+        overrides.proxy_cpu.as_ref(),
+        overrides.proxy_memory.as_ref(),
+        (&settings.cpu_request, &settings.memory_request),
+        (&settings.cpu_limit, &settings.memory_limit),
+    );
     let log_level = overrides
         .log_level
         .clone()
