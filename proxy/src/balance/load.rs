@@ -49,6 +49,12 @@ impl InFlight<'_> {
         self.load.observe(self.started.elapsed(), Instant::now());
     }
 
+    /// The attempt says nothing about the endpoint (the caller's body broke, or the
+    /// caller stalled it): no latency is recorded.
+    pub fn forget(mut self) {
+        self.recorded = true;
+    }
+
     /// The endpoint could not be reached or broke the connection: it is charged the
     /// failure penalty.
     pub fn failed(mut self) {
@@ -152,6 +158,19 @@ mod tests {
         a.done();
         drop(b);
         assert_eq!(load.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_forgotten_attempt_leaves_the_estimate_alone() {
+        let load = EndpointLoad::default();
+        let now = Instant::now();
+        load.observe(10 * MS, now);
+        let before = load.cost(now);
+        let stalled = load.start();
+        std::thread::sleep(20 * MS);
+        stalled.forget();
+        assert_eq!(load.in_flight(), 0);
+        assert_eq!(load.cost(now), before);
     }
 
     #[test]

@@ -396,6 +396,9 @@ impl Forwarder {
                 | ForwardError::Relay(_)
                 | ForwardError::Tls(_),
             ) => in_flight.failed(),
+            // The caller's own body failed, perhaps after it stalled: the time it took
+            // is not the endpoint's latency.
+            Err(ForwardError::RequestBody(_)) => in_flight.forget(),
             _ => in_flight.done(),
         }
         if let Some(policy) = send.selected.outlier() {
