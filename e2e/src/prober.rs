@@ -39,13 +39,6 @@ pub enum Verdict {
     Failure(String),
 }
 
-impl Verdict {
-    /// Whether the probe passed.
-    pub fn passed(&self) -> bool {
-        matches!(self, Self::Success)
-    }
-}
-
 impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -11,17 +11,15 @@ mod support;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Frame, Incoming};
+use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{Proxy, free_addr, http1_request};
+use support::{Frames, Proxy, free_addr, http1_request};
 use tokio::net::TcpListener;
 
 /// What kubelet's GET of `path` on the health port gets back.
@@ -238,19 +236,6 @@ fn requested_service(body: &[u8]) -> String {
     assert_eq!(msg[0], 0x0a, "field 1, length-delimited");
     let len = msg[1] as usize;
     String::from_utf8(msg[2..2 + len].to_vec()).unwrap()
-}
-
-struct Frames(VecDeque<Frame<Bytes>>);
-
-impl Body for Frames {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Poll::Ready(self.0.pop_front().map(Ok))
-    }
 }
 
 /// A gRPC health server (h2c): "" and `shop.Payments` SERVING, `shop.Down`

@@ -306,7 +306,7 @@ pub async fn http_backend_at(bind: SocketAddr, name: &'static str) -> SocketAddr
 }
 
 /// A body yielding fixed frames (data, then trailers), one per poll.
-pub struct Frames(std::collections::VecDeque<Frame<Bytes>>);
+pub struct Frames(pub std::collections::VecDeque<Frame<Bytes>>);
 
 impl hyper::body::Body for Frames {
     type Data = Bytes;
