@@ -7,7 +7,7 @@ DOCKER ?= docker
 IMAGE ?= ghcr.io/braid-mesh/braid
 TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
-.PHONY: all build test fmt fmt-check lint unit e2e e2e-cluster demo crds docs manifests-check images bench help
+.PHONY: all build test fmt fmt-check lint unit fuzz e2e e2e-cluster demo crds docs manifests-check images bench help
 
 all: build
 
@@ -30,6 +30,13 @@ lint: ## Clippy with warnings as errors
 
 unit:
 	$(CARGO) test --workspace --exclude braid-e2e
+
+# `make test` runs each property 256 times; this runs them FUZZ_CASES times, in release
+# (a shrunk failing input is printed: make it a unit test next to the code it broke).
+FUZZ_CASES ?= 20000
+fuzz: ## Property tests of the parsers (HTTP/1.1 head, chunked, detection, config, annotations), FUZZ_CASES cases each
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p braid-proxy --lib props
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p braid-injector --lib props
 
 # The e2e suite needs root, iproute2, iptables, setpriv, tcpdump and openssl. In CI (CI=true) a missing
 # prerequisite fails the run; elsewhere it is reported loudly as NOT RUN, never as passed.

@@ -102,6 +102,9 @@ pub async fn detect<T: AsyncRead + Unpin>(
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -19,6 +19,8 @@ pub mod lifecycle;
 pub mod listen;
 pub mod metrics;
 pub mod overload;
+#[cfg(test)]
+mod props;
 pub mod routing;
 pub mod runtime;
 pub mod tcp;

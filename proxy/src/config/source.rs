@@ -28,6 +28,13 @@ pub const MAX_CONFIG_FILE_BYTES: u64 = 64 * 1024 * 1024;
 /// scanner spends time proportional to the depth on every token before its limit applies.
 pub const MAX_CONFIG_DEPTH: usize = 64;
 
+/// How many values (scalars, lists, mappings) a config file may decode to per byte of
+/// it. Written out, a value takes at least a byte; YAML aliases repeat what their anchor
+/// holds, which lets a few kilobytes stand for gigabytes ("billion laughs": the YAML
+/// parser bounds how many aliases it expands, not how much each one repeats). Sixteen
+/// leaves room for anchors that reuse a block of routes many times.
+pub const MAX_VALUES_PER_BYTE: usize = 16;
+
 /// Why a config was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -92,8 +99,9 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, ConfigError> {
 /// name the field (`listeners[0].bind: invalid socket address`). Refused before that:
 /// text that is not UTF-8, flow nesting deeper than [`MAX_CONFIG_DEPTH`] (checked by a
 /// linear pre-pass, see `yaml_depth`); while building the value: a key that appears
-/// twice in a mapping (the parsers would let the last one win silently), and any nesting
-/// deeper than [`MAX_CONFIG_DEPTH`].
+/// twice in a mapping (the parsers would let the last one win silently), any nesting
+/// deeper than [`MAX_CONFIG_DEPTH`], and more than [`MAX_VALUES_PER_BYTE`] values per
+/// byte of the file (aliases expanded).
 fn parse(path: &Path, bytes: &[u8]) -> Result<ProxyConfig, ConfigError> {
     let err = |message: String| ConfigError::Parse {
         path: path.to_owned(),
@@ -112,7 +120,9 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<ProxyConfig, ConfigError> {
             at.line, at.column
         )));
     }
-    let value = checked_value(serde_norway::Deserializer::from_str(text)).map_err(err)?;
+    let max_values = (text.len() + 1).saturating_mul(MAX_VALUES_PER_BYTE);
+    let value =
+        checked_value(serde_norway::Deserializer::from_str(text), max_values).map_err(err)?;
     let mut unknown = Vec::new();
     let config = deserialize_named(value, &mut unknown).map_err(err)?;
     match unknown.first() {
@@ -124,33 +134,52 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<ProxyConfig, ConfigError> {
     }
 }
 
-/// Deserializes a YAML document into a JSON value, refusing duplicate keys and nesting
-/// deeper than [`MAX_CONFIG_DEPTH`]. serde_norway's errors name where
-/// (`services[0].name: …`).
-fn checked_value<'de, D>(de: D) -> Result<serde_json::Value, String>
+/// Deserializes a YAML document into a JSON value, refusing duplicate keys, nesting
+/// deeper than [`MAX_CONFIG_DEPTH`] and more than `max_values` values. serde_norway's
+/// errors name where (`services[0].name: …`).
+fn checked_value<'de, D>(de: D, max_values: usize) -> Result<serde_json::Value, String>
 where
     D: de::Deserializer<'de>,
 {
-    Checked { depth: 0 }
-        .deserialize(de)
-        .map_err(|e| e.to_string())
+    let left = std::cell::Cell::new(max_values);
+    Checked {
+        depth: 0,
+        left: &left,
+        max_values,
+    }
+    .deserialize(de)
+    .map_err(|e| e.to_string())
 }
 
-/// Builds a JSON value `depth` levels down.
+/// Builds a JSON value `depth` levels down, of at most `left` more values.
 #[derive(Clone, Copy)]
-struct Checked {
+struct Checked<'a> {
     depth: usize,
+    left: &'a std::cell::Cell<usize>,
+    max_values: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for Checked {
+impl<'de> DeserializeSeed<'de> for Checked<'_> {
     type Value = serde_json::Value;
 
     fn deserialize<D: de::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        // Counted before it is built: an alias is refused before it is expanded.
+        match self.left.get().checked_sub(1) {
+            Some(left) => self.left.set(left),
+            None => {
+                return Err(de::Error::custom(format_args!(
+                    "more than {} values ({MAX_VALUES_PER_BYTE} per byte of the file): YAML \
+                     aliases repeat what their anchor holds, and these repeat too much; \
+                     write fewer aliases",
+                    self.max_values
+                )));
+            }
+        }
         de.deserialize_any(self)
     }
 }
 
-impl Checked {
+impl Checked<'_> {
     fn nest<E: de::Error>(self) -> Result<Self, E> {
         if self.depth >= MAX_CONFIG_DEPTH {
             return Err(E::custom(format_args!(
@@ -159,11 +188,12 @@ impl Checked {
         }
         Ok(Self {
             depth: self.depth + 1,
+            ..self
         })
     }
 }
 
-impl<'de> Visitor<'de> for Checked {
+impl<'de> Visitor<'de> for Checked<'_> {
     type Value = serde_json::Value;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -459,6 +489,9 @@ impl FileSource {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -511,9 +544,32 @@ mod tests {
         assert!(e.contains("node.k.k.k"), "{e}");
         assert!(e.contains("nested deeper than 64 levels at line 65"), "{e}");
         // 64 levels are fine, 65 are not.
-        let value = |text: &str| checked_value(serde_norway::Deserializer::from_str(text));
+        let value =
+            |text: &str| checked_value(serde_norway::Deserializer::from_str(text), usize::MAX);
         assert!(value(&nested(64)).is_ok());
         assert!(value(&nested(65)).is_err());
+    }
+
+    // Found by the property tests (`props`): 14 KB that decoded to 4 million values
+    // (about 300 MB) before the budget.
+    #[test]
+    fn aliases_that_repeat_too_much_fail_a_file() {
+        let items = vec!["x"; 2000].join(", ");
+        let aliases = vec!["*a"; 2000].join(", ");
+        let text = format!("a: &a [{items}]\nb: [{aliases}]\n");
+        assert!(text.len() < 15_000);
+        let e = parse(Path::new("c.yaml"), text.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c.yaml: b[") && e.contains("]: more than"),
+            "{e}"
+        );
+        assert!(e.contains("YAML aliases repeat"), "{e}");
+        // Anchors that repeat a block a few times are fine.
+        let text = "services:\n- &s {name: a}\n- *s\n- *s\n";
+        let value = checked_value(serde_norway::Deserializer::from_str(text), 16 * text.len());
+        assert_eq!(value.unwrap()["services"][2]["name"], "a");
     }
 
     #[test]

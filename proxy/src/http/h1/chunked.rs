@@ -9,8 +9,11 @@ pub struct ChunkError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// In a chunk-size line: the size so far, whether a digit was seen, and whether an
-    /// extension (or whitespace before one) started.
+    /// extension started.
     Size { size: u64, digits: bool, ext: bool },
+    /// Whitespace after the size: more of it, an extension (`;`) or the line's end may
+    /// follow, nothing else (`5 5` is no size a strict reader takes as 5).
+    Bws(u64),
     /// After the size line's CR.
     SizeLf(u64),
     /// Chunk data still to come.
@@ -101,10 +104,21 @@ fn step(state: State, b: u8) -> Result<State, ChunkError> {
         // Extensions (`;name=value`), and whitespace before them, pass unread.
         (
             State::Size {
+                size,
+                digits: true,
+                ext: false,
+            },
+            b' ' | b'\t',
+        )
+        | (State::Bws(size), b' ' | b'\t') => State::Bws(size),
+        (State::Bws(size), b'\r') => State::SizeLf(size),
+        (
+            State::Size {
                 size, digits: true, ..
             },
-            b';' | b' ' | b'\t',
-        ) => State::Size {
+            b';',
+        )
+        | (State::Bws(size), b';') => State::Size {
             size,
             digits: true,
             ext: true,
@@ -134,6 +148,9 @@ fn step(state: State, b: u8) -> Result<State, ChunkError> {
         _ => return Err(ChunkError),
     })
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {
@@ -177,6 +194,25 @@ mod tests {
             b"FFFFFFFFFFFFFFFFF\r\n",
         ] {
             assert_eq!(end(bad, 3), Err(ChunkError), "{bad:?}");
+        }
+    }
+
+    // Found by the property tests (`props`): whitespace after a size took whatever
+    // followed as an extension, so `0 HTTP/1.1 200 OK` ended a body.
+    #[test]
+    fn after_whitespace_only_an_extension_or_the_line_end_may_follow() {
+        for bad in [
+            &b"5 5\r\nhello\r\n0\r\n\r\n"[..],
+            b"0 HTTP/1.1 200 OK\r\n\r\n",
+            b"5\t=\r\nhello\r\n0\r\n\r\n",
+        ] {
+            assert_eq!(end(bad, 2), Err(ChunkError), "{bad:?}");
+        }
+        for good in [
+            &b"5 ;a=b\r\nhello\r\n0\r\n\r\n"[..],
+            b"5 \t \r\nhello\r\n0 ;x y\r\n\r\n",
+        ] {
+            assert_eq!(end(good, 2), Ok(Some(good.len())), "{good:?}");
         }
     }
 }

@@ -149,22 +149,37 @@ fn is_hop_by_hop(name: &str) -> bool {
     .any(|h| name.eq_ignore_ascii_case(h))
 }
 
-fn tokens(value: &[u8]) -> impl Iterator<Item = &str> {
-    std::str::from_utf8(value)
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
+/// The elements of a list-valued header (RFC 9110 §5.6.1).
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
         .filter(|t| !t.is_empty())
+}
+
+/// `value` without the optional whitespace around it: SP and HTAB only (RFC 9110
+/// §5.6.3). Not Unicode whitespace: a length or coding with a no-break space (bytes
+/// httparse passes as obs-text) is not what a strict server reads either.
+fn trim_ows(mut value: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = value {
+        value = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = value {
+        value = rest;
+    }
+    value
 }
 
 /// A Content-Length value: digits only (no sign, no spaces inside).
 fn content_length(value: &[u8], seen: Option<u64>) -> Result<u64, HeadError> {
-    let text = std::str::from_utf8(value).map_err(|_| HeadError::ContentLength)?;
-    let text = text.trim();
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+    let digits = trim_ows(value);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return Err(HeadError::ContentLength);
     }
-    let n = text.parse().map_err(|_| HeadError::ContentLength)?;
+    let n = std::str::from_utf8(digits)
+        .map_err(|_| HeadError::ContentLength)?
+        .parse()
+        .map_err(|_| HeadError::ContentLength)?;
     match seen {
         Some(other) if other != n => Err(HeadError::ContentLength),
         _ => Ok(n),
@@ -250,11 +265,11 @@ pub fn parse_request(buf: &[u8], max_body: usize) -> Result<Request, HeadError> 
         } else if name.eq_ignore_ascii_case("connection") {
             rewrite = true;
             for t in tokens(h.value) {
-                if t.eq_ignore_ascii_case("close") {
+                if t.eq_ignore_ascii_case(b"close") {
                     close = true;
-                } else if t.eq_ignore_ascii_case("upgrade") {
+                } else if t.eq_ignore_ascii_case(b"upgrade") {
                     return Ok(Request::Handover(Handover::Upgrade));
-                } else if !t.eq_ignore_ascii_case("keep-alive") {
+                } else if !t.eq_ignore_ascii_case(b"keep-alive") {
                     return Ok(Request::Handover(Handover::ConnectionTokens));
                 }
             }
@@ -328,6 +343,10 @@ pub fn parse_response(
         httparse::Status::Complete(len) => len,
     };
     let status = resp.code.unwrap_or(0);
+    // httparse takes any three digits; `000` or `099` would go out as `0` or `99`.
+    if status < 100 {
+        return Err(HeadError::Malformed(httparse::Error::Status));
+    }
     if status == 101 {
         return Err(HeadError::UnexpectedSwitch);
     }
@@ -344,17 +363,18 @@ pub fn parse_response(
             length = Some(content_length(h.value, length)?);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             // Chunked only when it is the last coding; anything else ends with the
-            // connection (RFC 9112 §6.3).
-            chunked = Some(
-                tokens(h.value)
-                    .last()
-                    .is_some_and(|t| t.eq_ignore_ascii_case("chunked")),
-            );
+            // connection (RFC 9112 §6.3). The lines are one list: a line with no
+            // coding leaves the last one as it was.
+            let last = tokens(h.value).last();
+            chunked = Some(match last {
+                Some(t) => t.eq_ignore_ascii_case(b"chunked"),
+                None => chunked.unwrap_or(false),
+            });
         } else if name.eq_ignore_ascii_case("connection") {
             rewrite = true;
             for t in tokens(h.value) {
-                close |= t.eq_ignore_ascii_case("close");
-                keep_alive |= t.eq_ignore_ascii_case("keep-alive");
+                close |= t.eq_ignore_ascii_case(b"close");
+                keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
             }
         } else if is_hop_by_hop(name) {
             rewrite = true;
@@ -362,7 +382,9 @@ pub fn parse_response(
             overloaded = true;
         }
     }
-    if http10 && !keep_alive {
+    // HTTP/1.0 with Transfer-Encoding: its framing is faulty, and the connection closes
+    // after it even with keep-alive (RFC 9112 §6.1).
+    if http10 && (!keep_alive || chunked.is_some()) {
         close = true;
     }
     let interim = (100..200).contains(&status);
@@ -433,7 +455,7 @@ fn write_headers(headers: &[httparse::Header<'_>], out: &mut Vec<u8>, request: b
     for h in headers {
         let keep = if h.name.eq_ignore_ascii_case("te") {
             // Only `trailers` passes.
-            if tokens(h.value).any(|t| t.eq_ignore_ascii_case("trailers")) {
+            if tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"trailers")) {
                 out.extend_from_slice(b"te: trailers\r\n");
             }
             false
@@ -450,6 +472,9 @@ fn write_headers(headers: &[httparse::Header<'_>], out: &mut Vec<u8>, request: b
         }
     }
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {
@@ -645,6 +670,76 @@ mod tests {
             Err(HeadError::UnexpectedSwitch)
         );
         assert_eq!(parse_response(b"HTTP/1.1 200 OK\r\n", &get), Ok(None));
+    }
+
+    // Found by the property tests (`props`): each read differently from RFC 9112.
+    #[test]
+    fn only_spaces_and_tabs_surround_a_length_or_a_coding() {
+        let get = http::Method::GET;
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: \xc2\xa05\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\xc2\x85\r\n\r\n",
+        ] {
+            assert_eq!(parse_response(bad, &get), Err(HeadError::ContentLength));
+        }
+        assert_eq!(
+            parse_request(b"POST / HTTP/1.1\r\nContent-Length: 5\xc2\xa0\r\n\r\n", 64),
+            Err(HeadError::ContentLength)
+        );
+        assert_eq!(
+            relay(b"POST / HTTP/1.1\r\nContent-Length: \t5 \r\n\r\n").body,
+            5
+        );
+        // `chunked` and a no-break space is another coding: the body ends with the
+        // connection.
+        let r = response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\xc2\xa0\r\n\r\n",
+            get.clone(),
+        );
+        assert_eq!(r.framing, Framing::UntilClose);
+        // A byte that is not UTF-8 does not hide the codings after it.
+        let r = response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: \xff, chunked\r\n\r\n",
+            get,
+        );
+        assert_eq!(r.framing, Framing::Chunked);
+    }
+
+    #[test]
+    fn transfer_encoding_lines_are_one_list() {
+        let get = http::Method::GET;
+        let r = response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: \r\n\r\n",
+            get.clone(),
+        );
+        assert_eq!(r.framing, Framing::Chunked);
+        let r = response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+            get,
+        );
+        assert_eq!(r.framing, Framing::UntilClose);
+    }
+
+    #[test]
+    fn http_1_0_with_transfer_encoding_closes_even_with_keep_alive() {
+        let buf =
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let r = response(buf, http::Method::GET);
+        assert_eq!((r.framing, r.close), (Framing::Chunked, true));
+        // Without Transfer-Encoding, keep-alive keeps it.
+        let buf = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n";
+        assert!(!response(buf, http::Method::GET).close);
+    }
+
+    #[test]
+    fn status_codes_below_100_are_refused() {
+        // httparse takes any three digits; rewritten, `000` would go out as `0`.
+        for bad in [&b"HTTP/1.1 000 x\r\n\r\n"[..], b"HTTP/1.1 099 x\r\n\r\n"] {
+            assert!(matches!(
+                parse_response(bad, &http::Method::GET),
+                Err(HeadError::Malformed(_))
+            ));
+        }
     }
 
     #[test]
