@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -19,8 +19,9 @@ use crate::control::protocol::PodRef;
 use crate::control::{ClientSettings, EjectionLog, OperatorClient, TrafficLog};
 use crate::http::{Mirrors, Pool};
 use crate::identity::{self, IdentityStore};
+use crate::limits::ConnectionCap;
 use crate::listen::bind;
-use crate::metrics::{Direction, Metrics};
+use crate::metrics::{Direction, Limit, Metrics};
 use crate::overload::Protector;
 use crate::tls::TlsContext;
 
@@ -115,9 +116,23 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     ));
 
     let connect_timeout = Duration::from_millis(args.connect_timeout_ms);
-    let outbound_pool = Pool::new(connect_timeout, None, Some(tls.clone()));
+    let limits = args.limits();
+    let outbound_pool = Pool::with_upstream_idle(
+        connect_timeout,
+        None,
+        Some(tls.clone()),
+        limits.upstream_idle,
+    );
     // The inbound side talks plaintext to the app on loopback.
-    let inbound_pool = Pool::new(connect_timeout, usable_source(args.inbound_source), None);
+    let inbound_pool = Pool::with_upstream_idle(
+        connect_timeout,
+        usable_source(args.inbound_source),
+        None,
+        limits.upstream_idle,
+    );
+    for pool in [&outbound_pool, &inbound_pool] {
+        tokio::spawn(sweep_pool(pool.clone(), stop_admin.clone()));
+    }
     let outbound_ctx = Context {
         config: config.clone(),
         mirrors: Mirrors::new(outbound_pool.clone()),
@@ -130,6 +145,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         ejections: Some(ejection_log.clone()),
         tls: tls.clone(),
         traffic: None,
+        limits,
     };
     tokio::spawn(overload.clone().run(metrics.clone(), stop_admin.clone()));
     let inbound_ctx = Context {
@@ -283,9 +299,24 @@ fn usable_source(ip: std::net::IpAddr) -> Option<std::net::IpAddr> {
         .map(|_| ip)
 }
 
+/// Closes pooled upstream connections idle too long, about twice per idle timeout.
+async fn sweep_pool(pool: Arc<Pool>, stop: CancellationToken) {
+    let every = (pool.upstream_idle() / 2).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => pool.sweep(),
+        }
+    }
+}
+
 /// Accepts on `listener` until `stop` fires, handing each connection to `handle` on the
-/// tracker (so draining waits for it). An accept error (e.g. out of file descriptors) is
-/// logged and retried after a pause rather than spun on.
+/// tracker (so draining waits for it). At the listener's connection cap it stops
+/// accepting until a connection closes (new ones wait in the backlog; it says so in the
+/// log and the metrics). An accept error (e.g. out of file descriptors) is logged and
+/// retried after a pause rather than spun on.
 fn spawn_accept<F, Fut>(
     listener: TcpListener,
     ctx: Context,
@@ -299,15 +330,38 @@ where
 {
     let tracker = tracker.clone();
     let stop = stop.clone();
+    let cap = ConnectionCap::new(ctx.limits.max_connections);
+    let local = listener.local_addr().ok();
     tokio::spawn(async move {
         loop {
+            let permit = match cap.try_acquire() {
+                Some(permit) => permit,
+                None => {
+                    ctx.metrics.limit(ctx.direction, Limit::max_connections);
+                    tracing::warn!(
+                        listener = ?local, max = cap.max(),
+                        "at the connection cap (--max-connections): new connections wait until one closes"
+                    );
+                    let waited = Instant::now();
+                    let permit = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        p = cap.acquire() => p,
+                    };
+                    tracing::info!(listener = ?local, waited_ms = waited.elapsed().as_millis() as u64, "accepting again");
+                    permit
+                }
+            };
             let accepted = tokio::select! {
                 _ = stop.cancelled() => return,
                 a = listener.accept() => a,
             };
             match accepted {
                 Ok((stream, _peer)) => {
-                    tracker.spawn(handle(stream, ctx.clone()));
+                    let conn = handle(stream, ctx.clone());
+                    tracker.spawn(async move {
+                        conn.await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");

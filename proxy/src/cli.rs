@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
@@ -127,6 +128,33 @@ pub struct RunArgs {
     /// Upstream connect timeout in milliseconds (a timeout answers 504).
     #[arg(long, env = "BRAID_CONNECT_TIMEOUT_MS", default_value_t = 3000)]
     pub connect_timeout_ms: u64,
+    /// How long a caller may take to send a request head, from its first byte (or from
+    /// a new connection's accept); then it gets 408 and the connection closes.
+    #[arg(long, env = "BRAID_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = crate::limits::parse_duration)]
+    pub header_read_timeout: Duration,
+    /// A downstream connection with no request in progress (HTTP/2: no open stream) is
+    /// closed after this long.
+    #[arg(long, env = "BRAID_IDLE_TIMEOUT", default_value = "60s", value_parser = crate::limits::parse_duration)]
+    pub idle_timeout: Duration,
+    /// A request body that makes no progress for this long is abandoned with 408 (the
+    /// endpoint is not blamed).
+    #[arg(long, env = "BRAID_REQUEST_BODY_TIMEOUT", default_value = "60s", value_parser = crate::limits::parse_duration)]
+    pub request_body_timeout: Duration,
+    /// An upstream that sends no response head (HTTP/1.1: no body bytes either) for this
+    /// long fails the attempt with 504.
+    #[arg(long, env = "BRAID_RESPONSE_TIMEOUT", default_value = "5m", value_parser = crate::limits::parse_duration)]
+    pub response_timeout: Duration,
+    /// Pooled upstream connections idle longer than this are closed, not reused; keep it
+    /// under the app servers' own keep-alive timeout.
+    #[arg(long, env = "BRAID_UPSTREAM_IDLE_TIMEOUT", default_value = "4s", value_parser = crate::limits::parse_duration)]
+    pub upstream_idle_timeout: Duration,
+    /// The largest request head accepted, in bytes; larger ones are answered 431.
+    #[arg(long, env = "BRAID_MAX_HEADER_BYTES", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1024..=1_048_576))]
+    pub max_header_bytes: u32,
+    /// Connections each listener holds at once; more wait in the kernel's backlog until
+    /// one closes.
+    #[arg(long, env = "BRAID_MAX_CONNECTIONS", default_value_t = 20000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
     /// How often the config file is checked for changes, in milliseconds.
     #[arg(long, env = "BRAID_CONFIG_POLL_MS", default_value_t = 500)]
     pub config_poll_ms: u64,
@@ -189,6 +217,21 @@ pub fn parse_log_filter(filter: &str) -> Result<String, String> {
         return Err(format!("more than one plain level; {}", accepted()));
     }
     Ok(filter.to_owned())
+}
+
+impl RunArgs {
+    /// The connection limits the flags set.
+    pub fn limits(&self) -> crate::limits::Limits {
+        crate::limits::Limits {
+            header_read: self.header_read_timeout,
+            idle: self.idle_timeout,
+            request_body: self.request_body_timeout,
+            response: self.response_timeout,
+            upstream_idle: self.upstream_idle_timeout,
+            max_header_bytes: usize::try_from(self.max_header_bytes).unwrap_or(usize::MAX),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 /// Flags of `braid-proxy wait-ready`.
@@ -327,5 +370,36 @@ mod tests {
         let err = parse(&args).unwrap_err();
         assert!(err.contains("--operator <URL>"), "{err}");
         assert!(err.contains("the scheme must be https"), "{err}");
+    }
+
+    #[test]
+    fn limit_flags_default_to_the_limits_and_name_themselves_when_wrong() {
+        let args = parse(&["--config", "c.yaml"]).unwrap();
+        assert_eq!(args.limits(), crate::limits::Limits::default());
+        let args = parse(&[
+            "--config",
+            "c.yaml",
+            "--header-read-timeout",
+            "300ms",
+            "--idle-timeout",
+            "1m30s",
+            "--max-connections",
+            "5",
+        ])
+        .unwrap();
+        let limits = args.limits();
+        assert_eq!(limits.header_read, Duration::from_millis(300));
+        assert_eq!(limits.idle, Duration::from_secs(90));
+        assert_eq!(limits.max_connections, 5);
+        for (flag, value, says) in [
+            ("--idle-timeout", "60", "the unit is missing"),
+            ("--response-timeout", "0s", "longer than zero"),
+            ("--max-header-bytes", "100", "1024..=1048576"),
+            ("--max-connections", "0", "0 is not in 1.."),
+        ] {
+            let err = parse(&["--config", "c.yaml", flag, value]).unwrap_err();
+            assert!(err.contains(flag), "{flag}: {err}");
+            assert!(err.contains(says), "{flag}: {err}");
+        }
     }
 }

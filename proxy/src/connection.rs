@@ -47,6 +47,8 @@ pub struct Context {
     pub tls: Arc<TlsContext>,
     /// Inbound requests counted for the operator (the inbound side).
     pub traffic: Option<Arc<crate::control::TrafficLog>>,
+    /// Time and space limits on connections.
+    pub limits: crate::limits::Limits,
 }
 
 impl Context {
@@ -61,7 +63,8 @@ impl Context {
         )
         .with_overload(self.overload.clone())
         .with_ejection_log(self.ejections.clone())
-        .with_traffic(self.traffic.clone());
+        .with_traffic(self.traffic.clone())
+        .with_limits(self.limits);
         match peer {
             Some(peer) => forwarder.with_peer(peer),
             None => forwarder,
@@ -86,7 +89,12 @@ pub async fn outbound(stream: TcpStream, ctx: Context) {
                 .metrics
                 .connection(ctx.direction, ConnProtocol::passthrough);
             let target = OutboundTarget::address(dst, Protocol::Tcp);
-            forward_tcp(PrefixedIo::new(bytes::Bytes::new(), stream), &target, &ctx).await;
+            Box::pin(forward_tcp(
+                PrefixedIo::new(bytes::Bytes::new(), stream),
+                &target,
+                &ctx,
+            ))
+            .await;
         }
     }
 }
@@ -239,7 +247,8 @@ async fn secured_inbound(
     match (hello, mode) {
         (Hello::Mesh, _) => {
             let io = PrefixedIo::new(read.freeze(), stream);
-            let accepted = match tokio::time::timeout(HANDSHAKE_TIMEOUT, ctx.tls.accept(io)).await {
+            let handshake = Box::pin(ctx.tls.accept(io));
+            let accepted = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                 Ok(Ok(accepted)) => accepted,
                 Ok(Err(e)) => {
                     tracing::info!(port, error = %e, "mTLS connection refused");
@@ -332,13 +341,23 @@ where
         Some(ServeAs::Http1) => {
             let _open = ctx.metrics.connection(ctx.direction, ConnProtocol::http1);
             let forwarder = ctx.forwarder(peer);
-            serve_h1(io, read, forwarder, route, ctx.drain.clone()).await;
+            // Each way of serving is boxed: a connection's task then holds only the way
+            // it takes (an idle HTTP/1.1 connection costs a few hundred bytes, not the
+            // ~16 KB of every path's state together).
+            Box::pin(serve_h1(io, read, forwarder, route, ctx.drain.clone())).await;
         }
         Some(ServeAs::Http2) => {
             let _open = ctx.metrics.connection(ctx.direction, ConnProtocol::http2);
             let forwarder = ctx.forwarder(peer);
             let io = PrefixedIo::new(read.freeze(), io);
-            serve(io, forwarder, route, ServeAs::Http2, ctx.drain.clone()).await;
+            Box::pin(serve(
+                io,
+                forwarder,
+                route,
+                ServeAs::Http2,
+                ctx.drain.clone(),
+            ))
+            .await;
         }
         None => {
             let io = PrefixedIo::new(read.freeze(), io);
@@ -348,7 +367,7 @@ where
                 let mode = ctx.config.tables().inbound_tls_mode(port);
                 log.inbound(peer.tls, mode, peer.source.as_deref());
             }
-            forward_tcp(io, &target, ctx).await;
+            Box::pin(forward_tcp(io, &target, ctx)).await;
         }
     }
 }

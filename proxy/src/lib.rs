@@ -16,6 +16,7 @@ pub mod identity;
 pub mod io;
 pub mod iptables;
 pub mod lifecycle;
+pub mod limits;
 pub mod listen;
 pub mod metrics;
 pub mod overload;

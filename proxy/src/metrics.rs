@@ -190,6 +190,30 @@ struct RefusedLabels {
     reason: RefusedReason,
 }
 
+/// Which connection limit was reached (see [`crate::limits::Limits`]).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Limit {
+    /// A request head did not arrive in time (408).
+    header_read_timeout,
+    /// A kept-alive connection sat idle too long and was closed.
+    idle_timeout,
+    /// A request body stalled (408).
+    request_body_timeout,
+    /// An upstream did not answer, or stalled its body, in time (504 or a cut response).
+    response_timeout,
+    /// A request head was too large (431).
+    header_too_large,
+    /// A listener was at its connection cap: accepting paused.
+    max_connections,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    direction: Direction,
+    limit: Limit,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: String,
@@ -216,6 +240,7 @@ pub struct Metrics {
     config_version: Mutex<String>,
     handshakes: Family<HandshakeLabels, Counter>,
     refused: Family<RefusedLabels, Counter>,
+    limits: Family<LimitLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -330,6 +355,12 @@ impl Metrics {
             "Connections a Strict port closed because they were not mTLS",
             refused.clone(),
         );
+        let limits = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "connection_limits",
+            "Connections and requests cut off by a limit: timeouts, oversized heads, and pauses at the connection cap",
+            limits.clone(),
+        );
         let in_flight_family = Family::<DirectionLabels, Gauge>::default();
         registry.register(
             "requests_in_flight",
@@ -363,6 +394,7 @@ impl Metrics {
             config_version: Mutex::new(String::new()),
             handshakes,
             refused,
+            limits,
             in_flight,
         }
     }
@@ -378,6 +410,13 @@ impl Metrics {
     pub fn refused(&self, port: u16, reason: RefusedReason) {
         self.refused
             .get_or_create(&RefusedLabels { port, reason })
+            .inc();
+    }
+
+    /// Counts a connection or request cut off by `limit`.
+    pub fn limit(&self, direction: Direction, limit: Limit) {
+        self.limits
+            .get_or_create(&LimitLabels { direction, limit })
             .inc();
     }
 

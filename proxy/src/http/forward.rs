@@ -23,7 +23,8 @@ use crate::config::tls::TlsMode;
 use crate::config::{ConfigSource, OutboundTarget, PickError, Selected};
 use crate::control::protocol::Ejection;
 use crate::control::{EjectionLog, SourceCounter, TrafficLog};
-use crate::metrics::{Direction, Metrics, OpenGuard, RefusedReason, RetryResult, Routed};
+use crate::limits::{Activity, BusyBody, Limits};
+use crate::metrics::{Direction, Limit, Metrics, OpenGuard, RefusedReason, RetryResult, Routed};
 use crate::overload::{Admitted, Protector};
 use crate::routing::{AttemptOutcome, RequestHead, is_idempotent};
 use tokio_util::task::TaskTracker;
@@ -59,6 +60,8 @@ pub struct Forwarder {
     peer: Option<InboundPeer>,
     /// Inbound requests counted for the operator.
     traffic: Option<Arc<TrafficLog>>,
+    /// The connection limits in force.
+    limits: Limits,
 }
 
 /// Who is calling, as the inbound side sees the connection.
@@ -97,7 +100,24 @@ impl Forwarder {
             ejections: None,
             peer: None,
             traffic: None,
+            limits: Limits::default(),
         }
+    }
+
+    /// Applies `limits` to its connections and requests.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits in force.
+    pub(super) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Counts a connection or request cut off by `limit`.
+    pub(super) fn limit_hit(&self, limit: Limit) {
+        self.metrics.limit(self.direction, limit);
     }
 
     /// The pool its requests go through.
@@ -375,11 +395,16 @@ impl Forwarder {
         let up = endpoint.upstream();
         send.tls
             .store(up.tls.is_some(), std::sync::atomic::Ordering::Relaxed);
-        let result = match per_try {
-            Some(limit) => tokio::time::timeout(limit, x.send(&up))
-                .await
-                .unwrap_or(Err(ForwardError::PerTryTimeout(limit))),
-            None => x.send(&up).await,
+        // A rule's per-try timeout, else the proxy's response timeout: no attempt waits
+        // for ever on an upstream that never answers.
+        let limit = per_try.unwrap_or(self.limits.response);
+        let result = match tokio::time::timeout(limit, x.send(&up)).await {
+            Ok(result) => result,
+            Err(_) if per_try.is_some() => Err(ForwardError::PerTryTimeout(limit)),
+            Err(_) => {
+                self.limit_hit(Limit::response_timeout);
+                Err(ForwardError::ResponseTimeout(limit))
+            }
         };
         match &result {
             // This proxy's own fault: nothing to hold against the endpoint.
@@ -683,18 +708,32 @@ pub async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let limits = *forwarder.limits();
+    let metrics = forwarder.metrics.clone();
+    let direction = forwarder.direction;
+    // Each stream holds the connection busy until its response body ends: an HTTP/2
+    // connection with none open is idle.
+    let activity = Arc::new(Activity::default());
     // HTTP/1.1 serves one request at a time per connection, so the downstream connection
     // can keep "its" upstream connection and skip the pool on every request.
     let sticky = Arc::new(forwarder.pool.sticky());
+    let busy = activity.clone();
     let service = service_fn(move |req| {
         let forwarder = forwarder.clone();
         let route = route.clone();
         let sticky = sticky.clone();
-        async move { Ok::<_, std::convert::Infallible>(forwarder.forward(req, &route, &sticky).await) }
+        let busy = busy.busy();
+        async move {
+            let resp = forwarder.forward(req, &route, &sticky).await;
+            // The guard lives as long as the body: dropped when it ends or is abandoned.
+            let resp = resp.map(|body| BusyBody::new(body, busy));
+            Ok::<_, std::convert::Infallible>(resp)
+        }
     });
     let io = TokioIo::new(io);
     // Each version's own server (the protocol is already known, so no version sniffing).
-    // Both drain the same way: on `drain`, finish what is in flight, then close.
+    // Both drain the same way: on `drain`, finish what is in flight, then close; and an
+    // idle connection closes the same way.
     macro_rules! drive {
         ($conn:expr) => {{
             let conn = $conn;
@@ -702,6 +741,10 @@ pub async fn serve<I>(
             tokio::select! {
                 res = conn.as_mut() => {
                     if let Err(e) = res {
+                        // hyper's only timeout on a server connection is the head's.
+                        if e.is_timeout() {
+                            metrics.limit(direction, Limit::header_read_timeout);
+                        }
                         tracing::debug!(error = %e, "downstream connection ended");
                     }
                 }
@@ -709,21 +752,32 @@ pub async fn serve<I>(
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                 }
+                _ = activity.idle_for(limits.idle) => {
+                    metrics.limit(direction, Limit::idle_timeout);
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
             }
         }};
     }
+    let max_head = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
     match serve_as {
         ServeAs::Http1 => drive!(
             http1::Builder::new()
                 .writev(false)
                 // A client may shut down its write side and still wait for the response.
                 .half_close(true)
+                .timer(TokioTimer::new())
+                // Also bounds the wait for the next request on a kept-alive connection.
+                .header_read_timeout(limits.header_read)
+                .max_buf_size(limits.max_header_bytes.max(8192))
                 .serve_connection(io, service)
                 .with_upgrades()
         ),
         ServeAs::Http2 => drive!(
             http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
+                .max_header_list_size(max_head)
                 .serve_connection(io, service)
         ),
     }

@@ -54,6 +54,9 @@ pub enum ForwardError {
     /// The last attempt's own deadline passed before its response started.
     #[error("per-try timeout: no response within {} ms", .0.as_millis())]
     PerTryTimeout(std::time::Duration),
+    /// The upstream sent no response head within the proxy's response timeout.
+    #[error("response timeout: no response within {}", humantime::format_duration(*.0))]
+    ResponseTimeout(std::time::Duration),
     /// The rule's rate limit is spent; the caller may try again after this long.
     #[error("rate limited: retry after {} ms", .0.as_millis())]
     RateLimited(std::time::Duration),
@@ -109,9 +112,10 @@ impl ForwardError {
             | Self::Relay(_)
             | Self::Tls(_)
             | Self::Consumed => StatusCode::BAD_GATEWAY,
-            Self::ConnectTimeout | Self::RouteTimeout(_) | Self::PerTryTimeout(_) => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            Self::ConnectTimeout
+            | Self::RouteTimeout(_)
+            | Self::PerTryTimeout(_)
+            | Self::ResponseTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedCoding(_) => StatusCode::NOT_IMPLEMENTED,
             Self::RequestBody(_) => StatusCode::BAD_REQUEST,

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{Either, Full};
@@ -20,6 +20,7 @@ use tokio_util::either::Either as EitherIo;
 
 use super::ForwardError;
 use crate::balance::Upstream;
+use crate::limits::Limits;
 use crate::tls::{Alpn, TlsContext};
 
 /// An upstream connection: plaintext, or mTLS to another proxy.
@@ -49,6 +50,8 @@ pub struct RawConn {
     pub io: Box<UpstreamIo>,
     /// Bytes read from it.
     pub buf: BytesMut,
+    /// When it last finished an exchange (a connection idle too long is not reused).
+    idle_since: Instant,
 }
 
 impl RawConn {
@@ -56,6 +59,7 @@ impl RawConn {
         Self {
             io: Box::new(io),
             buf: BytesMut::with_capacity(RAW_BUF),
+            idle_since: Instant::now(),
         }
     }
 
@@ -64,6 +68,20 @@ impl RawConn {
     /// read as the next request's answer). Peeks at the socket without waiting; with mTLS
     /// too, as anything arriving between responses (a close_notify) means the same.
     pub fn reusable(&self) -> bool {
+        self.open()
+    }
+
+    /// Marks the connection idle from now.
+    pub fn idle(&mut self) {
+        self.idle_since = Instant::now();
+    }
+
+    /// Whether it has been idle longer than `max`.
+    pub fn stale(&self, max: Duration) -> bool {
+        self.idle_since.elapsed() > max
+    }
+
+    fn open(&self) -> bool {
         let tcp = match &*self.io {
             EitherIo::Left(tcp) => tcp,
             EitherIo::Right(tls) => tls.get_ref().0,
@@ -80,7 +98,8 @@ const RAW_BUF: usize = 16 * 1024;
 
 #[derive(Default)]
 struct Slots {
-    idle_h1: HashMap<Upstream, Vec<H1>>,
+    /// Idle hyper HTTP/1.1 connections, with when each went idle.
+    idle_h1: HashMap<Upstream, Vec<(Instant, H1)>>,
     idle_raw: HashMap<Upstream, Vec<RawConn>>,
     h2: HashMap<Upstream, H2>,
     /// The endpoints (and kinds) of the config in force, once known: connections to
@@ -93,6 +112,8 @@ struct Slots {
 pub struct Pool {
     slots: Mutex<Slots>,
     connect_timeout: Duration,
+    /// Idle connections older than this are closed, not reused.
+    upstream_idle: Duration,
     local_ip: Option<IpAddr>,
     tls: Option<Arc<TlsContext>>,
 }
@@ -106,12 +127,50 @@ impl Pool {
         local_ip: Option<IpAddr>,
         tls: Option<Arc<TlsContext>>,
     ) -> Arc<Self> {
-        Arc::new(Self {
-            slots: Mutex::new(Slots::default()),
+        Self::with_upstream_idle(
             connect_timeout,
             local_ip,
             tls,
+            Limits::DEFAULT_UPSTREAM_IDLE,
+        )
+    }
+
+    /// [`Pool::new`], closing connections idle longer than `upstream_idle`.
+    pub fn with_upstream_idle(
+        connect_timeout: Duration,
+        local_ip: Option<IpAddr>,
+        tls: Option<Arc<TlsContext>>,
+        upstream_idle: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            slots: Mutex::new(Slots::default()),
+            connect_timeout,
+            upstream_idle,
+            local_ip,
+            tls,
         })
+    }
+
+    /// How long a connection may stay idle before it is closed.
+    pub fn upstream_idle(&self) -> Duration {
+        self.upstream_idle
+    }
+
+    /// Closes the idle connections that have been idle too long (they would otherwise
+    /// sit half-closed once their server gave up on them).
+    pub fn sweep(&self) {
+        let Ok(mut slots) = self.slots.lock() else {
+            return;
+        };
+        let max = self.upstream_idle;
+        for idle in slots.idle_raw.values_mut() {
+            idle.retain(|conn| !conn.stale(max));
+        }
+        slots.idle_raw.retain(|_, idle| !idle.is_empty());
+        for idle in slots.idle_h1.values_mut() {
+            idle.retain(|(since, _)| since.elapsed() <= max);
+        }
+        slots.idle_h1.retain(|_, idle| !idle.is_empty());
     }
 
     /// Opens a connection of `up`'s kind carrying `alpn`: TCP, then mTLS when `up`
@@ -265,15 +324,15 @@ impl Pool {
         let mut slots = self.slots.lock().ok()?;
         let idle = slots.idle_raw.get_mut(up)?;
         while let Some(conn) = idle.pop() {
-            if conn.reusable() {
+            if !conn.stale(self.upstream_idle) && conn.reusable() {
                 return Some(conn);
             }
         }
         None
     }
 
-    /// Keeps an idle relayed connection for the next request to `up` (while the config
-    /// uses `up`).
+    /// Keeps an idle relayed connection (marked idle by whoever held it last) for the next
+    /// request to `up` (while the config uses `up`).
     pub fn put_raw(&self, up: Upstream, mut conn: RawConn) {
         let Ok(mut slots) = self.slots.lock() else {
             return;
@@ -291,8 +350,8 @@ impl Pool {
     fn take_h1(&self, up: &Upstream) -> Option<H1> {
         let mut slots = self.slots.lock().ok()?;
         let idle = slots.idle_h1.get_mut(up)?;
-        while let Some(sender) = idle.pop() {
-            if !sender.is_closed() && sender.is_ready() {
+        while let Some((since, sender)) = idle.pop() {
+            if since.elapsed() <= self.upstream_idle && !sender.is_closed() && sender.is_ready() {
                 return Some(sender);
             }
         }
@@ -328,7 +387,7 @@ impl Pool {
         }
         let idle = slots.idle_h1.entry(up).or_default();
         if idle.len() < MAX_IDLE_PER_ENDPOINT {
-            idle.push(sender);
+            idle.push((Instant::now(), sender));
         }
     }
 

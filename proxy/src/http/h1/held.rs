@@ -25,18 +25,30 @@ impl Held {
 
     /// The held connection to `up` if it is still good, else an idle pooled one.
     pub fn take(&mut self, up: &Upstream) -> Option<RawConn> {
+        let pool = self.pool.upgrade()?;
         if let Some(i) = self.conns.iter().position(|(a, _)| a == up) {
             let (_, conn) = self.conns.swap_remove(i);
-            if conn.reusable() {
+            if !conn.stale(pool.upstream_idle()) && conn.reusable() {
                 return Some(conn);
             }
         }
-        self.pool.upgrade()?.take_raw(up)
+        pool.take_raw(up)
+    }
+
+    /// Gives every held connection back to the pool (the downstream connection went
+    /// idle: the pool closes them when they have been idle too long).
+    pub fn release(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            for (up, conn) in self.conns.drain(..) {
+                pool.put_raw(up, conn);
+            }
+        }
     }
 
     /// Holds `conn` for the next request to `up`; the oldest held one goes back to the
     /// pool when too many are held.
-    pub fn put(&mut self, up: Upstream, conn: RawConn) {
+    pub fn put(&mut self, up: Upstream, mut conn: RawConn) {
+        conn.idle();
         self.conns.push((up, conn));
         if self.conns.len() > MAX_STICKY {
             let (up, conn) = self.conns.remove(0);
@@ -49,10 +61,6 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if let Some(pool) = self.pool.upgrade() {
-            for (up, conn) in self.conns.drain(..) {
-                pool.put_raw(up, conn);
-            }
-        }
+        self.release();
     }
 }

@@ -28,6 +28,9 @@ pub enum RelayError {
     /// The response head is not one the relay can pass on.
     #[error(transparent)]
     Head(#[from] HeadError),
+    /// The upstream's response body made no progress within the response timeout.
+    #[error("response body stalled for {}", humantime::format_duration(*.0))]
+    Stalled(std::time::Duration),
 }
 
 /// A response head received on `conn`, its body not yet read past what the head's read
@@ -138,13 +141,15 @@ async fn round_trip(
 /// Passes `answer` (head and body) to the caller on `down`; the upstream connection goes
 /// back to `held` when it can take another request. `Ok(false)`: the caller's connection
 /// must close (the body ended with the upstream's connection). An error means the
-/// response was cut short: the caller's connection must close too.
+/// response was cut short: the caller's connection must close too. A body that makes no
+/// progress for `stall` is cut short.
 pub async fn relay_response<D>(
     down: &mut D,
     answer: RelayAnswer,
     closing: bool,
     held: &mut Held,
     scratch: &mut Vec<u8>,
+    stall: std::time::Duration,
 ) -> Result<bool, RelayError>
 where
     D: AsyncWrite + Unpin,
@@ -178,7 +183,9 @@ where
     while !done {
         conn.buf.clear();
         conn.buf.reserve(16 * 1024);
-        let n = conn.io.read_buf(&mut conn.buf).await?;
+        let n = tokio::time::timeout(stall, conn.io.read_buf(&mut conn.buf))
+            .await
+            .map_err(|_| RelayError::Stalled(stall))??;
         if n == 0 {
             if info.framing == Framing::UntilClose {
                 break;
