@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 pub use head::HeadError;
 pub use relay::RelayError;
 
-use self::head::{Handover, Request, RequestInfo};
+use self::head::{Request, RequestInfo};
 use self::held::Held;
 use self::relay::{RelayExchange, relay_response, write_error};
 use super::forward::response_status;
@@ -77,14 +77,17 @@ pub async fn serve_h1<I>(
     loop {
         let info = loop {
             match head::parse_request(&buf, max_body) {
-                Ok(Request::Partial) if buf.len() >= limits.max_header_bytes => {
+                Ok(Request::Partial) if buf.len() > limits.max_header_bytes => {
                     return too_large(&forwarder, &mut io, &mut scratch).await;
                 }
                 Ok(Request::Partial) => {}
+                Ok(Request::Relay(info)) if info.len > limits.max_header_bytes => {
+                    return too_large(&forwarder, &mut io, &mut scratch).await;
+                }
                 Ok(Request::Relay(info)) => break info,
-                Ok(Request::Handover(Handover::LargeHead))
-                    if buf.len() >= limits.max_header_bytes =>
-                {
+                // The full server is handed only heads within the limit: its own bound
+                // is coarser (at least 8 KiB, counting the body's first bytes).
+                Ok(Request::Handover(_)) if head_over(&buf, limits.max_header_bytes) => {
                     return too_large(&forwarder, &mut io, &mut scratch).await;
                 }
                 Ok(Request::Handover(why)) => {
@@ -165,6 +168,20 @@ pub async fn serve_h1<I>(
             }
         }
     }
+}
+
+/// Whether the head at the start of `buf` is longer than `max` bytes, or has not ended
+/// within them. A head ends at its first empty line (CRLF, or a bare LF, which the full
+/// server takes too).
+fn head_over(buf: &[u8], max: usize) -> bool {
+    let end = buf
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|at| at + 2)
+        .into_iter()
+        .chain(buf.windows(3).position(|w| w == b"\n\r\n").map(|at| at + 3))
+        .min();
+    end.unwrap_or(buf.len()) > max
 }
 
 /// What waiting for more of a request brought.
