@@ -177,6 +177,16 @@ impl Conn<TcpStream> {
     }
 }
 
+/// Logs why a connection ended before its protocol was known; a request begun and not
+/// finished in time counts as a header-read timeout.
+fn detection_failed(ctx: &Context, e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        ctx.metrics
+            .limit(ctx.direction, crate::metrics::Limit::header_read_timeout);
+    }
+    tracing::debug!(error = %e, "connection ended before its protocol was known");
+}
+
 /// The detection settings in force: whether `port` is opaque, and the timeout.
 fn detection(ctx: &Context, port: u16) -> (bool, Duration) {
     let tables = ctx.config.tables();
@@ -230,7 +240,13 @@ async fn secured_inbound(
     }
     let _ = stream.set_nodelay(true);
     let peeked = async {
-        let (found, mut read) = detect(&mut stream, BytesMut::new(), timeout).await?;
+        let (found, mut read) = detect(
+            &mut stream,
+            BytesMut::new(),
+            timeout,
+            ctx.limits.header_read,
+        )
+        .await?;
         let hello = match found {
             Detected::Tls => read_client_hello(&mut stream, &mut read, timeout).await?,
             _ => Hello::Other,
@@ -240,7 +256,7 @@ async fn secured_inbound(
     let (found, read, hello) = match peeked.await {
         Ok(peeked) => peeked,
         Err(e) => {
-            tracing::debug!(error = %e, "connection failed before its first bytes");
+            detection_failed(ctx, &e);
             return;
         }
     };
@@ -318,10 +334,10 @@ where
         Protocol::Http | Protocol::Detect => {
             let (found, read) = match detected {
                 Some(found) => (found, read),
-                None => match detect(&mut io, read, timeout).await {
+                None => match detect(&mut io, read, timeout, ctx.limits.header_read).await {
                     Ok(found) => found,
                     Err(e) => {
-                        tracing::debug!(error = %e, "connection failed during detection");
+                        detection_failed(ctx, &e);
                         return;
                     }
                 },

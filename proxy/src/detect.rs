@@ -77,23 +77,41 @@ pub fn classify(bytes: &[u8]) -> Option<Detected> {
     }
 }
 
-/// Reads until the protocol is known or `timeout` passes; returns it with the bytes read
-/// (after those already in `buf`), which the caller must replay (see
-/// [`crate::io::PrefixedIo`]).
+/// Reads until the protocol is known; returns it with the bytes read (after those
+/// already in `buf`), which the caller must replay (see [`crate::io::PrefixedIo`]).
+///
+/// Silence for `timeout` is opaque: a server-speaks-first protocol. Bytes that begin an
+/// HTTP method, the HTTP/2 preface or a TLS record commit the client, though: it has
+/// until `patience` from the start (the header-read timeout) to finish them, and then
+/// the connection fails with [`std::io::ErrorKind::TimedOut`]. Never opaque: a request
+/// written a byte at a time must not reach the app unparsed.
 pub async fn detect<T: AsyncRead + Unpin>(
     io: &mut T,
     mut buf: BytesMut,
     timeout: Duration,
+    patience: Duration,
 ) -> std::io::Result<(Detected, BytesMut)> {
     buf.reserve(MAX_PEEK);
-    let deadline = tokio::time::Instant::now() + timeout;
+    let start = tokio::time::Instant::now();
     loop {
         if let Some(found) = classify(&buf) {
             return Ok((found, buf));
         }
+        let deadline = if buf.is_empty() {
+            start + timeout
+        } else {
+            start + patience.max(timeout)
+        };
         let read = tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await;
         match read {
-            Err(_elapsed) => return Ok((Detected::Opaque, buf)),
+            Err(_elapsed) if buf.is_empty() => return Ok((Detected::Opaque, buf)),
+            Err(_elapsed) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the first bytes began a request that did not arrive within the \
+                     header-read timeout",
+                ));
+            }
             Ok(Ok(0)) => return Ok((Detected::Opaque, buf)),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e),
@@ -124,9 +142,14 @@ mod tests {
     #[tokio::test]
     async fn silence_is_opaque_after_the_deadline() {
         let (mut client, _server) = tokio::io::duplex(64);
-        let (found, bytes) = detect(&mut client, BytesMut::new(), Duration::from_millis(50))
-            .await
-            .unwrap();
+        let (found, bytes) = detect(
+            &mut client,
+            BytesMut::new(),
+            Duration::from_millis(50),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
         assert_eq!(found, Detected::Opaque);
         assert!(bytes.is_empty());
     }
@@ -140,10 +163,46 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
             server.write_all(b"T / HTTP/1.1\r\n").await.unwrap();
         });
-        let (found, bytes) = detect(&mut client, BytesMut::new(), Duration::from_secs(1))
+        let (found, bytes) = detect(
+            &mut client,
+            BytesMut::new(),
+            Duration::from_millis(5),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+        assert_eq!(found, Detected::Http1);
+        assert!(bytes.starts_with(b"GET "));
+    }
+
+    // A client that writes `G`, pauses past the detection timeout, then the rest of a
+    // request was taken as opaque TCP: the request reached the app unparsed.
+    #[tokio::test(start_paused = true)]
+    async fn a_begun_request_has_the_header_read_timeout_and_is_never_opaque() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move {
+            server.write_all(b"G").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            server.write_all(b"ET / HTTP/1.1\r\n").await.unwrap();
+            server
+        });
+        let timeout = Duration::from_millis(100);
+        let patience = Duration::from_secs(10);
+        let (found, _) = detect(&mut client, BytesMut::new(), timeout, patience)
             .await
             .unwrap();
         assert_eq!(found, Detected::Http1);
-        assert!(bytes.starts_with(b"GET "));
+        // A prefix that never ends fails at the header-read timeout.
+        let mut server = writer.await.unwrap();
+        let (mut client, mut other) = tokio::io::duplex(64);
+        other.write_all(b"PO").await.unwrap();
+        let started = tokio::time::Instant::now();
+        let e = detect(&mut client, BytesMut::new(), timeout, patience)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), patience);
+        server.shutdown().await.unwrap();
     }
 }

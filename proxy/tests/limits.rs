@@ -136,6 +136,31 @@ async fn a_slow_head_gets_408_and_a_silent_connection_is_closed() {
 }
 
 #[tokio::test]
+async fn a_request_begun_slowly_on_a_detecting_port_is_still_http() {
+    let upstream = http_backend("be").await;
+    let (proxy, _, detect) = start(upstream, &["--header-read-timeout", "2s"]).await;
+    // `G`, a pause past the 300 ms detection timeout, then a request only the proxy
+    // refuses (the backend would take it): it was spliced to the app unparsed.
+    let mut c = TcpStream::connect(detect).await.unwrap();
+    c.write_all(b"G").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let got = request(
+        &mut c,
+        "ET / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 501"), "{got}");
+    drop(c);
+    // A method that never ends is closed at the header-read timeout, not spliced.
+    let mut c = TcpStream::connect(detect).await.unwrap();
+    c.write_all(b"POS").await.unwrap();
+    let started = Instant::now();
+    assert_eq!(until_closed(&mut c, Duration::from_secs(4)).await, "");
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert_eq!(limit_count(&proxy, "header_read_timeout").await, 1);
+}
+
+#[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     let upstream = http_backend("be").await;
     let h2 = free_addr();

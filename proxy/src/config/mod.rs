@@ -270,7 +270,9 @@ pub enum ListenerTarget {
 #[serde(rename_all = "camelCase")]
 pub struct Detection {
     /// How long to wait for the client's first bytes before treating the connection as
-    /// opaque TCP (server-speaks-first protocols send nothing first).
+    /// opaque TCP (server-speaks-first protocols send nothing first). A client whose
+    /// first bytes begin an HTTP method, the HTTP/2 preface or a TLS record has the
+    /// header-read timeout to finish them instead, and is then closed, never opaque.
     #[serde(default = "Detection::default_timeout_ms")]
     pub timeout_ms: u64,
     /// Ports always treated as opaque TCP, in addition to the well-known

@@ -116,7 +116,7 @@ proptest! {
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
             let mut reads = Reads { pieces: pieces.into() };
             let (found, read) = runtime
-                .block_on(detect(&mut reads, BytesMut::new(), Duration::from_secs(5)))
+                .block_on(detect(&mut reads, BytesMut::new(), Duration::from_secs(5), Duration::from_secs(5)))
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
             // At the end of the input, what is still undecided is opaque.
             prop_assert_eq!(found, classify(&bytes).unwrap_or(Detected::Opaque));
