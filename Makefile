@@ -7,7 +7,7 @@ DOCKER ?= docker
 IMAGE ?= ghcr.io/braid-mesh/braid
 TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
-.PHONY: all build test fmt fmt-check lint unit fuzz e2e e2e-cluster demo crds docs manifests-check images bench help
+.PHONY: all build test fmt fmt-check lint unit fuzz e2e e2e-cluster demo crds docs manifests-check images bench bench-limits help
 
 all: build
 
@@ -87,3 +87,6 @@ images: ## Build the one image (three binaries, iptables): IMAGE, TAG default to
 
 bench: ## Throughput, latency and memory: braid-proxy vs nginx, same machine, same run
 	scripts/bench
+
+bench-limits: ## 10,000 idle and 2,000 slowloris connections against one proxy: RSS, when each is cut, a normal client's success
+	scripts/bench-limits

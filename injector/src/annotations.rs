@@ -6,6 +6,10 @@ use std::collections::BTreeMap;
 
 use crate::inject::{InjectStatus, ORIGINAL_PROBES, Original};
 
+mod limits;
+
+pub use limits::{Kind as LimitKind, LIMITS, Limit, LimitOverride};
+
 /// `"false"` opts a pod out, `"true"` opts it in.
 pub const INJECT: &str = "braid.dev/inject";
 /// What was injected, by which version: makes injection idempotent and `uninject` exact.
@@ -28,7 +32,7 @@ pub const INIT_MEMORY: &str = "braid.dev/init-memory";
 pub const LOG_LEVEL: &str = "braid.dev/log-level";
 
 /// The annotations users set, in the order error messages list them.
-pub const USER_ANNOTATIONS: [&str; 9] = [
+pub const USER_ANNOTATIONS: [&str; 16] = [
     INJECT,
     EXCLUDE_INBOUND_PORTS,
     EXCLUDE_OUTBOUND_PORTS,
@@ -38,6 +42,13 @@ pub const USER_ANNOTATIONS: [&str; 9] = [
     INIT_CPU,
     INIT_MEMORY,
     LOG_LEVEL,
+    LIMITS[0].annotation,
+    LIMITS[1].annotation,
+    LIMITS[2].annotation,
+    LIMITS[3].annotation,
+    LIMITS[4].annotation,
+    LIMITS[5].annotation,
+    LIMITS[6].annotation,
 ];
 
 /// The annotations braid-injector writes itself when it injects a pod.
@@ -78,6 +89,9 @@ pub struct Overrides {
     pub init_memory: Option<String>,
     /// `braid.dev/log-level`.
     pub log_level: Option<String>,
+    /// The connection limits set (`braid.dev/idle-timeout`, … see [`LIMITS`]), in
+    /// [`LIMITS`] order.
+    pub proxy_limits: Vec<LimitOverride>,
     /// `braid.dev/status`: the pod was injected already (by the webhook, or offline into
     /// its template), and this is what was added.
     pub status: Option<InjectStatus>,
@@ -185,6 +199,16 @@ impl Overrides {
                 None
             }
         });
+        let proxy_limits = LIMITS
+            .iter()
+            .filter_map(|limit| {
+                let value = get(limit.annotation)?;
+                limit
+                    .check(value)
+                    .map_err(|e| errors.push(bad(limit.annotation, e)))
+                    .ok()
+            })
+            .collect();
         // Written by braid-injector: only a record of a real injection is kept.
         let written = "braid-injector writes it when it injects a pod; remove it from the pod (or its template) to have the pod injected";
         let status = annotations.get(STATUS).and_then(|value| {
@@ -221,6 +245,7 @@ impl Overrides {
                 init_cpu,
                 init_memory,
                 log_level,
+                proxy_limits,
                 status,
             })
         } else {

@@ -167,6 +167,43 @@ fn a_log_level_the_proxy_would_refuse_is_refused_at_admission() {
 }
 
 #[test]
+fn connection_limits_are_the_proxys_flags_checked_at_admission() {
+    let pod = injected(annotated(&[
+        ("braid.dev/idle-timeout", "90s"),
+        ("braid.dev/header-read-timeout", " 5s "),
+        ("braid.dev/max-connections", "5000"),
+    ]));
+    let env = container(&pod, PROXY_CONTAINER).env.clone().unwrap();
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(value("BRAID_IDLE_TIMEOUT").as_deref(), Some("90s"));
+    assert_eq!(value("BRAID_HEADER_READ_TIMEOUT").as_deref(), Some("5s"));
+    assert_eq!(value("BRAID_MAX_CONNECTIONS").as_deref(), Some("5000"));
+    // Unset ones are the proxy's defaults: nothing is written for them.
+    assert_eq!(value("BRAID_RESPONSE_TIMEOUT"), None);
+    for (annotation, value, says) in [
+        ("braid.dev/idle-timeout", "90", "the unit is missing"),
+        ("braid.dev/response-timeout", "0s", "longer than zero"),
+        ("braid.dev/upstream-idle-timeout", "soon", "e.g. 500ms, 10s"),
+        ("braid.dev/max-header-bytes", "512", "from 1024 to 1048576"),
+        (
+            "braid.dev/max-connections",
+            "0",
+            "--max-connections, default 20000",
+        ),
+    ] {
+        let why = denied(annotated(&[(annotation, value)]));
+        assert!(
+            why.contains(&format!("annotation {annotation}: ")) && why.contains(says),
+            "{annotation}: {why}"
+        );
+    }
+}
+
+#[test]
 fn an_unknown_braid_annotation_is_refused_with_the_closest_name() {
     let why = denied(annotated(&[("braid.dev/proxy-memroy", "64Mi")]));
     assert!(
@@ -261,4 +298,32 @@ fn a_status_annotation_that_does_not_match_the_pod_is_refused() {
         why.contains("annotation braid.dev/original-probes") && why.contains("remove it"),
         "{why}"
     );
+}
+
+#[test]
+fn the_readme_lists_every_annotation_and_each_limits_default() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let row = |annotation: &str| {
+        readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{annotation}` |")))
+            .unwrap_or_else(|| panic!("README's annotation table has no row for {annotation}"))
+            .to_owned()
+    };
+    for annotation in braid_injector::annotations::USER_ANNOTATIONS {
+        row(annotation);
+    }
+    for limit in braid_injector::annotations::LIMITS {
+        assert!(
+            row(limit.annotation).ends_with(&format!("| `{}` |", limit.default)),
+            "{}",
+            limit.annotation
+        );
+        let flag = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `--{}` |", limit.flag)))
+            .unwrap_or_else(|| panic!("README's limits table has no --{}", limit.flag));
+        assert!(flag.contains(&format!("| `{}` |", limit.default)), "{flag}");
+    }
 }

@@ -122,6 +122,12 @@ enum Expect {
     Cidrs(Vec<String>),
     Quantity(String),
     Log(String),
+    Limit(LimitOverride),
+}
+
+/// The limit `key` sets, if it is one.
+fn limit_of(key: &str) -> Option<Limit> {
+    LIMITS.iter().copied().find(|l| l.annotation == key)
 }
 
 /// A valid value for `key`, written with spaces and case as users write it, and what it
@@ -154,6 +160,28 @@ fn valid_value(key: &'static str) -> BoxedStrategy<(String, Expect)> {
             (prop::collection::vec(cidr, 1..4), sep)
                 .prop_map(|(cidrs, sep)| (cidrs.join(sep), Expect::Cidrs(cidrs)))
                 .boxed()
+        }
+        key if limit_of(key).is_some() => {
+            let Some(limit) = limit_of(key) else {
+                unreachable!("matched above")
+            };
+            let text = match limit.kind {
+                LimitKind::Duration => (
+                    1u32..100_000,
+                    prop::sample::select(vec!["ms", "s", "m", "h"]),
+                )
+                    .prop_map(|(n, unit)| format!("{n}{unit}"))
+                    .boxed(),
+                LimitKind::Count { min, max } => (min..=max).prop_map(|n| n.to_string()).boxed(),
+            };
+            text.prop_map(move |text| {
+                let value = LimitOverride {
+                    env: limit.env,
+                    value: text.clone(),
+                };
+                (format!(" {text} "), Expect::Limit(value))
+            })
+            .boxed()
         }
         PROXY_CPU | PROXY_MEMORY | INIT_CPU | INIT_MEMORY => (
             "[0-9]{1,4}(\\.[0-9]{1,3})?",
@@ -208,6 +236,10 @@ fn invalid_value(key: &'static str) -> BoxedStrategy<String> {
             "10.0.0.0/ 8",
             "10.0.0.0/8/8",
         ],
+        key if limit_of(key).is_some_and(|l| l.kind == LimitKind::Duration) => {
+            vec!["10", "0s", "0ms", "soon", "-5s", "5 parsecs", "1.5.s", "s"]
+        }
+        key if limit_of(key).is_some() => vec!["0", "-1", "lots", "1e3", "1.5", "99999999999"],
         PROXY_CPU | PROXY_MEMORY | INIT_CPU | INIT_MEMORY => {
             vec![
                 "lots", "1.2.3", "Mi", "-1", "1 Mi", "1mi", ".", "1KiB", "0x10",
@@ -318,6 +350,9 @@ proptest! {
                 (INIT_CPU, Expect::Quantity(q)) => prop_assert_eq!(o.init_cpu.as_ref(), Some(q)),
                 (INIT_MEMORY, Expect::Quantity(q)) => prop_assert_eq!(o.init_memory.as_ref(), Some(q)),
                 (LOG_LEVEL, Expect::Log(l)) => prop_assert_eq!(o.log_level.as_ref(), Some(l)),
+                (key, Expect::Limit(l)) if limit_of(key).is_some() => {
+                    prop_assert!(o.proxy_limits.contains(l), "{key}: {:?}", o.proxy_limits);
+                }
                 other => return Err(TestCaseError::fail(format!("generator mismatch {other:?}"))),
             }
         }

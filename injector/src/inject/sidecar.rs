@@ -70,17 +70,27 @@ pub fn proxy_container(settings: &Settings, overrides: &Overrides, app_ports: &[
             "--token-file".into(),
             format!("{TOKEN_DIR}/token"),
         ]),
-        env: Some(vec![
-            field_env("BRAID_POD_NAME", "metadata.name"),
-            field_env("BRAID_POD_NAMESPACE", "metadata.namespace"),
-            field_env("BRAID_POD_IP", "status.podIP"),
-            field_env("BRAID_SERVICE_ACCOUNT", "spec.serviceAccountName"),
-            EnvVar {
-                name: "BRAID_LOG_LEVEL".into(),
-                value: Some(log_level),
+        env: Some(
+            vec![
+                field_env("BRAID_POD_NAME", "metadata.name"),
+                field_env("BRAID_POD_NAMESPACE", "metadata.namespace"),
+                field_env("BRAID_POD_IP", "status.podIP"),
+                field_env("BRAID_SERVICE_ACCOUNT", "spec.serviceAccountName"),
+                EnvVar {
+                    name: "BRAID_LOG_LEVEL".into(),
+                    value: Some(log_level),
+                    ..Default::default()
+                },
+            ]
+            .into_iter()
+            // The limits the pod tuned, each in its flag's variable.
+            .chain(overrides.proxy_limits.iter().map(|l| EnvVar {
+                name: l.env.into(),
+                value: Some(l.value.clone()),
                 ..Default::default()
-            },
-        ]),
+            }))
+            .collect(),
+        ),
         ports: Some(vec![ContainerPort {
             name: Some("braid-health".into()),
             container_port: HEALTH_PORT,
