@@ -357,7 +357,9 @@ where
             };
             match accepted {
                 Ok((stream, _peer)) => {
-                    let conn = handle(stream, ctx.clone());
+                    // Boxed: awaited from inside the async block, an unboxed future would
+                    // take its room twice in the task (once captured, once awaited).
+                    let conn = Box::pin(handle(stream, ctx.clone()));
                     tracker.spawn(async move {
                         conn.await;
                         drop(permit);

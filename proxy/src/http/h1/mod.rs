@@ -105,7 +105,7 @@ pub async fn serve_h1<I>(
                 Some(due) => (due, Limit::header_read_timeout),
                 None => (Instant::now() + limits.idle, Limit::idle_timeout),
             };
-            match read_more(&mut io, &mut buf, deadline, &mut held, &drain).await {
+            match read_more(&mut io, &mut buf, deadline, &mut held, &mut scratch, &drain).await {
                 Read::Bytes => {
                     due.get_or_insert_with(|| Instant::now() + limits.header_read);
                 }
@@ -195,14 +195,16 @@ enum Read {
 }
 
 /// Reads more of the next request into `buf`, by `deadline`. A connection with nothing
-/// buffered that has waited [`SHRINK_AFTER`] gives back its read buffer and its held
-/// upstream connections, so idle connections cost little; with nothing buffered a
-/// draining proxy closes it.
+/// buffered that has waited [`SHRINK_AFTER`] gives back its read buffer, its scratch
+/// buffer (a response head and first body bytes: kilobytes) and its held upstream
+/// connections, so idle connections cost little; with nothing buffered a draining
+/// proxy closes it.
 async fn read_more<I>(
     io: &mut I,
     buf: &mut BytesMut,
     deadline: Instant,
     held: &mut Held,
+    scratch: &mut Vec<u8>,
     drain: &CancellationToken,
 ) -> Read
 where
@@ -235,6 +237,7 @@ where
             Err(_) if shrink_at.is_some() => {
                 shrink_at = None;
                 *buf = BytesMut::new();
+                *scratch = Vec::new();
                 held.release();
             }
             Err(_) => return Read::TimedOut,
