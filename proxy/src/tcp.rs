@@ -4,6 +4,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::io::PrefixedIo;
 
+mod duplex;
+
+pub use duplex::copy_both_ways;
+
 /// Copies between the client (with any bytes already read for detection) and `upstream`
 /// until both directions are done. Returns (client → upstream, upstream → client) bytes.
 pub async fn splice<C, U>(client: PrefixedIo<C>, mut upstream: U) -> std::io::Result<(u64, u64)>
@@ -15,6 +19,6 @@ where
     if !prefix.is_empty() {
         upstream.write_all(&prefix).await?;
     }
-    let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+    let (up, down) = copy_both_ways(&mut client, &mut upstream).await?;
     Ok((up + prefix.len() as u64, down))
 }

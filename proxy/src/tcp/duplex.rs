@@ -1,0 +1,241 @@
+//! Copying both ways without a buffer per idle connection. `copy_bidirectional` holds
+//! two 8 KiB buffers for a connection's whole life: 10,000 silent connections on a
+//! detecting port took 230 MB. Here each read goes into one scratch buffer per worker
+//! thread and is written on at once; only bytes the writer cannot take yet are kept,
+//! and that buffer is given back once the reader has nothing more.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The scratch buffer's size: a read never takes more than this.
+const SCRATCH: usize = 16 * 1024;
+
+thread_local! {
+    static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH].into_boxed_slice());
+}
+
+/// One direction of the copy.
+#[derive(Debug, Default)]
+struct Half {
+    /// Read but not yet written: empty (no allocation) unless the writer pushed back.
+    pending: Vec<u8>,
+    /// How much of `pending` is written.
+    at: usize,
+    /// Written since the last flush.
+    unflushed: bool,
+    /// The reader reached its end; the writer is to be shut down.
+    eof: bool,
+    /// The writer is shut down: this direction is done.
+    done: bool,
+    /// Bytes copied.
+    copied: u64,
+}
+
+impl Half {
+    /// Copies from `r` to `w` until `r` ends (then shuts `w` down), or until neither can
+    /// go on now.
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        loop {
+            while self.at < self.pending.len() {
+                let n = ready!(Pin::new(&mut *w).poll_write(cx, &self.pending[self.at..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.at += n;
+                self.copied += n as u64;
+                self.unflushed = true;
+            }
+            self.pending.clear();
+            self.at = 0;
+            if self.eof {
+                ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+            let read = SCRATCH_BUF.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let mut buf = ReadBuf::new(&mut scratch[..]);
+                match Pin::new(&mut *r).poll_read(cx, &mut buf) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => Poll::Ready(Ok(self.write_through(cx, w, buf.filled()))),
+                }
+            });
+            match read {
+                Poll::Pending => {
+                    // Nothing to read now: what was written goes out (a TLS writer
+                    // buffers), and an idle direction holds no buffer.
+                    if self.unflushed {
+                        ready!(Pin::new(&mut *w).poll_flush(cx))?;
+                        self.unflushed = false;
+                    }
+                    self.pending = Vec::new();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(written)) => written?,
+            }
+        }
+    }
+
+    /// Writes `data` (just read) as far as `w` takes it now and keeps the rest; empty
+    /// `data` is the reader's end.
+    fn write_through<W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: &mut W,
+        data: &[u8],
+    ) -> io::Result<()> {
+        if data.is_empty() {
+            self.eof = true;
+            return Ok(());
+        }
+        let mut off = 0;
+        while off < data.len() {
+            match Pin::new(&mut *w).poll_write(cx, &data[off..]) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => {
+                    off += n;
+                    self.copied += n as u64;
+                    self.unflushed = true;
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => break,
+            }
+        }
+        self.pending.extend_from_slice(&data[off..]);
+        Ok(())
+    }
+}
+
+/// Copies between `a` and `b` both ways until both have ended, passing each side's end
+/// on as a shutdown of the other's write side. Returns the bytes copied a → b and b → a;
+/// the first error ends both.
+pub async fn copy_both_ways<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut up = Half::default();
+    let mut down = Half::default();
+    poll_fn(|cx| {
+        // Each is polled (and so registers its wake-up) until it is done.
+        if !up.done {
+            let _ = up.poll_copy(cx, a, b)?;
+        }
+        if !down.done {
+            let _ = down.poll_copy(cx, b, a)?;
+        }
+        if up.done && down.done {
+            Poll::Ready(Ok((up.copied, down.copied)))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn pattern(n: usize, seed: u8) -> Vec<u8> {
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    // Small pipes push back on every write, so bytes wait in `pending` and must come
+    // out in order; each side's end reaches the other.
+    #[tokio::test]
+    async fn copies_both_ways_in_order_through_writers_that_push_back() {
+        let (client, mut a) = tokio::io::duplex(100);
+        let (mut b, server) = tokio::io::duplex(37);
+        let copy = tokio::spawn(async move { copy_both_ways(&mut a, &mut b).await });
+        let up = pattern(300_000, 1);
+        let down = pattern(200_000, 7);
+        /// Writes `out` and ends it while reading all the other side sends.
+        async fn talk(io: tokio::io::DuplexStream, out: Vec<u8>) -> Vec<u8> {
+            let (mut r, mut w) = tokio::io::split(io);
+            let write = async move {
+                w.write_all(&out).await.unwrap();
+                w.shutdown().await.unwrap();
+            };
+            let mut got = Vec::new();
+            let ((), read) = tokio::join!(write, r.read_to_end(&mut got));
+            read.unwrap();
+            got
+        }
+        let client_side = tokio::spawn(talk(client, up.clone()));
+        let server_side = tokio::spawn(talk(server, down.clone()));
+        assert_eq!(server_side.await.unwrap(), up);
+        assert_eq!(client_side.await.unwrap(), down);
+        assert_eq!(
+            copy.await.unwrap().unwrap(),
+            (up.len() as u64, down.len() as u64)
+        );
+    }
+
+    // One side's end is passed on while the other direction keeps going.
+    #[tokio::test]
+    async fn a_half_close_keeps_the_other_direction_open() {
+        let (mut client, mut a) = tokio::io::duplex(64);
+        let (mut b, mut server) = tokio::io::duplex(64);
+        let copy = tokio::spawn(async move { copy_both_ways(&mut a, &mut b).await });
+        client.write_all(b"request").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"request");
+        // The server answers after the client's end.
+        server.write_all(b"answer").await.unwrap();
+        server.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"answer");
+        assert_eq!(copy.await.unwrap().unwrap(), (7, 6));
+    }
+
+    // A direction with nothing to read holds no buffer, even after its writer pushed
+    // back.
+    #[tokio::test]
+    async fn an_idle_direction_holds_no_buffer() {
+        let (mut client, mut a) = tokio::io::duplex(64);
+        let (mut b, mut server) = tokio::io::duplex(8);
+        let mut half = Half::default();
+        client.write_all(&[1; 40]).await.unwrap();
+        let polled = poll_fn(|cx| Poll::Ready(half.poll_copy(cx, &mut a, &mut b))).await;
+        assert!(polled.is_pending());
+        assert!(!half.pending.is_empty(), "the writer took 8 of 40 bytes");
+        let mut got = vec![0; 40];
+        let drain = tokio::spawn(async move {
+            server.read_exact(&mut got).await.unwrap();
+            got
+        });
+        poll_fn(|cx| match half.poll_copy(cx, &mut a, &mut b) {
+            Poll::Pending if half.pending.capacity() == 0 => Poll::Ready(()),
+            _ => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        })
+        .await;
+        assert_eq!(drain.await.unwrap(), vec![1; 40]);
+        assert_eq!(half.copied, 40);
+    }
+}
