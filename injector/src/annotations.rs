@@ -32,7 +32,7 @@ pub const INIT_MEMORY: &str = "braid.dev/init-memory";
 pub const LOG_LEVEL: &str = "braid.dev/log-level";
 
 /// The annotations users set, in the order error messages list them.
-pub const USER_ANNOTATIONS: [&str; 16] = [
+pub const USER_ANNOTATIONS: [&str; 17] = [
     INJECT,
     EXCLUDE_INBOUND_PORTS,
     EXCLUDE_OUTBOUND_PORTS,
@@ -49,6 +49,7 @@ pub const USER_ANNOTATIONS: [&str; 16] = [
     LIMITS[4].annotation,
     LIMITS[5].annotation,
     LIMITS[6].annotation,
+    LIMITS[7].annotation,
 ];
 
 /// The annotations braid-injector writes itself when it injects a pod.

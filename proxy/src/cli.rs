@@ -148,6 +148,9 @@ pub struct RunArgs {
     /// under the app servers' own keep-alive timeout.
     #[arg(long, env = "BRAID_UPSTREAM_IDLE_TIMEOUT", default_value = "4s", value_parser = crate::limits::parse_duration)]
     pub upstream_idle_timeout: Duration,
+    /// An opaque TCP connection with no bytes either way for this long is closed.
+    #[arg(long, env = "BRAID_TCP_IDLE_TIMEOUT", default_value = "1h", value_parser = crate::limits::parse_duration)]
+    pub tcp_idle_timeout: Duration,
     /// The largest request head accepted, in bytes; larger ones are answered 431.
     #[arg(long, env = "BRAID_MAX_HEADER_BYTES", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1024..=1_048_576))]
     pub max_header_bytes: u32,
@@ -228,6 +231,7 @@ impl RunArgs {
             request_body: self.request_body_timeout,
             response: self.response_timeout,
             upstream_idle: self.upstream_idle_timeout,
+            tcp_idle: self.tcp_idle_timeout,
             max_header_bytes: usize::try_from(self.max_header_bytes).unwrap_or(usize::MAX),
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
         }

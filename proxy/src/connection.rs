@@ -399,11 +399,17 @@ where
         return;
     };
     match ctx.pool.connect(&up, Alpn::Tcp).await {
-        Ok(upstream) => {
-            if let Err(e) = splice(io, upstream).await {
-                tracing::debug!(addr = %up.addr, error = %e, "TCP stream ended with an error");
+        Ok(upstream) => match splice(io, upstream, ctx.limits.tcp_idle).await {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                ctx.metrics
+                    .limit(ctx.direction, crate::metrics::Limit::tcp_idle_timeout);
+                tracing::debug!(addr = %up.addr, error = %e, "TCP connection closed");
             }
-        }
+            Err(e) => {
+                tracing::debug!(addr = %up.addr, error = %e, "TCP stream ended with an error")
+            }
+            Ok(_) => {}
+        },
         Err(e) => tracing::debug!(addr = %up.addr, error = %e, "TCP connect failed"),
     }
 }

@@ -202,6 +202,8 @@ pub enum Limit {
     request_body_timeout,
     /// An upstream did not answer, or stalled its body, in time (504 or a cut response).
     response_timeout,
+    /// An opaque TCP connection was silent too long and was closed.
+    tcp_idle_timeout,
     /// A request head was too large (431).
     header_too_large,
     /// A listener was at its connection cap: accepting paused.

@@ -9,8 +9,14 @@ mod duplex;
 pub use duplex::copy_both_ways;
 
 /// Copies between the client (with any bytes already read for detection) and `upstream`
-/// until both directions are done. Returns (client → upstream, upstream → client) bytes.
-pub async fn splice<C, U>(client: PrefixedIo<C>, mut upstream: U) -> std::io::Result<(u64, u64)>
+/// until both directions are done, or nothing moved either way for `idle`
+/// ([`std::io::ErrorKind::TimedOut`]). Returns (client → upstream, upstream → client)
+/// bytes.
+pub async fn splice<C, U>(
+    client: PrefixedIo<C>,
+    mut upstream: U,
+    idle: std::time::Duration,
+) -> std::io::Result<(u64, u64)>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
@@ -19,6 +25,6 @@ where
     if !prefix.is_empty() {
         upstream.write_all(&prefix).await?;
     }
-    let (up, down) = copy_both_ways(&mut client, &mut upstream).await?;
+    let (up, down) = copy_both_ways(&mut client, &mut upstream, idle).await?;
     Ok((up + prefix.len() as u64, down))
 }

@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A listener `front` speaking `protocol` to `upstream`.
-fn listener(front: SocketAddr, upstream: SocketAddr, protocol: &str) -> String {
+fn listener_config(front: SocketAddr, upstream: SocketAddr, protocol: &str) -> String {
     format!(
         "listeners:\n- name: front\n  bind: {front}\n  target: {{address: \"{upstream}\"}}\n  protocol: {protocol}\n"
     )
@@ -29,8 +29,8 @@ async fn start(upstream: SocketAddr, flags: &[&str]) -> (Proxy, SocketAddr, Sock
     let (h1, detect) = (free_addr(), free_addr());
     let config = format!(
         "{}{}",
-        listener(h1, upstream, "http1"),
-        listener(detect, upstream, "detect")
+        listener_config(h1, upstream, "http1"),
+        listener_config(detect, upstream, "detect")
             .trim_start_matches("listeners:\n")
             .replace("name: front", "name: detect")
     );
@@ -167,11 +167,11 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     let (proxy, h1, detect) = start(upstream, &["--idle-timeout", "600ms"]).await;
     proxy.write_config(&format!(
         "{}{}{}",
-        listener(h1, upstream, "http1"),
-        listener(detect, upstream, "detect")
+        listener_config(h1, upstream, "http1"),
+        listener_config(detect, upstream, "detect")
             .trim_start_matches("listeners:\n")
             .replace("name: front", "name: detect"),
-        listener(h2, upstream, "http2")
+        listener_config(h2, upstream, "http2")
             .trim_start_matches("listeners:\n")
             .replace("name: front", "name: h2")
     ));
@@ -401,6 +401,41 @@ async fn pooled_upstream_connections_idle_too_long_are_closed() {
         async move { n == 1 }
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_silent_tcp_connection_is_closed_after_the_tcp_idle_timeout() {
+    // An echo server: opaque TCP in both directions.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let front = free_addr();
+    let proxy = Proxy::start_with(
+        &listener_config(front, upstream, "tcp"),
+        &["--tcp-idle-timeout", "600ms"],
+    )
+    .await;
+    let mut c = TcpStream::connect(front).await.unwrap();
+    // Bytes every 300 ms keep it open well past the timeout.
+    for _ in 0..5 {
+        c.write_all(b"ping").await.unwrap();
+        let mut got = [0; 4];
+        c.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let silent = Instant::now();
+    assert_eq!(until_closed(&mut c, Duration::from_secs(3)).await, "");
+    assert!(silent.elapsed() >= Duration::from_millis(250));
+    assert_eq!(limit_count(&proxy, "tcp_idle_timeout").await, 1);
 }
 
 #[test]

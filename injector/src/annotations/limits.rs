@@ -47,7 +47,7 @@ macro_rules! limit {
 }
 
 /// Every limit, in the order messages and the README list them.
-pub const LIMITS: [Limit; 7] = [
+pub const LIMITS: [Limit; 8] = [
     limit!(
         "header-read-timeout",
         "BRAID_HEADER_READ_TIMEOUT",
@@ -72,6 +72,12 @@ pub const LIMITS: [Limit; 7] = [
         "BRAID_UPSTREAM_IDLE_TIMEOUT",
         Kind::Duration,
         "4s"
+    ),
+    limit!(
+        "tcp-idle-timeout",
+        "BRAID_TCP_IDLE_TIMEOUT",
+        Kind::Duration,
+        "1h"
     ),
     limit!(
         "max-header-bytes",
@@ -177,12 +183,12 @@ mod tests {
         let e = idle.check("90").unwrap_err();
         assert!(e.contains("the unit is missing"), "{e}");
         assert!(e.contains("--idle-timeout, default 60s"), "{e}");
-        let max = LIMITS[6];
+        let max = LIMITS[7];
         assert!(max.check("500").is_ok());
         for bad in ["0", "-1", "lots", "1e3"] {
             let e = max.check(bad).unwrap_err();
             assert!(e.contains("from 1 to"), "{e}");
         }
-        assert!(LIMITS[5].check("512").is_err());
+        assert!(LIMITS[6].check("512").is_err());
     }
 }

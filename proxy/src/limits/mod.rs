@@ -1,7 +1,7 @@
 //! Time and space limits on connections, in one place: how long a caller may take to
 //! send a request head, to send the next request, to keep its body coming, how long an
 //! upstream may take to answer, how long an upstream connection may sit idle in the pool,
-//! how large a head may be, and how many connections a listener holds at once.
+//! how long opaque TCP may be silent, how large a head may be, and how many connections a listener holds at once.
 //!
 //! A sidecar sits in front of every pod: without these, a slowloris or a crowd of idle
 //! connections holds memory and upstream connections until the pod is killed for it.
@@ -39,6 +39,9 @@ pub struct Limits {
     /// than app servers' keep-alive (Node.js and uvicorn close after 5 s), so the proxy
     /// does not send a request down a connection the server is closing.
     pub upstream_idle: Duration,
+    /// An opaque TCP connection with no bytes either way for this long is closed (Envoy's
+    /// `tcp_proxy` `idle_timeout`). Long: database pools keep quiet connections open.
+    pub tcp_idle: Duration,
     /// The largest request head (request line and headers) accepted; larger ones are
     /// answered 431.
     pub max_header_bytes: usize,
@@ -58,6 +61,8 @@ impl Limits {
     pub const DEFAULT_RESPONSE: Duration = Duration::from_secs(300);
     /// Under the 5 s keep-alive of Node.js, uvicorn and Apache.
     pub const DEFAULT_UPSTREAM_IDLE: Duration = Duration::from_secs(4);
+    /// Envoy's `tcp_proxy` default.
+    pub const DEFAULT_TCP_IDLE: Duration = Duration::from_secs(3600);
     /// Envoy's `max_request_headers_kb` is 60 KiB; nginx allows 4 × 8 KiB.
     pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
     /// With the sidecar's default 128Mi memory limit, 10,000 idle connections on one
@@ -73,6 +78,7 @@ impl Default for Limits {
             request_body: Self::DEFAULT_REQUEST_BODY,
             response: Self::DEFAULT_RESPONSE,
             upstream_idle: Self::DEFAULT_UPSTREAM_IDLE,
+            tcp_idle: Self::DEFAULT_TCP_IDLE,
             max_header_bytes: Self::DEFAULT_MAX_HEADER_BYTES,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
         }

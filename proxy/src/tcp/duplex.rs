@@ -5,12 +5,14 @@
 //! and that buffer is given back once the reader has nothing more.
 
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 
 /// The scratch buffer's size: a read never takes more than this.
 const SCRATCH: usize = 16 * 1024;
@@ -124,15 +126,19 @@ impl Half {
 
 /// Copies between `a` and `b` both ways until both have ended, passing each side's end
 /// on as a shutdown of the other's write side. Returns the bytes copied a → b and b → a;
-/// the first error ends both.
-pub async fn copy_both_ways<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
+/// the first error ends both, and so does `idle` with no byte copied either way
+/// ([`io::ErrorKind::TimedOut`]).
+pub async fn copy_both_ways<A, B>(a: &mut A, b: &mut B, idle: Duration) -> io::Result<(u64, u64)>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let mut up = Half::default();
     let mut down = Half::default();
+    let silent = tokio::time::sleep(idle);
+    tokio::pin!(silent);
     poll_fn(|cx| {
+        let before = up.copied + down.copied;
         // Each is polled (and so registers its wake-up) until it is done.
         if !up.done {
             let _ = up.poll_copy(cx, a, b)?;
@@ -141,9 +147,20 @@ where
             let _ = down.poll_copy(cx, b, a)?;
         }
         if up.done && down.done {
-            Poll::Ready(Ok((up.copied, down.copied)))
-        } else {
-            Poll::Pending
+            return Poll::Ready(Ok((up.copied, down.copied)));
+        }
+        if up.copied + down.copied != before {
+            silent.as_mut().reset(Instant::now() + idle);
+        }
+        match silent.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no bytes either way for {}",
+                    humantime::format_duration(idle)
+                ),
+            ))),
+            Poll::Pending => Poll::Pending,
         }
     })
     .await
@@ -166,7 +183,10 @@ mod tests {
     async fn copies_both_ways_in_order_through_writers_that_push_back() {
         let (client, mut a) = tokio::io::duplex(100);
         let (mut b, server) = tokio::io::duplex(37);
-        let copy = tokio::spawn(async move { copy_both_ways(&mut a, &mut b).await });
+        let copy =
+            tokio::spawn(
+                async move { copy_both_ways(&mut a, &mut b, Duration::from_secs(60)).await },
+            );
         let up = pattern(300_000, 1);
         let down = pattern(200_000, 7);
         /// Writes `out` and ends it while reading all the other side sends.
@@ -196,7 +216,10 @@ mod tests {
     async fn a_half_close_keeps_the_other_direction_open() {
         let (mut client, mut a) = tokio::io::duplex(64);
         let (mut b, mut server) = tokio::io::duplex(64);
-        let copy = tokio::spawn(async move { copy_both_ways(&mut a, &mut b).await });
+        let copy =
+            tokio::spawn(
+                async move { copy_both_ways(&mut a, &mut b, Duration::from_secs(60)).await },
+            );
         client.write_all(b"request").await.unwrap();
         client.shutdown().await.unwrap();
         let mut got = Vec::new();
@@ -209,6 +232,25 @@ mod tests {
         client.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"answer");
         assert_eq!(copy.await.unwrap().unwrap(), (7, 6));
+    }
+
+    // Silence both ways for the idle time ends the copy; bytes either way restart it.
+    #[tokio::test(start_paused = true)]
+    async fn silence_both_ways_ends_the_copy() {
+        let (mut client, mut a) = tokio::io::duplex(64);
+        let (mut b, mut server) = tokio::io::duplex(64);
+        let started = Instant::now();
+        let copy =
+            tokio::spawn(
+                async move { copy_both_ways(&mut a, &mut b, Duration::from_secs(10)).await },
+            );
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        server.write_all(b"banner").await.unwrap();
+        let mut got = [0; 6];
+        client.read_exact(&mut got).await.unwrap();
+        let e = copy.await.unwrap().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(18));
     }
 
     // A direction with nothing to read holds no buffer, even after its writer pushed
