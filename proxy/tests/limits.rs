@@ -61,14 +61,7 @@ async fn request(c: &mut TcpStream, raw: &str) -> String {
         loop {
             let text = String::from_utf8_lossy(&got).to_string();
             if let Some(end) = text.find("\r\n\r\n") {
-                let len = text[..end]
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length: ")
-                            .map(|v| v.trim().parse::<usize>().unwrap())
-                    })
-                    .unwrap_or(0);
+                let len = content_length(&text[..end]);
                 if got.len() >= end + 4 + len {
                     return text;
                 }

@@ -45,14 +45,7 @@ async fn scripted(piece: usize) -> (SocketAddr, Seen) {
                         continue;
                     };
                     let head = String::from_utf8_lossy(&buf[..end + 4]).to_string();
-                    let len = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length: ")
-                                .map(|v| v.trim().parse::<usize>().unwrap())
-                        })
-                        .unwrap_or(0);
+                    let len = content_length(&head);
                     while buf.len() < end + 4 + len {
                         let mut chunk = [0u8; 4096];
                         let n = s.read(&mut chunk).await.unwrap();
@@ -131,14 +124,11 @@ async fn exchange(conn: &mut TcpStream, raw: &str, until: &str) -> String {
 async fn sized(conn: &mut TcpStream, raw: &str) -> String {
     let mut got = exchange(conn, raw, "\r\n\r\n").await;
     let end = got.find("\r\n\r\n").unwrap() + 4;
-    let len: usize = got[..end]
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length: ")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .unwrap();
+    assert!(
+        got[..end].to_ascii_lowercase().contains("content-length: "),
+        "{got}"
+    );
+    let len = content_length(&got[..end]);
     while got.len() < end + len {
         let mut chunk = [0u8; 4096];
         let n = conn.read(&mut chunk).await.unwrap();

@@ -342,3 +342,14 @@ pub async fn banner_backend(banner: &'static str) -> SocketAddr {
     });
     addr
 }
+
+/// The Content-Length a raw HTTP/1.1 head declares; 0 when it declares none.
+pub fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0)
+}
