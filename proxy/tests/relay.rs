@@ -384,3 +384,77 @@ async fn a_request_coding_other_than_chunked_is_refused_with_501() {
         "nothing reached the backend"
     );
 }
+
+// Forwarded unchanged before: RFC 9112 §3.2 says 400 to an HTTP/1.1 request without
+// Host, with two or with an invalid one, whichever engine serves it; an absolute-form
+// target replaces Host.
+#[tokio::test]
+async fn a_request_without_one_valid_host_gets_400_on_both_engines() {
+    let (upstream, seen) = scripted(1 << 20).await;
+    let (_proxy, front) = relay_to(upstream).await;
+    for raw in [
+        "GET /a HTTP/1.1\r\n\r\n",
+        "GET /a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        "GET /a HTTP/1.1\r\nHost: a/../admin\r\n\r\n",
+        // A chunked upload goes to the full server.
+        "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST /a HTTP/1.1\r\nHost: u@a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ] {
+        let mut c = TcpStream::connect(front).await.unwrap();
+        let got = exchange(&mut c, raw, "\r\n\r\n").await;
+        assert!(got.starts_with("HTTP/1.1 400 "), "{raw:?}: {got}");
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing reached the backend"
+    );
+    // Absolute-form: the target's authority is the Host the backend sees.
+    let mut c = TcpStream::connect(front).await.unwrap();
+    let got = sized(
+        &mut c,
+        "GET http://payments:8080/abs HTTP/1.1\r\nHost: evil\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 200 "), "{got}");
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen[0]
+            .to_ascii_lowercase()
+            .contains("host: payments:8080\r\n"),
+        "{seen:?}"
+    );
+    assert!(!seen[0].contains("evil"), "{seen:?}");
+}
+
+// RFC 9113 §8.3.1: an HTTP/2 `host` that differs from `:authority` is malformed.
+#[tokio::test]
+async fn an_http2_host_that_differs_from_authority_gets_400() {
+    let upstream = http_backend("be").await;
+    let front = free_addr();
+    let _proxy = Proxy::start(&format!(
+        "listeners:\n- name: h2\n  bind: {front}\n  target: {{address: \"{upstream}\"}}\n  protocol: http2\n"
+    ))
+    .await;
+    let mut h2 = http2_client(front).await;
+    let resp = h2
+        .send_request(
+            http::Request::get("http://payments/")
+                .header("host", "admin")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(braid_error(&resp).contains("differs from :authority"));
+    let resp = h2
+        .send_request(
+            http::Request::get("http://payments/")
+                .header("host", "payments")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}

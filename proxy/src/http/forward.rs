@@ -260,6 +260,9 @@ impl Forwarder {
         if let Some(coding) = super::headers::unsupported_coding(req.headers()) {
             return error_response(&ForwardError::UnsupportedCoding(coding));
         }
+        if let Err(e) = super::host::check(&mut req) {
+            return error_response(&ForwardError::BadHost(e));
+        }
         let started = match self.begin(is_probe(&req), route, |_| true) {
             Ok(Some(started)) => started,
             Ok(None) => return error_response(&ForwardError::NoRoute(route.describe())),

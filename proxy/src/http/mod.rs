@@ -8,6 +8,7 @@ mod exchange;
 mod forward;
 mod h1;
 mod headers;
+mod host;
 mod mirror;
 mod pool;
 mod replay;
@@ -84,6 +85,9 @@ pub enum ForwardError {
         "transfer-encoding {0} is not supported: send the body chunked, or with a content-length"
     )]
     UnsupportedCoding(String),
+    /// The request's Host breaks RFC 9112 §3.2 or RFC 9113 §8.3.1.
+    #[error("{0}")]
+    BadHost(host::HostError),
     /// A plaintext request on a connection whose port has since turned Strict.
     #[error("plaintext refused: port {0} accepts mTLS only (Strict)")]
     PlaintextRefused(u16),
@@ -118,6 +122,7 @@ impl ForwardError {
             | Self::ResponseTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedCoding(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::BadHost(_) => StatusCode::BAD_REQUEST,
             Self::RequestBody(_) => StatusCode::BAD_REQUEST,
             Self::PlaintextRefused(_) => StatusCode::FORBIDDEN,
             Self::FaultAbort(status) => *status,

@@ -32,6 +32,9 @@ pub enum HeadError {
     /// A 101 the request did not ask for.
     #[error("unexpected 101 switching protocols")]
     UnexpectedSwitch,
+    /// No Host, more than one, or one that is not `host[:port]` (RFC 9112 §3.2).
+    #[error("{0}")]
+    Host(crate::http::host::HostError),
 }
 
 /// Why a request is left to the full HTTP server (hyper) instead of the relay.
@@ -53,6 +56,9 @@ pub enum Handover {
     LargeHead,
     /// `CONNECT`: a tunnel, not a request.
     Connect,
+    /// An absolute-form target (`GET http://host/path`): its authority replaces Host,
+    /// which the full server does.
+    AbsoluteForm,
 }
 
 /// A request head the relay can forward.
@@ -247,7 +253,11 @@ pub fn parse_request(buf: &[u8], max_body: usize) -> Result<Request, HeadError> 
     let method = http::Method::from_bytes(req.method.unwrap_or("").as_bytes())
         .map_err(|_| HeadError::Malformed(httparse::Error::Token))?;
     let path = req.path.unwrap_or("");
+    if !path.starts_with('/') && path != "*" {
+        return Ok(Request::Handover(Handover::AbsoluteForm));
+    }
     let target = offset(buf, path.as_bytes())..offset(buf, path.as_bytes()) + path.len();
+    let mut hosts = 0;
     let mut body = None;
     let mut rewrite = false;
     let mut close = false;
@@ -280,7 +290,20 @@ pub fn parse_request(buf: &[u8], max_body: usize) -> Result<Request, HeadError> 
             rewrite = true;
         } else if name.eq_ignore_ascii_case("user-agent") {
             probe = h.value.starts_with(b"kube-probe/");
+        } else if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+            if !crate::http::host::valid_host(trim_ows(h.value)) {
+                let value = String::from_utf8_lossy(h.value).into_owned();
+                return Err(HeadError::Host(crate::http::host::HostError::Invalid(
+                    value,
+                )));
+            }
         }
+    }
+    match hosts {
+        0 => return Err(HeadError::Host(crate::http::host::HostError::Missing)),
+        1 => {}
+        _ => return Err(HeadError::Host(crate::http::host::HostError::Duplicate)),
     }
     let body = usize::try_from(body.unwrap_or(0)).unwrap_or(usize::MAX);
     if body > max_body {
@@ -520,22 +543,26 @@ mod tests {
 
     #[test]
     fn bodies_are_framed_by_content_length() {
-        let info = relay(b"POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
+        let info = relay(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello");
         assert_eq!(info.body, 5);
         assert_eq!(
-            parse_request(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n", 4),
+            parse_request(
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
+                4
+            ),
             Ok(Request::Handover(Handover::LargeBody))
         );
         for bad in [
-            &b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"[..],
-            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 1 2\r\n\r\n",
+            &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 2\r\n\r\n",
         ] {
             assert_eq!(parse_request(bad, 64), Err(HeadError::ContentLength));
         }
         // The same value twice is one length.
         assert_eq!(
-            relay(b"POST / HTTP/1.1\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n").body,
+            relay(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n")
+                .body,
             3
         );
     }
@@ -586,34 +613,69 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: a\r\nte: trailers\r\nX-Kept: 1\r\n\r\n"
         );
         // `TE: trailers` alone is forwarded untouched.
-        assert!(!relay(b"POST / HTTP/1.1\r\nTE: trailers\r\n\r\n").rewrite);
+        assert!(!relay(b"POST / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n").rewrite);
     }
 
     #[test]
     fn heads_with_bare_line_feeds_go_out_rebuilt_with_crlf() {
-        let buf = b"POST / HTTP/1.1\r\nX: a\nContent-Length: 2\r\n\r\nok";
+        let buf = b"POST / HTTP/1.1\r\nHost: a\r\nX: a\nContent-Length: 2\r\n\r\nok";
         let info = relay(buf);
         assert!(info.rewrite);
         let mut out = Vec::new();
         rewrite_request(&buf[..info.len], &mut out);
-        assert_eq!(out, b"POST / HTTP/1.1\r\nX: a\r\nContent-Length: 2\r\n\r\n");
+        assert_eq!(
+            out,
+            b"POST / HTTP/1.1\r\nHost: a\r\nX: a\r\nContent-Length: 2\r\n\r\n"
+        );
         let r = response(b"HTTP/1.1 200 OK\nContent-Length: 0\n\n", http::Method::GET);
         assert!(r.rewrite);
     }
 
     #[test]
     fn probes_and_routing_headers() {
-        let buf = b"GET /healthz HTTP/1.1\r\nUser-Agent: kube-probe/1.28\r\nX-Tenant: a\r\nX-Tenant: b\r\nConnection: keep-alive\r\n\r\n";
+        let buf = b"GET /healthz HTTP/1.1\r\nHost: a\r\nUser-Agent: kube-probe/1.28\r\nX-Tenant: a\r\nX-Tenant: b\r\nConnection: keep-alive\r\n\r\n";
         assert!(relay(buf).probe);
         let map = header_map(buf);
         assert_eq!(map.get_all("x-tenant").iter().count(), 2);
         assert!(!map.contains_key("connection"));
-        let abs = b"GET http://svc.ns:80/v1/x?q HTTP/1.1\r\n\r\n";
-        assert_eq!(relay(abs).path(abs), "/v1/x");
+        // An absolute-form target's authority replaces Host: the full server does that.
+        let abs = b"GET http://svc.ns:80/v1/x?q HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(
+            parse_request(abs, 0),
+            Ok(Request::Handover(Handover::AbsoluteForm))
+        );
     }
 
     fn response(buf: &[u8], method: http::Method) -> ResponseInfo {
         parse_response(buf, &method).unwrap().unwrap()
+    }
+
+    // Forwarded unchanged before: a request without Host, with two, or with one that is
+    // not host[:port] (RFC 9112 §3.2 says 400 to each).
+    #[test]
+    fn http_1_1_requests_carry_exactly_one_valid_host() {
+        use crate::http::host::HostError;
+        for (buf, want) in [
+            (&b"GET / HTTP/1.1\r\n\r\n"[..], HostError::Missing),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
+                HostError::Duplicate,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+                HostError::Invalid("a/b".into()),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n",
+                HostError::Invalid("u@a".into()),
+            ),
+        ] {
+            assert_eq!(parse_request(buf, 0), Err(HeadError::Host(want)));
+        }
+        assert!(matches!(
+            parse_request(b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", 0),
+            Ok(Request::Relay(_))
+        ));
     }
 
     #[test]
@@ -683,11 +745,14 @@ mod tests {
             assert_eq!(parse_response(bad, &get), Err(HeadError::ContentLength));
         }
         assert_eq!(
-            parse_request(b"POST / HTTP/1.1\r\nContent-Length: 5\xc2\xa0\r\n\r\n", 64),
+            parse_request(
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\xc2\xa0\r\n\r\n",
+                64
+            ),
             Err(HeadError::ContentLength)
         );
         assert_eq!(
-            relay(b"POST / HTTP/1.1\r\nContent-Length: \t5 \r\n\r\n").body,
+            relay(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \t5 \r\n\r\n").body,
             5
         );
         // `chunked` and a no-break space is another coding: the body ends with the

@@ -175,6 +175,51 @@ fn read_head(buf: &[u8]) -> Read {
     })
 }
 
+/// `uri-host [":" port]` as RFC 3986 §3.2.2 and RFC 9110 §7.2 write it (IP literals
+/// without IPvFuture), read as text.
+fn reference_host(value: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return false;
+    };
+    let (host, port) = if let Some(literal) = text.strip_prefix('[') {
+        let Some((inner, port)) = literal.split_once(']') else {
+            return false;
+        };
+        if inner.is_empty()
+            || !inner
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        {
+            return false;
+        }
+        ("", port)
+    } else {
+        match text.find(':') {
+            Some(at) => (&text[..at], &text[at..]),
+            None => (text, ""),
+        }
+    };
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()));
+    // reg-name: unreserved, sub-delims and %HH.
+    let pieces: Vec<&str> = host.split('%').collect();
+    let reg_name = pieces.iter().enumerate().all(|(i, piece)| {
+        let rest = if i == 0 {
+            *piece
+        } else {
+            match piece.get(..2) {
+                Some(hex) if hex.chars().all(|c| c.is_ascii_hexdigit()) => &piece[2..],
+                _ => return false,
+            }
+        };
+        rest.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=".contains(c))
+    });
+    port_ok && reg_name
+}
+
 /// A request as the reference reads it.
 #[derive(Debug)]
 enum RefRequest {
@@ -215,6 +260,14 @@ fn reference_request(buf: &[u8]) -> RefRequest {
         b"HTTP/1.0" => true,
         _ => return RefRequest::Refused("not HTTP/1.0 or HTTP/1.1"),
     };
+    // RFC 9112 §3.2: exactly one Host in HTTP/1.1, and a valid one.
+    let hosts: Vec<&[u8]> = head.values("host").collect();
+    if !http10 && hosts.len() != 1 {
+        return RefRequest::Refused("not exactly one Host");
+    }
+    if hosts.iter().any(|h| !reference_host(h)) {
+        return RefRequest::Refused("invalid Host");
+    }
     // RFC 9112 §6.3.
     let framing = if head.has("transfer-encoding") {
         if head.has("content-length") {
@@ -772,9 +825,9 @@ fn check_request(buf: &[u8], max_body: usize) -> Result<(), TestCaseError> {
             RefRequest::Message {
                 head,
                 method,
+                target,
                 http10,
                 framing,
-                ..
             },
         ) => {
             let holds = match why {
@@ -790,6 +843,7 @@ fn check_request(buf: &[u8], max_body: usize) -> Result<(), TestCaseError> {
                     matches!(framing, Framing::Length(n) if *n > max_body as u64)
                 }
                 Handover::LargeHead => buf.len() >= MAX_HEAD || head.fields.len() >= MAX_HEADERS,
+                Handover::AbsoluteForm => !target.starts_with(b"/") && target.as_slice() != b"*",
             };
             prop_assert!(holds, "handed over for no reason\n{}", context());
         }
