@@ -117,14 +117,14 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
 
     let connect_timeout = Duration::from_millis(args.connect_timeout_ms);
     let limits = args.limits();
-    let outbound_pool = Pool::with_upstream_idle(
+    let outbound_pool = Pool::new(
         connect_timeout,
         None,
         Some(tls.clone()),
         limits.upstream_idle,
     );
     // The inbound side talks plaintext to the app on loopback.
-    let inbound_pool = Pool::with_upstream_idle(
+    let inbound_pool = Pool::new(
         connect_timeout,
         usable_source(args.inbound_source),
         None,

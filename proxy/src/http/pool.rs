@@ -20,7 +20,6 @@ use tokio_util::either::Either as EitherIo;
 
 use super::ForwardError;
 use crate::balance::Upstream;
-use crate::limits::Limits;
 use crate::tls::{Alpn, TlsContext};
 
 /// An upstream connection: plaintext, or mTLS to another proxy.
@@ -121,22 +120,9 @@ pub struct Pool {
 impl Pool {
     /// A pool whose connections come from `local_ip` when set (the inbound side uses a
     /// dedicated loopback source such as 127.0.0.6, which the capture rules let through).
-    /// With `tls`, endpoints whose kind is mTLS are reached over it.
+    /// With `tls`, endpoints whose kind is mTLS are reached over it. Connections idle
+    /// longer than `upstream_idle` are closed, not reused.
     pub fn new(
-        connect_timeout: Duration,
-        local_ip: Option<IpAddr>,
-        tls: Option<Arc<TlsContext>>,
-    ) -> Arc<Self> {
-        Self::with_upstream_idle(
-            connect_timeout,
-            local_ip,
-            tls,
-            Limits::DEFAULT_UPSTREAM_IDLE,
-        )
-    }
-
-    /// [`Pool::new`], closing connections idle longer than `upstream_idle`.
-    pub fn with_upstream_idle(
         connect_timeout: Duration,
         local_ip: Option<IpAddr>,
         tls: Option<Arc<TlsContext>>,

@@ -11,6 +11,8 @@ use crate::http::{Pool, RawConn};
 /// few endpoints at most); they go back to the pool when it ends.
 pub struct Held {
     pool: Weak<Pool>,
+    /// The pool's idle limit: a held connection idle longer is not reused either.
+    upstream_idle: std::time::Duration,
     conns: Vec<(Upstream, RawConn)>,
 }
 
@@ -19,20 +21,20 @@ impl Held {
     pub fn new(pool: &Arc<Pool>) -> Self {
         Self {
             pool: Arc::downgrade(pool),
+            upstream_idle: pool.upstream_idle(),
             conns: Vec::new(),
         }
     }
 
     /// The held connection to `up` if it is still good, else an idle pooled one.
     pub fn take(&mut self, up: &Upstream) -> Option<RawConn> {
-        let pool = self.pool.upgrade()?;
         if let Some(i) = self.conns.iter().position(|(a, _)| a == up) {
             let (_, conn) = self.conns.swap_remove(i);
-            if !conn.stale(pool.upstream_idle()) && conn.reusable() {
+            if !conn.stale(self.upstream_idle) && conn.reusable() {
                 return Some(conn);
             }
         }
-        pool.take_raw(up)
+        self.pool.upgrade()?.take_raw(up)
     }
 
     /// Gives every held connection back to the pool (the downstream connection went

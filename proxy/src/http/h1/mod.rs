@@ -174,13 +174,11 @@ pub async fn serve_h1<I>(
 /// within them. A head ends at its first empty line (CRLF, or a bare LF, which the full
 /// server takes too).
 fn head_over(buf: &[u8], max: usize) -> bool {
-    let end = buf
-        .windows(2)
-        .position(|w| w == b"\n\n")
-        .map(|at| at + 2)
-        .into_iter()
-        .chain(buf.windows(3).position(|w| w == b"\n\r\n").map(|at| at + 3))
-        .min();
+    let end = (0..buf.len()).find_map(|at| match &buf[at..] {
+        [b'\n', b'\n', ..] => Some(at + 2),
+        [b'\n', b'\r', b'\n', ..] => Some(at + 3),
+        _ => None,
+    });
     end.unwrap_or(buf.len()) > max
 }
 
