@@ -140,7 +140,6 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         metrics: metrics.clone(),
         direction: Direction::outbound,
         drain: drain.clone(),
-        tracker: tracker.clone(),
         overload: None,
         ejections: Some(ejection_log.clone()),
         tls: tls.clone(),

@@ -9,12 +9,11 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::tls::TlsMode;
 use crate::config::{ConfigSource, OutboundTarget, Protocol};
 use crate::detect::{Detected, detect};
-use crate::http::{Forwarder, InboundPeer, Mirrors, Pool, Route, ServeAs, serve, serve_h1};
+use crate::http::{Forwarder, InboundPeer, Mirrors, Pool, Route, serve_h1, serve_h2};
 use crate::io::PrefixedIo;
 use crate::listen::original_dst;
 use crate::metrics::{ConnProtocol, Direction, Metrics, RefusedReason};
@@ -36,8 +35,6 @@ pub struct Context {
     pub direction: Direction,
     /// Fires when the proxy drains.
     pub drain: CancellationToken,
-    /// Work that draining waits for (upgraded tunnels, besides connections).
-    pub tracker: TaskTracker,
     /// Overload protection (the inbound side only).
     pub overload: Option<Arc<crate::overload::Protector>>,
     /// Where ejections wait for the operator (the outbound side, with an operator).
@@ -59,7 +56,6 @@ impl Context {
             self.mirrors.clone(),
             self.metrics.clone(),
             self.direction,
-            self.tracker.clone(),
         )
         .with_overload(self.overload.clone())
         .with_ejection_log(self.ejections.clone())
@@ -311,6 +307,15 @@ async fn secured_inbound(
     }
 }
 
+/// How a connection's HTTP is spoken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ServeAs {
+    /// HTTP/1.1, by the relay.
+    Http1,
+    /// HTTP/2, by hyper.
+    Http2,
+}
+
 /// Serves the connection as HTTP along `route`, or splices it to `target` as TCP.
 async fn dispatch<I>(conn: Conn<I>, route: Route, target: Arc<OutboundTarget>, ctx: &Context)
 where
@@ -368,14 +373,7 @@ where
             let _open = ctx.metrics.connection(ctx.direction, ConnProtocol::http2);
             let forwarder = ctx.forwarder(peer);
             let io = PrefixedIo::new(read.freeze(), io);
-            Box::pin(serve(
-                io,
-                forwarder,
-                route,
-                ServeAs::Http2,
-                ctx.drain.clone(),
-            ))
-            .await;
+            Box::pin(serve_h2(io, forwarder, route, ctx.drain.clone())).await;
         }
         None => {
             let io = PrefixedIo::new(read.freeze(), io);

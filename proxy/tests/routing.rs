@@ -194,3 +194,71 @@ async fn faults_abort_their_share_and_delay_requests() {
     assert_eq!((status, body.as_str()), (200, "g1 GET /"));
     assert!(started.elapsed() >= std::time::Duration::from_millis(200));
 }
+
+/// A mirrored HTTP/1.1 request: the caller gets the real group's answer, and the shadow
+/// group gets a copy of the same head and body with `-shadow` on its Host, from the
+/// relay's own bytes (before, the relay handed every mirrored route to hyper).
+#[tokio::test]
+async fn mirrored_http1_requests_copy_head_and_body_to_the_shadow() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = free_addr().port();
+    http_backend_at(format!("127.0.0.2:{port}").parse().unwrap(), "g1").await;
+    let shadow = tokio::net::TcpListener::bind(format!("127.0.0.3:{port}"))
+        .await
+        .unwrap();
+    let (copies, mut copied) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = shadow.accept().await.unwrap();
+            let copies = copies.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while !String::from_utf8_lossy(&got).ends_with("body!") {
+                    let mut chunk = [0u8; 4096];
+                    match s.read(&mut chunk).await.unwrap() {
+                        0 => return,
+                        n => got.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = copies.send(String::from_utf8_lossy(&got).into_owned());
+                let _ = s
+                    .write_all(b"HTTP/1.1 500 Shadow Failed\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    let front = free_addr();
+    let rules = r#"  - name: mirrored
+    route: [{group: Group_1, weight: 100}]
+    mirror: {group: Group_2, percent: 100}"#;
+    let proxy = Proxy::start(&config("m1", front, port, rules)).await;
+    let mut c = tokio::net::TcpStream::connect(front).await.unwrap();
+    c.write_all(
+        b"POST /orders HTTP/1.1\r\nHost: payments:80\r\nX-Id: 7\r\nContent-Length: 5\r\n\r\nbody!",
+    )
+    .await
+    .unwrap();
+    let mut got = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), c.read(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    let got = String::from_utf8_lossy(&got[..n]);
+    assert!(
+        got.starts_with("HTTP/1.1 200 OK\r\n") && got.ends_with("g1 POST /orders"),
+        "{got}"
+    );
+    let copy = tokio::time::timeout(std::time::Duration::from_secs(5), copied.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        copy,
+        "POST /orders HTTP/1.1\r\nhost: payments-shadow:80\r\nX-Id: 7\r\nContent-Length: 5\r\n\r\nbody!"
+    );
+    let (_, metrics) = proxy.admin_get("/metrics").await;
+    assert!(
+        metrics.contains(r#"braid_mirrored_requests_total{target="payments.shop:80",group="Group_2",result="sent"} 1"#),
+        "{metrics}"
+    );
+}

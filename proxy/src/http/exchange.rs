@@ -25,6 +25,12 @@ pub(super) trait Exchange {
     /// request can be sent more than once.
     async fn prepare(&mut self, send: &Outgoing<'_>, retry: bool) -> Result<bool, ForwardError>;
 
+    /// Whether [`send`](Self::send) bounds its own wait for the response (it streams the
+    /// caller's body first, which the response timeout must not count).
+    fn bounds_response(&self) -> bool {
+        false
+    }
+
     /// Sends one attempt to `up` and waits for its response head.
     async fn send(&mut self, up: &Upstream) -> Result<Self::Answer, ForwardError>;
 }

@@ -8,7 +8,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::Route;
 use super::exchange::{Answer, Exchange};
 use super::replay::Replayable;
-use super::{ForwardError, Mirrors, Pool, Sticky, UpBody, is_upgrade, strip_hop_by_hop};
+use super::{ForwardError, Mirrors, Pool, strip_hop_by_hop};
 use crate::balance::outlier::OutlierPolicy;
 use crate::balance::{self, Endpoint, Picked, Upstream, Verdict};
 use crate::config::tls::TlsMode;
@@ -27,7 +27,6 @@ use crate::limits::{Activity, BusyBody, Limits};
 use crate::metrics::{Direction, Limit, Metrics, OpenGuard, RefusedReason, RetryResult, Routed};
 use crate::overload::{Admitted, Protector};
 use crate::routing::{AttemptOutcome, RequestHead, is_idempotent};
-use tokio_util::task::TaskTracker;
 
 /// The body of every response the proxy sends.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -39,8 +38,8 @@ const MAX_BACKOFF: Duration = Duration::from_millis(250);
 
 /// One request's way out: what routing chose.
 pub(super) struct Outgoing<'a> {
-    label: &'a Arc<str>,
-    selected: Selected<'a>,
+    pub(super) label: &'a Arc<str>,
+    pub(super) selected: Selected<'a>,
     /// Whether the last attempt went over mTLS (for the request's metrics).
     tls: std::sync::atomic::AtomicBool,
 }
@@ -52,7 +51,6 @@ pub struct Forwarder {
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
     direction: Direction,
-    tracker: TaskTracker,
     mirrors: Mirrors,
     overload: Option<Arc<Protector>>,
     ejections: Option<Arc<EjectionLog>>,
@@ -79,15 +77,13 @@ pub struct InboundPeer {
 
 impl Forwarder {
     /// A forwarder sending through `pool` and its copies through `mirrors` (shared by the
-    /// direction, so their bound holds for all its connections); upgraded tunnels run on
-    /// `tracker`, so draining waits for them too.
+    /// direction, so their bound holds for all its connections).
     pub fn new(
         config: Arc<ConfigSource>,
         pool: Arc<Pool>,
         mirrors: Mirrors,
         metrics: Arc<Metrics>,
         direction: Direction,
-        tracker: TaskTracker,
     ) -> Self {
         Self {
             config,
@@ -95,7 +91,6 @@ impl Forwarder {
             pool,
             metrics,
             direction,
-            tracker,
             overload: None,
             ejections: None,
             peer: None,
@@ -125,6 +120,16 @@ impl Forwarder {
         &self.pool
     }
 
+    /// Where its mirror copies go.
+    pub(super) fn mirrors(&self) -> &Mirrors {
+        &self.mirrors
+    }
+
+    /// Counts a mirror copy of a request to `target`, sent to `group` or dropped.
+    pub(super) fn mirrored(&self, target: &Arc<str>, group: &Arc<str>, sent: bool) {
+        self.metrics.mirrored(target, group, sent);
+    }
+
     /// Counts inbound requests in `log` for the operator.
     pub fn with_traffic(mut self, log: Option<Arc<TrafficLog>>) -> Self {
         self.traffic = log;
@@ -152,23 +157,14 @@ impl Forwarder {
     /// What every request goes through first, however it is sent: the port's TLS mode
     /// (now, not when the connection opened: a plaintext connection kept alive from
     /// before the port turned Strict gets no more requests through), overload admission
-    /// (health checks are never shed) and the target. `Ok(None)`: `keep` turned the
-    /// target down, before anything was counted.
-    pub(super) fn begin(
-        &self,
-        probe: bool,
-        route: &Route,
-        keep: impl FnOnce(&OutboundTarget) -> bool,
-    ) -> Result<Option<Started>, ForwardError> {
+    /// (health checks are never shed) and the target.
+    pub(super) fn begin(&self, probe: bool, route: &Route) -> Result<Started, ForwardError> {
         let at = Instant::now();
         // One look at the config in force serves both the port's mode and the route.
         let (mode, target) = self.config.with_tables(|t| {
             let mode = self.peer.as_ref().map(|p| t.inbound_tls_mode(p.port));
             (mode, route.resolve(t))
         });
-        if target.as_deref().is_some_and(|t| !keep(t)) {
-            return Ok(None);
-        }
         let in_flight = self.metrics.request_started(self.direction);
         let admitted = match self.overload.as_ref().and_then(|p| p.admission()) {
             Some(a) if !probe => match a.admit(at) {
@@ -190,12 +186,12 @@ impl Forwarder {
             }
         }
         let target = target.ok_or_else(|| ForwardError::NoRoute(route.describe()))?;
-        Ok(Some(Started {
+        Ok(Started {
             at,
             _in_flight: in_flight,
             admitted,
             target,
-        }))
+        })
     }
 
     /// Sends the request with `x` along `selected` (what routing chose for its head),
@@ -248,39 +244,24 @@ impl Forwarder {
         );
     }
 
-    /// Forwards one request and answers with the upstream's response or an error status.
-    /// The target is looked up in the config in force now; `sticky` holds the downstream
-    /// connection's own upstream HTTP/1.1 connections.
-    pub async fn forward(
-        &self,
-        mut req: Request<Incoming>,
-        route: &Route,
-        sticky: &Sticky,
-    ) -> Response<ProxyBody> {
-        if let Some(coding) = super::headers::unsupported_coding(req.headers()) {
-            return error_response(&ForwardError::UnsupportedCoding(coding));
-        }
+    /// Forwards one HTTP/2 request and answers with the upstream's response or an error
+    /// status. The target is looked up in the config in force now.
+    pub async fn forward(&self, mut req: Request<Incoming>, route: &Route) -> Response<ProxyBody> {
         if let Err(e) = super::host::check(&mut req) {
             return error_response(&ForwardError::BadHost(e));
         }
-        let started = match self.begin(is_probe(&req), route, |_| true) {
-            Ok(Some(started)) => started,
-            Ok(None) => return error_response(&ForwardError::NoRoute(route.describe())),
+        let started = match self.begin(is_probe(&req), route) {
+            Ok(started) => started,
             Err(e) => {
                 tracing::debug!(error = %e, "request refused");
                 return error_response(&e);
             }
         };
-        let http2 = req.version() == http::Version::HTTP_2;
-        let upgrade = !http2 && is_upgrade(req.headers());
-        strip_hop_by_hop(req.headers_mut(), upgrade);
+        strip_hop_by_hop(req.headers_mut());
         let selected = started.target.select(&RequestHead::of(&req));
         let idempotent = is_idempotent(req.method());
         let mut x = HyperExchange {
             forwarder: self,
-            sticky,
-            http2,
-            upgrade,
             req: HyperRequest::Once(Some(req)),
         };
         let (result, routed) = self
@@ -288,8 +269,7 @@ impl Forwarder {
             .await;
         let response = match result {
             Ok(mut resp) => {
-                let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-                strip_hop_by_hop(resp.headers_mut(), switching);
+                strip_hop_by_hop(resp.headers_mut());
                 resp.map(BodyExt::boxed)
             }
             Err(e) => {
@@ -400,15 +380,20 @@ impl Forwarder {
             .store(up.tls.is_some(), std::sync::atomic::Ordering::Relaxed);
         // A rule's per-try timeout, else the proxy's response timeout: no attempt waits
         // for ever on an upstream that never answers.
+        // An exchange that streams the caller's body bounds its own wait, from when the
+        // body is sent.
         let limit = per_try.unwrap_or(self.limits.response);
-        let result = match tokio::time::timeout(limit, x.send(&up)).await {
-            Ok(result) => result,
-            Err(_) if per_try.is_some() => Err(ForwardError::PerTryTimeout(limit)),
-            Err(_) => {
-                self.limit_hit(Limit::response_timeout);
-                Err(ForwardError::ResponseTimeout(limit))
-            }
+        let result = match per_try.is_none() && x.bounds_response() {
+            true => x.send(&up).await,
+            false => match tokio::time::timeout(limit, x.send(&up)).await {
+                Ok(result) => result,
+                Err(_) if per_try.is_some() => Err(ForwardError::PerTryTimeout(limit)),
+                Err(_) => Err(ForwardError::ResponseTimeout(limit)),
+            },
         };
+        if let Err(ForwardError::ResponseTimeout(_)) = &result {
+            self.limit_hit(Limit::response_timeout);
+        }
         match &result {
             // This proxy's own fault: nothing to hold against the endpoint.
             Err(ForwardError::Tls(e)) if e.is_local() => {
@@ -486,30 +471,6 @@ impl Forwarder {
             }
         }
     }
-
-    /// Sends a WebSocket-style upgrade and, on 101, splices the two upgraded connections.
-    async fn forward_upgrade(
-        &self,
-        up: &Upstream,
-        mut req: Request<UpBody>,
-    ) -> Result<Response<Incoming>, ForwardError> {
-        let downstream = hyper::upgrade::on(&mut req);
-        let mut resp = self.pool.send_upgrade(up, req).await?;
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let upstream = hyper::upgrade::on(&mut resp);
-            self.tracker.spawn(async move {
-                match tokio::try_join!(downstream, upstream) {
-                    Ok((down, up)) => {
-                        let mut down = TokioIo::new(down);
-                        let mut up = TokioIo::new(up);
-                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-                }
-            });
-        }
-        Ok(resp)
-    }
 }
 
 /// A request admitted and routed, from its start until its response head.
@@ -527,13 +488,9 @@ enum HyperRequest {
     Replay(Replayable),
 }
 
-/// Attempts through hyper's clients (HTTP/2, upgrades, and HTTP/1.1 requests the relay
-/// hands over).
+/// Attempts of an HTTP/2 request through hyper's client.
 struct HyperExchange<'a> {
     forwarder: &'a Forwarder,
-    sticky: &'a Sticky,
-    http2: bool,
-    upgrade: bool,
     req: HyperRequest,
 }
 
@@ -542,7 +499,7 @@ impl Exchange for HyperExchange<'_> {
 
     async fn prepare(&mut self, send: &Outgoing<'_>, retry: bool) -> Result<bool, ForwardError> {
         let mirror = send.selected.mirror();
-        if self.upgrade || (!retry && mirror.is_none()) {
+        if !retry && mirror.is_none() {
             return Ok(false);
         }
         let HyperRequest::Once(req) = &mut self.req else {
@@ -561,7 +518,7 @@ impl Exchange for HyperExchange<'_> {
             Ok(replayable) => {
                 if let Some((group, endpoint)) = mirror {
                     let fw = self.forwarder;
-                    let sent = fw.mirrors.send(endpoint, replayable.request(), self.http2);
+                    let sent = fw.mirrors.send_h2(endpoint, replayable.request());
                     fw.metrics.mirrored(send.label, group, sent);
                 }
                 self.req = HyperRequest::Replay(replayable);
@@ -575,26 +532,7 @@ impl Exchange for HyperExchange<'_> {
             HyperRequest::Once(req) => req.take().ok_or(ForwardError::Consumed)?.map(Either::Left),
             HyperRequest::Replay(r) => r.request(),
         };
-        let pool = &self.forwarder.pool;
-        if self.upgrade {
-            self.forwarder.forward_upgrade(up, req).await
-        } else if self.http2 {
-            pool.send_h2(up, req).await
-        } else {
-            let resp = pool.send_h1(up, req, self.sticky).await?;
-            // hyper decodes the chunked body but keeps a stale Content-Length, which the
-            // caller would then be cut short by: refused, as the relay refuses it (a
-            // response-splitting shape, RFC 9112 §6.3).
-            let headers = resp.headers();
-            if headers.contains_key(http::header::TRANSFER_ENCODING)
-                && headers.contains_key(http::header::CONTENT_LENGTH)
-            {
-                return Err(ForwardError::Relay(super::h1::RelayError::Head(
-                    super::h1::HeadError::Ambiguous,
-                )));
-            }
-            Ok(resp)
-        }
+        self.forwarder.pool.send_h2(up, req).await
     }
 }
 
@@ -690,23 +628,13 @@ pub fn error_response(e: &ForwardError) -> Response<ProxyBody> {
     resp
 }
 
-/// How a connection's HTTP is spoken.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ServeAs {
-    /// HTTP/1.1 only.
-    Http1,
-    /// HTTP/2 only.
-    Http2,
-}
-
-/// Serves HTTP on `io`, forwarding every request along `route`, until the client closes
-/// or `drain` fires (then in-flight requests finish and the connection closes gracefully:
-/// HTTP/2 clients get GOAWAY).
-pub async fn serve<I>(
+/// Serves HTTP/2 on `io`, forwarding every request along `route`, until the client
+/// closes, the connection has no open stream for the idle timeout, or `drain` fires
+/// (then in-flight requests finish and the client gets GOAWAY).
+pub async fn serve_h2<I>(
     io: I,
     forwarder: Forwarder,
     route: Route,
-    serve_as: ServeAs,
     drain: tokio_util::sync::CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -717,71 +645,38 @@ pub async fn serve<I>(
     // Each stream holds the connection busy until its response body ends: an HTTP/2
     // connection with none open is idle.
     let activity = Arc::new(Activity::default());
-    // HTTP/1.1 serves one request at a time per connection, so the downstream connection
-    // can keep "its" upstream connection and skip the pool on every request.
-    let sticky = Arc::new(forwarder.pool.sticky());
     let busy = activity.clone();
     let service = service_fn(move |req| {
         let forwarder = forwarder.clone();
         let route = route.clone();
-        let sticky = sticky.clone();
         let busy = busy.busy();
         async move {
-            let resp = forwarder.forward(req, &route, &sticky).await;
+            let resp = forwarder.forward(req, &route).await;
             // The guard lives as long as the body: dropped when it ends or is abandoned.
             let resp = resp.map(|body| BusyBody::new(body, busy));
             Ok::<_, std::convert::Infallible>(resp)
         }
     });
-    let io = TokioIo::new(io);
-    // Each version's own server (the protocol is already known, so no version sniffing).
-    // Both drain the same way: on `drain`, finish what is in flight, then close; and an
-    // idle connection closes the same way.
-    macro_rules! drive {
-        ($conn:expr) => {{
-            let conn = $conn;
-            tokio::pin!(conn);
-            tokio::select! {
-                res = conn.as_mut() => {
-                    if let Err(e) = res {
-                        // hyper's only timeout on a server connection is the head's.
-                        if e.is_timeout() {
-                            metrics.limit(direction, Limit::header_read_timeout);
-                        }
-                        tracing::debug!(error = %e, "downstream connection ended");
-                    }
-                }
-                _ = drain.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-                _ = activity.idle_for(limits.idle) => {
-                    metrics.limit(direction, Limit::idle_timeout);
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        }};
-    }
     let max_head = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
-    match serve_as {
-        ServeAs::Http1 => drive!(
-            http1::Builder::new()
-                .writev(false)
-                // A client may shut down its write side and still wait for the response.
-                .half_close(true)
-                .timer(TokioTimer::new())
-                // Also bounds the wait for the next request on a kept-alive connection.
-                .header_read_timeout(limits.header_read)
-                .max_buf_size(limits.max_header_bytes.max(8192))
-                .serve_connection(io, service)
-                .with_upgrades()
-        ),
-        ServeAs::Http2 => drive!(
-            http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .max_header_list_size(max_head)
-                .serve_connection(io, service)
-        ),
+    let conn = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_header_list_size(max_head)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "downstream connection ended");
+            }
+        }
+        _ = drain.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+        _ = activity.idle_for(limits.idle) => {
+            metrics.limit(direction, Limit::idle_timeout);
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }

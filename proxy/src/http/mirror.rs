@@ -1,7 +1,8 @@
 //! Mirror copies: sent in the background, their answers read and dropped, a bounded
 //! number at once so a slow shadow group cannot pile up tasks and sockets in the
 //! caller's proxy. A copy's host carries `-shadow` (as with Envoy), so the shadow's logs
-//! and metrics tell copies from real traffic.
+//! and metrics tell copies from real traffic. HTTP/1.1 copies are made from the request
+//! bytes the relay holds; HTTP/2 ones from the request hyper parsed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +11,9 @@ use http::{HeaderValue, Request, Uri};
 use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
 
+use super::h1::Asked;
 use super::{ForwardError, Pool, UpBody};
-use crate::balance::Endpoint;
+use crate::balance::{Endpoint, Upstream};
 
 /// How long a copy may take before it is given up.
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,13 +37,49 @@ impl Mirrors {
         }
     }
 
-    /// Sends `req` to `endpoint` in the background; `false` when too many copies are in
-    /// flight already and this one is dropped.
-    pub fn send(&self, endpoint: &Endpoint, mut req: Request<UpBody>, http2: bool) -> bool {
+    /// Sends `req` over HTTP/2 to `endpoint` in the background; `false` when too many
+    /// copies are in flight already and this one is dropped.
+    pub fn send_h2(&self, endpoint: &Endpoint, mut req: Request<UpBody>) -> bool {
+        shadow_host(&mut req);
+        self.spawn(endpoint, move |pool, up| async move {
+            let resp = pool.send_h2(&up, req).await?;
+            // Read to the end, so the connection can be reused.
+            let _ = resp.into_body().collect().await;
+            Ok(())
+        })
+    }
+
+    /// Sends a copy of `request` (an HTTP/1.1 head and its whole body, as the relay
+    /// forwards it) to `endpoint` in the background; `false` when too many copies are in
+    /// flight already, or the request is a tunnel, and no copy is sent.
+    pub fn send_h1(&self, endpoint: &Endpoint, request: &[u8], asked: &Asked<'_>) -> bool {
+        if asked.tunnel.is_some() {
+            return false;
+        }
+        let Some(copy) = super::h1::shadow_copy(request, shadowed) else {
+            return false;
+        };
+        let method = asked.method.clone();
+        let http10 = asked.http10;
+        self.spawn(endpoint, move |pool, up| async move {
+            let asked = Asked {
+                method: &method,
+                http10,
+                tunnel: None,
+            };
+            super::h1::send_and_drop(&pool, &up, &copy, &asked, MIRROR_TIMEOUT).await
+        })
+    }
+
+    /// Runs `exchange` against `endpoint` in the background under a slot, if one is free.
+    fn spawn<F, Fut>(&self, endpoint: &Endpoint, exchange: F) -> bool
+    where
+        F: FnOnce(Arc<Pool>, Upstream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), ForwardError>> + Send,
+    {
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             return false;
         };
-        shadow_host(&mut req);
         let pool = self.pool.clone();
         let endpoint = endpoint.clone();
         tokio::spawn(async move {
@@ -49,17 +87,7 @@ impl Mirrors {
             let up = endpoint.upstream();
             // The copy is load on the endpoint too, which it may share with a real group.
             let in_flight = endpoint.load.start();
-            let sticky = pool.sticky();
-            let exchange = async {
-                let resp = match http2 {
-                    true => pool.send_h2(&up, req).await?,
-                    false => pool.send_h1(&up, req, &sticky).await?,
-                };
-                // Read to the end, so the connection can be reused.
-                let _ = resp.into_body().collect().await;
-                Ok::<_, ForwardError>(())
-            };
-            match tokio::time::timeout(MIRROR_TIMEOUT, exchange).await {
+            match tokio::time::timeout(MIRROR_TIMEOUT, exchange(pool, up)).await {
                 Ok(Ok(())) => in_flight.done(),
                 Ok(Err(e)) => tracing::debug!(%addr, error = %e, "mirror copy failed"),
                 Err(_) => tracing::debug!(%addr, "mirror copy timed out"),
@@ -90,7 +118,7 @@ fn shadow_host(req: &mut Request<UpBody>) {
 }
 
 /// `host[:port]` with `-shadow` after the host.
-fn shadowed(authority: &str) -> String {
+pub(super) fn shadowed(authority: &str) -> String {
     match authority.rsplit_once(':') {
         // Not a bracketed IPv6 address's own colon.
         Some((host, port)) if !port.contains(']') && port.bytes().all(|b| b.is_ascii_digit()) => {

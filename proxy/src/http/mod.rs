@@ -1,8 +1,8 @@
-//! HTTP forwarding: HTTP/1.1 connections are served by the relay (`h1/`), which passes
-//! heads and bodies between the two connections itself and hands what it does not
-//! handle (upgrades, chunked uploads, HTTP/1.0, mirrored routes) to a hyper server;
-//! HTTP/2 is served by hyper. Each request goes to an upstream over a pooled connection
-//! of the same HTTP version.
+//! HTTP forwarding: HTTP/1.1 connections are served by the relay (`h1/`), the one
+//! HTTP/1.1 engine, which passes heads and bodies between the two connections itself;
+//! HTTP/2 is served by hyper. Both go through the same request path (`forward.rs`:
+//! admission, routing, retries, outlier detection, metrics). Each request goes to an
+//! upstream over a pooled connection of the same HTTP version.
 
 mod exchange;
 mod forward;
@@ -14,11 +14,11 @@ mod pool;
 mod replay;
 mod route;
 
-pub use forward::{Forwarder, InboundPeer, ProxyBody, ServeAs, error_response, serve};
+pub use forward::{Forwarder, InboundPeer, ProxyBody, error_response, serve_h2};
 pub use h1::serve_h1;
-pub use headers::{is_upgrade, strip_hop_by_hop};
+pub use headers::strip_hop_by_hop;
 pub use mirror::Mirrors;
-pub use pool::{Pool, RawConn, Sticky, UpBody, UpstreamIo};
+pub use pool::{Pool, RawConn, UpBody, UpstreamIo};
 pub use route::Route;
 
 use http::StatusCode;
@@ -61,11 +61,14 @@ pub enum ForwardError {
     /// The rule's rate limit is spent; the caller may try again after this long.
     #[error("rate limited: retry after {} ms", .0.as_millis())]
     RateLimited(std::time::Duration),
-    /// The caller's request body failed (malformed chunks, or the caller went away before
-    /// sending all it announced) while it was being buffered or sent: the caller's fault,
-    /// never held against the endpoint.
+    /// The caller's request body failed (malformed chunks, the caller went away before
+    /// sending all it announced, or stalled) while it was being read or sent: the
+    /// caller's fault, never held against the endpoint.
     #[error("request body failed: {0}")]
-    RequestBody(hyper::Error),
+    RequestBody(BodyError),
+    /// The caller's HTTP/1.1 head is one RFC 9112 says a server refuses.
+    #[error("{0}")]
+    BadRequest(h1::HeadError),
     /// The rule's fault injection answered instead of the upstream.
     #[error("fault injected")]
     FaultAbort(StatusCode),
@@ -79,12 +82,6 @@ pub enum ForwardError {
     /// was refused.
     #[error("mTLS: {0}")]
     Tls(crate::tls::TlsError),
-    /// The request's body has a transfer coding other than chunked, which the proxy would
-    /// drop on the way (RFC 9112 §6.1: a server answers 501).
-    #[error(
-        "transfer-encoding {0} is not supported: send the body chunked, or with a content-length"
-    )]
-    UnsupportedCoding(String),
     /// The request's Host breaks RFC 9112 §3.2 or RFC 9113 §8.3.1.
     #[error("{0}")]
     BadHost(host::HostError),
@@ -101,7 +98,7 @@ impl ForwardError {
             && std::error::Error::source(&e)
                 .is_some_and(|s| s.downcast_ref::<hyper::Error>().is_some());
         if from_body {
-            Self::RequestBody(e)
+            Self::RequestBody(BodyError::Hyper(e))
         } else {
             Self::Upstream(e)
         }
@@ -121,8 +118,13 @@ impl ForwardError {
             | Self::PerTryTimeout(_)
             | Self::ResponseTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::UnsupportedCoding(_) => StatusCode::NOT_IMPLEMENTED,
-            Self::BadHost(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(h1::HeadError::UnsupportedCoding(_)) => StatusCode::NOT_IMPLEMENTED,
+            Self::BadRequest(h1::HeadError::Expectation(_)) => StatusCode::EXPECTATION_FAILED,
+            Self::BadRequest(h1::HeadError::TooLarge) => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            Self::BadRequest(_) | Self::BadHost(_) => StatusCode::BAD_REQUEST,
+            Self::RequestBody(BodyError::Stalled(_)) => StatusCode::REQUEST_TIMEOUT,
             Self::RequestBody(_) => StatusCode::BAD_REQUEST,
             Self::PlaintextRefused(_) => StatusCode::FORBIDDEN,
             Self::FaultAbort(status) => *status,
@@ -130,6 +132,23 @@ impl ForwardError {
             Self::Pick(_) | Self::NoRoute(_) | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
+}
+
+/// How a caller's request body failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// hyper's reading of an HTTP/2 body failed.
+    #[error("{0}")]
+    Hyper(hyper::Error),
+    /// A chunked body broke its framing.
+    #[error("malformed chunked body")]
+    Chunked,
+    /// The caller closed before it sent the whole body.
+    #[error("the caller closed before sending the whole body")]
+    Cut,
+    /// The caller sent no body bytes for this long.
+    #[error("no body bytes for {}", humantime::format_duration(*.0))]
+    Stalled(std::time::Duration),
 }
 
 #[cfg(test)]

@@ -6,13 +6,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpSocket, TcpStream};
@@ -28,7 +28,7 @@ pub type UpstreamIo = EitherIo<TcpStream, tokio_rustls::client::TlsStream<TcpStr
 /// Idle HTTP/1.1 connections kept per endpoint.
 const MAX_IDLE_PER_ENDPOINT: usize = 64;
 /// Upstream HTTP/1.1 connections one downstream connection keeps for itself.
-pub(super) const MAX_STICKY: usize = 8;
+pub(super) const MAX_HELD: usize = 8;
 /// HTTP/2 keep-alive: a ping this often on an idle connection...
 const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
 /// ...and the connection is dropped when the ack takes longer than this.
@@ -38,7 +38,6 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// and mirrors). An enum rather than a box, so the common case allocates nothing.
 pub type UpBody = Either<Incoming, Full<Bytes>>;
 
-type H1 = http1::SendRequest<UpBody>;
 type H2 = http2::SendRequest<UpBody>;
 
 /// An upstream HTTP/1.1 connection the relay drives itself: the stream, and what was
@@ -97,8 +96,6 @@ const RAW_BUF: usize = 16 * 1024;
 
 #[derive(Default)]
 struct Slots {
-    /// Idle hyper HTTP/1.1 connections, with when each went idle.
-    idle_h1: HashMap<Upstream, Vec<(Instant, H1)>>,
     idle_raw: HashMap<Upstream, Vec<RawConn>>,
     h2: HashMap<Upstream, H2>,
     /// The endpoints (and kinds) of the config in force, once known: connections to
@@ -153,10 +150,6 @@ impl Pool {
             idle.retain(|conn| !conn.stale(max));
         }
         slots.idle_raw.retain(|_, idle| !idle.is_empty());
-        for idle in slots.idle_h1.values_mut() {
-            idle.retain(|(since, _)| since.elapsed() <= max);
-        }
-        slots.idle_h1.retain(|_, idle| !idle.is_empty());
     }
 
     /// Opens a connection of `up`'s kind carrying `alpn`: TCP, then mTLS when `up`
@@ -206,19 +199,10 @@ impl Pool {
     /// re-entering the pool for such endpoints.
     pub fn retain_endpoints(&self, live: HashSet<Upstream>) {
         if let Ok(mut slots) = self.slots.lock() {
-            slots.idle_h1.retain(|up, _| live.contains(up));
             slots.idle_raw.retain(|up, _| live.contains(up));
             // An HTTP/2 connection dropped here finishes its open streams, then closes.
             slots.h2.retain(|up, _| live.contains(up));
             slots.live = Some(live);
-        }
-    }
-
-    /// A per-downstream-connection holder of upstream HTTP/1.1 connections.
-    pub fn sticky(self: &Arc<Self>) -> Sticky {
-        Sticky {
-            pool: Arc::downgrade(self),
-            held: Mutex::new(Vec::new()),
         }
     }
 
@@ -243,61 +227,6 @@ impl Pool {
                 Err(e)
             }
         }
-    }
-
-    /// Sends `req` over HTTP/1.1 to `addr`: on a connection the downstream connection
-    /// already holds to `addr`, else a pooled idle one, else a new one. A reused
-    /// connection that turns out closed before the request left is replaced
-    /// transparently, since the upstream never saw the request.
-    pub async fn send_h1(
-        self: &Arc<Self>,
-        up: &Upstream,
-        req: Request<UpBody>,
-        sticky: &Sticky,
-    ) -> Result<Response<Incoming>, ForwardError> {
-        let mut req = req;
-        let mut held = sticky.take(up);
-        loop {
-            let mut sender = match held.take().or_else(|| self.take_h1(up)) {
-                Some(s) => s,
-                None => break,
-            };
-            // The previous response on this connection may still be finishing.
-            if sender.ready().await.is_err() {
-                continue;
-            }
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    sticky.put(up, sender);
-                    return Ok(resp);
-                }
-                Err(mut e) => match e.take_message() {
-                    Some(back) => req = back,
-                    None => return Err(ForwardError::sending(e.into_error())),
-                },
-            }
-        }
-        let mut sender = self.h1_connect(up).await?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(ForwardError::sending)?;
-        sticky.put(up, sender);
-        Ok(resp)
-    }
-
-    /// Sends an upgrade request (WebSocket) on a connection of its own, which becomes the
-    /// tunnel and never returns to the pool.
-    pub async fn send_upgrade(
-        &self,
-        up: &Upstream,
-        req: Request<UpBody>,
-    ) -> Result<Response<Incoming>, ForwardError> {
-        let mut sender = self.h1_connect(up).await?;
-        sender
-            .send_request(req)
-            .await
-            .map_err(ForwardError::sending)
     }
 
     /// Opens a relayed HTTP/1.1 connection of `up`'s kind.
@@ -331,66 +260,6 @@ impl Pool {
         if idle.len() < MAX_IDLE_PER_ENDPOINT {
             idle.push(conn);
         }
-    }
-
-    fn take_h1(&self, up: &Upstream) -> Option<H1> {
-        let mut slots = self.slots.lock().ok()?;
-        let idle = slots.idle_h1.get_mut(up)?;
-        while let Some((since, sender)) = idle.pop() {
-            if since.elapsed() <= self.upstream_idle && !sender.is_closed() && sender.is_ready() {
-                return Some(sender);
-            }
-        }
-        None
-    }
-
-    /// Returns an idle connection to the pool; one still finishing a response is returned
-    /// once it is done.
-    fn recycle_h1(self: &Arc<Self>, up: Upstream, mut sender: H1) {
-        if sender.is_closed() {
-            return;
-        }
-        if sender.is_ready() {
-            self.push_idle(up, sender);
-            return;
-        }
-        let pool = Arc::downgrade(self);
-        tokio::spawn(async move {
-            if sender.ready().await.is_ok()
-                && let Some(pool) = pool.upgrade()
-            {
-                pool.push_idle(up, sender);
-            }
-        });
-    }
-
-    fn push_idle(&self, up: Upstream, sender: H1) {
-        let Ok(mut slots) = self.slots.lock() else {
-            return;
-        };
-        if slots.live.as_ref().is_some_and(|live| !live.contains(&up)) {
-            return;
-        }
-        let idle = slots.idle_h1.entry(up).or_default();
-        if idle.len() < MAX_IDLE_PER_ENDPOINT {
-            idle.push((Instant::now(), sender));
-        }
-    }
-
-    async fn h1_connect(&self, up: &Upstream) -> Result<H1, ForwardError> {
-        let addr = up.addr;
-        let stream = self.connect(up, Alpn::Http1).await?;
-        let (sender, conn) = http1::Builder::new()
-            .writev(false)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(ForwardError::Upstream)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(%addr, error = %e, "upstream HTTP/1 connection ended");
-            }
-        });
-        Ok(sender)
     }
 
     fn evict_h2(&self, up: &Upstream) {
@@ -449,46 +318,4 @@ async fn send_h2_once(
         let req = e.take_message();
         (req, ForwardError::sending(e.into_error()))
     })
-}
-
-/// The upstream HTTP/1.1 connections one downstream connection holds. Requests on a
-/// downstream HTTP/1.1 connection come one after another, so the connections it used last
-/// serve the next requests without touching the shared pool (up to one per endpoint, for
-/// round robin over a few endpoints); when the downstream connection ends they go back to
-/// the pool.
-pub struct Sticky {
-    pool: Weak<Pool>,
-    held: Mutex<Vec<(Upstream, H1)>>,
-}
-
-impl Sticky {
-    fn take(&self, up: &Upstream) -> Option<H1> {
-        let mut held = self.held.lock().ok()?;
-        let i = held.iter().position(|(a, _)| a == up)?;
-        Some(held.swap_remove(i).1)
-    }
-
-    fn put(&self, up: &Upstream, sender: H1) {
-        let evicted = match self.held.lock() {
-            Ok(mut held) => {
-                held.push((up.clone(), sender));
-                (held.len() > MAX_STICKY).then(|| held.remove(0))
-            }
-            Err(_) => None,
-        };
-        if let (Some((a, s)), Some(pool)) = (evicted, self.pool.upgrade()) {
-            pool.recycle_h1(a, s);
-        }
-    }
-}
-
-impl Drop for Sticky {
-    fn drop(&mut self) {
-        let held = self.held.get_mut().map(std::mem::take).unwrap_or_default();
-        if let Some(pool) = self.pool.upgrade() {
-            for (up, sender) in held {
-                pool.recycle_h1(up, sender);
-            }
-        }
-    }
 }

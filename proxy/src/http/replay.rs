@@ -37,7 +37,7 @@ impl Replayable {
         let body = body
             .collect()
             .await
-            .map_err(ForwardError::RequestBody)?
+            .map_err(|e| ForwardError::RequestBody(super::BodyError::Hyper(e)))?
             .to_bytes();
         Ok(Ok(Self { head, body }))
     }

@@ -1,16 +1,18 @@
 //! HTTP/1.1 heads as the relay needs them (RFC 9112): where a head ends, how its body is
-//! framed, and whether it carries hop-by-hop headers that must not be passed on. Pure:
-//! bytes in, facts out, so every rule is unit-tested without sockets.
+//! framed, what the connection does after it, and how it goes on to the next hop
+//! without its hop-by-hop headers. Pure: bytes in, facts out, so every rule is
+//! unit-tested (and property-tested against a reference reader) without sockets.
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use http::HeaderMap;
 
+use crate::http::headers::is_hop_by_hop;
+use crate::http::host::{HostError, valid_host};
+
 /// Header lines a head may carry (hyper's default too); more is refused.
 pub const MAX_HEADERS: usize = 100;
-/// A request head larger than this goes to the full server (whose limit is larger).
-pub const MAX_HEAD: usize = 64 * 1024;
 /// A response head larger than this is refused (502), as hyper's client would.
 pub const MAX_RESPONSE_HEAD: usize = 400 * 1024;
 
@@ -20,8 +22,9 @@ pub enum HeadError {
     /// Not HTTP/1.x, or broken.
     #[error("malformed HTTP/1 head: {0}")]
     Malformed(httparse::Error),
-    /// Over [`MAX_RESPONSE_HEAD`] bytes or [`MAX_HEADERS`] lines.
-    #[error("head too large (over {MAX_RESPONSE_HEAD} bytes or {MAX_HEADERS} header lines)")]
+    /// Over its size limit (a request's is `--max-header-bytes`, a response's
+    /// [`MAX_RESPONSE_HEAD`]) or [`MAX_HEADERS`] lines.
+    #[error("head too large (over its size limit or {MAX_HEADERS} header lines)")]
     TooLarge,
     /// Content-Length is not a number, or two disagree.
     #[error("invalid content-length")]
@@ -34,34 +37,43 @@ pub enum HeadError {
     UnexpectedSwitch,
     /// No Host, more than one, or one that is not `host[:port]` (RFC 9112 §3.2).
     #[error("{0}")]
-    Host(crate::http::host::HostError),
+    Host(HostError),
+    /// A request body coded other than chunked alone (RFC 9112 §6.1: 501): the relay
+    /// would pass a gzip body on as if it were plain.
+    #[error(
+        "transfer-encoding {0} is not supported: send the body chunked, or with a content-length"
+    )]
+    UnsupportedCoding(String),
+    /// Transfer-Encoding in an HTTP/1.0 message: its framing is faulty (RFC 9112 §6.1).
+    #[error("transfer-encoding in an HTTP/1.0 request: send HTTP/1.1, or a content-length")]
+    Http10Coding,
+    /// An expectation other than `100-continue` (RFC 9110 §10.1.1: 417).
+    #[error("expectation {0:?} is not supported: only 100-continue is")]
+    Expectation(String),
+    /// A chunked response to an HTTP/1.0 request, which its caller cannot read.
+    #[error("chunked response to an HTTP/1.0 request")]
+    ChunkedToHttp10,
 }
 
-/// Why a request is left to the full HTTP server (hyper) instead of the relay.
+/// How a request's body ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Handover {
-    /// HTTP/1.0: its keep-alive rules differ.
-    Http10,
-    /// A chunked (or otherwise transfer-coded) request body.
-    TransferCoded,
-    /// `Expect: 100-continue`.
-    Expect,
-    /// A protocol upgrade (WebSocket).
-    Upgrade,
-    /// `Connection` names further hop-by-hop headers.
-    ConnectionTokens,
-    /// A body too large to hold for retries.
-    LargeBody,
-    /// A head over the relay's limit (the full server allows more).
-    LargeHead,
-    /// `CONNECT`: a tunnel, not a request.
-    Connect,
-    /// An absolute-form target (`GET http://host/path`): its authority replaces Host,
-    /// which the full server does.
-    AbsoluteForm,
+pub enum Body {
+    /// Exactly this many bytes (0: no body).
+    Length(u64),
+    /// Chunked, passed on as it is, trailers included.
+    Chunked,
 }
 
-/// A request head the relay can forward.
+/// A request that turns its connection into a tunnel when the upstream agrees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tunnel {
+    /// `Connection: upgrade` with `Upgrade` (WebSocket): a 101 switches.
+    Upgrade,
+    /// `CONNECT host:port`: a 2xx opens the tunnel.
+    Connect,
+}
+
+/// A request head the relay forwards.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestInfo {
     /// The head's length in bytes, final blank line included.
@@ -70,14 +82,25 @@ pub struct RequestInfo {
     pub method: http::Method,
     /// Where the request target is in the head.
     pub target: Range<usize>,
-    /// The body's length (`Content-Length`, else 0).
-    pub body: usize,
-    /// It carries hop-by-hop headers: the head is rebuilt without them.
+    /// How its body ends.
+    pub body: Body,
+    /// The head goes on rebuilt (hop-by-hop headers, `Expect`, an absolute-form target,
+    /// bare LFs): see [`write_request`].
     pub rewrite: bool,
-    /// `Connection: close`: the connection ends after this exchange.
+    /// The caller's connection ends after this exchange: `Connection: close`, or HTTP/1.0
+    /// without `keep-alive`.
     pub close: bool,
     /// A kubelet health check (never shed).
     pub probe: bool,
+    /// An HTTP/1.0 request: it goes on as HTTP/1.0, so no chunked response comes back.
+    pub http10: bool,
+    /// `Expect: 100-continue` on HTTP/1.1: the proxy answers `100 Continue` itself when it
+    /// is ready for the body, as nginx and Envoy do, and the expectation goes no further.
+    pub expect_continue: bool,
+    /// The request asks to turn the connection into a tunnel.
+    pub tunnel: Option<Tunnel>,
+    /// An absolute-form target's authority, which replaces Host (RFC 9112 §3.2.2).
+    pub authority: Option<Range<usize>>,
 }
 
 impl RequestInfo {
@@ -89,11 +112,31 @@ impl RequestInfo {
             let end = target.find('?').unwrap_or(target.len());
             return std::borrow::Cow::Borrowed(&target[..end]);
         }
-        // absolute-form (`GET http://host/path`) or `*`.
+        // absolute-form (`GET http://host/path`), authority-form (CONNECT) or `*`.
         match target.parse::<http::Uri>() {
-            Ok(uri) => std::borrow::Cow::Owned(uri.path().to_owned()),
-            Err(_) => std::borrow::Cow::Borrowed(target),
+            Ok(uri) if uri.scheme().is_some() => std::borrow::Cow::Owned(uri.path().to_owned()),
+            _ => std::borrow::Cow::Borrowed(target),
         }
+    }
+
+    /// The target as it goes upstream: origin-form for an absolute-form target.
+    fn forwarded_target<'a>(&self, head: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        let target = head.get(self.target.clone()).unwrap_or_default();
+        let Some(authority) = &self.authority else {
+            return target.into();
+        };
+        match head.get(authority.end..self.target.end).unwrap_or_default() {
+            rest @ [b'/', ..] => rest.into(),
+            // `http://a?q` asks for `/?q`; a fragment is not sent.
+            rest @ [b'?', ..] => [b"/", rest].concat().into(),
+            _ => b"/"[..].into(),
+        }
+    }
+
+    /// Whether the body is all within `available` bytes after the head (always for a
+    /// chunked one it cannot know: `false`).
+    pub fn body_within(&self, available: usize) -> bool {
+        matches!(self.body, Body::Length(n) if n <= available as u64)
     }
 }
 
@@ -102,10 +145,8 @@ impl RequestInfo {
 pub enum Request {
     /// Not complete yet: read more.
     Partial,
-    /// The relay forwards it.
-    Relay(RequestInfo),
-    /// The full HTTP server serves it (and the rest of the connection).
-    Handover(Handover),
+    /// A complete head the relay forwards.
+    Complete(RequestInfo),
 }
 
 /// How a response body ends.
@@ -119,6 +160,39 @@ pub enum Framing {
     Chunked,
     /// Until the server closes the connection.
     UntilClose,
+    /// The connection became a tunnel (101 to an upgrade, 2xx to CONNECT).
+    Tunnel,
+}
+
+/// What the response answers: the request as far as its framing depends on it.
+#[derive(Clone, Copy, Debug)]
+pub struct Asked<'a> {
+    /// The request's method (a HEAD's response has no body).
+    pub method: &'a http::Method,
+    /// The request went as HTTP/1.0.
+    pub http10: bool,
+    /// The request asked for a tunnel.
+    pub tunnel: Option<Tunnel>,
+}
+
+impl<'a> Asked<'a> {
+    /// A plain HTTP/1.1 request with `method`.
+    pub fn plain(method: &'a http::Method) -> Self {
+        Self {
+            method,
+            http10: false,
+            tunnel: None,
+        }
+    }
+
+    /// What `info` asked.
+    pub fn of(info: &'a RequestInfo) -> Self {
+        Self {
+            method: &info.method,
+            http10: info.http10,
+            tunnel: info.tunnel,
+        }
+    }
 }
 
 /// A response head the relay can pass on.
@@ -139,20 +213,6 @@ pub struct ResponseInfo {
     pub overloaded: bool,
     /// An interim (1xx) response: the final one follows.
     pub interim: bool,
-}
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1), besides `Connection` itself and `TE`
-/// (`TE: trailers` is kept: gRPC needs it end to end). The same list as the full server's.
-fn is_hop_by_hop(name: &str) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-    ]
-    .iter()
-    .chain(&["proxy-authorization", "trailer", "upgrade", "te"])
-    .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// The elements of a list-valued header (RFC 9110 §5.6.1).
@@ -222,6 +282,11 @@ fn offset(head: &[u8], part: &[u8]) -> usize {
     (part.as_ptr() as usize).saturating_sub(head.as_ptr() as usize)
 }
 
+fn range(head: &[u8], part: &[u8]) -> Range<usize> {
+    let at = offset(head, part);
+    at..at + part.len()
+}
+
 fn parse_error(e: httparse::Error) -> HeadError {
     match e {
         httparse::Error::TooManyHeaders => HeadError::TooLarge,
@@ -229,60 +294,89 @@ fn parse_error(e: httparse::Error) -> HeadError {
     }
 }
 
-/// Reads the request head at the start of `buf`. Requests whose body is over
-/// `max_body` bytes are handed over, as are the shapes the relay leaves to the full
-/// server.
-pub fn parse_request(buf: &[u8], max_body: usize) -> Result<Request, HeadError> {
+/// Reads the request head at the start of `buf`: how its body is framed, what the
+/// connection does after it, and whether it goes on rebuilt. Whatever RFC 9112 says a
+/// server refuses is an error (the caller answers it with [`HeadError`]'s status), as is
+/// a head over `max_head` bytes, complete or not ([`HeadError::TooLarge`]).
+pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Request, HeadError> {
     let mut storage = headers();
     let mut req = httparse::Request::new(&mut []);
-    let len = match parse_req(&mut req, buf, &mut storage) {
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
-            return Ok(Request::Handover(Handover::LargeHead));
-        }
-        Ok(httparse::Status::Partial) => return Ok(Request::Partial),
-        Ok(httparse::Status::Complete(len)) => len,
-        Err(httparse::Error::TooManyHeaders) => return Ok(Request::Handover(Handover::LargeHead)),
-        Err(e) => return Err(HeadError::Malformed(e)),
+    let len = match parse_req(&mut req, buf, &mut storage).map_err(parse_error)? {
+        httparse::Status::Partial if buf.len() > max_head => return Err(HeadError::TooLarge),
+        httparse::Status::Partial => return Ok(Request::Partial),
+        httparse::Status::Complete(len) if len > max_head => return Err(HeadError::TooLarge),
+        httparse::Status::Complete(len) => len,
     };
-    if req.version != Some(1) {
-        return Ok(Request::Handover(Handover::Http10));
-    }
-    if req.method == Some("CONNECT") {
-        return Ok(Request::Handover(Handover::Connect));
-    }
+    let http10 = req.version != Some(1);
     let method = http::Method::from_bytes(req.method.unwrap_or("").as_bytes())
         .map_err(|_| HeadError::Malformed(httparse::Error::Token))?;
     let path = req.path.unwrap_or("");
-    if !path.starts_with('/') && path != "*" {
-        return Ok(Request::Handover(Handover::AbsoluteForm));
-    }
-    let target = offset(buf, path.as_bytes())..offset(buf, path.as_bytes()) + path.len();
+    let target = range(buf, path.as_bytes());
+    let connect = method == http::Method::CONNECT;
+    // An absolute-form target's authority is the Host (RFC 9112 §3.2.2).
+    let authority = match path.as_bytes() {
+        [b'/', ..] | b"*" => None,
+        _ if connect => None,
+        bytes => {
+            let at = find(bytes, b"://")
+                .filter(|&at| {
+                    at > 0
+                        && bytes[..at]
+                            .iter()
+                            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(b))
+                })
+                .ok_or(HeadError::Malformed(httparse::Error::Token))?
+                + 3;
+            let len = bytes[at..]
+                .iter()
+                .position(|b| b"/?#".contains(b))
+                .unwrap_or(bytes.len() - at);
+            if !valid_host(&bytes[at..at + len]) {
+                let value = String::from_utf8_lossy(&bytes[at..at + len]).into_owned();
+                return Err(HeadError::Host(HostError::Invalid(value)));
+            }
+            Some(target.start + at..target.start + at + len)
+        }
+    };
     let mut hosts = 0;
-    let mut body = None;
-    let mut rewrite = false;
+    let mut length = None;
+    let mut codings: Option<Vec<&[u8]>> = None;
+    let mut rewrite = authority.is_some();
     let mut close = false;
+    let mut keep_alive = false;
+    let mut upgrade_token = false;
+    let mut upgrade_header = false;
+    let mut expect_continue = false;
     let mut probe = false;
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            body = Some(content_length(h.value, body)?);
+            length = Some(content_length(h.value, length)?);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Ok(Request::Handover(Handover::TransferCoded));
+            codings.get_or_insert_with(Vec::new).extend(tokens(h.value));
+            // Passed on as it is only when it is exactly `chunked`.
+            rewrite |= h.value != b"chunked";
         } else if name.eq_ignore_ascii_case("expect") {
-            return Ok(Request::Handover(Handover::Expect));
-        } else if name.eq_ignore_ascii_case("upgrade") {
-            return Ok(Request::Handover(Handover::Upgrade));
+            rewrite = true;
+            // HTTP/1.0 callers cannot expect (RFC 9110 §10.1.1: ignored).
+            if http10 {
+                continue;
+            }
+            if !trim_ows(h.value).eq_ignore_ascii_case(b"100-continue") {
+                let value = String::from_utf8_lossy(h.value).into_owned();
+                return Err(HeadError::Expectation(value));
+            }
+            expect_continue = true;
         } else if name.eq_ignore_ascii_case("connection") {
             rewrite = true;
             for t in tokens(h.value) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if t.eq_ignore_ascii_case(b"upgrade") {
-                    return Ok(Request::Handover(Handover::Upgrade));
-                } else if !t.eq_ignore_ascii_case(b"keep-alive") {
-                    return Ok(Request::Handover(Handover::ConnectionTokens));
-                }
+                close |= t.eq_ignore_ascii_case(b"close");
+                keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+                upgrade_token |= t.eq_ignore_ascii_case(b"upgrade");
             }
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            rewrite = true;
+            upgrade_header = true;
         } else if name.eq_ignore_ascii_case("te") {
             // Kept as it is only when it says exactly what is forwarded.
             rewrite |= !h.value.eq_ignore_ascii_case(b"trailers");
@@ -292,27 +386,47 @@ pub fn parse_request(buf: &[u8], max_body: usize) -> Result<Request, HeadError> 
             probe = h.value.starts_with(b"kube-probe/");
         } else if name.eq_ignore_ascii_case("host") {
             hosts += 1;
-            if !crate::http::host::valid_host(trim_ows(h.value)) {
+            if !valid_host(trim_ows(h.value)) {
                 let value = String::from_utf8_lossy(h.value).into_owned();
-                return Err(HeadError::Host(crate::http::host::HostError::Invalid(
-                    value,
-                )));
+                return Err(HeadError::Host(HostError::Invalid(value)));
             }
         }
     }
     match hosts {
-        0 => return Err(HeadError::Host(crate::http::host::HostError::Missing)),
-        1 => {}
-        _ => return Err(HeadError::Host(crate::http::host::HostError::Duplicate)),
+        // HTTP/1.0 may leave Host out; HTTP/1.1 sends it even with an absolute-form
+        // target, whose authority then replaces it.
+        0 if !http10 => return Err(HeadError::Host(HostError::Missing)),
+        0 | 1 => {}
+        _ => return Err(HeadError::Host(HostError::Duplicate)),
     }
-    let body = usize::try_from(body.unwrap_or(0)).unwrap_or(usize::MAX);
-    if body > max_body {
-        return Ok(Request::Handover(Handover::LargeBody));
-    }
+    let body = match (codings, length) {
+        (Some(_), Some(_)) => return Err(HeadError::Ambiguous),
+        (Some(_), None) if http10 => return Err(HeadError::Http10Coding),
+        (Some(codings), None) => match codings.iter().find(|c| !c.eq_ignore_ascii_case(b"chunked"))
+        {
+            Some(other) => {
+                let coding = String::from_utf8_lossy(other).into_owned();
+                return Err(HeadError::UnsupportedCoding(coding));
+            }
+            // `chunked` once, and last (RFC 9112 §6.1).
+            None if codings.len() == 1 => Body::Chunked,
+            None => return Err(HeadError::UnsupportedCoding("chunked, chunked".into())),
+        },
+        (None, length) => Body::Length(length.unwrap_or(0)),
+    };
+    // HTTP/1.0 persists only when asked (RFC 9112 §9.3).
+    close |= http10 && !keep_alive;
+    let tunnel = if connect {
+        Some(Tunnel::Connect)
+    } else if upgrade_token && upgrade_header && !http10 {
+        Some(Tunnel::Upgrade)
+    } else {
+        None
+    };
     // httparse takes a bare LF as a line end; a server that does not would read the
     // headers differently (a smuggling shape): such a head goes out rebuilt with CRLFs.
     rewrite |= bare_lf(&buf[..len]);
-    Ok(Request::Relay(RequestInfo {
+    Ok(Request::Complete(RequestInfo {
         len,
         method,
         target,
@@ -320,7 +434,15 @@ pub fn parse_request(buf: &[u8], max_body: usize) -> Result<Request, HeadError> 
         rewrite,
         close,
         probe,
+        http10,
+        expect_continue,
+        tunnel,
+        authority,
     }))
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Whether `head` ends a line with LF alone.
@@ -350,12 +472,9 @@ pub fn header_map(head: &[u8]) -> HeaderMap {
     map
 }
 
-/// Reads the response head at the start of `buf`, for a request with `method`.
+/// Reads the response head at the start of `buf`, answering what `asked` describes.
 /// `Ok(None)`: not complete yet.
-pub fn parse_response(
-    buf: &[u8],
-    method: &http::Method,
-) -> Result<Option<ResponseInfo>, HeadError> {
+pub fn parse_response(buf: &[u8], asked: &Asked<'_>) -> Result<Option<ResponseInfo>, HeadError> {
     let mut storage = headers();
     let mut resp = httparse::Response::new(&mut []);
     let len = match parse_resp(&mut resp, buf, &mut storage).map_err(parse_error)? {
@@ -370,12 +489,18 @@ pub fn parse_response(
     if status < 100 {
         return Err(HeadError::Malformed(httparse::Error::Status));
     }
-    if status == 101 {
+    let switching = match asked.tunnel {
+        Some(Tunnel::Upgrade) => status == 101,
+        Some(Tunnel::Connect) => (200..300).contains(&status),
+        None => false,
+    };
+    if status == 101 && !switching {
         return Err(HeadError::UnexpectedSwitch);
     }
     let http10 = resp.version == Some(0);
     let mut length = None;
     let mut chunked = None;
+    // A switching response goes as it is: its Connection and Upgrade are the handshake.
     let mut rewrite = http10 || bare_lf(&buf[..len]);
     let mut close = false;
     let mut keep_alive = false;
@@ -394,28 +519,32 @@ pub fn parse_response(
                 None => chunked.unwrap_or(false),
             });
         } else if name.eq_ignore_ascii_case("connection") {
-            rewrite = true;
+            rewrite |= !switching;
             for t in tokens(h.value) {
                 close |= t.eq_ignore_ascii_case(b"close");
                 keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
             }
         } else if is_hop_by_hop(name) {
-            rewrite = true;
+            rewrite |= !switching;
         } else if name.eq_ignore_ascii_case("x-braid-overloaded") {
             overloaded = true;
         }
     }
     // HTTP/1.0 with Transfer-Encoding: its framing is faulty, and the connection closes
-    // after it even with keep-alive (RFC 9112 §6.1).
-    if http10 && (!keep_alive || chunked.is_some()) {
+    // after it even with keep-alive (RFC 9112 §6.1). An HTTP/1.0 request goes without
+    // keep-alive, so its connection closes too.
+    if (http10 && (!keep_alive || chunked.is_some())) || asked.http10 {
         close = true;
     }
-    let interim = (100..200).contains(&status);
-    let framing = if interim || status == 204 || status == 304 || method == http::Method::HEAD {
+    let interim = (100..200).contains(&status) && !switching;
+    let framing = if switching {
+        Framing::Tunnel
+    } else if interim || status == 204 || status == 304 || *asked.method == http::Method::HEAD {
         Framing::Empty
     } else {
         match (chunked, length) {
             (Some(_), Some(_)) => return Err(HeadError::Ambiguous),
+            (Some(true), None) if asked.http10 => return Err(HeadError::ChunkedToHttp10),
             (Some(true), None) => Framing::Chunked,
             (Some(false), None) | (None, None) => Framing::UntilClose,
             (None, Some(0)) => Framing::Empty,
@@ -437,8 +566,12 @@ pub fn parse_response(
     }))
 }
 
-/// Writes `head` (a request head) to `out` without its hop-by-hop headers.
-pub fn rewrite_request(head: &[u8], out: &mut Vec<u8>) {
+/// Writes the request head `head` (described by `info`) to `out` as it goes upstream:
+/// without hop-by-hop headers or those `Connection` names, without `Expect` (answered
+/// here), with an absolute-form target's authority as Host, or `host` instead of the
+/// Host when given (mirror copies). A chunked body says so; an upgrade keeps its
+/// handshake; HTTP/1.0 stays HTTP/1.0.
+pub fn write_request(head: &[u8], info: &RequestInfo, host: Option<&[u8]>, out: &mut Vec<u8>) {
     let mut storage = headers();
     let mut req = httparse::Request::new(&mut []);
     if parse_req(&mut req, head, &mut storage).is_err() {
@@ -446,16 +579,76 @@ pub fn rewrite_request(head: &[u8], out: &mut Vec<u8>) {
     }
     out.extend_from_slice(req.method.unwrap_or("GET").as_bytes());
     out.push(b' ');
-    out.extend_from_slice(req.path.unwrap_or("/").as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    write_headers(req.headers, out, true);
+    out.extend_from_slice(&info.forwarded_target(head));
+    out.extend_from_slice(match info.http10 {
+        true => b" HTTP/1.0\r\n",
+        false => b" HTTP/1.1\r\n",
+    });
+    let host = host.or_else(|| info.authority.clone().and_then(|a| head.get(a)));
+    if let Some(host) = host {
+        write_header(out, b"host", host);
+    }
+    let named: Vec<&[u8]> = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| tokens(h.value))
+        .collect();
+    let upgrade = info.tunnel == Some(Tunnel::Upgrade);
+    for h in req.headers.iter() {
+        let name = h.name;
+        let keep = if name.eq_ignore_ascii_case("te") {
+            // Only `trailers` passes.
+            if tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"trailers")) {
+                out.extend_from_slice(b"te: trailers\r\n");
+            }
+            false
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade
+        } else if name.eq_ignore_ascii_case("host") {
+            host.is_none()
+        } else if name.eq_ignore_ascii_case("expect") {
+            false
+        } else {
+            !is_hop_by_hop(name)
+                && !named
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+        };
+        if keep {
+            write_header(out, name.as_bytes(), h.value);
+        }
+    }
+    if info.body == Body::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+    }
     out.extend_from_slice(b"\r\n");
+}
+
+fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// What the caller's connection does after a response.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// It closes after this response.
+    pub close: bool,
+    /// The caller spoke HTTP/1.0: a connection it keeps is said to be kept.
+    pub http10: bool,
 }
 
 /// Writes `head` (a response head described by `info`) to `out` as HTTP/1.1, without
 /// its hop-by-hop headers, saying `Connection: close` when the body ends with the
-/// connection or the caller's connection closes after it (`close`).
-pub fn rewrite_response(head: &[u8], info: &ResponseInfo, close: bool, out: &mut Vec<u8>) {
+/// connection or the caller's connection closes after it, and `Connection: keep-alive`
+/// to an HTTP/1.0 caller whose connection stays.
+pub fn rewrite_response(head: &[u8], info: &ResponseInfo, caller: Caller, out: &mut Vec<u8>) {
     let mut storage = headers();
     let mut resp = httparse::Response::new(&mut []);
     if parse_resp(&mut resp, head, &mut storage).is_err() {
@@ -466,34 +659,22 @@ pub fn rewrite_response(head: &[u8], info: &ResponseInfo, close: bool, out: &mut
     out.push(b' ');
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    // The body is relayed as framed: a chunked one keeps its Transfer-Encoding.
-    write_headers(resp.headers, out, false);
-    if close || info.framing == Framing::UntilClose {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-fn write_headers(headers: &[httparse::Header<'_>], out: &mut Vec<u8>, request: bool) {
-    for h in headers {
-        let keep = if h.name.eq_ignore_ascii_case("te") {
-            // Only `trailers` passes.
-            if tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"trailers")) {
-                out.extend_from_slice(b"te: trailers\r\n");
-            }
-            false
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            !request
-        } else {
-            !is_hop_by_hop(h.name)
-        };
+    let switching = info.framing == Framing::Tunnel;
+    for h in resp.headers.iter() {
+        // The body is relayed as framed: a chunked one keeps its Transfer-Encoding; a
+        // switching response keeps its handshake.
+        let keep =
+            h.name.eq_ignore_ascii_case("transfer-encoding") || switching || !is_hop_by_hop(h.name);
         if keep {
-            out.extend_from_slice(h.name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(h.value);
-            out.extend_from_slice(b"\r\n");
+            write_header(out, h.name.as_bytes(), h.value);
         }
     }
+    if !switching && (caller.close || info.framing == Framing::UntilClose) {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if !switching && caller.http10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -505,9 +686,16 @@ mod tests {
 
     fn relay(buf: &[u8]) -> RequestInfo {
         match parse_request(buf, 1024).unwrap() {
-            Request::Relay(info) => info,
-            other => panic!("not relayed: {other:?}"),
+            Request::Complete(info) => info,
+            other => panic!("not complete: {other:?}"),
         }
+    }
+
+    fn forwarded(buf: &[u8]) -> Vec<u8> {
+        let info = relay(buf);
+        let mut out = Vec::new();
+        write_request(&buf[..info.len], &info, None, &mut out);
+        out
     }
 
     #[test]
@@ -516,8 +704,8 @@ mod tests {
         let info = relay(buf);
         assert_eq!(info.len, buf.len() - 4);
         assert_eq!(info.method, http::Method::GET);
-        assert_eq!(info.body, 0);
-        assert!(!info.rewrite && !info.close && !info.probe);
+        assert_eq!(info.body, Body::Length(0));
+        assert!(!info.rewrite && !info.close && !info.probe && !info.http10);
         assert_eq!(info.path(buf), "/api/items");
         assert_eq!(&buf[info.target.clone()], b"/api/items?x=1");
     }
@@ -525,16 +713,19 @@ mod tests {
     #[test]
     fn partial_heads_wait_and_huge_ones_are_refused() {
         assert_eq!(
-            parse_request(b"GET / HTTP/1.1\r\nHost:", 0),
+            parse_request(b"GET / HTTP/1.1\r\nHost:", 1024),
             Ok(Request::Partial)
         );
-        // Beyond the relay's limit, the full server (with its larger one) decides.
+        // Beyond the limit, complete or not: refused.
         let mut big = b"GET / HTTP/1.1\r\nx: ".to_vec();
-        big.resize(MAX_HEAD + 1, b'a');
-        assert_eq!(
-            parse_request(&big, 0),
-            Ok(Request::Handover(Handover::LargeHead))
-        );
+        big.resize(1025, b'a');
+        assert_eq!(parse_request(&big, 1024), Err(HeadError::TooLarge));
+        big.extend_from_slice(b"\r\nHost: a\r\n\r\n");
+        assert_eq!(parse_request(&big, 1024), Err(HeadError::TooLarge));
+        assert!(matches!(
+            parse_request(&big, 2048),
+            Ok(Request::Complete(_))
+        ));
         assert!(matches!(
             parse_request(b"\x16\x03\x01 junk\r\n\r\n", 0),
             Err(HeadError::Malformed(_))
@@ -544,61 +735,97 @@ mod tests {
     #[test]
     fn bodies_are_framed_by_content_length() {
         let info = relay(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello");
-        assert_eq!(info.body, 5);
-        assert_eq!(
-            parse_request(
-                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
-                4
-            ),
-            Ok(Request::Handover(Handover::LargeBody))
-        );
+        assert_eq!(info.body, Body::Length(5));
+        assert!(info.body_within(5) && !info.body_within(4));
         for bad in [
             &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n"[..],
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 2\r\n\r\n",
         ] {
-            assert_eq!(parse_request(bad, 64), Err(HeadError::ContentLength));
+            assert_eq!(parse_request(bad, 1024), Err(HeadError::ContentLength));
         }
         // The same value twice is one length.
         assert_eq!(
             relay(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n")
                 .body,
-            3
+            Body::Length(3)
         );
     }
 
+    // Each of these went to a second engine (hyper) before; now the relay reads them.
     #[test]
-    fn shapes_the_relay_leaves_to_the_full_server() {
-        let cases = [
-            (&b"GET / HTTP/1.0\r\n\r\n"[..], Handover::Http10),
+    fn chunked_http10_expect_upgrade_and_connect_are_read_by_the_relay() {
+        let chunked = b"POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let info = relay(chunked);
+        assert_eq!(info.body, Body::Chunked);
+        assert!(!info.rewrite && !info.body_within(usize::MAX));
+        // A coding besides chunked: 501; chunked twice, or with a length: refused.
+        for (bad, want) in [
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-                Handover::TransferCoded,
+                &b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"[..],
+                HeadError::UnsupportedCoding("gzip".into()),
             ),
             (
-                b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
-                Handover::Expect,
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                HeadError::UnsupportedCoding("chunked, chunked".into()),
             ),
             (
-                b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-                Handover::Upgrade,
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                HeadError::Ambiguous,
             ),
             (
-                b"GET / HTTP/1.1\r\nConnection: x-secret\r\n\r\n",
-                Handover::ConnectionTokens,
+                b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                HeadError::Http10Coding,
             ),
             (
-                b"CONNECT db:5432 HTTP/1.1\r\nHost: db:5432\r\n\r\n",
-                Handover::Connect,
+                b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n",
+                HeadError::Expectation("200-ok".into()),
             ),
-        ];
-        for (buf, why) in cases {
-            assert_eq!(
-                parse_request(buf, 64),
-                Ok(Request::Handover(why)),
-                "{buf:?}"
-            );
+        ] {
+            assert_eq!(parse_request(bad, 1024), Err(want), "{}", bad.escape_ascii());
         }
+        // `Transfer-Encoding: Chunked` goes on as the one spelling.
+        let out = forwarded(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n");
+        assert_eq!(
+            out,
+            b"POST / HTTP/1.1\r\nHost: a\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+
+        // HTTP/1.0: no Host needed, closes unless kept alive, goes on as HTTP/1.0.
+        let info = relay(b"GET / HTTP/1.0\r\n\r\n");
+        assert!(info.http10 && info.close);
+        let buf = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nX: 1\r\n\r\n";
+        assert!(!relay(buf).close);
+        assert_eq!(forwarded(buf), b"GET / HTTP/1.0\r\nX: 1\r\n\r\n");
+
+        // 100-continue is answered by the proxy: the expectation stops here.
+        let buf = b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n";
+        assert!(relay(buf).expect_continue);
+        assert_eq!(
+            forwarded(buf),
+            b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\n"
+        );
+        assert!(!relay(b"PUT / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").expect_continue);
+
+        // An upgrade keeps its handshake; Upgrade without Connection: upgrade is dropped.
+        let buf = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n";
+        assert_eq!(relay(buf).tunnel, Some(Tunnel::Upgrade));
+        assert_eq!(
+            forwarded(buf),
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\nconnection: upgrade\r\n\r\n"
+        );
+        let buf = b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n";
+        assert_eq!(relay(buf).tunnel, None);
+        assert_eq!(forwarded(buf), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        let info = relay(b"CONNECT db:5432 HTTP/1.1\r\nHost: db:5432\r\n\r\n");
+        assert_eq!(info.tunnel, Some(Tunnel::Connect));
+
+        // Headers that Connection names stop here too.
+        let buf = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: x-secret\r\nX-Secret: 1\r\nX-Kept: 2\r\n\r\n";
+        assert_eq!(
+            forwarded(buf),
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Kept: 2\r\n\r\n"
+        );
     }
 
     #[test]
@@ -606,10 +833,8 @@ mod tests {
         let buf = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, close\r\nKeep-Alive: 5\r\nTE: gzip, trailers\r\nProxy-Authorization: x\r\nX-Kept: 1\r\n\r\n";
         let info = relay(buf);
         assert!(info.rewrite && info.close);
-        let mut out = Vec::new();
-        rewrite_request(&buf[..info.len], &mut out);
         assert_eq!(
-            out,
+            forwarded(buf),
             b"GET / HTTP/1.1\r\nHost: a\r\nte: trailers\r\nX-Kept: 1\r\n\r\n"
         );
         // `TE: trailers` alone is forwarded untouched.
@@ -619,12 +844,9 @@ mod tests {
     #[test]
     fn heads_with_bare_line_feeds_go_out_rebuilt_with_crlf() {
         let buf = b"POST / HTTP/1.1\r\nHost: a\r\nX: a\nContent-Length: 2\r\n\r\nok";
-        let info = relay(buf);
-        assert!(info.rewrite);
-        let mut out = Vec::new();
-        rewrite_request(&buf[..info.len], &mut out);
+        assert!(relay(buf).rewrite);
         assert_eq!(
-            out,
+            forwarded(buf),
             b"POST / HTTP/1.1\r\nHost: a\r\nX: a\r\nContent-Length: 2\r\n\r\n"
         );
         let r = response(b"HTTP/1.1 200 OK\nContent-Length: 0\n\n", http::Method::GET);
@@ -638,16 +860,25 @@ mod tests {
         let map = header_map(buf);
         assert_eq!(map.get_all("x-tenant").iter().count(), 2);
         assert!(!map.contains_key("connection"));
-        // An absolute-form target's authority replaces Host: the full server does that.
-        let abs = b"GET http://svc.ns:80/v1/x?q HTTP/1.1\r\nHost: a\r\n\r\n";
+        // An absolute-form target's authority replaces Host (RFC 9112 §3.2.2).
+        let abs = b"GET http://svc.ns:80/v1/x?q HTTP/1.1\r\nHost: a\r\nX: 1\r\n\r\n";
+        assert_eq!(relay(abs).path(abs), "/v1/x");
         assert_eq!(
-            parse_request(abs, 0),
-            Ok(Request::Handover(Handover::AbsoluteForm))
+            forwarded(abs),
+            b"GET /v1/x?q HTTP/1.1\r\nhost: svc.ns:80\r\nX: 1\r\n\r\n"
         );
+        let bare = b"GET http://svc?q HTTP/1.1\r\nHost: svc\r\n\r\n";
+        assert_eq!(forwarded(bare), b"GET /?q HTTP/1.1\r\nhost: svc\r\n\r\n");
+        assert!(matches!(
+            parse_request(b"GET http://u@svc/ HTTP/1.1\r\nHost: svc\r\n\r\n", 1024),
+            Err(HeadError::Host(_))
+        ));
     }
 
     fn response(buf: &[u8], method: http::Method) -> ResponseInfo {
-        parse_response(buf, &method).unwrap().unwrap()
+        parse_response(buf, &Asked::plain(&method))
+            .unwrap()
+            .unwrap()
     }
 
     // Forwarded unchanged before: a request without Host, with two, or with one that is
@@ -670,11 +901,11 @@ mod tests {
                 HostError::Invalid("u@a".into()),
             ),
         ] {
-            assert_eq!(parse_request(buf, 0), Err(HeadError::Host(want)));
+            assert_eq!(parse_request(buf, 1024), Err(HeadError::Host(want)));
         }
         assert!(matches!(
-            parse_request(b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", 0),
-            Ok(Request::Relay(_))
+            parse_request(b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", 1024),
+            Ok(Request::Complete(_))
         ));
     }
 
@@ -723,15 +954,58 @@ mod tests {
         assert_eq!(
             parse_response(
                 b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
-                &get
+                &Asked::plain(&get)
             ),
             Err(HeadError::Ambiguous)
         );
         assert_eq!(
-            parse_response(b"HTTP/1.1 101 Switching\r\n\r\n", &get),
+            parse_response(b"HTTP/1.1 101 Switching\r\n\r\n", &Asked::plain(&get)),
             Err(HeadError::UnexpectedSwitch)
         );
-        assert_eq!(parse_response(b"HTTP/1.1 200 OK\r\n", &get), Ok(None));
+        assert_eq!(
+            parse_response(b"HTTP/1.1 200 OK\r\n", &Asked::plain(&get)),
+            Ok(None)
+        );
+        // A tunnel asked for and granted; a 101 or 2xx otherwise is what it says.
+        let upgrade = Asked {
+            tunnel: Some(Tunnel::Upgrade),
+            ..Asked::plain(&get)
+        };
+        let buf = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let r = parse_response(buf, &upgrade).unwrap().unwrap();
+        assert_eq!(
+            (r.framing, r.rewrite, r.interim),
+            (Framing::Tunnel, false, false)
+        );
+        let connect = http::Method::CONNECT;
+        let tunnel = Asked {
+            tunnel: Some(Tunnel::Connect),
+            ..Asked::plain(&connect)
+        };
+        let r = parse_response(b"HTTP/1.1 200 OK\r\n\r\n", &tunnel)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.framing, Framing::Tunnel);
+        let r = parse_response(b"HTTP/1.1 403 No\r\nContent-Length: 0\r\n\r\n", &tunnel)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.framing, Framing::Empty);
+        // An HTTP/1.0 request's connection closes after it; chunked cannot answer it.
+        let old = Asked {
+            http10: true,
+            ..Asked::plain(&get)
+        };
+        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n", &old)
+            .unwrap()
+            .unwrap();
+        assert!(r.close);
+        assert_eq!(
+            parse_response(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                &old
+            ),
+            Err(HeadError::ChunkedToHttp10)
+        );
     }
 
     // Found by the property tests (`props`): each read differently from RFC 9112.
@@ -742,18 +1016,21 @@ mod tests {
             &b"HTTP/1.1 200 OK\r\nContent-Length: \xc2\xa05\r\n\r\n"[..],
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\xc2\x85\r\n\r\n",
         ] {
-            assert_eq!(parse_response(bad, &get), Err(HeadError::ContentLength));
+            assert_eq!(
+                parse_response(bad, &Asked::plain(&get)),
+                Err(HeadError::ContentLength)
+            );
         }
         assert_eq!(
             parse_request(
                 b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\xc2\xa0\r\n\r\n",
-                64
+                1024
             ),
             Err(HeadError::ContentLength)
         );
         assert_eq!(
             relay(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \t5 \r\n\r\n").body,
-            5
+            Body::Length(5)
         );
         // `chunked` and a no-break space is another coding: the body ends with the
         // connection.
@@ -801,7 +1078,7 @@ mod tests {
         // httparse takes any three digits; rewritten, `000` would go out as `0`.
         for bad in [&b"HTTP/1.1 000 x\r\n\r\n"[..], b"HTTP/1.1 099 x\r\n\r\n"] {
             assert!(matches!(
-                parse_response(bad, &http::Method::GET),
+                parse_response(bad, &Asked::plain(&http::Method::GET)),
                 Err(HeadError::Malformed(_))
             ));
         }
@@ -814,7 +1091,7 @@ mod tests {
         let r = response(buf, get.clone());
         assert!(r.rewrite && !r.close && r.overloaded);
         let mut out = Vec::new();
-        rewrite_response(&buf[..r.len], &r, false, &mut out);
+        rewrite_response(&buf[..r.len], &r, Caller::default(), &mut out);
         assert_eq!(
             out,
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Braid-Overloaded: 1\r\n\r\n"
@@ -825,7 +1102,7 @@ mod tests {
         let buf = b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\n";
         let r = response(buf, http::Method::GET);
         out.clear();
-        rewrite_response(&buf[..r.len], &r, false, &mut out);
+        rewrite_response(&buf[..r.len], &r, Caller::default(), &mut out);
         assert_eq!(
             out,
             b"HTTP/1.1 200 OK\r\nServer: x\r\nconnection: close\r\n\r\n"

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Weak};
 
 use crate::balance::Upstream;
-use crate::http::pool::MAX_STICKY;
+use crate::http::pool::MAX_HELD;
 use crate::http::{Pool, RawConn};
 
 /// Relayed upstream connections held by one downstream connection (one per endpoint, a
@@ -52,7 +52,7 @@ impl Held {
     pub fn put(&mut self, up: Upstream, mut conn: RawConn) {
         conn.idle();
         self.conns.push((up, conn));
-        if self.conns.len() > MAX_STICKY {
+        if self.conns.len() > MAX_HELD {
             let (up, conn) = self.conns.remove(0);
             if let Some(pool) = self.pool.upgrade() {
                 pool.put_raw(up, conn);

@@ -1,14 +1,16 @@
-//! The HTTP/1.1 relay: serves a downstream HTTP/1.1 connection by reading each request
+//! The HTTP/1.1 engine: serves a downstream HTTP/1.1 connection by reading each request
 //! head itself (httparse), routing it like any request, and passing the head and body
-//! bytes to a held upstream connection and the response back, without building
-//! `http::Request`s or crossing tasks. hyper's server and client cost a task hop and
-//! a channel per request on each side; the relay makes the same four syscalls per
-//! request with a fraction of the user-space work (see the README's benchmark).
+//! bytes to an upstream connection and the response back, without building
+//! `http::Request`s or crossing tasks. hyper's server and client cost a task hop and a
+//! channel per request on each side; the relay makes the same four syscalls per request
+//! with a fraction of the user-space work (see the README's benchmark).
 //!
-//! What it does not handle, it hands over with the bytes already read to the full
-//! hyper server, which then serves the rest of the connection: HTTP/1.0, chunked or
-//! larger-than-64 KiB uploads, `Expect: 100-continue`, upgrades (WebSocket),
-//! `Connection` naming other headers, and services whose rules mirror traffic.
+//! It is the only HTTP/1.1 engine, on both sides of the proxy, so one parser decides
+//! where every message ends. A body of known length up to 64 KiB is read whole (it can
+//! be retried and mirrored); a chunked or larger one is streamed as it arrives.
+//! `Expect: 100-continue` is answered here when the body is wanted, HTTP/1.0 goes on as
+//! HTTP/1.0, and an upgrade (WebSocket) or CONNECT that the upstream accepts turns the
+//! connection into a tunnel. HTTP/2 is served by hyper.
 
 mod chunked;
 mod head;
@@ -24,17 +26,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use head::HeadError;
-pub use relay::RelayError;
+pub use head::{Asked, HeadError};
+pub use relay::{RelayError, send_and_drop};
 
-use self::head::{Request, RequestInfo};
+use self::head::{Body, Caller, Request, RequestInfo};
 use self::held::Held;
-use self::relay::{RelayExchange, relay_response, write_error};
-use super::forward::response_status;
+use self::relay::{After, Outbound, RelayExchange, Upload, relay_response, write_error};
+use super::forward::{Started, response_status};
 use super::replay::MAX_BUFFERED_BODY;
-use super::{ForwardError, Forwarder, Route, ServeAs, serve};
-use crate::io::PrefixedIo;
-use crate::metrics::Limit;
+use super::{BodyError, ForwardError, Forwarder, Route};
+use crate::metrics::{Limit, Routed};
 use crate::routing::{RequestHead, is_idempotent};
 
 /// The caller's read buffer grows by this much when it runs low.
@@ -44,6 +45,9 @@ const READ_BUF: usize = 8 * 1024;
 const IDLE_BUF: usize = 512;
 /// How long a connection waits with its full read buffer before giving it back.
 const SHRINK_AFTER: Duration = Duration::from_secs(1);
+/// After an answer that leaves a caller's body unread, how long the proxy keeps reading
+/// (and dropping) it before closing, so the close does not reset the answer away.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// What became of one relayed request.
 enum Next {
@@ -51,8 +55,10 @@ enum Next {
     KeepAlive,
     /// The connection closes.
     Close,
-    /// The full server takes the connection from this request on.
-    Handover,
+    /// The connection closes, and the caller may still be sending a body nobody read.
+    Linger,
+    /// The connection is a tunnel to this upstream connection now.
+    Tunnel(crate::http::RawConn),
 }
 
 /// Serves `io` (with `read`, bytes already read from it) as HTTP/1.1 along `route`, until
@@ -70,35 +76,23 @@ pub async fn serve_h1<I>(
     let limits = *forwarder.limits();
     let mut held = Held::new(forwarder.pool());
     let mut scratch = Vec::new();
-    let max_body = usize::try_from(MAX_BUFFERED_BODY).unwrap_or(usize::MAX);
     // When the head being read is due; `None` while the connection waits idle for its
     // next request. A new connection's first head is due from its accept.
     let mut due = Some(Instant::now() + limits.header_read);
     loop {
         let info = loop {
-            match head::parse_request(&buf, max_body) {
-                Ok(Request::Partial) if buf.len() > limits.max_header_bytes => {
-                    return too_large(&forwarder, &mut io, &mut scratch).await;
-                }
+            match head::parse_request(&buf, limits.max_header_bytes) {
                 Ok(Request::Partial) => {}
-                Ok(Request::Relay(info)) if info.len > limits.max_header_bytes => {
+                Ok(Request::Complete(info)) => break info,
+                Err(HeadError::TooLarge) => {
                     return too_large(&forwarder, &mut io, &mut scratch).await;
-                }
-                Ok(Request::Relay(info)) => break info,
-                // The full server is handed only heads within the limit: its own bound
-                // is coarser (at least 8 KiB, counting the body's first bytes).
-                Ok(Request::Handover(_)) if head_over(&buf, limits.max_header_bytes) => {
-                    return too_large(&forwarder, &mut io, &mut scratch).await;
-                }
-                Ok(Request::Handover(why)) => {
-                    tracing::trace!(?why, "handing the connection to the full HTTP/1.1 server");
-                    // Its upstream connections go back to the pool for others.
-                    drop(held);
-                    return Box::pin(handover(io, buf, forwarder, route, drain)).await;
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "bad request head");
-                    return refuse(&mut io, BAD_REQUEST, &mut scratch).await;
+                    let e = ForwardError::BadRequest(e);
+                    let _ = write_error(&mut io, &e, false, true, &mut scratch).await;
+                    let _ = io.shutdown().await;
+                    return;
                 }
             }
             let (deadline, limit) = match due {
@@ -121,23 +115,9 @@ pub async fn serve_h1<I>(
                 }
             }
         };
-        let end = info.len + info.body;
-        while buf.len() < end {
-            buf.reserve(end - buf.len());
-            match tokio::time::timeout(limits.request_body, io.read_buf(&mut buf)).await {
-                Ok(Ok(0) | Err(_)) => return,
-                Ok(Ok(_)) => {}
-                Err(_) => {
-                    forwarder.limit_hit(Limit::request_body_timeout);
-                    tracing::debug!("request body stalled; closing the connection");
-                    return refuse(&mut io, REQUEST_TIMEOUT, &mut scratch).await;
-                }
-            }
-        }
         // The caller is told when this is the connection's last answer.
         let closing = info.close || drain.is_cancelled();
-        let arrived = Arrived {
-            bytes: &buf[..end],
+        let request = Relayed {
             info: &info,
             closing,
         };
@@ -146,7 +126,8 @@ pub async fn serve_h1<I>(
         let next = Box::pin(relay_one(
             &forwarder,
             &mut io,
-            arrived,
+            &mut buf,
+            request,
             &route,
             &mut held,
             &mut scratch,
@@ -154,7 +135,6 @@ pub async fn serve_h1<I>(
         .await;
         match next {
             Next::KeepAlive if !closing => {
-                buf.advance(end);
                 // A pipelined request already arriving is due from now.
                 due = (!buf.is_empty()).then(|| Instant::now() + limits.header_read);
             }
@@ -162,24 +142,51 @@ pub async fn serve_h1<I>(
                 let _ = io.shutdown().await;
                 return;
             }
-            Next::Handover => {
+            Next::Linger => return linger(&mut io, &mut buf).await,
+            Next::Tunnel(conn) => {
                 drop(held);
-                return Box::pin(handover(io, buf, forwarder, route, drain)).await;
+                return Box::pin(tunnel(io, buf, conn, limits.tcp_idle)).await;
             }
         }
     }
 }
 
-/// Whether the head at the start of `buf` is longer than `max` bytes, or has not ended
-/// within them. A head ends at its first empty line (CRLF, or a bare LF, which the full
-/// server takes too).
-fn head_over(buf: &[u8], max: usize) -> bool {
-    let end = (0..buf.len()).find_map(|at| match &buf[at..] {
-        [b'\n', b'\n', ..] => Some(at + 2),
-        [b'\n', b'\r', b'\n', ..] => Some(at + 3),
-        _ => None,
-    });
-    end.unwrap_or(buf.len()) > max
+/// Closes the caller's connection after an answer that left its body unread: its write
+/// side first, then what it still sends is read and dropped for [`LINGER`], so the close
+/// does not reset the answer before the caller read it.
+async fn linger<I: AsyncRead + AsyncWrite + Unpin>(io: &mut I, buf: &mut BytesMut) {
+    let _ = io.shutdown().await;
+    let drop_rest = async {
+        loop {
+            buf.clear();
+            buf.reserve(READ_BUF);
+            match io.read_buf(buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drop_rest).await;
+}
+
+/// Splices the caller's connection (with `buf`, what it sent after its request) and the
+/// upstream one (with what the upstream sent after its switching head) until both are
+/// done, or nothing moves for `idle`.
+async fn tunnel<I>(io: I, buf: BytesMut, mut conn: crate::http::RawConn, idle: Duration)
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut io = crate::io::PrefixedIo::new(buf.freeze(), io);
+    if !conn.buf.is_empty() {
+        if io.write_all(&conn.buf).await.is_err() {
+            return;
+        }
+        conn.buf.clear();
+    }
+    match crate::tcp::splice(io, &mut conn.io, idle).await {
+        Ok((up, down)) => tracing::debug!(up, down, "tunnel closed"),
+        Err(e) => tracing::debug!(error = %e, "tunnel ended"),
+    }
 }
 
 /// What waiting for more of a request brought.
@@ -243,21 +250,24 @@ where
     }
 }
 
-/// A request read in whole from the caller.
-struct Arrived<'a> {
-    /// Its head and body.
-    bytes: &'a [u8],
+/// A request whose head was read.
+struct Relayed<'a> {
     /// What its head says.
     info: &'a RequestInfo,
     /// The caller's connection closes after the answer.
     closing: bool,
 }
 
-/// Routes and forwards one request, and passes the answer back.
+/// The caller is told it may send its body.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Routes and forwards one request (its head at the start of `buf`), and passes the
+/// answer back. A request the connection can go on after is consumed from `buf`.
 async fn relay_one<D>(
     forwarder: &Forwarder,
     down: &mut D,
-    arrived: Arrived<'_>,
+    buf: &mut BytesMut,
+    request: Relayed<'_>,
     route: &Route,
     held: &mut Held,
     scratch: &mut Vec<u8>,
@@ -265,29 +275,24 @@ async fn relay_one<D>(
 where
     D: AsyncRead + AsyncWrite + Unpin,
 {
-    let Arrived {
-        bytes,
-        info,
-        closing,
-    } = arrived;
+    let Relayed { info, closing } = request;
     let head_only = info.method == http::Method::HEAD;
-    // Mirror copies are built by the full server's request path.
-    let started = match forwarder.begin(info.probe, route, |t| !t.mirrors()) {
-        Ok(Some(started)) => started,
-        Ok(None) => return Next::Handover,
+    let started = match forwarder.begin(info.probe, route) {
+        Ok(started) => started,
         Err(e) => {
             tracing::debug!(error = %e, "request refused");
-            return answer_error(down, &e, head_only, scratch).await;
+            return answer_unsent(down, buf, info, &e, closing, scratch).await;
         }
     };
     // Rules match on the head; a service without rules never looks at it.
+    let head = &buf[..info.len];
     let routed = started.target.routes().is_some();
     let headers = match routed {
-        true => head::header_map(&bytes[..info.len]),
+        true => head::header_map(head),
         false => http::HeaderMap::new(),
     };
     let path = match routed {
-        true => info.path(bytes),
+        true => info.path(head),
         false => Cow::Borrowed("/"),
     };
     let selected = started.target.select(&RequestHead {
@@ -296,18 +301,91 @@ where
         headers: &headers,
     });
     let mut rewritten = Vec::new();
-    let request = if info.rewrite {
-        head::rewrite_request(&bytes[..info.len], &mut rewritten);
-        rewritten.extend_from_slice(&bytes[info.len..]);
+    if info.rewrite {
+        head::write_request(head, info, None, &mut rewritten);
+    }
+    drop(path);
+    let whole = match info.body {
+        Body::Length(n) if n <= MAX_BUFFERED_BODY => usize::try_from(n).ok(),
+        _ => None,
+    };
+    let caller = Caller {
+        close: closing,
+        http10: info.http10,
+    };
+    let asked = head::Asked::of(info);
+    let limits = *forwarder.limits();
+    let Some(body) = whole else {
+        // Streamed: the head goes first, then the body as it comes.
+        if !info.rewrite {
+            rewritten.extend_from_slice(&buf[..info.len]);
+        }
+        buf.advance(info.len);
+        if info.expect_continue && down.write_all(CONTINUE).await.is_err() {
+            forwarder.finish(started, Routed::default(), 400);
+            return Next::Close;
+        }
+        let mut x = RelayExchange {
+            forwarder,
+            held,
+            out: Outbound::Stream(Upload {
+                head: &rewritten,
+                down,
+                buf,
+                body: info.body,
+                stall: limits.request_body,
+                response: limits.response,
+                done: false,
+                begun: false,
+            }),
+            asked,
+        };
+        let (result, routed) = forwarder
+            .send(
+                &started.target,
+                selected,
+                &mut x,
+                is_idempotent(&info.method),
+            )
+            .await;
+        let done = match x.out {
+            Outbound::Stream(upload) => upload.done,
+            Outbound::Whole(_) => true,
+        };
+        return answer(
+            forwarder, down, started, routed, result, caller, done, head_only, held, scratch,
+        )
+        .await;
+    };
+    let end = info.len + body;
+    if buf.len() < end {
+        // The caller waits for leave to send its body.
+        if info.expect_continue && down.write_all(CONTINUE).await.is_err() {
+            forwarder.finish(started, Routed::default(), 400);
+            return Next::Close;
+        }
+        if let Err(e) = read_body(down, buf, end, limits.request_body).await {
+            if matches!(e, BodyError::Stalled(_)) {
+                forwarder.limit_hit(Limit::request_body_timeout);
+            }
+            tracing::debug!(error = %e, "request body failed");
+            let e = ForwardError::RequestBody(e);
+            forwarder.finish(started, Routed::default(), e.status().as_u16());
+            let _ = write_error(down, &e, head_only, true, scratch).await;
+            return Next::Close;
+        }
+    }
+    let bytes = if info.rewrite {
+        rewritten.extend_from_slice(&buf[info.len..end]);
         &rewritten[..]
     } else {
-        bytes
+        &buf[..end]
     };
-    let mut x = RelayExchange {
-        pool: forwarder.pool(),
+    let mut x = RelayExchange::<D> {
+        forwarder,
         held,
-        request,
-        method: &info.method,
+        out: Outbound::Whole(bytes),
+        asked,
     };
     let (result, routed) = forwarder
         .send(
@@ -317,13 +395,40 @@ where
             is_idempotent(&info.method),
         )
         .await;
+    buf.advance(end);
+    answer(
+        forwarder, down, started, routed, result, caller, true, head_only, held, scratch,
+    )
+    .await
+}
+/// Passes the result of a request's attempts back to the caller and counts it. `sent`:
+/// the caller's body was consumed in whole (its connection can take another request).
+#[allow(clippy::too_many_arguments)]
+async fn answer<D>(
+    forwarder: &Forwarder,
+    down: &mut D,
+    started: Started,
+    routed: Routed,
+    result: Result<relay::RelayAnswer, ForwardError>,
+    caller: Caller,
+    sent: bool,
+    head_only: bool,
+    held: &mut Held,
+    scratch: &mut Vec<u8>,
+) -> Next
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
     forwarder.finish(started, routed, response_status(&result));
     match result {
         Ok(answer) => {
+            let early = answer.early;
             let stall = forwarder.limits().response;
-            match relay_response(down, answer, closing, held, scratch, stall).await {
-                Ok(true) => Next::KeepAlive,
-                Ok(false) => Next::Close,
+            match relay_response(down, answer, caller, held, scratch, stall).await {
+                Ok(After::KeepAlive) if sent => Next::KeepAlive,
+                Ok(After::Tunnel(conn)) => Next::Tunnel(conn),
+                Ok(_) if early => Next::Linger,
+                Ok(_) => Next::Close,
                 Err(e) => {
                     if matches!(e, RelayError::Stalled(_)) {
                         forwarder.limit_hit(Limit::response_timeout);
@@ -334,35 +439,82 @@ where
             }
         }
         Err(e) => {
+            if let ForwardError::RequestBody(BodyError::Stalled(_)) = e {
+                forwarder.limit_hit(Limit::request_body_timeout);
+            }
             tracing::debug!(error = %e, "request failed");
-            answer_error(down, &e, head_only, scratch).await
+            // A body the caller was still sending when the attempt failed is not read on.
+            let close = caller.close || !sent;
+            let written = write_error(down, &e, head_only, close, scratch).await;
+            match (written, close) {
+                (Ok(()), false) => Next::KeepAlive,
+                (Ok(()), true) if !sent && !matches!(e, ForwardError::RequestBody(_)) => {
+                    Next::Linger
+                }
+                _ => Next::Close,
+            }
         }
     }
 }
 
-async fn answer_error<D>(
+/// Answers a request refused before anything was sent upstream. Its body is skipped when
+/// it has all arrived already; otherwise the connection closes after the answer.
+async fn answer_unsent<D>(
     down: &mut D,
+    buf: &mut BytesMut,
+    info: &RequestInfo,
     e: &ForwardError,
-    head_only: bool,
+    closing: bool,
     scratch: &mut Vec<u8>,
 ) -> Next
 where
     D: AsyncRead + AsyncWrite + Unpin,
 {
-    match write_error(down, e, head_only, scratch).await {
-        Ok(()) => Next::KeepAlive,
-        Err(_) => Next::Close,
+    let skip = info.body_within(buf.len() - info.len) && info.tunnel.is_none();
+    let close = closing || !skip;
+    let head_only = info.method == http::Method::HEAD;
+    if write_error(down, e, head_only, close, scratch)
+        .await
+        .is_err()
+    {
+        return Next::Close;
+    }
+    match (skip, info.body) {
+        (true, Body::Length(n)) => {
+            buf.advance(info.len + n as usize);
+            Next::KeepAlive
+        }
+        _ => Next::Linger,
     }
 }
 
-/// The caller's head is not HTTP/1.1.
-const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\n";
-/// The caller took too long with its head or body.
+/// Reads the caller's body until `buf` holds `end` bytes, each read within `stall`.
+async fn read_body<D>(
+    down: &mut D,
+    buf: &mut BytesMut,
+    end: usize,
+    stall: Duration,
+) -> Result<(), BodyError>
+where
+    D: AsyncRead + Unpin,
+{
+    while buf.len() < end {
+        buf.reserve(end - buf.len());
+        match tokio::time::timeout(stall, down.read_buf(buf)).await {
+            Ok(Ok(0) | Err(_)) => return Err(BodyError::Cut),
+            Ok(Ok(_)) => {}
+            Err(_) => return Err(BodyError::Stalled(stall)),
+        }
+    }
+    Ok(())
+}
+
+/// The caller took too long with its head.
 const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n";
 /// The caller's head is over the limit.
 const HEAD_TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\n";
 
-/// Answers with `status_line` and closes, as the full server would.
+/// Answers with `status_line` and closes.
 async fn refuse<D>(down: &mut D, status_line: &[u8], scratch: &mut Vec<u8>)
 where
     D: AsyncRead + AsyncWrite + Unpin,
@@ -387,16 +539,19 @@ where
     refuse(down, HEAD_TOO_LARGE, scratch).await;
 }
 
-/// The full server takes the connection, replaying the bytes already read.
-async fn handover<I>(
-    io: I,
-    buf: BytesMut,
-    forwarder: Forwarder,
-    route: Route,
-    drain: CancellationToken,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let io = PrefixedIo::new(buf.freeze(), io);
-    serve(io, forwarder, route, ServeAs::Http1, drain).await;
+/// A mirror copy of `request` (a head and its whole body, as the relay forwards it),
+/// with its Host turned by `shadowed` (`payments:80` → `payments-shadow:80`).
+pub fn shadow_copy(request: &[u8], shadowed: impl Fn(&str) -> String) -> Option<Vec<u8>> {
+    let Ok(Request::Complete(info)) = head::parse_request(request, usize::MAX) else {
+        return None;
+    };
+    let head = &request[..info.len];
+    let host = head::header_map(head)
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(&shadowed)?;
+    let mut copy = Vec::with_capacity(request.len() + 8);
+    head::write_request(head, &info, Some(host.as_bytes()), &mut copy);
+    copy.extend_from_slice(&request[info.len..]);
+    Some(copy)
 }

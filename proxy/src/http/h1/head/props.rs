@@ -12,9 +12,7 @@
 //! end: LF alone ends a line (RFC 9112 §2.2 allows it; the proxy forwards such a head
 //! rebuilt with CRLF), empty lines before the start line are skipped (§2.2), a
 //! request target may hold bytes past ASCII (as httparse lets it), and a status line
-//! may end after the code. It refuses more than the proxy in one place that
-//! is no disagreement: where the proxy hands a request to the full server, the full
-//! server decides (and is not under test here).
+//! may end after the code.
 
 use std::time::Duration;
 
@@ -255,6 +253,19 @@ fn reference_request(buf: &[u8]) -> RefRequest {
     {
         return RefRequest::Refused("request target not visible");
     }
+    // RFC 9112 §3.2: origin-form, absolute-form, authority-form for CONNECT alone, or `*`.
+    let absolute = target
+        .windows(3)
+        .position(|w| w == b"://")
+        .is_some_and(|at| {
+            at > 0
+                && target[..at]
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(b))
+        });
+    if !(target.starts_with(b"/") || target == b"*" || absolute || method == b"CONNECT") {
+        return RefRequest::Refused("request target of no form RFC 9112 allows");
+    }
     let http10 = match version {
         b"HTTP/1.1" => false,
         b"HTTP/1.0" => true,
@@ -268,6 +279,14 @@ fn reference_request(buf: &[u8]) -> RefRequest {
     if hosts.iter().any(|h| !reference_host(h)) {
         return RefRequest::Refused("invalid Host");
     }
+    // RFC 9110 §10.1.1: a server may answer any expectation but 100-continue with 417.
+    if !http10
+        && head
+            .values("expect")
+            .any(|v| !v.eq_ignore_ascii_case(b"100-continue"))
+    {
+        return RefRequest::Refused("an expectation other than 100-continue");
+    }
     // RFC 9112 §6.3.
     let framing = if head.has("transfer-encoding") {
         if head.has("content-length") {
@@ -279,6 +298,16 @@ fn reference_request(buf: &[u8]) -> RefRequest {
         }
         if head.list("transfer-encoding").last().map(Vec::as_slice) != Some(b"chunked") {
             return RefRequest::Refused("request transfer coding not ending in chunked");
+        }
+        // §6.1: chunked is applied once.
+        if head
+            .list("transfer-encoding")
+            .iter()
+            .filter(|c| c.as_slice() == b"chunked")
+            .count()
+            > 1
+        {
+            return RefRequest::Refused("chunked twice");
         }
         Framing::Chunked
     } else {
@@ -726,8 +755,8 @@ fn with_mutations(head: impl Strategy<Value = Lines>) -> impl Strategy<Value = B
 
 // ---- The properties ----
 
-fn check_request(buf: &[u8], max_body: usize) -> Result<(), TestCaseError> {
-    let got = parse_request(buf, max_body);
+fn check_request(buf: &[u8], max_head: usize) -> Result<(), TestCaseError> {
+    let got = parse_request(buf, max_head);
     let want = reference_request(buf);
     let context = || {
         format!(
@@ -746,7 +775,7 @@ fn check_request(buf: &[u8], max_body: usize) -> Result<(), TestCaseError> {
             )));
         }
         (
-            Ok(Request::Relay(info)),
+            Ok(Request::Complete(info)),
             RefRequest::Message {
                 head,
                 method,
@@ -755,26 +784,28 @@ fn check_request(buf: &[u8], max_body: usize) -> Result<(), TestCaseError> {
                 framing,
             },
         ) => {
-            prop_assert!(!http10, "relayed HTTP/1.0\n{}", context());
+            prop_assert!(info.len <= max_head, "over the limit\n{}", context());
+            prop_assert_eq!(info.http10, *http10, "version\n{}", context());
             prop_assert_eq!(info.len, head.len, "head ends elsewhere\n{}", context());
-            prop_assert_eq!(
-                Framing::Length(info.body as u64),
-                *framing,
-                "framing\n{}",
-                context()
-            );
+            let body = match info.body {
+                Body::Length(n) => Framing::Length(n),
+                Body::Chunked => Framing::Chunked,
+            };
+            prop_assert_eq!(body, *framing, "framing\n{}", context());
             prop_assert_eq!(info.method.as_str(), method.as_str());
             prop_assert_eq!(&buf[info.target.clone()], target.as_slice());
-            let close = head.list("connection").iter().any(|t| t == b"close");
+            let tokens = head.list("connection");
+            let close = tokens.iter().any(|t| t == b"close");
+            let keep_alive = tokens.iter().any(|t| t == b"keep-alive");
             prop_assert!(
-                info.close || !close,
+                info.close || !(close || (*http10 && !keep_alive)),
                 "Connection: close missed\n{}",
                 context()
             );
             // What goes upstream reads the same, without hop-by-hop headers or bare LFs.
             let mut forwarded = Vec::new();
             if info.rewrite {
-                rewrite_request(&buf[..info.len], &mut forwarded);
+                write_request(&buf[..info.len], info, None, &mut forwarded);
             } else {
                 forwarded.extend_from_slice(&buf[..info.len]);
             }
@@ -784,24 +815,29 @@ fn check_request(buf: &[u8], max_body: usize) -> Result<(), TestCaseError> {
                     method: m,
                     target: t,
                     framing: f,
-                    ..
+                    http10: v,
                 } => {
                     prop_assert_eq!(out.len, forwarded.len());
                     prop_assert_eq!(f, *framing, "forwarded framing\n{}", context());
+                    prop_assert_eq!(v, *http10, "forwarded version\n{}", context());
                     prop_assert_eq!(&m, method);
-                    prop_assert_eq!(&t, target);
+                    if info.authority.is_none() {
+                        prop_assert_eq!(&t, target);
+                    } else {
+                        prop_assert!(t.starts_with(b"/"), "origin-form\n{}", context());
+                    }
                     prop_assert!(!out.bare_lf, "forwarded a bare LF\n{}", context());
+                    let upgrade = info.tunnel == Some(Tunnel::Upgrade);
                     for (name, value) in &out.fields {
-                        prop_assert!(
-                            !HOP_BY_HOP.contains(&name.as_str()) && name != "transfer-encoding",
-                            "forwarded {name}\n{}",
-                            context()
-                        );
-                        prop_assert!(
-                            name != "te" || value.eq_ignore_ascii_case(b"trailers"),
-                            "forwarded te\n{}",
-                            context()
-                        );
+                        let allowed = match name.as_str() {
+                            "te" => value.eq_ignore_ascii_case(b"trailers"),
+                            "transfer-encoding" => value.as_slice() == b"chunked",
+                            "upgrade" => upgrade,
+                            "connection" => upgrade && value.as_slice() == b"upgrade",
+                            "expect" => false,
+                            name => !HOP_BY_HOP.contains(&name),
+                        };
+                        prop_assert!(allowed, "forwarded {name}\n{}", context());
                     }
                 }
                 other => {
@@ -813,47 +849,18 @@ fn check_request(buf: &[u8], max_body: usize) -> Result<(), TestCaseError> {
                 }
             }
         }
-        (Ok(Request::Relay(_)), _) => {
+        (Ok(Request::Complete(_)), _) => {
             return Err(TestCaseError::fail(format!(
                 "relayed what the reference does not read\n{}",
                 context()
             )));
         }
-        // The full server takes it: the reason must hold.
-        (
-            Ok(Request::Handover(why)),
-            RefRequest::Message {
-                head,
-                method,
-                target,
-                http10,
-                framing,
-            },
-        ) => {
-            let holds = match why {
-                Handover::Http10 => *http10,
-                Handover::Connect => method == "CONNECT",
-                Handover::TransferCoded => *framing == Framing::Chunked,
-                Handover::Expect => head.has("expect"),
-                Handover::Upgrade => {
-                    head.has("upgrade") || head.list("connection").iter().any(|t| t == b"upgrade")
-                }
-                Handover::ConnectionTokens => !head.list("connection").is_empty(),
-                Handover::LargeBody => {
-                    matches!(framing, Framing::Length(n) if *n > max_body as u64)
-                }
-                Handover::LargeHead => buf.len() >= MAX_HEAD || head.fields.len() >= MAX_HEADERS,
-                Handover::AbsoluteForm => !target.starts_with(b"/") && target.as_slice() != b"*",
-            };
-            prop_assert!(holds, "handed over for no reason\n{}", context());
-        }
-        (Ok(Request::Handover(_)), _) => {}
     }
     Ok(())
 }
 
 fn check_response(buf: &[u8], method: &http::Method) -> Result<(), TestCaseError> {
-    let got = parse_response(buf, method);
+    let got = parse_response(buf, &Asked::plain(method));
     let want = reference_response(buf, method);
     let context = || {
         format!(
@@ -891,7 +898,15 @@ fn check_response(buf: &[u8], method: &http::Method) -> Result<(), TestCaseError
             // What goes to the caller reads the same to it.
             let mut forwarded = Vec::new();
             if info.rewrite {
-                rewrite_response(&buf[..info.len], info, info.close, &mut forwarded);
+                rewrite_response(
+                    &buf[..info.len],
+                    info,
+                    Caller {
+                        close: info.close,
+                        http10: false,
+                    },
+                    &mut forwarded,
+                );
             } else {
                 forwarded.extend_from_slice(&buf[..info.len]);
             }
@@ -947,18 +962,18 @@ fn method() -> impl Strategy<Value = http::Method> {
     ])
 }
 
-fn max_body() -> impl Strategy<Value = usize> {
-    prop::sample::select(vec![0, 5, 1024, 64 * 1024, usize::MAX])
+fn max_head() -> impl Strategy<Value = usize> {
+    prop::sample::select(vec![16, 64, 1024, 64 * 1024, usize::MAX])
 }
 
 proptest! {
     #![proptest_config(config(1))]
 
-    /// A request is refused, or relayed with the reference's framing, or handed over for
-    /// a reason its head shows; what is relayed reads the same upstream.
+    /// A request is refused, or relayed with the reference's framing; what is relayed
+    /// reads the same upstream.
     #[test]
-    fn request_framing_is_the_references(buf in with_mutations(request_head()), max_body in max_body()) {
-        terminates(CASE_LIMIT, move || check_request(&buf, max_body))?;
+    fn request_framing_is_the_references(buf in with_mutations(request_head()), max_head in max_head()) {
+        terminates(CASE_LIMIT, move || check_request(&buf, max_head))?;
     }
 
     /// A response is refused, or passed on with the reference's framing, closing the
@@ -983,7 +998,7 @@ proptest! {
         }
         let response = response.bytes();
         if let RefResponse::Message { status, head, .. } = reference_response(&response, &method) {
-            let got = parse_response(&response, &method);
+            let got = parse_response(&response, &Asked::plain(&method));
             // A length the reference need not read (a 204's, say) may still be refused.
             let bad_length = matches!(head.content_length(), Some(Err(())));
             prop_assert!(got.is_ok() || status == 101 || bad_length, "b\"{}\": {got:?}", response.escape_ascii());
@@ -1003,13 +1018,14 @@ proptest! {
             let (prefix, whole) = (parse_request(&buf[..cut], 1024), parse_request(&buf, 1024));
             match &prefix {
                 Ok(Request::Partial) => {}
-                Ok(Request::Relay(info)) => {
+                Ok(Request::Complete(info)) => {
                     prop_assert!(info.len <= cut);
                     prop_assert_eq!(&prefix, &whole);
                 }
                 other => prop_assert_eq!(other, &whole),
             }
             let get = http::Method::GET;
+            let get = Asked::plain(&get);
             let (prefix, whole) = (parse_response(&buf[..cut], &get), parse_response(&buf, &get));
             match &prefix {
                 Ok(None) => {}
@@ -1027,14 +1043,19 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(buf in prop::collection::vec(any::<u8>(), 0..600), method in method()) {
         terminates(CASE_LIMIT, move || -> Result<(), TestCaseError> {
-            if let Ok(Request::Relay(info)) = parse_request(&buf, usize::MAX) {
+            if let Ok(Request::Complete(info)) = parse_request(&buf, usize::MAX) {
                 prop_assert!(info.len <= buf.len() && info.target.end <= info.len);
                 let _ = info.path(&buf);
-                rewrite_request(&buf[..info.len], &mut Vec::new());
+                write_request(&buf[..info.len], &info, None, &mut Vec::new());
+                write_request(&buf[..info.len], &info, Some(b"x-shadow"), &mut Vec::new());
             }
-            if let Ok(Some(info)) = parse_response(&buf, &method) {
-                prop_assert!(info.len <= buf.len());
-                rewrite_response(&buf[..info.len], &info, true, &mut Vec::new());
+            for tunnel in [None, Some(Tunnel::Upgrade), Some(Tunnel::Connect)] {
+                let asked = Asked { tunnel, ..Asked::plain(&method) };
+                if let Ok(Some(info)) = parse_response(&buf, &asked) {
+                    prop_assert!(info.len <= buf.len());
+                    let caller = Caller { close: true, http10: false };
+                    rewrite_response(&buf[..info.len], &info, caller, &mut Vec::new());
+                }
             }
             let _ = header_map(&buf);
             Ok(())
@@ -1047,8 +1068,8 @@ proptest! {
     #![proptest_config(config(32))]
 
     /// Bounded memory: the relay never waits for more of a head than its limit, so no
-    /// peer makes it buffer more (requests past [`MAX_HEAD`] go to the full server,
-    /// responses past [`MAX_RESPONSE_HEAD`] are refused).
+    /// peer makes it buffer more (requests past the `--max-header-bytes` given, and
+    /// responses past [`MAX_RESPONSE_HEAD`], are refused).
     #[test]
     fn no_head_is_waited_for_past_its_limit(
         lines in prop_oneof![request_head(), response_head()],
@@ -1065,14 +1086,15 @@ proptest! {
             // Long lines, so that the head stays under MAX_HEADERS lines.
             let line: Vec<u8> = b"X-Filler: ".iter().copied().chain(std::iter::repeat_n(b'a', 8000)).chain(*b"\r\n").collect();
             buf.extend_from_slice(&block);
-            while buf.len() < MAX_HEAD + extra {
+            let max_head = 64 * 1024;
+            while buf.len() < max_head + extra {
                 buf.extend_from_slice(&line);
             }
-            prop_assert_ne!(parse_request(&buf, usize::MAX), Ok(Request::Partial));
+            prop_assert_ne!(parse_request(&buf, max_head), Ok(Request::Partial));
             while buf.len() < MAX_RESPONSE_HEAD + extra {
                 buf.extend_from_slice(&line);
             }
-            prop_assert!(parse_response(&buf, &http::Method::GET).is_err());
+            prop_assert!(parse_response(&buf, &Asked::plain(&http::Method::GET)).is_err());
             Ok(())
         })?;
     }
