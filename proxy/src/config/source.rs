@@ -514,6 +514,16 @@ mod tests {
         assert!(err.contains("trailing characters"), "{err}");
     }
 
+    // The operator's stream is read straight into the config's types: a field twice is
+    // refused there too, not last-one-wins.
+    #[test]
+    fn duplicate_fields_fail_a_stream_line() {
+        let e = parse_json(br#"{"version":"a","listeners":[],"listeners":[]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("duplicate field `listeners`"), "{e}");
+    }
+
     #[test]
     fn duplicate_keys_deep_nesting_and_bad_utf8_fail_a_file() {
         let err = |text: &[u8]| parse(Path::new("c.yaml"), text).unwrap_err().to_string();
