@@ -23,7 +23,9 @@ where
 {
     let (prefix, mut client) = client.into_parts();
     if !prefix.is_empty() {
-        upstream.write_all(&prefix).await?;
+        tokio::time::timeout(idle, upstream.write_all(&prefix))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     }
     let (up, down) = copy_both_ways(&mut client, &mut upstream, idle).await?;
     Ok((up + prefix.len() as u64, down))

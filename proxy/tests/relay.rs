@@ -458,6 +458,77 @@ async fn an_answer_before_the_upload_ends_is_passed_on() {
     assert!(server.await.unwrap().starts_with("POST /big HTTP/1.1\r\n"));
 }
 
+// Found by review: `Connection: content-length` made the rebuilt head drop the length,
+// so the upstream read the body as a request of its own, past every rule.
+#[tokio::test]
+async fn a_length_named_as_a_connection_option_still_frames_the_body() {
+    let (upstream, seen) = scripted(1 << 20).await;
+    let (_proxy, front) = relay_to(upstream).await;
+    let mut c = TcpStream::connect(front).await.unwrap();
+    let hidden = "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let got = sized(
+        &mut c,
+        &format!(
+            "POST /a HTTP/1.1\r\nHost: a\r\nConnection: content-length\r\nContent-Length: {}\r\n\r\n{hidden}",
+            hidden.len()
+        ),
+    )
+    .await;
+    assert!(
+        got.starts_with("HTTP/1.1 200 OK\r\n") && got.ends_with(hidden),
+        "{got}"
+    );
+    let got = sized(&mut c, "GET /after HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(got.ends_with("/after"), "{got}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen.iter().all(|r| !r.starts_with("GET /smuggled")),
+        "{seen:?}"
+    );
+}
+
+// Found by review: while the proxy was writing a fast upload, it did not watch for the
+// upstream's answer, and gave the caller a 502 (or a 504 minutes later) for a 413.
+#[tokio::test]
+async fn an_answer_during_a_fast_upload_is_passed_on() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 1024];
+            let _ = s.read(&mut head).await.unwrap();
+            s.write_all(b"HTTP/1.1 413 Content Too Large\r\nConnection: close\r\nContent-Length: 4\r\n\r\nbig!")
+                .await
+                .unwrap();
+            // It reads no more, and closes.
+        }
+    });
+    let (_proxy, front) = relay_to(upstream).await;
+    let c = TcpStream::connect(front).await.unwrap();
+    let (mut r, mut w) = c.into_split();
+    let size = 64 << 20;
+    tokio::spawn(async move {
+        let head = format!("POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: {size}\r\n\r\n");
+        let _ = w.write_all(head.as_bytes()).await;
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..64 {
+            if w.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), r.read_to_end(&mut got)).await;
+    let got = String::from_utf8_lossy(&got);
+    assert!(
+        got.starts_with("HTTP/1.1 413 Content Too Large\r\n"),
+        "{got}"
+    );
+    assert!(got.ends_with("big!"), "{got}");
+}
+
 /// CONNECT: a 2xx makes the connection a tunnel, and bytes sent with the request or
 /// with the answer are not lost.
 #[tokio::test]

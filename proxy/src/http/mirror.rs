@@ -49,16 +49,10 @@ impl Mirrors {
         })
     }
 
-    /// Sends a copy of `request` (an HTTP/1.1 head and its whole body, as the relay
-    /// forwards it) to `endpoint` in the background; `false` when too many copies are in
-    /// flight already, or the request is a tunnel, and no copy is sent.
-    pub fn send_h1(&self, endpoint: &Endpoint, request: &[u8], asked: &Asked<'_>) -> bool {
-        if asked.tunnel.is_some() {
-            return false;
-        }
-        let Some(copy) = super::h1::shadow_copy(request, shadowed) else {
-            return false;
-        };
+    /// Sends `copy` (an HTTP/1.1 head with its shadow Host and the whole body, as the
+    /// relay made it) to `endpoint` in the background; `false` when too many copies are
+    /// in flight already and this one is dropped.
+    pub fn send_h1(&self, endpoint: &Endpoint, copy: Vec<u8>, asked: &Asked<'_>) -> bool {
         let method = asked.method.clone();
         let http10 = asked.http10;
         self.spawn(endpoint, move |pool, up| async move {

@@ -24,7 +24,9 @@ enum State {
     DataLf,
     /// At the start of a trailer line (or the final blank line).
     TrailerStart,
-    /// Inside a trailer line.
+    /// In a trailer field's name.
+    TrailerName,
+    /// In a trailer field's value, after its colon.
     Trailer,
     /// After a trailer line's CR; `blank`: it was the final blank line.
     TrailerLf { blank: bool },
@@ -140,13 +142,22 @@ fn step(state: State, b: u8) -> Result<State, ChunkError> {
         (State::DataCr, b'\r') => State::DataLf,
         (State::DataLf, b'\n') => NEW_SIZE,
         (State::TrailerStart, b'\r') => State::TrailerLf { blank: true },
+        // A trailer line is a field, `name: value`: a line that is not (a request line,
+        // say) breaks the body, rather than pass to an upstream that skips trailers.
+        (State::TrailerStart | State::TrailerName, _) if is_tchar(b) => State::TrailerName,
+        (State::TrailerName, b':') => State::Trailer,
         (State::Trailer, b'\r') => State::TrailerLf { blank: false },
-        (State::TrailerStart | State::Trailer, b'\n') => return Err(ChunkError),
-        (State::TrailerStart | State::Trailer, _) => State::Trailer,
+        (State::Trailer, b'\n') => return Err(ChunkError),
+        (State::Trailer, _) => State::Trailer,
         (State::TrailerLf { blank: true }, b'\n') => State::Done,
         (State::TrailerLf { blank: false }, b'\n') => State::TrailerStart,
         _ => return Err(ChunkError),
     })
+}
+
+/// A token character (RFC 9110 §5.6.2), as a field name is made of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]
@@ -191,6 +202,10 @@ mod tests {
             b"5\r\nhelloXX",
             b"\r\n",
             b"0\r\nbad\nline\r\n\r\n",
+            // Found by review: a request line among the trailers.
+            b"0\r\nGET /x HTTP/1.1\r\n\r\n",
+            b"0\r\n: no-name\r\n\r\n",
+            b"0\r\nno-colon\r\n\r\n",
             b"FFFFFFFFFFFFFFFFF\r\n",
         ] {
             assert_eq!(end(bad, 3), Err(ChunkError), "{bad:?}");

@@ -31,7 +31,7 @@ pub use relay::{RelayError, send_and_drop};
 
 use self::head::{Body, Caller, Request, RequestInfo};
 use self::held::Held;
-use self::relay::{After, Outbound, RelayExchange, Upload, relay_response, write_error};
+use self::relay::{After, Downstream, RelayExchange, relay_response, write_error};
 use super::forward::{Started, response_status};
 use super::replay::MAX_BUFFERED_BODY;
 use super::{BodyError, ForwardError, Forwarder, Route};
@@ -178,10 +178,11 @@ where
 {
     let mut io = crate::io::PrefixedIo::new(buf.freeze(), io);
     if !conn.buf.is_empty() {
-        if io.write_all(&conn.buf).await.is_err() {
-            return;
+        // Bounded like the splice after it: a caller that reads nothing holds nothing.
+        match tokio::time::timeout(idle, io.write_all(&conn.buf)).await {
+            Ok(Ok(())) => conn.buf.clear(),
+            _ => return,
         }
-        conn.buf.clear();
     }
     match crate::tcp::splice(io, &mut conn.io, idle).await {
         Ok((up, down)) => tracing::debug!(up, down, "tunnel closed"),
@@ -258,9 +259,6 @@ struct Relayed<'a> {
     closing: bool,
 }
 
-/// The caller is told it may send its body.
-const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-
 /// Routes and forwards one request (its head at the start of `buf`), and passes the
 /// answer back. A request the connection can go on after is consumed from `buf`.
 async fn relay_one<D>(
@@ -305,87 +303,23 @@ where
         head::write_request(head, info, None, &mut rewritten);
     }
     drop(path);
-    let whole = match info.body {
-        Body::Length(n) if n <= MAX_BUFFERED_BODY => usize::try_from(n).ok(),
-        _ => None,
-    };
-    let caller = Caller {
-        close: closing,
-        http10: info.http10,
-    };
-    let asked = head::Asked::of(info);
+    let whole = matches!(info.body, Body::Length(n) if n <= MAX_BUFFERED_BODY);
     let limits = *forwarder.limits();
-    let Some(body) = whole else {
-        // Streamed: the head goes first, then the body as it comes.
-        if !info.rewrite {
-            rewritten.extend_from_slice(&buf[..info.len]);
-        }
-        buf.advance(info.len);
-        if info.expect_continue && down.write_all(CONTINUE).await.is_err() {
-            forwarder.finish(started, Routed::default(), 400);
-            return Next::Close;
-        }
-        let mut x = RelayExchange {
-            forwarder,
-            held,
-            out: Outbound::Stream(Upload {
-                head: &rewritten,
-                down,
-                buf,
-                body: info.body,
-                stall: limits.request_body,
-                response: limits.response,
-                done: false,
-                begun: false,
-            }),
-            asked,
-        };
-        let (result, routed) = forwarder
-            .send(
-                &started.target,
-                selected,
-                &mut x,
-                is_idempotent(&info.method),
-            )
-            .await;
-        let done = match x.out {
-            Outbound::Stream(upload) => upload.done,
-            Outbound::Whole(_) => true,
-        };
-        return answer(
-            forwarder, down, started, routed, result, caller, done, head_only, held, scratch,
-        )
-        .await;
-    };
-    let end = info.len + body;
-    if buf.len() < end {
-        // The caller waits for leave to send its body.
-        if info.expect_continue && down.write_all(CONTINUE).await.is_err() {
-            forwarder.finish(started, Routed::default(), 400);
-            return Next::Close;
-        }
-        if let Err(e) = read_body(down, buf, end, limits.request_body).await {
-            if matches!(e, BodyError::Stalled(_)) {
-                forwarder.limit_hit(Limit::request_body_timeout);
-            }
-            tracing::debug!(error = %e, "request body failed");
-            let e = ForwardError::RequestBody(e);
-            forwarder.finish(started, Routed::default(), e.status().as_u16());
-            let _ = write_error(down, &e, head_only, true, scratch).await;
-            return Next::Close;
-        }
-    }
-    let bytes = if info.rewrite {
-        rewritten.extend_from_slice(&buf[info.len..end]);
-        &rewritten[..]
-    } else {
-        &buf[..end]
-    };
-    let mut x = RelayExchange::<D> {
+    let mut x = RelayExchange {
         forwarder,
         held,
-        out: Outbound::Whole(bytes),
-        asked,
+        down: Downstream {
+            io: down,
+            buf,
+            info,
+            rewritten: &mut rewritten,
+            stall: limits.request_body,
+            response: limits.response,
+            done: false,
+            begun: false,
+        },
+        whole,
+        asked: head::Asked::of(info),
     };
     let (result, routed) = forwarder
         .send(
@@ -395,30 +329,66 @@ where
             is_idempotent(&info.method),
         )
         .await;
-    buf.advance(end);
-    answer(
-        forwarder, down, started, routed, result, caller, true, head_only, held, scratch,
-    )
-    .await
+    let RelayExchange {
+        held, down: sent, ..
+    } = x;
+    let Downstream {
+        io: down,
+        buf,
+        done,
+        ..
+    } = sent;
+    // The caller's connection goes on only past a request it sent in whole: a held body
+    // read (or all there already, when the request was refused before reading it), a
+    // streamed one sent.
+    let consumed = match whole {
+        true => done || info.body_within(buf.len() - info.len),
+        false => done,
+    };
+    if whole && consumed {
+        buf.advance(info.len + usize::try_from(info.body_len()).unwrap_or(0));
+    }
+    let caller = Caller {
+        close: closing,
+        http10: info.http10,
+    };
+    let request = Answered {
+        result,
+        caller,
+        sent: consumed,
+        head_only,
+    };
+    answer(forwarder, down, started, routed, request, held, scratch).await
 }
-/// Passes the result of a request's attempts back to the caller and counts it. `sent`:
-/// the caller's body was consumed in whole (its connection can take another request).
-#[allow(clippy::too_many_arguments)]
+
+/// The outcome of a request's attempts, and what the caller's connection can do after.
+struct Answered {
+    result: Result<relay::RelayAnswer, ForwardError>,
+    caller: Caller,
+    /// The caller's request was consumed in whole.
+    sent: bool,
+    head_only: bool,
+}
+
+/// Passes the result of a request's attempts back to the caller and counts it.
 async fn answer<D>(
     forwarder: &Forwarder,
     down: &mut D,
     started: Started,
     routed: Routed,
-    result: Result<relay::RelayAnswer, ForwardError>,
-    caller: Caller,
-    sent: bool,
-    head_only: bool,
+    answered: Answered,
     held: &mut Held,
     scratch: &mut Vec<u8>,
 ) -> Next
 where
     D: AsyncRead + AsyncWrite + Unpin,
 {
+    let Answered {
+        result,
+        caller,
+        sent,
+        head_only,
+    } = answered;
     forwarder.finish(started, routed, response_status(&result));
     match result {
         Ok(answer) => {
@@ -486,27 +456,6 @@ where
         }
         _ => Next::Linger,
     }
-}
-
-/// Reads the caller's body until `buf` holds `end` bytes, each read within `stall`.
-async fn read_body<D>(
-    down: &mut D,
-    buf: &mut BytesMut,
-    end: usize,
-    stall: Duration,
-) -> Result<(), BodyError>
-where
-    D: AsyncRead + Unpin,
-{
-    while buf.len() < end {
-        buf.reserve(end - buf.len());
-        match tokio::time::timeout(stall, down.read_buf(buf)).await {
-            Ok(Ok(0) | Err(_)) => return Err(BodyError::Cut),
-            Ok(Ok(_)) => {}
-            Err(_) => return Err(BodyError::Stalled(stall)),
-        }
-    }
-    Ok(())
 }
 
 /// The caller took too long with its head.

@@ -10,7 +10,7 @@ use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::chunked::Chunked;
-use super::head::{self, Asked, Body, Caller, Framing, HeadError, ResponseInfo};
+use super::head::{self, Asked, Body, Caller, Framing, HeadError, RequestInfo, ResponseInfo};
 use super::held::Held;
 use crate::balance::Upstream;
 use crate::http::exchange::{Answer, Exchange};
@@ -59,93 +59,158 @@ impl Answer for RelayAnswer {
     }
 }
 
-/// A request body the relay streams from the caller to the upstream as it arrives:
-/// chunked, or too large to hold for retries and mirror copies. It can be sent once.
-pub struct Upload<'a, D> {
-    /// The request's head as it goes upstream.
-    pub head: &'a [u8],
-    /// The caller's connection, and what was read from it past the head.
-    pub down: &'a mut D,
-    /// Bytes read from the caller past the head: the body's first ones (and perhaps a
-    /// pipelined request after it, which stays here).
+/// The caller's side of one request: its connection, what was read from it (the head
+/// at the start), and the head as it goes upstream when rebuilt. The body is read only
+/// once the request's rule lets it through (routing, rate limit and faults first), with
+/// `100 Continue` first when the caller waits for one, so a refused request never
+/// invites its body.
+pub struct Downstream<'a, D> {
+    /// The caller's connection.
+    pub io: &'a mut D,
+    /// What was read from it: the request's head, then what came after.
     pub buf: &'a mut BytesMut,
-    /// How the body ends.
-    pub body: Body,
-    /// How long the caller may send nothing.
+    /// What the head says.
+    pub info: &'a RequestInfo,
+    /// The head rebuilt for the upstream (when `info.rewrite`); a whole body is appended
+    /// to it once read.
+    pub rewritten: &'a mut Vec<u8>,
+    /// How long the caller may send nothing of its body.
     pub stall: Duration,
-    /// How long the upstream may take to answer once the body is sent, or to take the
-    /// next body bytes.
+    /// How long the upstream may take to answer once a streamed body is sent, or to take
+    /// the next body bytes.
     pub response: Duration,
-    /// Whether the body was sent in whole (the caller's connection can take another
-    /// request).
+    /// The body is read in whole (a held one) or sent in whole (a streamed one).
     pub done: bool,
-    /// Whether an attempt began (the body cannot be sent again).
+    /// A streamed body began to go upstream: it cannot be sent again.
     pub begun: bool,
 }
 
-/// What a relayed request sends.
-pub enum Outbound<'a, D> {
-    /// Head and whole body, in memory: sent as often as the rule retries, and copied to
-    /// mirrors.
-    Whole(&'a [u8]),
-    /// The head, then a body streamed from the caller.
-    Stream(Upload<'a, D>),
+impl<D: AsyncRead + AsyncWrite + Unpin> Downstream<'_, D> {
+    /// Where a held body ends in `buf`.
+    fn end(&self) -> usize {
+        match self.info.body {
+            Body::Length(n) => self.info.len + usize::try_from(n).unwrap_or(usize::MAX),
+            Body::Chunked => self.info.len,
+        }
+    }
+
+    /// Reads the rest of a held body (saying `100 Continue` first when the caller waits
+    /// for it), and appends it to a rebuilt head.
+    async fn read_whole(&mut self) -> Result<(), ForwardError> {
+        if self.done {
+            return Ok(());
+        }
+        let end = self.end();
+        if self.buf.len() < end {
+            self.say_continue().await?;
+            while self.buf.len() < end {
+                self.buf.reserve(end - self.buf.len());
+                match tokio::time::timeout(self.stall, self.io.read_buf(self.buf)).await {
+                    Ok(Ok(0) | Err(_)) => return Err(ForwardError::RequestBody(BodyError::Cut)),
+                    Ok(Ok(_)) => {}
+                    Err(_) => {
+                        return Err(ForwardError::RequestBody(BodyError::Stalled(self.stall)));
+                    }
+                }
+            }
+        }
+        if self.info.rewrite {
+            self.rewritten
+                .extend_from_slice(&self.buf[self.info.len..end]);
+        }
+        self.done = true;
+        Ok(())
+    }
+
+    /// Tells a caller that waits for leave to send its body that it may.
+    async fn say_continue(&mut self) -> Result<(), ForwardError> {
+        const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+        if !self.info.expect_continue {
+            return Ok(());
+        }
+        let said = async {
+            self.io.write_all(CONTINUE).await?;
+            self.io.flush().await
+        };
+        said.await
+            .map_err(|_| ForwardError::RequestBody(BodyError::Cut))
+    }
+
+    /// The request as it goes upstream, head and held body.
+    fn whole(&self) -> &[u8] {
+        match self.info.rewrite {
+            true => self.rewritten,
+            false => &self.buf[..self.end()],
+        }
+    }
 }
 
-/// Attempts of one relayed request.
+/// Attempts of one relayed request. A body of known length up to the buffering limit is
+/// held (`whole`): sent as often as the rule retries, and copied to mirrors. A chunked or
+/// larger one is streamed from the caller as it arrives, once.
 pub struct RelayExchange<'a, D> {
     /// Its mirrors, pool and limits.
     pub forwarder: &'a Forwarder,
     /// The downstream connection's held upstream connections.
     pub held: &'a mut Held,
-    /// What goes upstream.
-    pub out: Outbound<'a, D>,
+    /// The caller's side.
+    pub down: Downstream<'a, D>,
+    /// The body is held, not streamed.
+    pub whole: bool,
     /// What the request asks (a HEAD's response has no body; an idempotent one may be
     /// sent again after an upstream may have seen it).
     pub asked: Asked<'a>,
 }
 
-impl<D: AsyncRead + Unpin> Exchange for RelayExchange<'_, D> {
+impl<D: AsyncRead + AsyncWrite + Unpin> Exchange for RelayExchange<'_, D> {
     type Answer = RelayAnswer;
 
     async fn prepare(&mut self, send: &Outgoing<'_>, _: bool) -> Result<bool, ForwardError> {
-        let Outbound::Whole(request) = &self.out else {
+        if !self.whole {
             return Ok(false);
-        };
-        if let Some((group, endpoint)) = send.selected.mirror() {
+        }
+        self.down.read_whole().await?;
+        if let Some((group, endpoint)) = send.selected.mirror()
+            && self.asked.tunnel.is_none()
+            && let Some(copy) = super::shadow_copy(self.down.whole(), crate::http::mirror::shadowed)
+        {
             let fw = self.forwarder;
-            let sent = fw.mirrors().send_h1(endpoint, request, &self.asked);
+            let sent = fw.mirrors().send_h1(endpoint, copy, &self.asked);
             fw.mirrored(send.label, group, sent);
         }
         Ok(true)
     }
 
     fn bounds_response(&self) -> bool {
-        matches!(self.out, Outbound::Stream(_))
+        !self.whole
     }
 
     async fn send(&mut self, up: &Upstream) -> Result<RelayAnswer, ForwardError> {
         let pool = self.forwarder.pool();
+        if !self.whole {
+            if self.down.begun {
+                return Err(ForwardError::Consumed);
+            }
+            let mut conn = match self.held.take(up) {
+                Some(conn) => conn,
+                None => pool.connect_raw(up).await?,
+            };
+            self.down.begun = true;
+            let (info, early) = stream(&mut conn, &mut self.down, &self.asked).await?;
+            return Ok(RelayAnswer {
+                up: up.clone(),
+                conn,
+                info,
+                early,
+            });
+        }
+        // An attempt without `prepare` (no rule asked for more than one) reads it here.
+        self.down.read_whole().await?;
         let (mut conn, mut reused) = match self.held.take(up) {
             Some(conn) => (conn, true),
             None => (pool.connect_raw(up).await?, false),
         };
-        let request = match &mut self.out {
-            Outbound::Stream(upload) => {
-                if upload.begun {
-                    return Err(ForwardError::Consumed);
-                }
-                upload.begun = true;
-                let early = stream(&mut conn, upload, &self.asked).await?;
-                return Ok(RelayAnswer {
-                    up: up.clone(),
-                    conn,
-                    info: early.0,
-                    early: early.1,
-                });
-            }
-            Outbound::Whole(request) => *request,
-        };
+        let request = self.down.whole();
         loop {
             match round_trip(&mut conn, request, &self.asked).await {
                 Ok(info) => {
@@ -186,7 +251,7 @@ async fn round_trip(
     sent.await.map_err(|e| (RelayError::Io(e), false))?;
     let mut received = false;
     loop {
-        if let Some(info) = final_head(conn, asked).map_err(|e| (e, true))? {
+        if let Some(info) = final_head_in(&mut conn.buf, asked).map_err(|e| (e, true))? {
             return Ok(info);
         }
         conn.buf.reserve(8 * 1024);
@@ -198,98 +263,190 @@ async fn round_trip(
     }
 }
 
-/// The final response head at the start of `conn.buf`, once complete, with the interim
-/// heads before it dropped. The final head may be buffered already with an interim one:
-/// it is parsed before reading more.
-fn final_head(conn: &mut RawConn, asked: &Asked<'_>) -> Result<Option<ResponseInfo>, RelayError> {
+/// The final response head at the start of `buf`, once complete, with the interim heads
+/// before it dropped. The final head may be buffered already with an interim one: it is
+/// parsed before reading more.
+fn final_head_in(
+    buf: &mut BytesMut,
+    asked: &Asked<'_>,
+) -> Result<Option<ResponseInfo>, RelayError> {
     loop {
-        match head::parse_response(&conn.buf, asked)? {
-            Some(info) if info.interim => conn.buf.advance(info.len),
+        match head::parse_response(buf, asked)? {
+            Some(info) if info.interim => buf.advance(info.len),
             found => return Ok(found),
         }
     }
 }
 
-/// Sends `upload`'s head and streams its body to `conn`, watching for a response that
-/// comes before the body ends; then waits (up to `upload.response`) for the response
-/// head. `true` with the head: it came early.
-async fn stream<D: AsyncRead + Unpin>(
+/// Sends the head and streams the body to `conn`, watching the upstream all the while:
+/// a response that comes before the body ends (413, 401, …) is the answer, whether the
+/// proxy was waiting on the caller or on the upstream to take more. Then waits (up to
+/// `down.response`) for the response head. `true` with the head: it came early.
+async fn stream<D: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut RawConn,
-    upload: &mut Upload<'_, D>,
+    down: &mut Downstream<'_, D>,
     asked: &Asked<'_>,
 ) -> Result<(ResponseInfo, bool), ForwardError> {
-    let to_upstream = |e| ForwardError::Relay(RelayError::Io(e));
-    let limit = upload.response;
+    let limit = down.response;
     conn.buf.clear();
-    within(limit, conn.io.write_all(upload.head))
-        .await?
-        .map_err(to_upstream)?;
-    let mut left = match upload.body {
+    let (mut rd, mut wr) = tokio::io::split(&mut *conn.io);
+    let up_buf = &mut conn.buf;
+    let head = match down.info.rewrite {
+        true => std::mem::take(down.rewritten),
+        false => down.buf[..down.info.len].to_vec(),
+    };
+    down.buf.advance(down.info.len);
+    if let Some(info) = send_watching(&mut wr, &mut rd, up_buf, &head, limit, asked).await? {
+        return Ok((info, true));
+    }
+    down.say_continue().await?;
+    let mut left = match down.info.body {
         Body::Length(n) => n,
         Body::Chunked => 0,
     };
     let mut chunked = Chunked::default();
-    let mut ended = upload.body == Body::Length(0);
+    let mut ended = down.info.body == Body::Length(0);
+    // The caller's deadline moves with the caller's bytes only.
+    let mut caller_due = tokio::time::Instant::now() + down.stall;
     while !ended {
-        if !upload.buf.is_empty() {
-            let (take, end) = match upload.body {
+        if !down.buf.is_empty() {
+            let (take, end) = match down.info.body {
                 Body::Length(_) => {
-                    let take = left.min(upload.buf.len() as u64);
+                    let take = left.min(down.buf.len() as u64);
                     left -= take;
                     (take as usize, left == 0)
                 }
-                Body::Chunked => match chunked.feed(upload.buf) {
+                Body::Chunked => match chunked.feed(down.buf) {
                     Ok(Some(n)) => (n, true),
-                    Ok(None) => (upload.buf.len(), false),
+                    Ok(None) => (down.buf.len(), false),
                     Err(_) => return Err(ForwardError::RequestBody(BodyError::Chunked)),
                 },
             };
-            within(limit, conn.io.write_all(&upload.buf[..take]))
-                .await?
-                .map_err(to_upstream)?;
-            upload.buf.advance(take);
+            let piece = &down.buf[..take];
+            if let Some(info) = send_watching(&mut wr, &mut rd, up_buf, piece, limit, asked).await?
+            {
+                return Ok((info, true));
+            }
+            down.buf.advance(take);
             ended = end;
             continue;
         }
-        upload.buf.reserve(16 * 1024);
-        conn.buf.reserve(8 * 1024);
+        down.buf.reserve(16 * 1024);
+        up_buf.reserve(8 * 1024);
         tokio::select! {
-            read = tokio::time::timeout(upload.stall, upload.down.read_buf(upload.buf)) => {
+            read = tokio::time::timeout_at(caller_due, down.io.read_buf(down.buf)) => {
                 match read {
-                    Err(_) => return Err(ForwardError::RequestBody(BodyError::Stalled(upload.stall))),
+                    Err(_) => return Err(ForwardError::RequestBody(BodyError::Stalled(down.stall))),
                     Ok(Ok(0) | Err(_)) => return Err(ForwardError::RequestBody(BodyError::Cut)),
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(_)) => caller_due = tokio::time::Instant::now() + down.stall,
                 }
             }
-            // The upstream answers before the body ends (413, 401, …): that is the answer.
-            read = conn.io.read_buf(&mut conn.buf) => {
-                match read {
-                    Ok(0) => return Err(ForwardError::Relay(RelayError::Closed)),
-                    Err(e) => return Err(to_upstream(e)),
-                    Ok(_) => {
-                        if let Some(info) = final_head(conn, asked).map_err(ForwardError::Relay)? {
-                            return Ok((info, true));
-                        }
-                    }
+            read = rd.read_buf(up_buf) => {
+                if let Some(info) = upstream_read(read, up_buf, asked)? {
+                    return Ok((info, true));
                 }
             }
         }
     }
-    upload.done = true;
-    within(limit, conn.io.flush()).await?.map_err(to_upstream)?;
+    down.done = true;
+    within(limit, wr.flush())
+        .await?
+        .map_err(|e| ForwardError::Relay(RelayError::Io(e)))?;
     let head = async {
         loop {
-            if let Some(info) = final_head(conn, asked)? {
+            if let Some(info) = final_head_in(up_buf, asked)? {
                 return Ok(info);
             }
-            conn.buf.reserve(8 * 1024);
-            if conn.io.read_buf(&mut conn.buf).await? == 0 {
+            up_buf.reserve(8 * 1024);
+            if rd.read_buf(up_buf).await? == 0 {
                 return Err(RelayError::Closed);
             }
         }
     };
     let info = within(limit, head).await?.map_err(ForwardError::Relay)?;
     Ok((info, false))
+}
+
+/// What a read from the upstream during an upload brought: `Some` once a final response
+/// head is complete.
+fn upstream_read(
+    read: std::io::Result<usize>,
+    buf: &mut BytesMut,
+    asked: &Asked<'_>,
+) -> Result<Option<ResponseInfo>, ForwardError> {
+    match read {
+        Ok(0) => match final_head_in(buf, asked).map_err(ForwardError::Relay)? {
+            Some(info) => Ok(Some(info)),
+            None => Err(ForwardError::Relay(RelayError::Closed)),
+        },
+        Ok(_) => final_head_in(buf, asked).map_err(ForwardError::Relay),
+        Err(e) => Err(ForwardError::Relay(RelayError::Io(e))),
+    }
+}
+
+/// Writes `bytes` upstream within `limit` while reading what the upstream sends: `Some`
+/// when a final response head arrives first (the upstream answered without waiting for
+/// the rest). A write the upstream refuses (it closed after answering) still finds an
+/// answer it sent.
+async fn send_watching<R, W>(
+    wr: &mut W,
+    rd: &mut R,
+    buf: &mut BytesMut,
+    bytes: &[u8],
+    limit: Duration,
+    asked: &Asked<'_>,
+) -> Result<Option<ResponseInfo>, ForwardError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut write = std::pin::pin!(tokio::time::timeout_at(deadline, wr.write_all(bytes)));
+    loop {
+        buf.reserve(8 * 1024);
+        tokio::select! {
+            written = &mut write => {
+                return match written {
+                    Ok(Ok(())) => Ok(None),
+                    Ok(Err(e)) => match salvage(rd, buf, asked).await {
+                        Some(info) => Ok(Some(info)),
+                        None => Err(ForwardError::Relay(RelayError::Io(e))),
+                    },
+                    Err(_) => Err(ForwardError::ResponseTimeout(limit)),
+                };
+            }
+            read = rd.read_buf(buf) => {
+                if let Some(info) = upstream_read(read, buf, asked)? {
+                    return Ok(Some(info));
+                }
+            }
+        }
+    }
+}
+
+/// After a write the upstream refused: the answer it sent before closing, if it is there
+/// to read within a moment.
+async fn salvage<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    asked: &Asked<'_>,
+) -> Option<ResponseInfo> {
+    let read = async {
+        loop {
+            if let Ok(Some(info)) = final_head_in(buf, asked) {
+                return Some(info);
+            }
+            buf.reserve(8 * 1024);
+            match rd.read_buf(buf).await {
+                Ok(0) | Err(_) => return final_head_in(buf, asked).ok().flatten(),
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(1), read)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// `f` within `limit`, else the response timeout.

@@ -8,8 +8,8 @@
 //! whole state is one small value, whatever it reads (bounded memory).
 //!
 //! The reference is lenient only where no reader can end a body elsewhere: an extension
-//! after `;` may hold any bytes but CR and LF, as may a trailer line, and whitespace may
-//! end a size line.
+//! after `;` may hold any bytes but CR and LF, as may a trailer field's value, and
+//! whitespace may end a size line.
 
 use proptest::prelude::*;
 
@@ -82,6 +82,17 @@ fn reference(body: &[u8]) -> End {
                         at = next;
                         if trailer.is_empty() {
                             return End::At(at);
+                        }
+                        // RFC 9112 §7.1.2: each trailer line is a field line,
+                        // `field-name ":" field-value`, the name a token.
+                        let name_len = trailer
+                            .iter()
+                            .take_while(|&&b| {
+                                b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+                            })
+                            .count();
+                        if name_len == 0 || trailer.get(name_len) != Some(&b':') {
+                            return End::Refused;
                         }
                     }
                     Err(end) => return end,
