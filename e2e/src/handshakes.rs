@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use braid_proxy::config::Identity;
+use braid_api::config::Identity;
 use braid_proxy::tls::{Alpn, SpiffeServerVerifier};
 use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use braid_proxy::config::ProxyConfig;
+use braid_api::config::ProxyConfig;
 
 use crate::HarnessError;
 use crate::netns::{PREFIX, delete, ip, prerequisites, run, sweep};

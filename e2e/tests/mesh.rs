@@ -6,8 +6,8 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
+use braid_api::config::ProxyConfig;
 use braid_e2e::{Mesh, Pod, ProxyFlags, shop};
-use braid_proxy::config::ProxyConfig;
 use serde_json::json;
 
 const PAYMENTS_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);

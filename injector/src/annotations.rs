@@ -259,7 +259,9 @@ impl Overrides {
 /// proxy would exit on at start, or a typo it would read as a target and log nothing
 /// for, is refused before the pod exists.
 fn log_filter(value: &str) -> Result<(), String> {
-    braid_proxy::cli::parse_log_filter(value).map(drop)
+    braid_api::log::parse_log_filter(value)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// The message for a `braid.dev/` key braid does not know: the closest known name, if

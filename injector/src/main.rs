@@ -96,7 +96,7 @@ struct InjectArgs {
     #[arg(long, env = "BRAID_NATIVE_SIDECARS", value_enum)]
     native_sidecars: Option<NativeSidecars>,
     /// UID and GID of the proxy.
-    #[arg(long, env = "BRAID_PROXY_UID", default_value_t = 1337)]
+    #[arg(long, env = "BRAID_PROXY_UID", default_value_t = i64::from(braid_api::ports::PROXY_UID))]
     proxy_uid: i64,
     /// The proxies' default log filter (a pod may set braid.dev/log-level).
     #[arg(long, env = "BRAID_PROXY_LOG_LEVEL", default_value = "info")]

@@ -42,7 +42,7 @@ impl Default for Settings {
             operator_url: "https://braid-operator.braid-system.svc:8443".into(),
             mesh_namespace: "braid-system".into(),
             native_sidecars: true,
-            proxy_uid: 1337,
+            proxy_uid: i64::from(braid_api::ports::PROXY_UID),
             cpu_request: "50m".into(),
             cpu_limit: "1".into(),
             memory_request: "32Mi".into(),

@@ -11,12 +11,12 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
+use braid_api::config::Protocol;
 use braid_crds::TrafficRoute;
 use braid_operator::compiler::{Compiler, Options};
 use braid_operator::registry::{
     ObjectKey, Observed, ServiceEndpoint, ServiceEntry, ServicePort, Snapshot, Workload,
 };
-use braid_proxy::config::Protocol;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const SERVICES: usize = 1_000;

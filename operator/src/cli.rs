@@ -40,7 +40,7 @@ pub struct Cli {
         default_value = "Disabled",
         value_parser = parse_tls_mode
     )]
-    pub default_tls_mode: braid_proxy::config::tls::TlsMode,
+    pub default_tls_mode: braid_api::config::tls::TlsMode,
     /// PEM certificate chain of the config server, to use instead of one the operator
     /// makes (e.g. from cert-manager; every replica must then present it). Without it,
     /// with --source kube each replica has its own certificate for --tls-san signed by
@@ -186,8 +186,8 @@ impl FromStr for SourceArg {
 }
 
 /// `Disabled`, `Permissive` or `Strict`, in any case.
-fn parse_tls_mode(text: &str) -> Result<braid_proxy::config::tls::TlsMode, String> {
-    use braid_proxy::config::tls::TlsMode;
+fn parse_tls_mode(text: &str) -> Result<braid_api::config::tls::TlsMode, String> {
+    use braid_api::config::tls::TlsMode;
     match text.to_ascii_lowercase().as_str() {
         "disabled" => Ok(TlsMode::Disabled),
         "permissive" => Ok(TlsMode::Permissive),

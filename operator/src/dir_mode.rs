@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use braid_proxy::control::tls::client_config_from_pem;
+use braid_api::control::tls::client_config_from_pem;
 use rustls_pki_types::ServerName;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;

@@ -5,7 +5,7 @@
 
 mod support;
 
-use braid_proxy::control::protocol::{CERTIFICATE_PATH, CertificateResponse, POD_HEADER};
+use braid_api::control::{CERTIFICATE_PATH, CertificateResponse, POD_HEADER};
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;

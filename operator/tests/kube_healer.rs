@@ -8,6 +8,7 @@ mod kube_mock;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use braid_api::control::Ejection;
 use braid_operator::healer::{
     Act, ActError, Actuator, Healer, HealingView, KubeActuator, ReportBatch, Request,
 };
@@ -16,7 +17,6 @@ use braid_operator::source::dir::registry_file;
 use braid_operator::source::dir::resources::{Generations, parse_file};
 use braid_operator::status::{Event, StatusError, StatusSink, StatusUpdate};
 use braid_operator::stream::hub::Published;
-use braid_proxy::control::protocol::Ejection;
 use futures::future::BoxFuture;
 use http::{Method, StatusCode};
 use kube_mock::{Log, client, failure};

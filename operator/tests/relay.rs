@@ -8,9 +8,9 @@ mod support;
 
 use std::net::SocketAddr;
 
+use braid_api::control::POD_HEADER;
+use braid_api::control::tls::client_config;
 use braid_operator::stream::relay::{Relay, RelayError};
-use braid_proxy::control::protocol::POD_HEADER;
-use braid_proxy::control::tls::client_config;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use rustls_pki_types::ServerName;
 use support::{Operator, admin_get, eventually, free_addr};

@@ -1,9 +1,10 @@
 //! Command-line interface of `braid-proxy`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use braid_api::ports;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use crate::control::OperatorUrl;
@@ -96,16 +97,16 @@ pub struct RunArgs {
     #[arg(long, env = "BRAID_POD_NAMESPACE", value_name = "NAMESPACE")]
     pub pod_namespace: Option<String>,
     /// Outbound capture listener (iptables redirects the app's outgoing TCP here).
-    #[arg(long, env = "BRAID_OUTBOUND_ADDR", default_value = "0.0.0.0:15001")]
+    #[arg(long, env = "BRAID_OUTBOUND_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::OUTBOUND_PORT)))]
     pub outbound_addr: SocketAddr,
     /// Inbound capture listener (iptables redirects incoming TCP here).
-    #[arg(long, env = "BRAID_INBOUND_ADDR", default_value = "0.0.0.0:15006")]
+    #[arg(long, env = "BRAID_INBOUND_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::INBOUND_PORT)))]
     pub inbound_addr: SocketAddr,
     /// Admin listener (/config_dump, /metrics, /ready, /healthz, POST /logging).
-    #[arg(long, env = "BRAID_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
+    #[arg(long, env = "BRAID_ADMIN_ADDR", default_value_t = SocketAddr::from(([127, 0, 0, 1], ports::ADMIN_PORT)))]
     pub admin_addr: SocketAddr,
     /// Health listener for kubelet probes (/ready).
-    #[arg(long, env = "BRAID_HEALTH_ADDR", default_value = "0.0.0.0:15021")]
+    #[arg(long, env = "BRAID_HEALTH_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::HEALTH_PORT)))]
     pub health_addr: SocketAddr,
     /// Do not open the capture listeners (hosts without iptables: only the config's
     /// explicit listeners run).
@@ -113,7 +114,7 @@ pub struct RunArgs {
     pub no_capture: bool,
     /// Source address of connections to the app on the inbound side; the capture rules
     /// let it through. Falls back to the kernel's choice when it cannot be bound.
-    #[arg(long, env = "BRAID_INBOUND_SOURCE", default_value = "127.0.0.6")]
+    #[arg(long, env = "BRAID_INBOUND_SOURCE", default_value_t = IpAddr::V4(ports::INBOUND_SOURCE))]
     pub inbound_source: std::net::IpAddr,
     /// Worker threads; default: the container's CPU limit (cgroup), else the CPU count.
     #[arg(long, env = "BRAID_WORKERS")]
@@ -179,48 +180,7 @@ pub struct RunArgs {
     pub app_probes: String,
 }
 
-/// The levels a log filter may name.
-pub const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
-
-/// Checks a log filter (`--log-level`, `POST /logging?level=`): a plain level, or
-/// comma-separated `target=level` directives (a target is a Rust module path such as
-/// `braid_proxy::http`) with at most one plain level among them. tracing's `EnvFilter`
-/// alone would take a typo like `loud` as a target name with no level and log nothing,
-/// so only this subset is let through. Returns the filter as given.
-pub fn parse_log_filter(filter: &str) -> Result<String, String> {
-    let accepted = || {
-        format!(
-            "accepted: one of {} or target=level directives, comma-separated (e.g. warn,braid_proxy=debug)",
-            LOG_LEVELS.join(", ")
-        )
-    };
-    let is_level = |s: &str| LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(s));
-    let is_target = |s: &str| {
-        !s.is_empty()
-            && s.split("::").all(|part| {
-                !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            })
-    };
-    let mut plain = 0;
-    for directive in filter.split(',') {
-        let directive = directive.trim();
-        let ok = match directive.split_once('=') {
-            Some((target, level)) => is_target(target) && is_level(level),
-            None if is_level(directive) => {
-                plain += 1;
-                true
-            }
-            None => false,
-        };
-        if !ok {
-            return Err(format!("{directive:?} is not a log level; {}", accepted()));
-        }
-    }
-    if plain > 1 {
-        return Err(format!("more than one plain level; {}", accepted()));
-    }
-    Ok(filter.to_owned())
-}
+pub use braid_api::log::{LOG_LEVELS, parse_log_filter};
 
 impl RunArgs {
     /// The connection limits the flags set.
@@ -242,7 +202,7 @@ impl RunArgs {
 #[derive(Debug, Args)]
 pub struct WaitReadyArgs {
     /// The proxy's admin address.
-    #[arg(long, env = "BRAID_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
+    #[arg(long, env = "BRAID_ADMIN_ADDR", default_value_t = SocketAddr::from(([127, 0, 0, 1], ports::ADMIN_PORT)))]
     pub admin_addr: SocketAddr,
     /// Give up (exit 1) after this many seconds.
     #[arg(long, default_value_t = 120)]
@@ -253,7 +213,7 @@ pub struct WaitReadyArgs {
 #[derive(Debug, Args)]
 pub struct WaitAppExitArgs {
     /// The proxy's admin address.
-    #[arg(long, env = "BRAID_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
+    #[arg(long, env = "BRAID_ADMIN_ADDR", default_value_t = SocketAddr::from(([127, 0, 0, 1], ports::ADMIN_PORT)))]
     pub admin_addr: SocketAddr,
     /// The ports the app's containers declare, comma-separated; while any accepts
     /// connections the app is running. Without them only outbound connections tell.
@@ -357,7 +317,7 @@ mod tests {
         ] {
             let err = parse_log_filter(bad).unwrap_err();
             assert!(
-                err.contains("accepted: one of trace, debug"),
+                err.to_string().contains("accepted: one of trace, debug"),
                 "{bad}: {err}"
             );
         }

@@ -17,6 +17,8 @@
 //!
 //! [`ProxyConfig`]: crate::config::ProxyConfig
 
+pub mod tls;
+
 use std::fmt;
 use std::str::FromStr;
 

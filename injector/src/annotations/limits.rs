@@ -2,7 +2,7 @@
 //! flag (`braid.dev/idle-timeout` is `--idle-timeout`), checked with the proxy's own
 //! rule at admission and handed to the sidecar in that flag's environment variable.
 
-use braid_proxy::limits::parse_duration;
+use braid_api::duration::parse_duration;
 
 /// What values a limit takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

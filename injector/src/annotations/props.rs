@@ -195,12 +195,12 @@ fn valid_value(key: &'static str) -> BoxedStrategy<(String, Expect)> {
             })
             .boxed(),
         _ => prop_oneof![
-            prop::sample::select(braid_proxy::cli::LOG_LEVELS.to_vec()).prop_map(str::to_owned),
+            prop::sample::select(braid_api::log::LOG_LEVELS.to_vec()).prop_map(str::to_owned),
             Just("INFO".to_owned()),
             (
-                prop::sample::select(braid_proxy::cli::LOG_LEVELS.to_vec()),
+                prop::sample::select(braid_api::log::LOG_LEVELS.to_vec()),
                 prop::sample::select(vec!["braid_proxy", "braid_proxy::http", "hyper", "h2"]),
-                prop::sample::select(braid_proxy::cli::LOG_LEVELS.to_vec()),
+                prop::sample::select(braid_api::log::LOG_LEVELS.to_vec()),
             )
                 .prop_map(|(plain, target, level)| format!("{plain},{target}={level}")),
         ]

@@ -158,14 +158,6 @@ pub fn inject(
     Ok(status)
 }
 
-/// The ports braid-proxy itself listens on, which no app container may declare.
-pub const PROXY_PORTS: [(i32, &str); 4] = [
-    (15000, "admin"),
-    (15001, "outbound capture"),
-    (15006, "inbound capture"),
-    (HEALTH_PORT, "health"),
-];
-
 /// The TCP ports the app's containers declare, sorted and deduplicated; a port the proxy
 /// needs is refused.
 fn app_ports(
@@ -174,9 +166,9 @@ fn app_ports(
     let mut out = Vec::new();
     for c in containers {
         for p in c.ports.iter().flatten() {
-            if let Some((_, what)) = PROXY_PORTS
+            if let Some((_, what)) = braid_api::ports::PROXY_PORTS
                 .iter()
-                .find(|(port, _)| *port == p.container_port)
+                .find(|(port, _)| i32::from(*port) == p.container_port)
             {
                 return Err(InjectError::ReservedPort {
                     container: c.name.clone(),

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use braid_proxy::admin::app_probes::{AppProbe, GrpcProbe, HttpProbe, TcpProbe};
+use braid_api::probes::{AppProbe, GrpcProbe, HttpProbe, TcpProbe};
 use k8s_openapi::api::core::v1::{Container, GRPCAction, HTTPGetAction, Probe, TCPSocketAction};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};

@@ -12,8 +12,8 @@ use crate::settings::Settings;
 
 /// The sidecar's name.
 pub const PROXY_CONTAINER: &str = "braid-proxy";
-/// The proxy's health port (kubelet probes).
-pub const HEALTH_PORT: i32 = 15021;
+/// The proxy's health port (kubelet probes), as a container port.
+pub const HEALTH_PORT: i32 = braid_api::ports::HEALTH_PORT as i32;
 
 fn field_env(name: &str, path: &str) -> EnvVar {
     EnvVar {

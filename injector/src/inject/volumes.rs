@@ -25,7 +25,7 @@ pub fn volumes() -> Vec<Volume> {
             projected: Some(ProjectedVolumeSource {
                 sources: Some(vec![VolumeProjection {
                     service_account_token: Some(ServiceAccountTokenProjection {
-                        audience: Some(braid_proxy::control::protocol::TOKEN_AUDIENCE.into()),
+                        audience: Some(braid_api::control::TOKEN_AUDIENCE.into()),
                         // kubelet rotates it at 80% of this; the proxy re-reads it on
                         // every connect.
                         expiration_seconds: Some(3600),

@@ -7,9 +7,9 @@
 
 use std::collections::BTreeMap;
 
+use braid_api::config::tls::{EndpointTls, InboundTls, PortMode, TlsMode};
 use braid_crds::EncryptionPolicy;
 use braid_crds::encryption_policy::TlsMode as CrdMode;
-use braid_proxy::config::tls::{EndpointTls, InboundTls, PortMode, TlsMode};
 
 use crate::registry::{ObjectKey, Snapshot, Workload};
 

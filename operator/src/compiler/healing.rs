@@ -5,10 +5,10 @@
 
 use std::collections::HashMap;
 
+use braid_api::config::outlier::{ErrorRate, OutlierDetection};
+use braid_api::config::overload::{OverloadProtection, OverloadSignal};
 use braid_crds::SelfHealing;
 use braid_crds::self_healing::{OutlierDetection as CrdOutlier, OverloadSignal as CrdSignal};
-use braid_proxy::config::outlier::{ErrorRate, OutlierDetection};
-use braid_proxy::config::overload::{OverloadProtection, OverloadSignal};
 
 use super::routes::millis;
 use crate::registry::{ObjectKey, Snapshot, Workload};

@@ -13,11 +13,12 @@ mod workload;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use braid_api::config::routes::ServiceRoutes;
+use braid_api::config::tls::TlsMode;
+use braid_api::config::{Identity, ProxyConfig, Service};
+use braid_api::identity::WorkloadId;
 use braid_crds::TrafficRoute;
 use braid_crds::traffic_route::Group;
-use braid_proxy::config::routes::ServiceRoutes;
-use braid_proxy::config::tls::TlsMode;
-use braid_proxy::config::{Identity, ProxyConfig, Service};
 
 pub use encryption::{
     Progress, Rollouts, governing as governing_policy,
@@ -65,10 +66,8 @@ pub struct Extra {
 impl Options {
     /// A workload's SPIFFE identity: `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`.
     pub fn identity(&self, w: &Workload) -> Identity {
-        Identity(format!(
-            "spiffe://{}/ns/{}/sa/{}",
-            self.trust_domain, w.key.namespace, w.service_account
-        ))
+        let id = WorkloadId::new(&self.trust_domain, &w.key.namespace, &w.service_account);
+        Identity::from(&id)
     }
 }
 

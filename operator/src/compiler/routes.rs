@@ -5,13 +5,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use braid_api::config::routes::{
+    AbortFault, DelayFault, Fault, HeaderMatch, Mirror, PathMatch, RateLimit, RequestMatch,
+    Retries, RetryOn, Rule, ServiceRoutes, ValueMatch, WeightedGroup,
+};
 use braid_crds::traffic_route::{
     HeaderMatch as CrdHeaderMatch, PathMatch as CrdPathMatch, RequestMatch as CrdRequestMatch,
     RetryOn as CrdRetryOn, RouteRule, TrafficRoute,
-};
-use braid_proxy::config::routes::{
-    AbortFault, DelayFault, Fault, HeaderMatch, Mirror, PathMatch, RateLimit, RequestMatch,
-    Retries, RetryOn, Rule, ServiceRoutes, ValueMatch, WeightedGroup,
 };
 
 use super::accepted_oldest_first;

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
+use braid_api::config::outlier::OutlierDetection;
+use braid_api::config::tls::{EndpointTls, TlsMode};
+use braid_api::config::{self, DEFAULT_GROUP, Endpoint, EndpointGroup};
 use braid_crds::traffic_route::Group;
-use braid_proxy::config::outlier::OutlierDetection;
-use braid_proxy::config::tls::{EndpointTls, TlsMode};
-use braid_proxy::config::{self, DEFAULT_GROUP, Endpoint, EndpointGroup};
 
 use super::Options;
 use super::host::hostnames;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use braid_proxy::config::{DEFAULT_GROUP, Protocol, ProxyConfig};
+use braid_api::config::{DEFAULT_GROUP, Protocol, ProxyConfig};
 
 use super::*;
 use crate::registry::carry_accepted;
@@ -30,7 +30,7 @@ fn snapshot(registry: &str, resources: &str) -> Snapshot {
     crate::source::dir::snapshot_of(registry, resources)
 }
 
-fn service<'a>(cfg: &'a ProxyConfig, name: &str) -> &'a braid_proxy::config::Service {
+fn service<'a>(cfg: &'a ProxyConfig, name: &str) -> &'a braid_api::config::Service {
     cfg.services.iter().find(|s| s.name == name).unwrap()
 }
 
@@ -368,7 +368,7 @@ fn rules_reach_callers_with_source_labels_resolved() {
     assert_eq!(transfers.matches[0].method.as_deref(), Some("POST"));
     assert_eq!(
         transfers.matches[0].headers[0].value,
-        braid_proxy::config::routes::ValueMatch::Exact("transfer".into())
+        braid_api::config::routes::ValueMatch::Exact("transfer".into())
     );
     // A caller the sourceLabels exclude never sees that rule.
     let other = &out.configs[&key("payments-a")];
@@ -437,7 +437,7 @@ fn a_route_change_recompiles_callers_and_matches_a_full_compile() {
 }
 
 /// Compiles `resources` with the test registry; the output and checkout's rule `default`.
-fn default_rule(resources: &str) -> (Output, braid_proxy::config::routes::Rule) {
+fn default_rule(resources: &str) -> (Output, braid_api::config::routes::Rule) {
     let out = compile(&snapshot(REGISTRY, resources), &Options::default());
     let rule = out.configs[&key("checkout")].routes[0]
         .rules
@@ -483,7 +483,7 @@ fn retries_mirrors_and_rate_limits_reach_the_rules() {
         "  - name: default\n    timeout: 2s\n    retries: {attempts: 3, perTryTimeout: 250ms, \"on\": [5xx, connect-failure]}\n    mirror: {group: Group_2, percent: 5}\n    rateLimit: {requestsPerSecond: 100, burst: 20}\n",
     );
     let (out, rule) = default_rule(&text);
-    use braid_proxy::config::routes::{Mirror, RateLimit, Retries, RetryOn};
+    use braid_api::config::routes::{Mirror, RateLimit, Retries, RetryOn};
     assert_eq!(
         rule.retries,
         Some(Retries {
@@ -560,7 +560,7 @@ spec:
         .overload_protection
         .clone()
         .unwrap();
-    use braid_proxy::config::overload::OverloadSignal;
+    use braid_api::config::overload::OverloadSignal;
     assert_eq!(
         (
             protection.signal,

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use braid_proxy::config::overload::OverloadProtection;
-use braid_proxy::config::tls::InboundTls;
-use braid_proxy::config::{Inbound, Node, PortProtocol, Protocol};
+use braid_api::config::overload::OverloadProtection;
+use braid_api::config::tls::InboundTls;
+use braid_api::config::{Inbound, Node, PortProtocol, Protocol};
 
 use super::Options;
 use crate::registry::{ObjectKey, Snapshot, Workload};

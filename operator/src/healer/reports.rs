@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use braid_proxy::control::protocol::Ejection;
+use braid_api::control::Ejection;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::registry::ObjectKey;

@@ -6,9 +6,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use braid_api::config::ProxyConfig;
+use braid_api::control::Ejection;
 use braid_crds::self_healing::{HealingAction, HealingActionRecord, UnhealthyEndpoint};
-use braid_proxy::config::ProxyConfig;
-use braid_proxy::control::protocol::Ejection;
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use braid_proxy::control::protocol::Ejection;
+use braid_api::control::Ejection;
 use futures::future::BoxFuture;
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::{mpsc, watch};

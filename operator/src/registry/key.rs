@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use braid_proxy::control::protocol::PodRef;
+use braid_api::control::PodRef;
 
 /// A namespaced object's namespace and name; orders by namespace, then name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use braid_api::config::Protocol;
 use braid_crds::{EncryptionPolicy, SelfHealing, TrafficRoute};
-use braid_proxy::config::Protocol;
 
 pub use accepted::carry_accepted;
 pub use key::ObjectKey;

@@ -7,11 +7,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use braid_api::control::Traffic;
+use braid_api::identity::WorkloadId;
 use braid_crds::EncryptionPolicy;
 use braid_crds::encryption_policy::{
     EncryptionPhase, EncryptionPolicySpec, PlaintextSource, TlsMode, TrafficCounts,
 };
-use braid_proxy::control::protocol::Traffic;
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -413,14 +414,14 @@ fn named(pods: &[&ObjectKey]) -> String {
 /// so they may still call at an older percent), the ones that call `services`: whose
 /// config carries one of them.
 fn callers_behind<'a>(
-    lagging: &[(&'a ObjectKey, &braid_proxy::config::ProxyConfig)],
+    lagging: &[(&'a ObjectKey, &braid_api::config::ProxyConfig)],
     services: &BTreeSet<ObjectKey>,
 ) -> Vec<&'a ObjectKey> {
     if services.is_empty() {
         return Vec::new();
     }
     // Callers share their service sets: decide once per distinct set.
-    let mut calls: HashMap<*const braid_proxy::config::Service, bool> = HashMap::new();
+    let mut calls: HashMap<*const braid_api::config::Service, bool> = HashMap::new();
     lagging
         .iter()
         .filter(|(_, c)| {
@@ -480,10 +481,7 @@ fn sources(
                 address: ip.to_string(),
                 pod: w.map(|w| w.key.to_string()),
                 identity: w.filter(|w| w.meshed).map(|w| {
-                    format!(
-                        "spiffe://{trust_domain}/ns/{}/sa/{}",
-                        w.key.namespace, w.service_account
-                    )
+                    WorkloadId::new(trust_domain, &w.key.namespace, &w.service_account).to_string()
                 }),
                 requests: *n,
             }

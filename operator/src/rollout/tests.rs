@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use braid_proxy::control::protocol::{SourceCount, TargetCount, Traffic};
+use braid_api::control::{SourceCount, TargetCount, Traffic};
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
 

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use braid_proxy::control::protocol::Traffic;
+use braid_api::control::Traffic;
 
 use crate::registry::ObjectKey;
 
@@ -117,7 +117,7 @@ pub fn service_of(target: &str) -> Option<ObjectKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use braid_proxy::control::protocol::{SourceCount, TargetCount};
+    use braid_api::control::{SourceCount, TargetCount};
 
     fn key(name: &str) -> ObjectKey {
         ObjectKey {

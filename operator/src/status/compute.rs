@@ -3,12 +3,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use braid_api::config::ProxyConfig;
 use braid_crds::ValidationErrors;
 use braid_crds::common::WorkloadSelector;
 use braid_crds::encryption_policy::EncryptionPolicyStatus;
 use braid_crds::self_healing::SelfHealingStatus;
 use braid_crds::traffic_route::{ProxyCounts, TrafficRouteStatus};
-use braid_proxy::config::ProxyConfig;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde::Serialize;
 

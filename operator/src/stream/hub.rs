@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use braid_proxy::config::ProxyConfig;
+use braid_api::config::ProxyConfig;
 use tokio::sync::watch;
 
 use crate::registry::{ObjectKey, Snapshot, Workload};

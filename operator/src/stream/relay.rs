@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsConnector;
 
-use braid_proxy::control::protocol::{POD_HEADER, REPORT_PATH};
+use braid_api::control::{POD_HEADER, REPORT_PATH};
 
 use futures::future::BoxFuture;
 

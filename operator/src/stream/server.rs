@@ -1,5 +1,5 @@
 //! The HTTP handlers of the config stream and of proxy reports (see
-//! [`braid_proxy::control::protocol`] for the wire protocol).
+//! [`braid_api::control`] for the wire protocol).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use braid_proxy::control::protocol::{
+use braid_api::control::{
     CERTIFICATE_PATH, CONFIG_PATH, CertificateRequest, CertificateResponse, ERROR_HEADER,
     POD_HEADER, PodRef, REPORT_PATH, Report, STREAM_CONTENT_TYPE, VERSION_HEADER,
 };
@@ -416,10 +416,12 @@ async fn certificate(
         Err(e) => return bad_request(format!("certificate request body: {e}")),
     };
     let signer = &state.signer;
-    let identity = format!(
-        "spiffe://{}/ns/{}/sa/{}",
-        signer.trust_domain, workload.key.namespace, workload.service_account
-    );
+    let identity = braid_api::identity::WorkloadId::new(
+        &signer.trust_domain,
+        &workload.key.namespace,
+        &workload.service_account,
+    )
+    .to_string();
     let ca = signer.ca.borrow().clone();
     let now = std::time::SystemTime::now();
     match ca.sign_identity(&request.csr, &identity, signer.lifetime, now) {

@@ -6,8 +6,10 @@ pub mod backoff;
 pub mod client;
 mod ejections;
 pub mod lines;
-pub mod protocol;
-pub mod tls;
+/// The wire protocol, from the contract crate.
+pub use braid_api::control as protocol;
+/// TLS towards the operator, from the contract crate.
+pub use braid_api::control::tls;
 mod traffic;
 pub mod url;
 

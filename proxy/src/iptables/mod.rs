@@ -15,25 +15,28 @@ use std::net::IpAddr;
 use clap::{Args, ValueEnum};
 
 /// The proxy's own ports: never captured.
-pub const PROXY_PORTS: [u16; 4] = [15000, 15001, 15006, 15021];
+pub const PROXY_PORTS: [u16; 4] = {
+    let p = braid_api::ports::PROXY_PORTS;
+    [p[0].0, p[1].0, p[2].0, p[3].0]
+};
 
 /// Flags of `braid-proxy iptables`.
 #[derive(Debug, Clone, Args)]
 pub struct CaptureArgs {
     /// UID the proxy runs as; its own traffic is not captured.
-    #[arg(long, default_value_t = 1337)]
+    #[arg(long, default_value_t = braid_api::ports::PROXY_UID)]
     pub proxy_uid: u32,
     /// GID the proxy runs as; its own traffic is not captured.
-    #[arg(long, default_value_t = 1337)]
+    #[arg(long, default_value_t = braid_api::ports::PROXY_UID)]
     pub proxy_gid: u32,
     /// Port of the proxy's inbound listener.
-    #[arg(long, default_value_t = 15006)]
+    #[arg(long, default_value_t = braid_api::ports::INBOUND_PORT)]
     pub inbound_port: u16,
     /// Port of the proxy's outbound listener.
-    #[arg(long, default_value_t = 15001)]
+    #[arg(long, default_value_t = braid_api::ports::OUTBOUND_PORT)]
     pub outbound_port: u16,
     /// Source address the proxy uses towards the app; let through.
-    #[arg(long, default_value = "127.0.0.6")]
+    #[arg(long, default_value_t = IpAddr::V4(braid_api::ports::INBOUND_SOURCE))]
     pub inbound_source: IpAddr,
     /// Inbound ports left uncaptured, comma-separated.
     #[arg(long, value_delimiter = ',')]

@@ -10,13 +10,12 @@
 
 mod activity;
 mod cap;
-mod duration;
 
 use std::time::Duration;
 
 pub use activity::{Activity, Busy, BusyBody};
+pub use braid_api::duration::{DurationError, parse_duration};
 pub use cap::{CapPermit, ConnectionCap};
-pub use duration::{DurationError, parse_duration};
 
 /// The limits in force for every listener of one proxy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use braid_proxy::config::Protocol;
+use braid_api::config::Protocol;
 use serde::Deserialize;
 
 use crate::registry::{ObjectKey, ServiceEndpoint, ServiceEntry, ServicePort, Workload};

@@ -1,6 +1,6 @@
 //! A Service port's protocol, from its `appProtocol` or, failing that, its name.
 
-use braid_proxy::config::Protocol;
+use braid_api::config::Protocol;
 
 /// What a port carries: its `appProtocol` when braid knows the value, else the Istio-style
 /// prefix of its name (`http-web`, `grpc`), else [`Protocol::Detect`]. Matching ignores

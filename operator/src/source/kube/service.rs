@@ -173,7 +173,7 @@ fn primary_family(service: &Service, vips: &[IpAddr]) -> Family {
 
 #[cfg(test)]
 mod tests {
-    use braid_proxy::config::Protocol;
+    use braid_api::config::Protocol;
     use k8s_openapi::api::core::v1::{ObjectReference, ServiceSpec};
     use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
