@@ -94,31 +94,37 @@ impl<D: AsyncRead + AsyncWrite + Unpin> Downstream<'_, D> {
         }
     }
 
-    /// Reads the rest of a held body (saying `100 Continue` first when the caller waits
-    /// for it), and appends it to a rebuilt head.
+    /// Makes sure the held body is all read (and appended to a rebuilt head). Most
+    /// bodies came with their head: then there is no read, and no future to build.
     async fn read_whole(&mut self) -> Result<(), ForwardError> {
         if self.done {
             return Ok(());
         }
         let end = self.end();
         if self.buf.len() < end {
-            self.say_continue().await?;
-            while self.buf.len() < end {
-                self.buf.reserve(end - self.buf.len());
-                match tokio::time::timeout(self.stall, self.io.read_buf(self.buf)).await {
-                    Ok(Ok(0) | Err(_)) => return Err(ForwardError::RequestBody(BodyError::Cut)),
-                    Ok(Ok(_)) => {}
-                    Err(_) => {
-                        return Err(ForwardError::RequestBody(BodyError::Stalled(self.stall)));
-                    }
-                }
-            }
+            // Boxed: the wait's state is larger than every request should carry.
+            Box::pin(self.read_rest(end)).await?;
         }
         if self.info.rewrite {
             self.rewritten
                 .extend_from_slice(&self.buf[self.info.len..end]);
         }
         self.done = true;
+        Ok(())
+    }
+
+    /// Reads the held body until `buf` holds `end` bytes, saying `100 Continue` first when
+    /// the caller waits for it.
+    async fn read_rest(&mut self, end: usize) -> Result<(), ForwardError> {
+        self.say_continue().await?;
+        while self.buf.len() < end {
+            self.buf.reserve(end - self.buf.len());
+            match tokio::time::timeout(self.stall, self.io.read_buf(self.buf)).await {
+                Ok(Ok(0) | Err(_)) => return Err(ForwardError::RequestBody(BodyError::Cut)),
+                Ok(Ok(_)) => {}
+                Err(_) => return Err(ForwardError::RequestBody(BodyError::Stalled(self.stall))),
+            }
+        }
         Ok(())
     }
 
@@ -196,7 +202,8 @@ impl<D: AsyncRead + AsyncWrite + Unpin> Exchange for RelayExchange<'_, D> {
                 None => pool.connect_raw(up).await?,
             };
             self.down.begun = true;
-            let (info, early) = stream(&mut conn, &mut self.down, &self.asked).await?;
+            // Boxed: an upload's state is large, and most requests have none.
+            let (info, early) = Box::pin(stream(&mut conn, &mut self.down, &self.asked)).await?;
             return Ok(RelayAnswer {
                 up: up.clone(),
                 conn,
