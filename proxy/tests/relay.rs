@@ -122,6 +122,16 @@ async fn exchange(conn: &mut TcpStream, raw: &str, until: &str) -> String {
     String::from_utf8_lossy(&got).to_string()
 }
 
+/// Reads until the proxy closes the connection (within 5 s, else `what` failed).
+async fn until_closed(conn: &mut TcpStream, what: &str) -> String {
+    let mut got = String::new();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_string(&mut got))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: still open after 5 s"))
+        .unwrap();
+    got
+}
+
 /// Sends `raw` and reads one whole response that carries a Content-Length.
 async fn sized(conn: &mut TcpStream, raw: &str) -> String {
     let mut got = exchange(conn, raw, "\r\n\r\n").await;
@@ -343,11 +353,7 @@ async fn a_broken_chunked_upload_is_the_callers_400_and_closes() {
     )
     .await
     .unwrap();
-    let mut got = String::new();
-    tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut got))
-        .await
-        .expect("answered and closed")
-        .unwrap();
+    let got = until_closed(&mut c, "answered and closed").await;
     assert!(got.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{got}");
     assert!(got.contains("malformed chunked body"), "{got}");
     assert!(got.contains("connection: close\r\n"), "{got}");
@@ -359,11 +365,7 @@ async fn http10_goes_on_as_http10_and_keeps_alive_only_when_asked() {
     let (_proxy, front) = relay_to(upstream).await;
     let mut c = TcpStream::connect(front).await.unwrap();
     c.write_all(b"GET /old HTTP/1.0\r\n\r\n").await.unwrap();
-    let mut got = String::new();
-    tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut got))
-        .await
-        .expect("an HTTP/1.0 connection closes after its answer")
-        .unwrap();
+    let got = until_closed(&mut c, "an HTTP/1.0 connection closes after its answer").await;
     assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
     assert!(
         got.contains("connection: close\r\n") && got.ends_with("/old"),
@@ -442,11 +444,7 @@ async fn an_answer_before_the_upload_ends_is_passed_on() {
     c.write_all(b"POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000\r\n\r\nfirst bytes")
         .await
         .unwrap();
-    let mut got = String::new();
-    tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut got))
-        .await
-        .expect("the early answer, then the close")
-        .unwrap();
+    let got = until_closed(&mut c, "the early answer, then the close").await;
     assert!(
         got.starts_with("HTTP/1.1 413 Content Too Large\r\n"),
         "{got}"
