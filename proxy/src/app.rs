@@ -13,16 +13,18 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState, SetLogLevel};
 use crate::cli::RunArgs;
-use crate::config::{ConfigSource, FileSource, ListenerPlan, Side, Tables};
+use crate::config::Side;
 use crate::connection::{self, Context};
 use crate::control::protocol::PodRef;
-use crate::control::{ClientSettings, EjectionLog, OperatorClient, TrafficLog};
+use crate::control::{ClientSettings, OperatorClient};
 use crate::http::{Mirrors, Pool};
 use crate::identity::{self, IdentityStore};
 use crate::limits::ConnectionCap;
 use crate::listen::bind;
 use crate::metrics::{Direction, Limit, Metrics};
 use crate::overload::Protector;
+use crate::reports::{EjectionLog, TrafficLog};
+use crate::tables::{FileSource, ListenerPlan, TableStore, Tables};
 use crate::tls::TlsContext;
 
 /// Runs the proxy until SIGTERM/SIGINT, then drains.
@@ -38,7 +40,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     let identity_store = Arc::new(IdentityStore::default());
     let tls = TlsContext::new(identity_store.clone(), metrics.clone());
     let t = tls.clone();
-    let config = Arc::new(ConfigSource::new(move |tables: &Tables| {
+    let config = Arc::new(TableStore::new(move |tables: &Tables| {
         m.config_applied(&tables.config.version);
         o.configure(tables.config.inbound.overload_protection.as_ref());
         t.set_trust_bundle(&tables.config.trust_bundle);
@@ -376,7 +378,7 @@ where
 /// After each config change, closes pooled connections to endpoints that are gone, and
 /// retires those of a kind (plaintext or mTLS) the config no longer uses.
 async fn prune_pool(
-    config: Arc<ConfigSource>,
+    config: Arc<TableStore>,
     mut changed: tokio::sync::watch::Receiver<()>,
     pool: Arc<Pool>,
 ) {
@@ -400,7 +402,7 @@ struct Running {
 /// renamed), and binds that failed are retried every second. Requests follow the config
 /// in force, so a target change needs no rebind.
 async fn explicit_listeners(
-    config: Arc<ConfigSource>,
+    config: Arc<TableStore>,
     mut changed: tokio::sync::watch::Receiver<()>,
     [outbound, inbound]: [Context; 2],
     tracker: TaskTracker,

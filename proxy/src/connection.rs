@@ -10,13 +10,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Protocol;
 use crate::config::tls::TlsMode;
-use crate::config::{ConfigSource, OutboundTarget, Protocol};
 use crate::detect::{Detected, detect};
 use crate::http::{Forwarder, InboundPeer, Mirrors, Pool, Route, serve_h1, serve_h2};
 use crate::io::PrefixedIo;
 use crate::listen::original_dst;
 use crate::metrics::{ConnProtocol, Direction, Metrics, RefusedReason};
+use crate::tables::{OutboundTarget, TableStore};
 use crate::tcp::splice;
 use crate::tls::{Alpn, Hello, TlsContext, read_client_hello};
 
@@ -24,7 +25,7 @@ use crate::tls::{Alpn, Hello, TlsContext, read_client_hello};
 #[derive(Clone)]
 pub struct Context {
     /// The config in force.
-    pub config: Arc<ConfigSource>,
+    pub config: Arc<TableStore>,
     /// Upstream connections.
     pub pool: Arc<Pool>,
     /// Mirror copies, bounded for the whole direction (not per connection).
@@ -38,12 +39,12 @@ pub struct Context {
     /// Overload protection (the inbound side only).
     pub overload: Option<Arc<crate::overload::Protector>>,
     /// Where ejections wait for the operator (the outbound side, with an operator).
-    pub ejections: Option<Arc<crate::control::EjectionLog>>,
+    pub ejections: Option<Arc<crate::reports::EjectionLog>>,
     /// This proxy's mesh TLS (the inbound side terminates it; the outbound side's pool
     /// originates it).
     pub tls: Arc<TlsContext>,
     /// Inbound requests counted for the operator (the inbound side).
-    pub traffic: Option<Arc<crate::control::TrafficLog>>,
+    pub traffic: Option<Arc<crate::reports::TrafficLog>>,
     /// Time and space limits on connections.
     pub limits: crate::limits::Limits,
 }

@@ -1,10 +1,12 @@
 //! braid's sidecar proxy.
 //!
 //! Accept → original destination → protocol (configured or detected) → HTTP through
-//! hyper or a TCP splice → upstream. Driven only by a generated [`config::ProxyConfig`].
+//! the HTTP/1.1 relay, hyper (HTTP/2) or a TCP splice → upstream. Driven only by a
+//! generated [`config::ProxyConfig`], built into the [`tables`] every connection reads.
 
 pub mod admin;
 pub mod app;
+pub mod backoff;
 pub mod balance;
 pub mod cli;
 pub mod config;
@@ -22,7 +24,9 @@ pub mod metrics;
 pub mod overload;
 #[cfg(test)]
 mod props;
+pub mod reports;
 pub mod routing;
 pub mod runtime;
+pub mod tables;
 pub mod tcp;
 pub mod tls;

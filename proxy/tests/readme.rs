@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use braid_proxy::config::{Tables, load_file};
+use braid_proxy::tables::{Tables, load_file};
 
 /// The first YAML block of README.md that `wanted` accepts.
 fn readme_yaml(what: &str, wanted: impl Fn(&str) -> bool) -> String {

@@ -375,7 +375,7 @@ fn rules_reach_callers_with_source_labels_resolved() {
     assert_eq!(rule_names(other), ["transfers", "default"]);
     // What the operator sends, the proxy accepts: every group named exists.
     for cfg in out.configs.values() {
-        braid_proxy::config::Tables::build(ProxyConfig::clone(cfg)).unwrap();
+        braid_proxy::tables::Tables::build(ProxyConfig::clone(cfg)).unwrap();
     }
 }
 
@@ -472,7 +472,7 @@ fn timeouts_and_faults_reach_the_rules_in_milliseconds() {
         (0.5, 503)
     );
     for cfg in out.configs.values() {
-        braid_proxy::config::Tables::build(ProxyConfig::clone(cfg)).unwrap();
+        braid_proxy::tables::Tables::build(ProxyConfig::clone(cfg)).unwrap();
     }
 }
 
@@ -508,7 +508,7 @@ fn retries_mirrors_and_rate_limits_reach_the_rules() {
     );
     // What the operator writes, the proxy accepts.
     for cfg in out.configs.values() {
-        braid_proxy::config::Tables::build(ProxyConfig::clone(cfg)).unwrap();
+        braid_proxy::tables::Tables::build(ProxyConfig::clone(cfg)).unwrap();
     }
 }
 
@@ -541,7 +541,7 @@ spec:
     // Services of other pods are not watched.
     assert_eq!(service(cfg, "ledger").outlier_detection, None);
     // What the operator writes, the proxy accepts.
-    braid_proxy::config::Tables::build(ProxyConfig::clone(cfg)).unwrap();
+    braid_proxy::tables::Tables::build(ProxyConfig::clone(cfg)).unwrap();
 }
 
 #[test]

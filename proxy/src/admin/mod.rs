@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 pub mod app_probes;
 
-use crate::config::ConfigSource;
 use crate::metrics::Metrics;
+use crate::tables::TableStore;
 
 /// Changes the log filter at run time.
 pub type SetLogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -26,7 +26,7 @@ pub type SetLogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 #[derive(Clone)]
 pub struct AdminState {
     /// The config in force.
-    pub config: Arc<ConfigSource>,
+    pub config: Arc<TableStore>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Set once the proxy starts draining: it is no longer ready.

@@ -1,5 +1,5 @@
 //! The client of the operator's config stream: keeps one `GET /v1/config` open, applies
-//! each config line through [`ConfigSource::apply`], reports the outcome on
+//! each config line through [`TableStore::apply`], reports the outcome on
 //! `POST /v1/report`, and reconnects with backoff for as long as the proxy runs. The
 //! config in force stays in force whatever the stream does.
 
@@ -18,17 +18,17 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::Backoff;
-use super::ejections::EjectionLog;
 use super::lines::{LineSplitter, LineTooLong, MAX_LINE};
 use super::protocol::{
     CERTIFICATE_PATH, CONFIG_PATH, CertificateRequest, CertificateResponse, ERROR_HEADER,
     POD_HEADER, PodRef, REPORT_PATH, Rejected, Report, VERSION_HEADER,
 };
 use super::tls::{self, TlsError};
-use super::traffic::TrafficLog;
 use super::url::OperatorUrl;
-use crate::config::{ConfigSource, parse_json};
+use crate::backoff::Backoff;
+use crate::reports::EjectionLog;
+use crate::reports::TrafficLog;
+use crate::tables::{TableStore, parse_json};
 
 /// TCP connect plus TLS handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -116,7 +116,7 @@ pub enum StreamError {
 /// Keeps the proxy's config current from the operator.
 pub struct OperatorClient {
     settings: ClientSettings,
-    store: Arc<ConfigSource>,
+    store: Arc<TableStore>,
     backoff: Backoff,
     ejections: Arc<EjectionLog>,
     traffic: Arc<TrafficLog>,
@@ -125,7 +125,7 @@ pub struct OperatorClient {
 impl OperatorClient {
     /// A client applying to `store`. Loads the trust anchors once so a wrong
     /// `--operator-ca` stops the proxy at start-up rather than in a retry loop.
-    pub fn new(settings: ClientSettings, store: Arc<ConfigSource>) -> Result<Self, TlsError> {
+    pub fn new(settings: ClientSettings, store: Arc<TableStore>) -> Result<Self, TlsError> {
         tls::client_config(&settings.ca_file)?;
         Ok(Self {
             settings,
@@ -228,7 +228,9 @@ impl OperatorClient {
                 frame = body.frame() => frame,
                 _ = flush.tick() => {
                     let ejections = self.ejections.drain();
-                    let traffic = self.store.with_tables(|t| self.traffic.take(t));
+                    let traffic = self
+                        .store
+                        .with_tables(|t| self.traffic.take(t.targets().map(|t| (&*t.label, &*t.traffic))));
                     let due = reported.elapsed() >= APPLIED_REPORT_INTERVAL;
                     if !ejections.is_empty() || traffic.is_some() || due {
                         let report = Report {
@@ -430,7 +432,7 @@ impl OperatorClient {
 
 /// Parses and applies one config line; the report says what happened. A refused config
 /// leaves the last good one in force.
-fn apply_line(store: &ConfigSource, line: &[u8]) -> Report {
+fn apply_line(store: &TableStore, line: &[u8]) -> Report {
     let applied = parse_json(line).and_then(|config| {
         let version = config.version.clone();
         store.apply(config).map(|()| version)
@@ -456,7 +458,7 @@ fn apply_line(store: &ConfigSource, line: &[u8]) -> Report {
 }
 
 /// The version in force, once a config with a version has been applied.
-fn in_force(store: &ConfigSource) -> Option<String> {
+fn in_force(store: &TableStore) -> Option<String> {
     store
         .is_loaded()
         .then(|| store.tables().config.version.clone())
@@ -526,6 +528,17 @@ fn line_version(line: &[u8]) -> String {
     serde_json::from_slice::<Versioned>(line)
         .map(|v| v.version)
         .unwrap_or_default()
+}
+
+/// The operator signs the proxy's certificate requests.
+impl crate::identity::Certifier for OperatorClient {
+    fn certify(&self, csr_pem: String) -> crate::identity::Certifying<'_> {
+        Box::pin(async move {
+            OperatorClient::certify(self, csr_pem)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 #[cfg(test)]

@@ -2,18 +2,13 @@
 //! operator, the client that keeps the proxy's config current, and the ejections it
 //! reports back.
 
-pub mod backoff;
 pub mod client;
-mod ejections;
 pub mod lines;
 /// The wire protocol, from the contract crate.
 pub use braid_api::control as protocol;
 /// TLS towards the operator, from the contract crate.
 pub use braid_api::control::tls;
-mod traffic;
 pub mod url;
 
 pub use client::{ClientSettings, OperatorClient, StreamError};
-pub use ejections::EjectionLog;
-pub use traffic::{SourceCounter, TargetTraffic, TrafficLog};
 pub use url::{BadOperatorUrl, OperatorUrl};

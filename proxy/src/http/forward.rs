@@ -20,13 +20,13 @@ use super::{ForwardError, Mirrors, Pool, strip_hop_by_hop};
 use crate::balance::outlier::OutlierPolicy;
 use crate::balance::{self, Endpoint, Picked, Upstream, Verdict};
 use crate::config::tls::TlsMode;
-use crate::config::{ConfigSource, OutboundTarget, PickError, Selected};
 use crate::control::protocol::Ejection;
-use crate::control::{EjectionLog, SourceCounter, TrafficLog};
 use crate::limits::{Activity, BusyBody, Limits};
 use crate::metrics::{Direction, Limit, Metrics, OpenGuard, RefusedReason, RetryResult, Routed};
 use crate::overload::{Admitted, Protector};
+use crate::reports::{EjectionLog, SourceCounter, TrafficLog};
 use crate::routing::{AttemptOutcome, RequestHead, is_idempotent};
+use crate::tables::{OutboundTarget, PickError, Selected, TableStore};
 
 /// The body of every response the proxy sends.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -47,7 +47,7 @@ pub(super) struct Outgoing<'a> {
 /// Forwards requests for one direction.
 #[derive(Clone)]
 pub struct Forwarder {
-    config: Arc<ConfigSource>,
+    config: Arc<TableStore>,
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
     direction: Direction,
@@ -79,7 +79,7 @@ impl Forwarder {
     /// A forwarder sending through `pool` and its copies through `mirrors` (shared by the
     /// direction, so their bound holds for all its connections).
     pub fn new(
-        config: Arc<ConfigSource>,
+        config: Arc<TableStore>,
         pool: Arc<Pool>,
         mirrors: Mirrors,
         metrics: Arc<Metrics>,

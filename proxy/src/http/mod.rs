@@ -23,8 +23,8 @@ pub use route::Route;
 
 use http::StatusCode;
 
-use crate::config::PickError;
 use crate::routing::RouteError;
+use crate::tables::PickError;
 
 /// Why a request could not be forwarded; each maps to a status and an `x-braid-error`.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +48,7 @@ pub enum ForwardError {
     /// The service, or the group its rules chose, has no endpoint to send to, or no
     /// rule matched.
     #[error(transparent)]
-    Pick(#[from] crate::config::PickError),
+    Pick(#[from] crate::tables::PickError),
     /// The rule's deadline passed before the response started.
     #[error("route timeout: no response within {} ms", .0.as_millis())]
     RouteTimeout(std::time::Duration),

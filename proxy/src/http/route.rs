@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::config::{OutboundTarget, Tables};
+use crate::tables::{OutboundTarget, Tables};
 
 /// How to find the target of a request.
 #[derive(Clone, Debug)]

@@ -8,7 +8,7 @@ use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::Certified;
-use crate::tls::spiffe_id;
+use super::spiffe_id;
 
 impl Certified {
     /// Reads the PEM chain `cert` (leaf first, carrying one SPIFFE URI) and its PKCS#8

@@ -3,8 +3,10 @@
 //! present and trust comes from [`IdentityStore`].
 
 mod files;
+mod peer;
 mod renew;
 mod store;
 
+pub use peer::spiffe_id;
 pub use renew::{Certifier, Certifying, renew};
 pub use store::{Certified, IdentityStore};

@@ -12,9 +12,9 @@ use std::pin::Pin;
 use tokio_util::sync::CancellationToken;
 
 use super::store::{Certified, IdentityStore};
-use crate::control::backoff::Backoff;
-use crate::control::protocol::CertificateResponse;
+use crate::backoff::Backoff;
 use crate::metrics::Metrics;
+use braid_api::control::CertificateResponse;
 
 /// Renewal never waits less than this (a certificate about to expire is renewed at once,
 /// but not in a tight loop).
@@ -38,16 +38,6 @@ fn new_request() -> Result<(PrivatePkcs8KeyDer<'static>, String), String> {
         .and_then(|c| c.pem())
         .map_err(|e| e.to_string())?;
     Ok((PrivatePkcs8KeyDer::from(key.serialize_der()), csr))
-}
-
-impl Certifier for crate::control::OperatorClient {
-    fn certify(&self, csr_pem: String) -> Certifying<'_> {
-        Box::pin(async move {
-            crate::control::OperatorClient::certify(self, csr_pem)
-                .await
-                .map_err(|e| e.to_string())
-        })
-    }
 }
 
 /// When to renew a certificate valid until `not_after`, at `now`: half its remaining life.

@@ -6,7 +6,7 @@ use arc_swap::ArcSwapOption;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
-use crate::control::protocol::CertificateResponse;
+use braid_api::control::CertificateResponse;
 
 /// A certificate with its key and the roots that verify peers.
 pub struct Certified {

@@ -5,14 +5,13 @@
 mod alpn;
 mod context;
 mod hello;
-mod peer;
 pub mod rollout;
 pub mod unverified;
 mod verify;
 
+pub use crate::identity::spiffe_id;
 pub use alpn::Alpn;
 pub use context::{Accepted, TlsContext, TlsError};
 pub use hello::{Hello, read_client_hello};
-pub use peer::spiffe_id;
 pub use rollout::{RolloutBucket, originate};
 pub use verify::SpiffeServerVerifier;

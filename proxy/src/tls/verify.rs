@@ -10,8 +10,8 @@ use rustls::server::ParsedCertificate;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use super::peer::spiffe_id;
 use crate::config::Identity;
+use crate::identity::spiffe_id;
 
 /// Verifies a server's certificate against the roots and one expected identity.
 #[derive(Debug)]

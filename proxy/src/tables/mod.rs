@@ -6,11 +6,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::routes::ServiceRoutes;
-use super::{ConfigError, ListenerTarget, Protocol, ProxyConfig, Service, Side};
+mod store;
+
+pub use store::{ConfigError, FileSource, TableStore, load_file, parse_json};
+
 use crate::balance::outlier::OutlierPolicy;
 use crate::balance::{self, Endpoint, Loads, Picked, Upstream};
-use crate::control::TargetTraffic;
+use crate::config::routes::ServiceRoutes;
+use crate::config::{ListenerTarget, Protocol, ProxyConfig, Service, Side};
+use crate::reports::TargetTraffic;
 use crate::routing::{
     Carry, CompiledRule, RequestHead, RouteError, RouteTable, RulePolicy, RuleStates,
 };
@@ -329,7 +333,7 @@ impl Tables {
             for port in &svc.ports {
                 // Groups may overlap (a pod in two groups): count each endpoint once.
                 let mut seen = std::collections::HashSet::new();
-                let mut endpoint = |e: &super::Endpoint| {
+                let mut endpoint = |e: &crate::config::Endpoint| {
                     let mut ep = loads.endpoint(SocketAddr::new(e.address, port.target()));
                     ep.tls = originate(e, port.target(), caller);
                     ep
@@ -470,12 +474,12 @@ impl Tables {
     }
 
     /// What inbound `port` accepts now.
-    pub fn inbound_tls_mode(&self, port: u16) -> super::tls::TlsMode {
+    pub fn inbound_tls_mode(&self, port: u16) -> crate::config::tls::TlsMode {
         self.config
             .inbound
             .tls
             .as_ref()
-            .map_or(super::tls::TlsMode::Disabled, |t| t.mode_for(port))
+            .map_or(crate::config::tls::TlsMode::Disabled, |t| t.mode_for(port))
     }
 
     /// Every service port's target.
@@ -499,7 +503,7 @@ impl Tables {
 }
 
 /// Refuses overload protection settings the controller cannot work with.
-fn check_overload(o: &super::overload::OverloadProtection) -> Result<(), ConfigError> {
+fn check_overload(o: &crate::config::overload::OverloadProtection) -> Result<(), ConfigError> {
     let at = "inbound.overloadProtection";
     let bad = |field: &str, fix: &str| Err(ConfigError::Invalid(format!("{at}.{field}: {fix}")));
     if !(o.target.is_finite() && o.target > 0.0) {

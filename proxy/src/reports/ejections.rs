@@ -4,7 +4,7 @@
 
 use std::sync::Mutex;
 
-use super::protocol::Ejection;
+use braid_api::control::Ejection;
 
 /// At most this many ejections wait for the next report.
 const MAX_PENDING: usize = 256;

@@ -1,7 +1,7 @@
 //! Where config comes from, and the store every connection reads it from.
 //!
 //! A source (the file watcher here, the operator's stream in `control`) hands each new
-//! `ProxyConfig` to [`ConfigSource::apply`], which compiles it into [`Tables`] and swaps
+//! `ProxyConfig` to [`TableStore::apply`], which compiles it into [`Tables`] and swaps
 //! them in atomically. A config that does not load or compile is refused with a log line
 //! naming the error, and the last good one stays in force.
 
@@ -16,7 +16,8 @@ use arc_swap::ArcSwap;
 use serde::de::{self, DeserializeSeed, Visitor};
 use tokio_util::sync::CancellationToken;
 
-use super::{ProxyConfig, Tables};
+use super::Tables;
+use crate::config::ProxyConfig;
 
 /// The largest config file read: 64 MiB. The operator's config for a pod that sees 5,000
 /// services is about 9 MB, so this leaves room for a mesh several times that, while a
@@ -373,13 +374,13 @@ where
 
 /// The current routing tables, shared by every listener, plus whether any config has
 /// been applied yet (the proxy is not ready before).
-pub struct ConfigSource {
+pub struct TableStore {
     current: ArcSwap<Tables>,
     loaded: std::sync::atomic::AtomicBool,
     on_apply: Box<dyn Fn(&Tables) + Send + Sync>,
 }
 
-impl ConfigSource {
+impl TableStore {
     /// A store holding an empty config; `on_apply` runs after each successful swap
     /// (metrics, listener reconciliation).
     pub fn new(on_apply: impl Fn(&Tables) + Send + Sync + 'static) -> Result<Self, ConfigError> {
@@ -434,7 +435,7 @@ impl FileSource {
     }
 
     /// Loads the file once; the proxy refuses to start on a bad initial config.
-    pub fn load_initial(&self, store: &ConfigSource) -> Result<Vec<u8>, ConfigError> {
+    pub fn load_initial(&self, store: &TableStore) -> Result<Vec<u8>, ConfigError> {
         let bytes = read_bounded(&self.path)?;
         store.apply(parse(&self.path, &bytes)?)?;
         Ok(bytes)
@@ -442,7 +443,7 @@ impl FileSource {
 
     /// Applies every change until `stop` fires. Bad versions are logged once each and
     /// skipped, the last good config staying in force.
-    pub async fn watch(self, store: Arc<ConfigSource>, mut last: Vec<u8>, stop: CancellationToken) {
+    pub async fn watch(self, store: Arc<TableStore>, mut last: Vec<u8>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(self.interval);
         // A file that cannot be read (too large, no permission) stays so across polls:
         // its refusal is logged when it changes, not every poll.

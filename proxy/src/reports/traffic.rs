@@ -11,9 +11,8 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::protocol::{SourceCount, TargetCount, Traffic};
-use crate::config::Tables;
 use crate::config::tls::TlsMode;
+use braid_api::control::{SourceCount, TargetCount, Traffic};
 
 /// Plaintext connections whose source is tracked at once; more are counted, not named.
 const MAX_SOURCES: usize = 4096;
@@ -64,9 +63,13 @@ impl TrafficLog {
         }
     }
 
-    /// Everything counted since the last call, with the outbound counts of `tables`'
-    /// targets; `None` when there was no request at all.
-    pub fn take(&self, tables: &Tables) -> Option<Traffic> {
+    /// Everything counted since the last call, with the outbound counts of `targets`
+    /// (each target's label and counter, as the tables in force hold them); `None` when
+    /// there was no request at all.
+    pub fn take<'a>(
+        &self,
+        targets: impl Iterator<Item = (&'a str, &'a TargetTraffic)>,
+    ) -> Option<Traffic> {
         let mut by_address: HashMap<IpAddr, u64> = HashMap::new();
         if let Ok(mut sources) = self.sources.lock() {
             for s in sources.iter() {
@@ -84,12 +87,11 @@ impl TrafficLog {
             .collect();
         sources.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.address.cmp(&b.address)));
         sources.truncate(REPORTED_SOURCES);
-        let outbound: Vec<TargetCount> = tables
-            .targets()
-            .filter_map(|t| {
-                let (requests, failures) = t.traffic.take();
+        let outbound: Vec<TargetCount> = targets
+            .filter_map(|(label, traffic)| {
+                let (requests, failures) = traffic.take();
                 (requests > 0).then(|| TargetCount {
-                    target: t.label.to_string(),
+                    target: label.to_owned(),
                     requests,
                     failures,
                 })
@@ -138,8 +140,11 @@ mod tests {
     #[test]
     fn counts_inbound_by_tls_and_names_the_busiest_plaintext_sources() {
         let log = TrafficLog::default();
-        let tables = Tables::build(Default::default()).unwrap();
-        assert_eq!(log.take(&tables), None);
+        let tables = crate::tables::Tables::build(Default::default()).unwrap();
+        assert_eq!(
+            log.take(tables.targets().map(|t| (&*t.label, &*t.traffic))),
+            None
+        );
         let mut open = Vec::new();
         for i in 0..20u8 {
             let conn = log.plaintext_source(IpAddr::from([10, 0, 0, i]));
@@ -151,16 +156,25 @@ mod tests {
         log.inbound(true, TlsMode::Permissive, None);
         // An exempt port's plaintext is not what Strict would refuse.
         log.inbound(false, TlsMode::Disabled, Some(&open[0]));
-        let t = log.take(&tables).unwrap();
+        let t = log
+            .take(tables.targets().map(|t| (&*t.label, &*t.traffic)))
+            .unwrap();
         assert_eq!((t.inbound_mtls, t.inbound_plaintext), (1, 210));
         assert_eq!(t.plaintext_sources.len(), REPORTED_SOURCES);
         assert_eq!(t.plaintext_sources[0].address, IpAddr::from([10, 0, 0, 19]));
         assert_eq!(t.plaintext_sources[0].requests, 20);
-        assert_eq!(log.take(&tables), None, "taken once");
+        assert_eq!(
+            log.take(tables.targets().map(|t| (&*t.label, &*t.traffic))),
+            None,
+            "taken once"
+        );
         // Closed connections leave the list once read out.
         drop(open);
         assert!(log.sources.lock().unwrap().len() == 20);
-        assert_eq!(log.take(&tables), None);
+        assert_eq!(
+            log.take(tables.targets().map(|t| (&*t.label, &*t.traffic))),
+            None
+        );
         assert!(log.sources.lock().unwrap().is_empty());
     }
 }
