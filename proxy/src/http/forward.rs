@@ -680,3 +680,6 @@ pub async fn serve_h2<I>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
