@@ -12,7 +12,10 @@ use std::time::Duration;
 use http::StatusCode;
 
 use super::*;
+use crate::balance::Upstream;
+use crate::http::exchange::{Answer, Exchange};
 use crate::metrics::Metrics;
+use crate::routing::{RequestHead, is_idempotent};
 use crate::tables::TableStore;
 
 /// What one scripted attempt does.

@@ -1,0 +1,291 @@
+//! The request path, shared by both engines, in steps of a file each: admission and the
+//! port's TLS mode (`begin`, here), the rule's rate limit, faults and deadline
+//! (`rule.rs`), retries and their budget (`retry.rs`), one attempt with its timeout, load
+//! and outlier judgement (`attempt.rs`), and the accounting of a finished request
+//! (`finish`, here). The HTTP/1.1 relay (`h1/`) and HTTP/2 (`h2.rs`) each send through
+//! an [`Exchange`](super::exchange::Exchange).
+
+mod attempt;
+mod h2;
+mod retry;
+mod rule;
+
+pub use h2::serve_h2;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+
+use super::Route;
+use super::exchange::{Answer, Exchange};
+use super::{ForwardError, Mirrors, Pool};
+use crate::config::tls::TlsMode;
+use crate::limits::Limits;
+use crate::metrics::{Direction, Limit, Metrics, OpenGuard, RefusedReason, Routed};
+use crate::overload::{Admitted, Protector};
+use crate::reports::{EjectionLog, SourceCounter, TrafficLog};
+use crate::tables::{OutboundTarget, PickError, Selected, TableStore};
+
+/// The body of every response the proxy sends.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// One request's way out: what routing chose.
+pub(super) struct Outgoing<'a> {
+    pub(super) label: &'a Arc<str>,
+    pub(super) selected: Selected<'a>,
+    /// Whether the last attempt went over mTLS (for the request's metrics).
+    tls: std::sync::atomic::AtomicBool,
+}
+
+/// Forwards requests for one direction.
+#[derive(Clone)]
+pub struct Forwarder {
+    config: Arc<TableStore>,
+    pool: Arc<Pool>,
+    metrics: Arc<Metrics>,
+    direction: Direction,
+    mirrors: Mirrors,
+    overload: Option<Arc<Protector>>,
+    ejections: Option<Arc<EjectionLog>>,
+    /// The caller, on the inbound side: whether it came over mTLS, and its identity.
+    peer: Option<InboundPeer>,
+    /// Inbound requests counted for the operator.
+    traffic: Option<Arc<TrafficLog>>,
+    /// The connection limits in force.
+    limits: Limits,
+}
+
+/// Who is calling, as the inbound side sees the connection.
+#[derive(Clone, Debug, Default)]
+pub struct InboundPeer {
+    /// The connection is braid's mTLS.
+    pub tls: bool,
+    /// The caller's SPIFFE identity (mTLS only).
+    pub identity: Option<Arc<str>>,
+    /// Where a plaintext caller's requests are counted for the operator.
+    pub source: Option<Arc<SourceCounter>>,
+    /// The port it called.
+    pub port: u16,
+}
+
+impl Forwarder {
+    /// A forwarder sending through `pool` and its copies through `mirrors` (shared by the
+    /// direction, so their bound holds for all its connections).
+    pub fn new(
+        config: Arc<TableStore>,
+        pool: Arc<Pool>,
+        mirrors: Mirrors,
+        metrics: Arc<Metrics>,
+        direction: Direction,
+    ) -> Self {
+        Self {
+            config,
+            mirrors,
+            pool,
+            metrics,
+            direction,
+            overload: None,
+            ejections: None,
+            peer: None,
+            traffic: None,
+            limits: Limits::default(),
+        }
+    }
+
+    /// Applies `limits` to its connections and requests.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits in force.
+    pub(super) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Counts a connection or request cut off by `limit`.
+    pub(super) fn limit_hit(&self, limit: Limit) {
+        self.metrics.limit(self.direction, limit);
+    }
+
+    /// The pool its requests go through.
+    pub(super) fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Where its mirror copies go.
+    pub(super) fn mirrors(&self) -> &Mirrors {
+        &self.mirrors
+    }
+
+    /// Counts a mirror copy of a request to `target`, sent to `group` or dropped.
+    pub(super) fn mirrored(&self, target: &Arc<str>, group: &Arc<str>, sent: bool) {
+        self.metrics.mirrored(target, group, sent);
+    }
+
+    /// Counts inbound requests in `log` for the operator.
+    pub fn with_traffic(mut self, log: Option<Arc<TrafficLog>>) -> Self {
+        self.traffic = log;
+        self
+    }
+
+    /// Counts this connection's requests under the caller's TLS and identity.
+    pub fn with_peer(mut self, peer: InboundPeer) -> Self {
+        self.peer = Some(peer);
+        self
+    }
+
+    /// Queues this forwarder's ejections for the operator.
+    pub fn with_ejection_log(mut self, log: Option<Arc<EjectionLog>>) -> Self {
+        self.ejections = log;
+        self
+    }
+
+    /// Sheds requests as `overload` says (the inbound side).
+    pub fn with_overload(mut self, overload: Option<Arc<Protector>>) -> Self {
+        self.overload = overload;
+        self
+    }
+
+    /// What every request goes through first, however it is sent: the port's TLS mode
+    /// (now, not when the connection opened: a plaintext connection kept alive from
+    /// before the port turned Strict gets no more requests through), overload admission
+    /// (health checks are never shed) and the target.
+    pub(super) fn begin(&self, probe: bool, route: &Route) -> Result<Started, ForwardError> {
+        let at = Instant::now();
+        // One look at the config in force serves both the port's mode and the route.
+        let (mode, target) = self.config.with_tables(|t| {
+            let mode = self.peer.as_ref().map(|p| t.inbound_tls_mode(p.port));
+            (mode, route.resolve(t))
+        });
+        let in_flight = self.metrics.request_started(self.direction);
+        let admitted = match self.overload.as_ref().and_then(|p| p.admission()) {
+            Some(a) if !probe => match a.admit(at) {
+                Some(admitted) => Some(admitted),
+                None => {
+                    self.metrics.shed();
+                    return Err(ForwardError::Overloaded);
+                }
+            },
+            _ => None,
+        };
+        if let (Some(peer), Some(mode)) = (&self.peer, mode) {
+            if !peer.tls && mode == TlsMode::Strict {
+                self.metrics.refused(peer.port, RefusedReason::plaintext);
+                return Err(ForwardError::PlaintextRefused(peer.port));
+            }
+            if let Some(log) = &self.traffic {
+                log.inbound(peer.tls, mode, peer.source.as_deref());
+            }
+        }
+        let target = target.ok_or_else(|| ForwardError::NoRoute(route.describe()))?;
+        Ok(Started {
+            at,
+            _in_flight: in_flight,
+            admitted,
+            target,
+        })
+    }
+
+    /// Sends the request with `x` along `selected` (what routing chose for its head),
+    /// under the matching rule's rate limit, faults, deadline and retries.
+    pub(super) async fn send<X: Exchange>(
+        &self,
+        target: &OutboundTarget,
+        selected: Result<Selected<'_>, PickError>,
+        x: &mut X,
+        idempotent: bool,
+    ) -> (Result<X::Answer, ForwardError>, Routed) {
+        let mut routed = Routed::default();
+        let result = match selected {
+            Err(e) => Err(ForwardError::from(e)),
+            Ok(selected) => {
+                routed.rule = selected.rule.map(|r| r.name.clone());
+                routed.group = selected.group_name().cloned();
+                let send = Outgoing {
+                    label: &target.label,
+                    selected,
+                    tls: std::sync::atomic::AtomicBool::new(false),
+                };
+                let result = self.apply_rule(&send, x, idempotent).await;
+                routed.tls = send.tls.load(std::sync::atomic::Ordering::Relaxed);
+                result
+            }
+        };
+        if let Some(peer) = &self.peer {
+            routed.tls = peer.tls;
+            routed.peer = peer.identity.clone();
+        }
+        (result, routed)
+    }
+
+    /// Counts a request whose response (or error) with `status` is on its way.
+    pub(super) fn finish(&self, started: Started, routed: Routed, status: u16) {
+        if self.direction == Direction::outbound {
+            started.target.traffic.record(status);
+        }
+        let took = started.at.elapsed();
+        if let (Some(p), Some(_)) = (&self.overload, &started.admitted) {
+            p.record_latency(took);
+        }
+        self.metrics.request(
+            self.direction,
+            &started.target.label,
+            routed,
+            status,
+            took.as_secs_f64(),
+        );
+    }
+}
+
+/// A request admitted and routed, from its start until its response head.
+pub(super) struct Started {
+    at: Instant,
+    _in_flight: OpenGuard,
+    admitted: Option<Admitted>,
+    /// Where it goes.
+    pub(super) target: Arc<OutboundTarget>,
+}
+
+/// The status the caller gets for `result`.
+pub(super) fn response_status<A: Answer>(result: &Result<A, ForwardError>) -> u16 {
+    match result {
+        Ok(resp) => resp.status().as_u16(),
+        Err(e) => e.status().as_u16(),
+    }
+}
+
+/// The status, headers and body of the proxy's own answer to a request it could not
+/// forward, with the reason in `x-braid-error`.
+pub(super) fn error_parts(e: &ForwardError) -> (StatusCode, http::HeaderMap, Bytes) {
+    let reason = e.to_string();
+    let mut headers = http::HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&reason.replace(['\r', '\n'], " ")) {
+        headers.insert("x-braid-error", v);
+    }
+    if let ForwardError::Overloaded = e {
+        headers.insert("x-braid-overloaded", HeaderValue::from_static("1"));
+    }
+    if let ForwardError::RateLimited(after) = e {
+        // Whole seconds, rounded up: `retry-after: 0` would invite an immediate retry.
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
+    (e.status(), headers, Bytes::from(format!("{reason}\n")))
+}
+
+/// A response for a request the proxy could not forward, with the reason in `x-braid-error`.
+pub fn error_response(e: &ForwardError) -> Response<ProxyBody> {
+    let (status, headers, body) = error_parts(e);
+    let mut resp = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+#[cfg(test)]
+mod tests;
