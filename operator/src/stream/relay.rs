@@ -1,7 +1,7 @@
-//! Relaying proxies' ejection reports to the leader. Every replica serves the config
-//! stream, so a proxy reports to whichever replica it reached; only the leader heals,
-//! and `minReporters` must count every proxy. A follower therefore passes each report
-//! with ejections on to the leader as it came (the proxy's own token and pod header, so
+//! Relaying proxies' reports to the leader. Every replica serves the config stream, so a
+//! proxy reports to whichever replica it reached; only the leader heals, steps rollouts
+//! and writes status, and `minReporters` and `applied` must count every proxy. A follower
+//! therefore passes each report on to the leader as it came (the proxy's own token and pod header, so
 //! the leader checks them as if the proxy had called it). The leader is found from the
 //! election Lease: in a cluster from its holder's pod IP ([`KubeLocator`]), in directory
 //! mode from the address its holder wrote into it ([`LeaseLocator`]).

@@ -1,5 +1,5 @@
 //! How an attempt reaches an endpoint: the seam between the request path (routing,
-//! retries, outlier detection, metrics; `forward.rs`) and the wire (hyper's clients, or
+//! retries, outlier detection, metrics; `forward/`) and the wire (hyper's clients, or
 //! the HTTP/1.1 relay in `h1/`).
 
 use http::StatusCode;

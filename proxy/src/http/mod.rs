@@ -1,6 +1,6 @@
 //! HTTP forwarding: HTTP/1.1 connections are served by the relay (`h1/`), the one
 //! HTTP/1.1 engine, which passes heads and bodies between the two connections itself;
-//! HTTP/2 is served by hyper. Both go through the same request path (`forward.rs`:
+//! HTTP/2 is served by hyper. Both go through the same request path (`forward/`:
 //! admission, routing, retries, outlier detection, metrics). Each request goes to an
 //! upstream over a pooled connection of the same HTTP version.
 
