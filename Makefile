@@ -12,7 +12,7 @@ TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 all: build
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 build: ## Build every crate and binary (debug)
 	$(CARGO) build --workspace --all-targets
@@ -36,7 +36,7 @@ deps-check: ## The operator and the injector depend on the contract (braid-api),
 module-loops: ## Loops between a crate's top-level modules (the proxy's must have none)
 	scripts/module-loops proxy
 
-unit:
+unit: ## Unit and integration tests of every crate (no root needed; make test adds the checks and e2e)
 	$(CARGO) test --workspace --exclude braid-e2e
 
 # `make test` runs each property 256 times; this runs them FUZZ_CASES times, in release
@@ -46,24 +46,10 @@ fuzz: ## Property tests of the parsers (HTTP/1.1 head, chunked, detection, confi
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p braid-proxy --lib props
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p braid-injector --lib props
 
-# The e2e suite needs root, iproute2, iptables, setpriv, tcpdump and openssl. In CI (CI=true) a missing
-# prerequisite fails the run; elsewhere it is reported loudly as NOT RUN, never as passed.
-e2e: ## End-to-end tests: pods as network namespaces with real iptables (needs root)
-	@if scripts/e2e-prereqs; then \
-		$(CARGO) build -p braid-proxy -p braid-operator -p braid-e2e && \
-		$(CARGO) test -p braid-e2e -- --test-threads=1; \
-	elif [ "$$CI" = "true" ]; then \
-		echo "e2e: prerequisites missing in CI (see above)"; exit 1; \
-	else \
-		echo; \
-		echo "************************************************************"; \
-		echo "*  E2E TESTS DID NOT RUN (see the reason above).            *"; \
-		echo "*  They need root, iproute2, iptables, setpriv, tcpdump    *"; \
-		echo "*  and openssl:                                            *"; \
-		echo "*      sudo make e2e                                        *"; \
-		echo "************************************************************"; \
-		echo; \
-	fi
+# The e2e suite needs root (it runs through sudo when the caller is not root), iproute2,
+# iptables, setpriv, tcpdump and openssl; a missing one fails it, naming the fix.
+e2e: ## End-to-end tests: pods as network namespaces with real iptables (root, or sudo)
+	scripts/e2e
 
 # The demo needs root (network namespaces, iptables); it is built as the caller and run
 # with sudo when the caller is not root.
