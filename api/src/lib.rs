@@ -11,3 +11,4 @@ pub mod identity;
 pub mod log;
 pub mod ports;
 pub mod probes;
+pub mod report;

@@ -74,7 +74,8 @@ struct InjectArgs {
     #[arg(
         long,
         env = "BRAID_PROXY_IMAGE",
-        default_value = "ghcr.io/braid-mesh/braid:latest"
+        // The release this injector is: the tag manifests/ deploys, not `latest`.
+        default_value = concat!("ghcr.io/braid-mesh/braid:", env!("CARGO_PKG_VERSION"))
     )]
     proxy_image: String,
     /// The operator's config stream, as proxies reach it.
@@ -117,7 +118,19 @@ impl InjectArgs {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+/// A failure is the user's to read: the message and each cause once, on one line, without
+/// a backtrace even when `RUST_BACKTRACE` is set (anyhow prints one then).
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {}", braid_api::report::message(e.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args),
         Command::Inject { filename, inject } => {
@@ -143,6 +156,12 @@ fn main() -> anyhow::Result<()> {
 
 fn read_input(path: &std::path::Path) -> anyhow::Result<String> {
     if path.as_os_str() == "-" {
+        // Waiting silently on a terminal looks like a hang.
+        if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            anyhow::bail!(
+                "no input: give -f FILE, or pipe YAML in (e.g. kubectl get deploy web -o yaml | braid-injector inject)"
+            );
+        }
         let mut text = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
             .context("reading standard input")?;
@@ -210,4 +229,33 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = serving.await;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    // Found by a newcomer: `inject` put `:latest` into pods while the install deploys the
+    // release's tag, so offline and webhook injection disagreed.
+    #[test]
+    fn the_default_image_is_the_tag_the_manifests_deploy() {
+        let cli = Cli::try_parse_from(["braid-injector", "inject"]).unwrap();
+        let Command::Inject { inject, .. } = cli.command else {
+            panic!("not inject");
+        };
+        let kustomization = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../manifests/kustomization.yaml"
+        ))
+        .unwrap();
+        let tag = kustomization
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("newTag: "))
+            .unwrap();
+        assert_eq!(
+            inject.proxy_image,
+            format!("ghcr.io/braid-mesh/braid:{tag}")
+        );
+    }
 }

@@ -4,7 +4,19 @@ use braid_operator::cli::Cli;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-fn main() -> anyhow::Result<()> {
+/// A failure is the user's to read: the message and each cause once, on one line, without
+/// a backtrace even when `RUST_BACKTRACE` is set (anyhow prints one then).
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {}", braid_api::report::message(e.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = EnvFilter::try_new(&cli.log_level)
         .map_err(|e| anyhow::anyhow!("--log-level {:?}: {e}", cli.log_level))?;

@@ -191,10 +191,15 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         stop_accepting.clone(),
         listeners_bound,
     ));
-    tracing::info!(
-        outbound = %args.outbound_addr, inbound = %args.inbound_addr, admin = %args.admin_addr,
-        capture = !args.no_capture, "braid-proxy running"
-    );
+    // With --no-capture neither capture port is open: say so, not where they would be.
+    let capture = match args.no_capture {
+        true => "off (--no-capture)".to_owned(),
+        false => format!(
+            "outbound {} inbound {}",
+            args.outbound_addr, args.inbound_addr
+        ),
+    };
+    tracing::info!(admin = %args.admin_addr, %capture, "braid-proxy running");
 
     tokio::select! {
         _ = shutdown_signal() => {}

@@ -8,7 +8,19 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
-fn main() -> anyhow::Result<()> {
+/// A failure is the user's to read: the message and each cause once, on one line, without
+/// a backtrace even when `RUST_BACKTRACE` is set (anyhow prints one then).
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {}", braid_api::report::message(e.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Iptables(args) => braid_proxy::iptables::run(&args).map_err(Into::into),
