@@ -2,6 +2,20 @@
 //! one line, each cause once.
 
 use std::error::Error;
+use std::process::ExitCode;
+
+/// How a binary's `main` ends: success, or the error printed on one line (see
+/// [`message`]) and exit code 1 (without the backtrace anyhow prints under
+/// `RUST_BACKTRACE`).
+pub fn exit<E: AsRef<dyn Error + 'static>>(result: Result<(), E>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {}", message(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// `e` and its causes, joined by `: `; a cause whose text the message already holds
 /// (errors that print their source as part of their own message) is not repeated.

@@ -7,13 +7,7 @@ use tracing_subscriber::EnvFilter;
 /// A failure is the user's to read: the message and each cause once, on one line, without
 /// a backtrace even when `RUST_BACKTRACE` is set (anyhow prints one then).
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("Error: {}", braid_api::report::message(e.as_ref()));
-            std::process::ExitCode::FAILURE
-        }
-    }
+    braid_api::report::exit(run())
 }
 
 fn run() -> anyhow::Result<()> {
