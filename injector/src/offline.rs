@@ -40,7 +40,8 @@ fn template_pointer(kind: &str) -> Option<&'static str> {
 }
 
 /// Runs `f` on the pod template of every workload document of `text` (multi-document
-/// YAML), passing other documents through, and prints the result as YAML.
+/// YAML; the items of a `List`, as `kubectl get -o yaml` prints, count as documents),
+/// passing other documents through, and prints the result as YAML.
 fn each_template(
     text: &str,
     mut f: impl FnMut(&mut Pod, &str) -> Result<(), String>,
@@ -63,29 +64,64 @@ fn each_template(
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let namespace = doc["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("default")
-            .to_owned();
-        if let Some(pointer) = template_pointer(&kind)
-            && let Some(template) = doc.pointer_mut(pointer)
-        {
-            let mut pod: Pod = serde_json::from_value(serde_json::json!({
-                "metadata": template.get("metadata").cloned().unwrap_or_default(),
-                "spec": template.get("spec").cloned().unwrap_or_default(),
-            }))
-            .map_err(|e| fail(&kind, &name, format!("{pointer}: {e}")))?;
-            f(&mut pod, &namespace).map_err(|m| fail(&kind, &name, m))?;
-            let metadata = serde_json::to_value(&pod.metadata).unwrap_or_default();
-            let spec = serde_json::to_value(&pod.spec).unwrap_or_default();
-            if let Some(obj) = template.as_object_mut() {
-                obj.insert("metadata".into(), metadata);
-                obj.insert("spec".into(), spec);
+        let items = match kind.ends_with("List") {
+            true => doc.get_mut("items").and_then(|i| i.as_array_mut()),
+            false => None,
+        };
+        match items {
+            Some(items) => {
+                for (n, item) in items.iter_mut().enumerate() {
+                    on_template(item, &mut f).map_err(|(kind, name, message)| {
+                        fail(&kind, &name, format!("items[{n}]: {message}"))
+                    })?;
+                }
             }
+            None => on_template(&mut doc, &mut f).map_err(|(k, n, m)| fail(&k, &n, m))?,
         }
         out.push(serde_norway::to_string(&doc).map_err(|e| fail(&kind, &name, e.to_string()))?);
     }
     Ok(out.join("---\n"))
+}
+
+/// Runs `f` on `doc`'s pod template, if its kind has one. An error names the object's
+/// kind and name.
+fn on_template(
+    doc: &mut serde_json::Value,
+    f: &mut impl FnMut(&mut Pod, &str) -> Result<(), String>,
+) -> Result<(), (String, String, String)> {
+    let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+    let name = doc["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let namespace = doc["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_owned();
+    let fail = |message: String| (kind.clone(), name.clone(), message);
+    let Some(pointer) = template_pointer(&kind) else {
+        return Ok(());
+    };
+    let Some(template) = doc.pointer_mut(pointer) else {
+        return Ok(());
+    };
+    let mut pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": template.get("metadata").cloned().unwrap_or_default(),
+        "spec": template.get("spec").cloned().unwrap_or_default(),
+    }))
+    .map_err(|e| fail(format!("{pointer}: {e}")))?;
+    f(&mut pod, &namespace).map_err(fail)?;
+    let metadata = serde_json::to_value(&pod.metadata).unwrap_or_default();
+    let spec = serde_json::to_value(&pod.spec).unwrap_or_default();
+    if let Some(obj) = template.as_object_mut() {
+        // A template left without labels or annotations keeps no empty `metadata: {}`.
+        match metadata.as_object().is_some_and(|m| m.is_empty()) {
+            true => obj.remove("metadata"),
+            false => obj.insert("metadata".into(), metadata),
+        };
+        obj.insert("spec".into(), spec);
+    }
+    Ok(())
 }
 
 /// Injects into every pod template of `text` that the webhook would inject.
@@ -276,6 +312,42 @@ spec:
         }
         // And injecting the restored output again works: nothing braid added is left.
         inject_documents(&restored, &Settings::default()).unwrap();
+    }
+
+    // Found by a newcomer: the CronJob's template came back with `metadata: {}` it did
+    // not have. The documents themselves, not only their pods, are what went in.
+    #[test]
+    fn uninject_gives_back_the_documents_as_they_were() {
+        let injected = inject_documents(DEPLOYMENT, &Settings::default()).unwrap();
+        let restored = uninject_documents(&injected).unwrap();
+        assert_eq!(docs(&restored), docs(DEPLOYMENT));
+    }
+
+    // Found by a newcomer: `kubectl get deploy -o yaml` prints a `List`, which passed
+    // through uninjected.
+    #[test]
+    fn the_items_of_a_list_are_injected_and_errors_name_the_item() {
+        let items: Vec<serde_json::Value> = docs(DEPLOYMENT);
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+        let text = serde_norway::to_string(&list).unwrap();
+        let out = docs(&inject_documents(&text, &Settings::default()).unwrap());
+        assert_eq!(
+            init_names(&out[0], "/items/0/spec/template/spec/initContainers"),
+            ["braid-init", "braid-proxy"]
+        );
+        assert_eq!(out[0]["items"][1], items[1], "a Service is left alone");
+        let restored = uninject_documents(&serde_norway::to_string(&out[0]).unwrap()).unwrap();
+        assert_eq!(docs(&restored)[0], list);
+        let bad = text
+            .replace("'5432'", "postgres")
+            .replace("\"5432\"", "postgres");
+        let err = inject_documents(&bad, &Settings::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("document 1 (Deployment payments): items[0]: annotation braid.dev/exclude-outbound-ports"),
+            "{err}"
+        );
     }
 
     #[test]
