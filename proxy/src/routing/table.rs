@@ -56,8 +56,6 @@ pub struct RouteTable {
     /// The TrafficRoute they come from.
     pub from: Arc<str>,
     rules: Vec<CompiledRule>,
-    /// Whether a rule mirrors: known once per config, asked on every relayed request.
-    mirrors: bool,
 }
 
 impl RouteTable {
@@ -124,17 +122,7 @@ impl RouteTable {
                 rate_limit,
             });
         }
-        let mirrors = rules.iter().any(|r| r.mirror.is_some());
-        Ok(Self {
-            from,
-            rules,
-            mirrors,
-        })
-    }
-
-    /// Whether any rule mirrors a share of its traffic.
-    pub fn mirrors(&self) -> bool {
-        self.mirrors
+        Ok(Self { from, rules })
     }
 
     /// The first rule `req` matches.

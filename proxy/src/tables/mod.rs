@@ -222,11 +222,6 @@ impl OutboundTarget {
     pub fn routes(&self) -> Option<&RouteTable> {
         self.routes.as_ref()
     }
-
-    /// Whether a rule of this port mirrors traffic.
-    pub fn mirrors(&self) -> bool {
-        self.routes.as_ref().is_some_and(RouteTable::mirrors)
-    }
 }
 
 /// The rules for port `port` of `svc`: a port-specific entry wins over an all-ports

@@ -133,19 +133,19 @@ impl RequestInfo {
         }
     }
 
-    /// The length of a body framed by length; 0 for a chunked one (its end is found as
-    /// it passes).
-    pub fn body_len(&self) -> u64 {
+    /// Where the request (head and body) ends, for a body framed by length; `None` for a
+    /// chunked one, whose end is found as it passes.
+    pub fn end(&self) -> Option<usize> {
         match self.body {
-            Body::Length(n) => n,
-            Body::Chunked => 0,
+            Body::Length(n) => usize::try_from(n).ok()?.checked_add(self.len),
+            Body::Chunked => None,
         }
     }
 
-    /// Whether the body is all within `available` bytes after the head (always for a
-    /// chunked one it cannot know: `false`).
-    pub fn body_within(&self, available: usize) -> bool {
-        matches!(self.body, Body::Length(n) if n <= available as u64)
+    /// Whether the whole request is within the `buffered` bytes read (never known for a
+    /// chunked body: `false`).
+    pub fn within(&self, buffered: usize) -> bool {
+        self.end().is_some_and(|end| end <= buffered)
     }
 }
 
@@ -749,7 +749,8 @@ mod tests {
     fn bodies_are_framed_by_content_length() {
         let info = relay(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello");
         assert_eq!(info.body, Body::Length(5));
-        assert!(info.body_within(5) && !info.body_within(4));
+        assert_eq!(info.end(), Some(info.len + 5));
+        assert!(info.within(info.len + 5) && !info.within(info.len + 4));
         for bad in [
             &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n"[..],
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
@@ -771,7 +772,7 @@ mod tests {
         let chunked = b"POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
         let info = relay(chunked);
         assert_eq!(info.body, Body::Chunked);
-        assert!(!info.rewrite && !info.body_within(usize::MAX));
+        assert!(!info.rewrite && !info.within(usize::MAX) && info.end().is_none());
         // A coding besides chunked: 501; chunked twice, or with a length: refused.
         for (bad, want) in [
             (

@@ -304,7 +304,6 @@ where
     }
     drop(path);
     let whole = matches!(info.body, Body::Length(n) if n <= MAX_BUFFERED_BODY);
-    let limits = *forwarder.limits();
     let mut x = RelayExchange {
         forwarder,
         held,
@@ -313,8 +312,6 @@ where
             buf,
             info,
             rewritten: &mut rewritten,
-            stall: limits.request_body,
-            response: limits.response,
             done: false,
             begun: false,
         },
@@ -341,12 +338,9 @@ where
     // The caller's connection goes on only past a request it sent in whole: a held body
     // read (or all there already, when the request was refused before reading it), a
     // streamed one sent.
-    let consumed = match whole {
-        true => done || info.body_within(buf.len() - info.len),
-        false => done,
-    };
-    if whole && consumed {
-        buf.advance(info.len + usize::try_from(info.body_len()).unwrap_or(0));
+    let consumed = done || (whole && info.within(buf.len()));
+    if let (true, Some(end)) = (whole && consumed, info.end()) {
+        buf.advance(end);
     }
     let caller = Caller {
         close: closing,
@@ -440,7 +434,7 @@ async fn answer_unsent<D>(
 where
     D: AsyncRead + AsyncWrite + Unpin,
 {
-    let skip = info.body_within(buf.len() - info.len) && info.tunnel.is_none();
+    let skip = info.within(buf.len()) && info.tunnel.is_none();
     let close = closing || !skip;
     let head_only = info.method == http::Method::HEAD;
     if write_error(down, e, head_only, close, scratch)
@@ -449,9 +443,9 @@ where
     {
         return Next::Close;
     }
-    match (skip, info.body) {
-        (true, Body::Length(n)) => {
-            buf.advance(info.len + n as usize);
+    match (skip, info.end()) {
+        (true, Some(end)) => {
+            buf.advance(end);
             Next::KeepAlive
         }
         _ => Next::Linger,

@@ -16,6 +16,7 @@ use crate::balance::Upstream;
 use crate::http::exchange::{Answer, Exchange};
 use crate::http::forward::Outgoing;
 use crate::http::{BodyError, ForwardError, Forwarder, Pool, RawConn};
+use crate::limits::Limits;
 use crate::routing::is_idempotent;
 
 /// Why a relayed upstream exchange failed.
@@ -74,11 +75,6 @@ pub struct Downstream<'a, D> {
     /// The head rebuilt for the upstream (when `info.rewrite`); a whole body is appended
     /// to it once read.
     pub rewritten: &'a mut Vec<u8>,
-    /// How long the caller may send nothing of its body.
-    pub stall: Duration,
-    /// How long the upstream may take to answer once a streamed body is sent, or to take
-    /// the next body bytes.
-    pub response: Duration,
     /// The body is read in whole (a held one) or sent in whole (a streamed one).
     pub done: bool,
     /// A streamed body began to go upstream: it cannot be sent again.
@@ -86,24 +82,22 @@ pub struct Downstream<'a, D> {
 }
 
 impl<D: AsyncRead + AsyncWrite + Unpin> Downstream<'_, D> {
-    /// Where a held body ends in `buf`.
+    /// Where a held request ends in `buf` (a held body is framed by length).
     fn end(&self) -> usize {
-        match self.info.body {
-            Body::Length(n) => self.info.len + usize::try_from(n).unwrap_or(usize::MAX),
-            Body::Chunked => self.info.len,
-        }
+        self.info.end().unwrap_or(self.info.len)
     }
 
-    /// Makes sure the held body is all read (and appended to a rebuilt head). Most
-    /// bodies came with their head: then there is no read, and no future to build.
-    async fn read_whole(&mut self) -> Result<(), ForwardError> {
+    /// Makes sure the held body is all read (and appended to a rebuilt head), each read
+    /// within `stall`. Most bodies came with their head: then there is no read, and no
+    /// future to build.
+    async fn read_whole(&mut self, stall: Duration) -> Result<(), ForwardError> {
         if self.done {
             return Ok(());
         }
         let end = self.end();
         if self.buf.len() < end {
             // Boxed: the wait's state is larger than every request should carry.
-            Box::pin(self.read_rest(end)).await?;
+            Box::pin(self.read_rest(end, stall)).await?;
         }
         if self.info.rewrite {
             self.rewritten
@@ -115,14 +109,14 @@ impl<D: AsyncRead + AsyncWrite + Unpin> Downstream<'_, D> {
 
     /// Reads the held body until `buf` holds `end` bytes, saying `100 Continue` first when
     /// the caller waits for it.
-    async fn read_rest(&mut self, end: usize) -> Result<(), ForwardError> {
+    async fn read_rest(&mut self, end: usize, stall: Duration) -> Result<(), ForwardError> {
         self.say_continue().await?;
         while self.buf.len() < end {
             self.buf.reserve(end - self.buf.len());
-            match tokio::time::timeout(self.stall, self.io.read_buf(self.buf)).await {
+            match tokio::time::timeout(stall, self.io.read_buf(self.buf)).await {
                 Ok(Ok(0) | Err(_)) => return Err(ForwardError::RequestBody(BodyError::Cut)),
                 Ok(Ok(_)) => {}
-                Err(_) => return Err(ForwardError::RequestBody(BodyError::Stalled(self.stall))),
+                Err(_) => return Err(ForwardError::RequestBody(BodyError::Stalled(stall))),
             }
         }
         Ok(())
@@ -175,7 +169,9 @@ impl<D: AsyncRead + AsyncWrite + Unpin> Exchange for RelayExchange<'_, D> {
         if !self.whole {
             return Ok(false);
         }
-        self.down.read_whole().await?;
+        self.down
+            .read_whole(self.forwarder.limits().request_body)
+            .await?;
         if let Some((group, endpoint)) = send.selected.mirror()
             && self.asked.tunnel.is_none()
             && let Some(copy) = super::shadow_copy(self.down.whole(), crate::http::mirror::shadowed)
@@ -203,7 +199,9 @@ impl<D: AsyncRead + AsyncWrite + Unpin> Exchange for RelayExchange<'_, D> {
             };
             self.down.begun = true;
             // Boxed: an upload's state is large, and most requests have none.
-            let (info, early) = Box::pin(stream(&mut conn, &mut self.down, &self.asked)).await?;
+            let limits = self.forwarder.limits();
+            let upload = stream(&mut conn, &mut self.down, &self.asked, limits);
+            let (info, early) = Box::pin(upload).await?;
             return Ok(RelayAnswer {
                 up: up.clone(),
                 conn,
@@ -211,8 +209,10 @@ impl<D: AsyncRead + AsyncWrite + Unpin> Exchange for RelayExchange<'_, D> {
                 early,
             });
         }
-        // An attempt without `prepare` (no rule asked for more than one) reads it here.
-        self.down.read_whole().await?;
+        // `prepare` read it; checked again (a flag) so `send` never goes out with less.
+        self.down
+            .read_whole(self.forwarder.limits().request_body)
+            .await?;
         let (mut conn, mut reused) = match self.held.take(up) {
             Some(conn) => (conn, true),
             None => (pool.connect_raw(up).await?, false),
@@ -256,13 +256,23 @@ async fn round_trip(
         conn.io.flush().await
     };
     sent.await.map_err(|e| (RelayError::Io(e), false))?;
-    let mut received = false;
+    read_final_head(&mut conn.io, &mut conn.buf, asked).await
+}
+
+/// Reads from `rd` into `buf` until the final response head is complete (see
+/// [`final_head_in`]). The error says whether any response byte had arrived.
+async fn read_final_head<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    asked: &Asked<'_>,
+) -> Result<ResponseInfo, (RelayError, bool)> {
+    let mut received = !buf.is_empty();
     loop {
-        if let Some(info) = final_head_in(&mut conn.buf, asked).map_err(|e| (e, true))? {
+        if let Some(info) = final_head_in(buf, asked).map_err(|e| (e, true))? {
             return Ok(info);
         }
-        conn.buf.reserve(8 * 1024);
-        match conn.io.read_buf(&mut conn.buf).await {
+        buf.reserve(8 * 1024);
+        match rd.read_buf(buf).await {
             Ok(0) => return Err((RelayError::Closed, received)),
             Ok(_) => received = true,
             Err(e) => return Err((e.into(), received)),
@@ -288,22 +298,25 @@ fn final_head_in(
 /// Sends the head and streams the body to `conn`, watching the upstream all the while:
 /// a response that comes before the body ends (413, 401, …) is the answer, whether the
 /// proxy was waiting on the caller or on the upstream to take more. Then waits (up to
-/// `down.response`) for the response head. `true` with the head: it came early.
+/// the response limit) for the response head; the caller may send nothing for the
+/// request-body limit. `true` with the head: it came early.
 async fn stream<D: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut RawConn,
     down: &mut Downstream<'_, D>,
     asked: &Asked<'_>,
+    limits: &Limits,
 ) -> Result<(ResponseInfo, bool), ForwardError> {
-    let limit = down.response;
+    let (limit, stall) = (limits.response, limits.request_body);
     conn.buf.clear();
     let (mut rd, mut wr) = tokio::io::split(&mut *conn.io);
     let up_buf = &mut conn.buf;
-    let head = match down.info.rewrite {
-        true => std::mem::take(down.rewritten),
-        false => down.buf[..down.info.len].to_vec(),
+    let head: &[u8] = match down.info.rewrite {
+        true => down.rewritten,
+        false => &down.buf[..down.info.len],
     };
+    let early = send_watching(&mut wr, &mut rd, up_buf, head, limit, asked).await?;
     down.buf.advance(down.info.len);
-    if let Some(info) = send_watching(&mut wr, &mut rd, up_buf, &head, limit, asked).await? {
+    if let Some(info) = early {
         return Ok((info, true));
     }
     down.say_continue().await?;
@@ -314,7 +327,7 @@ async fn stream<D: AsyncRead + AsyncWrite + Unpin>(
     let mut chunked = Chunked::default();
     let mut ended = down.info.body == Body::Length(0);
     // The caller's deadline moves with the caller's bytes only.
-    let mut caller_due = tokio::time::Instant::now() + down.stall;
+    let mut caller_due = tokio::time::Instant::now() + stall;
     while !ended {
         if !down.buf.is_empty() {
             let (take, end) = match down.info.body {
@@ -343,9 +356,9 @@ async fn stream<D: AsyncRead + AsyncWrite + Unpin>(
         tokio::select! {
             read = tokio::time::timeout_at(caller_due, down.io.read_buf(down.buf)) => {
                 match read {
-                    Err(_) => return Err(ForwardError::RequestBody(BodyError::Stalled(down.stall))),
+                    Err(_) => return Err(ForwardError::RequestBody(BodyError::Stalled(stall))),
                     Ok(Ok(0) | Err(_)) => return Err(ForwardError::RequestBody(BodyError::Cut)),
-                    Ok(Ok(_)) => caller_due = tokio::time::Instant::now() + down.stall,
+                    Ok(Ok(_)) => caller_due = tokio::time::Instant::now() + stall,
                 }
             }
             read = rd.read_buf(up_buf) => {
@@ -359,18 +372,9 @@ async fn stream<D: AsyncRead + AsyncWrite + Unpin>(
     within(limit, wr.flush())
         .await?
         .map_err(|e| ForwardError::Relay(RelayError::Io(e)))?;
-    let head = async {
-        loop {
-            if let Some(info) = final_head_in(up_buf, asked)? {
-                return Ok(info);
-            }
-            up_buf.reserve(8 * 1024);
-            if rd.read_buf(up_buf).await? == 0 {
-                return Err(RelayError::Closed);
-            }
-        }
-    };
-    let info = within(limit, head).await?.map_err(ForwardError::Relay)?;
+    let info = within(limit, read_final_head(&mut rd, up_buf, asked))
+        .await?
+        .map_err(|(e, _)| ForwardError::Relay(e))?;
     Ok((info, false))
 }
 
@@ -438,22 +442,11 @@ async fn salvage<R: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     asked: &Asked<'_>,
 ) -> Option<ResponseInfo> {
-    let read = async {
-        loop {
-            if let Ok(Some(info)) = final_head_in(buf, asked) {
-                return Some(info);
-            }
-            buf.reserve(8 * 1024);
-            match rd.read_buf(buf).await {
-                Ok(0) | Err(_) => return final_head_in(buf, asked).ok().flatten(),
-                Ok(_) => {}
-            }
-        }
-    };
+    let read = read_final_head(rd, buf, asked);
     tokio::time::timeout(Duration::from_secs(1), read)
         .await
+        .ok()?
         .ok()
-        .flatten()
 }
 
 /// `f` within `limit`, else the response timeout.
