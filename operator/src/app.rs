@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{self, AdminState};
 use crate::ca::Ca;
 use crate::cli::{Cli, SourceArg};
-use crate::compiler::{Compiler, Extra, Options, Rollouts};
+use crate::compiler::{Compiler, Extra, Options};
 use crate::healer::{Healer, HealingView, REPORT_QUEUE};
 use crate::kube_mode::Started;
 use crate::metrics::Metrics;
@@ -85,11 +85,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let tls = server_config(serving.cert)?;
 
-    let (rollouts_tx, rollouts_rx) = watch::channel(Rollouts::new());
     tokio::spawn(compile_loop(
         snapshot_rx,
         ca.clone(),
-        rollouts_rx,
         hub.clone(),
         metrics.clone(),
         opts.clone(),
@@ -106,7 +104,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             hub: hub.clone(),
             sink: sink.clone(),
             leader: leadership.subscribe(),
-            rollouts: rollouts_tx,
             view: encryption,
             trust_domain: cli.trust_domain.clone(),
         }
@@ -216,7 +213,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn compile_loop(
     mut rx: watch::Receiver<Arc<Snapshot>>,
     mut ca: watch::Receiver<Arc<Ca>>,
-    mut rollouts: watch::Receiver<Rollouts>,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     opts: Options,
@@ -229,7 +225,7 @@ async fn compile_loop(
     // the empty mesh of the initial value.
     let mut first_seen = false;
     // A closed channel never changes again (directory mode's CA is fixed at start).
-    let (mut ca_open, mut rollouts_open) = (true, true);
+    let mut ca_open = true;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -238,7 +234,6 @@ async fn compile_loop(
                 Err(_) => return,
             },
             changed = ca.changed(), if ca_open => ca_open = changed.is_ok(),
-            changed = rollouts.changed(), if rollouts_open => rollouts_open = changed.is_ok(),
         }
         if !first_seen {
             continue;
@@ -251,7 +246,6 @@ async fn compile_loop(
         let mut snapshot = Snapshot::clone(&rx.borrow_and_update());
         carry_accepted(&prev, &mut snapshot);
         let extra = Extra {
-            rollouts: rollouts.borrow_and_update().clone(),
             trust_bundle: ca.borrow_and_update().trust_bundle().pem().into(),
         };
         let started = Instant::now();
@@ -356,7 +350,7 @@ async fn status_loop(
         }
         let gone: Vec<_> = written
             .keys()
-            .filter(|id| !computed.statuses.contains_key(*id))
+            .filter(|id| !computed.statuses.contains_key(*id) && !computed.kept.contains(*id))
             .cloned()
             .collect();
         for (kind, key) in gone {

@@ -12,7 +12,7 @@ use braid_api::control::Ejection;
 use braid_operator::healer::{
     Act, ActError, Actuator, Healer, HealingView, KubeActuator, ReportBatch, Request,
 };
-use braid_operator::registry::{ObjectKey, Snapshot};
+use braid_operator::registry::{Kind, ObjectKey, Snapshot};
 use braid_operator::source::dir::registry_file;
 use braid_operator::source::dir::resources::{Generations, parse_file};
 use braid_operator::status::{Event, StatusError, StatusSink, StatusUpdate};
@@ -147,6 +147,13 @@ impl StatusSink for NoEvents {
     }
     fn event<'a>(&'a self, _: &'a Event) -> BoxFuture<'a, Result<(), StatusError>> {
         Box::pin(async { Ok(()) })
+    }
+    fn read<'a>(
+        &'a self,
+        _: Kind,
+        _: &'a ObjectKey,
+    ) -> BoxFuture<'a, Result<Option<serde_json::Value>, StatusError>> {
+        Box::pin(async { Ok(None) })
     }
 }
 

@@ -129,6 +129,24 @@ async fn a_status_is_applied_and_a_second_apply_replaces_it() {
 }
 
 #[tokio::test]
+async fn a_status_is_read_back_from_the_api_server_and_none_is_not_an_error() {
+    let (client, _) = fake().await;
+    let sink = KubeSink::new(client, None);
+    let key = ObjectKey::new("shop", "payments");
+    assert_eq!(
+        sink.read(Kind::TrafficRoute, &key).await.unwrap(),
+        None,
+        "no status written yet"
+    );
+    sink.apply(&accepted(3, true, "in force")).await.unwrap();
+    let read = sink.read(Kind::TrafficRoute, &key).await.unwrap().unwrap();
+    assert_eq!(read["observedGeneration"], 3);
+    assert_eq!(read["conditions"][0]["message"], "in force");
+    let deleted = ObjectKey::new("shop", "deleted");
+    assert_eq!(sink.read(Kind::TrafficRoute, &deleted).await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn the_status_of_a_deleted_resource_is_not_an_error() {
     let (client, _) = fake().await;
     let sink = KubeSink::new(client, None);

@@ -57,8 +57,6 @@ impl Default for Options {
 /// What a compile takes besides the snapshot: state the operator keeps itself.
 #[derive(Clone, Debug, Default)]
 pub struct Extra {
-    /// Where each automatic mTLS rollout stands.
-    pub rollouts: Rollouts,
     /// The mesh's trust bundle (PEM), for proxies to verify peers.
     pub trust_bundle: Arc<str>,
 }
@@ -194,13 +192,18 @@ impl Compiler {
         let healings = healing::oldest_first(snapshot);
         let mut outliers = healing::outlier_by_service(snapshot, &healings);
         let policies = encryption::oldest_first(snapshot);
-        // Before the rollout loop has spoken (a restarted operator's first compile, a
-        // follower), the progress the status records holds: a restart must never serve a
-        // rollout from its start again, nor a Strict one as Permissive.
-        let mut rollouts = snapshot.rollout_status.clone();
-        rollouts.extend(extra.rollouts.iter().map(|(k, p)| (k.clone(), *p)));
-        let tls_of =
-            |w: &Workload| encryption::tls_for(&policies, &rollouts, self.opts.default_tls_mode, w);
+        // Rollouts stand where their status records, as read back, on every replica
+        // alike: the leader's steps reach proxies only once written, so a leader lost
+        // right after a step leaves nothing in force that its successor would not resume
+        // from, and a restart never serves a rollout from its start again.
+        let tls_of = |w: &Workload| {
+            encryption::tls_for(
+                &policies,
+                &snapshot.rollout_status,
+                self.opts.default_tls_mode,
+                w,
+            )
+        };
         let mut services = HashMap::with_capacity(snapshot.services.len());
         let mut compiled = Vec::with_capacity(snapshot.services.len());
         for (key, entry) in &snapshot.services {

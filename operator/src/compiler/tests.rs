@@ -677,40 +677,43 @@ fn encryption_policies_apply_by_precedence_with_port_overrides_and_rollout() {
 }
 
 #[test]
-fn an_automatic_rollout_takes_its_percent_and_strictness_from_the_operator() {
+fn an_automatic_rollout_takes_its_percent_and_strictness_from_its_recorded_status() {
     let resources = policy(
         "auto",
         "",
         "mode: Permissive, rollout: {percent: 0, auto: {steps: [10, 50, 100], interval: 1m, enforceStrict: true}}",
     );
-    let snap = snapshot(REGISTRY, &resources);
+    let mut snap = snapshot(REGISTRY, &resources);
     let mut compiler = Compiler::new(Options::default());
     let before = compiler.compile(&snap);
     assert_eq!(
         tls_of(&before, "payments-a", "10.0.0.1"),
-        (TlsMode::Permissive, Some((TlsMode::Permissive, 0)))
+        (TlsMode::Permissive, Some((TlsMode::Permissive, 0))),
+        "nothing recorded: the rollout's start"
     );
-    let mut extra = Extra::default();
-    extra.rollouts.insert(
+    // The leader's step reaches the compiler only as its status, read back by the source.
+    snap.rollout_status.insert(
         key("auto"),
         Progress {
             percent: 50,
             strict: false,
         },
     );
-    let halfway = compiler.compile_with(&snap, &extra);
+    let halfway = compiler.compile(&snap);
     assert_eq!(
         tls_of(&halfway, "payments-a", "10.0.0.1"),
         (TlsMode::Permissive, Some((TlsMode::Permissive, 50)))
     );
-    extra.rollouts.insert(
+    snap.rollout_status.insert(
         key("auto"),
         Progress {
             percent: 100,
             strict: true,
         },
     );
-    extra.trust_bundle = "-----BEGIN CERTIFICATE-----\n".into();
+    let extra = Extra {
+        trust_bundle: "-----BEGIN CERTIFICATE-----\n".into(),
+    };
     let strict = compiler.compile_with(&snap, &extra);
     assert_eq!(
         tls_of(&strict, "payments-a", "10.0.0.1"),
@@ -724,41 +727,16 @@ fn an_automatic_rollout_takes_its_percent_and_strictness_from_the_operator() {
         strict.configs[&key("payments-a")].version,
         halfway.configs[&key("payments-a")].version
     );
-}
-
-#[test]
-fn before_the_rollout_loop_speaks_the_recorded_progress_holds() {
-    let resources = policy(
-        "auto",
-        "",
-        "mode: Permissive, rollout: {percent: 0, auto: {steps: [50, 100], interval: 1m, enforceStrict: true}}",
-    );
-    let mut snap = snapshot(REGISTRY, &resources);
+    // A step back is recorded like any step, and served like one.
     snap.rollout_status.insert(
         key("auto"),
         Progress {
-            percent: 100,
-            strict: true,
-        },
-    );
-    // A restarted operator compiles once before its rollout loop has ticked.
-    let restarted = compile(&snap, &Options::default());
-    assert_eq!(
-        tls_of(&restarted, "payments-a", "10.0.0.1"),
-        (TlsMode::Strict, Some((TlsMode::Strict, 100)))
-    );
-    // The leader's own progress (a step back, say) wins over what status says.
-    let mut extra = Extra::default();
-    extra.rollouts.insert(
-        key("auto"),
-        Progress {
-            percent: 50,
+            percent: 10,
             strict: false,
         },
     );
-    let stepped_back = Compiler::new(Options::default()).compile_with(&snap, &extra);
     assert_eq!(
-        tls_of(&stepped_back, "payments-a", "10.0.0.1"),
-        (TlsMode::Permissive, Some((TlsMode::Permissive, 50)))
+        tls_of(&compiler.compile(&snap), "payments-a", "10.0.0.1"),
+        (TlsMode::Permissive, Some((TlsMode::Permissive, 10)))
     );
 }

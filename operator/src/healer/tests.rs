@@ -307,7 +307,7 @@ async fn only_the_leader_acts_and_each_action_is_an_event_and_a_status_record() 
         rig.actuator.done.lock().unwrap().is_empty(),
         "a follower acted"
     );
-    assert!(rig.events.0.lock().unwrap().is_empty());
+    assert!(rig.events.events.lock().unwrap().is_empty());
     // The follower still knows what is unhealthy.
     assert_eq!(rig.view.borrow()[&key("heal")].unhealthy.len(), 1);
 
@@ -317,7 +317,7 @@ async fn only_the_leader_acts_and_each_action_is_an_event_and_a_status_record() 
         *rig.actuator.done.lock().unwrap(),
         [(Act::Restart, "payments-a".to_string())]
     );
-    let events = rig.events.0.lock().unwrap().clone();
+    let events = rig.events.events.lock().unwrap().clone();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].reason, "PodRestarted");
     assert!(events[0].note.contains("payments-a"), "{}", events[0].note);
@@ -347,7 +347,7 @@ async fn a_blocked_action_is_told_and_tried_again_later() {
     rig.both_report_a(at(0));
     rig.healer.step(&mut rig.memory, at(61)).await;
     rig.healer.step(&mut rig.memory, at(62)).await;
-    let events = rig.events.0.lock().unwrap().clone();
+    let events = rig.events.events.lock().unwrap().clone();
     assert_eq!(events.len(), 1, "held back, not retried every tick");
     assert_eq!(events[0].reason, "HealingBlocked");
     assert!(events[0].warning);
@@ -364,7 +364,7 @@ async fn action_none_notes_an_endpoint_once_per_run() {
     rig.both_report_a(at(0));
     rig.healer.step(&mut rig.memory, at(61)).await;
     rig.healer.step(&mut rig.memory, at(62)).await;
-    let events = rig.events.0.lock().unwrap().clone();
+    let events = rig.events.events.lock().unwrap().clone();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].reason, "EndpointUnhealthy");
     assert!(rig.actuator.done.lock().unwrap().is_empty());
@@ -379,12 +379,12 @@ async fn a_quarantine_no_longer_asked_for_is_lifted() {
     let mut rig = rig_of(REGISTRY, &healing("RestartPod", ""), true);
     *rig.actuator.fail.lock().unwrap() = Some("the API server is away".into());
     rig.healer.step(&mut rig.memory, at(0)).await;
-    assert_eq!(rig.events.0.lock().unwrap()[0].reason, "ReadmitFailed");
+    assert_eq!(rig.events.events.lock().unwrap()[0].reason, "ReadmitFailed");
     // Tried again a minute later, not every tick.
     *rig.actuator.fail.lock().unwrap() = None;
     rig.healer.step(&mut rig.memory, at(30)).await;
     assert!(rig.actuator.done.lock().unwrap().is_empty());
-    rig.events.0.lock().unwrap().clear();
+    rig.events.events.lock().unwrap().clear();
     rig.healer.step(&mut rig.memory, at(61)).await;
     // Until the registry shows the label gone, it is not readmitted twice.
     rig.healer.step(&mut rig.memory, at(62)).await;
@@ -392,7 +392,7 @@ async fn a_quarantine_no_longer_asked_for_is_lifted() {
         *rig.actuator.done.lock().unwrap(),
         [(Act::Readmit, "payments-c".to_string())]
     );
-    assert_eq!(rig.events.0.lock().unwrap()[0].reason, "PodReadmitted");
+    assert_eq!(rig.events.events.lock().unwrap()[0].reason, "PodReadmitted");
 }
 
 #[test]

@@ -11,4 +11,4 @@ mod traffic;
 mod tests;
 
 pub use plan::{Hold, Safety};
-pub use run::{EncryptionState, EncryptionView, RolloutLoop, TRAFFIC_QUEUE, TrafficBatch, phase};
+pub use run::{EncryptionState, EncryptionView, RolloutLoop, TRAFFIC_QUEUE, TrafficBatch};

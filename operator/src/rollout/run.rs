@@ -1,6 +1,7 @@
-//! The rollout loop: folds proxies' traffic reports in as they arrive and, every tick,
-//! moves each automatic rollout on (when this replica leads), tells the compiler where
-//! rollouts stand, records Events and publishes what EncryptionPolicy status shows.
+//! The rollout loop: folds proxies' traffic reports in as they arrive and, every tick
+//! while this replica leads, moves each automatic rollout on, records Events and
+//! publishes what EncryptionPolicy status shows. Proxies learn of a step only from that
+//! status, once written and read back (see `compiler`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -19,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::plan::{Hold, Measured, Position, Safety, Transition, hold, levels, step};
 use super::traffic::{TrafficBook, service_of};
-use crate::compiler::{Progress, Rollouts, encryption_policies_oldest_first, governing_policy};
+use crate::compiler::{Progress, encryption_policies_oldest_first, governing_policy};
 use crate::registry::{Kind, ObjectKey, Snapshot, Workload};
-use crate::source::recorded::progress_of;
+use crate::source::recorded::{progress_of, recorded_progress};
 use crate::status::{Event, StatusSink};
 use crate::stream::hub::Hub;
 
@@ -77,13 +78,14 @@ pub struct RolloutLoop {
     /// The compiler's output (its snapshot says which policy governs which workload,
     /// its configs who calls it) and the versions proxies applied.
     pub hub: Arc<Hub>,
-    /// Records Events.
+    /// Records Events, and holds the statuses a new leader resumes from.
     pub sink: Arc<dyn StatusSink>,
     /// Whether this replica leads; only the leader moves rollouts.
     pub leader: watch::Receiver<bool>,
-    /// Where rollouts stand, for the compiler.
-    pub rollouts: watch::Sender<Rollouts>,
-    /// What status shows.
+    /// What status shows, made while leading (empty while following). It is also how
+    /// a step reaches proxies: every replica compiles with the progress the status
+    /// records, read back by its source, so nothing is served that a successor would
+    /// not resume from.
     pub view: watch::Sender<Arc<EncryptionView>>,
     /// The SPIFFE trust domain, to name meshed plaintext sources.
     pub trust_domain: String,
@@ -126,7 +128,39 @@ impl RolloutLoop {
         }
     }
 
-    /// One tick: move rollouts on (when leading), publish progress and status.
+    /// Where each automatic rollout not yet tracked stands, read afresh from its status
+    /// (`None` inside: nothing recorded, it starts). A rollout whose status cannot be
+    /// read is left out, and tried again on the next tick.
+    async fn read_recorded(
+        &self,
+        snapshot: &Snapshot,
+        policies: &[(&ObjectKey, &EncryptionPolicy)],
+        memory: &Memory,
+    ) -> HashMap<ObjectKey, Option<Progress>> {
+        let mut out = HashMap::new();
+        for (key, policy) in policies {
+            if interval_of(&policy.spec).is_none() || memory.tracked.contains_key(*key) {
+                continue;
+            }
+            match self.sink.read(Kind::EncryptionPolicy, key).await {
+                Ok(status) => {
+                    let generation = snapshot
+                        .encryption_policies
+                        .get(*key)
+                        .and_then(|o| o.generation);
+                    let progress =
+                        status.and_then(|s| recorded_progress(generation, Some(&policy.spec), &s));
+                    out.insert((*key).clone(), progress);
+                }
+                Err(e) => {
+                    tracing::warn!(policy = %key, error = %e, "cannot read where the rollout stands; it waits until its status can be read");
+                }
+            }
+        }
+        out
+    }
+
+    /// One tick: move rollouts on and publish what status shows (when leading).
     pub(super) async fn tick(&mut self, memory: &mut Memory, now: Instant, wall: Timestamp) {
         let Some(published) = self.hub.current() else {
             return;
@@ -158,7 +192,20 @@ impl RolloutLoop {
             .values()
             .flat_map(|w| w.ips.iter().map(move |ip| (*ip, w.as_ref())))
             .collect();
-        let mut rollouts = Rollouts::new();
+        if !leader {
+            // Followers move nothing and write nothing: they compile with what the
+            // leader's status records, and should they lead, they read it afresh.
+            memory.tracked.clear();
+            self.view.send_if_modified(|current| {
+                let changed = !current.is_empty();
+                if changed {
+                    *current = Arc::new(EncryptionView::new());
+                }
+                changed
+            });
+            return;
+        }
+        let resumable = self.read_recorded(snapshot, &policies, memory).await;
         let mut view = EncryptionView::new();
         let mut events = Vec::new();
         for (key, policy) in &policies {
@@ -184,39 +231,46 @@ impl RolloutLoop {
             if let (Some(rollout), Some(interval)) = (&spec.rollout, interval_of(spec))
                 && let Some(auto) = &rollout.auto
             {
-                let recorded = snapshot.rollout_status.get(*key).copied();
-                let progress = if leader {
-                    let tracked = memory.tracked.entry((*key).clone()).or_insert_with(|| {
-                        let levels = levels(rollout.percent.min(100) as u8, auto);
-                        let mut pos = Position::start(now);
-                        // A new leader resumes where the status says the last one was.
-                        if let Some(p) = recorded {
-                            pos.level = levels.iter().rposition(|l| *l <= p.percent).unwrap_or(0);
-                            pos.strict = p.strict;
-                        }
-                        let (reason, verb) = match recorded {
-                            Some(_) => ("RolloutResumed", "resumed at"),
-                            None => ("RolloutStarted", "started at"),
-                        };
-                        events.push(event(
-                            key,
-                            reason,
-                            format!(
-                                "automatic mTLS rollout {verb} {} % of callers; steps {:?} %, one every {}",
-                                levels[pos.level],
-                                levels,
-                                auto.interval.as_str()
-                            ),
-                            false,
-                        ));
+                if !memory.tracked.contains_key(*key) {
+                    // Its recorded progress could not be read: nothing is known of where
+                    // it stands, so nothing moves and its status is left as it is.
+                    let Some(recorded) = resumable.get(*key).copied() else {
+                        continue;
+                    };
+                    let levels = levels(rollout.percent.min(100) as u8, auto);
+                    let mut pos = Position::start(now);
+                    // A new leader resumes where the status says the last one was.
+                    if let Some(p) = recorded {
+                        pos.level = levels.iter().rposition(|l| *l <= p.percent).unwrap_or(0);
+                        pos.strict = p.strict;
+                    }
+                    let (reason, verb) = match recorded {
+                        Some(_) => ("RolloutResumed", "resumed at"),
+                        None => ("RolloutStarted", "started at"),
+                    };
+                    events.push(event(
+                        key,
+                        reason,
+                        format!(
+                            "automatic mTLS rollout {verb} {} % of callers; steps {:?} %, one every {}",
+                            levels[pos.level],
+                            levels,
+                            auto.interval.as_str()
+                        ),
+                        false,
+                    ));
+                    memory.tracked.insert(
+                        (*key).clone(),
                         Tracked {
                             spec: spec.clone(),
                             levels,
                             pos,
                             since: wall,
                             held: None,
-                        }
-                    });
+                        },
+                    );
+                }
+                if let Some(tracked) = memory.tracked.get_mut(*key) {
                     if !tracked.pos.settled() {
                         let in_scope =
                             |t: &str| service_of(t).is_some_and(|s| services.contains(&s));
@@ -268,22 +322,9 @@ impl RolloutLoop {
                         hold_now = held;
                     }
                     step_started_at = Some(tracked.since);
-                    Progress {
-                        percent: tracked.levels[tracked.pos.level.min(tracked.levels.len() - 1)],
-                        strict: tracked.pos.strict,
-                    }
-                } else {
-                    // Followers compile with what the leader last wrote; should they lead,
-                    // they start from there.
-                    memory.tracked.remove(*key);
-                    recorded.unwrap_or(Progress {
-                        percent: rollout.percent.min(100) as u8,
-                        strict: false,
-                    })
-                };
-                percent = progress.percent;
-                strict |= progress.strict;
-                rollouts.insert((*key).clone(), progress);
+                    percent = tracked.levels[tracked.pos.level.min(tracked.levels.len() - 1)];
+                    strict |= tracked.pos.strict;
+                }
             }
             let since = now.checked_sub(window).unwrap_or(now);
             let inbound = memory.book.inbound(since, |k| pods.contains(k));
@@ -313,21 +354,12 @@ impl RolloutLoop {
                 },
             );
         }
-        if leader {
-            // The sink logs each event too.
-            for e in &events {
-                if let Err(err) = self.sink.event(e).await {
-                    tracing::warn!(error = %err, "event not recorded");
-                }
+        // The sink logs each event too.
+        for e in &events {
+            if let Err(err) = self.sink.event(e).await {
+                tracing::warn!(error = %err, "event not recorded");
             }
         }
-        self.rollouts.send_if_modified(|current| {
-            let changed = *current != rollouts;
-            if changed {
-                *current = rollouts;
-            }
-            changed
-        });
         // Counts change with every report: status takes them with any other change, else
         // at most every COUNTS_EVERY, so a busy mesh does not write statuses every second.
         let counts_due = memory
@@ -349,7 +381,7 @@ impl RolloutLoop {
 }
 
 /// The phase a status shows for a policy in `mode`, Strict enforced or not, at `percent`.
-pub fn phase(mode: TlsMode, strict: bool, percent: u8) -> EncryptionPhase {
+fn phase(mode: TlsMode, strict: bool, percent: u8) -> EncryptionPhase {
     match (mode, strict, percent) {
         (_, true, _) => EncryptionPhase::Strict,
         (TlsMode::Disabled, _, _) | (_, _, 0) => EncryptionPhase::Plaintext,

@@ -10,8 +10,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::run::Memory;
 use super::*;
+use crate::compiler::Progress;
 use crate::compiler::{Options, compile};
-use crate::compiler::{Progress, Rollouts};
 use crate::registry::{ObjectKey, Snapshot};
 use crate::stream::hub::{Hub, Published};
 use braid_crds::encryption_policy::EncryptionPhase;
@@ -33,7 +33,6 @@ struct Rig {
     rollout: RolloutLoop,
     hub: Arc<Hub>,
     events: Arc<Events>,
-    rollouts: watch::Receiver<Rollouts>,
     view: watch::Receiver<Arc<EncryptionView>>,
     memory: Memory,
 }
@@ -41,7 +40,6 @@ struct Rig {
 fn rig(snapshot: Snapshot, leader: bool) -> Rig {
     let events = Arc::new(Events::default());
     let (_, reports) = mpsc::channel(1);
-    let (rollouts_tx, rollouts) = watch::channel(Rollouts::new());
     let (view_tx, view) = watch::channel(Arc::new(EncryptionView::new()));
     let hub = Arc::new(Hub::default());
     hub.publish(Published {
@@ -56,12 +54,10 @@ fn rig(snapshot: Snapshot, leader: bool) -> Rig {
             hub,
             sink: events.clone(),
             leader: watch::channel(leader).1,
-            rollouts: rollouts_tx,
             view: view_tx,
             trust_domain: "cluster.local".into(),
         },
         events,
-        rollouts,
         view,
         memory: Memory::default(),
     }
@@ -73,7 +69,7 @@ fn key() -> ObjectKey {
 
 fn reasons(events: &Events) -> Vec<String> {
     events
-        .0
+        .events
         .lock()
         .unwrap()
         .iter()
@@ -88,8 +84,30 @@ impl Rig {
             .await;
     }
 
+    /// Where the rollout stands in what status shows (and so, once written and read
+    /// back, in what every replica compiles).
     fn percent(&self) -> Option<Progress> {
-        self.rollouts.borrow().get(&key()).copied()
+        self.view.borrow().get(&key()).map(|s| Progress {
+            percent: s.percent,
+            strict: s.phase == EncryptionPhase::Strict,
+        })
+    }
+
+    /// Status records `progress` for the policy, as the last leader wrote it.
+    fn record(&self, progress: Progress) {
+        let snapshot = self.hub.current().unwrap().snapshot.clone();
+        let policy = snapshot.encryption_policies[&key()]
+            .accepted
+            .clone()
+            .unwrap();
+        self.events.statuses.lock().unwrap().insert(
+            (crate::registry::Kind::EncryptionPolicy, key()),
+            serde_json::json!({
+                "currentPercent": progress.percent,
+                "phase": if progress.strict { "Strict" } else { "RollingOut" },
+                "progressOf": crate::source::recorded::progress_of(&policy.spec),
+            }),
+        );
     }
 
     /// Every proxy reports the config it is served now.
@@ -261,23 +279,29 @@ async fn callers_failing_more_send_the_rollout_back() {
 }
 
 #[tokio::test]
-async fn followers_follow_the_status_and_a_new_leader_resumes_from_it() {
+async fn followers_write_nothing_and_a_new_leader_resumes_from_a_fresh_read_of_status() {
+    // This replica's source has not yet read back the last leader's final step: its
+    // snapshot says 0 %, the status itself 50 %.
     let mut snapshot = crate::source::dir::snapshot_of(REGISTRY, AUTO);
     snapshot.rollout_status.insert(
         key(),
         Progress {
-            percent: 50,
+            percent: 0,
             strict: false,
         },
     );
+    let fifty = Progress {
+        percent: 50,
+        strict: false,
+    };
     let mut follower = rig(snapshot.clone(), false);
+    follower.record(fifty);
     let t0 = Instant::now();
     follower.tick(t0).await;
     follower.tick(t0 + 60 * S).await;
-    assert_eq!(
-        follower.percent().unwrap().percent,
-        50,
-        "never moves by itself"
+    assert!(
+        follower.view.borrow().is_empty(),
+        "followers write no status"
     );
     assert!(
         reasons(&follower.events).is_empty(),
@@ -285,8 +309,9 @@ async fn followers_follow_the_status_and_a_new_leader_resumes_from_it() {
     );
 
     let mut leader = rig(snapshot, true);
+    leader.record(fifty);
     leader.tick(t0).await;
-    assert_eq!(leader.percent().unwrap().percent, 50);
+    assert_eq!(leader.percent(), Some(fifty), "not the stale 0 %");
     assert_eq!(reasons(&leader.events), ["RolloutResumed"]);
     leader
         .memory
@@ -294,6 +319,54 @@ async fn followers_follow_the_status_and_a_new_leader_resumes_from_it() {
         .add(ObjectKey::new("shop", "checkout"), calls(25, 0), t0 + 5 * S);
     leader.tick(t0 + 10 * S).await;
     assert_eq!(leader.percent().unwrap().percent, 100);
+}
+
+/// A sink whose statuses cannot be read (the API server unreachable).
+struct Unreadable(Events);
+
+impl crate::status::StatusSink for Unreadable {
+    fn apply<'a>(
+        &'a self,
+        update: &'a crate::status::StatusUpdate,
+    ) -> futures::future::BoxFuture<'a, Result<(), crate::status::StatusError>> {
+        self.0.apply(update)
+    }
+    fn event<'a>(
+        &'a self,
+        event: &'a crate::status::Event,
+    ) -> futures::future::BoxFuture<'a, Result<(), crate::status::StatusError>> {
+        self.0.event(event)
+    }
+    fn read<'a>(
+        &'a self,
+        _: crate::registry::Kind,
+        key: &'a ObjectKey,
+    ) -> futures::future::BoxFuture<'a, Result<Option<serde_json::Value>, crate::status::StatusError>>
+    {
+        Box::pin(async move {
+            Err(crate::status::StatusError {
+                what: format!("status of {key}"),
+                message: "connection refused".into(),
+            })
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_leader_that_cannot_read_where_a_rollout_stands_neither_moves_nor_writes_it() {
+    let mut rig = rig(crate::source::dir::snapshot_of(REGISTRY, AUTO), true);
+    let unreadable = Arc::new(Unreadable(Events::default()));
+    rig.rollout.sink = unreadable.clone();
+    let t0 = Instant::now();
+    rig.tick(t0).await;
+    rig.tick(t0 + 60 * S).await;
+    assert_eq!(rig.percent(), None, "no status to write: it stays as it is");
+    assert!(reasons(&unreadable.0).is_empty(), "not started over");
+    // Readable again (nothing recorded): it starts.
+    rig.rollout.sink = rig.events.clone();
+    rig.tick(t0 + 61 * S).await;
+    assert_eq!(rig.percent().unwrap().percent, 0);
+    assert_eq!(reasons(&rig.events), ["RolloutStarted"]);
 }
 
 #[tokio::test]

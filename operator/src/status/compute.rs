@@ -1,6 +1,6 @@
 //! Statuses from a snapshot, the compiled configs and what proxies report.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use braid_api::config::ProxyConfig;
@@ -16,7 +16,7 @@ use super::{Event, StatusUpdate};
 use crate::compiler::{conflicts, service_for_host};
 use crate::healer::HealingView;
 use crate::registry::{Kind, ObjectKey, Observed, Snapshot};
-use crate::rollout::{EncryptionState, EncryptionView, Safety, phase};
+use crate::rollout::{EncryptionState, EncryptionView, Safety};
 use crate::source::recorded::progress_of;
 
 /// The condition type every braid resource carries.
@@ -81,6 +81,9 @@ pub struct Computed {
     pub statuses: BTreeMap<(Kind, ObjectKey), StatusUpdate>,
     /// Events: a resource that became invalid (or changed while invalid).
     pub events: Vec<Event>,
+    /// Resources whose status stands as last written: nothing here may say more of them
+    /// yet (an accepted EncryptionPolicy before this leader's rollout loop has spoken).
+    pub kept: BTreeSet<(Kind, ObjectKey)>,
 }
 
 /// Computes the status of every resource in `snapshot`. `previous` holds what was last
@@ -139,15 +142,13 @@ pub fn compute(
             status.step_started_at = state.step_started_at.map(Time);
             status.traffic = Some(state.traffic.clone());
             status.plaintext_sources = state.plaintext_sources.clone();
-        } else if let (Some(p), Some(policy)) =
-            (snapshot.rollout_status.get(&obs.key), obs.accepted.as_ref())
-        {
-            // The rollout loop has not spoken since this replica began leading: the
-            // progress status records stands. Written without it, the status would erase
-            // what every replica compiles with and resumes from.
-            status.phase = Some(phase(policy.spec.mode, p.strict, p.percent));
-            status.current_percent = Some(u32::from(p.percent));
-            status.progress_of = Some(progress_of(&policy.spec));
+        } else if obs.accepted.is_some() {
+            // The rollout loop has not spoken since this replica began leading. Its
+            // status records where the rollout stands, which every replica compiles
+            // with and a leader resumes from; this replica's copy of it may be older
+            // than the last leader's final write, so it is left alone.
+            out.kept.insert((Kind::EncryptionPolicy, obs.key.clone()));
+            continue;
         }
         status.conditions = conditions;
         push(&mut out, Kind::EncryptionPolicy, obs, &status, previous);
@@ -519,7 +520,7 @@ workloads:
     }
 
     #[test]
-    fn a_new_leader_writes_the_recorded_progress_until_its_rollout_loop_speaks() {
+    fn a_new_leader_leaves_an_encryption_status_alone_until_its_rollout_loop_speaks() {
         let mut snap = registry_only();
         let policy = "apiVersion: braid.dev/v1alpha1\nkind: EncryptionPolicy\nmetadata: {name: pay, namespace: shop}\nspec: {mode: Permissive, rollout: {percent: 0, auto: {steps: [100], interval: 10s, enforceStrict: true}}}\n";
         Generations::default().insert_all(&parse_file(policy).unwrap(), &mut snap);
@@ -545,9 +546,12 @@ workloads:
             &BTreeMap::new(),
             &time("2026-11-22T00:00:00Z"),
         );
-        let status = &out.statuses[&(Kind::EncryptionPolicy, key)].status;
-        assert_eq!(status["phase"], "Strict");
-        assert_eq!(status["currentPercent"], 100);
+        // Its copy of the status may be older than the last leader's final write: what
+        // it would write could lower protection, so it writes nothing, and forgets
+        // nothing either.
+        let id = (Kind::EncryptionPolicy, key);
+        assert!(!out.statuses.contains_key(&id), "{:?}", out.statuses);
+        assert!(out.kept.contains(&id));
     }
 
     #[test]

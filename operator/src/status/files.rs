@@ -58,6 +58,28 @@ impl StatusSink for FileSink {
         })
     }
 
+    fn read<'a>(
+        &'a self,
+        kind: Kind,
+        key: &'a ObjectKey,
+    ) -> BoxFuture<'a, Result<Option<serde_json::Value>, StatusError>> {
+        Box::pin(async move {
+            let path = self.path(kind, key);
+            let err = |message: String| StatusError {
+                what: path.display().to_string(),
+                message,
+            };
+            let text = match tokio::fs::read_to_string(&path).await {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(err(e.to_string())),
+            };
+            let mut doc: serde_json::Value =
+                serde_norway::from_str(&text).map_err(|e| err(e.to_string()))?;
+            Ok(doc.get_mut("status").map(serde_json::Value::take))
+        })
+    }
+
     fn forget<'a>(&'a self, kind: Kind, key: &'a ObjectKey) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let _ = tokio::fs::remove_file(self.path(kind, key)).await;

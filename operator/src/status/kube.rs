@@ -105,6 +105,22 @@ impl StatusSink for KubeSink {
         })
     }
 
+    /// A GET, which the API server answers from etcd (a quorum read), not from a watch
+    /// cache that may lag the last leader's writes.
+    fn read<'a>(
+        &'a self,
+        kind: Kind,
+        key: &'a ObjectKey,
+    ) -> BoxFuture<'a, Result<Option<serde_json::Value>, StatusError>> {
+        Box::pin(async move {
+            match self.api(kind, &key.namespace).get_status(&key.name).await {
+                Ok(mut obj) => Ok(obj.data.get_mut("status").map(serde_json::Value::take)),
+                Err(e) if is_not_found(&e) => Ok(None),
+                Err(e) => Err(failed("status read", kind, key, e)),
+            }
+        })
+    }
+
     /// The event regards the resource by uid too, which `kubectl describe` matches on, so
     /// the resource is read first; one already deleted gets no event.
     fn event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), StatusError>> {

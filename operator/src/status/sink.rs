@@ -46,6 +46,14 @@ pub trait StatusSink: Send + Sync + 'static {
     fn apply<'a>(&'a self, update: &'a StatusUpdate) -> BoxFuture<'a, Result<(), StatusError>>;
     /// Records an event about a resource.
     fn event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), StatusError>>;
+    /// The `status` last written for a resource (`None`: none yet), read from where it is
+    /// kept rather than from a cache: what a new leader resumes from must include every
+    /// write the last leader made before it let the lease go.
+    fn read<'a>(
+        &'a self,
+        kind: Kind,
+        key: &'a ObjectKey,
+    ) -> BoxFuture<'a, Result<Option<serde_json::Value>, StatusError>>;
     /// The resource is gone: drop what was written for it, where that outlives it (the
     /// API server deletes a status with its object, so by default there is nothing to do).
     fn forget<'a>(&'a self, _kind: Kind, _key: &'a ObjectKey) -> BoxFuture<'a, ()> {
