@@ -31,10 +31,8 @@ lint: ## Clippy with warnings as errors
 deps-check: ## The operator and the injector depend on the contract (braid-api), never on the proxy
 	scripts/deps-check
 
-# The proxy's modules form no loop; the operator's still do (issue 19 untangles them),
-# and are checked here once they do not.
-module-loops: ## Loops between a crate's top-level modules (the proxy's must have none)
-	scripts/module-loops proxy
+module-loops: ## Loops between a crate's top-level modules (the proxy's and the operator's must have none)
+	scripts/module-loops proxy operator
 
 unit: ## Unit and integration tests of every crate (no root needed; make test adds the checks and e2e)
 	$(CARGO) test --workspace --exclude braid-e2e

@@ -10,8 +10,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::stream::hub::Hub;
 
 /// What the admin handlers read.
 #[derive(Clone)]

@@ -18,12 +18,13 @@ use crate::ca::Ca;
 use crate::cli::{Cli, SourceArg};
 use crate::compiler::{Compiler, Extra, Options};
 use crate::healer::{Healer, HealingView, REPORT_QUEUE};
+use crate::hub::{Hub, Published};
 use crate::kube_mode::Started;
 use crate::metrics::Metrics;
 use crate::registry::{Kind, ObjectKey, Snapshot, carry_accepted};
 use crate::rollout::{EncryptionView, RolloutLoop, TRAFFIC_QUEUE};
-use crate::status::{ProxyState, StatusSink, StatusUpdate, Views, compute};
-use crate::stream::hub::{Hub, Published};
+use crate::sink::{StatusSink, StatusUpdate};
+use crate::status::{ProxyState, Views, compute};
 use crate::stream::server::{Signer, StreamState, router};
 use crate::stream::tls::{serve, server_config};
 

@@ -15,6 +15,7 @@ use rustls_pki_types::ServerName;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::ca::ServingCert;
 use crate::ca::files::load_or_create;
 use crate::ca::secret::Origin;
 use crate::ca::serving::ServingRotation;
@@ -23,12 +24,11 @@ use crate::healer::CommandActuator;
 use crate::kube_mode::Started;
 use crate::leader::{FileLeases, LEASE_NAME, LeaderElector, LeaseConfig};
 use crate::registry::Snapshot;
+use crate::sink::FileSink;
 use crate::source::Source;
 use crate::source::dir::DirSource;
-use crate::status::FileSink;
 use crate::stream::auth::BootstrapTokens;
 use crate::stream::relay::{LeaseLocator, Relay};
-use crate::stream::tls::ServingCert;
 
 /// Where the CA's files are, in the state (status) directory.
 pub const CA_DIR: &str = "ca";

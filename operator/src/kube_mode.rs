@@ -18,17 +18,17 @@ use crate::ca::secret::{CaSecret, Origin};
 use crate::ca::serving::ServingRotation;
 use crate::ca::trust::TrustDistributor;
 use crate::ca::webhook::{WebhookNames, WebhookTls};
+use crate::ca::{Serving, ServingCert};
 use crate::cli::Cli;
 use crate::healer::{Actuator, KubeActuator};
 use crate::leader::{LeaderElector, Leadership, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::registry::Snapshot;
+use crate::sink::{KubeSink, StatusSink};
 use crate::source::kube::KubeSource;
 use crate::source::{Source, SourceError};
-use crate::status::{KubeSink, StatusSink};
 use crate::stream::auth::Authenticator;
 use crate::stream::relay::Relay;
-use crate::stream::tls::{Serving, ServingCert};
 use crate::stream::token_review::TokenReviewer;
 
 /// What a mode hands the rest of the operator.

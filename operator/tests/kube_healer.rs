@@ -12,11 +12,11 @@ use braid_api::control::Ejection;
 use braid_operator::healer::{
     Act, ActError, Actuator, Healer, HealingView, KubeActuator, ReportBatch, Request,
 };
+use braid_operator::hub::Published;
 use braid_operator::registry::{Kind, ObjectKey, Snapshot};
+use braid_operator::sink::{Event, StatusError, StatusSink, StatusUpdate};
 use braid_operator::source::dir::registry_file;
 use braid_operator::source::dir::resources::{Generations, parse_file};
-use braid_operator::status::{Event, StatusError, StatusSink, StatusUpdate};
-use braid_operator::stream::hub::Published;
 use futures::future::BoxFuture;
 use http::{Method, StatusCode};
 use kube_mock::{Log, client, failure};

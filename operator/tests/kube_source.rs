@@ -360,8 +360,8 @@ async fn rollout_progress_in_a_real_api_servers_status_reaches_the_snapshot() {
     stop.cancel();
     task.await.unwrap().unwrap();
 
-    use braid_operator::compiler::Progress;
     use braid_operator::registry::ObjectKey;
+    use braid_operator::registry::Progress;
     let key = ObjectKey::new("shop", "shop-mtls");
     assert_eq!(
         snap.rollout_status.get(&key),

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use braid_crds::TrafficRoute;
 use braid_operator::registry::{Kind, ObjectKey};
-use braid_operator::status::kube::FIELD_MANAGER;
-use braid_operator::status::{Event, KubeSink, StatusSink, StatusUpdate};
+use braid_operator::sink::kube::FIELD_MANAGER;
+use braid_operator::sink::{Event, KubeSink, StatusSink, StatusUpdate};
 use k8s_openapi::api::events::v1::Event as KubeEvent;
 use kube::Api;
 use kube::api::ListParams;

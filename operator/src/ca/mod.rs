@@ -16,6 +16,7 @@ pub mod maintain;
 pub mod material;
 pub mod secret;
 pub mod serving;
+pub mod serving_cert;
 pub mod trust;
 pub mod validity;
 pub mod verify;
@@ -23,4 +24,5 @@ pub mod webhook;
 
 pub use authority::{Ca, CaError, IssuedCert, LeafRequest, SignedIdentity};
 pub use material::{CaMaterial, MaterialError, TrustBundle};
+pub use serving_cert::{Serving, ServingCert, SwappableCert, TlsError};
 pub use validity::Validity;

@@ -13,8 +13,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::authority::{Ca, CaEnding, CaError, IssuedCert, LeafRequest, timestamp};
+use super::serving_cert::{Serving, SwappableCert};
 use super::validity::Validity;
-use crate::stream::tls::{Serving, SwappableCert};
 
 /// How long the operator's serving certificate is valid. Short, because renewing costs
 /// nothing (local signing, see the module docs) and a leaked key is then useful for a

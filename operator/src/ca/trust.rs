@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::material::{TRUST_BUNDLE_KEY, TrustBundle};
 use super::secret::MANAGED_BY;
-use crate::status::kube::FIELD_MANAGER;
+use crate::sink::kube::FIELD_MANAGER;
 
 /// The ConfigMap's name, in every opted-in namespace (the injector's
 /// `OPERATOR_CA_CONFIGMAP`).

@@ -16,7 +16,7 @@ use super::authority::{Ca, CaEnding, CaError, LeafRequest};
 use super::issued::{Assessment, Reason, assess};
 use super::material::TrustBundle;
 use super::secret::{CA_ROLE, CLUSTER_ROLE, forbidden_hint, labelled_secret};
-use crate::status::kube::FIELD_MANAGER;
+use crate::sink::kube::FIELD_MANAGER;
 
 /// How long a webhook certificate is valid. Long enough that the webhook keeps working
 /// through a long operator outage (it is renewed with 30 days left), short enough that

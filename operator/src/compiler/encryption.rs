@@ -5,47 +5,11 @@
 //! every caller's config, what its server accepts and what share of callers originate
 //! mTLS to it.
 
-use std::collections::BTreeMap;
-
 use braid_api::config::tls::{EndpointTls, InboundTls, PortMode, TlsMode};
 use braid_crds::EncryptionPolicy;
 use braid_crds::encryption_policy::TlsMode as CrdMode;
 
-use crate::registry::{ObjectKey, Snapshot, Workload};
-
-/// Where an automatic rollout stands, as the operator's rollout controller drives it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Progress {
-    /// The share of callers originating mTLS now.
-    pub percent: u8,
-    /// The controller switched the policy to Strict (`enforceStrict`).
-    pub strict: bool,
-}
-
-/// The progress of each automatic rollout, by policy.
-pub type Rollouts = BTreeMap<ObjectKey, Progress>;
-
-/// The accepted EncryptionPolicies, oldest first.
-pub fn oldest_first(snapshot: &Snapshot) -> Vec<(&ObjectKey, &EncryptionPolicy)> {
-    super::accepted_oldest_first(&snapshot.encryption_policies)
-}
-
-/// The policy governing `workload`: the oldest selecting it by labels, else the oldest
-/// namespace-wide one.
-pub fn governing<'a>(
-    policies: &[(&'a ObjectKey, &'a EncryptionPolicy)],
-    workload: &Workload,
-) -> Option<(&'a ObjectKey, &'a EncryptionPolicy)> {
-    let in_namespace = || {
-        policies
-            .iter()
-            .filter(|(key, _)| key.namespace == workload.key.namespace)
-    };
-    in_namespace()
-        .find(|(_, p)| !p.spec.selector.is_empty() && p.spec.selector.matches(&workload.labels))
-        .or_else(|| in_namespace().find(|(_, p)| p.spec.selector.is_empty()))
-        .copied()
-}
+use crate::registry::{ObjectKey, Rollouts, Workload, governing_policy};
 
 /// A workload's TLS, in the form both sides of its proxies take.
 #[derive(Clone, Debug, PartialEq)]
@@ -64,7 +28,7 @@ pub fn tls_for(
     default_mode: TlsMode,
     workload: &Workload,
 ) -> WorkloadTls {
-    let Some((key, policy)) = governing(policies, workload) else {
+    let Some((key, policy)) = governing_policy(policies, workload) else {
         return WorkloadTls {
             inbound: InboundTls {
                 mode: default_mode,

@@ -13,11 +13,6 @@ use braid_crds::self_healing::{OutlierDetection as CrdOutlier, OverloadSignal as
 use super::routes::millis;
 use crate::registry::{ObjectKey, Snapshot, Workload};
 
-/// The accepted SelfHealings, oldest first.
-pub fn oldest_first(snapshot: &Snapshot) -> Vec<(&ObjectKey, &SelfHealing)> {
-    super::accepted_oldest_first(&snapshot.self_healings)
-}
-
 /// The overload protection of `workload`'s inbound side, from `healings` (oldest first).
 pub fn overload_for(
     healings: &[(&ObjectKey, &SelfHealing)],

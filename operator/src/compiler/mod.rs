@@ -20,11 +20,6 @@ use braid_api::identity::WorkloadId;
 use braid_crds::TrafficRoute;
 use braid_crds::traffic_route::Group;
 
-pub use encryption::{
-    Progress, Rollouts, governing as governing_policy,
-    oldest_first as encryption_policies_oldest_first,
-};
-pub use healing::oldest_first as self_healings_oldest_first;
 pub use host::{hostnames, service_for_host};
 pub use routes::{Conflict, RouteSet, conflicts};
 pub use service::{CompiledService, ServiceInputs, compile_service};
@@ -138,23 +133,6 @@ struct CachedWorkload {
     config: Arc<ProxyConfig>,
 }
 
-/// The last valid generation of each resource in `resources`, oldest first, ties by
-/// namespace/name, so no outcome depends on map order.
-fn accepted_oldest_first<T>(
-    resources: &BTreeMap<ObjectKey, crate::registry::Observed<T>>,
-) -> Vec<(&ObjectKey, &T)> {
-    let mut found: Vec<(Option<&str>, &ObjectKey, &T)> = resources
-        .values()
-        .filter_map(|o| {
-            o.accepted
-                .as_deref()
-                .map(|r| (o.created.as_deref(), &o.key, r))
-        })
-        .collect();
-    found.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    found.into_iter().map(|(_, key, r)| (key, r)).collect()
-}
-
 /// Compiles `snapshot` from scratch.
 pub fn compile(snapshot: &Snapshot, opts: &Options) -> Output {
     Compiler::new(opts.clone()).compile(snapshot)
@@ -189,9 +167,9 @@ impl Compiler {
             },
         };
         let groups = &cached_routes.groups;
-        let healings = healing::oldest_first(snapshot);
+        let healings = snapshot.self_healings_oldest_first();
         let mut outliers = healing::outlier_by_service(snapshot, &healings);
-        let policies = encryption::oldest_first(snapshot);
+        let policies = snapshot.encryption_policies_oldest_first();
         // Rollouts stand where their status records, as read back, on every replica
         // alike: the leader's steps reach proxies only once written, so a leader lost
         // right after a step leaves nothing in force that its successor would not resume
@@ -353,7 +331,7 @@ impl Compiler {
     /// oldest first (ties by namespace/name), so the outcome never depends on map order.
     fn groups_by_service(&self, snapshot: &Snapshot) -> HashMap<ObjectKey, Vec<Group>> {
         let mut out: HashMap<ObjectKey, Vec<Group>> = HashMap::new();
-        for (key, route) in routes::oldest_first(snapshot) {
+        for (key, route) in snapshot.traffic_routes_oldest_first() {
             let Some(svc) =
                 service_for_host(&route.spec.host, &key.namespace, &self.opts.cluster_domain)
             else {

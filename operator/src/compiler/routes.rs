@@ -14,7 +14,6 @@ use braid_crds::traffic_route::{
     RetryOn as CrdRetryOn, RouteRule, TrafficRoute,
 };
 
-use super::accepted_oldest_first;
 use super::host::service_for_host;
 use super::version::Digest256;
 use crate::registry::{ObjectKey, Snapshot};
@@ -79,7 +78,7 @@ struct Winner<'a> {
 fn resolve<'a>(snapshot: &'a Snapshot, cluster_domain: &str) -> (Vec<Winner<'a>>, Vec<Conflict>) {
     let mut winners: Vec<Winner<'a>> = Vec::new();
     let mut conflicts = Vec::new();
-    for (key, route) in oldest_first(snapshot) {
+    for (key, route) in snapshot.traffic_routes_oldest_first() {
         let Some(service) = service_for_host(&route.spec.host, &key.namespace, cluster_domain)
             .filter(|svc| snapshot.services.contains_key(svc))
         else {
@@ -166,11 +165,6 @@ impl RouteSet {
         self.by_labels.insert(labels.clone(), out.clone());
         out
     }
-}
-
-/// The TrafficRoutes in force (the last valid generation of each), oldest first.
-pub(super) fn oldest_first(snapshot: &Snapshot) -> Vec<(&ObjectKey, &TrafficRoute)> {
-    accepted_oldest_first(&snapshot.traffic_routes)
 }
 
 /// `rule` as a caller with `labels` sees it: the match entries it cannot meet removed,

@@ -11,7 +11,6 @@ use braid_crds::traffic_route::Group;
 use super::Options;
 use super::host::hostnames;
 use super::version::Digest256;
-use crate::healer::quarantine::is_quarantined;
 use crate::registry::{ServiceEntry, Workload};
 
 /// Everything one compiled Service depends on. When these are equal, so is the output,
@@ -50,7 +49,7 @@ pub fn compile_service(inputs: &ServiceInputs, opts: &Options) -> CompiledServic
         .zip(&inputs.workloads)
         .zip(&inputs.tls)
         // A quarantined pod (SelfHealing's RemoveFromService) is in no proxy's config.
-        .filter(|((_, w), _)| !w.as_deref().is_some_and(is_quarantined))
+        .filter(|((_, w), _)| !w.as_deref().is_some_and(Workload::is_quarantined))
         .map(|((ep, w), tls)| {
             let w = w.as_deref();
             let endpoint = Endpoint {

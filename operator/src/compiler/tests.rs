@@ -5,7 +5,7 @@ use std::sync::Arc;
 use braid_api::config::{DEFAULT_GROUP, Protocol, ProxyConfig};
 
 use super::*;
-use crate::registry::carry_accepted;
+use crate::registry::{Progress, carry_accepted};
 
 const REGISTRY: &str = r#"
 services:

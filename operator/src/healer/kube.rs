@@ -8,7 +8,7 @@ use kube::{Api, Client};
 
 use super::actuator::{Act, ActError, Actuator, Request};
 use super::quarantine::{QUARANTINED, QUARANTINED_BY, tag};
-use crate::status::kube::FIELD_MANAGER;
+use crate::sink::kube::FIELD_MANAGER;
 
 /// Acts through the API server.
 pub struct KubeActuator {

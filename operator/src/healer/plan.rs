@@ -11,9 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::ledger::Ledger;
-use super::quarantine::{QUARANTINED_BY, is_quarantined, tag};
+use super::quarantine::{QUARANTINED_BY, tag};
 use super::reports::{EndpointRef, Reports};
-use crate::compiler::self_healings_oldest_first;
 use crate::registry::{ObjectKey, Snapshot, Workload};
 
 /// An action due now.
@@ -106,7 +105,7 @@ fn may_quarantine(
                 || snapshot
                     .workloads
                     .get(*w)
-                    .is_some_and(|w| is_quarantined(w))
+                    .is_some_and(|w| w.is_quarantined())
         })
         .count();
     total > 0 && (out + 1) * 100 <= total * max as usize
@@ -119,7 +118,7 @@ fn cooldown(healing: &Healing) -> Duration {
 
 /// Plans the healer's next step.
 pub fn plan(snapshot: &Snapshot, reports: &Reports, ledger: &Ledger, now: Timestamp) -> Plan {
-    let healings = self_healings_oldest_first(snapshot);
+    let healings = snapshot.self_healings_oldest_first();
     let mut out = Plan::default();
     let mut spent: BTreeMap<ObjectKey, u32> = BTreeMap::new();
     let mut acted_on: BTreeSet<ObjectKey> = BTreeSet::new();
@@ -167,7 +166,7 @@ pub fn plan(snapshot: &Snapshot, reports: &Reports, ledger: &Ledger, now: Timest
             HealingAction::None if reported.noted => {}
             HealingAction::None => out.due.push(due),
             // Already out of every config: nothing more to do until it is readmitted.
-            _ if is_quarantined(pod) => {}
+            _ if pod.is_quarantined() => {}
             // Quarantine is ejection for every caller at once: it keeps to the share
             // outlier detection may eject, so a bad rollout cannot empty a Service.
             HealingAction::RemoveFromService
@@ -195,7 +194,7 @@ pub fn plan(snapshot: &Snapshot, reports: &Reports, ledger: &Ledger, now: Timest
         let Some(by) = pod.labels.get(QUARANTINED_BY) else {
             continue;
         };
-        if !is_quarantined(pod) {
+        if !pod.is_quarantined() {
             continue;
         }
         let owner = healings

@@ -4,21 +4,13 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::registry::Workload;
-
-/// A pod with this label set to `true` is left out of every Service's endpoints.
-pub const QUARANTINED: &str = "braid.dev/quarantined";
+pub use crate::registry::QUARANTINED;
 
 /// The SelfHealing that quarantined the pod, as [`tag`] writes it.
 pub const QUARANTINED_BY: &str = "braid.dev/quarantined-by";
 
 /// Label values hold at most 63 characters.
 const MAX_LABEL_VALUE: usize = 63;
-
-/// Whether `w` is quarantined: no proxy may send to it.
-pub fn is_quarantined(w: &Workload) -> bool {
-    w.labels.get(QUARANTINED).map(String::as_str) == Some("true")
-}
 
 /// The SelfHealing name as a label value: the name itself when it fits, else its first
 /// 54 characters, a dash and 8 hex digits of its SHA-256 (still unique, still valid).

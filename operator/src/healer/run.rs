@@ -17,9 +17,9 @@ use super::actuator::{Act, ActError, Actuator, Request};
 use super::ledger::{Ledger, record_of};
 use super::plan::{Due, Plan, plan};
 use super::reports::{EndpointRef, Reports};
+use crate::hub::Published;
 use crate::registry::{Kind, ObjectKey};
-use crate::status::{Event, StatusSink};
-use crate::stream::hub::Published;
+use crate::sink::{Event, StatusSink};
 
 /// How often the healer plans.
 pub const TICK: Duration = Duration::from_secs(1);

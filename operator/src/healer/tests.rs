@@ -12,8 +12,8 @@ use tokio::sync::{mpsc, watch};
 use super::plan::plan;
 use super::run::Memory;
 use super::*;
+use crate::hub::Published;
 use crate::registry::{ObjectKey, Snapshot};
-use crate::stream::hub::Published;
 
 const REGISTRY: &str = r#"
 services:
@@ -239,7 +239,7 @@ impl Actuator for Recorder {
     }
 }
 
-use crate::status::recorded::RecordedEvents as Events;
+use crate::sink::recorded::RecordedEvents as Events;
 
 struct Rig {
     healer: Healer,

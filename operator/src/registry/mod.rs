@@ -2,8 +2,11 @@
 //! as one immutable [`Snapshot`] that every source produces and the compiler consumes.
 
 mod accepted;
+mod in_force;
 mod key;
 mod observed;
+pub mod progress;
+mod quarantine;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -13,8 +16,11 @@ use braid_api::config::Protocol;
 use braid_crds::{EncryptionPolicy, SelfHealing, TrafficRoute};
 
 pub use accepted::carry_accepted;
+pub use in_force::governing_policy;
 pub use key::ObjectKey;
 pub use observed::{Kind, Observed};
+pub use progress::{Progress, Rollouts};
+pub use quarantine::QUARANTINED;
 
 /// Everything the compiler needs, as seen at one moment. Objects are behind `Arc` so a
 /// source can hand out a new snapshot that shares what did not change.
@@ -36,7 +42,7 @@ pub struct Snapshot {
     /// Where each EncryptionPolicy's rollout stood when its status was last written (by
     /// the leader): replicas that do not lead compile with it, and a new leader resumes
     /// from it. Empty in directory mode (one process, nothing to share).
-    pub rollout_status: crate::compiler::Rollouts,
+    pub rollout_status: Rollouts,
 }
 
 /// A Service: its virtual IPs, ports and endpoints.

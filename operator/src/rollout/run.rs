@@ -20,11 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::plan::{Hold, Measured, Position, Safety, Transition, hold, levels, step};
 use super::traffic::{TrafficBook, service_of};
-use crate::compiler::{Progress, encryption_policies_oldest_first, governing_policy};
-use crate::registry::{Kind, ObjectKey, Snapshot, Workload};
-use crate::source::recorded::{progress_of, recorded_progress};
-use crate::status::{Event, StatusSink};
-use crate::stream::hub::Hub;
+use crate::hub::Hub;
+use crate::registry::progress::{progress_of, recorded_progress};
+use crate::registry::{Kind, ObjectKey, Progress, Snapshot, Workload, governing_policy};
+use crate::sink::{Event, StatusSink};
 
 /// How often rollouts move on.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -168,7 +167,7 @@ impl RolloutLoop {
         // Usually none: the callers behind each policy are looked for among these only.
         let lagging = self.hub.lagging(&published.configs);
         let snapshot = &published.snapshot;
-        let policies = encryption_policies_oldest_first(snapshot);
+        let policies = snapshot.encryption_policies_oldest_first();
         let leader = *self.leader.borrow();
         let longest = policies
             .iter()

@@ -10,10 +10,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::run::Memory;
 use super::*;
-use crate::compiler::Progress;
 use crate::compiler::{Options, compile};
+use crate::hub::{Hub, Published};
+use crate::registry::Progress;
 use crate::registry::{ObjectKey, Snapshot};
-use crate::stream::hub::{Hub, Published};
 use braid_crds::encryption_policy::EncryptionPhase;
 
 const REGISTRY: &str = r#"
@@ -27,7 +27,7 @@ workloads:
 
 const AUTO: &str = "apiVersion: braid.dev/v1alpha1\nkind: EncryptionPolicy\nmetadata: {name: pay, namespace: shop}\nspec: {selector: {matchLabels: {app: payments}}, mode: Permissive, rollout: {percent: 0, auto: {steps: [50, 100], interval: 10s, enforceStrict: true}}}\n";
 
-use crate::status::recorded::RecordedEvents as Events;
+use crate::sink::recorded::RecordedEvents as Events;
 
 struct Rig {
     rollout: RolloutLoop,
@@ -105,7 +105,7 @@ impl Rig {
             serde_json::json!({
                 "currentPercent": progress.percent,
                 "phase": if progress.strict { "Strict" } else { "RollingOut" },
-                "progressOf": crate::source::recorded::progress_of(&policy.spec),
+                "progressOf": crate::registry::progress::progress_of(&policy.spec),
             }),
         );
     }
@@ -324,27 +324,27 @@ async fn followers_write_nothing_and_a_new_leader_resumes_from_a_fresh_read_of_s
 /// A sink whose statuses cannot be read (the API server unreachable).
 struct Unreadable(Events);
 
-impl crate::status::StatusSink for Unreadable {
+impl crate::sink::StatusSink for Unreadable {
     fn apply<'a>(
         &'a self,
-        update: &'a crate::status::StatusUpdate,
-    ) -> futures::future::BoxFuture<'a, Result<(), crate::status::StatusError>> {
+        update: &'a crate::sink::StatusUpdate,
+    ) -> futures::future::BoxFuture<'a, Result<(), crate::sink::StatusError>> {
         self.0.apply(update)
     }
     fn event<'a>(
         &'a self,
-        event: &'a crate::status::Event,
-    ) -> futures::future::BoxFuture<'a, Result<(), crate::status::StatusError>> {
+        event: &'a crate::sink::Event,
+    ) -> futures::future::BoxFuture<'a, Result<(), crate::sink::StatusError>> {
         self.0.event(event)
     }
     fn read<'a>(
         &'a self,
         _: crate::registry::Kind,
         key: &'a ObjectKey,
-    ) -> futures::future::BoxFuture<'a, Result<Option<serde_json::Value>, crate::status::StatusError>>
+    ) -> futures::future::BoxFuture<'a, Result<Option<serde_json::Value>, crate::sink::StatusError>>
     {
         Box::pin(async move {
-            Err(crate::status::StatusError {
+            Err(crate::sink::StatusError {
                 what: format!("status of {key}"),
                 message: "connection refused".into(),
             })

@@ -4,7 +4,6 @@
 
 pub mod dir;
 pub mod kube;
-pub mod recorded;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -12,12 +12,12 @@ use braid_crds::traffic_route::{ProxyCounts, TrafficRouteStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde::Serialize;
 
-use super::{Event, StatusUpdate};
 use crate::compiler::{conflicts, service_for_host};
 use crate::healer::HealingView;
+use crate::registry::progress::progress_of;
 use crate::registry::{Kind, ObjectKey, Observed, Snapshot};
 use crate::rollout::{EncryptionState, EncryptionView, Safety};
-use crate::source::recorded::progress_of;
+use crate::sink::{Event, StatusUpdate};
 
 /// The condition type every braid resource carries.
 pub const ACCEPTED: &str = "Accepted";
@@ -527,7 +527,7 @@ workloads:
         let key = ObjectKey::new("shop", "pay");
         snap.rollout_status.insert(
             key.clone(),
-            crate::compiler::Progress {
+            crate::registry::Progress {
                 percent: 100,
                 strict: true,
             },

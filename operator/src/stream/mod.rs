@@ -2,7 +2,6 @@
 //! receive their own config, then every new version of it.
 
 pub mod auth;
-pub mod hub;
 pub mod relay;
 pub mod server;
 pub mod tls;

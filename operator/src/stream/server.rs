@@ -18,11 +18,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{AuthError, Authenticator, authorize};
-use super::hub::Hub;
 use super::relay::{RELAYED_HEADER, Relay};
 use crate::ca::Ca;
 use crate::ca::authority::timestamp;
 use crate::healer::ReportBatch;
+use crate::hub::Hub;
 use crate::metrics::{Metrics, Refusal};
 use crate::registry::{ObjectKey, Workload};
 use crate::rollout::TrafficBatch;

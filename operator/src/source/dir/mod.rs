@@ -23,9 +23,9 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::recorded::recorded_progress;
 use super::{Source, SourceError};
 use crate::registry::Snapshot;
+use crate::registry::progress::recorded_progress;
 use registry_file::Resolved;
 use resources::{Doc, Generations};
 
@@ -74,8 +74,8 @@ impl DirSource {
     }
 
     /// The rollout progress each EncryptionPolicy of `snapshot` has in its status file.
-    fn recorded(&self, snapshot: &Snapshot) -> crate::compiler::Rollouts {
-        let mut out = crate::compiler::Rollouts::new();
+    fn recorded(&self, snapshot: &Snapshot) -> crate::registry::Rollouts {
+        let mut out = crate::registry::Rollouts::new();
         for (path, _, _) in &self.state.status_fingerprint {
             let Ok(text) = std::fs::read_to_string(path) else {
                 continue;
@@ -295,9 +295,9 @@ pub fn snapshot_of(registry: &str, resources: &str) -> Snapshot {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::compiler::Progress;
+    use crate::registry::Progress;
     use crate::registry::{Kind, ObjectKey};
-    use crate::status::{FileSink, StatusSink, StatusUpdate};
+    use crate::sink::{FileSink, StatusSink, StatusUpdate};
 
     const REGISTRY: &str = "services: []\nworkloads: []\n";
     const POLICY: &str = "apiVersion: braid.dev/v1alpha1\nkind: EncryptionPolicy\nmetadata: {name: pay, namespace: shop}\nspec: {mode: Permissive, rollout: {percent: 0, auto: {steps: [50, 100], interval: 10s, enforceStrict: true}}}\n";

@@ -31,9 +31,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::recorded::progress_part;
 use super::{Source, SourceError};
 use crate::registry::Snapshot;
+use crate::registry::progress::progress_part;
 use publish::{Signal, Watched};
 use snapshot::{Assembler, Objects};
 use workload::{INJECT_ENABLED, INJECT_KEY};

@@ -11,9 +11,9 @@ use kube::api::DynamicObject;
 use super::resource::Decoded;
 use super::service::{service_entry, slice_service};
 use super::workload::workload;
-use crate::compiler::Progress;
+use crate::registry::Progress;
+use crate::registry::progress::recorded_progress;
 use crate::registry::{Kind, ObjectKey, Observed, Snapshot};
-use crate::source::recorded::recorded_progress;
 
 /// The contents of the stores at one moment.
 #[derive(Clone, Debug, Default)]

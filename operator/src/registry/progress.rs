@@ -1,11 +1,26 @@
-//! What an EncryptionPolicy's status records of its automatic rollout, read back by
-//! every source. The leader writes it; followers compile with it, and a new leader (or a
-//! restarted operator) resumes from it, so no failover or restart lowers protection.
+//! Where an automatic mTLS rollout stands, and what an EncryptionPolicy's status records
+//! of it. The leader writes it; every replica compiles with it as its source reads it
+//! back, and a new leader (or a restarted operator) resumes from it, so no failover or
+//! restart lowers protection.
+
+use std::collections::BTreeMap;
 
 use braid_crds::encryption_policy::EncryptionPolicySpec;
 use serde_json::Value;
 
-use crate::compiler::Progress;
+use super::ObjectKey;
+
+/// Where an automatic rollout stands, as the leader's rollout loop drives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// The share of callers originating mTLS now.
+    pub percent: u8,
+    /// The rollout switched the policy to Strict (`enforceStrict`).
+    pub strict: bool,
+}
+
+/// The progress of each automatic rollout, by policy.
+pub type Rollouts = BTreeMap<ObjectKey, Progress>;
 
 /// The status fields the progress is read from; a source may drop the rest of a status
 /// (request counts change every few seconds and are of no use to the compiler).

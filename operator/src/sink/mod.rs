@@ -1,6 +1,16 @@
-//! Where statuses and events go.
+//! Where statuses and events go, and where a status is read back from: the API server
+//! (server-side apply on the status subresource, Events), or files in directory mode.
+//! Only the leader writes.
+
+mod files;
+pub mod kube;
+#[cfg(test)]
+pub mod recorded;
 
 use futures::future::BoxFuture;
+
+pub use self::kube::KubeSink;
+pub use files::FileSink;
 
 use crate::registry::{Kind, ObjectKey};
 

@@ -8,7 +8,7 @@ use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 use sha2::{Digest, Sha256};
 
-use super::sink::{Event, StatusError, StatusSink, StatusUpdate};
+use super::{Event, StatusError, StatusSink, StatusUpdate};
 use crate::registry::{Kind, ObjectKey};
 
 /// The field manager of the operator's server-side applies, and the reporting
