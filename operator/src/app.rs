@@ -92,7 +92,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         hub.clone(),
         metrics.clone(),
         opts.clone(),
-        Duration::from_millis(cli.debounce_ms),
         stop.clone(),
     ));
     let (reports, reports_rx) = mpsc::channel(REPORT_QUEUE);
@@ -209,15 +208,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     result
 }
 
-/// Compiles each new snapshot (changes within `debounce` together) and publishes it.
-#[allow(clippy::too_many_arguments)]
+/// Compiles each new snapshot and publishes it. Sources gather a burst of changes into
+/// one snapshot (the Kubernetes source's `--debounce-ms` window, one `--poll-ms` check of
+/// the directory), so nothing here waits. This is the one place a resource's last valid
+/// version is kept in force while its latest edit is invalid: the snapshot compiled
+/// before is what proxies were given.
 async fn compile_loop(
     mut rx: watch::Receiver<Arc<Snapshot>>,
     mut ca: watch::Receiver<Arc<Ca>>,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     opts: Options,
-    debounce: Duration,
     stop: CancellationToken,
 ) {
     let mut compiler = Compiler::new(opts);
@@ -240,10 +241,6 @@ async fn compile_loop(
             continue;
         }
         let seen_at = Instant::now();
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(debounce) => {}
-        }
         let mut snapshot = Snapshot::clone(&rx.borrow_and_update());
         carry_accepted(&prev, &mut snapshot);
         let extra = Extra {

@@ -105,7 +105,8 @@ pub struct Cli {
     /// Directory mode: how often the directory is checked for changes, in milliseconds.
     #[arg(long, env = "BRAID_POLL_MS", default_value_t = 100)]
     pub poll_ms: u64,
-    /// Changes arriving within this many milliseconds are compiled together.
+    /// Kubernetes mode: changes arriving within this many milliseconds are compiled
+    /// together (directory mode compiles what each --poll-ms check finds).
     #[arg(long, env = "BRAID_DEBOUNCE_MS", default_value_t = 50)]
     pub debounce_ms: u64,
     /// How long a proxy's stream request waits for its pod to appear (a pod can connect

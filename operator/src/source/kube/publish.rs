@@ -10,7 +10,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::registry::{Snapshot, carry_accepted};
+use crate::registry::Snapshot;
 
 /// The kinds of object the source watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -84,9 +84,9 @@ pub struct Signal {
 /// after every burst of changes: the first signal opens a window of `debounce` (fixed, so
 /// constant churn cannot postpone a publication for ever) and one snapshot covers all the
 /// window's changes. The first snapshot is always announced, even when empty, since it
-/// marks the source synced; later ones only when they differ. Invalid resources keep the
-/// last valid version of the previous snapshot in force ([`carry_accepted`]). Returns when
-/// `stop` fires or `signals` ends.
+/// marks the source synced; later ones only when they differ. (What keeps an invalid
+/// resource's last valid version in force is the compile loop's.) Returns when `stop`
+/// fires or `signals` ends.
 pub async fn publish<S, F>(
     mut signals: S,
     debounce: Duration,
@@ -124,9 +124,7 @@ pub async fn publish<S, F>(
         if synced.len() < Watched::ALL.len() {
             continue;
         }
-        let mut next = build();
-        let prev = out.borrow().clone();
-        carry_accepted(&prev, &mut next);
+        let next = build();
         if first {
             tracing::info!(
                 services = next.services.len(),
