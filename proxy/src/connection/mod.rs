@@ -1,5 +1,10 @@
-//! What happens to one accepted connection: find where it was going, decide its protocol
-//! (configured, or detected), then serve it as HTTP or splice it as TCP.
+//! What happens to one accepted connection: find where it was going and what the tables
+//! say of it, once ([`ConnPolicy`]), decide its protocol (configured, or detected), then
+//! serve it as HTTP or splice it as TCP.
+
+mod policy;
+
+pub use policy::ConnPolicy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,11 +79,11 @@ pub async fn outbound(stream: TcpStream, ctx: Context) {
     let Some(dst) = redirected_to(&stream) else {
         return;
     };
-    let target = ctx.config.tables().outbound(dst).cloned();
-    match target {
-        Some(target) => {
-            let conn = Conn::plain(stream, target.protocol, dst.port());
-            dispatch(conn, Route::Outbound(dst), target, &ctx).await;
+    let policy = ConnPolicy::outbound(&ctx.config.tables(), dst);
+    match policy {
+        Some(policy) => {
+            let conn = Conn::plain(stream, policy.target.protocol);
+            dispatch(conn, Route::Outbound(dst), policy, &ctx).await;
         }
         None => {
             // Not a known service: pass through unchanged.
@@ -102,34 +107,24 @@ pub async fn inbound(stream: TcpStream, ctx: Context) {
     let Some(dst) = redirected_to(&stream) else {
         return;
     };
-    let target = ctx.config.tables().inbound_target(dst.port());
-    secured_inbound(
-        stream,
-        dst.port(),
-        Route::Fixed(target.clone()),
-        target,
-        &ctx,
-    )
-    .await;
+    let policy = ConnPolicy::inbound(&ctx.config.tables(), dst.port());
+    let route = Route::Fixed(policy.target.clone());
+    secured_inbound(stream, dst.port(), route, policy, &ctx).await;
 }
 
 /// A connection on the explicit listener `name`.
 pub async fn explicit(stream: TcpStream, name: Arc<str>, ctx: Context) {
     let port = stream.local_addr().map(|a| a.port()).unwrap_or_default();
     let route = Route::Listener(name);
-    let Some(target) = route.resolve(&ctx.config.tables()) else {
+    let inbound = ctx.direction == Direction::inbound;
+    let Some(policy) = ConnPolicy::listener(&ctx.config.tables(), &route, port, inbound) else {
         return;
     };
-    if ctx.direction == Direction::inbound {
-        secured_inbound(stream, port, route, target, &ctx).await;
+    if inbound {
+        secured_inbound(stream, port, route, policy, &ctx).await;
     } else {
-        dispatch(
-            Conn::plain(stream, target.protocol, port),
-            route,
-            target,
-            &ctx,
-        )
-        .await;
+        let conn = Conn::plain(stream, policy.target.protocol);
+        dispatch(conn, route, policy, &ctx).await;
     }
 }
 
@@ -157,18 +152,16 @@ struct Conn<I> {
     read: BytesMut,
     detected: Option<Detected>,
     protocol: Protocol,
-    port: u16,
     peer: Option<InboundPeer>,
 }
 
 impl Conn<TcpStream> {
-    fn plain(io: TcpStream, protocol: Protocol, port: u16) -> Self {
+    fn plain(io: TcpStream, protocol: Protocol) -> Self {
         Self {
             io,
             read: BytesMut::new(),
             detected: None,
             protocol,
-            port,
             peer: None,
         }
     }
@@ -184,16 +177,6 @@ fn detection_failed(ctx: &Context, e: &std::io::Error) {
     tracing::debug!(error = %e, "connection ended before its protocol was known");
 }
 
-/// The detection settings in force: whether `port` is opaque, and the timeout.
-fn detection(ctx: &Context, port: u16) -> (bool, Duration) {
-    let tables = ctx.config.tables();
-    let detection = &tables.config.detection;
-    (
-        detection.is_opaque(port),
-        Duration::from_millis(detection.timeout_ms),
-    )
-}
-
 /// How long an incoming mesh connection may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -206,12 +189,12 @@ async fn secured_inbound(
     mut stream: TcpStream,
     port: u16,
     route: Route,
-    target: Arc<OutboundTarget>,
+    policy: ConnPolicy,
     ctx: &Context,
 ) {
-    let mode = ctx.config.tables().inbound_tls_mode(port);
-    let protocol = target.protocol;
-    let (opaque, timeout) = detection(ctx, port);
+    let mode = policy.tls;
+    let protocol = policy.target.protocol;
+    let timeout = policy.detect_timeout;
     let source = stream.peer_addr().ok().map(|a| a.ip());
     let peer = |tls: bool, identity: Option<Arc<str>>| InboundPeer {
         tls,
@@ -223,17 +206,16 @@ async fn secured_inbound(
         },
         port,
     };
-    let server_first = protocol == Protocol::Tcp || (protocol == Protocol::Detect && opaque);
     let peek = match mode {
-        TlsMode::Disabled => !server_first && ctx.tls.has_certificate(),
+        TlsMode::Disabled => !policy.server_first() && ctx.tls.has_certificate(),
         TlsMode::Permissive | TlsMode::Strict => true,
     };
     if !peek {
         let conn = Conn {
             peer: Some(peer(false, None)),
-            ..Conn::plain(stream, protocol, port)
+            ..Conn::plain(stream, protocol)
         };
-        return dispatch(conn, route, target, ctx).await;
+        return dispatch(conn, route, policy, ctx).await;
     }
     let _ = stream.set_nodelay(true);
     let peeked = async {
@@ -280,12 +262,11 @@ async fn secured_inbound(
                 // own protocol (and may still be detected).
                 detected: None,
                 protocol: accepted.alpn.protocol(protocol),
-                port,
                 peer: Some(peer(true, accepted.peer)),
             };
             // Boxed: the TLS stream is large, and a plaintext connection's task then
             // does not reserve room for it.
-            Box::pin(dispatch(conn, route, target, ctx)).await;
+            Box::pin(dispatch(conn, route, policy, ctx)).await;
         }
         (Hello::Other, TlsMode::Strict) => {
             ctx.metrics.refused(port, RefusedReason::plaintext);
@@ -300,10 +281,9 @@ async fn secured_inbound(
                 read,
                 detected: Some(found),
                 protocol,
-                port,
                 peer: Some(peer(false, None)),
             };
-            dispatch(conn, route, target, ctx).await;
+            dispatch(conn, route, policy, ctx).await;
         }
     }
 }
@@ -317,8 +297,9 @@ enum ServeAs {
     Http2,
 }
 
-/// Serves the connection as HTTP along `route`, or splices it to `target` as TCP.
-async fn dispatch<I>(conn: Conn<I>, route: Route, target: Arc<OutboundTarget>, ctx: &Context)
+/// Serves the connection as HTTP along `route`, or splices it to the policy's target as
+/// TCP.
+async fn dispatch<I>(conn: Conn<I>, route: Route, policy: ConnPolicy, ctx: &Context)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -327,12 +308,10 @@ where
         read,
         detected,
         protocol,
-        port,
         peer,
     } = conn;
-    let (opaque, timeout) = detection(ctx, port);
     let protocol = match protocol {
-        Protocol::Detect if opaque => Protocol::Tcp,
+        Protocol::Detect if policy.opaque => Protocol::Tcp,
         p => p,
     };
     let (serve_as, read) = match protocol {
@@ -342,7 +321,9 @@ where
         Protocol::Http | Protocol::Detect => {
             let (found, read) = match detected {
                 Some(found) => (found, read),
-                None => match detect(&mut io, read, timeout, ctx.limits.header_read).await {
+                None => match detect(&mut io, read, policy.detect_timeout, ctx.limits.header_read)
+                    .await
+                {
                     Ok(found) => found,
                     Err(e) => {
                         detection_failed(ctx, &e);
@@ -381,10 +362,9 @@ where
             let _open = ctx.metrics.connection(ctx.direction, ConnProtocol::tcp);
             // An opaque connection counts as one request of its kind.
             if let (Some(peer), Some(log)) = (&peer, &ctx.traffic) {
-                let mode = ctx.config.tables().inbound_tls_mode(port);
-                log.inbound(peer.tls, mode, peer.source.as_deref());
+                log.inbound(peer.tls, policy.tls, peer.source.as_deref());
             }
-            Box::pin(forward_tcp(io, &target, ctx)).await;
+            Box::pin(forward_tcp(io, &policy.target, ctx)).await;
         }
     }
 }
