@@ -80,8 +80,16 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
             // config arrives, however long the operator takes.
             tokio::spawn(client.run(stop_admin.clone()));
             // Its certificate, for mutual TLS, renewed at half-life.
+            let runs_as = args
+                .pod_namespace
+                .clone()
+                .map(|namespace| identity::RunsAs {
+                    namespace,
+                    service_account: args.service_account.clone(),
+                });
             tokio::spawn(identity::renew(
                 Arc::new(certifier),
+                runs_as,
                 identity_store.clone(),
                 metrics.clone(),
                 stop_admin.clone(),

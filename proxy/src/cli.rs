@@ -96,6 +96,11 @@ pub struct RunArgs {
     /// The namespace of the pod this proxy runs in (downward API: metadata.namespace).
     #[arg(long, env = "BRAID_POD_NAMESPACE", value_name = "NAMESPACE")]
     pub pod_namespace: Option<String>,
+    /// The service account of the pod this proxy runs in (downward API:
+    /// spec.serviceAccountName). With --operator, a certificate naming another workload
+    /// is refused.
+    #[arg(long, env = "BRAID_SERVICE_ACCOUNT", value_name = "NAME")]
+    pub service_account: Option<String>,
     /// Outbound capture listener (iptables redirects the app's outgoing TCP here).
     #[arg(long, env = "BRAID_OUTBOUND_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::OUTBOUND_PORT)))]
     pub outbound_addr: SocketAddr,

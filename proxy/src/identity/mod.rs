@@ -2,11 +2,12 @@
 //! certificate the operator signs for it, renewed at half-life. What mutual TLS will
 //! present and trust comes from [`IdentityStore`].
 
-mod files;
+mod certified;
 mod peer;
 mod renew;
 mod store;
 
+pub use certified::{Certified, CertifiedError, RunsAs};
 pub use peer::spiffe_id;
 pub use renew::{Certifier, Certifying, renew};
-pub use store::{Certified, IdentityStore};
+pub use store::IdentityStore;

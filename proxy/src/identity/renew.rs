@@ -11,7 +11,8 @@ use std::future::Future;
 use std::pin::Pin;
 use tokio_util::sync::CancellationToken;
 
-use super::store::{Certified, IdentityStore};
+use super::certified::{Certified, RunsAs};
+use super::store::IdentityStore;
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 use braid_api::control::CertificateResponse;
@@ -48,9 +49,11 @@ fn renew_in(not_after: SystemTime, now: SystemTime) -> Duration {
         .max(MIN_WAIT)
 }
 
-/// Keeps `store` holding a valid certificate until `stop`.
+/// Keeps `store` holding a valid certificate until `stop`; a certificate that does not
+/// name `runs_as` is refused like a failed renewal.
 pub async fn renew(
     certifier: Arc<dyn Certifier>,
+    runs_as: Option<RunsAs>,
     store: Arc<IdentityStore>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
@@ -60,7 +63,7 @@ pub async fn renew(
         let attempt = async {
             let (key, csr) = new_request()?;
             let answer = certifier.certify(csr).await?;
-            Certified::from_answer(&answer, key)
+            Certified::from_answer(&answer, key, runs_as.as_ref()).map_err(|e| e.to_string())
         };
         let wait = match attempt.await {
             Ok(certified) => {
@@ -99,28 +102,35 @@ mod tests {
         assert_eq!(renew_in(now - Duration::from_secs(5), now), MIN_WAIT);
     }
 
-    /// Answers with a self-signed certificate valid `secs` from now, then fails.
+    /// Signs the first CSR (for shop/payments, valid `secs` from now), then fails.
     struct Once(std::sync::Mutex<u32>, u64);
 
     impl Certifier for Once {
-        fn certify(&self, _csr: String) -> Certifying<'_> {
+        fn certify(&self, csr: String) -> Certifying<'_> {
             Box::pin(async move {
                 let mut calls = self.0.lock().unwrap();
                 *calls += 1;
                 if *calls > 1 {
                     return Err("the operator is away".to_string());
                 }
-                let cert = rcgen::generate_simple_self_signed(vec!["x".into()]).unwrap();
+                let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+                let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+                ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+                let root = ca.self_signed(&ca_key).unwrap();
+                let issuer = rcgen::Issuer::new(ca, ca_key);
+                let identity = "spiffe://cluster.local/ns/shop/sa/payments";
+                let mut csr = rcgen::CertificateSigningRequestParams::from_pem(&csr).unwrap();
+                csr.params.subject_alt_names =
+                    vec![rcgen::SanType::URI(identity.try_into().unwrap())];
                 let not_after = SystemTime::now() + Duration::from_secs(self.1);
+                csr.params.not_after = not_after.into();
+                let leaf = csr.signed_by(&issuer).unwrap();
                 Ok(CertificateResponse {
-                    identity: "spiffe://cluster.local/ns/shop/sa/payments".into(),
-                    chain: cert.cert.pem(),
+                    identity: identity.into(),
+                    chain: leaf.pem(),
                     not_after: String::new(),
-                    not_after_unix: not_after
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .unwrap()
-                        .as_secs(),
-                    trust_bundle: cert.cert.pem(),
+                    not_after_unix: 0,
+                    trust_bundle: root.pem(),
                 })
             })
         }
@@ -131,8 +141,13 @@ mod tests {
         let certifier = Arc::new(Once(std::sync::Mutex::new(0), 2));
         let store = Arc::new(IdentityStore::default());
         let stop = CancellationToken::new();
+        let runs_as = RunsAs {
+            namespace: "shop".into(),
+            service_account: Some("payments".into()),
+        };
         let task = tokio::spawn(renew(
             certifier.clone(),
+            Some(runs_as),
             store.clone(),
             Arc::new(Metrics::new()),
             stop.clone(),
