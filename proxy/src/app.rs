@@ -14,14 +14,14 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{self, AdminState, SetLogLevel};
 use crate::cli::RunArgs;
 use crate::config::Side;
-use crate::connection::{self, Context};
+use crate::connection::{self, Context, SideParts};
 use crate::control::protocol::PodRef;
 use crate::control::{ClientSettings, OperatorClient};
 use crate::http::{Mirrors, Pool};
 use crate::identity::{self, IdentityStore};
 use crate::limits::ConnectionCap;
 use crate::listen::bind;
-use crate::metrics::{Direction, Limit, Metrics};
+use crate::metrics::{Limit, Metrics};
 use crate::overload::Protector;
 use crate::reports::{EjectionLog, TrafficLog};
 use crate::tables::{FileSource, ListenerPlan, TableStore, Tables};
@@ -148,21 +148,21 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         mirrors: Mirrors::new(outbound_pool.clone()),
         pool: outbound_pool,
         metrics: metrics.clone(),
-        direction: Direction::outbound,
+        side: SideParts::Outbound {
+            ejections: ejection_log.clone(),
+        },
         drain: drain.clone(),
-        overload: None,
-        ejections: Some(ejection_log.clone()),
         tls: tls.clone(),
-        traffic: None,
         limits,
     };
     tokio::spawn(overload.clone().run(metrics.clone(), stop_admin.clone()));
     let inbound_ctx = Context {
         mirrors: Mirrors::new(inbound_pool.clone()),
         pool: inbound_pool,
-        direction: Direction::inbound,
-        overload: Some(overload),
-        traffic: Some(traffic_log.clone()),
+        side: SideParts::Inbound {
+            overload,
+            traffic: traffic_log.clone(),
+        },
         ..outbound_ctx.clone()
     };
 
@@ -351,7 +351,7 @@ where
             let permit = match cap.try_acquire() {
                 Some(permit) => permit,
                 None => {
-                    ctx.metrics.limit(ctx.direction, Limit::max_connections);
+                    ctx.metrics.limit(ctx.direction(), Limit::max_connections);
                     tracing::warn!(
                         listener = ?local, max = cap.max(),
                         "at the connection cap (--max-connections): new connections wait until one closes"

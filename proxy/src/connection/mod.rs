@@ -18,7 +18,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Protocol;
 use crate::config::tls::TlsMode;
 use crate::detect::{Detected, detect};
-use crate::http::{Forwarder, InboundPeer, Mirrors, Pool, Route, serve_h1, serve_h2};
+use crate::http::{
+    Forwarder, InboundPeer, InboundSide, Mirrors, OutboundSide, Pool, Route, Side, serve_h1,
+    serve_h2,
+};
 use crate::io::PrefixedIo;
 use crate::listen::original_dst;
 use crate::metrics::{ConnProtocol, Direction, Metrics, RefusedReason};
@@ -37,39 +40,72 @@ pub struct Context {
     pub mirrors: Mirrors,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Which side this is.
-    pub direction: Direction,
+    /// Which side this is, with what only it has.
+    pub side: SideParts,
     /// Fires when the proxy drains.
     pub drain: CancellationToken,
-    /// Overload protection (the inbound side only).
-    pub overload: Option<Arc<crate::overload::Protector>>,
-    /// Where ejections wait for the operator (the outbound side, with an operator).
-    pub ejections: Option<Arc<crate::reports::EjectionLog>>,
     /// This proxy's mesh TLS (the inbound side terminates it; the outbound side's pool
     /// originates it).
     pub tls: Arc<TlsContext>,
-    /// Inbound requests counted for the operator (the inbound side).
-    pub traffic: Option<Arc<crate::reports::TrafficLog>>,
     /// Time and space limits on connections.
     pub limits: crate::limits::Limits,
 }
 
+/// What only one side shares between its connections.
+#[derive(Clone)]
+pub enum SideParts {
+    /// From the mesh to the app.
+    Inbound {
+        /// Overload protection.
+        overload: Arc<crate::overload::Protector>,
+        /// Requests counted for the operator's rollouts.
+        traffic: Arc<crate::reports::TrafficLog>,
+    },
+    /// From the app to the mesh.
+    Outbound {
+        /// Where ejections wait for the operator.
+        ejections: Arc<crate::reports::EjectionLog>,
+    },
+}
+
 impl Context {
+    /// The metrics' name of its side.
+    pub fn direction(&self) -> Direction {
+        match self.side {
+            SideParts::Inbound { .. } => Direction::inbound,
+            SideParts::Outbound { .. } => Direction::outbound,
+        }
+    }
+
+    /// A forwarder for one connection; `peer` is its caller, on the inbound side.
     fn forwarder(&self, peer: Option<InboundPeer>) -> Forwarder {
-        let forwarder = Forwarder::new(
+        let side = match &self.side {
+            SideParts::Outbound { ejections } => Side::Outbound(OutboundSide {
+                ejections: ejections.clone(),
+            }),
+            SideParts::Inbound { overload, traffic } => Side::Inbound(InboundSide {
+                // Every inbound connection knows its caller (`secured_inbound`); were
+                // one not to, it would count as plaintext, which Strict refuses.
+                peer: peer.unwrap_or_default(),
+                overload: overload.clone(),
+                traffic: traffic.clone(),
+            }),
+        };
+        Forwarder::new(
             self.config.clone(),
             self.pool.clone(),
             self.mirrors.clone(),
             self.metrics.clone(),
-            self.direction,
+            side,
         )
-        .with_overload(self.overload.clone())
-        .with_ejection_log(self.ejections.clone())
-        .with_traffic(self.traffic.clone())
-        .with_limits(self.limits);
-        match peer {
-            Some(peer) => forwarder.with_peer(peer),
-            None => forwarder,
+        .with_limits(self.limits)
+    }
+
+    /// The inbound side's request counts, on the inbound side.
+    fn traffic(&self) -> Option<&crate::reports::TrafficLog> {
+        match &self.side {
+            SideParts::Inbound { traffic, .. } => Some(traffic),
+            SideParts::Outbound { .. } => None,
         }
     }
 }
@@ -89,7 +125,7 @@ pub async fn outbound(stream: TcpStream, ctx: Context) {
             // Not a known service: pass through unchanged.
             let _open = ctx
                 .metrics
-                .connection(ctx.direction, ConnProtocol::passthrough);
+                .connection(ctx.direction(), ConnProtocol::passthrough);
             let target = OutboundTarget::address(dst, Protocol::Tcp);
             Box::pin(forward_tcp(
                 PrefixedIo::new(bytes::Bytes::new(), stream),
@@ -116,7 +152,7 @@ pub async fn inbound(stream: TcpStream, ctx: Context) {
 pub async fn explicit(stream: TcpStream, name: Arc<str>, ctx: Context) {
     let port = stream.local_addr().map(|a| a.port()).unwrap_or_default();
     let route = Route::Listener(name);
-    let inbound = ctx.direction == Direction::inbound;
+    let inbound = ctx.direction() == Direction::inbound;
     let Some(policy) = ConnPolicy::listener(&ctx.config.tables(), &route, port, inbound) else {
         return;
     };
@@ -172,7 +208,7 @@ impl Conn<TcpStream> {
 fn detection_failed(ctx: &Context, e: &std::io::Error) {
     if e.kind() == std::io::ErrorKind::TimedOut {
         ctx.metrics
-            .limit(ctx.direction, crate::metrics::Limit::header_read_timeout);
+            .limit(ctx.direction(), crate::metrics::Limit::header_read_timeout);
     }
     tracing::debug!(error = %e, "connection ended before its protocol was known");
 }
@@ -202,7 +238,7 @@ async fn secured_inbound(
         source: if tls {
             None
         } else {
-            source.and_then(|ip| ctx.traffic.as_ref().map(|t| t.plaintext_source(ip)))
+            source.and_then(|ip| ctx.traffic().map(|t| t.plaintext_source(ip)))
         },
         port,
     };
@@ -344,7 +380,7 @@ where
     };
     match serve_as {
         Some(ServeAs::Http1) => {
-            let _open = ctx.metrics.connection(ctx.direction, ConnProtocol::http1);
+            let _open = ctx.metrics.connection(ctx.direction(), ConnProtocol::http1);
             let forwarder = ctx.forwarder(peer);
             // Each way of serving is boxed: a connection's task then holds only the way
             // it takes (an idle HTTP/1.1 connection costs a few hundred bytes, not the
@@ -352,16 +388,16 @@ where
             Box::pin(serve_h1(io, read, forwarder, route, ctx.drain.clone())).await;
         }
         Some(ServeAs::Http2) => {
-            let _open = ctx.metrics.connection(ctx.direction, ConnProtocol::http2);
+            let _open = ctx.metrics.connection(ctx.direction(), ConnProtocol::http2);
             let forwarder = ctx.forwarder(peer);
             let io = PrefixedIo::new(read.freeze(), io);
             Box::pin(serve_h2(io, forwarder, route, ctx.drain.clone())).await;
         }
         None => {
             let io = PrefixedIo::new(read.freeze(), io);
-            let _open = ctx.metrics.connection(ctx.direction, ConnProtocol::tcp);
+            let _open = ctx.metrics.connection(ctx.direction(), ConnProtocol::tcp);
             // An opaque connection counts as one request of its kind.
-            if let (Some(peer), Some(log)) = (&peer, &ctx.traffic) {
+            if let (Some(peer), Some(log)) = (&peer, ctx.traffic()) {
                 log.inbound(peer.tls, policy.tls, peer.source.as_deref());
             }
             Box::pin(forward_tcp(io, &policy.target, ctx)).await;
@@ -381,7 +417,7 @@ where
         Ok(upstream) => match splice(io, upstream, ctx.limits.tcp_idle).await {
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 ctx.metrics
-                    .limit(ctx.direction, crate::metrics::Limit::tcp_idle_timeout);
+                    .limit(ctx.direction(), crate::metrics::Limit::tcp_idle_timeout);
                 tracing::debug!(addr = %up.addr, error = %e, "TCP connection closed");
             }
             Err(e) => {

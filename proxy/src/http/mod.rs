@@ -14,7 +14,9 @@ mod pool;
 mod replay;
 mod route;
 
-pub use forward::{Forwarder, InboundPeer, ProxyBody, error_response, serve_h2};
+pub use forward::{
+    Forwarder, InboundPeer, InboundSide, OutboundSide, ProxyBody, Side, error_response, serve_h2,
+};
 pub use h1::serve_h1;
 pub use headers::strip_hop_by_hop;
 pub use mirror::Mirrors;

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{Forwarder, Outgoing};
+use super::{Forwarder, Outgoing, Side};
 use crate::balance::outlier::OutlierPolicy;
 use crate::balance::{self, Endpoint, Picked, Verdict};
 use crate::control::protocol::Ejection;
@@ -112,8 +112,8 @@ impl Forwarder {
                 );
                 self.metrics
                     .ejected(send.label, endpoint.addr, reason.as_str());
-                if let Some(log) = &self.ejections {
-                    log.push(Ejection {
+                if let Side::Outbound(outbound) = &self.side {
+                    outbound.ejections.push(Ejection {
                         target: send.label.to_string(),
                         endpoint: endpoint.addr,
                         reason: reason.as_str().to_owned(),

@@ -144,7 +144,7 @@ pub async fn serve_h2<I>(
 {
     let limits = *forwarder.limits();
     let metrics = forwarder.metrics.clone();
-    let direction = forwarder.direction;
+    let direction = forwarder.direction();
     // Each stream holds the connection busy until its response body ends: an HTTP/2
     // connection with none open is idle.
     let activity = Arc::new(Activity::default());

@@ -41,22 +41,55 @@ pub(super) struct Outgoing<'a> {
     tls: std::sync::atomic::AtomicBool,
 }
 
-/// Forwards requests for one direction.
+/// Forwards the requests of one connection.
 #[derive(Clone)]
 pub struct Forwarder {
     config: Arc<TableStore>,
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
-    direction: Direction,
     mirrors: Mirrors,
-    overload: Option<Arc<Protector>>,
-    ejections: Option<Arc<EjectionLog>>,
-    /// The caller, on the inbound side: whether it came over mTLS, and its identity.
-    peer: Option<InboundPeer>,
-    /// Inbound requests counted for the operator.
-    traffic: Option<Arc<TrafficLog>>,
+    /// What only its side has.
+    side: Side,
     /// The connection limits in force.
     limits: Limits,
+}
+
+/// What only one side of the proxy adds to the request path, so neither carries the
+/// other's parts as `None`s.
+#[derive(Clone)]
+pub enum Side {
+    /// From the mesh to the app.
+    Inbound(InboundSide),
+    /// From the app to the mesh.
+    Outbound(OutboundSide),
+}
+
+impl Side {
+    /// The metrics' name of the side.
+    pub fn direction(&self) -> Direction {
+        match self {
+            Self::Inbound(_) => Direction::inbound,
+            Self::Outbound(_) => Direction::outbound,
+        }
+    }
+}
+
+/// The inbound side, for one connection.
+#[derive(Clone)]
+pub struct InboundSide {
+    /// Who is calling on this connection.
+    pub peer: InboundPeer,
+    /// Sheds requests when the app is overloaded.
+    pub overload: Arc<Protector>,
+    /// Counts requests for the operator's rollouts.
+    pub traffic: Arc<TrafficLog>,
+}
+
+/// The outbound side.
+#[derive(Clone)]
+pub struct OutboundSide {
+    /// Where ejections wait for the operator.
+    pub ejections: Arc<EjectionLog>,
 }
 
 /// Who is calling, as the inbound side sees the connection.
@@ -73,26 +106,35 @@ pub struct InboundPeer {
 }
 
 impl Forwarder {
-    /// A forwarder sending through `pool` and its copies through `mirrors` (shared by the
-    /// direction, so their bound holds for all its connections).
+    /// A forwarder for `side`, sending through `pool` and its copies through `mirrors`
+    /// (shared by the side, so their bound holds for all its connections).
     pub fn new(
         config: Arc<TableStore>,
         pool: Arc<Pool>,
         mirrors: Mirrors,
         metrics: Arc<Metrics>,
-        direction: Direction,
+        side: Side,
     ) -> Self {
         Self {
             config,
             mirrors,
             pool,
             metrics,
-            direction,
-            overload: None,
-            ejections: None,
-            peer: None,
-            traffic: None,
+            side,
             limits: Limits::default(),
+        }
+    }
+
+    /// The metrics' name of its side.
+    pub(super) fn direction(&self) -> Direction {
+        self.side.direction()
+    }
+
+    /// The inbound side's parts, on the inbound side.
+    fn inbound(&self) -> Option<&InboundSide> {
+        match &self.side {
+            Side::Inbound(i) => Some(i),
+            Side::Outbound(_) => None,
         }
     }
 
@@ -109,7 +151,7 @@ impl Forwarder {
 
     /// Counts a connection or request cut off by `limit`.
     pub(super) fn limit_hit(&self, limit: Limit) {
-        self.metrics.limit(self.direction, limit);
+        self.metrics.limit(self.direction(), limit);
     }
 
     /// The pool its requests go through.
@@ -127,30 +169,6 @@ impl Forwarder {
         self.metrics.mirrored(target, group, sent);
     }
 
-    /// Counts inbound requests in `log` for the operator.
-    pub fn with_traffic(mut self, log: Option<Arc<TrafficLog>>) -> Self {
-        self.traffic = log;
-        self
-    }
-
-    /// Counts this connection's requests under the caller's TLS and identity.
-    pub fn with_peer(mut self, peer: InboundPeer) -> Self {
-        self.peer = Some(peer);
-        self
-    }
-
-    /// Queues this forwarder's ejections for the operator.
-    pub fn with_ejection_log(mut self, log: Option<Arc<EjectionLog>>) -> Self {
-        self.ejections = log;
-        self
-    }
-
-    /// Sheds requests as `overload` says (the inbound side).
-    pub fn with_overload(mut self, overload: Option<Arc<Protector>>) -> Self {
-        self.overload = overload;
-        self
-    }
-
     /// What every request goes through first, however it is sent: the port's TLS mode
     /// (now, not when the connection opened: a plaintext connection kept alive from
     /// before the port turned Strict gets no more requests through), overload admission
@@ -158,12 +176,13 @@ impl Forwarder {
     pub(super) fn begin(&self, probe: bool, route: &Route) -> Result<Started, ForwardError> {
         let at = Instant::now();
         // One look at the config in force serves both the port's mode and the route.
+        let inbound = self.inbound();
         let (mode, target) = self.config.with_tables(|t| {
-            let mode = self.peer.as_ref().map(|p| t.inbound_tls_mode(p.port));
+            let mode = inbound.map(|i| t.inbound_tls_mode(i.peer.port));
             (mode, route.resolve(t))
         });
-        let in_flight = self.metrics.request_started(self.direction);
-        let admitted = match self.overload.as_ref().and_then(|p| p.admission()) {
+        let in_flight = self.metrics.request_started(self.direction());
+        let admitted = match inbound.and_then(|i| i.overload.admission()) {
             Some(a) if !probe => match a.admit(at) {
                 Some(admitted) => Some(admitted),
                 None => {
@@ -173,14 +192,15 @@ impl Forwarder {
             },
             _ => None,
         };
-        if let (Some(peer), Some(mode)) = (&self.peer, mode) {
+        if let (Some(inbound), Some(mode)) = (inbound, mode) {
+            let peer = &inbound.peer;
             if !peer.tls && mode == TlsMode::Strict {
                 self.metrics.refused(peer.port, RefusedReason::plaintext);
                 return Err(ForwardError::PlaintextRefused(peer.port));
             }
-            if let Some(log) = &self.traffic {
-                log.inbound(peer.tls, mode, peer.source.as_deref());
-            }
+            inbound
+                .traffic
+                .inbound(peer.tls, mode, peer.source.as_deref());
         }
         let target = target.ok_or_else(|| ForwardError::NoRoute(route.describe()))?;
         Ok(Started {
@@ -216,24 +236,26 @@ impl Forwarder {
                 result
             }
         };
-        if let Some(peer) = &self.peer {
-            routed.tls = peer.tls;
-            routed.peer = peer.identity.clone();
+        if let Some(inbound) = self.inbound() {
+            routed.tls = inbound.peer.tls;
+            routed.peer = inbound.peer.identity.clone();
         }
         (result, routed)
     }
 
     /// Counts a request whose response (or error) with `status` is on its way.
     pub(super) fn finish(&self, started: Started, routed: Routed, status: u16) {
-        if self.direction == Direction::outbound {
-            started.target.traffic.record(status);
-        }
         let took = started.at.elapsed();
-        if let (Some(p), Some(_)) = (&self.overload, &started.admitted) {
-            p.record_latency(took);
+        match &self.side {
+            Side::Outbound(_) => started.target.traffic.record(status),
+            Side::Inbound(i) => {
+                if started.admitted.is_some() {
+                    i.overload.record_latency(took);
+                }
+            }
         }
         self.metrics.request(
-            self.direction,
+            self.direction(),
             &started.target.label,
             routed,
             status,

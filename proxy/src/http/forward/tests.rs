@@ -124,7 +124,9 @@ routes:
         pool.clone(),
         Mirrors::new(pool),
         Arc::new(Metrics::new()),
-        Direction::outbound,
+        Side::Outbound(OutboundSide {
+            ejections: Arc::default(),
+        }),
     );
     (fw, target)
 }
@@ -275,4 +277,11 @@ async fn server_errors_eject_an_endpoint_but_the_callers_faults_and_shedding_do_
         }
     }
     assert_eq!(ejected(&target), 1, "{failures:?}");
+    // And the operator hears of it (the outbound side's log).
+    let Side::Outbound(outbound) = &fw.side else {
+        panic!("an outbound forwarder")
+    };
+    let queued = outbound.ejections.drain();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0].reason, "consecutive_errors");
 }
