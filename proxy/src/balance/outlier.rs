@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::config::InvalidField;
 use crate::config::outlier::OutlierDetection;
 
 /// A rate this many times the rest of the group's is an outlier...
@@ -54,26 +55,34 @@ pub struct OutlierPolicy {
 
 impl OutlierPolicy {
     /// Compiles `o`; errors name the field under `at`.
-    pub fn compile(o: &OutlierDetection, at: &str) -> Result<Self, String> {
+    pub fn compile(o: &OutlierDetection, at: &str) -> Result<Self, InvalidField> {
         if o.consecutive_errors == 0 {
-            return Err(format!("{at}.consecutiveErrors: give at least 1"));
+            return Err(InvalidField::new(
+                format!("{at}.consecutiveErrors"),
+                "give at least 1",
+            ));
         }
         if o.base_ejection_time_ms == 0 || o.max_ejection_time_ms < o.base_ejection_time_ms {
-            return Err(format!(
-                "{at}.maxEjectionTimeMs: give a baseEjectionTimeMs above 0 and a maxEjectionTimeMs at least as long"
+            return Err(InvalidField::new(
+                format!("{at}.maxEjectionTimeMs"),
+                "give a baseEjectionTimeMs above 0 and a maxEjectionTimeMs at least as long",
             ));
         }
         if o.max_ejection_percent > 100 {
-            return Err(format!(
-                "{at}.maxEjectionPercent: {} is not a percentage from 0 to 100",
-                o.max_ejection_percent
+            return Err(InvalidField::new(
+                format!("{at}.maxEjectionPercent"),
+                format!(
+                    "{} is not a percentage from 0 to 100",
+                    o.max_ejection_percent
+                ),
             ));
         }
         let (threshold, min_requests, window) = match &o.error_rate {
             Some(r) => {
                 if !(r.threshold > 0.0 && r.threshold <= 1.0) || r.window_ms == 0 {
-                    return Err(format!(
-                        "{at}.errorRate: give a threshold above 0 and at most 1, and a windowMs above 0"
+                    return Err(InvalidField::new(
+                        format!("{at}.errorRate"),
+                        "give a threshold above 0 and at most 1, and a windowMs above 0",
                     ));
                 }
                 (
@@ -326,7 +335,8 @@ mod tests {
             },
             "services[2].outlierDetection",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             bad.starts_with("services[2].outlierDetection.consecutiveErrors"),
             "{bad}"

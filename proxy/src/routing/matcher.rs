@@ -4,6 +4,7 @@ use http::HeaderName;
 use regex::Regex;
 
 use super::RequestHead;
+use crate::config::InvalidField;
 use crate::config::routes::{PathMatch, RequestMatch, ValueMatch};
 
 /// A compiled string condition.
@@ -47,17 +48,21 @@ fn whole(pattern: &str) -> Result<Regex, String> {
 
 impl CompiledMatch {
     /// Compiles `m`; the error names the field under `at`.
-    pub fn compile(m: &RequestMatch, at: &str) -> Result<Self, String> {
+    pub fn compile(m: &RequestMatch, at: &str) -> Result<Self, InvalidField> {
         let mut headers = Vec::with_capacity(m.headers.len());
         for (i, h) in m.headers.iter().enumerate() {
             let here = format!("{at}.headers[{i}]");
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| format!("{here}.name: {:?} is not a header name", h.name))?;
+            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
+                InvalidField::new(
+                    format!("{here}.name"),
+                    format!("{:?} is not a header name", h.name),
+                )
+            })?;
             let condition = match &h.value {
                 ValueMatch::Exact(s) => HeaderCondition::Value(StringMatch::Exact(s.clone())),
                 ValueMatch::Prefix(s) => HeaderCondition::Value(StringMatch::Prefix(s.clone())),
                 ValueMatch::Regex(p) => HeaderCondition::Value(StringMatch::Regex(
-                    whole(p).map_err(|e| format!("{here}.regex: {e}"))?,
+                    whole(p).map_err(|e| InvalidField::new(format!("{here}.regex"), e))?,
                 )),
                 ValueMatch::Present(p) => HeaderCondition::Present(*p),
             };
@@ -67,16 +72,20 @@ impl CompiledMatch {
             None => None,
             Some(PathMatch::Exact(s)) => Some(StringMatch::Exact(s.clone())),
             Some(PathMatch::Prefix(s)) => Some(StringMatch::Prefix(s.clone())),
-            Some(PathMatch::Regex(p)) => Some(StringMatch::Regex(
-                whole(p).map_err(|e| format!("{at}.path.regex: {e}"))?,
-            )),
+            Some(PathMatch::Regex(p)) => {
+                Some(StringMatch::Regex(whole(p).map_err(|e| {
+                    InvalidField::new(format!("{at}.path.regex"), e)
+                })?))
+            }
         };
         let method = match &m.method {
             None => None,
-            Some(s) => Some(
-                http::Method::from_bytes(s.as_bytes())
-                    .map_err(|_| format!("{at}.method: {s:?} is not an HTTP method"))?,
-            ),
+            Some(s) => Some(http::Method::from_bytes(s.as_bytes()).map_err(|_| {
+                InvalidField::new(
+                    format!("{at}.method"),
+                    format!("{s:?} is not an HTTP method"),
+                )
+            })?),
         };
         Ok(Self {
             headers,
@@ -225,7 +234,8 @@ mod tests {
             },
             "routes[0].rules[1].match[0]",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             err.starts_with("routes[0].rules[1].match[0].headers[1].regex: "),
             "{err}"
@@ -237,7 +247,8 @@ mod tests {
             },
             "m",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("m.method"), "{err}");
     }
 }

@@ -2,6 +2,7 @@
 //! The copy is sent fire-and-forget by the forwarder; only the decision lives here.
 
 use super::policy::roll;
+use crate::config::InvalidField;
 use crate::config::routes::Mirror;
 
 /// Where a rule's copies go, and how many.
@@ -14,21 +15,20 @@ pub struct MirrorPolicy {
 
 impl MirrorPolicy {
     /// Compiles `mirror`, whose group is `groups[group]`; errors name the field under `at`.
-    pub fn compile(mirror: &Mirror, groups: &[&str], at: &str) -> Result<Self, String> {
+    pub fn compile(mirror: &Mirror, groups: &[&str], at: &str) -> Result<Self, InvalidField> {
         let group = groups
             .iter()
             .position(|g| *g == mirror.group)
             .ok_or_else(|| {
-                format!(
-                    "{at}.mirror.group: no group {:?} (have: {})",
-                    mirror.group,
-                    groups.join(", ")
+                InvalidField::new(
+                    format!("{at}.mirror.group"),
+                    format!("no group {:?} (have: {})", mirror.group, groups.join(", ")),
                 )
             })?;
         if !(0.0..=100.0).contains(&mirror.percent) {
-            return Err(format!(
-                "{at}.mirror.percent: {} is not a percentage from 0 to 100",
-                mirror.percent
+            return Err(InvalidField::new(
+                format!("{at}.mirror.percent"),
+                format!("{} is not a percentage from 0 to 100", mirror.percent),
             ));
         }
         Ok(Self {
@@ -69,7 +69,8 @@ mod tests {
             &groups,
             "routes[0].rules[0]",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("routes[0].rules[0].mirror.group"), "{err}");
         let err = MirrorPolicy::compile(
             &Mirror {
@@ -79,7 +80,8 @@ mod tests {
             &groups,
             "r",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("r.mirror.percent"), "{err}");
     }
 }

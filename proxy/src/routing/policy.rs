@@ -6,6 +6,7 @@ use std::time::Duration;
 use http::StatusCode;
 
 use super::RetryPolicy;
+use crate::config::InvalidField;
 use crate::config::routes::Rule;
 
 /// A rule's per-request behaviour. Cheap to copy into each request.
@@ -28,18 +29,24 @@ pub(super) fn roll(percent: f64) -> bool {
 
 impl RulePolicy {
     /// Compiles `rule`'s timeout and fault; errors name the field under `at`.
-    pub fn compile(rule: &Rule, at: &str) -> Result<Self, String> {
+    pub fn compile(rule: &Rule, at: &str) -> Result<Self, InvalidField> {
         let percent = |p: f64, field: &str| {
             if (0.0..=100.0).contains(&p) {
                 Ok(p)
             } else {
-                Err(format!(
-                    "{at}.{field}: {p} is not a percentage from 0 to 100"
+                Err(InvalidField::new(
+                    format!("{at}.{field}"),
+                    format!("{p} is not a percentage from 0 to 100"),
                 ))
             }
         };
         let timeout = match rule.timeout_ms {
-            Some(0) => return Err(format!("{at}.timeoutMs: give a deadline above 0")),
+            Some(0) => {
+                return Err(InvalidField::new(
+                    format!("{at}.timeoutMs"),
+                    "give a deadline above 0",
+                ));
+            }
             t => t.map(Duration::from_millis),
         };
         let fault = rule.fault.clone().unwrap_or_default();
@@ -57,9 +64,9 @@ impl RulePolicy {
                     .ok()
                     .filter(|s| (200..=599).contains(&s.as_u16()))
                     .ok_or_else(|| {
-                        format!(
-                            "{at}.fault.abort.status: {} is not a status from 200 to 599",
-                            a.status
+                        InvalidField::new(
+                            format!("{at}.fault.abort.status"),
+                            format!("{} is not a status from 200 to 599", a.status),
                         )
                     })?;
                 Some((percent(a.percent, "fault.abort.percent")?, status))
@@ -72,10 +79,13 @@ impl RulePolicy {
         if let (Some(total), Some(per_try)) = (timeout, retry.and_then(|r| r.per_try_timeout))
             && per_try > total
         {
-            return Err(format!(
-                "{at}.retries.perTryTimeoutMs: {} ms is longer than the rule's timeoutMs ({} ms); make it shorter",
-                per_try.as_millis(),
-                total.as_millis()
+            return Err(InvalidField::new(
+                format!("{at}.retries.perTryTimeoutMs"),
+                format!(
+                    "{} ms is longer than the rule's timeoutMs ({} ms); make it shorter",
+                    per_try.as_millis(),
+                    total.as_millis()
+                ),
             ));
         }
         Ok(Self {
@@ -163,7 +173,9 @@ mod tests {
     #[test]
     fn bad_values_name_the_field() {
         let bad = |fault| {
-            RulePolicy::compile(&rule(None, Some(fault)), "routes[0].rules[2]").unwrap_err()
+            RulePolicy::compile(&rule(None, Some(fault)), "routes[0].rules[2]")
+                .unwrap_err()
+                .to_string()
         };
         let err = bad(Fault {
             delay: None,
@@ -187,7 +199,9 @@ mod tests {
             err.starts_with("routes[0].rules[2].fault.delay.percent"),
             "{err}"
         );
-        let err = RulePolicy::compile(&rule(Some(0), None), "r").unwrap_err();
+        let err = RulePolicy::compile(&rule(Some(0), None), "r")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("r.timeoutMs"), "{err}");
     }
 }

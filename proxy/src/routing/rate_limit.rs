@@ -4,6 +4,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::config::InvalidField;
 use crate::config::routes::RateLimit;
 
 /// Tokens refill at `rate` a second up to `capacity`; each request takes one.
@@ -17,10 +18,11 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket for `limit`; errors name the field under `at`.
-    pub fn compile(limit: &RateLimit, at: &str) -> Result<Self, String> {
+    pub fn compile(limit: &RateLimit, at: &str) -> Result<Self, InvalidField> {
         if limit.requests_per_second == 0 {
-            return Err(format!(
-                "{at}.rateLimit.requestsPerSecond: give a rate above 0"
+            return Err(InvalidField::new(
+                format!("{at}.rateLimit.requestsPerSecond"),
+                "give a rate above 0",
             ));
         }
         let rate = f64::from(limit.requests_per_second);
@@ -96,7 +98,8 @@ mod tests {
             },
             "routes[1].rules[0]",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             err.starts_with("routes[1].rules[0].rateLimit.requestsPerSecond"),
             "{err}"

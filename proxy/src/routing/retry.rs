@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::StatusCode;
 use tower::retry::budget::{Budget, TpsBudget};
 
+use crate::config::InvalidField;
 use crate::config::routes::{Retries, RetryOn};
 
 /// Retries a rule allows. Cheap to copy.
@@ -67,11 +68,12 @@ pub fn is_idempotent(method: &http::Method) -> bool {
 
 impl RetryPolicy {
     /// Compiles `retries`; errors name the field under `at`.
-    pub fn compile(retries: &Retries, at: &str) -> Result<Self, String> {
+    pub fn compile(retries: &Retries, at: &str) -> Result<Self, InvalidField> {
         let per_try_timeout = match retries.per_try_timeout_ms {
             Some(0) => {
-                return Err(format!(
-                    "{at}.retries.perTryTimeoutMs: give a deadline above 0"
+                return Err(InvalidField::new(
+                    format!("{at}.retries.perTryTimeoutMs"),
+                    "give a deadline above 0",
                 ));
             }
             t => t.map(Duration::from_millis),
@@ -219,7 +221,8 @@ mod tests {
             },
             "routes[0].rules[1]",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             err.starts_with("routes[0].rules[1].retries.perTryTimeoutMs"),
             "{err}"

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{RetryBudget, TokenBucket};
+use crate::config::InvalidField;
 use crate::config::routes::RateLimit;
 
 /// Identifies a rule across versions: its TrafficRoute, service port and name.
@@ -49,7 +50,7 @@ impl<'a> Carry<'a> {
         key: &RuleKey,
         limit: &RateLimit,
         at: &str,
-    ) -> Result<Arc<TokenBucket>, String> {
+    ) -> Result<Arc<TokenBucket>, InvalidField> {
         let kept = self
             .previous
             .and_then(|p| p.buckets.get(key))

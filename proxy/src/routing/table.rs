@@ -6,6 +6,7 @@ use super::{
     Carry, CompiledMatch, MirrorPolicy, RequestHead, RetryBudget, RuleKey, RulePolicy, TokenBucket,
     WeightedChoice,
 };
+use crate::config::InvalidField;
 use crate::config::routes::ServiceRoutes;
 
 /// A compiled rule.
@@ -68,7 +69,7 @@ impl RouteTable {
         groups: &[&str],
         carry: &mut Carry<'_>,
         at: &str,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, InvalidField> {
         let from: Arc<str> = routes.from.as_str().into();
         let mut rules = Vec::with_capacity(routes.rules.len());
         for (i, rule) in routes.rules.iter().enumerate() {
@@ -82,11 +83,14 @@ impl RouteTable {
             let mut weights = Vec::with_capacity(rule.route.len());
             for (j, w) in rule.route.iter().enumerate() {
                 let index = groups.iter().position(|g| *g == w.group).ok_or_else(|| {
-                    format!(
-                        "{here}.route[{j}].group: no group {:?} in service {} (have: {})",
-                        w.group,
-                        routes.service,
-                        groups.join(", ")
+                    InvalidField::new(
+                        format!("{here}.route[{j}].group"),
+                        format!(
+                            "no group {:?} in service {} (have: {})",
+                            w.group,
+                            routes.service,
+                            groups.join(", ")
+                        ),
                     )
                 })?;
                 weights.push((index, w.weight));
@@ -94,7 +98,10 @@ impl RouteTable {
             let choice = match weights.is_empty() {
                 true => None,
                 false => Some(WeightedChoice::new(weights).ok_or_else(|| {
-                    format!("{here}.route: give at least one group a weight above 0")
+                    InvalidField::new(
+                        format!("{here}.route"),
+                        "give at least one group a weight above 0",
+                    )
                 })?),
             };
             let policy = RulePolicy::compile(rule, &here)?;
@@ -245,7 +252,7 @@ mod tests {
             path: "/",
             headers: &h,
         };
-        let err = t.select(&head).unwrap_err();
+        let err = t.select(&head).unwrap_err().to_string();
         assert_eq!(
             err.to_string(),
             "no rule of TrafficRoute shop/payments matches the request"
@@ -261,7 +268,8 @@ mod tests {
             &mut Carry::after(None),
             "routes[2]",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             err.starts_with("routes[2].rules[0].route[1].group: no group \"Group_9\""),
             "{err}"
@@ -273,7 +281,8 @@ mod tests {
             &mut Carry::after(None),
             "r",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("r.rules[0].route: "), "{err}");
     }
 }

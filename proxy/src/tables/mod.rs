@@ -13,7 +13,7 @@ pub use store::{ConfigError, FileSource, TableStore, load_file, parse_json};
 use crate::balance::outlier::OutlierPolicy;
 use crate::balance::{self, Endpoint, Loads, Picked, Upstream};
 use crate::config::routes::ServiceRoutes;
-use crate::config::{ListenerTarget, Protocol, ProxyConfig, Service, Side};
+use crate::config::{InvalidField, ListenerTarget, Protocol, ProxyConfig, Service, Side};
 use crate::reports::TargetTraffic;
 use crate::routing::{
     Carry, CompiledRule, RequestHead, RouteError, RouteTable, RulePolicy, RuleStates,
@@ -240,10 +240,14 @@ fn routes_for<'a>(
             (Some(p), _) if p != port => {}
             (_, None) => found = Some((i, r)),
             (p, Some((j, other))) if p.is_some() == other.port.is_some() => {
-                return Err(ConfigError::Invalid(format!(
-                    "routes[{i}]: {} and routes[{j}] ({}) both route {}.{} port {port}; keep one",
-                    r.from, other.from, svc.name, svc.namespace
-                )));
+                return Err(InvalidField::new(
+                    format!("routes[{i}]"),
+                    format!(
+                        "{} and routes[{j}] ({}) both route {}.{} port {port}; keep one",
+                        r.from, other.from, svc.name, svc.namespace
+                    ),
+                )
+                .into());
             }
             (Some(_), Some(_)) => found = Some((i, r)),
             (None, Some(_)) => {}
@@ -309,7 +313,7 @@ impl Tables {
         let mut carry = Carry::after(previous.map(|p| &p.rule_states));
         if !config.trust_bundle.is_empty() {
             TlsContext::parse_bundle(&config.trust_bundle)
-                .map_err(|e| ConfigError::Invalid(format!("trustBundle: {e}")))?;
+                .map_err(|e| InvalidField::new("trustBundle", e.to_string()))?;
         }
         let caller = RolloutBucket::of(&config.node);
         let counted: HashMap<&str, &Arc<TargetTraffic>> = previous
@@ -319,10 +323,10 @@ impl Tables {
         let mut by_service: HashMap<(String, String, u16), Arc<OutboundTarget>> = HashMap::new();
         for (s, svc) in config.services.iter().enumerate() {
             let outlier = match &svc.outlier_detection {
-                Some(o) => Some(
-                    OutlierPolicy::compile(o, &format!("services[{s}].outlierDetection"))
-                        .map_err(ConfigError::Invalid)?,
-                ),
+                Some(o) => Some(OutlierPolicy::compile(
+                    o,
+                    &format!("services[{s}].outlierDetection"),
+                )?),
                 None => None,
             };
             for port in &svc.ports {
@@ -361,25 +365,26 @@ impl Tables {
                     .collect();
                 if let Some((i, routes)) = routes_for(&config.routes, svc, port.port)? {
                     let names: Vec<&str> = svc.groups.iter().map(|g| g.name.as_str()).collect();
-                    target.routes = Some(
-                        RouteTable::compile(
-                            routes,
-                            port.port,
-                            &names,
-                            &mut carry,
-                            &format!("routes[{i}]"),
-                        )
-                        .map_err(ConfigError::Invalid)?,
-                    );
+                    target.routes = Some(RouteTable::compile(
+                        routes,
+                        port.port,
+                        &names,
+                        &mut carry,
+                        &format!("routes[{i}]"),
+                    )?);
                 }
                 let target = Arc::new(target);
                 for vip in &svc.vips {
                     let key = SocketAddr::new(*vip, port.port);
                     if let Some(other) = outbound.insert(key, target.clone()) {
-                        return Err(ConfigError::Invalid(format!(
-                            "services: {key} is claimed by both {} and {}",
-                            other.label, target.label
-                        )));
+                        return Err(InvalidField::new(
+                            "services",
+                            format!(
+                                "{key} is claimed by both {} and {}",
+                                other.label, target.label
+                            ),
+                        )
+                        .into());
                     }
                 }
                 by_service.insert((svc.name.clone(), svc.namespace.clone(), port.port), target);
@@ -391,10 +396,14 @@ impl Tables {
                 .iter()
                 .any(|s| s.name == r.service && s.namespace == r.namespace)
         }) {
-            return Err(ConfigError::Invalid(format!(
-                "routes[{i}].service: no service {:?} in namespace {:?} in services",
-                r.service, r.namespace
-            )));
+            return Err(InvalidField::new(
+                format!("routes[{i}].service"),
+                format!(
+                    "no service {:?} in namespace {:?} in services",
+                    r.service, r.namespace
+                ),
+            )
+            .into());
         }
         if let Some(o) = &config.inbound.overload_protection {
             check_overload(o)?;
@@ -416,21 +425,34 @@ impl Tables {
                 .iter()
                 .find(|o| o.name == l.name || o.bind == l.bind)
             {
-                return Err(ConfigError::Invalid(format!(
-                    "listeners[{i}]: {:?} on {} clashes with listener {:?} on {}: give each listener its own name and address",
-                    l.name, l.bind, other.name, other.bind
-                )));
+                return Err(InvalidField::new(
+                    format!("listeners[{i}]"),
+                    format!(
+                        "{:?} on {} clashes with listener {:?} on {}: give each listener its own name and address",
+                        l.name, l.bind, other.name, other.bind
+                    ),
+                )
+                .into());
             }
             let target = match &l.target {
-                ListenerTarget::Address(addr) => Arc::new(OutboundTarget::address(*addr, l.protocol)),
-                ListenerTarget::Service { name, namespace, port } => by_service
+                ListenerTarget::Address(addr) => {
+                    Arc::new(OutboundTarget::address(*addr, l.protocol))
+                }
+                ListenerTarget::Service {
+                    name,
+                    namespace,
+                    port,
+                } => by_service
                     .iter()
-                    .find(|((n, ns, p), _)| n == name && p == port && (namespace.is_empty() || ns == namespace))
+                    .find(|((n, ns, p), _)| {
+                        n == name && p == port && (namespace.is_empty() || ns == namespace)
+                    })
                     .map(|(_, t)| t.clone())
                     .ok_or_else(|| {
-                        ConfigError::Invalid(format!(
-                            "listeners[{i}].target: no service {name:?} with port {port} in services"
-                        ))
+                        InvalidField::new(
+                            format!("listeners[{i}].target"),
+                            format!("no service {name:?} with port {port} in services"),
+                        )
                     })?,
             };
             listeners.push(ListenerPlan {
@@ -500,7 +522,7 @@ impl Tables {
 /// Refuses overload protection settings the controller cannot work with.
 fn check_overload(o: &crate::config::overload::OverloadProtection) -> Result<(), ConfigError> {
     let at = "inbound.overloadProtection";
-    let bad = |field: &str, fix: &str| Err(ConfigError::Invalid(format!("{at}.{field}: {fix}")));
+    let bad = |field: &str, fix: &str| Err(InvalidField::new(format!("{at}.{field}"), fix).into());
     if !(o.target.is_finite() && o.target > 0.0) {
         return bad("target", "give a setpoint above 0");
     }
@@ -591,6 +613,25 @@ mod tests {
         .unwrap();
         let target = t.outbound("10.96.0.10:80".parse().unwrap()).unwrap();
         assert_eq!(target.endpoints.len(), 2);
+    }
+
+    #[test]
+    fn a_refused_config_names_the_field_in_a_typed_error() {
+        let mut svc = service("payments", "10.96.0.10", &["10.0.0.1"]);
+        svc.outlier_detection = Some(serde_json::from_value(serde_json::json!({"consecutiveErrors": 0, "baseEjectionTimeMs": 30000, "maxEjectionTimeMs": 300000, "maxEjectionPercent": 50})).unwrap());
+        let err = Tables::build(ProxyConfig {
+            services: vec![svc].into(),
+            ..Default::default()
+        })
+        .unwrap_err();
+        let ConfigError::Invalid(field) = err else {
+            panic!("not a field error: {err}")
+        };
+        assert_eq!(
+            field.field,
+            "services[0].outlierDetection.consecutiveErrors"
+        );
+        assert_eq!(field.problem, "give at least 1");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use serde::de::{self, DeserializeSeed, Visitor};
 use tokio_util::sync::CancellationToken;
 
 use super::Tables;
-use crate::config::ProxyConfig;
+use crate::config::{InvalidField, ProxyConfig};
 
 /// The largest config file read: 64 MiB. The operator's config for a pod that sees 5,000
 /// services is about 9 MB, so this leaves room for a mesh several times that, while a
@@ -66,9 +66,9 @@ pub enum ConfigError {
     /// A config from the operator's stream is not a valid ProxyConfig.
     #[error("parsing config: {0}")]
     Decode(String),
-    /// The config contradicts itself.
+    /// A field of the config cannot be used.
     #[error("invalid config: {0}")]
-    Invalid(String),
+    Invalid(#[from] InvalidField),
 }
 
 /// Reads a ProxyConfig from a YAML or JSON file.
