@@ -16,7 +16,9 @@ fn run() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--log-level {:?}: {e}", cli.log_level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only on a terminal: redirected to a file, escape codes are noise.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if cli.log_json {
         builder.json().init();
     } else {

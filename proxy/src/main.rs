@@ -53,7 +53,10 @@ fn run() -> anyhow::Result<()> {
             let filter = EnvFilter::try_new(&args.log_level)
                 .map_err(|e| anyhow::anyhow!("--log-level {:?}: {e}", args.log_level))?;
             let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
-            let fmt = tracing_subscriber::fmt::layer().with_target(false);
+            // Colours only on a terminal: redirected to a file, escape codes are noise.
+            let fmt = tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
             let registry = tracing_subscriber::registry().with(filter);
             if args.log_json {
                 registry.with(fmt.json()).init();

@@ -290,3 +290,18 @@ async fn the_logging_endpoint_refuses_an_unknown_level() {
     let (status, body) = admin_request(proxy.admin, "POST", "/logging?level=info").await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn a_kubernetes_resource_given_as_the_config_is_named_as_one() {
+    let proxy = Logged::start(&config("v1", free_addr())).await;
+    proxy.write_config(
+        "apiVersion: braid.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {name: payments}\nspec: {host: payments}\n",
+    );
+    let log = proxy
+        .wait_for_log(&["this is a Kubernetes resource (braid.dev/v1alpha1 TrafficRoute)"])
+        .await;
+    assert!(log.contains("apply it with kubectl"), "{log}");
+    still_v1(&proxy).await;
+    // Written to a file, the log has no colour codes.
+    assert!(!log.contains('\u{1b}'), "{log}");
+}

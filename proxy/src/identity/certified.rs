@@ -141,11 +141,24 @@ impl Certified {
             })
         };
         let chain = pems(&read(cert)?, &cert.display().to_string())?;
-        let key_der =
-            PrivatePkcs8KeyDer::from_pem_slice(&read(key)?).map_err(|e| CertifiedError::Pem {
+        let key_pem = read(key)?;
+        let key_der = PrivatePkcs8KeyDer::from_pem_slice(&key_pem).map_err(|e| {
+            let text = String::from_utf8_lossy(&key_pem);
+            let other_form =
+                text.contains("BEGIN EC PRIVATE KEY") || text.contains("BEGIN RSA PRIVATE KEY");
+            let hint = if other_form {
+                format!(
+                    "; this is a SEC1/PKCS#1 key, convert it: openssl pkcs8 -topk8 -nocrypt -in {k} -out {k}.pkcs8",
+                    k = key.display()
+                )
+            } else {
+                String::new()
+            };
+            CertifiedError::Pem {
                 what: key.display().to_string(),
-                message: format!("not a PKCS#8 PEM private key: {e}"),
-            })?;
+                message: format!("not a PKCS#8 PEM private key ({e}){hint}"),
+            }
+        })?;
         Self::new(chain, key_der, Vec::new(), &cert.display().to_string())
     }
 
@@ -337,6 +350,11 @@ mod tests {
         std::fs::write(&key_file, other.serialize_pem()).unwrap();
         let err = Certified::from_files(&cert, &key_file).unwrap_err();
         assert!(err.to_string().contains("cert.pem"), "{err}");
+        // A SEC1 key (what `openssl ecparam -genkey` writes) gets the command that converts it.
+        let sec1 = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----\n";
+        std::fs::write(&key_file, sec1).unwrap();
+        let err = Certified::from_files(&cert, &key_file).unwrap_err();
+        assert!(err.to_string().contains("openssl pkcs8 -topk8"), "{err}");
         let missing = dir.path().join("nope.pem");
         let err = Certified::from_files(&missing, &key_file).unwrap_err();
         assert!(err.to_string().contains("nope.pem"), "{err}");

@@ -124,6 +124,15 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<ProxyConfig, ConfigError> {
     let max_values = (text.len() + 1).saturating_mul(MAX_VALUES_PER_BYTE);
     let value =
         checked_value(serde_norway::Deserializer::from_str(text), max_values).map_err(err)?;
+    if let (Some(api_version), Some(kind)) = (value.get("apiVersion"), value.get("kind")) {
+        return Err(err(format!(
+            "this is a Kubernetes resource ({} {}), not a proxy config: apply it with kubectl, \
+             or put it in the directory of `braid-operator --source dir:PATH`; \
+             `braid-proxy run --config` takes a ProxyConfig (version, services, routes, ...)",
+            api_version.as_str().unwrap_or("?"),
+            kind.as_str().unwrap_or("?"),
+        )));
+    }
     let mut unknown = Vec::new();
     let config = deserialize_named(value, &mut unknown).map_err(err)?;
     match unknown.first() {
@@ -367,9 +376,26 @@ fn deserialize_named<'de, D>(de: D, unknown: &mut Vec<String>) -> Result<ProxyCo
 where
     D: serde::Deserializer<'de>,
 {
-    let mut note = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let mut note = |path: serde_ignored::Path<'_>| unknown.push(field_path(&path));
     let de = serde_ignored::Deserializer::new(de, &mut note);
     serde_path_to_error::deserialize(de).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+}
+
+/// `path` spelled as every other error spells a field: `services[0].ports[1].name`
+/// (serde_ignored's own spelling is `services.0.ports.1.name`).
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => match field_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
+    }
 }
 
 /// The current routing tables, shared by every listener, plus whether any config has
@@ -597,7 +623,8 @@ services:
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("services.0.vip: unknown field"), "{err}");
+        // Spelled as every other error spells a field.
+        assert!(err.contains("services[0].vip: unknown field"), "{err}");
         // ...while a newer operator's extra field leaves the rest of the config usable.
         let config = parse_json(
             br#"{"version":"v2","tls":{"mode":"new"},"services":[{"name":"a","retryBudget":{}}]}"#,
