@@ -12,6 +12,7 @@ use braid_crds::traffic_route::{ProxyCounts, TrafficRouteStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde::Serialize;
 
+use super::refs::{RESOLVED_REFS, Unresolved, unresolved};
 use crate::compiler::{conflicts, service_for_host};
 use crate::healer::HealingView;
 use crate::registry::progress::progress_of;
@@ -110,9 +111,19 @@ pub fn compute(
         if let Some(c) = conflicts.iter().find(|c| c.loser == obs.key) {
             conflicted(&mut condition, &c.winner, previous, &obs.key, now);
         }
+        let mut conditions = vec![condition];
+        if let Some(route) = &obs.accepted {
+            let missing = unresolved(
+                &route.spec,
+                &obs.key.namespace,
+                snapshot,
+                proxies.cluster_domain,
+            );
+            conditions.push(resolved_refs(obs, missing, previous, now));
+        }
         let status = TrafficRouteStatus {
             observed_generation: obs.generation,
-            conditions: vec![condition],
+            conditions,
             rule_count: obs.accepted.as_ref().map(|r| r.spec.rules.len() as u32),
             proxies: Some(proxies.counts(targets)),
         };
@@ -292,6 +303,39 @@ fn conflicted(
     condition.message = format!(
         "spec.host: TrafficRoute {winner} is older and already routes this service port, so this one is not in force; merge the rules into {winner}, or give each route its own spec.port"
     );
+}
+
+/// The `ResolvedRefs` condition of a valid route: `True`, or `False` naming what it names
+/// that is not there.
+fn resolved_refs<T>(
+    obs: &Observed<T>,
+    missing: Option<Unresolved>,
+    previous: &BTreeMap<(Kind, ObjectKey), StatusUpdate>,
+    now: &Time,
+) -> Condition {
+    let (status, reason, message) = match missing {
+        None => (
+            "True",
+            RESOLVED_REFS,
+            "the host, port and every group resolve".to_string(),
+        ),
+        Some(u) => ("False", u.reason, u.message),
+    };
+    Condition {
+        type_: RESOLVED_REFS.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: obs.generation,
+        last_transition_time: transitioned_of(
+            previous,
+            Kind::TrafficRoute,
+            &obs.key,
+            RESOLVED_REFS,
+            status,
+        )
+        .unwrap_or_else(|| now.clone()),
+    }
 }
 
 /// The `SafeToEnforce` condition of an EncryptionPolicy, from what its workloads' proxies
@@ -552,6 +596,48 @@ workloads:
         let id = (Kind::EncryptionPolicy, key);
         assert!(!out.statuses.contains_key(&id), "{:?}", out.statuses);
         assert!(out.kept.contains(&id));
+    }
+
+    #[test]
+    fn a_valid_route_to_a_port_the_service_lacks_says_so_and_stays_accepted() {
+        let mut snap = registry_only();
+        let route = "apiVersion: braid.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {name: payments, namespace: shop}\nspec: {host: payments, port: 8080, rules: [{name: all}]}\n";
+        Generations::default().insert_all(&parse_file(route).unwrap(), &mut snap);
+        let configs = compile(&snap, &Options::default()).configs;
+        let applied = HashMap::new();
+        let proxies = ProxyState {
+            configs: &configs,
+            applied: &applied,
+            cluster_domain: "cluster.local",
+        };
+        let at = time("2026-11-22T00:00:00Z");
+        let out = compute(&snap, proxies, NO_VIEWS, &BTreeMap::new(), &at);
+        let id = (Kind::TrafficRoute, ObjectKey::new("shop", "payments"));
+        let conditions = &out.statuses[&id].status["conditions"];
+        assert_eq!(conditions[0]["type"], ACCEPTED);
+        assert_eq!(conditions[0]["status"], "True");
+        assert_eq!(conditions[1]["type"], "ResolvedRefs");
+        assert_eq!(conditions[1]["status"], "False");
+        assert_eq!(conditions[1]["reason"], "PortNotFound");
+        assert!(
+            conditions[1]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("spec.port: Service shop/payments has no port 8080"),
+            "{conditions}"
+        );
+        // Its transition time holds while it stays False.
+        let later = compute(
+            &snap,
+            proxies,
+            NO_VIEWS,
+            &out.statuses,
+            &time("2026-11-22T00:05:00Z"),
+        );
+        assert_eq!(
+            later.statuses[&id].status["conditions"][1]["lastTransitionTime"],
+            "2026-11-22T00:00:00Z"
+        );
     }
 
     #[test]

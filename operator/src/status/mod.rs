@@ -3,5 +3,7 @@
 //! by a pure function ([`compute`]); written through a [`crate::sink::StatusSink`].
 
 mod compute;
+mod refs;
 
 pub use compute::{Computed, ProxyState, Views, compute};
+pub use refs::RESOLVED_REFS;
