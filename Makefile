@@ -52,6 +52,7 @@ e2e: ## End-to-end tests: pods as network namespaces with real iptables (root, o
 # The demo needs root (network namespaces, iptables); it is built as the caller and run
 # with sudo when the caller is not root.
 demo: ## A local mesh walked through steering, mTLS rollout and self-healing (needs root)
+	@echo "make demo: building the proxy, the operator and the demo (the first build takes about 8 min on 2 cores and 3 GB in target/; later ones seconds), then a run of under a minute"
 	$(CARGO) build -p braid-proxy -p braid-operator -p braid-e2e
 	@if [ "$$(id -u)" = 0 ]; then target/debug/braid-demo; \
 	elif command -v sudo >/dev/null; then \
