@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod duration;
 pub mod identity;
+pub mod invalid;
 pub mod log;
 pub mod ports;
 pub mod probes;

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use braid_api::invalid::{InvalidField, InvalidInput};
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
@@ -122,15 +123,21 @@ struct TokenEntry {
 }
 
 impl BootstrapTokens {
-    /// Reads the token file; errors name the entry and field.
-    pub fn load(path: &Path) -> Result<Self, String> {
+    /// Reads the token file; errors name the file, the entry and the field.
+    pub fn load(path: &Path) -> Result<Self, TokenFileError> {
         let file = TokenFile {
             path: path.to_owned(),
             seen: std::sync::Mutex::new(None),
         };
         let stamp = file.stamp();
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut tokens = Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut tokens = Self::parse(&text).map_err(|source| TokenFileError::Invalid {
+            path: path.to_owned(),
+            source,
+        })?;
         *file.seen.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
         tokens.file = Some(file);
         Ok(tokens)
@@ -150,7 +157,7 @@ impl BootstrapTokens {
         }
         match std::fs::read_to_string(&file.path)
             .map_err(|e| e.to_string())
-            .and_then(|text| Self::parse(&text))
+            .and_then(|text| Self::parse(&text).map_err(|e| e.to_string()))
         {
             Ok(fresh) => {
                 let fresh = fresh.tokens.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -164,16 +171,19 @@ impl BootstrapTokens {
     }
 
     /// Parses the text of a token file.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let value: serde_json::Value = serde_norway::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Self, InvalidInput> {
+        let value: serde_json::Value =
+            serde_norway::from_str(text).map_err(|e| InvalidInput::Syntax(e.to_string()))?;
         let entries: Vec<TokenEntry> = serde_path_to_error::deserialize(value)
-            .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+            .map_err(|e| InvalidField::new(e.path().to_string(), e.inner().to_string()))?;
         let mut tokens = HashMap::new();
         for (i, e) in entries.into_iter().enumerate() {
             if e.token.len() < 16 {
-                return Err(format!(
-                    "[{i}].token: use at least 16 characters (e.g. `openssl rand -hex 16`)"
-                ));
+                return Err(InvalidField::new(
+                    format!("[{i}].token"),
+                    "use at least 16 characters (e.g. `openssl rand -hex 16`)",
+                )
+                .into());
             }
             let who = Principal {
                 namespace: e.namespace,
@@ -181,7 +191,11 @@ impl BootstrapTokens {
                 pod: e.pod,
             };
             if tokens.insert(e.token, who).is_some() {
-                return Err(format!("[{i}].token: the same token is listed twice"));
+                return Err(InvalidField::new(
+                    format!("[{i}].token"),
+                    "the same token is listed twice",
+                )
+                .into());
             }
         }
         Ok(Self {
@@ -189,6 +203,27 @@ impl BootstrapTokens {
             file: None,
         })
     }
+}
+
+/// Why the bootstrap token file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    /// It could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// Its content is refused.
+    #[error("{}: {source}", path.display())]
+    Invalid {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong, naming the entry and field.
+        source: InvalidInput,
+    },
 }
 
 impl Authenticator for BootstrapTokens {
@@ -243,11 +278,13 @@ mod tests {
         assert!(
             BootstrapTokens::parse("- {token: short, namespace: a, serviceAccount: b}")
                 .unwrap_err()
+                .to_string()
                 .contains("[0].token")
         );
         assert!(
             BootstrapTokens::parse("- {token: 0123456789abcdef0, namespace: a, sa: b}")
                 .unwrap_err()
+                .to_string()
                 .contains("sa")
         );
     }

@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Source, SourceError};
 use crate::registry::Snapshot;
+use braid_api::invalid::InvalidInput;
+
 use crate::registry::progress::recorded_progress;
 use registry_file::Resolved;
 use resources::{Doc, Generations};
@@ -140,10 +142,13 @@ impl DirSource {
                 .file_name()
                 .is_some_and(|n| n == registry_file::FILE_NAME)
             {
-                match registry_file::parse(&text)
+                let resolved = registry_file::parse(&text)
                     .map_err(|e| vec![e])
-                    .and_then(|f| f.resolve())
-                {
+                    .and_then(|f| {
+                        f.resolve()
+                            .map_err(|errors| errors.into_iter().map(InvalidInput::from).collect())
+                    });
+                match resolved {
                     Ok(resolved) => self.state.registry = Some(Arc::new(resolved)),
                     Err(errors) => {
                         // Nothing good yet: start empty, so the error is logged once

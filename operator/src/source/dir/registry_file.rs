@@ -21,6 +21,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use braid_api::config::Protocol;
+use braid_api::invalid::{InvalidField, InvalidInput};
 use serde::Deserialize;
 
 use crate::registry::{ObjectKey, ServiceEndpoint, ServiceEntry, ServicePort, Workload};
@@ -114,30 +115,36 @@ pub type Resolved = (
 );
 
 /// Parses the file's text; errors name the field (`workloads[2].ips[0]: invalid IP ...`).
-pub fn parse(text: &str) -> Result<RegistryFile, String> {
+pub fn parse(text: &str) -> Result<RegistryFile, InvalidInput> {
     if text.trim().is_empty() {
         return Ok(RegistryFile::default());
     }
-    let value: serde_json::Value = serde_norway::from_str(text).map_err(|e| e.to_string())?;
-    serde_path_to_error::deserialize(value).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+    let value: serde_json::Value =
+        serde_norway::from_str(text).map_err(|e| InvalidInput::Syntax(e.to_string()))?;
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| InvalidField::new(e.path().to_string(), e.inner().to_string()).into())
 }
 
 impl RegistryFile {
     /// Checks the declarations against each other and resolves each service's endpoints
     /// from its selector. Every problem is reported, each naming its entry.
-    pub fn resolve(self) -> Result<Resolved, Vec<String>> {
+    pub fn resolve(self) -> Result<Resolved, Vec<InvalidField>> {
         let mut errors = Vec::new();
         let mut workloads = BTreeMap::new();
         let mut ips = BTreeMap::new();
         for (i, w) in self.workloads.into_iter().enumerate() {
             let key = ObjectKey::new(&w.namespace, &w.name);
             if w.ips.is_empty() {
-                errors.push(format!("workloads[{i}].ips: {key} needs at least one IP"));
+                errors.push(InvalidField::new(
+                    format!("workloads[{i}].ips"),
+                    format!("{key} needs at least one IP"),
+                ));
             }
             for ip in &w.ips {
                 if let Some(other) = ips.insert(*ip, key.clone()) {
-                    errors.push(format!(
-                        "workloads[{i}].ips: {ip} of {key} is already the IP of {other}"
+                    errors.push(InvalidField::new(
+                        format!("workloads[{i}].ips"),
+                        format!("{ip} of {key} is already the IP of {other}"),
                     ));
                 }
             }
@@ -149,7 +156,10 @@ impl RegistryFile {
                 meshed: w.meshed,
             };
             if workloads.insert(key.clone(), Arc::new(workload)).is_some() {
-                errors.push(format!("workloads[{i}]: {key} is declared twice"));
+                errors.push(InvalidField::new(
+                    format!("workloads[{i}]"),
+                    format!("{key} is declared twice"),
+                ));
             }
         }
         let mut services = BTreeMap::new();
@@ -158,17 +168,18 @@ impl RegistryFile {
             let key = ObjectKey::new(&s.namespace, &s.name);
             for vip in &s.vips {
                 if !vips.insert(*vip) {
-                    errors.push(format!(
-                        "services[{i}].vips: {vip} of {key} is taken by another service"
+                    errors.push(InvalidField::new(
+                        format!("services[{i}].vips"),
+                        format!("{vip} of {key} is taken by another service"),
                     ));
                 }
             }
             let mut ports: Vec<ServicePort> = Vec::new();
             for (j, p) in s.ports.into_iter().enumerate() {
                 if ports.iter().any(|q| q.port == p.port) {
-                    errors.push(format!(
-                        "services[{i}].ports[{j}]: port {} of {key} is listed twice",
-                        p.port
+                    errors.push(InvalidField::new(
+                        format!("services[{i}].ports[{j}]"),
+                        format!("port {} of {key} is listed twice", p.port),
                     ));
                 }
                 ports.push(ServicePort {
@@ -211,7 +222,10 @@ impl RegistryFile {
                 endpoints,
             };
             if services.insert(key.clone(), Arc::new(entry)).is_some() {
-                errors.push(format!("services[{i}]: {key} is declared twice"));
+                errors.push(InvalidField::new(
+                    format!("services[{i}]"),
+                    format!("{key} is declared twice"),
+                ));
             }
         }
         if errors.is_empty() {
@@ -283,9 +297,13 @@ workloads:
 
     #[test]
     fn errors_name_the_field() {
-        let err = parse("workloads:\n- {name: a, ips: [not-an-ip]}\n").unwrap_err();
+        let err = parse("workloads:\n- {name: a, ips: [not-an-ip]}\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("workloads[0].ips[0]"), "{err}");
-        let err = parse("services:\n- {name: a, vip: [10.0.0.1]}\n").unwrap_err();
+        let err = parse("services:\n- {name: a, vip: [10.0.0.1]}\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `vip`"), "{err}");
     }
 
@@ -304,7 +322,10 @@ workloads:
         )
         .unwrap()
         .resolve()
-        .unwrap_err();
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>();
         assert_eq!(errs.len(), 3, "{errs:?}");
         assert!(errs.iter().any(|e| e.starts_with("services[1].vips")));
         assert!(errs.iter().any(|e| e.starts_with("workloads[1].ips")));
