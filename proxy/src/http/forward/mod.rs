@@ -1,32 +1,31 @@
 //! The request path, shared by both engines, in steps of a file each: admission and the
-//! port's TLS mode (`begin`, here), the rule's rate limit, faults and deadline
+//! port's TLS mode (`begin`, `admit.rs`), the rule's rate limit, faults and deadline
 //! (`rule.rs`), retries and their budget (`retry.rs`), one attempt with its timeout, load
 //! and outlier judgement (`attempt.rs`), and the accounting of a finished request
 //! (`finish`, here). The HTTP/1.1 relay (`h1/`) and HTTP/2 (`h2.rs`) each send through
 //! an [`Exchange`](super::exchange::Exchange).
 
+mod admit;
 mod attempt;
 mod h2;
 mod retry;
 mod rule;
 
+pub(super) use admit::Started;
 pub use h2::serve_h2;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 
-use super::Route;
 use super::exchange::{Answer, Exchange};
 use super::{ForwardError, Mirrors, Pool};
-use crate::config::tls::TlsMode;
 use crate::limits::Limits;
-use crate::metrics::{Direction, Limit, Metrics, OpenGuard, RefusedReason, Routed};
-use crate::overload::{Admitted, Protector};
+use crate::metrics::{Direction, Limit, Metrics, Routed};
+use crate::overload::Protector;
 use crate::reports::{EjectionLog, SourceCounter, TrafficLog};
 use crate::tables::{OutboundTarget, PickError, Selected, TableStore};
 
@@ -169,48 +168,6 @@ impl Forwarder {
         self.metrics.mirrored(target, group, sent);
     }
 
-    /// What every request goes through first, however it is sent: the port's TLS mode
-    /// (now, not when the connection opened: a plaintext connection kept alive from
-    /// before the port turned Strict gets no more requests through), overload admission
-    /// (health checks are never shed) and the target.
-    pub(super) fn begin(&self, probe: bool, route: &Route) -> Result<Started, ForwardError> {
-        let at = Instant::now();
-        // One look at the config in force serves both the port's mode and the route.
-        let inbound = self.inbound();
-        let (mode, target) = self.config.with_tables(|t| {
-            let mode = inbound.map(|i| t.inbound_tls_mode(i.peer.port));
-            (mode, route.resolve(t))
-        });
-        let in_flight = self.metrics.request_started(self.direction());
-        let admitted = match inbound.and_then(|i| i.overload.admission()) {
-            Some(a) if !probe => match a.admit(at) {
-                Some(admitted) => Some(admitted),
-                None => {
-                    self.metrics.shed();
-                    return Err(ForwardError::Overloaded);
-                }
-            },
-            _ => None,
-        };
-        if let (Some(inbound), Some(mode)) = (inbound, mode) {
-            let peer = &inbound.peer;
-            if !peer.tls && mode == TlsMode::Strict {
-                self.metrics.refused(peer.port, RefusedReason::plaintext);
-                return Err(ForwardError::PlaintextRefused(peer.port));
-            }
-            inbound
-                .traffic
-                .inbound(peer.tls, mode, peer.source.as_deref());
-        }
-        let target = target.ok_or_else(|| ForwardError::NoRoute(route.describe()))?;
-        Ok(Started {
-            at,
-            _in_flight: in_flight,
-            admitted,
-            target,
-        })
-    }
-
     /// Sends the request with `x` along `selected` (what routing chose for its head),
     /// under the matching rule's rate limit, faults, deadline and retries.
     pub(super) async fn send<X: Exchange>(
@@ -262,15 +219,6 @@ impl Forwarder {
             took.as_secs_f64(),
         );
     }
-}
-
-/// A request admitted and routed, from its start until its response head.
-pub(super) struct Started {
-    at: Instant,
-    _in_flight: OpenGuard,
-    admitted: Option<Admitted>,
-    /// Where it goes.
-    pub(super) target: Arc<OutboundTarget>,
 }
 
 /// The status the caller gets for `result`.

@@ -1,5 +1,6 @@
-//! The request path's steps without sockets: a scripted [`Exchange`] answers each attempt
-//! as told and records where it was sent, so the rule (rate limit, faults, deadline),
+//! The request path's steps without sockets: admission on the inbound side (the port's
+//! TLS mode, what the operator is told), and, with a scripted [`Exchange`] that answers
+//! each attempt as told and records where it was sent, the rule (rate limit, faults, deadline),
 //! the retries and their budget, and one attempt's judgement (load, outlier detection)
 //! are checked on their own. Where a step must not reach the network, the script has no
 //! answer and the test fails if it is asked.
@@ -13,6 +14,7 @@ use http::StatusCode;
 
 use super::*;
 use crate::balance::Upstream;
+use crate::http::Route;
 use crate::http::exchange::{Answer, Exchange};
 use crate::metrics::Metrics;
 use crate::routing::{RequestHead, is_idempotent};
@@ -284,4 +286,66 @@ async fn server_errors_eject_an_endpoint_but_the_callers_faults_and_shedding_do_
     let queued = outbound.ejections.drain();
     assert_eq!(queued.len(), 1, "{queued:?}");
     assert_eq!(queued[0].reason, "consecutive_errors");
+}
+
+/// An inbound forwarder for a caller on port 8080 (`tls`: over braid's mTLS) whose
+/// inbound side is in `mode`, and its request counts.
+fn inbound(mode: &str, tls: bool) -> (Forwarder, Arc<TrafficLog>, Route) {
+    let yaml = format!("version: t\ninbound: {{tls: {{mode: {mode}}}}}\n");
+    let config: crate::config::ProxyConfig = serde_norway::from_str(&yaml).unwrap();
+    let store = Arc::new(TableStore::new(|_| {}).unwrap());
+    store.apply(config).unwrap();
+    let target = store.with_tables(|t| t.inbound_target(8080));
+    let traffic = Arc::new(TrafficLog::default());
+    let pool = Pool::new(Duration::from_secs(1), None, None, Duration::from_secs(4));
+    let fw = Forwarder::new(
+        store,
+        pool.clone(),
+        Mirrors::new(pool),
+        Arc::new(Metrics::new()),
+        Side::Inbound(InboundSide {
+            peer: InboundPeer {
+                tls,
+                port: 8080,
+                ..InboundPeer::default()
+            },
+            overload: Arc::new(Protector::new(std::path::PathBuf::new())),
+            traffic: traffic.clone(),
+        }),
+    );
+    (fw, traffic, Route::Fixed(target))
+}
+
+#[test]
+fn a_plaintext_request_to_a_strict_port_is_refused_before_anything_else() {
+    let (fw, traffic, route) = inbound("Strict", false);
+    let refused = fw.begin(false, &route);
+    assert!(
+        matches!(refused, Err(ForwardError::PlaintextRefused(8080))),
+        "{:?}",
+        refused.err()
+    );
+    assert_eq!(
+        traffic.take(std::iter::empty()),
+        None,
+        "not counted as served"
+    );
+    // Over mTLS the same port admits it, and the operator hears of an mTLS request.
+    let (fw, traffic, route) = inbound("Strict", true);
+    assert!(fw.begin(false, &route).is_ok());
+    assert_eq!(traffic.take(std::iter::empty()).unwrap().inbound_mtls, 1);
+}
+
+#[test]
+fn plaintext_is_counted_where_strict_would_refuse_it_and_only_there() {
+    let (fw, traffic, route) = inbound("Permissive", false);
+    assert!(fw.begin(false, &route).is_ok());
+    assert_eq!(
+        traffic.take(std::iter::empty()).unwrap().inbound_plaintext,
+        1
+    );
+    // A Disabled port: Strict would not refuse it, so it must not hold a rollout back.
+    let (fw, traffic, route) = inbound("Disabled", false);
+    assert!(fw.begin(false, &route).is_ok());
+    assert_eq!(traffic.take(std::iter::empty()), None);
 }
