@@ -3,6 +3,7 @@
 //! publishes what EncryptionPolicy status shows. Proxies learn of a step only from that
 //! status, once written and read back (see `compiler`).
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use braid_api::control::Traffic;
 use braid_api::identity::WorkloadId;
 use braid_crds::EncryptionPolicy;
 use braid_crds::encryption_policy::{
-    EncryptionPhase, EncryptionPolicySpec, PlaintextSource, TlsMode, TrafficCounts,
+    AutoRollout, EncryptionPhase, EncryptionPolicySpec, PlaintextSource, TlsMode, TrafficCounts,
 };
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
@@ -100,6 +101,45 @@ struct Tracked {
     held: Option<Hold>,
 }
 
+impl Tracked {
+    /// A rollout this leader starts tracking, where `recorded` says the last leader left
+    /// it (`None`: nothing recorded, it starts), and the Event that says so.
+    fn resume(
+        key: &ObjectKey,
+        spec: &EncryptionPolicySpec,
+        start: u32,
+        auto: &AutoRollout,
+        recorded: Option<Progress>,
+        now: Instant,
+        wall: Timestamp,
+    ) -> (Self, Event) {
+        let levels = levels(start.min(100) as u8, auto);
+        let mut pos = Position::start(now);
+        if let Some(p) = recorded {
+            pos.level = levels.iter().rposition(|l| *l <= p.percent).unwrap_or(0);
+            pos.strict = p.strict;
+        }
+        let (reason, verb) = match recorded {
+            Some(_) => ("RolloutResumed", "resumed at"),
+            None => ("RolloutStarted", "started at"),
+        };
+        let note = format!(
+            "automatic mTLS rollout {verb} {} % of callers; steps {:?} %, one every {}",
+            levels[pos.level],
+            levels,
+            auto.interval.as_str()
+        );
+        let tracked = Self {
+            spec: spec.clone(),
+            levels,
+            pos,
+            since: wall,
+            held: None,
+        };
+        (tracked, event(key, reason, note, false))
+    }
+}
+
 /// The loop's memory between ticks.
 #[derive(Default)]
 pub(super) struct Memory {
@@ -164,11 +204,8 @@ impl RolloutLoop {
         let Some(published) = self.hub.current() else {
             return;
         };
-        // Usually none: the callers behind each policy are looked for among these only.
-        let lagging = self.hub.lagging(&published.configs);
         let snapshot = &published.snapshot;
         let policies = snapshot.encryption_policies_oldest_first();
-        let leader = *self.leader.borrow();
         let longest = policies
             .iter()
             .filter_map(|(_, p)| interval_of(&p.spec))
@@ -176,6 +213,21 @@ impl RolloutLoop {
             .unwrap_or_default()
             .max(DEFAULT_WINDOW);
         memory.book.prune(now, longest * 2);
+        if !*self.leader.borrow() {
+            // Followers move nothing and write nothing: they compile with what the
+            // leader's status records, and should they lead, they read it afresh.
+            memory.tracked.clear();
+            self.view.send_if_modified(|current| {
+                let changed = !current.is_empty();
+                if changed {
+                    *current = Arc::new(EncryptionView::new());
+                }
+                changed
+            });
+            return;
+        }
+        // Usually none: the callers behind each policy are looked for among these only.
+        let lagging = self.hub.lagging(&published.configs);
         // An edit that keeps what the progress means (the interval, say) keeps it.
         memory.tracked.retain(|k, t| {
             policies.iter().any(|(pk, p)| {
@@ -191,19 +243,6 @@ impl RolloutLoop {
             .values()
             .flat_map(|w| w.ips.iter().map(move |ip| (*ip, w.as_ref())))
             .collect();
-        if !leader {
-            // Followers move nothing and write nothing: they compile with what the
-            // leader's status records, and should they lead, they read it afresh.
-            memory.tracked.clear();
-            self.view.send_if_modified(|current| {
-                let changed = !current.is_empty();
-                if changed {
-                    *current = Arc::new(EncryptionView::new());
-                }
-                changed
-            });
-            return;
-        }
         let resumable = self.read_recorded(snapshot, &policies, memory).await;
         let mut view = EncryptionView::new();
         let mut events = Vec::new();
@@ -230,100 +269,72 @@ impl RolloutLoop {
             if let (Some(rollout), Some(interval)) = (&spec.rollout, interval_of(spec))
                 && let Some(auto) = &rollout.auto
             {
-                if !memory.tracked.contains_key(*key) {
-                    // Its recorded progress could not be read: nothing is known of where
-                    // it stands, so nothing moves and its status is left as it is.
-                    let Some(recorded) = resumable.get(*key).copied() else {
-                        continue;
-                    };
-                    let levels = levels(rollout.percent.min(100) as u8, auto);
-                    let mut pos = Position::start(now);
-                    // A new leader resumes where the status says the last one was.
-                    if let Some(p) = recorded {
-                        pos.level = levels.iter().rposition(|l| *l <= p.percent).unwrap_or(0);
-                        pos.strict = p.strict;
-                    }
-                    let (reason, verb) = match recorded {
-                        Some(_) => ("RolloutResumed", "resumed at"),
-                        None => ("RolloutStarted", "started at"),
-                    };
-                    events.push(event(
-                        key,
-                        reason,
-                        format!(
-                            "automatic mTLS rollout {verb} {} % of callers; steps {:?} %, one every {}",
-                            levels[pos.level],
-                            levels,
-                            auto.interval.as_str()
-                        ),
-                        false,
-                    ));
-                    memory.tracked.insert(
-                        (*key).clone(),
-                        Tracked {
-                            spec: spec.clone(),
-                            levels,
-                            pos,
-                            since: wall,
-                            held: None,
-                        },
-                    );
-                }
-                if let Some(tracked) = memory.tracked.get_mut(*key) {
-                    if !tracked.pos.settled() {
-                        let in_scope =
-                            |t: &str| service_of(t).is_some_and(|s| services.contains(&s));
-                        let (requests, failures) =
-                            memory.book.outbound(tracked.pos.since, in_scope);
-                        let last = now.checked_sub(interval).unwrap_or(now);
-                        let recent = memory.book.inbound(last, |k| pods.contains(k));
-                        let measured = Measured {
-                            requests,
-                            failures,
-                            plaintext_last_interval: recent.plaintext,
-                            mtls_last_interval: recent.mtls,
-                            observed_full_interval: memory.book.covers(interval, now),
-                            callers_behind,
+                let tracked = match memory.tracked.entry((*key).clone()) {
+                    Entry::Occupied(o) => o.into_mut(),
+                    Entry::Vacant(v) => {
+                        // Its recorded progress could not be read: nothing is known of
+                        // where it stands, so nothing moves and its status is left as
+                        // it is.
+                        let Some(recorded) = resumable.get(*key).copied() else {
+                            continue;
                         };
-                        let before = tracked.pos.level;
-                        if let Some(t) = step(
-                            &mut tracked.pos,
-                            &tracked.levels,
-                            auto,
-                            interval,
-                            &measured,
-                            now,
-                        ) {
-                            events.push(transition_event(key, &t));
-                        }
-                        if tracked.pos.level != before {
-                            tracked.since = wall;
-                        }
-                        let held = hold(
-                            &tracked.pos,
-                            &tracked.levels,
-                            auto,
-                            interval,
-                            &measured,
-                            now,
-                        );
-                        if let Some(h) = held
-                            && !same_reason(tracked.held, h)
-                        {
-                            events.push(hold_event(
-                                key,
-                                &h,
-                                tracked.levels[tracked.pos.level],
-                                &named(&behind),
-                            ));
-                        }
-                        tracked.held = held;
-                        hold_now = held;
+                        let (tracked, started) =
+                            Tracked::resume(key, spec, rollout.percent, auto, recorded, now, wall);
+                        events.push(started);
+                        v.insert(tracked)
                     }
-                    step_started_at = Some(tracked.since);
-                    percent = tracked.levels[tracked.pos.level.min(tracked.levels.len() - 1)];
-                    strict |= tracked.pos.strict;
+                };
+                if !tracked.pos.settled() {
+                    let in_scope = |t: &str| service_of(t).is_some_and(|s| services.contains(&s));
+                    let (requests, failures) = memory.book.outbound(tracked.pos.since, in_scope);
+                    let last = now.checked_sub(interval).unwrap_or(now);
+                    let recent = memory.book.inbound(last, |k| pods.contains(k));
+                    let measured = Measured {
+                        requests,
+                        failures,
+                        plaintext_last_interval: recent.plaintext,
+                        mtls_last_interval: recent.mtls,
+                        observed_full_interval: memory.book.covers(interval, now),
+                        callers_behind,
+                    };
+                    let before = tracked.pos.level;
+                    if let Some(t) = step(
+                        &mut tracked.pos,
+                        &tracked.levels,
+                        auto,
+                        interval,
+                        &measured,
+                        now,
+                    ) {
+                        events.push(transition_event(key, &t));
+                    }
+                    if tracked.pos.level != before {
+                        tracked.since = wall;
+                    }
+                    let held = hold(
+                        &tracked.pos,
+                        &tracked.levels,
+                        auto,
+                        interval,
+                        &measured,
+                        now,
+                    );
+                    if let Some(h) = held
+                        && !same_reason(tracked.held, h)
+                    {
+                        events.push(hold_event(
+                            key,
+                            &h,
+                            tracked.levels[tracked.pos.level],
+                            &named(&behind),
+                        ));
+                    }
+                    tracked.held = held;
+                    hold_now = held;
                 }
+                step_started_at = Some(tracked.since);
+                percent = tracked.levels[tracked.pos.level.min(tracked.levels.len() - 1)];
+                strict |= tracked.pos.strict;
             }
             let since = now.checked_sub(window).unwrap_or(now);
             let inbound = memory.book.inbound(since, |k| pods.contains(k));
