@@ -474,6 +474,22 @@ workloads:
         snap
     }
 
+    /// `snap`'s statuses at `at`, after `previous`, no proxy having applied anything.
+    fn unapplied(
+        snap: &Snapshot,
+        previous: &BTreeMap<(Kind, ObjectKey), StatusUpdate>,
+        at: &Time,
+    ) -> Computed {
+        let configs = compile(snap, &Options::default()).configs;
+        let applied = HashMap::new();
+        let proxies = ProxyState {
+            configs: &configs,
+            applied: &applied,
+            cluster_domain: "cluster.local",
+        };
+        compute(snap, proxies, NO_VIEWS, previous, at)
+    }
+
     fn time(s: &str) -> Time {
         Time(s.parse().unwrap())
     }
@@ -576,20 +592,7 @@ workloads:
                 strict: true,
             },
         );
-        let configs = compile(&snap, &Options::default()).configs;
-        let applied = HashMap::new();
-        let proxies = ProxyState {
-            configs: &configs,
-            applied: &applied,
-            cluster_domain: "cluster.local",
-        };
-        let out = compute(
-            &snap,
-            proxies,
-            NO_VIEWS,
-            &BTreeMap::new(),
-            &time("2026-11-22T00:00:00Z"),
-        );
+        let out = unapplied(&snap, &BTreeMap::new(), &time("2026-11-22T00:00:00Z"));
         // Its copy of the status may be older than the last leader's final write: what
         // it would write could lower protection, so it writes nothing, and forgets
         // nothing either.
@@ -603,15 +606,8 @@ workloads:
         let mut snap = registry_only();
         let route = "apiVersion: braid.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {name: payments, namespace: shop}\nspec: {host: payments, port: 8080, rules: [{name: all}]}\n";
         Generations::default().insert_all(&parse_file(route).unwrap(), &mut snap);
-        let configs = compile(&snap, &Options::default()).configs;
-        let applied = HashMap::new();
-        let proxies = ProxyState {
-            configs: &configs,
-            applied: &applied,
-            cluster_domain: "cluster.local",
-        };
         let at = time("2026-11-22T00:00:00Z");
-        let out = compute(&snap, proxies, NO_VIEWS, &BTreeMap::new(), &at);
+        let out = unapplied(&snap, &BTreeMap::new(), &at);
         let id = (Kind::TrafficRoute, ObjectKey::new("shop", "payments"));
         let conditions = &out.statuses[&id].status["conditions"];
         assert_eq!(conditions[0]["type"], ACCEPTED);
@@ -627,13 +623,7 @@ workloads:
             "{conditions}"
         );
         // Its transition time holds while it stays False.
-        let later = compute(
-            &snap,
-            proxies,
-            NO_VIEWS,
-            &out.statuses,
-            &time("2026-11-22T00:05:00Z"),
-        );
+        let later = unapplied(&snap, &out.statuses, &time("2026-11-22T00:05:00Z"));
         assert_eq!(
             later.statuses[&id].status["conditions"][1]["lastTransitionTime"],
             "2026-11-22T00:00:00Z"
@@ -656,15 +646,8 @@ workloads:
             obs.created = Some(created.into());
             snap.traffic_routes.insert(key, obs);
         }
-        let configs = compile(&snap, &Options::default()).configs;
-        let applied = HashMap::new();
-        let proxies = ProxyState {
-            configs: &configs,
-            applied: &applied,
-            cluster_domain: "cluster.local",
-        };
         let t0 = time("2026-11-22T00:00:00Z");
-        let first = compute(&snap, proxies, NO_VIEWS, &BTreeMap::new(), &t0);
+        let first = unapplied(&snap, &BTreeMap::new(), &t0);
         assert_eq!(
             condition(&first, Kind::TrafficRoute, "b-old")["status"],
             "True"
@@ -682,13 +665,7 @@ workloads:
             "{c}"
         );
         // Still in conflict later: the transition time holds.
-        let later = compute(
-            &snap,
-            proxies,
-            NO_VIEWS,
-            &first.statuses,
-            &time("2026-11-22T00:05:00Z"),
-        );
+        let later = unapplied(&snap, &first.statuses, &time("2026-11-22T00:05:00Z"));
         assert_eq!(
             condition(&later, Kind::TrafficRoute, "a-new")["lastTransitionTime"],
             "2026-11-22T00:00:00Z"
