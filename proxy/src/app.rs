@@ -17,7 +17,7 @@ use crate::config::Side;
 use crate::connection::{self, Context, SideParts};
 use crate::control::protocol::PodRef;
 use crate::control::{ClientSettings, OperatorClient};
-use crate::http::{Mirrors, Pool};
+use crate::http::{InboundShared, Mirrors, OutboundSide, Pool};
 use crate::identity::{self, IdentityStore};
 use crate::limits::ConnectionCap;
 use crate::listen::bind;
@@ -148,9 +148,9 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         mirrors: Mirrors::new(outbound_pool.clone()),
         pool: outbound_pool,
         metrics: metrics.clone(),
-        side: SideParts::Outbound {
+        side: SideParts::Outbound(OutboundSide {
             ejections: ejection_log.clone(),
-        },
+        }),
         drain: drain.clone(),
         tls: tls.clone(),
         limits,
@@ -159,10 +159,10 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     let inbound_ctx = Context {
         mirrors: Mirrors::new(inbound_pool.clone()),
         pool: inbound_pool,
-        side: SideParts::Inbound {
+        side: SideParts::Inbound(InboundShared {
             overload,
             traffic: traffic_log.clone(),
-        },
+        }),
         ..outbound_ctx.clone()
     };
 

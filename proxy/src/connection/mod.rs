@@ -19,8 +19,8 @@ use crate::config::Protocol;
 use crate::config::tls::TlsMode;
 use crate::detect::{Detected, detect};
 use crate::http::{
-    Forwarder, InboundPeer, InboundSide, Mirrors, OutboundSide, Pool, Route, Side, serve_h1,
-    serve_h2,
+    Forwarder, InboundPeer, InboundShared, InboundSide, Mirrors, OutboundSide, Pool, Route, Side,
+    serve_h1, serve_h2,
 };
 use crate::io::PrefixedIo;
 use crate::listen::original_dst;
@@ -54,41 +54,30 @@ pub struct Context {
 /// What only one side shares between its connections.
 #[derive(Clone)]
 pub enum SideParts {
-    /// From the mesh to the app.
-    Inbound {
-        /// Overload protection.
-        overload: Arc<crate::overload::Protector>,
-        /// Requests counted for the operator's rollouts.
-        traffic: Arc<crate::reports::TrafficLog>,
-    },
-    /// From the app to the mesh.
-    Outbound {
-        /// Where ejections wait for the operator.
-        ejections: Arc<crate::reports::EjectionLog>,
-    },
+    /// From the mesh to the app: overload protection and request counts.
+    Inbound(InboundShared),
+    /// From the app to the mesh: the ejection log.
+    Outbound(OutboundSide),
 }
 
 impl Context {
     /// The metrics' name of its side.
     pub fn direction(&self) -> Direction {
         match self.side {
-            SideParts::Inbound { .. } => Direction::inbound,
-            SideParts::Outbound { .. } => Direction::outbound,
+            SideParts::Inbound(_) => Direction::inbound,
+            SideParts::Outbound(_) => Direction::outbound,
         }
     }
 
     /// A forwarder for one connection; `peer` is its caller, on the inbound side.
     fn forwarder(&self, peer: Option<InboundPeer>) -> Forwarder {
         let side = match &self.side {
-            SideParts::Outbound { ejections } => Side::Outbound(OutboundSide {
-                ejections: ejections.clone(),
-            }),
-            SideParts::Inbound { overload, traffic } => Side::Inbound(InboundSide {
+            SideParts::Outbound(outbound) => Side::Outbound(outbound.clone()),
+            SideParts::Inbound(shared) => Side::Inbound(InboundSide {
                 // Every inbound connection knows its caller (`secured_inbound`); were
                 // one not to, it would count as plaintext, which Strict refuses.
                 peer: peer.unwrap_or_default(),
-                overload: overload.clone(),
-                traffic: traffic.clone(),
+                shared: shared.clone(),
             }),
         };
         Forwarder::new(
@@ -104,8 +93,8 @@ impl Context {
     /// The inbound side's request counts, on the inbound side.
     fn traffic(&self) -> Option<&crate::reports::TrafficLog> {
         match &self.side {
-            SideParts::Inbound { traffic, .. } => Some(traffic),
-            SideParts::Outbound { .. } => None,
+            SideParts::Inbound(shared) => Some(&shared.traffic),
+            SideParts::Outbound(_) => None,
         }
     }
 }
@@ -115,7 +104,7 @@ pub async fn outbound(stream: TcpStream, ctx: Context) {
     let Some(dst) = redirected_to(&stream) else {
         return;
     };
-    let policy = ConnPolicy::outbound(&ctx.config.tables(), dst);
+    let policy = ctx.config.with_tables(|t| ConnPolicy::outbound(t, dst));
     match policy {
         Some(policy) => {
             let conn = Conn::plain(stream, policy.target.protocol);
@@ -143,7 +132,9 @@ pub async fn inbound(stream: TcpStream, ctx: Context) {
     let Some(dst) = redirected_to(&stream) else {
         return;
     };
-    let policy = ConnPolicy::inbound(&ctx.config.tables(), dst.port());
+    let policy = ctx
+        .config
+        .with_tables(|t| ConnPolicy::inbound(t, dst.port()));
     let route = Route::Fixed(policy.target.clone());
     secured_inbound(stream, dst.port(), route, policy, &ctx).await;
 }
@@ -153,7 +144,10 @@ pub async fn explicit(stream: TcpStream, name: Arc<str>, ctx: Context) {
     let port = stream.local_addr().map(|a| a.port()).unwrap_or_default();
     let route = Route::Listener(name);
     let inbound = ctx.direction() == Direction::inbound;
-    let Some(policy) = ConnPolicy::listener(&ctx.config.tables(), &route, port, inbound) else {
+    let Some(policy) = ctx
+        .config
+        .with_tables(|t| ConnPolicy::listener(t, &route, port, inbound))
+    else {
         return;
     };
     if inbound {
@@ -346,10 +340,7 @@ where
         protocol,
         peer,
     } = conn;
-    let protocol = match protocol {
-        Protocol::Detect if policy.opaque => Protocol::Tcp,
-        p => p,
-    };
+    let protocol = policy.protocol(protocol);
     let (serve_as, read) = match protocol {
         Protocol::Tcp => (None, read),
         Protocol::Http1 => (Some(ServeAs::Http1), read),

@@ -65,10 +65,11 @@ impl ConnPolicy {
         }
     }
 
-    /// The protocol the connection is served as before anything is read: the target's,
-    /// except that a port to detect on is opaque TCP when the port is opaque.
-    pub fn protocol(&self) -> Protocol {
-        match self.target.protocol {
+    /// How a connection declared `declared` (the target's protocol, or what ALPN said
+    /// inside braid's mTLS) is served: as declared, except that detection on an opaque
+    /// port is TCP.
+    pub fn protocol(&self, declared: Protocol) -> Protocol {
+        match declared {
             Protocol::Detect if self.opaque => Protocol::Tcp,
             p => p,
         }
@@ -77,7 +78,7 @@ impl ConnPolicy {
     /// Whether the server speaks first (nothing to read before forwarding): TCP, or an
     /// opaque port.
     pub fn server_first(&self) -> bool {
-        self.protocol() == Protocol::Tcp
+        self.protocol(self.target.protocol) == Protocol::Tcp
     }
 }
 
@@ -106,7 +107,7 @@ mod tests {
         assert_eq!(ConnPolicy::inbound(&t, 9090).tls, TlsMode::Strict);
         let opaque = ConnPolicy::inbound(&t, 7000);
         assert!(opaque.opaque);
-        assert_eq!(opaque.protocol(), Protocol::Tcp);
+        assert_eq!(opaque.protocol(opaque.target.protocol), Protocol::Tcp);
         assert!(opaque.server_first());
         // Well-known server-first ports are opaque without being named.
         assert!(ConnPolicy::inbound(&t, 5432).server_first());

@@ -15,7 +15,8 @@ mod replay;
 mod route;
 
 pub use forward::{
-    Forwarder, InboundPeer, InboundSide, OutboundSide, ProxyBody, Side, error_response, serve_h2,
+    Forwarder, InboundPeer, InboundShared, InboundSide, OutboundSide, ProxyBody, Side,
+    error_response, serve_h2,
 };
 pub use h1::serve_h1;
 pub use headers::strip_hop_by_hop;

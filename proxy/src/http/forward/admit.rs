@@ -30,7 +30,7 @@ impl Forwarder {
             (mode, route.resolve(t))
         });
         let in_flight = self.metrics.request_started(self.direction());
-        let admitted = match inbound.and_then(|i| i.overload.admission()) {
+        let admitted = match inbound.and_then(|i| i.shared.overload.admission()) {
             Some(a) if !probe => match a.admit(at) {
                 Some(admitted) => Some(admitted),
                 None => {
@@ -47,6 +47,7 @@ impl Forwarder {
                 return Err(ForwardError::PlaintextRefused(peer.port));
             }
             inbound
+                .shared
                 .traffic
                 .inbound(peer.tls, mode, peer.source.as_deref());
         }

@@ -149,6 +149,9 @@ pub async fn serve_h2<I>(
     // connection with none open is idle.
     let activity = Arc::new(Activity::default());
     let busy = activity.clone();
+    // Shared by the connection's streams: one reference count per stream, not a copy of
+    // every part of the forwarder.
+    let forwarder = Arc::new(forwarder);
     let service = service_fn(move |req| {
         let forwarder = forwarder.clone();
         let route = route.clone();

@@ -73,11 +73,19 @@ impl Side {
     }
 }
 
-/// The inbound side, for one connection.
+/// The inbound side, for one connection: its caller, and what every inbound connection
+/// shares.
 #[derive(Clone)]
 pub struct InboundSide {
     /// Who is calling on this connection.
     pub peer: InboundPeer,
+    /// The side's own parts.
+    pub shared: InboundShared,
+}
+
+/// What every connection of the inbound side shares.
+#[derive(Clone)]
+pub struct InboundShared {
     /// Sheds requests when the app is overloaded.
     pub overload: Arc<Protector>,
     /// Counts requests for the operator's rollouts.
@@ -207,7 +215,7 @@ impl Forwarder {
             Side::Outbound(_) => started.target.traffic.record(status),
             Side::Inbound(i) => {
                 if started.admitted.is_some() {
-                    i.overload.record_latency(took);
+                    i.shared.overload.record_latency(took);
                 }
             }
         }

@@ -120,17 +120,25 @@ routes:
     let target = store
         .with_tables(|t| t.outbound("10.96.0.10:80".parse().unwrap()).cloned())
         .unwrap();
-    let pool = Pool::new(Duration::from_secs(1), None, None, Duration::from_secs(4));
-    let fw = Forwarder::new(
+    let fw = over(
         store,
-        pool.clone(),
-        Mirrors::new(pool),
-        Arc::new(Metrics::new()),
         Side::Outbound(OutboundSide {
             ejections: Arc::default(),
         }),
     );
     (fw, target)
+}
+
+/// A forwarder for `side` over the tables of `store`.
+fn over(store: Arc<TableStore>, side: Side) -> Forwarder {
+    let pool = Pool::new(Duration::from_secs(1), None, None, Duration::from_secs(4));
+    Forwarder::new(
+        store,
+        pool.clone(),
+        Mirrors::new(pool),
+        Arc::new(Metrics::new()),
+        side,
+    )
 }
 
 async fn send(
@@ -297,20 +305,18 @@ fn inbound(mode: &str, tls: bool) -> (Forwarder, Arc<TrafficLog>, Route) {
     store.apply(config).unwrap();
     let target = store.with_tables(|t| t.inbound_target(8080));
     let traffic = Arc::new(TrafficLog::default());
-    let pool = Pool::new(Duration::from_secs(1), None, None, Duration::from_secs(4));
-    let fw = Forwarder::new(
+    let fw = over(
         store,
-        pool.clone(),
-        Mirrors::new(pool),
-        Arc::new(Metrics::new()),
         Side::Inbound(InboundSide {
             peer: InboundPeer {
                 tls,
                 port: 8080,
                 ..InboundPeer::default()
             },
-            overload: Arc::new(Protector::new(std::path::PathBuf::new())),
-            traffic: traffic.clone(),
+            shared: InboundShared {
+                overload: Arc::new(Protector::new(std::path::PathBuf::new())),
+                traffic: traffic.clone(),
+            },
         }),
     );
     (fw, traffic, Route::Fixed(target))
