@@ -4,11 +4,13 @@
 
 use std::collections::BTreeMap;
 
+use braid_api::log::LogFilterError;
+
 use crate::inject::{InjectStatus, ORIGINAL_PROBES, Original};
 
 mod limits;
 
-pub use limits::{Kind as LimitKind, LIMITS, Limit, LimitOverride};
+pub use limits::{Kind as LimitKind, LIMITS, Limit, LimitError, LimitOverride};
 
 /// `"false"` opts a pod out, `"true"` opts it in.
 pub const INJECT: &str = "braid.dev/inject";
@@ -206,7 +208,7 @@ impl Overrides {
                 let value = get(limit.annotation)?;
                 limit
                     .check(value)
-                    .map_err(|e| errors.push(bad(limit.annotation, e)))
+                    .map_err(|e| errors.push(bad(limit.annotation, e.to_string())))
                     .ok()
             })
             .collect();
@@ -258,10 +260,8 @@ impl Overrides {
 /// The proxy's own rule for `--log-level` (the same function), so that a filter the
 /// proxy would exit on at start, or a typo it would read as a target and log nothing
 /// for, is refused before the pod exists.
-fn log_filter(value: &str) -> Result<(), String> {
-    braid_api::log::parse_log_filter(value)
-        .map(drop)
-        .map_err(|e| e.to_string())
+fn log_filter(value: &str) -> Result<(), LogFilterError> {
+    braid_api::log::parse_log_filter(value).map(drop)
 }
 
 /// The message for a `braid.dev/` key braid does not know: the closest known name, if

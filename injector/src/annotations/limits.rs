@@ -2,7 +2,7 @@
 //! flag (`braid.dev/idle-timeout` is `--idle-timeout`), checked with the proxy's own
 //! rule at admission and handed to the sidecar in that flag's environment variable.
 
-use braid_api::duration::parse_duration;
+use braid_api::duration::{DurationError, parse_duration};
 
 /// What values a limit takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,9 +108,44 @@ pub struct LimitOverride {
     pub value: String,
 }
 
+/// A value a limit's proxy flag would refuse. The message names the flag, its default
+/// and what it takes; the annotation is named by whoever reads the pod's annotations.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    /// A duration limit whose value is not a duration.
+    #[error(
+        "{source}; it sets the proxy's --{flag}, default {default}; or remove it for the default"
+    )]
+    Duration {
+        /// The proxy's flag ([`Limit::flag`]).
+        flag: &'static str,
+        /// Its default ([`Limit::default`]).
+        default: &'static str,
+        /// Why the value is not a duration.
+        source: DurationError,
+    },
+    /// A count limit whose value is not a whole number in its range.
+    #[error(
+        "{value:?} is not a whole number from {min} to {max}: it sets the proxy's --{flag}, \
+         default {default}; write e.g. \"{default}\", or remove it for the default"
+    )]
+    Count {
+        /// The proxy's flag ([`Limit::flag`]).
+        flag: &'static str,
+        /// Its default ([`Limit::default`]).
+        default: &'static str,
+        /// The value, as the pod wrote it (trimmed).
+        value: String,
+        /// The smallest accepted.
+        min: u32,
+        /// The largest accepted.
+        max: u32,
+    },
+}
+
 impl Limit {
-    /// Checks `value` as the proxy's flag would; the message says what is accepted.
-    pub fn check(&self, value: &str) -> Result<LimitOverride, String> {
+    /// Checks `value` as the proxy's flag would; the error says what is accepted.
+    pub fn check(&self, value: &str) -> Result<LimitOverride, LimitError> {
         let ok = || LimitOverride {
             env: self.env,
             value: value.to_owned(),
@@ -118,18 +153,21 @@ impl Limit {
         match self.kind {
             Kind::Duration => match parse_duration(value) {
                 Ok(_) => Ok(ok()),
-                Err(e) => Err(format!(
-                    "{e}; it sets the proxy's --{}, default {}; or remove it for the default",
-                    self.flag, self.default
-                )),
+                Err(source) => Err(LimitError::Duration {
+                    flag: self.flag,
+                    default: self.default,
+                    source,
+                }),
             },
             Kind::Count { min, max } => match value.parse::<u32>() {
                 Ok(n) if (min..=max).contains(&n) => Ok(ok()),
-                _ => Err(format!(
-                    "{value:?} is not a whole number from {min} to {max}: it sets the proxy's \
-                     --{}, default {}; write e.g. \"{}\", or remove it for the default",
-                    self.flag, self.default, self.default
-                )),
+                _ => Err(LimitError::Count {
+                    flag: self.flag,
+                    default: self.default,
+                    value: value.to_owned(),
+                    min,
+                    max,
+                }),
             },
         }
     }
@@ -180,15 +218,33 @@ mod tests {
                 value: "90s".into()
             })
         );
-        let e = idle.check("90").unwrap_err();
+        let e = idle.check("90").unwrap_err().to_string();
         assert!(e.contains("the unit is missing"), "{e}");
         assert!(e.contains("--idle-timeout, default 60s"), "{e}");
         let max = LIMITS[7];
         assert!(max.check("500").is_ok());
         for bad in ["0", "-1", "lots", "1e3"] {
-            let e = max.check(bad).unwrap_err();
+            let e = max.check(bad).unwrap_err().to_string();
             assert!(e.contains("from 1 to"), "{e}");
         }
         assert!(LIMITS[6].check("512").is_err());
+    }
+
+    // The whole message of each kind, as a pod's author reads it after
+    // "annotation braid.dev/<flag>: ".
+    #[test]
+    fn each_kind_of_refusal_says_the_flag_its_default_and_the_fix() {
+        assert_eq!(
+            LIMITS[1].check("90").unwrap_err().to_string(),
+            "\"90\" is not a duration: write a number with a unit, e.g. 500ms, 10s, 1m30s \
+             (the unit is missing); it sets the proxy's --idle-timeout, default 60s; or remove \
+             it for the default"
+        );
+        assert_eq!(
+            LIMITS[6].check("512").unwrap_err().to_string(),
+            "\"512\" is not a whole number from 1024 to 1048576: it sets the proxy's \
+             --max-header-bytes, default 65536; write e.g. \"65536\", or remove it for the \
+             default"
+        );
     }
 }
