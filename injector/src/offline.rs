@@ -7,21 +7,76 @@ use serde::Deserialize;
 
 use crate::annotations::STATUS;
 use crate::decide::{Decision, decide};
-use crate::inject::{InjectStatus, ORIGINAL_PROBES, inject, restore};
+use crate::inject::{InjectError, InjectStatus, ORIGINAL_PROBES, inject, restore};
 use crate::settings::Settings;
 
 /// A document that could not be processed; names the document and what to fix.
 #[derive(Debug, thiserror::Error)]
-#[error("document {index} ({kind} {name}): {message}")]
+#[error("document {index} ({kind} {name}): {problem}")]
 pub struct OfflineError {
     /// 1-based position in the input.
     pub index: usize,
-    /// Its kind.
+    /// Its kind (`?` when it is not YAML).
     pub kind: String,
-    /// Its name.
+    /// Its name (`?` when it is not YAML).
     pub name: String,
     /// What is wrong.
-    pub message: String,
+    #[source]
+    pub problem: DocumentError,
+}
+
+/// What is wrong with one document of the input.
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    /// It is not YAML (the parser's message, with line and column).
+    #[error("{0}")]
+    Yaml(#[source] serde_norway::Error),
+    /// Its pod template.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    /// The pod template of an item of a `List` (`kind` and `name` are the item's).
+    #[error("items[{index}]: {source}")]
+    Item {
+        /// 0-based position in `items`.
+        index: usize,
+        /// What is wrong with its template.
+        source: TemplateError,
+    },
+    /// The changed document cannot be written back as YAML.
+    #[error("{0}")]
+    Print(#[source] serde_norway::Error),
+}
+
+/// Why a pod template is not injected or uninjected.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    /// The template's `metadata` and `spec` are not a pod's.
+    #[error("{pointer}: {source}")]
+    NotAPod {
+        /// Where the template is in its document, as a JSON pointer (empty for a Pod).
+        pointer: &'static str,
+        /// Why it does not read as a pod.
+        source: serde_json::Error,
+    },
+    /// The webhook would refuse the pod: what is wrong and how to fix it.
+    #[error("{0}")]
+    Refused(String),
+    /// braid's containers cannot be added to the pod.
+    #[error(transparent)]
+    Inject(#[from] InjectError),
+    /// An annotation braid-injector wrote at injection no longer reads as it writes it,
+    /// so what to take out cannot be known.
+    #[error(
+        "metadata.annotations[{annotation}]: not what braid-injector records ({source}): \
+         uninject takes out only what braid-injector recorded there; put back the value it \
+         wrote, or remove what it added by hand"
+    )]
+    Record {
+        /// [`STATUS`] or [`ORIGINAL_PROBES`].
+        annotation: &'static str,
+        /// Why it does not read.
+        source: serde_json::Error,
+    },
 }
 
 /// Where the pod template of a workload kind lives, as a JSON pointer.
@@ -44,62 +99,64 @@ fn template_pointer(kind: &str) -> Option<&'static str> {
 /// passing other documents through, and prints the result as YAML.
 fn each_template(
     text: &str,
-    mut f: impl FnMut(&mut Pod, &str) -> Result<(), String>,
+    mut f: impl FnMut(&mut Pod, &str) -> Result<(), TemplateError>,
 ) -> Result<String, OfflineError> {
     let mut out = Vec::new();
     for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
-        let fail = |kind: &str, name: &str, message: String| OfflineError {
+        let fail = |(kind, name): (String, String), problem| OfflineError {
             index: i + 1,
-            kind: kind.to_owned(),
-            name: name.to_owned(),
-            message,
+            kind,
+            name,
+            problem,
         };
-        let mut doc =
-            serde_json::Value::deserialize(de).map_err(|e| fail("?", "?", e.to_string()))?;
+        let unknown = || ("?".to_owned(), "?".to_owned());
+        let mut doc = serde_json::Value::deserialize(de)
+            .map_err(|e| fail(unknown(), DocumentError::Yaml(e)))?;
         if doc.is_null() {
             continue;
         }
-        let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
-        let name = doc["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let kind = doc["kind"].as_str().unwrap_or_default();
         let items = match kind.ends_with("List") {
             true => doc.get_mut("items").and_then(|i| i.as_array_mut()),
             false => None,
         };
         match items {
             Some(items) => {
-                for (n, item) in items.iter_mut().enumerate() {
-                    on_template(item, &mut f).map_err(|(kind, name, message)| {
-                        fail(&kind, &name, format!("items[{n}]: {message}"))
+                for (index, item) in items.iter_mut().enumerate() {
+                    on_template(item, &mut f).map_err(|source| {
+                        fail(kind_and_name(item), DocumentError::Item { index, source })
                     })?;
                 }
             }
-            None => on_template(&mut doc, &mut f).map_err(|(k, n, m)| fail(&k, &n, m))?,
+            None => {
+                on_template(&mut doc, &mut f).map_err(|e| fail(kind_and_name(&doc), e.into()))?
+            }
         }
-        out.push(serde_norway::to_string(&doc).map_err(|e| fail(&kind, &name, e.to_string()))?);
+        out.push(
+            serde_norway::to_string(&doc)
+                .map_err(|e| fail(kind_and_name(&doc), DocumentError::Print(e)))?,
+        );
     }
     Ok(out.join("---\n"))
 }
 
-/// Runs `f` on `doc`'s pod template, if its kind has one. An error names the object's
-/// kind and name.
+/// An object's kind and name, for messages.
+fn kind_and_name(doc: &serde_json::Value) -> (String, String) {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    (text(&doc["kind"]), text(&doc["metadata"]["name"]))
+}
+
+/// Runs `f` on `doc`'s pod template, if its kind has one.
 fn on_template(
     doc: &mut serde_json::Value,
-    f: &mut impl FnMut(&mut Pod, &str) -> Result<(), String>,
-) -> Result<(), (String, String, String)> {
-    let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
-    let name = doc["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    f: &mut impl FnMut(&mut Pod, &str) -> Result<(), TemplateError>,
+) -> Result<(), TemplateError> {
+    let kind = doc["kind"].as_str().unwrap_or_default();
     let namespace = doc["metadata"]["namespace"]
         .as_str()
         .unwrap_or("default")
         .to_owned();
-    let fail = |message: String| (kind.clone(), name.clone(), message);
-    let Some(pointer) = template_pointer(&kind) else {
+    let Some(pointer) = template_pointer(kind) else {
         return Ok(());
     };
     let Some(template) = doc.pointer_mut(pointer) else {
@@ -109,8 +166,8 @@ fn on_template(
         "metadata": template.get("metadata").cloned().unwrap_or_default(),
         "spec": template.get("spec").cloned().unwrap_or_default(),
     }))
-    .map_err(|e| fail(format!("{pointer}: {e}")))?;
-    f(&mut pod, &namespace).map_err(fail)?;
+    .map_err(|source| TemplateError::NotAPod { pointer, source })?;
+    f(&mut pod, &namespace)?;
     let metadata = serde_json::to_value(&pod.metadata).unwrap_or_default();
     let spec = serde_json::to_value(&pod.spec).unwrap_or_default();
     if let Some(obj) = template.as_object_mut() {
@@ -130,11 +187,10 @@ pub fn inject_documents(text: &str, settings: &Settings) -> Result<String, Offli
         let overrides = match decide(pod, namespace, true, settings) {
             Decision::Inject(o) => o,
             Decision::Skip(_) => return Ok(()),
-            Decision::Refuse(why) => return Err(why),
+            Decision::Refuse(why) => return Err(TemplateError::Refused(why)),
         };
-        inject(pod, settings, &overrides)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        inject(pod, settings, &overrides)?;
+        Ok(())
     })
 }
 
@@ -149,8 +205,11 @@ pub fn uninject_documents(text: &str) -> Result<String, OfflineError> {
         else {
             return Ok(());
         };
-        let status: InjectStatus = serde_json::from_str(&recorded)
-            .map_err(|e| format!("metadata.annotations[{STATUS}]: {e}"))?;
+        let status: InjectStatus =
+            serde_json::from_str(&recorded).map_err(|source| TemplateError::Record {
+                annotation: STATUS,
+                source,
+            })?;
         let probes = pod
             .metadata
             .annotations
@@ -168,8 +227,11 @@ pub fn uninject_documents(text: &str) -> Result<String, OfflineError> {
             return Ok(());
         };
         if let Some(probes) = probes {
-            let originals = serde_json::from_str(&probes)
-                .map_err(|e| format!("metadata.annotations[{ORIGINAL_PROBES}]: {e}"))?;
+            let originals =
+                serde_json::from_str(&probes).map_err(|source| TemplateError::Record {
+                    annotation: ORIGINAL_PROBES,
+                    source,
+                })?;
             restore(&mut spec.containers, &originals);
         }
         spec.containers
@@ -362,5 +424,71 @@ spec:
             ),
             "{err}"
         );
+    }
+
+    /// The error of `inject_documents` (or `uninject_documents`) for `text`, as the
+    /// `braid-injector` CLI prints it.
+    fn refusal(text: &str, uninject: bool) -> String {
+        let result = match uninject {
+            true => uninject_documents(text),
+            false => inject_documents(text, &Settings::default()),
+        };
+        result.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_pod_braid_cannot_take_names_the_document_and_the_container() {
+        let text = DEPLOYMENT.replace("- name: sidecar", "- name: braid-proxy");
+        assert_eq!(
+            refusal(&text, false),
+            "document 1 (Deployment payments): spec.containers: the pod already has \
+             \"braid-proxy\", which braid adds; rename it"
+        );
+    }
+
+    #[test]
+    fn a_template_that_is_not_a_pod_names_where_it_is() {
+        let text = DEPLOYMENT.replace("image: payments:1", "image: [payments, 1]");
+        let err = refusal(&text, false);
+        assert!(
+            err.starts_with("document 1 (Deployment payments): /spec/template: invalid type"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn input_that_is_not_yaml_names_the_document() {
+        let text = format!("{DEPLOYMENT}---\nkind: [Pod\n");
+        let err = refusal(&text, false);
+        assert!(err.starts_with("document 4 (? ?): "), "{err}");
+    }
+
+    // uninject undoes only what braid-injector recorded: a record that does not read
+    // is named, and the message says how to go on.
+    #[test]
+    fn uninject_refuses_a_record_it_cannot_read_and_says_what_to_do() {
+        let injected = docs(&inject_documents(DEPLOYMENT, &Settings::default()).unwrap());
+        let pointer = "/spec/template/metadata/annotations";
+        for (annotation, bad) in [(STATUS, "{"), (ORIGINAL_PROBES, "[1]")] {
+            let mut doc = injected[0].clone();
+            let recorded = &mut doc.pointer_mut(pointer).unwrap()[annotation];
+            assert!(recorded.is_string(), "{annotation} is recorded: {recorded}");
+            *recorded = bad.into();
+            let err = refusal(&serde_norway::to_string(&doc).unwrap(), true);
+            assert!(
+                err.starts_with(&format!(
+                    "document 1 (Deployment payments): metadata.annotations[{annotation}]: \
+                     not what braid-injector records ("
+                )),
+                "{err}"
+            );
+            assert!(
+                err.ends_with(
+                    "): uninject takes out only what braid-injector recorded there; put back \
+                     the value it wrote, or remove what it added by hand"
+                ),
+                "{err}"
+            );
+        }
     }
 }
