@@ -21,7 +21,8 @@ use crate::http::{InboundShared, Mirrors, OutboundSide, Pool};
 use crate::identity::{self, IdentityStore};
 use crate::limits::ConnectionCap;
 use crate::listen::bind;
-use crate::metrics::{Limit, Metrics};
+use crate::metrics::Metrics;
+use crate::metrics::limits::Limit;
 use crate::overload::Protector;
 use crate::reports::{EjectionLog, TrafficLog};
 use crate::tables::{FileSource, ListenerPlan, TableStore, Tables};
@@ -38,10 +39,10 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     let traffic_log = Arc::new(TrafficLog::default());
     let o = overload.clone();
     let identity_store = Arc::new(IdentityStore::default());
-    let tls = TlsContext::new(identity_store.clone(), metrics.clone());
+    let tls = TlsContext::new(identity_store.clone(), metrics.tls.clone());
     let t = tls.clone();
     let config = Arc::new(TableStore::new(move |tables: &Tables| {
-        m.config_applied(&tables.config.version);
+        m.config.applied(&tables.config.version);
         o.configure(tables.config.inbound.overload_protection.as_ref());
         t.set_trust_bundle(&tables.config.trust_bundle);
         let _ = changed_tx.send(());
@@ -56,7 +57,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         let certified = identity::Certified::from_files(cert, key)
             .map_err(|e| anyhow::anyhow!("--identity-cert/--identity-key: {e}"))?;
         tracing::info!(identity = %certified.identity, "mesh identity from files");
-        metrics.identity_expiry(certified.not_after);
+        metrics.identity.expiry(certified.not_after);
         identity_store.install(certified);
     }
 
@@ -91,7 +92,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
                 Arc::new(certifier),
                 runs_as,
                 identity_store.clone(),
-                metrics.clone(),
+                metrics.identity.clone(),
                 stop_admin.clone(),
             ));
         }
@@ -155,7 +156,11 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         tls: tls.clone(),
         limits,
     };
-    tokio::spawn(overload.clone().run(metrics.clone(), stop_admin.clone()));
+    tokio::spawn(
+        overload
+            .clone()
+            .run(metrics.overload.clone(), stop_admin.clone()),
+    );
     let inbound_ctx = Context {
         mirrors: Mirrors::new(inbound_pool.clone()),
         pool: inbound_pool,
@@ -351,7 +356,9 @@ where
             let permit = match cap.try_acquire() {
                 Some(permit) => permit,
                 None => {
-                    ctx.metrics.limit(ctx.direction(), Limit::max_connections);
+                    ctx.metrics
+                        .limits
+                        .reached(ctx.direction(), Limit::max_connections);
                     tracing::warn!(
                         listener = ?local, max = cap.max(),
                         "at the connection cap (--max-connections): new connections wait until one closes"

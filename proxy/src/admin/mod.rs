@@ -86,9 +86,9 @@ async fn shutdown(State(s): State<AdminState>) -> impl IntoResponse {
 async fn connections(State(s): State<AdminState>) -> impl IntoResponse {
     use crate::metrics::Direction;
     axum::Json(OpenConnections {
-        inbound: s.metrics.open_connections(Direction::inbound),
-        outbound: s.metrics.open_connections(Direction::outbound),
-        inbound_requests: s.metrics.requests_in_flight(Direction::inbound),
+        inbound: s.metrics.connections.open_connections(Direction::inbound),
+        outbound: s.metrics.connections.open_connections(Direction::outbound),
+        inbound_requests: s.metrics.http.requests_in_flight(Direction::inbound),
     })
 }
 

@@ -24,7 +24,10 @@ use crate::http::{
 };
 use crate::io::PrefixedIo;
 use crate::listen::original_dst;
-use crate::metrics::{ConnProtocol, Direction, Metrics, RefusedReason};
+use crate::metrics::connection::ConnProtocol;
+use crate::metrics::limits::Limit;
+use crate::metrics::tls::RefusedReason;
+use crate::metrics::{Direction, Metrics};
 use crate::tables::{OutboundTarget, TableStore};
 use crate::tcp::splice;
 use crate::tls::{Alpn, Hello, TlsContext, read_client_hello};
@@ -114,7 +117,8 @@ pub async fn outbound(stream: TcpStream, ctx: Context) {
             // Not a known service: pass through unchanged.
             let _open = ctx
                 .metrics
-                .connection(ctx.direction(), ConnProtocol::passthrough);
+                .connections
+                .open(ctx.direction(), ConnProtocol::passthrough);
             let target = OutboundTarget::address(dst, Protocol::Tcp);
             Box::pin(forward_tcp(
                 PrefixedIo::new(bytes::Bytes::new(), stream),
@@ -202,7 +206,8 @@ impl Conn<TcpStream> {
 fn detection_failed(ctx: &Context, e: &std::io::Error) {
     if e.kind() == std::io::ErrorKind::TimedOut {
         ctx.metrics
-            .limit(ctx.direction(), crate::metrics::Limit::header_read_timeout);
+            .limits
+            .reached(ctx.direction(), Limit::header_read_timeout);
     }
     tracing::debug!(error = %e, "connection ended before its protocol was known");
 }
@@ -299,7 +304,7 @@ async fn secured_inbound(
             Box::pin(dispatch(conn, route, policy, ctx)).await;
         }
         (Hello::Other, TlsMode::Strict) => {
-            ctx.metrics.refused(port, RefusedReason::plaintext);
+            ctx.metrics.tls.refused(port, RefusedReason::plaintext);
             tracing::debug!(
                 port,
                 "plaintext connection refused: the port is Strict mTLS"
@@ -371,7 +376,10 @@ where
     };
     match serve_as {
         Some(ServeAs::Http1) => {
-            let _open = ctx.metrics.connection(ctx.direction(), ConnProtocol::http1);
+            let _open = ctx
+                .metrics
+                .connections
+                .open(ctx.direction(), ConnProtocol::http1);
             let forwarder = ctx.forwarder(peer);
             // Each way of serving is boxed: a connection's task then holds only the way
             // it takes (an idle HTTP/1.1 connection costs a few hundred bytes, not the
@@ -379,14 +387,20 @@ where
             Box::pin(serve_h1(io, read, forwarder, route, ctx.drain.clone())).await;
         }
         Some(ServeAs::Http2) => {
-            let _open = ctx.metrics.connection(ctx.direction(), ConnProtocol::http2);
+            let _open = ctx
+                .metrics
+                .connections
+                .open(ctx.direction(), ConnProtocol::http2);
             let forwarder = ctx.forwarder(peer);
             let io = PrefixedIo::new(read.freeze(), io);
             Box::pin(serve_h2(io, forwarder, route, ctx.drain.clone())).await;
         }
         None => {
             let io = PrefixedIo::new(read.freeze(), io);
-            let _open = ctx.metrics.connection(ctx.direction(), ConnProtocol::tcp);
+            let _open = ctx
+                .metrics
+                .connections
+                .open(ctx.direction(), ConnProtocol::tcp);
             // An opaque connection counts as one request of its kind.
             if let (Some(peer), Some(log)) = (&peer, ctx.traffic()) {
                 log.inbound(peer.tls, policy.tls, peer.source.as_deref());
@@ -408,7 +422,8 @@ where
         Ok(upstream) => match splice(io, upstream, ctx.limits.tcp_idle).await {
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 ctx.metrics
-                    .limit(ctx.direction(), crate::metrics::Limit::tcp_idle_timeout);
+                    .limits
+                    .reached(ctx.direction(), Limit::tcp_idle_timeout);
                 tracing::debug!(addr = %up.addr, error = %e, "TCP connection closed");
             }
             Err(e) => {

@@ -3,6 +3,7 @@
 //! present and trust comes from [`IdentityStore`].
 
 mod certified;
+pub mod metrics;
 mod peer;
 mod renew;
 mod store;

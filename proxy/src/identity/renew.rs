@@ -12,9 +12,9 @@ use std::pin::Pin;
 use tokio_util::sync::CancellationToken;
 
 use super::certified::{Certified, RunsAs};
+use super::metrics::IdentityMetrics;
 use super::store::IdentityStore;
 use crate::backoff::Backoff;
-use crate::metrics::Metrics;
 use braid_api::control::CertificateResponse;
 
 /// Renewal never waits less than this (a certificate about to expire is renewed at once,
@@ -55,7 +55,7 @@ pub async fn renew(
     certifier: Arc<dyn Certifier>,
     runs_as: Option<RunsAs>,
     store: Arc<IdentityStore>,
-    metrics: Arc<Metrics>,
+    metrics: IdentityMetrics,
     stop: CancellationToken,
 ) {
     let mut backoff = Backoff::default();
@@ -70,7 +70,7 @@ pub async fn renew(
                 backoff.reset();
                 let wait = renew_in(certified.not_after, SystemTime::now());
                 tracing::info!(identity = %certified.identity, renew_in_secs = wait.as_secs(), "certificate in force");
-                metrics.identity_expiry(certified.not_after);
+                metrics.expiry(certified.not_after);
                 store.install(certified);
                 wait
             }
@@ -149,7 +149,7 @@ mod tests {
             certifier.clone(),
             Some(runs_as),
             store.clone(),
-            Arc::new(Metrics::new()),
+            IdentityMetrics::register(&mut prometheus_client::registry::Registry::default()),
             stop.clone(),
         ));
         // Renewed at half-life (after 1 s), which fails.

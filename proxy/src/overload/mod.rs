@@ -3,6 +3,7 @@
 //! admitted to the app; the excess is answered 503 with `x-braid-overloaded: 1`.
 
 mod admission;
+pub mod metrics;
 mod pid;
 mod protector;
 mod signal;

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use tokio_util::sync::CancellationToken;
 
+use super::metrics::OverloadMetrics;
 use super::signal::{CpuSource, LatencyWindow, cpu_share};
 use super::{Admission, Gains, Pid};
 use crate::config::overload::{OverloadProtection, OverloadSignal};
-use crate::metrics::Metrics;
 
 /// The limiter of the inbound side.
 pub struct Protector {
@@ -66,7 +66,7 @@ impl Protector {
     }
 
     /// Samples and adjusts every period until `stop`.
-    pub async fn run(self: Arc<Self>, metrics: Arc<Metrics>, stop: CancellationToken) {
+    pub async fn run(self: Arc<Self>, metrics: OverloadMetrics, stop: CancellationToken) {
         let mut cpu_before = self.cpu.read();
         let mut last = Instant::now();
         let mut served_avg: Option<f64> = None;
@@ -125,7 +125,7 @@ impl Protector {
             };
             let limit = pid.update(measured, offered, served);
             admission.set_rate(limit);
-            metrics.overload(if pid.engaged() { limit } else { f64::INFINITY }, measured);
+            metrics.sampled(if pid.engaged() { limit } else { f64::INFINITY }, measured);
         }
     }
 }

@@ -17,7 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::{Alpn, SpiffeServerVerifier, spiffe_id};
 use crate::config::Identity;
 use crate::identity::{Certified, IdentityStore};
-use crate::metrics::{Direction, HandshakeResult, Metrics};
+use crate::metrics::Direction;
+use crate::metrics::tls::{HandshakeResult, TlsMetrics};
 
 /// Why a mesh connection could not be secured.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +77,7 @@ type ClientConfigs = HashMap<(Arc<Identity>, Alpn), Arc<ClientConfig>>;
 /// verify peers (the config's `trustBundle`, else those that came with the certificate).
 pub struct TlsContext {
     store: Arc<IdentityStore>,
-    metrics: Arc<Metrics>,
+    metrics: TlsMetrics,
     bundle: ArcSwap<Vec<CertificateDer<'static>>>,
     provider: Arc<CryptoProvider>,
     built: Mutex<Option<Arc<Built>>>,
@@ -84,7 +85,7 @@ pub struct TlsContext {
 
 impl TlsContext {
     /// A context presenting the certificates `store` holds.
-    pub fn new(store: Arc<IdentityStore>, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(store: Arc<IdentityStore>, metrics: TlsMetrics) -> Arc<Self> {
         Arc::new(Self {
             store,
             metrics,

@@ -8,7 +8,8 @@ use std::time::Instant;
 use super::Forwarder;
 use crate::config::tls::TlsMode;
 use crate::http::{ForwardError, Route};
-use crate::metrics::{OpenGuard, RefusedReason};
+use crate::metrics::OpenGuard;
+use crate::metrics::tls::RefusedReason;
 use crate::overload::Admitted;
 use crate::tables::OutboundTarget;
 
@@ -29,12 +30,12 @@ impl Forwarder {
             let mode = inbound.map(|i| t.inbound_tls_mode(i.peer.port));
             (mode, route.resolve(t))
         });
-        let in_flight = self.metrics.request_started(self.direction());
+        let in_flight = self.metrics.http.request_started(self.direction());
         let admitted = match inbound.and_then(|i| i.shared.overload.admission()) {
             Some(a) if !probe => match a.admit(at) {
                 Some(admitted) => Some(admitted),
                 None => {
-                    self.metrics.shed();
+                    self.metrics.overload.shed();
                     return Err(ForwardError::Overloaded);
                 }
             },
@@ -43,7 +44,9 @@ impl Forwarder {
         if let (Some(inbound), Some(mode)) = (inbound, mode) {
             let peer = &inbound.peer;
             if !peer.tls && mode == TlsMode::Strict {
-                self.metrics.refused(peer.port, RefusedReason::plaintext);
+                self.metrics
+                    .tls
+                    .refused(peer.port, RefusedReason::plaintext);
                 return Err(ForwardError::PlaintextRefused(peer.port));
             }
             inbound

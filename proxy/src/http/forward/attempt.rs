@@ -10,7 +10,7 @@ use crate::balance::{self, Endpoint, Picked, Verdict};
 use crate::control::protocol::Ejection;
 use crate::http::ForwardError;
 use crate::http::exchange::{Answer, Exchange};
-use crate::metrics::Limit;
+use crate::metrics::limits::Limit;
 
 impl Forwarder {
     /// One attempt on the picked endpoint, within `per_try` if set; its latency feeds
@@ -24,10 +24,10 @@ impl Forwarder {
     ) -> Result<X::Answer, ForwardError> {
         let endpoint = picked.endpoint;
         if picked.panic {
-            self.metrics.panic_request(send.label);
+            self.metrics.outlier.panic_request(send.label);
         }
         if picked.returned > 0 {
-            self.metrics.returned(send.label, picked.returned);
+            self.metrics.outlier.returned(send.label, picked.returned);
         }
         let in_flight = endpoint.load.start();
         let up = endpoint.upstream();
@@ -111,6 +111,7 @@ impl Forwarder {
                     "endpoint ejected"
                 );
                 self.metrics
+                    .outlier
                     .ejected(send.label, endpoint.addr, reason.as_str());
                 if let Side::Outbound(outbound) = &self.side {
                     outbound.ejections.push(Ejection {
@@ -122,7 +123,7 @@ impl Forwarder {
                 }
             }
             Verdict::Spared(reason) => {
-                self.metrics.ejection_spared(send.label, reason.as_str());
+                self.metrics.outlier.spared(send.label, reason.as_str());
             }
         }
     }

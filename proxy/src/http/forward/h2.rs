@@ -17,7 +17,7 @@ use crate::http::exchange::{Answer, Exchange};
 use crate::http::replay::Replayable;
 use crate::http::{ForwardError, Route, strip_hop_by_hop};
 use crate::limits::{Activity, BusyBody};
-use crate::metrics::Limit;
+use crate::metrics::limits::Limit;
 use crate::routing::{RequestHead, is_idempotent};
 
 impl Forwarder {
@@ -96,7 +96,7 @@ impl Exchange for HyperExchange<'_> {
                 if let Some((group, endpoint)) = mirror {
                     let fw = self.forwarder;
                     let sent = fw.mirrors.send_h2(endpoint, replayable.request());
-                    fw.metrics.mirrored(send.label, group, sent);
+                    fw.metrics.http.mirrored(send.label, group, sent);
                 }
                 self.req = HyperRequest::Replay(replayable);
                 Ok(true)
@@ -180,7 +180,7 @@ pub async fn serve_h2<I>(
             let _ = conn.await;
         }
         _ = activity.idle_for(limits.idle) => {
-            metrics.limit(direction, Limit::idle_timeout);
+            metrics.limits.reached(direction, Limit::idle_timeout);
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }

@@ -24,7 +24,9 @@ use http_body_util::{BodyExt, Full};
 use super::exchange::{Answer, Exchange};
 use super::{ForwardError, Mirrors, Pool};
 use crate::limits::Limits;
-use crate::metrics::{Direction, Limit, Metrics, Routed};
+use crate::metrics::http::Routed;
+use crate::metrics::limits::Limit;
+use crate::metrics::{Direction, Metrics};
 use crate::overload::Protector;
 use crate::reports::{EjectionLog, SourceCounter, TrafficLog};
 use crate::tables::{OutboundTarget, PickError, Selected, TableStore};
@@ -158,7 +160,7 @@ impl Forwarder {
 
     /// Counts a connection or request cut off by `limit`.
     pub(super) fn limit_hit(&self, limit: Limit) {
-        self.metrics.limit(self.direction(), limit);
+        self.metrics.limits.reached(self.direction(), limit);
     }
 
     /// The pool its requests go through.
@@ -173,7 +175,7 @@ impl Forwarder {
 
     /// Counts a mirror copy of a request to `target`, sent to `group` or dropped.
     pub(super) fn mirrored(&self, target: &Arc<str>, group: &Arc<str>, sent: bool) {
-        self.metrics.mirrored(target, group, sent);
+        self.metrics.http.mirrored(target, group, sent);
     }
 
     /// Sends the request with `x` along `selected` (what routing chose for its head),
@@ -219,7 +221,7 @@ impl Forwarder {
                 }
             }
         }
-        self.metrics.request(
+        self.metrics.http.request(
             self.direction(),
             &started.target.label,
             routed,

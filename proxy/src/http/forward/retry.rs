@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{Forwarder, Outgoing};
 use crate::http::ForwardError;
 use crate::http::exchange::{Answer, Exchange};
-use crate::metrics::RetryResult;
+use crate::metrics::http::RetryResult;
 use crate::routing::AttemptOutcome;
 
 /// The first retry waits about this long; each next one twice as long, up to
@@ -50,7 +50,7 @@ impl Forwarder {
                     true => RetryResult::sent,
                     false => RetryResult::budget_exhausted,
                 };
-                self.metrics.retry(send.label, &rule.name, counted);
+                self.metrics.http.retry(send.label, &rule.name, counted);
             }
             if !granted {
                 return result;

@@ -35,7 +35,8 @@ use self::relay::{After, Downstream, RelayExchange, relay_response, write_error}
 use super::forward::{Started, response_status};
 use super::replay::MAX_BUFFERED_BODY;
 use super::{BodyError, ForwardError, Forwarder, Route};
-use crate::metrics::{Limit, Routed};
+use crate::metrics::http::Routed;
+use crate::metrics::limits::Limit;
 use crate::routing::{RequestHead, is_idempotent};
 
 /// The caller's read buffer grows by this much when it runs low.
