@@ -70,14 +70,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::dir_mode::start(&cli, path, bound, snapshots, stop.clone())?
         }
         SourceArg::Kube => {
-            crate::kube_mode::start(
-                &cli,
-                snapshots,
-                snapshot_rx.clone(),
-                metrics.clone(),
-                stop.clone(),
-            )
-            .await?
+            crate::kube_mode::start(&cli, snapshots, metrics.clone(), stop.clone()).await?
         }
     };
     if let Some(out) = &cli.tls_trust_out {

@@ -13,11 +13,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::ca::Ca;
-use crate::ca::maintain::{RESYNC, Upkeep, refresh_ca};
+use crate::ca::maintain::{RESYNC, refresh_ca};
 use crate::ca::secret::{CaSecret, Origin};
 use crate::ca::serving::ServingRotation;
-use crate::ca::trust::TrustDistributor;
-use crate::ca::webhook::{WebhookNames, WebhookTls};
+use crate::ca::upkeep::Leading;
+use crate::ca::upkeep::trust::TrustUpkeep;
+use crate::ca::upkeep::webhook::WebhookUpkeep;
+use crate::ca::webhook::WebhookNames;
 use crate::ca::{Serving, ServingCert};
 use crate::cli::Cli;
 use crate::healer::{Actuator, KubeActuator};
@@ -55,13 +57,11 @@ pub struct Started {
 
 /// Connects to the cluster (in-cluster config, or KUBECONFIG), loads (or creates) the CA,
 /// and starts the source, the leader election, the serving certificate's renewal and
-/// the leader's upkeep of the webhook's TLS and the proxies' trust ConfigMaps, which
-/// follow the opted-in namespaces of `snapshot_rx` (what `snapshots` publishes).
-/// `metrics` learns when the CA expires.
+/// the controllers of the webhook's TLS and of the proxies' trust ConfigMaps (which
+/// write while this replica leads). `metrics` learns when the CA expires.
 pub async fn start(
     cli: &Cli,
     snapshots: watch::Sender<Arc<Snapshot>>,
-    snapshot_rx: watch::Receiver<Arc<Snapshot>>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> anyhow::Result<Started> {
@@ -114,27 +114,22 @@ pub async fn start(
         LeaderElector::new(client.clone(), LeaseConfig::new(&cli.namespace, &identity))
             .spawn(stop.clone());
     tokio::spawn(refresh_ca(ca_secret, ca_tx, metrics, RESYNC, stop.clone()));
-    let upkeep = Upkeep {
-        webhook: WebhookTls::new(
-            client.clone(),
-            WebhookNames {
-                namespace: cli.namespace.clone(),
-                service: cli.webhook_service.clone(),
-                secret: cli.webhook_secret.clone(),
-                config: cli.webhook_config.clone(),
-                cluster_domain: cli.cluster_domain.clone(),
-            },
-        ),
-        trust: (!own_cert).then(|| TrustDistributor::new(client.clone())),
-        every: RESYNC,
-        rounds: None,
+    let leading = Leading::new(leadership.subscribe(), ca_rx.clone());
+    let webhook = WebhookNames {
+        namespace: cli.namespace.clone(),
+        service: cli.webhook_service.clone(),
+        secret: cli.webhook_secret.clone(),
+        config: cli.webhook_config.clone(),
+        cluster_domain: cli.cluster_domain.clone(),
     };
-    let ca_for_proxies = ca_rx.clone();
-    tokio::spawn(upkeep.run(leadership.subscribe(), ca_rx, snapshot_rx, stop));
+    tokio::spawn(WebhookUpkeep::new(client.clone(), webhook, leading.clone()).run(stop.clone()));
+    if !own_cert {
+        tokio::spawn(TrustUpkeep::new(client.clone(), leading).run(stop.clone()));
+    }
     let relay = relay(cli, &client, &identity, &serving)?;
     Ok(Started {
         relay: Some(Arc::new(relay)),
-        ca: ca_for_proxies,
+        ca: ca_rx,
         auth: Arc::new(TokenReviewer::new(client.clone())),
         actuator: Arc::new(KubeActuator::new(client.clone())),
         sink: Arc::new(KubeSink::new(client, Some(identity))),

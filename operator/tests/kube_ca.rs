@@ -1,36 +1,30 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! The CA's Kubernetes side: its Secret (created, raced for, supplied, malformed), the
-//! webhook's Secret and caBundle, the proxies' trust ConfigMaps, and that only the leader
-//! writes — against kube-fake-client's in-memory API server and, where the exact
-//! requests matter, a scripted one.
+//! The CA's Kubernetes side: its Secret (created, raced for, supplied, malformed), and
+//! one round of the webhook's Secret and caBundle — against kube-fake-client's in-memory
+//! API server and, where the exact requests matter, a scripted one. (The controllers that
+//! keep them, and the trust ConfigMaps, up to date are in kube_upkeep.rs.)
 
 mod kube_mock;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use braid_operator::ca::maintain::{Cause, Round, Upkeep};
 use braid_operator::ca::material::{SIGNING_CERT_KEY, SIGNING_KEY_KEY, TRUST_BUNDLE_KEY};
 use braid_operator::ca::secret::{CaSecret, Origin};
-use braid_operator::ca::trust::{TRUST_CONFIGMAP, TrustDistributor};
 use braid_operator::ca::verify::verify_server_chain;
 use braid_operator::ca::webhook::{WEBHOOK_LIFETIME, WebhookNames, WebhookTls};
 use braid_operator::ca::{Ca, CaMaterial, LeafRequest};
-use braid_operator::registry::Snapshot;
 use http::{Method, StatusCode};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhook, MutatingWebhookConfiguration, WebhookClientConfig,
 };
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube_fake_client::ClientBuilder;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
 
 const NS: &str = "braid-system";
 const CA_SECRET: &str = "braid-ca";
@@ -541,212 +535,6 @@ async fn an_invalid_webhook_secret_is_replaced_in_place() {
     );
     assert_eq!(secret.type_.as_deref(), Some("Opaque"));
     chain(&secret.data.unwrap()["tls.crt"].0);
-}
-
-fn meshed(names: &[&str]) -> BTreeSet<String> {
-    names.iter().map(|n| n.to_string()).collect()
-}
-
-#[tokio::test]
-async fn the_trust_configmap_is_applied_to_labelled_namespaces() {
-    let client = ClientBuilder::new().build().await.unwrap();
-    let ca = Ca::generate_root(SystemTime::now()).unwrap();
-    let mut trust = TrustDistributor::new(client.clone());
-    assert_eq!(
-        trust
-            .reconcile(&meshed(&["shop", "web"]), ca.trust_bundle())
-            .await,
-        0
-    );
-    for ns in ["shop", "web"] {
-        let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
-            .get(TRUST_CONFIGMAP)
-            .await
-            .unwrap();
-        assert_eq!(cm.data.unwrap()["ca.crt"], ca.trust_bundle().pem(), "{ns}");
-    }
-    assert!(
-        Api::<ConfigMap>::namespaced(client.clone(), "other")
-            .get_opt(TRUST_CONFIGMAP)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    // A new bundle reaches them all.
-    let next = Ca::generate_root(SystemTime::now()).unwrap();
-    trust
-        .reconcile(&meshed(&["shop", "web"]), next.trust_bundle())
-        .await;
-    let cm = Api::<ConfigMap>::namespaced(client, "web")
-        .get(TRUST_CONFIGMAP)
-        .await
-        .unwrap();
-    assert_eq!(cm.data.unwrap()["ca.crt"], next.trust_bundle().pem());
-}
-
-/// An API server with nothing in it that accepts every write: enough for a whole
-/// upkeep round, recording each request.
-fn accepting() -> (kube::Client, kube_mock::Log) {
-    kube_mock::client(|r| match r.method {
-        Method::GET => kube_mock::failure(404, "NotFound", "not found"),
-        _ => (StatusCode::OK, r.body.clone()),
-    })
-}
-
-fn snapshot(namespaces: &[&str]) -> Arc<Snapshot> {
-    Arc::new(Snapshot {
-        meshed_namespaces: meshed(namespaces),
-        ..Default::default()
-    })
-}
-
-/// How long anything asked of the upkeep loop may take on a loaded machine.
-const DEADLINE: Duration = Duration::from_secs(10);
-
-/// Waits for the loop to report a round of `cause` in which it led (or not), skipping
-/// other rounds: proof that it has handled that event.
-async fn round(rounds: &mut mpsc::UnboundedReceiver<Round>, cause: Cause, leading: bool) {
-    let wanted = Round { cause, leading };
-    tokio::time::timeout(DEADLINE, async {
-        while let Some(r) = rounds.recv().await {
-            if r == wanted {
-                return;
-            }
-        }
-        panic!("the upkeep loop ended");
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no {wanted:?} within {DEADLINE:?}"));
-}
-
-/// Waits for a round in which the loop followed: one that began after leadership was
-/// lost, since every round reads leadership first.
-async fn following(rounds: &mut mpsc::UnboundedReceiver<Round>) {
-    tokio::time::timeout(DEADLINE, async {
-        while let Some(r) = rounds.recv().await {
-            if !r.leading {
-                return;
-            }
-        }
-        panic!("the upkeep loop ended");
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no round as a follower within {DEADLINE:?}"));
-}
-
-/// Polls `log` until `done` holds, for at most [`DEADLINE`].
-async fn eventually(
-    log: &kube_mock::Log,
-    what: &str,
-    done: impl Fn(&[kube_mock::Recorded]) -> bool,
-) {
-    let start = tokio::time::Instant::now();
-    loop {
-        if done(&log.lock().unwrap()) {
-            return;
-        }
-        if start.elapsed() > DEADLINE {
-            panic!(
-                "not within {DEADLINE:?}: {what}; requests: {:?}",
-                log.lock().unwrap()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn trust_path(ns: &str) -> String {
-    format!("/api/v1/namespaces/{ns}/configmaps/{TRUST_CONFIGMAP}")
-}
-
-fn applied(log: &[kube_mock::Recorded], ns: &str) -> bool {
-    log.iter()
-        .any(|r| r.method == Method::PATCH && r.path == trust_path(ns))
-}
-
-#[tokio::test]
-async fn only_the_leader_writes_and_it_follows_labelled_namespaces() {
-    let (client, log) = accepting();
-    let ca = Ca::generate_root(SystemTime::now()).unwrap();
-    let (leader_tx, leader_rx) = watch::channel(false);
-    let (ca_tx, ca_rx) = watch::channel(Arc::new(ca));
-    let (snap_tx, snap_rx) = watch::channel(snapshot(&["shop"]));
-    let (rounds_tx, mut rounds) = mpsc::unbounded_channel();
-    let stop = CancellationToken::new();
-    let upkeep = Upkeep {
-        webhook: WebhookTls::new(client.clone(), names()),
-        trust: Some(TrustDistributor::new(client)),
-        every: Duration::from_millis(50),
-        rounds: Some(rounds_tx),
-    };
-    let task = tokio::spawn(upkeep.run(leader_rx, ca_rx, snap_rx, stop.clone()));
-
-    // A follower: a namespace labelled, a new CA, a tick — each handled, and not one
-    // request.
-    snap_tx.send_replace(snapshot(&["shop", "web"]));
-    round(&mut rounds, Cause::Snapshot, false).await;
-    ca_tx.send_replace(Arc::new(Ca::generate_root(SystemTime::now()).unwrap()));
-    round(&mut rounds, Cause::Ca, false).await;
-    round(&mut rounds, Cause::Tick, false).await;
-    assert!(log.lock().unwrap().is_empty(), "{:?}", log.lock().unwrap());
-
-    // Leading: the webhook's Secret is created, the ConfigMaps applied.
-    leader_tx.send_replace(true);
-    eventually(&log, "the ConfigMaps of shop and web applied", |log| {
-        applied(log, "shop") && applied(log, "web")
-    })
-    .await;
-    let bundle = ca_tx.borrow().trust_bundle().pem().to_string();
-    {
-        let log = log.lock().unwrap();
-        let created: Vec<&str> = log
-            .iter()
-            .filter(|r| r.method == Method::POST)
-            .map(|r| r.path.as_str())
-            .collect();
-        assert!(
-            created
-                .iter()
-                .all(|p| *p == "/api/v1/namespaces/braid-system/secrets"),
-            "{created:?}"
-        );
-        assert!(!created.is_empty());
-        for ns in ["shop", "web"] {
-            let path = trust_path(ns);
-            let apply = log
-                .iter()
-                .find(|r| r.method == Method::PATCH && r.path == path)
-                .unwrap_or_else(|| panic!("no apply to {path}"));
-            assert_eq!(apply.content_type, "application/apply-patch+yaml");
-            assert!(
-                apply.query.contains("fieldManager=braid-operator"),
-                "{}",
-                apply.query
-            );
-            assert_eq!(apply.body["data"]["ca.crt"], bundle.as_str());
-        }
-    }
-
-    // A namespace labelled while leading gets its ConfigMap.
-    snap_tx.send_replace(snapshot(&["shop", "web", "new"]));
-    eventually(&log, "the ConfigMap of new applied", |log| {
-        applied(log, "new")
-    })
-    .await;
-
-    // Leadership lost: silence again, through a new namespace and a tick. (Rounds
-    // reported so far, some of them from before leading, are not evidence of it.)
-    while rounds.try_recv().is_ok() {}
-    leader_tx.send_replace(false);
-    following(&mut rounds).await;
-    log.lock().unwrap().clear();
-    snap_tx.send_replace(snapshot(&["shop", "web", "new", "later"]));
-    round(&mut rounds, Cause::Snapshot, false).await;
-    round(&mut rounds, Cause::Tick, false).await;
-    assert!(log.lock().unwrap().is_empty(), "{:?}", log.lock().unwrap());
-
-    stop.cancel();
-    task.await.unwrap();
 }
 
 #[tokio::test]

@@ -123,7 +123,18 @@ fn the_cluster_role_covers_what_the_operator_does() {
         Some(TRUST_CONFIGMAP)
     ));
     assert!(!allows(&rules, "", "configmaps", "patch", Some("another")));
-    for verb in ["get", "list", "update", "delete"] {
+    // Watched by name, so one deleted or edited is put back at once.
+    for verb in ["get", "list", "watch"] {
+        assert!(
+            allows(&rules, "", "configmaps", verb, Some(TRUST_CONFIGMAP)),
+            "{verb} configmaps"
+        );
+        assert!(
+            !allows(&rules, "", "configmaps", verb, Some("another")),
+            "{verb} another configmap"
+        );
+    }
+    for verb in ["update", "delete"] {
         assert!(
             !allows(&rules, "", "configmaps", verb, Some(TRUST_CONFIGMAP)),
             "{verb} configmaps"
@@ -131,7 +142,7 @@ fn the_cluster_role_covers_what_the_operator_does() {
     }
     // caBundle of the injector's webhooks, and no other webhook configuration.
     let g = "admissionregistration.k8s.io";
-    for verb in ["get", "patch"] {
+    for verb in ["get", "list", "watch", "patch"] {
         assert!(
             allows(
                 &rules,
@@ -164,13 +175,13 @@ fn secrets_are_the_cas_and_the_webhooks_in_braid_system_only() {
             "get {name}"
         );
     }
-    assert!(allows(
-        &rules,
-        "",
-        "secrets",
-        "update",
-        Some(DEFAULT_WEBHOOK_SECRET)
-    ));
+    // The webhook's is renewed in place, and watched so one deleted is issued at once.
+    for verb in ["update", "list", "watch"] {
+        assert!(
+            allows(&rules, "", "secrets", verb, Some(DEFAULT_WEBHOOK_SECRET)),
+            "{verb} {DEFAULT_WEBHOOK_SECRET}"
+        );
+    }
     // The CA is never changed, no other Secret is read, and none is listed.
     assert!(!allows(
         &rules,

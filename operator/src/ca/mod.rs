@@ -5,9 +5,10 @@
 //! Pure logic and Kubernetes I/O are apart: [`material`] (the Secret's contents),
 //! [`authority`] (signing), [`validity`] (when to renew) and [`issued`] (whether a stored
 //! certificate is still good) take no client and are tested on their own; [`secret`]
-//! (the CA Secret), [`serving`] (each replica's certificate), [`trust`] (the ConfigMaps
-//! proxies mount), [`webhook`] (the injector's Secret and `caBundle`) and [`maintain`]
-//! (the leader's loop) talk to the API server.
+//! (the CA Secret), [`serving`] (each replica's certificate), [`webhook`] (the injector's
+//! Secret and `caBundle`), [`maintain`] (re-reading the CA) and [`upkeep`] (the leader's
+//! controllers of the webhook TLS and of the [`trust`] ConfigMaps proxies mount) talk to
+//! the API server.
 
 pub mod authority;
 pub mod files;
@@ -18,6 +19,7 @@ pub mod secret;
 pub mod serving;
 pub mod serving_cert;
 pub mod trust;
+pub mod upkeep;
 pub mod validity;
 pub mod verify;
 pub mod webhook;

@@ -3,11 +3,18 @@
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod cluster;
+
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use kube::client::Body;
+use tokio::sync::mpsc;
 
 /// One request the client sent.
 #[derive(Clone, Debug)]
@@ -33,6 +40,9 @@ pub enum Answer {
     Json(StatusCode, serde_json::Value),
     /// Never: the request stays open (a watch with nothing to report).
     Hang,
+    /// A watch: each value sent is one event (`{"type": …, "object": …}`), a line of
+    /// the response, which ends when the sender is dropped.
+    Watch(mpsc::UnboundedReceiver<serde_json::Value>),
 }
 
 impl From<(StatusCode, serde_json::Value)> for Answer {
@@ -47,7 +57,8 @@ where
     H: Fn(&Recorded) -> A + Send + 'static,
     A: Into<Answer>,
 {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    type Streamed = UnsyncBoxBody<Bytes, Infallible>;
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Streamed>>();
     let log: Log = Arc::default();
     let seen = log.clone();
     tokio::spawn(async move {
@@ -73,15 +84,30 @@ where
             };
             let answer = handler(&recorded).into();
             seen.lock().unwrap().push(recorded);
-            let Answer::Json(status, answer) = answer else {
-                hanging.push(respond);
-                continue;
+            let (status, body) = match answer {
+                Answer::Json(status, answer) => (
+                    status,
+                    Full::new(Bytes::from(serde_json::to_vec(&answer).unwrap())).boxed_unsync(),
+                ),
+                Answer::Hang => {
+                    hanging.push(respond);
+                    continue;
+                }
+                Answer::Watch(events) => {
+                    let lines = futures::stream::unfold(events, |mut events| async move {
+                        let event = events.recv().await?;
+                        let mut line = serde_json::to_vec(&event).unwrap();
+                        line.push(b'\n');
+                        Some((Ok::<_, Infallible>(Frame::data(Bytes::from(line))), events))
+                    });
+                    (StatusCode::OK, StreamBody::new(lines).boxed_unsync())
+                }
             };
             respond.send_response(
                 Response::builder()
                     .status(status)
                     .header("content-type", "application/json")
-                    .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                    .body(body)
                     .unwrap(),
             );
         }
