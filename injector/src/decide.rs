@@ -13,7 +13,26 @@ pub enum Decision {
     /// Leave the pod as it is, and why.
     Skip(String),
     /// Refuse the pod: what is wrong and how to fix it.
-    Refuse(String),
+    Refuse(Refusal),
+}
+
+/// Why a pod is refused; the message says what is wrong and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Annotations braid cannot use: all of them, in one message, so a user fixes them
+    /// in one go.
+    #[error("{}", join(.0))]
+    Annotations(Vec<BadAnnotation>),
+    /// `braid.dev/status` records an injection of containers the pod does not have.
+    #[error(
+        "annotation {STATUS}: it records an injection of {missing:?}, which the pod does \
+         not have (copied from another pod?): remove it from the pod (or its template) to \
+         have the pod injected"
+    )]
+    StaleStatus {
+        /// The recorded containers the pod lacks.
+        missing: Vec<String>,
+    },
 }
 
 /// Decides for a pod created in `namespace`. `namespace_enabled` says whether the
@@ -40,7 +59,7 @@ pub fn decide(
             .unwrap_or(&Default::default()),
     ) {
         Ok(o) => o,
-        Err(errors) => return Decision::Refuse(join(&errors)),
+        Err(errors) => return Decision::Refuse(Refusal::Annotations(errors)),
     };
     match overrides.inject {
         Some(false) => return skip("the pod says braid.dev/inject: \"false\""),
@@ -68,29 +87,73 @@ pub fn decide(
             })
             .map(|c| c.name.as_str())
             .collect();
-        let missing: Vec<&String> = status
+        let missing: Vec<String> = status
             .init_containers
             .iter()
             .chain(&status.containers)
             .filter(|n| !names.contains(&n.as_str()))
+            .cloned()
             .collect();
         if !missing.is_empty() {
-            return Decision::Refuse(format!(
-                "annotation {STATUS}: it records an injection of {missing:?}, which the pod does \
-                 not have (copied from another pod?): remove it from the pod (or its template) to \
-                 have the pod injected"
-            ));
+            return Decision::Refuse(Refusal::StaleStatus { missing });
         }
         return skip("already injected");
     }
     Decision::Inject(Box::new(overrides))
 }
 
-/// All annotation problems in one message, so a user fixes them in one go.
+/// All annotation problems in one message.
 fn join(errors: &[BadAnnotation]) -> String {
     errors
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn pod(annotations: &[(&str, &str)]) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"annotations": annotations.iter().copied().collect::<BTreeMap<_, _>>()},
+            "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+        }))
+        .unwrap()
+    }
+
+    fn refusal(pod: &Pod) -> String {
+        match decide(pod, "shop", true, &Settings::default()) {
+            Decision::Refuse(why) => why.to_string(),
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    // The refusal is what the API server shows whoever created the pod, and what the
+    // offline CLI prints: each annotation named with its fix, all in one message.
+    #[test]
+    fn a_refusal_names_every_annotation_and_the_fix() {
+        let why = refusal(&pod(&[
+            ("braid.dev/exclude-inbound-ports", "http"),
+            ("braid.dev/proxy-cpu", "lots"),
+        ]));
+        assert_eq!(
+            why,
+            "annotation braid.dev/exclude-inbound-ports: \"http\" is not a port: write \
+             comma-separated numbers 1-65535, e.g. \"5432,6379\"; annotation \
+             braid.dev/proxy-cpu: \"lots\" is not a Kubernetes quantity: write e.g. \"100m\" \
+             (CPU) or \"64Mi\" (memory), or remove it for the default"
+        );
+        let status =
+            r#"{"version":"0.1.0","initContainers":["braid-init"],"containers":[],"volumes":[]}"#;
+        assert_eq!(
+            refusal(&pod(&[(STATUS, status)])),
+            "annotation braid.dev/status: it records an injection of [\"braid-init\"], which \
+             the pod does not have (copied from another pod?): remove it from the pod (or its \
+             template) to have the pod injected"
+        );
+    }
 }

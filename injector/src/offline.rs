@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
 
 use crate::annotations::STATUS;
-use crate::decide::{Decision, decide};
+use crate::decide::{Decision, Refusal, decide};
 use crate::inject::{InjectError, InjectStatus, ORIGINAL_PROBES, inject, restore};
 use crate::settings::Settings;
 
@@ -59,8 +59,8 @@ pub enum TemplateError {
         source: serde_json::Error,
     },
     /// The webhook would refuse the pod: what is wrong and how to fix it.
-    #[error("{0}")]
-    Refused(String),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     /// braid's containers cannot be added to the pod.
     #[error(transparent)]
     Inject(#[from] InjectError),
@@ -187,7 +187,7 @@ pub fn inject_documents(text: &str, settings: &Settings) -> Result<String, Offli
         let overrides = match decide(pod, namespace, true, settings) {
             Decision::Inject(o) => o,
             Decision::Skip(_) => return Ok(()),
-            Decision::Refuse(why) => return Err(TemplateError::Refused(why)),
+            Decision::Refuse(why) => return Err(why.into()),
         };
         inject(pod, settings, &overrides)?;
         Ok(())
