@@ -18,7 +18,7 @@ use super::material::{
     certificates,
 };
 use super::validity::Validity;
-use super::verify::{key_belongs_to, verify_server_chain};
+use super::verify::{ChainError, UnreadableCertificate, key_belongs_to, verify_server_chain};
 
 /// How long a root the operator creates is valid: long, because replacing a root means
 /// redistributing trust to every proxy and the API server.
@@ -48,7 +48,13 @@ pub enum CaError {
     Sign(#[from] rcgen::Error),
     /// A certificate just signed could not be read back (a bug).
     #[error("reading back a certificate just signed: {0}")]
-    ReadBack(String),
+    ReadBack(#[from] UnreadableCertificate),
+    /// The trust bundle just built could not be read back (a bug).
+    #[error("reading back the trust bundle just built: {0}")]
+    ReadBackBundle(#[source] MaterialError),
+    /// A key just generated cannot sign (a bug).
+    #[error("a key just generated cannot sign: {0}")]
+    ReadBackKey(#[source] rustls::Error),
     /// A proxy's certificate signing request is unusable.
     #[error("the CSR {0}")]
     BadCsr(String),
@@ -187,9 +193,9 @@ impl Ca {
         let material = CaMaterial {
             signing_chain_pem: pem.clone(),
             signing_key_pem: key.serialize_pem(),
-            trust_bundle: TrustBundle::parse(&pem).map_err(|e| CaError::ReadBack(e.to_string()))?,
+            trust_bundle: TrustBundle::parse(&pem).map_err(CaError::ReadBackBundle)?,
         };
-        let signing_validity = Validity::of(cert.der()).map_err(CaError::ReadBack)?;
+        let signing_validity = Validity::of(cert.der())?;
         Ok(Self {
             signing_chain: vec![cert.der().clone()],
             issuer: Issuer::new(params, key),
@@ -313,7 +319,7 @@ impl Ca {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let cert = params.signed_by(&key, &self.issuer)?;
-        let validity = Validity::of(cert.der()).map_err(CaError::ReadBack)?;
+        let validity = Validity::of(cert.der())?;
         let mut chain_pem = cert.pem();
         chain_pem.push_str(&self.material.signing_chain_pem);
         if !chain_pem.ends_with('\n') {
@@ -365,7 +371,7 @@ impl Ca {
             public_key: csr.public_key,
         }
         .signed_by(&self.issuer)?;
-        let validity = Validity::of(signed.der()).map_err(CaError::ReadBack)?;
+        let validity = Validity::of(signed.der())?;
         let mut chain_pem = signed.pem();
         chain_pem.push_str(&self.material.signing_chain_pem);
         if !chain_pem.ends_with('\n') {
@@ -417,15 +423,29 @@ impl Ca {
         chain: &[CertificateDer<'_>],
         names: &[String],
         now: SystemTime,
-    ) -> Result<(), String> {
+    ) -> Result<(), NotIssued> {
         let signing = &self.signing_chain[..1];
         let leaf_only = chain.get(..1).unwrap_or_default();
         for name in names {
-            verify_server_chain(signing, leaf_only, name, now)
-                .map_err(|e| format!("{name}: {e}"))?;
+            verify_server_chain(signing, leaf_only, name, now).map_err(|source| NotIssued {
+                name: name.clone(),
+                source,
+            })?;
         }
         Ok(())
     }
+}
+
+/// A certificate the current signing certificate did not issue for a name, or that is
+/// not valid for it now.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {source}")]
+pub struct NotIssued {
+    /// The name it was checked for.
+    pub name: String,
+    /// Why it is refused.
+    #[source]
+    pub source: ChainError,
 }
 
 fn san(name: &str) -> Result<SanType, CaError> {

@@ -96,7 +96,7 @@ fn judge(
         return Err(Reason::KeyMismatch);
     }
     ca.verify_issued(&chain, names, now)
-        .map_err(Reason::NotValid)?;
+        .map_err(|e| Reason::NotValid(e.to_string()))?;
     let validity = Validity::of(leaf).map_err(|e| unreadable("tls.crt", &e))?;
     if validity.renewal_due(now) {
         return Err(Reason::RenewalDue {

@@ -30,8 +30,8 @@ pub const MAX_WAIT: Duration = Duration::from_secs(600);
 /// The chain and key of `issued`, ready to serve.
 pub fn certified(issued: &IssuedCert) -> Result<CertifiedKey, CaError> {
     let key = rustls_pki_types::PrivateKeyDer::Pkcs8(issued.key.clone_key());
-    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| CaError::ReadBack(e.to_string()))?;
+    let signer =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(CaError::ReadBackKey)?;
     Ok(CertifiedKey::new(issued.chain.clone(), signer))
 }
 

@@ -3,7 +3,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls_pki_types::CertificateDer;
-use x509_parser::prelude::{ASN1Time, FromDer, X509Certificate};
+use x509_parser::prelude::{ASN1Time, X509Certificate};
+
+use super::verify::{UnreadableCertificate, parse};
 
 /// A certificate's validity period.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,9 +18,8 @@ pub struct Validity {
 
 impl Validity {
     /// The validity of `cert` (DER).
-    pub fn of(cert: &CertificateDer<'_>) -> Result<Self, String> {
-        let (_, x509) = X509Certificate::from_der(cert).map_err(|e| e.to_string())?;
-        Ok(Self::of_parsed(&x509))
+    pub fn of(cert: &CertificateDer<'_>) -> Result<Self, UnreadableCertificate> {
+        Ok(Self::of_parsed(&parse(cert)?))
     }
 
     /// The validity of a parsed certificate.

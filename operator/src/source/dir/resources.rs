@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use braid_api::invalid::InvalidField;
 use braid_crds::decode::Resource;
 use braid_crds::{EncryptionPolicy, SelfHealing, TrafficRoute, ValidationErrors};
 
@@ -35,23 +36,61 @@ pub enum Decoded {
     SelfHealing(Result<Arc<SelfHealing>, ValidationErrors>),
 }
 
+/// A resource file refused: which document, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("document {document}: {problem}")]
+pub struct FileError {
+    /// The document's number in the file, from 1.
+    pub document: usize,
+    /// What is wrong with it.
+    pub problem: DocError,
+}
+
+/// What is wrong with one document of a resource file.
+#[derive(Debug, thiserror::Error)]
+pub enum DocError {
+    /// It is not YAML.
+    #[error("{0}")]
+    Syntax(#[from] serde_norway::Error),
+    /// It is not a braid resource.
+    #[error(
+        "apiVersion {found:?}: only {expected} resources belong here (services and workloads go in registry.yaml)"
+    )]
+    ApiVersion {
+        /// What it says.
+        found: String,
+        /// braid's.
+        expected: String,
+    },
+    /// Of braid's group, but not one of its kinds.
+    #[error("kind {0:?}: expected TrafficRoute, EncryptionPolicy or SelfHealing")]
+    Kind(String),
+    /// Its name or another required field is missing.
+    #[error(transparent)]
+    Field(#[from] InvalidField),
+}
+
 /// Splits a file into documents and decodes each. A document that is not a braid resource
 /// with a name (or not YAML at all) fails the whole file, so the file's previous contents
 /// stay in force; a braid resource with an invalid spec is returned with its errors.
-pub fn parse_file(text: &str) -> Result<Vec<Doc>, String> {
+pub fn parse_file(text: &str) -> Result<Vec<Doc>, FileError> {
     let mut docs = Vec::new();
     for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
+        let failed = |problem| FileError {
+            document: i + 1,
+            problem,
+        };
         let value: serde_json::Value =
-            serde::Deserialize::deserialize(de).map_err(|e| format!("document {}: {e}", i + 1))?;
+            serde::Deserialize::deserialize(de).map_err(|e| failed(DocError::Syntax(e)))?;
         if value.is_null() {
             continue; // an empty document (a trailing `---`)
         }
-        docs.push(parse_doc(&value).map_err(|e| format!("document {}: {e}", i + 1))?);
+        docs.push(parse_doc(&value).map_err(failed)?);
     }
     Ok(docs)
 }
 
-fn parse_doc(value: &serde_json::Value) -> Result<Doc, String> {
+fn parse_doc(value: &serde_json::Value) -> Result<Doc, DocError> {
     let api_version = value
         .get("apiVersion")
         .and_then(|v| v.as_str())
@@ -59,16 +98,17 @@ fn parse_doc(value: &serde_json::Value) -> Result<Doc, String> {
     let kind = value.get("kind").and_then(|v| v.as_str()).unwrap_or("");
     let expected = format!("{}/{}", braid_crds::GROUP, braid_crds::VERSION);
     if api_version != expected {
-        return Err(format!(
-            "apiVersion {api_version:?}: only {expected} resources belong here (services and workloads go in registry.yaml)"
-        ));
+        return Err(DocError::ApiVersion {
+            found: api_version.to_string(),
+            expected,
+        });
     }
     let meta = value.get("metadata");
     let name = meta
         .and_then(|m| m.get("name"))
         .and_then(|v| v.as_str())
         .filter(|n| !n.is_empty())
-        .ok_or("metadata.name: required")?;
+        .ok_or_else(|| InvalidField::new("metadata.name", "required"))?;
     let namespace = meta
         .and_then(|m| m.get("namespace"))
         .and_then(|v| v.as_str())
@@ -79,11 +119,7 @@ fn parse_doc(value: &serde_json::Value) -> Result<Doc, String> {
         "TrafficRoute" => Decoded::TrafficRoute(decode(value)),
         "EncryptionPolicy" => Decoded::EncryptionPolicy(decode(value)),
         "SelfHealing" => Decoded::SelfHealing(decode(value)),
-        other => {
-            return Err(format!(
-                "kind {other:?}: expected TrafficRoute, EncryptionPolicy or SelfHealing"
-            ));
-        }
+        other => return Err(DocError::Kind(other.to_string())),
     };
     let kind = match decoded {
         Decoded::TrafficRoute(_) => Kind::TrafficRoute,
@@ -336,11 +372,26 @@ spec:
 
     #[test]
     fn foreign_documents_fail_the_file() {
-        let err = parse_file("apiVersion: v1\nkind: Service\nmetadata: {name: x}\n").unwrap_err();
+        let err = parse_file("apiVersion: v1\nkind: Service\nmetadata: {name: x}\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("registry.yaml"), "{err}");
         let err = parse_file("apiVersion: braid.dev/v1alpha1\nkind: Route\nmetadata: {name: x}\n")
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("kind \"Route\""), "{err}");
+    }
+
+    #[test]
+    fn a_refused_document_is_named_by_its_number_and_field() {
+        let text = format!(
+            "{ROUTE}---\napiVersion: braid.dev/v1alpha1\nkind: SelfHealing\nmetadata: {{namespace: shop}}\n"
+        );
+        let err = parse_file(&text).unwrap_err();
+        assert_eq!(err.document, 2);
+        assert_eq!(err.to_string(), "document 2: metadata.name: required");
+        let err = parse_file("a: [\n").unwrap_err();
+        assert!(matches!(err.problem, DocError::Syntax(_)), "{err:?}");
     }
 
     #[test]
