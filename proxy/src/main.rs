@@ -64,8 +64,8 @@ fn run() -> anyhow::Result<()> {
                 registry.with(fmt).init();
             }
             let set_level: braid_proxy::admin::SetLogLevel = Arc::new(move |level: &str| {
-                let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
-                handle.reload(filter).map_err(|e| e.to_string())
+                handle.reload(EnvFilter::try_new(level)?)?;
+                Ok(())
             });
             let workers = args
                 .workers

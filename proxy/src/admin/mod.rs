@@ -20,7 +20,18 @@ use crate::metrics::Metrics;
 use crate::tables::TableStore;
 
 /// Changes the log filter at run time.
-pub type SetLogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+pub type SetLogLevel = Arc<dyn Fn(&str) -> Result<(), SetLogLevelError> + Send + Sync>;
+
+/// Why `POST /logging` could not change the log filter.
+#[derive(Debug, thiserror::Error)]
+pub enum SetLogLevelError {
+    /// tracing does not take the filter (the request is at fault).
+    #[error("{0}")]
+    Filter(#[from] tracing_subscriber::filter::ParseError),
+    /// The filter in force could not be replaced (the proxy is at fault).
+    #[error("the log filter in force could not be replaced: {0}")]
+    Reload(#[from] tracing_subscriber::reload::Error),
+}
 
 /// What the admin endpoints read.
 #[derive(Clone)]
@@ -178,7 +189,12 @@ async fn logging(
     State(s): State<AdminState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> impl IntoResponse {
-    let Some(level) = q.get("level") else {
+    set_level(&s.set_log_level, q.get("level").map(String::as_str))
+}
+
+/// What `POST /logging?level=` answers, having set the level through `set` if it can.
+fn set_level(set: &SetLogLevel, level: Option<&str>) -> (StatusCode, String) {
+    let Some(level) = level else {
         return (
             StatusCode::BAD_REQUEST,
             "missing ?level=, e.g. ?level=debug or ?level=braid_proxy=trace\n".to_owned(),
@@ -192,11 +208,59 @@ async fn logging(
             format!("level {level:?} refused: {e}\n"),
         );
     }
-    match (s.set_log_level)(level) {
+    match set(level) {
         Ok(()) => (StatusCode::OK, format!("log level set to {level}\n")),
-        Err(e) => (
+        Err(e @ SetLogLevelError::Filter(_)) => (
             StatusCode::BAD_REQUEST,
             format!("level {level:?} refused: {e}\n"),
         ),
+        Err(e @ SetLogLevelError::Reload(_)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("level {level:?} not set: {e}\n"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `SetLogLevel` like `main.rs`'s, over a filter layer that is kept or dropped.
+    fn setter(keep_layer: bool) -> (SetLogLevel, impl Sized) {
+        let filter = tracing_subscriber::EnvFilter::new("info");
+        let (layer, handle) =
+            tracing_subscriber::reload::Layer::<_, tracing_subscriber::Registry>::new(filter);
+        let layer = keep_layer.then_some(layer);
+        let set: SetLogLevel = Arc::new(move |level: &str| {
+            handle.reload(tracing_subscriber::EnvFilter::try_new(level)?)?;
+            Ok(())
+        });
+        (set, layer)
+    }
+
+    #[test]
+    fn logging_sets_refuses_or_fails_by_whose_fault_it_is() {
+        let (set, _layer) = setter(true);
+        assert_eq!(
+            set_level(&set, Some("warn,braid_proxy=debug")),
+            (
+                StatusCode::OK,
+                "log level set to warn,braid_proxy=debug\n".to_owned()
+            )
+        );
+        let (status, body) = set_level(&set, Some("loud"));
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.starts_with(r#"level "loud" refused: "#), "{body}");
+        assert_eq!(set_level(&set, None).0, StatusCode::BAD_REQUEST);
+        // The logger is gone: not the caller's fault.
+        let (set, _none) = setter(false);
+        let (status, body) = set_level(&set, Some("debug"));
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            body.starts_with(
+                r#"level "debug" not set: the log filter in force could not be replaced: "#
+            ),
+            "{body}"
+        );
     }
 }

@@ -532,12 +532,10 @@ fn line_version(line: &[u8]) -> String {
 
 /// The operator signs the proxy's certificate requests.
 impl crate::identity::Certifier for OperatorClient {
-    fn certify(&self, csr_pem: String) -> crate::identity::Certifying<'_> {
-        Box::pin(async move {
-            OperatorClient::certify(self, csr_pem)
-                .await
-                .map_err(|e| e.to_string())
-        })
+    type Error = StreamError;
+
+    fn certify(&self, csr_pem: String) -> crate::identity::Certifying<'_, StreamError> {
+        Box::pin(OperatorClient::certify(self, csr_pem))
     }
 }
 

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use tokio_util::sync::CancellationToken;
 
-use super::certified::{Certified, RunsAs};
+use super::certified::{Certified, CertifiedError, RunsAs};
 use super::metrics::IdentityMetrics;
 use super::store::IdentityStore;
 use crate::backoff::Backoff;
@@ -22,23 +22,50 @@ use braid_api::control::CertificateResponse;
 const MIN_WAIT: Duration = Duration::from_secs(1);
 
 /// A future a [`Certifier`] returns.
-pub type Certifying<'a> =
-    Pin<Box<dyn Future<Output = Result<CertificateResponse, String>> + Send + 'a>>;
+pub type Certifying<'a, E> =
+    Pin<Box<dyn Future<Output = Result<CertificateResponse, E>> + Send + 'a>>;
 
 /// Who signs the CSR: the operator (or a test's stand-in).
 pub trait Certifier: Send + Sync + 'static {
+    /// Why it did not sign.
+    type Error: std::error::Error + Send + Sync + 'static;
+
     /// Has `csr_pem` signed.
-    fn certify(&self, csr_pem: String) -> Certifying<'_>;
+    fn certify(&self, csr_pem: String) -> Certifying<'_, Self::Error>;
+}
+
+/// Why one attempt at a certificate failed (the one in force stays).
+#[derive(Debug, thiserror::Error)]
+enum RenewError<E: std::error::Error + 'static> {
+    /// The key or the CSR could not be made.
+    #[error("making the key and the CSR: {0}")]
+    Request(#[source] rcgen::Error),
+    /// The certifier did not sign (its own message).
+    #[error(transparent)]
+    Certify(E),
+    /// The answer is unusable: which field, and why.
+    #[error(transparent)]
+    Answer(CertifiedError),
 }
 
 /// A new P-256 key and a CSR signed by it.
-fn new_request() -> Result<(PrivatePkcs8KeyDer<'static>, String), String> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+fn new_request() -> Result<(PrivatePkcs8KeyDer<'static>, String), rcgen::Error> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let csr = CertificateParams::default()
         .serialize_request(&key)
-        .and_then(|c| c.pem())
-        .map_err(|e| e.to_string())?;
+        .and_then(|c| c.pem())?;
     Ok((PrivatePkcs8KeyDer::from(key.serialize_der()), csr))
+}
+
+/// One attempt: a new key, its CSR signed by `certifier`, and the answer checked (it
+/// must name `runs_as`).
+async fn certify_once<C: Certifier>(
+    certifier: &C,
+    runs_as: Option<&RunsAs>,
+) -> Result<Certified, RenewError<C::Error>> {
+    let (key, csr) = new_request().map_err(RenewError::Request)?;
+    let answer = certifier.certify(csr).await.map_err(RenewError::Certify)?;
+    Certified::from_answer(&answer, key, runs_as).map_err(RenewError::Answer)
 }
 
 /// When to renew a certificate valid until `not_after`, at `now`: half its remaining life.
@@ -51,8 +78,8 @@ fn renew_in(not_after: SystemTime, now: SystemTime) -> Duration {
 
 /// Keeps `store` holding a valid certificate until `stop`; a certificate that does not
 /// name `runs_as` is refused like a failed renewal.
-pub async fn renew(
-    certifier: Arc<dyn Certifier>,
+pub async fn renew<C: Certifier>(
+    certifier: Arc<C>,
     runs_as: Option<RunsAs>,
     store: Arc<IdentityStore>,
     metrics: IdentityMetrics,
@@ -60,12 +87,7 @@ pub async fn renew(
 ) {
     let mut backoff = Backoff::default();
     loop {
-        let attempt = async {
-            let (key, csr) = new_request()?;
-            let answer = certifier.certify(csr).await?;
-            Certified::from_answer(&answer, key, runs_as.as_ref()).map_err(|e| e.to_string())
-        };
-        let wait = match attempt.await {
+        let wait = match certify_once(&*certifier, runs_as.as_ref()).await {
             Ok(certified) => {
                 backoff.reset();
                 let wait = renew_in(certified.not_after, SystemTime::now());
@@ -105,13 +127,20 @@ mod tests {
     /// Signs the first CSR (for shop/payments, valid `secs` from now), then fails.
     struct Once(std::sync::Mutex<u32>, u64);
 
+    /// The stand-in's failure.
+    #[derive(Debug, thiserror::Error)]
+    #[error("the operator is away")]
+    struct Away;
+
     impl Certifier for Once {
-        fn certify(&self, csr: String) -> Certifying<'_> {
+        type Error = Away;
+
+        fn certify(&self, csr: String) -> Certifying<'_, Away> {
             Box::pin(async move {
                 let mut calls = self.0.lock().unwrap();
                 *calls += 1;
                 if *calls > 1 {
-                    return Err("the operator is away".to_string());
+                    return Err(Away);
                 }
                 let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
                 let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -163,6 +192,24 @@ mod tests {
         assert_eq!(held.chain.len(), 1);
         stop.cancel();
         task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_attempt_says_which_step_failed() {
+        let certifier = Once(std::sync::Mutex::new(0), 3600);
+        let elsewhere = RunsAs {
+            namespace: "billing".into(),
+            service_account: Some("payments".into()),
+        };
+        let Err(RenewError::Answer(e)) = certify_once(&certifier, Some(&elsewhere)).await else {
+            panic!("a certificate for another namespace was taken");
+        };
+        assert!(e.to_string().contains("billing"), "{e}");
+        let Err(e) = certify_once(&certifier, None).await else {
+            panic!("the stand-in signs once");
+        };
+        assert!(matches!(e, RenewError::Certify(Away)), "{e:?}");
+        assert_eq!(e.to_string(), "the operator is away");
     }
 
     #[test]

@@ -40,10 +40,51 @@ pub struct CompiledMatch {
     method: Option<http::Method>,
 }
 
+/// Why a `regex` of a match cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum RegexError {
+    /// It is not RE2 syntax (the words the CRD validation uses too).
+    #[error("{pattern:?} is not a valid regular expression (RE2 syntax): {reason}")]
+    Syntax {
+        /// The pattern as written.
+        pattern: String,
+        /// The regex crate's reason, without its picture of the pattern.
+        reason: String,
+    },
+    /// It compiles to more than the regex crate allows.
+    #[error(
+        "{pattern:?} compiles to more than {limit} bytes: simplify it (fewer alternatives, smaller counted repetitions)"
+    )]
+    TooBig {
+        /// The pattern as written.
+        pattern: String,
+        /// The regex crate's limit.
+        limit: usize,
+    },
+}
+
 /// Compiles `pattern` to match whole values (RE2 semantics as in Istio: `abc` does not
-/// match `xabcx`). The error is the regex crate's own message.
-fn whole(pattern: &str) -> Result<Regex, String> {
-    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| e.to_string())
+/// match `xabcx`).
+fn whole(pattern: &str) -> Result<Regex, RegexError> {
+    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+        // The reason is taken from the pattern as written, not its anchored form.
+        let e = Regex::new(pattern).err().unwrap_or(e);
+        match e {
+            regex::Error::CompiledTooBig(limit) => RegexError::TooBig {
+                pattern: pattern.to_owned(),
+                limit,
+            },
+            other => RegexError::Syntax {
+                pattern: pattern.to_owned(),
+                reason: other
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .to_owned(),
+            },
+        }
+    })
 }
 
 impl CompiledMatch {
@@ -62,7 +103,8 @@ impl CompiledMatch {
                 ValueMatch::Exact(s) => HeaderCondition::Value(StringMatch::Exact(s.clone())),
                 ValueMatch::Prefix(s) => HeaderCondition::Value(StringMatch::Prefix(s.clone())),
                 ValueMatch::Regex(p) => HeaderCondition::Value(StringMatch::Regex(
-                    whole(p).map_err(|e| InvalidField::new(format!("{here}.regex"), e))?,
+                    whole(p)
+                        .map_err(|e| InvalidField::new(format!("{here}.regex"), e.to_string()))?,
                 )),
                 ValueMatch::Present(p) => HeaderCondition::Present(*p),
             };
@@ -74,7 +116,7 @@ impl CompiledMatch {
             Some(PathMatch::Prefix(s)) => Some(StringMatch::Prefix(s.clone())),
             Some(PathMatch::Regex(p)) => {
                 Some(StringMatch::Regex(whole(p).map_err(|e| {
-                    InvalidField::new(format!("{at}.path.regex"), e)
+                    InvalidField::new(format!("{at}.path.regex"), e.to_string())
                 })?))
             }
         };
@@ -236,9 +278,9 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(
-            err.starts_with("routes[0].rules[1].match[0].headers[1].regex: "),
-            "{err}"
+        assert_eq!(
+            err,
+            r#"routes[0].rules[1].match[0].headers[1].regex: "(unclosed" is not a valid regular expression (RE2 syntax): error: unclosed group"#
         );
         let err = CompiledMatch::compile(
             &RequestMatch {
@@ -250,5 +292,30 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.starts_with("m.method"), "{err}");
+    }
+
+    #[test]
+    fn a_regex_error_shows_the_pattern_as_written() {
+        assert_eq!(
+            whole("a)b").unwrap_err().to_string(),
+            r#""a)b" is not a valid regular expression (RE2 syntax): error: unopened group"#
+        );
+        assert!(matches!(
+            whole(r"\w{1000}{1000}"),
+            Err(RegexError::TooBig { limit, .. }) if limit > 0
+        ));
+        let err = CompiledMatch::compile(
+            &RequestMatch {
+                path: Some(PathMatch::Regex("[z-a]".into())),
+                ..Default::default()
+            },
+            "m",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(r#"m.path.regex: "[z-a]" is not a valid regular expression"#),
+            "{err}"
+        );
     }
 }
