@@ -48,6 +48,25 @@ impl TlsError {
     }
 }
 
+/// Why a trust bundle cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// It is not PEM.
+    #[error("not PEM certificates: {0}")]
+    Pem(rustls_pki_types::pem::Error),
+    /// A certificate cannot be a trust root.
+    #[error("certificate {number}: {source}")]
+    Certificate {
+        /// Which one, from 1.
+        number: usize,
+        /// Why rustls refused it.
+        source: rustls::Error,
+    },
+    /// It has text but no `CERTIFICATE` block.
+    #[error("no CERTIFICATE block")]
+    NoCertificate,
+}
+
 /// An accepted mesh connection.
 pub struct Accepted<I> {
     /// The decrypted stream.
@@ -96,18 +115,21 @@ impl TlsContext {
     }
 
     /// Parses a PEM trust bundle; an error names what is wrong.
-    pub fn parse_bundle(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    pub fn parse_bundle(pem: &str) -> Result<Vec<CertificateDer<'static>>, BundleError> {
         let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
             .collect::<Result<_, _>>()
-            .map_err(|e| format!("not PEM certificates: {e}"))?;
+            .map_err(BundleError::Pem)?;
         let mut roots = RootCertStore::empty();
         for (i, cert) in certs.iter().enumerate() {
             roots
                 .add(cert.clone())
-                .map_err(|e| format!("certificate {}: {e}", i + 1))?;
+                .map_err(|source| BundleError::Certificate {
+                    number: i + 1,
+                    source,
+                })?;
         }
         if certs.is_empty() && !pem.trim().is_empty() {
-            return Err("no CERTIFICATE block".into());
+            return Err(BundleError::NoCertificate);
         }
         Ok(certs)
     }
@@ -279,4 +301,23 @@ impl TlsContext {
 
 fn config_error(e: rustls::Error) -> TlsError {
     TlsError::Config(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bundle_error_says_what_is_wrong() {
+        assert!(TlsContext::parse_bundle("").unwrap().is_empty());
+        let err = TlsContext::parse_bundle("just text").unwrap_err();
+        assert!(matches!(err, BundleError::NoCertificate), "{err:?}");
+        assert_eq!(err.to_string(), "no CERTIFICATE block");
+        let garbled = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let err = TlsContext::parse_bundle(garbled).unwrap_err();
+        assert!(
+            err.to_string().starts_with("certificate 1: "),
+            "{err}: {err:?}"
+        );
+    }
 }
