@@ -17,6 +17,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::Stream;
+use kube::Resource;
+use kube::runtime::controller::{self, Action};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 use tokio::sync::watch;
 
 use super::Ca;
@@ -107,6 +111,28 @@ impl Leading {
                 }
             },
         )
+    }
+}
+
+/// Logs what a controller yields that its reconcile did not log itself: a watch that
+/// failed (retried with backoff; on a cluster most often RBAC of an older version).
+pub fn log_outcome<K: Resource, E: std::error::Error>(
+    what: &'static str,
+    result: Result<(ObjectRef<K>, Action), controller::Error<E, watcher::Error>>,
+) {
+    match result {
+        Err(controller::Error::QueueError(error)) => tracing::warn!(
+            upkeep = what,
+            %error,
+            "watch failed; retrying (if forbidden: apply manifests/rbac/operator.yaml of this version)"
+        ),
+        Err(controller::Error::RunnerError(error)) => {
+            tracing::warn!(upkeep = what, %error, "controller error")
+        }
+        // A reconcile that failed was logged by its error policy; one for an object
+        // deleted meanwhile has nothing left to do.
+        Err(controller::Error::ReconcilerFailed(..) | controller::Error::ObjectNotFound(_))
+        | Ok(_) => {}
     }
 }
 

@@ -14,7 +14,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use super::{Backoff, Leading};
+use super::{Backoff, Leading, log_outcome};
 use crate::ca::secret::MANAGED_BY;
 use crate::ca::trust::{TRUST_CONFIGMAP, configmap_patch, up_to_date};
 use crate::sink::kube::FIELD_MANAGER;
@@ -77,7 +77,7 @@ impl TrustUpkeep {
         .reconcile_all_on(due)
         .graceful_shutdown_on(async move { stop.cancelled().await })
         .run(reconcile, error_policy, Arc::new(self))
-        .for_each(|_| async {})
+        .for_each(|outcome| async move { log_outcome("trust ConfigMaps", outcome) })
         .await;
     }
 }

@@ -20,7 +20,7 @@ use kube::{Api, Client};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::{Backoff, Leading};
+use super::{Backoff, Leading, log_outcome};
 use crate::ca::maintain::RESYNC;
 use crate::ca::serving::MAX_WAIT;
 use crate::ca::webhook::{WebhookError, WebhookNames, WebhookOutcome, WebhookTls};
@@ -76,7 +76,7 @@ impl WebhookUpkeep {
         let controller = controller
             .graceful_shutdown_on(async move { stopped.cancelled().await })
             .run(reconcile, error_policy, ctx)
-            .for_each(|_| async {});
+            .for_each(|outcome| async move { log_outcome("webhook TLS", outcome) });
         tokio::join!(controller, missing);
     }
 
