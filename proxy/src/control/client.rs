@@ -110,7 +110,7 @@ pub enum StreamError {
     Ended,
     /// The operator's certificate answer is unusable.
     #[error("certificate answer: {0}")]
-    Certificate(String),
+    Certificate(serde_json::Error),
 }
 
 /// Keeps the proxy's config current from the operator.
@@ -324,7 +324,7 @@ impl OperatorClient {
         let auth = self.authorization()?;
         let mut sender = self.connect().await?;
         let body = serde_json::to_vec(&CertificateRequest { csr: csr_pem })
-            .map_err(|e| StreamError::Certificate(e.to_string()))?;
+            .map_err(StreamError::Certificate)?;
         let req = self.json_post(CERTIFICATE_PATH, &auth, body.into())?;
         let resp = timed(
             "the certificate request",
@@ -342,7 +342,7 @@ impl OperatorClient {
         )
         .await??
         .to_bytes();
-        serde_json::from_slice(&body).map_err(|e| StreamError::Certificate(e.to_string()))
+        serde_json::from_slice(&body).map_err(StreamError::Certificate)
     }
 
     /// TCP, TLS (trust anchors re-read: the CA may rotate) and the HTTP/2 handshake.
