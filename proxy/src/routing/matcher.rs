@@ -66,10 +66,12 @@ enum RegexError {
 /// Compiles `pattern` to match whole values (RE2 semantics as in Istio: `abc` does not
 /// match `xabcx`).
 fn whole(pattern: &str) -> Result<Regex, RegexError> {
-    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
-        // The reason is taken from the pattern as written, not its anchored form.
-        let e = Regex::new(pattern).err().unwrap_or(e);
-        match e {
+    // The pattern must stand on its own first: `a)|(?:b` is not a regex, but wrapped it
+    // would become `^(?:a)|(?:b)$`, which matches any value starting with `a`. This also
+    // takes the reason from the pattern as written, not its anchored form.
+    Regex::new(pattern)
+        .and_then(|_| Regex::new(&format!("^(?:{pattern})$")))
+        .map_err(|e| match e {
             regex::Error::CompiledTooBig(limit) => RegexError::TooBig {
                 pattern: pattern.to_owned(),
                 limit,
@@ -83,8 +85,7 @@ fn whole(pattern: &str) -> Result<Regex, RegexError> {
                     .unwrap_or_default()
                     .to_owned(),
             },
-        }
-    })
+        })
 }
 
 impl CompiledMatch {
@@ -292,6 +293,15 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.starts_with("m.method"), "{err}");
+    }
+
+    #[test]
+    fn a_pattern_that_would_escape_its_anchors_is_refused() {
+        // Wrapped in ^(?:…)$ it would compile, and match "a…" or "…b" instead of whole values.
+        for escaping in ["a)|(?:b", "x)(y"] {
+            let e = whole(escaping).unwrap_err();
+            assert!(matches!(e, RegexError::Syntax { .. }), "{escaping}: {e}");
+        }
     }
 
     #[test]
