@@ -71,15 +71,16 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         }
         Source::Operator(settings) => {
             let ca = settings.ca_file.display().to_string();
-            let certifier = OperatorClient::new(settings.clone(), config.clone())
-                .with_context(|| format!("--operator-ca {ca}"))?;
-            let client = OperatorClient::new(settings, config.clone())
-                .with_context(|| format!("--operator-ca {ca}"))?
-                .with_ejections(ejection_log.clone())
-                .with_traffic(traffic_log.clone());
+            // One client streams the config and has the certificate signed.
+            let client = Arc::new(
+                OperatorClient::new(settings, config.clone())
+                    .with_context(|| format!("--operator-ca {ca}"))?
+                    .with_ejections(ejection_log.clone())
+                    .with_traffic(traffic_log.clone()),
+            );
             // Not awaited: the proxy serves (and reports not ready) until the first
             // config arrives, however long the operator takes.
-            tokio::spawn(client.run(stop_admin.clone()));
+            tokio::spawn(client.clone().run(stop_admin.clone()));
             // Its certificate, for mutual TLS, renewed at half-life.
             let runs_as = args
                 .pod_namespace
@@ -89,7 +90,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
                     service_account: args.service_account.clone(),
                 });
             tokio::spawn(identity::renew(
-                Arc::new(certifier),
+                client,
                 runs_as,
                 identity_store.clone(),
                 metrics.identity.clone(),

@@ -117,7 +117,6 @@ pub enum StreamError {
 pub struct OperatorClient {
     settings: ClientSettings,
     store: Arc<TableStore>,
-    backoff: Backoff,
     ejections: Arc<EjectionLog>,
     traffic: Arc<TrafficLog>,
 }
@@ -130,7 +129,6 @@ impl OperatorClient {
         Ok(Self {
             settings,
             store,
-            backoff: Backoff::default(),
             ejections: Arc::default(),
             traffic: Arc::default(),
         })
@@ -150,8 +148,10 @@ impl OperatorClient {
 
     /// Streams until `stop` fires: connects, applies and reports each config, and after
     /// any failure or end of stream waits (exponential backoff with full jitter, reset
-    /// by a stream the operator accepted) and connects again.
-    pub async fn run(mut self, stop: CancellationToken) {
+    /// by a stream the operator accepted) and connects again. The same client (shared)
+    /// also has the proxy's certificate signed ([`Self::certify`]).
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut backoff = Backoff::default();
         loop {
             let mut delivered = false;
             let error = tokio::select! {
@@ -159,9 +159,9 @@ impl OperatorClient {
                 e = self.stream(&mut delivered) => e,
             };
             if delivered {
-                self.backoff.reset();
+                backoff.reset();
             }
-            let delay = self.backoff.next_delay();
+            let delay = backoff.next_delay();
             tracing::warn!(
                 operator = %self.settings.url,
                 error = %error,
