@@ -397,3 +397,59 @@ async fn without_its_configuration_the_webhook_secret_is_still_kept() {
     eventually("the Secret issued", || webhook_cert(&cluster).is_some()).await;
     run.stop().await;
 }
+
+#[tokio::test]
+async fn a_configuration_the_operator_may_not_read_still_has_its_secret_kept() {
+    // RBAC of an older version, or a --webhook-config the ClusterRole does not name: the
+    // watch never lists, and the Secret the injector mounts is kept all the same.
+    let cluster = Cluster::default();
+    let configs = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations";
+    cluster.fail(Method::GET, configs, Some(403));
+    cluster.fail(
+        Method::GET,
+        &format!("{configs}/{WEBHOOK_CONFIG}"),
+        Some(403),
+    );
+    let run = start_webhook(cluster.clone(), true);
+    eventually("the Secret issued", || webhook_cert(&cluster).is_some()).await;
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn every_list_and_watch_selects_one_name_where_rbac_grants_only_names() {
+    // The in-memory API server refuses (403) a list or watch of ConfigMaps, Secrets or
+    // webhook configurations without a metadata.name selector, as RBAC would.
+    let cluster = Cluster::default();
+    let (key, ns) = namespace("shop", true);
+    cluster.put(key, ns);
+    let trust = start_trust(cluster.clone(), true);
+    let webhook = start_webhook(cluster.clone(), true);
+    watched(
+        &cluster,
+        &[
+            "namespaces",
+            "configmaps",
+            "secrets",
+            "mutatingwebhookconfigurations",
+        ],
+    )
+    .await;
+    for run in [&trust, &webhook] {
+        let refused: Vec<String> = run
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.method == Method::GET && !r.query.contains("fieldSelector"))
+            .filter(|r| {
+                ["configmaps", "secrets", "mutatingwebhookconfigurations"]
+                    .iter()
+                    .any(|k| r.path.ends_with(k))
+            })
+            .map(|r| format!("{}?{}", r.path, r.query))
+            .collect();
+        assert!(refused.is_empty(), "{refused:?}");
+    }
+    trust.stop().await;
+    webhook.stop().await;
+}

@@ -13,6 +13,9 @@ use tokio::sync::mpsc;
 
 use super::{Answer, Log, Recorded, failure};
 
+/// What braid's RBAC grants a list and watch of by name only (`resourceNames`).
+const BY_NAME_ONLY: [&str; 3] = ["configmaps", "secrets", "mutatingwebhookconfigurations"];
+
 /// Where an object lives: its resource (plural), namespace ("" when cluster-scoped) and
 /// name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -281,6 +284,23 @@ impl Cluster {
             name: name.to_string(),
         };
         let not_found = || failure(404, "NotFound", &format!("{} not found", r.path)).into();
+        // As RBAC granting these by name only would: a list or watch must select one
+        // name, or it is refused.
+        if r.method == Method::GET
+            && t.name.is_none()
+            && BY_NAME_ONLY.contains(&t.resource.as_str())
+            && !Selection::of(&r.query)
+                .fields
+                .iter()
+                .any(|(k, _)| k == "metadata.name")
+        {
+            return failure(
+                403,
+                "Forbidden",
+                &format!("list {} without a metadata.name field selector", t.resource),
+            )
+            .into();
+        }
         match (&r.method, &t.name) {
             (&Method::GET, None) if param(&r.query, "watch").as_deref() == Some("true") => {
                 let (events, rx) = mpsc::unbounded_channel();

@@ -16,12 +16,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use std::future::Future;
+
 use futures::Stream;
 use kube::Resource;
 use kube::runtime::controller::{self, Action};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::Ca;
 
@@ -82,35 +85,52 @@ impl Leading {
 
     /// Fires when this replica gains leadership and when the CA changes: then every
     /// object is reconciled again (a follower skipped them; a new CA changes them all).
+    /// Every change to leading counts, even if this stream was not polled while
+    /// leadership went and came back (leadership is only published when it changes).
     /// Ends when either sender is gone.
     pub fn everything_due(&self) -> impl Stream<Item = ()> + Send + 'static {
         let mut leader = self.leader.clone();
         let mut ca = self.ca.clone();
-        let led = *leader.borrow_and_update();
+        leader.borrow_and_update();
         ca.borrow_and_update();
-        futures::stream::unfold(
-            (leader, ca, led),
-            |(mut leader, mut ca, mut led)| async move {
-                loop {
-                    tokio::select! {
-                        r = leader.changed() => {
-                            r.ok()?;
-                            let now = *leader.borrow_and_update();
-                            let gained = now && !led;
-                            led = now;
-                            if gained {
-                                return Some(((), (leader, ca, led)));
-                            }
-                        }
-                        r = ca.changed() => {
-                            r.ok()?;
-                            ca.borrow_and_update();
-                            return Some(((), (leader, ca, led)));
+        futures::stream::unfold((leader, ca), |(mut leader, mut ca)| async move {
+            loop {
+                tokio::select! {
+                    r = leader.changed() => {
+                        r.ok()?;
+                        if *leader.borrow_and_update() {
+                            return Some(((), (leader, ca)));
                         }
                     }
+                    r = ca.changed() => {
+                        r.ok()?;
+                        ca.borrow_and_update();
+                        return Some(((), (leader, ca)));
+                    }
                 }
-            },
-        )
+            }
+        })
+    }
+}
+
+/// How long a controller is given to end after `stop` before it is dropped.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Resolves when `stop` fires: a controller's graceful shutdown.
+pub async fn stopped(stop: CancellationToken) {
+    stop.cancelled().await
+}
+
+/// Runs `controller` until it ends, or until [`SHUTDOWN_GRACE`] after `stop`: one whose
+/// first list never completed (an API server unreachable, a list refused) would not end
+/// by itself.
+pub async fn until_stopped(controller: impl Future<Output = ()>, stop: CancellationToken) {
+    tokio::select! {
+        () = controller => {}
+        () = async {
+            stop.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {}
     }
 }
 
@@ -187,15 +207,22 @@ mod tests {
         leader_tx.send_replace(true);
         assert_eq!(due.next().await, Some(()), "gained");
         assert!(leading.ca().is_some());
-        leader_tx.send_replace(true);
         ca_tx.send_replace(ca());
         assert_eq!(due.next().await, Some(()), "a new CA");
-        assert_eq!(next(&mut due), None, "still leading is not news");
+        assert_eq!(next(&mut due), None, "nothing new");
         leader_tx.send_replace(false);
         assert_eq!(next(&mut due), None, "lost");
         assert!(leading.ca().is_none());
         leader_tx.send_replace(true);
         assert_eq!(due.next().await, Some(()), "gained again");
+        // Lost and gained again while the stream was not polled: still news.
+        leader_tx.send_replace(false);
+        leader_tx.send_replace(true);
+        assert_eq!(
+            due.next().await,
+            Some(()),
+            "gained again, unseen in between"
+        );
         drop(leader_tx);
         assert_eq!(due.next().await, None, "ends with its sender");
     }

@@ -8,13 +8,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use super::{Backoff, Leading, log_outcome};
+use super::{Backoff, Leading, log_outcome, stopped, until_stopped};
 use crate::ca::secret::MANAGED_BY;
 use crate::ca::trust::{TRUST_CONFIGMAP, configmap_patch, up_to_date};
 use crate::sink::kube::FIELD_MANAGER;
@@ -23,6 +23,8 @@ use crate::source::kube::workload::{INJECT_ENABLED, INJECT_KEY};
 /// With nothing happening, each namespace's ConfigMap is read again this often: a safety
 /// net under the watch, which already reports edits and deletions.
 pub const TRUST_RECHECK: Duration = Duration::from_secs(600);
+/// Namespaces reconciled at once.
+const CONCURRENCY: u16 = 8;
 
 /// A namespace's ConfigMap could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +63,7 @@ impl TrustUpkeep {
         let namespaces = Api::<Namespace>::all(self.client.clone());
         let configmaps = Api::<ConfigMap>::all(self.client.clone());
         let due = self.leading.everything_due();
-        Controller::new(
+        let controller = Controller::new(
             namespaces,
             watcher::Config::default().labels(&format!("{INJECT_KEY}={INJECT_ENABLED}")),
         )
@@ -75,10 +77,13 @@ impl TrustUpkeep {
             |cm: ConfigMap| cm.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns)),
         )
         .reconcile_all_on(due)
-        .graceful_shutdown_on(async move { stop.cancelled().await })
+        // Gaining leadership reconciles every namespace: a few at a time, not a burst
+        // the API server's fairness would answer with 429s.
+        .with_config(controller::Config::default().concurrency(CONCURRENCY))
+        .graceful_shutdown_on(stopped(stop.clone()))
         .run(reconcile, error_policy, Arc::new(self))
-        .for_each(|outcome| async move { log_outcome("trust ConfigMaps", outcome) })
-        .await;
+        .for_each(|outcome| async move { log_outcome("trust ConfigMaps", outcome) });
+        until_stopped(controller, stop).await;
     }
 }
 
@@ -87,8 +92,10 @@ pub async fn reconcile(
     namespace: Arc<Namespace>,
     ctx: Arc<TrustUpkeep>,
 ) -> Result<Action, TrustError> {
+    // A follower looks again later (no request): should leadership come back unseen,
+    // nothing is left unscheduled.
     let Some(ca) = ctx.leading.ca() else {
-        return Ok(Action::await_change());
+        return Ok(Action::requeue(TRUST_RECHECK));
     };
     // A namespace being deleted refuses new objects; its pods are going too.
     if namespace.metadata.deletion_timestamp.is_some() {
@@ -110,13 +117,22 @@ pub async fn reconcile(
         .map_err(failed("reading"))?;
     let bundle = ca.trust_bundle();
     if !up_to_date(existing.as_ref(), bundle) {
-        api.patch(
-            TRUST_CONFIGMAP,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(configmap_patch(&name, bundle)),
-        )
-        .await
-        .map_err(failed("applying"))?;
+        let applied = api
+            .patch(
+                TRUST_CONFIGMAP,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(configmap_patch(&name, bundle)),
+            )
+            .await;
+        match applied {
+            // The namespace is being deleted (the store has not seen it yet): nothing to do.
+            Err(kube::Error::Api(status))
+                if status.code == 403 && status.message.contains("being terminated") =>
+            {
+                return Ok(Action::await_change());
+            }
+            other => other.map_err(failed("applying"))?,
+        };
         tracing::info!(namespace = %name, configmap = TRUST_CONFIGMAP, "trust bundle written");
     }
     ctx.backoff.succeeded(&name);

@@ -8,9 +8,9 @@
 //! still kept (the injector's pods mount it) and its absence told, every [`RESYNC`].
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::{Action, Controller};
@@ -20,10 +20,14 @@ use kube::{Api, Client};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::{Backoff, Leading, log_outcome};
+use super::{Backoff, Leading, log_outcome, stopped, until_stopped};
 use crate::ca::maintain::RESYNC;
 use crate::ca::serving::MAX_WAIT;
 use crate::ca::webhook::{WebhookError, WebhookNames, WebhookOutcome, WebhookTls};
+
+/// How long the fallback waits for the configuration's first list before it keeps the
+/// Secret itself.
+const READY_WAIT: Duration = Duration::from_secs(3);
 
 /// What was last told, so a condition that lasts is not logged every round.
 #[derive(Debug, Default)]
@@ -72,16 +76,23 @@ impl WebhookUpkeep {
         let store = controller.store();
         let ctx = Arc::new(self);
         let missing = ctx.clone().while_config_missing(store, stop.clone());
-        let stopped = stop.clone();
         let controller = controller
-            .graceful_shutdown_on(async move { stopped.cancelled().await })
+            .graceful_shutdown_on(stopped(stop.clone()))
             .run(reconcile, error_policy, ctx)
             .for_each(|outcome| async move { log_outcome("webhook TLS", outcome) });
-        tokio::join!(controller, missing);
+        until_stopped(
+            async {
+                tokio::join!(controller, missing);
+            },
+            stop,
+        )
+        .await;
     }
 
-    /// Every [`RESYNC`] while leading: when the configuration is known not to exist
-    /// (the watch has listed it, and it is not there), keeps the Secret and says so.
+    /// Every [`RESYNC`] while leading, when the controller has nothing to reconcile —
+    /// the configuration is not there, or could not be listed (RBAC of an older version,
+    /// a `--webhook-config` the ClusterRole does not name) — keeps the Secret and says
+    /// what is wrong (a refusal names the flag and the role to add it to).
     async fn while_config_missing(
         self: Arc<Self>,
         store: Store<MutatingWebhookConfiguration>,
@@ -89,7 +100,7 @@ impl WebhookUpkeep {
     ) {
         tokio::select! {
             _ = stop.cancelled() => return,
-            ready = store.wait_until_ready() => if ready.is_err() { return },
+            _ = tokio::time::timeout(READY_WAIT, store.wait_until_ready()) => {}
         }
         let mut tick = tokio::time::interval(RESYNC);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -99,9 +110,14 @@ impl WebhookUpkeep {
                 _ = tick.tick() => {}
             }
             let Some(ca) = self.leading.ca() else {
+                *self.told.lock().unwrap_or_else(PoisonError::into_inner) = Told::default();
                 continue;
             };
-            if !store.is_empty() {
+            let listed = store
+                .wait_until_ready()
+                .now_or_never()
+                .is_some_and(|r| r.is_ok());
+            if listed && !store.is_empty() {
                 continue;
             }
             match self.tls.reconcile(&ca, SystemTime::now()).await {
@@ -147,8 +163,11 @@ pub async fn reconcile(
     _config: Arc<MutatingWebhookConfiguration>,
     ctx: Arc<WebhookUpkeep>,
 ) -> Result<Action, WebhookError> {
+    // A follower looks again later (no request): should leadership come back unseen,
+    // renewal is still scheduled. What it told is told again by a future term.
     let Some(ca) = ctx.leading.ca() else {
-        return Ok(Action::await_change());
+        *ctx.told.lock().unwrap_or_else(PoisonError::into_inner) = Told::default();
+        return Ok(Action::requeue(RESYNC));
     };
     let outcome = ctx.tls.reconcile(&ca, SystemTime::now()).await?;
     ctx.tell(&outcome);
