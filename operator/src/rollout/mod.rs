@@ -5,6 +5,7 @@
 
 mod plan;
 mod run;
+mod scope;
 mod traffic;
 
 #[cfg(test)]

@@ -20,10 +20,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::plan::{Hold, Measured, Position, Safety, Transition, hold, levels, step};
+use super::scope::{Covered, Scopes};
 use super::traffic::{TrafficBook, service_of};
 use crate::hub::Hub;
 use crate::registry::progress::{progress_of, recorded_progress};
-use crate::registry::{Kind, ObjectKey, Progress, Snapshot, Workload, governing_policy};
+use crate::registry::{Kind, ObjectKey, Progress, Snapshot, Workload};
 use crate::sink::{Event, StatusSink};
 
 /// How often rollouts move on.
@@ -147,9 +148,22 @@ pub(super) struct Memory {
     tracked: HashMap<ObjectKey, Tracked>,
     /// When status last got fresh traffic counts.
     counted_at: Option<Instant>,
+    /// What each policy covers in the compile of the last tick.
+    scopes: Option<Scopes>,
 }
 
 impl RolloutLoop {
+    /// Status shows no rollout (none is governed, or this replica follows).
+    fn publish_empty(&self) {
+        self.view.send_if_modified(|current| {
+            let changed = !current.is_empty();
+            if changed {
+                *current = Arc::new(EncryptionView::new());
+            }
+            changed
+        });
+    }
+
     /// Runs until `stop`.
     pub async fn run(mut self, stop: CancellationToken) {
         let mut memory = Memory::default();
@@ -206,6 +220,14 @@ impl RolloutLoop {
         };
         let snapshot = &published.snapshot;
         let policies = snapshot.encryption_policies_oldest_first();
+        if policies.is_empty() {
+            // Nothing to move or show (the usual mesh): no per-tick work at all.
+            memory.tracked.clear();
+            memory.scopes = None;
+            memory.book.prune(now, DEFAULT_WINDOW * 2);
+            self.publish_empty();
+            return;
+        }
         let longest = policies
             .iter()
             .filter_map(|(_, p)| interval_of(&p.spec))
@@ -217,13 +239,7 @@ impl RolloutLoop {
             // Followers move nothing and write nothing: they compile with what the
             // leader's status records, and should they lead, they read it afresh.
             memory.tracked.clear();
-            self.view.send_if_modified(|current| {
-                let changed = !current.is_empty();
-                if changed {
-                    *current = Arc::new(EncryptionView::new());
-                }
-                changed
-            });
+            self.publish_empty();
             return;
         }
         // Usually none: the callers behind each policy are looked for among these only.
@@ -238,29 +254,21 @@ impl RolloutLoop {
                 same
             })
         });
-        let by_ip: HashMap<IpAddr, &Workload> = snapshot
-            .workloads
-            .values()
-            .flat_map(|w| w.ips.iter().map(move |ip| (*ip, w.as_ref())))
-            .collect();
+        if !memory.scopes.as_ref().is_some_and(|s| s.is_of(&published)) {
+            memory.scopes = Some(Scopes::of(published.clone(), &policies));
+        }
         let resumable = self.read_recorded(snapshot, &policies, memory).await;
+        let Some(scopes) = memory.scopes.take() else {
+            return;
+        };
+        let by_ip = &scopes.by_ip;
         let mut view = EncryptionView::new();
         let mut events = Vec::new();
         for (key, policy) in &policies {
-            let pods = governed(snapshot, &policies, key);
-            let services: BTreeSet<ObjectKey> = snapshot
-                .services
-                .iter()
-                .filter(|(_, s)| {
-                    s.endpoints
-                        .iter()
-                        .any(|ep| ep.workload.as_ref().is_some_and(|w| pods.contains(w)))
-                })
-                .map(|(k, _)| k.clone())
-                .collect();
+            let Covered { pods, services } = scopes.covered(key);
             let spec = &policy.spec;
             let window = interval_of(spec).unwrap_or(DEFAULT_WINDOW);
-            let behind = callers_behind(&lagging, &services);
+            let behind = callers_behind(&lagging, services);
             let callers_behind = behind.len();
             let mut hold_now = None;
             let mut percent = static_percent(spec);
@@ -350,7 +358,7 @@ impl RolloutLoop {
                         plaintext_requests: inbound.plaintext,
                         window_seconds: window.as_secs(),
                     },
-                    plaintext_sources: sources(&inbound.sources, &by_ip, &self.trust_domain),
+                    plaintext_sources: sources(&inbound.sources, by_ip, &self.trust_domain),
                     safety: Measured {
                         plaintext_last_interval: inbound.plaintext,
                         mtls_last_interval: inbound.mtls,
@@ -375,6 +383,7 @@ impl RolloutLoop {
         let counts_due = memory
             .counted_at
             .is_none_or(|at| now.duration_since(at) >= COUNTS_EVERY);
+        memory.scopes = Some(scopes);
         self.view.send_if_modified(|current| {
             let changed = if counts_due {
                 **current != view
@@ -479,20 +488,6 @@ fn callers_behind<'a>(
         .collect()
 }
 
-/// The workloads `policy` governs.
-fn governed(
-    snapshot: &Snapshot,
-    policies: &[(&ObjectKey, &EncryptionPolicy)],
-    policy: &ObjectKey,
-) -> BTreeSet<ObjectKey> {
-    snapshot
-        .workloads
-        .iter()
-        .filter(|(_, w)| governing_policy(policies, w).is_some_and(|(k, _)| k == policy))
-        .map(|(k, _)| k.clone())
-        .collect()
-}
-
 /// The interval of an automatic rollout.
 fn interval_of(spec: &EncryptionPolicySpec) -> Option<Duration> {
     spec.rollout.as_ref()?.auto.as_ref()?.interval.parse().ok()
@@ -510,7 +505,7 @@ fn static_percent(spec: &EncryptionPolicySpec) -> u8 {
 /// The busiest plaintext sources, named from the registry where it knows them.
 fn sources(
     counts: &HashMap<IpAddr, u64>,
-    by_ip: &HashMap<IpAddr, &Workload>,
+    by_ip: &HashMap<IpAddr, Arc<Workload>>,
     trust_domain: &str,
 ) -> Vec<PlaintextSource> {
     let mut list: Vec<(&IpAddr, &u64)> = counts.iter().collect();
