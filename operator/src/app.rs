@@ -21,6 +21,7 @@ use crate::healer::{Healer, HealingView, REPORT_QUEUE};
 use crate::hub::{Hub, Published};
 use crate::kube_mode::Started;
 use crate::metrics::Metrics;
+use crate::off_runtime::off_runtime;
 use crate::registry::{Kind, ObjectKey, Snapshot, carry_accepted};
 use crate::rollout::{EncryptionView, RolloutLoop, TRAFFIC_QUEUE};
 use crate::sink::{StatusSink, StatusUpdate};
@@ -233,16 +234,15 @@ async fn compile_loop(
         if !first_seen {
             continue;
         }
-        let seen_at = Instant::now();
         let mut snapshot = Snapshot::clone(&rx.borrow_and_update());
+        // From when the source noticed the change (a new CA: now).
+        let seen_at = snapshot.noticed.0.unwrap_or_else(Instant::now);
         carry_accepted(&prev, &mut snapshot);
         let extra = Extra {
             trust_bundle: ca.borrow_and_update().trust_bundle().pem().into(),
         };
         let started = Instant::now();
-        // Compiling a large mesh takes tens of milliseconds: keep it off the workers
-        // that serve the streams.
-        let out = tokio::task::block_in_place(|| compiler.compile_with(&snapshot, &extra));
+        let out = off_runtime(|| compiler.compile_with(&snapshot, &extra));
         let took = started.elapsed();
         metrics.compile_seconds.observe(took.as_secs_f64());
         tracing::info!(
@@ -318,7 +318,7 @@ async fn status_loop(
             healing: &healing_now,
             encryption: &encryption_now,
         };
-        let computed = compute(&current.snapshot, proxies, views, &written, &now);
+        let computed = off_runtime(|| compute(&current.snapshot, proxies, views, &written, &now));
         retry = false;
         for event in &computed.events {
             if let Err(e) = sink.event(event).await {

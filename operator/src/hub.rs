@@ -82,15 +82,34 @@ impl Hub {
         found.ok().flatten()
     }
 
-    /// Records the version a proxy applied.
-    pub fn report_applied(&self, pod: ObjectKey, version: String) {
-        let changed = {
+    /// Records the version a proxy applied; returns the one it held before, if any.
+    pub fn report_applied(&self, pod: ObjectKey, version: String) -> Option<String> {
+        let before = {
             let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-            applied.insert(pod, version.clone()).as_ref() != Some(&version)
+            applied.insert(pod, version.clone())
         };
-        if changed {
+        if before.as_ref() != Some(&version) {
             self.applied_changed.send_modify(|n| *n += 1);
         }
+        before
+    }
+
+    /// How long ago the change behind `version` was noticed, when `pod` just moved to it
+    /// from another version (a proxy's first config, or one it held before a restart,
+    /// is no change and says nothing of latency).
+    pub fn applied_after(
+        &self,
+        pod: &ObjectKey,
+        version: &str,
+        before: Option<&str>,
+    ) -> Option<std::time::Duration> {
+        let before = before?;
+        if before == version {
+            return None;
+        }
+        let current = self.current()?;
+        let config = current.configs.get(pod)?;
+        (config.version == version).then(|| current.seen_at.elapsed())
     }
 
     /// Forgets proxies whose workloads are gone.
@@ -124,5 +143,51 @@ impl Hub {
     /// Ticks whenever a proxy reports a new version.
     pub fn applied_changes(&self) -> watch::Receiver<u64> {
         self.applied_changed.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use braid_api::config::ProxyConfig;
+
+    use super::*;
+
+    fn publish(hub: &Hub, pod: &ObjectKey, version: &str, seen_at: Instant) {
+        let config = ProxyConfig {
+            version: version.into(),
+            ..Default::default()
+        };
+        hub.publish(Published {
+            snapshot: Arc::default(),
+            configs: [(pod.clone(), Arc::new(config))].into(),
+            seen_at,
+        });
+    }
+
+    #[test]
+    fn apply_latency_counts_changes_a_proxy_moved_to_and_nothing_else() {
+        let hub = Hub::default();
+        let pod = ObjectKey::new("shop", "payments-a");
+        let noticed = Instant::now() - Duration::from_secs(3);
+        publish(&hub, &pod, "v1", noticed);
+        // A proxy's first config (a new pod, or one reconnecting to a restarted
+        // operator) is no change: however old the compile, it says nothing of latency.
+        let before = hub.report_applied(pod.clone(), "v1".into());
+        assert_eq!(before, None);
+        assert_eq!(hub.applied_after(&pod, "v1", before.as_deref()), None);
+        // Moving to the current version: timed from when the change was noticed.
+        publish(&hub, &pod, "v2", noticed);
+        let before = hub.report_applied(pod.clone(), "v2".into());
+        assert_eq!(before.as_deref(), Some("v1"));
+        let took = hub.applied_after(&pod, "v2", before.as_deref()).unwrap();
+        assert!(took >= Duration::from_secs(3), "{took:?}");
+        // The same version again, or one that is no longer current: nothing.
+        let before = hub.report_applied(pod.clone(), "v2".into());
+        assert_eq!(hub.applied_after(&pod, "v2", before.as_deref()), None);
+        publish(&hub, &pod, "v3", noticed);
+        let before = hub.report_applied(pod.clone(), "v1".into());
+        assert_eq!(hub.applied_after(&pod, "v1", before.as_deref()), None);
     }
 }

@@ -16,6 +16,7 @@ pub mod hub;
 pub mod kube_mode;
 pub mod leader;
 pub mod metrics;
+pub mod off_runtime;
 pub mod registry;
 pub mod rollout;
 pub mod sink;

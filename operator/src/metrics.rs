@@ -43,6 +43,8 @@ pub struct Metrics {
     pub pushes: Counter,
     /// From a change being seen to its config being written to a proxy's stream.
     pub push_latency: Histogram,
+    /// From a change being noticed to a proxy reporting it applied.
+    pub apply_latency: Histogram,
     /// Time of one compile.
     pub compile_seconds: Histogram,
     /// Configs proxies reported refusing.
@@ -79,8 +81,14 @@ impl Metrics {
         let push_latency = Histogram::new(exponential_buckets(0.001, 2.0, 15));
         registry.register(
             "push_latency_seconds",
-            "From a change being seen to the new config being written to a proxy",
+            "From the source noticing a change (watch event, file poll) to the new config being written to a proxy's stream",
             push_latency.clone(),
+        );
+        let apply_latency = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        registry.register(
+            "apply_latency_seconds",
+            "From the source noticing a change (watch event, file poll) to a proxy reporting the config it caused applied",
+            apply_latency.clone(),
         );
         let compile_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         registry.register(
@@ -120,6 +128,7 @@ impl Metrics {
             connected_proxies,
             pushes,
             push_latency,
+            apply_latency,
             compile_seconds,
             proxy_rejections,
             ejection_reports,

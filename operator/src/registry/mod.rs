@@ -43,6 +43,28 @@ pub struct Snapshot {
     /// the leader): replicas that do not lead compile with it, and a new leader resumes
     /// from it. Empty in directory mode (one process, nothing to share).
     pub rollout_status: Rollouts,
+    /// When the source noticed the change this snapshot carries.
+    pub noticed: Noticed,
+}
+
+/// When a source first noticed a change (the first watch event of its debounce window,
+/// the poll that found a file changed): where push and apply latency start, so they
+/// include the source's own work. Not part of what a snapshot says, so two snapshots
+/// that differ only here are equal.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Noticed(pub Option<std::time::Instant>);
+
+impl Noticed {
+    /// Noticed now.
+    pub fn now() -> Self {
+        Self(Some(std::time::Instant::now()))
+    }
+}
+
+impl PartialEq for Noticed {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// A Service: its virtual IPs, ports and endpoints.

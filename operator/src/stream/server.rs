@@ -389,7 +389,15 @@ async fn report(State(state): State<StreamState>, headers: HeaderMap, body: Byte
     }
     if let Some(version) = report.applied_version {
         tracing::debug!(pod = %workload.key, %version, "proxy applied");
-        state.hub.report_applied(workload.key.clone(), version);
+        let before = state
+            .hub
+            .report_applied(workload.key.clone(), version.clone());
+        if let Some(took) = state
+            .hub
+            .applied_after(&workload.key, &version, before.as_deref())
+        {
+            state.metrics.apply_latency.observe(took.as_secs_f64());
+        }
     }
     StatusCode::NO_CONTENT.into_response()
 }

@@ -24,7 +24,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{Source, SourceError};
-use crate::registry::Snapshot;
+use crate::off_runtime::off_runtime;
+use crate::registry::{Noticed, Snapshot};
 use braid_api::invalid::InvalidInput;
 
 use crate::registry::progress::recorded_progress;
@@ -261,8 +262,10 @@ impl Source for DirSource {
                 _ = stop.cancelled() => return Ok(()),
                 _ = tick.tick() => {}
             }
-            match self.reload() {
-                Ok(Some(snapshot)) => {
+            let noticed = Noticed::now();
+            match off_runtime(|| self.reload()) {
+                Ok(Some(mut snapshot)) => {
+                    snapshot.noticed = noticed;
                     // The first snapshot is always announced: it marks the source synced.
                     out.send_if_modified(|cur| {
                         if !std::mem::take(&mut first) && **cur == snapshot {

@@ -10,7 +10,8 @@ use futures::{Stream, StreamExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::registry::Snapshot;
+use crate::off_runtime::off_runtime;
+use crate::registry::{Noticed, Snapshot};
 
 /// The kinds of object the source watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -108,6 +109,7 @@ pub async fn publish<S, F>(
         if signal.synced {
             synced.insert(signal.watched);
         }
+        let noticed = Noticed::now();
         let window = tokio::time::sleep(debounce);
         tokio::pin!(window);
         loop {
@@ -124,7 +126,9 @@ pub async fn publish<S, F>(
         if synced.len() < Watched::ALL.len() {
             continue;
         }
-        let next = build();
+        // Resolving every selector of a large cluster takes a while: off the workers.
+        let mut next = off_runtime(&mut build);
+        next.noticed = noticed;
         if first {
             tracing::info!(
                 services = next.services.len(),
@@ -177,6 +181,8 @@ mod tests {
         signals: mpsc::UnboundedSender<Signal>,
         rx: watch::Receiver<Arc<Snapshot>>,
         builds: Arc<AtomicUsize>,
+        /// When each build ran.
+        built_at: Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
         stop: CancellationToken,
         task: tokio::task::JoinHandle<()>,
     }
@@ -188,10 +194,12 @@ mod tests {
         let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
         rx.mark_unchanged();
         let builds = Arc::new(AtomicUsize::new(0));
+        let built_at = Arc::new(std::sync::Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
-        let (b, s) = (builds.clone(), stop.clone());
+        let (b, s, at) = (builds.clone(), stop.clone(), built_at.clone());
         let task = tokio::spawn(async move {
             let build = || {
+                at.lock().unwrap().push(std::time::Instant::now());
                 let n = b.fetch_add(1, Ordering::SeqCst);
                 snapshots[n.min(snapshots.len() - 1)].clone()
             };
@@ -201,6 +209,7 @@ mod tests {
             signals,
             rx,
             builds,
+            built_at,
             stop,
             task,
         }
@@ -262,10 +271,19 @@ mod tests {
         h.settle().await;
         assert_eq!(h.builds.load(Ordering::SeqCst), 2);
         assert!(h.rx.has_changed().unwrap());
+        let published = h.rx.borrow_and_update().clone();
         assert!(
-            h.rx.borrow_and_update()
+            published
                 .workloads
                 .contains_key(&ObjectKey::new("shop", "b"))
+        );
+        // Latency is counted from the burst's first event, a debounce window before the
+        // build, not from the build.
+        let noticed = published.noticed.0.unwrap();
+        let built = *h.built_at.lock().unwrap().last().unwrap();
+        assert!(
+            built.duration_since(noticed) >= DEBOUNCE,
+            "{noticed:?} {built:?}"
         );
 
         h.send(Watched::Services, false);

@@ -108,6 +108,7 @@ impl Assembler {
             ),
             meshed_namespaces: objects.meshed_namespaces.clone(),
             rollout_status,
+            noticed: Default::default(),
         }
     }
 }
