@@ -7,7 +7,7 @@ DOCKER ?= docker
 IMAGE ?= ghcr.io/braid-mesh/braid
 TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
-.PHONY: all build test fmt fmt-check lint deps-check module-loops unit fuzz e2e e2e-cluster demo crds docs manifests-check images bench bench-limits help
+.PHONY: all build test fmt fmt-check lint deps-check module-loops unit fuzz e2e e2e-cluster demo crds docs manifests-check images bench bench-scale bench-limits help
 
 all: build
 
@@ -80,6 +80,15 @@ images: ## Build the one image (three binaries, iptables): IMAGE, TAG default to
 
 bench: ## Throughput, latency and memory: braid-proxy vs nginx, same machine, same run
 	scripts/bench
+
+# SCALE_ARGS: --services N --endpoints N --proxies N --routes N --healings N --policies N
+# --changes N (braid-bench-scale --help); the defaults run in a few minutes on 2 cores.
+SCALE_ARGS ?=
+bench-scale: ## Config distribution at mesh scale: a generated mesh, the operator and real proxies; what a change and a restart cost
+	$(CARGO) build --release -p braid-proxy -p braid-operator
+	$(CARGO) build --release -p braid-e2e --bin braid-bench-scale
+	mkdir -p target/bench
+	target/release/braid-bench-scale $(SCALE_ARGS) | tee target/bench/scale.md
 
 bench-limits: ## 10,000 idle and 2,000 slowloris connections against one proxy: RSS, when each is cut, a normal client's success
 	scripts/bench-limits

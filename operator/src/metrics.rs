@@ -45,6 +45,8 @@ pub struct Metrics {
     pub push_latency: Histogram,
     /// From a change being noticed to a proxy reporting it applied.
     pub apply_latency: Histogram,
+    /// Bytes of config written to proxies' streams.
+    pub config_bytes: Counter,
     /// Time of one compile.
     pub compile_seconds: Histogram,
     /// Configs proxies reported refusing.
@@ -83,6 +85,12 @@ impl Metrics {
             "push_latency_seconds",
             "From the source noticing a change (watch event, file poll) to the new config being written to a proxy's stream",
             push_latency.clone(),
+        );
+        let config_bytes = Counter::default();
+        registry.register(
+            "config_bytes",
+            "Bytes of config written to proxies' streams (with pushes: what a change costs on the wire)",
+            config_bytes.clone(),
         );
         let apply_latency = Histogram::new(exponential_buckets(0.001, 2.0, 15));
         registry.register(
@@ -129,6 +137,7 @@ impl Metrics {
             pushes,
             push_latency,
             apply_latency,
+            config_bytes,
             compile_seconds,
             proxy_rejections,
             ejection_reports,

@@ -268,6 +268,7 @@ fn follow(
                         line.push(b'\n');
                         last = Some(config.version.clone());
                         state.metrics.pushes.inc();
+                        state.metrics.config_bytes.inc_by(line.len() as u64);
                         state
                             .metrics
                             .push_latency
