@@ -4,6 +4,12 @@ use braid_operator::cli::Cli;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// Each change allocates and frees large temporaries (snapshots, configs, their JSON) on
+/// whichever threads run it; glibc's per-thread arenas kept that memory, so RSS climbed
+/// with every change (`make bench-scale`). mimalloc returns it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A failure is the user's to read: the message and each cause once, on one line, without
 /// a backtrace even when `RUST_BACKTRACE` is set (anyhow prints one then).
 fn main() -> std::process::ExitCode {
