@@ -319,3 +319,298 @@ async fn send_h2_once(
         (req, ForwardError::sending(e.into_error()))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! The pool against real loopback servers: which idle connections it hands out again
+    //! and which it lets go.
+
+    use std::net::Ipv4Addr;
+
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A server that accepts and keeps every connection open (so only the test closes
+    /// them), handing each to the test.
+    async fn server() -> (Upstream, tokio::sync::mpsc::UnboundedReceiver<TcpStream>) {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let up = plain(listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                if tx.send(conn).is_err() {
+                    return;
+                }
+            }
+        });
+        (up, rx)
+    }
+
+    fn plain(addr: SocketAddr) -> Upstream {
+        Upstream { addr, tls: None }
+    }
+
+    fn pool(upstream_idle: Duration) -> Arc<Pool> {
+        Pool::new(Duration::from_secs(2), None, None, upstream_idle)
+    }
+
+    /// Which local port the connection uses: the same port, the same connection.
+    fn port(conn: &RawConn) -> u16 {
+        match &*conn.io {
+            EitherIo::Left(tcp) => tcp.local_addr().unwrap().port(),
+            EitherIo::Right(_) => panic!("plaintext expected"),
+        }
+    }
+
+    fn idle_count(pool: &Pool, up: &Upstream) -> usize {
+        pool.slots
+            .lock()
+            .unwrap()
+            .idle_raw
+            .get(up)
+            .map_or(0, Vec::len)
+    }
+
+    /// Lets a close or bytes sent by the server reach the client's socket.
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    #[tokio::test]
+    async fn a_connection_returned_after_an_exchange_is_handed_out_again() {
+        let (up, mut accepted) = server().await;
+        let pool = pool(Duration::from_secs(60));
+        let mut conn = pool.connect_raw(&up).await.unwrap();
+        let mut server = accepted.recv().await.unwrap();
+        // A complete exchange, with the response left in the buffer as the relay would.
+        conn.io.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut req = [0u8; 18];
+        server.read_exact(&mut req).await.unwrap();
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        conn.io.read_buf(&mut conn.buf).await.unwrap();
+        let first = port(&conn);
+        conn.idle();
+        pool.put_raw(up.clone(), conn);
+
+        let again = pool
+            .take_raw(&up)
+            .expect("the idle connection is handed out");
+        assert_eq!(port(&again), first);
+        assert!(
+            again.buf.is_empty(),
+            "the last response's bytes are not kept"
+        );
+        assert!(pool.take_raw(&up).is_none(), "handed out once, not twice");
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_not_reused() {
+        let (up, mut accepted) = server().await;
+        let pool = pool(Duration::from_secs(60));
+        let conn = pool.connect_raw(&up).await.unwrap();
+        drop(accepted.recv().await.unwrap());
+        settle().await;
+        pool.put_raw(up.clone(), conn);
+        assert!(pool.take_raw(&up).is_none());
+        assert_eq!(idle_count(&pool, &up), 0, "the closed one is let go");
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_sent_stray_bytes_on_is_not_reused() {
+        let (up, mut accepted) = server().await;
+        let pool = pool(Duration::from_secs(60));
+        let conn = pool.connect_raw(&up).await.unwrap();
+        let mut server = accepted.recv().await.unwrap();
+        server.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+        settle().await;
+        assert!(!conn.reusable());
+        pool.put_raw(up.clone(), conn);
+        assert!(pool.take_raw(&up).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_past_the_limit_is_not_handed_out_and_the_sweep_closes_it() {
+        let (up, mut accepted) = server().await;
+        let pool = pool(Duration::from_millis(100));
+        let conn = pool.connect_raw(&up).await.unwrap();
+        let mut server = accepted.recv().await.unwrap();
+        pool.put_raw(up.clone(), conn);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        pool.sweep();
+        assert_eq!(idle_count(&pool, &up), 0);
+        // The sweep closed it: the server sees the end of the stream.
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(2), server.read_to_end(&mut rest));
+        assert_eq!(read.await.unwrap().unwrap(), 0);
+
+        let conn = pool.connect_raw(&up).await.unwrap();
+        pool.put_raw(up.clone(), conn);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(pool.take_raw(&up).is_none(), "stale without a sweep too");
+    }
+
+    #[tokio::test]
+    async fn at_most_64_idle_connections_are_kept_per_endpoint() {
+        let (up, _accepted) = server().await;
+        let (other, _accepted_other) = server().await;
+        let pool = pool(Duration::from_secs(60));
+        for _ in 0..MAX_IDLE_PER_ENDPOINT + 3 {
+            let conn = pool.connect_raw(&up).await.unwrap();
+            pool.put_raw(up.clone(), conn);
+        }
+        let conn = pool.connect_raw(&other).await.unwrap();
+        pool.put_raw(other.clone(), conn);
+        assert_eq!(idle_count(&pool, &up), MAX_IDLE_PER_ENDPOINT);
+        assert_eq!(idle_count(&pool, &other), 1, "the limit is per endpoint");
+        let mut taken = Vec::new();
+        while let Some(conn) = pool.take_raw(&up) {
+            taken.push(conn);
+        }
+        assert_eq!(taken.len(), MAX_IDLE_PER_ENDPOINT);
+    }
+
+    #[tokio::test]
+    async fn connections_are_pooled_per_kind_so_an_mtls_endpoint_never_gets_a_plaintext_one() {
+        let (up, _accepted) = server().await;
+        let secured = Upstream {
+            addr: up.addr,
+            tls: Some(Arc::new(crate::config::Identity(
+                "spiffe://cluster.local/ns/shop/sa/payments".into(),
+            ))),
+        };
+        let pool = pool(Duration::from_secs(60));
+        let conn = pool.connect_raw(&up).await.unwrap();
+        pool.put_raw(up.clone(), conn);
+        assert!(pool.take_raw(&secured).is_none());
+        // A pool without a certificate cannot originate mTLS: no plaintext fallback.
+        assert!(matches!(
+            pool.connect_raw(&secured).await,
+            Err(ForwardError::Tls(crate::tls::TlsError::NoCertificate))
+        ));
+        assert!(pool.take_raw(&up).is_some());
+    }
+
+    #[tokio::test]
+    async fn endpoints_the_config_dropped_lose_their_idle_connections_and_take_back_none() {
+        let (kept, _a) = server().await;
+        let (dropped, _b) = server().await;
+        let pool = pool(Duration::from_secs(60));
+        for up in [&kept, &dropped] {
+            let conn = pool.connect_raw(up).await.unwrap();
+            pool.put_raw(up.clone(), conn);
+        }
+        // One held by a downstream connection while the config changes.
+        let held = pool.connect_raw(&dropped).await.unwrap();
+        pool.retain_endpoints(HashSet::from([kept.clone()]));
+        assert_eq!(idle_count(&pool, &dropped), 0);
+        pool.put_raw(dropped.clone(), held);
+        assert!(
+            pool.take_raw(&dropped).is_none(),
+            "returned later, not kept"
+        );
+        assert!(pool.take_raw(&kept).is_some());
+    }
+
+    #[tokio::test]
+    async fn connections_come_from_the_local_ip_of_their_family() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6));
+        let pool = Pool::new(Duration::from_secs(2), Some(source), None, Duration::ZERO);
+        let _conn = pool.connect_tcp(addr).await.unwrap();
+        let (_, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer.ip(), source);
+
+        // An IPv6 source is not forced on an IPv4 connection.
+        let v6 = Pool::new(
+            Duration::from_secs(2),
+            Some(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)),
+            None,
+            Duration::ZERO,
+        );
+        let _conn = v6.connect_tcp(addr).await.unwrap();
+        let (_, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+
+    /// An HTTP/2 server answering every request 200 with its connection's number; when
+    /// `close_first`, the first connection goes away (GOAWAY, then close) once it answered
+    /// its first request.
+    async fn h2_server(close_first: bool) -> (Upstream, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let up = plain(listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                let answered = Arc::new(tokio::sync::Notify::new());
+                let tell = answered.clone();
+                let svc = hyper::service::service_fn(move |_req| {
+                    tell.notify_one();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                            n.to_string(),
+                        ))))
+                    }
+                });
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc);
+                tokio::spawn(async move {
+                    let mut conn = std::pin::pin!(conn);
+                    if close_first && n == 1 {
+                        tokio::select! {
+                            _ = conn.as_mut() => return,
+                            _ = answered.notified() => conn.as_mut().graceful_shutdown(),
+                        }
+                    }
+                    let _ = conn.await;
+                });
+            }
+        });
+        (up, accepted)
+    }
+
+    async fn get_h2(pool: &Pool, up: &Upstream) -> String {
+        let req = Request::builder()
+            .uri(format!("http://{}/", up.addr))
+            .body(Either::Right(Full::new(Bytes::new())))
+            .unwrap();
+        let resp = pool.send_h2(up, req).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn http2_requests_to_an_endpoint_share_one_connection() {
+        let (up, accepted) = h2_server(false).await;
+        let pool = pool(Duration::from_secs(60));
+        for _ in 0..4 {
+            assert_eq!(get_h2(&pool, &up).await, "1");
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_http2_connection_the_server_closed_is_replaced() {
+        let (up, accepted) = h2_server(true).await;
+        let pool = pool(Duration::from_secs(60));
+        assert_eq!(get_h2(&pool, &up).await, "1");
+        // The server sent GOAWAY and closes; no request fails meanwhile, and once the pool
+        // sees the connection closed the next request opens a new one.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while get_h2(&pool, &up).await != "2" {
+            assert!(tokio::time::Instant::now() < deadline, "never replaced");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(get_h2(&pool, &up).await, "2");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+}
