@@ -142,6 +142,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             trust_domain: cli.trust_domain.clone(),
             lifetime: Duration::from_secs(cli.proxy_cert_lifetime_secs),
         },
+        deltas: Arc::default(),
     };
     let server = tokio::spawn(serve(
         listener,

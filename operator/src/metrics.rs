@@ -41,6 +41,8 @@ pub struct Metrics {
     pub connected_proxies: Gauge,
     /// Config versions written to proxies.
     pub pushes: Counter,
+    /// Of `pushes`, those written as deltas.
+    pub deltas: Counter,
     /// From a change being seen to its config being written to a proxy's stream.
     pub push_latency: Histogram,
     /// From a change being noticed to a proxy reporting it applied.
@@ -78,6 +80,12 @@ impl Metrics {
             "config_pushes",
             "Config versions written to proxies",
             pushes.clone(),
+        );
+        let deltas = Counter::default();
+        registry.register(
+            "config_deltas",
+            "Of config_pushes, those written as a delta (what changed since the stream's last version) rather than a whole config",
+            deltas.clone(),
         );
         // 1 ms .. ~16 s
         let push_latency = Histogram::new(exponential_buckets(0.001, 2.0, 15));
@@ -135,6 +143,7 @@ impl Metrics {
             ca_expiry,
             connected_proxies,
             pushes,
+            deltas,
             push_latency,
             apply_latency,
             config_bytes,

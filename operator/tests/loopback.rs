@@ -144,6 +144,72 @@ async fn a_file_change_reaches_the_proxy_and_is_reported_back() {
     );
 }
 
+/// A counter's value in the operator's metrics text.
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_reaches_the_proxy_as_a_delta_and_leaves_it_with_the_whole_config() {
+    // A mesh of 30 services besides payments, so a whole config is far larger than one
+    // service's change.
+    let services: String = (0..30)
+        .map(|i| format!("- {{name: orders-{i}, namespace: shop, vips: [10.96.1.{i}], selector: {{app: orders-{i}}}, ports: [{{port: 80, protocol: http}}]}}\n"))
+        .collect();
+    let workloads: String = (0..30)
+        .map(|i| format!("- {{name: orders-{i}, namespace: shop, ips: [10.1.0.{i}], labels: {{app: orders-{i}}}, serviceAccount: orders, meshed: false}}\n"))
+        .collect();
+    let registry = REGISTRY
+        .replace("workloads:\n", &format!("{services}workloads:\n"))
+        .replace("meshed: false}\n", &format!("meshed: false}}\n{workloads}"));
+    let op = Operator::start(&registry).await;
+    let proxy = op.proxy("shop", "payments-0", PAYMENTS_TOKEN);
+    eventually("the first config in the proxy", || async {
+        proxy.config_dump().await["services"]
+            .as_array()
+            .is_some_and(|s| s.len() == 31)
+    })
+    .await;
+    let metrics = support::admin_get(op.admin, "/metrics").await.1;
+    let whole = counter(&metrics, "braid_operator_config_bytes_total");
+    assert_eq!(counter(&metrics, "braid_operator_config_deltas_total"), 0);
+
+    // A second pod behind one service.
+    op.write(
+        "registry.yaml",
+        &registry.replace(
+            "labels: {app: orders-7}, serviceAccount: orders, meshed: false}\n",
+            "labels: {app: orders-7}, serviceAccount: orders, meshed: false}\n- {name: orders-7b, namespace: shop, ips: [10.1.1.7], labels: {app: orders-7}, serviceAccount: orders, meshed: false}\n",
+        ),
+    );
+    eventually("the new endpoint in the proxy", || async {
+        group_addresses(&proxy.config_dump().await, "orders-7", "(default)")
+            .is_some_and(|a| a.contains(&"10.1.1.7".to_string()))
+    })
+    .await;
+    let metrics = support::admin_get(op.admin, "/metrics").await.1;
+    assert_eq!(counter(&metrics, "braid_operator_config_deltas_total"), 1);
+    let sent = counter(&metrics, "braid_operator_config_bytes_total") - whole;
+    assert!(
+        sent * 10 < whole,
+        "the delta ({sent} B) is a fraction of the whole config ({whole} B)"
+    );
+
+    // What the proxy holds now is exactly what the operator would send it whole.
+    let (status, _, line) = op
+        .stream_get(&[
+            ("authorization", &format!("Bearer {PAYMENTS_TOKEN}")),
+            ("x-braid-pod", "shop/payments-0"),
+        ])
+        .await;
+    assert_eq!(status, 200);
+    let whole: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(proxy.config_dump().await, whole);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_gets_only_its_own_config() {
     let op = Operator::start(REGISTRY).await;

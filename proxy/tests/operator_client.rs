@@ -199,6 +199,87 @@ async fn refused_configs_are_reported_and_the_last_good_one_stays() {
     assert_eq!(op.stream_requests().len(), 1);
 }
 
+/// A config whose listener on `front` forwards to service `web.shop:80`, whose one
+/// endpoint is `target`.
+fn config_with_service(version: &str, front: SocketAddr, target: SocketAddr) -> String {
+    serde_json::json!({
+        "version": version,
+        "node": {"workload": "web-0", "namespace": "shop", "serviceAccount": "web"},
+        "services": [service(target)],
+        "listeners": [{
+            "name": "web",
+            "bind": front.to_string(),
+            "target": {"service": {"name": "web", "namespace": "shop", "port": 80}},
+            "protocol": "http1",
+        }],
+    })
+    .to_string()
+}
+
+fn service(target: SocketAddr) -> serde_json::Value {
+    serde_json::json!({
+        "name": "web",
+        "namespace": "shop",
+        "ports": [{"port": 80, "targetPort": target.port(), "protocol": "http1"}],
+        "groups": [{"name": "(default)", "endpoints": [{"address": target.ip().to_string()}]}],
+    })
+}
+
+#[tokio::test]
+async fn deltas_apply_to_the_last_config_and_one_for_another_base_resynchronises() {
+    let (a, b) = (http_backend("a").await, http_backend("b").await);
+    let front = free_addr();
+    let op = FakeOperator::start().await;
+    op.publish("v1", &config_with_service("v1", front, a));
+    let proxy = Proxy::start_with_operator(&op).await;
+    proxy.wait_ready().await;
+    assert_eq!(served_by(front).await, "a");
+    assert_eq!(
+        header(&op.stream_requests()[0], "x-braid-accept"),
+        Some("delta")
+    );
+
+    // What changed only: the service, whole; the listener and node stand.
+    let delta = serde_json::json!({"delta": {
+        "version": "v2", "base": "v1",
+        "services": {"upsert": [service(b)]},
+    }});
+    op.send_line(&delta.to_string());
+    proxy.wait_for_version("v2").await;
+    assert_eq!(served_by(front).await, "b");
+    op.wait_for_report("v2 applied", applied("v2")).await;
+    let dump: serde_json::Value =
+        serde_json::from_str(&proxy.admin_get("/config_dump").await.1).unwrap();
+    assert_eq!(dump["node"]["serviceAccount"], "web");
+    assert_eq!(dump["listeners"][0]["name"], "web");
+
+    // A section the delta replaces, on the config just applied.
+    let delta = serde_json::json!({"delta": {
+        "version": "v3", "base": "v2",
+        "node": {"workload": "web-0", "namespace": "shop", "serviceAccount": "web-2"},
+    }});
+    op.send_line(&delta.to_string());
+    proxy.wait_for_version("v3").await;
+    let dump: serde_json::Value =
+        serde_json::from_str(&proxy.admin_get("/config_dump").await.1).unwrap();
+    assert_eq!(dump["node"]["serviceAccount"], "web-2");
+    assert_eq!(dump["services"][0]["ports"][0]["targetPort"], b.port());
+
+    // A delta to a version this proxy does not hold: it keeps its config, reconnects
+    // naming what it holds, and the operator's whole config brings it up to date.
+    op.set_current("v5", &config_with_service("v5", front, a));
+    let stray = serde_json::json!({"delta": {
+        "version": "v5", "base": "v4",
+        "services": {"remove": [{"namespace": "shop", "name": "web"}]},
+    }});
+    op.send_line(&stray.to_string());
+    op.wait_for_stream_requests(2).await;
+    assert_eq!(header(&op.stream_requests()[1], VERSION_HEADER), Some("v3"));
+    proxy.wait_for_version("v5").await;
+    assert_eq!(served_by(front).await, "a");
+    op.wait_for_report("v5 applied", applied("v5")).await;
+}
+
 #[tokio::test]
 async fn a_config_of_megabytes_arrives_in_many_frames_and_is_applied() {
     let a = http_backend("a").await;

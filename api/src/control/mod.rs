@@ -6,7 +6,9 @@
 //!   `application/x-ndjson` body: each non-empty line is one complete [`ProxyConfig`]
 //!   (compact JSON, its `version` a content hash). The first line comes at once unless the
 //!   proxy already holds that version; then one line each time this pod's config changes.
-//!   Empty lines are heartbeats and carry nothing.
+//!   Empty lines are heartbeats and carry nothing. A proxy that sends
+//!   `x-braid-accept: delta` gets, after a first full config, only what changed: see
+//!   [`delta`].
 //! - `POST /v1/report` with the same two headers and a JSON [`Report`]: the version the
 //!   proxy applied (or why it refused one); later issues add ejections and traffic counts.
 //! - `POST /v1/certificate` with the same two headers and a JSON [`CertificateRequest`]
@@ -17,6 +19,7 @@
 //!
 //! [`ProxyConfig`]: crate::config::ProxyConfig
 
+pub mod delta;
 pub mod tls;
 
 use std::fmt;
@@ -34,6 +37,10 @@ pub const CERTIFICATE_PATH: &str = "/v1/certificate";
 pub const POD_HEADER: &str = "x-braid-pod";
 /// The config version a reconnecting proxy already holds.
 pub const VERSION_HEADER: &str = "x-braid-version";
+/// What a proxy understands beyond full configs, comma-separated: [`ACCEPT_DELTA`].
+pub const ACCEPT_HEADER: &str = "x-braid-accept";
+/// In [`ACCEPT_HEADER`]: the proxy applies [`delta::DeltaLine`]s.
+pub const ACCEPT_DELTA: &str = "delta";
 /// Why a request was refused.
 pub const ERROR_HEADER: &str = "x-braid-error";
 /// Content type of the stream: one JSON document per line.

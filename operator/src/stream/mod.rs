@@ -2,6 +2,7 @@
 //! receive their own config, then every new version of it.
 
 pub mod auth;
+pub mod delta;
 pub mod relay;
 pub mod server;
 pub mod tls;

@@ -10,19 +10,22 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use braid_api::config::ProxyConfig;
 use braid_api::control::{
-    CERTIFICATE_PATH, CONFIG_PATH, CertificateRequest, CertificateResponse, ERROR_HEADER,
-    POD_HEADER, PodRef, REPORT_PATH, Report, STREAM_CONTENT_TYPE, VERSION_HEADER,
+    ACCEPT_DELTA, ACCEPT_HEADER, CERTIFICATE_PATH, CONFIG_PATH, CertificateRequest,
+    CertificateResponse, ERROR_HEADER, POD_HEADER, PodRef, REPORT_PATH, Report,
+    STREAM_CONTENT_TYPE, VERSION_HEADER,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{AuthError, Authenticator, authorize};
+use super::delta::{self, DeltaCache};
 use super::relay::{RELAYED_HEADER, Relay};
 use crate::ca::Ca;
 use crate::ca::authority::timestamp;
 use crate::healer::ReportBatch;
-use crate::hub::Hub;
+use crate::hub::{Hub, Published};
 use crate::metrics::{Metrics, Refusal};
 use crate::registry::{ObjectKey, Workload};
 use crate::rollout::TrafficBatch;
@@ -53,6 +56,9 @@ pub struct StreamState {
     pub relay: Option<Arc<Relay>>,
     /// Signs proxies' certificates: the CA in force, their trust domain and lifetime.
     pub signer: Signer,
+    /// The serialised services part of recent changes, shared by the streams taking
+    /// deltas.
+    pub deltas: Arc<DeltaCache>,
 }
 
 /// What signing proxies' certificates takes.
@@ -188,8 +194,14 @@ async fn config_stream(State(state): State<StreamState>, headers: HeaderMap) -> 
         .get(VERSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    tracing::info!(pod = %workload.key, version = last.as_deref().unwrap_or("-"), "proxy connected");
-    let body = Body::from_stream(follow(state, workload, last));
+    let deltas = headers
+        .get_all(ACCEPT_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim() == ACCEPT_DELTA);
+    tracing::info!(pod = %workload.key, version = last.as_deref().unwrap_or("-"), deltas, "proxy connected");
+    let body = Body::from_stream(follow(state, workload, last, deltas));
     let mut resp = Response::new(body);
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -209,12 +221,111 @@ impl Drop for Connected {
     }
 }
 
-/// The stream of one proxy: its config whenever its version changes, heartbeats between.
+/// One proxy's stream as it goes.
+struct Follower {
+    state: StreamState,
+    pod: ObjectKey,
+    /// The version the proxy holds (named at connect, or sent last).
+    last: Option<String>,
+    /// The config sent last (or named at connect and current then): a delta's base.
+    sent: Option<Arc<ProxyConfig>>,
+    /// Whether the proxy applies deltas.
+    deltas: bool,
+    rx: watch::Receiver<Option<Arc<Published>>>,
+    heartbeat: tokio::time::Interval,
+    guard: Connected,
+}
+
+impl Follower {
+    /// The chunks of the line taking the proxy from what it holds to `config`: a delta
+    /// when it takes them and this stream knows its base, else the whole config.
+    fn line(&self, config: &Arc<ProxyConfig>) -> Result<Vec<Bytes>, serde_json::Error> {
+        if self.deltas
+            && let Some(sent) = &self.sent
+        {
+            self.state.metrics.deltas.inc();
+            return Ok(delta::line(&self.state.deltas, sent, config));
+        }
+        let mut line = serde_json::to_vec(&**config)?;
+        line.push(b'\n');
+        Ok(vec![Bytes::from(line)])
+    }
+
+    /// The next chunks to write, or `None` when the stream ends.
+    async fn next(&mut self) -> Option<Vec<Bytes>> {
+        let mut check = true;
+        loop {
+            if check {
+                let published = self.rx.borrow_and_update().clone();
+                if let Some(published) = published {
+                    let pod = &self.pod;
+                    let Some(config) = published.configs.get(pod) else {
+                        tracing::info!(%pod, "workload gone or no longer meshed; ending its stream");
+                        return None;
+                    };
+                    // The token was checked against the pod's service account at
+                    // connect; a pod re-created under its name with another one (or an
+                    // edited registry) must reconnect and prove itself again.
+                    let sa = published
+                        .snapshot
+                        .workloads
+                        .get(pod)
+                        .map(|w| w.service_account.as_str());
+                    if sa != Some(self.guard.2.as_str()) {
+                        tracing::info!(%pod, "the pod's service account changed; ending its stream");
+                        return None;
+                    }
+                    if self.last.as_deref() != Some(config.version.as_str()) {
+                        let chunks = match self.line(config) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                tracing::error!(%pod, error = %e, "cannot serialise config");
+                                return None;
+                            }
+                        };
+                        self.last = Some(config.version.clone());
+                        self.sent = Some(config.clone());
+                        let metrics = &self.state.metrics;
+                        metrics.pushes.inc();
+                        let bytes: usize = chunks.iter().map(Bytes::len).sum();
+                        metrics.config_bytes.inc_by(bytes as u64);
+                        metrics
+                            .push_latency
+                            .observe(published.seen_at.elapsed().as_secs_f64());
+                        tracing::debug!(%pod, version = %config.version, bytes, "config pushed");
+                        return Some(chunks);
+                    }
+                    if self.sent.is_none() {
+                        // Named at connect and current: what a first delta applies to.
+                        self.sent = Some(config.clone());
+                    }
+                }
+            }
+            tokio::select! {
+                _ = self.state.stop.cancelled() => return None,
+                changed = self.rx.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                    check = true;
+                }
+                _ = self.heartbeat.tick() => {
+                    return Some(vec![Bytes::from_static(b"\n")]);
+                }
+            }
+        }
+    }
+}
+
+/// The stream of one proxy: its config whenever its version changes (or what changed,
+/// when it takes deltas), heartbeats between.
 fn follow(
     state: StreamState,
     admitted: Arc<Workload>,
     last: Option<String>,
+    deltas: bool,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    use futures::StreamExt;
     let pod = admitted.key.clone();
     // The version a reconnecting proxy names is the one it holds: count it as applied,
     // or a restarted operator would report nothing applied until the next change.
@@ -230,71 +341,21 @@ fn follow(
     let rx = state.hub.subscribe();
     let mut heartbeat = tokio::time::interval(state.heartbeat);
     heartbeat.reset(); // the first tick would fire at once
-    let init = (state, pod, last, rx, heartbeat, guard, true);
-    futures::stream::unfold(
-        init,
-        |(state, pod, mut last, mut rx, mut heartbeat, guard, mut check)| async move {
-            loop {
-                if check {
-                    let published = rx.borrow_and_update().clone();
-                    let Some(published) = published else {
-                        check = false;
-                        continue;
-                    };
-                    let Some(config) = published.configs.get(&pod) else {
-                        tracing::info!(%pod, "workload gone or no longer meshed; ending its stream");
-                        return None;
-                    };
-                    // The token was checked against the pod's service account at
-                    // connect; a pod re-created under its name with another one (or an
-                    // edited registry) must reconnect and prove itself again.
-                    let sa = published
-                        .snapshot
-                        .workloads
-                        .get(&pod)
-                        .map(|w| w.service_account.as_str());
-                    if sa != Some(guard.2.as_str()) {
-                        tracing::info!(%pod, "the pod's service account changed; ending its stream");
-                        return None;
-                    }
-                    if last.as_deref() != Some(config.version.as_str()) {
-                        let mut line = match serde_json::to_vec(&**config) {
-                            Ok(l) => l,
-                            Err(e) => {
-                                tracing::error!(%pod, error = %e, "cannot serialise config");
-                                return None;
-                            }
-                        };
-                        line.push(b'\n');
-                        last = Some(config.version.clone());
-                        state.metrics.pushes.inc();
-                        state.metrics.config_bytes.inc_by(line.len() as u64);
-                        state
-                            .metrics
-                            .push_latency
-                            .observe(published.seen_at.elapsed().as_secs_f64());
-                        tracing::debug!(%pod, version = %config.version, "config pushed");
-                        return Some((
-                            Ok(Bytes::from(line)),
-                            (state, pod, last, rx, heartbeat, guard, false),
-                        ));
-                    }
-                }
-                tokio::select! {
-                    _ = state.stop.cancelled() => return None,
-                    changed = rx.changed() => {
-                        if changed.is_err() {
-                            return None;
-                        }
-                        check = true;
-                    }
-                    _ = heartbeat.tick() => {
-                        return Some((Ok(Bytes::from_static(b"\n")), (state, pod, last, rx, heartbeat, guard, false)));
-                    }
-                }
-            }
-        },
-    )
+    let follower = Follower {
+        state,
+        pod,
+        last,
+        sent: None,
+        deltas,
+        rx,
+        heartbeat,
+        guard,
+    };
+    futures::stream::unfold(follower, |mut f| async move {
+        let chunks = f.next().await?;
+        Some((chunks, f))
+    })
+    .flat_map(|chunks| futures::stream::iter(chunks.into_iter().map(Ok)))
 }
 
 async fn report(State(state): State<StreamState>, headers: HeaderMap, body: Bytes) -> Response {

@@ -19,16 +19,19 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 use super::lines::{LineSplitter, LineTooLong, MAX_LINE};
+use super::protocol::delta::{DeltaError, DeltaLine};
 use super::protocol::{
-    CERTIFICATE_PATH, CONFIG_PATH, CertificateRequest, CertificateResponse, ERROR_HEADER,
-    POD_HEADER, PodRef, REPORT_PATH, Rejected, Report, VERSION_HEADER,
+    ACCEPT_DELTA, ACCEPT_HEADER, CERTIFICATE_PATH, CONFIG_PATH, CertificateRequest,
+    CertificateResponse, ERROR_HEADER, POD_HEADER, PodRef, REPORT_PATH, Rejected, Report,
+    VERSION_HEADER,
 };
 use super::tls::{self, TlsError};
 use super::url::OperatorUrl;
 use crate::backoff::Backoff;
+use crate::config::ProxyConfig;
 use crate::reports::EjectionLog;
 use crate::reports::TrafficLog;
-use crate::tables::{TableStore, parse_json};
+use crate::tables::{TableStore, parse_delta, parse_json};
 
 /// TCP connect plus TLS handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -108,6 +111,9 @@ pub enum StreamError {
     /// The operator closed the stream.
     #[error("the operator ended the stream")]
     Ended,
+    /// A delta did not fit the config it applies to: reconnecting resynchronises.
+    #[error("{0}; reconnecting for the whole config")]
+    Delta(#[from] DeltaError),
     /// The operator's certificate answer is unusable.
     #[error("certificate answer: {0}")]
     Certificate(serde_json::Error),
@@ -189,6 +195,8 @@ impl OperatorClient {
         let auth = self.authorization()?;
         let mut sender = self.connect().await?;
         let mut req = self.request(Method::GET, CONFIG_PATH, &auth, Bytes::new())?;
+        req.headers_mut()
+            .insert(ACCEPT_HEADER, HeaderValue::from_static(ACCEPT_DELTA));
         if let Some(version) = self.in_force()
             && let Ok(v) = HeaderValue::from_str(&version)
         {
@@ -211,6 +219,9 @@ impl OperatorClient {
 
         let mut body = resp.into_body();
         let mut lines = LineSplitter::new(MAX_LINE);
+        // The last config this stream sent (applied or refused): what its next delta
+        // applies to. Until there is one, the config in force.
+        let mut received: Option<Arc<ProxyConfig>> = None;
         let mut flush = tokio::time::interval(EJECTION_REPORT_INTERVAL);
         // The replica reached may not lead: say at once what is held, so the leader
         // counts this proxy without waiting for a change (a reconnect holding the current
@@ -263,7 +274,8 @@ impl OperatorClient {
                     continue; // heartbeat
                 }
                 *delivered = true;
-                let report = self.apply(line).await;
+                let (report, now_held) = self.apply(line, received.take()).await?;
+                received = now_held;
                 self.report(&mut sender, &auth, &report).await;
                 reported = tokio::time::Instant::now();
             }
@@ -272,20 +284,29 @@ impl OperatorClient {
 
     /// Parses and applies one config line off the async workers: a large mesh's config
     /// takes a while to compile and the proxy may have a single worker, which must keep
-    /// forwarding meanwhile.
-    async fn apply(&self, line: Bytes) -> Report {
+    /// forwarding meanwhile. A delta applies to `received` (else the config in force);
+    /// one that does not fit it ends the stream, and the reconnect names the version in
+    /// force, so the operator sends it whole.
+    async fn apply(
+        &self,
+        line: Bytes,
+        received: Option<Arc<ProxyConfig>>,
+    ) -> Result<(Report, Option<Arc<ProxyConfig>>), StreamError> {
         let store = self.store.clone();
         let owned = line.clone(); // Bytes: a reference count, not a copy
-        match tokio::task::spawn_blocking(move || apply_line(&store, &owned)).await {
-            Ok(report) => report,
-            Err(e) => Report {
-                applied_version: self.in_force(),
-                rejected: Some(Rejected {
-                    version: line_version(&line),
-                    error: format!("applying the config failed: {e}"),
-                }),
-                ..Default::default()
-            },
+        match tokio::task::spawn_blocking(move || apply_line(&store, &owned, received)).await {
+            Ok(outcome) => Ok(outcome?),
+            Err(e) => Ok((
+                Report {
+                    applied_version: self.in_force(),
+                    rejected: Some(Rejected {
+                        version: line_version(&line),
+                        error: format!("applying the config failed: {e}"),
+                    }),
+                    ..Default::default()
+                },
+                None,
+            )),
         }
     }
 
@@ -430,31 +451,54 @@ impl OperatorClient {
     }
 }
 
-/// Parses and applies one config line; the report says what happened. A refused config
-/// leaves the last good one in force.
-fn apply_line(store: &TableStore, line: &[u8]) -> Report {
-    let applied = parse_json(line).and_then(|config| {
+/// Parses and applies one config line (a whole config, or a delta to `received`, else
+/// to the config in force); the report says what happened, and the config now held is
+/// the next delta's base. A refused config leaves the last good one in force (and no
+/// base: a delta to it resynchronises).
+fn apply_line(
+    store: &TableStore,
+    line: &[u8],
+    received: Option<Arc<ProxyConfig>>,
+) -> Result<(Report, Option<Arc<ProxyConfig>>), DeltaError> {
+    let parsed = if DeltaLine::is_delta(line) {
+        match parse_delta(line) {
+            Ok(delta) => {
+                let base = received.unwrap_or_else(|| store.tables().config.clone());
+                Ok(delta.apply(&base)?)
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        parse_json(line)
+    };
+    let applied = parsed.and_then(|config| {
         let version = config.version.clone();
         store.apply(config).map(|()| version)
     });
-    match applied {
-        Ok(version) => Report {
-            applied_version: Some(version),
-            ..Default::default()
-        },
+    Ok(match applied {
+        Ok(version) => (
+            Report {
+                applied_version: Some(version),
+                ..Default::default()
+            },
+            Some(store.tables().config.clone()),
+        ),
         Err(e) => {
             let version = line_version(line);
             tracing::error!(version = %version, error = %e, "config from the operator refused; keeping the last good one");
-            Report {
-                applied_version: in_force(store),
-                rejected: Some(Rejected {
-                    version,
-                    error: e.to_string(),
-                }),
-                ..Default::default()
-            }
+            (
+                Report {
+                    applied_version: in_force(store),
+                    rejected: Some(Rejected {
+                        version,
+                        error: e.to_string(),
+                    }),
+                    ..Default::default()
+                },
+                None,
+            )
         }
-    }
+    })
 }
 
 /// The version in force, once a config with a version has been applied.
@@ -517,13 +561,22 @@ async fn refusal(resp: Response<Incoming>) -> StreamError {
     }
 }
 
-/// The `version` of a config line that did not parse as a whole, for the rejection
-/// report; empty when even that cannot be read.
+/// The `version` of a config line (or of the delta it holds) that did not parse as a
+/// whole, for the rejection report; empty when even that cannot be read.
 fn line_version(line: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct Versioned {
         #[serde(default)]
         version: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Delta {
+        delta: Versioned,
+    }
+    if DeltaLine::is_delta(line) {
+        return serde_json::from_slice::<Delta>(line)
+            .map(|d| d.delta.version)
+            .unwrap_or_default();
     }
     serde_json::from_slice::<Versioned>(line)
         .map(|v| v.version)
@@ -551,5 +604,9 @@ mod tests {
         );
         assert_eq!(line_version(br#"{"listeners":[]}"#), "");
         assert_eq!(line_version(b"not json"), "");
+        assert_eq!(
+            line_version(br#"{"delta":{"version":"v2","base":"v1","inbound":7}}"#),
+            "v2"
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 mod store;
 
-pub use store::{ConfigError, FileSource, TableStore, load_file, parse_json};
+pub use store::{ConfigError, FileSource, TableStore, load_file, parse_delta, parse_json};
 
 use crate::balance::outlier::OutlierPolicy;
 use crate::balance::{self, Endpoint, Loads, Picked, Upstream};

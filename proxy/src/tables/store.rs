@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Tables;
 use crate::config::{InvalidField, ProxyConfig};
+use braid_api::control::delta::{ConfigDelta, DeltaLine};
 
 /// The largest config file read: 64 MiB. The operator's config for a pod that sees 5,000
 /// services is about 9 MB, so this leaves room for a mesh several times that, while a
@@ -134,7 +135,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<ProxyConfig, ConfigError> {
         )));
     }
     let mut unknown = Vec::new();
-    let config = deserialize_named(value, &mut unknown).map_err(err)?;
+    let config: ProxyConfig = deserialize_named(value, &mut unknown).map_err(err)?;
     match unknown.first() {
         None => Ok(config),
         Some(path) => Err(err(format!(
@@ -358,23 +359,53 @@ impl<'de> Visitor<'de> for Duplicate {
 /// the bytes (a large mesh's config is megabytes; no intermediate value). Errors name the
 /// field, as for files.
 pub fn parse_json(json: &[u8]) -> Result<ProxyConfig, ConfigError> {
+    let config: ProxyConfig = parse_line(json)?;
+    Ok(config)
+}
+
+/// Parses a delta line of the operator's stream (`{"delta":{…}}`), as [`parse_json`].
+pub fn parse_delta(json: &[u8]) -> Result<ConfigDelta, ConfigError> {
+    let line: DeltaLine = parse_line(json)?;
+    Ok(line.delta)
+}
+
+fn parse_line<T: Versioned + serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, ConfigError> {
     let mut de = serde_json::Deserializer::from_slice(json);
     let mut unknown = Vec::new();
-    let config = deserialize_named(&mut de, &mut unknown).map_err(ConfigError::Decode)?;
+    let parsed: T = deserialize_named(&mut de, &mut unknown).map_err(ConfigError::Decode)?;
     de.end().map_err(|e| ConfigError::Decode(e.to_string()))?;
     if !unknown.is_empty() {
         // A newer operator: what this proxy does not know, it cannot apply, but the rest
         // of the config is good.
-        tracing::warn!(fields = %unknown.join(", "), version = %config.version, "config has fields this proxy does not know; ignoring them (upgrade the proxy)");
+        tracing::warn!(fields = %unknown.join(", "), version = %parsed.version(), "config has fields this proxy does not know; ignoring them (upgrade the proxy)");
     }
-    Ok(config)
+    Ok(parsed)
 }
 
-/// Deserializes a ProxyConfig; an error says at which field (`listeners[0].bind: …`).
-/// The paths of fields it does not know are pushed onto `unknown`.
-fn deserialize_named<'de, D>(de: D, unknown: &mut Vec<String>) -> Result<ProxyConfig, String>
+/// What a stream line makes: a full config or a delta, for the log.
+trait Versioned {
+    fn version(&self) -> &str;
+}
+
+impl Versioned for ProxyConfig {
+    fn version(&self) -> &str {
+        &self.version
+    }
+}
+
+impl Versioned for DeltaLine {
+    fn version(&self) -> &str {
+        &self.delta.version
+    }
+}
+
+/// Deserializes a ProxyConfig (or a delta); an error says at which field
+/// (`listeners[0].bind: …`). The paths of fields it does not know are pushed onto
+/// `unknown`.
+fn deserialize_named<'de, D, T>(de: D, unknown: &mut Vec<String>) -> Result<T, String>
 where
     D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
 {
     let mut note = |path: serde_ignored::Path<'_>| unknown.push(field_path(&path));
     let de = serde_ignored::Deserializer::new(de, &mut note);

@@ -160,6 +160,12 @@ impl FakeOperator {
         send(&mut state, &line);
     }
 
+    /// Makes `line` (a config of `version`) what new streams start with, without sending
+    /// it to the open ones.
+    pub fn set_current(&self, version: &str, line: &str) {
+        self.state().current = Some((version.to_owned(), Bytes::from(format!("{line}\n"))));
+    }
+
     /// Sends `line` to the open streams without making it current (a line the proxy
     /// must refuse).
     pub fn send_line(&self, line: &str) {
