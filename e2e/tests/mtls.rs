@@ -138,6 +138,8 @@ fn a_server_presenting_another_identity_is_refused() {
         &encryption_policy("payments", "mode: Permissive, rollout: {percent: 100}"),
     )
     .unwrap();
+    // The client's sidecar holds payments once its app has called it.
+    assert_eq!(client.app(&["get", "payments:80"]).unwrap(), "200 server");
     wait_until("the client to originate mTLS", 15, || {
         endpoint_tls(&client, &server).is_some()
     });
@@ -302,6 +304,10 @@ fn certificates_rotating_every_thirty_seconds_fail_no_request() {
         .start_sidecar_streaming(op)
         .unwrap_or_else(|e| panic!("{e}"));
     wait_until("Strict in force", 15, || {
+        // The client's sidecar holds payments once its app has called it.
+        if endpoint_tls(&client, &server).is_none() {
+            let _ = client.app(&["get", "payments:80"]);
+        }
         inbound_tls(&server) == "Strict" && endpoint_tls(&client, &server).is_some()
     });
     let expiry = |pod: &Pod| {

@@ -32,9 +32,11 @@ pub const INIT_CPU: &str = "braid.dev/init-cpu";
 pub const INIT_MEMORY: &str = "braid.dev/init-memory";
 /// The proxy's log filter.
 pub const LOG_LEVEL: &str = "braid.dev/log-level";
+/// Services the proxy holds before the app calls them.
+pub use braid_api::control::OUTBOUND_SCOPE_ANNOTATION as OUTBOUND_SCOPE;
 
 /// The annotations users set, in the order error messages list them.
-pub const USER_ANNOTATIONS: [&str; 17] = [
+pub const USER_ANNOTATIONS: [&str; 18] = [
     INJECT,
     EXCLUDE_INBOUND_PORTS,
     EXCLUDE_OUTBOUND_PORTS,
@@ -44,6 +46,7 @@ pub const USER_ANNOTATIONS: [&str; 17] = [
     INIT_CPU,
     INIT_MEMORY,
     LOG_LEVEL,
+    OUTBOUND_SCOPE,
     LIMITS[0].annotation,
     LIMITS[1].annotation,
     LIMITS[2].annotation,
@@ -92,6 +95,8 @@ pub struct Overrides {
     pub init_memory: Option<String>,
     /// `braid.dev/log-level`.
     pub log_level: Option<String>,
+    /// `braid.dev/outbound-scope`: checked here, read by the operator.
+    pub outbound_scope: Vec<String>,
     /// The connection limits set (`braid.dev/idle-timeout`, … see [`LIMITS`]), in
     /// [`LIMITS`] order.
     pub proxy_limits: Vec<LimitOverride>,
@@ -202,6 +207,18 @@ impl Overrides {
                 None
             }
         });
+        let mut outbound_scope = Vec::new();
+        if let Some(value) = get(OUTBOUND_SCOPE) {
+            for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                match part.parse::<braid_api::control::delta::ServiceRef>() {
+                    Ok(_) => outbound_scope.push(part.to_owned()),
+                    Err(_) => errors.push(bad(
+                        OUTBOUND_SCOPE,
+                        format!("{part:?} is not namespace/name: name services as \"shop/payments,shop/orders\", or \"shop/*\" for all of a namespace's"),
+                    )),
+                }
+            }
+        }
         let proxy_limits = LIMITS
             .iter()
             .filter_map(|limit| {
@@ -248,6 +265,7 @@ impl Overrides {
                 init_cpu,
                 init_memory,
                 log_level,
+                outbound_scope,
                 proxy_limits,
                 status,
             })

@@ -45,6 +45,7 @@ fn workload(svc: usize, pod: usize, canary: bool) -> Workload {
         labels,
         service_account: format!("svc-{svc}"),
         meshed: true,
+        outbound_scope: Vec::new(),
     }
 }
 

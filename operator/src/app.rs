@@ -142,7 +142,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             trust_domain: cli.trust_domain.clone(),
             lifetime: Duration::from_secs(cli.proxy_cert_lifetime_secs),
         },
-        deltas: Arc::default(),
     };
     let server = tokio::spawn(serve(
         listener,
@@ -260,6 +259,7 @@ async fn compile_loop(
         hub.publish(Published {
             snapshot,
             configs: out.configs,
+            catalog: out.catalog,
             seen_at,
         });
     }

@@ -1,13 +1,15 @@
 //! The hub between the compiler and the connected proxies: the latest compiled configs,
 //! and the versions proxies report having applied.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use braid_api::config::ProxyConfig;
-use tokio::sync::watch;
+use braid_api::control::delta::ServiceRef;
+use tokio::sync::{Notify, watch};
 
+use crate::compiler::Catalog;
 use crate::registry::{ObjectKey, Snapshot, Workload};
 
 /// One published compile: what every proxy should hold now.
@@ -17,6 +19,8 @@ pub struct Published {
     pub snapshot: Arc<Snapshot>,
     /// The config of every meshed workload.
     pub configs: BTreeMap<ObjectKey, Arc<ProxyConfig>>,
+    /// What proxies' views (the services each calls) are cut from.
+    pub catalog: Arc<Catalog>,
     /// When the change that led to this compile was first seen (push latency).
     pub seen_at: Instant,
 }
@@ -27,6 +31,12 @@ pub struct Hub {
     current: watch::Sender<Option<Arc<Published>>>,
     applied: Mutex<HashMap<ObjectKey, String>>,
     applied_changed: watch::Sender<u64>,
+    /// What each proxy streaming from this replica on demand calls.
+    wanted: Mutex<HashMap<ObjectKey, Arc<Wanted>>>,
+    /// The services each on-demand proxy reported holding: with them, the version of
+    /// its view of any compile is known on every replica, and a proxy holding its view
+    /// of the current compile is as current as one holding the whole config.
+    held: Mutex<HashMap<ObjectKey, Vec<ServiceRef>>>,
 }
 
 impl Default for Hub {
@@ -35,8 +45,50 @@ impl Default for Hub {
             current: watch::Sender::new(None),
             applied: Mutex::new(HashMap::new()),
             applied_changed: watch::Sender::new(0),
+            wanted: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
         }
     }
+}
+
+/// The services one on-demand proxy holds, grown by its discoveries; its stream wakes
+/// when one is added.
+#[derive(Debug, Default)]
+pub struct Wanted {
+    names: Mutex<BTreeSet<ServiceRef>>,
+    added: Notify,
+}
+
+impl Wanted {
+    /// Starting from what the proxy says it holds.
+    pub fn new(names: BTreeSet<ServiceRef>) -> Self {
+        Self {
+            names: Mutex::new(names),
+            added: Notify::new(),
+        }
+    }
+
+    /// Adds `name`; wakes the stream if it is new.
+    pub fn add(&self, name: ServiceRef) {
+        let new = lock(&self.names).insert(name);
+        if new {
+            self.added.notify_one();
+        }
+    }
+
+    /// The services wanted now.
+    pub fn names(&self) -> BTreeSet<ServiceRef> {
+        lock(&self.names).clone()
+    }
+
+    /// Resolves when a service was added since the last call.
+    pub async fn added(&self) {
+        self.added.notified().await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Hub {
@@ -109,21 +161,30 @@ impl Hub {
         }
         let current = self.current()?;
         let config = current.configs.get(pod)?;
-        (config.version == version).then(|| current.seen_at.elapsed())
+        let is_current = config.version == version
+            || whole_if_view(&lock(&self.held), &current, pod, version).is_some();
+        is_current.then(|| current.seen_at.elapsed())
     }
 
     /// Forgets proxies whose workloads are gone.
     pub fn retain_applied(&self, live: &BTreeMap<ObjectKey, Arc<ProxyConfig>>) {
-        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        applied.retain(|k, _| live.contains_key(k));
+        lock(&self.applied).retain(|k, _| live.contains_key(k));
+        lock(&self.held).retain(|k, _| live.contains_key(k));
     }
 
-    /// The versions proxies reported, by workload.
+    /// The versions proxies reported, by workload; a proxy holding its view of the
+    /// current compile counts as holding that compile's whole config.
     pub fn applied(&self) -> HashMap<ObjectKey, String> {
-        self.applied
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let mut applied = lock(&self.applied).clone();
+        if let Some(current) = self.current() {
+            let held = lock(&self.held);
+            for (pod, version) in applied.iter_mut() {
+                if let Some(whole) = whole_if_view(&held, &current, pod, version) {
+                    *version = whole.to_owned();
+                }
+            }
+        }
+        applied
     }
 
     /// The workloads of `configs` whose proxy has not reported holding the config there
@@ -132,18 +193,82 @@ impl Hub {
         &self,
         configs: &'a BTreeMap<ObjectKey, Arc<ProxyConfig>>,
     ) -> Vec<(&'a ObjectKey, &'a ProxyConfig)> {
-        let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.current();
+        let applied = lock(&self.applied);
+        let held = lock(&self.held);
         configs
             .iter()
-            .filter(|(pod, c)| applied.get(*pod) != Some(&c.version))
+            .filter(|(pod, c)| match applied.get(*pod) {
+                None => true,
+                Some(v) if *v == c.version => false,
+                Some(v) => current
+                    .as_ref()
+                    .is_none_or(|cur| whole_if_view(&held, cur, pod, v).is_none()),
+            })
             .map(|(pod, c)| (pod, &**c))
             .collect()
+    }
+
+    /// Registers what on-demand proxy `pod` holds as its stream opens (replacing a
+    /// stream it had before).
+    pub fn register_wanted(&self, pod: &ObjectKey, names: BTreeSet<ServiceRef>) -> Arc<Wanted> {
+        let wanted = Arc::new(Wanted::new(names));
+        lock(&self.wanted).insert(pod.clone(), wanted.clone());
+        wanted
+    }
+
+    /// Forgets `wanted` as its stream ends (unless a newer stream replaced it).
+    pub fn unregister_wanted(&self, pod: &ObjectKey, wanted: &Arc<Wanted>) {
+        let mut all = lock(&self.wanted);
+        if all.get(pod).is_some_and(|w| Arc::ptr_eq(w, wanted)) {
+            all.remove(pod);
+        }
+    }
+
+    /// Adds `name` to what `pod`'s stream sends it; `false` when `pod` has no on-demand
+    /// stream open on this replica.
+    pub fn want(&self, pod: &ObjectKey, name: ServiceRef) -> bool {
+        let Some(wanted) = lock(&self.wanted).get(pod).cloned() else {
+            return false;
+        };
+        wanted.add(name);
+        true
+    }
+
+    /// Records the services `pod`'s proxy holds (on demand), as its reports say.
+    pub fn report_held(&self, pod: &ObjectKey, held: Vec<ServiceRef>) {
+        let changed = {
+            let mut all = lock(&self.held);
+            let before = all.insert(pod.clone(), held.clone());
+            before.as_ref() != Some(&held)
+        };
+        if changed {
+            self.applied_changed.send_modify(|n| *n += 1);
+        }
     }
 
     /// Ticks whenever a proxy reports a new version.
     pub fn applied_changes(&self) -> watch::Receiver<u64> {
         self.applied_changed.subscribe()
     }
+}
+
+/// The whole config's version of `pod` in `current` when `version` is the version of its
+/// view of `current` holding the services it reported (the same on every replica).
+fn whole_if_view<'a>(
+    held: &HashMap<ObjectKey, Vec<ServiceRef>>,
+    current: &'a Published,
+    pod: &ObjectKey,
+    version: &str,
+) -> Option<&'a str> {
+    let names = held.get(pod)?;
+    let config = current.configs.get(pod)?;
+    let own = current.catalog.own.get(pod)?;
+    let set = &current.catalog.set;
+    let mut positions: Vec<usize> = names.iter().filter_map(|n| set.index(n)).collect();
+    positions.sort_unstable();
+    positions.dedup();
+    (current.catalog.view_version(own, &positions) == version).then_some(config.version.as_str())
 }
 
 #[cfg(test)]
@@ -162,6 +287,7 @@ mod tests {
         hub.publish(Published {
             snapshot: Arc::default(),
             configs: [(pod.clone(), Arc::new(config))].into(),
+            catalog: Default::default(),
             seen_at,
         });
     }
@@ -189,5 +315,90 @@ mod tests {
         publish(&hub, &pod, "v3", noticed);
         let before = hub.report_applied(pod.clone(), "v1".into());
         assert_eq!(hub.applied_after(&pod, "v1", before.as_deref()), None);
+    }
+
+    /// A compile with `services` (each its own digest) and `pod`'s config.
+    fn publish_with(hub: &Hub, pod: &ObjectKey, whole: &str, services: &[&str]) -> Arc<Published> {
+        use braid_api::config::Service;
+
+        use crate::compiler::{Catalog, Digest256, ServiceSet};
+        let services: Vec<Service> = services
+            .iter()
+            .map(|n| {
+                let r: ServiceRef = n.parse().unwrap();
+                Service {
+                    name: r.name,
+                    namespace: r.namespace,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let digests = services.iter().map(Digest256::of).collect();
+        let config = ProxyConfig {
+            version: whole.into(),
+            ..Default::default()
+        };
+        hub.publish(Published {
+            snapshot: Arc::default(),
+            configs: [(pod.clone(), Arc::new(config))].into(),
+            catalog: Arc::new(Catalog {
+                set: Arc::new(ServiceSet::new(services.into(), digests)),
+                own: [(pod.clone(), Digest256::of("own"))].into(),
+            }),
+            seen_at: Instant::now(),
+        });
+        hub.current().unwrap()
+    }
+
+    #[test]
+    fn a_proxy_holding_its_view_of_the_current_compile_is_current_on_any_replica() {
+        // The leader: the proxy streams from another replica, only its reports arrive.
+        let hub = Hub::default();
+        let pod = ObjectKey::new("shop", "web-0");
+        let first = publish_with(&hub, &pod, "whole-1", &["shop/a", "shop/b"]);
+        let view = first.catalog.view_version(&first.catalog.own[&pod], &[1]);
+        hub.report_applied(pod.clone(), view.clone());
+        assert_eq!(
+            hub.applied()[&pod],
+            view,
+            "without what it holds: as reported"
+        );
+        assert_eq!(hub.lagging(&first.configs).len(), 1);
+
+        let mut ticks = hub.applied_changes();
+        ticks.borrow_and_update();
+        hub.report_held(&pod, vec!["shop/b".parse().unwrap()]);
+        assert!(ticks.has_changed().unwrap(), "status looks again");
+        assert_eq!(hub.applied()[&pod], "whole-1");
+        assert!(hub.lagging(&first.configs).is_empty());
+
+        // A compile that changes a service it does not hold: still current.
+        let mut changed = vec!["shop/a", "shop/b"];
+        changed.push("shop/c");
+        let second = publish_with(&hub, &pod, "whole-2", &changed);
+        assert_eq!(hub.applied()[&pod], "whole-2");
+        assert!(hub.lagging(&second.configs).is_empty());
+        // One that changes what it holds (here: b is gone): behind until it applies.
+        let third = publish_with(&hub, &pod, "whole-3", &["shop/a"]);
+        assert_eq!(hub.applied()[&pod], view);
+        assert_eq!(hub.lagging(&third.configs).len(), 1);
+    }
+
+    #[test]
+    fn discoveries_reach_the_stream_of_the_pod_that_asked() {
+        let hub = Hub::default();
+        let pod = ObjectKey::new("shop", "web-0");
+        let name: ServiceRef = "shop/payments".parse().unwrap();
+        assert!(!hub.want(&pod, name.clone()), "no stream open");
+        let wanted = hub.register_wanted(&pod, BTreeSet::new());
+        assert!(hub.want(&pod, name.clone()));
+        assert_eq!(wanted.names(), BTreeSet::from([name.clone()]));
+        // A newer stream of the same pod replaces it; the old one ending changes nothing.
+        let newer = hub.register_wanted(&pod, BTreeSet::new());
+        hub.unregister_wanted(&pod, &wanted);
+        assert!(hub.want(&pod, name.clone()));
+        assert_eq!(newer.names().len(), 1);
+        hub.unregister_wanted(&pod, &newer);
+        assert!(!hub.want(&pod, name));
     }
 }

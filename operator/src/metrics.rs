@@ -28,6 +28,21 @@ struct RefusalLabels {
     reason: Refusal,
 }
 
+/// What a discovery found.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum Found {
+    /// A mesh service.
+    service,
+    /// No mesh service has the address.
+    unknown,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DiscoveryLabels {
+    result: Found,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CaLabels {
     /// The CA Secret, `namespace/name`.
@@ -56,6 +71,7 @@ pub struct Metrics {
     /// Endpoint ejections proxies reported.
     pub ejection_reports: Counter,
     refusals: Family<RefusalLabels, Counter>,
+    discoveries: Family<DiscoveryLabels, Counter>,
     ca_expiry: Family<CaLabels, Gauge>,
 }
 
@@ -130,6 +146,12 @@ impl Metrics {
             "Config stream and report requests refused, by reason",
             refusals.clone(),
         );
+        let discoveries = Family::<DiscoveryLabels, Counter>::default();
+        registry.register(
+            "discoveries",
+            "Addresses on-demand proxies asked about, by whether a mesh service has them",
+            discoveries.clone(),
+        );
         // A family, so that without a CA (directory mode) there is no series at all
         // rather than a 0 that looks long expired.
         let ca_expiry = Family::<CaLabels, Gauge>::default();
@@ -151,7 +173,20 @@ impl Metrics {
             proxy_rejections,
             ejection_reports,
             refusals,
+            discoveries,
         }
+    }
+
+    /// Counts a discovery: whether it found a mesh service.
+    pub fn discovered(&self, found: bool) {
+        let result = if found {
+            Found::service
+        } else {
+            Found::unknown
+        };
+        self.discoveries
+            .get_or_create(&DiscoveryLabels { result })
+            .inc();
     }
 
     /// Counts a refused request.

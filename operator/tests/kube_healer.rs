@@ -176,6 +176,7 @@ async fn heal(
     let published = Published {
         snapshot: Arc::new(snap),
         configs,
+        catalog: Default::default(),
         seen_at: Instant::now(),
     };
     let (published_tx, published_rx) = watch::channel(Some(Arc::new(published)));

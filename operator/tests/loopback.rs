@@ -50,6 +50,12 @@ fn group_addresses(dump: &serde_json::Value, service: &str, group: &str) -> Opti
 async fn a_file_change_reaches_the_proxy_and_is_reported_back() {
     let op = Operator::start(REGISTRY).await;
     let proxy = op.proxy("shop", "payments-0", PAYMENTS_TOKEN);
+    // On demand, the proxy holds the services its app calls: as its first connection
+    // to payments' VIP would, ask for it.
+    let found = op
+        .discover("shop", "payments-0", PAYMENTS_TOKEN, "10.96.0.10")
+        .await;
+    assert_eq!(found.as_deref(), Some("shop/payments"));
     eventually("the first config in the proxy", || async {
         group_addresses(&proxy.config_dump().await, "payments", "(default)")
             == Some(vec!["10.0.0.1".into()])
@@ -166,7 +172,7 @@ async fn a_change_reaches_the_proxy_as_a_delta_and_leaves_it_with_the_whole_conf
         .replace("workloads:\n", &format!("{services}workloads:\n"))
         .replace("meshed: false}\n", &format!("meshed: false}}\n{workloads}"));
     let op = Operator::start(&registry).await;
-    let proxy = op.proxy("shop", "payments-0", PAYMENTS_TOKEN);
+    let proxy = op.proxy_with("shop", "payments-0", PAYMENTS_TOKEN, &["--services", "all"]);
     eventually("the first config in the proxy", || async {
         proxy.config_dump().await["services"]
             .as_array()
@@ -208,6 +214,92 @@ async fn a_change_reaches_the_proxy_as_a_delta_and_leaves_it_with_the_whole_conf
     assert_eq!(status, 200);
     let whole: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
     assert_eq!(proxy.config_dump().await, whole);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_demand_proxy_holds_what_it_called_and_hears_only_of_that() {
+    let services: String = (0..5)
+        .map(|i| format!("- {{name: orders-{i}, namespace: shop, vips: [10.96.1.{i}], selector: {{app: orders-{i}}}, ports: [{{port: 80, protocol: http}}]}}\n"))
+        .collect();
+    let workloads = |extra: &str| -> String {
+        let pods: String = (0..5)
+            .map(|i| format!("- {{name: orders-{i}, namespace: shop, ips: [10.1.0.{i}], labels: {{app: orders-{i}}}, serviceAccount: orders, meshed: false}}\n"))
+            .collect();
+        REGISTRY
+            .replace("workloads:\n", &format!("{services}workloads:\n"))
+            .replace(
+                "meshed: false}\n",
+                &format!("meshed: false}}\n{pods}{extra}"),
+            )
+    };
+    let op = Operator::start(&workloads("")).await;
+    let proxy = op.proxy("shop", "payments-0", PAYMENTS_TOKEN);
+    eventually("a first config, with no service", || async {
+        let dump = proxy.config_dump().await;
+        !dump["version"].as_str().unwrap_or_default().is_empty()
+            && dump["services"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
+    assert_eq!(
+        op.discover("shop", "payments-0", PAYMENTS_TOKEN, "10.96.1.3")
+            .await
+            .as_deref(),
+        Some("shop/orders-3")
+    );
+    assert_eq!(
+        op.discover("shop", "payments-0", PAYMENTS_TOKEN, "203.0.113.9")
+            .await,
+        None,
+        "not a mesh service: it passes through"
+    );
+    eventually("orders-3, and only it, in the proxy", || async {
+        let dump = proxy.config_dump().await;
+        dump["services"]
+            .as_array()
+            .is_some_and(|s| s.len() == 1 && s[0]["name"] == "orders-3")
+    })
+    .await;
+    let metrics = |op: &Operator| {
+        let op = op.admin;
+        async move { support::admin_get(op, "/metrics").await.1 }
+    };
+    let before = metrics(&op).await;
+    // Another service gains an endpoint: nothing reaches this proxy.
+    op.write(
+        "registry.yaml",
+        &workloads("- {name: orders-1b, namespace: shop, ips: [10.1.1.1], labels: {app: orders-1}, serviceAccount: orders, meshed: false}\n"),
+    );
+    eventually("the operator to compile the change", || async {
+        counter(&metrics(&op).await, "braid_operator_compile_seconds_count")
+            > counter(&before, "braid_operator_compile_seconds_count")
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let after = metrics(&op).await;
+    assert_eq!(
+        counter(&after, "braid_operator_config_bytes_total"),
+        counter(&before, "braid_operator_config_bytes_total"),
+        "a change to a service it does not call sends it nothing"
+    );
+    // The one it calls gains an endpoint: only that service travels, as a delta.
+    let version = proxy.config_dump().await["version"].clone();
+    op.write(
+        "registry.yaml",
+        &workloads("- {name: orders-3b, namespace: shop, ips: [10.1.1.3], labels: {app: orders-3}, serviceAccount: orders, meshed: false}\n"),
+    );
+    eventually("the new endpoint in the proxy", || async {
+        group_addresses(&proxy.config_dump().await, "orders-3", "(default)")
+            .is_some_and(|a| a.contains(&"10.1.1.3".to_string()))
+    })
+    .await;
+    assert_ne!(proxy.config_dump().await["version"], version);
+    let sent = counter(&metrics(&op).await, "braid_operator_config_bytes_total")
+        - counter(&after, "braid_operator_config_bytes_total");
+    assert!(sent < 4096, "{sent} bytes for one endpoint");
+    assert_eq!(
+        counter(&metrics(&op).await, "braid_operator_config_deltas_total"),
+        counter(&after, "braid_operator_config_deltas_total") + 1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,7 @@ use crate::config::Side;
 use crate::connection::{self, Context, SideParts};
 use crate::control::protocol::PodRef;
 use crate::control::{ClientSettings, OperatorClient};
+use crate::discovery::Discovery;
 use crate::http::{InboundShared, Mirrors, OutboundSide, Pool};
 use crate::identity::{self, IdentityStore};
 use crate::limits::ConnectionCap;
@@ -61,6 +62,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         identity_store.install(certified);
     }
 
+    let mut discovery = None;
     match source {
         Source::File(path) => {
             let file = FileSource::new(path, Duration::from_millis(args.config_poll_ms));
@@ -71,6 +73,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         }
         Source::Operator(settings) => {
             let ca = settings.ca_file.display().to_string();
+            let on_demand = settings.on_demand;
             // One client streams the config and has the certificate signed.
             let client = Arc::new(
                 OperatorClient::new(settings, config.clone())
@@ -78,6 +81,13 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
                     .with_ejections(ejection_log.clone())
                     .with_traffic(traffic_log.clone()),
             );
+            if on_demand {
+                discovery = Some(Arc::new(Discovery::new(
+                    client.clone(),
+                    config.clone(),
+                    metrics.discovery.clone(),
+                )));
+            }
             // Not awaited: the proxy serves (and reports not ready) until the first
             // config arrives, however long the operator takes.
             tokio::spawn(client.clone().run(stop_admin.clone()));
@@ -156,6 +166,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         drain: drain.clone(),
         tls: tls.clone(),
         limits,
+        discovery,
     };
     tokio::spawn(
         overload
@@ -169,6 +180,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
             overload,
             traffic: traffic_log.clone(),
         }),
+        discovery: None,
         ..outbound_ctx.clone()
     };
 
@@ -273,6 +285,7 @@ impl Source {
                     ca_file,
                     token_file: args.token_file.clone(),
                     pod,
+                    on_demand: args.services == crate::cli::Services::OnDemand,
                 }))
             }
             (Some(_), Some(_)) => anyhow::bail!("--config and --operator exclude each other"),

@@ -81,6 +81,12 @@ pub struct RunArgs {
     /// mesh CA). Re-read on every connect.
     #[arg(long, env = "BRAID_OPERATOR_CA", value_name = "FILE")]
     pub operator_ca: Option<PathBuf>,
+    /// With --operator: which of the mesh's services this proxy holds. `on-demand`: only
+    /// those its app calls, each found the first time it is called (one round trip to
+    /// the operator, once; an address no service has passes through unchanged); `all`:
+    /// every service, as a gateway calling anything needs.
+    #[arg(long, env = "BRAID_SERVICES", value_enum, default_value_t = Services::OnDemand)]
+    pub services: Services,
     /// The pod's projected ServiceAccount token (audience braid), sent to the operator.
     /// Re-read on every connect: the kubelet rotates it.
     #[arg(
@@ -234,6 +240,16 @@ pub struct WaitAppExitArgs {
     /// How often to look, in milliseconds.
     #[arg(long, default_value_t = 200)]
     pub poll_ms: u64,
+}
+
+/// Which of the mesh's services a proxy streaming from the operator holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Services {
+    /// Those its app calls, found on first use.
+    #[default]
+    OnDemand,
+    /// Every one.
+    All,
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod config;
 pub mod connection;
 pub mod control;
 pub mod detect;
+pub mod discovery;
 pub mod http;
 pub mod identity;
 pub mod io;

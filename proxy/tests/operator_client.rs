@@ -234,9 +234,12 @@ async fn deltas_apply_to_the_last_config_and_one_for_another_base_resynchronises
     let proxy = Proxy::start_with_operator(&op).await;
     proxy.wait_ready().await;
     assert_eq!(served_by(front).await, "a");
+    let first = &op.stream_requests()[0];
+    assert_eq!(header(first, "x-braid-accept"), Some("delta, on-demand"));
     assert_eq!(
-        header(&op.stream_requests()[0], "x-braid-accept"),
-        Some("delta")
+        header(first, "x-braid-services"),
+        None,
+        "it held nothing yet"
     );
 
     // What changed only: the service, whole; the listener and node stand.
@@ -247,7 +250,14 @@ async fn deltas_apply_to_the_last_config_and_one_for_another_base_resynchronises
     op.send_line(&delta.to_string());
     proxy.wait_for_version("v2").await;
     assert_eq!(served_by(front).await, "b");
-    op.wait_for_report("v2 applied", applied("v2")).await;
+    let report = op.wait_for_report("v2 applied", applied("v2")).await;
+    let held: Vec<String> = report
+        .held_services
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(held, ["shop/web"], "an on-demand proxy says what it holds");
     let dump: serde_json::Value =
         serde_json::from_str(&proxy.admin_get("/config_dump").await.1).unwrap();
     assert_eq!(dump["node"]["serviceAccount"], "web");
@@ -274,7 +284,13 @@ async fn deltas_apply_to_the_last_config_and_one_for_another_base_resynchronises
     }});
     op.send_line(&stray.to_string());
     op.wait_for_stream_requests(2).await;
-    assert_eq!(header(&op.stream_requests()[1], VERSION_HEADER), Some("v3"));
+    let again = &op.stream_requests()[1];
+    assert_eq!(header(again, VERSION_HEADER), Some("v3"));
+    assert_eq!(
+        header(again, "x-braid-services"),
+        Some("shop/web"),
+        "what it holds, so a restarted operator keeps sending it"
+    );
     proxy.wait_for_version("v5").await;
     assert_eq!(served_by(front).await, "a");
     op.wait_for_report("v5 applied", applied("v5")).await;

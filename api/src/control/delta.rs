@@ -116,6 +116,44 @@ impl ServiceRef {
     }
 }
 
+/// A `namespace/name` that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not <namespace>/<name>")]
+pub struct BadServiceRef(pub String);
+
+impl std::str::FromStr for ServiceRef {
+    type Err = BadServiceRef;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(Self {
+                    namespace: ns.to_owned(),
+                    name: name.to_owned(),
+                })
+            }
+            _ => Err(BadServiceRef(s.to_owned())),
+        }
+    }
+}
+
+impl ServiceRef {
+    /// A [`crate::control::SERVICES_HEADER`] value listing `names`.
+    pub fn header<'a>(names: impl IntoIterator<Item = &'a ServiceRef>) -> String {
+        names
+            .into_iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The names of a [`crate::control::SERVICES_HEADER`] value; what is not
+    /// `namespace/name` is left out.
+    pub fn parse_header(value: &str) -> impl Iterator<Item = ServiceRef> + '_ {
+        value.split(',').filter_map(|n| n.parse().ok())
+    }
+}
+
 impl std::fmt::Display for ServiceRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
@@ -304,6 +342,25 @@ mod tests {
             unknown.apply(&base()).unwrap_err().to_string(),
             "the delta to v2 removes service a/gone, which v1 does not have"
         );
+    }
+
+    #[test]
+    fn service_lists_travel_in_a_header() {
+        let names = [
+            ServiceRef {
+                namespace: "shop".into(),
+                name: "payments".into(),
+            },
+            ServiceRef {
+                namespace: "ops".into(),
+                name: "metrics".into(),
+            },
+        ];
+        let header = ServiceRef::header(&names);
+        assert_eq!(header, "shop/payments,ops/metrics");
+        let back: Vec<ServiceRef> = ServiceRef::parse_header(&header).collect();
+        assert_eq!(back, names);
+        assert_eq!(ServiceRef::parse_header("a/b, ,x,c/d/e").count(), 1);
     }
 
     #[test]

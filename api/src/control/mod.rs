@@ -8,7 +8,13 @@
 //!   proxy already holds that version; then one line each time this pod's config changes.
 //!   Empty lines are heartbeats and carry nothing. A proxy that sends
 //!   `x-braid-accept: delta` gets, after a first full config, only what changed: see
-//!   [`delta`].
+//!   [`delta`]. One that also accepts `on-demand` holds only the services it calls: its
+//!   config carries the services named in `x-braid-services` (those it held before a
+//!   reconnect, `namespace/name`, comma-separated) and those it discovered since.
+//! - `POST /v1/discover` with the same two headers and a JSON [`DiscoverRequest`] (an
+//!   address the app connected to that the proxy's config does not know), on the
+//!   connection that carries the proxy's stream: a [`DiscoverResponse`] naming the service
+//!   behind it, which the stream then sends, or none (not a mesh service).
 //! - `POST /v1/report` with the same two headers and a JSON [`Report`]: the version the
 //!   proxy applied (or why it refused one); later issues add ejections and traffic counts.
 //! - `POST /v1/certificate` with the same two headers and a JSON [`CertificateRequest`]
@@ -31,6 +37,8 @@ use serde::{Deserialize, Serialize};
 pub const CONFIG_PATH: &str = "/v1/config";
 /// Path of proxy reports.
 pub const REPORT_PATH: &str = "/v1/report";
+/// Path where an on-demand proxy asks for the service behind an address.
+pub const DISCOVER_PATH: &str = "/v1/discover";
 /// Path where a proxy has its certificate signed.
 pub const CERTIFICATE_PATH: &str = "/v1/certificate";
 /// Names the pod a proxy runs in: `<namespace>/<name>`.
@@ -41,6 +49,15 @@ pub const VERSION_HEADER: &str = "x-braid-version";
 pub const ACCEPT_HEADER: &str = "x-braid-accept";
 /// In [`ACCEPT_HEADER`]: the proxy applies [`delta::DeltaLine`]s.
 pub const ACCEPT_DELTA: &str = "delta";
+/// In [`ACCEPT_HEADER`]: the proxy holds only the services it calls, found on demand
+/// ([`DISCOVER_PATH`]).
+pub const ACCEPT_ON_DEMAND: &str = "on-demand";
+/// A pod annotation: services its proxy holds before its app calls them,
+/// `namespace/name` or `namespace/*`, comma-separated (the others are found on demand).
+pub const OUTBOUND_SCOPE_ANNOTATION: &str = "braid.dev/outbound-scope";
+/// The services an on-demand proxy holds as it connects: `namespace/name`,
+/// comma-separated.
+pub const SERVICES_HEADER: &str = "x-braid-services";
 /// Why a request was refused.
 pub const ERROR_HEADER: &str = "x-braid-error";
 /// Content type of the stream: one JSON document per line.
@@ -91,6 +108,11 @@ pub struct Report {
     /// The config version now in force in the proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_version: Option<String>,
+    /// The services of the config in force, when the proxy holds only those its app
+    /// calls: with them any operator replica can tell that `appliedVersion` is this
+    /// proxy's view of the config it compiled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_services: Option<Vec<delta::ServiceRef>>,
     /// A version the proxy refused, and why (it keeps `appliedVersion`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<Rejected>,
@@ -155,6 +177,24 @@ pub struct Ejection {
     pub reason: String,
     /// For how long, in milliseconds.
     pub duration_ms: u64,
+}
+
+/// `POST /v1/discover`: which service is behind an address the proxy does not know.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiscoverRequest {
+    /// The address the app connected to (a service's virtual IP, it may be).
+    pub address: std::net::IpAddr,
+}
+
+/// The operator's answer to a [`DiscoverRequest`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiscoverResponse {
+    /// The service behind the address, now on its way on the stream; absent when the
+    /// address is no mesh service's (the connection passes through).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<delta::ServiceRef>,
 }
 
 /// `POST /v1/certificate`: a proxy asks for the certificate of its identity.

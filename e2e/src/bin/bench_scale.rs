@@ -42,6 +42,10 @@ struct Args {
     /// EncryptionPolicies (Permissive, one service's pods each).
     #[arg(long, default_value_t = 5)]
     policies: usize,
+    /// Services each proxy calls (its workload's `outboundScope`); 0: every proxy holds
+    /// every service (`--services all`), as before on-demand discovery.
+    #[arg(long, default_value_t = 10)]
+    calls: usize,
     /// Endpoints added one by one, each measured.
     #[arg(long, default_value_t = 5)]
     changes: usize,
@@ -61,6 +65,13 @@ fn main() -> anyhow::Result<()> {
         bail!(
             "--proxies {}: at most --services ({})",
             args.proxies,
+            args.services
+        );
+    }
+    if args.calls >= args.services {
+        bail!(
+            "--calls {}: fewer than --services ({})",
+            args.calls,
             args.services
         );
     }
@@ -94,6 +105,7 @@ fn main() -> anyhow::Result<()> {
             dir.path(),
             &operator,
             k,
+            args.calls == 0,
         )?);
     }
     eprintln!(
@@ -104,7 +116,11 @@ fn main() -> anyhow::Result<()> {
         p.wait_version(None, Duration::from_secs(args.change_timeout_secs))?;
     }
     let all_ready = started.elapsed();
-    let config_bytes = get(proxies[0].admin, "/config_dump")?.1.len();
+    // Compact, as the stream carries it.
+    let config_bytes =
+        serde_json::from_str::<serde_json::Value>(&get(proxies[0].admin, "/config_dump")?.1)
+            .map(|v| v.to_string().len())
+            .unwrap_or_default();
     std::thread::sleep(Duration::from_secs(2));
     let rss: Vec<u64> = proxies.iter().map(|p| rss_kb(p.child.id())).collect();
 
@@ -119,7 +135,11 @@ fn main() -> anyhow::Result<()> {
             .map(ProxyProcess::version)
             .collect::<anyhow::Result<_>>()?;
         let metrics_before = get(operator.admin, "/metrics")?.1;
-        let target = n % args.services;
+        // Each change lands on a service `calls` proxies call (every proxy, with all).
+        let target = (n + args.calls.max(1)) % args.services;
+        let affected: Vec<bool> = (0..proxies.len())
+            .map(|k| args.calls == 0 || calls(&args, k).contains(&target))
+            .collect();
         registry.push_str(&format!(
             "- {{name: s{target}-added-{n}, namespace: {NS}, ips: [{}], labels: {{app: s{target}, version: v1}}, serviceAccount: s{target}}}\n",
             ip(args.services * args.endpoints + n)
@@ -129,12 +149,23 @@ fn main() -> anyhow::Result<()> {
         let t0 = Instant::now();
         write_atomically(&mesh.join("registry.yaml"), &registry)?;
         let mut applied = Vec::new();
-        for (p, old) in proxies.iter().zip(&before) {
+        for ((p, old), _) in proxies
+            .iter()
+            .zip(&before)
+            .zip(&affected)
+            .filter(|(_, a)| **a)
+        {
             let took = p.wait_version(Some(old), Duration::from_secs(args.change_timeout_secs));
             applied.push(took.ok().map(|_| t0.elapsed()));
         }
         // Whatever is still in flight settles.
         std::thread::sleep(Duration::from_millis(500));
+        let unaffected_changed = proxies
+            .iter()
+            .zip(&before)
+            .zip(&affected)
+            .filter(|((p, old), a)| !**a && p.version().ok().as_ref() != Some(*old))
+            .count();
         let cpu = ticks_secs(cpu_ticks(operator.child.id()).saturating_sub(cpu0));
         let (healthz_max, connected_min) = healthz.stop();
         let metrics_after = get(operator.admin, "/metrics")?.1;
@@ -152,6 +183,8 @@ fn main() -> anyhow::Result<()> {
             slowest.as_secs_f64()
         );
         rows.push(Change {
+            affected: applied.len(),
+            unaffected_changed,
             slowest,
             missed,
             pushes,
@@ -215,6 +248,8 @@ fn main() -> anyhow::Result<()> {
 
 /// What one change cost.
 struct Change {
+    affected: usize,
+    unaffected_changed: usize,
     slowest: Duration,
     missed: usize,
     pushes: f64,
@@ -244,8 +279,12 @@ fn print_report(r: &Report<'_>) {
     rss.sort_unstable();
     let median = rss.get(rss.len() / 2).copied().unwrap_or_default();
     let max = rss.last().copied().unwrap_or_default();
+    let holds = match a.calls {
+        0 => "each holding every service".to_owned(),
+        n => format!("each calling {n} services"),
+    };
     println!(
-        "braid bench-scale — {} services × {} endpoints, {} TrafficRoutes, {} SelfHealings, {} EncryptionPolicies; {} real proxies; directory source",
+        "braid bench-scale — {} services × {} endpoints, {} TrafficRoutes, {} SelfHealings, {} EncryptionPolicies; {} real proxies {holds}; directory source",
         a.services, a.endpoints, a.routes, a.healings, a.policies, a.proxies
     );
     println!();
@@ -288,9 +327,9 @@ fn print_report(r: &Report<'_>) {
     println!("One endpoint added (registry.yaml written), per change:");
     println!();
     println!(
-        "| change | every proxy applied | proxies not applied | configs pushed | bytes sent | per pushed proxy | operator CPU | /healthz max | streams dropped |"
+        "| change | proxies calling it | all of them applied | not applied | others that changed | configs pushed | bytes sent | per pushed proxy | operator CPU | /healthz max | streams dropped |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (i, c) in r.rows.iter().enumerate() {
         let per = if c.pushes > 0.0 {
             c.bytes / c.pushes
@@ -298,12 +337,14 @@ fn print_report(r: &Report<'_>) {
             0.0
         };
         println!(
-            "| {} | {:.2} s | {} | {:.0} | {:.1} MB | {:.0} KB | {:.2} s | {:.0} ms | {} |",
+            "| {} | {} | {:.3} s | {} | {} | {:.0} | {:.1} KB | {:.1} KB | {:.2} s | {:.0} ms | {} |",
             i + 1,
+            c.affected,
             c.slowest.as_secs_f64(),
             c.missed,
+            c.unaffected_changed,
             c.pushes,
-            c.bytes / 1e6,
+            c.bytes / 1024.0,
             per / 1024.0,
             c.cpu,
             c.healthz_max.as_secs_f64() * 1e3,
@@ -326,14 +367,28 @@ fn registry(a: &Args) -> String {
     out.push_str("workloads:\n");
     for i in 0..a.services {
         for j in 0..a.endpoints {
+            // The proxies' workloads name the services they call.
+            let scope = match (i < a.proxies && j == 0, a.calls) {
+                (false, _) | (_, 0) => String::new(),
+                (true, _) => {
+                    let names: Vec<String> =
+                        calls(a, i).iter().map(|c| format!("{NS}/s{c}")).collect();
+                    format!(", outboundScope: [{}]", names.join(", "))
+                }
+            };
             out.push_str(&format!(
-                "- {{name: s{i}-{j}, namespace: {NS}, ips: [{}], labels: {{app: s{i}, version: v{}}}, serviceAccount: s{i}}}\n",
+                "- {{name: s{i}-{j}, namespace: {NS}, ips: [{}], labels: {{app: s{i}, version: v{}}}, serviceAccount: s{i}{scope}}}\n",
                 ip(i * a.endpoints + j),
                 1 + j % 2
             ));
         }
     }
     out
+}
+
+/// The services proxy `k` calls: the `calls` after its own.
+fn calls(a: &Args, k: usize) -> Vec<usize> {
+    (1..=a.calls).map(|m| (k + m) % a.services).collect()
 }
 
 /// The `n`-th workload's IP, in 10.1.0.0/8 onwards.
@@ -455,7 +510,13 @@ struct ProxyProcess {
 }
 
 impl ProxyProcess {
-    fn start(bin_dir: &Path, dir: &Path, op: &OperatorProcess, k: usize) -> anyhow::Result<Self> {
+    fn start(
+        bin_dir: &Path,
+        dir: &Path,
+        op: &OperatorProcess,
+        k: usize,
+        all: bool,
+    ) -> anyhow::Result<Self> {
         let admin = free_port()?;
         let health = free_port()?;
         let mut command = Command::new(bin_dir.join("braid-proxy"));
@@ -472,6 +533,7 @@ impl ProxyProcess {
             .args(["--pod-name", &format!("s{k}-0"), "--pod-namespace", NS])
             .args(["--service-account", &format!("s{k}")])
             .args(["--no-capture", "--workers", "1", "--log-level", "warn"])
+            .args(["--services", if all { "all" } else { "on-demand" }])
             .args([
                 "--admin-addr",
                 &admin.to_string(),

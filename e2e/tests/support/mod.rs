@@ -210,6 +210,10 @@ spec:
 /// Waits until `client`'s proxy holds routes whose first rule is `first_rule`, with an
 /// endpoint in both groups.
 pub fn wait_for_routes(client: &Pod, first_rule: &str) {
+    // The sidecar holds the services its app calls: call payments once, as the app
+    // would, so its routes and groups come with it (on `/count`, which the servers do
+    // not count).
+    let _ = client.app(&["get", "payments:80", "--path", "/count"]);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let dump = client.config_dump().unwrap();

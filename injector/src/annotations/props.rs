@@ -122,6 +122,7 @@ enum Expect {
     Cidrs(Vec<String>),
     Quantity(String),
     Log(String),
+    Scope(Vec<String>),
     Limit(LimitOverride),
 }
 
@@ -159,6 +160,16 @@ fn valid_value(key: &'static str) -> BoxedStrategy<(String, Expect)> {
             ];
             (prop::collection::vec(cidr, 1..4), sep)
                 .prop_map(|(cidrs, sep)| (cidrs.join(sep), Expect::Cidrs(cidrs)))
+                .boxed()
+        }
+        OUTBOUND_SCOPE => {
+            let entry = (
+                "[a-z][a-z0-9-]{0,12}",
+                prop_oneof!["[a-z][a-z0-9-]{0,12}", Just("*".to_owned())],
+            )
+                .prop_map(|(ns, name)| format!("{ns}/{name}"));
+            (prop::collection::vec(entry, 1..4), sep)
+                .prop_map(|(entries, sep)| (entries.join(sep), Expect::Scope(entries)))
                 .boxed()
         }
         key if limit_of(key).is_some() => {
@@ -236,6 +247,7 @@ fn invalid_value(key: &'static str) -> BoxedStrategy<String> {
             "10.0.0.0/ 8",
             "10.0.0.0/8/8",
         ],
+        OUTBOUND_SCOPE => vec!["payments", "/payments", "shop/", "a/b/c", "shop payments"],
         key if limit_of(key).is_some_and(|l| l.kind == LimitKind::Duration) => {
             vec!["10", "0s", "0ms", "soon", "-5s", "5 parsecs", "1.5.s", "s"]
         }
@@ -350,6 +362,7 @@ proptest! {
                 (INIT_CPU, Expect::Quantity(q)) => prop_assert_eq!(o.init_cpu.as_ref(), Some(q)),
                 (INIT_MEMORY, Expect::Quantity(q)) => prop_assert_eq!(o.init_memory.as_ref(), Some(q)),
                 (LOG_LEVEL, Expect::Log(l)) => prop_assert_eq!(o.log_level.as_ref(), Some(l)),
+                (OUTBOUND_SCOPE, Expect::Scope(s)) => prop_assert_eq!(&o.outbound_scope, s),
                 (key, Expect::Limit(l)) if limit_of(key).is_some() => {
                     prop_assert!(o.proxy_limits.contains(l), "{key}: {:?}", o.proxy_limits);
                 }

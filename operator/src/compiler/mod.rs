@@ -2,6 +2,7 @@
 //! workload. [`Compiler`] remembers its last output so that a change recompiles only the
 //! services and workloads it touches; the result is the same as compiling from scratch.
 
+mod catalog;
 mod encryption;
 mod healing;
 mod host;
@@ -20,6 +21,7 @@ use braid_api::identity::WorkloadId;
 use braid_crds::TrafficRoute;
 use braid_crds::traffic_route::Group;
 
+pub use catalog::{Catalog, ServiceSet};
 pub use host::{hostnames, service_for_host};
 pub use routes::{Conflict, RouteSet, conflicts};
 pub use service::{CompiledService, ServiceInputs, compile_service};
@@ -82,6 +84,9 @@ pub struct Stats {
 pub struct Output {
     /// Configs by workload; each carries its content-hash version.
     pub configs: BTreeMap<ObjectKey, Arc<ProxyConfig>>,
+    /// The services with their digests and each workload's own digest, from which a
+    /// proxy's view (the services it calls) is cut.
+    pub catalog: Arc<Catalog>,
     /// What the compile rebuilt.
     pub stats: Stats,
 }
@@ -91,7 +96,7 @@ pub struct Output {
 pub struct Compiler {
     opts: Options,
     services: HashMap<ObjectKey, (ServiceInputs, Arc<CompiledService>)>,
-    set: Option<(Vec<Digest256>, Arc<[Service]>, Digest256)>,
+    set: Option<(Arc<ServiceSet>, Digest256)>,
     workloads: HashMap<ObjectKey, CachedWorkload>,
     /// The route set and groups of the last compile, with what they were built from.
     routes: Option<CachedRoutes>,
@@ -225,14 +230,16 @@ impl Compiler {
         self.services = services;
 
         let digests: Vec<Digest256> = compiled.iter().map(|c| c.digest).collect();
-        let (set, set_digest) = match self.set.take() {
-            Some((d, set, digest)) if d == digests => (set, digest),
+        let (service_set, set_digest) = match self.set.take() {
+            Some((set, digest)) if set.digests == digests => (set, digest),
             _ => {
                 let set: Arc<[Service]> = compiled.iter().map(|c| c.service.clone()).collect();
-                (set, Digest256::combine(&digests))
+                let digest = Digest256::combine(&digests);
+                (Arc::new(ServiceSet::new(set, digests)), digest)
             }
         };
-        self.set = Some((digests, set.clone(), set_digest));
+        self.set = Some((service_set.clone(), set_digest));
+        let set = &service_set.services;
 
         let routes = &mut cached_routes.set;
         let mut inbound = inbound_ports(snapshot);
@@ -250,7 +257,7 @@ impl Compiler {
             };
             let cached = match self.workloads.remove(key) {
                 Some(c) if c.inputs == inputs => {
-                    if Arc::ptr_eq(&c.config.services, &set) {
+                    if Arc::ptr_eq(&c.config.services, set) {
                         stats.workloads_reused += 1;
                         c
                     } else {
@@ -267,15 +274,24 @@ impl Compiler {
                 }
                 _ => {
                     stats.workloads_compiled += 1;
-                    self.workload_config(inputs, caller_routes, &set, &set_digest)
+                    self.workload_config(inputs, caller_routes, set, &set_digest)
                 }
             };
             configs.insert(key.clone(), cached.config.clone());
             workloads.insert(key.clone(), cached);
         }
+        let own = workloads.iter().map(|(k, c)| (k.clone(), c.own)).collect();
         self.workloads = workloads;
         self.routes = Some(cached_routes);
-        Output { configs, stats }
+        let catalog = Arc::new(Catalog {
+            set: service_set,
+            own,
+        });
+        Output {
+            configs,
+            catalog,
+            stats,
+        }
     }
 
     /// What the route set and groups depend on, in the snapshot's (stable) order.

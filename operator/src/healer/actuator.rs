@@ -175,6 +175,7 @@ mod tests {
                 labels: Default::default(),
                 service_account: "payments".into(),
                 meshed: true,
+                outbound_scope: Vec::new(),
             }),
             endpoint: Some(EndpointRef {
                 target: "payments.shop:8080".into(),

@@ -277,6 +277,7 @@ fn rig_of(registry: &str, resources: &str, leader: bool) -> Rig {
     let published = Published {
         snapshot: Arc::new(snapshot_of(registry, resources)),
         configs: Default::default(),
+        catalog: Default::default(),
         seen_at: Instant::now(),
     };
     let (_published_tx, published_rx) = watch::channel(Some(Arc::new(published)));
@@ -402,6 +403,7 @@ fn only_ejections_of_endpoints_in_the_reporters_config_count() {
     let published = Published {
         snapshot: Arc::new(snap),
         configs,
+        catalog: Default::default(),
         seen_at: Instant::now(),
     };
     let mut reports = reports::Reports::default();

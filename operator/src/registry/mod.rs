@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use braid_api::config::Protocol;
+use braid_api::control::delta::ServiceRef;
 use braid_crds::{EncryptionPolicy, SelfHealing, TrafficRoute};
 
 pub use accepted::carry_accepted;
@@ -117,4 +118,8 @@ pub struct Workload {
     pub service_account: String,
     /// Whether it runs a braid proxy.
     pub meshed: bool,
+    /// Services its proxy holds whether or not its app has called them yet
+    /// (`namespace/name`, or `namespace/*` for all of a namespace's): Istio's Sidecar
+    /// `egress.hosts`. Proxies find the others on demand.
+    pub outbound_scope: Vec<ServiceRef>,
 }

@@ -148,6 +148,7 @@ workloads:
         let compile = Arc::new(Published {
             snapshot: Arc::new(snapshot.clone()),
             configs: Default::default(),
+            catalog: Default::default(),
             seen_at: Instant::now(),
         });
         let scopes = Scopes::of(compile.clone(), &policies);

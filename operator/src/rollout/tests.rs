@@ -45,6 +45,7 @@ fn rig(snapshot: Snapshot, leader: bool) -> Rig {
     hub.publish(Published {
         configs: compile(&snapshot, &Options::default()).configs,
         snapshot: Arc::new(snapshot),
+        catalog: Default::default(),
         seen_at: Instant::now(),
     });
     Rig {
@@ -407,6 +408,7 @@ async fn an_edit_of_the_interval_keeps_where_the_rollout_stands() {
     rig.hub.publish(Published {
         configs: compile(&snapshot, &Options::default()).configs,
         snapshot: Arc::new(snapshot),
+        catalog: Default::default(),
         seen_at: Instant::now(),
     });
     rig.tick(t0 + 11 * S).await;
@@ -422,6 +424,7 @@ async fn an_edit_of_the_interval_keeps_where_the_rollout_stands() {
     rig.hub.publish(Published {
         configs: compile(&snapshot, &Options::default()).configs,
         snapshot: Arc::new(snapshot),
+        catalog: Default::default(),
         seen_at: Instant::now(),
     });
     rig.tick(t0 + 12 * S).await;

@@ -260,6 +260,7 @@ mod tests {
             labels: BTreeMap::new(),
             service_account: sa.into(),
             meshed: true,
+            outbound_scope: Vec::new(),
         }
     }
 

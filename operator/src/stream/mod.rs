@@ -2,8 +2,8 @@
 //! receive their own config, then every new version of it.
 
 pub mod auth;
-pub mod delta;
 pub mod relay;
 pub mod server;
 pub mod tls;
 pub mod token_review;
+pub mod view;

@@ -1,6 +1,7 @@
 //! The HTTP handlers of the config stream and of proxy reports (see
 //! [`braid_api::control`] for the wire protocol).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,22 +11,23 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use braid_api::config::ProxyConfig;
+use braid_api::control::delta::ServiceRef;
 use braid_api::control::{
-    ACCEPT_DELTA, ACCEPT_HEADER, CERTIFICATE_PATH, CONFIG_PATH, CertificateRequest,
-    CertificateResponse, ERROR_HEADER, POD_HEADER, PodRef, REPORT_PATH, Report,
-    STREAM_CONTENT_TYPE, VERSION_HEADER,
+    ACCEPT_DELTA, ACCEPT_HEADER, ACCEPT_ON_DEMAND, CERTIFICATE_PATH, CONFIG_PATH,
+    CertificateRequest, CertificateResponse, DISCOVER_PATH, DiscoverRequest, DiscoverResponse,
+    ERROR_HEADER, POD_HEADER, PodRef, REPORT_PATH, Report, SERVICES_HEADER, STREAM_CONTENT_TYPE,
+    VERSION_HEADER,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{AuthError, Authenticator, authorize};
-use super::delta::{self, DeltaCache};
 use super::relay::{RELAYED_HEADER, Relay};
+use super::view::View;
 use crate::ca::Ca;
 use crate::ca::authority::timestamp;
 use crate::healer::ReportBatch;
-use crate::hub::{Hub, Published};
+use crate::hub::{Hub, Published, Wanted};
 use crate::metrics::{Metrics, Refusal};
 use crate::registry::{ObjectKey, Workload};
 use crate::rollout::TrafficBatch;
@@ -56,9 +58,6 @@ pub struct StreamState {
     pub relay: Option<Arc<Relay>>,
     /// Signs proxies' certificates: the CA in force, their trust domain and lifetime.
     pub signer: Signer,
-    /// The serialised services part of recent changes, shared by the streams taking
-    /// deltas.
-    pub deltas: Arc<DeltaCache>,
 }
 
 /// What signing proxies' certificates takes.
@@ -78,6 +77,7 @@ pub fn router(state: StreamState) -> Router {
         .route(CONFIG_PATH, get(config_stream))
         .route(REPORT_PATH, post(report))
         .route(CERTIFICATE_PATH, post(certificate))
+        .route(DISCOVER_PATH, post(discover))
         .with_state(state)
 }
 
@@ -190,18 +190,15 @@ async fn config_stream(State(state): State<StreamState>, headers: HeaderMap) -> 
         Ok(w) => w,
         Err(r) => return refuse(&state.metrics, r),
     };
-    let last = headers
-        .get(VERSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let deltas = headers
-        .get_all(ACCEPT_HEADER)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|v| v.trim() == ACCEPT_DELTA);
-    tracing::info!(pod = %workload.key, version = last.as_deref().unwrap_or("-"), deltas, "proxy connected");
-    let body = Body::from_stream(follow(state, workload, last, deltas));
+    let asked = Asked::of(&headers);
+    tracing::info!(
+        pod = %workload.key,
+        version = asked.last.as_deref().unwrap_or("-"),
+        deltas = asked.deltas,
+        on_demand = asked.on_demand.as_ref().map(BTreeSet::len),
+        "proxy connected"
+    );
+    let body = Body::from_stream(follow(state, workload, asked));
     let mut resp = Response::new(body);
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -227,88 +224,104 @@ struct Follower {
     pod: ObjectKey,
     /// The version the proxy holds (named at connect, or sent last).
     last: Option<String>,
-    /// The config sent last (or named at connect and current then): a delta's base.
-    sent: Option<Arc<ProxyConfig>>,
+    /// The view sent last (or named at connect and current then): a delta's base.
+    sent: Option<View>,
     /// Whether the proxy applies deltas.
     deltas: bool,
+    /// What an on-demand proxy calls; `None`: it holds every service.
+    wanted: Option<Arc<Wanted>>,
     rx: watch::Receiver<Option<Arc<Published>>>,
     heartbeat: tokio::time::Interval,
     guard: Connected,
 }
 
-impl Follower {
-    /// The chunks of the line taking the proxy from what it holds to `config`: a delta
-    /// when it takes them and this stream knows its base, else the whole config.
-    fn line(&self, config: &Arc<ProxyConfig>) -> Result<Vec<Bytes>, serde_json::Error> {
-        if self.deltas
-            && let Some(sent) = &self.sent
-        {
-            self.state.metrics.deltas.inc();
-            return Ok(delta::line(&self.state.deltas, sent, config));
+impl Drop for Follower {
+    fn drop(&mut self) {
+        if let Some(wanted) = &self.wanted {
+            self.state.hub.unregister_wanted(&self.pod, wanted);
         }
-        let mut line = serde_json::to_vec(&**config)?;
-        line.push(b'\n');
-        Ok(vec![Bytes::from(line)])
+    }
+}
+
+impl Follower {
+    /// The chunks of the line taking the proxy from what it holds to `view`: a delta
+    /// when it takes them and this stream knows its base, else the whole view.
+    fn line(&self, view: &View) -> Vec<Bytes> {
+        match &self.sent {
+            Some(sent) if self.deltas => {
+                self.state.metrics.deltas.inc();
+                sent.delta_line(view)
+            }
+            _ => view.full_line(),
+        }
     }
 
     /// The next chunks to write, or `None` when the stream ends.
     async fn next(&mut self) -> Option<Vec<Bytes>> {
-        let mut check = true;
         loop {
-            if check {
-                let published = self.rx.borrow_and_update().clone();
-                if let Some(published) = published {
-                    let pod = &self.pod;
-                    let Some(config) = published.configs.get(pod) else {
-                        tracing::info!(%pod, "workload gone or no longer meshed; ending its stream");
-                        return None;
-                    };
-                    // The token was checked against the pod's service account at
-                    // connect; a pod re-created under its name with another one (or an
-                    // edited registry) must reconnect and prove itself again.
-                    let sa = published
-                        .snapshot
-                        .workloads
-                        .get(pod)
-                        .map(|w| w.service_account.as_str());
-                    if sa != Some(self.guard.2.as_str()) {
-                        tracing::info!(%pod, "the pod's service account changed; ending its stream");
-                        return None;
+            // Looked at once on connecting, then after each change or discovery.
+            let published = self.rx.borrow_and_update().clone();
+            if let Some(published) = published {
+                let pod = &self.pod;
+                let Some(config) = published.configs.get(pod) else {
+                    tracing::info!(%pod, "workload gone or no longer meshed; ending its stream");
+                    return None;
+                };
+                // The token was checked against the pod's service account at connect; a
+                // pod re-created under its name with another one (or an edited registry)
+                // must reconnect and prove itself again.
+                let sa = published
+                    .snapshot
+                    .workloads
+                    .get(pod)
+                    .map(|w| w.service_account.as_str());
+                if sa != Some(self.guard.2.as_str()) {
+                    tracing::info!(%pod, "the pod's service account changed; ending its stream");
+                    return None;
+                }
+                // What it discovered, and what its workload's scope names.
+                let wanted = self.wanted.as_ref().map(|w| {
+                    let mut names = w.names();
+                    if let Some(w) = published.snapshot.workloads.get(pod) {
+                        names.extend(w.outbound_scope.iter().cloned());
                     }
-                    if self.last.as_deref() != Some(config.version.as_str()) {
-                        let chunks = match self.line(config) {
-                            Ok(c) => c,
-                            Err(e) => {
-                                tracing::error!(%pod, error = %e, "cannot serialise config");
-                                return None;
-                            }
-                        };
-                        self.last = Some(config.version.clone());
-                        self.sent = Some(config.clone());
-                        let metrics = &self.state.metrics;
-                        metrics.pushes.inc();
-                        let bytes: usize = chunks.iter().map(Bytes::len).sum();
-                        metrics.config_bytes.inc_by(bytes as u64);
-                        metrics
-                            .push_latency
-                            .observe(published.seen_at.elapsed().as_secs_f64());
-                        tracing::debug!(%pod, version = %config.version, bytes, "config pushed");
-                        return Some(chunks);
-                    }
-                    if self.sent.is_none() {
-                        // Named at connect and current: what a first delta applies to.
-                        self.sent = Some(config.clone());
-                    }
+                    names
+                });
+                let view = View::cut(&published, pod, config, wanted.as_ref());
+                if self.last.as_deref() != Some(view.version.as_str()) {
+                    let chunks = self.line(&view);
+                    let metrics = &self.state.metrics;
+                    metrics.pushes.inc();
+                    let bytes: usize = chunks.iter().map(Bytes::len).sum();
+                    metrics.config_bytes.inc_by(bytes as u64);
+                    metrics
+                        .push_latency
+                        .observe(published.seen_at.elapsed().as_secs_f64());
+                    tracing::debug!(%pod, version = %view.version, bytes, "config pushed");
+                    self.last = Some(view.version.clone());
+                    self.sent = Some(view);
+                    return Some(chunks);
+                }
+                if self.sent.is_none() {
+                    // Named at connect and current: what a first delta applies to.
+                    self.sent = Some(view);
                 }
             }
+            let wanted = self.wanted.clone();
+            let added = async {
+                match &wanted {
+                    Some(w) => w.added().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = self.state.stop.cancelled() => return None,
                 changed = self.rx.changed() => {
                     if changed.is_err() {
                         return None;
                     }
-                    check = true;
                 }
+                () = added => {}
                 _ = self.heartbeat.tick() => {
                     return Some(vec![Bytes::from_static(b"\n")]);
                 }
@@ -317,19 +330,66 @@ impl Follower {
     }
 }
 
-/// The stream of one proxy: its config whenever its version changes (or what changed,
+/// How a proxy asked to be streamed to.
+struct Asked {
+    /// The version it holds.
+    last: Option<String>,
+    /// Whether it applies deltas.
+    deltas: bool,
+    /// What it holds, when it discovers services on demand.
+    on_demand: Option<BTreeSet<ServiceRef>>,
+}
+
+impl Asked {
+    fn of(headers: &HeaderMap) -> Self {
+        let accepts = |what: &str| {
+            headers
+                .get_all(ACCEPT_HEADER)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|v| v.trim() == what)
+        };
+        let deltas = accepts(ACCEPT_DELTA);
+        let on_demand = (deltas && accepts(ACCEPT_ON_DEMAND)).then(|| {
+            headers
+                .get_all(SERVICES_HEADER)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(ServiceRef::parse_header)
+                .collect()
+        });
+        Self {
+            last: headers
+                .get(VERSION_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            deltas,
+            on_demand,
+        }
+    }
+}
+
+/// The stream of one proxy: its view whenever its version changes (or what changed,
 /// when it takes deltas), heartbeats between.
 fn follow(
     state: StreamState,
     admitted: Arc<Workload>,
-    last: Option<String>,
-    deltas: bool,
+    asked: Asked,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
     use futures::StreamExt;
     let pod = admitted.key.clone();
+    let wanted = asked.on_demand.map(|names| {
+        // What it holds, as it says: its version is its view of that (the same its
+        // reports will say).
+        if asked.last.is_some() {
+            state.hub.report_held(&pod, names.iter().cloned().collect());
+        }
+        state.hub.register_wanted(&pod, names)
+    });
     // The version a reconnecting proxy names is the one it holds: count it as applied,
     // or a restarted operator would report nothing applied until the next change.
-    if let Some(version) = &last {
+    if let Some(version) = &asked.last {
         state.hub.report_applied(pod.clone(), version.clone());
     }
     state.metrics.connected_proxies.inc();
@@ -344,9 +404,10 @@ fn follow(
     let follower = Follower {
         state,
         pod,
-        last,
+        last: asked.last,
         sent: None,
-        deltas,
+        deltas: asked.deltas,
+        wanted,
         rx,
         heartbeat,
         guard,
@@ -356,6 +417,58 @@ fn follow(
         Some((chunks, f))
     })
     .flat_map(|chunks| futures::stream::iter(chunks.into_iter().map(Ok)))
+}
+
+/// Finds the service behind an address an on-demand proxy does not know, and has the
+/// proxy's stream send it.
+async fn discover(State(state): State<StreamState>, headers: HeaderMap, body: Bytes) -> Response {
+    let workload = match admit(&state, &headers).await {
+        Ok(w) => w,
+        Err(r) => return refuse(&state.metrics, r),
+    };
+    let request: DiscoverRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return refuse(
+                &state.metrics,
+                Refused::new(
+                    StatusCode::BAD_REQUEST,
+                    Refusal::bad_request,
+                    format!("discover request body: {e}"),
+                ),
+            );
+        }
+    };
+    let Some(current) = state.hub.current() else {
+        return refuse(
+            &state.metrics,
+            Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Refusal::unavailable,
+                "nothing compiled yet",
+            ),
+        );
+    };
+    let set = &current.catalog.set;
+    let service = set.by_vip(request.address).and_then(|i| set.name(i));
+    state.metrics.discovered(service.is_some());
+    if let Some(name) = &service {
+        if !state.hub.want(&workload.key, name.clone()) {
+            return refuse(
+                &state.metrics,
+                Refused::new(
+                    StatusCode::CONFLICT,
+                    Refusal::bad_request,
+                    format!(
+                        "pod {} has no on-demand config stream open on this replica: send {DISCOVER_PATH} on the stream's connection",
+                        workload.key
+                    ),
+                ),
+            );
+        }
+        tracing::debug!(pod = %workload.key, address = %request.address, service = %name, "service discovered");
+    }
+    axum::Json(DiscoverResponse { service }).into_response()
 }
 
 async fn report(State(state): State<StreamState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -448,6 +561,9 @@ async fn report(State(state): State<StreamState>, headers: HeaderMap, body: Byte
         if state.traffic.try_send(batch).is_err() {
             tracing::debug!(reporter = %workload.key, "rollout loop busy; traffic report dropped");
         }
+    }
+    if let Some(held) = report.held_services {
+        state.hub.report_held(&workload.key, held);
     }
     if let Some(version) = report.applied_version {
         tracing::debug!(pod = %workload.key, %version, "proxy applied");

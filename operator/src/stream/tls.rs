@@ -72,7 +72,10 @@ pub async fn serve(
             builder
                 .http2()
                 .timer(TokioTimer::new())
-                .keep_alive_interval(Some(std::time::Duration::from_secs(20)));
+                .keep_alive_interval(Some(std::time::Duration::from_secs(20)))
+                // An on-demand proxy names the services it holds in a header as it
+                // reconnects: room for thousands (a gateway's).
+                .max_header_list_size(1 << 20);
             let conn = builder.serve_connection(TokioIo::new(tls), service);
             tokio::pin!(conn);
             tokio::select! {

@@ -146,6 +146,11 @@ impl Operator {
 
     /// Starts a proxy for `ns/pod` presenting `token`, streaming from this operator.
     pub fn proxy(&self, ns: &str, pod: &str, token: &str) -> ProxyProcess {
+        self.proxy_with(ns, pod, token, &[])
+    }
+
+    /// As [`Self::proxy`], with more flags.
+    pub fn proxy_with(&self, ns: &str, pod: &str, token: &str, extra: &[&str]) -> ProxyProcess {
         let token_file = self.dir.path().join(format!(".token-{pod}"));
         std::fs::write(&token_file, token).unwrap();
         let (admin, health) = (free_addr(), free_addr());
@@ -163,6 +168,7 @@ impl Operator {
                 "--health-addr",
                 &health.to_string(),
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
@@ -234,23 +240,61 @@ impl Operator {
         (status, reason, String::from_utf8_lossy(&body).into_owned())
     }
 
+    /// Has `ns/pod`'s stream send it the service behind `address`, as its proxy does
+    /// the first time its app connects there (once the proxy's stream is open): the
+    /// service's `namespace/name`, if any.
+    pub async fn discover(
+        &self,
+        ns: &str,
+        pod: &str,
+        token: &str,
+        address: &str,
+    ) -> Option<String> {
+        let ask = || async {
+            self.post(
+                "/v1/discover",
+                &[
+                    ("authorization", &format!("Bearer {token}")),
+                    ("x-braid-pod", &format!("{ns}/{pod}")),
+                    ("content-type", "application/json"),
+                ],
+                &format!(r#"{{"address":"{address}"}}"#),
+            )
+            .await
+        };
+        eventually("the proxy's stream to be open for a discovery", || async {
+            ask().await.0 != 409
+        })
+        .await;
+        let (status, reason, body) = ask().await;
+        assert_eq!(status, 200, "{reason:?} {body}");
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let service = &answer["service"];
+        service["name"]
+            .as_str()
+            .map(|name| format!("{}/{name}", service["namespace"].as_str().unwrap()))
+    }
+
     /// A GET on the config stream with the given headers, over TLS and HTTP/2, returning
-    /// the status, the `x-braid-error` header and the first chunk of the body.
+    /// the status, the `x-braid-error` header and the body's first line (however many
+    /// frames it spans; what arrived within 2 s when no line completes).
     pub async fn stream_get(&self, headers: &[(&str, &str)]) -> (u16, Option<String>, String) {
         let resp = self
             .send(http::Method::GET, "/v1/config", headers, Bytes::new())
             .await;
         let (status, reason) = status_and_reason(&resp);
         let mut body = resp.into_body();
-        let first = tokio::time::timeout(Duration::from_secs(2), body.frame())
-            .await
-            .ok()
-            .flatten()
-            .and_then(|f| f.ok())
-            .and_then(|f| f.into_data().ok())
-            .map(|d| String::from_utf8_lossy(&d).into_owned())
-            .unwrap_or_default();
-        (status, reason, first)
+        let mut first = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !first.contains(&b'\n') {
+            let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, body.frame()).await else {
+                break;
+            };
+            if let Ok(data) = frame.into_data() {
+                first.extend_from_slice(&data);
+            }
+        }
+        (status, reason, String::from_utf8_lossy(&first).into_owned())
     }
 }
 

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Protocol;
 use crate::config::tls::TlsMode;
 use crate::detect::{Detected, detect};
+use crate::discovery::Discovery;
 use crate::http::{
     Forwarder, InboundPeer, InboundShared, InboundSide, Mirrors, OutboundSide, Pool, Route, Side,
     serve_h1, serve_h2,
@@ -52,6 +53,9 @@ pub struct Context {
     pub tls: Arc<TlsContext>,
     /// Time and space limits on connections.
     pub limits: crate::limits::Limits,
+    /// Finds the service of an address the config does not know (outbound, when the
+    /// proxy holds only the services its app calls).
+    pub discovery: Option<Arc<Discovery>>,
 }
 
 /// What only one side shares between its connections.
@@ -107,7 +111,13 @@ pub async fn outbound(stream: TcpStream, ctx: Context) {
     let Some(dst) = redirected_to(&stream) else {
         return;
     };
-    let policy = ctx.config.with_tables(|t| ConnPolicy::outbound(t, dst));
+    let mut policy = ctx.config.with_tables(|t| ConnPolicy::outbound(t, dst));
+    if policy.is_none()
+        && let Some(discovery) = &ctx.discovery
+        && discovery.resolve(dst).await
+    {
+        policy = ctx.config.with_tables(|t| ConnPolicy::outbound(t, dst));
+    }
     match policy {
         Some(policy) => {
             let conn = Conn::plain(stream, policy.target.protocol);

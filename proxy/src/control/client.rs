@@ -3,6 +3,7 @@
 //! `POST /v1/report`, and reconnects with backoff for as long as the proxy runs. The
 //! config in force stays in force whatever the stream does.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,10 +20,11 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 use super::lines::{LineSplitter, LineTooLong, MAX_LINE};
-use super::protocol::delta::{DeltaError, DeltaLine};
+use super::protocol::delta::{DeltaError, DeltaLine, ServiceRef};
 use super::protocol::{
-    ACCEPT_DELTA, ACCEPT_HEADER, CERTIFICATE_PATH, CONFIG_PATH, CertificateRequest,
-    CertificateResponse, ERROR_HEADER, POD_HEADER, PodRef, REPORT_PATH, Rejected, Report,
+    ACCEPT_DELTA, ACCEPT_HEADER, ACCEPT_ON_DEMAND, CERTIFICATE_PATH, CONFIG_PATH,
+    CertificateRequest, CertificateResponse, DISCOVER_PATH, DiscoverRequest, DiscoverResponse,
+    ERROR_HEADER, POD_HEADER, PodRef, REPORT_PATH, Rejected, Report, SERVICES_HEADER,
     VERSION_HEADER,
 };
 use super::tls::{self, TlsError};
@@ -47,6 +49,9 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// within interval + timeout even while the stream has nothing to say.
 const PING_INTERVAL: Duration = Duration::from_secs(10);
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// A discovery holds up the first connection to a new destination: it may take this
+/// long before the connection passes through instead.
+const DISCOVER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How much of a refusal's body is read for its reason.
 const MAX_REASON: usize = 4096;
 
@@ -61,6 +66,8 @@ pub struct ClientSettings {
     pub token_file: PathBuf,
     /// The pod this proxy runs in.
     pub pod: PodRef,
+    /// Whether it holds only the services its app calls (found on demand).
+    pub on_demand: bool,
 }
 
 /// Why a stream ended. Each is logged once, then the client reconnects.
@@ -117,6 +124,12 @@ pub enum StreamError {
     /// The operator's certificate answer is unusable.
     #[error("certificate answer: {0}")]
     Certificate(serde_json::Error),
+    /// The operator's answer to a discovery is unusable.
+    #[error("discovery answer: {0}")]
+    Answer(serde_json::Error),
+    /// No stream is open to ask on.
+    #[error("no config stream is open")]
+    NotConnected,
 }
 
 /// Keeps the proxy's config current from the operator.
@@ -125,7 +138,13 @@ pub struct OperatorClient {
     store: Arc<TableStore>,
     ejections: Arc<EjectionLog>,
     traffic: Arc<TrafficLog>,
+    /// The open stream's connection, with its credentials: discoveries go there, to the
+    /// replica that streams this proxy its config.
+    open: OpenSlot,
 }
+
+/// The open stream's connection and credentials, while there is one.
+type OpenSlot = std::sync::Mutex<Option<(http2::SendRequest<Full<Bytes>>, HeaderValue)>>;
 
 impl OperatorClient {
     /// A client applying to `store`. Loads the trust anchors once so a wrong
@@ -137,6 +156,7 @@ impl OperatorClient {
             store,
             ejections: Arc::default(),
             traffic: Arc::default(),
+            open: std::sync::Mutex::new(None),
         })
     }
 
@@ -195,8 +215,31 @@ impl OperatorClient {
         let auth = self.authorization()?;
         let mut sender = self.connect().await?;
         let mut req = self.request(Method::GET, CONFIG_PATH, &auth, Bytes::new())?;
-        req.headers_mut()
-            .insert(ACCEPT_HEADER, HeaderValue::from_static(ACCEPT_DELTA));
+        if self.settings.on_demand {
+            let accept = format!("{ACCEPT_DELTA}, {ACCEPT_ON_DEMAND}");
+            if let Ok(v) = HeaderValue::from_str(&accept) {
+                req.headers_mut().insert(ACCEPT_HEADER, v);
+            }
+            // What it holds, so a reconnect (to a restarted operator, say) keeps it.
+            let held = self.store.with_tables(|t| {
+                ServiceRef::header(
+                    &t.config
+                        .services
+                        .iter()
+                        .map(ServiceRef::of)
+                        .collect::<Vec<_>>(),
+                )
+            });
+            // Names are DNS labels, always a valid header value.
+            if !held.is_empty()
+                && let Ok(v) = HeaderValue::from_str(&held)
+            {
+                req.headers_mut().insert(SERVICES_HEADER, v);
+            }
+        } else {
+            req.headers_mut()
+                .insert(ACCEPT_HEADER, HeaderValue::from_static(ACCEPT_DELTA));
+        }
         if let Some(version) = self.in_force()
             && let Ok(v) = HeaderValue::from_str(&version)
         {
@@ -216,6 +259,7 @@ impl OperatorClient {
         // every operator restart.
         *delivered = true;
         tracing::info!(operator = %self.settings.url, pod = %self.settings.pod, "config stream open");
+        let _open = Open::new(&self.open, sender.clone(), auth.clone());
 
         let mut body = resp.into_body();
         let mut lines = LineSplitter::new(MAX_LINE);
@@ -227,9 +271,10 @@ impl OperatorClient {
         // counts this proxy without waiting for a change (a reconnect holding the current
         // version gets no line to apply).
         let mut reported = tokio::time::Instant::now();
-        if let Some(version) = self.in_force() {
+        if let (Some(version), held_services) = held(&self.store, self.settings.on_demand) {
             let report = Report {
                 applied_version: Some(version),
+                held_services,
                 ..Default::default()
             };
             self.report(&mut sender, &auth, &report).await;
@@ -244,8 +289,10 @@ impl OperatorClient {
                         .with_tables(|t| self.traffic.take(t.targets().map(|t| (&*t.label, &*t.traffic))));
                     let due = reported.elapsed() >= APPLIED_REPORT_INTERVAL;
                     if !ejections.is_empty() || traffic.is_some() || due {
+                        let (applied_version, held_services) = held(&self.store, self.settings.on_demand);
                         let report = Report {
-                            applied_version: self.in_force(),
+                            applied_version,
+                            held_services,
                             ejections,
                             traffic,
                             ..Default::default()
@@ -294,7 +341,10 @@ impl OperatorClient {
     ) -> Result<(Report, Option<Arc<ProxyConfig>>), StreamError> {
         let store = self.store.clone();
         let owned = line.clone(); // Bytes: a reference count, not a copy
-        match tokio::task::spawn_blocking(move || apply_line(&store, &owned, received)).await {
+        let on_demand = self.settings.on_demand;
+        match tokio::task::spawn_blocking(move || apply_line(&store, &owned, received, on_demand))
+            .await
+        {
             Ok(outcome) => Ok(outcome?),
             Err(e) => Ok((
                 Report {
@@ -337,6 +387,32 @@ impl OperatorClient {
             Ok(()) => tracing::debug!(?report, "reported to the operator"),
             Err(e) => tracing::warn!(error = %e, ?report, "report to the operator failed"),
         }
+    }
+
+    /// The service behind `address`, an address the config does not know, asked on the
+    /// open stream's connection (so the replica streaming this proxy sends it); `None`
+    /// when it is no mesh service's.
+    pub async fn discover(&self, address: IpAddr) -> Result<Option<ServiceRef>, StreamError> {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some((mut sender, auth)) = open else {
+            return Err(StreamError::NotConnected);
+        };
+        let body = serde_json::to_vec(&DiscoverRequest { address }).map_err(StreamError::Answer)?;
+        let req = self.json_post(DISCOVER_PATH, &auth, body.into())?;
+        let resp = timed("the discovery", DISCOVER_TIMEOUT, sender.send_request(req)).await??;
+        if resp.status() != StatusCode::OK {
+            return Err(refusal(resp).await);
+        }
+        let body = timed(
+            "the discovery",
+            DISCOVER_TIMEOUT,
+            resp.into_body().collect(),
+        )
+        .await??
+        .to_bytes();
+        let answer: DiscoverResponse =
+            serde_json::from_slice(&body).map_err(StreamError::Answer)?;
+        Ok(answer.service)
     }
 
     /// Has `csr_pem` (a CSR signed by this proxy's key) signed: the certificate of this
@@ -451,6 +527,22 @@ impl OperatorClient {
     }
 }
 
+/// Holds the open stream's connection for discoveries while the stream lives.
+struct Open<'a>(&'a OpenSlot);
+
+impl<'a> Open<'a> {
+    fn new(slot: &'a OpenSlot, sender: http2::SendRequest<Full<Bytes>>, auth: HeaderValue) -> Self {
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some((sender, auth));
+        Self(slot)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
 /// Parses and applies one config line (a whole config, or a delta to `received`, else
 /// to the config in force); the report says what happened, and the config now held is
 /// the next delta's base. A refused config leaves the last good one in force (and no
@@ -459,6 +551,7 @@ fn apply_line(
     store: &TableStore,
     line: &[u8],
     received: Option<Arc<ProxyConfig>>,
+    on_demand: bool,
 ) -> Result<(Report, Option<Arc<ProxyConfig>>), DeltaError> {
     let parsed = if DeltaLine::is_delta(line) {
         match parse_delta(line) {
@@ -476,10 +569,14 @@ fn apply_line(
         store.apply(config).map(|()| version)
     });
     Ok(match applied {
-        Ok(version) => (
-            Report {
-                applied_version: Some(version),
-                ..Default::default()
+        Ok(_) => (
+            {
+                let (applied_version, held_services) = held(store, on_demand);
+                Report {
+                    applied_version,
+                    held_services,
+                    ..Default::default()
+                }
             },
             Some(store.tables().config.clone()),
         ),
@@ -498,6 +595,19 @@ fn apply_line(
                 None,
             )
         }
+    })
+}
+
+/// The version in force and, on demand, the services it holds, read from one version
+/// of the tables.
+fn held(store: &TableStore, on_demand: bool) -> (Option<String>, Option<Vec<ServiceRef>>) {
+    if !store.is_loaded() {
+        return (None, None);
+    }
+    store.with_tables(|t| {
+        let version = Some(t.config.version.clone()).filter(|v| !v.is_empty());
+        let services = on_demand.then(|| t.config.services.iter().map(ServiceRef::of).collect());
+        (version, services)
     })
 }
 
@@ -581,6 +691,13 @@ fn line_version(line: &[u8]) -> String {
     serde_json::from_slice::<Versioned>(line)
         .map(|v| v.version)
         .unwrap_or_default()
+}
+
+/// The operator knows which service has an address.
+impl crate::discovery::Ask for OperatorClient {
+    fn ask(&self, address: IpAddr) -> crate::discovery::Asking<'_> {
+        Box::pin(async move { Ok(self.discover(address).await?) })
+    }
 }
 
 /// The operator signs the proxy's certificate requests.

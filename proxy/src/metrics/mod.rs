@@ -5,13 +5,14 @@
 //! (`crate::identity::metrics`), and those that share this module's labels here, a file
 //! each: `connection.rs` (accepted and open connections), `http.rs` (requests, latency,
 //! in flight, retries, mirror copies), `outlier.rs` (ejections), `tls.rs` (handshakes
-//! and Strict refusals), `limits.rs` (connections and requests cut off by a limit) and
-//! `config.rs` (the version in force). This module keeps what they share — the registry,
+//! and Strict refusals), `limits.rs` (connections and requests cut off by a limit),
+//! `config.rs` (the version in force) and `discovery.rs` (what on-demand discovery found). This module keeps what they share — the registry,
 //! [`encode`], [`Direction`], the shared label and [`OpenGuard`] — and [`Metrics`] puts
 //! them together.
 
 pub mod config;
 pub mod connection;
+pub mod discovery;
 pub mod http;
 pub mod limits;
 pub mod outlier;
@@ -85,6 +86,8 @@ pub struct Metrics {
     pub overload: OverloadMetrics,
     /// When the certificate in force expires.
     pub identity: IdentityMetrics,
+    /// What addresses the config did not know turned out to be.
+    pub discovery: discovery::DiscoveryMetrics,
 }
 
 impl Default for Metrics {
@@ -105,6 +108,7 @@ impl Metrics {
         let config = config::ConfigMetrics::register(&mut registry);
         let tls = tls::TlsMetrics::register(&mut registry);
         let limits = limits::LimitMetrics::register(&mut registry);
+        let discovery = discovery::DiscoveryMetrics::register(&mut registry);
         Self {
             registry,
             connections,
@@ -115,6 +119,7 @@ impl Metrics {
             config,
             overload,
             identity,
+            discovery,
         }
     }
 

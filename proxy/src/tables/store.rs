@@ -435,6 +435,8 @@ pub struct TableStore {
     current: ArcSwap<Tables>,
     loaded: std::sync::atomic::AtomicBool,
     on_apply: Box<dyn Fn(&Tables) + Send + Sync>,
+    /// Counts swaps, for whoever waits for a config to arrive.
+    swaps: tokio::sync::watch::Sender<u64>,
 }
 
 impl TableStore {
@@ -445,7 +447,13 @@ impl TableStore {
             current: ArcSwap::from_pointee(Tables::build(ProxyConfig::default())?),
             loaded: std::sync::atomic::AtomicBool::new(false),
             on_apply: Box::new(on_apply),
+            swaps: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// Changes each time new tables are swapped in.
+    pub fn swaps(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.swaps.subscribe()
     }
 
     /// The tables in force now. Cheap: one atomic load.
@@ -474,6 +482,7 @@ impl TableStore {
         self.loaded
             .store(true, std::sync::atomic::Ordering::Release);
         (self.on_apply)(&tables);
+        self.swaps.send_modify(|n| *n += 1);
         Ok(())
     }
 }

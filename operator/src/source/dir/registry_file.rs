@@ -14,6 +14,7 @@
 //!   labels: {app: payments}
 //!   serviceAccount: payments           # default: default
 //!   meshed: true                       # runs a braid proxy; default: true
+//!   outboundScope: [shop/orders]       # held before first called; default: none
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,6 +22,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use braid_api::config::Protocol;
+use braid_api::control::delta::ServiceRef;
 use braid_api::invalid::{InvalidField, InvalidInput};
 use serde::Deserialize;
 
@@ -98,6 +100,10 @@ pub struct WorkloadDecl {
     /// Whether it runs a braid proxy (default true).
     #[serde(default = "yes")]
     pub meshed: bool,
+    /// Services its proxy holds before its app calls them: `namespace/name`, or
+    /// `namespace/*` (default: none; the others are found on demand).
+    #[serde(default)]
+    pub outbound_scope: Vec<String>,
 }
 
 fn default_namespace() -> String {
@@ -148,12 +154,25 @@ impl RegistryFile {
                     ));
                 }
             }
+            let mut outbound_scope = Vec::new();
+            for (j, entry) in w.outbound_scope.iter().enumerate() {
+                match entry.parse::<ServiceRef>() {
+                    Ok(name) => outbound_scope.push(name),
+                    Err(e) => errors.push(InvalidField::new(
+                        format!("workloads[{i}].outboundScope[{j}]"),
+                        format!("{e}: name a service as namespace/name, or namespace/* for all of a namespace's"),
+                    )),
+                }
+            }
+            outbound_scope.sort();
+            outbound_scope.dedup();
             let workload = Workload {
                 key: key.clone(),
                 ips: w.ips,
                 labels: w.labels,
                 service_account: w.service_account,
                 meshed: w.meshed,
+                outbound_scope,
             };
             if workloads.insert(key.clone(), Arc::new(workload)).is_some() {
                 errors.push(InvalidField::new(
@@ -292,6 +311,32 @@ workloads:
             ips("v6"),
             ["fd00::1"],
             "a pod without IPv6 is not an endpoint of it"
+        );
+    }
+
+    #[test]
+    fn a_workloads_outbound_scope_names_services_or_namespaces() {
+        let (_, workloads) = parse(
+            "workloads:\n- {name: a, namespace: shop, ips: [10.0.0.1], outboundScope: [shop/payments, ops/*, shop/payments]}\n",
+        )
+        .unwrap()
+        .resolve()
+        .unwrap();
+        let scope: Vec<String> = workloads[&ObjectKey::new("shop", "a")]
+            .outbound_scope
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(scope, ["ops/*", "shop/payments"]);
+        let errs = parse("workloads:\n- {name: a, ips: [10.0.0.1], outboundScope: [payments]}\n")
+            .unwrap()
+            .resolve()
+            .unwrap_err();
+        assert_eq!(errs[0].field, "workloads[0].outboundScope[0]");
+        assert!(
+            errs[0].to_string().contains("namespace/name"),
+            "{}",
+            errs[0]
         );
     }
 

@@ -172,6 +172,7 @@ mod tests {
                 labels: Default::default(),
                 service_account: "default".into(),
                 meshed: true,
+                outbound_scope: Vec::new(),
             }),
         );
         s

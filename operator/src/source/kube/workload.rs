@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use braid_api::control::delta::ServiceRef;
 use k8s_openapi::api::core::v1::{Container, Pod, PodIP, PodSpec, PodStatus};
 
 use crate::registry::{ObjectKey, Workload};
@@ -9,6 +10,8 @@ use crate::registry::{ObjectKey, Workload};
 /// The namespace label (value [`INJECT_ENABLED`]) that opts a namespace into the mesh, and
 /// the pod annotation (value `"false"`) that opts a pod out.
 pub const INJECT_KEY: &str = "braid.dev/inject";
+/// The pod annotation naming services its proxy holds before its app calls them.
+pub use braid_api::control::OUTBOUND_SCOPE_ANNOTATION as OUTBOUND_SCOPE_KEY;
 /// The value of [`INJECT_KEY`] on a namespace in the mesh.
 pub const INJECT_ENABLED: &str = "enabled";
 /// The name of the injected proxy container.
@@ -59,12 +62,22 @@ pub fn workload(pod: &Pod, namespace_opted_in: bool) -> Option<Workload> {
             .chain(s.init_containers.iter().flatten())
             .any(|c| c.name == PROXY_CONTAINER)
     });
+    let mut outbound_scope: Vec<ServiceRef> = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(OUTBOUND_SCOPE_KEY))
+        .map(|v| ServiceRef::parse_header(v).collect())
+        .unwrap_or_default();
+    outbound_scope.sort();
+    outbound_scope.dedup();
     Some(Workload {
         key,
         ips,
         labels: pod.metadata.labels.clone().unwrap_or_default(),
         service_account,
         meshed: namespace_opted_in && !opted_out && has_proxy,
+        outbound_scope,
     })
 }
 
@@ -94,7 +107,7 @@ pub fn slim_pod(pod: &mut Pod) {
     meta.managed_fields = None;
     meta.owner_references = None;
     if let Some(annotations) = &mut meta.annotations {
-        annotations.retain(|k, _| k == INJECT_KEY);
+        annotations.retain(|k, _| k == INJECT_KEY || k == OUTBOUND_SCOPE_KEY);
     }
     let names = |containers: &[Container]| -> Vec<Container> {
         containers
@@ -185,6 +198,25 @@ mod tests {
         assert_eq!(w.labels["app"], "payments");
         assert_eq!(w.service_account, "payments");
         assert!(w.meshed);
+    }
+
+    #[test]
+    fn the_outbound_scope_annotation_survives_slimming_and_is_read() {
+        let mut p = pod(&["app", PROXY_CONTAINER], &[]);
+        p.metadata.annotations = Some(
+            [
+                (
+                    OUTBOUND_SCOPE_KEY.to_string(),
+                    "shop/orders, ops/*,bad".to_string(),
+                ),
+                ("other".to_string(), "dropped".to_string()),
+            ]
+            .into(),
+        );
+        slim_pod(&mut p);
+        let w = workload(&p, true).unwrap();
+        let scope: Vec<String> = w.outbound_scope.iter().map(ToString::to_string).collect();
+        assert_eq!(scope, ["ops/*", "shop/orders"]);
     }
 
     #[test]
