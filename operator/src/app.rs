@@ -309,9 +309,11 @@ async fn status_loop(
             continue;
         };
         let reported = hub.applied();
+        let held = hub.held();
         let proxies = ProxyState {
             configs: &current.configs,
             applied: &reported,
+            held: &held,
             cluster_domain: &cluster_domain,
         };
         let now = Time(k8s_openapi::jiff::Timestamp::now());

@@ -209,6 +209,11 @@ impl Hub {
             .collect()
     }
 
+    /// The services each on-demand proxy reported holding.
+    pub fn held(&self) -> HashMap<ObjectKey, Vec<ServiceRef>> {
+        lock(&self.held).clone()
+    }
+
     /// Registers what on-demand proxy `pod` holds as its stream opens (replacing a
     /// stream it had before).
     pub fn register_wanted(&self, pod: &ObjectKey, names: BTreeSet<ServiceRef>) -> Arc<Wanted> {

@@ -4,6 +4,7 @@
 mod accepted;
 mod in_force;
 mod key;
+mod label_index;
 mod observed;
 pub mod progress;
 mod quarantine;
@@ -19,6 +20,7 @@ use braid_crds::{EncryptionPolicy, SelfHealing, TrafficRoute};
 pub use accepted::carry_accepted;
 pub use in_force::governing_policy;
 pub use key::ObjectKey;
+pub use label_index::LabelIndex;
 pub use observed::{Kind, Observed};
 pub use progress::{Progress, Rollouts};
 pub use quarantine::QUARANTINED;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use braid_api::control::Traffic;
+use braid_api::control::delta::ServiceRef;
 use braid_api::identity::WorkloadId;
 use braid_crds::EncryptionPolicy;
 use braid_crds::encryption_policy::{
@@ -244,6 +245,7 @@ impl RolloutLoop {
         }
         // Usually none: the callers behind each policy are looked for among these only.
         let lagging = self.hub.lagging(&published.configs);
+        let held = self.hub.held();
         // An edit that keeps what the progress means (the interval, say) keeps it.
         memory.tracked.retain(|k, t| {
             policies.iter().any(|(pk, p)| {
@@ -268,7 +270,7 @@ impl RolloutLoop {
             let Covered { pods, services } = scopes.covered(key);
             let spec = &policy.spec;
             let window = interval_of(spec).unwrap_or(DEFAULT_WINDOW);
-            let behind = callers_behind(&lagging, services);
+            let behind = callers_behind(&lagging, &held, services);
             let callers_behind = behind.len();
             let mut hold_now = None;
             let mut percent = static_percent(spec);
@@ -466,6 +468,7 @@ fn named(pods: &[&ObjectKey]) -> String {
 /// config carries one of them.
 fn callers_behind<'a>(
     lagging: &[(&'a ObjectKey, &braid_api::config::ProxyConfig)],
+    held: &HashMap<ObjectKey, Vec<ServiceRef>>,
     services: &BTreeSet<ObjectKey>,
 ) -> Vec<&'a ObjectKey> {
     if services.is_empty() {
@@ -475,7 +478,14 @@ fn callers_behind<'a>(
     let mut calls: HashMap<*const braid_api::config::Service, bool> = HashMap::new();
     lagging
         .iter()
-        .filter(|(_, c)| {
+        .filter(|(pod, c)| {
+            // An on-demand proxy calls what it holds; a service it finds later comes
+            // with the config in force.
+            if let Some(held) = held.get(*pod) {
+                return held
+                    .iter()
+                    .any(|s| services.contains(&ObjectKey::new(&s.namespace, &s.name)));
+            }
             *calls.entry(c.services.as_ptr()).or_insert_with(|| {
                 c.services.iter().any(|s| {
                     services

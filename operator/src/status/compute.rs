@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use braid_api::config::ProxyConfig;
+use braid_api::control::delta::ServiceRef;
 use braid_crds::ValidationErrors;
 use braid_crds::common::WorkloadSelector;
 use braid_crds::encryption_policy::EncryptionPolicyStatus;
@@ -41,21 +42,63 @@ pub struct ProxyState<'a> {
     pub configs: &'a BTreeMap<ObjectKey, Arc<ProxyConfig>>,
     /// The config version each connected proxy last reported applying.
     pub applied: &'a HashMap<ObjectKey, String>,
+    /// The services each on-demand proxy reported holding (a proxy not here holds every
+    /// service).
+    pub held: &'a HashMap<ObjectKey, Vec<ServiceRef>>,
     /// The cluster's DNS domain, to resolve TrafficRoute hosts.
     pub cluster_domain: &'a str,
 }
 
+/// Proxies counted under each service they hold, in one pass over the proxies (not one
+/// per TrafficRoute): on-demand proxies under the services they reported holding, the
+/// others, which hold every service, once for all.
+#[derive(Default)]
+struct Holders {
+    by_service: HashMap<ObjectKey, ProxyCounts>,
+    every: ProxyCounts,
+}
+
+impl Holders {
+    /// The proxies holding `service`.
+    fn of(&self, service: &ObjectKey) -> ProxyCounts {
+        let some = self.by_service.get(service).cloned().unwrap_or_default();
+        ProxyCounts {
+            targeted: some.targeted + self.every.targeted,
+            applied: some.applied + self.every.applied,
+        }
+    }
+}
+
 impl ProxyState<'_> {
+    /// Whether `pod`'s proxy reported holding its current config.
+    fn current(&self, pod: &ObjectKey) -> bool {
+        let current = self.configs.get(pod).map(|c| c.version.as_str());
+        current.is_some() && self.applied.get(pod).map(String::as_str) == current
+    }
+
     fn counts<'k>(&self, targets: impl Iterator<Item = &'k ObjectKey>) -> ProxyCounts {
         let mut counts = ProxyCounts::default();
         for pod in targets {
-            counts.targeted += 1;
-            let current = self.configs.get(pod).map(|c| c.version.as_str());
-            if current.is_some() && self.applied.get(pod).map(String::as_str) == current {
-                counts.applied += 1;
-            }
+            add(&mut counts, self.current(pod));
         }
         counts
+    }
+
+    fn holders(&self) -> Holders {
+        let mut out = Holders::default();
+        for pod in self.configs.keys() {
+            let current = self.current(pod);
+            match self.held.get(pod) {
+                None => add(&mut out.every, current),
+                Some(services) => {
+                    for s in services {
+                        let key = ObjectKey::new(&s.namespace, &s.name);
+                        add(out.by_service.entry(key).or_default(), current);
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Meshed workloads of `namespace` that `selector` picks.
@@ -99,14 +142,17 @@ pub fn compute(
 ) -> Computed {
     let mut out = Computed::default();
     let conflicts = conflicts(snapshot, proxies.cluster_domain);
+    let holders = proxies.holders();
     for obs in snapshot.traffic_routes.values() {
         let host_service = obs.accepted.as_ref().and_then(|r| {
             service_for_host(&r.spec.host, &obs.key.namespace, proxies.cluster_domain)
                 .filter(|svc| snapshot.services.contains_key(svc))
         });
-        // Every meshed workload receives every service, so all of them carry the
-        // route's groups once its host is a known service.
-        let targets = proxies.configs.keys().filter(|_| host_service.is_some());
+        // The proxies holding the host service carry the route's rules and groups.
+        let counts = host_service
+            .as_ref()
+            .map(|svc| holders.of(svc))
+            .unwrap_or_default();
         let mut condition = accepted(obs, Kind::TrafficRoute, previous, now);
         if let Some(c) = conflicts.iter().find(|c| c.loser == obs.key) {
             conflicted(&mut condition, &c.winner, previous, &obs.key, now);
@@ -125,7 +171,7 @@ pub fn compute(
             observed_generation: obs.generation,
             conditions,
             rule_count: obs.accepted.as_ref().map(|r| r.spec.rules.len() as u32),
-            proxies: Some(proxies.counts(targets)),
+            proxies: Some(counts),
         };
         push(&mut out, Kind::TrafficRoute, obs, &status, previous);
     }
@@ -180,6 +226,13 @@ pub fn compute(
         push(&mut out, Kind::SelfHealing, obs, &status, previous);
     }
     out
+}
+
+fn add(counts: &mut ProxyCounts, current: bool) {
+    counts.targeted += 1;
+    if current {
+        counts.applied += 1;
+    }
 }
 
 fn push<T, S: Serialize>(
@@ -485,6 +538,7 @@ workloads:
         let proxies = ProxyState {
             configs: &configs,
             applied: &applied,
+            held: &HashMap::new(),
             cluster_domain: "cluster.local",
         };
         compute(snap, proxies, NO_VIEWS, previous, at)
@@ -499,6 +553,48 @@ workloads:
     }
 
     #[test]
+    fn a_route_targets_the_proxies_holding_its_service() {
+        let mut gens = Generations::default();
+        let snap = snapshot(&mut gens, "2s");
+        let configs = compile(&snap, &Options::default()).configs;
+        let (pay, checkout) = (
+            ObjectKey::new("shop", "payments-0"),
+            ObjectKey::new("shop", "checkout-0"),
+        );
+        let applied = HashMap::from([(pay.clone(), configs[&pay].version.clone())]);
+        let route = |held: &HashMap<ObjectKey, Vec<ServiceRef>>| {
+            let proxies = ProxyState {
+                configs: &configs,
+                applied: &applied,
+                held,
+                cluster_domain: "cluster.local",
+            };
+            let c = compute(
+                &snap,
+                proxies,
+                NO_VIEWS,
+                &BTreeMap::new(),
+                &time("2026-11-22T00:00:00Z"),
+            );
+            let p = c.statuses[&(Kind::TrafficRoute, ObjectKey::new("shop", "payments"))].status
+                ["proxies"]
+                .clone();
+            (
+                p["targeted"].as_u64().unwrap(),
+                p["applied"].as_u64().unwrap(),
+            )
+        };
+        // Proxies holding every service: both carry the route.
+        assert_eq!(route(&HashMap::new()), (2, 1));
+        // On demand: checkout-0 has not called payments, so the route is not its.
+        let held = HashMap::from([
+            (pay.clone(), vec!["shop/payments".parse().unwrap()]),
+            (checkout.clone(), vec![]),
+        ]);
+        assert_eq!(route(&held), (1, 1));
+    }
+
+    #[test]
     fn statuses_count_proxies_and_report_invalid_specs_once() {
         let mut gens = Generations::default();
         let snap = snapshot(&mut gens, "2s");
@@ -508,6 +604,7 @@ workloads:
         let proxies = ProxyState {
             configs: &configs,
             applied: &applied,
+            held: &HashMap::new(),
             cluster_domain: "cluster.local",
         };
         let t0 = time("2026-11-22T00:00:00Z");
@@ -537,6 +634,7 @@ workloads:
         let proxies = ProxyState {
             configs: &configs,
             applied: &applied,
+            held: &HashMap::new(),
             cluster_domain: "cluster.local",
         };
         let t1 = time("2026-11-22T00:01:00Z");

@@ -26,7 +26,9 @@ use braid_api::control::delta::ServiceRef;
 use braid_api::invalid::{InvalidField, InvalidInput};
 use serde::Deserialize;
 
-use crate::registry::{ObjectKey, ServiceEndpoint, ServiceEntry, ServicePort, Workload};
+use crate::registry::{
+    LabelIndex, ObjectKey, ServiceEndpoint, ServiceEntry, ServicePort, Workload,
+};
 
 /// The file's name inside the source directory.
 pub const FILE_NAME: &str = "registry.yaml";
@@ -183,6 +185,7 @@ impl RegistryFile {
         }
         let mut services = BTreeMap::new();
         let mut vips = BTreeSet::new();
+        let index = LabelIndex::new(workloads.values());
         for (i, s) in self.services.into_iter().enumerate() {
             let key = ObjectKey::new(&s.namespace, &s.name);
             for vip in &s.vips {
@@ -213,12 +216,9 @@ impl RegistryFile {
             let endpoints = if s.selector.is_empty() {
                 Vec::new()
             } else {
-                workloads
-                    .values()
-                    .filter(|w| {
-                        w.key.namespace == s.namespace
-                            && s.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
-                    })
+                index
+                    .select(&s.namespace, &s.selector)
+                    .into_iter()
                     .filter_map(|w| {
                         // A service's endpoints speak its VIPs' family (an IPv6-only
                         // service reaches dual-stack pods on their IPv6 address).
