@@ -118,6 +118,28 @@ fn cooldown(healing: &Healing) -> Duration {
 
 /// Plans the healer's next step.
 pub fn plan(snapshot: &Snapshot, reports: &Reports, ledger: &Ledger, now: Timestamp) -> Plan {
+    plan_with(snapshot, &quarantined(snapshot), reports, ledger, now)
+}
+
+/// The pods of `snapshot` a SelfHealing quarantined: worked out once per snapshot, not
+/// on every tick over every pod of the mesh.
+pub fn quarantined(snapshot: &Snapshot) -> Vec<Arc<Workload>> {
+    snapshot
+        .workloads
+        .values()
+        .filter(|pod| pod.labels.contains_key(QUARANTINED_BY) && pod.is_quarantined())
+        .cloned()
+        .collect()
+}
+
+/// [`plan`], with `snapshot`'s [`quarantined`] pods.
+pub fn plan_with(
+    snapshot: &Snapshot,
+    quarantined: &[Arc<Workload>],
+    reports: &Reports,
+    ledger: &Ledger,
+    now: Timestamp,
+) -> Plan {
     let healings = snapshot.self_healings_oldest_first();
     let mut out = Plan::default();
     let mut spent: BTreeMap<ObjectKey, u32> = BTreeMap::new();
@@ -190,13 +212,10 @@ pub fn plan(snapshot: &Snapshot, reports: &Reports, ledger: &Ledger, now: Timest
             }
         }
     }
-    for pod in snapshot.workloads.values() {
+    for pod in quarantined {
         let Some(by) = pod.labels.get(QUARANTINED_BY) else {
             continue;
         };
-        if !pod.is_quarantined() {
-            continue;
-        }
         let owner = healings
             .iter()
             .find(|(k, _)| k.namespace == pod.key.namespace && tag(&k.name) == *by);

@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::actuator::{Act, ActError, Actuator, Request};
 use super::ledger::{Ledger, record_of};
-use super::plan::{Due, Plan, plan};
+use super::plan::{Due, Plan, plan_with, quarantined};
 use super::reports::{EndpointRef, Reports};
 use crate::hub::Published;
-use crate::registry::{Kind, ObjectKey};
+use crate::registry::{Kind, ObjectKey, Workload};
 use crate::sink::{Event, StatusSink};
 
 /// How often the healer plans.
@@ -84,6 +84,9 @@ pub(super) struct Memory {
     readmit_retry: BTreeMap<ObjectKey, Timestamp>,
     /// Addresses of pods acted on, with until when their reports are ignored.
     settling: BTreeMap<IpAddr, Timestamp>,
+    /// The quarantined pods of the last compile seen (held, so its address is not
+    /// reused while compared).
+    quarantined: Option<(Arc<Published>, Vec<Arc<Workload>>)>,
 }
 
 impl Healer {
@@ -119,6 +122,10 @@ impl Healer {
         let Some(published) = self.published.borrow().clone() else {
             return;
         };
+        let quarantined = match memory.quarantined.take() {
+            Some((of, pods)) if Arc::ptr_eq(&of, &published) => (of, pods),
+            _ => (published.clone(), quarantined(&published.snapshot)),
+        };
         let snapshot = &published.snapshot;
         memory.ledger.prune(
             |k| {
@@ -129,7 +136,13 @@ impl Healer {
             },
             now,
         );
-        let planned = plan(snapshot, &memory.reports, &memory.ledger, now);
+        let planned = plan_with(
+            snapshot,
+            &quarantined.1,
+            &memory.reports,
+            &memory.ledger,
+            now,
+        );
         let reported: BTreeSet<EndpointRef> =
             memory.reports.iter().map(|(k, _)| k.clone()).collect();
         memory.told.retain(|e| reported.contains(e));
@@ -140,10 +153,17 @@ impl Healer {
         let planned = if *self.leader.borrow() {
             self.carry_out(memory, &planned, now).await;
             // Acting forgets the endpoints acted on: what status lists follows that.
-            plan(snapshot, &memory.reports, &memory.ledger, now)
+            plan_with(
+                snapshot,
+                &quarantined.1,
+                &memory.reports,
+                &memory.ledger,
+                now,
+            )
         } else {
             planned
         };
+        memory.quarantined = Some(quarantined);
         let mut view = HealingView::new();
         for (key, unhealthy) in &planned.unhealthy {
             view.entry(key.clone()).or_default().unhealthy = unhealthy.clone();

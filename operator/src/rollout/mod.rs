@@ -3,6 +3,7 @@
 //! each EncryptionPolicy's rollout on step by step, steps back when callers fail more,
 //! enforces Strict once no plaintext arrives, and shows it all in status.
 
+mod lagging;
 mod plan;
 mod run;
 mod scope;

@@ -4,13 +4,12 @@
 //! status, once written and read back (see `compiler`).
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use braid_api::control::Traffic;
-use braid_api::control::delta::ServiceRef;
 use braid_api::identity::WorkloadId;
 use braid_crds::EncryptionPolicy;
 use braid_crds::encryption_policy::{
@@ -20,6 +19,7 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::lagging::Lagging;
 use super::plan::{Hold, Measured, Position, Safety, Transition, hold, levels, step};
 use super::scope::{Covered, Scopes};
 use super::traffic::{TrafficBook, service_of};
@@ -245,7 +245,7 @@ impl RolloutLoop {
         }
         // Usually none: the callers behind each policy are looked for among these only.
         let lagging = self.hub.lagging(&published.configs);
-        let held = self.hub.held();
+        let lagging = Lagging::new(&lagging, &self.hub.held());
         // An edit that keeps what the progress means (the interval, say) keeps it.
         memory.tracked.retain(|k, t| {
             policies.iter().any(|(pk, p)| {
@@ -270,7 +270,7 @@ impl RolloutLoop {
             let Covered { pods, services } = scopes.covered(key);
             let spec = &policy.spec;
             let window = interval_of(spec).unwrap_or(DEFAULT_WINDOW);
-            let behind = callers_behind(&lagging, &held, services);
+            let behind = lagging.calling(services);
             let callers_behind = behind.len();
             let mut hold_now = None;
             let mut percent = static_percent(spec);
@@ -461,41 +461,6 @@ fn named(pods: &[&ObjectKey]) -> String {
         text.push_str(&format!(" and {} more", pods.len() - SHOWN_CALLERS));
     }
     text
-}
-
-/// Of the `lagging` proxies (those not holding the config the operator serves them now,
-/// so they may still call at an older percent), the ones that call `services`: whose
-/// config carries one of them.
-fn callers_behind<'a>(
-    lagging: &[(&'a ObjectKey, &braid_api::config::ProxyConfig)],
-    held: &HashMap<ObjectKey, Vec<ServiceRef>>,
-    services: &BTreeSet<ObjectKey>,
-) -> Vec<&'a ObjectKey> {
-    if services.is_empty() {
-        return Vec::new();
-    }
-    // Callers share their service sets: decide once per distinct set.
-    let mut calls: HashMap<*const braid_api::config::Service, bool> = HashMap::new();
-    lagging
-        .iter()
-        .filter(|(pod, c)| {
-            // An on-demand proxy calls what it holds; a service it finds later comes
-            // with the config in force.
-            if let Some(held) = held.get(*pod) {
-                return held
-                    .iter()
-                    .any(|s| services.contains(&ObjectKey::new(&s.namespace, &s.name)));
-            }
-            *calls.entry(c.services.as_ptr()).or_insert_with(|| {
-                c.services.iter().any(|s| {
-                    services
-                        .iter()
-                        .any(|k| k.name == s.name && k.namespace == s.namespace)
-                })
-            })
-        })
-        .map(|(pod, _)| *pod)
-        .collect()
 }
 
 /// The interval of an automatic rollout.
