@@ -11,13 +11,19 @@ use super::Workload;
 #[derive(Debug, Default)]
 pub struct LabelIndex<'a> {
     by_label: HashMap<(&'a str, &'a str, &'a str), Vec<&'a Arc<Workload>>>,
+    by_namespace: HashMap<&'a str, Vec<&'a Arc<Workload>>>,
 }
 
 impl<'a> LabelIndex<'a> {
     /// Indexes `workloads`; each list keeps their order.
     pub fn new(workloads: impl IntoIterator<Item = &'a Arc<Workload>>) -> Self {
         let mut by_label: HashMap<(&str, &str, &str), Vec<&Arc<Workload>>> = HashMap::new();
+        let mut by_namespace: HashMap<&str, Vec<&Arc<Workload>>> = HashMap::new();
         for w in workloads {
+            by_namespace
+                .entry(w.key.namespace.as_str())
+                .or_default()
+                .push(w);
             for (k, v) in &w.labels {
                 by_label
                     .entry((w.key.namespace.as_str(), k.as_str(), v.as_str()))
@@ -25,7 +31,35 @@ impl<'a> LabelIndex<'a> {
                     .push(w);
             }
         }
-        Self { by_label }
+        Self {
+            by_label,
+            by_namespace,
+        }
+    }
+
+    /// The workloads of `namespace` that may carry every label of `labels`: those with
+    /// its rarest label, or with no labels to go by, all of the namespace's. The caller
+    /// checks the whole selector on these few.
+    pub fn candidates<'s>(
+        &'s self,
+        namespace: &'s str,
+        labels: &'s BTreeMap<String, String>,
+    ) -> &'s [&'s Arc<Workload>] {
+        let mut fewest: Option<&Vec<&Arc<Workload>>> = None;
+        for (k, v) in labels {
+            match self.by_label.get(&(namespace, k.as_str(), v.as_str())) {
+                Some(list) if fewest.is_none_or(|f| list.len() < f.len()) => fewest = Some(list),
+                Some(_) => {}
+                None => return &[],
+            }
+        }
+        match fewest {
+            Some(list) => list,
+            None => self
+                .by_namespace
+                .get(namespace)
+                .map_or(&[][..], Vec::as_slice),
+        }
     }
 
     /// The workloads of `namespace` that carry every label of `selector`, in the order
@@ -109,6 +143,15 @@ mod tests {
                 })
                 .collect();
             assert_eq!(names(&index.select(ns, &s)), names(&scan), "{ns} {s:?}");
+            // Candidates hold every match (an empty selector: the whole namespace).
+            let candidates = index.candidates(ns, &s);
+            let whole_namespace = all.iter().filter(|w| w.key.namespace == ns).count();
+            if s.is_empty() {
+                assert_eq!(candidates.len(), whole_namespace);
+            }
+            for w in &scan {
+                assert!(candidates.iter().any(|c| Arc::ptr_eq(c, w)), "{ns} {s:?}");
+            }
         }
     }
 }

@@ -17,7 +17,7 @@ use super::refs::{RESOLVED_REFS, Unresolved, unresolved};
 use crate::compiler::{conflicts, service_for_host};
 use crate::healer::HealingView;
 use crate::registry::progress::progress_of;
-use crate::registry::{Kind, ObjectKey, Observed, Snapshot};
+use crate::registry::{Kind, LabelIndex, ObjectKey, Observed, Snapshot};
 use crate::rollout::{EncryptionState, EncryptionView, Safety};
 use crate::sink::{Event, StatusUpdate};
 
@@ -101,20 +101,19 @@ impl ProxyState<'_> {
         out
     }
 
-    /// Meshed workloads of `namespace` that `selector` picks.
+    /// Meshed workloads of `namespace` that `selector` picks, from the few `index` says
+    /// may match rather than every workload of the mesh.
     fn selected<'s>(
         &'s self,
-        snapshot: &'s Snapshot,
+        index: &'s LabelIndex<'s>,
         namespace: &'s str,
         selector: &'s WorkloadSelector,
     ) -> impl Iterator<Item = &'s ObjectKey> + 's {
-        self.configs.keys().filter(move |k| {
-            k.namespace == namespace
-                && snapshot
-                    .workloads
-                    .get(*k)
-                    .is_some_and(|w| selector.matches(&w.labels))
-        })
+        index
+            .candidates(namespace, &selector.match_labels)
+            .iter()
+            .filter(move |w| selector.matches(&w.labels) && self.configs.contains_key(&w.key))
+            .map(|w| &w.key)
     }
 }
 
@@ -143,6 +142,7 @@ pub fn compute(
     let mut out = Computed::default();
     let conflicts = conflicts(snapshot, proxies.cluster_domain);
     let holders = proxies.holders();
+    let index = LabelIndex::new(snapshot.workloads.values());
     for obs in snapshot.traffic_routes.values() {
         let host_service = obs.accepted.as_ref().and_then(|r| {
             service_for_host(&r.spec.host, &obs.key.namespace, proxies.cluster_domain)
@@ -177,7 +177,7 @@ pub fn compute(
     }
     for obs in snapshot.encryption_policies.values() {
         let counts = obs.accepted.as_ref().map(|p| {
-            proxies.counts(proxies.selected(snapshot, &obs.key.namespace, &p.spec.selector))
+            proxies.counts(proxies.selected(&index, &obs.key.namespace, &p.spec.selector))
         });
         let mut conditions = vec![accepted(obs, Kind::EncryptionPolicy, previous, now)];
         let mut status = EncryptionPolicyStatus {
@@ -212,7 +212,7 @@ pub fn compute(
     }
     for obs in snapshot.self_healings.values() {
         let counts = obs.accepted.as_ref().map(|p| {
-            proxies.counts(proxies.selected(snapshot, &obs.key.namespace, &p.spec.selector))
+            proxies.counts(proxies.selected(&index, &obs.key.namespace, &p.spec.selector))
         });
         let healer = views.healing.get(&obs.key).cloned().unwrap_or_default();
         let status = SelfHealingStatus {
