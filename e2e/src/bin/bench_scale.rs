@@ -507,6 +507,7 @@ impl Drop for OperatorProcess {
 struct ProxyProcess {
     child: Child,
     admin: SocketAddr,
+    log: PathBuf,
 }
 
 impl ProxyProcess {
@@ -540,8 +541,9 @@ impl ProxyProcess {
                 "--health-addr",
                 &health.to_string(),
             ]);
-        let child = spawn(&mut command, &dir.join(format!("proxy-{k}.log")))?;
-        Ok(Self { child, admin })
+        let log = dir.join(format!("proxy-{k}.log"));
+        let child = spawn(&mut command, &log)?;
+        Ok(Self { child, admin, log })
     }
 
     /// The config version in force (empty before the first).
@@ -567,9 +569,14 @@ impl ProxyProcess {
                 return Ok(());
             }
             if start.elapsed() > timeout {
+                // The run's directory goes with it: say what the proxy said.
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
                 bail!(
-                    "proxy on {} did not apply a new config within {timeout:?}",
-                    self.admin
+                    "proxy on {} did not apply a new config within {timeout:?}; its log ends:\n{}",
+                    self.admin,
+                    tail.join("\n")
                 );
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -302,10 +302,11 @@ impl Follower {
                     self.sent = Some(view);
                     return Some(chunks);
                 }
-                if self.sent.is_none() {
-                    // Named at connect and current: what a first delta applies to.
-                    self.sent = Some(view);
-                }
+                // What the proxy holds, cut from this compile: the same content (the
+                // same version), and the older compile's services can be let go (a
+                // stream that kept a view of each compile it last wrote would keep
+                // every such compile alive).
+                self.sent = Some(view);
             }
             let wanted = self.wanted.clone();
             let added = async {
