@@ -185,6 +185,29 @@ async fn admit(state: &StreamState, headers: &HeaderMap) -> Result<Arc<Workload>
     Ok(workload)
 }
 
+/// [`admit`], then the request's JSON body (`what` names it in a refusal).
+async fn admit_json<T: serde::de::DeserializeOwned>(
+    state: &StreamState,
+    headers: &HeaderMap,
+    body: &[u8],
+    what: &str,
+) -> Result<(Arc<Workload>, T), Response> {
+    let workload = admit(state, headers)
+        .await
+        .map_err(|r| refuse(&state.metrics, r))?;
+    let parsed = serde_json::from_slice(body).map_err(|e| {
+        refuse(
+            &state.metrics,
+            Refused::new(
+                StatusCode::BAD_REQUEST,
+                Refusal::bad_request,
+                format!("{what}: {e}"),
+            ),
+        )
+    })?;
+    Ok((workload, parsed))
+}
+
 async fn config_stream(State(state): State<StreamState>, headers: HeaderMap) -> Response {
     let workload = match admit(&state, &headers).await {
         Ok(w) => w,
@@ -423,23 +446,11 @@ fn follow(
 /// Finds the service behind an address an on-demand proxy does not know, and has the
 /// proxy's stream send it.
 async fn discover(State(state): State<StreamState>, headers: HeaderMap, body: Bytes) -> Response {
-    let workload = match admit(&state, &headers).await {
-        Ok(w) => w,
-        Err(r) => return refuse(&state.metrics, r),
-    };
-    let request: DiscoverRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return refuse(
-                &state.metrics,
-                Refused::new(
-                    StatusCode::BAD_REQUEST,
-                    Refusal::bad_request,
-                    format!("discover request body: {e}"),
-                ),
-            );
-        }
-    };
+    let (workload, request): (_, DiscoverRequest) =
+        match admit_json(&state, &headers, &body, "discover request body").await {
+            Ok(admitted) => admitted,
+            Err(refused) => return refused,
+        };
     let Some(current) = state.hub.current() else {
         return refuse(
             &state.metrics,
@@ -473,23 +484,11 @@ async fn discover(State(state): State<StreamState>, headers: HeaderMap, body: By
 }
 
 async fn report(State(state): State<StreamState>, headers: HeaderMap, body: Bytes) -> Response {
-    let workload = match admit(&state, &headers).await {
-        Ok(w) => w,
-        Err(r) => return refuse(&state.metrics, r),
-    };
-    let report: Report = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return refuse(
-                &state.metrics,
-                Refused::new(
-                    StatusCode::BAD_REQUEST,
-                    Refusal::bad_request,
-                    format!("report body: {e}"),
-                ),
-            );
-        }
-    };
+    let (workload, report): (_, Report) =
+        match admit_json(&state, &headers, &body, "report body").await {
+            Ok(admitted) => admitted,
+            Err(refused) => return refused,
+        };
     if let Some(rejected) = &report.rejected {
         state.metrics.proxy_rejections.inc();
         tracing::warn!(pod = %workload.key, version = %rejected.version, error = %rejected.error, "proxy refused a config");
@@ -588,19 +587,16 @@ async fn certificate(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let workload = match admit(&state, &headers).await {
-        Ok(w) => w,
-        Err(r) => return refuse(&state.metrics, r),
-    };
+    let (workload, request): (_, CertificateRequest) =
+        match admit_json(&state, &headers, &body, "certificate request body").await {
+            Ok(admitted) => admitted,
+            Err(refused) => return refused,
+        };
     let bad_request = |message: String| {
         refuse(
             &state.metrics,
             Refused::new(StatusCode::BAD_REQUEST, Refusal::bad_request, message),
         )
-    };
-    let request: CertificateRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return bad_request(format!("certificate request body: {e}")),
     };
     let signer = &state.signer;
     let identity = braid_api::identity::WorkloadId::new(
