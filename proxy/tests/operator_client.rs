@@ -41,6 +41,16 @@ async fn served_by(front: SocketAddr) -> String {
     body.split(' ').next().unwrap().to_owned()
 }
 
+/// [`served_by`] once the listener on `front` accepts: a version in force may still be
+/// rebinding its listeners for a moment.
+async fn served_by_when_listening(front: SocketAddr) -> String {
+    eventually("the listener to accept", || async move {
+        tokio::net::TcpStream::connect(front).await.is_ok()
+    })
+    .await;
+    served_by(front).await
+}
+
 fn applied(version: &str) -> impl Fn(&Report) -> bool {
     move |r| r.applied_version.as_deref() == Some(version) && r.rejected.is_none()
 }
@@ -233,7 +243,7 @@ async fn deltas_apply_to_the_last_config_and_one_for_another_base_resynchronises
     op.publish("v1", &config_with_service("v1", front, a));
     let proxy = Proxy::start_with_operator(&op).await;
     proxy.wait_ready().await;
-    assert_eq!(served_by(front).await, "a");
+    assert_eq!(served_by_when_listening(front).await, "a");
     let first = &op.stream_requests()[0];
     assert_eq!(header(first, "x-braid-accept"), Some("delta, on-demand"));
     assert_eq!(
@@ -249,7 +259,7 @@ async fn deltas_apply_to_the_last_config_and_one_for_another_base_resynchronises
     }});
     op.send_line(&delta.to_string());
     proxy.wait_for_version("v2").await;
-    assert_eq!(served_by(front).await, "b");
+    assert_eq!(served_by_when_listening(front).await, "b");
     let report = op.wait_for_report("v2 applied", applied("v2")).await;
     let held: Vec<String> = report
         .held_services
@@ -292,7 +302,7 @@ async fn deltas_apply_to_the_last_config_and_one_for_another_base_resynchronises
         "what it holds, so a restarted operator keeps sending it"
     );
     proxy.wait_for_version("v5").await;
-    assert_eq!(served_by(front).await, "a");
+    assert_eq!(served_by_when_listening(front).await, "a");
     op.wait_for_report("v5 applied", applied("v5")).await;
 }
 
