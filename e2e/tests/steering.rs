@@ -170,6 +170,7 @@ fn faults_retries_per_try_timeouts_and_rate_limits_act_on_their_requests() {
 fn route_changes_under_load_fail_nothing_and_an_invalid_route_keeps_the_last_good_one() {
     let (mesh, mut client, _server, _server2) = steering_mesh(&["--name", "server2"]);
     let op = mesh.operator().unwrap();
+    call_payments(&client);
     let all_to = |rule: &str, group: &str| {
         payments_route(&format!(
             "  - name: {rule}\n    route: [{{group: {group}}}]\n"

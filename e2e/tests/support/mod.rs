@@ -180,6 +180,9 @@ pub fn steering_mesh(server2_args: &[&str]) -> (Mesh, Pod, Pod, Pod) {
 /// the client's proxy.
 pub fn routed_mesh(server2_args: &[&str], rules: &str) -> (Mesh, Pod, Pod, Pod) {
     let (mesh, client, server, server2) = steering_mesh(server2_args);
+    // Before the route exists, so that this call is not one of the rules' requests
+    // (a mirror would count it).
+    call_payments(&client);
     mesh.operator()
         .unwrap()
         .write_resource("route.yaml", &payments_route(rules))
@@ -207,13 +210,16 @@ spec:
     )
 }
 
-/// Waits until `client`'s proxy holds routes whose first rule is `first_rule`, with an
-/// endpoint in both groups.
-pub fn wait_for_routes(client: &Pod, first_rule: &str) {
-    // The sidecar holds the services its app calls: call payments once, as the app
-    // would, so its routes and groups come with it (on `/count`, which the servers do
-    // not count).
+/// Calls payments once from `client`, as its app would: the sidecar holds the services
+/// its app calls, so payments' routes and groups come to it from then on. On `/count`,
+/// which the servers do not count.
+pub fn call_payments(client: &Pod) {
     let _ = client.app(&["get", "payments:80", "--path", "/count"]);
+}
+
+/// Waits until `client`'s proxy holds routes whose first rule is `first_rule`, with an
+/// endpoint in both groups; `client` must have called payments ([`call_payments`]).
+pub fn wait_for_routes(client: &Pod, first_rule: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let dump = client.config_dump().unwrap();
@@ -360,6 +366,7 @@ pub fn one_of_three_failing(
     client
         .start_sidecar_streaming(op)
         .unwrap_or_else(|e| panic!("{e}"));
+    call_payments(client);
     wait_for_routes(client, "retried");
     let deadline = Instant::now() + Duration::from_secs(15);
     while client.config_dump().unwrap()["services"]
