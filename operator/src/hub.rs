@@ -10,7 +10,7 @@ use braid_api::control::delta::ServiceRef;
 use tokio::sync::{Notify, watch};
 
 use crate::compiler::Catalog;
-use crate::registry::{ObjectKey, Snapshot, Workload};
+use crate::registry::{ObjectKey, Snapshot, Workload, siblings};
 
 /// One published compile: what every proxy should hold now.
 #[derive(Debug)]
@@ -212,6 +212,21 @@ impl Hub {
     /// The services each on-demand proxy reported holding.
     pub fn held(&self) -> HashMap<ObjectKey, Vec<ServiceRef>> {
         lock(&self.held).clone()
+    }
+
+    /// The services the proxies of `workload`'s siblings hold (see [`siblings`]), as
+    /// their reports say: what a new replica's app will call, given to its proxy before
+    /// its first call.
+    pub fn siblings_hold(&self, workload: &Workload) -> BTreeSet<ServiceRef> {
+        let Some(current) = self.current() else {
+            return BTreeSet::new();
+        };
+        let workloads = &current.snapshot.workloads;
+        lock(&self.held)
+            .iter()
+            .filter(|(pod, _)| workloads.get(*pod).is_some_and(|w| siblings(w, workload)))
+            .flat_map(|(_, names)| names.iter().cloned())
+            .collect()
     }
 
     /// Registers what on-demand proxy `pod` holds as its stream opens (replacing a

@@ -350,3 +350,66 @@ async fn a_proxy_gets_only_its_own_config() {
     assert_eq!(status, 200);
     assert!(body.trim().is_empty(), "nothing new to send, got {body:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_replica_starts_with_what_its_siblings_call() {
+    // payments-1 is a replica of payments-0 from a later rollout; audit-0 shares the
+    // identity but is another workload.
+    let registry = REGISTRY
+        .replace(
+            "ports: [{port: 80, targetPort: 8080, protocol: http}]}\n",
+            "ports: [{port: 80, targetPort: 8080, protocol: http}]}\n- {name: orders, namespace: shop, vips: [10.96.1.1], selector: {app: orders}, ports: [{port: 80, protocol: http}]}\n",
+        )
+        .replace(
+            "labels: {app: payments, zone: a}, serviceAccount: payments}\n",
+            "labels: {app: payments, zone: a, pod-template-hash: aaa}, serviceAccount: payments}\n\
+             - {name: payments-1, namespace: shop, ips: [10.0.0.3], labels: {app: payments, zone: a, pod-template-hash: bbb}, serviceAccount: payments}\n\
+             - {name: audit-0, namespace: shop, ips: [10.0.0.4], labels: {app: audit}, serviceAccount: payments}\n\
+             - {name: orders-0, namespace: shop, ips: [10.1.0.1], labels: {app: orders}, serviceAccount: orders, meshed: false}\n",
+        );
+    let op = Operator::start(&registry).await;
+    let services = |dump: serde_json::Value| -> Vec<String> {
+        dump["services"]
+            .as_array()
+            .map(|s| {
+                s.iter()
+                    .map(|s| s["name"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let first = op.proxy("shop", "payments-0", PAYMENTS_TOKEN);
+    op.discover("shop", "payments-0", PAYMENTS_TOKEN, "10.96.1.1")
+        .await;
+    eventually("orders in the first replica's proxy", || async {
+        services(first.config_dump().await) == ["orders"]
+    })
+    .await;
+    // Its report (sent as it applies) names what it holds; then a new replica starts.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let second = op.proxy("shop", "payments-1", PAYMENTS_TOKEN);
+    let other = op.proxy("shop", "audit-0", PAYMENTS_TOKEN);
+    eventually("the new replica's first config", || async {
+        !second.config_dump().await["version"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()
+    })
+    .await;
+    assert_eq!(
+        services(second.config_dump().await),
+        ["orders"],
+        "seeded with what its sibling calls, before any call of its own"
+    );
+    eventually("the other workload's first config", || async {
+        !other.config_dump().await["version"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()
+    })
+    .await;
+    assert!(
+        services(other.config_dump().await).is_empty(),
+        "same identity, another workload: nothing seeded"
+    );
+}

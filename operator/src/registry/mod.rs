@@ -8,6 +8,7 @@ mod label_index;
 mod observed;
 pub mod progress;
 mod quarantine;
+mod siblings;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -24,6 +25,7 @@ pub use label_index::LabelIndex;
 pub use observed::{Kind, Observed};
 pub use progress::{Progress, Rollouts};
 pub use quarantine::QUARANTINED;
+pub use siblings::siblings;
 
 /// Everything the compiler needs, as seen at one moment. Objects are behind `Arc` so a
 /// source can hand out a new snapshot that shares what did not change.

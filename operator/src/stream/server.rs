@@ -403,11 +403,20 @@ fn follow(
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
     use futures::StreamExt;
     let pod = admitted.key.clone();
-    let wanted = asked.on_demand.map(|names| {
-        // What it holds, as it says: its version is its view of that (the same its
-        // reports will say).
+    let wanted = asked.on_demand.map(|mut names| {
         if asked.last.is_some() {
+            // What it holds, as it says: its version is its view of that (the same its
+            // reports will say).
             state.hub.report_held(&pod, names.iter().cloned().collect());
+        } else {
+            // A new proxy: what its siblings call, its app will call too. Given now, its
+            // first calls need no discovery, and they keep their protection while the
+            // operator cannot be asked.
+            let seeded = state.hub.siblings_hold(&admitted);
+            if !seeded.is_empty() {
+                tracing::debug!(%pod, services = seeded.len(), "seeded with what its siblings call");
+            }
+            names.extend(seeded);
         }
         state.hub.register_wanted(&pod, names)
     });
