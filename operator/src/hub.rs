@@ -51,12 +51,12 @@ impl Default for Hub {
     }
 }
 
-/// The services one on-demand proxy holds, grown by its discoveries; its stream wakes
-/// when one is added.
+/// The services one on-demand proxy holds, grown by its discoveries and shrunk by what
+/// it forgets; its stream wakes when they change.
 #[derive(Debug, Default)]
 pub struct Wanted {
     names: Mutex<BTreeSet<ServiceRef>>,
-    added: Notify,
+    changed: Notify,
 }
 
 impl Wanted {
@@ -64,7 +64,7 @@ impl Wanted {
     pub fn new(names: BTreeSet<ServiceRef>) -> Self {
         Self {
             names: Mutex::new(names),
-            added: Notify::new(),
+            changed: Notify::new(),
         }
     }
 
@@ -72,7 +72,18 @@ impl Wanted {
     pub fn add(&self, name: ServiceRef) {
         let new = lock(&self.names).insert(name);
         if new {
-            self.added.notify_one();
+            self.changed.notify_one();
+        }
+    }
+
+    /// Removes `names`; wakes the stream if one was there.
+    pub fn remove(&self, names: &[ServiceRef]) {
+        let removed = {
+            let mut all = lock(&self.names);
+            names.iter().filter(|n| all.remove(*n)).count() > 0
+        };
+        if removed {
+            self.changed.notify_one();
         }
     }
 
@@ -81,9 +92,9 @@ impl Wanted {
         lock(&self.names).clone()
     }
 
-    /// Resolves when a service was added since the last call.
-    pub async fn added(&self) {
-        self.added.notified().await;
+    /// Resolves when a service was added or removed since the last call.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 }
 
@@ -252,6 +263,16 @@ impl Hub {
             return false;
         };
         wanted.add(name);
+        true
+    }
+
+    /// Removes `names` from what `pod`'s stream sends it; `false` when `pod` has no
+    /// on-demand stream open on this replica.
+    pub fn unwant(&self, pod: &ObjectKey, names: &[ServiceRef]) -> bool {
+        let Some(wanted) = lock(&self.wanted).get(pod).cloned() else {
+            return false;
+        };
+        wanted.remove(names);
         true
     }
 

@@ -413,3 +413,42 @@ async fn a_new_replica_starts_with_what_its_siblings_call() {
         "same identity, another workload: nothing seeded"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_no_longer_called_is_let_go_of() {
+    let registry = REGISTRY.replace(
+        "ports: [{port: 80, targetPort: 8080, protocol: http}]}\n",
+        "ports: [{port: 80, targetPort: 8080, protocol: http}]}\n- {name: orders, namespace: shop, vips: [10.96.1.1], selector: {app: orders}, ports: [{port: 80, protocol: http}]}\n",
+    );
+    let op = Operator::start(&registry).await;
+    let proxy = op.proxy_with(
+        "shop",
+        "payments-0",
+        PAYMENTS_TOKEN,
+        &["--services-idle", "2s"],
+    );
+    op.discover("shop", "payments-0", PAYMENTS_TOKEN, "10.96.1.1")
+        .await;
+    let holds_orders = || async {
+        proxy.config_dump().await["services"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["name"] == "orders"))
+    };
+    eventually("orders in the proxy", holds_orders).await;
+    // Never called: after 2 s the proxy lets go of it, and its stream stops sending it.
+    let held_at = Instant::now();
+    eventually("orders let go of", || async { !holds_orders().await }).await;
+    assert!(held_at.elapsed() >= std::time::Duration::from_millis(500));
+    // A change to orders no longer reaches the proxy.
+    let version = proxy.config_dump().await["version"].clone();
+    op.write(
+        "registry.yaml",
+        &registry.replace(
+            "- {name: checkout-0",
+            "- {name: orders-0, namespace: shop, ips: [10.1.0.1], labels: {app: orders}, serviceAccount: orders, meshed: false}\n- {name: checkout-0",
+        ),
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(proxy.config_dump().await["version"], version);
+    assert!(!holds_orders().await);
+}

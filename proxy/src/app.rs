@@ -82,11 +82,17 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
                     .with_traffic(traffic_log.clone()),
             );
             if on_demand {
-                discovery = Some(Arc::new(Discovery::new(
+                let found = Arc::new(Discovery::new(
                     client.clone(),
                     config.clone(),
                     metrics.discovery.clone(),
-                )));
+                ));
+                tokio::spawn(
+                    found
+                        .clone()
+                        .forget_idle_every(args.services_idle, stop_admin.clone()),
+                );
+                discovery = Some(found);
             }
             // Not awaited: the proxy serves (and reports not ready) until the first
             // config arrives, however long the operator takes.

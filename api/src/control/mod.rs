@@ -15,6 +15,9 @@
 //!   address the app connected to that the proxy's config does not know), on the
 //!   connection that carries the proxy's stream: a [`DiscoverResponse`] naming the service
 //!   behind it, which the stream then sends, or none (not a mesh service).
+//! - `POST /v1/forget` with the same two headers and a JSON [`ForgetRequest`], on the
+//!   same connection: services the proxy no longer calls, which its stream then removes
+//!   (204; those its workload's outbound scope names stay).
 //! - `POST /v1/report` with the same two headers and a JSON [`Report`]: the version the
 //!   proxy applied (or why it refused one); later issues add ejections and traffic counts.
 //! - `POST /v1/certificate` with the same two headers and a JSON [`CertificateRequest`]
@@ -39,6 +42,8 @@ pub const CONFIG_PATH: &str = "/v1/config";
 pub const REPORT_PATH: &str = "/v1/report";
 /// Path where an on-demand proxy asks for the service behind an address.
 pub const DISCOVER_PATH: &str = "/v1/discover";
+/// Path where an on-demand proxy lets go of services it no longer calls.
+pub const FORGET_PATH: &str = "/v1/forget";
 /// Path where a proxy has its certificate signed.
 pub const CERTIFICATE_PATH: &str = "/v1/certificate";
 /// Names the pod a proxy runs in: `<namespace>/<name>`.
@@ -195,6 +200,15 @@ pub struct DiscoverResponse {
     /// address is no mesh service's (the connection passes through).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<delta::ServiceRef>,
+}
+
+/// `POST /v1/forget`: services an on-demand proxy has not called for a long while, to
+/// be removed from what its stream sends it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForgetRequest {
+    /// The services to let go of.
+    pub services: Vec<delta::ServiceRef>,
 }
 
 /// `POST /v1/certificate`: a proxy asks for the certificate of its identity.

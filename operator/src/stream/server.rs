@@ -15,8 +15,8 @@ use braid_api::control::delta::ServiceRef;
 use braid_api::control::{
     ACCEPT_DELTA, ACCEPT_HEADER, ACCEPT_ON_DEMAND, CERTIFICATE_PATH, CONFIG_PATH,
     CertificateRequest, CertificateResponse, DISCOVER_PATH, DiscoverRequest, DiscoverResponse,
-    ERROR_HEADER, POD_HEADER, PodRef, REPORT_PATH, Report, SERVICES_HEADER, STREAM_CONTENT_TYPE,
-    VERSION_HEADER,
+    ERROR_HEADER, FORGET_PATH, ForgetRequest, POD_HEADER, PodRef, REPORT_PATH, Report,
+    SERVICES_HEADER, STREAM_CONTENT_TYPE, VERSION_HEADER,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -78,6 +78,7 @@ pub fn router(state: StreamState) -> Router {
         .route(REPORT_PATH, post(report))
         .route(CERTIFICATE_PATH, post(certificate))
         .route(DISCOVER_PATH, post(discover))
+        .route(FORGET_PATH, post(forget))
         .with_state(state)
 }
 
@@ -332,9 +333,9 @@ impl Follower {
                 self.sent = Some(view);
             }
             let wanted = self.wanted.clone();
-            let added = async {
+            let wanted_changed = async {
                 match &wanted {
-                    Some(w) => w.added().await,
+                    Some(w) => w.changed().await,
                     None => std::future::pending().await,
                 }
             };
@@ -345,7 +346,7 @@ impl Follower {
                         return None;
                     }
                 }
-                () = added => {}
+                () = wanted_changed => {}
                 _ = self.heartbeat.tick() => {
                     return Some(vec![Bytes::from_static(b"\n")]);
                 }
@@ -475,21 +476,40 @@ async fn discover(State(state): State<StreamState>, headers: HeaderMap, body: By
     state.metrics.discovered(service.is_some());
     if let Some(name) = &service {
         if !state.hub.want(&workload.key, name.clone()) {
-            return refuse(
-                &state.metrics,
-                Refused::new(
-                    StatusCode::CONFLICT,
-                    Refusal::bad_request,
-                    format!(
-                        "pod {} has no on-demand config stream open on this replica: send {DISCOVER_PATH} on the stream's connection",
-                        workload.key
-                    ),
-                ),
-            );
+            return no_stream_here(&state, &workload.key, DISCOVER_PATH);
         }
         tracing::debug!(pod = %workload.key, address = %request.address, service = %name, "service discovered");
     }
     axum::Json(DiscoverResponse { service }).into_response()
+}
+
+/// The refusal of a request about `pod`'s stream that reached a replica not streaming
+/// to it on demand.
+fn no_stream_here(state: &StreamState, pod: &ObjectKey, path: &str) -> Response {
+    refuse(
+        &state.metrics,
+        Refused::new(
+            StatusCode::CONFLICT,
+            Refusal::bad_request,
+            format!(
+                "pod {pod} has no on-demand config stream open on this replica: send {path} on the stream's connection"
+            ),
+        ),
+    )
+}
+
+/// Removes services an on-demand proxy no longer calls from what its stream sends.
+async fn forget(State(state): State<StreamState>, headers: HeaderMap, body: Bytes) -> Response {
+    let (workload, request): (_, ForgetRequest) =
+        match admit_json(&state, &headers, &body, "forget request body").await {
+            Ok(admitted) => admitted,
+            Err(refused) => return refused,
+        };
+    if !state.hub.unwant(&workload.key, &request.services) {
+        return no_stream_here(&state, &workload.key, FORGET_PATH);
+    }
+    tracing::debug!(pod = %workload.key, services = request.services.len(), "services forgotten");
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn report(State(state): State<StreamState>, headers: HeaderMap, body: Bytes) -> Response {

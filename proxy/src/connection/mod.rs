@@ -120,6 +120,9 @@ pub async fn outbound(stream: TcpStream, ctx: Context) {
     }
     match policy {
         Some(policy) => {
+            if let Some(discovery) = &ctx.discovery {
+                discovery.used(dst.ip());
+            }
             let conn = Conn::plain(stream, policy.target.protocol);
             dispatch(conn, Route::Outbound(dst), policy, &ctx).await;
         }

@@ -24,8 +24,8 @@ use super::protocol::delta::{DeltaError, DeltaLine, ServiceRef};
 use super::protocol::{
     ACCEPT_DELTA, ACCEPT_HEADER, ACCEPT_ON_DEMAND, CERTIFICATE_PATH, CONFIG_PATH,
     CertificateRequest, CertificateResponse, DISCOVER_PATH, DiscoverRequest, DiscoverResponse,
-    ERROR_HEADER, POD_HEADER, PodRef, REPORT_PATH, Rejected, Report, SERVICES_HEADER,
-    VERSION_HEADER,
+    ERROR_HEADER, FORGET_PATH, ForgetRequest, POD_HEADER, PodRef, REPORT_PATH, Rejected, Report,
+    SERVICES_HEADER, VERSION_HEADER,
 };
 use super::tls::{self, TlsError};
 use super::url::OperatorUrl;
@@ -393,13 +393,8 @@ impl OperatorClient {
     /// open stream's connection (so the replica streaming this proxy sends it); `None`
     /// when it is no mesh service's.
     pub async fn discover(&self, address: IpAddr) -> Result<Option<ServiceRef>, StreamError> {
-        let open = self.open.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some((mut sender, auth)) = open else {
-            return Err(StreamError::NotConnected);
-        };
         let body = serde_json::to_vec(&DiscoverRequest { address }).map_err(StreamError::Answer)?;
-        let req = self.json_post(DISCOVER_PATH, &auth, body.into())?;
-        let resp = timed("the discovery", DISCOVER_TIMEOUT, sender.send_request(req)).await??;
+        let resp = self.post_on_stream(DISCOVER_PATH, body).await?;
         if resp.status() != StatusCode::OK {
             return Err(refusal(resp).await);
         }
@@ -413,6 +408,31 @@ impl OperatorClient {
         let answer: DiscoverResponse =
             serde_json::from_slice(&body).map_err(StreamError::Answer)?;
         Ok(answer.service)
+    }
+
+    /// Has the open stream stop sending `services`, which the app no longer calls.
+    pub async fn forget(&self, services: Vec<ServiceRef>) -> Result<(), StreamError> {
+        let body = serde_json::to_vec(&ForgetRequest { services }).map_err(StreamError::Answer)?;
+        let resp = self.post_on_stream(FORGET_PATH, body).await?;
+        if !resp.status().is_success() {
+            return Err(refusal(resp).await);
+        }
+        Ok(())
+    }
+
+    /// POSTs `body` (JSON) to `path` on the open stream's connection, so that the replica
+    /// streaming to this proxy is the one that hears it.
+    async fn post_on_stream(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, StreamError> {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some((mut sender, auth)) = open else {
+            return Err(StreamError::NotConnected);
+        };
+        let req = self.json_post(path, &auth, body.into())?;
+        Ok(timed("the request", DISCOVER_TIMEOUT, sender.send_request(req)).await??)
     }
 
     /// Has `csr_pem` (a CSR signed by this proxy's key) signed: the certificate of this
@@ -697,6 +717,10 @@ fn line_version(line: &[u8]) -> String {
 impl crate::discovery::Ask for OperatorClient {
     fn ask(&self, address: IpAddr) -> crate::discovery::Asking<'_> {
         Box::pin(async move { Ok(self.discover(address).await?) })
+    }
+
+    fn forget(&self, services: Vec<ServiceRef>) -> crate::discovery::Forgetting<'_> {
+        Box::pin(async move { Ok(OperatorClient::forget(self, services).await?) })
     }
 }
 

@@ -7,6 +7,10 @@
 //! mesh. When the operator cannot be asked (no stream, no answer within
 //! [`WAIT`]), the connection passes through too: what the proxy holds keeps working
 //! and what it does not know goes where the app sent it.
+//!
+//! A service the app has not connected to for a while (`--services-idle`, an hour by
+//! default) is let go of ([`Discovery::forget_idle`]), so the proxy's memory follows
+//! what its app calls now rather than everything it ever called.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -36,10 +40,16 @@ pub type AskError = Box<dyn std::error::Error + Send + Sync>;
 pub type Asking<'a> =
     Pin<Box<dyn Future<Output = Result<Option<ServiceRef>, AskError>> + Send + 'a>>;
 
+/// Letting go of services being told.
+pub type Forgetting<'a> = Pin<Box<dyn Future<Output = Result<(), AskError>> + Send + 'a>>;
+
 /// Who knows which service has an address: the operator.
 pub trait Ask: Send + Sync {
     /// The service behind `address` (now on its way to the proxy's config), or `None`.
     fn ask(&self, address: IpAddr) -> Asking<'_>;
+
+    /// Stop sending `services` (their removal is then on its way to the config).
+    fn forget(&self, services: Vec<ServiceRef>) -> Forgetting<'_>;
 }
 
 /// Finds the services of addresses the config does not know.
@@ -51,6 +61,11 @@ pub struct Discovery {
     not_before: Mutex<HashMap<IpAddr, Instant>>,
     /// One ask per address at a time: later connections wait for its outcome.
     asking: Mutex<HashMap<IpAddr, Arc<tokio::sync::Mutex<()>>>>,
+    /// When the app last connected to each address of a service held.
+    last_used: Mutex<HashMap<IpAddr, Instant>>,
+    /// When each service held was first seen held (or last forgotten in vain: one its
+    /// workload's scope names stays): idle that long when never called.
+    held_since: Mutex<HashMap<ServiceRef, Instant>>,
 }
 
 impl Discovery {
@@ -62,6 +77,83 @@ impl Discovery {
             metrics,
             not_before: Mutex::new(HashMap::new()),
             asking: Mutex::new(HashMap::new()),
+            last_used: Mutex::new(HashMap::new()),
+            held_since: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Notes that the app connected to `ip`, an address of a service held.
+    pub fn used(&self, ip: IpAddr) {
+        lock(&self.last_used).insert(ip, Instant::now());
+    }
+
+    /// Has the operator stop sending the services the app has not connected to for
+    /// `idle`; how many were let go of.
+    pub async fn forget_idle(&self, idle: Duration) -> usize {
+        let now = Instant::now();
+        let held: Vec<(ServiceRef, Vec<IpAddr>)> = self.store.with_tables(|t| {
+            t.config
+                .services
+                .iter()
+                .map(|s| (ServiceRef::of(s), s.vips.clone()))
+                .collect()
+        });
+        let idle_ones: Vec<ServiceRef> = {
+            let mut last_used = lock(&self.last_used);
+            let mut since = lock(&self.held_since);
+            // Bounded by what is held.
+            since.retain(|name, _| held.iter().any(|(n, _)| n == name));
+            last_used.retain(|ip, _| held.iter().any(|(_, vips)| vips.contains(ip)));
+            held.iter()
+                .filter(|(name, vips)| {
+                    let first = *since.entry(name.clone()).or_insert(now);
+                    let last = vips
+                        .iter()
+                        .filter_map(|ip| last_used.get(ip).copied())
+                        .fold(first, Instant::max);
+                    now.saturating_duration_since(last) >= idle
+                })
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        if idle_ones.is_empty() {
+            return 0;
+        }
+        let count = idle_ones.len();
+        match self.ask.forget(idle_ones.clone()).await {
+            Ok(()) => {
+                tracing::info!(
+                    services = count,
+                    "let go of services the app has not called for {idle:?}"
+                );
+                // One the operator keeps sending (its workload's scope names it) is not
+                // asked about again for as long.
+                let mut since = lock(&self.held_since);
+                for name in idle_ones {
+                    since.insert(name, now);
+                }
+                count
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot let go of services not called; trying again later");
+                0
+            }
+        }
+    }
+
+    /// Lets go of services idle for `idle`, checking a few times per `idle`, until `stop`.
+    pub async fn forget_idle_every(
+        self: Arc<Self>,
+        idle: Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let every = (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            self.forget_idle(idle).await;
         }
     }
 
@@ -165,6 +257,10 @@ impl Discovery {
     fn known(&self, ip: IpAddr) -> bool {
         self.store.with_tables(|t| knows(t, ip))
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Whether a service in `tables` has virtual IP `ip` (a proxy on demand holds few).

@@ -22,6 +22,10 @@ struct FakeOperator {
     store: Arc<TableStore>,
     answer: Answer,
     asked: AtomicUsize,
+    /// What the proxy let go of, each time it did.
+    forgotten: Mutex<Vec<Vec<ServiceRef>>>,
+    /// Services the workload's scope names: forgetting them changes nothing.
+    scope: Mutex<Vec<ServiceRef>>,
 }
 
 impl Ask for FakeOperator {
@@ -54,6 +58,39 @@ impl Ask for FakeOperator {
             }
         })
     }
+
+    fn forget(&self, services: Vec<ServiceRef>) -> Forgetting<'_> {
+        Box::pin(async move {
+            if matches!(self.answer, Answer::Fail | Answer::Never) {
+                return Err("the operator is unreachable".into());
+            }
+            let scope = self.scope.lock().unwrap().clone();
+            let n = {
+                let mut forgotten = self.forgotten.lock().unwrap();
+                forgotten.push(services.clone());
+                forgotten.len()
+            };
+            // As the stream would: the same config without them.
+            let kept: Vec<Service> = self.store.with_tables(|t| {
+                t.config
+                    .services
+                    .iter()
+                    .filter(|s| {
+                        let name = ServiceRef::of(s);
+                        scope.contains(&name) || !services.contains(&name)
+                    })
+                    .cloned()
+                    .collect()
+            });
+            let config = ProxyConfig {
+                version: format!("forgot-{n}"),
+                services: kept.into(),
+                ..Default::default()
+            };
+            self.store.apply(config).unwrap();
+            Ok(())
+        })
+    }
 }
 
 fn rig(answer: Answer) -> (Arc<Discovery>, Arc<FakeOperator>, Registry) {
@@ -62,6 +99,8 @@ fn rig(answer: Answer) -> (Arc<Discovery>, Arc<FakeOperator>, Registry) {
         store: store.clone(),
         answer,
         asked: AtomicUsize::new(0),
+        forgotten: Mutex::new(Vec::new()),
+        scope: Mutex::new(Vec::new()),
     });
     let mut registry = Registry::with_prefix("braid");
     let metrics = DiscoveryMetrics::register(&mut registry);
@@ -131,4 +170,86 @@ async fn an_operator_that_does_not_answer_holds_the_connection_at_most_the_wait(
         text.contains("braid_discoveries_total{result=\"failed\"} 1\n"),
         "{text}"
     );
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// `discovery`'s store holding payments (10.96.0.10) and orders (10.96.0.11).
+fn holding_two(discovery: &Discovery) {
+    let service = |name: &str, vip: &str| Service {
+        name: name.into(),
+        namespace: "shop".into(),
+        vips: vec![vip.parse().unwrap()],
+        ..Default::default()
+    };
+    let config = ProxyConfig {
+        version: "two".into(),
+        services: vec![
+            service("payments", "10.96.0.10"),
+            service("orders", "10.96.0.11"),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    discovery.store.apply(config).unwrap();
+}
+
+fn held(discovery: &Discovery) -> Vec<String> {
+    discovery
+        .store
+        .with_tables(|t| t.config.services.iter().map(|s| s.name.clone()).collect())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_the_app_stopped_calling_is_let_go_of_and_one_it_calls_stays() {
+    let (discovery, operator, _) = rig(Answer::Service);
+    holding_two(&discovery);
+    discovery.used(vip().ip());
+    assert_eq!(discovery.forget_idle(HOUR).await, 0, "both just arrived");
+    tokio::time::advance(40 * MINUTE).await;
+    discovery.used(vip().ip());
+    tokio::time::advance(30 * MINUTE).await;
+    // orders: held 70 minutes, never called; payments: called 30 minutes ago.
+    assert_eq!(discovery.forget_idle(HOUR).await, 1);
+    assert_eq!(
+        *operator.forgotten.lock().unwrap(),
+        [vec!["shop/orders".parse::<ServiceRef>().unwrap()]]
+    );
+    assert_eq!(held(&discovery), ["payments"]);
+    tokio::time::advance(29 * MINUTE).await;
+    assert_eq!(discovery.forget_idle(HOUR).await, 0);
+    tokio::time::advance(2 * MINUTE).await;
+    assert_eq!(
+        discovery.forget_idle(HOUR).await,
+        1,
+        "payments, idle an hour now"
+    );
+    assert!(held(&discovery).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_the_operator_keeps_sending_is_not_asked_about_again_for_as_long() {
+    let (discovery, operator, _) = rig(Answer::Service);
+    *operator.scope.lock().unwrap() = vec!["shop/orders".parse().unwrap()];
+    holding_two(&discovery);
+    discovery.forget_idle(HOUR).await;
+    tokio::time::advance(HOUR).await;
+    assert_eq!(discovery.forget_idle(HOUR).await, 2);
+    assert_eq!(held(&discovery), ["orders"], "its scope names it");
+    tokio::time::advance(30 * MINUTE).await;
+    assert_eq!(discovery.forget_idle(HOUR).await, 0);
+    tokio::time::advance(30 * MINUTE).await;
+    assert_eq!(discovery.forget_idle(HOUR).await, 1);
+    assert_eq!(operator.forgotten.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_the_operator_cannot_be_told_the_services_stay() {
+    let (discovery, _, _) = rig(Answer::Fail);
+    holding_two(&discovery);
+    discovery.forget_idle(HOUR).await;
+    tokio::time::advance(HOUR).await;
+    assert_eq!(discovery.forget_idle(HOUR).await, 0);
+    assert_eq!(held(&discovery), ["payments", "orders"]);
 }
