@@ -384,7 +384,7 @@ mod tests {
             configs: [(pod.clone(), Arc::new(config))].into(),
             catalog: Arc::new(Catalog {
                 set: Arc::new(ServiceSet::new(services.into(), digests)),
-                own: [(pod.clone(), Digest256::of("own"))].into(),
+                own: Arc::new([(pod.clone(), Digest256::of("own"))].into()),
             }),
             seen_at: Instant::now(),
         });

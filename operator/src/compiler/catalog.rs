@@ -83,8 +83,9 @@ impl ServiceSet {
 pub struct Catalog {
     /// The services (shared by compiles that left them unchanged).
     pub set: Arc<ServiceSet>,
-    /// Each meshed workload's digest of its own sections.
-    pub own: HashMap<ObjectKey, Digest256>,
+    /// Each meshed workload's digest of its own sections (shared by compiles where
+    /// none changed).
+    pub own: Arc<HashMap<ObjectKey, Digest256>>,
 }
 
 impl Catalog {

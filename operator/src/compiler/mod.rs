@@ -11,12 +11,12 @@ mod service;
 mod version;
 mod workload;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use braid_api::config::routes::ServiceRoutes;
 use braid_api::config::tls::TlsMode;
-use braid_api::config::{Identity, ProxyConfig, Service};
+use braid_api::config::{Identity, PortProtocol, ProxyConfig, Service};
 use braid_api::identity::WorkloadId;
 use braid_crds::TrafficRoute;
 use braid_crds::traffic_route::Group;
@@ -28,7 +28,7 @@ pub use service::{CompiledService, ServiceInputs, compile_service};
 pub use version::Digest256;
 pub use workload::{WorkloadInputs, inbound_ports};
 
-use crate::registry::{ObjectKey, Snapshot, Workload};
+use crate::registry::{ObjectKey, ServiceEntry, Snapshot, Workload};
 
 /// Cluster-wide settings the compiler needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,11 +95,49 @@ pub struct Output {
 #[derive(Debug, Default)]
 pub struct Compiler {
     opts: Options,
-    services: HashMap<ObjectKey, (ServiceInputs, Arc<CompiledService>)>,
+    services: FastMap<ObjectKey, (ServiceInputs, Arc<CompiledService>)>,
     set: Option<(Arc<ServiceSet>, Digest256)>,
-    workloads: HashMap<ObjectKey, CachedWorkload>,
+    workloads: FastMap<ObjectKey, CachedWorkload>,
     /// The route set and groups of the last compile, with what they were built from.
     routes: Option<CachedRoutes>,
+    /// Every workload of the last snapshot, meshed or not: which ones a new snapshot
+    /// changed is told by pointer, without comparing them.
+    seen: FastMap<ObjectKey, Arc<Workload>>,
+    /// What every service and workload depends on besides itself, as last compiled.
+    globals: Option<Globals>,
+    /// The ports each workload's app serves, with the services they were read from.
+    inbound: Option<(
+        Vec<Arc<ServiceEntry>>,
+        BTreeMap<ObjectKey, Vec<PortProtocol>>,
+    )>,
+    /// Each meshed workload's own digest, shared by compiles where none changed.
+    own: Arc<HashMap<ObjectKey, Digest256>>,
+}
+
+/// A map the compiler looks tens of thousands of keys up in per compile: hashed fast,
+/// with a seed per process (SipHash was a fifth of an incremental compile).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The inputs every service and workload shares: when they and an object's own
+/// `Arc` are what the last compile saw, the object's inputs are too, and are not built
+/// again to be compared.
+#[derive(Clone, Debug, PartialEq)]
+struct Globals {
+    healings: BTreeMap<ObjectKey, crate::registry::Observed<braid_crds::SelfHealing>>,
+    policies: BTreeMap<ObjectKey, crate::registry::Observed<braid_crds::EncryptionPolicy>>,
+    rollouts: crate::registry::Rollouts,
+    trust_bundle: Arc<str>,
+}
+
+impl Globals {
+    fn of(snapshot: &Snapshot, extra: &Extra) -> Self {
+        Self {
+            healings: snapshot.self_healings.clone(),
+            policies: snapshot.encryption_policies.clone(),
+            rollouts: snapshot.rollout_status.clone(),
+            trust_bundle: extra.trust_bundle.clone(),
+        }
+    }
 }
 
 /// One TrafficRoute as the route set sees it: which generation is in force (by `Arc`
@@ -126,6 +164,38 @@ fn same_routes(a: &[(ObjectKey, RouteInput)], b: &[(ObjectKey, RouteInput)]) -> 
                     _ => false,
                 };
                 same_generation && ka == kb && ca == cb && sa == sb
+            })
+}
+
+/// Carries workload config `c`, whose inputs did not change, into a compile whose
+/// services are `set`: as it is, or with the new set swapped in and its own digest kept.
+fn carry(c: &mut CachedWorkload, set: &Arc<[Service]>, set_digest: &Digest256, stats: &mut Stats) {
+    if Arc::ptr_eq(&c.config.services, set) {
+        stats.workloads_reused += 1;
+        return;
+    }
+    stats.workloads_compiled += 1;
+    let mut config = ProxyConfig::clone(&c.config);
+    config.services = set.clone();
+    config.version = Digest256::combine([&c.own, set_digest]).version();
+    c.config = Arc::new(config);
+}
+
+/// Whether `snapshot`'s TrafficRoutes are those `inputs` were built from (the same
+/// generations in force, by pointer, and ages), not allocating to tell; whether their
+/// hosts' Services exist is the caller's to know.
+fn routes_unchanged(inputs: &[(ObjectKey, RouteInput)], snapshot: &Snapshot) -> bool {
+    inputs.len() == snapshot.traffic_routes.len()
+        && inputs
+            .iter()
+            .zip(&snapshot.traffic_routes)
+            .all(|((ka, (ra, ca, _)), (kb, o))| {
+                let same_generation = match (ra, &o.accepted) {
+                    (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+                    (None, None) => true,
+                    _ => false,
+                };
+                same_generation && ka == kb && *ca == o.created
             })
 }
 
@@ -162,15 +232,42 @@ impl Compiler {
         let mut stats = Stats::default();
         // Routes change rarely; rebuilding their rules on every endpoint change was a
         // third of an incremental compile.
-        let route_inputs = self.route_inputs(snapshot);
-        let mut cached_routes = match self.routes.take() {
-            Some(c) if same_routes(&c.inputs, &route_inputs) => c,
-            _ => CachedRoutes {
-                set: RouteSet::new(snapshot, &self.opts.cluster_domain),
-                groups: self.groups_by_service(snapshot),
-                inputs: route_inputs,
-            },
+        // The same service entries (by pointer): the same names, ports and endpoints.
+        let entries_same = self.inbound.as_ref().is_some_and(|(entries, _)| {
+            entries.len() == snapshot.services.len()
+                && entries
+                    .iter()
+                    .zip(snapshot.services.values())
+                    .all(|(a, b)| Arc::ptr_eq(a, b))
+        });
+        let cached_routes = self.routes.take();
+        // Same routes and the same services: the routes' inputs are the same, told
+        // without building them.
+        let unchanged = entries_same
+            && cached_routes
+                .as_ref()
+                .is_some_and(|c| routes_unchanged(&c.inputs, snapshot));
+        let (mut cached_routes, routes_same) = match cached_routes {
+            Some(c) if unchanged => (c, true),
+            cached => {
+                let route_inputs = self.route_inputs(snapshot);
+                match cached {
+                    Some(c) if same_routes(&c.inputs, &route_inputs) => (c, true),
+                    _ => (
+                        CachedRoutes {
+                            set: RouteSet::new(snapshot, &self.opts.cluster_domain),
+                            groups: self.groups_by_service(snapshot),
+                            inputs: route_inputs,
+                        },
+                        false,
+                    ),
+                }
+            }
         };
+        let globals = Globals::of(snapshot, extra);
+        let globals_same = routes_same && self.globals.as_ref() == Some(&globals);
+        self.globals = Some(globals);
+        let changed = self.changed_workloads(snapshot);
         let groups = &cached_routes.groups;
         let healings = snapshot.self_healings_oldest_first();
         let mut outliers = healing::outlier_by_service(snapshot, &healings);
@@ -187,9 +284,22 @@ impl Compiler {
                 w,
             )
         };
-        let mut services = HashMap::with_capacity(snapshot.services.len());
         let mut compiled = Vec::with_capacity(snapshot.services.len());
         for (key, entry) in &snapshot.services {
+            // The same entry, none of its endpoints' workloads changed, nothing shared
+            // changed: the same inputs, without building them.
+            if globals_same
+                && let Some((before, out)) = self.services.get(key)
+                && Arc::ptr_eq(&before.entry, entry)
+                && entry
+                    .endpoints
+                    .iter()
+                    .all(|ep| ep.workload.as_ref().is_none_or(|w| !changed.contains(w)))
+            {
+                stats.services_reused += 1;
+                compiled.push(out.clone());
+                continue;
+            }
             let workloads: Vec<Option<Arc<Workload>>> = entry
                 .endpoints
                 .iter()
@@ -213,21 +323,26 @@ impl Compiler {
                 groups: groups.get(key).cloned().unwrap_or_default(),
                 outlier: outliers.remove(key),
             };
-            let out = match self.services.remove(key) {
-                Some((before, out)) if before == inputs => {
+            match self.services.get_mut(key) {
+                Some((before, out)) if *before == inputs => {
                     stats.services_reused += 1;
-                    out
+                    // Equal, in new `Arc`s: kept, so the next compile tells by pointer.
+                    *before = inputs;
+                    compiled.push(out.clone());
                 }
                 _ => {
                     stats.services_compiled += 1;
-                    Arc::new(compile_service(&inputs, &self.opts))
+                    let out = Arc::new(compile_service(&inputs, &self.opts));
+                    compiled.push(out.clone());
+                    self.services.insert(key.clone(), (inputs, out));
                 }
-            };
-            compiled.push(out.clone());
-            services.insert(key.clone(), (inputs, out));
+            }
         }
         // Deleted services fall out here: only what this snapshot has is kept.
-        self.services = services;
+        if self.services.len() != snapshot.services.len() {
+            self.services
+                .retain(|k, _| snapshot.services.contains_key(k));
+        }
 
         let digests: Vec<Digest256> = compiled.iter().map(|c| c.digest).collect();
         let (service_set, set_digest) = match self.set.take() {
@@ -242,56 +357,118 @@ impl Compiler {
         let set = &service_set.services;
 
         let routes = &mut cached_routes.set;
-        let mut inbound = inbound_ports(snapshot);
-        let mut configs = BTreeMap::new();
-        let mut workloads = HashMap::new();
+        // The ports apps serve come from the services alone.
+        let inbound = match self.inbound.take() {
+            Some((entries, ports)) if entries_same => (entries, ports),
+            _ => (
+                snapshot.services.values().cloned().collect(),
+                inbound_ports(snapshot),
+            ),
+        };
+        let inbound_same = entries_same && globals_same;
+        let mut configs = Vec::new();
+        let mut own_changed = false;
+        let mut meshed = 0usize;
         for (key, w) in snapshot.workloads.iter().filter(|(_, w)| w.meshed) {
-            let (caller_routes, routes_digest) = routes.for_caller(&w.labels);
-            let inputs = WorkloadInputs {
-                workload: w.clone(),
-                inbound: inbound.remove(key).unwrap_or_default(),
-                overload: healing::overload_for(&healings, w),
-                routes: routes_digest,
-                tls: tls_of(w).inbound,
-                trust_bundle: extra.trust_bundle.clone(),
-            };
-            let cached = match self.workloads.remove(key) {
-                Some(c) if c.inputs == inputs => {
-                    if Arc::ptr_eq(&c.config.services, set) {
-                        stats.workloads_reused += 1;
-                        c
-                    } else {
-                        // Only the service set changed: swap it in, keep the own digest.
+            meshed += 1;
+            // Nothing it depends on changed: its inputs are the same, not built again.
+            if inbound_same
+                && let Some(c) = self.workloads.get_mut(key)
+                && Arc::ptr_eq(&c.inputs.workload, w)
+            {
+                carry(c, set, &set_digest, &mut stats);
+                configs.push((key.clone(), c.config.clone()));
+                continue;
+            }
+            {
+                let (caller_routes, routes_digest) = routes.for_caller(&w.labels);
+                let inputs = WorkloadInputs {
+                    workload: w.clone(),
+                    inbound: inbound.1.get(key).cloned().unwrap_or_default(),
+                    overload: healing::overload_for(&healings, w),
+                    routes: routes_digest,
+                    tls: tls_of(w).inbound,
+                    trust_bundle: extra.trust_bundle.clone(),
+                };
+                match self.workloads.get_mut(key) {
+                    // Equal inputs in a new `Arc`: keep it, so the next compile can
+                    // tell by pointer.
+                    Some(c) if c.inputs == inputs => c.inputs.workload = w.clone(),
+                    _ => {
                         stats.workloads_compiled += 1;
-                        let mut config = ProxyConfig::clone(&c.config);
-                        config.services = set.clone();
-                        config.version = Digest256::combine([&c.own, &set_digest]).version();
-                        CachedWorkload {
-                            config: Arc::new(config),
-                            ..c
-                        }
+                        let built = self.workload_config(inputs, caller_routes, set, &set_digest);
+                        own_changed = own_changed || self.own.get(key) != Some(&built.own);
+                        configs.push((key.clone(), built.config.clone()));
+                        self.workloads.insert(key.clone(), built);
+                        continue;
                     }
                 }
-                _ => {
-                    stats.workloads_compiled += 1;
-                    self.workload_config(inputs, caller_routes, set, &set_digest)
-                }
+            }
+            let Some(c) = self.workloads.get_mut(key) else {
+                continue;
             };
-            configs.insert(key.clone(), cached.config.clone());
-            workloads.insert(key.clone(), cached);
+            carry(c, set, &set_digest, &mut stats);
+            configs.push((key.clone(), c.config.clone()));
         }
-        let own = workloads.iter().map(|(k, c)| (k.clone(), c.own)).collect();
-        self.workloads = workloads;
+        // A workload gone (or no longer meshed) takes its config and digest with it.
+        if self.workloads.len() != meshed {
+            self.workloads
+                .retain(|k, _| snapshot.workloads.get(k).is_some_and(|w| w.meshed));
+            own_changed = true;
+        }
+        // In key order already: built in one pass.
+        let configs: BTreeMap<ObjectKey, Arc<ProxyConfig>> = configs.into_iter().collect();
+        if own_changed || self.own.len() != self.workloads.len() {
+            self.own = Arc::new(
+                self.workloads
+                    .iter()
+                    .map(|(k, c)| (k.clone(), c.own))
+                    .collect(),
+            );
+        }
+        self.inbound = Some(inbound);
         self.routes = Some(cached_routes);
         let catalog = Arc::new(Catalog {
             set: service_set,
-            own,
+            own: self.own.clone(),
         });
         Output {
             configs,
             catalog,
             stats,
         }
+    }
+
+    /// The workloads `snapshot` adds, replaces (a new `Arc`) or removes since the last
+    /// compile; remembers its workloads for the next.
+    fn changed_workloads(
+        &mut self,
+        snapshot: &Snapshot,
+    ) -> HashSet<ObjectKey, foldhash::fast::RandomState> {
+        let mut changed = HashSet::default();
+        for (key, w) in &snapshot.workloads {
+            match self.seen.get_mut(key) {
+                Some(before) if Arc::ptr_eq(before, w) => {}
+                Some(before) => {
+                    *before = w.clone();
+                    changed.insert(key.clone());
+                }
+                None => {
+                    self.seen.insert(key.clone(), w.clone());
+                    changed.insert(key.clone());
+                }
+            }
+        }
+        if self.seen.len() != snapshot.workloads.len() {
+            self.seen.retain(|key, _| {
+                let kept = snapshot.workloads.contains_key(key);
+                if !kept {
+                    changed.insert(key.clone());
+                }
+                kept
+            });
+        }
+        changed
     }
 
     /// What the route set and groups depend on, in the snapshot's (stable) order.

@@ -740,3 +740,141 @@ fn an_automatic_rollout_takes_its_percent_and_strictness_from_its_recorded_statu
         (TlsMode::Permissive, Some((TlsMode::Permissive, 10)))
     );
 }
+
+/// What happens to the mesh between two compiles, as a source hands it over: the
+/// objects it did not touch are the same `Arc`s.
+#[derive(Clone, Debug)]
+enum Change {
+    /// A workload gains or loses the label `canary: "true"`.
+    Relabel(usize),
+    /// A workload's proxy comes or goes.
+    Mesh(usize),
+    /// A workload goes, and the endpoints it backed with it.
+    Remove(usize),
+    /// A service gains a workload as an endpoint.
+    Endpoint(usize, usize),
+    /// The braid resources become one of [`RESOURCES`].
+    Resources(usize),
+    /// The trust bundle changes.
+    Bundle(u8),
+    /// Nothing.
+    Same,
+}
+
+const RESOURCES: [&str; 4] = [
+    "",
+    "apiVersion: braid.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {name: payments, namespace: shop}\nspec:\n  host: payments\n  groups: [{name: canary, labels: {canary: \"true\"}}]\n  rules: [{name: all, sourceLabels: {app: checkout}}]\n",
+    "apiVersion: braid.dev/v1alpha1\nkind: SelfHealing\nmetadata: {name: payments, namespace: shop}\nspec:\n  selector: {matchLabels: {app: payments}}\n  outlierDetection: {consecutiveErrors: 3}\n  overloadProtection: {signal: cpu, target: 0.75, minLimit: 20}\n",
+    "apiVersion: braid.dev/v1alpha1\nkind: EncryptionPolicy\nmetadata: {name: pay, namespace: shop}\nspec: {selector: {matchLabels: {app: payments}}, mode: Strict}\n",
+];
+
+fn apply(snap: &mut Snapshot, extra: &mut Extra, change: &Change) {
+    let keys: Vec<ObjectKey> = snap.workloads.keys().cloned().collect();
+    let pick = |i: &usize| keys.get(i % keys.len().max(1)).cloned();
+    match change {
+        Change::Relabel(i) | Change::Mesh(i) => {
+            let Some(k) = pick(i) else { return };
+            let mut w = Workload::clone(&snap.workloads[&k]);
+            if matches!(change, Change::Mesh(_)) {
+                w.meshed = !w.meshed;
+            } else if w.labels.remove("canary").is_none() {
+                w.labels.insert("canary".into(), "true".into());
+            }
+            snap.workloads.insert(k, Arc::new(w));
+        }
+        Change::Remove(i) => {
+            let Some(k) = pick(i) else { return };
+            snap.workloads.remove(&k);
+            for entry in snap.services.values_mut() {
+                if entry
+                    .endpoints
+                    .iter()
+                    .any(|e| e.workload.as_ref() == Some(&k))
+                {
+                    let mut e = ServiceEntry::clone(entry);
+                    e.endpoints.retain(|e| e.workload.as_ref() != Some(&k));
+                    *entry = Arc::new(e);
+                }
+            }
+        }
+        Change::Endpoint(s, i) => {
+            let Some(k) = pick(i) else { return };
+            let names: Vec<ObjectKey> = snap.services.keys().cloned().collect();
+            let svc = &names[s % names.len()];
+            let entry = &snap.services[svc];
+            if entry
+                .endpoints
+                .iter()
+                .any(|e| e.workload.as_ref() == Some(&k))
+            {
+                return;
+            }
+            let mut e = ServiceEntry::clone(entry);
+            e.endpoints.push(crate::registry::ServiceEndpoint {
+                ip: snap.workloads[&k].ips[0],
+                workload: Some(k),
+            });
+            snap.services.insert(svc.clone(), Arc::new(e));
+        }
+        Change::Resources(r) => {
+            let parsed = snapshot(
+                "services: []\nworkloads: []\n",
+                RESOURCES[r % RESOURCES.len()],
+            );
+            snap.traffic_routes = parsed.traffic_routes;
+            snap.self_healings = parsed.self_healings;
+            snap.encryption_policies = parsed.encryption_policies;
+        }
+        Change::Bundle(b) => extra.trust_bundle = format!("bundle-{b}").into(),
+        Change::Same => {}
+    }
+}
+
+fn a_change() -> impl proptest::strategy::Strategy<Value = Change> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0..8usize).prop_map(Change::Relabel),
+        (0..8usize).prop_map(Change::Mesh),
+        (0..8usize).prop_map(Change::Remove),
+        (0..4usize, 0..8usize).prop_map(|(s, i)| Change::Endpoint(s, i)),
+        (0..4usize).prop_map(Change::Resources),
+        (0..2u8).prop_map(Change::Bundle),
+        Just(Change::Same),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(200))]
+
+    /// However the mesh changes, and whatever the compiler kept from before, it
+    /// compiles what a compiler starting afresh does.
+    #[test]
+    fn an_incremental_compile_always_matches_a_full_one(
+        changes in proptest::collection::vec(a_change(), 1..12)
+    ) {
+        let mut snap = snapshot(REGISTRY, "");
+        let mut extra = Extra::default();
+        let mut compiler = Compiler::new(Options::default());
+        compiler.compile_with(&snap, &extra);
+        for change in &changes {
+            apply(&mut snap, &mut extra, change);
+            let inc = compiler.compile_with(&snap, &extra);
+            let full = Compiler::new(Options::default()).compile_with(&snap, &extra);
+            proptest::prop_assert_eq!(&inc.configs, &full.configs, "after {:?}", change);
+            proptest::prop_assert_eq!(&inc.catalog.own, &full.catalog.own);
+            proptest::prop_assert_eq!(&inc.catalog.set.digests, &full.catalog.set.digests);
+        }
+    }
+}
+
+#[test]
+fn a_pod_relabelled_without_changing_its_services_rebuilds_only_itself() {
+    let mut snap = snapshot(REGISTRY, "");
+    let mut compiler = Compiler::new(Options::default());
+    compiler.compile(&snap);
+    // payments-a (workloads in name order: checkout, legacy, payments-a, …).
+    apply(&mut snap, &mut Extra::default(), &Change::Relabel(2));
+    let out = compiler.compile(&snap);
+    assert_eq!(out.stats.services_compiled, 1, "{:?}", out.stats);
+    assert_eq!(out.stats.workloads_compiled, 1, "{:?}", out.stats);
+}

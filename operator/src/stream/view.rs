@@ -310,7 +310,7 @@ mod tests {
             configs: [(pod(), Arc::new(config))].into(),
             catalog: Arc::new(Catalog {
                 set,
-                own: [(pod(), own)].into(),
+                own: Arc::new([(pod(), own)].into()),
             }),
             seen_at: Instant::now(),
         }
