@@ -106,13 +106,16 @@ pub struct Compiler {
     /// What every service and workload depends on besides itself, as last compiled.
     globals: Option<Globals>,
     /// The ports each workload's app serves, with the services they were read from.
-    inbound: Option<(
-        Vec<Arc<ServiceEntry>>,
-        BTreeMap<ObjectKey, Vec<PortProtocol>>,
-    )>,
+    inbound: Option<InboundCache>,
     /// Each meshed workload's own digest, shared by compiles where none changed.
     own: Arc<HashMap<ObjectKey, Digest256>>,
 }
+
+/// The service entries the inbound ports were read from, and those ports by workload.
+type InboundCache = (
+    Vec<Arc<ServiceEntry>>,
+    BTreeMap<ObjectKey, Vec<PortProtocol>>,
+);
 
 /// A map the compiler looks tens of thousands of keys up in per compile: hashed fast,
 /// with a seed per process (SipHash was a fifth of an incremental compile).
