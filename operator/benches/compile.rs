@@ -1,6 +1,7 @@
 //! Compile time at mesh scale: 10,000 endpoints (pods) behind 1,000 services, each with a
 //! TrafficRoute (1,000 routes). Target: a full compile under 100 ms; an incremental change
-//! (one pod relabelled) recompiles only the service it belongs to.
+//! (one pod relabelled) recompiles only the service it belongs to and costs at most a
+//! tenth of a full compile (2026-12-06, 2 vCPUs: 3.5-5.9 ms against 86 ms).
 //!
 //! `cargo bench -p braid-operator --bench compile`
 

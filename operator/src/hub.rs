@@ -1,7 +1,7 @@
 //! The hub between the compiler and the connected proxies: the latest compiled configs,
 //! and the versions proxies report having applied.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -18,7 +18,7 @@ pub struct Published {
     /// The snapshot compiled (used to check who may read which config).
     pub snapshot: Arc<Snapshot>,
     /// The config of every meshed workload.
-    pub configs: BTreeMap<ObjectKey, Arc<ProxyConfig>>,
+    pub configs: crate::compiler::Configs,
     /// What proxies' views (the services each calls) are cut from.
     pub catalog: Arc<Catalog>,
     /// When the change that led to this compile was first seen (push latency).
@@ -178,7 +178,7 @@ impl Hub {
     }
 
     /// Forgets proxies whose workloads are gone.
-    pub fn retain_applied(&self, live: &BTreeMap<ObjectKey, Arc<ProxyConfig>>) {
+    pub fn retain_applied(&self, live: &crate::compiler::Configs) {
         lock(&self.applied).retain(|k, _| live.contains_key(k));
         lock(&self.held).retain(|k, _| live.contains_key(k));
     }
@@ -202,7 +202,7 @@ impl Hub {
     /// (not connected, or not applied yet), read under the lock rather than copied out.
     pub fn lagging<'a>(
         &self,
-        configs: &'a BTreeMap<ObjectKey, Arc<ProxyConfig>>,
+        configs: &'a crate::compiler::Configs,
     ) -> Vec<(&'a ObjectKey, &'a ProxyConfig)> {
         let current = self.current();
         let applied = lock(&self.applied);
@@ -327,7 +327,7 @@ mod tests {
         };
         hub.publish(Published {
             snapshot: Arc::default(),
-            configs: [(pod.clone(), Arc::new(config))].into(),
+            configs: [(pod.clone(), Arc::new(config))].into_iter().collect(),
             catalog: Default::default(),
             seen_at,
         });
@@ -381,7 +381,7 @@ mod tests {
         };
         hub.publish(Published {
             snapshot: Arc::default(),
-            configs: [(pod.clone(), Arc::new(config))].into(),
+            configs: [(pod.clone(), Arc::new(config))].into_iter().collect(),
             catalog: Arc::new(Catalog {
                 set: Arc::new(ServiceSet::new(services.into(), digests)),
                 own: Arc::new([(pod.clone(), Digest256::of("own"))].into()),

@@ -79,11 +79,15 @@ pub struct Stats {
     pub workloads_reused: usize,
 }
 
+/// Every meshed workload's config, in namespace/name order: a persistent map, so a
+/// compile shares what it did not change with the one before (a copy costs nothing).
+pub type Configs = imbl::OrdMap<ObjectKey, Arc<ProxyConfig>>;
+
 /// The result: one config per meshed workload.
 #[derive(Clone, Debug, Default)]
 pub struct Output {
     /// Configs by workload; each carries its content-hash version.
-    pub configs: BTreeMap<ObjectKey, Arc<ProxyConfig>>,
+    pub configs: Configs,
     /// The services with their digests and each workload's own digest, from which a
     /// proxy's view (the services it calls) is cut.
     pub catalog: Arc<Catalog>,
@@ -109,6 +113,8 @@ pub struct Compiler {
     inbound: Option<InboundCache>,
     /// Each meshed workload's own digest, shared by compiles where none changed.
     own: Arc<HashMap<ObjectKey, Digest256>>,
+    /// The configs of the last compile.
+    configs: Configs,
 }
 
 /// The service entries the inbound ports were read from, and those ports by workload.
@@ -171,17 +177,24 @@ fn same_routes(a: &[(ObjectKey, RouteInput)], b: &[(ObjectKey, RouteInput)]) -> 
 }
 
 /// Carries workload config `c`, whose inputs did not change, into a compile whose
-/// services are `set`: as it is, or with the new set swapped in and its own digest kept.
-fn carry(c: &mut CachedWorkload, set: &Arc<[Service]>, set_digest: &Digest256, stats: &mut Stats) {
+/// services are `set`: as it is, or with the new set swapped in and its own digest kept;
+/// whether its config changed.
+fn carry(
+    c: &mut CachedWorkload,
+    set: &Arc<[Service]>,
+    set_digest: &Digest256,
+    stats: &mut Stats,
+) -> bool {
     if Arc::ptr_eq(&c.config.services, set) {
         stats.workloads_reused += 1;
-        return;
+        return false;
     }
     stats.workloads_compiled += 1;
     let mut config = ProxyConfig::clone(&c.config);
     config.services = set.clone();
     config.version = Digest256::combine([&c.own, set_digest]).version();
     c.config = Arc::new(config);
+    true
 }
 
 /// Whether `snapshot`'s TrafficRoutes are those `inputs` were built from (the same
@@ -369,7 +382,6 @@ impl Compiler {
             ),
         };
         let inbound_same = entries_same && globals_same;
-        let mut configs = Vec::new();
         let mut own_changed = false;
         let mut meshed = 0usize;
         for (key, w) in snapshot.workloads.iter().filter(|(_, w)| w.meshed) {
@@ -379,8 +391,9 @@ impl Compiler {
                 && let Some(c) = self.workloads.get_mut(key)
                 && Arc::ptr_eq(&c.inputs.workload, w)
             {
-                carry(c, set, &set_digest, &mut stats);
-                configs.push((key.clone(), c.config.clone()));
+                if carry(c, set, &set_digest, &mut stats) {
+                    self.configs.insert(key.clone(), c.config.clone());
+                }
                 continue;
             }
             {
@@ -401,7 +414,7 @@ impl Compiler {
                         stats.workloads_compiled += 1;
                         let built = self.workload_config(inputs, caller_routes, set, &set_digest);
                         own_changed = own_changed || self.own.get(key) != Some(&built.own);
-                        configs.push((key.clone(), built.config.clone()));
+                        self.configs.insert(key.clone(), built.config.clone());
                         self.workloads.insert(key.clone(), built);
                         continue;
                     }
@@ -410,8 +423,9 @@ impl Compiler {
             let Some(c) = self.workloads.get_mut(key) else {
                 continue;
             };
-            carry(c, set, &set_digest, &mut stats);
-            configs.push((key.clone(), c.config.clone()));
+            if carry(c, set, &set_digest, &mut stats) {
+                self.configs.insert(key.clone(), c.config.clone());
+            }
         }
         // A workload gone (or no longer meshed) takes its config and digest with it.
         if self.workloads.len() != meshed {
@@ -419,8 +433,18 @@ impl Compiler {
                 .retain(|k, _| snapshot.workloads.get(k).is_some_and(|w| w.meshed));
             own_changed = true;
         }
-        // In key order already: built in one pass.
-        let configs: BTreeMap<ObjectKey, Arc<ProxyConfig>> = configs.into_iter().collect();
+        if self.configs.len() != self.workloads.len() {
+            let gone: Vec<ObjectKey> = self
+                .configs
+                .keys()
+                .filter(|k| !self.workloads.contains_key(*k))
+                .cloned()
+                .collect();
+            for k in gone {
+                self.configs.remove(&k);
+            }
+        }
+        let configs = self.configs.clone();
         if own_changed || self.own.len() != self.workloads.len() {
             self.own = Arc::new(
                 self.workloads

@@ -1,9 +1,7 @@
 //! Statuses from a snapshot, the compiled configs and what proxies report.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 
-use braid_api::config::ProxyConfig;
 use braid_api::control::delta::ServiceRef;
 use braid_crds::ValidationErrors;
 use braid_crds::common::WorkloadSelector;
@@ -39,7 +37,7 @@ pub struct Views<'a> {
 #[derive(Clone, Copy)]
 pub struct ProxyState<'a> {
     /// The compiled config of every meshed workload.
-    pub configs: &'a BTreeMap<ObjectKey, Arc<ProxyConfig>>,
+    pub configs: &'a crate::compiler::Configs,
     /// The config version each connected proxy last reported applying.
     pub applied: &'a HashMap<ObjectKey, String>,
     /// The services each on-demand proxy reported holding (a proxy not here holds every

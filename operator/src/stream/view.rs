@@ -307,7 +307,7 @@ mod tests {
         let own = Digest256::of(bundle);
         Published {
             snapshot: Arc::default(),
-            configs: [(pod(), Arc::new(config))].into(),
+            configs: [(pod(), Arc::new(config))].into_iter().collect(),
             catalog: Arc::new(Catalog {
                 set,
                 own: Arc::new([(pod(), own)].into()),
