@@ -150,7 +150,12 @@ impl DirSource {
                             .map_err(|errors| errors.into_iter().map(InvalidInput::from).collect())
                     });
                 match resolved {
-                    Ok(resolved) => self.state.registry = Some(Arc::new(resolved)),
+                    Ok(mut resolved) => {
+                        if let Some(before) = &self.state.registry {
+                            share_unchanged(before, &mut resolved);
+                        }
+                        self.state.registry = Some(Arc::new(resolved));
+                    }
                     Err(errors) => {
                         // Nothing good yet: start empty, so the error is logged once
                         // rather than on every poll until the file changes.
@@ -194,6 +199,25 @@ impl DirSource {
         self.state.last = Some(snapshot.clone());
         Ok(Some(snapshot))
     }
+}
+
+/// Hands over the objects `resolved` has unchanged from `before` as the same `Arc`s, as
+/// the Kubernetes source's watch does: the compiler tells what changed by pointer.
+fn share_unchanged(before: &Resolved, resolved: &mut Resolved) {
+    fn share<T: PartialEq>(
+        before: &BTreeMap<crate::registry::ObjectKey, Arc<T>>,
+        now: &mut BTreeMap<crate::registry::ObjectKey, Arc<T>>,
+    ) {
+        for (key, value) in now.iter_mut() {
+            if let Some(old) = before.get(key)
+                && old == value
+            {
+                *value = old.clone();
+            }
+        }
+    }
+    share(&before.0, &mut resolved.0);
+    share(&before.1, &mut resolved.1);
 }
 
 /// The EncryptionPolicy status files of `dir` (none when it does not exist yet).
@@ -348,5 +372,39 @@ mod tests {
         // A status for another spec says nothing.
         sink.apply(&status(7)).await.unwrap();
         assert!(source.reload().unwrap().unwrap().rollout_status.is_empty());
+    }
+
+    #[test]
+    fn what_a_registry_edit_leaves_alone_is_handed_over_as_the_same_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = |zone: &str| {
+            format!(
+                "services:\n- {{name: pay, namespace: shop, vips: [10.96.0.1], selector: {{app: pay}}, ports: [{{port: 80}}]}}\n- {{name: web, namespace: shop, vips: [10.96.0.2], selector: {{app: web}}, ports: [{{port: 80}}]}}\nworkloads:\n- {{name: pay-0, namespace: shop, ips: [10.0.0.1], labels: {{app: pay, zone: {zone}}}}}\n- {{name: web-0, namespace: shop, ips: [10.0.0.2], labels: {{app: web}}}}\n"
+            )
+        };
+        let path = dir.path().join("registry.yaml");
+        std::fs::write(&path, registry("a")).unwrap();
+        let mut source = DirSource::new(dir.path().into(), Duration::from_millis(10));
+        let first = source.reload().unwrap().unwrap();
+        // A longer value: the file's size changes, so the edit is seen at once.
+        std::fs::write(&path, registry("bb")).unwrap();
+        let second = source.reload().unwrap().unwrap();
+        let (pay, web) = (
+            ObjectKey::new("shop", "pay-0"),
+            ObjectKey::new("shop", "web-0"),
+        );
+        assert!(!Arc::ptr_eq(
+            &first.workloads[&pay],
+            &second.workloads[&pay]
+        ));
+        assert_eq!(second.workloads[&pay].labels["zone"], "bb");
+        assert!(Arc::ptr_eq(&first.workloads[&web], &second.workloads[&web]));
+        for svc in ["pay", "web"] {
+            let key = ObjectKey::new("shop", svc);
+            assert!(
+                Arc::ptr_eq(&first.services[&key], &second.services[&key]),
+                "{svc}"
+            );
+        }
     }
 }
