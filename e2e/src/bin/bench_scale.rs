@@ -423,8 +423,20 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// A port free now on 127.0.0.1.
+/// A free loopback port for a process to listen on. Taken in turn from below the
+/// ephemeral range: a port the kernel hands out for `:0` is also where hundreds of
+/// proxies' outgoing connections get their local ports, and one of them took a
+/// proxy's health port between the pick and the bind (`Address already in use`).
 fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(20_000);
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::Relaxed);
+        anyhow::ensure!(port < 32_768, "no free port left below the ephemeral range");
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return Ok(listener.local_addr()?);
+        }
+    }
 }
 
 struct OperatorProcess {
