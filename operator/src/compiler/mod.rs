@@ -381,15 +381,18 @@ impl Compiler {
                 inbound_ports(snapshot),
             ),
         };
-        let inbound_same = entries_same && globals_same;
         let mut own_changed = false;
         let mut meshed = 0usize;
         for (key, w) in snapshot.workloads.iter().filter(|(_, w)| w.meshed) {
             meshed += 1;
-            // Nothing it depends on changed: its inputs are the same, not built again.
-            if inbound_same
+            // Nothing it depends on changed (its ports compared when the services
+            // changed): its inputs are the same, not built again.
+            if globals_same
                 && let Some(c) = self.workloads.get_mut(key)
                 && Arc::ptr_eq(&c.inputs.workload, w)
+                && (entries_same
+                    || c.inputs.inbound.as_slice()
+                        == inbound.1.get(key).map_or(&[][..], Vec::as_slice))
             {
                 if carry(c, set, &set_digest, &mut stats) {
                     self.configs.insert(key.clone(), c.config.clone());
