@@ -12,6 +12,7 @@
 //! a file every replica shares.
 
 pub mod registry_file;
+pub mod registry_items;
 pub mod resources;
 
 use std::collections::BTreeMap;
@@ -47,6 +48,7 @@ struct State {
     fingerprint: Fingerprint,
     status_fingerprint: Fingerprint,
     registry: Option<Arc<Resolved>>,
+    registry_entries: registry_items::EntryCache,
     files: BTreeMap<PathBuf, Vec<Doc>>,
     generations: Generations,
     last: Option<Snapshot>,
@@ -143,7 +145,7 @@ impl DirSource {
                 .file_name()
                 .is_some_and(|n| n == registry_file::FILE_NAME)
             {
-                let resolved = registry_file::parse(&text)
+                let resolved = registry_items::parse(&text, &mut self.state.registry_entries)
                     .map_err(|e| vec![e])
                     .and_then(|f| {
                         f.resolve()

@@ -34,7 +34,7 @@ use crate::registry::{
 pub const FILE_NAME: &str = "registry.yaml";
 
 /// The whole file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegistryFile {
     /// Services.
@@ -46,7 +46,7 @@ pub struct RegistryFile {
 }
 
 /// A service as written in the file.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceDecl {
     /// Its name.
@@ -66,7 +66,7 @@ pub struct ServiceDecl {
 }
 
 /// A service port as written in the file.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortDecl {
     /// Optional name.
@@ -83,7 +83,7 @@ pub struct PortDecl {
 }
 
 /// A workload as written in the file.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadDecl {
     /// Its name (a pod name).
