@@ -51,8 +51,8 @@ pub struct ProxyConfig {
     /// The roots (PEM, one or more certificates) that verify peers' certificates. Several
     /// roots let the mesh rotate its root; absent, the roots that came with this proxy's
     /// own certificate are used.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub trust_bundle: String,
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pub trust_bundle: Arc<str>,
 }
 
 fn no_services() -> Arc<[Service]> {

@@ -71,7 +71,7 @@ pub struct ConfigDelta {
     pub detection: Option<Detection>,
     /// The new `trustBundle`, if it changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trust_bundle: Option<String>,
+    pub trust_bundle: Option<Arc<str>>,
     /// Services added, changed or removed (absent: none).
     #[serde(default, skip_serializing_if = "ServicesDelta::is_empty")]
     pub services: ServicesDelta,
@@ -305,7 +305,7 @@ mod tests {
         };
         let out = delta.apply(&base()).unwrap();
         assert_eq!(out.version, "v2");
-        assert_eq!(out.trust_bundle, "roots", "absent sections stand");
+        assert_eq!(&*out.trust_bundle, "roots", "absent sections stand");
         let names: Vec<_> = out.services.iter().map(ServiceRef::of).collect();
         assert_eq!(
             names.iter().map(ToString::to_string).collect::<Vec<_>>(),

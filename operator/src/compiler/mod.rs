@@ -176,6 +176,21 @@ fn same_routes(a: &[(ObjectKey, RouteInput)], b: &[(ObjectKey, RouteInput)]) -> 
             })
 }
 
+/// Records `key`'s new config: gathered when the map is `rebuilt`, else put in `configs`.
+fn put(
+    rebuilt: &mut Option<Vec<(ObjectKey, Arc<ProxyConfig>)>>,
+    configs: &mut Configs,
+    key: &ObjectKey,
+    config: &Arc<ProxyConfig>,
+) {
+    match rebuilt {
+        Some(all) => all.push((key.clone(), config.clone())),
+        None => {
+            configs.insert(key.clone(), config.clone());
+        }
+    }
+}
+
 /// Carries workload config `c`, whose inputs did not change, into a compile whose
 /// services are `set`: as it is, or with the new set swapped in and its own digest kept;
 /// whether its config changed.
@@ -361,9 +376,14 @@ impl Compiler {
         }
 
         let digests: Vec<Digest256> = compiled.iter().map(|c| c.digest).collect();
+        // A new service set changes every config: they are gathered in order and the
+        // map built afresh, cheaper than 50,000 inserts that each copy a path of a
+        // tree the last compile still shares.
+        let mut rebuilt: Option<Vec<(ObjectKey, Arc<ProxyConfig>)>> = None;
         let (service_set, set_digest) = match self.set.take() {
             Some((set, digest)) if set.digests == digests => (set, digest),
             _ => {
+                rebuilt = Some(Vec::with_capacity(self.configs.len()));
                 let set: Arc<[Service]> = compiled.iter().map(|c| c.service.clone()).collect();
                 let digest = Digest256::combine(&digests);
                 (Arc::new(ServiceSet::new(set, digests)), digest)
@@ -395,7 +415,7 @@ impl Compiler {
                         == inbound.1.get(key).map_or(&[][..], Vec::as_slice))
             {
                 if carry(c, set, &set_digest, &mut stats) {
-                    self.configs.insert(key.clone(), c.config.clone());
+                    put(&mut rebuilt, &mut self.configs, key, &c.config);
                 }
                 continue;
             }
@@ -417,7 +437,7 @@ impl Compiler {
                         stats.workloads_compiled += 1;
                         let built = self.workload_config(inputs, caller_routes, set, &set_digest);
                         own_changed = own_changed || self.own.get(key) != Some(&built.own);
-                        self.configs.insert(key.clone(), built.config.clone());
+                        put(&mut rebuilt, &mut self.configs, key, &built.config);
                         self.workloads.insert(key.clone(), built);
                         continue;
                     }
@@ -427,7 +447,7 @@ impl Compiler {
                 continue;
             };
             if carry(c, set, &set_digest, &mut stats) {
-                self.configs.insert(key.clone(), c.config.clone());
+                put(&mut rebuilt, &mut self.configs, key, &c.config);
             }
         }
         // A workload gone (or no longer meshed) takes its config and digest with it.
@@ -436,7 +456,9 @@ impl Compiler {
                 .retain(|k, _| snapshot.workloads.get(k).is_some_and(|w| w.meshed));
             own_changed = true;
         }
-        if self.configs.len() != self.workloads.len() {
+        if let Some(all) = rebuilt {
+            self.configs = all.into_iter().collect();
+        } else if self.configs.len() != self.workloads.len() {
             let gone: Vec<ObjectKey> = self
                 .configs
                 .keys()
@@ -529,7 +551,7 @@ impl Compiler {
             inbound: workload::inbound(&inputs.inbound, inputs.overload.clone(), &inputs.tls),
             services: set.clone(),
             routes,
-            trust_bundle: inputs.trust_bundle.to_string(),
+            trust_bundle: inputs.trust_bundle.clone(),
             ..Default::default()
         };
         // The version covers every section; the service set's digest is computed once

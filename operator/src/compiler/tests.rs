@@ -720,7 +720,7 @@ fn an_automatic_rollout_takes_its_percent_and_strictness_from_its_recorded_statu
         (TlsMode::Strict, Some((TlsMode::Strict, 100)))
     );
     assert_eq!(
-        strict.configs[&key("payments-a")].trust_bundle,
+        &*strict.configs[&key("payments-a")].trust_bundle,
         "-----BEGIN CERTIFICATE-----\n"
     );
     assert_ne!(
