@@ -120,12 +120,12 @@ pub struct Compiler {
 /// The service entries the inbound ports were read from, and those ports by workload.
 type InboundCache = (
     Vec<Arc<ServiceEntry>>,
-    BTreeMap<ObjectKey, Vec<PortProtocol>>,
+    FastMap<ObjectKey, Vec<PortProtocol>>,
 );
 
 /// A map the compiler looks tens of thousands of keys up in per compile: hashed fast,
 /// with a seed per process (SipHash was a fifth of an incremental compile).
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The inputs every service and workload shares: when they and an object's own
 /// `Arc` are what the last compile saw, the object's inputs are too, and are not built
@@ -393,13 +393,46 @@ impl Compiler {
         let set = &service_set.services;
 
         let routes = &mut cached_routes.set;
-        // The ports apps serve come from the services alone.
+        // The ports apps serve come from the services alone; only the endpoints of
+        // services that changed may serve other ports now.
+        let mut ports_changed: HashSet<&ObjectKey, foldhash::fast::RandomState> =
+            HashSet::default();
         let inbound = match self.inbound.take() {
             Some((entries, ports)) if entries_same => (entries, ports),
-            _ => (
-                snapshot.services.values().cloned().collect(),
-                inbound_ports(snapshot),
-            ),
+            before => {
+                let mut old: FastMap<&ObjectKey, &Arc<ServiceEntry>> = before
+                    .as_ref()
+                    .map(|(entries, _)| entries.iter().map(|e| (&e.key, e)).collect())
+                    .unwrap_or_default();
+                let backed = |e: &ServiceEntry| -> Vec<ObjectKey> {
+                    e.endpoints
+                        .iter()
+                        .filter_map(|ep| ep.workload.clone())
+                        .collect()
+                };
+                let mut touched = Vec::new();
+                for (key, entry) in &snapshot.services {
+                    match old.remove(key) {
+                        Some(was) if Arc::ptr_eq(was, entry) => {}
+                        was => {
+                            touched.extend(backed(entry));
+                            touched.extend(was.map(|w| backed(w)).unwrap_or_default());
+                        }
+                    }
+                }
+                for was in old.values() {
+                    touched.extend(backed(was));
+                }
+                for key in touched {
+                    if let Some((k, _)) = snapshot.workloads.get_key_value(&key) {
+                        ports_changed.insert(k);
+                    }
+                }
+                (
+                    snapshot.services.values().cloned().collect(),
+                    inbound_ports(snapshot),
+                )
+            }
         };
         let mut own_changed = false;
         let mut meshed = 0usize;
@@ -410,9 +443,7 @@ impl Compiler {
             if globals_same
                 && let Some(c) = self.workloads.get_mut(key)
                 && Arc::ptr_eq(&c.inputs.workload, w)
-                && (entries_same
-                    || c.inputs.inbound.as_slice()
-                        == inbound.1.get(key).map_or(&[][..], Vec::as_slice))
+                && (entries_same || !ports_changed.contains(key))
             {
                 if carry(c, set, &set_digest, &mut stats) {
                     put(&mut rebuilt, &mut self.configs, key, &c.config);

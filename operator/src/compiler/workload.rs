@@ -52,8 +52,8 @@ pub fn inbound(
 
 /// The ports each workload's app serves: the target ports of every service it backs.
 /// Two services that disagree on a port's protocol leave it to detection.
-pub fn inbound_ports(snapshot: &Snapshot) -> BTreeMap<ObjectKey, Vec<PortProtocol>> {
-    let mut ports: BTreeMap<&ObjectKey, BTreeMap<u16, Protocol>> = BTreeMap::new();
+pub fn inbound_ports(snapshot: &Snapshot) -> super::FastMap<ObjectKey, Vec<PortProtocol>> {
+    let mut ports: super::FastMap<&ObjectKey, BTreeMap<u16, Protocol>> = Default::default();
     for svc in snapshot.services.values() {
         for ep in &svc.endpoints {
             let Some(w) = &ep.workload else { continue };
