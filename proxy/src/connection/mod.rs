@@ -120,9 +120,8 @@ pub async fn outbound(stream: TcpStream, ctx: Context) {
     }
     match policy {
         Some(policy) => {
-            if let Some(discovery) = &ctx.discovery {
-                discovery.used(dst.ip());
-            }
+            // Held for the connection's life: its service is in use meanwhile.
+            let _in_use = ctx.discovery.as_ref().map(|d| d.used(dst.ip()));
             let conn = Conn::plain(stream, policy.target.protocol);
             dispatch(conn, Route::Outbound(dst), policy, &ctx).await;
         }

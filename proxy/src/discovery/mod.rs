@@ -61,8 +61,9 @@ pub struct Discovery {
     not_before: Mutex<HashMap<IpAddr, Instant>>,
     /// One ask per address at a time: later connections wait for its outcome.
     asking: Mutex<HashMap<IpAddr, Arc<tokio::sync::Mutex<()>>>>,
-    /// When the app last connected to each address of a service held.
-    last_used: Mutex<HashMap<IpAddr, Instant>>,
+    /// How the app uses each address of a service held: connections open to it now,
+    /// and when the last one opened or closed.
+    last_used: Mutex<HashMap<IpAddr, Use>>,
     /// When each service held was first seen held (or last forgotten in vain: one its
     /// workload's scope names stays): idle that long when never called.
     held_since: Mutex<HashMap<ServiceRef, Instant>>,
@@ -82,9 +83,21 @@ impl Discovery {
         }
     }
 
-    /// Notes that the app connected to `ip`, an address of a service held.
-    pub fn used(&self, ip: IpAddr) {
-        lock(&self.last_used).insert(ip, Instant::now());
+    /// Notes that the app connected to `ip`, an address of a service held; the service is
+    /// in use until the returned guard (held for the connection's life) is dropped, so a
+    /// long-lived connection (gRPC, a kept-alive pool) never has its service let go of.
+    pub fn used(self: &Arc<Self>, ip: IpAddr) -> InUse {
+        let mut all = lock(&self.last_used);
+        let entry = all.entry(ip).or_insert(Use {
+            open: 0,
+            last: Instant::now(),
+        });
+        entry.open += 1;
+        entry.last = Instant::now();
+        InUse {
+            discovery: self.clone(),
+            ip,
+        }
     }
 
     /// Has the operator stop sending the services the app has not connected to for
@@ -103,15 +116,13 @@ impl Discovery {
             let mut since = lock(&self.held_since);
             // Bounded by what is held.
             since.retain(|name, _| held.iter().any(|(n, _)| n == name));
-            last_used.retain(|ip, _| held.iter().any(|(_, vips)| vips.contains(ip)));
+            last_used.retain(|ip, u| u.open > 0 || held.iter().any(|(_, vips)| vips.contains(ip)));
             held.iter()
                 .filter(|(name, vips)| {
                     let first = *since.entry(name.clone()).or_insert(now);
-                    let last = vips
-                        .iter()
-                        .filter_map(|ip| last_used.get(ip).copied())
-                        .fold(first, Instant::max);
-                    now.saturating_duration_since(last) >= idle
+                    let uses = || vips.iter().filter_map(|ip| last_used.get(ip));
+                    let last = uses().map(|u| u.last).fold(first, Instant::max);
+                    uses().all(|u| u.open == 0) && now.saturating_duration_since(last) >= idle
                 })
                 .map(|(name, _)| name.clone())
                 .collect()
@@ -256,6 +267,30 @@ impl Discovery {
 
     fn known(&self, ip: IpAddr) -> bool {
         self.store.with_tables(|t| knows(t, ip))
+    }
+}
+
+/// The app's use of one address.
+#[derive(Debug)]
+struct Use {
+    /// Connections open to it.
+    open: usize,
+    /// When one last opened or closed.
+    last: Instant,
+}
+
+/// One connection the app has open to a service held (see [`Discovery::used`]).
+pub struct InUse {
+    discovery: Arc<Discovery>,
+    ip: IpAddr,
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        if let Some(u) = lock(&self.discovery.last_used).get_mut(&self.ip) {
+            u.open = u.open.saturating_sub(1);
+            u.last = Instant::now();
+        }
     }
 }
 

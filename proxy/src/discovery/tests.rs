@@ -195,6 +195,14 @@ fn holding_two(discovery: &Discovery) {
     discovery.store.apply(config).unwrap();
 }
 
+/// `discovery` holding payments and orders (see [`holding_two`]), one idle check made as
+/// they arrive, and an hour gone by.
+async fn held_for_an_hour(discovery: &Discovery) {
+    holding_two(discovery);
+    discovery.forget_idle(HOUR).await;
+    tokio::time::advance(HOUR).await;
+}
+
 fn held(discovery: &Discovery) -> Vec<String> {
     discovery
         .store
@@ -232,9 +240,7 @@ async fn a_service_the_app_stopped_calling_is_let_go_of_and_one_it_calls_stays()
 async fn one_the_operator_keeps_sending_is_not_asked_about_again_for_as_long() {
     let (discovery, operator, _) = rig(Answer::Service);
     *operator.scope.lock().unwrap() = vec!["shop/orders".parse().unwrap()];
-    holding_two(&discovery);
-    discovery.forget_idle(HOUR).await;
-    tokio::time::advance(HOUR).await;
+    held_for_an_hour(&discovery).await;
     assert_eq!(discovery.forget_idle(HOUR).await, 2);
     assert_eq!(held(&discovery), ["orders"], "its scope names it");
     tokio::time::advance(30 * MINUTE).await;
@@ -247,9 +253,25 @@ async fn one_the_operator_keeps_sending_is_not_asked_about_again_for_as_long() {
 #[tokio::test(start_paused = true)]
 async fn when_the_operator_cannot_be_told_the_services_stay() {
     let (discovery, _, _) = rig(Answer::Fail);
-    holding_two(&discovery);
-    discovery.forget_idle(HOUR).await;
-    tokio::time::advance(HOUR).await;
+    held_for_an_hour(&discovery).await;
     assert_eq!(discovery.forget_idle(HOUR).await, 0);
     assert_eq!(held(&discovery), ["payments", "orders"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_with_a_connection_open_is_in_use_however_long_ago_it_opened() {
+    let (discovery, _, _) = rig(Answer::Service);
+    holding_two(&discovery);
+    // A gRPC channel to payments, opened once and kept.
+    let channel = discovery.used(vip().ip());
+    discovery.forget_idle(HOUR).await;
+    tokio::time::advance(2 * HOUR).await;
+    assert_eq!(discovery.forget_idle(HOUR).await, 1, "orders only");
+    assert_eq!(held(&discovery), ["payments"]);
+    // Closed: idle from then on.
+    drop(channel);
+    tokio::time::advance(HOUR - MINUTE).await;
+    assert_eq!(discovery.forget_idle(HOUR).await, 0);
+    tokio::time::advance(MINUTE).await;
+    assert_eq!(discovery.forget_idle(HOUR).await, 1);
 }
