@@ -234,12 +234,11 @@ async fn an_on_demand_proxy_holds_what_it_called_and_hears_only_of_that() {
     };
     let op = Operator::start(&workloads("")).await;
     let proxy = op.proxy("shop", "payments-0", PAYMENTS_TOKEN);
-    eventually("a first config, with no service", || async {
-        let dump = proxy.config_dump().await;
-        !dump["version"].as_str().unwrap_or_default().is_empty()
-            && dump["services"].as_array().is_some_and(Vec::is_empty)
-    })
-    .await;
+    proxy.first_config().await;
+    assert!(
+        proxy.services().await.is_empty(),
+        "a first config, with no service"
+    );
     assert_eq!(
         op.discover("shop", "payments-0", PAYMENTS_TOKEN, "10.96.1.3")
             .await
@@ -253,10 +252,7 @@ async fn an_on_demand_proxy_holds_what_it_called_and_hears_only_of_that() {
         "not a mesh service: it passes through"
     );
     eventually("orders-3, and only it, in the proxy", || async {
-        let dump = proxy.config_dump().await;
-        dump["services"]
-            .as_array()
-            .is_some_and(|s| s.len() == 1 && s[0]["name"] == "orders-3")
+        proxy.services().await == ["orders-3"]
     })
     .await;
     let metrics = |op: &Operator| {
@@ -368,48 +364,26 @@ async fn a_new_replica_starts_with_what_its_siblings_call() {
              - {name: orders-0, namespace: shop, ips: [10.1.0.1], labels: {app: orders}, serviceAccount: orders, meshed: false}\n",
         );
     let op = Operator::start(&registry).await;
-    let services = |dump: serde_json::Value| -> Vec<String> {
-        dump["services"]
-            .as_array()
-            .map(|s| {
-                s.iter()
-                    .map(|s| s["name"].as_str().unwrap().to_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let first = op.proxy("shop", "payments-0", PAYMENTS_TOKEN);
     op.discover("shop", "payments-0", PAYMENTS_TOKEN, "10.96.1.1")
         .await;
     eventually("orders in the first replica's proxy", || async {
-        services(first.config_dump().await) == ["orders"]
+        first.services().await == ["orders"]
     })
     .await;
     // Its report (sent as it applies) names what it holds; then a new replica starts.
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let second = op.proxy("shop", "payments-1", PAYMENTS_TOKEN);
     let other = op.proxy("shop", "audit-0", PAYMENTS_TOKEN);
-    eventually("the new replica's first config", || async {
-        !second.config_dump().await["version"]
-            .as_str()
-            .unwrap_or_default()
-            .is_empty()
-    })
-    .await;
+    second.first_config().await;
     assert_eq!(
-        services(second.config_dump().await),
+        second.services().await,
         ["orders"],
         "seeded with what its sibling calls, before any call of its own"
     );
-    eventually("the other workload's first config", || async {
-        !other.config_dump().await["version"]
-            .as_str()
-            .unwrap_or_default()
-            .is_empty()
-    })
-    .await;
+    other.first_config().await;
     assert!(
-        services(other.config_dump().await).is_empty(),
+        other.services().await.is_empty(),
         "same identity, another workload: nothing seeded"
     );
 }
@@ -429,11 +403,7 @@ async fn a_service_no_longer_called_is_let_go_of() {
     );
     op.discover("shop", "payments-0", PAYMENTS_TOKEN, "10.96.1.1")
         .await;
-    let holds_orders = || async {
-        proxy.config_dump().await["services"]
-            .as_array()
-            .is_some_and(|s| s.iter().any(|s| s["name"] == "orders"))
-    };
+    let holds_orders = || async { proxy.services().await.contains(&"orders".to_owned()) };
     eventually("orders in the proxy", holds_orders).await;
     // Never called: after 2 s the proxy lets go of it, and its stream stops sending it.
     let held_at = Instant::now();

@@ -313,6 +313,29 @@ impl ProxyProcess {
         }
         serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
     }
+
+    /// The names of the services the proxy holds.
+    pub async fn services(&self) -> Vec<String> {
+        self.config_dump().await["services"]
+            .as_array()
+            .map(|s| {
+                s.iter()
+                    .map(|s| s["name"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until the proxy holds a first config.
+    pub async fn first_config(&self) {
+        eventually("the proxy's first config", || async {
+            !self.config_dump().await["version"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty()
+        })
+        .await;
+    }
 }
 
 /// A plain HTTP/1.1 GET; (0, "") when nothing answers.
