@@ -259,21 +259,18 @@ impl Hub {
     /// Adds `name` to what `pod`'s stream sends it; `false` when `pod` has no on-demand
     /// stream open on this replica.
     pub fn want(&self, pod: &ObjectKey, name: ServiceRef) -> bool {
-        let Some(wanted) = lock(&self.wanted).get(pod).cloned() else {
-            return false;
-        };
-        wanted.add(name);
-        true
+        self.wanted_of(pod).map(|w| w.add(name)).is_some()
     }
 
     /// Removes `names` from what `pod`'s stream sends it; `false` when `pod` has no
     /// on-demand stream open on this replica.
     pub fn unwant(&self, pod: &ObjectKey, names: &[ServiceRef]) -> bool {
-        let Some(wanted) = lock(&self.wanted).get(pod).cloned() else {
-            return false;
-        };
-        wanted.remove(names);
-        true
+        self.wanted_of(pod).map(|w| w.remove(names)).is_some()
+    }
+
+    /// What `pod`'s on-demand stream on this replica holds, if it has one.
+    fn wanted_of(&self, pod: &ObjectKey) -> Option<Arc<Wanted>> {
+        lock(&self.wanted).get(pod).cloned()
     }
 
     /// Records the services `pod`'s proxy holds (on demand), as its reports say.
