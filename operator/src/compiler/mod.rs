@@ -167,13 +167,17 @@ fn same_routes(a: &[(ObjectKey, RouteInput)], b: &[(ObjectKey, RouteInput)]) -> 
         && a.iter()
             .zip(b)
             .all(|((ka, (ra, ca, sa)), (kb, (rb, cb, sb)))| {
-                let same_generation = match (ra, rb) {
-                    (Some(x), Some(y)) => Arc::ptr_eq(x, y),
-                    (None, None) => true,
-                    _ => false,
-                };
-                same_generation && ka == kb && ca == cb && sa == sb
+                same_generation(ra, rb) && ka == kb && ca == cb && sa == sb
             })
+}
+
+/// Whether two routes in force are the same generation (by `Arc` identity).
+fn same_generation(a: &Option<Arc<TrafficRoute>>, b: &Option<Arc<TrafficRoute>>) -> bool {
+    match (a, b) {
+        (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 /// Records `key`'s new config: gathered when the map is `rebuilt`, else put in `configs`.
@@ -221,12 +225,7 @@ fn routes_unchanged(inputs: &[(ObjectKey, RouteInput)], snapshot: &Snapshot) -> 
             .iter()
             .zip(&snapshot.traffic_routes)
             .all(|((ka, (ra, ca, _)), (kb, o))| {
-                let same_generation = match (ra, &o.accepted) {
-                    (Some(x), Some(y)) => Arc::ptr_eq(x, y),
-                    (None, None) => true,
-                    _ => false,
-                };
-                same_generation && ka == kb && *ca == o.created
+                same_generation(ra, &o.accepted) && ka == kb && *ca == o.created
             })
 }
 
@@ -301,7 +300,8 @@ impl Compiler {
         let changed = self.changed_workloads(snapshot);
         let groups = &cached_routes.groups;
         let healings = snapshot.self_healings_oldest_first();
-        let mut outliers = healing::outlier_by_service(snapshot, &healings);
+        // Worked out only if a service is compiled again.
+        let mut outliers = None;
         let policies = snapshot.encryption_policies_oldest_first();
         // Rollouts stand where their status records, as read back, on every replica
         // alike: the leader's steps reach proxies only once written, so a leader lost
@@ -352,7 +352,9 @@ impl Compiler {
                     .collect(),
                 workloads,
                 groups: groups.get(key).cloned().unwrap_or_default(),
-                outlier: outliers.remove(key),
+                outlier: outliers
+                    .get_or_insert_with(|| healing::outlier_by_service(snapshot, &healings))
+                    .remove(key),
             };
             match self.services.get_mut(key) {
                 Some((before, out)) if *before == inputs => {
