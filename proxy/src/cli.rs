@@ -87,9 +87,9 @@ pub struct RunArgs {
     /// every service, as a gateway calling anything needs.
     #[arg(long, env = "BRAID_SERVICES", value_enum, default_value_t = Services::OnDemand)]
     pub services: Services,
-    /// With --services on-demand: a service the app has not connected to for this long
-    /// (a duration with a unit, e.g. `30m`) is let go of, and found again if it is
-    /// called again. Those its workload's outbound scope names stay.
+    /// With --services on-demand: a service the app has had no connection open to for
+    /// this long (a duration with a unit, e.g. `30m`) is let go of, and found again if
+    /// it is called again. Those its workload's outbound scope names stay.
     #[arg(long, env = "BRAID_SERVICES_IDLE", default_value = "1h", value_parser = crate::limits::parse_duration)]
     pub services_idle: Duration,
     /// The pod's projected ServiceAccount token (audience braid), sent to the operator.

@@ -8,9 +8,9 @@
 //! [`WAIT`]), the connection passes through too: what the proxy holds keeps working
 //! and what it does not know goes where the app sent it.
 //!
-//! A service the app has not connected to for a while (`--services-idle`, an hour by
-//! default) is let go of ([`Discovery::forget_idle`]), so the proxy's memory follows
-//! what its app calls now rather than everything it ever called.
+//! A service the app has had no connection open to for a while (`--services-idle`, an
+//! hour by default) is let go of ([`Discovery::forget_idle`]), so the proxy's memory
+//! follows what its app calls now rather than everything it ever called.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -100,8 +100,8 @@ impl Discovery {
         }
     }
 
-    /// Has the operator stop sending the services the app has not connected to for
-    /// `idle`; how many were let go of.
+    /// Has the operator stop sending the services the app has had no connection open
+    /// to for `idle`; how many were let go of.
     pub async fn forget_idle(&self, idle: Duration) -> usize {
         let now = Instant::now();
         let held: Vec<(ServiceRef, Vec<IpAddr>)> = self.store.with_tables(|t| {
