@@ -285,6 +285,12 @@ impl Hub {
         }
     }
 
+    /// How many times a proxy reported a new version or new services held: what was
+    /// worked out from the reports holds while this is the same.
+    pub fn reports(&self) -> u64 {
+        *self.applied_changed.borrow()
+    }
+
     /// Ticks whenever a proxy reports a new version.
     pub fn applied_changes(&self) -> watch::Receiver<u64> {
         self.applied_changed.subscribe()

@@ -3,15 +3,13 @@
 //! callers its outlier detection; the oldest that selects a workload gives that
 //! workload's inbound side its overload protection.
 
-use std::collections::HashMap;
-
 use braid_api::config::outlier::{ErrorRate, OutlierDetection};
 use braid_api::config::overload::{OverloadProtection, OverloadSignal};
 use braid_crds::SelfHealing;
 use braid_crds::self_healing::{OutlierDetection as CrdOutlier, OverloadSignal as CrdSignal};
 
 use super::routes::millis;
-use crate::registry::{ObjectKey, Snapshot, Workload};
+use crate::registry::{ObjectKey, ServiceEntry, Snapshot, Workload};
 
 /// The overload protection of `workload`'s inbound side, from `healings` (oldest first).
 pub fn overload_for(
@@ -37,30 +35,25 @@ pub fn overload_for(
     })
 }
 
-/// The outlier detection of every Service some SelfHealing of `healings` (oldest
-/// first) selects.
-pub fn outlier_by_service(
+/// The outlier detection of Service `key` (with `entry`'s endpoints), from the oldest
+/// SelfHealing of `healings` (oldest first) in its namespace that selects one of its pods.
+pub fn outlier_for(
     snapshot: &Snapshot,
     healings: &[(&ObjectKey, &SelfHealing)],
-) -> HashMap<ObjectKey, OutlierDetection> {
-    let mut out = HashMap::new();
-    for (key, entry) in &snapshot.services {
-        let found = healings.iter().find_map(|(hk, h)| {
-            let detection = h.spec.outlier_detection.as_ref()?;
-            let selects = hk.namespace == key.namespace
-                && entry.endpoints.iter().any(|ep| {
-                    ep.workload
-                        .as_ref()
-                        .and_then(|w| snapshot.workloads.get(w))
-                        .is_some_and(|w| h.spec.selector.matches(&w.labels))
-                });
-            selects.then(|| proxy_form(detection)).flatten()
-        });
-        if let Some(detection) = found {
-            out.insert(key.clone(), detection);
-        }
-    }
-    out
+    key: &ObjectKey,
+    entry: &ServiceEntry,
+) -> Option<OutlierDetection> {
+    healings.iter().find_map(|(hk, h)| {
+        let detection = h.spec.outlier_detection.as_ref()?;
+        let selects = hk.namespace == key.namespace
+            && entry.endpoints.iter().any(|ep| {
+                ep.workload
+                    .as_ref()
+                    .and_then(|w| snapshot.workloads.get(w))
+                    .is_some_and(|w| h.spec.selector.matches(&w.labels))
+            });
+        selects.then(|| proxy_form(detection)).flatten()
+    })
 }
 
 /// `o` with durations in milliseconds; `None` if a duration does not parse (validation

@@ -300,8 +300,6 @@ impl Compiler {
         let changed = self.changed_workloads(snapshot);
         let groups = &cached_routes.groups;
         let healings = snapshot.self_healings_oldest_first();
-        // Worked out only if a service is compiled again.
-        let mut outliers = None;
         let policies = snapshot.encryption_policies_oldest_first();
         // Rollouts stand where their status records, as read back, on every replica
         // alike: the leader's steps reach proxies only once written, so a leader lost
@@ -352,9 +350,7 @@ impl Compiler {
                     .collect(),
                 workloads,
                 groups: groups.get(key).cloned().unwrap_or_default(),
-                outlier: outliers
-                    .get_or_insert_with(|| healing::outlier_by_service(snapshot, &healings))
-                    .remove(key),
+                outlier: healing::outlier_for(snapshot, &healings, key, entry),
             };
             match self.services.get_mut(key) {
                 Some((before, out)) if *before == inputs => {

@@ -151,6 +151,18 @@ pub(super) struct Memory {
     counted_at: Option<Instant>,
     /// What each policy covers in the compile of the last tick.
     scopes: Option<Scopes>,
+    /// The callers behind each policy, while neither the compile nor any proxy's report
+    /// changed: worked out again every tick, it went over every proxy not connected
+    /// (most of the mesh, when the operator restarts) each second with nothing to do.
+    behind: Option<Behind>,
+}
+
+/// The proxies behind on each policy's services, and what they were worked out from.
+struct Behind {
+    compile: Arc<crate::hub::Published>,
+    /// The hub's count of reports when they were.
+    reports: u64,
+    by_policy: HashMap<ObjectKey, Vec<ObjectKey>>,
 }
 
 impl RolloutLoop {
@@ -243,9 +255,6 @@ impl RolloutLoop {
             self.publish_empty();
             return;
         }
-        // Usually none: the callers behind each policy are looked for among these only.
-        let lagging = self.hub.lagging(&published.configs);
-        let lagging = Lagging::new(&lagging, &self.hub.held());
         // An edit that keeps what the progress means (the interval, say) keeps it.
         memory.tracked.retain(|k, t| {
             policies.iter().any(|(pk, p)| {
@@ -263,6 +272,41 @@ impl RolloutLoop {
         let Some(scopes) = memory.scopes.take() else {
             return;
         };
+        // Read before the lagging proxies are: a report arriving meanwhile is seen on
+        // the next tick.
+        let reports = self.hub.reports();
+        let fresh = memory
+            .behind
+            .as_ref()
+            .is_some_and(|b| Arc::ptr_eq(&b.compile, &published) && b.reports == reports);
+        if !fresh {
+            // Usually none: the callers behind each policy are looked for among these.
+            let lagging = self.hub.lagging(&published.configs);
+            let lagging = Lagging::new(&lagging, &self.hub.held());
+            let by_policy = policies
+                .iter()
+                .map(|(key, _)| {
+                    let services = &scopes.covered(key).services;
+                    let behind = lagging.calling(services).into_iter().cloned().collect();
+                    ((*key).clone(), behind)
+                })
+                .collect();
+            memory.behind = Some(Behind {
+                compile: published.clone(),
+                reports,
+                by_policy,
+            });
+        }
+        let no_one = Vec::new();
+        let behind_of = |key: &ObjectKey| -> Vec<&ObjectKey> {
+            memory
+                .behind
+                .as_ref()
+                .and_then(|b| b.by_policy.get(key))
+                .unwrap_or(&no_one)
+                .iter()
+                .collect()
+        };
         let by_ip = &scopes.by_ip;
         let mut view = EncryptionView::new();
         let mut events = Vec::new();
@@ -270,7 +314,7 @@ impl RolloutLoop {
             let Covered { pods, services } = scopes.covered(key);
             let spec = &policy.spec;
             let window = interval_of(spec).unwrap_or(DEFAULT_WINDOW);
-            let behind = lagging.calling(services);
+            let behind = behind_of(key);
             let callers_behind = behind.len();
             let mut hold_now = None;
             let mut percent = static_percent(spec);
