@@ -103,9 +103,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Hub {
-    /// Publishes a new compile; streams whose config changed push it.
-    pub fn publish(&self, published: Published) {
-        self.current.send_replace(Some(Arc::new(published)));
+    /// Publishes a new compile; streams whose config changed push it. Returns the one it
+    /// replaced, for the caller to drop where that costs the runtime nothing.
+    pub fn publish(&self, published: Published) -> Option<Arc<Published>> {
+        self.current.send_replace(Some(Arc::new(published)))
     }
 
     /// The latest compile, once there is one.

@@ -20,6 +20,7 @@ use braid_api::config::{Identity, PortProtocol, ProxyConfig, Service};
 use braid_api::identity::WorkloadId;
 use braid_crds::TrafficRoute;
 use braid_crds::traffic_route::Group;
+use imbl::ordmap::DiffItem;
 
 pub use catalog::{Catalog, ServiceSet};
 pub use host::{hostnames, service_for_host};
@@ -104,9 +105,9 @@ pub struct Compiler {
     workloads: FastMap<ObjectKey, CachedWorkload>,
     /// The route set and groups of the last compile, with what they were built from.
     routes: Option<CachedRoutes>,
-    /// Every workload of the last snapshot, meshed or not: which ones a new snapshot
-    /// changed is told by pointer, without comparing them.
-    seen: FastMap<ObjectKey, Arc<Workload>>,
+    /// Every workload of the last snapshot, meshed or not, to tell which ones a new
+    /// snapshot changed.
+    seen: crate::registry::Workloads,
     /// What every service and workload depends on besides itself, as last compiled.
     globals: Option<Globals>,
     /// The ports each workload's app serves, with the services they were read from.
@@ -520,35 +521,23 @@ impl Compiler {
         }
     }
 
-    /// The workloads `snapshot` adds, replaces (a new `Arc`) or removes since the last
-    /// compile; remembers its workloads for the next.
+    /// The workloads `snapshot` adds, changes or removes since the last compile (told
+    /// from the shared structure of the two maps, so a change costs what it changes);
+    /// remembers its workloads for the next.
     fn changed_workloads(
         &mut self,
         snapshot: &Snapshot,
     ) -> HashSet<ObjectKey, foldhash::fast::RandomState> {
-        let mut changed = HashSet::default();
-        for (key, w) in &snapshot.workloads {
-            match self.seen.get_mut(key) {
-                Some(before) if Arc::ptr_eq(before, w) => {}
-                Some(before) => {
-                    *before = w.clone();
-                    changed.insert(key.clone());
-                }
-                None => {
-                    self.seen.insert(key.clone(), w.clone());
-                    changed.insert(key.clone());
-                }
-            }
-        }
-        if self.seen.len() != snapshot.workloads.len() {
-            self.seen.retain(|key, _| {
-                let kept = snapshot.workloads.contains_key(key);
-                if !kept {
-                    changed.insert(key.clone());
-                }
-                kept
-            });
-        }
+        let changed = self
+            .seen
+            .diff(&snapshot.workloads)
+            .map(|d| match d {
+                DiffItem::Add(k, _)
+                | DiffItem::Update { new: (k, _), .. }
+                | DiffItem::Remove(k, _) => k.clone(),
+            })
+            .collect();
+        self.seen = snapshot.workloads.clone();
         changed
     }
 

@@ -785,16 +785,21 @@ fn apply(snap: &mut Snapshot, extra: &mut Extra, change: &Change) {
         Change::Remove(i) => {
             let Some(k) = pick(i) else { return };
             snap.workloads.remove(&k);
-            for entry in snap.services.values_mut() {
-                if entry
-                    .endpoints
-                    .iter()
-                    .any(|e| e.workload.as_ref() == Some(&k))
-                {
-                    let mut e = ServiceEntry::clone(entry);
-                    e.endpoints.retain(|e| e.workload.as_ref() != Some(&k));
-                    *entry = Arc::new(e);
-                }
+            let backed: Vec<ObjectKey> = snap
+                .services
+                .iter()
+                .filter(|(_, entry)| {
+                    entry
+                        .endpoints
+                        .iter()
+                        .any(|e| e.workload.as_ref() == Some(&k))
+                })
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in backed {
+                let mut e = ServiceEntry::clone(&snap.services[&key]);
+                e.endpoints.retain(|e| e.workload.as_ref() != Some(&k));
+                snap.services.insert(key, Arc::new(e));
             }
         }
         Change::Endpoint(s, i) => {

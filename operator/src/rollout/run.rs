@@ -24,6 +24,7 @@ use super::plan::{Hold, Measured, Position, Safety, Transition, hold, levels, st
 use super::scope::{Covered, Scopes};
 use super::traffic::{TrafficBook, service_of};
 use crate::hub::Hub;
+use crate::off_runtime::off_runtime;
 use crate::registry::progress::{progress_of, recorded_progress};
 use crate::registry::{Kind, ObjectKey, Progress, Snapshot, Workload};
 use crate::sink::{Event, StatusSink};
@@ -266,7 +267,9 @@ impl RolloutLoop {
             })
         });
         if !memory.scopes.as_ref().is_some_and(|s| s.is_of(&published)) {
-            memory.scopes = Some(Scopes::of(published.clone(), &policies));
+            // Every workload of the mesh, and the last ones dropped: off the workers.
+            let scopes = &mut memory.scopes;
+            off_runtime(|| *scopes = Some(Scopes::of(published.clone(), &policies)));
         }
         let resumable = self.read_recorded(snapshot, &policies, memory).await;
         let Some(scopes) = memory.scopes.take() else {

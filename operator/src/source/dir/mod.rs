@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use imbl::ordmap::DiffItem;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -217,19 +218,25 @@ impl DirSource {
 }
 
 /// Hands over the objects `resolved` has unchanged from `before` as the same `Arc`s, as
-/// the Kubernetes source's watch does: the compiler tells what changed by pointer.
+/// the Kubernetes source's watch does: the compiler tells what changed by pointer. The
+/// maps are `before`'s with the changes made, so they share its structure too.
 fn share_unchanged(before: &Resolved, resolved: &mut Resolved) {
-    fn share<T: PartialEq>(
-        before: &BTreeMap<crate::registry::ObjectKey, Arc<T>>,
-        now: &mut BTreeMap<crate::registry::ObjectKey, Arc<T>>,
+    fn share<V: PartialEq + Clone>(
+        before: &imbl::OrdMap<crate::registry::ObjectKey, V>,
+        now: &mut imbl::OrdMap<crate::registry::ObjectKey, V>,
     ) {
-        for (key, value) in now.iter_mut() {
-            if let Some(old) = before.get(key)
-                && old == value
-            {
-                *value = old.clone();
+        let mut out = before.clone();
+        for change in before.diff(now) {
+            match change {
+                DiffItem::Add(k, v) | DiffItem::Update { new: (k, v), .. } => {
+                    out.insert(k.clone(), v.clone());
+                }
+                DiffItem::Remove(k, _) => {
+                    out.remove(k);
+                }
             }
         }
+        *now = out;
     }
     share(&before.0, &mut resolved.0);
     share(&before.1, &mut resolved.1);
@@ -302,21 +309,24 @@ impl Source for DirSource {
                 _ = tick.tick() => {}
             }
             let noticed = Noticed::now();
-            match off_runtime(|| self.reload()) {
-                Ok(Some(mut snapshot)) => {
-                    snapshot.noticed = noticed;
-                    // The first snapshot is always announced: it marks the source synced.
-                    out.send_if_modified(|cur| {
-                        if !std::mem::take(&mut first) && **cur == snapshot {
-                            false
-                        } else {
-                            *cur = Arc::new(snapshot);
-                            true
-                        }
-                    });
+            // Comparing with the last snapshot and dropping it cost as much as reading:
+            // all of it off the workers.
+            let reloaded = off_runtime(|| {
+                let mut snapshot = self.reload()?;
+                if let Some(s) = &mut snapshot {
+                    s.noticed = noticed;
                 }
-                Ok(None) => {}
-                Err(e) => tracing::error!(error = %e, "directory source"),
+                // The first snapshot is always announced: it marks the source synced.
+                Ok::<_, SourceError>(snapshot.map(|snapshot| {
+                    // Compared under a read lock, which holds up no reader.
+                    let same = !std::mem::take(&mut first) && **out.borrow() == snapshot;
+                    if !same {
+                        drop(out.send_replace(Arc::new(snapshot)));
+                    }
+                }))
+            });
+            if let Err(e) = reloaded {
+                tracing::error!(error = %e, "directory source");
             }
         }
     }

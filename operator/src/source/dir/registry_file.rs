@@ -27,7 +27,8 @@ use braid_api::invalid::{InvalidField, InvalidInput};
 use serde::Deserialize;
 
 use crate::registry::{
-    LabelIndex, ObjectKey, ServiceEndpoint, ServiceEntry, ServicePort, Workload,
+    LabelIndex, ObjectKey, ServiceEndpoint, ServiceEntry, ServicePort, Services, Workload,
+    Workloads,
 };
 
 /// The file's name inside the source directory.
@@ -117,10 +118,7 @@ fn yes() -> bool {
 }
 
 /// Services and workloads, resolved.
-pub type Resolved = (
-    BTreeMap<ObjectKey, Arc<ServiceEntry>>,
-    BTreeMap<ObjectKey, Arc<Workload>>,
-);
+pub type Resolved = (Services, Workloads);
 
 /// Parses the file's text; errors name the field (`workloads[2].ips[0]: invalid IP ...`).
 pub fn parse(text: &str) -> Result<RegistryFile, InvalidInput> {
@@ -138,7 +136,7 @@ impl RegistryFile {
     /// from its selector. Every problem is reported, each naming its entry.
     pub fn resolve(self) -> Result<Resolved, Vec<InvalidField>> {
         let mut errors = Vec::new();
-        let mut workloads = BTreeMap::new();
+        let mut workloads = Workloads::new();
         let mut ips = BTreeMap::new();
         for (i, w) in self.workloads.into_iter().enumerate() {
             let key = ObjectKey::new(&w.namespace, &w.name);
@@ -183,7 +181,7 @@ impl RegistryFile {
                 ));
             }
         }
-        let mut services = BTreeMap::new();
+        let mut services = Services::new();
         let mut vips = BTreeSet::new();
         let index = LabelIndex::new(workloads.values());
         for (i, s) in self.services.into_iter().enumerate() {
