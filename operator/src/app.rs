@@ -320,6 +320,7 @@ async fn status_loop(
         let held = hub.held();
         let proxies = ProxyState {
             configs: &current.configs,
+            catalog: &current.catalog,
             applied: &reported,
             held: &held,
             cluster_domain: &cluster_domain,

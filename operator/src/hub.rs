@@ -5,7 +5,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use braid_api::config::ProxyConfig;
 use braid_api::control::delta::ServiceRef;
 use tokio::sync::{Notify, watch};
 
@@ -172,8 +171,7 @@ impl Hub {
             return None;
         }
         let current = self.current()?;
-        let config = current.configs.get(pod)?;
-        let is_current = config.version == version
+        let is_current = current.catalog.version_of(pod).as_deref() == Some(version)
             || whole_if_view(&lock(&self.held), &current, pod, version).is_some();
         is_current.then(|| current.seen_at.elapsed())
     }
@@ -192,32 +190,30 @@ impl Hub {
             let held = lock(&self.held);
             for (pod, version) in applied.iter_mut() {
                 if let Some(whole) = whole_if_view(&held, &current, pod, version) {
-                    *version = whole.to_owned();
+                    *version = whole;
                 }
             }
         }
         applied
     }
 
-    /// The workloads of `configs` whose proxy has not reported holding the config there
-    /// (not connected, or not applied yet), read under the lock rather than copied out.
-    pub fn lagging<'a>(
-        &self,
-        configs: &'a crate::compiler::Configs,
-    ) -> Vec<(&'a ObjectKey, &'a ProxyConfig)> {
-        let current = self.current();
+    /// The workloads of `published` whose proxy has not reported holding its config
+    /// there (not connected, or not applied yet), read under the lock rather than copied
+    /// out.
+    pub fn lagging<'a>(&self, published: &'a Published) -> Vec<&'a ObjectKey> {
         let applied = lock(&self.applied);
         let held = lock(&self.held);
-        configs
-            .iter()
-            .filter(|(pod, c)| match applied.get(*pod) {
+        let catalog = &published.catalog;
+        published
+            .configs
+            .keys()
+            .filter(|pod| match applied.get(*pod) {
                 None => true,
-                Some(v) if *v == c.version => false,
-                Some(v) => current
-                    .as_ref()
-                    .is_none_or(|cur| whole_if_view(&held, cur, pod, v).is_none()),
+                Some(v) => {
+                    catalog.version_of(pod).as_ref() != Some(v)
+                        && whole_if_view(&held, published, pod, v).is_none()
+                }
             })
-            .map(|(pod, c)| (pod, &**c))
             .collect()
     }
 
@@ -300,20 +296,20 @@ impl Hub {
 
 /// The whole config's version of `pod` in `current` when `version` is the version of its
 /// view of `current` holding the services it reported (the same on every replica).
-fn whole_if_view<'a>(
+fn whole_if_view(
     held: &HashMap<ObjectKey, Vec<ServiceRef>>,
-    current: &'a Published,
+    current: &Published,
     pod: &ObjectKey,
     version: &str,
-) -> Option<&'a str> {
+) -> Option<String> {
     let names = held.get(pod)?;
-    let config = current.configs.get(pod)?;
     let own = current.catalog.own.get(pod)?;
     let set = &current.catalog.set;
     let mut positions: Vec<usize> = names.iter().filter_map(|n| set.index(n)).collect();
     positions.sort_unstable();
     positions.dedup();
-    (current.catalog.view_version(own, &positions) == version).then_some(config.version.as_str())
+    (current.catalog.view_version(own, &positions) == version)
+        .then(|| current.catalog.whole_version(own))
 }
 
 #[cfg(test)]
@@ -324,17 +320,24 @@ mod tests {
 
     use super::*;
 
-    fn publish(hub: &Hub, pod: &ObjectKey, version: &str, seen_at: Instant) {
-        let config = ProxyConfig {
-            version: version.into(),
-            ..Default::default()
+    /// Publishes a compile where `pod`'s own sections are `own`; returns the version of
+    /// its whole config there.
+    fn publish(hub: &Hub, pod: &ObjectKey, own: &str, seen_at: Instant) -> String {
+        use crate::compiler::{Catalog, Digest256};
+        let catalog = Catalog {
+            set: Default::default(),
+            own: Arc::new([(pod.clone(), Digest256::of(own))].into()),
         };
+        let version = catalog.version_of(pod).unwrap();
         hub.publish(Published {
             snapshot: Arc::default(),
-            configs: [(pod.clone(), Arc::new(config))].into_iter().collect(),
-            catalog: Default::default(),
+            configs: [(pod.clone(), Arc::new(ProxyConfig::default()))]
+                .into_iter()
+                .collect(),
+            catalog: Arc::new(catalog),
             seen_at,
         });
+        version
     }
 
     #[test]
@@ -342,28 +345,28 @@ mod tests {
         let hub = Hub::default();
         let pod = ObjectKey::new("shop", "payments-a");
         let noticed = Instant::now() - Duration::from_secs(3);
-        publish(&hub, &pod, "v1", noticed);
+        let v1 = publish(&hub, &pod, "1", noticed);
         // A proxy's first config (a new pod, or one reconnecting to a restarted
         // operator) is no change: however old the compile, it says nothing of latency.
-        let before = hub.report_applied(pod.clone(), "v1".into());
+        let before = hub.report_applied(pod.clone(), v1.clone());
         assert_eq!(before, None);
-        assert_eq!(hub.applied_after(&pod, "v1", before.as_deref()), None);
+        assert_eq!(hub.applied_after(&pod, &v1, before.as_deref()), None);
         // Moving to the current version: timed from when the change was noticed.
-        publish(&hub, &pod, "v2", noticed);
-        let before = hub.report_applied(pod.clone(), "v2".into());
-        assert_eq!(before.as_deref(), Some("v1"));
-        let took = hub.applied_after(&pod, "v2", before.as_deref()).unwrap();
+        let v2 = publish(&hub, &pod, "2", noticed);
+        let before = hub.report_applied(pod.clone(), v2.clone());
+        assert_eq!(before.as_deref(), Some(v1.as_str()));
+        let took = hub.applied_after(&pod, &v2, before.as_deref()).unwrap();
         assert!(took >= Duration::from_secs(3), "{took:?}");
         // The same version again, or one that is no longer current: nothing.
-        let before = hub.report_applied(pod.clone(), "v2".into());
-        assert_eq!(hub.applied_after(&pod, "v2", before.as_deref()), None);
-        publish(&hub, &pod, "v3", noticed);
-        let before = hub.report_applied(pod.clone(), "v1".into());
-        assert_eq!(hub.applied_after(&pod, "v1", before.as_deref()), None);
+        let before = hub.report_applied(pod.clone(), v2.clone());
+        assert_eq!(hub.applied_after(&pod, &v2, before.as_deref()), None);
+        publish(&hub, &pod, "3", noticed);
+        let before = hub.report_applied(pod.clone(), v1.clone());
+        assert_eq!(hub.applied_after(&pod, &v1, before.as_deref()), None);
     }
 
     /// A compile with `services` (each its own digest) and `pod`'s config.
-    fn publish_with(hub: &Hub, pod: &ObjectKey, whole: &str, services: &[&str]) -> Arc<Published> {
+    fn publish_with(hub: &Hub, pod: &ObjectKey, services: &[&str]) -> Arc<Published> {
         use braid_api::config::Service;
 
         use crate::compiler::{Catalog, Digest256, ServiceSet};
@@ -379,13 +382,11 @@ mod tests {
             })
             .collect();
         let digests = services.iter().map(Digest256::of).collect();
-        let config = ProxyConfig {
-            version: whole.into(),
-            ..Default::default()
-        };
         hub.publish(Published {
             snapshot: Arc::default(),
-            configs: [(pod.clone(), Arc::new(config))].into_iter().collect(),
+            configs: [(pod.clone(), Arc::new(ProxyConfig::default()))]
+                .into_iter()
+                .collect(),
             catalog: Arc::new(Catalog {
                 set: Arc::new(ServiceSet::new(services.into(), digests)),
                 own: Arc::new([(pod.clone(), Digest256::of("own"))].into()),
@@ -400,7 +401,7 @@ mod tests {
         // The leader: the proxy streams from another replica, only its reports arrive.
         let hub = Hub::default();
         let pod = ObjectKey::new("shop", "web-0");
-        let first = publish_with(&hub, &pod, "whole-1", &["shop/a", "shop/b"]);
+        let first = publish_with(&hub, &pod, &["shop/a", "shop/b"]);
         let view = first.catalog.view_version(&first.catalog.own[&pod], &[1]);
         hub.report_applied(pod.clone(), view.clone());
         assert_eq!(
@@ -408,25 +409,28 @@ mod tests {
             view,
             "without what it holds: as reported"
         );
-        assert_eq!(hub.lagging(&first.configs).len(), 1);
+        assert_eq!(hub.lagging(&first).len(), 1);
 
         let mut ticks = hub.applied_changes();
         ticks.borrow_and_update();
         hub.report_held(&pod, vec!["shop/b".parse().unwrap()]);
         assert!(ticks.has_changed().unwrap(), "status looks again");
-        assert_eq!(hub.applied()[&pod], "whole-1");
-        assert!(hub.lagging(&first.configs).is_empty());
+        assert_eq!(hub.applied()[&pod], first.catalog.version_of(&pod).unwrap());
+        assert!(hub.lagging(&first).is_empty());
 
         // A compile that changes a service it does not hold: still current.
         let mut changed = vec!["shop/a", "shop/b"];
         changed.push("shop/c");
-        let second = publish_with(&hub, &pod, "whole-2", &changed);
-        assert_eq!(hub.applied()[&pod], "whole-2");
-        assert!(hub.lagging(&second.configs).is_empty());
+        let second = publish_with(&hub, &pod, &changed);
+        assert_eq!(
+            hub.applied()[&pod],
+            second.catalog.version_of(&pod).unwrap()
+        );
+        assert!(hub.lagging(&second).is_empty());
         // One that changes what it holds (here: b is gone): behind until it applies.
-        let third = publish_with(&hub, &pod, "whole-3", &["shop/a"]);
+        let third = publish_with(&hub, &pod, &["shop/a"]);
         assert_eq!(hub.applied()[&pod], view);
-        assert_eq!(hub.lagging(&third.configs).len(), 1);
+        assert_eq!(hub.lagging(&third).len(), 1);
     }
 
     #[test]

@@ -172,11 +172,11 @@ async fn heal(
     let (reports, reports_rx) = mpsc::channel(16);
     let (leader_tx, leader_rx) = watch::channel(leader);
     let (view, view_rx) = watch::channel(Arc::new(HealingView::new()));
-    let configs = braid_operator::compiler::compile(&snap, &Default::default()).configs;
+    let out = braid_operator::compiler::compile(&snap, &Default::default());
     let published = Published {
         snapshot: Arc::new(snap),
-        configs,
-        catalog: Default::default(),
+        configs: out.configs,
+        catalog: out.catalog,
         seen_at: Instant::now(),
     };
     let (published_tx, published_rx) = watch::channel(Some(Arc::new(published)));

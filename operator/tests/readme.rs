@@ -33,7 +33,8 @@ async fn the_readme_registry_and_tokens_load() {
     let out = compile(&snapshot, &Options::default());
     // legacy-0 runs no proxy, so it gets no config, but it is still an endpoint.
     assert_eq!(out.configs.len(), 2);
-    let checkout = &out.configs[&ObjectKey::new("shop", "checkout-0")];
+    let pod = ObjectKey::new("shop", "checkout-0");
+    let checkout = out.catalog.whole(&pod, &out.configs[&pod]);
     assert_eq!(checkout.services[0].groups[0].endpoints.len(), 2);
 
     let tokens = BootstrapTokens::parse(&block("# tokens.yaml")).unwrap();

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Bytes;
-use braid_api::config::Service;
+use braid_api::config::{ProxyConfig, Service};
 use braid_api::control::delta::ServiceRef;
 
 use super::Digest256;
@@ -15,15 +15,23 @@ use crate::registry::ObjectKey;
 
 /// Every compiled service, in namespace/name order, with its digest and its JSON made
 /// once for every stream that sends it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ServiceSet {
     /// The services, as every config holding all of them carries them.
     pub services: Arc<[Service]>,
     /// Each service's digest (same order).
     pub digests: Vec<Digest256>,
+    /// The digest of them all: with a workload's own digest, its whole config's version.
+    pub digest: Digest256,
     by_name: HashMap<ServiceRef, usize>,
     by_vip: HashMap<IpAddr, usize>,
     json: Vec<OnceLock<Bytes>>,
+}
+
+impl Default for ServiceSet {
+    fn default() -> Self {
+        Self::new(Arc::new([]), Vec::new())
+    }
 }
 
 impl ServiceSet {
@@ -42,6 +50,7 @@ impl ServiceSet {
         }
         let json = services.iter().map(|_| OnceLock::new()).collect();
         Self {
+            digest: Digest256::combine(&digests),
             services,
             digests,
             by_name,
@@ -89,6 +98,27 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// The version of the whole config of a workload whose own sections' digest is
+    /// `own`: what a proxy holding every service reports.
+    pub fn whole_version(&self, own: &Digest256) -> String {
+        Digest256::combine([own, &self.set.digest]).version()
+    }
+
+    /// The version of `pod`'s whole config, if it is meshed.
+    pub fn version_of(&self, pod: &ObjectKey) -> Option<String> {
+        self.own.get(pod).map(|own| self.whole_version(own))
+    }
+
+    /// `pod`'s whole config: its own sections in `config` with every service, as a proxy
+    /// holding every service has it (tests, the file a proxy reads in file mode).
+    pub fn whole(&self, pod: &ObjectKey, config: &ProxyConfig) -> ProxyConfig {
+        ProxyConfig {
+            version: self.version_of(pod).unwrap_or_default(),
+            services: self.set.services.clone(),
+            ..config.clone()
+        }
+    }
+
     /// The version of a view holding `own`'s sections and services `included` (their
     /// positions, in order): with every service, the whole config's version.
     pub fn view_version(&self, own: &Digest256, included: &[usize]) -> String {

@@ -101,7 +101,7 @@ pub struct Output {
 pub struct Compiler {
     opts: Options,
     services: FastMap<ObjectKey, (ServiceInputs, Arc<CompiledService>)>,
-    set: Option<(Arc<ServiceSet>, Digest256)>,
+    set: Option<Arc<ServiceSet>>,
     workloads: FastMap<ObjectKey, CachedWorkload>,
     /// The route set and groups of the last compile, with what they were built from.
     routes: Option<CachedRoutes>,
@@ -181,42 +181,6 @@ fn same_generation(a: &Option<Arc<TrafficRoute>>, b: &Option<Arc<TrafficRoute>>)
     }
 }
 
-/// Records `key`'s new config: gathered when the map is `rebuilt`, else put in `configs`.
-fn put(
-    rebuilt: &mut Option<Vec<(ObjectKey, Arc<ProxyConfig>)>>,
-    configs: &mut Configs,
-    key: &ObjectKey,
-    config: &Arc<ProxyConfig>,
-) {
-    match rebuilt {
-        Some(all) => all.push((key.clone(), config.clone())),
-        None => {
-            configs.insert(key.clone(), config.clone());
-        }
-    }
-}
-
-/// Carries workload config `c`, whose inputs did not change, into a compile whose
-/// services are `set`: as it is, or with the new set swapped in and its own digest kept;
-/// whether its config changed.
-fn carry(
-    c: &mut CachedWorkload,
-    set: &Arc<[Service]>,
-    set_digest: &Digest256,
-    stats: &mut Stats,
-) -> bool {
-    if Arc::ptr_eq(&c.config.services, set) {
-        stats.workloads_reused += 1;
-        return false;
-    }
-    stats.workloads_compiled += 1;
-    let mut config = ProxyConfig::clone(&c.config);
-    config.services = set.clone();
-    config.version = Digest256::combine([&c.own, set_digest]).version();
-    c.config = Arc::new(config);
-    true
-}
-
 /// Whether `snapshot`'s TrafficRoutes are those `inputs` were built from (the same
 /// generations in force, by pointer, and ages), not allocating to tell; whether their
 /// hosts' Services exist is the caller's to know.
@@ -230,8 +194,8 @@ fn routes_unchanged(inputs: &[(ObjectKey, RouteInput)], snapshot: &Snapshot) -> 
             })
 }
 
-/// A workload's last config, with the digest of its own sections so a change elsewhere
-/// (the service set) only re-combines digests.
+/// A workload's last config (its own sections: the services are the catalog's), with
+/// their digest.
 #[derive(Debug)]
 struct CachedWorkload {
     inputs: WorkloadInputs,
@@ -375,21 +339,16 @@ impl Compiler {
         }
 
         let digests: Vec<Digest256> = compiled.iter().map(|c| c.digest).collect();
-        // A new service set changes every config: they are gathered in order and the
-        // map built afresh, cheaper than 50,000 inserts that each copy a path of a
-        // tree the last compile still shares.
-        let mut rebuilt: Option<Vec<(ObjectKey, Arc<ProxyConfig>)>> = None;
-        let (service_set, set_digest) = match self.set.take() {
-            Some((set, digest)) if set.digests == digests => (set, digest),
+        // The services are held once, in the catalog, not in each workload's config: a
+        // changed endpoint changes the set, not 50,000 configs.
+        let service_set = match self.set.take() {
+            Some(set) if set.digests == digests => set,
             _ => {
-                rebuilt = Some(Vec::with_capacity(self.configs.len()));
                 let set: Arc<[Service]> = compiled.iter().map(|c| c.service.clone()).collect();
-                let digest = Digest256::combine(&digests);
-                (Arc::new(ServiceSet::new(set, digests)), digest)
+                Arc::new(ServiceSet::new(set, digests))
             }
         };
-        self.set = Some((service_set.clone(), set_digest));
-        let set = &service_set.services;
+        self.set = Some(service_set.clone());
 
         let routes = &mut cached_routes.set;
         // The ports apps serve come from the services alone; only the endpoints of
@@ -440,13 +399,11 @@ impl Compiler {
             // Nothing it depends on changed (its ports compared when the services
             // changed): its inputs are the same, not built again.
             if globals_same
-                && let Some(c) = self.workloads.get_mut(key)
+                && let Some(c) = self.workloads.get(key)
                 && Arc::ptr_eq(&c.inputs.workload, w)
                 && (entries_same || !ports_changed.contains(key))
             {
-                if carry(c, set, &set_digest, &mut stats) {
-                    put(&mut rebuilt, &mut self.configs, key, &c.config);
-                }
+                stats.workloads_reused += 1;
                 continue;
             }
             {
@@ -462,22 +419,18 @@ impl Compiler {
                 match self.workloads.get_mut(key) {
                     // Equal inputs in a new `Arc`: keep it, so the next compile can
                     // tell by pointer.
-                    Some(c) if c.inputs == inputs => c.inputs.workload = w.clone(),
+                    Some(c) if c.inputs == inputs => {
+                        c.inputs.workload = w.clone();
+                        stats.workloads_reused += 1;
+                    }
                     _ => {
                         stats.workloads_compiled += 1;
-                        let built = self.workload_config(inputs, caller_routes, set, &set_digest);
+                        let built = self.workload_config(inputs, caller_routes);
                         own_changed = own_changed || self.own.get(key) != Some(&built.own);
-                        put(&mut rebuilt, &mut self.configs, key, &built.config);
+                        self.configs.insert(key.clone(), built.config.clone());
                         self.workloads.insert(key.clone(), built);
-                        continue;
                     }
                 }
-            }
-            let Some(c) = self.workloads.get_mut(key) else {
-                continue;
-            };
-            if carry(c, set, &set_digest, &mut stats) {
-                put(&mut rebuilt, &mut self.configs, key, &c.config);
             }
         }
         // A workload gone (or no longer meshed) takes its config and digest with it.
@@ -486,9 +439,7 @@ impl Compiler {
                 .retain(|k, _| snapshot.workloads.get(k).is_some_and(|w| w.meshed));
             own_changed = true;
         }
-        if let Some(all) = rebuilt {
-            self.configs = all.into_iter().collect();
-        } else if self.configs.len() != self.workloads.len() {
+        if self.configs.len() != self.workloads.len() {
             let gone: Vec<ObjectKey> = self
                 .configs
                 .keys()
@@ -560,20 +511,18 @@ impl Compiler {
         &self,
         inputs: WorkloadInputs,
         routes: Arc<[ServiceRoutes]>,
-        set: &Arc<[Service]>,
-        set_digest: &Digest256,
     ) -> CachedWorkload {
         let mut config = ProxyConfig {
             version: String::new(),
             node: workload::node(&inputs.workload, &self.opts),
             inbound: workload::inbound(&inputs.inbound, inputs.overload.clone(), &inputs.tls),
-            services: set.clone(),
+            services: Arc::new([]),
             routes,
             trust_bundle: inputs.trust_bundle.clone(),
             ..Default::default()
         };
-        // The version covers every section; the service set's digest is computed once
-        // for all workloads.
+        // The version of its own sections; the whole config's is this combined with
+        // the service set's (`Catalog::whole_version`).
         let own = Digest256::combine([
             &Digest256::of(&config.node),
             &Digest256::of(&config.inbound),
@@ -582,7 +531,7 @@ impl Compiler {
             &Digest256::of(&config.trust_bundle),
             &inputs.routes,
         ]);
-        config.version = Digest256::combine([&own, set_digest]).version();
+        config.version = own.version();
         CachedWorkload {
             inputs,
             own,

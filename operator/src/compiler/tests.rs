@@ -30,6 +30,17 @@ fn snapshot(registry: &str, resources: &str) -> Snapshot {
     crate::source::dir::snapshot_of(registry, resources)
 }
 
+/// A workload's whole config, as a proxy holding every service has it.
+trait Whole {
+    fn whole(&self, pod: &ObjectKey) -> ProxyConfig;
+}
+
+impl Whole for Output {
+    fn whole(&self, pod: &ObjectKey) -> ProxyConfig {
+        self.catalog.whole(pod, &self.configs[pod])
+    }
+}
+
 fn service<'a>(cfg: &'a ProxyConfig, name: &str) -> &'a braid_api::config::Service {
     cfg.services.iter().find(|s| s.name == name).unwrap()
 }
@@ -59,7 +70,7 @@ fn every_meshed_workload_gets_a_config_with_its_identity_and_ports() {
         ["checkout", "payments-a", "payments-b", "payments-c"],
         "legacy is not meshed"
     );
-    let cfg = &out.configs[&key("payments-a")];
+    let cfg = &out.whole(&key("payments-a"));
     assert_eq!(cfg.node.service_account, "payments");
     assert_eq!(
         cfg.node.identity.as_ref().unwrap().0,
@@ -73,7 +84,7 @@ fn every_meshed_workload_gets_a_config_with_its_identity_and_ports() {
         .collect();
     assert_eq!(ports, [(8080, Protocol::Http)]);
     assert!(
-        out.configs[&key("checkout")].inbound.ports.is_empty(),
+        out.whole(&key("checkout")).inbound.ports.is_empty(),
         "backs no service"
     );
 }
@@ -124,7 +135,7 @@ fn table_of_groupings() {
     for case in cases {
         let resources = case.route_groups.map(route).unwrap_or_default();
         let out = compile(&snapshot(REGISTRY, &resources), &Options::default());
-        let got = groups(&out.configs[&key("checkout")], "payments");
+        let got = groups(&out.whole(&key("checkout")), "payments");
         let want: Vec<(String, Vec<String>)> = case
             .want
             .iter()
@@ -137,7 +148,7 @@ fn table_of_groupings() {
 #[test]
 fn a_service_with_no_endpoints_is_still_known() {
     let out = compile(&snapshot(REGISTRY, ""), &Options::default());
-    let cfg = &out.configs[&key("checkout")];
+    let cfg = &out.whole(&key("checkout"));
     assert_eq!(groups(cfg, "empty"), [(DEFAULT_GROUP.to_string(), vec![])]);
     assert_eq!(
         service(cfg, "empty").vips,
@@ -152,7 +163,7 @@ fn a_pod_in_two_services_serves_both_ports() {
         "- {name: payments-admin, namespace: shop, vips: [10.96.0.12], selector: {zone: a}, ports: [{port: 81, targetPort: 9000, protocol: tcp}, {port: 82, targetPort: 8080, protocol: http2}]}",
     );
     let out = compile(&snapshot(&registry, ""), &Options::default());
-    let cfg = &out.configs[&key("payments-a")];
+    let cfg = &out.whole(&key("payments-a"));
     let ports: Vec<_> = cfg
         .inbound
         .ports
@@ -168,10 +179,11 @@ fn a_pod_in_two_services_serves_both_ports() {
 #[test]
 fn unmeshed_endpoints_carry_no_identity() {
     let out = compile(&snapshot(REGISTRY, ""), &Options::default());
-    let ledger = service(&out.configs[&key("checkout")], "ledger");
+    let checkout = out.whole(&key("checkout"));
+    let ledger = service(&checkout, "ledger");
     let ep = &ledger.groups[0].endpoints[0];
     assert!(!ep.meshed && ep.identity.is_none());
-    let payments = service(&out.configs[&key("checkout")], "payments");
+    let payments = service(&checkout, "payments");
     let ep = &payments.groups[0].endpoints[0];
     assert!(ep.meshed);
     assert_eq!(
@@ -188,7 +200,7 @@ fn deleted_resources_disappear() {
         &route("[{name: a, labels: {zone: a}}]"),
     ));
     assert_eq!(
-        groups(&before.configs[&key("checkout")], "payments")[0].0,
+        groups(&before.whole(&key("checkout")), "payments")[0].0,
         "a"
     );
     // Route, a service and a workload deleted.
@@ -196,7 +208,7 @@ fn deleted_resources_disappear() {
         .replace("- {name: empty, namespace: shop, vips: [10.96.0.12], selector: {app: nobody}, ports: [{port: 80}]}\n", "")
         .replace("- {name: payments-c, namespace: shop, ips: [10.0.0.3], labels: {app: payments, zone: c}, serviceAccount: payments}\n", "");
     let after = compiler.compile(&snapshot(&registry, ""));
-    let cfg = &after.configs[&key("checkout")];
+    let cfg = &after.whole(&key("checkout"));
     assert_eq!(
         groups(cfg, "payments"),
         [(
@@ -206,7 +218,7 @@ fn deleted_resources_disappear() {
     );
     assert!(cfg.services.iter().all(|s| s.name != "empty"));
     assert!(!after.configs.contains_key(&key("payments-c")));
-    assert_ne!(cfg.version, before.configs[&key("checkout")].version);
+    assert_ne!(cfg.version, before.whole(&key("checkout")).version);
 }
 
 #[test]
@@ -227,8 +239,8 @@ fn an_invalid_route_leaves_the_previous_groups_in_force() {
     let a = compile(&good, &Options::default());
     let b = compile(&bad, &Options::default());
     assert_eq!(
-        a.configs[&key("checkout")].version,
-        b.configs[&key("checkout")].version
+        a.whole(&key("checkout")).version,
+        b.whole(&key("checkout")).version
     );
 }
 
@@ -250,7 +262,7 @@ fn the_oldest_route_defines_a_shared_group_name() {
     }
     let out = compile(&snap, &Options::default());
     assert_eq!(
-        groups(&out.configs[&key("checkout")], "payments")[0],
+        groups(&out.whole(&key("checkout")), "payments")[0],
         ("g".to_string(), vec!["10.0.0.1".to_string()])
     );
 }
@@ -259,13 +271,13 @@ fn the_oldest_route_defines_a_shared_group_name() {
 fn versions_are_content_hashes() {
     let a = compile(&snapshot(REGISTRY, ""), &Options::default());
     let b = compile(&snapshot(REGISTRY, ""), &Options::default());
-    for (k, cfg) in &a.configs {
-        assert_eq!(cfg.version, b.configs[k].version);
-        assert_eq!(cfg.version.len(), 16);
+    for k in a.configs.keys() {
+        assert_eq!(a.whole(k).version, b.whole(k).version);
+        assert_eq!(a.whole(k).version.len(), 16);
     }
     assert_ne!(
-        a.configs[&key("payments-a")].version,
-        a.configs[&key("payments-b")].version
+        a.whole(&key("payments-a")).version,
+        a.whole(&key("payments-b")).version
     );
     let other = Options {
         trust_domain: "example.org".into(),
@@ -273,8 +285,8 @@ fn versions_are_content_hashes() {
     };
     let c = compile(&snapshot(REGISTRY, ""), &other);
     assert_ne!(
-        c.configs[&key("payments-a")].version,
-        a.configs[&key("payments-a")].version
+        c.whole(&key("payments-a")).version,
+        a.whole(&key("payments-a")).version
     );
 }
 
@@ -296,6 +308,7 @@ fn an_incremental_compile_rebuilds_only_what_changed_and_matches_a_full_one() {
         &first.configs[&key("checkout")],
         &same.configs[&key("checkout")]
     ));
+    assert!(Arc::ptr_eq(&first.catalog.set, &same.catalog.set));
 
     // A label change on one pod touches the one service that selects it.
     let changed = REGISTRY.replace(
@@ -315,6 +328,7 @@ fn an_incremental_compile_rebuilds_only_what_changed_and_matches_a_full_one() {
     for (k, cfg) in &full.configs {
         assert_eq!(**cfg, *inc.configs[k], "{k}");
     }
+    assert_eq!(full.catalog.set.services, inc.catalog.set.services);
 }
 
 const STEERING: &str = r#"apiVersion: braid.dev/v1alpha1
@@ -348,7 +362,7 @@ fn rule_names(cfg: &ProxyConfig) -> Vec<&str> {
 #[test]
 fn rules_reach_callers_with_source_labels_resolved() {
     let out = compile(&snapshot(REGISTRY, STEERING), &Options::default());
-    let checkout = &out.configs[&key("checkout")];
+    let checkout = &out.whole(&key("checkout"));
     assert_eq!(checkout.routes.len(), 1);
     let r = &checkout.routes[0];
     assert_eq!(
@@ -371,11 +385,11 @@ fn rules_reach_callers_with_source_labels_resolved() {
         braid_api::config::routes::ValueMatch::Exact("transfer".into())
     );
     // A caller the sourceLabels exclude never sees that rule.
-    let other = &out.configs[&key("payments-a")];
+    let other = &out.whole(&key("payments-a"));
     assert_eq!(rule_names(other), ["transfers", "default"]);
     // What the operator sends, the proxy accepts: every group named exists.
-    for cfg in out.configs.values() {
-        braid_proxy::tables::Tables::build(ProxyConfig::clone(cfg)).unwrap();
+    for pod in out.configs.keys() {
+        braid_proxy::tables::Tables::build(out.whole(pod)).unwrap();
     }
 }
 
@@ -401,11 +415,11 @@ fn the_oldest_route_of_a_service_port_wins_and_the_other_is_reported() {
         snap.traffic_routes.insert(key(name), obs);
     }
     let out = compile(&snap, &Options::default());
-    assert_eq!(rule_names(&out.configs[&key("checkout")]), ["older-rule"]);
+    assert_eq!(rule_names(&out.whole(&key("checkout"))), ["older-rule"]);
     // Without sourceLabels every caller holds the same copy.
     assert!(Arc::ptr_eq(
-        &out.configs[&key("checkout")].routes,
-        &out.configs[&key("payments-a")].routes
+        &out.whole(&key("checkout")).routes,
+        &out.whole(&key("payments-a")).routes
     ));
     assert_eq!(
         conflicts(&snap, "cluster.local"),
@@ -427,8 +441,8 @@ fn a_route_change_recompiles_callers_and_matches_a_full_compile() {
     let snap = snapshot(REGISTRY, &changed);
     let after = compiler.compile(&snap);
     assert_ne!(
-        before.configs[&key("checkout")].version,
-        after.configs[&key("checkout")].version
+        before.whole(&key("checkout")).version,
+        after.whole(&key("checkout")).version
     );
     let full = compile(&snap, &Options::default());
     for (k, cfg) in &full.configs {
@@ -439,7 +453,7 @@ fn a_route_change_recompiles_callers_and_matches_a_full_compile() {
 /// Compiles `resources` with the test registry; the output and checkout's rule `default`.
 fn default_rule(resources: &str) -> (Output, braid_api::config::routes::Rule) {
     let out = compile(&snapshot(REGISTRY, resources), &Options::default());
-    let rule = out.configs[&key("checkout")].routes[0]
+    let rule = out.whole(&key("checkout")).routes[0]
         .rules
         .iter()
         .find(|r| r.name == "default")
@@ -471,8 +485,8 @@ fn timeouts_and_faults_reach_the_rules_in_milliseconds() {
         ),
         (0.5, 503)
     );
-    for cfg in out.configs.values() {
-        braid_proxy::tables::Tables::build(ProxyConfig::clone(cfg)).unwrap();
+    for pod in out.configs.keys() {
+        braid_proxy::tables::Tables::build(out.whole(pod)).unwrap();
     }
 }
 
@@ -507,8 +521,8 @@ fn retries_mirrors_and_rate_limits_reach_the_rules() {
         })
     );
     // What the operator writes, the proxy accepts.
-    for cfg in out.configs.values() {
-        braid_proxy::tables::Tables::build(ProxyConfig::clone(cfg)).unwrap();
+    for pod in out.configs.keys() {
+        braid_proxy::tables::Tables::build(out.whole(pod)).unwrap();
     }
 }
 
@@ -526,7 +540,7 @@ spec:
     maxEjectionPercent: 34
 ";
     let out = compile(&snapshot(REGISTRY, healing), &Options::default());
-    let cfg = &out.configs[&key("checkout")];
+    let cfg = &out.whole(&key("checkout"));
     let detection = service(cfg, "payments").outlier_detection.clone().unwrap();
     assert_eq!(
         (
@@ -555,7 +569,8 @@ spec:
 "
     .replace("sampleperiod", "samplePeriod");
     let out = compile(&snapshot(REGISTRY, &healing), &Options::default());
-    let protection = out.configs[&key("payments-a")]
+    let protection = out
+        .whole(&key("payments-a"))
         .inbound
         .overload_protection
         .clone()
@@ -572,7 +587,7 @@ spec:
     );
     // The caller is not selected.
     assert_eq!(
-        out.configs[&key("checkout")].inbound.overload_protection,
+        out.whole(&key("checkout")).inbound.overload_protection,
         None
     );
 }
@@ -585,7 +600,7 @@ fn a_quarantined_pod_is_in_no_config_until_its_label_goes() {
     );
     let mut compiler = Compiler::new(Options::default());
     let out = compiler.compile(&snapshot(&quarantined, ""));
-    let cfg = &out.configs[&key("checkout")];
+    let cfg = &out.whole(&key("checkout"));
     assert_eq!(
         groups(cfg, "payments"),
         [(
@@ -597,9 +612,7 @@ fn a_quarantined_pod_is_in_no_config_until_its_label_goes() {
     assert!(out.configs.contains_key(&key("payments-b")));
     let back = compiler.compile(&snapshot(REGISTRY, ""));
     assert_eq!(
-        groups(&back.configs[&key("checkout")], "payments")[0]
-            .1
-            .len(),
+        groups(&back.whole(&key("checkout")), "payments")[0].1.len(),
         3
     );
 }
@@ -612,13 +625,13 @@ fn policy(name: &str, selector: &str, spec: &str) -> String {
 
 /// (inbound mode of `workload`, callers' view of its endpoint: mode and percent).
 fn tls_of(out: &Output, workload: &str, ip: &str) -> (TlsMode, Option<(TlsMode, u8)>) {
-    let cfg = &out.configs[&key(workload)];
+    let cfg = &out.whole(&key(workload));
     let inbound = cfg
         .inbound
         .tls
         .as_ref()
         .map_or(TlsMode::Disabled, |t| t.mode);
-    let caller = &out.configs[&key("checkout")];
+    let caller = &out.whole(&key("checkout"));
     let endpoint = caller
         .services
         .iter()
@@ -648,14 +661,14 @@ fn encryption_policies_apply_by_precedence_with_port_overrides_and_rollout() {
         tls_of(&out, "payments-a", "10.0.0.1"),
         (TlsMode::Strict, Some((TlsMode::Strict, 100)))
     );
-    let a = out.configs[&key("payments-a")].inbound.tls.clone().unwrap();
+    let a = out.whole(&key("payments-a")).inbound.tls.clone().unwrap();
     assert_eq!(a.mode_for(9090), TlsMode::Disabled, "port override");
     assert_eq!(
         tls_of(&out, "payments-b", "10.0.0.2"),
         (TlsMode::Permissive, Some((TlsMode::Permissive, 25)))
     );
     // The unmeshed endpoint gets no TLS: nothing to terminate it.
-    let caller = &out.configs[&key("checkout")];
+    let caller = &out.whole(&key("checkout"));
     let legacy = service(caller, "ledger").groups[0].endpoints[0].clone();
     assert_eq!((legacy.meshed, legacy.tls), (false, None));
 
@@ -720,12 +733,12 @@ fn an_automatic_rollout_takes_its_percent_and_strictness_from_its_recorded_statu
         (TlsMode::Strict, Some((TlsMode::Strict, 100)))
     );
     assert_eq!(
-        &*strict.configs[&key("payments-a")].trust_bundle,
+        &*strict.whole(&key("payments-a")).trust_bundle,
         "-----BEGIN CERTIFICATE-----\n"
     );
     assert_ne!(
-        strict.configs[&key("payments-a")].version,
-        halfway.configs[&key("payments-a")].version
+        strict.whole(&key("payments-a")).version,
+        halfway.whole(&key("payments-a")).version
     );
     // A step back is recorded like any step, and served like one.
     snap.rollout_status.insert(
@@ -868,6 +881,7 @@ proptest::proptest! {
             proptest::prop_assert_eq!(&inc.configs, &full.configs, "after {:?}", change);
             proptest::prop_assert_eq!(&inc.catalog.own, &full.catalog.own);
             proptest::prop_assert_eq!(&inc.catalog.set.digests, &full.catalog.set.digests);
+            proptest::prop_assert_eq!(&inc.catalog.set.services, &full.catalog.set.services);
         }
     }
 }

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use braid_api::config::ProxyConfig;
 use braid_api::control::Ejection;
+use braid_api::control::delta::ServiceRef;
 use braid_crds::self_healing::{HealingAction, HealingActionRecord, UnhealthyEndpoint};
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
@@ -17,6 +17,7 @@ use super::actuator::{Act, ActError, Actuator, Request};
 use super::ledger::{Ledger, record_of};
 use super::plan::{Due, Plan, plan_with, quarantined};
 use super::reports::{EndpointRef, Reports};
+use crate::compiler::ServiceSet;
 use crate::hub::Published;
 use crate::registry::{Kind, ObjectKey, Workload};
 use crate::sink::{Event, StatusSink};
@@ -340,9 +341,9 @@ pub(super) fn fold(
     batch: &ReportBatch,
     now: Timestamp,
 ) {
-    let config = published.and_then(|p| p.configs.get(&batch.reporter));
+    let meshed = published.filter(|p| p.configs.contains_key(&batch.reporter));
     for e in &batch.ejections {
-        if !config.is_some_and(|c| holds(c, e)) {
+        if !meshed.is_some_and(|p| holds(&p.catalog.set, e)) {
             tracing::debug!(reporter = %batch.reporter, endpoint = %e.endpoint, target = %e.target, "ejection of an endpoint not in the reporter's config; ignored");
             continue;
         }
@@ -352,8 +353,9 @@ pub(super) fn fold(
     }
 }
 
-/// Whether `config` has the ejected endpoint in the service the ejection names.
-fn holds(config: &ProxyConfig, e: &Ejection) -> bool {
+/// Whether the compile's services `set` have the ejected endpoint in the service the
+/// ejection names (a reporter holds the compile's services, or some of them).
+fn holds(set: &ServiceSet, e: &Ejection) -> bool {
     let endpoint = EndpointRef {
         target: e.target.clone(),
         addr: e.endpoint,
@@ -361,14 +363,18 @@ fn holds(config: &ProxyConfig, e: &Ejection) -> bool {
     let Some(service) = endpoint.service() else {
         return false;
     };
-    config.services.iter().any(|s| {
-        s.name == service.name
-            && s.namespace == service.namespace
-            && s.groups
+    let name = ServiceRef {
+        namespace: service.namespace.clone(),
+        name: service.name.clone(),
+    };
+    set.index(&name)
+        .and_then(|i| set.services.get(i))
+        .is_some_and(|s| {
+            s.groups
                 .iter()
                 .flat_map(|g| &g.endpoints)
                 .any(|ep| ep.address == e.endpoint.ip())
-    })
+        })
 }
 
 fn describe(due: &Due, what: &str) -> String {

@@ -399,11 +399,11 @@ async fn a_quarantine_no_longer_asked_for_is_lifted() {
 #[test]
 fn only_ejections_of_endpoints_in_the_reporters_config_count() {
     let snap = snapshot(&healing("RestartPod", ""));
-    let configs = crate::compiler::compile(&snap, &Default::default()).configs;
+    let out = crate::compiler::compile(&snap, &Default::default());
     let published = Published {
         snapshot: Arc::new(snap),
-        configs,
-        catalog: Default::default(),
+        configs: out.configs,
+        catalog: out.catalog,
         seen_at: Instant::now(),
     };
     let mut reports = reports::Reports::default();

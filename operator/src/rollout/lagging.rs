@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use braid_api::control::delta::ServiceRef;
 
+use crate::compiler::ServiceSet;
 use crate::registry::ObjectKey;
 
 /// The `lagging` proxies (those not holding the config the operator serves them now, so
@@ -14,36 +15,40 @@ use crate::registry::ObjectKey;
 pub struct Lagging<'a> {
     /// On-demand proxies, under each service they hold.
     by_service: HashMap<ObjectKey, Vec<&'a ObjectKey>>,
-    /// Proxies holding every service of a set, by set (usually one).
-    by_set: Vec<(&'a [braid_api::config::Service], Vec<&'a ObjectKey>)>,
+    /// Proxies holding every service of `set`.
+    every: Vec<&'a ObjectKey>,
+    set: &'a ServiceSet,
 }
 
 impl<'a> Lagging<'a> {
+    /// Groups the `lagging` proxies of a compile whose services are `set`.
     pub fn new(
-        lagging: &[(&'a ObjectKey, &'a braid_api::config::ProxyConfig)],
+        lagging: &[&'a ObjectKey],
         held: &HashMap<ObjectKey, Vec<ServiceRef>>,
+        set: &'a ServiceSet,
     ) -> Self {
         let mut by_service: HashMap<ObjectKey, Vec<&ObjectKey>> = HashMap::new();
-        let mut by_set: Vec<(&[braid_api::config::Service], Vec<&ObjectKey>)> = Vec::new();
-        for (pod, config) in lagging {
+        let mut every = Vec::new();
+        for pod in lagging {
             // An on-demand proxy calls what it holds; a service it finds later comes
             // with the config in force.
-            if let Some(held) = held.get(*pod) {
-                for s in held {
-                    by_service
-                        .entry(ObjectKey::new(&s.namespace, &s.name))
-                        .or_default()
-                        .push(pod);
+            match held.get(*pod) {
+                Some(held) => {
+                    for s in held {
+                        by_service
+                            .entry(ObjectKey::new(&s.namespace, &s.name))
+                            .or_default()
+                            .push(pod);
+                    }
                 }
-                continue;
-            }
-            let set = &config.services[..];
-            match by_set.iter_mut().find(|(s, _)| std::ptr::eq(*s, set)) {
-                Some((_, pods)) => pods.push(pod),
-                None => by_set.push((set, vec![pod])),
+                None => every.push(*pod),
             }
         }
-        Self { by_service, by_set }
+        Self {
+            by_service,
+            every,
+            set,
+        }
     }
 
     /// The lagging proxies that call `services`, in namespace/name order.
@@ -52,15 +57,16 @@ impl<'a> Lagging<'a> {
             .iter()
             .filter_map(|s| self.by_service.get(s))
             .collect();
-        for (set, pods) in &self.by_set {
-            let calls = set.iter().any(|s| {
-                services
-                    .iter()
-                    .any(|k| k.name == s.name && k.namespace == s.namespace)
-            });
-            if calls {
-                lists.push(pods);
-            }
+        let in_set = services.iter().any(|k| {
+            self.set
+                .index(&ServiceRef {
+                    namespace: k.namespace.clone(),
+                    name: k.name.clone(),
+                })
+                .is_some()
+        });
+        if in_set {
+            lists.push(&self.every);
         }
         // Each list is in order already; only several need merging.
         if let [one] = lists[..] {
@@ -75,7 +81,9 @@ impl<'a> Lagging<'a> {
 
 #[cfg(test)]
 mod tests {
-    use braid_api::config::{ProxyConfig, Service};
+    use braid_api::config::Service;
+
+    use crate::compiler::Digest256;
 
     use super::*;
 
@@ -86,22 +94,20 @@ mod tests {
             namespace: "shop".into(),
             ..Default::default()
         };
-        let every = ProxyConfig {
-            services: vec![svc("payments"), svc("orders")].into(),
-            ..Default::default()
-        };
+        let services = vec![svc("payments"), svc("orders")];
+        let digests = services.iter().map(Digest256::of).collect();
+        let set = ServiceSet::new(services.into(), digests);
         let pods: Vec<ObjectKey> = ["a", "b", "c", "d"]
             .iter()
             .map(|n| ObjectKey::new("shop", *n))
             .collect();
-        let shared = std::sync::Arc::new(every.clone());
-        let lagging: Vec<(&ObjectKey, &ProxyConfig)> = pods.iter().map(|p| (p, &*shared)).collect();
+        let lagging: Vec<&ObjectKey> = pods.iter().collect();
         // c and d hold services on demand: c calls payments, d calls orders.
         let held = HashMap::from([
             (pods[2].clone(), vec!["shop/payments".parse().unwrap()]),
             (pods[3].clone(), vec!["shop/orders".parse().unwrap()]),
         ]);
-        let index = Lagging::new(&lagging, &held);
+        let index = Lagging::new(&lagging, &held, &set);
         let names = |v: Vec<&ObjectKey>| v.iter().map(|k| k.name.clone()).collect::<Vec<_>>();
         let payments = BTreeSet::from([ObjectKey::new("shop", "payments")]);
         assert_eq!(names(index.calling(&payments)), ["a", "b", "c"]);

@@ -284,8 +284,9 @@ impl RolloutLoop {
             .is_some_and(|b| Arc::ptr_eq(&b.compile, &published) && b.reports == reports);
         if !fresh {
             // Usually none: the callers behind each policy are looked for among these.
-            let lagging = self.hub.lagging(&published.configs);
-            let lagging = Lagging::new(&lagging, &self.hub.held());
+            let lagging = self.hub.lagging(&published);
+            let held = self.hub.held();
+            let lagging = Lagging::new(&lagging, &held, &published.catalog.set);
             let by_policy = policies
                 .iter()
                 .map(|(key, _)| {

@@ -42,10 +42,11 @@ fn rig(snapshot: Snapshot, leader: bool) -> Rig {
     let (_, reports) = mpsc::channel(1);
     let (view_tx, view) = watch::channel(Arc::new(EncryptionView::new()));
     let hub = Arc::new(Hub::default());
+    let compiled = compile(&snapshot, &Options::default());
     hub.publish(Published {
-        configs: compile(&snapshot, &Options::default()).configs,
+        configs: compiled.configs,
         snapshot: Arc::new(snapshot),
-        catalog: Default::default(),
+        catalog: compiled.catalog,
         seen_at: Instant::now(),
     });
     Rig {
@@ -113,8 +114,10 @@ impl Rig {
 
     /// Every proxy reports the config it is served now.
     fn all_applied(&self) {
-        for (pod, config) in &self.hub.current().unwrap().configs {
-            self.hub.report_applied(pod.clone(), config.version.clone());
+        let current = self.hub.current().unwrap();
+        for pod in current.configs.keys() {
+            let version = current.catalog.version_of(pod).unwrap();
+            self.hub.report_applied(pod.clone(), version);
         }
     }
 }
@@ -405,10 +408,11 @@ async fn an_edit_of_the_interval_keeps_where_the_rollout_stands() {
     // The administrator slows the rollout down: a new generation, the same meaning.
     let slower = AUTO.replace("interval: 10s", "interval: 20s");
     let snapshot = crate::source::dir::snapshot_of(REGISTRY, &slower);
+    let compiled = compile(&snapshot, &Options::default());
     rig.hub.publish(Published {
-        configs: compile(&snapshot, &Options::default()).configs,
+        configs: compiled.configs,
         snapshot: Arc::new(snapshot),
-        catalog: Default::default(),
+        catalog: compiled.catalog,
         seen_at: Instant::now(),
     });
     rig.tick(t0 + 11 * S).await;
@@ -421,10 +425,11 @@ async fn an_edit_of_the_interval_keeps_where_the_rollout_stands() {
     // Other steps mean another rollout: it starts over.
     let other = AUTO.replace("steps: [50, 100]", "steps: [25, 100]");
     let snapshot = crate::source::dir::snapshot_of(REGISTRY, &other);
+    let compiled = compile(&snapshot, &Options::default());
     rig.hub.publish(Published {
-        configs: compile(&snapshot, &Options::default()).configs,
+        configs: compiled.configs,
         snapshot: Arc::new(snapshot),
-        catalog: Default::default(),
+        catalog: compiled.catalog,
         seen_at: Instant::now(),
     });
     rig.tick(t0 + 12 * S).await;

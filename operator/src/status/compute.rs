@@ -38,6 +38,8 @@ pub struct Views<'a> {
 pub struct ProxyState<'a> {
     /// The compiled config of every meshed workload.
     pub configs: &'a crate::compiler::Configs,
+    /// The compile's services and workloads' digests, of which config versions are made.
+    pub catalog: &'a crate::compiler::Catalog,
     /// The config version each connected proxy last reported applying.
     pub applied: &'a HashMap<ObjectKey, String>,
     /// The services each on-demand proxy reported holding (a proxy not here holds every
@@ -70,8 +72,10 @@ impl Holders {
 impl ProxyState<'_> {
     /// Whether `pod`'s proxy reported holding its current config.
     fn current(&self, pod: &ObjectKey) -> bool {
-        let current = self.configs.get(pod).map(|c| c.version.as_str());
-        current.is_some() && self.applied.get(pod).map(String::as_str) == current
+        // Only a proxy that reported is worked out (a version digest each).
+        self.applied
+            .get(pod)
+            .is_some_and(|v| self.catalog.version_of(pod).as_ref() == Some(v))
     }
 
     fn counts<'k>(&self, targets: impl Iterator<Item = &'k ObjectKey>) -> ProxyCounts {
@@ -536,10 +540,11 @@ workloads:
         previous: &BTreeMap<(Kind, ObjectKey), StatusUpdate>,
         at: &Time,
     ) -> Computed {
-        let configs = compile(snap, &Options::default()).configs;
+        let out = compile(snap, &Options::default());
         let applied = HashMap::new();
         let proxies = ProxyState {
-            configs: &configs,
+            configs: &out.configs,
+            catalog: &out.catalog,
             applied: &applied,
             held: &HashMap::new(),
             cluster_domain: "cluster.local",
@@ -559,16 +564,18 @@ workloads:
     fn a_route_targets_the_proxies_holding_its_service() {
         let mut gens = Generations::default();
         let snap = snapshot(&mut gens, "2s");
-        let configs = compile(&snap, &Options::default()).configs;
+        let out = compile(&snap, &Options::default());
+        let configs = &out.configs;
         let (pay, checkout) = (
             ObjectKey::new("shop", "payments-0"),
             ObjectKey::new("shop", "checkout-0"),
         );
-        let mut applied = HashMap::from([(pay.clone(), configs[&pay].version.clone())]);
+        let mut applied = HashMap::from([(pay.clone(), out.catalog.version_of(&pay).unwrap())]);
         let route = |applied: &HashMap<ObjectKey, String>,
                      held: &HashMap<ObjectKey, Vec<ServiceRef>>| {
             let proxies = ProxyState {
-                configs: &configs,
+                configs,
+                catalog: &out.catalog,
                 applied,
                 held,
                 cluster_domain: "cluster.local",
@@ -607,14 +614,16 @@ workloads:
     fn statuses_count_proxies_and_report_invalid_specs_once() {
         let mut gens = Generations::default();
         let snap = snapshot(&mut gens, "2s");
-        let configs = compile(&snap, &Options::default()).configs;
+        let out = compile(&snap, &Options::default());
+        let configs = &out.configs;
         let pay = ObjectKey::new("shop", "payments-0");
         let mut applied = HashMap::from([
-            (pay.clone(), configs[&pay].version.clone()),
+            (pay.clone(), out.catalog.version_of(&pay).unwrap()),
             (ObjectKey::new("shop", "checkout-0"), "older".into()),
         ]);
         let proxies = ProxyState {
-            configs: &configs,
+            configs,
+            catalog: &out.catalog,
             applied: &applied,
             held: &HashMap::new(),
             cluster_domain: "cluster.local",
@@ -644,7 +653,8 @@ workloads:
         let bad = snapshot(&mut gens, "soon");
         applied.insert(pay.clone(), "stale".into());
         let proxies = ProxyState {
-            configs: &configs,
+            configs,
+            catalog: &out.catalog,
             applied: &applied,
             held: &HashMap::new(),
             cluster_domain: "cluster.local",

@@ -50,7 +50,7 @@ impl Included {
 pub struct View {
     /// Its version: the whole config's when it holds every service.
     pub version: String,
-    /// The whole config, whose own sections (node, inbound, routes, …) the view holds.
+    /// The workload's own sections (node, inbound, routes, …); the services are the set's.
     pub config: Arc<ProxyConfig>,
     /// The services it is cut from.
     pub set: Arc<ServiceSet>,
@@ -74,7 +74,7 @@ impl View {
         let set = catalog.set.clone();
         let Some(wanted) = wanted else {
             return Self {
-                version: config.version.clone(),
+                version: catalog.version_of(pod).unwrap_or_default(),
                 config: config.clone(),
                 set,
                 included: Included::All,
@@ -300,7 +300,8 @@ mod tests {
                 namespace: "shop".into(),
                 ..Default::default()
             },
-            services: set.services.clone(),
+            // As the compiler makes it: the services are the catalog's.
+            services: Arc::new([]),
             trust_bundle: bundle.into(),
             ..Default::default()
         };
@@ -363,7 +364,7 @@ mod tests {
         let p = before();
         let all = view(&p, None);
         let line = join(&all.full_line());
-        let expected = serde_json::to_vec(&*p.configs[&pod()]).unwrap();
+        let expected = serde_json::to_vec(&p.catalog.whole(&pod(), &p.configs[&pod()])).unwrap();
         assert_eq!(&line[..line.len() - 1], &expected[..]);
         // The services' bytes are the set's own, not copies.
         let chunks = view(&p, None).full_line();
@@ -384,10 +385,15 @@ mod tests {
     #[test]
     fn a_view_of_every_service_has_the_whole_configs_version() {
         let p = before();
-        assert_eq!(view(&p, None).version, "v1");
+        let whole = p.catalog.version_of(&pod()).unwrap();
+        assert_eq!(view(&p, None).version, whole);
         let all_named = view(&p, Some(&["a/one", "b/two", "c/three"]));
         let own = p.catalog.own[&pod()];
         assert_eq!(all_named.version, p.catalog.view_version(&own, &[0, 1, 2]));
+        assert_eq!(
+            all_named.version, whole,
+            "every service named is the whole config"
+        );
         // Only what it holds decides a view's version.
         let (b, a) = (before(), after());
         assert_eq!(
