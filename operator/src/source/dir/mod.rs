@@ -50,6 +50,11 @@ struct State {
     status_fingerprint: Fingerprint,
     registry: Option<Arc<Resolved>>,
     registry_entries: registry_items::EntryCache,
+    /// Whether `registry_entries` are the entries `registry` was resolved from (not
+    /// those of a later edit that was refused).
+    registry_parsed: bool,
+    /// How often the registry was resolved whole (tests: edits of workloads are not).
+    whole_resolves: usize,
     files: BTreeMap<PathBuf, Vec<Doc>>,
     generations: Generations,
     last: Option<Snapshot>,
@@ -159,12 +164,35 @@ impl DirSource {
             };
             present.push(path.clone());
             if is_registry {
+                // Workloads added, removed or edited (the usual change): only the
+                // services selecting them are resolved again.
+                let quick = match &self.state.registry {
+                    Some(before) if self.state.registry_parsed => {
+                        registry_items::workload_changes(&text, &mut self.state.registry_entries)
+                            .and_then(|c| {
+                                registry_file::with_workloads_changed(
+                                    before,
+                                    self.state.registry_entries.services(),
+                                    c.removed,
+                                    c.added,
+                                )
+                            })
+                    }
+                    _ => None,
+                };
+                if let Some(resolved) = quick {
+                    self.state.registry = Some(Arc::new(resolved));
+                    continue;
+                }
+                self.state.whole_resolves += 1;
                 let resolved = registry_items::parse(&text, &mut self.state.registry_entries)
                     .map_err(|e| vec![e])
                     .and_then(|f| {
                         f.resolve()
                             .map_err(|errors| errors.into_iter().map(InvalidInput::from).collect())
                     });
+                // The entries parsed are those of the registry in force only if it was.
+                self.state.registry_parsed = resolved.is_ok();
                 match resolved {
                     Ok(mut resolved) => {
                         if let Some(before) = &self.state.registry {
@@ -201,6 +229,7 @@ impl DirSource {
             .any(|p| p.file_name().is_some_and(|n| n == registry_file::FILE_NAME))
         {
             self.state.registry = Some(Arc::new(Default::default()));
+            self.state.registry_parsed = false;
         }
         let mut snapshot = Snapshot::default();
         if let Some(reg) = &self.state.registry {
@@ -397,6 +426,54 @@ mod tests {
         // A status for another spec says nothing.
         sink.apply(&status(7)).await.unwrap();
         assert!(source.reload().unwrap().unwrap().rollout_status.is_empty());
+    }
+
+    #[test]
+    fn edits_of_workloads_resolve_as_the_whole_file_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.yaml");
+        const SERVICES: &str = "services:\n- {name: pay, namespace: shop, vips: [10.96.0.1], selector: {app: pay}, ports: [{port: 80}]}\n- {name: v6, namespace: shop, vips: [\"fd96::1\"], selector: {app: pay}, ports: [{port: 80}]}\n- {name: web, namespace: shop, vips: [10.96.0.2], selector: {app: web, tier: front}, ports: [{port: 80}]}\n- {name: none, namespace: shop, vips: [10.96.0.3], ports: [{port: 80}]}\n";
+        let w = |name: &str, ns: &str, ips: &str, labels: &str| {
+            format!("- {{name: {name}, namespace: {ns}, ips: [{ips}], labels: {labels}}}\n")
+        };
+        let pay0 = w("pay-0", "shop", "10.0.0.1, \"fd00::1\"", "{app: pay}");
+        let web0 = w("web-0", "shop", "10.0.0.2", "{app: web, tier: front}");
+        let pay1 = w("pay-1", "shop", "10.0.0.3", "{app: pay}");
+        let pay0_web = w("pay-0", "shop", "10.0.0.1", "{app: web, tier: front}");
+        let other = w("pay-2", "other", "10.0.0.4", "{app: pay}");
+        let twice = w("pay-3", "shop", "10.0.0.1", "{app: pay}");
+        let fixed = w("pay-3", "shop", "10.0.0.9", "{app: pay}");
+        // (workloads, valid, resolved whole)
+        let steps: Vec<(Vec<&String>, bool, bool)> = vec![
+            (vec![&pay0, &web0], true, true),
+            (vec![&pay0, &web0, &pay1], true, false),
+            (vec![&pay1, &web0, &pay0], true, false),
+            (vec![&pay0_web, &web0, &pay1], true, false),
+            (vec![&pay0_web, &pay1], true, false),
+            (vec![&pay0_web, &pay1, &other], true, false),
+            (vec![&pay0_web, &pay1, &other, &twice], false, true),
+            (vec![&pay0_web, &pay1, &other, &fixed], true, true),
+            (vec![&pay1, &other, &fixed], true, false),
+        ];
+        let mut source = DirSource::new(dir.path().into(), Duration::from_millis(10));
+        let mut good = Snapshot::default();
+        for (n, (workloads, valid, whole)) in steps.into_iter().enumerate() {
+            // A first line of its own length: the file's size says it changed.
+            let text = format!("#{}\n{SERVICES}workloads:\n", "-".repeat(n))
+                + &workloads.into_iter().cloned().collect::<String>();
+            std::fs::write(&path, &text).unwrap();
+            let before = source.state.whole_resolves;
+            let got = source.reload().unwrap().unwrap();
+            if valid {
+                good = snapshot_of(&text, "");
+            }
+            assert_eq!(got.services, good.services, "step {n}");
+            assert_eq!(got.workloads, good.workloads, "step {n}");
+            assert_eq!(source.state.whole_resolves > before, whole, "step {n}");
+        }
+        let pay = &good.services[&ObjectKey::new("shop", "pay")];
+        let eps: Vec<String> = pay.endpoints.iter().map(|e| e.ip.to_string()).collect();
+        assert_eq!(eps, ["10.0.0.3", "10.0.0.9"]);
     }
 
     #[test]

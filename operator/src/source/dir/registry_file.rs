@@ -140,12 +140,6 @@ impl RegistryFile {
         let mut ips = BTreeMap::new();
         for (i, w) in self.workloads.into_iter().enumerate() {
             let key = ObjectKey::new(&w.namespace, &w.name);
-            if w.ips.is_empty() {
-                errors.push(InvalidField::new(
-                    format!("workloads[{i}].ips"),
-                    format!("{key} needs at least one IP"),
-                ));
-            }
             for ip in &w.ips {
                 if let Some(other) = ips.insert(*ip, key.clone()) {
                     errors.push(InvalidField::new(
@@ -154,25 +148,12 @@ impl RegistryFile {
                     ));
                 }
             }
-            let mut outbound_scope = Vec::new();
-            for (j, entry) in w.outbound_scope.iter().enumerate() {
-                match entry.parse::<ServiceRef>() {
-                    Ok(name) => outbound_scope.push(name),
-                    Err(e) => errors.push(InvalidField::new(
-                        format!("workloads[{i}].outboundScope[{j}]"),
-                        format!("{e}: name a service as namespace/name, or namespace/* for all of a namespace's"),
-                    )),
+            let workload = match workload_of(w, i) {
+                Ok(w) => w,
+                Err(mut e) => {
+                    errors.append(&mut e);
+                    continue;
                 }
-            }
-            outbound_scope.sort();
-            outbound_scope.dedup();
-            let workload = Workload {
-                key: key.clone(),
-                ips: w.ips,
-                labels: w.labels,
-                service_account: w.service_account,
-                meshed: w.meshed,
-                outbound_scope,
             };
             if workloads.insert(key.clone(), Arc::new(workload)).is_some() {
                 errors.push(InvalidField::new(
@@ -217,19 +198,7 @@ impl RegistryFile {
                 index
                     .select(&s.namespace, &s.selector)
                     .into_iter()
-                    .filter_map(|w| {
-                        // A service's endpoints speak its VIPs' family (an IPv6-only
-                        // service reaches dual-stack pods on their IPv6 address).
-                        let family = s.vips.first().map(IpAddr::is_ipv6);
-                        let ip = match family {
-                            Some(v6) => w.ips.iter().find(|ip| ip.is_ipv6() == v6),
-                            None => w.ips.first(),
-                        };
-                        ip.map(|ip| ServiceEndpoint {
-                            ip: *ip,
-                            workload: Some(w.key.clone()),
-                        })
-                    })
+                    .filter_map(|w| endpoint_of(&s.vips, w))
                     .collect()
             };
             let entry = ServiceEntry {
@@ -251,6 +220,125 @@ impl RegistryFile {
             Err(errors)
         }
     }
+}
+
+/// The workload `w` (entry `i` of the file) declares, or what is wrong with it.
+fn workload_of(w: WorkloadDecl, i: usize) -> Result<Workload, Vec<InvalidField>> {
+    let key = ObjectKey::new(&w.namespace, &w.name);
+    let mut errors = Vec::new();
+    if w.ips.is_empty() {
+        errors.push(InvalidField::new(
+            format!("workloads[{i}].ips"),
+            format!("{key} needs at least one IP"),
+        ));
+    }
+    let mut outbound_scope = Vec::new();
+    for (j, entry) in w.outbound_scope.iter().enumerate() {
+        match entry.parse::<ServiceRef>() {
+            Ok(name) => outbound_scope.push(name),
+            Err(e) => errors.push(InvalidField::new(
+                format!("workloads[{i}].outboundScope[{j}]"),
+                format!(
+                    "{e}: name a service as namespace/name, or namespace/* for all of a namespace's"
+                ),
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    outbound_scope.sort();
+    outbound_scope.dedup();
+    Ok(Workload {
+        key,
+        ips: w.ips,
+        labels: w.labels,
+        service_account: w.service_account,
+        meshed: w.meshed,
+        outbound_scope,
+    })
+}
+
+/// `w` as an endpoint of a service with `vips`: a service's endpoints speak its VIPs'
+/// family (an IPv6-only service reaches dual-stack pods on their IPv6 address).
+fn endpoint_of(vips: &[IpAddr], w: &Workload) -> Option<ServiceEndpoint> {
+    let family = vips.first().map(IpAddr::is_ipv6);
+    let ip = match family {
+        Some(v6) => w.ips.iter().find(|ip| ip.is_ipv6() == v6),
+        None => w.ips.first(),
+    };
+    ip.map(|ip| ServiceEndpoint {
+        ip: *ip,
+        workload: Some(w.key.clone()),
+    })
+}
+
+/// What [`RegistryFile::resolve`] gives for the file `before` was resolved from, with
+/// the workloads `removed` taken out and `added` put in, its services (`services`, as
+/// declared) unchanged: only the services selecting a workload that changed are
+/// resolved again. `None` when the whole file's reading must tell (a workload it does
+/// not declare removed, a name or IP taken twice, an entry with a problem to report).
+pub fn with_workloads_changed<'a>(
+    before: &Resolved,
+    services: impl Iterator<Item = &'a ServiceDecl>,
+    removed: Vec<WorkloadDecl>,
+    added: Vec<WorkloadDecl>,
+) -> Option<Resolved> {
+    let (mut entries, mut workloads) = before.clone();
+    let mut changed: Vec<Arc<Workload>> = Vec::new();
+    for w in removed {
+        let key = ObjectKey::new(&w.namespace, &w.name);
+        changed.push(workloads.remove(&key)?);
+    }
+    let mut new = Vec::new();
+    for w in added {
+        // The entry's number is for the message, which the whole reading words.
+        let w = Arc::new(workload_of(w, 0).ok()?);
+        if workloads.insert(w.key.clone(), w.clone()).is_some() {
+            return None;
+        }
+        new.push(w);
+    }
+    // An IP given twice: every other workload's IPs are checked only when one changed.
+    if !new.is_empty() {
+        let mut taken: std::collections::HashSet<IpAddr> = std::collections::HashSet::new();
+        for w in workloads.values() {
+            for ip in &w.ips {
+                if !taken.insert(*ip) {
+                    return None;
+                }
+            }
+        }
+    }
+    changed.extend(new.iter().cloned());
+    let keys: BTreeSet<&ObjectKey> = changed.iter().map(|w| &w.key).collect();
+    for s in services {
+        let selects = |w: &Workload| {
+            w.key.namespace == s.namespace
+                && s.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
+        };
+        if s.selector.is_empty() || !changed.iter().any(|w| selects(w)) {
+            continue;
+        }
+        let key = ObjectKey::new(&s.namespace, &s.name);
+        let old = entries.get(&key)?;
+        let mut entry = ServiceEntry::clone(old);
+        entry
+            .endpoints
+            .retain(|ep| ep.workload.as_ref().is_none_or(|k| !keys.contains(k)));
+        entry.endpoints.extend(
+            new.iter()
+                .filter(|w| selects(w))
+                .filter_map(|w| endpoint_of(&s.vips, w)),
+        );
+        // In workload order, as the whole reading selects them.
+        entry.endpoints.sort_by(|a, b| a.workload.cmp(&b.workload));
+        // The same endpoints (a label the selector does not look at): the same object.
+        if **old != entry {
+            entries.insert(key, Arc::new(entry));
+        }
+    }
+    Some((entries, workloads))
 }
 
 #[cfg(test)]

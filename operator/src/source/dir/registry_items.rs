@@ -86,6 +86,69 @@ pub fn parse(text: &str, cache: &mut EntryCache) -> Result<RegistryFile, Invalid
     Ok(file)
 }
 
+/// The workload entries an edit of the file removed and added since the last parse
+/// (an entry whose text changed is both), from `text`, when that is all it changed.
+#[derive(Debug, Default)]
+pub struct WorkloadChanges {
+    /// Entries no longer there, as they were.
+    pub removed: Vec<WorkloadDecl>,
+    /// Entries new or changed.
+    pub added: Vec<WorkloadDecl>,
+}
+
+/// What `text` changed since the last parse into `cache`, when it changed workload
+/// entries only, each of which parses on its own; `None` (the cache left as it was) when
+/// only the whole file's reading can tell: a service entry changed, an entry given
+/// twice, a layout that is not plain.
+pub fn workload_changes(text: &str, cache: &mut EntryCache) -> Option<WorkloadChanges> {
+    let slices = split(text)?;
+    let mut seen: std::collections::HashSet<(Section, u64)> =
+        std::collections::HashSet::with_capacity(slices.len());
+    let mut added = Vec::new();
+    for (section, slice) in slices {
+        let key = (section, cache.hasher.hash_one(slice));
+        if !seen.insert(key) {
+            return None;
+        }
+        match cache.entries.get(&key) {
+            Some((t, _)) if **t == *slice => {}
+            // The same hash for another text: left to the whole reading.
+            Some(_) => return None,
+            None if section == Section::Services => return None,
+            None => added.push((key, Box::<str>::from(slice), one::<WorkloadDecl>(slice)?)),
+        }
+    }
+    let mut changes = WorkloadChanges::default();
+    for (key, (_, entry)) in &cache.entries {
+        if seen.contains(key) {
+            continue;
+        }
+        match entry {
+            Entry::Service(_) => return None,
+            Entry::Workload(w) => changes.removed.push(w.clone()),
+        }
+    }
+    cache.entries.retain(|key, _| seen.contains(key));
+    cache.parsed = added.len();
+    for (key, text, w) in added {
+        cache
+            .entries
+            .insert(key, (text, Entry::Workload(w.clone())));
+        changes.added.push(w);
+    }
+    Some(changes)
+}
+
+impl EntryCache {
+    /// The service entries of the last parse.
+    pub fn services(&self) -> impl Iterator<Item = &ServiceDecl> {
+        self.entries.values().filter_map(|(_, e)| match e {
+            Entry::Service(s) => Some(s),
+            Entry::Workload(_) => None,
+        })
+    }
+}
+
 /// The one entry of a `- ` list item's text, read as the whole file reads it (through a
 /// JSON value); `None` when it does not parse on its own.
 fn one<T: DeserializeOwned>(slice: &str) -> Option<T> {
