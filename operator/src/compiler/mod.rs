@@ -150,6 +150,32 @@ impl Globals {
     }
 }
 
+/// What one compile's services and workloads share.
+struct Shared<'s> {
+    snapshot: &'s Snapshot,
+    /// Routes, healings, policies, rollouts and trust bundle as last compiled: an
+    /// object whose own `Arc` is the same has the same inputs.
+    globals_same: bool,
+    healings: Vec<(&'s ObjectKey, &'s braid_crds::SelfHealing)>,
+    policies: Vec<(&'s ObjectKey, &'s braid_crds::EncryptionPolicy)>,
+    default_tls_mode: TlsMode,
+}
+
+impl Shared<'_> {
+    /// `w`'s TLS. Rollouts stand where their status records, as read back, on every
+    /// replica alike: the leader's steps reach proxies only once written, so a leader
+    /// lost right after a step leaves nothing in force that its successor would not
+    /// resume from, and a restart never serves a rollout from its start again.
+    fn tls_of(&self, w: &Workload) -> encryption::WorkloadTls {
+        encryption::tls_for(
+            &self.policies,
+            &self.snapshot.rollout_status,
+            self.default_tls_mode,
+            w,
+        )
+    }
+}
+
 /// One TrafficRoute as the route set sees it: which generation is in force (by `Arc`
 /// identity, held so the pointer cannot be reused), its age, and whether the Service its
 /// host names exists.
@@ -225,8 +251,6 @@ impl Compiler {
     /// Compiles `snapshot` with the operator's own state `extra`.
     pub fn compile_with(&mut self, snapshot: &Snapshot, extra: &Extra) -> Output {
         let mut stats = Stats::default();
-        // Routes change rarely; rebuilding their rules on every endpoint change was a
-        // third of an incremental compile.
         // The same service entries (by pointer): the same names, ports and endpoints.
         let entries_same = self.inbound.as_ref().is_some_and(|(entries, _)| {
             entries.len() == snapshot.services.len()
@@ -235,54 +259,84 @@ impl Compiler {
                     .zip(snapshot.services.values())
                     .all(|(a, b)| Arc::ptr_eq(a, b))
         });
-        let cached_routes = self.routes.take();
+        let (mut routes, routes_same) = self.routes_of(snapshot, entries_same);
+        let globals = Globals::of(snapshot, extra);
+        let shared = Shared {
+            snapshot,
+            globals_same: routes_same && self.globals.as_ref() == Some(&globals),
+            healings: snapshot.self_healings_oldest_first(),
+            policies: snapshot.encryption_policies_oldest_first(),
+            default_tls_mode: self.opts.default_tls_mode,
+        };
+        self.globals = Some(globals);
+        let changed = self.changed_workloads(snapshot);
+        let set = self.compile_services(&shared, &routes.groups, &changed, &mut stats);
+        let (inbound, ports_changed) = self.inbound_of(snapshot, entries_same);
+        let ports_changed = (!entries_same).then_some(&ports_changed);
+        self.compile_workloads(
+            &shared,
+            &mut routes.set,
+            &inbound.1,
+            ports_changed,
+            extra,
+            &mut stats,
+        );
+        self.inbound = Some(inbound);
+        self.routes = Some(routes);
+        Output {
+            configs: self.configs.clone(),
+            catalog: Arc::new(Catalog {
+                set,
+                own: self.own.clone(),
+            }),
+            stats,
+        }
+    }
+
+    /// The route set and groups for `snapshot`: the last ones when their inputs are the
+    /// same (routes change rarely; rebuilding their rules on every endpoint change was a
+    /// third of an incremental compile), and whether they are.
+    fn routes_of(&mut self, snapshot: &Snapshot, entries_same: bool) -> (CachedRoutes, bool) {
+        let cached = self.routes.take();
         // Same routes and the same services: the routes' inputs are the same, told
         // without building them.
         let unchanged = entries_same
-            && cached_routes
+            && cached
                 .as_ref()
                 .is_some_and(|c| routes_unchanged(&c.inputs, snapshot));
-        let (mut cached_routes, routes_same) = match cached_routes {
-            Some(c) if unchanged => (c, true),
-            cached => {
-                let route_inputs = self.route_inputs(snapshot);
-                match cached {
-                    Some(c) if same_routes(&c.inputs, &route_inputs) => (c, true),
-                    _ => (
-                        CachedRoutes {
-                            set: RouteSet::new(snapshot, &self.opts.cluster_domain),
-                            groups: self.groups_by_service(snapshot),
-                            inputs: route_inputs,
-                        },
-                        false,
-                    ),
-                }
+        let cached = match cached {
+            Some(c) if unchanged => return (c, true),
+            other => other,
+        };
+        let inputs = self.route_inputs(snapshot);
+        match cached {
+            Some(c) if same_routes(&c.inputs, &inputs) => (c, true),
+            _ => {
+                let built = CachedRoutes {
+                    set: RouteSet::new(snapshot, &self.opts.cluster_domain),
+                    groups: self.groups_by_service(snapshot),
+                    inputs,
+                };
+                (built, false)
             }
-        };
-        let globals = Globals::of(snapshot, extra);
-        let globals_same = routes_same && self.globals.as_ref() == Some(&globals);
-        self.globals = Some(globals);
-        let changed = self.changed_workloads(snapshot);
-        let groups = &cached_routes.groups;
-        let healings = snapshot.self_healings_oldest_first();
-        let policies = snapshot.encryption_policies_oldest_first();
-        // Rollouts stand where their status records, as read back, on every replica
-        // alike: the leader's steps reach proxies only once written, so a leader lost
-        // right after a step leaves nothing in force that its successor would not resume
-        // from, and a restart never serves a rollout from its start again.
-        let tls_of = |w: &Workload| {
-            encryption::tls_for(
-                &policies,
-                &snapshot.rollout_status,
-                self.opts.default_tls_mode,
-                w,
-            )
-        };
+        }
+    }
+
+    /// Every service of the snapshot compiled (again only where its inputs changed), as
+    /// the compile's service set.
+    fn compile_services(
+        &mut self,
+        shared: &Shared<'_>,
+        groups: &HashMap<ObjectKey, Vec<Group>>,
+        changed: &HashSet<ObjectKey, foldhash::fast::RandomState>,
+        stats: &mut Stats,
+    ) -> Arc<ServiceSet> {
+        let snapshot = shared.snapshot;
         let mut compiled = Vec::with_capacity(snapshot.services.len());
         for (key, entry) in &snapshot.services {
             // The same entry, none of its endpoints' workloads changed, nothing shared
             // changed: the same inputs, without building them.
-            if globals_same
+            if shared.globals_same
                 && let Some((before, out)) = self.services.get(key)
                 && Arc::ptr_eq(&before.entry, entry)
                 && entry
@@ -310,12 +364,12 @@ impl Compiler {
                     .map(|w| {
                         w.as_deref()
                             .filter(|w| w.meshed)
-                            .map(|w| tls_of(w).endpoint)
+                            .map(|w| shared.tls_of(w).endpoint)
                     })
                     .collect(),
                 workloads,
                 groups: groups.get(key).cloned().unwrap_or_default(),
-                outlier: healing::outlier_for(snapshot, &healings, key, entry),
+                outlier: healing::outlier_for(snapshot, &shared.healings, key, entry),
             };
             match self.services.get_mut(key) {
                 Some((before, out)) if *before == inputs => {
@@ -337,99 +391,117 @@ impl Compiler {
             self.services
                 .retain(|k, _| snapshot.services.contains_key(k));
         }
-
         let digests: Vec<Digest256> = compiled.iter().map(|c| c.digest).collect();
         // The services are held once, in the catalog, not in each workload's config: a
         // changed endpoint changes the set, not 50,000 configs.
-        let service_set = match self.set.take() {
+        let set = match self.set.take() {
             Some(set) if set.digests == digests => set,
             _ => {
                 let set: Arc<[Service]> = compiled.iter().map(|c| c.service.clone()).collect();
                 Arc::new(ServiceSet::new(set, digests))
             }
         };
-        self.set = Some(service_set.clone());
+        self.set = Some(set.clone());
+        set
+    }
 
-        let routes = &mut cached_routes.set;
-        // The ports apps serve come from the services alone; only the endpoints of
-        // services that changed may serve other ports now.
-        let mut ports_changed: HashSet<&ObjectKey, foldhash::fast::RandomState> =
-            HashSet::default();
-        let inbound = match self.inbound.take() {
-            Some((entries, ports)) if entries_same => (entries, ports),
-            before => {
-                let mut old: FastMap<&ObjectKey, &Arc<ServiceEntry>> = before
-                    .as_ref()
-                    .map(|(entries, _)| entries.iter().map(|e| (&e.key, e)).collect())
-                    .unwrap_or_default();
-                let backed = |e: &ServiceEntry| -> Vec<ObjectKey> {
-                    e.endpoints
-                        .iter()
-                        .filter_map(|ep| ep.workload.clone())
-                        .collect()
-                };
-                let mut touched = Vec::new();
-                for (key, entry) in &snapshot.services {
-                    match old.remove(key) {
-                        Some(was) if Arc::ptr_eq(was, entry) => {}
-                        was => {
-                            touched.extend(backed(entry));
-                            touched.extend(was.map(|w| backed(w)).unwrap_or_default());
-                        }
-                    }
+    /// The ports each workload's app serves, with the workloads whose ports may have
+    /// changed: they come from the services alone, so only the endpoints of services
+    /// that changed may serve other ports now.
+    fn inbound_of(
+        &mut self,
+        snapshot: &Snapshot,
+        entries_same: bool,
+    ) -> (
+        InboundCache,
+        HashSet<ObjectKey, foldhash::fast::RandomState>,
+    ) {
+        let mut ports_changed = HashSet::default();
+        let before = match self.inbound.take() {
+            Some(cached) if entries_same => return (cached, ports_changed),
+            before => before,
+        };
+        let mut old: FastMap<&ObjectKey, &Arc<ServiceEntry>> = before
+            .as_ref()
+            .map(|(entries, _)| entries.iter().map(|e| (&e.key, e)).collect())
+            .unwrap_or_default();
+        let mut touch = |e: &ServiceEntry| {
+            for key in e.endpoints.iter().filter_map(|ep| ep.workload.as_ref()) {
+                if snapshot.workloads.contains_key(key) {
+                    ports_changed.insert(key.clone());
                 }
-                for was in old.values() {
-                    touched.extend(backed(was));
-                }
-                for key in touched {
-                    if let Some((k, _)) = snapshot.workloads.get_key_value(&key) {
-                        ports_changed.insert(k);
-                    }
-                }
-                (
-                    snapshot.services.values().cloned().collect(),
-                    inbound_ports(snapshot),
-                )
             }
         };
+        for (key, entry) in &snapshot.services {
+            match old.remove(key) {
+                Some(was) if Arc::ptr_eq(was, entry) => {}
+                was => {
+                    touch(entry);
+                    if let Some(was) = was {
+                        touch(was);
+                    }
+                }
+            }
+        }
+        for was in old.values() {
+            touch(was);
+        }
+        let cached = (
+            snapshot.services.values().cloned().collect(),
+            inbound_ports(snapshot),
+        );
+        (cached, ports_changed)
+    }
+
+    /// Every meshed workload's config built again where its inputs changed; those gone
+    /// (or no longer meshed) dropped. `ports_changed`: the workloads whose ports may have
+    /// changed, `None` when no service did.
+    fn compile_workloads(
+        &mut self,
+        shared: &Shared<'_>,
+        routes: &mut RouteSet,
+        inbound: &FastMap<ObjectKey, Vec<PortProtocol>>,
+        ports_changed: Option<&HashSet<ObjectKey, foldhash::fast::RandomState>>,
+        extra: &Extra,
+        stats: &mut Stats,
+    ) {
+        let snapshot = shared.snapshot;
         let mut own_changed = false;
         let mut meshed = 0usize;
         for (key, w) in snapshot.workloads.iter().filter(|(_, w)| w.meshed) {
             meshed += 1;
             // Nothing it depends on changed (its ports compared when the services
             // changed): its inputs are the same, not built again.
-            if globals_same
+            if shared.globals_same
                 && let Some(c) = self.workloads.get(key)
                 && Arc::ptr_eq(&c.inputs.workload, w)
-                && (entries_same || !ports_changed.contains(key))
+                && ports_changed.is_none_or(|p| !p.contains(key))
             {
                 stats.workloads_reused += 1;
                 continue;
             }
-            {
-                let (caller_routes, routes_digest) = routes.for_caller(&w.labels);
-                let inputs = WorkloadInputs {
-                    workload: w.clone(),
-                    inbound: inbound.1.get(key).cloned().unwrap_or_default(),
-                    overload: healing::overload_for(&healings, w),
-                    routes: routes_digest,
-                    tls: tls_of(w).inbound,
-                    trust_bundle: extra.trust_bundle.clone(),
-                };
-                match self.workloads.get_mut(key) {
-                    // Equal inputs in a new `Arc`: keep it, so the next compile can
-                    // tell by pointer.
-                    Some(c) if c.inputs == inputs => {
-                        c.inputs.workload = w.clone();
-                        stats.workloads_reused += 1;
-                    }
-                    _ => {
-                        stats.workloads_compiled += 1;
-                        let built = self.workload_config(inputs, caller_routes);
-                        own_changed = own_changed || self.own.get(key) != Some(&built.own);
-                        self.configs.insert(key.clone(), built.config.clone());
-                        self.workloads.insert(key.clone(), built);
-                    }
+            let (caller_routes, routes_digest) = routes.for_caller(&w.labels);
+            let inputs = WorkloadInputs {
+                workload: w.clone(),
+                inbound: inbound.get(key).cloned().unwrap_or_default(),
+                overload: healing::overload_for(&shared.healings, w),
+                routes: routes_digest,
+                tls: shared.tls_of(w).inbound,
+                trust_bundle: extra.trust_bundle.clone(),
+            };
+            match self.workloads.get_mut(key) {
+                // Equal inputs in a new `Arc`: keep it, so the next compile can tell by
+                // pointer.
+                Some(c) if c.inputs == inputs => {
+                    c.inputs.workload = w.clone();
+                    stats.workloads_reused += 1;
+                }
+                _ => {
+                    stats.workloads_compiled += 1;
+                    let built = self.workload_config(inputs, caller_routes);
+                    own_changed = own_changed || self.own.get(key) != Some(&built.own);
+                    self.configs.insert(key.clone(), built.config.clone());
+                    self.workloads.insert(key.clone(), built);
                 }
             }
         }
@@ -450,7 +522,6 @@ impl Compiler {
                 self.configs.remove(&k);
             }
         }
-        let configs = self.configs.clone();
         if own_changed || self.own.len() != self.workloads.len() {
             self.own = Arc::new(
                 self.workloads
@@ -458,17 +529,6 @@ impl Compiler {
                     .map(|(k, c)| (k.clone(), c.own))
                     .collect(),
             );
-        }
-        self.inbound = Some(inbound);
-        self.routes = Some(cached_routes);
-        let catalog = Arc::new(Catalog {
-            set: service_set,
-            own: self.own.clone(),
-        });
-        Output {
-            configs,
-            catalog,
-            stats,
         }
     }
 
