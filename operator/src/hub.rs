@@ -326,7 +326,7 @@ mod tests {
         use crate::compiler::{Catalog, Digest256};
         let catalog = Catalog {
             set: Default::default(),
-            own: Arc::new([(pod.clone(), Digest256::of(own))].into()),
+            own: [(pod.clone(), Digest256::of(own))].into_iter().collect(),
         };
         let version = catalog.version_of(pod).unwrap();
         hub.publish(Published {
@@ -389,7 +389,7 @@ mod tests {
                 .collect(),
             catalog: Arc::new(Catalog {
                 set: Arc::new(ServiceSet::new(services.into(), digests)),
-                own: Arc::new([(pod.clone(), Digest256::of("own"))].into()),
+                own: [(pod.clone(), Digest256::of("own"))].into_iter().collect(),
             }),
             seen_at: Instant::now(),
         });

@@ -85,6 +85,10 @@ impl ServiceSet {
     }
 }
 
+/// Each meshed workload's digest of its own sections: a persistent map, so a compile
+/// that changes a few shares the rest with the one before.
+pub type OwnDigests = imbl::HashMap<ObjectKey, Digest256>;
+
 /// One compile's services and each workload's digest of everything else: a proxy's
 /// view of its config is its own sections plus the services it calls, versioned by
 /// these digests the way the whole config is.
@@ -94,7 +98,7 @@ pub struct Catalog {
     pub set: Arc<ServiceSet>,
     /// Each meshed workload's digest of its own sections (shared by compiles where
     /// none changed).
-    pub own: Arc<HashMap<ObjectKey, Digest256>>,
+    pub own: OwnDigests,
 }
 
 impl Catalog {

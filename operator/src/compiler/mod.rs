@@ -22,7 +22,7 @@ use braid_crds::TrafficRoute;
 use braid_crds::traffic_route::Group;
 use imbl::ordmap::DiffItem;
 
-pub use catalog::{Catalog, ServiceSet};
+pub use catalog::{Catalog, OwnDigests, ServiceSet};
 pub use host::{hostnames, service_for_host};
 pub use routes::{Conflict, RouteSet, conflicts};
 pub use service::{CompiledService, ServiceInputs, compile_service};
@@ -113,7 +113,7 @@ pub struct Compiler {
     /// The ports each workload's app serves, with the services they were read from.
     inbound: Option<InboundCache>,
     /// Each meshed workload's own digest, shared by compiles where none changed.
-    own: Arc<HashMap<ObjectKey, Digest256>>,
+    own: OwnDigests,
     /// The configs of the last compile.
     configs: Configs,
 }
@@ -466,7 +466,6 @@ impl Compiler {
         stats: &mut Stats,
     ) {
         let snapshot = shared.snapshot;
-        let mut own_changed = false;
         let mut meshed = 0usize;
         for (key, w) in snapshot.workloads.iter().filter(|(_, w)| w.meshed) {
             meshed += 1;
@@ -499,7 +498,9 @@ impl Compiler {
                 _ => {
                     stats.workloads_compiled += 1;
                     let built = self.workload_config(inputs, caller_routes);
-                    own_changed = own_changed || self.own.get(key) != Some(&built.own);
+                    if self.own.get(key) != Some(&built.own) {
+                        self.own.insert(key.clone(), built.own);
+                    }
                     self.configs.insert(key.clone(), built.config.clone());
                     self.workloads.insert(key.clone(), built);
                 }
@@ -509,7 +510,6 @@ impl Compiler {
         if self.workloads.len() != meshed {
             self.workloads
                 .retain(|k, _| snapshot.workloads.get(k).is_some_and(|w| w.meshed));
-            own_changed = true;
         }
         if self.configs.len() != self.workloads.len() {
             let gone: Vec<ObjectKey> = self
@@ -520,15 +520,8 @@ impl Compiler {
                 .collect();
             for k in gone {
                 self.configs.remove(&k);
+                self.own.remove(&k);
             }
-        }
-        if own_changed || self.own.len() != self.workloads.len() {
-            self.own = Arc::new(
-                self.workloads
-                    .iter()
-                    .map(|(k, c)| (k.clone(), c.own))
-                    .collect(),
-            );
         }
     }
 

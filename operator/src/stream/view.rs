@@ -311,7 +311,7 @@ mod tests {
             configs: [(pod(), Arc::new(config))].into_iter().collect(),
             catalog: Arc::new(Catalog {
                 set,
-                own: Arc::new([(pod(), own)].into()),
+                own: [(pod(), own)].into_iter().collect(),
             }),
             seen_at: Instant::now(),
         }
