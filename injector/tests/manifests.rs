@@ -645,6 +645,8 @@ fn the_operator_runs_elected_replicas_behind_its_stream_service() {
         let from = env(c, name).value_from.as_ref().unwrap();
         assert_eq!(from.field_ref.as_ref().unwrap().field_path, field, "{name}");
     }
+    // Memory a change frees goes back to the system at once (bench-scale runs the same).
+    assert_eq!(env(c, "MIMALLOC_PURGE_DELAY").value.as_deref(), Some("0"));
 
     // Probes on the plain-HTTP admin port.
     let admin = IntOrString::Int(9090);

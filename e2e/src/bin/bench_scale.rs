@@ -475,7 +475,9 @@ impl OperatorProcess {
                 "info",
             ])
             .arg("--tls-trust-out")
-            .arg(&trust);
+            .arg(&trust)
+            // As manifests/operator/deployment.yaml runs it.
+            .env("MIMALLOC_PURGE_DELAY", "0");
         let child = spawn(&mut command, &log)?;
         let op = Self {
             child,
