@@ -171,9 +171,7 @@ impl Hub {
             return None;
         }
         let current = self.current()?;
-        let is_current = current.catalog.version_of(pod).as_deref() == Some(version)
-            || whole_if_view(&lock(&self.held), &current, pod, version).is_some();
-        is_current.then(|| current.seen_at.elapsed())
+        is_current(&lock(&self.held), &current, pod, version).then(|| current.seen_at.elapsed())
     }
 
     /// Forgets proxies whose workloads are gone.
@@ -203,16 +201,13 @@ impl Hub {
     pub fn lagging<'a>(&self, published: &'a Published) -> Vec<&'a ObjectKey> {
         let applied = lock(&self.applied);
         let held = lock(&self.held);
-        let catalog = &published.catalog;
         published
             .configs
             .keys()
-            .filter(|pod| match applied.get(*pod) {
-                None => true,
-                Some(v) => {
-                    catalog.version_of(pod).as_ref() != Some(v)
-                        && whole_if_view(&held, published, pod, v).is_none()
-                }
+            .filter(|pod| {
+                applied
+                    .get(*pod)
+                    .is_none_or(|v| !is_current(&held, published, pod, v))
             })
             .collect()
     }
@@ -292,6 +287,18 @@ impl Hub {
     pub fn applied_changes(&self) -> watch::Receiver<u64> {
         self.applied_changed.subscribe()
     }
+}
+
+/// Whether `version` is `pod`'s config in `current`: the whole config, or its view of it
+/// holding the services it reported.
+fn is_current(
+    held: &HashMap<ObjectKey, Vec<ServiceRef>>,
+    current: &Published,
+    pod: &ObjectKey,
+    version: &str,
+) -> bool {
+    current.catalog.version_of(pod).as_deref() == Some(version)
+        || whole_if_view(held, current, pod, version).is_some()
 }
 
 /// The whole config's version of `pod` in `current` when `version` is the version of its

@@ -114,7 +114,7 @@ impl Catalog {
     }
 
     /// `pod`'s whole config: its own sections in `config` with every service, as a proxy
-    /// holding every service has it (tests, the file a proxy reads in file mode).
+    /// holding every service has it (for tests; streams write it from the view).
     pub fn whole(&self, pod: &ObjectKey, config: &ProxyConfig) -> ProxyConfig {
         ProxyConfig {
             version: self.version_of(pod).unwrap_or_default(),

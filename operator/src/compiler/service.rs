@@ -68,9 +68,7 @@ pub fn compile_service(inputs: &ServiceInputs, opts: &Options) -> CompiledServic
             (endpoint, w)
         })
         .collect();
-    let in_group = |g: &Group, w: Option<&Workload>| {
-        w.is_some_and(|w| g.labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
-    };
+    let in_group = |g: &Group, w: Option<&Workload>| w.is_some_and(|w| w.carries(&g.labels));
     let mut groups: Vec<EndpointGroup> = inputs
         .groups
         .iter()

@@ -83,7 +83,7 @@ impl<'a> LabelIndex<'a> {
         fewest
             .iter()
             .copied()
-            .filter(|w| selector.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
+            .filter(|w| w.carries(selector))
             .collect()
     }
 }
@@ -136,11 +136,7 @@ mod tests {
         ] {
             let scan: Vec<&Arc<Workload>> = all
                 .iter()
-                .filter(|w| {
-                    !s.is_empty()
-                        && w.key.namespace == ns
-                        && s.iter().all(|(k, v)| w.labels.get(k) == Some(v))
-                })
+                .filter(|w| !s.is_empty() && w.key.namespace == ns && w.carries(&s))
                 .collect();
             assert_eq!(names(&index.select(ns, &s)), names(&scan), "{ns} {s:?}");
             // Candidates hold every match (an empty selector: the whole namespace).

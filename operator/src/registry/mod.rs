@@ -135,3 +135,11 @@ pub struct Workload {
     /// `egress.hosts`. Proxies find the others on demand.
     pub outbound_scope: Vec<ServiceRef>,
 }
+
+impl Workload {
+    /// Whether it carries every label of `labels` with the same value (a Service's
+    /// selector, a group's labels); an empty set is carried by every workload.
+    pub fn carries(&self, labels: &BTreeMap<String, String>) -> bool {
+        labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+    }
+}

@@ -301,15 +301,12 @@ impl RolloutLoop {
                 by_policy,
             });
         }
-        let no_one = Vec::new();
-        let behind_of = |key: &ObjectKey| -> Vec<&ObjectKey> {
+        let behind_of = |key: &ObjectKey| -> &[ObjectKey] {
             memory
                 .behind
                 .as_ref()
                 .and_then(|b| b.by_policy.get(key))
-                .unwrap_or(&no_one)
-                .iter()
-                .collect()
+                .map_or(&[], Vec::as_slice)
         };
         let by_ip = &scopes.by_ip;
         let mut view = EncryptionView::new();
@@ -384,7 +381,7 @@ impl RolloutLoop {
                             key,
                             &h,
                             tracked.levels[tracked.pos.level],
-                            &named(&behind),
+                            &named(behind),
                         ));
                     }
                     tracked.held = held;
@@ -418,7 +415,7 @@ impl RolloutLoop {
                     }
                     .safety(),
                     hold: hold_now,
-                    callers_behind: named(&behind),
+                    callers_behind: named(behind),
                 },
             );
         }
@@ -498,7 +495,7 @@ fn same_reason(before: Option<Hold>, now: Hold) -> bool {
 const SHOWN_CALLERS: usize = 5;
 
 /// `pods`, the first few by name and how many more, for people.
-fn named(pods: &[&ObjectKey]) -> String {
+fn named(pods: &[ObjectKey]) -> String {
     let mut text = pods
         .iter()
         .take(SHOWN_CALLERS)

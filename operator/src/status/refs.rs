@@ -72,11 +72,7 @@ pub fn unresolved(
         .groups
         .iter()
         .enumerate()
-        .filter(|(_, g)| {
-            !pods
-                .iter()
-                .any(|w| g.labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
-        })
+        .filter(|(_, g)| !pods.iter().any(|w| w.carries(&g.labels)))
         .map(|(i, g)| {
             let labels: Vec<String> = g.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             format!("spec.groups[{i}] ({}): {}", g.name, labels.join(","))

@@ -87,13 +87,11 @@ impl Discovery {
     /// in use until the returned guard (held for the connection's life) is dropped, so a
     /// long-lived connection (gRPC, a kept-alive pool) never has its service let go of.
     pub fn used(self: &Arc<Self>, ip: IpAddr) -> InUse {
+        let now = Instant::now();
         let mut all = lock(&self.last_used);
-        let entry = all.entry(ip).or_insert(Use {
-            open: 0,
-            last: Instant::now(),
-        });
+        let entry = all.entry(ip).or_insert(Use { open: 0, last: now });
         entry.open += 1;
-        entry.last = Instant::now();
+        entry.last = now;
         InUse {
             discovery: self.clone(),
             ip,

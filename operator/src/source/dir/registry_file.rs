@@ -313,10 +313,7 @@ pub fn with_workloads_changed<'a>(
     changed.extend(new.iter().cloned());
     let keys: BTreeSet<&ObjectKey> = changed.iter().map(|w| &w.key).collect();
     for s in services {
-        let selects = |w: &Workload| {
-            w.key.namespace == s.namespace
-                && s.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
-        };
+        let selects = |w: &Workload| w.key.namespace == s.namespace && w.carries(&s.selector);
         if s.selector.is_empty() || !changed.iter().any(|w| selects(w)) {
             continue;
         }
