@@ -77,6 +77,20 @@ impl<'a> Carry<'a> {
         budget
     }
 
+    /// Takes over every previous state whose rule `kept` holds: the rules of a table the
+    /// new version keeps as it was, not compiled again.
+    pub fn keep(&mut self, kept: impl Fn(&RuleKey) -> bool) {
+        let Some(previous) = self.previous else {
+            return;
+        };
+        for (key, state) in previous.buckets.iter().filter(|(k, _)| kept(k)) {
+            self.next.buckets.insert(key.clone(), state.clone());
+        }
+        for (key, budget) in previous.budgets.iter().filter(|(k, _)| kept(k)) {
+            self.next.budgets.insert(key.clone(), budget.clone());
+        }
+    }
+
     /// The states of the new version.
     pub fn finish(self) -> RuleStates {
         self.next

@@ -224,36 +224,168 @@ impl OutboundTarget {
     }
 }
 
-/// The rules for port `port` of `svc`: a port-specific entry wins over an all-ports
-/// one; two of the same kind contradict each other.
-fn routes_for<'a>(
-    routes: &'a [ServiceRoutes],
-    svc: &Service,
-    port: u16,
-) -> Result<Option<(usize, &'a ServiceRoutes)>, ConfigError> {
-    let mut found: Option<(usize, &ServiceRoutes)> = None;
-    for (i, r) in routes.iter().enumerate() {
-        if r.service != svc.name || r.namespace != svc.namespace {
-            continue;
+/// The routes of each service, by name and namespace, with their index in `routes`.
+#[derive(Default)]
+struct RoutesOf<'a>(HashMap<(&'a str, &'a str), Vec<(usize, &'a ServiceRoutes)>>);
+
+impl<'a> RoutesOf<'a> {
+    fn index(routes: &'a [ServiceRoutes]) -> Self {
+        let mut by: HashMap<_, Vec<_>> = HashMap::new();
+        for (i, r) in routes.iter().enumerate() {
+            by.entry((r.service.as_str(), r.namespace.as_str()))
+                .or_default()
+                .push((i, r));
         }
-        match (r.port, found) {
-            (Some(p), _) if p != port => {}
-            (_, None) => found = Some((i, r)),
-            (p, Some((j, other))) if p.is_some() == other.port.is_some() => {
-                return Err(InvalidField::new(
-                    format!("routes[{i}]"),
-                    format!(
-                        "{} and routes[{j}] ({}) both route {}.{} port {port}; keep one",
-                        r.from, other.from, svc.name, svc.namespace
-                    ),
-                )
-                .into());
+        Self(by)
+    }
+
+    /// The rules for port `port` of `svc`: a port-specific entry wins over an
+    /// all-ports one; two of the same kind contradict each other.
+    fn port(
+        &self,
+        svc: &Service,
+        port: u16,
+    ) -> Result<Option<(usize, &'a ServiceRoutes)>, ConfigError> {
+        let mut found: Option<(usize, &ServiceRoutes)> = None;
+        let routes = self.0.get(&(svc.name.as_str(), svc.namespace.as_str()));
+        for &(i, r) in routes.into_iter().flatten() {
+            match (r.port, found) {
+                (Some(p), _) if p != port => {}
+                (_, None) => found = Some((i, r)),
+                (p, Some((j, other))) if p.is_some() == other.port.is_some() => {
+                    return Err(InvalidField::new(
+                        format!("routes[{i}]"),
+                        format!(
+                            "{} and routes[{j}] ({}) both route {}.{} port {port}; keep one",
+                            r.from, other.from, svc.name, svc.namespace
+                        ),
+                    )
+                    .into());
+                }
+                (Some(_), Some(_)) => found = Some((i, r)),
+                (None, Some(_)) => {}
             }
-            (Some(_), Some(_)) => found = Some((i, r)),
-            (None, Some(_)) => {}
+        }
+        Ok(found)
+    }
+}
+
+/// A service port's target, by service name, namespace and port.
+type TargetKey = (String, String, u16);
+
+/// The rules of each of a service's ports (in port order), with their index in `routes`.
+type PortRoutes<'a> = [Option<(usize, &'a ServiceRoutes)>];
+
+/// The tables a new version is built after, looked up by service.
+struct Earlier<'a> {
+    tables: &'a Tables,
+    services: HashMap<(&'a str, &'a str), &'a Service>,
+    routes: RoutesOf<'a>,
+}
+
+impl<'a> Earlier<'a> {
+    fn of(tables: &'a Tables) -> Self {
+        let services = tables
+            .config
+            .services
+            .iter()
+            .map(|s| ((s.name.as_str(), s.namespace.as_str()), s))
+            .collect();
+        Self {
+            tables,
+            services,
+            routes: RoutesOf::index(&tables.config.routes),
         }
     }
-    Ok(found)
+
+    /// `svc`'s targets as they were, one per port, when neither the service nor the
+    /// rules of any of its ports changed.
+    fn kept(&self, svc: &Service, routes: &PortRoutes<'_>) -> Option<Vec<Arc<OutboundTarget>>> {
+        let was = *self
+            .services
+            .get(&(svc.name.as_str(), svc.namespace.as_str()))?;
+        if was != svc {
+            return None;
+        }
+        let mut kept = Vec::with_capacity(svc.ports.len());
+        for (port, now) in svc.ports.iter().zip(routes) {
+            let then = self.routes.port(was, port.port).ok()?;
+            if then.map(|(_, r)| r) != now.map(|(_, r)| r) {
+                return None;
+            }
+            let key = (svc.name.clone(), svc.namespace.clone(), port.port);
+            kept.push(self.tables.targets.get(&key)?.clone());
+        }
+        Some(kept)
+    }
+}
+
+/// The targets of service `svc` (`services[s]`), one per port, its port rules `routes`
+/// compiled, endpoint loads and rule states taken over from the previous version.
+fn service_targets(
+    svc: &Service,
+    s: usize,
+    routes: &PortRoutes<'_>,
+    caller: RolloutBucket,
+    loads: &mut Loads,
+    carry: &mut Carry<'_>,
+    counted: &HashMap<&str, &Arc<TargetTraffic>>,
+) -> Result<Vec<Arc<OutboundTarget>>, ConfigError> {
+    let outlier = match &svc.outlier_detection {
+        Some(o) => Some(OutlierPolicy::compile(
+            o,
+            &format!("services[{s}].outlierDetection"),
+        )?),
+        None => None,
+    };
+    let mut targets = Vec::with_capacity(svc.ports.len());
+    for (port, rules) in svc.ports.iter().zip(routes) {
+        // Groups may overlap (a pod in two groups): count each endpoint once.
+        let mut seen = std::collections::HashSet::new();
+        let mut endpoint = |e: &crate::config::Endpoint| {
+            let mut ep = loads.endpoint(SocketAddr::new(e.address, port.target()));
+            ep.tls = originate(e, port.target(), caller);
+            ep
+        };
+        let endpoints: Vec<Endpoint> = svc
+            .groups
+            .iter()
+            .flat_map(|g| &g.endpoints)
+            .filter(|e| seen.insert(e.address))
+            .map(&mut endpoint)
+            .collect();
+        let mut target = OutboundTarget::new(
+            &svc.name,
+            &svc.namespace,
+            port.port,
+            port.protocol,
+            endpoints,
+        );
+        target.outlier = outlier.clone();
+        if let Some(traffic) = counted.get(&*target.label) {
+            target.traffic = Arc::clone(traffic);
+        }
+        target.groups = svc
+            .groups
+            .iter()
+            .map(|g| GroupTarget {
+                name: g.name.as_str().into(),
+                endpoints: g.endpoints.iter().map(&mut endpoint).collect(),
+            })
+            .collect();
+        if let Some((i, rules)) = rules {
+            let names: Vec<&str> = svc.groups.iter().map(|g| g.name.as_str()).collect();
+            target.routes = Some(RouteTable::compile(
+                rules,
+                port.port,
+                &names,
+                carry,
+                &format!("routes[{i}]"),
+            )?);
+        }
+        targets.push(Arc::new(target));
+    }
+    Ok(targets)
 }
 
 /// An explicit listener, resolved.
@@ -284,7 +416,7 @@ pub struct Tables {
     /// it: pooled connections of any other kind take no new requests.
     pub upstreams: std::collections::HashSet<Upstream>,
     /// Every service port's target.
-    targets: Vec<Arc<OutboundTarget>>,
+    targets: HashMap<TargetKey, Arc<OutboundTarget>>,
     /// Whether this config accepts or originates mTLS anywhere (so the proxy is not ready
     /// without its certificate).
     pub needs_certificate: bool,
@@ -301,8 +433,10 @@ impl Tables {
         Self::build_after(config, None)
     }
 
-    /// As [`Tables::build`], keeping the endpoint loads `previous` measured for the
-    /// endpoints that stay.
+    /// As [`Tables::build`], keeping what `previous` measured: endpoint loads and
+    /// ejections, rule buckets and budgets, traffic counts. A service whose config and
+    /// routes are unchanged keeps its targets as they were, so a delta that changes one
+    /// service rebuilds one service, not the thousands a large mesh's proxy may hold.
     pub fn build_after(
         config: ProxyConfig,
         previous: Option<&Tables>,
@@ -316,64 +450,44 @@ impl Tables {
                 .map_err(|e| InvalidField::new("trustBundle", e.to_string()))?;
         }
         let caller = RolloutBucket::of(&config.node);
+        // Endpoints' TLS depends on the caller's rollout bucket: another bucket, every
+        // target anew.
+        let earlier = previous
+            .filter(|p| RolloutBucket::of(&p.config.node) == caller)
+            .map(Earlier::of);
         let counted: HashMap<&str, &Arc<TargetTraffic>> = previous
-            .map(|p| p.targets.iter().map(|t| (&*t.label, &t.traffic)).collect())
+            .map(|p| {
+                p.targets
+                    .values()
+                    .map(|t| (&*t.label, &t.traffic))
+                    .collect()
+            })
             .unwrap_or_default();
         let mut outbound = HashMap::new();
-        let mut by_service: HashMap<(String, String, u16), Arc<OutboundTarget>> = HashMap::new();
+        let mut by_service: HashMap<TargetKey, Arc<OutboundTarget>> = HashMap::new();
+        let mut kept_rules: std::collections::HashSet<(&str, u16)> = Default::default();
+        let mut rebuilt = 0usize;
+        let routes_of = RoutesOf::index(&config.routes);
         for (s, svc) in config.services.iter().enumerate() {
-            let outlier = match &svc.outlier_detection {
-                Some(o) => Some(OutlierPolicy::compile(
-                    o,
-                    &format!("services[{s}].outlierDetection"),
-                )?),
-                None => None,
-            };
+            let mut routes = Vec::with_capacity(svc.ports.len());
             for port in &svc.ports {
-                // Groups may overlap (a pod in two groups): count each endpoint once.
-                let mut seen = std::collections::HashSet::new();
-                let mut endpoint = |e: &crate::config::Endpoint| {
-                    let mut ep = loads.endpoint(SocketAddr::new(e.address, port.target()));
-                    ep.tls = originate(e, port.target(), caller);
-                    ep
-                };
-                let endpoints: Vec<Endpoint> = svc
-                    .groups
-                    .iter()
-                    .flat_map(|g| &g.endpoints)
-                    .filter(|e| seen.insert(e.address))
-                    .map(&mut endpoint)
-                    .collect();
-                let mut target = OutboundTarget::new(
-                    &svc.name,
-                    &svc.namespace,
-                    port.port,
-                    port.protocol,
-                    endpoints,
-                );
-                target.outlier = outlier.clone();
-                if let Some(traffic) = counted.get(&*target.label) {
-                    target.traffic = Arc::clone(traffic);
+                routes.push(routes_of.port(svc, port.port)?);
+            }
+            let targets = match earlier.as_ref().and_then(|e| e.kept(svc, &routes)) {
+                Some(kept) => {
+                    for (port, r) in svc.ports.iter().zip(&routes) {
+                        if let Some((_, r)) = r {
+                            kept_rules.insert((&r.from, port.port));
+                        }
+                    }
+                    kept
                 }
-                target.groups = svc
-                    .groups
-                    .iter()
-                    .map(|g| GroupTarget {
-                        name: g.name.as_str().into(),
-                        endpoints: g.endpoints.iter().map(&mut endpoint).collect(),
-                    })
-                    .collect();
-                if let Some((i, routes)) = routes_for(&config.routes, svc, port.port)? {
-                    let names: Vec<&str> = svc.groups.iter().map(|g| g.name.as_str()).collect();
-                    target.routes = Some(RouteTable::compile(
-                        routes,
-                        port.port,
-                        &names,
-                        &mut carry,
-                        &format!("routes[{i}]"),
-                    )?);
+                None => {
+                    rebuilt += 1;
+                    service_targets(svc, s, &routes, caller, &mut loads, &mut carry, &counted)?
                 }
-                let target = Arc::new(target);
+            };
+            for (port, target) in svc.ports.iter().zip(targets) {
                 for vip in &svc.vips {
                     let key = SocketAddr::new(*vip, port.port);
                     if let Some(other) = outbound.insert(key, target.clone()) {
@@ -390,12 +504,22 @@ impl Tables {
                 by_service.insert((svc.name.clone(), svc.namespace.clone(), port.port), target);
             }
         }
-        if let Some((i, r)) = config.routes.iter().enumerate().find(|(_, r)| {
-            !config
-                .services
-                .iter()
-                .any(|s| s.name == r.service && s.namespace == r.namespace)
-        }) {
+        tracing::debug!(
+            rebuilt,
+            kept = config.services.len() - rebuilt,
+            "service targets built"
+        );
+        let services: std::collections::HashSet<(&str, &str)> = config
+            .services
+            .iter()
+            .map(|s| (s.name.as_str(), s.namespace.as_str()))
+            .collect();
+        if let Some((i, r)) = config
+            .routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| !services.contains(&(r.service.as_str(), r.namespace.as_str())))
+        {
             return Err(InvalidField::new(
                 format!("routes[{i}].service"),
                 format!(
@@ -477,6 +601,9 @@ impl Tables {
                 .tls
                 .as_ref()
                 .is_some_and(|t| t.needs_certificate());
+        carry.keep(|key| kept_rules.contains(&(&*key.from, key.port)));
+        let rule_states = carry.finish();
+        drop(services);
         Ok(Self {
             config: Arc::new(config),
             outbound,
@@ -484,9 +611,9 @@ impl Tables {
             listeners,
             needs_certificate,
             upstreams,
-            targets: by_service.into_values().collect(),
+            targets: by_service,
             loads,
-            rule_states: carry.finish(),
+            rule_states,
         })
     }
 
@@ -501,7 +628,7 @@ impl Tables {
 
     /// Every service port's target.
     pub fn targets(&self) -> impl Iterator<Item = &Arc<OutboundTarget>> {
-        self.targets.iter()
+        self.targets.values()
     }
 
     /// The target of an outbound connection to `dst` (a service VIP and port), if known.
@@ -597,6 +724,118 @@ mod tests {
             ]
         );
         assert!(t.outbound("10.96.0.10:81".parse().unwrap()).is_none());
+    }
+
+    /// The rate-limit bucket of the first rule `target` selects for a plain GET.
+    fn bucket(target: &OutboundTarget) -> Arc<crate::routing::TokenBucket> {
+        let headers = http::HeaderMap::new();
+        let head = RequestHead {
+            method: &http::Method::GET,
+            path: "/",
+            headers: &headers,
+        };
+        let selected = target.select(&head).unwrap();
+        selected.rule.unwrap().rate_limit.clone().unwrap()
+    }
+
+    #[test]
+    fn a_new_version_rebuilds_only_the_services_that_changed() {
+        let limited = |rules: serde_json::Value| -> ServiceRoutes {
+            serde_json::from_value(serde_json::json!({
+                "from": "shop/payments", "service": "payments", "namespace": "shop",
+                "rules": rules,
+            }))
+            .unwrap()
+        };
+        let one_rule = serde_json::json!([
+            {"name": "all", "rateLimit": {"requestsPerSecond": 5}}
+        ]);
+        let payments = "10.96.0.10:80".parse().unwrap();
+        let orders = "10.96.0.11:80".parse().unwrap();
+        let v1 = ProxyConfig {
+            version: "v1".into(),
+            services: vec![
+                service("payments", "10.96.0.10", &["10.0.0.1"]),
+                service("orders", "10.96.0.11", &["10.0.1.1"]),
+            ]
+            .into(),
+            routes: vec![limited(one_rule.clone())].into(),
+            ..Default::default()
+        };
+        let t1 = Tables::build(v1.clone()).unwrap();
+
+        // orders gains an endpoint: payments (and its rules) stay the very same target.
+        let mut v2 = v1.clone();
+        v2.version = "v2".into();
+        v2.services = vec![
+            service("payments", "10.96.0.10", &["10.0.0.1"]),
+            service("orders", "10.96.0.11", &["10.0.1.1", "10.0.1.2"]),
+        ]
+        .into();
+        let t2 = Tables::build_after(v2.clone(), Some(&t1)).unwrap();
+        assert!(Arc::ptr_eq(
+            t1.outbound(payments).unwrap(),
+            t2.outbound(payments).unwrap()
+        ));
+        assert!(!Arc::ptr_eq(
+            t1.outbound(orders).unwrap(),
+            t2.outbound(orders).unwrap()
+        ));
+        // What orders' endpoint kept carried over; the new one starts afresh.
+        let (old, new) = (t1.outbound(orders).unwrap(), t2.outbound(orders).unwrap());
+        assert!(Arc::ptr_eq(&old.endpoints[0].load, &new.endpoints[0].load));
+        assert_eq!(new.endpoints.len(), 2);
+        assert!(
+            t2.upstreams
+                .iter()
+                .any(|u| u.addr.to_string() == "10.0.1.2:8080")
+        );
+
+        // payments' rules change (a rule added, the first one's limit the same): the
+        // table is compiled again, and its bucket is still the one v1 made, carried
+        // through v2, which did not compile it.
+        let mut v3 = v2.clone();
+        v3.version = "v3".into();
+        v3.routes = vec![limited(serde_json::json!([
+            {"name": "all", "rateLimit": {"requestsPerSecond": 5}},
+            {"name": "spare", "rateLimit": {"requestsPerSecond": 9}}
+        ]))]
+        .into();
+        let t3 = Tables::build_after(v3.clone(), Some(&t2)).unwrap();
+        assert!(!Arc::ptr_eq(
+            t2.outbound(payments).unwrap(),
+            t3.outbound(payments).unwrap()
+        ));
+        assert!(Arc::ptr_eq(
+            &bucket(t1.outbound(payments).unwrap()),
+            &bucket(t3.outbound(payments).unwrap())
+        ));
+        assert!(Arc::ptr_eq(
+            t2.outbound(orders).unwrap(),
+            t3.outbound(orders).unwrap()
+        ));
+
+        // Another caller bucket may originate mTLS where this one did not: all anew.
+        let mut v4 = v3.clone();
+        v4.node.workload = "another".into();
+        let t4 = Tables::build_after(v4, Some(&t3)).unwrap();
+        assert!(!Arc::ptr_eq(
+            t3.outbound(orders).unwrap(),
+            t4.outbound(orders).unwrap()
+        ));
+
+        // Kept or not, the tables equal those built from scratch.
+        let scratch = Tables::build(v3).unwrap();
+        assert_eq!(scratch.upstreams, t3.upstreams);
+        let labels = |t: &Tables| {
+            let mut l: Vec<_> = t
+                .targets()
+                .map(|t| (t.label.clone(), t.endpoints.len()))
+                .collect();
+            l.sort();
+            l
+        };
+        assert_eq!(labels(&scratch), labels(&t3));
     }
 
     #[test]
