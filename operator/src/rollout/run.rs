@@ -163,7 +163,45 @@ struct Behind {
     compile: Arc<crate::hub::Published>,
     /// The hub's count of reports when they were.
     reports: u64,
-    by_policy: HashMap<ObjectKey, Vec<ObjectKey>>,
+    by_policy: HashMap<ObjectKey, Callers>,
+}
+
+/// The callers behind one policy, as status and events show them: how many, and the
+/// first few by name. Not the whole list: most of a mesh is behind while its proxies
+/// have not reported (an operator just restarted, a large mesh still starting), and
+/// copying those keys for every policy on each report was most of what the operator
+/// allocated per change.
+#[derive(Debug, Default)]
+struct Callers {
+    count: usize,
+    first: Vec<ObjectKey>,
+}
+
+impl Callers {
+    fn of(pods: &[&ObjectKey]) -> Self {
+        Self {
+            count: pods.len(),
+            first: pods
+                .iter()
+                .take(SHOWN_CALLERS)
+                .map(|&p| p.clone())
+                .collect(),
+        }
+    }
+
+    /// `a, b, c and 7 more`.
+    fn named(&self) -> String {
+        let mut text = self
+            .first
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        if self.count > self.first.len() {
+            text.push_str(&format!(" and {} more", self.count - self.first.len()));
+        }
+        text
+    }
 }
 
 impl RolloutLoop {
@@ -291,8 +329,7 @@ impl RolloutLoop {
                 .iter()
                 .map(|(key, _)| {
                     let services = &scopes.covered(key).services;
-                    let behind = lagging.calling(services).into_iter().cloned().collect();
-                    ((*key).clone(), behind)
+                    ((*key).clone(), Callers::of(&lagging.calling(services)))
                 })
                 .collect();
             memory.behind = Some(Behind {
@@ -301,12 +338,13 @@ impl RolloutLoop {
                 by_policy,
             });
         }
-        let behind_of = |key: &ObjectKey| -> &[ObjectKey] {
+        let none = Callers::default();
+        let behind_of = |key: &ObjectKey| -> &Callers {
             memory
                 .behind
                 .as_ref()
                 .and_then(|b| b.by_policy.get(key))
-                .map_or(&[], Vec::as_slice)
+                .unwrap_or(&none)
         };
         let by_ip = &scopes.by_ip;
         let mut view = EncryptionView::new();
@@ -316,7 +354,7 @@ impl RolloutLoop {
             let spec = &policy.spec;
             let window = interval_of(spec).unwrap_or(DEFAULT_WINDOW);
             let behind = behind_of(key);
-            let callers_behind = behind.len();
+            let callers_behind = behind.count;
             let mut hold_now = None;
             let mut percent = static_percent(spec);
             let mut strict = spec.mode == TlsMode::Strict;
@@ -381,7 +419,7 @@ impl RolloutLoop {
                             key,
                             &h,
                             tracked.levels[tracked.pos.level],
-                            &named(behind),
+                            &behind.named(),
                         ));
                     }
                     tracked.held = held;
@@ -415,7 +453,7 @@ impl RolloutLoop {
                     }
                     .safety(),
                     hold: hold_now,
-                    callers_behind: named(behind),
+                    callers_behind: behind.named(),
                 },
             );
         }
@@ -493,20 +531,6 @@ fn same_reason(before: Option<Hold>, now: Hold) -> bool {
 
 /// Callers named in a status or Event.
 const SHOWN_CALLERS: usize = 5;
-
-/// `pods`, the first few by name and how many more, for people.
-fn named(pods: &[ObjectKey]) -> String {
-    let mut text = pods
-        .iter()
-        .take(SHOWN_CALLERS)
-        .map(|p| p.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    if pods.len() > SHOWN_CALLERS {
-        text.push_str(&format!(" and {} more", pods.len() - SHOWN_CALLERS));
-    }
-    text
-}
 
 /// The interval of an automatic rollout.
 fn interval_of(spec: &EncryptionPolicySpec) -> Option<Duration> {
