@@ -4,64 +4,119 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use braid_api::config::{ProxyConfig, Service};
 use braid_api::control::delta::ServiceRef;
 
-use super::Digest256;
+use super::{CompiledService, Digest256};
 use crate::registry::ObjectKey;
 
 /// Every compiled service, in namespace/name order, with its digest and its JSON made
-/// once for every stream that sends it.
+/// once for every stream that sends it. The services are the compiler's own `Arc`s: a
+/// compile that changes one service shares the other 4,999 (and their JSON) with the
+/// set before, where it used to copy them all.
 #[derive(Debug)]
 pub struct ServiceSet {
-    /// The services, as every config holding all of them carries them.
-    pub services: Arc<[Service]>,
+    services: Vec<Arc<CompiledService>>,
     /// Each service's digest (same order).
     pub digests: Vec<Digest256>,
     /// The digest of them all: with a workload's own digest, its whole config's version.
     pub digest: Digest256,
-    by_name: HashMap<ServiceRef, usize>,
     by_vip: HashMap<IpAddr, usize>,
-    json: Vec<OnceLock<Bytes>>,
 }
 
 impl Default for ServiceSet {
     fn default() -> Self {
-        Self::new(Arc::new([]), Vec::new())
+        Self::of(Vec::new())
     }
 }
 
 impl ServiceSet {
-    /// Indexes `services` with their `digests` (same order).
+    /// Indexes `services` with their `digests` (same order), putting them in
+    /// namespace/name order if they are not.
     pub fn new(services: Arc<[Service]>, digests: Vec<Digest256>) -> Self {
-        let by_name = services
+        let mut compiled: Vec<Arc<CompiledService>> = services
             .iter()
-            .enumerate()
-            .map(|(i, s)| (ServiceRef::of(s), i))
+            .zip(digests)
+            .map(|(s, digest)| Arc::new(CompiledService::new(s.clone(), digest)))
             .collect();
+        compiled.sort_by(|a, b| {
+            let (a, b) = (&a.service, &b.service);
+            (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name))
+        });
+        Self::of(compiled)
+    }
+
+    /// Indexes the compiler's services, which are in namespace/name order.
+    pub fn of(services: Vec<Arc<CompiledService>>) -> Self {
+        debug_assert!(
+            services.is_sorted_by_key(|c| (&c.service.namespace, &c.service.name)),
+            "a service set out of namespace/name order"
+        );
         let mut by_vip = HashMap::new();
         for (i, s) in services.iter().enumerate() {
-            for vip in &s.vips {
+            for vip in &s.service.vips {
                 by_vip.entry(*vip).or_insert(i);
             }
         }
-        let json = services.iter().map(|_| OnceLock::new()).collect();
+        let digests: Vec<Digest256> = services.iter().map(|c| c.digest).collect();
         Self {
             digest: Digest256::combine(&digests),
             services,
             digests,
-            by_name,
             by_vip,
-            json,
         }
+    }
+
+    /// How many services there are.
+    pub fn len(&self) -> usize {
+        self.services.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+    }
+
+    /// Service `i`.
+    pub fn service(&self, i: usize) -> Option<&Service> {
+        self.services.get(i).map(|c| &c.service)
+    }
+
+    /// Every service, in order.
+    pub fn services(&self) -> impl ExactSizeIterator<Item = &Service> {
+        self.services.iter().map(|c| &c.service)
+    }
+
+    /// The positions of namespace `ns`'s services (the set is in namespace order, so
+    /// they are one run of it).
+    pub fn namespace(&self, ns: &str) -> std::ops::Range<usize> {
+        let start = self
+            .services
+            .partition_point(|c| c.service.namespace.as_str() < ns);
+        let end = self
+            .services
+            .partition_point(|c| c.service.namespace.as_str() <= ns);
+        start..end
     }
 
     /// The position of service `name`.
     pub fn index(&self, name: &ServiceRef) -> Option<usize> {
-        self.by_name.get(name).copied()
+        self.position(&name.namespace, &name.name)
+    }
+
+    /// The position of service `namespace/name`: a binary search of the set, which is in
+    /// that order, so that looking up a borrowed name allocates nothing (a view is cut
+    /// for every proxy on each change, checking every route's service).
+    pub fn position(&self, namespace: &str, name: &str) -> Option<usize> {
+        self.services
+            .binary_search_by(|c| {
+                let s = &c.service;
+                (s.namespace.as_str(), s.name.as_str()).cmp(&(namespace, name))
+            })
+            .ok()
     }
 
     /// The position of the service with virtual IP `vip`.
@@ -71,17 +126,12 @@ impl ServiceSet {
 
     /// Service `i` as JSON, serialised the first time a stream needs it.
     pub fn json(&self, i: usize) -> Bytes {
-        let (Some(cell), Some(service)) = (self.json.get(i), self.services.get(i)) else {
-            return Bytes::new();
-        };
-        // Our types always serialise.
-        cell.get_or_init(|| Bytes::from(serde_json::to_vec(service).unwrap_or_default()))
-            .clone()
+        self.services.get(i).map(|c| c.json()).unwrap_or_default()
     }
 
     /// The name of service `i`.
     pub fn name(&self, i: usize) -> Option<ServiceRef> {
-        self.services.get(i).map(ServiceRef::of)
+        self.service(i).map(ServiceRef::of)
     }
 }
 
@@ -118,7 +168,7 @@ impl Catalog {
     pub fn whole(&self, pod: &ObjectKey, config: &ProxyConfig) -> ProxyConfig {
         ProxyConfig {
             version: self.version_of(pod).unwrap_or_default(),
-            services: self.set.services.clone(),
+            services: self.set.services().cloned().collect(),
             ..config.clone()
         }
     }

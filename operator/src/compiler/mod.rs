@@ -6,6 +6,7 @@ mod catalog;
 mod encryption;
 mod healing;
 mod host;
+mod inbound_ports;
 mod routes;
 mod service;
 mod version;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use braid_api::config::routes::ServiceRoutes;
 use braid_api::config::tls::TlsMode;
-use braid_api::config::{Identity, PortProtocol, ProxyConfig, Service};
+use braid_api::config::{Identity, ProxyConfig};
 use braid_api::identity::WorkloadId;
 use braid_crds::TrafficRoute;
 use braid_crds::traffic_route::Group;
@@ -24,10 +25,11 @@ use imbl::ordmap::DiffItem;
 
 pub use catalog::{Catalog, OwnDigests, ServiceSet};
 pub use host::{hostnames, service_for_host};
+pub use inbound_ports::InboundPorts;
 pub use routes::{Conflict, RouteSet, conflicts};
 pub use service::{CompiledService, ServiceInputs, compile_service};
 pub use version::Digest256;
-pub use workload::{WorkloadInputs, inbound_ports};
+pub use workload::WorkloadInputs;
 
 use crate::registry::{ObjectKey, ServiceEntry, Snapshot, Workload};
 
@@ -119,10 +121,7 @@ pub struct Compiler {
 }
 
 /// The service entries the inbound ports were read from, and those ports by workload.
-type InboundCache = (
-    Vec<Arc<ServiceEntry>>,
-    FastMap<ObjectKey, Vec<PortProtocol>>,
-);
+type InboundCache = (Vec<Arc<ServiceEntry>>, InboundPorts);
 
 /// A map the compiler looks tens of thousands of keys up in per compile: hashed fast,
 /// with a seed per process (SipHash was a fifth of an incremental compile).
@@ -391,15 +390,20 @@ impl Compiler {
             self.services
                 .retain(|k, _| snapshot.services.contains_key(k));
         }
-        let digests: Vec<Digest256> = compiled.iter().map(|c| c.digest).collect();
         // The services are held once, in the catalog, not in each workload's config: a
         // changed endpoint changes the set, not 50,000 configs.
         let set = match self.set.take() {
-            Some(set) if set.digests == digests => set,
-            _ => {
-                let set: Arc<[Service]> = compiled.iter().map(|c| c.service.clone()).collect();
-                Arc::new(ServiceSet::new(set, digests))
+            Some(set)
+                if set.digests.len() == compiled.len()
+                    && set
+                        .digests
+                        .iter()
+                        .zip(&compiled)
+                        .all(|(d, c)| *d == c.digest) =>
+            {
+                set
             }
+            _ => Arc::new(ServiceSet::of(compiled)),
         };
         self.set = Some(set.clone());
         set
@@ -416,41 +420,48 @@ impl Compiler {
         InboundCache,
         HashSet<ObjectKey, foldhash::fast::RandomState>,
     ) {
-        let mut ports_changed = HashSet::default();
-        let before = match self.inbound.take() {
-            Some(cached) if entries_same => return (cached, ports_changed),
-            before => before,
+        let entries = || snapshot.services.values().cloned().collect();
+        let (before, mut ports) = match self.inbound.take() {
+            Some(cached) if entries_same => return (cached, HashSet::default()),
+            Some(cached) => cached,
+            None => {
+                let ports = InboundPorts::of(snapshot);
+                let changed = snapshot
+                    .services
+                    .values()
+                    .flat_map(|e| e.endpoints.iter().filter_map(|ep| ep.workload.as_ref()))
+                    .filter(|key| snapshot.workloads.contains_key(*key))
+                    .cloned()
+                    .collect();
+                return ((entries(), ports), changed);
+            }
         };
-        let mut old: FastMap<&ObjectKey, &Arc<ServiceEntry>> = before
-            .as_ref()
-            .map(|(entries, _)| entries.iter().map(|e| (&e.key, e)).collect())
-            .unwrap_or_default();
-        let mut touch = |e: &ServiceEntry| {
-            for key in e.endpoints.iter().filter_map(|ep| ep.workload.as_ref()) {
-                if snapshot.workloads.contains_key(key) {
-                    ports_changed.insert(key.clone());
+        let mut old: FastMap<&ObjectKey, &Arc<ServiceEntry>> =
+            before.iter().map(|e| (&e.key, e)).collect();
+        // Every workload a changed service had or has as an endpoint.
+        let mut touched: HashSet<ObjectKey, foldhash::fast::RandomState> = HashSet::default();
+        let mut swap = |was: Option<&ServiceEntry>, now: Option<&ServiceEntry>| {
+            for e in was.into_iter().chain(now) {
+                for key in e.endpoints.iter().filter_map(|ep| ep.workload.as_ref()) {
+                    if !touched.contains(key) {
+                        touched.insert(key.clone());
+                    }
                 }
             }
+            ports.replace(was, now);
         };
         for (key, entry) in &snapshot.services {
             match old.remove(key) {
                 Some(was) if Arc::ptr_eq(was, entry) => {}
-                was => {
-                    touch(entry);
-                    if let Some(was) = was {
-                        touch(was);
-                    }
-                }
+                was => swap(was.map(|w| &**w), Some(entry)),
             }
         }
-        for was in old.values() {
-            touch(was);
+        for was in old.into_values() {
+            swap(Some(was), None);
         }
-        let cached = (
-            snapshot.services.values().cloned().collect(),
-            inbound_ports(snapshot),
-        );
-        (cached, ports_changed)
+        ports.settle(touched.iter());
+        touched.retain(|key| snapshot.workloads.contains_key(key));
+        ((entries(), ports), touched)
     }
 
     /// Every meshed workload's config built again where its inputs changed; those gone
@@ -460,7 +471,7 @@ impl Compiler {
         &mut self,
         shared: &Shared<'_>,
         routes: &mut RouteSet,
-        inbound: &FastMap<ObjectKey, Vec<PortProtocol>>,
+        inbound: &InboundPorts,
         ports_changed: Option<&HashSet<ObjectKey, foldhash::fast::RandomState>>,
         extra: &Extra,
         stats: &mut Stats,
@@ -482,7 +493,7 @@ impl Compiler {
             let (caller_routes, routes_digest) = routes.for_caller(&w.labels);
             let inputs = WorkloadInputs {
                 workload: w.clone(),
-                inbound: inbound.get(key).cloned().unwrap_or_default(),
+                inbound: inbound.get(key).to_vec(),
                 overload: healing::overload_for(&shared.healings, w),
                 routes: routes_digest,
                 tls: shared.tls_of(w).inbound,

@@ -1,7 +1,9 @@
 //! One Service compiled into what callers' proxies need: VIPs, ports and endpoints in
 //! the groups of its TrafficRoutes.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use axum::body::Bytes;
 
 use braid_api::config::outlier::OutlierDetection;
 use braid_api::config::tls::{EndpointTls, TlsMode};
@@ -38,6 +40,28 @@ pub struct CompiledService {
     pub service: config::Service,
     /// Its content digest.
     pub digest: Digest256,
+    /// Its JSON, made the first time a stream sends it (and kept by every compile that
+    /// leaves the service as it is).
+    json: OnceLock<Bytes>,
+}
+
+impl CompiledService {
+    /// `service`, whose digest is `digest`.
+    pub fn new(service: config::Service, digest: Digest256) -> Self {
+        Self {
+            service,
+            digest,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// Its JSON.
+    pub fn json(&self) -> Bytes {
+        // Our types always serialise.
+        self.json
+            .get_or_init(|| Bytes::from(serde_json::to_vec(&self.service).unwrap_or_default()))
+            .clone()
+    }
 }
 
 /// Compiles one Service.
@@ -110,5 +134,5 @@ pub fn compile_service(inputs: &ServiceInputs, opts: &Options) -> CompiledServic
         outlier_detection: inputs.outlier.clone(),
     };
     let digest = Digest256::of(&service);
-    CompiledService { service, digest }
+    CompiledService::new(service, digest)
 }

@@ -1,14 +1,13 @@
 //! The per-workload part of a config: who the proxy is and what its app serves.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use braid_api::config::overload::OverloadProtection;
 use braid_api::config::tls::InboundTls;
-use braid_api::config::{Inbound, Node, PortProtocol, Protocol};
+use braid_api::config::{Inbound, Node, PortProtocol};
 
 use super::Options;
-use crate::registry::{ObjectKey, Snapshot, Workload};
+use crate::registry::Workload;
 
 /// Everything a workload's own part of the config depends on.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,36 +47,4 @@ pub fn inbound(
         overload_protection: overload,
         tls: tls.needs_certificate().then(|| tls.clone()),
     }
-}
-
-/// The ports each workload's app serves: the target ports of every service it backs.
-/// Two services that disagree on a port's protocol leave it to detection.
-pub fn inbound_ports(snapshot: &Snapshot) -> super::FastMap<ObjectKey, Vec<PortProtocol>> {
-    let mut ports: super::FastMap<&ObjectKey, BTreeMap<u16, Protocol>> = Default::default();
-    for svc in snapshot.services.values() {
-        for ep in &svc.endpoints {
-            let Some(w) = &ep.workload else { continue };
-            let entry = ports.entry(w).or_default();
-            for p in &svc.ports {
-                entry
-                    .entry(p.target_port)
-                    .and_modify(|have| {
-                        if *have != p.protocol {
-                            *have = Protocol::Detect;
-                        }
-                    })
-                    .or_insert(p.protocol);
-            }
-        }
-    }
-    ports
-        .into_iter()
-        .map(|(k, ps)| {
-            let list = ps
-                .into_iter()
-                .map(|(port, protocol)| PortProtocol { port, protocol })
-                .collect();
-            (k.clone(), list)
-        })
-        .collect()
 }

@@ -368,7 +368,7 @@ fn holds(set: &ServiceSet, e: &Ejection) -> bool {
         name: service.name.clone(),
     };
     set.index(&name)
-        .and_then(|i| set.services.get(i))
+        .and_then(|i| set.service(i))
         .is_some_and(|s| {
             s.groups
                 .iter()

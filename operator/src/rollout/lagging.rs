@@ -57,14 +57,9 @@ impl<'a> Lagging<'a> {
             .iter()
             .filter_map(|s| self.by_service.get(s))
             .collect();
-        let in_set = services.iter().any(|k| {
-            self.set
-                .index(&ServiceRef {
-                    namespace: k.namespace.clone(),
-                    name: k.name.clone(),
-                })
-                .is_some()
-        });
+        let in_set = services
+            .iter()
+            .any(|k| self.set.position(&k.namespace, &k.name).is_some());
         if in_set {
             lists.push(&self.every);
         }

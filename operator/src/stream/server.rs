@@ -311,7 +311,7 @@ impl Follower {
                     }
                     names
                 });
-                let view = View::cut(&published, pod, config, wanted.as_ref());
+                let view = View::cut(&published, pod, config, wanted.as_ref(), self.sent.as_ref());
                 if self.last.as_deref() != Some(view.version.as_str()) {
                     let chunks = self.line(&view);
                     let metrics = &self.state.metrics;

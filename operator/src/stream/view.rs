@@ -39,7 +39,7 @@ impl Included {
 
     fn positions(&self, set: &ServiceSet) -> Vec<usize> {
         match self {
-            Self::All => (0..set.services.len()).collect(),
+            Self::All => (0..set.len()).collect(),
             Self::Some(v) => v.clone(),
         }
     }
@@ -59,16 +59,22 @@ pub struct View {
     /// The routes of the services it holds (a proxy refuses routes for a service it
     /// does not hold).
     pub routes: Arc<[ServiceRoutes]>,
+    /// Their positions in the config's routes, when not all of them.
+    routes_at: Option<Vec<usize>>,
 }
 
 impl View {
     /// `pod`'s view of `published`: every service, or only those `wanted` names (those
     /// that exist; `namespace/*` names all of a namespace's).
+    /// `previous`, the view last cut for the same proxy, lends its routes when they are
+    /// the same ones of the same config: every stream is cut again on each change, and
+    /// copying its routes each time was most of what that allocated.
     pub fn cut(
         published: &Published,
         pod: &ObjectKey,
         config: &Arc<ProxyConfig>,
         wanted: Option<&BTreeSet<ServiceRef>>,
+        previous: Option<&View>,
     ) -> Self {
         let catalog = &published.catalog;
         let set = catalog.set.clone();
@@ -79,16 +85,13 @@ impl View {
                 set,
                 included: Included::All,
                 routes: config.routes.clone(),
+                routes_at: None,
             };
         };
         let mut positions: Vec<usize> = Vec::new();
         for name in wanted {
             if name.name == ALL_OF_NAMESPACE {
-                // The set is in namespace/name order: a namespace is one run of it.
-                let ns = name.namespace.as_str();
-                let start = set.services.partition_point(|s| s.namespace.as_str() < ns);
-                let end = set.services.partition_point(|s| s.namespace.as_str() <= ns);
-                positions.extend(start..end);
+                positions.extend(set.namespace(&name.namespace));
             } else if let Some(i) = set.index(name) {
                 positions.push(i);
             }
@@ -103,16 +106,22 @@ impl View {
         // The own digest covers every route, the services' digests their names: the
         // version still says everything the view holds.
         let held = |r: &ServiceRoutes| {
-            set.index(&ServiceRef {
-                namespace: r.namespace.clone(),
-                name: r.service.clone(),
-            })
-            .is_some_and(|i| positions.binary_search(&i).is_ok())
+            set.position(&r.namespace, &r.service)
+                .is_some_and(|i| positions.binary_search(&i).is_ok())
         };
-        let routes = if config.routes.iter().all(held) {
-            config.routes.clone()
+        let at: Vec<usize> = (0..config.routes.len())
+            .filter(|&i| held(&config.routes[i]))
+            .collect();
+        let (routes, routes_at) = if at.len() == config.routes.len() {
+            (config.routes.clone(), None)
         } else {
-            config.routes.iter().filter(|r| held(r)).cloned().collect()
+            let routes = match previous {
+                Some(p) if Arc::ptr_eq(&p.config, config) && p.routes_at.as_ref() == Some(&at) => {
+                    p.routes.clone()
+                }
+                _ => at.iter().map(|&i| config.routes[i].clone()).collect(),
+            };
+            (routes, Some(at))
         };
         Self {
             version: catalog.view_version(&own, &positions),
@@ -120,6 +129,7 @@ impl View {
             set,
             included: Included::Some(positions),
             routes,
+            routes_at,
         }
     }
 
@@ -157,7 +167,7 @@ impl View {
             .included
             .positions(&self.set)
             .iter()
-            .filter_map(|i| self.set.services.get(*i).cloned())
+            .filter_map(|i| self.set.service(*i).cloned())
             .collect();
         ProxyConfig {
             version: self.version.clone(),
@@ -320,7 +330,7 @@ mod tests {
     fn view(p: &Published, wanted: Option<&[&str]>) -> View {
         let wanted: Option<BTreeSet<ServiceRef>> =
             wanted.map(|w| w.iter().map(|n| n.parse().unwrap()).collect());
-        View::cut(p, &pod(), &p.configs[&pod()], wanted.as_ref())
+        View::cut(p, &pod(), &p.configs[&pod()], wanted.as_ref(), None)
     }
 
     fn join(chunks: &[Bytes]) -> Vec<u8> {
@@ -399,7 +409,7 @@ mod tests {
         assert_eq!(
             view(&b, Some(&["a/one"])).version,
             view(
-                &published("v9", b.catalog.set.services.to_vec(), "roots"),
+                &published("v9", b.catalog.set.services().cloned().collect(), "roots"),
                 Some(&["a/one"])
             )
             .version
@@ -436,7 +446,7 @@ mod tests {
     #[test]
     fn a_proxy_that_does_not_call_the_changed_service_gets_nothing_of_it() {
         let b = before();
-        let mut changed = b.catalog.set.services.to_vec();
+        let mut changed: Vec<_> = b.catalog.set.services().cloned().collect();
         changed[1] = svc("b", "two", "10.1.0.99");
         let a = published("v2", changed, "roots");
         let (from, to) = (view(&b, Some(&["a/one"])), view(&a, Some(&["a/one"])));
@@ -480,6 +490,16 @@ mod tests {
         let more = view(&p, Some(&["b/two", "c/three"]));
         let (_, made) = apply(&some, &more);
         assert_eq!(made.routes.len(), 2);
+        // Cut again for the same config and services, it shares the last cut's routes;
+        // another config's are its own.
+        let wanted: BTreeSet<ServiceRef> = ["b/two".parse().unwrap()].into();
+        let config = &p.configs[&pod()];
+        let again = View::cut(&p, &pod(), config, Some(&wanted), Some(&some));
+        assert!(Arc::ptr_eq(&again.routes, &some.routes));
+        let edited = Arc::new(ProxyConfig::clone(config));
+        let other = View::cut(&p, &pod(), &edited, Some(&wanted), Some(&some));
+        assert!(!Arc::ptr_eq(&other.routes, &some.routes));
+        assert_eq!(other.routes, some.routes);
     }
 
     #[test]
