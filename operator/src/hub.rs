@@ -36,7 +36,15 @@ pub struct Hub {
     /// its view of any compile is known on every replica, and a proxy holding its view
     /// of the current compile is as current as one holding the whole config.
     held: Mutex<HashMap<ObjectKey, Vec<ServiceRef>>>,
+    /// The compiles before the current one, newest last: what a proxy that missed a
+    /// change holds is cut from one of them, and it is sent what changed since.
+    recent: Mutex<std::collections::VecDeque<Arc<Published>>>,
 }
+
+/// How many compiles before the current one are kept. A proxy that was away for more
+/// changes than this gets its whole view again. Compiles share most of what they hold
+/// (persistent maps, the services' `Arc`s), so each costs little.
+pub const RECENT_COMPILES: usize = 4;
 
 impl Default for Hub {
     fn default() -> Self {
@@ -46,6 +54,7 @@ impl Default for Hub {
             applied_changed: watch::Sender::new(0),
             wanted: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
+            recent: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 }
@@ -103,9 +112,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Hub {
     /// Publishes a new compile; streams whose config changed push it. Returns the one it
-    /// replaced, for the caller to drop where that costs the runtime nothing.
+    /// let go of (older than the recent ones kept), for the caller to drop where that
+    /// costs the runtime nothing.
     pub fn publish(&self, published: Published) -> Option<Arc<Published>> {
-        self.current.send_replace(Some(Arc::new(published)))
+        let replaced = self.current.send_replace(Some(Arc::new(published)))?;
+        let mut recent = lock(&self.recent);
+        recent.push_back(replaced);
+        (recent.len() > RECENT_COMPILES)
+            .then(|| recent.pop_front())
+            .flatten()
+    }
+
+    /// The compiles before the current one, newest first.
+    pub fn recent(&self) -> Vec<Arc<Published>> {
+        lock(&self.recent).iter().rev().cloned().collect()
     }
 
     /// The latest compile, once there is one.

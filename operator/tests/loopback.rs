@@ -423,3 +423,67 @@ async fn a_service_no_longer_called_is_let_go_of() {
     assert_eq!(proxy.config_dump().await["version"], version);
     assert!(!holds_orders().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_missed_a_change_is_sent_what_changed_not_its_whole_view() {
+    let op = &Operator::start(REGISTRY).await;
+    let bearer = &format!("Bearer {PAYMENTS_TOKEN}");
+    let connect = |version: Option<&str>, on_demand: bool| {
+        let mut headers = vec![
+            ("x-braid-pod", "shop/payments-0".to_string()),
+            ("authorization", bearer.clone()),
+            (
+                "x-braid-accept",
+                if on_demand { "delta,on-demand" } else { "delta" }.to_string(),
+            ),
+        ];
+        if on_demand {
+            headers.push(("x-braid-services", "shop/payments".to_string()));
+        }
+        if let Some(v) = version {
+            headers.push(("x-braid-version", v.to_string()));
+        }
+        async move {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (status, _, line) = op.stream_get(&headers).await;
+            assert_eq!(status, 200);
+            serde_json::from_str::<serde_json::Value>(line.trim()).unwrap()
+        }
+    };
+    // What a proxy holding every service, and one holding payments only, hold now.
+    let whole_v1 = connect(None, false).await;
+    let view_v1 = connect(None, true).await;
+
+    // While they are away, payments gains a pod.
+    op.write(
+        "registry.yaml",
+        &REGISTRY.replace(
+            "- {name: checkout-0",
+            "- {name: payments-1, namespace: shop, ips: [10.0.0.9], labels: {app: payments}, serviceAccount: payments}\n- {name: checkout-0",
+        ),
+    );
+    eventually("the change compiled", || async {
+        connect(None, false).await["version"] != whole_v1["version"]
+    })
+    .await;
+    let whole_v2 = connect(None, false).await;
+    let view_v2 = connect(None, true).await;
+
+    // Each reconnects naming what it holds: it is sent a delta from that, which makes
+    // exactly what a new proxy would be sent whole.
+    for (held, now, on_demand) in [(&whole_v1, &whole_v2, false), (&view_v1, &view_v2, true)] {
+        let line = connect(held["version"].as_str(), on_demand).await;
+        let delta = &line["delta"];
+        assert_eq!(delta["base"], held["version"], "{line}");
+        assert_eq!(delta["version"], now["version"]);
+        let delta: braid_api::control::delta::ConfigDelta =
+            serde_json::from_value(delta.clone()).unwrap();
+        let held: braid_api::config::ProxyConfig = serde_json::from_value(held.clone()).unwrap();
+        let made = delta.apply(&held).unwrap();
+        assert_eq!(serde_json::to_value(&made).unwrap(), *now);
+    }
+
+    // A version this operator never compiled gets the whole view.
+    let line = connect(Some("0000000000000000"), false).await;
+    assert_eq!(line, whole_v2);
+}

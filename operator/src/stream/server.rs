@@ -280,6 +280,33 @@ impl Follower {
         }
     }
 
+    /// What the proxy calls in `published`: what it discovered, and what its workload's
+    /// scope names there; `None` when it holds every service.
+    fn wanted_in(&self, published: &Published) -> Option<BTreeSet<ServiceRef>> {
+        self.wanted.as_ref().map(|w| {
+            let mut names = w.names();
+            if let Some(w) = published.snapshot.workloads.get(&self.pod) {
+                names.extend(w.outbound_scope.iter().cloned());
+            }
+            names
+        })
+    }
+
+    /// The view a reconnecting proxy holds, when it is its view of one of the recent
+    /// compiles (it missed a change while away, or was streamed by another replica,
+    /// which compiles the same): with it as the base, the proxy is sent what changed
+    /// since, not its whole view again. The version names the content, so a view cut
+    /// with that version is exactly what the proxy holds.
+    fn named_base(&self) -> Option<View> {
+        let named = self.last.as_deref()?;
+        self.state.hub.recent().iter().find_map(|p| {
+            let config = p.configs.get(&self.pod)?;
+            let wanted = self.wanted_in(p);
+            let view = View::cut(p, &self.pod, config, wanted.as_ref(), None);
+            (view.version == named).then_some(view)
+        })
+    }
+
     /// The next chunks to write, or `None` when the stream ends.
     async fn next(&mut self) -> Option<Vec<Bytes>> {
         loop {
@@ -303,16 +330,12 @@ impl Follower {
                     tracing::info!(%pod, "the pod's service account changed; ending its stream");
                     return None;
                 }
-                // What it discovered, and what its workload's scope names.
-                let wanted = self.wanted.as_ref().map(|w| {
-                    let mut names = w.names();
-                    if let Some(w) = published.snapshot.workloads.get(pod) {
-                        names.extend(w.outbound_scope.iter().cloned());
-                    }
-                    names
-                });
+                let wanted = self.wanted_in(&published);
                 let view = View::cut(&published, pod, config, wanted.as_ref(), self.sent.as_ref());
                 if self.last.as_deref() != Some(view.version.as_str()) {
+                    if self.sent.is_none() && self.deltas {
+                        self.sent = self.named_base();
+                    }
                     let chunks = self.line(&view);
                     let metrics = &self.state.metrics;
                     metrics.pushes.inc();
