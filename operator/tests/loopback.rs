@@ -434,7 +434,12 @@ async fn a_proxy_that_missed_a_change_is_sent_what_changed_not_its_whole_view() 
             ("authorization", bearer.clone()),
             (
                 "x-braid-accept",
-                if on_demand { "delta,on-demand" } else { "delta" }.to_string(),
+                if on_demand {
+                    "delta,on-demand"
+                } else {
+                    "delta"
+                }
+                .to_string(),
             ),
         ];
         if on_demand {
@@ -444,7 +449,8 @@ async fn a_proxy_that_missed_a_change_is_sent_what_changed_not_its_whole_view() 
             headers.push(("x-braid-version", v.to_string()));
         }
         async move {
-            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let (status, _, line) = op.stream_get(&headers).await;
             assert_eq!(status, 200);
             serde_json::from_str::<serde_json::Value>(line.trim()).unwrap()

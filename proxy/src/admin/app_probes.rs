@@ -124,9 +124,11 @@ async fn run(prober: &AppProber, probe: &AppProbe, agent: &str) -> Result<Verdic
 }
 
 async fn connect(port: u16) -> Result<TcpStream, ProbeError> {
-    TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+    let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
         .await
-        .map_err(|source| ProbeError::Connect { port, source })
+        .map_err(|source| ProbeError::Connect { port, source })?;
+    crate::app::nodelay(&stream);
+    Ok(stream)
 }
 
 /// One request of an `httpGet` probe.

@@ -264,7 +264,6 @@ async fn secured_inbound(
         };
         return dispatch(conn, route, policy, ctx).await;
     }
-    let _ = stream.set_nodelay(true);
     let peeked = async {
         let (found, mut read) = detect(
             &mut stream,
