@@ -398,7 +398,7 @@ where
             };
             match accepted {
                 Ok((stream, _peer)) => {
-                    nodelay(&stream);
+                    crate::listen::nodelay(&stream);
                     // Boxed: awaited from inside the async block, an unboxed future would
                     // take its room twice in the task (once captured, once awaited).
                     let conn = Box::pin(handle(stream, ctx.clone()));
@@ -414,16 +414,6 @@ where
             }
         }
     })
-}
-
-/// Turns Nagle's algorithm off on an accepted connection. With it on, a response written
-/// in pieces (HTTP/2 frames, a chunked body, headers then body) waits after its first
-/// piece for the peer's delayed ACK: 40 ms on Linux, on every such response. Every
-/// upstream connection has it off too (`Pool::connect_tcp`).
-pub(crate) fn nodelay(stream: &tokio::net::TcpStream) {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "could not set TCP_NODELAY");
-    }
 }
 
 /// After each config change, closes pooled connections to endpoints that are gone, and

@@ -127,7 +127,7 @@ async fn connect(port: u16) -> Result<TcpStream, ProbeError> {
     let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
         .await
         .map_err(|source| ProbeError::Connect { port, source })?;
-    crate::app::nodelay(&stream);
+    crate::listen::nodelay(&stream);
     Ok(stream)
 }
 

@@ -132,7 +132,7 @@ pub fn health_router(state: AdminState, probes: app_probes::AppProbes) -> Router
 /// Serves `router` on `listener` until `stop` fires.
 pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToken) {
     use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp: &mut tokio::net::TcpStream| crate::app::nodelay(tcp));
+    let listener = listener.tap_io(|tcp: &mut tokio::net::TcpStream| crate::listen::nodelay(tcp));
     let result = axum::serve(listener, router)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await;
