@@ -11,17 +11,6 @@ use http_body_util::BodyExt;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn listener(
-    name: &str,
-    bind: std::net::SocketAddr,
-    target: std::net::SocketAddr,
-    protocol: &str,
-) -> String {
-    format!(
-        "- name: {name}\n  bind: {bind}\n  target: {{address: \"{target}\"}}\n  protocol: {protocol}\n"
-    )
-}
-
 #[tokio::test]
 async fn http1_and_http2_are_forwarded_with_detection() {
     let backend = http_backend("b1").await;

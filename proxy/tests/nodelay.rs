@@ -17,17 +17,6 @@ use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn listener(
-    name: &str,
-    bind: std::net::SocketAddr,
-    target: std::net::SocketAddr,
-    protocol: &str,
-) -> String {
-    format!(
-        "- name: {name}\n  bind: {bind}\n  target: {{address: \"{target}\"}}\n  protocol: {protocol}\n"
-    )
-}
-
 /// Every connected TCP socket of process `pid` (listening ones aside), each with whether
 /// it has TCP_NODELAY and its two ends, for the message.
 fn connected_tcp_sockets(pid: u32) -> Vec<(bool, String)> {
@@ -69,6 +58,17 @@ fn connected_tcp_sockets(pid: u32) -> Vec<(bool, String)> {
     found
 }
 
+/// The body of `GET /` (host `web`) on the kept-alive connection `sender`.
+async fn get(
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+) -> String {
+    let req = Request::get("/")
+        .header("host", "web")
+        .body(empty())
+        .unwrap();
+    body_string(sender.send_request(req).await.unwrap()).await
+}
+
 #[tokio::test]
 async fn every_connection_accepted_or_made_has_nagle_off() {
     let backend = http_backend("b1").await;
@@ -83,25 +83,8 @@ async fn every_connection_accepted_or_made_has_nagle_off() {
 
     // Connections held open on each kind of listener: HTTP/1.1 (kept alive), HTTP/2,
     // opaque TCP, and the admin port (kept alive).
-    let mut h1 = {
-        let stream = tokio::net::TcpStream::connect(web).await.unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let resp = sender
-            .send_request(
-                Request::get("/")
-                    .header("host", "web")
-                    .body(empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(body_string(resp).await, "b1 GET /");
-        sender
-    };
+    let mut h1 = http1_client(web).await;
+    assert_eq!(get(&mut h1).await, "b1 GET /");
     let mut h2 = http2_client(web).await;
     let resp = h2
         .send_request(Request::get("http://web/h2").body(empty()).unwrap())
@@ -131,16 +114,7 @@ async fn every_connection_accepted_or_made_has_nagle_off() {
     // Accepted: h1, h2, tcp, admin; made: at least one to each backend.
     assert!(sockets.len() >= 6, "too few connections seen: {sockets:#?}");
     drop((tcp, admin));
-    let resp = h1
-        .send_request(
-            Request::get("/again")
-                .header("host", "web")
-                .body(empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(get(&mut h1).await, "b1 GET /");
 }
 
 /// An HTTP/1.1 backend that writes each response in three pieces a few milliseconds
@@ -193,26 +167,11 @@ async fn a_response_in_several_pieces_is_not_held_for_a_delayed_ack() {
     // One kept-alive connection, one request at a time: the proxy relays each piece as
     // it comes. With Nagle on, a piece written while the one before is not yet
     // acknowledged waits for the client's delayed ACK (~40 ms) each time.
-    let stream = tokio::net::TcpStream::connect(web).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = http1_client(web).await;
     let mut took = Vec::new();
     for _ in 0..20 {
         let start = Instant::now();
-        let resp = sender
-            .send_request(
-                Request::get("/")
-                    .header("host", "web")
-                    .body(empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(body_string(resp).await, "hello");
+        assert_eq!(get(&mut sender).await, "hello");
         took.push(start.elapsed());
     }
     took.sort();

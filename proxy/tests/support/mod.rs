@@ -224,10 +224,28 @@ pub async fn http1_request(
     addr: SocketAddr,
     req: Request<Full<Bytes>>,
 ) -> hyper::Result<Response<Incoming>> {
+    http1_client(addr).await.send_request(req).await
+}
+
+/// An HTTP/1.1 connection, kept alive for as many requests as are sent on it.
+pub async fn http1_client(
+    addr: SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    stream.set_nodelay(true).unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    sender.send_request(req).await
+    sender
+}
+
+/// An explicit listener entry of a proxy config: `name` on `bind`, forwarding `protocol`
+/// to the fixed address `target`.
+pub fn listener(name: &str, bind: SocketAddr, target: SocketAddr, protocol: &str) -> String {
+    format!(
+        "- name: {name}\n  bind: {bind}\n  target: {{address: \"{target}\"}}\n  protocol: {protocol}\n"
+    )
 }
 
 /// An HTTP/2 (prior knowledge) connection.
