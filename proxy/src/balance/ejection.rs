@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::Endpoint;
 use super::outlier::{OutlierPolicy, OutlierState, Reason, is_relative_outlier};
+use super::slow_start::Warmup;
 
 /// An endpoint's outlier record.
 #[derive(Debug, Default)]
@@ -15,6 +16,8 @@ pub struct Health {
     state: Mutex<OutlierState>,
     /// Set while ejected, so that picking an endpoint costs one atomic load.
     ejected: AtomicBool,
+    /// Its slow start, begun when an ejection ends (or when it joins a running group).
+    pub warmup: Warmup,
 }
 
 /// What one outcome did to an endpoint.
@@ -40,6 +43,7 @@ impl Health {
         };
         if state.expire(now) {
             self.ejected.store(false, Ordering::Relaxed);
+            self.warmup.start(now);
             return (false, true);
         }
         (state.is_ejected(now), false)
@@ -73,6 +77,7 @@ pub fn record(
     };
     if recorded.returned {
         endpoint.health.ejected.store(false, Ordering::Relaxed);
+        endpoint.health.warmup.start(now);
     }
     let reason = recorded.eject.or_else(|| {
         if !failed || ejected_now {
@@ -151,8 +156,12 @@ mod tests {
         // A second of three would be more than half.
         assert_eq!(fail(&g[1]), Verdict::Spared(Reason::ConsecutiveErrors));
         assert_eq!(g[1].health.check(t), (false, false));
-        // A second later the first is back.
-        assert_eq!(g[0].health.check(t + Duration::from_secs(1)), (false, true));
+        // A second later the first is back, warming up from there (slow start).
+        let back = t + Duration::from_secs(1);
+        assert_eq!(g[0].health.warmup.weight(back), 1.0, "warm until then");
+        assert_eq!(g[0].health.check(back), (false, true));
+        assert!(g[0].health.warmup.weight(back) < 0.2);
+        assert_eq!(g[1].health.warmup.weight(back), 1.0, "never ejected");
     }
 
     #[test]

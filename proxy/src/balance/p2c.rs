@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::Endpoint;
+use super::{Endpoint, slow_start};
 
 /// Costs closer than this share are equal.
 const TIE: f64 = 1e-3;
@@ -82,10 +82,20 @@ fn two_choices<'a>(
             } else {
                 (ea, eb)
             };
-            Some(if fastrand::u32(..EXPLORE) == 0 {
-                costly
+            let (chosen, other) = if fastrand::u32(..EXPLORE) == 0 {
+                (costly, cheap)
             } else {
-                cheap
+                (cheap, costly)
+            };
+            // An endpoint warming up (slow start) gives way to a warmer one in proportion.
+            let (wc, wo) = (
+                chosen.health.warmup.weight(now),
+                other.health.warmup.weight(now),
+            );
+            Some(if slow_start::keeps(wc, wo, fastrand::f64()) {
+                chosen
+            } else {
+                other
             })
         }
     }
@@ -140,6 +150,34 @@ mod tests {
             counts.iter().all(|c| (1600..2400).contains(c)),
             "{counts:?}"
         );
+    }
+
+    #[test]
+    fn an_endpoint_back_from_ejection_eases_into_its_share() {
+        use crate::balance::slow_start::WINDOW;
+        let share = |eps: &[Endpoint]| {
+            (0..6000)
+                .filter(|_| pick(eps, true).unwrap().endpoint.addr == eps[0].addr)
+                .count()
+        };
+        let eps = endpoints(3);
+        let now = Instant::now();
+        // Idle endpoints tie: each would get a third (2,000 of 6,000).
+        eps[0].health.warmup.start(now);
+        let fresh = share(&eps);
+        assert!(
+            (80..400).contains(&fresh),
+            "just back: about a tenth of a third, {fresh}"
+        );
+        eps[0].health.warmup.start(now - WINDOW / 2);
+        let halfway = share(&eps);
+        assert!(
+            (800..1500).contains(&halfway),
+            "halfway: about half, {halfway}"
+        );
+        eps[0].health.warmup.start(now - WINDOW);
+        let warm = share(&eps);
+        assert!((1700..2300).contains(&warm), "warm: a third, {warm}");
     }
 
     #[test]
