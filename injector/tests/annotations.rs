@@ -301,14 +301,20 @@ fn a_status_annotation_that_does_not_match_the_pod_is_refused() {
 }
 
 #[test]
-fn the_readme_lists_every_annotation_and_each_limits_default() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+fn the_docs_list_every_annotation_and_each_limits_default() {
+    // The annotations are listed in docs/injector.md, the proxy's flags in docs/proxy.md.
+    let readme = ["injector.md", "proxy.md"]
+        .map(|f| {
+            std::fs::read_to_string(format!("{}/../docs/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        })
+        .join("\n");
     let row = |annotation: &str| {
         readme
             .lines()
             .find(|l| l.starts_with(&format!("| `{annotation}` |")))
-            .unwrap_or_else(|| panic!("README's annotation table has no row for {annotation}"))
+            .unwrap_or_else(|| {
+                panic!("docs/injector.md's annotation table has no row for {annotation}")
+            })
             .to_owned()
     };
     for annotation in braid_injector::annotations::USER_ANNOTATIONS {
@@ -323,7 +329,7 @@ fn the_readme_lists_every_annotation_and_each_limits_default() {
         let flag = readme
             .lines()
             .find(|l| l.starts_with(&format!("| `--{}` |", limit.flag)))
-            .unwrap_or_else(|| panic!("README's limits table has no --{}", limit.flag));
+            .unwrap_or_else(|| panic!("docs/proxy.md's limits table has no --{}", limit.flag));
         assert!(flag.contains(&format!("| `{}` |", limit.default)), "{flag}");
     }
 }

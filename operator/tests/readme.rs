@@ -1,4 +1,4 @@
-//! The directory-mode files shown in README.md load, so the README stays true.
+//! The directory-mode files shown in docs/operator.md load, so the docs stay true.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,18 +9,19 @@ use braid_operator::stream::auth::{Authenticator, BootstrapTokens};
 
 fn block(starting: &str) -> String {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/operator.md"))
+            .unwrap();
     readme
         .split("```yaml")
         .skip(1)
         .filter_map(|b| b.split("```").next())
         .find(|b| b.trim_start().starts_with(starting))
-        .unwrap_or_else(|| panic!("README.md shows {starting}"))
+        .unwrap_or_else(|| panic!("docs/operator.md shows {starting}"))
         .to_string()
 }
 
 #[tokio::test]
-async fn the_readme_registry_and_tokens_load() {
+async fn the_docs_registry_and_tokens_load() {
     let (services, workloads) = registry_file::parse(&block("# registry.yaml"))
         .unwrap()
         .resolve()

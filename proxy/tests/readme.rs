@@ -1,24 +1,24 @@
-//! The ProxyConfig shown in README.md parses and compiles, so the README stays true.
+//! The ProxyConfig shown in docs/proxy.md parses and compiles, so the docs stay true.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use braid_proxy::tables::{Tables, load_file};
 
-/// The first YAML block of README.md that `wanted` accepts.
+/// The first YAML block of docs/proxy.md that `wanted` accepts.
 fn readme_yaml(what: &str, wanted: impl Fn(&str) -> bool) -> String {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/proxy.md")).unwrap();
     readme
         .split("```yaml")
         .skip(1)
         .filter_map(|b| b.split("```").next())
         .find(|b| wanted(b))
-        .unwrap_or_else(|| panic!("README.md shows {what}"))
+        .unwrap_or_else(|| panic!("docs/proxy.md shows {what}"))
         .to_owned()
 }
 
 #[test]
-fn the_readme_config_example_loads() {
+fn the_docs_config_example_loads() {
     let block = readme_yaml("a ProxyConfig", |b| {
         b.contains("listeners:") && b.contains("services:")
     });
@@ -32,7 +32,7 @@ fn the_readme_config_example_loads() {
 }
 
 #[test]
-fn the_readme_routes_example_compiles() {
+fn the_docs_routes_example_compiles() {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Routes {

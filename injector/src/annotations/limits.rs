@@ -29,7 +29,7 @@ pub struct Limit {
     pub env: &'static str,
     /// What it takes.
     pub kind: Kind,
-    /// The proxy's default, for messages and the README.
+    /// The proxy's default, for messages and docs/proxy.md.
     pub default: &'static str,
 }
 
@@ -46,7 +46,7 @@ macro_rules! limit {
     };
 }
 
-/// Every limit, in the order messages and the README list them.
+/// Every limit, in the order messages and docs/proxy.md list them.
 pub const LIMITS: [Limit; 8] = [
     limit!(
         "header-read-timeout",

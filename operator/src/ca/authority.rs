@@ -75,7 +75,7 @@ pub struct SignedIdentity {
 #[error(
     "the CA's signing certificate (tls.crt of the --ca-secret Secret) expires {}: a \
      certificate issued now would already be due for renewal, so none is issued until the \
-     CA is replaced; put a CA valid for longer in the Secret (README: rotate a root)",
+     CA is replaced; put a CA valid for longer in the Secret (docs/operator.md: rotate a root)",
     timestamp(*.not_after)
 )]
 pub struct CaEnding {

@@ -62,7 +62,7 @@ pub async fn refresh_ca(
             tracing::warn!(
                 secret = %secret.reference(),
                 "the CA's signing certificate (--ca-secret) expires {}, in {} days: put a new CA \
-                 in the Secret before then (README: rotate a root), or no certificate can be \
+                 in the Secret before then (docs/operator.md: rotate a root), or no certificate can be \
                  issued after it",
                 timestamp(not_after),
                 left.as_secs() / 86_400

@@ -65,7 +65,7 @@ impl Limits {
     /// Envoy's `max_request_headers_kb` is 60 KiB; nginx allows 4 × 8 KiB.
     pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
     /// With the sidecar's default 128Mi memory limit, 10,000 idle connections on one
-    /// listener still fit (see the README's measurements).
+    /// listener still fit (see docs/proxy.md's measurements).
     pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 }
 

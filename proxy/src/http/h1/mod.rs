@@ -3,7 +3,7 @@
 //! bytes to an upstream connection and the response back, without building
 //! `http::Request`s or crossing tasks. hyper's server and client cost a task hop and a
 //! channel per request on each side; the relay makes the same four syscalls per request
-//! with a fraction of the user-space work (see the README's benchmark).
+//! with a fraction of the user-space work (see docs/benchmarks.md).
 //!
 //! It is the only HTTP/1.1 engine, on both sides of the proxy, so one parser decides
 //! where every message ends. A body of known length up to 64 KiB is read whole (it can
