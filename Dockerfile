@@ -26,7 +26,7 @@
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
 
-FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build
+FROM docker.io/library/rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build
 WORKDIR /src
 # The whole workspace: cargo needs every member's manifest even to build three of them.
 # Plain instructions only (no BuildKit cache mounts), so the classic builder works too.
@@ -35,7 +35,7 @@ RUN cargo build --release --locked -p braid-proxy -p braid-operator -p braid-inj
  && mkdir -p /out \
  && cp target/release/braid-proxy target/release/braid-operator target/release/braid-injector /out/
 
-FROM debian:${DEBIAN_RELEASE}-slim
+FROM docker.io/library/debian:${DEBIAN_RELEASE}-slim
 # Debian's iptables package carries both backends (iptables-nft* and iptables-legacy*);
 # braid-proxy iptables uses whichever the node uses. ca-certificates for an operator or
 # injector pointed at a cluster through KUBECONFIG instead of in-cluster credentials.
