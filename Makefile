@@ -58,8 +58,9 @@ e2e: ## End-to-end tests: pods as network namespaces with real iptables (root, o
 
 # The demo needs root (network namespaces, iptables); it is built as the caller and run
 # with sudo when the caller is not root.
-# The demo builds only the four binaries it runs, in the release profile that make bench and
-# make release use too, so whichever runs first builds for the others.
+# The demo builds only the four binaries it runs, in the release profile and with the
+# packages make bench selects too (features are unified over the selected packages), so
+# whichever runs first builds for the other.
 DEMO_BINS = --bin braid-proxy --bin braid-operator --bin braid-demo --bin braid-e2e-app
 demo: ## A local mesh walked through steering, mTLS rollout and self-healing (needs root)
 	@echo "make demo: building the proxy, the operator and the demo (release; the first build takes about 7 min on 2 cores and 1 GB in target/, later ones seconds), then a run of under a minute"

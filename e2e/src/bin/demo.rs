@@ -455,14 +455,36 @@ fn healing(demo: &mut Demo) -> anyhow::Result<()> {
             bail!("server3 was never readmitted");
         }
     };
-    println!("  {:>5.1}s  60 calls:", started.elapsed().as_secs_f64());
-    print_served(
-        &after,
-        &[
-            ("stable", &["server1"]),
-            ("stable", &["server3"]),
-            ("canary", &["server2"]),
-        ],
+    // Slow start: the client's proxy eases server3 back into its share of the stable
+    // group over 10 s instead of sending it most calls at once (before slow start, the
+    // first round after readmission gave it two thirds of them).
+    println!(
+        "  {:>5.1}s  readmitted; slow start eases it into its share over 10 s. Rounds of 60 calls:",
+        started.elapsed().as_secs_f64()
+    );
+    let first_share = shop::tallied(&after, "200 server3") as f64
+        / (shop::tallied(&after, "200 server1") + shop::tallied(&after, "200 server3")).max(1)
+            as f64;
+    let mut round = after;
+    for n in 0..5 {
+        if n > 0 {
+            std::thread::sleep(Duration::from_millis(2500));
+            round = shop::tally(&demo.client, PAYMENTS, 60, "/", &[])?;
+        }
+        println!(
+            "  {:>5.1}s  stable: server1 {:>2}, server3 {:>2}; canary: server2 {:>2}; failed {}",
+            started.elapsed().as_secs_f64(),
+            shop::tallied(&round, "200 server1"),
+            shop::tallied(&round, "200 server3"),
+            shop::tallied(&round, "200 server2"),
+            shop::not_ok(&round),
+        );
+        ensure!(shop::not_ok(&round) == 0, "calls failed after readmission: {round}");
+    }
+    ensure!(
+        first_share < 0.5,
+        "server3 took {:.0}% of the stable calls right after readmission: no slow start",
+        100.0 * first_share
     );
     let status = operator(demo)?.status("selfhealing", "shop", "payments-healing");
     ensure!(
