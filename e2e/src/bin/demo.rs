@@ -479,7 +479,10 @@ fn healing(demo: &mut Demo) -> anyhow::Result<()> {
             shop::tallied(&round, "200 server2"),
             shop::not_ok(&round),
         );
-        ensure!(shop::not_ok(&round) == 0, "calls failed after readmission: {round}");
+        ensure!(
+            shop::not_ok(&round) == 0,
+            "calls failed after readmission: {round}"
+        );
     }
     ensure!(
         first_share < 0.5,
