@@ -7,8 +7,12 @@ pub const ADMIN_PORT: u16 = 15000;
 pub const OUTBOUND_PORT: u16 = 15001;
 /// Where the capture rules send every incoming TCP connection of the pod.
 pub const INBOUND_PORT: u16 = 15006;
-/// The health listener: `/ready` and the app's own probes, for kubelet.
+/// The health listener, on the pod's address: `/ready` and the app's own probes, for
+/// kubelet, and the metrics, for Prometheus ([`SCRAPE_PATH`]).
 pub const HEALTH_PORT: u16 = 15021;
+/// Where on [`HEALTH_PORT`] Prometheus scrapes the proxy's metrics (the injector's
+/// `prometheus.io/path`).
+pub const SCRAPE_PATH: &str = "/stats/prometheus";
 
 /// The proxy's own ports, with what each is: never captured, and no app container may
 /// declare one.

@@ -21,6 +21,38 @@ fn http1_to_a_vip_crosses_both_sidecars() {
 }
 
 #[test]
+fn prometheus_outside_the_mesh_scrapes_a_sidecar_at_the_pods_address() {
+    let (mesh, client, server) = mesh();
+    let out = client
+        .app(&["get", "payments:80", "--host", "payments"])
+        .unwrap();
+    assert_eq!(out, "200 server");
+    // From the hub, where a Prometheus outside the mesh stands: the health port on the
+    // pod's address, not loopback, and not captured.
+    let health = format!("{}:{}", server.ip, braid_api::ports::HEALTH_PORT);
+    let scrape = |path: &str| {
+        mesh.hub_app(&["get", &health, "--path", path, "--host", "prometheus"])
+            .unwrap()
+    };
+    let metrics = scrape(braid_api::ports::SCRAPE_PATH);
+    assert!(metrics.starts_with("200 "), "{metrics}");
+    assert_eq!(
+        count(&metrics, &ok_requests("inbound", "127.0.0.1:8080")),
+        1,
+        "{metrics}"
+    );
+    // The admin port's config dump is not served there, and the admin port itself
+    // listens on the pod's loopback only.
+    assert!(scrape("/config_dump").starts_with("404"));
+    let admin = format!("{}:{}", server.ip, braid_api::ports::ADMIN_PORT);
+    let refused = mesh
+        .hub_app(&["get", &admin, "--path", "/config_dump"])
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("refused"), "{refused}");
+}
+
+#[test]
 fn http2_prior_knowledge_streams_with_trailers() {
     let (_mesh, client, server) = mesh();
     let out = client

@@ -34,9 +34,11 @@ pub const INIT_MEMORY: &str = "braid.dev/init-memory";
 pub const LOG_LEVEL: &str = "braid.dev/log-level";
 /// Services the proxy holds before the app calls them.
 pub use braid_api::control::OUTBOUND_SCOPE_ANNOTATION as OUTBOUND_SCOPE;
+/// `"false"`: the injector adds no `prometheus.io/*` scrape annotations for the proxy.
+pub const PROMETHEUS_SCRAPE: &str = "braid.dev/prometheus-scrape";
 
 /// The annotations users set, in the order error messages list them.
-pub const USER_ANNOTATIONS: [&str; 18] = [
+pub const USER_ANNOTATIONS: [&str; 19] = [
     INJECT,
     EXCLUDE_INBOUND_PORTS,
     EXCLUDE_OUTBOUND_PORTS,
@@ -47,6 +49,7 @@ pub const USER_ANNOTATIONS: [&str; 18] = [
     INIT_MEMORY,
     LOG_LEVEL,
     OUTBOUND_SCOPE,
+    PROMETHEUS_SCRAPE,
     LIMITS[0].annotation,
     LIMITS[1].annotation,
     LIMITS[2].annotation,
@@ -97,6 +100,9 @@ pub struct Overrides {
     pub log_level: Option<String>,
     /// `braid.dev/outbound-scope`: checked here, read by the operator.
     pub outbound_scope: Vec<String>,
+    /// `braid.dev/prometheus-scrape: "false"`: add no `prometheus.io/*` annotations
+    /// pointing Prometheus at the proxy.
+    pub prometheus_opt_out: bool,
     /// The connection limits set (`braid.dev/idle-timeout`, … see [`LIMITS`]), in
     /// [`LIMITS`] order.
     pub proxy_limits: Vec<LimitOverride>,
@@ -219,6 +225,20 @@ impl Overrides {
                 }
             }
         }
+        let prometheus_opt_out = match get(PROMETHEUS_SCRAPE) {
+            None | Some("true") => false,
+            Some("false") => true,
+            Some(other) => {
+                errors.push(bad(
+                    PROMETHEUS_SCRAPE,
+                    format!(
+                        "{other:?} is neither \"true\" nor \"false\": write \"false\", quoted, to \
+                         leave out the prometheus.io/* annotations for the proxy, or remove it"
+                    ),
+                ));
+                false
+            }
+        };
         let proxy_limits = LIMITS
             .iter()
             .filter_map(|limit| {
@@ -266,6 +286,7 @@ impl Overrides {
                 init_memory,
                 log_level,
                 outbound_scope,
+                prometheus_opt_out,
                 proxy_limits,
                 status,
             })

@@ -215,6 +215,9 @@ pub fn uninject_documents(text: &str) -> Result<String, OfflineError> {
             .annotations
             .as_mut()
             .and_then(|a| a.remove(ORIGINAL_PROBES));
+        if let Some(annotations) = pod.metadata.annotations.as_mut() {
+            annotations.retain(|k, _| !status.annotations.contains(k));
+        }
         if pod
             .metadata
             .annotations

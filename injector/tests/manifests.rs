@@ -253,8 +253,9 @@ fn kustomization_lists_every_manifest_file() {
             let path = entry.unwrap().path();
             let relative = path.strip_prefix(manifests_dir()).unwrap().to_owned();
             if path.is_dir() {
-                // Custom resources for users to try, not part of the install.
-                if relative != Path::new("examples") {
+                // Custom resources for users to try, and the optional PodMonitors
+                // (monitoring.coreos.com): not part of the install.
+                if relative != Path::new("examples") && relative != Path::new("monitoring") {
                     dirs.push(path);
                 }
             } else if path.extension().is_some_and(|e| e == "yaml") {
@@ -877,4 +878,71 @@ fn hand_written_manifests_read_the_same_in_yaml_1_1() {
             }
         }
     }
+}
+
+/// The optional PodMonitors scrape what the proxies and the operator serve: the sidecar's
+/// named health port and scrape path as the injector writes them, the operator's admin
+/// port by its name; and the operator's pod template points annotation-based discovery
+/// at the same port.
+#[test]
+fn the_pod_monitors_and_scrape_annotations_match_what_is_served() {
+    let text =
+        std::fs::read_to_string(manifests_dir().join("monitoring/podmonitors.yaml")).unwrap();
+    let monitors: Vec<Value> = parse_documents("monitoring/podmonitors.yaml", &text)
+        .into_iter()
+        .map(|d| d.value)
+        .collect();
+    assert_eq!(monitors.len(), 2);
+    let endpoint = |name: &str| {
+        let m = monitors
+            .iter()
+            .find(|m| m["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no PodMonitor {name}"));
+        assert_eq!(m["apiVersion"], "monitoring.coreos.com/v1");
+        assert_eq!(m["kind"], "PodMonitor");
+        m["spec"]["podMetricsEndpoints"][0].clone()
+    };
+
+    let sidecar = braid_injector::inject::proxy_container(
+        &Settings::default(),
+        &braid_injector::annotations::Overrides::default(),
+        &[],
+    );
+    let health = sidecar
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.container_port == i32::from(braid_api::ports::HEALTH_PORT))
+        .expect("the sidecar declares its health port");
+    let proxies = endpoint("braid-proxies");
+    assert_eq!(proxies["port"].as_str(), health.name.as_deref());
+    assert_eq!(proxies["path"], braid_api::ports::SCRAPE_PATH);
+
+    let operator: Deployment = named(OPERATOR);
+    let admin = container(&operator, "operator")
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == endpoint(OPERATOR)["port"].as_str())
+        .expect("the operator's PodMonitor names one of its container ports");
+    let annotations = operator
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .clone()
+        .unwrap();
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(
+        annotations["prometheus.io/port"],
+        admin.container_port.to_string()
+    );
+    assert_eq!(
+        annotations["prometheus.io/path"],
+        endpoint(OPERATOR)["path"]
+    );
 }

@@ -299,3 +299,68 @@ fn a_grpc_probe_moves_to_the_health_port_and_uninject_restores_it() {
         pod.spec.unwrap().containers
     );
 }
+
+/// The pod's annotations, or none.
+fn annotations(pod: &Pod) -> std::collections::BTreeMap<String, String> {
+    pod.metadata.annotations.clone().unwrap_or_default()
+}
+
+#[test]
+fn prometheus_is_pointed_at_the_proxy_unless_the_pod_scrapes_itself_or_opts_out() {
+    let pod = captured_pod("deployment-pod-create.json");
+    let out = webhook(&pod, &Settings::default()).unwrap();
+    let got = annotations(&out);
+    assert_eq!(got["prometheus.io/scrape"], "true");
+    assert_eq!(got["prometheus.io/port"], "15021");
+    assert_eq!(got["prometheus.io/path"], "/stats/prometheus");
+    // Recorded, so uninject takes away exactly these.
+    assert!(
+        got[STATUS].contains("prometheus.io/path"),
+        "{}",
+        got[STATUS]
+    );
+    assert_eq!(annotations(&uninjected(&out)), annotations(&pod));
+
+    // The app's own scrape annotations stay as they are, and none is added.
+    let mut own = pod.clone();
+    let app_annotations = own
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    app_annotations.insert("prometheus.io/scrape".into(), "true".into());
+    app_annotations.insert("prometheus.io/port".into(), "9102".into());
+    let out = webhook(&own, &Settings::default()).unwrap();
+    let got = annotations(&out);
+    assert_eq!(got["prometheus.io/port"], "9102");
+    assert!(!got.contains_key("prometheus.io/path"));
+    assert!(!got[STATUS].contains("prometheus.io"), "{}", got[STATUS]);
+    assert_eq!(annotations(&uninjected(&out)), annotations(&own));
+
+    // Opted out.
+    let mut out_of_it = pod.clone();
+    out_of_it
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("braid.dev/prometheus-scrape".into(), "false".into());
+    let got = annotations(&webhook(&out_of_it, &Settings::default()).unwrap());
+    assert!(
+        !got.keys().any(|k| k.starts_with("prometheus.io/")),
+        "{got:?}"
+    );
+
+    // A value that is neither is refused, naming the annotation.
+    let mut bad = pod.clone();
+    bad.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("braid.dev/prometheus-scrape".into(), "no".into());
+    let Decision::Refuse(why) = decide(&bad, "shop", true, &Settings::default()) else {
+        panic!("a bad braid.dev/prometheus-scrape was not refused");
+    };
+    let why = why.to_string();
+    assert!(
+        why.contains("annotation braid.dev/prometheus-scrape") && why.contains("\"false\""),
+        "{why}"
+    );
+}

@@ -124,6 +124,8 @@ enum Expect {
     Log(String),
     Scope(Vec<String>),
     Limit(LimitOverride),
+    /// `braid.dev/prometheus-scrape`: whether the pod opted out.
+    OptOut(bool),
 }
 
 /// The limit `key` sets, if it is one.
@@ -138,6 +140,9 @@ fn valid_value(key: &'static str) -> BoxedStrategy<(String, Expect)> {
     match key {
         INJECT => any::<bool>()
             .prop_map(|b| (b.to_string(), Expect::Inject(b)))
+            .boxed(),
+        PROMETHEUS_SCRAPE => any::<bool>()
+            .prop_map(|scrape| (scrape.to_string(), Expect::OptOut(!scrape)))
             .boxed(),
         EXCLUDE_INBOUND_PORTS | EXCLUDE_OUTBOUND_PORTS => {
             (prop::collection::vec(1u16..=65535, 1..5), sep)
@@ -224,6 +229,7 @@ fn valid_value(key: &'static str) -> BoxedStrategy<(String, Expect)> {
 fn invalid_value(key: &'static str) -> BoxedStrategy<String> {
     let values: Vec<&str> = match key {
         INJECT => vec!["True", "yes", "no", "1", "", " true", "maybe", "enabled"],
+        PROMETHEUS_SCRAPE => vec!["False", "no", "0", "off", "disabled"],
         EXCLUDE_INBOUND_PORTS | EXCLUDE_OUTBOUND_PORTS => {
             vec![
                 "0",
@@ -354,6 +360,7 @@ proptest! {
         for (key, _, expect) in &valid {
             match (*key, expect) {
                 (INJECT, Expect::Inject(b)) => prop_assert_eq!(o.inject, Some(*b)),
+                (PROMETHEUS_SCRAPE, Expect::OptOut(b)) => prop_assert_eq!(o.prometheus_opt_out, *b),
                 (EXCLUDE_INBOUND_PORTS, Expect::Ports(p)) => prop_assert_eq!(&o.exclude_inbound_ports, p),
                 (EXCLUDE_OUTBOUND_PORTS, Expect::Ports(p)) => prop_assert_eq!(&o.exclude_outbound_ports, p),
                 (EXCLUDE_OUTBOUND_CIDRS, Expect::Cidrs(c)) => prop_assert_eq!(&o.exclude_outbound_cidrs, c),

@@ -32,6 +32,26 @@ pub struct InjectStatus {
     pub containers: Vec<String>,
     /// Volumes added.
     pub volumes: Vec<String>,
+    /// Pod annotations added (the `prometheus.io/*` scrape annotations); absent in
+    /// records of versions that added none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub annotations: Vec<String>,
+}
+
+/// The annotations that point Prometheus (its conventional Kubernetes pod discovery) at
+/// the proxy's metrics, on the health port of the pod's address.
+pub fn scrape_annotations() -> [(&'static str, String); 3] {
+    [
+        ("prometheus.io/scrape", "true".to_owned()),
+        (
+            "prometheus.io/port",
+            braid_api::ports::HEALTH_PORT.to_string(),
+        ),
+        (
+            "prometheus.io/path",
+            braid_api::ports::SCRAPE_PATH.to_owned(),
+        ),
+    ]
 }
 
 /// Why a pod cannot be injected.
@@ -114,6 +134,7 @@ pub fn inject(
         init_containers: vec![INIT_CONTAINER.into()],
         containers: Vec::new(),
         volumes: added_volumes.iter().map(|v| v.name.clone()).collect(),
+        annotations: Vec::new(),
     };
     let mut proxy = proxy_container(settings, overrides, &app_ports);
     let probes = rewrite(&mut spec.containers);
@@ -142,12 +163,21 @@ pub fn inject(
     spec.volumes
         .get_or_insert_with(Vec::new)
         .extend(added_volumes);
-    // Serialising these plain structs cannot fail.
-    let recorded = serde_json::to_string(&status).unwrap_or_default();
     let annotations = pod
         .metadata
         .annotations
         .get_or_insert_with(Default::default);
+    // A pod that has scrape annotations of its own (the app's metrics) keeps them as they
+    // are: Prometheus's pod discovery reads one set per pod.
+    let own = annotations.keys().any(|k| k.starts_with("prometheus.io/"));
+    if !overrides.prometheus_opt_out && !own {
+        for (key, value) in scrape_annotations() {
+            annotations.insert(key.into(), value);
+            status.annotations.push(key.into());
+        }
+    }
+    // Serialising these plain structs cannot fail.
+    let recorded = serde_json::to_string(&status).unwrap_or_default();
     annotations.insert(STATUS.into(), recorded);
     if !probes.originals.is_empty() {
         annotations.insert(

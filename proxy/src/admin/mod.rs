@@ -116,15 +116,20 @@ pub struct OpenConnections {
     pub inbound_requests: i64,
 }
 
-/// The health router: the proxy's `/ready`, and the app's own probes (HTTP, HTTPS,
-/// tcpSocket, gRPC), performed against the app on kubelet's behalf
-/// (`/app-health/<container>/<kind>`).
+/// The health router, on the pod's address: the proxy's `/ready`, the app's own probes
+/// (HTTP, HTTPS, tcpSocket, gRPC) performed against the app on kubelet's behalf
+/// (`/app-health/<container>/<kind>`), and the metrics for Prometheus
+/// (`braid_api::ports::SCRAPE_PATH`, the path Istio's sidecars use too, and `/metrics`);
+/// the health port is never captured. Nothing else of the admin port is served here: the
+/// config, the log level and shutdown stay on loopback.
 pub fn health_router(state: AdminState, probes: app_probes::AppProbes) -> Router {
     let app = Router::new()
         .route("/app-health/{container}/{kind}", get(app_probes::handle))
         .with_state(Arc::new(app_probes::AppProber::new(probes)));
     Router::new()
         .route("/ready", get(ready))
+        .route(braid_api::ports::SCRAPE_PATH, get(metrics))
+        .route("/metrics", get(metrics))
         .with_state(state)
         .merge(app)
 }
