@@ -10,6 +10,7 @@ pub mod duration;
 pub mod identity;
 pub mod invalid;
 pub mod log;
+pub mod metrics_reference;
 pub mod ports;
 pub mod probes;
 pub mod report;

@@ -206,6 +206,15 @@ impl Metrics {
             .set(seconds);
     }
 
+    /// Records one sample in each family with labels, with placeholder values, so that
+    /// the exposition shows their label names: for the metrics reference
+    /// (`docs/metrics.md`).
+    pub fn exercise_for_reference(&self) {
+        self.discovered(true);
+        self.refused(Refusal::forbidden);
+        self.ca_expires("braid-system/braid-ca", std::time::SystemTime::now());
+    }
+
     /// The metrics in Prometheus text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -16,6 +16,7 @@ pub mod discovery;
 pub mod http;
 pub mod limits;
 pub mod outlier;
+pub mod reference;
 pub mod tls;
 
 use std::sync::Arc;
