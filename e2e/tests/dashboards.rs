@@ -77,35 +77,78 @@ fn selectors(expr: &str) -> Vec<(String, Vec<String>)> {
         while end < bytes.len() && ident(bytes[end]) {
             end += 1;
         }
+        let name_end = end;
         let mut labels = Vec::new();
         if bytes.get(end) == Some(&b'{') {
-            let close = expr[end..].find('}').map_or(expr.len(), |c| end + c);
-            for matcher in expr[end + 1..close].split(',') {
-                let name: String = matcher
-                    .trim()
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                if !name.is_empty() {
-                    labels.push(name);
+            // Matchers up to the closing brace outside quotes (a regex may hold braces
+            // and commas).
+            let mut quoted = false;
+            let mut escaped = false;
+            let mut name = String::new();
+            let mut in_name = true;
+            let mut j = end + 1;
+            while j < bytes.len() {
+                let c = bytes[j] as char;
+                if quoted {
+                    match (escaped, c) {
+                        (true, _) => escaped = false,
+                        (false, '\\') => escaped = true,
+                        (false, '"') => quoted = false,
+                        _ => {}
+                    }
+                } else if c == '"' {
+                    quoted = true;
+                } else if c == '}' {
+                    break;
+                } else if c == ',' {
+                    in_name = true;
+                } else if in_name && (c.is_ascii_alphanumeric() || c == '_') {
+                    name.push(c);
+                } else if in_name && !name.is_empty() {
+                    labels.push(std::mem::take(&mut name));
+                    in_name = false;
                 }
+                j += 1;
             }
+            end = j;
         }
-        out.push((expr[start..end].to_owned(), labels));
+        out.push((expr[start..name_end].to_owned(), labels));
         i = end;
     }
     out
 }
 
-/// The label names of every `by (…)` and `without (…)` clause.
+/// The label names of every `by`, `without`, `on`, `ignoring`, `group_left` and
+/// `group_right` clause, written with or without a space before the parenthesis.
 fn grouping(expr: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for keyword in ["by (", "without ("] {
-        let mut rest = expr;
-        while let Some(at) = rest.find(keyword) {
-            rest = &rest[at + keyword.len()..];
+    for keyword in [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ] {
+        let mut from = 0;
+        while let Some(at) = expr[from..].find(keyword) {
+            let start = from + at;
+            from = start + keyword.len();
+            let word_before = expr[..start]
+                .chars()
+                .last()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+            let rest = expr[from..].trim_start();
+            if word_before || !rest.starts_with('(') {
+                continue;
+            }
             let close = rest.find(')').unwrap_or(rest.len());
-            out.extend(rest[..close].split(',').map(|l| l.trim().to_owned()));
+            out.extend(
+                rest[1..close]
+                    .split(',')
+                    .map(|l| l.trim().to_owned())
+                    .filter(|l| !l.is_empty()),
+            );
         }
     }
     out
@@ -140,8 +183,38 @@ fn every_panel_queries_series_and_labels_braid_exports() {
             uids.insert(dashboard["uid"].as_str().unwrap().to_owned()),
             "{name}: uid taken"
         );
+        // Template variables' queries (label_values(braid_…, label)) name series too.
+        for var in dashboard["templating"]["list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let Some(query) = var["query"]["query"].as_str() else {
+                continue;
+            };
+            if let Some(args) = query
+                .strip_prefix("label_values(")
+                .and_then(|q| q.strip_suffix(')'))
+            {
+                let (series, label) = args.rsplit_once(',').unwrap();
+                let (series, label) = (series.trim(), label.trim());
+                match metric_of(&reference, series) {
+                    Some(m) if m.labels.contains(label) => {}
+                    _ => problems.push(format!(
+                        "{name}: variable {}: {series} has no label {label}",
+                        var["name"]
+                    )),
+                }
+            }
+        }
         let panels = dashboard["panels"].as_array().unwrap();
         assert!(!panels.is_empty(), "{name}: no panels");
+        assert!(
+            panels
+                .iter()
+                .all(|p| p["type"] != "row" || p["panels"].as_array().is_none_or(Vec::is_empty)),
+            "{name}: rows holding panels are not checked here; keep panels at the top level"
+        );
         for panel in panels {
             let title = panel["title"].as_str().unwrap_or("?");
             let targets = panel["targets"].as_array().unwrap();
@@ -214,4 +287,16 @@ fn the_checker_catches_what_does_not_exist() {
     );
     assert!(!reference["braid_requests_total"].labels.contains("nope"));
     assert_eq!(grouping("sum by (le, direction) (x)"), ["le", "direction"]);
+    assert_eq!(
+        grouping("sum by(a) (x) / on(b) group_left (c) y"),
+        ["a", "b", "c"]
+    );
+    assert!(grouping("braid_x_by (1)").is_empty(), "not a clause");
+    assert_eq!(
+        selectors(r#"rate(braid_requests_total{code=~"5[0-9]{2}",direction!="in"}[5m])"#),
+        [(
+            "braid_requests_total".to_owned(),
+            vec!["code".to_owned(), "direction".to_owned()]
+        )]
+    );
 }

@@ -1,9 +1,9 @@
 //! The README and docs/ stay true: every shell block in them runs here and must exit 0,
 //! unless it is marked `<!-- not run: REASON -->` (a cluster, a docker daemon); every
-//! relative link reaches a file and heading that exist; every `make` target they name is
-//! one; and the Quick start's apt line installs everything `.ci/run` installs, so a machine
-//! set up from the README runs what CI runs. Run with `make e2e` (the blocks use the
-//! binaries it builds).
+//! relative link reaches a file and heading that exist; every `make` target their code
+//! blocks name is one; and the Quick start's apt line installs everything `.ci/run`
+//! installs, so a machine set up from the README runs what CI runs. Run with `make e2e`
+//! (the blocks use the binaries it builds).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -236,12 +236,16 @@ fn every_shell_block_runs() {
 
 fn run(block: &Block, root: &Path) {
     let started = Instant::now();
+    // Output to files, not pipes: a block that prints much, or leaves a process holding
+    // its output open, must not hang the test.
+    let stdout = tempfile::tempfile().unwrap();
+    let stderr = tempfile::tempfile().unwrap();
     let mut child = Command::new("bash")
         .args(["-euo", "pipefail", "-c", &block.body])
         .current_dir(root)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(stdout.try_clone().unwrap())
+        .stderr(stderr.try_clone().unwrap())
         // Its own process group, so whatever it leaves running is stopped with it.
         .process_group(0)
         .spawn()
@@ -260,13 +264,20 @@ fn run(block: &Block, root: &Path) {
         .args(["-KILL", "--", &format!("-{pgid}")])
         .stderr(Stdio::null())
         .status();
-    let out = child.wait_with_output().unwrap();
+    let _ = child.wait();
+    let read = |mut f: std::fs::File| {
+        use std::io::{Read, Seek};
+        let mut text = String::new();
+        f.rewind().unwrap();
+        let _ = f.read_to_string(&mut text);
+        text
+    };
     let report = format!(
         "{}: the block\n{}\n--- stdout\n{}\n--- stderr\n{}",
         block.at(),
         block.body,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        read(stdout),
+        read(stderr)
     );
     match status {
         Some(s) if s.success() => eprintln!("{}: ran in {:?}", block.at(), started.elapsed()),
@@ -310,12 +321,13 @@ fn every_make_target_the_docs_name_exists() {
                 if !(before.is_empty() || before.ends_with(' ') || before.ends_with(';')) {
                     continue;
                 }
-                let Some(target) = code[at + 5..].split_whitespace().next() else {
+                // The first word that is not a VAR=value or a flag.
+                let Some(target) = code[at + 5..]
+                    .split_whitespace()
+                    .find(|w| !w.contains('=') && !w.starts_with('-'))
+                else {
                     continue;
                 };
-                if target.contains('=') || target.starts_with('-') {
-                    continue;
-                }
                 seen += 1;
                 if !targets.contains(target) {
                     unknown.push(format!("{}: make {target}", block.at()));

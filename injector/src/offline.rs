@@ -7,7 +7,9 @@ use serde::Deserialize;
 
 use crate::annotations::STATUS;
 use crate::decide::{Decision, Refusal, decide};
-use crate::inject::{InjectError, InjectStatus, ORIGINAL_PROBES, inject, restore};
+use crate::inject::{
+    InjectError, InjectStatus, ORIGINAL_PROBES, inject, restore, scrape_annotations,
+};
 use crate::settings::Settings;
 
 /// A document that could not be processed; names the document and what to fix.
@@ -215,8 +217,13 @@ pub fn uninject_documents(text: &str) -> Result<String, OfflineError> {
             .annotations
             .as_mut()
             .and_then(|a| a.remove(ORIGINAL_PROBES));
+        // The scrape annotations it added, unless changed since (then they are the user's).
         if let Some(annotations) = pod.metadata.annotations.as_mut() {
-            annotations.retain(|k, _| !status.annotations.contains(k));
+            let added = scrape_annotations();
+            annotations.retain(|k, v| {
+                !(status.annotations.contains(k)
+                    && added.iter().any(|(key, value)| key == k && value == v))
+            });
         }
         if pod
             .metadata

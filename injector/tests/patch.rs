@@ -320,6 +320,20 @@ fn prometheus_is_pointed_at_the_proxy_unless_the_pod_scrapes_itself_or_opts_out(
         got[STATUS]
     );
     assert_eq!(annotations(&uninjected(&out)), annotations(&pod));
+    // One the user changed since is theirs now: uninject leaves it.
+    let mut changed = out.clone();
+    changed
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert("prometheus.io/port".into(), "9102".into());
+    let back = annotations(&uninjected(&changed));
+    assert_eq!(
+        back.get("prometheus.io/port").map(String::as_str),
+        Some("9102")
+    );
+    assert!(!back.contains_key("prometheus.io/path"));
 
     // The app's own scrape annotations stay as they are, and none is added.
     let mut own = pod.clone();

@@ -92,7 +92,7 @@ fn two_choices<'a>(
                 chosen.health.warmup.weight(now),
                 other.health.warmup.weight(now),
             );
-            Some(if slow_start::keeps(wc, wo, fastrand::f64()) {
+            Some(if slow_start::keeps(wc, wo, fastrand::f64) {
                 chosen
             } else {
                 other
