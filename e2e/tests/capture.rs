@@ -9,13 +9,18 @@ mod support;
 
 use support::*;
 
-#[test]
-fn http1_to_a_vip_crosses_both_sidecars() {
-    let (_mesh, client, server) = mesh();
+/// One HTTP/1.1 call from `client` to payments' VIP, answered by `server`.
+fn call_payments_once(client: &Pod) {
     let out = client
         .app(&["get", "payments:80", "--host", "payments"])
         .unwrap();
     assert_eq!(out, "200 server");
+}
+
+#[test]
+fn http1_to_a_vip_crosses_both_sidecars() {
+    let (_mesh, client, server) = mesh();
+    call_payments_once(&client);
     assert_one_ok_request(&client, "outbound", "payments.shop:80");
     assert_one_ok_request(&server, "inbound", "127.0.0.1:8080");
 }
@@ -23,10 +28,7 @@ fn http1_to_a_vip_crosses_both_sidecars() {
 #[test]
 fn prometheus_outside_the_mesh_scrapes_a_sidecar_at_the_pods_address() {
     let (mesh, client, server) = mesh();
-    let out = client
-        .app(&["get", "payments:80", "--host", "payments"])
-        .unwrap();
-    assert_eq!(out, "200 server");
+    call_payments_once(&client);
     // From the hub, where a Prometheus outside the mesh stands: the health port on the
     // pod's address, not loopback, and not captured.
     let health = format!("{}:{}", server.ip, braid_api::ports::HEALTH_PORT);

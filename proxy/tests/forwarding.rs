@@ -15,11 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn http1_and_http2_are_forwarded_with_detection() {
     let backend = http_backend("b1").await;
     let front = free_addr();
-    let proxy = Proxy::start(&format!(
-        "version: t1\nlisteners:\n{}",
-        listener("web", front, backend, "detect")
-    ))
-    .await;
+    let proxy = Proxy::fronting("web", front, backend, "detect").await;
 
     let resp = http1_request(
         front,
@@ -59,11 +55,7 @@ async fn http1_and_http2_are_forwarded_with_detection() {
 async fn http2_streaming_keeps_trailers() {
     let backend = http_backend("grpc").await;
     let front = free_addr();
-    let _proxy = Proxy::start(&format!(
-        "listeners:\n{}",
-        listener("grpc", front, backend, "http2")
-    ))
-    .await;
+    let _proxy = Proxy::fronting("grpc", front, backend, "http2").await;
     let mut h2 = http2_client(front).await;
     let resp = h2
         .send_request(
@@ -83,11 +75,7 @@ async fn http2_streaming_keeps_trailers() {
 async fn hop_by_hop_headers_stop_at_the_proxy() {
     let backend = http_backend("b").await;
     let front = free_addr();
-    let _proxy = Proxy::start(&format!(
-        "listeners:\n{}",
-        listener("web", front, backend, "http1")
-    ))
-    .await;
+    let _proxy = Proxy::fronting("web", front, backend, "http1").await;
     let resp = http1_request(
         front,
         Request::get("/")
@@ -111,11 +99,7 @@ async fn server_speaks_first_tcp_is_not_stalled_by_detection() {
     let front = free_addr();
     // Detection is on; the client sends nothing until it sees the banner, so the proxy
     // must give up detecting (300 ms default) and splice.
-    let _proxy = Proxy::start(&format!(
-        "listeners:\n{}",
-        listener("smtp", front, backend, "detect")
-    ))
-    .await;
+    let _proxy = Proxy::fronting("smtp", front, backend, "detect").await;
     let mut stream = tokio::net::TcpStream::connect(front).await.unwrap();
     let mut banner = vec![0u8; 15];
     stream.read_exact(&mut banner).await.unwrap();
@@ -130,11 +114,7 @@ async fn server_speaks_first_tcp_is_not_stalled_by_detection() {
 async fn failures_map_to_statuses_with_a_reason() {
     let dead = free_addr(); // nothing listens here
     let front = free_addr();
-    let _proxy = Proxy::start(&format!(
-        "listeners:\n{}",
-        listener("dead", front, dead, "http1")
-    ))
-    .await;
+    let _proxy = Proxy::fronting("dead", front, dead, "http1").await;
     let resp = http1_request(
         front,
         Request::get("/").header("host", "x").body(empty()).unwrap(),
@@ -167,11 +147,7 @@ async fn tcp_half_close_is_passed_on() {
             .unwrap();
     });
     let front = free_addr();
-    let _proxy = Proxy::start(&format!(
-        "listeners:\n{}",
-        listener("tcp", front, backend, "tcp")
-    ))
-    .await;
+    let _proxy = Proxy::fronting("tcp", front, backend, "tcp").await;
     let mut stream = tokio::net::TcpStream::connect(front).await.unwrap();
     stream.write_all(b"half closed").await.unwrap();
     stream.shutdown().await.unwrap();

@@ -159,11 +159,7 @@ async fn piecewise_backend() -> std::net::SocketAddr {
 async fn a_response_in_several_pieces_is_not_held_for_a_delayed_ack() {
     let backend = piecewise_backend().await;
     let web = free_addr();
-    let _proxy = Proxy::start(&format!(
-        "version: t1\nlisteners:\n{}",
-        listener("web", web, backend, "http1")
-    ))
-    .await;
+    let _proxy = Proxy::fronting("web", web, backend, "http1").await;
     // One kept-alive connection, one request at a time: the proxy relays each piece as
     // it comes. With Nagle on, a piece written while the one before is not yet
     // acknowledged waits for the client's delayed ACK (~40 ms) each time.

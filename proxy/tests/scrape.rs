@@ -11,15 +11,7 @@ use support::*;
 
 /// `GET path` on `addr`: status, content type and body.
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
-    let resp = http1_request(
-        addr,
-        Request::get(path)
-            .header("host", "prometheus")
-            .body(empty())
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let resp = http1_get(addr, "prometheus", path).await;
     let status = resp.status().as_u16();
     let kind = resp
         .headers()
@@ -33,11 +25,7 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
 async fn the_health_port_serves_the_metrics_and_nothing_of_the_admin_port() {
     let backend = http_backend("app").await;
     let web = free_addr();
-    let proxy = Proxy::start(&format!(
-        "version: t1\nlisteners:\n{}",
-        listener("web", web, backend, "http1")
-    ))
-    .await;
+    let proxy = Proxy::fronting("web", web, backend, "http1").await;
     let (status, _, _) = get(web, "/").await;
     assert_eq!(status, 200);
 

@@ -231,6 +231,11 @@ fn apply_route(demo: &Demo, file: &str, yaml: &str, rule: &str) -> anyhow::Resul
 }
 
 /// Prints who answered a tally, by group.
+/// How many calls of a round server1, server2 and server3 answered 200.
+fn answered_by(round: &str) -> [usize; 3] {
+    ["server1", "server2", "server3"].map(|s| shop::tallied(round, &format!("200 {s}")))
+}
+
 fn print_served(tally: &str, groups: &[(&str, &[&str])]) {
     let total: usize = tally
         .lines()
@@ -414,12 +419,10 @@ fn healing(demo: &mut Demo) -> anyhow::Result<()> {
         let round = shop::tally(&demo.client, PAYMENTS, 50, "/", &[])?;
         let metrics = demo.client.metrics()?;
         let failed = shop::not_ok(&round);
+        let [s1, s2, s3] = answered_by(&round);
         println!(
-            "  {:>5.1}s  answered by server1 {:>2}, server2 {:>2}, server3 {:>2}; failed {failed}; 500s retried {}; ejections {}",
+            "  {:>5.1}s  answered by server1 {s1:>2}, server2 {s2:>2}, server3 {s3:>2}; failed {failed}; 500s retried {}; ejections {}",
             started.elapsed().as_secs_f64(),
-            shop::tallied(&round, "200 server1"),
-            shop::tallied(&round, "200 server2"),
-            shop::tallied(&round, "200 server3"),
             retries(&demo.client)?.saturating_sub(retried_before),
             shop::metric_sum(&metrics, "braid_outlier_ejections_total{"),
         );
@@ -462,21 +465,18 @@ fn healing(demo: &mut Demo) -> anyhow::Result<()> {
         "  {:>5.1}s  readmitted; slow start eases it into its share over 10 s. Rounds of 60 calls:",
         started.elapsed().as_secs_f64()
     );
-    let first_share = shop::tallied(&after, "200 server3") as f64
-        / (shop::tallied(&after, "200 server1") + shop::tallied(&after, "200 server3")).max(1)
-            as f64;
+    let [s1, _, s3] = answered_by(&after);
+    let first_share = s3 as f64 / (s1 + s3).max(1) as f64;
     let mut round = after;
     for n in 0..5 {
         if n > 0 {
             std::thread::sleep(Duration::from_millis(2500));
             round = shop::tally(&demo.client, PAYMENTS, 60, "/", &[])?;
         }
+        let [s1, s2, s3] = answered_by(&round);
         println!(
-            "  {:>5.1}s  stable: server1 {:>2}, server3 {:>2}; canary: server2 {:>2}; failed {}",
+            "  {:>5.1}s  stable: server1 {s1:>2}, server3 {s3:>2}; canary: server2 {s2:>2}; failed {}",
             started.elapsed().as_secs_f64(),
-            shop::tallied(&round, "200 server1"),
-            shop::tallied(&round, "200 server3"),
-            shop::tallied(&round, "200 server2"),
             shop::not_ok(&round),
         );
         ensure!(

@@ -42,11 +42,16 @@ impl Health {
             return (false, false);
         };
         if state.expire(now) {
-            self.ejected.store(false, Ordering::Relaxed);
-            self.warmup.start(now);
+            self.returned(now);
             return (false, true);
         }
         (state.is_ejected(now), false)
+    }
+
+    /// Its ejection ended at `now`: it is picked again, warming up from there.
+    fn returned(&self, now: Instant) {
+        self.ejected.store(false, Ordering::Relaxed);
+        self.warmup.start(now);
     }
 
     fn rate(&self, now: Instant, policy: &OutlierPolicy) -> Option<f64> {
@@ -76,8 +81,7 @@ pub fn record(
         (recorded, state.rate(policy), state.is_ejected(now))
     };
     if recorded.returned {
-        endpoint.health.ejected.store(false, Ordering::Relaxed);
-        endpoint.health.warmup.start(now);
+        endpoint.health.returned(now);
     }
     let reason = recorded.eject.or_else(|| {
         if !failed || ejected_now {

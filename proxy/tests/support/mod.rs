@@ -57,6 +57,21 @@ impl Proxy {
         Self::start_with(config_yaml, &[]).await
     }
 
+    /// [`Proxy::start`] on a config of one explicit listener, `name` on `front`,
+    /// forwarding `protocol` to `backend`.
+    pub async fn fronting(
+        name: &str,
+        front: SocketAddr,
+        backend: SocketAddr,
+        protocol: &str,
+    ) -> Self {
+        Self::start(&format!(
+            "version: t1\nlisteners:\n{}",
+            listener(name, front, backend, protocol)
+        ))
+        .await
+    }
+
     /// [`Proxy::start`] with more `braid-proxy run` arguments.
     pub async fn start_with(config_yaml: &str, extra: &[&str]) -> Self {
         let config = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
@@ -151,15 +166,7 @@ impl Proxy {
 
     /// GET on the admin port: (status, body).
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
-        let resp = http1_request(
-            self.admin,
-            Request::get(path)
-                .header("host", "admin")
-                .body(empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+        let resp = http1_get(self.admin, "admin", path).await;
         let status = resp.status().as_u16();
         (status, body_string(resp).await)
     }
@@ -225,6 +232,19 @@ pub async fn http1_request(
     req: Request<Full<Bytes>>,
 ) -> hyper::Result<Response<Incoming>> {
     http1_client(addr).await.send_request(req).await
+}
+
+/// `GET path` with `host`, on a connection of its own to `addr`.
+pub async fn http1_get(addr: SocketAddr, host: &str, path: &str) -> Response<Incoming> {
+    http1_request(
+        addr,
+        Request::get(path)
+            .header("host", host)
+            .body(empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap()
 }
 
 /// An HTTP/1.1 connection, kept alive for as many requests as are sent on it.
