@@ -14,3 +14,4 @@ pub mod metrics_reference;
 pub mod ports;
 pub mod probes;
 pub mod report;
+pub mod telemetry;

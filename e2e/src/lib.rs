@@ -17,6 +17,7 @@ pub mod handshakes;
 mod mesh;
 mod netns;
 mod operator;
+pub mod otlp;
 pub mod prober;
 pub mod shop;
 

@@ -388,6 +388,25 @@ impl Pod {
         self.start_sidecar_with(&args, &env)
     }
 
+    /// [`Self::start_sidecar_streaming`] for a pod annotated with `annotations`: the
+    /// sidecar gets what the injector writes for them (checked as at admission).
+    pub fn start_sidecar_annotated(
+        &mut self,
+        operator: &Operator,
+        annotations: &[(&str, &str)],
+    ) -> Result<(), HarnessError> {
+        let map = annotations
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let overrides = braid_injector::annotations::Overrides::parse(&map).map_err(|errors| {
+            HarnessError::Missing(format!("the injector refuses {annotations:?}: {errors:?}"))
+        })?;
+        let (args, env) =
+            operator.sidecar_command_for(&self.name, self.ip, &self.dir, &overrides)?;
+        self.start_sidecar_with(&args, &env)
+    }
+
     /// [`Self::start_sidecar_streaming`] with `extra_env` added to the sidecar's
     /// environment (e.g. `BRAID_APP_PROBES` from an injected pod's proxy container).
     pub fn start_sidecar_streaming_with_env(

@@ -273,12 +273,24 @@ impl Operator {
         ip: Ipv4Addr,
         pod_dir: &Path,
     ) -> Result<SidecarCommand, HarnessError> {
+        self.sidecar_command_for(name, ip, pod_dir, &Default::default())
+    }
+
+    /// [`Self::sidecar_command`] for a pod whose `braid.dev/*` annotations say
+    /// `overrides` (as the injector read them at admission).
+    pub fn sidecar_command_for(
+        &self,
+        name: &str,
+        ip: Ipv4Addr,
+        pod_dir: &Path,
+        overrides: &braid_injector::annotations::Overrides,
+    ) -> Result<SidecarCommand, HarnessError> {
         use braid_injector::inject::{OPERATOR_CA_DIR, TOKEN_DIR, proxy_container};
         let settings = braid_injector::settings::Settings {
             operator_url: format!("https://{}", self.listen),
             ..Default::default()
         };
-        let container = proxy_container(&settings, &Default::default(), &[]);
+        let container = proxy_container(&settings, overrides, &[]);
         let ca_dir = self.dir.join("operator-ca-volume");
         std::fs::create_dir_all(&ca_dir)?;
         std::fs::set_permissions(&ca_dir, std::fs::Permissions::from_mode(0o755))?;

@@ -9,8 +9,10 @@ use braid_api::log::LogFilterError;
 use crate::inject::{InjectStatus, ORIGINAL_PROBES, Original};
 
 mod limits;
+pub mod telemetry;
 
 pub use limits::{Kind as LimitKind, LIMITS, Limit, LimitError, LimitOverride};
+pub use telemetry::{ACCESS_LOG, TRACE_COLLECTOR, TRACE_SAMPLING};
 
 /// `"false"` opts a pod out, `"true"` opts it in.
 pub const INJECT: &str = "braid.dev/inject";
@@ -38,7 +40,7 @@ pub use braid_api::control::OUTBOUND_SCOPE_ANNOTATION as OUTBOUND_SCOPE;
 pub const PROMETHEUS_SCRAPE: &str = "braid.dev/prometheus-scrape";
 
 /// The annotations users set, in the order error messages list them.
-pub const USER_ANNOTATIONS: [&str; 19] = [
+pub const USER_ANNOTATIONS: [&str; 22] = [
     INJECT,
     EXCLUDE_INBOUND_PORTS,
     EXCLUDE_OUTBOUND_PORTS,
@@ -50,6 +52,9 @@ pub const USER_ANNOTATIONS: [&str; 19] = [
     LOG_LEVEL,
     OUTBOUND_SCOPE,
     PROMETHEUS_SCRAPE,
+    ACCESS_LOG,
+    TRACE_COLLECTOR,
+    TRACE_SAMPLING,
     LIMITS[0].annotation,
     LIMITS[1].annotation,
     LIMITS[2].annotation,
@@ -103,6 +108,17 @@ pub struct Overrides {
     /// `braid.dev/prometheus-scrape: "false"`: add no `prometheus.io/*` annotations
     /// pointing Prometheus at the proxy.
     pub prometheus_opt_out: bool,
+    /// `braid.dev/access-log`: `"json"` or `"off"` (else the injector's
+    /// `--proxy-access-log`). This and the next two are checked with the proxy's rule and
+    /// kept as written (trimmed); the sidecar gets the proxy's normal form.
+    pub access_log: Option<String>,
+    /// `braid.dev/trace-collector`: the OTLP/HTTP base URL, `http://host[:port]`, or
+    /// `"off"` for no export even when the injector has a `--trace-collector` (else
+    /// the injector's `--trace-collector`, if any).
+    pub trace_collector: Option<String>,
+    /// `braid.dev/trace-sampling`: the percentage of new traces sampled, 0-100 (else the
+    /// injector's `--trace-sampling`).
+    pub trace_sampling: Option<String>,
     /// The connection limits set (`braid.dev/idle-timeout`, … see [`LIMITS`]), in
     /// [`LIMITS`] order.
     pub proxy_limits: Vec<LimitOverride>,
@@ -239,6 +255,33 @@ impl Overrides {
                 false
             }
         };
+        let mut observability = |name: &'static str,
+                                 check: fn(&str) -> Result<String, telemetry::TelemetryError>,
+                                 flag: &str| {
+            let value = get(name)?;
+            // Kept as written (trimmed), as the limits are; the sidecar gets the proxy's
+            // normal form of it.
+            check(value)
+                .map(|_| value.to_owned())
+                .map_err(|e| {
+                    errors.push(bad(
+                        name,
+                        format!("{e}; or remove it for the injector's default (its {flag})"),
+                    ));
+                })
+                .ok()
+        };
+        let access_log = observability(ACCESS_LOG, telemetry::access_log, "--proxy-access-log");
+        let trace_collector = observability(
+            TRACE_COLLECTOR,
+            telemetry::trace_collector,
+            "--trace-collector",
+        );
+        let trace_sampling = observability(
+            TRACE_SAMPLING,
+            telemetry::trace_sampling,
+            "--trace-sampling",
+        );
         let proxy_limits = LIMITS
             .iter()
             .filter_map(|limit| {
@@ -287,6 +330,9 @@ impl Overrides {
                 log_level,
                 outbound_scope,
                 prometheus_opt_out,
+                access_log,
+                trace_collector,
+                trace_sampling,
                 proxy_limits,
                 status,
             })
@@ -391,6 +437,61 @@ mod tests {
         assert_eq!(o.exclude_inbound_ports, [9090, 9091]);
         assert_eq!(o.exclude_outbound_cidrs, ["10.0.0.0/8", "fd00::/8"]);
         assert_eq!(o.proxy_memory.as_deref(), Some("64Mi"));
+    }
+
+    #[test]
+    fn observability_annotations_parse_and_name_the_default_when_refused() {
+        let o = Overrides::parse(&annotations(&[
+            (ACCESS_LOG, "json"),
+            (
+                TRACE_COLLECTOR,
+                " http://otel-collector.observability:4318 ",
+            ),
+            (TRACE_SAMPLING, "0.5"),
+        ]))
+        .unwrap();
+        assert_eq!(o.access_log.as_deref(), Some("json"));
+        assert_eq!(
+            o.trace_collector.as_deref(),
+            Some("http://otel-collector.observability:4318")
+        );
+        assert_eq!(o.trace_sampling.as_deref(), Some("0.5"));
+        // "off" turns off the injector's collector.
+        let o = Overrides::parse(&annotations(&[(TRACE_COLLECTOR, " off")])).unwrap();
+        assert_eq!(o.trace_collector.as_deref(), Some("off"));
+        // Empty means the injector's default.
+        let o = Overrides::parse(&annotations(&[
+            (ACCESS_LOG, ""),
+            (TRACE_COLLECTOR, " "),
+            (TRACE_SAMPLING, ""),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (o.access_log, o.trace_collector, o.trace_sampling),
+            (None, None, None)
+        );
+        let errs = Overrides::parse(&annotations(&[
+            (ACCESS_LOG, "yes"),
+            (TRACE_COLLECTOR, "https://otel:4318"),
+            (TRACE_SAMPLING, "150"),
+        ]))
+        .unwrap_err();
+        let names: Vec<_> = errs.iter().map(|e| e.annotation.as_str()).collect();
+        assert_eq!(names, [ACCESS_LOG, TRACE_COLLECTOR, TRACE_SAMPLING]);
+        assert_eq!(
+            errs[2].to_string(),
+            "annotation braid.dev/trace-sampling: \"150\" is above 100 percent: write a number \
+             of percent from 0 to 100, e.g. \"1\", \"0.5\" or \"100\" (a trailing % is \
+             accepted; 0 samples no new trace; a request whose caller already decided follows \
+             the caller); or remove it for the injector's default (its --trace-sampling)"
+        );
+        assert!(
+            errs[1]
+                .message
+                .contains("TLS to the collector is not supported yet"),
+            "{}",
+            errs[1]
+        );
     }
 
     #[test]

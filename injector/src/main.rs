@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use braid_injector::annotations::telemetry;
 use braid_injector::native_sidecars::NativeSidecars;
 use braid_injector::settings::Settings;
 use braid_injector::webhook::{server, tls};
@@ -102,6 +103,51 @@ struct InjectArgs {
     /// The proxies' default log filter (a pod may set braid.dev/log-level).
     #[arg(long, env = "BRAID_PROXY_LOG_LEVEL", default_value = "info")]
     proxy_log_level: String,
+    /// The proxies' default access log: `json` (one JSON line per request on the
+    /// proxy's standard output) or `off` (a pod may set braid.dev/access-log).
+    #[arg(
+        long,
+        env = "BRAID_PROXY_ACCESS_LOG",
+        value_name = "off|json",
+        default_value = telemetry::DEFAULT_ACCESS_LOG,
+        value_parser = telemetry::access_log
+    )]
+    proxy_access_log: String,
+    /// The OpenTelemetry collector the proxies export traces to by default: the base
+    /// URL of its OTLP/HTTP endpoint, http://host:port (e.g.
+    /// http://otel-collector.observability:4318; the proxy posts to <URL>/v1/traces).
+    /// Unset, empty or `off`: no export, unless a pod sets braid.dev/trace-collector (a
+    /// pod's `off` turns the default off for it).
+    #[arg(
+        long,
+        env = "BRAID_TRACE_COLLECTOR",
+        value_name = "URL",
+        value_parser = collector_flag
+    )]
+    trace_collector: Option<String>,
+    /// The proxies' default share of new traces sampled, in percent from 0 to 100
+    /// (e.g. 0.5); a request whose caller already decided follows the caller (a pod may
+    /// set braid.dev/trace-sampling).
+    #[arg(
+        long,
+        env = "BRAID_TRACE_SAMPLING",
+        value_name = "PERCENT",
+        default_value = telemetry::DEFAULT_TRACE_SAMPLING,
+        value_parser = telemetry::trace_sampling
+    )]
+    trace_sampling: String,
+}
+
+/// `--trace-collector`: a collector's URL (in the proxy's normal form), or `off` or
+/// empty for none (so a Deployment can set `BRAID_TRACE_COLLECTOR: ""`); none is empty.
+fn collector_flag(value: &str) -> Result<String, telemetry::TelemetryError> {
+    match value.trim() {
+        "" => Ok(String::new()),
+        setting => telemetry::trace_collector(setting).map(|normal| match normal.as_str() {
+            telemetry::TRACE_COLLECTOR_OFF => String::new(),
+            _ => normal,
+        }),
+    }
 }
 
 impl InjectArgs {
@@ -113,6 +159,9 @@ impl InjectArgs {
             native_sidecars,
             proxy_uid: self.proxy_uid,
             log_level: self.proxy_log_level.clone(),
+            access_log: self.proxy_access_log.clone(),
+            trace_collector: self.trace_collector.clone().filter(|url| !url.is_empty()),
+            trace_sampling: self.trace_sampling.clone(),
             ..Default::default()
         }
     }
@@ -231,6 +280,86 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
+
+    fn inject_args(args: &[&str]) -> Result<InjectArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["braid-injector", "inject"].iter().chain(args))?;
+        let Command::Inject { inject, .. } = cli.command else {
+            panic!("not inject");
+        };
+        Ok(inject)
+    }
+
+    #[test]
+    fn observability_flags_set_the_defaults_and_are_checked_at_start() {
+        let settings = inject_args(&[]).unwrap().settings(true);
+        assert_eq!(
+            (
+                settings.access_log.as_str(),
+                settings.trace_collector.as_deref(),
+                settings.trace_sampling.as_str()
+            ),
+            ("off", None, "1")
+        );
+        let settings = inject_args(&[
+            "--proxy-access-log",
+            "json",
+            "--trace-collector",
+            "http://otel-collector.observability:4318",
+            "--trace-sampling",
+            "0.5",
+        ])
+        .unwrap()
+        .settings(true);
+        assert_eq!(settings.access_log, "json");
+        assert_eq!(
+            settings.trace_collector.as_deref(),
+            Some("http://otel-collector.observability:4318")
+        );
+        assert_eq!(settings.trace_sampling, "0.5");
+        // Empty, as a Deployment may set the variable: no collector.
+        let settings = inject_args(&["--trace-collector", " "])
+            .unwrap()
+            .settings(true);
+        assert_eq!(settings.trace_collector, None);
+        // "off" is none too; a URL is kept in the proxy's normal form, as are percents.
+        let settings = inject_args(&["--trace-collector", "off"])
+            .unwrap()
+            .settings(true);
+        assert_eq!(settings.trace_collector, None);
+        let settings = inject_args(&[
+            "--trace-collector",
+            "http://otel/",
+            "--trace-sampling",
+            "5%",
+        ])
+        .unwrap()
+        .settings(true);
+        assert_eq!(
+            (
+                settings.trace_collector.as_deref(),
+                settings.trace_sampling.as_str()
+            ),
+            (Some("http://otel:4318"), "5")
+        );
+        for (flag, value, says) in [
+            ("--proxy-access-log", "yes", "neither \"json\" nor \"off\""),
+            (
+                "--trace-collector",
+                "https://otel:4318",
+                "TLS to the collector",
+            ),
+            (
+                "--trace-collector",
+                "http://otel:4318/v1/traces",
+                "leave out /v1/traces",
+            ),
+            ("--trace-collector", "OFF", "write \"off\" (lowercase)"),
+            ("--trace-sampling", "200", "above 100"),
+        ] {
+            let e = inject_args(&[flag, value]).unwrap_err().to_string();
+            assert!(e.contains(flag) && e.contains(says), "{flag} {value}: {e}");
+        }
+    }
 
     // Found by a newcomer: `inject` put `:latest` into pods while the install deploys the
     // release's tag, so offline and webhook injection disagreed.

@@ -1,5 +1,7 @@
 //! What the injector writes into every pod, set by its flags.
 
+use crate::annotations::telemetry::{DEFAULT_ACCESS_LOG, DEFAULT_TRACE_SAMPLING};
+
 /// Cluster-wide injection settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -33,6 +35,16 @@ pub struct Settings {
     pub init_memory_request: String,
     /// Default memory limit of `braid-init`.
     pub init_memory_limit: String,
+    /// Default access log of the proxy: `"off"` or `"json"` (a pod may set
+    /// `braid.dev/access-log`).
+    pub access_log: String,
+    /// Default OpenTelemetry collector (OTLP/HTTP base URL, `http://host[:port]`) the
+    /// proxy exports traces to; `None` (or `"off"`): no export unless a pod sets
+    /// `braid.dev/trace-collector`. A pod's `"off"` turns it off for that pod.
+    pub trace_collector: Option<String>,
+    /// Default percentage of new traces the proxy samples, 0-100 (a pod may set
+    /// `braid.dev/trace-sampling`).
+    pub trace_sampling: String,
 }
 
 impl Default for Settings {
@@ -57,6 +69,9 @@ impl Default for Settings {
             init_cpu_limit: "100m".into(),
             init_memory_request: "16Mi".into(),
             init_memory_limit: "64Mi".into(),
+            access_log: DEFAULT_ACCESS_LOG.into(),
+            trace_collector: None,
+            trace_sampling: DEFAULT_TRACE_SAMPLING.into(),
         }
     }
 }

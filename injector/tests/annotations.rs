@@ -203,6 +203,157 @@ fn connection_limits_are_the_proxys_flags_checked_at_admission() {
     }
 }
 
+/// The proxy's environment variable `name`, if set.
+fn proxy_env(pod: &Pod, name: &str) -> Option<String> {
+    container(pod, PROXY_CONTAINER)
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == name)
+        .map(|e| e.value.clone().unwrap_or_default())
+}
+
+/// Answers the captured Job pod, annotated, with these injector settings.
+fn injected_with(settings: &Settings, pairs: &[(&str, &str)]) -> Pod {
+    let mut body = job_review();
+    body["request"]["object"]["metadata"]["annotations"] = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let out = review_json(&serde_json::to_vec(&body).unwrap(), settings);
+    let patch: json_patch::Patch = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(out["response"]["patch"].as_str().expect("a patch"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut pod = body["request"]["object"].clone();
+    json_patch::patch(&mut pod, &patch).unwrap();
+    serde_json::from_value(pod).unwrap()
+}
+
+#[test]
+fn observability_settings_reach_the_proxy_annotation_first() {
+    // The injector's defaults: no access log, 1 % sampling, no collector (no export).
+    let pod = injected(annotated(&[]));
+    assert_eq!(proxy_env(&pod, "BRAID_ACCESS_LOG").as_deref(), Some("off"));
+    assert_eq!(
+        proxy_env(&pod, "BRAID_TRACE_SAMPLING").as_deref(),
+        Some("1")
+    );
+    assert_eq!(proxy_env(&pod, "BRAID_TRACE_COLLECTOR"), None);
+
+    // The cluster's settings, then a pod's own.
+    let settings = Settings {
+        access_log: "json".into(),
+        trace_collector: Some("http://otel-collector.observability:4318".into()),
+        trace_sampling: "10".into(),
+        ..Settings::default()
+    };
+    let pod = injected_with(&settings, &[]);
+    assert_eq!(proxy_env(&pod, "BRAID_ACCESS_LOG").as_deref(), Some("json"));
+    assert_eq!(
+        proxy_env(&pod, "BRAID_TRACE_COLLECTOR").as_deref(),
+        Some("http://otel-collector.observability:4318")
+    );
+    assert_eq!(
+        proxy_env(&pod, "BRAID_TRACE_SAMPLING").as_deref(),
+        Some("10")
+    );
+    let pod = injected_with(
+        &settings,
+        &[
+            ("braid.dev/access-log", "off"),
+            ("braid.dev/trace-collector", "http://10.0.0.7:4318/"),
+            ("braid.dev/trace-sampling", "0.5%"),
+        ],
+    );
+    // Each in the proxy's normal form.
+    assert_eq!(proxy_env(&pod, "BRAID_ACCESS_LOG").as_deref(), Some("off"));
+    assert_eq!(
+        proxy_env(&pod, "BRAID_TRACE_COLLECTOR").as_deref(),
+        Some("http://10.0.0.7:4318")
+    );
+    assert_eq!(
+        proxy_env(&pod, "BRAID_TRACE_SAMPLING").as_deref(),
+        Some("0.5")
+    );
+    // An empty annotation is the injector's setting.
+    let pod = injected_with(&settings, &[("braid.dev/trace-sampling", "")]);
+    assert_eq!(
+        proxy_env(&pod, "BRAID_TRACE_SAMPLING").as_deref(),
+        Some("10")
+    );
+    // A pod's "off" turns off the cluster's collector, and only that.
+    let pod = injected_with(&settings, &[("braid.dev/trace-collector", "off")]);
+    assert_eq!(proxy_env(&pod, "BRAID_TRACE_COLLECTOR"), None);
+    assert_eq!(proxy_env(&pod, "BRAID_ACCESS_LOG").as_deref(), Some("json"));
+    assert_eq!(
+        proxy_env(&pod, "BRAID_TRACE_SAMPLING").as_deref(),
+        Some("10")
+    );
+    let pod = injected(annotated(&[("braid.dev/trace-collector", "off")]));
+    assert_eq!(proxy_env(&pod, "BRAID_TRACE_COLLECTOR"), None);
+    // A pod alone may name a collector.
+    let pod = injected(annotated(&[(
+        "braid.dev/trace-collector",
+        "http://otel-agent:4318",
+    )]));
+    assert_eq!(
+        proxy_env(&pod, "BRAID_TRACE_COLLECTOR").as_deref(),
+        Some("http://otel-agent:4318")
+    );
+}
+
+#[test]
+fn observability_values_the_proxy_would_refuse_are_refused_at_admission() {
+    for (annotation, value, says) in [
+        (
+            "braid.dev/access-log",
+            "JSON",
+            "neither \"json\" nor \"off\"",
+        ),
+        ("braid.dev/trace-sampling", "-1", "is negative"),
+        ("braid.dev/trace-sampling", "101", "above 100"),
+        ("braid.dev/trace-sampling", "NaN", "from 0 to 100"),
+        (
+            "braid.dev/trace-sampling",
+            "0.5%%",
+            "a trailing % is accepted",
+        ),
+        (
+            "braid.dev/trace-collector",
+            "https://otel:4318",
+            "TLS to the collector is not supported yet",
+        ),
+        (
+            "braid.dev/trace-collector",
+            "http://otel:4318/v1/traces",
+            "leave out /v1/traces",
+        ),
+        ("braid.dev/trace-collector", "http://:4318", "no host"),
+        (
+            "braid.dev/trace-collector",
+            "Off",
+            "write \"off\" (lowercase)",
+        ),
+        (
+            "braid.dev/trace-collector",
+            "http://otel:99999",
+            "is not a port",
+        ),
+    ] {
+        let why = denied(annotated(&[(annotation, value)]));
+        assert!(
+            why.contains(&format!("annotation {annotation}: {value:?}"))
+                && why.contains(says)
+                && why.contains("remove it for the injector's default"),
+            "{annotation}={value}: {why}"
+        );
+    }
+}
+
 #[test]
 fn an_unknown_braid_annotation_is_refused_with_the_closest_name() {
     let why = denied(annotated(&[("braid.dev/proxy-memroy", "64Mi")]));

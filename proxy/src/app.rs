@@ -27,12 +27,13 @@ use crate::metrics::limits::Limit;
 use crate::overload::Protector;
 use crate::reports::{EjectionLog, TrafficLog};
 use crate::tables::{FileSource, ListenerPlan, TableStore, Tables};
+use crate::telemetry::Telemetry;
 use crate::tls::TlsContext;
 
 /// Runs the proxy until SIGTERM/SIGINT, then drains.
 pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()> {
     let source = Source::from_args(&args)?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::for_workload(args.workload.as_deref()));
     let (changed_tx, changed_rx) = tokio::sync::watch::channel(());
     let m = metrics.clone();
     let overload = Arc::new(Protector::new(args.cgroup_dir.clone()));
@@ -161,6 +162,10 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     for pool in [&outbound_pool, &inbound_pool] {
         tokio::spawn(sweep_pool(pool.clone(), stop_admin.clone()));
     }
+    let telemetry = Arc::new(
+        Telemetry::start(args.telemetry(), metrics.telemetry.clone())
+            .context("starting the access log")?,
+    );
     let outbound_ctx = Context {
         config: config.clone(),
         mirrors: Mirrors::new(outbound_pool.clone()),
@@ -173,6 +178,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         tls: tls.clone(),
         limits,
         discovery,
+        telemetry,
     };
     tokio::spawn(
         overload

@@ -187,6 +187,37 @@ pub struct RunArgs {
     /// Log as JSON lines.
     #[arg(long, env = "BRAID_LOG_JSON")]
     pub log_json: bool,
+    /// The workload this proxy serves (its Deployment's, StatefulSet's, … name; the
+    /// injector sets it): every metric carries it as the `workload` label, and spans
+    /// name it as their `service.name`.
+    #[arg(long, env = "BRAID_WORKLOAD", value_name = "NAME")]
+    pub workload: Option<String>,
+    /// The access log: `json` writes a JSON line per request (both directions) to
+    /// standard output, off the request path (lines it cannot keep up with are dropped
+    /// and counted in `braid_access_log_lines_total`); `off` writes none.
+    #[arg(
+        long,
+        env = "BRAID_ACCESS_LOG",
+        default_value = "off",
+        value_name = "FORMAT"
+    )]
+    pub access_log: braid_api::telemetry::AccessLogFormat,
+    /// An OpenTelemetry collector's OTLP/HTTP address, `http://host:port` (e.g.
+    /// `http://otel-collector.observability:4318`): each request hop's span is sent to
+    /// `/v1/traces` there in batches, and W3C (and B3) trace context is carried on.
+    /// Without it, or with `off`, there is no tracing.
+    #[arg(long, env = "BRAID_TRACE_COLLECTOR", value_name = "URL")]
+    pub trace_collector: Option<braid_api::telemetry::CollectorSetting>,
+    /// The share of new traces sampled, in percent (0 to 100; decimals allowed). A
+    /// request whose caller decided already (the sampled flag of `traceparent` or B3)
+    /// follows the caller.
+    #[arg(
+        long,
+        env = "BRAID_TRACE_SAMPLING",
+        default_value = "1",
+        value_name = "PERCENT"
+    )]
+    pub trace_sampling: braid_api::telemetry::SamplingPercent,
     /// The app's probes, as JSON `{"<container>/<kind>": {"http": {"port": 8080, "path":
     /// "/healthz", "headers": [["Host", "x"]]}}}` (also `"https"` of the same shape,
     /// `"tcp": {"port"}`, `"grpc": {"port", "service"}`; a bare `{"port", "path"}` is
@@ -199,6 +230,24 @@ pub struct RunArgs {
 pub use braid_api::log::{LOG_LEVELS, parse_log_filter};
 
 impl RunArgs {
+    /// The access log and tracing the flags turn on.
+    pub fn telemetry(&self) -> crate::telemetry::TelemetryConfig {
+        crate::telemetry::TelemetryConfig {
+            access_log: self.access_log,
+            collector: self.trace_collector.clone().and_then(|c| c.into_url()),
+            sampling: self.trace_sampling,
+            source: crate::telemetry::otlp::Source {
+                service: self
+                    .workload
+                    .clone()
+                    .or_else(|| self.service_account.clone())
+                    .unwrap_or_else(|| "braid-proxy".into()),
+                namespace: self.pod_namespace.clone(),
+                pod: self.pod_name.clone(),
+            },
+        }
+    }
+
     /// The connection limits the flags set.
     pub fn limits(&self) -> crate::limits::Limits {
         crate::limits::Limits {
@@ -360,6 +409,52 @@ mod tests {
         let err = parse(&args).unwrap_err();
         assert!(err.contains("--operator <URL>"), "{err}");
         assert!(err.contains("the scheme must be https"), "{err}");
+    }
+
+    #[test]
+    fn telemetry_flags_default_to_off_and_name_themselves_when_wrong() {
+        use braid_api::telemetry::{AccessLogFormat, SamplingPercent};
+        let config = parse(&["--config", "c.yaml"]).unwrap().telemetry();
+        assert_eq!(config.access_log, AccessLogFormat::Off);
+        assert_eq!(config.collector, None);
+        assert_eq!(config.sampling, SamplingPercent::DEFAULT);
+        let config = parse(&[
+            "--config",
+            "c.yaml",
+            "--access-log",
+            "json",
+            "--trace-collector",
+            "http://otel.observability/",
+            "--trace-sampling",
+            "0.5%",
+        ])
+        .unwrap()
+        .telemetry();
+        assert_eq!(config.access_log, AccessLogFormat::Json);
+        assert_eq!(
+            config.collector.map(|c| c.to_string()).as_deref(),
+            Some("http://otel.observability:4318")
+        );
+        assert_eq!(config.sampling.get(), 0.5);
+        // `off` is no collector, as no flag is.
+        let args = parse(&["--config", "c.yaml", "--trace-collector", "off"]).unwrap();
+        assert_eq!(args.telemetry().collector, None);
+        for (flag, value, says) in [
+            ("--access-log", "JSON", "neither \"json\" nor \"off\""),
+            (
+                "--trace-collector",
+                "https://otel:4318",
+                "TLS to the collector",
+            ),
+            ("--trace-collector", "otel:4318", "\"http://otel:4318\""),
+            ("--trace-sampling", "1e2", "not a plain decimal"),
+        ] {
+            let err = parse(&["--config", "c.yaml", flag, value]).unwrap_err();
+            assert!(
+                err.contains(flag) && err.contains(says),
+                "{flag} {value}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -30,4 +30,5 @@ pub mod routing;
 pub mod runtime;
 pub mod tables;
 pub mod tcp;
+pub mod telemetry;
 pub mod tls;

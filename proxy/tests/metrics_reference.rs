@@ -17,6 +17,7 @@ fn the_metrics_reference_lists_every_proxy_metric() {
     assert_eq!(
         requests.labels,
         [
+            "workload",
             "direction",
             "target",
             "rule",

@@ -1,5 +1,6 @@
 //! `braid-e2e-app`: the applications inside e2e pods — an HTTP server (HTTP/1.1 and
-//! HTTP/2), a server-speaks-first TCP server, and clients for them.
+//! HTTP/2), a server-speaks-first TCP server, an OTLP trace receiver, and clients for
+//! them.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -134,6 +135,19 @@ enum Cmd {
         status: String,
         #[arg(long, default_value = "")]
         service: String,
+    },
+    /// OTLP/HTTP trace receiver (HTTP/1.1): `POST /v1/traces` with an
+    /// `application/x-protobuf` `ExportTraceServiceRequest` appends one JSON line per
+    /// span to `--out` (see `braid_e2e::otlp`) and answers an empty
+    /// `ExportTraceServiceResponse`. Prints `listening` once bound.
+    OtlpReceiver {
+        #[arg(long, default_value_t = 4318)]
+        port: u16,
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Answer every export 503 (a broken collector), recording nothing.
+        #[arg(long)]
+        fail: bool,
     },
     /// Performs every probe of the app containers of `--pod` (Pod JSON) against
     /// `--ip` as kubelet would; prints `<container>/<kind> success|failure <why>` each.
@@ -289,6 +303,7 @@ async fn main() -> anyhow::Result<()> {
             };
             grpc_health_server(port, status, service).await
         }
+        Cmd::OtlpReceiver { port, out, fail } => otlp_receiver(port, &out, fail).await,
         Cmd::Probe { ip, pod } => {
             let pod = serde_json::from_str(&pod).context("--pod")?;
             for (probe, verdict) in braid_e2e::prober::probe_pod(&pod, ip).await {
@@ -511,6 +526,102 @@ async fn grpc_health_server(port: u16, status: u64, service: String) -> anyhow::
                 .await;
         });
     }
+}
+
+async fn otlp_receiver(port: u16, out: &std::path::Path, fail: bool) -> anyhow::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out)
+        .with_context(|| format!("opening {}", out.display()))?;
+    let file = std::sync::Arc::new(std::sync::Mutex::new(file));
+    let listener = TcpListener::bind(("0.0.0.0", port)).await?;
+    println!("listening");
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let file = file.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let file = file.clone();
+                async move {
+                    let (status, body) = otlp_export(req, &file, fail).await;
+                    let mut resp = Response::new(Full::new(Bytes::from(body)));
+                    *resp.status_mut() = status;
+                    if status == http::StatusCode::OK {
+                        resp.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static(braid_e2e::otlp::PROTOBUF),
+                        );
+                    }
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// One OTLP export: its status and body (a protobuf response, or why not).
+async fn otlp_export(
+    req: Request<Incoming>,
+    file: &std::sync::Mutex<std::fs::File>,
+    fail: bool,
+) -> (http::StatusCode, Vec<u8>) {
+    use braid_e2e::otlp;
+    use http::StatusCode;
+    use std::io::Write as _;
+    let path_ok = req.uri().path() == otlp::TRACES_PATH;
+    let post = req.method() == http::Method::POST;
+    let protobuf = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(otlp::PROTOBUF));
+    // Read the whole body whatever the answer, so the connection stays reusable.
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("body: {e}").into_bytes()),
+    };
+    if fail {
+        println!("refused export (--fail)");
+        return (StatusCode::SERVICE_UNAVAILABLE, b"--fail".to_vec());
+    }
+    if !path_ok {
+        return (StatusCode::NOT_FOUND, b"not found".to_vec());
+    }
+    if !post {
+        return (StatusCode::METHOD_NOT_ALLOWED, b"POST only".to_vec());
+    }
+    if !protobuf {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("content-type must be {}", otlp::PROTOBUF).into_bytes(),
+        );
+    }
+    let spans = match otlp::decode_spans(&body) {
+        Ok(spans) => spans,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("decode: {e}").into_bytes()),
+    };
+    let mut lines = String::new();
+    for span in &spans {
+        lines.push_str(&span.to_string());
+        lines.push('\n');
+    }
+    let written = {
+        let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+        file.write_all(lines.as_bytes()).and_then(|()| file.flush())
+    };
+    if let Err(e) = written {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("writing spans: {e}").into_bytes(),
+        );
+    }
+    println!("exported {} spans", spans.len());
+    (StatusCode::OK, otlp::success_response())
 }
 
 async fn banner_server(port: u16, banner: String) -> anyhow::Result<()> {

@@ -126,6 +126,9 @@ enum Expect {
     Limit(LimitOverride),
     /// `braid.dev/prometheus-scrape`: whether the pod opted out.
     OptOut(bool),
+    /// `braid.dev/access-log`, `braid.dev/trace-collector`, `braid.dev/trace-sampling`:
+    /// the value, trimmed.
+    Telemetry(String),
 }
 
 /// The limit `key` sets, if it is one.
@@ -177,6 +180,32 @@ fn valid_value(key: &'static str) -> BoxedStrategy<(String, Expect)> {
                 .prop_map(|(entries, sep)| (entries.join(sep), Expect::Scope(entries)))
                 .boxed()
         }
+        ACCESS_LOG => (prop::sample::select(vec!["json", "off"]), " {0,2}")
+            .prop_map(|(v, pad)| (format!("{pad}{v}{pad}"), Expect::Telemetry(v.to_owned())))
+            .boxed(),
+        TRACE_SAMPLING => prop_oneof![
+            (0u8..=100).prop_map(|n| n.to_string()),
+            (0u8..100, 0u16..1000).prop_map(|(n, f)| format!("{n}.{f}")),
+            Just("100.0".to_owned()),
+        ]
+        .prop_map(|v| (format!(" {v}"), Expect::Telemetry(v)))
+        .boxed(),
+        TRACE_COLLECTOR => (
+            prop_oneof![
+                "[a-z][a-z0-9-]{0,10}[a-z0-9](\\.[a-z][a-z0-9-]{0,10}[a-z0-9]){0,3}",
+                any::<[u8; 4]>().prop_map(|a| std::net::Ipv4Addr::from(a).to_string()),
+                any::<[u16; 8]>().prop_map(|a| format!("[{}]", std::net::Ipv6Addr::from(a))),
+            ],
+            prop::option::of(1u16..=65535),
+            prop::bool::ANY,
+        )
+            .prop_map(|(host, port, slash)| {
+                let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                let slash = if slash { "/" } else { "" };
+                let url = format!("http://{host}{port}{slash}");
+                (url.clone(), Expect::Telemetry(url))
+            })
+            .boxed(),
         key if limit_of(key).is_some() => {
             let Some(limit) = limit_of(key) else {
                 unreachable!("matched above")
@@ -254,6 +283,23 @@ fn invalid_value(key: &'static str) -> BoxedStrategy<String> {
             "10.0.0.0/8/8",
         ],
         OUTBOUND_SCOPE => vec!["payments", "/payments", "shop/", "a/b/c", "shop payments"],
+        ACCESS_LOG => vec!["JSON", "on", "true", "text", "json off"],
+        TRACE_SAMPLING => vec![
+            "-1", "101", "100.01", "NaN", "inf", "1e2", "101%", "lots", "+1", ".5", "0,5",
+        ],
+        TRACE_COLLECTOR => vec![
+            "https://otel:4318",
+            "otel:4318",
+            "grpc://otel:4317",
+            "http://otel:4318/v1/traces",
+            "http://",
+            "http://:4318",
+            "http://otel:0",
+            "http://otel:65536",
+            "http://otel:x",
+            "http://u@otel",
+            "http://otel?x",
+        ],
         key if limit_of(key).is_some_and(|l| l.kind == LimitKind::Duration) => {
             vec!["10", "0s", "0ms", "soon", "-5s", "5 parsecs", "1.5.s", "s"]
         }
@@ -370,6 +416,9 @@ proptest! {
                 (INIT_MEMORY, Expect::Quantity(q)) => prop_assert_eq!(o.init_memory.as_ref(), Some(q)),
                 (LOG_LEVEL, Expect::Log(l)) => prop_assert_eq!(o.log_level.as_ref(), Some(l)),
                 (OUTBOUND_SCOPE, Expect::Scope(s)) => prop_assert_eq!(&o.outbound_scope, s),
+                (ACCESS_LOG, Expect::Telemetry(v)) => prop_assert_eq!(o.access_log.as_ref(), Some(v)),
+                (TRACE_COLLECTOR, Expect::Telemetry(v)) => prop_assert_eq!(o.trace_collector.as_ref(), Some(v)),
+                (TRACE_SAMPLING, Expect::Telemetry(v)) => prop_assert_eq!(o.trace_sampling.as_ref(), Some(v)),
                 (key, Expect::Limit(l)) if limit_of(key).is_some() => {
                     prop_assert!(o.proxy_limits.contains(l), "{key}: {:?}", o.proxy_limits);
                 }

@@ -8,6 +8,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::volumes::{OPERATOR_CA_DIR, TOKEN_DIR, mounts};
 use crate::annotations::Overrides;
+use crate::annotations::telemetry::{
+    self, ACCESS_LOG_ENV, TRACE_COLLECTOR_ENV, TRACE_SAMPLING_ENV,
+};
 use crate::settings::Settings;
 
 /// The sidecar's name.
@@ -25,6 +28,14 @@ fn field_env(name: &str, path: &str) -> EnvVar {
             }),
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+fn value_env(name: &str, value: String) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value),
         ..Default::default()
     }
 }
@@ -57,6 +68,30 @@ pub fn proxy_container(settings: &Settings, overrides: &Overrides, app_ports: &[
         .log_level
         .clone()
         .unwrap_or_else(|| settings.log_level.clone());
+    // Observability: the pod's annotation, else the injector's setting, each in the
+    // normal form the proxy reads (`5%` is `5`, `http://otel/` is `http://otel:4318`).
+    // The access log and sampling are always written (the proxy's defaults may change,
+    // the mesh's should not); the collector only when there is one, as the proxy exports
+    // nothing without it: a pod's `off` turns off the injector's.
+    let access_log = telemetry::proxy_env(
+        telemetry::access_log,
+        overrides
+            .access_log
+            .as_ref()
+            .unwrap_or(&settings.access_log),
+    );
+    let trace_sampling = telemetry::proxy_env(
+        telemetry::trace_sampling,
+        overrides
+            .trace_sampling
+            .as_ref()
+            .unwrap_or(&settings.trace_sampling),
+    );
+    let trace_collector = overrides
+        .trace_collector
+        .as_ref()
+        .or(settings.trace_collector.as_ref())
+        .and_then(|setting| telemetry::collector_env(setting));
     let mut container = Container {
         name: PROXY_CONTAINER.into(),
         image: Some(settings.image.clone()),
@@ -76,13 +111,12 @@ pub fn proxy_container(settings: &Settings, overrides: &Overrides, app_ports: &[
                 field_env("BRAID_POD_NAMESPACE", "metadata.namespace"),
                 field_env("BRAID_POD_IP", "status.podIP"),
                 field_env("BRAID_SERVICE_ACCOUNT", "spec.serviceAccountName"),
-                EnvVar {
-                    name: "BRAID_LOG_LEVEL".into(),
-                    value: Some(log_level),
-                    ..Default::default()
-                },
+                value_env("BRAID_LOG_LEVEL", log_level),
+                value_env(ACCESS_LOG_ENV, access_log),
+                value_env(TRACE_SAMPLING_ENV, trace_sampling),
             ]
             .into_iter()
+            .chain(trace_collector.map(|url| value_env(TRACE_COLLECTOR_ENV, url)))
             // The limits the pod tuned, each in its flag's variable.
             .chain(overrides.proxy_limits.iter().map(|l| EnvVar {
                 name: l.env.into(),

@@ -56,6 +56,8 @@ pub struct Context {
     /// Finds the service of an address the config does not know (outbound, when the
     /// proxy holds only the services its app calls).
     pub discovery: Option<Arc<Discovery>>,
+    /// The access log and tracing (both may be off).
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 /// What only one side shares between its connections.
@@ -95,6 +97,7 @@ impl Context {
             side,
         )
         .with_limits(self.limits)
+        .with_telemetry(self.telemetry.clone())
     }
 
     /// The inbound side's request counts, on the inbound side.

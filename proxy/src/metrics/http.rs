@@ -42,6 +42,12 @@ impl EncodeLabelValue for TlsLabel {
     }
 }
 
+/// 100 µs to 13 s, doubling: a sidecar hop's sub-millisecond answers and a slow
+/// upstream's seconds both fall between buckets.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
 /// What routing decided for a request, for its metrics.
 #[derive(Clone, Debug, Default)]
 pub struct Routed {
@@ -53,6 +59,10 @@ pub struct Routed {
     pub tls: bool,
     /// The caller's identity, when it came over mTLS.
     pub peer: Option<Arc<str>>,
+    /// The endpoint of the last attempt (recorded only for the access log and traces).
+    pub upstream: Option<std::net::SocketAddr>,
+    /// Attempts after the first.
+    pub retries: u32,
 }
 
 /// What became of a retry a rule wanted.
@@ -94,14 +104,38 @@ struct DirectionLabels {
     direction: Direction,
 }
 
+/// A response's class, `2xx` … `5xx`, as a label: a latency histogram per code would
+/// multiply its buckets by every code a service answers.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+struct ClassLabel(u16);
+
+impl EncodeLabelValue for ClassLabel {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> std::fmt::Result {
+        use std::fmt::Write;
+        write!(encoder, "{}xx", self.0 / 100)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LatencyLabels {
+    direction: Direction,
+    target: SharedLabel,
+    rule: SharedLabel,
+    group: SharedLabel,
+    class: ClassLabel,
+}
+
 /// `braid_requests_total`, `braid_request_duration_seconds`, `braid_requests_in_flight`,
 /// `braid_retries_total` and `braid_mirrored_requests_total`.
 pub struct HttpMetrics {
     requests: Family<RequestLabels, Counter>,
     retries: Family<RetryLabels, Counter>,
     mirrors: Family<MirrorLabels, Counter>,
-    /// Per direction, fetched once: the family lookup is not paid per request.
-    latency: [Histogram; 2],
+    /// Time to response headers by target, rule, group and response class.
+    latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
     /// Requests waiting for their response, per direction (same indexing as `latency`).
     in_flight: [Gauge; 2],
 }
@@ -127,12 +161,12 @@ impl HttpMetrics {
             "Copies of requests for a mirror group, sent or dropped (too many in flight)",
             mirrors.clone(),
         );
-        let latency = Family::<DirectionLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.0001, 2.0, 18))
-        });
+        let latency = Family::<LatencyLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
         registry.register(
             "request_duration_seconds",
-            "Time to response headers",
+            "Time to response headers, by direction, target, TrafficRoute rule, group and response class",
             latency.clone(),
         );
         let in_flight = Family::<DirectionLabels, Gauge>::default();
@@ -146,11 +180,7 @@ impl HttpMetrics {
             requests,
             retries,
             mirrors,
-            latency: per_direction.map(|direction| {
-                latency
-                    .get_or_create(&DirectionLabels { direction })
-                    .clone()
-            }),
+            latency,
             in_flight: per_direction.map(|direction| {
                 in_flight
                     .get_or_create(&DirectionLabels { direction })
@@ -168,18 +198,25 @@ impl HttpMetrics {
         code: u16,
         seconds: f64,
     ) {
-        self.requests
-            .get_or_create(&RequestLabels {
+        let labels = RequestLabels {
+            direction,
+            target: SharedLabel(target.clone()),
+            rule: label(routed.rule),
+            group: label(routed.group),
+            code,
+            tls: TlsLabel(routed.tls),
+            peer_identity: label(routed.peer),
+        };
+        self.latency
+            .get_or_create(&LatencyLabels {
                 direction,
-                target: SharedLabel(target.clone()),
-                rule: label(routed.rule),
-                group: label(routed.group),
-                code,
-                tls: TlsLabel(routed.tls),
-                peer_identity: label(routed.peer),
+                target: labels.target.clone(),
+                rule: labels.rule.clone(),
+                group: labels.group.clone(),
+                class: ClassLabel(code),
             })
-            .inc();
-        self.latency[direction as usize].observe(seconds);
+            .observe(seconds);
+        self.requests.get_or_create(&labels).inc();
     }
 
     /// Counts a retry of `rule`'s request to `target`.
@@ -252,19 +289,19 @@ mod tests {
         assert!(text.contains(r#"braid_requests_total{direction="inbound",target="app:8080",rule="",group="",code="200",tls="true",peer_identity="spiffe://cluster.local/ns/shop/sa/web"} 1"#), "{text}");
         assert!(
             text.contains(
-                r#"braid_request_duration_seconds_bucket{le="0.0004",direction="inbound"} 1"#
+                r#"braid_request_duration_seconds_bucket{le="0.0004",direction="inbound",target="app:8080",rule="",group="",class="2xx"} 1"#
             ),
             "{text}"
         );
         assert!(
             text.contains(
-                r#"braid_request_duration_seconds_bucket{le="0.0002",direction="inbound"} 0"#
+                r#"braid_request_duration_seconds_bucket{le="0.0002",direction="inbound",target="app:8080",rule="",group="",class="2xx"} 0"#
             ),
             "{text}"
         );
         assert!(
-            text.contains(r#"braid_request_duration_seconds_count{direction="outbound"} 0"#),
-            "{text}"
+            !text.contains(r#"braid_request_duration_seconds_count{direction="outbound""#),
+            "no outbound request, no outbound series: {text}"
         );
         assert!(
             text.contains(

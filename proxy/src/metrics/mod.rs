@@ -6,7 +6,8 @@
 //! each: `connection.rs` (accepted and open connections), `http.rs` (requests, latency,
 //! in flight, retries, mirror copies), `outlier.rs` (ejections), `tls.rs` (handshakes
 //! and Strict refusals), `limits.rs` (connections and requests cut off by a limit),
-//! `config.rs` (the version in force) and `discovery.rs` (what on-demand discovery found). This module keeps what they share — the registry,
+//! `config.rs` (the version in force), `discovery.rs` (what on-demand discovery found)
+//! and `telemetry.rs` (access-log lines and spans, written or dropped). This module keeps what they share — the registry,
 //! [`encode`], [`Direction`], the shared label and [`OpenGuard`] — and [`Metrics`] puts
 //! them together.
 
@@ -17,8 +18,10 @@ pub mod http;
 pub mod limits;
 pub mod outlier;
 pub mod reference;
+pub mod telemetry;
 pub mod tls;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelValue;
@@ -89,6 +92,8 @@ pub struct Metrics {
     pub identity: IdentityMetrics,
     /// What addresses the config did not know turned out to be.
     pub discovery: discovery::DiscoveryMetrics,
+    /// Access-log lines and exported spans, written or dropped.
+    pub telemetry: Arc<telemetry::TelemetryMetrics>,
 }
 
 impl Default for Metrics {
@@ -100,7 +105,17 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every subsystem's metrics under the `braid_` prefix.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("braid");
+        Self::for_workload(None)
+    }
+
+    /// [`Metrics::new`], every series labelled `workload` with the proxy's own workload
+    /// when it has one: the label costs nothing per request, as the registry adds it
+    /// when it is scraped.
+    pub fn for_workload(workload: Option<&str>) -> Self {
+        let labels = workload
+            .map(|w| (Cow::Borrowed("workload"), Cow::Owned(w.to_owned())))
+            .into_iter();
+        let mut registry = Registry::with_prefix_and_labels("braid", labels);
         let http = http::HttpMetrics::register(&mut registry);
         let outlier = outlier::OutlierMetrics::register(&mut registry);
         let overload = OverloadMetrics::register(&mut registry);
@@ -110,6 +125,7 @@ impl Metrics {
         let tls = tls::TlsMetrics::register(&mut registry);
         let limits = limits::LimitMetrics::register(&mut registry);
         let discovery = discovery::DiscoveryMetrics::register(&mut registry);
+        let telemetry = Arc::new(telemetry::TelemetryMetrics::register(&mut registry));
         Self {
             registry,
             connections,
@@ -121,6 +137,7 @@ impl Metrics {
             overload,
             identity,
             discovery,
+            telemetry,
         }
     }
 

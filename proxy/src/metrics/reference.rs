@@ -9,12 +9,13 @@ use super::connection::ConnProtocol;
 use super::discovery::Outcome;
 use super::http::{RetryResult, Routed};
 use super::limits::Limit;
+use super::telemetry::SpanResult;
 use super::tls::{HandshakeResult, RefusedReason};
 use super::{Direction, Metrics};
 
 /// A registry of every proxy metric with one sample in each family.
 pub fn exercised() -> Metrics {
-    let m = Metrics::new();
+    let m = Metrics::for_workload(Some("checkout"));
     let target: Arc<str> = Arc::from("payments.shop:80");
     let rule: Arc<str> = Arc::from("gray");
     let _open = m.connections.open(Direction::inbound, ConnProtocol::http1);
@@ -27,6 +28,7 @@ pub fn exercised() -> Metrics {
             group: Some(Arc::from("canary")),
             tls: true,
             peer: Some(Arc::from("spiffe://cluster.local/ns/shop/sa/checkout")),
+            ..Routed::default()
         },
         200,
         0.001,
@@ -47,5 +49,7 @@ pub fn exercised() -> Metrics {
     m.overload.shed();
     m.identity.expiry(SystemTime::now());
     m.discovery.discovered(Outcome::service);
+    m.telemetry.log_line(true);
+    m.telemetry.spans(SpanResult::exported, 1);
     m
 }

@@ -7,7 +7,7 @@ pub mod operator;
 pub mod pki;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
@@ -79,7 +79,20 @@ impl Proxy {
         let mut source = vec!["--config".into(), config.path().into()];
         source.extend(["--config-poll-ms".into(), "50".into()]);
         source.extend(extra.iter().map(Into::into));
-        let proxy = Self::spawn(source, Some(config));
+        let proxy = Self::spawn(source, Some(config), Stdio::null());
+        proxy.wait_ready().await;
+        proxy
+    }
+
+    /// [`Proxy::start_with`], its standard output (the access log) written to `stdout`.
+    pub async fn start_writing(config_yaml: &str, extra: &[&str], stdout: &Path) -> Self {
+        let config = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+        std::fs::write(config.path(), config_yaml).unwrap();
+        let mut source = vec!["--config".into(), config.path().into()];
+        source.extend(["--config-poll-ms".into(), "50".into()]);
+        source.extend(extra.iter().map(Into::into));
+        let out = std::fs::File::create(stdout).unwrap();
+        let proxy = Self::spawn(source, Some(config), out.into());
         proxy.wait_ready().await;
         proxy
     }
@@ -88,7 +101,7 @@ impl Proxy {
     /// admin port accepts connections, not until it is ready: that takes a config from
     /// the operator.
     pub async fn start_with_operator(operator: &operator::FakeOperator) -> Self {
-        let proxy = Self::spawn(operator.proxy_args(), None);
+        let proxy = Self::spawn(operator.proxy_args(), None, Stdio::null());
         let admin = proxy.admin;
         eventually("the admin port", || async move {
             TcpStream::connect(admin).await.is_ok()
@@ -101,6 +114,7 @@ impl Proxy {
     fn spawn(
         source_args: Vec<std::ffi::OsString>,
         config: Option<tempfile::NamedTempFile>,
+        stdout: Stdio,
     ) -> Self {
         let admin = free_addr();
         let health = free_addr();
@@ -114,7 +128,7 @@ impl Proxy {
                 &health.to_string(),
             ])
             .env("RUST_BACKTRACE", "0")
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();

@@ -60,6 +60,7 @@ impl Forwarder {
             _in_flight: in_flight,
             admitted,
             target,
+            telemetry: None,
         })
     }
 }
@@ -71,4 +72,6 @@ pub(in crate::http) struct Started {
     pub(super) admitted: Option<Admitted>,
     /// Where it goes.
     pub(in crate::http) target: Arc<OutboundTarget>,
+    /// What the access log and trace took of its head, when either is on.
+    pub(in crate::http) telemetry: Option<crate::telemetry::Begun>,
 }

@@ -29,6 +29,7 @@ impl Forwarder {
         if picked.returned > 0 {
             self.metrics.outlier.returned(send.label, picked.returned);
         }
+        send.attempting(endpoint.addr);
         let in_flight = endpoint.load.start();
         let up = endpoint.upstream();
         send.tls

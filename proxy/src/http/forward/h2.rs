@@ -27,13 +27,22 @@ impl Forwarder {
         if let Err(e) = crate::http::host::check(&mut req) {
             return error_response(&ForwardError::BadHost(e));
         }
-        let started = match self.begin(is_probe(&req), route) {
+        let begun = self.telemetry().map(|t| {
+            let (begun, edits) = t.begin(&telemetry_head(&req));
+            for (name, value) in edits {
+                req.headers_mut().insert(name, value);
+            }
+            begun
+        });
+        let mut started = match self.begin(is_probe(&req), route) {
             Ok(started) => started,
             Err(e) => {
                 tracing::debug!(error = %e, "request refused");
+                self.refused(begun, &e);
                 return error_response(&e);
             }
         };
+        started.telemetry = begun;
         strip_hop_by_hop(req.headers_mut());
         let selected = started.target.select(&RequestHead::of(&req));
         let idempotent = is_idempotent(req.method());
@@ -44,17 +53,17 @@ impl Forwarder {
         let (result, routed) = self
             .send(&started.target, selected, &mut x, idempotent)
             .await;
-        let response = match result {
+        let (response, error) = match result {
             Ok(mut resp) => {
                 strip_hop_by_hop(resp.headers_mut());
-                resp.map(BodyExt::boxed)
+                (resp.map(BodyExt::boxed), None)
             }
             Err(e) => {
                 tracing::debug!(target = %started.target.label, error = %e, "request failed");
-                error_response(&e)
+                (error_response(&e), Some(e))
             }
         };
-        self.finish(started, routed, response.status().as_u16());
+        self.finish(started, routed, response.status().as_u16(), error.as_ref());
         response
     }
 }
@@ -120,6 +129,21 @@ impl Answer for Response<Incoming> {
 
     fn overloaded(&self) -> bool {
         self.headers().contains_key("x-braid-overloaded")
+    }
+}
+
+/// What the access log and the trace take of an HTTP/2 request's head.
+fn telemetry_head<B>(req: &Request<B>) -> crate::telemetry::Head<'_> {
+    crate::telemetry::Head {
+        method: req.method(),
+        authority: req.uri().authority().map_or("", |a| a.as_str()),
+        path: req.uri().path(),
+        protocol: "HTTP/2",
+        request_bytes: req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok()),
+        headers: req.headers(),
     }
 }
 

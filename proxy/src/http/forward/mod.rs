@@ -14,7 +14,9 @@ mod rule;
 pub(super) use admit::Started;
 pub use h2::serve_h2;
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
@@ -30,6 +32,7 @@ use crate::metrics::{Direction, Metrics};
 use crate::overload::Protector;
 use crate::reports::{EjectionLog, SourceCounter, TrafficLog};
 use crate::tables::{OutboundTarget, PickError, Selected, TableStore};
+use crate::telemetry::{Begun, Outcome, Telemetry};
 
 /// The body of every response the proxy sends.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -39,7 +42,11 @@ pub(super) struct Outgoing<'a> {
     pub(super) label: &'a Arc<str>,
     pub(super) selected: Selected<'a>,
     /// Whether the last attempt went over mTLS (for the request's metrics).
-    tls: std::sync::atomic::AtomicBool,
+    tls: AtomicBool,
+    /// The last attempt's endpoint, kept only when telemetry is on.
+    upstream: Option<Mutex<Option<SocketAddr>>>,
+    /// Attempts after the first.
+    retries: AtomicU32,
 }
 
 /// Forwards the requests of one connection.
@@ -53,6 +60,8 @@ pub struct Forwarder {
     side: Side,
     /// The connection limits in force.
     limits: Limits,
+    /// The access log and tracing (both may be off).
+    telemetry: Arc<Telemetry>,
 }
 
 /// What only one side of the proxy adds to the request path, so neither carries the
@@ -131,7 +140,19 @@ impl Forwarder {
             metrics,
             side,
             limits: Limits::default(),
+            telemetry: Arc::default(),
         }
+    }
+
+    /// Logs and traces its requests as `telemetry` says.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = telemetry;
+        self
+    }
+
+    /// The access log and tracing, when either is on.
+    pub(super) fn telemetry(&self) -> Option<&Telemetry> {
+        Some(&*self.telemetry).filter(|t| t.is_on())
     }
 
     /// The metrics' name of its side.
@@ -196,10 +217,14 @@ impl Forwarder {
                 let send = Outgoing {
                     label: &target.label,
                     selected,
-                    tls: std::sync::atomic::AtomicBool::new(false),
+                    tls: AtomicBool::new(false),
+                    upstream: self.telemetry().map(|_| Mutex::new(None)),
+                    retries: AtomicU32::new(0),
                 };
                 let result = self.apply_rule(&send, x, idempotent).await;
-                routed.tls = send.tls.load(std::sync::atomic::Ordering::Relaxed);
+                routed.tls = send.tls.load(Ordering::Relaxed);
+                routed.retries = send.retries.load(Ordering::Relaxed);
+                routed.upstream = send.upstream.and_then(|u| u.into_inner().ok().flatten());
                 result
             }
         };
@@ -210,8 +235,30 @@ impl Forwarder {
         (result, routed)
     }
 
-    /// Counts a request whose response (or error) with `status` is on its way.
-    pub(super) fn finish(&self, started: Started, routed: Routed, status: u16) {
+    /// Counts a request whose response (or error) with `status` is on its way, and logs
+    /// and traces it with `error`, the proxy's reason when it answered itself.
+    pub(super) fn finish(
+        &self,
+        mut started: Started,
+        routed: Routed,
+        status: u16,
+        error: Option<&ForwardError>,
+    ) {
+        if let (Some(t), Some(begun)) = (self.telemetry(), started.telemetry.take()) {
+            let outcome = Outcome {
+                status,
+                target: Some(started.target.label.clone()),
+                rule: routed.rule.clone(),
+                group: routed.group.clone(),
+                upstream: routed.upstream,
+                retries: routed.retries,
+                tls: routed.tls,
+                peer_identity: routed.peer.clone(),
+                error: error.map(ToString::to_string),
+                response_bytes: None,
+            };
+            t.finish(self.direction(), begun, outcome);
+        }
         let took = started.at.elapsed();
         match &self.side {
             Side::Outbound(_) => started.target.traffic.record(status),
@@ -228,6 +275,33 @@ impl Forwarder {
             status,
             took.as_secs_f64(),
         );
+    }
+}
+
+impl Forwarder {
+    /// Logs and traces a request refused before it was routed (`begin` failed).
+    pub(super) fn refused(&self, begun: Option<Begun>, e: &ForwardError) {
+        let (Some(t), Some(begun)) = (self.telemetry(), begun) else {
+            return;
+        };
+        let inbound = self.inbound().map(|i| &i.peer);
+        let outcome = Outcome {
+            status: e.status().as_u16(),
+            tls: inbound.is_some_and(|p| p.tls),
+            peer_identity: inbound.and_then(|p| p.identity.clone()),
+            error: Some(e.to_string()),
+            ..Outcome::default()
+        };
+        t.finish(self.direction(), begun, outcome);
+    }
+}
+
+impl Outgoing<'_> {
+    /// Notes the endpoint an attempt goes to, when telemetry wants it.
+    pub(super) fn attempting(&self, endpoint: SocketAddr) {
+        if let Some(Ok(mut up)) = self.upstream.as_ref().map(Mutex::lock) {
+            *up = Some(endpoint);
+        }
     }
 }
 

@@ -59,6 +59,8 @@ impl Forwarder {
             drop(result);
             tokio::time::sleep(backoff(attempt)).await;
             attempt += 1;
+            send.retries
+                .store(attempt, std::sync::atomic::Ordering::Relaxed);
             last = Some(endpoint.addr);
         }
     }

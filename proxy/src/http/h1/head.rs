@@ -581,6 +581,18 @@ pub fn parse_response(buf: &[u8], asked: &Asked<'_>) -> Result<Option<ResponseIn
 /// Host when given (mirror copies). A chunked body says so; an upgrade keeps its
 /// handshake; HTTP/1.0 stays HTTP/1.0.
 pub fn write_request(head: &[u8], info: &RequestInfo, host: Option<&[u8]>, out: &mut Vec<u8>) {
+    write_request_with(head, info, host, &[], out);
+}
+
+/// [`write_request`], with `edits` (an `x-request-id`, a trace context) replacing the
+/// caller's headers of their names.
+pub fn write_request_with(
+    head: &[u8],
+    info: &RequestInfo,
+    host: Option<&[u8]>,
+    edits: &[(http::HeaderName, http::HeaderValue)],
+    out: &mut Vec<u8>,
+) {
     let mut storage = headers();
     let mut req = httparse::Request::new(&mut []);
     if parse_req(&mut req, head, &mut storage).is_err() {
@@ -622,6 +634,11 @@ pub fn write_request(head: &[u8], info: &RequestInfo, host: Option<&[u8]>, out: 
             // Frames the body: kept even when `Connection` names it, or the upstream
             // would read the body as a request of its own.
             true
+        } else if edits
+            .iter()
+            .any(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
+        {
+            false
         } else {
             !is_hop_by_hop(name)
                 && !named
@@ -631,6 +648,9 @@ pub fn write_request(head: &[u8], info: &RequestInfo, host: Option<&[u8]>, out: 
         if keep {
             write_header(out, name.as_bytes(), h.value);
         }
+    }
+    for (name, value) in edits {
+        write_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if info.body == Body::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");

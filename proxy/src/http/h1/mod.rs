@@ -276,19 +276,42 @@ where
 {
     let Relayed { info, closing } = request;
     let head_only = info.method == http::Method::HEAD;
-    let started = match forwarder.begin(info.probe, route) {
+    // With telemetry on, the head is read whole and goes on with its headers edited.
+    let (begun, edits, mut headers) = match forwarder.telemetry() {
+        Some(t) => {
+            let headers = head::header_map(&buf[..info.len]);
+            let (begun, edits) = t.begin(&telemetry_head(info, &buf[..info.len], &headers));
+            (Some(begun), edits, Some(headers))
+        }
+        None => (None, Vec::new(), None),
+    };
+    let edited;
+    let info = match edits.is_empty() {
+        true => info,
+        false => {
+            edited = RequestInfo {
+                rewrite: true,
+                ..info.clone()
+            };
+            &edited
+        }
+    };
+    let mut started = match forwarder.begin(info.probe, route) {
         Ok(started) => started,
         Err(e) => {
             tracing::debug!(error = %e, "request refused");
+            forwarder.refused(begun, &e);
             return answer_unsent(down, buf, info, &e, closing, scratch).await;
         }
     };
+    started.telemetry = begun;
     // Rules match on the head; a service without rules never looks at it.
     let head = &buf[..info.len];
     let routed = started.target.routes().is_some();
-    let headers = match routed {
-        true => head::header_map(head),
-        false => http::HeaderMap::new(),
+    let headers = match (routed, headers.take()) {
+        (true, Some(headers)) => headers,
+        (true, None) => head::header_map(head),
+        (false, _) => http::HeaderMap::new(),
     };
     let path = match routed {
         true => info.path(head),
@@ -301,7 +324,7 @@ where
     });
     let mut rewritten = Vec::new();
     if info.rewrite {
-        head::write_request(head, info, None, &mut rewritten);
+        head::write_request_with(head, info, None, &edits, &mut rewritten);
     }
     drop(path);
     let whole = matches!(info.body, Body::Length(n) if n <= MAX_BUFFERED_BODY);
@@ -384,7 +407,12 @@ where
         sent,
         head_only,
     } = answered;
-    forwarder.finish(started, routed, response_status(&result));
+    forwarder.finish(
+        started,
+        routed,
+        response_status(&result),
+        result.as_ref().err(),
+    );
     match result {
         Ok(answer) => {
             let early = answer.early;
@@ -450,6 +478,50 @@ where
             Next::KeepAlive
         }
         _ => Next::Linger,
+    }
+}
+
+/// What the access log and the trace take of a relayed request's head.
+fn telemetry_head<'a>(
+    info: &'a RequestInfo,
+    head: &'a [u8],
+    headers: &'a http::HeaderMap,
+) -> crate::telemetry::Head<'a> {
+    let authority = info
+        .authority
+        .clone()
+        .and_then(|a| head.get(a))
+        .and_then(|a| std::str::from_utf8(a).ok())
+        .or_else(|| {
+            headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("");
+    let path = head
+        .get(info.target.clone())
+        .and_then(|p| std::str::from_utf8(p).ok())
+        .unwrap_or("");
+    // An absolute-form target is logged by its path.
+    let path = match path.find("://") {
+        Some(at) => path[at + 3..]
+            .find('/')
+            .map_or("/", |p| &path[at + 3 + p..]),
+        None => path,
+    };
+    crate::telemetry::Head {
+        method: &info.method,
+        authority,
+        path,
+        protocol: match info.http10 {
+            true => "HTTP/1.0",
+            false => "HTTP/1.1",
+        },
+        request_bytes: match info.body {
+            Body::Length(n) => Some(n),
+            Body::Chunked => None,
+        },
+        headers,
     }
 }
 
