@@ -402,8 +402,19 @@ impl Pod {
         let overrides = braid_injector::annotations::Overrides::parse(&map).map_err(|errors| {
             HarnessError::Missing(format!("the injector refuses {annotations:?}: {errors:?}"))
         })?;
-        let (args, env) =
+        let (args, mut env) =
             operator.sidecar_command_for(&self.name, self.ip, &self.dir, &overrides)?;
+        // The workload the injector names for a pod of no controller: the pod's name.
+        let meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(self.name.clone()),
+            ..Default::default()
+        };
+        if let Some(workload) = braid_injector::inject::workload::name(&meta) {
+            env.push((
+                braid_injector::inject::workload::WORKLOAD_ENV.to_owned(),
+                workload,
+            ));
+        }
         self.start_sidecar_with(&args, &env)
     }
 

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::annotations::STATUS;
 use crate::decide::{Decision, Refusal, decide};
 use crate::inject::{
-    InjectError, InjectStatus, ORIGINAL_PROBES, inject, restore, scrape_annotations,
+    InjectError, InjectStatus, ORIGINAL_PROBES, inject_workload, restore, scrape_annotations,
 };
 use crate::settings::Settings;
 
@@ -101,7 +101,7 @@ fn template_pointer(kind: &str) -> Option<&'static str> {
 /// passing other documents through, and prints the result as YAML.
 fn each_template(
     text: &str,
-    mut f: impl FnMut(&mut Pod, &str) -> Result<(), TemplateError>,
+    mut f: impl FnMut(&mut Pod, &str, &str) -> Result<(), TemplateError>,
 ) -> Result<String, OfflineError> {
     let mut out = Vec::new();
     for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
@@ -151,9 +151,13 @@ fn kind_and_name(doc: &serde_json::Value) -> (String, String) {
 /// Runs `f` on `doc`'s pod template, if its kind has one.
 fn on_template(
     doc: &mut serde_json::Value,
-    f: &mut impl FnMut(&mut Pod, &str) -> Result<(), TemplateError>,
+    f: &mut impl FnMut(&mut Pod, &str, &str) -> Result<(), TemplateError>,
 ) -> Result<(), TemplateError> {
     let kind = doc["kind"].as_str().unwrap_or_default();
+    let name = doc["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let namespace = doc["metadata"]["namespace"]
         .as_str()
         .unwrap_or("default")
@@ -169,7 +173,7 @@ fn on_template(
         "spec": template.get("spec").cloned().unwrap_or_default(),
     }))
     .map_err(|source| TemplateError::NotAPod { pointer, source })?;
-    f(&mut pod, &namespace)?;
+    f(&mut pod, &namespace, &name)?;
     let metadata = serde_json::to_value(&pod.metadata).unwrap_or_default();
     let spec = serde_json::to_value(&pod.spec).unwrap_or_default();
     if let Some(obj) = template.as_object_mut() {
@@ -185,20 +189,26 @@ fn on_template(
 
 /// Injects into every pod template of `text` that the webhook would inject.
 pub fn inject_documents(text: &str, settings: &Settings) -> Result<String, OfflineError> {
-    each_template(text, |pod, namespace| {
+    each_template(text, |pod, namespace, workload| {
         let overrides = match decide(pod, namespace, true, settings) {
             Decision::Inject(o) => o,
             Decision::Skip(_) => return Ok(()),
             Decision::Refuse(why) => return Err(why.into()),
         };
-        inject(pod, settings, &overrides)?;
+        // A template's pods are the object's: a Deployment's name, not its ReplicaSet's.
+        inject_workload(
+            pod,
+            settings,
+            &overrides,
+            Some(workload).filter(|w| !w.is_empty()),
+        )?;
         Ok(())
     })
 }
 
 /// Removes exactly what `braid.dev/status` says was injected.
 pub fn uninject_documents(text: &str) -> Result<String, OfflineError> {
-    each_template(text, |pod, _| {
+    each_template(text, |pod, _, _| {
         let Some(recorded) = pod
             .metadata
             .annotations
@@ -352,6 +362,15 @@ spec:
         assert!(sidecar["livenessProbe"]["exec"].is_object(), "{sidecar}");
         assert_eq!(sidecar["readinessProbe"]["httpGet"]["host"], "10.0.0.1");
         assert_eq!(out[1], docs(DEPLOYMENT)[1], "a Service is left alone");
+        // The proxy is told the workload it serves: the object's name.
+        let env = &out[0]["spec"]["template"]["spec"]["initContainers"][1]["env"];
+        let workload = env
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "BRAID_WORKLOAD")
+            .unwrap();
+        assert_eq!(workload["value"], "payments", "{env}");
         assert_eq!(
             init_names(
                 &out[2],

@@ -378,3 +378,29 @@ fn prometheus_is_pointed_at_the_proxy_unless_the_pod_scrapes_itself_or_opts_out(
         "{why}"
     );
 }
+
+/// The proxy's `BRAID_WORKLOAD` in an injected pod.
+fn workload_env(pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref().unwrap();
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .find(|c| c.name == PROXY_CONTAINER)
+        .and_then(|c| c.env.as_ref())
+        .and_then(|env| env.iter().find(|e| e.name == "BRAID_WORKLOAD"))
+        .and_then(|e| e.value.clone())
+}
+
+#[test]
+fn the_proxy_is_told_its_workload_from_the_pods_controller() {
+    // A Deployment's pod is owned by a ReplicaSet `payments-844b89b794`.
+    let deployment = webhook(
+        &captured_pod("deployment-pod-create.json"),
+        &Settings::default(),
+    )
+    .unwrap();
+    assert_eq!(workload_env(&deployment).as_deref(), Some("payments"));
+    let job = webhook(&captured_pod("job-pod-create.json"), &Settings::default()).unwrap();
+    assert_eq!(workload_env(&job).as_deref(), Some("nightly-report"));
+}

@@ -5,8 +5,9 @@ mod init;
 mod probes;
 mod sidecar;
 mod volumes;
+pub mod workload;
 
-use k8s_openapi::api::core::v1::{Pod, ResourceRequirements};
+use k8s_openapi::api::core::v1::{EnvVar, Pod, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::{Deserialize, Serialize};
 
@@ -88,6 +89,20 @@ pub fn inject(
     settings: &Settings,
     overrides: &Overrides,
 ) -> Result<InjectStatus, InjectError> {
+    inject_workload(pod, settings, overrides, None)
+}
+
+/// [`inject`], the proxy told it serves `workload` (a template's object's name), or the
+/// workload the pod's own metadata names ([`workload::name`]) when `None`.
+pub fn inject_workload(
+    pod: &mut Pod,
+    settings: &Settings,
+    overrides: &Overrides,
+    workload: Option<&str>,
+) -> Result<InjectStatus, InjectError> {
+    let workload = workload
+        .map(str::to_owned)
+        .or_else(|| workload::name(&pod.metadata));
     let spec = pod.spec.as_mut().ok_or(InjectError::NoSpec)?;
     for (field, names) in [
         (
@@ -137,16 +152,20 @@ pub fn inject(
         annotations: Vec::new(),
     };
     let mut proxy = proxy_container(settings, overrides, &app_ports);
+    if let Some(workload) = workload {
+        proxy.env.get_or_insert_with(Vec::new).push(EnvVar {
+            name: workload::WORKLOAD_ENV.into(),
+            value: Some(workload),
+            ..Default::default()
+        });
+    }
     let probes = rewrite(&mut spec.containers);
     if !probes.for_proxy.is_empty() {
-        proxy
-            .env
-            .get_or_insert_with(Vec::new)
-            .push(k8s_openapi::api::core::v1::EnvVar {
-                name: APP_PROBES_ENV.into(),
-                value: Some(serde_json::to_string(&probes.for_proxy).unwrap_or_default()),
-                ..Default::default()
-            });
+        proxy.env.get_or_insert_with(Vec::new).push(EnvVar {
+            name: APP_PROBES_ENV.into(),
+            value: Some(serde_json::to_string(&probes.for_proxy).unwrap_or_default()),
+            ..Default::default()
+        });
     }
     // braid-init first: everything after it is captured. Then, as a native sidecar,
     // the proxy, so the app's own init containers already have a working network.
