@@ -154,6 +154,7 @@ async fn a_request_carries_its_trace_on_and_is_exported_and_logged() {
     .unwrap();
     assert_eq!(resp.status(), 200);
     let body = body_string(resp).await;
+    let first_body_len = body.len();
     let sent = echoed(&body, "traceparent");
     let hop_span = sent.split('-').nth(2).unwrap().to_owned();
     assert_eq!(sent, format!("00-{TRACE}-{hop_span}-01"), "{body}");
@@ -224,6 +225,8 @@ async fn a_request_carries_its_trace_on_and_is_exported_and_logged() {
     // The query is not logged: it may carry secrets.
     assert_eq!(first["path"], "/pay");
     assert_eq!(first["upstream"], backend.to_string());
+    assert_eq!(first["response_bytes"], first_body_len);
+    assert_eq!(first["request_bytes"], 0);
     assert_eq!(first["direction"], "outbound");
     assert_eq!(lines[1]["request_id"], "caller-chose-this");
 }

@@ -14,6 +14,8 @@ pub(super) trait Answer {
     fn status(&self) -> StatusCode;
     /// Shed by the endpoint's overload protection (busy, not broken).
     fn overloaded(&self) -> bool;
+    /// The body's length, when the head says it (for the access log).
+    fn body_length(&self) -> Option<u64>;
 }
 
 /// Sends one request's attempts.

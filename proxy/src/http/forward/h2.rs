@@ -11,7 +11,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{Forwarder, Outgoing, ProxyBody, error_response};
+use super::{Finished, Forwarder, Outgoing, ProxyBody, error_response};
 use crate::balance::Upstream;
 use crate::http::exchange::{Answer, Exchange};
 use crate::http::replay::Replayable;
@@ -53,6 +53,7 @@ impl Forwarder {
         let (result, routed) = self
             .send(&started.target, selected, &mut x, idempotent)
             .await;
+        let response_bytes = result.as_ref().ok().and_then(Answer::body_length);
         let (response, error) = match result {
             Ok(mut resp) => {
                 strip_hop_by_hop(resp.headers_mut());
@@ -63,7 +64,12 @@ impl Forwarder {
                 (error_response(&e), Some(e))
             }
         };
-        self.finish(started, routed, response.status().as_u16(), error.as_ref());
+        let finished = Finished {
+            status: response.status().as_u16(),
+            error: error.as_ref(),
+            response_bytes,
+        };
+        self.finish(started, routed, finished);
         response
     }
 }
@@ -129,6 +135,10 @@ impl Answer for Response<Incoming> {
 
     fn overloaded(&self) -> bool {
         self.headers().contains_key("x-braid-overloaded")
+    }
+
+    fn body_length(&self) -> Option<u64> {
+        http_body::Body::size_hint(self.body()).exact()
     }
 }
 

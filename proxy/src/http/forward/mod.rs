@@ -235,15 +235,13 @@ impl Forwarder {
         (result, routed)
     }
 
-    /// Counts a request whose response (or error) with `status` is on its way, and logs
-    /// and traces it with `error`, the proxy's reason when it answered itself.
-    pub(super) fn finish(
-        &self,
-        mut started: Started,
-        routed: Routed,
-        status: u16,
-        error: Option<&ForwardError>,
-    ) {
+    /// Counts a request whose response (or error) is on its way, and logs and traces it.
+    pub(super) fn finish(&self, mut started: Started, routed: Routed, finished: Finished<'_>) {
+        let Finished {
+            status,
+            error,
+            response_bytes,
+        } = finished;
         if let (Some(t), Some(begun)) = (self.telemetry(), started.telemetry.take()) {
             let outcome = Outcome {
                 status,
@@ -255,7 +253,7 @@ impl Forwarder {
                 tls: routed.tls,
                 peer_identity: routed.peer.clone(),
                 error: error.map(ToString::to_string),
-                response_bytes: None,
+                response_bytes,
             };
             t.finish(self.direction(), begun, outcome);
         }
@@ -305,8 +303,29 @@ impl Outgoing<'_> {
     }
 }
 
+/// How a request ended, as the caller sees it.
+pub(super) struct Finished<'a> {
+    /// The status the caller gets.
+    pub(super) status: u16,
+    /// The proxy's reason, when it answered itself.
+    pub(super) error: Option<&'a ForwardError>,
+    /// The response body's length, when its head says it.
+    pub(super) response_bytes: Option<u64>,
+}
+
+impl<'a> Finished<'a> {
+    /// How a request with `result` ended.
+    pub(super) fn of<A: Answer>(result: &'a Result<A, ForwardError>) -> Self {
+        Self {
+            status: response_status(result),
+            error: result.as_ref().err(),
+            response_bytes: result.as_ref().ok().and_then(Answer::body_length),
+        }
+    }
+}
+
 /// The status the caller gets for `result`.
-pub(super) fn response_status<A: Answer>(result: &Result<A, ForwardError>) -> u16 {
+fn response_status<A: Answer>(result: &Result<A, ForwardError>) -> u16 {
     match result {
         Ok(resp) => resp.status().as_u16(),
         Err(e) => e.status().as_u16(),

@@ -65,6 +65,10 @@ impl Answer for Answered {
     fn overloaded(&self) -> bool {
         self.1
     }
+
+    fn body_length(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl Exchange for Scripted {

@@ -32,7 +32,7 @@ pub use relay::{RelayError, send_and_drop};
 use self::head::{Body, Caller, Request, RequestInfo};
 use self::held::Held;
 use self::relay::{After, Downstream, RelayExchange, relay_response, write_error};
-use super::forward::{Started, response_status};
+use super::forward::{Finished, Started};
 use super::replay::MAX_BUFFERED_BODY;
 use super::{BodyError, ForwardError, Forwarder, Route};
 use crate::metrics::http::Routed;
@@ -407,12 +407,7 @@ where
         sent,
         head_only,
     } = answered;
-    forwarder.finish(
-        started,
-        routed,
-        response_status(&result),
-        result.as_ref().err(),
-    );
+    forwarder.finish(started, routed, Finished::of(&result));
     match result {
         Ok(answer) => {
             let early = answer.early;

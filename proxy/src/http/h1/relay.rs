@@ -58,6 +58,14 @@ impl Answer for RelayAnswer {
     fn overloaded(&self) -> bool {
         self.info.overloaded
     }
+
+    fn body_length(&self) -> Option<u64> {
+        match self.info.framing {
+            Framing::Empty => Some(0),
+            Framing::Length(n) => Some(n),
+            Framing::Chunked | Framing::UntilClose | Framing::Tunnel => None,
+        }
+    }
 }
 
 /// The caller's side of one request: its connection, what was read from it (the head
