@@ -288,3 +288,40 @@ async fn with_the_collector_down_requests_pass_and_lost_spans_are_counted() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn an_http2_request_the_caller_gives_up_on_is_logged_as_499() {
+    let backend = http_backend("app").await;
+    let front = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stdout");
+    let _proxy = Proxy::start_writing(
+        &format!(
+            "version: t1\nlisteners:\n{}",
+            listener("web", front, backend, "http2")
+        ),
+        &["--access-log", "json"],
+        &log,
+    )
+    .await;
+    let mut client = http2_client(front).await;
+    let slow = client.send_request(Request::get("http://payments/slow").body(empty()).unwrap());
+    // The backend takes 1.5 s; the caller resets its stream after 200 ms.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), slow)
+            .await
+            .is_err()
+    );
+    drop(client);
+    let log = &log;
+    eventually("a line for the abandoned request", || async move {
+        !access_log(log).is_empty()
+    })
+    .await;
+    let lines = access_log(log);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["status"], 499);
+    assert_eq!(lines[0]["path"], "/slow");
+    assert_eq!(lines[0]["target"], backend.to_string());
+    assert!(lines[0]["error"].as_str().unwrap().contains("went away"));
+}

@@ -105,9 +105,16 @@ struct DirectionLabels {
 }
 
 /// A response's class, `2xx` … `5xx`, as a label: a latency histogram per code would
-/// multiply its buckets by every code a service answers.
+/// multiply its buckets by every code a service answers. It holds the class (the code's
+/// hundreds), so 200 and 204 are one series.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 struct ClassLabel(u16);
+
+impl ClassLabel {
+    fn of(code: u16) -> Self {
+        Self(code / 100)
+    }
+}
 
 impl EncodeLabelValue for ClassLabel {
     fn encode(
@@ -115,7 +122,7 @@ impl EncodeLabelValue for ClassLabel {
         encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
     ) -> std::fmt::Result {
         use std::fmt::Write;
-        write!(encoder, "{}xx", self.0 / 100)
+        write!(encoder, "{}xx", self.0)
     }
 }
 
@@ -213,7 +220,7 @@ impl HttpMetrics {
                 target: labels.target.clone(),
                 rule: labels.rule.clone(),
                 group: labels.group.clone(),
-                class: ClassLabel(code),
+                class: ClassLabel::of(code),
             })
             .observe(seconds);
         self.requests.get_or_create(&labels).inc();
@@ -307,6 +314,32 @@ mod tests {
             text.contains(
                 r#"braid_mirrored_requests_total{target="app:8080",group="shadow",result="dropped"} 1"#
             ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_latency_of_one_class_is_one_series() {
+        let (registry, m) = metrics();
+        for code in [200, 204, 201] {
+            m.request(
+                Direction::outbound,
+                &Arc::from("app:80"),
+                Routed::default(),
+                code,
+                0.001,
+            );
+        }
+        let text = encode(&registry);
+        let counts: Vec<_> = text
+            .lines()
+            .filter(|l| l.starts_with("braid_request_duration_seconds_count"))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                r#"braid_request_duration_seconds_count{direction="outbound",target="app:80",rule="",group="",class="2xx"} 3"#
+            ],
             "{text}"
         );
     }

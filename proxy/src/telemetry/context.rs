@@ -1,13 +1,15 @@
 //! Trace context in and out of a request: W3C `traceparent`/`tracestate`, and B3 (the
 //! single `b3` header or the `x-b3-*` set) for apps instrumented with Zipkin's
 //! libraries. Each proxy hop is a span of its own: the request goes on with this hop's
-//! span as its parent, in the caller's format and in W3C's.
+//! span as its parent, in W3C's format and in every B3 format the caller used, so an app
+//! that reads either sees the same parent.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::trace::{SpanId, TraceId};
 
 /// W3C's header.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 const B3: HeaderName = HeaderName::from_static("b3");
 const B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
 const B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
@@ -15,16 +17,9 @@ const B3_PARENT_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-parentspanid
 const B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 const B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 
-/// How the caller carried its context, so the next hop gets it the same way too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Carrier {
-    /// `traceparent` (and `tracestate`).
-    W3c,
-    /// One `b3` header.
-    B3Single,
-    /// `x-b3-traceid`, `x-b3-spanid`, `x-b3-sampled`, …
-    B3Multi,
-}
+/// A header the request goes on with (`Some`), or without (`None`), replacing any the
+/// caller sent of that name.
+pub type HeaderEdit = (HeaderName, Option<HeaderValue>);
 
 /// The trace context a request arrived with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,10 +28,23 @@ pub struct Incoming {
     pub trace_id: TraceId,
     /// The caller's span, this hop's parent (none: B3 with a trace but no span).
     pub parent: Option<SpanId>,
-    /// What the caller decided about sampling (none: it left the decision to us).
+    /// Whether it came in a valid `traceparent` (its `tracestate` then goes on too).
+    pub w3c: bool,
+}
+
+/// What the caller said of tracing, in whichever formats it used.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// The trace to continue: W3C's when valid, else B3's.
+    pub context: Option<Incoming>,
+    /// Its sampling decision, even one sent without a context (`b3: 0`).
     pub sampled: Option<bool>,
-    /// How it was carried.
-    pub carrier: Carrier,
+    /// B3's debug flag (`b3: …-d`, `x-b3-flags: 1`): sampled, and said so onward.
+    pub debug: bool,
+    /// It sent a `b3` header.
+    pub b3_single: bool,
+    /// It sent `x-b3-*` headers.
+    pub b3_multi: bool,
 }
 
 /// This hop's span: what goes on to the next hop, and what is exported.
@@ -50,72 +58,81 @@ pub struct HopSpan {
     pub parent: Option<SpanId>,
     /// Whether it is exported (and the next hop told so).
     pub sampled: bool,
-    /// How the caller carried its context (none: it sent none).
-    pub carrier: Option<Carrier>,
+    debug: bool,
+    /// The caller's `tracestate` belongs to this trace.
+    keeps_state: bool,
+    b3_single: bool,
+    b3_multi: bool,
 }
 
-/// Reads the caller's trace context: W3C's when valid, else B3's. An invalid header is
-/// ignored (the request starts a new trace), as W3C asks.
-pub fn extract(headers: &HeaderMap) -> Option<Incoming> {
-    w3c(headers)
-        .or_else(|| b3_single(headers))
-        .or_else(|| b3_multi(headers))
+/// Reads what the caller said of tracing. An invalid header is ignored (W3C asks that a
+/// request with a broken `traceparent` start a new trace).
+pub fn extract(headers: &HeaderMap) -> Caller {
+    let single = headers.contains_key(B3).then(|| b3_single(headers));
+    let multi = headers.contains_key(B3_SAMPLED) || headers.contains_key(B3_TRACE_ID);
+    let multi = multi.then(|| b3_multi(headers));
+    let w3c = w3c(headers);
+    let decided = w3c
+        .as_ref()
+        .map(|(_, sampled)| (*sampled, false))
+        .or_else(|| single.as_ref().and_then(|b| b.decision))
+        .or_else(|| multi.as_ref().and_then(|b| b.decision));
+    Caller {
+        context: w3c
+            .map(|(i, _)| i)
+            .or_else(|| single.as_ref().and_then(|b| b.context.clone()))
+            .or_else(|| multi.as_ref().and_then(|b| b.context.clone())),
+        sampled: decided.map(|(s, debug)| s || debug),
+        debug: decided.is_some_and(|(_, debug)| debug),
+        b3_single: single.is_some(),
+        b3_multi: multi.is_some(),
+    }
 }
 
-/// A new span for this hop: a child of `incoming`, or the root of a new trace. A caller's
-/// sampling decision stands; otherwise `sample()` decides.
-pub fn hop(incoming: Option<&Incoming>, sample: impl FnOnce() -> bool) -> HopSpan {
-    let span_id = random_span_id();
-    match incoming {
-        Some(i) => HopSpan {
-            trace_id: i.trace_id,
-            span_id,
-            parent: i.parent,
-            sampled: i.sampled.unwrap_or_else(sample),
-            carrier: Some(i.carrier),
-        },
-        None => HopSpan {
-            trace_id: random_trace_id(),
-            span_id,
-            parent: None,
-            sampled: sample(),
-            carrier: None,
-        },
+/// A new span for this hop: a child of the caller's, or the root of a new trace. A
+/// caller's sampling decision stands; otherwise `sample()` decides.
+pub fn hop(caller: &Caller, sample: impl FnOnce() -> bool) -> HopSpan {
+    let (trace_id, parent, keeps_state) = match &caller.context {
+        Some(i) => (i.trace_id, i.parent, i.w3c),
+        None => (random_trace_id(), None, false),
+    };
+    HopSpan {
+        trace_id,
+        span_id: random_span_id(),
+        parent,
+        sampled: caller.sampled.unwrap_or_else(sample),
+        debug: caller.debug,
+        keeps_state,
+        b3_single: caller.b3_single,
+        b3_multi: caller.b3_multi,
     }
 }
 
 impl HopSpan {
-    /// The headers the request goes on with, each replacing any of its name: W3C's
-    /// `traceparent` always (`tracestate` passes unchanged), and B3's in the form the
-    /// caller used.
-    pub fn outgoing(&self) -> Vec<(HeaderName, HeaderValue)> {
+    /// The headers the request goes on with: `traceparent` naming this hop's span;
+    /// `tracestate` only with the trace it came with; and B3 in each form the caller
+    /// used, so no header still names the caller's span as the parent.
+    pub fn outgoing(&self) -> Vec<HeaderEdit> {
         let trace = format!("{:032x}", self.trace_id);
         let span = format!("{:016x}", self.span_id);
         let sampled = if self.sampled { "1" } else { "0" };
-        let mut out = Vec::with_capacity(4);
         let value = |s: String| HeaderValue::from_str(&s).ok();
-        if let Some(v) = value(format!("00-{trace}-{span}-0{sampled}")) {
-            out.push((TRACEPARENT, v));
+        let mut out = vec![(TRACEPARENT, value(format!("00-{trace}-{span}-0{sampled}")))];
+        if !self.keeps_state {
+            out.push((TRACESTATE, None));
         }
-        match self.carrier {
-            Some(Carrier::B3Single) => {
-                let parent = self
-                    .parent
-                    .map(|p| format!("-{p:016x}"))
-                    .unwrap_or_default();
-                if let Some(v) = value(format!("{trace}-{span}-{sampled}{parent}")) {
-                    out.push((B3, v));
-                }
-            }
-            Some(Carrier::B3Multi) => {
-                out.extend(value(trace).map(|v| (B3_TRACE_ID, v)));
-                out.extend(value(span).map(|v| (B3_SPAN_ID, v)));
-                if let Some(p) = self.parent {
-                    out.extend(value(format!("{p:016x}")).map(|v| (B3_PARENT_SPAN_ID, v)));
-                }
-                out.push((B3_SAMPLED, HeaderValue::from_static(sampled)));
-            }
-            Some(Carrier::W3c) | None => {}
+        let parent = self.parent.map(|p| format!("{p:016x}"));
+        if self.b3_single {
+            let decision = if self.debug { "d" } else { sampled };
+            let parent = parent.as_ref().map(|p| format!("-{p}")).unwrap_or_default();
+            out.push((B3, value(format!("{trace}-{span}-{decision}{parent}"))));
+        }
+        if self.b3_multi {
+            out.push((B3_TRACE_ID, value(trace)));
+            out.push((B3_SPAN_ID, value(span)));
+            out.push((B3_PARENT_SPAN_ID, parent.and_then(value)));
+            // Debug travels in x-b3-flags, passed on as it came.
+            out.push((B3_SAMPLED, Some(HeaderValue::from_static(sampled))));
         }
         out
     }
@@ -149,8 +166,8 @@ fn random_span_id() -> SpanId {
     }
 }
 
-/// Lowercase hex of exactly `N` bytes, not all zero.
-fn hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+/// Lowercase hex of exactly `N` bytes.
+fn hex_bytes<const N: usize>(s: &str) -> Option<[u8; N]> {
     if s.len() != N * 2 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
@@ -158,24 +175,29 @@ fn hex<const N: usize>(s: &str) -> Option<[u8; N]> {
     for (i, byte) in out.iter_mut().enumerate() {
         *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
-    out.iter().any(|b| *b != 0).then_some(out)
+    Some(out)
+}
+
+/// Lowercase hex of exactly `N` bytes, not all zero (an id).
+fn id<const N: usize>(s: &str) -> Option<[u8; N]> {
+    hex_bytes::<N>(s).filter(|b| b.iter().any(|x| *x != 0))
 }
 
 /// A B3 trace id: 32 hex digits, or 16 (a 64-bit id, padded on the left).
 fn b3_trace_id(s: &str) -> Option<TraceId> {
     let s = s.to_ascii_lowercase();
     match s.len() {
-        16 => hex::<8>(&s).map(|low| {
-            let mut id = [0u8; 16];
-            id[8..].copy_from_slice(&low);
-            TraceId::from_bytes(id)
+        16 => id::<8>(&s).map(|low| {
+            let mut full = [0u8; 16];
+            full[8..].copy_from_slice(&low);
+            TraceId::from_bytes(full)
         }),
-        _ => hex::<16>(&s).map(TraceId::from_bytes),
+        _ => id::<16>(&s).map(TraceId::from_bytes),
     }
 }
 
 fn b3_span_id(s: &str) -> Option<SpanId> {
-    hex::<8>(&s.to_ascii_lowercase()).map(SpanId::from_bytes)
+    id::<8>(&s.to_ascii_lowercase()).map(SpanId::from_bytes)
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
@@ -185,76 +207,104 @@ fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
         .map(str::trim)
 }
 
-/// `version-traceid-parentid-flags` (W3C Trace Context §3.2). A later version is read by
-/// its version 00 fields, as the spec asks.
-fn w3c(headers: &HeaderMap) -> Option<Incoming> {
+/// `version-traceid-parentid-flags` (W3C Trace Context §3.2), with its sampled flag. A
+/// later version is read by its version 00 fields, as the spec asks.
+fn w3c(headers: &HeaderMap) -> Option<(Incoming, bool)> {
     let value = header(headers, &TRACEPARENT)?;
     let mut parts = value.splitn(5, '-');
-    let version = hex::<1>(parts.next()?).map(|v| v[0]).or_else(|| {
-        // Version 00 is all zeros, which `hex` refuses; accept it here.
-        (value.starts_with("00-")).then_some(0)
-    })?;
+    let version = hex_bytes::<1>(parts.next()?)?[0];
     let (trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?);
     let rest = parts.next();
     if version == 0xff || (version == 0 && rest.is_some()) {
         return None;
     }
-    let flags = match flags.len() {
-        2 => u8::from_str_radix(flags, 16).ok()?,
-        _ => return None,
+    let flags = hex_bytes::<1>(flags)?[0];
+    let incoming = Incoming {
+        trace_id: TraceId::from_bytes(id::<16>(trace)?),
+        parent: Some(SpanId::from_bytes(id::<8>(parent)?)),
+        w3c: true,
     };
-    Some(Incoming {
-        trace_id: TraceId::from_bytes(hex::<16>(trace)?),
-        parent: Some(SpanId::from_bytes(hex::<8>(parent)?)),
-        sampled: Some(flags & 1 == 1),
-        carrier: Carrier::W3c,
-    })
+    Some((incoming, flags & 1 == 1))
+}
+
+/// What one B3 form said: a context, and a decision (with the debug flag).
+struct B3Said {
+    context: Option<Incoming>,
+    decision: Option<(bool, bool)>,
 }
 
 /// `b3: {traceid}-{spanid}[-{sampled}[-{parentspanid}]]`, or `b3: {sampled}` alone.
-fn b3_single(headers: &HeaderMap) -> Option<Incoming> {
-    let value = header(headers, &B3)?;
-    let mut parts = value.split('-');
-    let trace = parts.next()?;
-    let Some(span) = parts.next() else {
-        // A decision without a context: nothing to continue.
-        return None;
+fn b3_single(headers: &HeaderMap) -> B3Said {
+    let none = B3Said {
+        context: None,
+        decision: None,
     };
-    let sampled = match parts.next() {
-        None => None,
-        Some("1" | "d") => Some(true),
-        Some("0") => Some(false),
-        Some(_) => return None,
+    let Some(value) = header(headers, &B3) else {
+        return none;
     };
-    Some(Incoming {
-        trace_id: b3_trace_id(trace)?,
-        parent: Some(b3_span_id(span)?),
-        sampled,
-        carrier: Carrier::B3Single,
-    })
+    let decision = |s: &str| match s {
+        "1" => Some((true, false)),
+        "0" => Some((false, false)),
+        "d" => Some((true, true)),
+        _ => None,
+    };
+    let parts: Vec<&str> = value.split('-').collect();
+    match parts[..] {
+        [alone] => B3Said {
+            context: None,
+            decision: decision(alone),
+        },
+        [trace, span, ref rest @ ..] if rest.len() <= 2 => {
+            let decided = match rest.first() {
+                Some(s) => match decision(s) {
+                    Some(d) => Some(d),
+                    None => return none,
+                },
+                None => None,
+            };
+            if rest.get(1).is_some_and(|p| b3_span_id(p).is_none()) {
+                return none;
+            }
+            match (b3_trace_id(trace), b3_span_id(span)) {
+                (Some(trace_id), Some(span)) => B3Said {
+                    context: Some(Incoming {
+                        trace_id,
+                        parent: Some(span),
+                        w3c: false,
+                    }),
+                    decision: decided,
+                },
+                _ => none,
+            }
+        }
+        _ => none,
+    }
 }
 
 /// `x-b3-traceid`, `x-b3-spanid`, `x-b3-sampled` (`1`/`0`, or `true`/`false` from old
 /// clients) and `x-b3-flags: 1` (debug: sampled).
-fn b3_multi(headers: &HeaderMap) -> Option<Incoming> {
-    let trace_id = b3_trace_id(header(headers, &B3_TRACE_ID)?)?;
-    let parent = match header(headers, &B3_SPAN_ID) {
-        Some(s) => Some(b3_span_id(s)?),
-        None => None,
-    };
+fn b3_multi(headers: &HeaderMap) -> B3Said {
     let debug = header(headers, &B3_FLAGS) == Some("1");
-    let sampled = match header(headers, &B3_SAMPLED) {
-        _ if debug => Some(true),
-        Some("1" | "true") => Some(true),
-        Some("0" | "false") => Some(false),
+    let decision = match header(headers, &B3_SAMPLED) {
+        _ if debug => Some((true, true)),
+        Some("1" | "true") => Some((true, false)),
+        Some("0" | "false") => Some((false, false)),
         _ => None,
     };
-    Some(Incoming {
-        trace_id,
-        parent,
-        sampled,
-        carrier: Carrier::B3Multi,
-    })
+    let trace_id = header(headers, &B3_TRACE_ID).and_then(b3_trace_id);
+    let parent = match header(headers, &B3_SPAN_ID) {
+        Some(s) => b3_span_id(s).map(Some),
+        None => Some(None),
+    };
+    let context = match (trace_id, parent) {
+        (Some(trace_id), Some(parent)) => Some(Incoming {
+            trace_id,
+            parent,
+            w3c: false,
+        }),
+        _ => None,
+    };
+    B3Said { context, decision }
 }
 
 #[cfg(test)]
@@ -272,29 +322,40 @@ mod tests {
         map
     }
 
+    /// The edits as `name: value` (or `name: -` for a removal), in order.
+    fn shown(edits: &[HeaderEdit]) -> Vec<String> {
+        edits
+            .iter()
+            .map(|(n, v)| match v {
+                Some(v) => format!("{n}: {}", v.to_str().unwrap()),
+                None => format!("{n}: -"),
+            })
+            .collect()
+    }
+
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
     const SPAN: &str = "00f067aa0ba902b7";
 
     #[test]
     fn w3c_traceparent_is_read_and_a_child_goes_on() {
         let tp = format!("00-{TRACE}-{SPAN}-01");
-        let incoming = extract(&headers(&[("traceparent", &tp)])).unwrap();
+        let caller = extract(&headers(&[("traceparent", &tp), ("tracestate", "k=v")]));
+        let incoming = caller.context.clone().unwrap();
         assert_eq!(format!("{:032x}", incoming.trace_id), TRACE);
-        assert_eq!(incoming.sampled, Some(true));
-        let span = hop(Some(&incoming), || panic!("the caller decided"));
+        assert_eq!(caller.sampled, Some(true));
+        let span = hop(&caller, || panic!("the caller decided"));
         assert_eq!(span.trace_hex(), TRACE);
         assert_eq!(span.parent, incoming.parent);
         assert_ne!(span.span_hex(), SPAN);
-        let out = span.outgoing();
-        assert_eq!(out.len(), 1);
+        // tracestate goes on untouched with its trace.
         assert_eq!(
-            out[0].1.to_str().unwrap(),
-            format!("00-{TRACE}-{}-01", span.span_hex())
+            shown(&span.outgoing()),
+            [format!("traceparent: 00-{TRACE}-{}-01", span.span_hex())]
         );
     }
 
     #[test]
-    fn invalid_traceparents_start_a_new_trace() {
+    fn invalid_traceparents_start_a_new_trace_without_the_old_tracestate() {
         for bad in [
             format!("00-{}-{SPAN}-01", "0".repeat(32)),
             format!("00-{TRACE}-{}-01", "0".repeat(16)),
@@ -302,79 +363,124 @@ mod tests {
             format!("ff-{TRACE}-{SPAN}-01"),
             format!("00-{TRACE}-{SPAN}-01-extra"),
             format!("00-{TRACE}-{SPAN}-1"),
+            format!("00-{TRACE}-{SPAN}-+1"),
+            format!("00-{TRACE}-{SPAN}-0A"),
             format!("00-{TRACE}-{SPAN}"),
             "garbage".to_owned(),
         ] {
-            assert_eq!(extract(&headers(&[("traceparent", &bad)])), None, "{bad}");
+            let caller = extract(&headers(&[("traceparent", &bad), ("tracestate", "k=v")]));
+            assert_eq!(caller, Caller::default(), "{bad}");
+            let span = hop(&caller, || true);
+            assert_eq!(shown(&span.outgoing())[1], "tracestate: -", "{bad}");
         }
         // A later version is read by version 00's fields.
         let later = format!("01-{TRACE}-{SPAN}-00-what-comes-later");
-        let incoming = extract(&headers(&[("traceparent", &later)])).unwrap();
-        assert_eq!(incoming.sampled, Some(false));
+        let caller = extract(&headers(&[("traceparent", &later)]));
+        assert_eq!(caller.sampled, Some(false));
+        assert!(caller.context.is_some());
     }
 
     #[test]
     fn no_context_starts_a_root_span_sampled_as_asked() {
-        let root = hop(None, || true);
-        assert!(root.sampled && root.parent.is_none() && root.carrier.is_none());
-        assert!(!hop(None, || false).sampled);
-        assert_ne!(hop(None, || true).trace_id, root.trace_id);
+        let root = hop(&Caller::default(), || true);
+        assert!(root.sampled && root.parent.is_none());
+        assert!(!hop(&Caller::default(), || false).sampled);
+        assert_ne!(hop(&Caller::default(), || true).trace_id, root.trace_id);
     }
 
     #[test]
     fn b3_single_and_multi_are_read_and_passed_on_in_their_form() {
-        let single = extract(&headers(&[("b3", &format!("{TRACE}-{SPAN}-1"))])).unwrap();
+        let single = extract(&headers(&[("b3", &format!("{TRACE}-{SPAN}-1"))]));
+        assert_eq!(single.sampled, Some(true));
+        let span = hop(&single, || false);
         assert_eq!(
-            (single.carrier, single.sampled),
-            (Carrier::B3Single, Some(true))
-        );
-        let span = hop(Some(&single), || false);
-        let out = span.outgoing();
-        assert_eq!(out[1].0, B3);
-        assert_eq!(
-            out[1].1.to_str().unwrap(),
-            format!("{TRACE}-{}-1-{SPAN}", span.span_hex())
+            shown(&span.outgoing())[2],
+            format!("b3: {TRACE}-{}-1-{SPAN}", span.span_hex())
         );
         // A 64-bit trace id, no decision: ours is taken.
         let short = extract(&headers(&[
             ("x-b3-traceid", "a3ce929d0e0e4736"),
             ("x-b3-spanid", SPAN),
-        ]))
-        .unwrap();
+        ]));
         assert_eq!(
-            format!("{:032x}", short.trace_id),
+            format!("{:032x}", short.context.as_ref().unwrap().trace_id),
             "0000000000000000a3ce929d0e0e4736"
         );
         assert_eq!(short.sampled, None);
-        let span = hop(Some(&short), || true);
-        assert!(span.sampled);
-        let names: Vec<_> = span.outgoing().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(
-            names,
-            [
-                TRACEPARENT,
-                B3_TRACE_ID,
-                B3_SPAN_ID,
-                B3_PARENT_SPAN_ID,
-                B3_SAMPLED
-            ]
-        );
+        let span = hop(&short, || true);
+        let sent = shown(&span.outgoing());
+        assert_eq!(sent[3], format!("x-b3-spanid: {}", span.span_hex()));
+        assert_eq!(sent[4], format!("x-b3-parentspanid: {SPAN}"));
+        assert_eq!(sent[5], "x-b3-sampled: 1");
+        // Debug: sampled, and said so onward.
         let debug = extract(&headers(&[
             ("x-b3-traceid", TRACE),
             ("x-b3-spanid", SPAN),
             ("x-b3-sampled", "0"),
             ("x-b3-flags", "1"),
-        ]))
-        .unwrap();
-        assert_eq!(debug.sampled, Some(true));
-        // W3C wins over B3 when both came.
-        let both = extract(&headers(&[
-            ("b3", &format!("{TRACE}-{SPAN}-0")),
+        ]));
+        assert_eq!((debug.sampled, debug.debug), (Some(true), true));
+        let single_debug = extract(&headers(&[("b3", &format!("{TRACE}-{SPAN}-d"))]));
+        let span = hop(&single_debug, || false);
+        assert!(shown(&span.outgoing())[2].contains("-d-"));
+        // Bad fields make the header say nothing.
+        for bad in [
+            format!("{TRACE}-{SPAN}-x"),
+            format!("{TRACE}-{SPAN}-1-nothex"),
+            format!("{TRACE}-{SPAN}-1-{SPAN}-more"),
+        ] {
+            assert_eq!(extract(&headers(&[("b3", &bad)])).context, None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_format_the_caller_sent_names_this_hop() {
+        // OpenTelemetry's `tracecontext,b3` propagators send both: both go on naming
+        // this hop, or an app reading B3 would parent to the caller's span.
+        let caller = extract(&headers(&[
             ("traceparent", &format!("00-{TRACE}-{SPAN}-01")),
-        ]))
-        .unwrap();
-        assert_eq!(both.carrier, Carrier::W3c);
-        // A bare decision carries no context.
-        assert_eq!(extract(&headers(&[("b3", "0")])), None);
+            ("b3", &format!("{TRACE}-{SPAN}-1")),
+            ("x-b3-traceid", TRACE),
+            ("x-b3-spanid", SPAN),
+        ]));
+        assert!(caller.context.as_ref().unwrap().w3c);
+        let span = hop(&caller, || false);
+        let sent = shown(&span.outgoing());
+        let me = span.span_hex();
+        assert!(
+            sent.iter()
+                .any(|h| h == &format!("b3: {TRACE}-{me}-1-{SPAN}")),
+            "{sent:?}"
+        );
+        assert!(
+            sent.iter().any(|h| h == &format!("x-b3-spanid: {me}")),
+            "{sent:?}"
+        );
+        assert!(
+            !sent.iter().any(|h| h.starts_with("tracestate")),
+            "{sent:?}"
+        );
+    }
+
+    #[test]
+    fn a_decision_without_a_context_stands() {
+        for (said, sampled) in [
+            (vec![("b3", "0")], false),
+            (vec![("b3", "1")], true),
+            (vec![("x-b3-sampled", "0")], false),
+        ] {
+            let caller = extract(&headers(&said));
+            assert_eq!(caller.context, None, "{said:?}");
+            let span = hop(&caller, || !sampled);
+            assert_eq!(span.sampled, sampled, "{said:?}");
+            assert!(span.parent.is_none());
+        }
+        // A new trace with no parent sends no stale parent id on.
+        let caller = extract(&headers(&[("x-b3-sampled", "1")]));
+        let sent = shown(&hop(&caller, || false).outgoing());
+        assert!(
+            sent.contains(&"x-b3-parentspanid: -".to_owned()),
+            "{sent:?}"
+        );
     }
 }

@@ -17,9 +17,11 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use braid_api::telemetry::{AccessLogFormat, CollectorUrl, SamplingPercent};
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 
-pub use record::{Begun, Head, Outcome};
+pub use record::{Head, Outcome};
+
+use self::record::Begun;
 
 use self::access_log::AccessLog;
 use self::otlp::{Source, SpanExporter};
@@ -40,8 +42,12 @@ pub struct TelemetryConfig {
     pub source: Source,
 }
 
-/// Headers a request goes on with, each replacing any of its name.
-pub type HeaderEdits = Vec<(HeaderName, HeaderValue)>;
+/// Headers a request goes on with (`Some`) or without (`None`), each replacing any the
+/// caller sent of its name.
+pub type HeaderEdits = Vec<context::HeaderEdit>;
+
+/// The longest authority a log line or span keeps.
+const MAX_AUTHORITY: usize = 256;
 
 /// The access log and the span exporter, as configured (either may be off).
 #[derive(Clone, Default)]
@@ -89,8 +95,13 @@ impl Telemetry {
 
     /// Takes what `head` says of a request as it arrives, and says which headers it
     /// goes on with: an `x-request-id` when it had none, and this hop's trace context
-    /// when tracing is on.
-    pub fn begin(&self, head: &Head<'_>) -> (Begun, HeaderEdits) {
+    /// when tracing is on. What it keeps is cut to size first: a record waiting in a
+    /// queue holds little, however large the head.
+    pub fn begin(
+        self: &Arc<Self>,
+        direction: Direction,
+        head: &Head<'_>,
+    ) -> (InFlight, HeaderEdits) {
         let mut edits = HeaderEdits::new();
         let sent_id = head
             .headers
@@ -99,19 +110,17 @@ impl Telemetry {
             .map(str::trim)
             .filter(|id| !id.is_empty());
         let request_id: Box<str> = match sent_id {
-            Some(id) => id.into(),
+            Some(id) => request_id::logged(id).into(),
             None => {
                 let id = request_id::generate();
-                if let Ok(v) = HeaderValue::from_str(&id) {
-                    edits.push((request_id::X_REQUEST_ID, v));
-                }
+                edits.push((request_id::X_REQUEST_ID, HeaderValue::from_str(&id).ok()));
                 id.into()
             }
         };
-        let incoming = context::extract(head.headers);
+        let caller = context::extract(head.headers);
         let span = self.exporter.as_ref().map(|_| {
             let sampling = self.sampling;
-            context::hop(incoming.as_ref(), || sampling.samples(fastrand::f64()))
+            context::hop(&caller, || sampling.samples(fastrand::f64()))
         });
         if let Some(span) = &span {
             edits.extend(span.outgoing());
@@ -119,12 +128,12 @@ impl Telemetry {
         let trace_id = span
             .as_ref()
             .map(|s| s.trace_id)
-            .or(incoming.map(|i| i.trace_id));
+            .or(caller.context.map(|i| i.trace_id));
         let begun = Begun {
             start: SystemTime::now(),
             at: Instant::now(),
             method: head.method.clone(),
-            authority: head.authority.into(),
+            authority: cut(head.authority, MAX_AUTHORITY).into(),
             path: head.logged_path().into(),
             protocol: head.protocol,
             request_bytes: head.request_bytes,
@@ -132,11 +141,17 @@ impl Telemetry {
             trace_id,
             span,
         };
-        (begun, edits)
+        let in_flight = InFlight {
+            telemetry: self.clone(),
+            direction,
+            begun: Some(begun),
+            target: None,
+        };
+        (in_flight, edits)
     }
 
     /// Logs and exports a finished request, off the request path.
-    pub fn finish(&self, direction: Direction, begun: Begun, outcome: Outcome) {
+    fn finish(&self, direction: Direction, begun: Begun, outcome: Outcome) {
         let sampled = self.exporter.is_some() && begun.span.as_ref().is_some_and(|s| s.sampled);
         let record = Arc::new(Record {
             direction,
@@ -150,6 +165,55 @@ impl Telemetry {
         }
         if let Some(log) = &self.access_log {
             log.log(record);
+        }
+    }
+}
+
+/// The first `max` bytes of `s` (at a character boundary).
+fn cut(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => &s[..at],
+        None => s,
+    }
+}
+
+/// A request being logged and traced, from its head to its end. Dropped unfinished (an
+/// HTTP/2 caller that reset its stream or went away) it is still logged and traced, as
+/// 499 and why.
+pub struct InFlight {
+    telemetry: Arc<Telemetry>,
+    direction: Direction,
+    begun: Option<Begun>,
+    target: Option<Arc<str>>,
+}
+
+impl InFlight {
+    /// Notes the service it goes to, for a line written if it never finishes.
+    pub fn to_target(&mut self, target: &Arc<str>) {
+        self.target = Some(target.clone());
+    }
+
+    /// Logs and exports it with `outcome`.
+    pub fn finish(mut self, outcome: Outcome) {
+        if let Some(begun) = self.begun.take() {
+            self.telemetry.finish(self.direction, begun, outcome);
+        }
+    }
+}
+
+/// The status a request the caller gave up on is logged with (nginx's).
+pub const CANCELLED: u16 = 499;
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(begun) = self.begun.take() {
+            let outcome = Outcome {
+                status: CANCELLED,
+                target: self.target.take(),
+                error: Some("the caller went away before the response".into()),
+                ..Outcome::default()
+            };
+            self.telemetry.finish(self.direction, begun, outcome);
         }
     }
 }

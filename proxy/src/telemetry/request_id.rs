@@ -6,7 +6,8 @@ use http::HeaderName;
 /// The header.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The longest id kept as it came: a longer one is cut in logs, not in the request.
+/// The longest id a log line or span keeps: a longer one is cut there, not in the
+/// request.
 const MAX_LOGGED: usize = 128;
 
 /// A new random (version 4) UUID, in its usual lowercase form.

@@ -73,5 +73,5 @@ pub(in crate::http) struct Started {
     /// Where it goes.
     pub(in crate::http) target: Arc<OutboundTarget>,
     /// What the access log and trace took of its head, when either is on.
-    pub(in crate::http) telemetry: Option<crate::telemetry::Begun>,
+    pub(in crate::http) telemetry: Option<crate::telemetry::InFlight>,
 }

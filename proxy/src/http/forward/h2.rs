@@ -24,27 +24,33 @@ impl Forwarder {
     /// Forwards one HTTP/2 request and answers with the upstream's response or an error
     /// status. The target is looked up in the config in force now.
     pub async fn forward(&self, mut req: Request<Incoming>, route: &Route) -> Response<ProxyBody> {
+        let (in_flight, edits) = self.observe(&telemetry_head(&req)).unzip();
         if let Err(e) = crate::http::host::check(&mut req) {
-            return error_response(&ForwardError::BadHost(e));
+            let e = ForwardError::BadHost(e);
+            self.refused(in_flight, &e);
+            return error_response(&e);
         }
-        let begun = self.telemetry().map(|t| {
-            let (begun, edits) = t.begin(&telemetry_head(&req));
-            for (name, value) in edits {
-                req.headers_mut().insert(name, value);
-            }
-            begun
-        });
         let mut started = match self.begin(is_probe(&req), route) {
             Ok(started) => started,
             Err(e) => {
                 tracing::debug!(error = %e, "request refused");
-                self.refused(begun, &e);
+                self.refused(in_flight, &e);
                 return error_response(&e);
             }
         };
-        started.telemetry = begun;
+        started.telemetry = in_flight.map(|mut t| {
+            t.to_target(&started.target.label);
+            t
+        });
         strip_hop_by_hop(req.headers_mut());
         let selected = started.target.select(&RequestHead::of(&req));
+        // After routing, which sees the caller's headers, as on HTTP/1.1.
+        for (name, value) in edits.into_iter().flatten() {
+            match value {
+                Some(value) => req.headers_mut().insert(name, value),
+                None => req.headers_mut().remove(name),
+            };
+        }
         let idempotent = is_idempotent(req.method());
         let mut x = HyperExchange {
             forwarder: self,

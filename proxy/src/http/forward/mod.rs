@@ -32,7 +32,7 @@ use crate::metrics::{Direction, Metrics};
 use crate::overload::Protector;
 use crate::reports::{EjectionLog, SourceCounter, TrafficLog};
 use crate::tables::{OutboundTarget, PickError, Selected, TableStore};
-use crate::telemetry::{Begun, Outcome, Telemetry};
+use crate::telemetry::{Head, HeaderEdits, InFlight, Outcome, Telemetry};
 
 /// The body of every response the proxy sends.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -151,8 +151,14 @@ impl Forwarder {
     }
 
     /// The access log and tracing, when either is on.
-    pub(super) fn telemetry(&self) -> Option<&Telemetry> {
-        Some(&*self.telemetry).filter(|t| t.is_on())
+    pub(super) fn telemetry(&self) -> Option<&Arc<Telemetry>> {
+        Some(&self.telemetry).filter(|t| t.is_on())
+    }
+
+    /// Takes a request's head for the access log and trace, when either is on: the
+    /// request in flight, and the headers it goes on with.
+    pub(super) fn observe(&self, head: &Head<'_>) -> Option<(InFlight, HeaderEdits)> {
+        self.telemetry().map(|t| t.begin(self.direction(), head))
     }
 
     /// The metrics' name of its side.
@@ -242,7 +248,7 @@ impl Forwarder {
             error,
             response_bytes,
         } = finished;
-        if let (Some(t), Some(begun)) = (self.telemetry(), started.telemetry.take()) {
+        if let Some(in_flight) = started.telemetry.take() {
             let outcome = Outcome {
                 status,
                 target: Some(started.target.label.clone()),
@@ -255,7 +261,7 @@ impl Forwarder {
                 error: error.map(ToString::to_string),
                 response_bytes,
             };
-            t.finish(self.direction(), begun, outcome);
+            in_flight.finish(outcome);
         }
         let took = started.at.elapsed();
         match &self.side {
@@ -278,8 +284,8 @@ impl Forwarder {
 
 impl Forwarder {
     /// Logs and traces a request refused before it was routed (`begin` failed).
-    pub(super) fn refused(&self, begun: Option<Begun>, e: &ForwardError) {
-        let (Some(t), Some(begun)) = (self.telemetry(), begun) else {
+    pub(super) fn refused(&self, in_flight: Option<InFlight>, e: &ForwardError) {
+        let Some(in_flight) = in_flight else {
             return;
         };
         let inbound = self.inbound().map(|i| &i.peer);
@@ -290,7 +296,7 @@ impl Forwarder {
             error: Some(e.to_string()),
             ..Outcome::default()
         };
-        t.finish(self.direction(), begun, outcome);
+        in_flight.finish(outcome);
     }
 }
 

@@ -585,12 +585,12 @@ pub fn write_request(head: &[u8], info: &RequestInfo, host: Option<&[u8]>, out: 
 }
 
 /// [`write_request`], with `edits` (an `x-request-id`, a trace context) replacing the
-/// caller's headers of their names.
+/// caller's headers of their names, or removing them (`None`).
 pub fn write_request_with(
     head: &[u8],
     info: &RequestInfo,
     host: Option<&[u8]>,
-    edits: &[(http::HeaderName, http::HeaderValue)],
+    edits: &[(http::HeaderName, Option<http::HeaderValue>)],
     out: &mut Vec<u8>,
 ) {
     let mut storage = headers();
@@ -650,7 +650,9 @@ pub fn write_request_with(
         }
     }
     for (name, value) in edits {
-        write_header(out, name.as_str().as_bytes(), value.as_bytes());
+        if let Some(value) = value {
+            write_header(out, name.as_str().as_bytes(), value.as_bytes());
+        }
     }
     if info.body == Body::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");

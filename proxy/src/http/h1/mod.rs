@@ -277,13 +277,14 @@ where
     let Relayed { info, closing } = request;
     let head_only = info.method == http::Method::HEAD;
     // With telemetry on, the head is read whole and goes on with its headers edited.
-    let (begun, edits, mut headers) = match forwarder.telemetry() {
-        Some(t) => {
+    let (in_flight, edits, mut headers) = match forwarder.telemetry().is_some() {
+        true => {
             let headers = head::header_map(&buf[..info.len]);
-            let (begun, edits) = t.begin(&telemetry_head(info, &buf[..info.len], &headers));
-            (Some(begun), edits, Some(headers))
+            let observed = forwarder.observe(&telemetry_head(info, &buf[..info.len], &headers));
+            let (in_flight, edits) = observed.unzip();
+            (in_flight, edits.unwrap_or_default(), Some(headers))
         }
-        None => (None, Vec::new(), None),
+        false => (None, Vec::new(), None),
     };
     let edited;
     let info = match edits.is_empty() {
@@ -300,11 +301,14 @@ where
         Ok(started) => started,
         Err(e) => {
             tracing::debug!(error = %e, "request refused");
-            forwarder.refused(begun, &e);
+            forwarder.refused(in_flight, &e);
             return answer_unsent(down, buf, info, &e, closing, scratch).await;
         }
     };
-    started.telemetry = begun;
+    started.telemetry = in_flight.map(|mut t| {
+        t.to_target(&started.target.label);
+        t
+    });
     // Rules match on the head; a service without rules never looks at it.
     let head = &buf[..info.len];
     let routed = started.target.routes().is_some();
