@@ -82,7 +82,7 @@ crds: ## Regenerate manifests/crds/ (and the CRD reference) from the braid-crds 
 docs: ## Regenerate the CRD reference (docs/crd-reference.md) and the metrics reference (docs/metrics.md)
 	@echo "make docs: building and running crdgen and the metrics reference tests (about a minute the first time)"
 	$(CARGO) run -q -p braid-crds --bin crdgen -- --docs docs/crd-reference.md
-	BRAID_UPDATE_DOCS=1 $(CARGO) test -q -p braid-proxy -p braid-operator --test metrics_reference
+	BRAID_UPDATE_DOCS=1 $(CARGO) test -q -p braid-proxy -p braid-operator -p braid-injector --test metrics_reference
 
 # Needs kubectl and Python (it installs kubernetes-validate into target/venv itself); a
 # missing tool fails it, naming the fix. It also renders the release's install.yaml,

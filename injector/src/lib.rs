@@ -5,6 +5,7 @@
 pub mod annotations;
 pub mod decide;
 pub mod inject;
+pub mod metrics;
 pub mod native_sidecars;
 pub mod offline;
 pub mod settings;

@@ -66,6 +66,9 @@ struct ServeArgs {
     /// timeout for webhook connections (90 s), so the API server closes first.
     #[arg(long, env = "BRAID_IDLE_TIMEOUT_SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout_seconds: u64,
+    /// Where Prometheus scrapes the injector's own metrics (`/metrics`, plain HTTP).
+    #[arg(long, env = "BRAID_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    metrics_addr: SocketAddr,
 }
 
 /// What goes into every pod.
@@ -252,7 +255,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 "injecting braid-proxy as the first container with postStart/preStop hooks"
             }
         );
-        let router = server::router(Arc::new(args.inject.settings(native)));
+        let metrics = Arc::new(braid_injector::metrics::InjectorMetrics::new());
+        let metrics_for = metrics.clone();
+        let metrics_listener = tokio::net::TcpListener::bind(args.metrics_addr)
+            .await
+            .with_context(|| format!("--metrics-addr {}: cannot bind", args.metrics_addr))?;
+        let stop_metrics = stop.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(metrics_listener, server::metrics_router(metrics_for))
+                .with_graceful_shutdown(stop_metrics.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "the metrics listener failed");
+            }
+        });
+        let router = server::counted_router(Arc::new(args.inject.settings(native)), metrics);
         tracing::info!(listen = %args.listen, "braid-injector serving /inject");
         let timeouts = server::Timeouts {
             idle: Duration::from_secs(args.idle_timeout_seconds),

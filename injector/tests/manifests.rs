@@ -880,10 +880,10 @@ fn hand_written_manifests_read_the_same_in_yaml_1_1() {
     }
 }
 
-/// The optional PodMonitors scrape what the proxies and the operator serve: the sidecar's
-/// named health port and scrape path as the injector writes them, the operator's admin
-/// port by its name; and the operator's pod template points annotation-based discovery
-/// at the same port.
+/// The optional PodMonitors scrape what the proxies, the operator and the injector serve:
+/// the sidecar's named health port and scrape path as the injector writes them, the
+/// operator's and the injector's metrics ports by their names; and their pod templates
+/// point annotation-based discovery at the same ports.
 #[test]
 fn the_pod_monitors_and_scrape_annotations_match_what_is_served() {
     let text =
@@ -892,7 +892,7 @@ fn the_pod_monitors_and_scrape_annotations_match_what_is_served() {
         .into_iter()
         .map(|d| d.value)
         .collect();
-    assert_eq!(monitors.len(), 2);
+    assert_eq!(monitors.len(), 3);
     let endpoint = |name: &str| {
         let m = monitors
             .iter()
@@ -918,31 +918,37 @@ fn the_pod_monitors_and_scrape_annotations_match_what_is_served() {
     assert_eq!(proxies["port"].as_str(), health.name.as_deref());
     assert_eq!(proxies["path"], braid_api::ports::SCRAPE_PATH);
 
-    let operator: Deployment = named(OPERATOR);
-    let admin = container(&operator, "operator")
-        .ports
-        .iter()
-        .flatten()
-        .find(|p| p.name.as_deref() == endpoint(OPERATOR)["port"].as_str())
-        .expect("the operator's PodMonitor names one of its container ports");
-    let annotations = operator
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .metadata
-        .as_ref()
-        .unwrap()
-        .annotations
-        .clone()
-        .unwrap();
-    assert_eq!(annotations["prometheus.io/scrape"], "true");
-    assert_eq!(
-        annotations["prometheus.io/port"],
-        admin.container_port.to_string()
-    );
-    assert_eq!(
-        annotations["prometheus.io/path"],
-        endpoint(OPERATOR)["path"]
-    );
+    // The operator's and the injector's own metrics: each PodMonitor names a port of
+    // the Deployment's container, and the pod template's annotations point there too.
+    for (name, container_name) in [(OPERATOR, "operator"), (INJECTOR, "injector")] {
+        let deployment: Deployment = named(name);
+        let port = container(&deployment, container_name)
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == endpoint(name)["port"].as_str())
+            .unwrap_or_else(|| panic!("the {name} PodMonitor names one of its container ports"));
+        let annotations = deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .clone()
+            .unwrap();
+        assert_eq!(annotations["prometheus.io/scrape"], "true", "{name}");
+        assert_eq!(
+            annotations["prometheus.io/port"],
+            port.container_port.to_string(),
+            "{name}"
+        );
+        assert_eq!(
+            annotations["prometheus.io/path"],
+            endpoint(name)["path"],
+            "{name}"
+        );
+    }
 }

@@ -92,6 +92,11 @@ async fn start(dir: &Path, extra: &[&str]) -> (Killed, SocketAddr) {
             .arg("--tls-key")
             .arg(dir.join("tls.key"))
             .args(extra)
+            // Tests run side by side: each its own metrics port unless it asks for one.
+            .args(match extra.contains(&"--metrics-addr") {
+                true => vec![],
+                false => vec!["--metrics-addr", "127.0.0.1:0"],
+            })
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
@@ -248,4 +253,46 @@ async fn idle_connections_are_closed() {
         .expect("an idle HTTP/2 connection is closed")
         .unwrap()
         .ok();
+}
+
+#[tokio::test]
+async fn reviews_are_counted_on_the_metrics_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path());
+    let metrics = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let metrics_addr = metrics.to_string();
+    let (_injector, addr) = start(dir.path(), &["--metrics-addr", &metrics_addr]).await;
+    let (status, _) = post(addr, &cert, b"not a review".to_vec()).await.unwrap();
+    assert_eq!(status, 400);
+    let stream = tokio::net::TcpStream::connect(metrics).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/metrics")
+        .header("host", "prometheus")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        text.contains(r#"braid_injector_reviews_total{result="invalid"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("braid_injector_review_duration_seconds_count 1"),
+        "{text}"
+    );
 }

@@ -20,21 +20,50 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::review::reply;
+use crate::metrics::InjectorMetrics;
 use crate::settings::Settings;
 
 /// The webhook's routes.
 pub fn router(settings: Arc<Settings>) -> Router {
+    counted_router(settings, Arc::default())
+}
+
+/// [`router`], counting each review in `metrics`.
+pub fn counted_router(settings: Arc<Settings>, metrics: Arc<InjectorMetrics>) -> Router {
     Router::new()
         .route(
             "/inject",
-            post(|State(s): State<Arc<Settings>>, body: Bytes| async move {
+            post(|State((s, m)): State<Webhook>, body: Bytes| async move {
+                let started = std::time::Instant::now();
                 let reply = reply(&body, &s);
+                m.reviewed(&reply, started.elapsed());
                 let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_REQUEST);
                 (status, axum::Json(reply.body))
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(settings)
+        .with_state((settings, metrics))
+}
+
+/// What the webhook's handler shares.
+type Webhook = (Arc<Settings>, Arc<InjectorMetrics>);
+
+/// The metrics listener's routes: `/metrics`, plain HTTP, for Prometheus.
+pub fn metrics_router(metrics: Arc<InjectorMetrics>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(m): State<Arc<InjectorMetrics>>| async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    m.encode(),
+                )
+            }),
+        )
+        .with_state(metrics)
 }
 
 /// How long the server waits on a client.
