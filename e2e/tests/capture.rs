@@ -100,7 +100,7 @@ fn unknown_destinations_pass_through_and_excluded_ports_bypass_the_proxy() {
         "{server_metrics}"
     );
     assert_eq!(
-        count(&server_metrics, r#"target="127.0.0.1:8080""#),
+        count(&server_metrics, &ok_requests("inbound", "127.0.0.1:8080")),
         1,
         "{server_metrics}"
     );

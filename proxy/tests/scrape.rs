@@ -63,3 +63,32 @@ async fn the_health_port_serves_the_metrics_and_nothing_of_the_admin_port() {
         "still serving: shutdown was not reachable"
     );
 }
+
+#[tokio::test]
+async fn tcp_bytes_are_counted_by_target_as_they_move() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = banner_backend("220 db ready").await;
+    let front = free_addr();
+    let proxy = Proxy::fronting("db", front, backend, "tcp").await;
+    let mut conn = tokio::net::TcpStream::connect(front).await.unwrap();
+    let mut banner = [0u8; 13];
+    conn.read_exact(&mut banner).await.unwrap();
+    conn.write_all(b"ping\n").await.unwrap();
+    let mut rest = Vec::new();
+    conn.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(rest, b"PING\n");
+    // Counted on the caller's connection: what it sent, and what it got.
+    let read = format!(
+        r#"braid_tcp_read_bytes_total{{direction="outbound",protocol="tcp",target="{backend}"}} 5"#
+    );
+    let written = format!(
+        r#"braid_tcp_written_bytes_total{{direction="outbound",protocol="tcp",target="{backend}"}} 18"#
+    );
+    let proxy = &proxy;
+    let (read, written) = (&read, &written);
+    eventually("the bytes counted", || async move {
+        let metrics = proxy.admin_get("/metrics").await.1;
+        metrics.contains(read) && metrics.contains(written)
+    })
+    .await;
+}

@@ -23,7 +23,7 @@ use crate::http::{
     Forwarder, InboundPeer, InboundShared, InboundSide, Mirrors, OutboundSide, Pool, Route, Side,
     serve_h1, serve_h2,
 };
-use crate::io::PrefixedIo;
+use crate::io::{Counted, PrefixedIo};
 use crate::listen::original_dst;
 use crate::metrics::connection::ConnProtocol;
 use crate::metrics::limits::Limit;
@@ -135,6 +135,13 @@ pub async fn outbound(stream: TcpStream, ctx: Context) {
                 .connections
                 .open(ctx.direction(), ConnProtocol::passthrough);
             let target = OutboundTarget::address(dst, Protocol::Tcp);
+            // Counted under one target: destinations outside the mesh are unbounded.
+            let counters = ctx.metrics.connections.bytes(
+                ctx.direction(),
+                ConnProtocol::passthrough,
+                &Arc::from(PASSTHROUGH),
+            );
+            let stream = Counted::new(stream, counters);
             Box::pin(forward_tcp(
                 PrefixedIo::new(bytes::Bytes::new(), stream),
                 &target,
@@ -144,6 +151,9 @@ pub async fn outbound(stream: TcpStream, ctx: Context) {
         }
     }
 }
+
+/// The `target` of bytes passed through to destinations no service has.
+pub const PASSTHROUGH: &str = "passthrough";
 
 /// An inbound connection (another pod calling the app), redirected to 15006; it goes to
 /// the app on loopback, on the port it was addressed to.
@@ -388,8 +398,18 @@ where
             (serve_as, read)
         }
     };
+    let counted = |as_: ConnProtocol| {
+        let counters = ctx
+            .metrics
+            .connections
+            .bytes(ctx.direction(), as_, &policy.target.label);
+        // What detection already read came from the caller too.
+        counters.read.inc_by(read.len() as u64);
+        counters
+    };
     match serve_as {
         Some(ServeAs::Http1) => {
+            let io = Counted::new(io, counted(ConnProtocol::http1));
             let _open = ctx
                 .metrics
                 .connections
@@ -401,6 +421,7 @@ where
             Box::pin(serve_h1(io, read, forwarder, route, ctx.drain.clone())).await;
         }
         Some(ServeAs::Http2) => {
+            let io = Counted::new(io, counted(ConnProtocol::http2));
             let _open = ctx
                 .metrics
                 .connections
@@ -410,6 +431,7 @@ where
             Box::pin(serve_h2(io, forwarder, route, ctx.drain.clone())).await;
         }
         None => {
+            let io = Counted::new(io, counted(ConnProtocol::tcp));
             let io = PrefixedIo::new(read.freeze(), io);
             let _open = ctx
                 .metrics

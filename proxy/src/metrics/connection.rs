@@ -1,6 +1,6 @@
-//! Connections' metrics: accepted by direction and protocol, and open now. Recorded by
-//! `crate::connection` once it knows the protocol; read by `/connections` and
-//! `wait-app-exit`.
+//! Connections' metrics: accepted by direction and protocol, open now, and the bytes
+//! they carry by target. Recorded by `crate::connection` once it knows the protocol;
+//! read by `/connections` and `wait-app-exit`.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -8,7 +8,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::{Direction, OpenGuard};
+use std::sync::Arc;
+
+use super::{Direction, OpenGuard, SharedLabel};
+use crate::io::ByteCounters;
 
 /// What a connection was treated as.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -30,10 +33,20 @@ struct ConnLabels {
     protocol: ConnProtocol,
 }
 
-/// `braid_tcp_connections_total` and `braid_tcp_connections_open`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BytesLabels {
+    direction: Direction,
+    protocol: ConnProtocol,
+    target: SharedLabel,
+}
+
+/// `braid_tcp_connections_total`, `braid_tcp_connections_open`,
+/// `braid_tcp_read_bytes_total` and `braid_tcp_written_bytes_total`.
 pub struct ConnectionMetrics {
     accepted: Family<ConnLabels, Counter>,
     open_now: Family<ConnLabels, Gauge>,
+    read: Family<BytesLabels, Counter>,
+    written: Family<BytesLabels, Counter>,
 }
 
 impl ConnectionMetrics {
@@ -51,7 +64,43 @@ impl ConnectionMetrics {
             "Connections open now",
             open_now.clone(),
         );
-        Self { accepted, open_now }
+        let read = Family::<BytesLabels, Counter>::default();
+        registry.register(
+            "tcp_read_bytes",
+            "Bytes read from accepted connections (the caller's), by target; inside mTLS, what the tunnel carries",
+            read.clone(),
+        );
+        let written = Family::<BytesLabels, Counter>::default();
+        registry.register(
+            "tcp_written_bytes",
+            "Bytes written to accepted connections (to the caller), by target; inside mTLS, what the tunnel carries",
+            written.clone(),
+        );
+        Self {
+            accepted,
+            open_now,
+            read,
+            written,
+        }
+    }
+
+    /// Where a connection of `protocol` to `target` counts its bytes (looked up once per
+    /// connection, then counted as they move).
+    pub fn bytes(
+        &self,
+        direction: Direction,
+        protocol: ConnProtocol,
+        target: &Arc<str>,
+    ) -> ByteCounters {
+        let labels = BytesLabels {
+            direction,
+            protocol,
+            target: SharedLabel(target.clone()),
+        };
+        ByteCounters {
+            read: self.read.get_or_create(&labels).clone(),
+            written: self.written.get_or_create(&labels).clone(),
+        }
     }
 
     /// Counts a connection; the guard keeps it in the open gauge until dropped.

@@ -19,6 +19,13 @@ pub fn exercised() -> Metrics {
     let target: Arc<str> = Arc::from("payments.shop:80");
     let rule: Arc<str> = Arc::from("gray");
     let _open = m.connections.open(Direction::inbound, ConnProtocol::http1);
+    let bytes = m.connections.bytes(
+        Direction::outbound,
+        ConnProtocol::tcp,
+        &Arc::from("db.shop:5432"),
+    );
+    bytes.read.inc_by(512);
+    bytes.written.inc_by(2048);
     let _in_flight = m.http.request_started(Direction::inbound);
     m.http.request(
         Direction::inbound,

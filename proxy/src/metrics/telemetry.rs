@@ -77,6 +77,18 @@ impl TelemetryMetrics {
         self.spans.get_or_create(&SpanLabels { result }).inc_by(n);
     }
 
+    /// Counts access-log lines: `written`, and `dropped` ones.
+    pub fn log_lines(&self, written: u64, dropped: u64) {
+        for (result, n) in [
+            (LineResult::written, written),
+            (LineResult::dropped, dropped),
+        ] {
+            if n > 0 {
+                self.lines.get_or_create(&LineLabels { result }).inc_by(n);
+            }
+        }
+    }
+
     /// Access-log lines dropped so far.
     pub fn lines_dropped(&self) -> u64 {
         self.lines

@@ -10,6 +10,7 @@
 pub mod access_log;
 pub mod context;
 pub mod otlp;
+mod queue;
 pub mod record;
 pub mod request_id;
 

@@ -1,7 +1,7 @@
-//! Span export: each sampled request's span, queued (bounded) and sent in batches to an
-//! OpenTelemetry collector as OTLP/HTTP protobuf. A request only queues its record; a
-//! full queue drops the span and counts it, and a collector that is down or slow costs
-//! a counted batch, never a request's time.
+//! Span export: each sampled request's span, queued (bounded, [`Queue`]) and sent in
+//! batches to an OpenTelemetry collector as OTLP/HTTP protobuf. A request only queues
+//! its record; a full queue drops the span and counts it, and a collector that is down
+//! or slow costs a counted batch, never a request's time.
 //!
 //! The wire types are opentelemetry-proto's. The SDK's batch processor is not used: it
 //! reports dropped spans only in its own log, and its span API wants a `Context` per
@@ -23,8 +23,9 @@ use opentelemetry_proto::tonic::trace::v1::{
     ResourceSpans, ScopeSpans, Span, Status, span::SpanKind, status::StatusCode,
 };
 use prost::Message;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
+use super::queue::Queue;
 use super::record::Record;
 use crate::metrics::Direction;
 use crate::metrics::telemetry::{SpanResult, TelemetryMetrics};
@@ -53,56 +54,67 @@ pub struct Source {
 /// Where requests leave their spans for export.
 #[derive(Clone)]
 pub struct SpanExporter {
-    queue: mpsc::Sender<Arc<Record>>,
+    queue: Arc<Queue<Arc<Record>>>,
     metrics: Arc<TelemetryMetrics>,
 }
 
 impl SpanExporter {
     /// Starts the export task (on the current Tokio runtime).
     pub fn start(collector: CollectorUrl, source: &Source, metrics: Arc<TelemetryMetrics>) -> Self {
-        let (queue, spans) = mpsc::channel(QUEUE);
+        let batch_ready = Arc::new(Notify::new());
+        let nudge = batch_ready.clone();
+        let queue = Arc::new(Queue::new(
+            QUEUE,
+            MAX_BATCH,
+            Box::new(move || nudge.notify_one()),
+        ));
         let resource = resource(source);
-        tokio::spawn(run(spans, collector, resource, metrics.clone()));
+        tokio::spawn(run(
+            queue.clone(),
+            batch_ready,
+            collector,
+            resource,
+            metrics.clone(),
+        ));
         Self { queue, metrics }
     }
 
     /// Queues `record`'s span, or drops and counts it when the queue is full.
     pub fn export(&self, record: Arc<Record>) {
-        if self.queue.try_send(record).is_err() {
+        if self.queue.push(record).is_err() {
             self.metrics.spans(SpanResult::dropped_queue_full, 1);
         }
     }
 }
 
-/// Collects batches and sends them, one at a time, until the proxy ends.
+/// Sends what waits, in batches of at most [`MAX_BATCH`], one at a time, every
+/// [`BATCH_DELAY`] or as soon as a batch's worth waits, for as long as the proxy runs.
 async fn run(
-    mut spans: mpsc::Receiver<Arc<Record>>,
+    queue: Arc<Queue<Arc<Record>>>,
+    batch_ready: Arc<Notify>,
     collector: CollectorUrl,
     resource: Resource,
     metrics: Arc<TelemetryMetrics>,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = spans.recv().await {
-        batch.push(first);
-        let due = tokio::time::Instant::now() + BATCH_DELAY;
-        while batch.len() < MAX_BATCH {
-            match tokio::time::timeout_at(due, spans.recv()).await {
-                Ok(Some(record)) => batch.push(record),
-                Ok(None) | Err(_) => break,
-            }
+    loop {
+        tokio::select! {
+            () = batch_ready.notified() => {}
+            () = tokio::time::sleep(BATCH_DELAY) => {}
         }
-        let count = batch.len() as u64;
-        let body = encode(&batch, &resource);
-        batch.clear();
-        match tokio::time::timeout(EXPORT_TIMEOUT, post(&collector, body)).await {
-            Ok(Ok(())) => metrics.spans(SpanResult::exported, count),
-            Ok(Err(e)) => {
-                tracing::debug!(collector = %collector, error = %e, spans = count, "span export failed");
-                metrics.spans(SpanResult::dropped_export_failed, count);
-            }
-            Err(_) => {
-                tracing::debug!(collector = %collector, spans = count, "span export timed out");
-                metrics.spans(SpanResult::dropped_export_failed, count);
+        let waiting = queue.take();
+        for batch in waiting.chunks(MAX_BATCH) {
+            let count = batch.len() as u64;
+            let body = encode(batch, &resource);
+            match tokio::time::timeout(EXPORT_TIMEOUT, post(&collector, body)).await {
+                Ok(Ok(())) => metrics.spans(SpanResult::exported, count),
+                Ok(Err(e)) => {
+                    tracing::debug!(collector = %collector, error = %e, spans = count, "span export failed");
+                    metrics.spans(SpanResult::dropped_export_failed, count);
+                }
+                Err(_) => {
+                    tracing::debug!(collector = %collector, spans = count, "span export timed out");
+                    metrics.spans(SpanResult::dropped_export_failed, count);
+                }
             }
         }
     }

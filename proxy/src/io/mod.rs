@@ -1,5 +1,9 @@
-//! A stream whose first bytes were already read (for protocol detection) and are
-//! replayed before the rest.
+//! Stream wrappers: one whose first bytes were already read (for protocol detection)
+//! and are replayed before the rest (here), and one that counts its bytes (`counted.rs`).
+
+mod counted;
+
+pub use counted::{ByteCounters, Counted};
 
 use std::io;
 use std::pin::Pin;
