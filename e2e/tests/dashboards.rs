@@ -198,10 +198,27 @@ fn every_panel_queries_series_and_labels_braid_exports() {
             {
                 let (series, label) = args.rsplit_once(',').unwrap();
                 let (series, label) = (series.trim(), label.trim());
-                match metric_of(&reference, series) {
-                    Some(m) if m.labels.contains(label) => {}
+                // A selector's labels must be the series' too.
+                let (metric, selector) = match series.split_once('{') {
+                    Some((metric, selector)) => (metric, selector.trim_end_matches('}')),
+                    None => (series, ""),
+                };
+                let selected = selector
+                    .split(',')
+                    .filter_map(|m| m.split(['=', '!']).next())
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty());
+                match metric_of(&reference, metric) {
+                    Some(m) if m.labels.contains(label) => {
+                        for l in selected.filter(|l| !m.labels.contains(*l)) {
+                            problems.push(format!(
+                                "{name}: variable {}: {metric} has no label {l}",
+                                var["name"]
+                            ));
+                        }
+                    }
                     _ => problems.push(format!(
-                        "{name}: variable {}: {series} has no label {label}",
+                        "{name}: variable {}: {metric} has no label {label}",
                         var["name"]
                     )),
                 }

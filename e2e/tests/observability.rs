@@ -148,18 +148,18 @@ fn a_request_through_both_sidecars_is_one_trace_and_a_log_line_on_each_side() {
     }
     wait_until("the client's lost spans counted", 15, || {
         client.metrics().unwrap().contains(
-            r#"braid_trace_spans_total{workload="client",result="dropped_export_failed"} 5"#,
+            r#"braid_trace_spans_total{workload="client",workload_namespace="shop",result="dropped_export_failed"} 5"#,
         )
     });
     assert_eq!(access_log(&client).len(), 6);
     // Every series names the workload the sidecar serves.
     let metrics = server.metrics().unwrap();
     assert!(
-        metrics.contains(r#"braid_access_log_lines_total{workload="server",result="written"} 6"#),
+        metrics.contains(r#"braid_access_log_lines_total{workload="server",workload_namespace="shop",result="written"} 6"#),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"braid_request_duration_seconds_count{workload="server",direction="inbound",target="127.0.0.1:8080",rule="",group="",class="2xx"} 6"#),
+        metrics.contains(r#"braid_request_duration_seconds_count{workload="server",workload_namespace="shop",direction="inbound",target="127.0.0.1:8080",rule="",group="",class="2xx"} 6"#),
         "{metrics}"
     );
     assert_eq!(read_spans(&spans_file).len(), 2);

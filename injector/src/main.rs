@@ -257,18 +257,26 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
         let metrics = Arc::new(braid_injector::metrics::InjectorMetrics::new());
         let metrics_for = metrics.clone();
-        let metrics_listener = tokio::net::TcpListener::bind(args.metrics_addr)
-            .await
-            .with_context(|| format!("--metrics-addr {}: cannot bind", args.metrics_addr))?;
-        let stop_metrics = stop.clone();
-        tokio::spawn(async move {
-            let served = axum::serve(metrics_listener, server::metrics_router(metrics_for))
-                .with_graceful_shutdown(stop_metrics.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "the metrics listener failed");
+        // The metrics are a side feature: a port it cannot bind is logged, not fatal (with
+        // failurePolicy Fail, an injector that does not start blocks pod creation).
+        match tokio::net::TcpListener::bind(args.metrics_addr).await {
+            Ok(metrics_listener) => {
+                let stop_metrics = stop.clone();
+                tokio::spawn(async move {
+                    let served = axum::serve(metrics_listener, server::metrics_router(metrics_for))
+                        .with_graceful_shutdown(stop_metrics.cancelled_owned())
+                        .await;
+                    if let Err(e) = served {
+                        tracing::warn!(error = %e, "the metrics listener failed");
+                    }
+                });
             }
-        });
+            Err(e) => tracing::warn!(
+                addr = %args.metrics_addr,
+                error = %e,
+                "--metrics-addr: cannot bind; serving without metrics"
+            ),
+        }
         let router = server::counted_router(Arc::new(args.inject.settings(native)), metrics);
         tracing::info!(listen = %args.listen, "braid-injector serving /inject");
         let timeouts = server::Timeouts {

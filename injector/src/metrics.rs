@@ -21,7 +21,8 @@ pub enum ReviewResult {
     injected,
     /// The pod was allowed as it was (opted out, not meshed, injected already).
     skipped,
-    /// The pod was denied (a bad `braid.dev/*` annotation, a port the proxy needs, …).
+    /// The pod was denied (a bad `braid.dev/*` annotation, a port the proxy needs, …),
+    /// or the review was of something other than a pod.
     refused,
     /// The body was not an AdmissionReview of a pod (answered 400).
     invalid,
@@ -75,7 +76,7 @@ impl InjectorMetrics {
         let duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 12));
         registry.register(
             "review_duration_seconds",
-            "Time to answer one admission review",
+            "Time to decide on and build the answer to one admission review (after its body arrived; not TLS or the transfer)",
             duration.clone(),
         );
         Self {

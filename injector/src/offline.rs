@@ -101,7 +101,7 @@ fn template_pointer(kind: &str) -> Option<&'static str> {
 /// passing other documents through, and prints the result as YAML.
 fn each_template(
     text: &str,
-    mut f: impl FnMut(&mut Pod, &str, &str) -> Result<(), TemplateError>,
+    mut f: impl FnMut(&mut Pod, &str, Option<&str>) -> Result<(), TemplateError>,
 ) -> Result<String, OfflineError> {
     let mut out = Vec::new();
     for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
@@ -151,13 +151,21 @@ fn kind_and_name(doc: &serde_json::Value) -> (String, String) {
 /// Runs `f` on `doc`'s pod template, if its kind has one.
 fn on_template(
     doc: &mut serde_json::Value,
-    f: &mut impl FnMut(&mut Pod, &str, &str) -> Result<(), TemplateError>,
+    f: &mut impl FnMut(&mut Pod, &str, Option<&str>) -> Result<(), TemplateError>,
 ) -> Result<(), TemplateError> {
     let kind = doc["kind"].as_str().unwrap_or_default();
-    let name = doc["metadata"]["name"]
+    // The object's name (else its generateName's stem) names its pods' workload; a
+    // Pod's own is read from its metadata, owner first.
+    let meta = &doc["metadata"];
+    let workload = meta["name"]
         .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .or_else(|| {
+            meta["generateName"]
+                .as_str()
+                .map(|g| g.trim_end_matches('-'))
+        })
+        .filter(|n| !n.is_empty() && kind != "Pod")
+        .map(str::to_owned);
     let namespace = doc["metadata"]["namespace"]
         .as_str()
         .unwrap_or("default")
@@ -173,7 +181,7 @@ fn on_template(
         "spec": template.get("spec").cloned().unwrap_or_default(),
     }))
     .map_err(|source| TemplateError::NotAPod { pointer, source })?;
-    f(&mut pod, &namespace, &name)?;
+    f(&mut pod, &namespace, workload.as_deref())?;
     let metadata = serde_json::to_value(&pod.metadata).unwrap_or_default();
     let spec = serde_json::to_value(&pod.spec).unwrap_or_default();
     if let Some(obj) = template.as_object_mut() {
@@ -196,12 +204,8 @@ pub fn inject_documents(text: &str, settings: &Settings) -> Result<String, Offli
             Decision::Refuse(why) => return Err(why.into()),
         };
         // A template's pods are the object's: a Deployment's name, not its ReplicaSet's.
-        inject_workload(
-            pod,
-            settings,
-            &overrides,
-            Some(workload).filter(|w| !w.is_empty()),
-        )?;
+        // A Pod (no template) is named as the webhook names it, from its own metadata.
+        inject_workload(pod, settings, &overrides, workload)?;
         Ok(())
     })
 }

@@ -33,7 +33,10 @@ use crate::tls::TlsContext;
 /// Runs the proxy until SIGTERM/SIGINT, then drains.
 pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()> {
     let source = Source::from_args(&args)?;
-    let metrics = Arc::new(Metrics::for_workload(args.workload.as_deref()));
+    let metrics = Arc::new(Metrics::for_workload(
+        args.workload.as_deref(),
+        args.pod_namespace.as_deref(),
+    ));
     let (changed_tx, changed_rx) = tokio::sync::watch::channel(());
     let m = metrics.clone();
     let overload = Arc::new(Protector::new(args.cgroup_dir.clone()));
@@ -166,6 +169,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         Telemetry::start(args.telemetry(), metrics.telemetry.clone())
             .context("starting the access log")?,
     );
+    let telemetry_at_exit = telemetry.clone();
     let outbound_ctx = Context {
         config: config.clone(),
         mirrors: Mirrors::new(outbound_pool.clone()),
@@ -257,6 +261,8 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     {
         tracing::warn!("drain deadline passed with connections still open; closing them");
     }
+    // The drained requests' log lines and spans, before the process ends.
+    telemetry_at_exit.flush(Duration::from_secs(2)).await;
     stop_admin.cancel();
     Ok(())
 }

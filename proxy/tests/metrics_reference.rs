@@ -18,6 +18,7 @@ fn the_metrics_reference_lists_every_proxy_metric() {
         requests.labels,
         [
             "workload",
+            "workload_namespace",
             "direction",
             "target",
             "rule",

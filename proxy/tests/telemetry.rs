@@ -325,3 +325,44 @@ async fn an_http2_request_the_caller_gives_up_on_is_logged_as_499() {
     assert_eq!(lines[0]["target"], backend.to_string());
     assert!(lines[0]["error"].as_str().unwrap().contains("went away"));
 }
+
+#[tokio::test]
+async fn lines_and_spans_of_the_last_requests_are_written_before_the_proxy_exits() {
+    let backend = header_echo().await;
+    let (collector, spans) = otlp_receiver().await;
+    let front = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stdout");
+    let collector_url = format!("http://{collector}");
+    let mut proxy = Proxy::start_writing(
+        &format!(
+            "version: t1\nlisteners:\n{}",
+            listener("web", front, backend, "http1")
+        ),
+        &[
+            "--access-log",
+            "json",
+            "--trace-collector",
+            &collector_url,
+            "--trace-sampling",
+            "100",
+        ],
+        &log,
+    )
+    .await;
+    for _ in 0..3 {
+        let resp = http1_get(front, "payments", "/last").await;
+        assert_eq!(resp.status(), 200);
+    }
+    // At once: the writer and the exporter would otherwise come by 100 ms and 1 s later.
+    proxy.terminate();
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = proxy.child.wait().unwrap();
+        (proxy, status)
+    })
+    .await
+    .unwrap();
+    assert!(exited.1.success(), "{:?}", exited.1);
+    assert_eq!(access_log(&log).len(), 3);
+    assert_eq!(spans.lock().unwrap().len(), 3);
+}

@@ -8,8 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 pub const WORKLOAD_ENV: &str = "BRAID_WORKLOAD";
 
 /// The pod's workload:
-/// - a ReplicaSet's pod: the Deployment's name (the ReplicaSet's without its
-///   `pod-template-hash` suffix);
+/// - a ReplicaSet's pod: the Deployment's (or Argo Rollout's) name, the ReplicaSet's
+///   without its `pod-template-hash` (`rollouts-pod-template-hash`) suffix;
 /// - a Job's pod: the CronJob's name when the Job is one of its runs
 ///   (`<cronjob>-<scheduled minute>`), else the Job's;
 /// - another controller's pod (StatefulSet, DaemonSet, …): the controller's name;
@@ -25,7 +25,9 @@ pub fn name(meta: &ObjectMeta) -> Option<String> {
     if let Some(owner) = controller {
         let name = owner.name.as_str();
         let trimmed = match owner.kind.as_str() {
+            // A Deployment's, or an Argo Rollout's (its own hash label).
             "ReplicaSet" => label("pod-template-hash")
+                .or_else(|| label("rollouts-pod-template-hash"))
                 .and_then(|hash| name.strip_suffix(hash.as_str()))
                 .and_then(|n| n.strip_suffix('-')),
             "Job" => name
@@ -79,6 +81,12 @@ mod tests {
             &[("pod-template-hash", "844b89b794")],
         );
         assert_eq!(name(&deployment).as_deref(), Some("payments"));
+        let rollout = owned(
+            "ReplicaSet",
+            "checkout-6f7d9c8b4",
+            &[("rollouts-pod-template-hash", "6f7d9c8b4")],
+        );
+        assert_eq!(name(&rollout).as_deref(), Some("checkout"));
         // A ReplicaSet of its own keeps its name.
         assert_eq!(
             name(&owned("ReplicaSet", "cache", &[])).as_deref(),

@@ -105,16 +105,26 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every subsystem's metrics under the `braid_` prefix.
     pub fn new() -> Self {
-        Self::for_workload(None)
+        Self::for_workload(None, None)
     }
 
-    /// [`Metrics::new`], every series labelled `workload` with the proxy's own workload
-    /// when it has one: the label costs nothing per request, as the registry adds it
-    /// when it is scraped.
-    pub fn for_workload(workload: Option<&str>) -> Self {
+    /// [`Metrics::new`], every series labelled `workload` (and `workload_namespace`, when
+    /// known) with the proxy's own workload when it has one: the labels cost nothing per
+    /// request, as the registry adds them when it is scraped. Its own name for the
+    /// namespace, as Prometheus's target label `namespace` would otherwise rename it.
+    pub fn for_workload(workload: Option<&str>, namespace: Option<&str>) -> Self {
         let labels = workload
-            .map(|w| (Cow::Borrowed("workload"), Cow::Owned(w.to_owned())))
-            .into_iter();
+            .map(|w| {
+                let ns = namespace.map(|n| {
+                    (
+                        Cow::Borrowed("workload_namespace"),
+                        Cow::Owned(n.to_owned()),
+                    )
+                });
+                std::iter::once((Cow::Borrowed("workload"), Cow::Owned(w.to_owned()))).chain(ns)
+            })
+            .into_iter()
+            .flatten();
         let mut registry = Registry::with_prefix_and_labels("braid", labels);
         let http = http::HttpMetrics::register(&mut registry);
         let outlier = outlier::OutlierMetrics::register(&mut registry);

@@ -15,7 +15,7 @@ use super::{Direction, Metrics};
 
 /// A registry of every proxy metric with one sample in each family.
 pub fn exercised() -> Metrics {
-    let m = Metrics::for_workload(Some("checkout"));
+    let m = Metrics::for_workload(Some("checkout"), Some("shop"));
     let target: Arc<str> = Arc::from("payments.shop:80");
     let rule: Arc<str> = Arc::from("gray");
     let _open = m.connections.open(Direction::inbound, ConnProtocol::http1);

@@ -639,10 +639,11 @@ impl Tables {
     /// Where inbound connections to `port` go: the app on loopback. Declared ports are
     /// built with the tables; others are made on the spot, with detection.
     pub fn inbound_target(&self, port: u16) -> Arc<OutboundTarget> {
-        self.inbound
-            .get(&port)
-            .cloned()
-            .unwrap_or_else(|| Arc::new(OutboundTarget::address(app_addr(port), Protocol::Detect)))
+        self.inbound.get(&port).cloned().unwrap_or_else(|| {
+            let mut target = OutboundTarget::address(app_addr(port), Protocol::Detect);
+            target.label = undeclared_label(port);
+            Arc::new(target)
+        })
     }
 }
 
@@ -666,6 +667,29 @@ fn check_overload(o: &crate::config::overload::OverloadProtection) -> Result<(),
 }
 
 /// The app, as the inbound side reaches it: loopback, on the port the caller addressed.
+/// Undeclared inbound ports that get a metrics label of their own; the rest share one.
+const UNDECLARED_LABELS: usize = 32;
+
+/// The metrics label of an inbound port the config does not declare: `127.0.0.1:<port>`
+/// for the first [`UNDECLARED_LABELS`] such ports the proxy sees, then
+/// `127.0.0.1:undeclared` for every other. Every captured port reaches the proxy, so
+/// without a bound a port scan would add series for each port it tries.
+fn undeclared_label(port: u16) -> Arc<str> {
+    static SEEN: std::sync::Mutex<Vec<(u16, Arc<str>)>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, label)) = seen.iter().find(|(p, _)| *p == port) {
+        return label.clone();
+    }
+    if seen.len() >= UNDECLARED_LABELS {
+        return Arc::from("127.0.0.1:undeclared");
+    }
+    let label: Arc<str> = Arc::from(app_addr(port).to_string());
+    seen.push((port, label.clone()));
+    label
+}
+
 fn app_addr(port: u16) -> SocketAddr {
     SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port)
 }
@@ -674,6 +698,25 @@ fn app_addr(port: u16) -> SocketAddr {
 mod tests {
     use super::*;
     use crate::config::{Endpoint, EndpointGroup, Listener, Service, ServicePort};
+
+    #[test]
+    fn undeclared_inbound_ports_share_a_label_past_a_bound() {
+        let labels: Vec<Arc<str>> = (61000..61100).map(undeclared_label).collect();
+        assert!(labels.iter().any(|l| &**l == "127.0.0.1:undeclared"));
+        let own = labels
+            .iter()
+            .filter(|l| &***l != "127.0.0.1:undeclared")
+            .count();
+        assert!(own <= UNDECLARED_LABELS, "{own}");
+        for (port, label) in (61000..61100).zip(&labels) {
+            assert!(
+                &**label == "127.0.0.1:undeclared" || **label == *format!("127.0.0.1:{port}"),
+                "{label}"
+            );
+            // A port keeps its label.
+            assert_eq!(undeclared_label(port), *label);
+        }
+    }
 
     fn service(name: &str, vip: &str, ips: &[&str]) -> Service {
         Service {

@@ -5,8 +5,12 @@
 //! counted, never waited for.
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use super::queue::Queue;
 use super::record::Record;
@@ -24,6 +28,12 @@ const PERIOD: Duration = Duration::from_millis(100);
 pub struct AccessLog {
     queue: Arc<Queue<Arc<Record>>>,
     metrics: Arc<TelemetryMetrics>,
+    /// Tells the writer to write what waits and stop.
+    stop: Arc<AtomicBool>,
+    /// The writer, once spawned.
+    writer: Arc<OnceLock<Thread>>,
+    /// Says the writer stopped, all written.
+    stopped: Arc<Notify>,
 }
 
 impl AccessLog {
@@ -33,7 +43,7 @@ impl AccessLog {
         metrics: Arc<TelemetryMetrics>,
     ) -> std::io::Result<Self> {
         // The writer is known only once spawned; a nudge before then is not needed.
-        let writer_thread = Arc::new(std::sync::OnceLock::<std::thread::Thread>::new());
+        let writer_thread = Arc::new(OnceLock::<Thread>::new());
         let nudged = writer_thread.clone();
         let queue = Arc::new(Queue::new(
             QUEUE,
@@ -44,12 +54,35 @@ impl AccessLog {
                 }
             }),
         ));
-        let (taken, counted) = (queue.clone(), metrics.clone());
-        let writer = std::thread::Builder::new()
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::new(Notify::new());
+        let writer = Writer {
+            queue: queue.clone(),
+            metrics: metrics.clone(),
+            stop: stop.clone(),
+            stopped: stopped.clone(),
+        };
+        let spawned = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_lines(&taken, out, &counted))?;
-        let _ = writer_thread.set(writer.thread().clone());
-        Ok(Self { queue, metrics })
+            .spawn(move || writer.run(out))?;
+        let _ = writer_thread.set(spawned.thread().clone());
+        Ok(Self {
+            queue,
+            metrics,
+            stop,
+            writer: writer_thread,
+            stopped,
+        })
+    }
+
+    /// Writes what waits and stops the writer (the proxy is ending), waiting for it at
+    /// most `within`.
+    pub async fn flush(&self, within: Duration) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(writer) = self.writer.get() {
+            writer.unpark();
+        }
+        let _ = tokio::time::timeout(within, self.stopped.notified()).await;
     }
 
     /// Queues `record`'s line, or drops and counts it when the queue is full.
@@ -60,27 +93,39 @@ impl AccessLog {
     }
 }
 
-/// Writes what waits as lines, batch by batch, for as long as the proxy runs.
-fn write_lines(queue: &Queue<Arc<Record>>, out: Box<dyn Write + Send>, m: &TelemetryMetrics) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-    let mut line = Vec::with_capacity(512);
-    loop {
-        std::thread::park_timeout(PERIOD);
-        let records = queue.take();
-        if records.is_empty() {
-            continue;
-        }
-        let (mut written, mut failed) = (0, 0);
-        for record in records {
-            line.clear();
-            match record.write_json_line(&mut line).is_ok() && out.write_all(&line).is_ok() {
-                true => written += 1,
-                false => failed += 1,
+/// The writer thread's parts.
+struct Writer {
+    queue: Arc<Queue<Arc<Record>>>,
+    metrics: Arc<TelemetryMetrics>,
+    stop: Arc<AtomicBool>,
+    stopped: Arc<Notify>,
+}
+
+impl Writer {
+    /// Writes what waits as lines, batch by batch, until told to stop.
+    fn run(self, out: Box<dyn Write + Send>) {
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+        let mut line = Vec::with_capacity(512);
+        loop {
+            std::thread::park_timeout(PERIOD);
+            // Read before taking: a stop seen here has every line queued before it.
+            let last = self.stop.load(Ordering::Acquire);
+            let (mut written, mut failed) = (0, 0);
+            for record in self.queue.take() {
+                line.clear();
+                match record.write_json_line(&mut line).is_ok() && out.write_all(&line).is_ok() {
+                    true => written += 1,
+                    false => failed += 1,
+                }
+            }
+            if out.flush().is_err() {
+                tracing::debug!("access log: standard output failed");
+            }
+            self.metrics.log_lines(written, failed);
+            if last {
+                self.stopped.notify_one();
+                return;
             }
         }
-        if out.flush().is_err() {
-            tracing::debug!("access log: standard output failed");
-        }
-        m.log_lines(written, failed);
     }
 }

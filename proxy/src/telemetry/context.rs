@@ -77,13 +77,25 @@ pub fn extract(headers: &HeaderMap) -> Caller {
         .map(|(_, sampled)| (*sampled, false))
         .or_else(|| single.as_ref().and_then(|b| b.decision))
         .or_else(|| multi.as_ref().and_then(|b| b.decision));
+    let context = w3c
+        .map(|(i, _)| i)
+        .or_else(|| single.as_ref().and_then(|b| b.context.clone()))
+        .or_else(|| multi.as_ref().and_then(|b| b.context.clone()));
+    // W3C has no debug flag: a B3 form of the same trace carries it across hops that
+    // decided by traceparent.
+    let same_trace = |b: &B3Said| match (&b.context, &context) {
+        (Some(said), Some(chosen)) => said.trace_id == chosen.trace_id,
+        (None, None) => true,
+        _ => false,
+    };
+    let debug = [single.as_ref(), multi.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|b| same_trace(b) && b.decision.is_some_and(|(_, debug)| debug));
     Caller {
-        context: w3c
-            .map(|(i, _)| i)
-            .or_else(|| single.as_ref().and_then(|b| b.context.clone()))
-            .or_else(|| multi.as_ref().and_then(|b| b.context.clone())),
-        sampled: decided.map(|(s, debug)| s || debug),
-        debug: decided.is_some_and(|(_, debug)| debug),
+        context,
+        sampled: decided.map(|(s, _)| s || debug),
+        debug,
         b3_single: single.is_some(),
         b3_multi: multi.is_some(),
     }
@@ -131,8 +143,13 @@ impl HopSpan {
             out.push((B3_TRACE_ID, value(trace)));
             out.push((B3_SPAN_ID, value(span)));
             out.push((B3_PARENT_SPAN_ID, parent.and_then(value)));
-            // Debug travels in x-b3-flags, passed on as it came.
-            out.push((B3_SAMPLED, Some(HeaderValue::from_static(sampled))));
+            // Debug is x-b3-flags: 1, which B3 sends instead of x-b3-sampled.
+            let (flags, sampled) = match self.debug {
+                true => (Some(HeaderValue::from_static("1")), None),
+                false => (None, Some(HeaderValue::from_static(sampled))),
+            };
+            out.push((B3_FLAGS, flags));
+            out.push((B3_SAMPLED, sampled));
         }
         out
     }
@@ -411,7 +428,8 @@ mod tests {
         let sent = shown(&span.outgoing());
         assert_eq!(sent[3], format!("x-b3-spanid: {}", span.span_hex()));
         assert_eq!(sent[4], format!("x-b3-parentspanid: {SPAN}"));
-        assert_eq!(sent[5], "x-b3-sampled: 1");
+        assert_eq!(sent[5], "x-b3-flags: -");
+        assert_eq!(sent[6], "x-b3-sampled: 1");
         // Debug: sampled, and said so onward.
         let debug = extract(&headers(&[
             ("x-b3-traceid", TRACE),
@@ -420,9 +438,28 @@ mod tests {
             ("x-b3-flags", "1"),
         ]));
         assert_eq!((debug.sampled, debug.debug), (Some(true), true));
+        let sent = shown(&hop(&debug, || false).outgoing());
+        assert!(sent.contains(&"x-b3-flags: 1".to_owned()), "{sent:?}");
+        assert!(sent.contains(&"x-b3-sampled: -".to_owned()), "{sent:?}");
         let single_debug = extract(&headers(&[("b3", &format!("{TRACE}-{SPAN}-d"))]));
         let span = hop(&single_debug, || false);
         assert!(shown(&span.outgoing())[2].contains("-d-"));
+        // The next hop decides by traceparent, which has no debug flag: the b3 header
+        // of the same trace still carries it on.
+        let mut next = HeaderMap::new();
+        for (name, value) in span.outgoing() {
+            if let Some(v) = value {
+                next.insert(name, v);
+            }
+        }
+        let second = hop(&extract(&next), || false);
+        assert!(second.sampled);
+        let sent = shown(&second.outgoing());
+        assert!(
+            sent.iter()
+                .any(|h| h.starts_with("b3: ") && h.contains("-d-")),
+            "{sent:?}"
+        );
         // Bad fields make the header say nothing.
         for bad in [
             format!("{TRACE}-{SPAN}-x"),

@@ -89,6 +89,17 @@ impl Telemetry {
         self
     }
 
+    /// Writes and sends what waits (the proxy is ending, its requests drained), waiting
+    /// at most `within` for each.
+    pub async fn flush(&self, within: std::time::Duration) {
+        if let Some(log) = &self.access_log {
+            log.flush(within).await;
+        }
+        if let Some(exporter) = &self.exporter {
+            exporter.flush(within).await;
+        }
+    }
+
     /// Whether either is on: with both off, requests skip telemetry altogether.
     pub fn is_on(&self) -> bool {
         self.access_log.is_some() || self.exporter.is_some()
@@ -147,6 +158,7 @@ impl Telemetry {
             direction,
             begun: Some(begun),
             target: None,
+            peer: (false, None),
         };
         (in_flight, edits)
     }
@@ -186,9 +198,17 @@ pub struct InFlight {
     direction: Direction,
     begun: Option<Begun>,
     target: Option<Arc<str>>,
+    /// The caller came over mTLS, as whom (inbound).
+    peer: (bool, Option<Arc<str>>),
 }
 
 impl InFlight {
+    /// Notes the caller: over mTLS or not, and its identity (inbound).
+    pub fn from_peer(mut self, tls: bool, identity: Option<Arc<str>>) -> Self {
+        self.peer = (tls, identity);
+        self
+    }
+
     /// Notes the service it goes to, for a line written if it never finishes.
     pub fn to_target(&mut self, target: &Arc<str>) {
         self.target = Some(target.clone());
@@ -211,6 +231,8 @@ impl Drop for InFlight {
             let outcome = Outcome {
                 status: CANCELLED,
                 target: self.target.take(),
+                tls: self.peer.0,
+                peer_identity: self.peer.1.take(),
                 error: Some("the caller went away before the response".into()),
                 ..Outcome::default()
             };

@@ -56,6 +56,8 @@ pub struct Source {
 pub struct SpanExporter {
     queue: Arc<Queue<Arc<Record>>>,
     metrics: Arc<TelemetryMetrics>,
+    /// Tells the exporter to send what waits and stop; it answers when done.
+    stop: Arc<(Notify, Notify)>,
 }
 
 impl SpanExporter {
@@ -68,15 +70,29 @@ impl SpanExporter {
             MAX_BATCH,
             Box::new(move || nudge.notify_one()),
         ));
-        let resource = resource(source);
-        tokio::spawn(run(
-            queue.clone(),
+        let stop = Arc::new((Notify::new(), Notify::new()));
+        let exporter = Exporter {
+            queue: queue.clone(),
             batch_ready,
+            stop: stop.clone(),
             collector,
-            resource,
-            metrics.clone(),
-        ));
-        Self { queue, metrics }
+            resource: resource(source),
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(exporter.run());
+        Self {
+            queue,
+            metrics,
+            stop,
+        }
+    }
+
+    /// Sends what waits and stops the exporter (the proxy is ending), waiting for it at
+    /// most `within`.
+    pub async fn flush(&self, within: Duration) {
+        let (stop, stopped) = &*self.stop;
+        stop.notify_one();
+        let _ = tokio::time::timeout(within, stopped.notified()).await;
     }
 
     /// Queues `record`'s span, or drops and counts it when the queue is full.
@@ -87,34 +103,59 @@ impl SpanExporter {
     }
 }
 
-/// Sends what waits, in batches of at most [`MAX_BATCH`], one at a time, every
-/// [`BATCH_DELAY`] or as soon as a batch's worth waits, for as long as the proxy runs.
-async fn run(
+/// The export task's parts.
+struct Exporter {
     queue: Arc<Queue<Arc<Record>>>,
     batch_ready: Arc<Notify>,
+    stop: Arc<(Notify, Notify)>,
     collector: CollectorUrl,
     resource: Resource,
     metrics: Arc<TelemetryMetrics>,
-) {
-    loop {
-        tokio::select! {
-            () = batch_ready.notified() => {}
-            () = tokio::time::sleep(BATCH_DELAY) => {}
+}
+
+impl Exporter {
+    /// Sends what waits, in batches of at most [`MAX_BATCH`], one at a time, every
+    /// [`BATCH_DELAY`] or as soon as a batch's worth waits, until told to stop.
+    async fn run(self) {
+        let (stop, stopped) = &*self.stop;
+        loop {
+            let last = tokio::select! {
+                () = self.batch_ready.notified() => false,
+                () = tokio::time::sleep(BATCH_DELAY) => false,
+                () = stop.notified() => true,
+            };
+            let waiting = self.queue.take();
+            for batch in waiting.chunks(MAX_BATCH) {
+                self.send(batch).await;
+            }
+            if last {
+                stopped.notify_one();
+                return;
+            }
         }
-        let waiting = queue.take();
-        for batch in waiting.chunks(MAX_BATCH) {
-            let count = batch.len() as u64;
-            let body = encode(batch, &resource);
-            match tokio::time::timeout(EXPORT_TIMEOUT, post(&collector, body)).await {
-                Ok(Ok(())) => metrics.spans(SpanResult::exported, count),
-                Ok(Err(e)) => {
-                    tracing::debug!(collector = %collector, error = %e, spans = count, "span export failed");
-                    metrics.spans(SpanResult::dropped_export_failed, count);
-                }
-                Err(_) => {
-                    tracing::debug!(collector = %collector, spans = count, "span export timed out");
-                    metrics.spans(SpanResult::dropped_export_failed, count);
-                }
+    }
+
+    /// Sends one batch, counting its spans as exported or dropped.
+    async fn send(&self, batch: &[Arc<Record>]) {
+        let (collector, metrics) = (&self.collector, &self.metrics);
+        let count = batch.len() as u64;
+        // Encoding hundreds of spans takes milliseconds: off the workers that serve
+        // requests, or each batch would stall the requests behind it.
+        let (records, resource) = (batch.to_vec(), self.resource.clone());
+        let Ok(body) = tokio::task::spawn_blocking(move || encode(&records, &resource)).await
+        else {
+            metrics.spans(SpanResult::dropped_export_failed, count);
+            return;
+        };
+        match tokio::time::timeout(EXPORT_TIMEOUT, post(collector, body)).await {
+            Ok(Ok(())) => metrics.spans(SpanResult::exported, count),
+            Ok(Err(e)) => {
+                tracing::debug!(collector = %collector, error = %e, spans = count, "span export failed");
+                metrics.spans(SpanResult::dropped_export_failed, count);
+            }
+            Err(_) => {
+                tracing::debug!(collector = %collector, spans = count, "span export timed out");
+                metrics.spans(SpanResult::dropped_export_failed, count);
             }
         }
     }

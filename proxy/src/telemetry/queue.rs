@@ -43,9 +43,14 @@ impl<T> Queue<T> {
         Ok(())
     }
 
-    /// Everything waiting, leaving the queue empty.
+    /// Everything waiting, leaving the queue empty (with room for a batch, so pushes do
+    /// not regrow it under the lock).
     pub fn take(&self) -> Vec<T> {
-        std::mem::take(&mut *self.items.lock().unwrap_or_else(PoisonError::into_inner))
+        let fresh = Vec::with_capacity(self.batch);
+        std::mem::replace(
+            &mut *self.items.lock().unwrap_or_else(PoisonError::into_inner),
+            fresh,
+        )
     }
 }
 

@@ -158,7 +158,12 @@ impl Forwarder {
     /// Takes a request's head for the access log and trace, when either is on: the
     /// request in flight, and the headers it goes on with.
     pub(super) fn observe(&self, head: &Head<'_>) -> Option<(InFlight, HeaderEdits)> {
-        self.telemetry().map(|t| t.begin(self.direction(), head))
+        let (in_flight, edits) = self.telemetry()?.begin(self.direction(), head);
+        let in_flight = match self.inbound() {
+            Some(i) => in_flight.from_peer(i.peer.tls, i.peer.identity.clone()),
+            None => in_flight,
+        };
+        Some((in_flight, edits))
     }
 
     /// The metrics' name of its side.
