@@ -71,17 +71,7 @@ fn mtls_is_on_the_wire_and_strict_refuses_whatever_is_not_the_mesh() {
 
     // Strict: the mesh still works; plaintext, an app's TLS and TLS without the mesh's
     // certificate are all refused.
-    op.write_resource(
-        "tls.yaml",
-        &encryption_policy(
-            "payments",
-            "selector: {matchLabels: {app: payments}}, mode: Strict",
-        ),
-    )
-    .unwrap();
-    wait_until("the server to be Strict", 15, || {
-        inbound_tls(&server) == "Strict"
-    });
+    make_payments_strict(op, &server);
     assert_eq!(get(&client, "payments:80"), "200 server");
     assert!(
         !get(&outsider, &direct).starts_with("200"),

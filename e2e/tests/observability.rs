@@ -57,17 +57,7 @@ fn a_request_through_both_sidecars_is_one_trace_and_a_log_line_on_each_side() {
 
     // Strict mTLS: the server's span and log name the caller's identity.
     let op = mesh.operator().unwrap();
-    op.write_resource(
-        "tls.yaml",
-        &encryption_policy(
-            "payments",
-            "selector: {matchLabels: {app: payments}}, mode: Strict",
-        ),
-    )
-    .unwrap();
-    wait_until("the server to be Strict", 15, || {
-        inbound_tls(&server) == "Strict"
-    });
+    make_payments_strict(op, &server);
     let out = client
         .app(&["get", "payments:80", "--host", "payments", "--path", "/pay"])
         .unwrap();

@@ -92,6 +92,35 @@ async fn otlp_receiver() -> (SocketAddr, Arc<Mutex<Vec<Span>>>) {
     (addr, spans)
 }
 
+/// A proxy on `front` forwarding `protocol` to `backend`, with the access log on (its
+/// standard output in `log`) and spans sent to `collector` at `sampling` percent.
+async fn observed(
+    front: SocketAddr,
+    backend: SocketAddr,
+    protocol: &str,
+    collector: SocketAddr,
+    sampling: &str,
+    log: &std::path::Path,
+) -> Proxy {
+    let collector_url = format!("http://{collector}");
+    Proxy::start_writing(
+        &format!(
+            "version: t1\nlisteners:\n{}",
+            listener("web", front, backend, protocol)
+        ),
+        &[
+            "--access-log",
+            "json",
+            "--trace-collector",
+            &collector_url,
+            "--trace-sampling",
+            sampling,
+        ],
+        log,
+    )
+    .await
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -121,23 +150,7 @@ async fn a_request_carries_its_trace_on_and_is_exported_and_logged() {
     let front = free_addr();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("stdout");
-    let collector_url = format!("http://{collector}");
-    let _proxy = Proxy::start_writing(
-        &format!(
-            "version: t1\nlisteners:\n{}",
-            listener("web", front, backend, "http1")
-        ),
-        &[
-            "--access-log",
-            "json",
-            "--trace-collector",
-            &collector_url,
-            "--trace-sampling",
-            "0",
-        ],
-        &log,
-    )
-    .await;
+    let _proxy = observed(front, backend, "http1", collector, "0", &log).await;
 
     // A sampled caller's trace goes on with this hop's span as the parent; tracestate
     // passes unchanged; the proxy makes up an x-request-id.
@@ -238,20 +251,12 @@ async fn with_the_collector_down_requests_pass_and_lost_spans_are_counted() {
     let dead = free_addr();
     let front = free_addr();
     let dir = tempfile::tempdir().unwrap();
-    let collector_url = format!("http://{dead}");
-    let proxy = Proxy::start_writing(
-        &format!(
-            "version: t1\nlisteners:\n{}",
-            listener("web", front, backend, "http2")
-        ),
-        &[
-            "--access-log",
-            "json",
-            "--trace-collector",
-            &collector_url,
-            "--trace-sampling",
-            "100",
-        ],
+    let proxy = observed(
+        front,
+        backend,
+        "http2",
+        dead,
+        "100",
         &dir.path().join("stdout"),
     )
     .await;
@@ -333,23 +338,7 @@ async fn lines_and_spans_of_the_last_requests_are_written_before_the_proxy_exits
     let front = free_addr();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("stdout");
-    let collector_url = format!("http://{collector}");
-    let mut proxy = Proxy::start_writing(
-        &format!(
-            "version: t1\nlisteners:\n{}",
-            listener("web", front, backend, "http1")
-        ),
-        &[
-            "--access-log",
-            "json",
-            "--trace-collector",
-            &collector_url,
-            "--trace-sampling",
-            "100",
-        ],
-        &log,
-    )
-    .await;
+    let mut proxy = observed(front, backend, "http1", collector, "100", &log).await;
     for _ in 0..3 {
         let resp = http1_get(front, "payments", "/last").await;
         assert_eq!(resp.status(), 200);

@@ -444,3 +444,18 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 pub fn status_field(status: &str, field: &str) -> Option<String> {
     shop::status_field(status, field)
 }
+
+/// Applies a Strict EncryptionPolicy to payments and waits until `server`'s sidecar holds it.
+pub fn make_payments_strict(op: &braid_e2e::Operator, server: &Pod) {
+    op.write_resource(
+        "tls.yaml",
+        &encryption_policy(
+            "payments",
+            "selector: {matchLabels: {app: payments}}, mode: Strict",
+        ),
+    )
+    .unwrap();
+    wait_until("the server to be Strict", 15, || {
+        inbound_tls(server) == "Strict"
+    });
+}
