@@ -245,6 +245,18 @@ impl Operator {
         )))
     }
 
+    /// This replica's `/metrics` (empty when it does not answer).
+    pub fn metrics(&self) -> String {
+        let app = self.bin_dir.join("braid-e2e-app").display().to_string();
+        let admin = self.admin.to_string();
+        let out = ip(&[
+            "netns", "exec", &self.hub, &app, "get", &admin, "--path", "/metrics", "--host",
+            "operator",
+        ]);
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
     /// Replaces the registry file; the operator picks it up by itself.
     pub fn write_registry(&self, registry: &str) -> Result<(), HarnessError> {
         write_atomically(&self.dir.join("operator").join("registry.yaml"), registry)

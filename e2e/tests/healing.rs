@@ -226,6 +226,12 @@ fn an_endpoint_that_stays_bad_is_restarted_after_the_cooldown_and_readmitted() {
     );
     // Acted on once: the restarted endpoint is not reported again.
     std::thread::sleep(Duration::from_secs(4));
+    // The action is counted in the operator's metrics, as its Event.
+    let m = op.metrics();
+    assert!(
+        m.contains(r#"braid_operator_events_total{kind="SelfHealing",reason="PodRestarted",type="Normal"} 1"#),
+        "{m}"
+    );
     assert_eq!(
         std::fs::read_to_string(&healed).unwrap().lines().count(),
         1,

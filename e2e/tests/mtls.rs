@@ -206,6 +206,19 @@ fn an_automatic_rollout_reaches_strict_without_a_failed_request() {
     assert!(log.contains("StrictEnforced"), "{log}");
     let status = op.status("encryptionpolicy", "shop", "payments");
     assert!(status.contains("type: SafeToEnforce"), "{status}");
+    // The operator's metrics tell the same story as its status and Events.
+    wait_until("the rollout in the operator's metrics", 10, || {
+        let m = op.metrics();
+        m.contains(r#"braid_operator_encryption_rollout_percent{policy="shop/payments"} 100"#)
+            && m.contains(
+                r#"braid_operator_encryption_phase{policy="shop/payments",phase="Strict"} 1"#,
+            )
+    });
+    let m = op.metrics();
+    assert!(
+        m.contains(r#"braid_operator_events_total{kind="EncryptionPolicy",reason="RolloutAdvanced",type="Normal"} 4"#),
+        "{m}"
+    );
     let metrics = server.metrics().unwrap();
     assert!(
         count(

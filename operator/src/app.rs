@@ -24,10 +24,11 @@ use crate::metrics::Metrics;
 use crate::off_runtime::off_runtime;
 use crate::registry::{Kind, ObjectKey, Snapshot, carry_accepted};
 use crate::rollout::{EncryptionView, RolloutLoop, TRAFFIC_QUEUE};
-use crate::sink::{StatusSink, StatusUpdate};
+use crate::sink::{Counted, StatusSink, StatusUpdate};
 use crate::status::{ProxyState, Views, compute};
 use crate::stream::server::{Signer, StreamState, router};
 use crate::stream::tls::{serve, server_config};
+use braid_crds::encryption_policy::EncryptionPhase;
 
 /// Reports arriving within this window update statuses together.
 const STATUS_DEBOUNCE: Duration = Duration::from_millis(200);
@@ -79,6 +80,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .with_context(|| format!("--tls-trust-out {}", out.display()))?;
     }
     let tls = server_config(serving.cert)?;
+    // Every event the leader records is counted (healing actions, rollout steps).
+    let sink: Arc<dyn StatusSink> = Arc::new(Counted::new(sink, metrics.clone()));
 
     tokio::spawn(compile_loop(
         snapshot_rx,
@@ -116,7 +119,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     );
     tokio::spawn(status_loop(
         hub.clone(),
-        sink,
+        (sink, metrics.clone()),
         view_rx,
         encryption_rx,
         leadership.subscribe(),
@@ -276,7 +279,7 @@ async fn compile_loop(
 /// Keeps every resource's status current while this replica leads.
 async fn status_loop(
     hub: Arc<Hub>,
-    sink: Arc<dyn StatusSink>,
+    (sink, metrics): (Arc<dyn StatusSink>, Arc<Metrics>),
     mut healing: watch::Receiver<Arc<HealingView>>,
     mut encryption: watch::Receiver<Arc<EncryptionView>>,
     mut leader: watch::Receiver<bool>,
@@ -311,8 +314,32 @@ async fn status_loop(
         if !*leader.borrow_and_update() {
             // A future leader writes everything afresh; so would we on regaining it.
             written.clear();
+            // Only the leader's rollouts and healing move: a follower shows none.
+            metrics.rollouts([]);
+            metrics.unhealthy([]);
             continue;
         }
+        metrics.rollouts(encryption_now.iter().map(|(key, state)| {
+            let phase = match state.phase {
+                EncryptionPhase::Plaintext => "Plaintext",
+                EncryptionPhase::RollingOut => "RollingOut",
+                EncryptionPhase::Encrypted => "Encrypted",
+                EncryptionPhase::Strict => "Strict",
+            };
+            (
+                key.namespace.as_str(),
+                key.name.as_str(),
+                phase,
+                state.percent,
+            )
+        }));
+        metrics.unhealthy(healing_now.iter().map(|(key, state)| {
+            (
+                key.namespace.as_str(),
+                key.name.as_str(),
+                state.unhealthy.len(),
+            )
+        }));
         let Some(current) = hub.current() else {
             continue;
         };

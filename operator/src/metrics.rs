@@ -49,6 +49,26 @@ struct CaLabels {
     secret: String,
 }
 
+/// A resource as `namespace/name` (not a `namespace` label, which Prometheus's own target
+/// label of the same name would rename).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    policy: String,
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    kind: String,
+    reason: String,
+    r#type: String,
+}
+
 /// The operator's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -73,6 +93,10 @@ pub struct Metrics {
     refusals: Family<RefusalLabels, Counter>,
     discoveries: Family<DiscoveryLabels, Counter>,
     ca_expiry: Family<CaLabels, Gauge>,
+    rollout_percent: Family<PolicyLabels, Gauge>,
+    rollout_phase: Family<PhaseLabels, Gauge>,
+    unhealthy: Family<PolicyLabels, Gauge>,
+    events: Family<EventLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -160,9 +184,37 @@ impl Metrics {
             "When the signing certificate of the CA Secret expires (Unix time); nothing can be issued after it",
             ca_expiry.clone(),
         );
+        let rollout_percent = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "encryption_rollout_percent",
+            "The share of an EncryptionPolicy's callers originating mTLS, in percent (its status's rollout)",
+            rollout_percent.clone(),
+        );
+        let rollout_phase = Family::<PhaseLabels, Gauge>::default();
+        registry.register(
+            "encryption_phase",
+            "An EncryptionPolicy's phase (value 1): Plaintext, RollingOut, Encrypted or Strict",
+            rollout_phase.clone(),
+        );
+        let unhealthy = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "healing_unhealthy_endpoints",
+            "Endpoints of a SelfHealing's workloads that proxies report ejected now",
+            unhealthy.clone(),
+        );
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "events",
+            "Events the operator recorded on its resources, by kind, reason (PodRestarted, PodQuarantined, HealingBlocked, RolloutAdvanced, …) and type (Normal, Warning)",
+            events.clone(),
+        );
         Self {
             registry,
             ca_expiry,
+            rollout_percent,
+            rollout_phase,
+            unhealthy,
+            events,
             connected_proxies,
             pushes,
             deltas,
@@ -206,6 +258,53 @@ impl Metrics {
             .set(seconds);
     }
 
+    /// The EncryptionPolicies' rollouts now: `(namespace, name, phase, percent)` each; a
+    /// policy no longer listed has no series.
+    pub fn rollouts<'a>(
+        &self,
+        policies: impl IntoIterator<Item = (&'a str, &'a str, &'a str, u8)>,
+    ) {
+        self.rollout_percent.clear();
+        self.rollout_phase.clear();
+        for (namespace, policy, phase, percent) in policies {
+            let policy = format!("{namespace}/{policy}");
+            self.rollout_percent
+                .get_or_create(&PolicyLabels {
+                    policy: policy.clone(),
+                })
+                .set(i64::from(percent));
+            self.rollout_phase
+                .get_or_create(&PhaseLabels {
+                    policy,
+                    phase: phase.to_owned(),
+                })
+                .set(1);
+        }
+    }
+
+    /// The SelfHealings' unhealthy endpoints now: `(namespace, name, count)` each.
+    pub fn unhealthy<'a>(&self, healings: impl IntoIterator<Item = (&'a str, &'a str, usize)>) {
+        self.unhealthy.clear();
+        for (namespace, policy, count) in healings {
+            self.unhealthy
+                .get_or_create(&PolicyLabels {
+                    policy: format!("{namespace}/{policy}"),
+                })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Counts an event recorded on a resource of `kind`.
+    pub fn event(&self, kind: &str, reason: &str, warning: bool) {
+        self.events
+            .get_or_create(&EventLabels {
+                kind: kind.to_owned(),
+                reason: reason.to_owned(),
+                r#type: if warning { "Warning" } else { "Normal" }.to_owned(),
+            })
+            .inc();
+    }
+
     /// Records one sample in each family with labels, with placeholder values, so that
     /// the exposition shows their label names: for the metrics reference
     /// (`docs/metrics.md`).
@@ -213,6 +312,9 @@ impl Metrics {
         self.discovered(true);
         self.refused(Refusal::forbidden);
         self.ca_expires("braid-system/braid-ca", std::time::SystemTime::now());
+        self.rollouts([("shop", "payments", "RollingOut", 25)]);
+        self.unhealthy([("shop", "payments", 1)]);
+        self.event("SelfHealing", "PodRestarted", false);
     }
 
     /// The metrics in Prometheus text format.

@@ -2,6 +2,7 @@
 //! (server-side apply on the status subresource, Events), or files in directory mode.
 //! Only the leader writes.
 
+mod counted;
 mod files;
 pub mod kube;
 #[cfg(test)]
@@ -10,6 +11,7 @@ pub mod recorded;
 use futures::future::BoxFuture;
 
 pub use self::kube::KubeSink;
+pub use counted::Counted;
 pub use files::FileSink;
 
 use crate::registry::{Kind, ObjectKey};
