@@ -254,6 +254,27 @@ fn a_rollout_survives_failover_and_a_full_restart_with_proxies_on_every_replica(
     );
     assert!(log.contains("StrictEnforced"), "{log}");
     assert_eq!(shop::rollout_progress(&status(&mut mesh)).0, "Strict");
+    // The new leader's metrics show the rollout it finished; the other replica's show
+    // none, so a sum over replicas is the leader's.
+    shop::wait_until("the leader's metrics to show Strict", 10, || {
+        watch.sample(&server, &clients);
+        mesh.operators()[second]
+            .metrics()
+            .contains(r#"braid_operator_encryption_phase{policy="shop/payments",phase="Strict"} 1"#)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    for (i, op) in mesh
+        .operators()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != second)
+    {
+        let m = op.metrics();
+        assert!(
+            !m.contains("braid_operator_encryption_phase{"),
+            "replica {i} does not lead: {m}"
+        );
+    }
 
     // Every replica dies at once (a node lost), then all come back.
     for op in mesh.operators().iter_mut() {
