@@ -41,6 +41,16 @@ pub enum Direction {
     inbound,
 }
 
+impl Direction {
+    /// Its name, as labels, log lines and span attributes write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::outbound => "outbound",
+            Self::inbound => "inbound",
+        }
+    }
+}
+
 /// A label value shared with the routing tables, so counting a request allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct SharedLabel(Arc<str>);

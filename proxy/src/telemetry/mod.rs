@@ -182,7 +182,7 @@ impl Telemetry {
     }
 }
 
-/// The first `max` bytes of `s` (at a character boundary).
+/// The first `max` characters of `s`: what a record keeps of a field the caller wrote.
 fn cut(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((at, _)) => &s[..at],

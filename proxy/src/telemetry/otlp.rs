@@ -260,7 +260,7 @@ fn span(r: &Record) -> Option<Span> {
         kv("url.path", text(&b.path)),
         kv("server.address", text(&b.authority)),
         kv("network.protocol.name", text(b.protocol)),
-        kv("braid.direction", text(direction(r.direction))),
+        kv("braid.direction", text(r.direction.as_str())),
         kv("braid.target", text(target)),
         kv("braid.retries", Value::IntValue(i64::from(o.retries))),
         kv("braid.tls", Value::BoolValue(o.tls)),
@@ -311,13 +311,6 @@ fn span(r: &Record) -> Option<Span> {
         }),
         ..Default::default()
     })
-}
-
-fn direction(d: Direction) -> &'static str {
-    match d {
-        Direction::outbound => "outbound",
-        Direction::inbound => "inbound",
-    }
 }
 
 fn text(s: &str) -> Value {

@@ -52,11 +52,7 @@ pub struct Head<'a> {
 impl Head<'_> {
     /// The path without its query, which may carry tokens, cut at [`MAX_PATH`] bytes.
     pub(super) fn logged_path(&self) -> &str {
-        let path = self.path.split(['?', '#']).next().unwrap_or("");
-        match path.char_indices().nth(MAX_PATH) {
-            Some((at, _)) => &path[..at],
-            None => path,
-        }
+        super::cut(self.path.split(['?', '#']).next().unwrap_or(""), MAX_PATH)
     }
 }
 
@@ -99,7 +95,7 @@ pub struct Record {
 #[derive(Serialize)]
 struct Line<'a> {
     time: String,
-    direction: Direction,
+    direction: &'static str,
     method: &'a str,
     authority: &'a str,
     path: &'a str,
@@ -127,7 +123,7 @@ impl Record {
         let (b, o) = (&self.begun, &self.outcome);
         let line = Line {
             time: humantime::format_rfc3339_millis(b.start).to_string(),
-            direction: self.direction,
+            direction: self.direction.as_str(),
             method: b.method.as_str(),
             authority: &b.authority,
             path: &b.path,
@@ -143,7 +139,7 @@ impl Record {
             retries: o.retries,
             tls: o.tls,
             peer_identity: o.peer_identity.as_deref(),
-            request_id: super::request_id::logged(&b.request_id),
+            request_id: &b.request_id,
             trace_id: b.trace_id.map(|t| format!("{t:032x}")),
             span_id: b.span.as_ref().map(HopSpan::span_hex),
             error: o.error.as_deref(),
@@ -151,14 +147,5 @@ impl Record {
         serde_json::to_writer(&mut *out, &line)?;
         out.push(b'\n');
         Ok(())
-    }
-}
-
-impl serde::Serialize for Direction {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(match self {
-            Direction::outbound => "outbound",
-            Direction::inbound => "inbound",
-        })
     }
 }

@@ -27,12 +27,9 @@ pub fn generate() -> String {
     id
 }
 
-/// What a log shows of an id the caller sent: at most [`MAX_LOGGED`] bytes.
+/// What a log shows of an id the caller sent: at most [`MAX_LOGGED`] characters.
 pub fn logged(id: &str) -> &str {
-    match id.char_indices().nth(MAX_LOGGED) {
-        Some((at, _)) => &id[..at],
-        None => id,
-    }
+    super::cut(id, MAX_LOGGED)
 }
 
 #[cfg(test)]

@@ -59,24 +59,17 @@ impl Forwarder {
         let (result, routed) = self
             .send(&started.target, selected, &mut x, idempotent)
             .await;
-        let response_bytes = result.as_ref().ok().and_then(Answer::body_length);
-        let (response, error) = match result {
+        if let Err(e) = &result {
+            tracing::debug!(target = %started.target.label, error = %e, "request failed");
+        }
+        self.finish(started, routed, Finished::of(&result));
+        match result {
             Ok(mut resp) => {
                 strip_hop_by_hop(resp.headers_mut());
-                (resp.map(BodyExt::boxed), None)
+                resp.map(BodyExt::boxed)
             }
-            Err(e) => {
-                tracing::debug!(target = %started.target.label, error = %e, "request failed");
-                (error_response(&e), Some(e))
-            }
-        };
-        let finished = Finished {
-            status: response.status().as_u16(),
-            error: error.as_ref(),
-            response_bytes,
-        };
-        self.finish(started, routed, finished);
-        response
+            Err(e) => error_response(&e),
+        }
     }
 }
 
