@@ -5,8 +5,8 @@ use serde::de::DeserializeOwned;
 
 use crate::validation::{FieldPath, Validate, ValidationError, ValidationErrors};
 use crate::{
-    EncryptionPolicy, EncryptionPolicySpec, SelfHealing, SelfHealingSpec, TrafficRoute,
-    TrafficRouteSpec,
+    AccessPolicy, AccessPolicySpec, EncryptionPolicy, EncryptionPolicySpec, SelfHealing,
+    SelfHealingSpec, TrafficRoute, TrafficRouteSpec,
 };
 
 /// A braid resource that [`decode`] can read.
@@ -25,6 +25,10 @@ impl Resource for EncryptionPolicy {
 
 impl Resource for SelfHealing {
     type Spec = SelfHealingSpec;
+}
+
+impl Resource for AccessPolicy {
+    type Spec = AccessPolicySpec;
 }
 
 /// Deserialises `value` into `T` and validates it. A field of the wrong type or an

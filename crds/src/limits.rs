@@ -40,3 +40,13 @@ pub const MAX_PORT_OVERRIDES: u32 = 32;
 pub const MAX_ROLLOUT_STEPS: u32 = 10;
 /// Entries in status lists written by the operator.
 pub const MAX_STATUS_ENTRIES: u32 = 256;
+/// Ports in one AccessPolicy.
+pub const MAX_ACCESS_PORTS: u32 = 32;
+/// Rules in one AccessPolicy.
+pub const MAX_ACCESS_RULES: u32 = 64;
+/// Sources in one AccessPolicy rule (ORed).
+pub const MAX_ACCESS_SOURCES: u32 = 16;
+/// A SPIFFE identity or identity pattern.
+pub const MAX_IDENTITY_LENGTH: u32 = 512;
+/// A namespace name (a DNS label).
+pub const MAX_NAMESPACE_LENGTH: u32 = 63;

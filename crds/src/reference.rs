@@ -239,7 +239,12 @@ mod tests {
     #[test]
     fn the_reference_lists_every_kind_with_its_fields_and_checks() {
         let md = markdown().unwrap();
-        for kind in ["## TrafficRoute", "## EncryptionPolicy", "## SelfHealing"] {
+        for kind in [
+            "## TrafficRoute",
+            "## EncryptionPolicy",
+            "## SelfHealing",
+            "## AccessPolicy",
+        ] {
             assert!(md.contains(kind), "{kind}");
         }
         assert!(md.contains("| `spec.host` | string, 1–253 chars"), "{md}");

@@ -7,7 +7,7 @@ mod support;
 
 use std::fs;
 
-use braid_crds::{EncryptionPolicy, SelfHealing, TrafficRoute};
+use braid_crds::{AccessPolicy, EncryptionPolicy, SelfHealing, TrafficRoute};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -74,6 +74,8 @@ fn there_is_an_example_for_every_scenario_of_the_issue() {
         "mtls-port-exemption.yaml",
         "eject-and-restart.yaml",
         "overload-cpu.yaml",
+        "access-lock-down.yaml",
+        "access-path-scoped.yaml",
     ] {
         assert!(
             names.iter().any(|n| n == scenario),
@@ -146,6 +148,7 @@ fn every_example_round_trips() {
                 "TrafficRoute" => round_trip::<TrafficRoute>(&doc, &name),
                 "EncryptionPolicy" => round_trip::<EncryptionPolicy>(&doc, &name),
                 "SelfHealing" => round_trip::<SelfHealing>(&doc, &name),
+                "AccessPolicy" => round_trip::<AccessPolicy>(&doc, &name),
                 other => panic!("{name}: unexpected kind {other}"),
             }
         }

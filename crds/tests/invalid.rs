@@ -86,6 +86,27 @@ fn self_healing() -> Value {
     })
 }
 
+fn access_policy() -> Value {
+    json!({
+        "apiVersion": "braid.dev/v1alpha1",
+        "kind": "AccessPolicy",
+        "metadata": {"name": "payments-callers", "namespace": "shop"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "payments"}},
+            "ports": [8080],
+            "mode": "Audit",
+            "rollout": {"interval": "10m"},
+            "rules": [
+                {"name": "checkout", "from": [{"serviceAccount": "checkout"}, {"namespace": "ops"}]},
+                {
+                    "from": [{"workloadLabels": {"app": "reports"}, "namespace": "finance"}],
+                    "http": {"methods": ["GET"], "paths": [{"prefix": "/public"}]},
+                },
+            ],
+        },
+    })
+}
+
 fn with(mut base: Value, edit: impl FnOnce(&mut Value)) -> Value {
     edit(&mut base["spec"]);
     base
@@ -619,12 +640,143 @@ fn cases() -> Vec<Case> {
             message: "0 is out of range: use a value from 1 to 100",
             server: Refuses("spec.healing.minReporters"),
         },
+        // ---- AccessPolicy ----
+        Case {
+            name: "a rollout that does not start from Audit",
+            object: with(access_policy(), |s| s["mode"] = json!("Enforce")),
+            paths: &["spec.mode"],
+            message: "rollout starts from Audit",
+            server: Refuses("spec"),
+        },
+        Case {
+            name: "a source of two kinds",
+            object: with(access_policy(), |s| {
+                s["rules"][0]["from"][0]["identity"] = json!("spiffe://cluster.local/ns/shop/sa/x")
+            }),
+            paths: &["spec.rules[0].from[0]"],
+            message: "set exactly one of identity, serviceAccount, namespace, workloadLabels, meshed, unauthenticated (found identity and serviceAccount)",
+            server: Refuses("spec.rules[0].from[0]"),
+        },
+        Case {
+            name: "a namespace beside an identity",
+            object: with(access_policy(), |s| {
+                s["rules"][0]["from"][1] = json!({"namespace": "ops", "meshed": true})
+            }),
+            paths: &["spec.rules[0].from[1]", "spec.rules[0].from[1].namespace"],
+            message: "set exactly one of",
+            server: Refuses("spec.rules[0].from[1]"),
+        },
+        Case {
+            name: "an empty source",
+            object: with(access_policy(), |s| s["rules"][0]["from"][1] = json!({})),
+            paths: &["spec.rules[0].from[1]"],
+            message: "(none is set)",
+            server: Refuses("spec.rules[0].from[1]"),
+        },
+        Case {
+            name: "meshed: false",
+            object: with(access_policy(), |s| {
+                s["rules"][0]["from"][1] = json!({"meshed": false})
+            }),
+            paths: &["spec.rules[0].from[1].meshed"],
+            message: "meshed can only be true",
+            server: Refuses("spec.rules[0].from[1]"),
+        },
+        Case {
+            name: "an identity that is not a SPIFFE id",
+            object: with(access_policy(), |s| {
+                s["rules"][0]["from"][1] = json!({"identity": "shop/checkout"})
+            }),
+            paths: &["spec.rules[0].from[1].identity"],
+            message: "write spiffe://<trust-domain>/ns/<namespace>/sa/<account>",
+            server: Accepts(
+                "a SPIFFE id's shape (and '*' only at the end) is checked by validate(); a CEL regex over it would add little for its cost",
+            ),
+        },
+        Case {
+            name: "a wildcard inside an identity",
+            object: with(access_policy(), |s| {
+                s["rules"][0]["from"][1] = json!({"identity": "spiffe://cluster.local/ns/*/sa/web"})
+            }),
+            paths: &["spec.rules[0].from[1].identity"],
+            message: "or end a prefix with '*'",
+            server: Accepts("as above: validate() reads identities"),
+        },
+        Case {
+            name: "an uppercase namespace",
+            object: with(access_policy(), |s| {
+                s["rules"][0]["from"][1] = json!({"namespace": "Ops"})
+            }),
+            paths: &["spec.rules[0].from[1].namespace"],
+            message: "is not a namespace name",
+            server: Accepts("name syntax is checked by validate(), as for TrafficRoute hosts"),
+        },
+        Case {
+            name: "no rules",
+            object: with(access_policy(), |s| s["rules"] = json!([])),
+            paths: &["spec.rules"],
+            message: "give at least one rule",
+            server: Refuses("spec.rules"),
+        },
+        Case {
+            name: "two rules of one name",
+            object: with(access_policy(), |s| {
+                s["rules"][1]["name"] = json!("checkout")
+            }),
+            paths: &["spec.rules[1].name"],
+            message: "\"checkout\" names two rules",
+            server: Accepts(
+                "unique names among optional ones cannot be a list-map key; validate() points at the duplicate",
+            ),
+        },
+        Case {
+            name: "an empty http condition",
+            object: with(access_policy(), |s| s["rules"][1]["http"] = json!({})),
+            paths: &["spec.rules[1].http"],
+            message: "give methods, paths or headers",
+            server: Refuses("spec.rules[1].http"),
+        },
+        Case {
+            name: "a path that is not absolute",
+            object: with(access_policy(), |s| {
+                s["rules"][1]["http"]["paths"][0] = json!({"prefix": "public"})
+            }),
+            paths: &["spec.rules[1].http.paths[0].prefix"],
+            message: "does not start with '/'",
+            server: Refuses("spec.rules[1].http.paths[0].prefix"),
+        },
+        Case {
+            name: "a port listed twice",
+            object: with(access_policy(), |s| s["ports"] = json!([8080, 8080])),
+            paths: &["spec.ports[1]"],
+            message: "port 8080 is listed twice",
+            server: Refuses("spec.ports"),
+        },
+        Case {
+            name: "an unknown action",
+            object: with(access_policy(), |s| s["action"] = json!("Reject")),
+            paths: &["spec.action"],
+            message: "unknown variant `Reject`",
+            server: Refuses("spec.action"),
+        },
+        Case {
+            name: "a zero rollout interval",
+            object: with(access_policy(), |s| s["rollout"]["interval"] = json!("0s")),
+            paths: &["spec.rollout.interval"],
+            message: "is zero",
+            server: Refuses("spec.rollout.interval"),
+        },
     ]
 }
 
 #[test]
 fn the_bases_the_cases_start_from_are_valid() {
-    for base in [traffic_route(), encryption_policy(), self_healing()] {
+    for base in [
+        traffic_route(),
+        encryption_policy(),
+        self_healing(),
+        access_policy(),
+    ] {
         assert_eq!(api_server_errors(&base), Vec::<String>::new(), "{base:#}");
         braid_validate(&base).unwrap();
     }
@@ -717,7 +869,12 @@ fn every_cel_rule_is_exercised_by_the_table() {
         }
     }
     let mut all = BTreeSet::new();
-    for kind in ["TrafficRoute", "EncryptionPolicy", "SelfHealing"] {
+    for kind in [
+        "TrafficRoute",
+        "EncryptionPolicy",
+        "SelfHealing",
+        "AccessPolicy",
+    ] {
         rules(&schema_of(kind), &mut all);
     }
     let mut fired = BTreeSet::new();

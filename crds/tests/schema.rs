@@ -18,7 +18,12 @@ use support::{repo_root, schema_of};
 static BINDER: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\.(?:all|exists|exists_one|filter|map)\((\w+),").unwrap());
 
-const KINDS: [&str; 3] = ["TrafficRoute", "EncryptionPolicy", "SelfHealing"];
+const KINDS: [&str; 4] = [
+    "TrafficRoute",
+    "EncryptionPolicy",
+    "SelfHealing",
+    "AccessPolicy",
+];
 
 #[test]
 fn checked_in_manifests_are_fresh() {
@@ -229,6 +234,11 @@ fn names_columns_and_subresources_are_what_kubectl_users_expect() {
             vec!["MODE", "PHASE", "PERCENT", "AGE"],
         ),
         ("SelfHealing", "heal", vec!["ACTION", "UNHEALTHY", "AGE"]),
+        (
+            "AccessPolicy",
+            "ap",
+            vec!["ACTION", "PHASE", "WOULD-DENY", "DENIED", "AGE"],
+        ),
     ];
     let crds = braid_crds::crds();
     for (kind, short, columns) in expect {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 
-/// Writes the braid CRDs (TrafficRoute, EncryptionPolicy, SelfHealing) as
+/// Writes the braid CRDs (TrafficRoute, EncryptionPolicy, SelfHealing, AccessPolicy) as
 /// apiextensions.k8s.io/v1 YAML, one file per kind.
 #[derive(Debug, Parser)]
 #[command(name = "crdgen", version)]

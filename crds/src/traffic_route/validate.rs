@@ -8,14 +8,11 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use super::{
-    Fault, HeaderMatch, PathMatch, RequestMatch, RouteRule, TrafficRoute, TrafficRouteSpec,
-};
+use super::{Fault, RequestMatch, RouteRule, TrafficRoute, TrafficRouteSpec};
 use crate::limits;
 use crate::validation::{
-    FieldPath, Report, Validate, ValidationErrors, check_duration, check_header_name, check_items,
-    check_labels, check_length, check_name, check_percent, check_range, check_regex,
-    is_dns_subdomain,
+    FieldPath, Report, Validate, ValidationErrors, check_duration, check_header_match, check_items,
+    check_labels, check_name, check_path_match, check_percent, check_range, is_dns_subdomain,
 };
 
 impl Validate for TrafficRoute {
@@ -208,90 +205,12 @@ fn validate_match(r: &mut Report, at: &FieldPath, m: &RequestMatch) {
     let headers = at.field("headers");
     check_items(r, &headers, m.headers.len(), limits::MAX_HEADER_MATCHES);
     for (k, h) in m.headers.iter().enumerate() {
-        validate_header(r, &headers.index(k), h);
+        check_header_match(r, &headers.index(k), h);
     }
     if let Some(path) = &m.path {
-        validate_path(r, &at.field("path"), path);
+        check_path_match(r, &at.field("path"), path);
     }
     check_labels(r, &at.field("sourceLabels"), &m.source_labels);
-}
-
-/// The names of the set fields among `fields`, for "exactly one of" messages.
-fn set_fields<'a>(fields: &[(&'a str, bool)]) -> Vec<&'a str> {
-    fields
-        .iter()
-        .filter(|(_, set)| *set)
-        .map(|(n, _)| *n)
-        .collect()
-}
-
-fn exactly_one(r: &mut Report, at: &FieldPath, fields: &[(&str, bool)]) {
-    let set = set_fields(fields);
-    if set.len() != 1 {
-        let names: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
-        let found = if set.is_empty() {
-            "none is set".to_owned()
-        } else {
-            format!("found {}", set.join(" and "))
-        };
-        r.error(
-            at,
-            format!("set exactly one of {} ({found})", names.join(", ")),
-        );
-    }
-}
-
-fn validate_header(r: &mut Report, at: &FieldPath, h: &HeaderMatch) {
-    check_header_name(r, &at.field("name"), &h.name);
-    exactly_one(
-        r,
-        at,
-        &[
-            ("exact", h.exact.is_some()),
-            ("prefix", h.prefix.is_some()),
-            ("regex", h.regex.is_some()),
-            ("present", h.present.is_some()),
-        ],
-    );
-    for (field, value) in [
-        ("exact", &h.exact),
-        ("prefix", &h.prefix),
-        ("regex", &h.regex),
-    ] {
-        if let Some(v) = value {
-            check_length(r, &at.field(field), v, limits::MAX_MATCH_VALUE_LENGTH);
-        }
-    }
-    if let Some(re) = &h.regex {
-        check_regex(r, &at.field("regex"), re);
-    }
-}
-
-fn validate_path(r: &mut Report, at: &FieldPath, p: &PathMatch) {
-    exactly_one(
-        r,
-        at,
-        &[
-            ("exact", p.exact.is_some()),
-            ("prefix", p.prefix.is_some()),
-            ("regex", p.regex.is_some()),
-        ],
-    );
-    for (field, value) in [("exact", &p.exact), ("prefix", &p.prefix)] {
-        if let Some(v) = value {
-            r.check(v.starts_with('/'), &at.field(field), || {
-                format!("{v:?} does not start with '/': paths are absolute, e.g. /api")
-            });
-            check_length(r, &at.field(field), v, limits::MAX_MATCH_VALUE_LENGTH);
-        }
-    }
-    if let Some(re) = &p.regex {
-        r.check(!re.is_empty(), &at.field("regex"), || {
-            "is empty: give a pattern, e.g. ^/api/v[12]/".into()
-        });
-        check_length(r, &at.field("regex"), re, limits::MAX_MATCH_VALUE_LENGTH);
-        check_regex(r, &at.field("regex"), re);
-    }
 }
 
 fn validate_fault(r: &mut Report, at: &FieldPath, fault: &Fault) {

@@ -7,10 +7,12 @@
 
 mod path;
 mod report;
+mod request;
 mod syntax;
 
 pub use path::FieldPath;
 pub use report::{Report, ValidationError, ValidationErrors};
+pub(crate) use request::*;
 pub(crate) use syntax::*;
 
 /// A resource (or part of one) that can check itself.

@@ -10,7 +10,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use braid_crds::{EncryptionPolicy, SelfHealing, TrafficRoute, ValidationErrors, decode};
+use braid_crds::{
+    AccessPolicy, EncryptionPolicy, SelfHealing, TrafficRoute, ValidationErrors, decode,
+};
 use kube::core::cel::{Validator, apply_defaults};
 use serde::Deserialize;
 use serde_json::Value;
@@ -170,6 +172,7 @@ pub fn braid_validate(obj: &Value) -> Result<(), ValidationErrors> {
         Some("TrafficRoute") => decode::<TrafficRoute>(obj).map(drop),
         Some("EncryptionPolicy") => decode::<EncryptionPolicy>(obj).map(drop),
         Some("SelfHealing") => decode::<SelfHealing>(obj).map(drop),
+        Some("AccessPolicy") => decode::<AccessPolicy>(obj).map(drop),
         other => panic!("not a braid kind: {other:?}"),
     }
 }
