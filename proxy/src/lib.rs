@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod authz;
 pub mod backoff;
 pub mod balance;
 pub mod cli;

@@ -2,6 +2,7 @@
 //! for hosts without Kubernetes), as it travels: the operator's stream carries it as
 //! JSON, a config file as YAML. The proxy never talks to the Kubernetes API.
 
+pub mod access;
 pub mod outlier;
 pub mod overload;
 mod protocol;
@@ -109,6 +110,9 @@ pub struct Inbound {
     /// Whether inbound connections are plaintext, mTLS or either (absent: plaintext only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<tls::InboundTls>,
+    /// Who may call the app, per port (empty: anyone the TLS mode lets in).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_policies: Vec<access::AccessPolicy>,
 }
 
 /// A port and how its traffic is treated.

@@ -127,6 +127,55 @@ pub struct Report {
     /// Requests since its last report (for EncryptionPolicy rollouts and status).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<Traffic>,
+    /// What each AccessPolicy covering its app decided since its last report (for
+    /// AccessPolicy status and rollouts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access: Vec<AccessCount>,
+}
+
+/// One AccessPolicy's decisions in a proxy since its last report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessCount {
+    /// The policy, `namespace/name`.
+    pub policy: String,
+    /// Requests (and TCP connections) it let through.
+    #[serde(default)]
+    pub allowed: u64,
+    /// Requests it would have refused, had it been enforced (it audits).
+    #[serde(default)]
+    pub would_deny: u64,
+    /// Requests it refused (it enforces).
+    #[serde(default)]
+    pub denied: u64,
+    /// The callers it refused or would refuse most, those it had let through while
+    /// auditing first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused_sources: Vec<RefusedSource>,
+}
+
+/// A caller an AccessPolicy refused, or would refuse, and what it asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedSource {
+    /// Its verified mTLS identity; absent for plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// Its address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::IpAddr>,
+    /// `METHOD /path` for HTTP; absent for a TCP connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// Its would-be refusals.
+    #[serde(default)]
+    pub would_deny: u64,
+    /// Its refusals.
+    #[serde(default)]
+    pub denied: u64,
+    /// Refused now, though let through while the policy audited.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allowed_before: bool,
 }
 
 /// Requests a proxy saw since its last report.

@@ -2,6 +2,7 @@
 //! workload. [`Compiler`] remembers its last output so that a change recompiles only the
 //! services and workloads it touches; the result is the same as compiling from scratch.
 
+mod access;
 mod catalog;
 mod encryption;
 mod healing;
@@ -136,15 +137,21 @@ struct Globals {
     policies: BTreeMap<ObjectKey, crate::registry::Observed<braid_crds::EncryptionPolicy>>,
     rollouts: crate::registry::Rollouts,
     trust_bundle: Arc<str>,
+    /// Compiled, with their sources resolved: a pod that a policy's `workloadLabels`
+    /// names changes the config of servers whose own `Arc` did not change.
+    access: Arc<access::AccessSet>,
 }
 
 impl Globals {
-    fn of(snapshot: &Snapshot, extra: &Extra) -> Self {
+    fn of(snapshot: &Snapshot, extra: &Extra, opts: &Options) -> Self {
         Self {
             healings: snapshot.self_healings.clone(),
             policies: snapshot.encryption_policies.clone(),
             rollouts: snapshot.rollout_status.clone(),
             trust_bundle: extra.trust_bundle.clone(),
+            access: Arc::new(access::AccessSet::of(snapshot, opts, |_, p| {
+                access::spec_mode(p)
+            })),
         }
     }
 }
@@ -158,6 +165,7 @@ struct Shared<'s> {
     healings: Vec<(&'s ObjectKey, &'s braid_crds::SelfHealing)>,
     policies: Vec<(&'s ObjectKey, &'s braid_crds::EncryptionPolicy)>,
     default_tls_mode: TlsMode,
+    access: Arc<access::AccessSet>,
 }
 
 impl Shared<'_> {
@@ -259,8 +267,9 @@ impl Compiler {
                     .all(|(a, b)| Arc::ptr_eq(a, b))
         });
         let (mut routes, routes_same) = self.routes_of(snapshot, entries_same);
-        let globals = Globals::of(snapshot, extra);
+        let globals = Globals::of(snapshot, extra, &self.opts);
         let shared = Shared {
+            access: globals.access.clone(),
             snapshot,
             globals_same: routes_same && self.globals.as_ref() == Some(&globals),
             healings: snapshot.self_healings_oldest_first(),
@@ -497,6 +506,7 @@ impl Compiler {
                 overload: healing::overload_for(&shared.healings, w),
                 routes: routes_digest,
                 tls: shared.tls_of(w).inbound,
+                access: shared.access.for_workload(w),
                 trust_bundle: extra.trust_bundle.clone(),
             };
             match self.workloads.get_mut(key) {
@@ -579,7 +589,7 @@ impl Compiler {
         let mut config = ProxyConfig {
             version: String::new(),
             node: workload::node(&inputs.workload, &self.opts),
-            inbound: workload::inbound(&inputs.inbound, inputs.overload.clone(), &inputs.tls),
+            inbound: workload::inbound(&inputs),
             services: Arc::new([]),
             routes,
             trust_bundle: inputs.trust_bundle.clone(),

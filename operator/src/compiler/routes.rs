@@ -259,16 +259,19 @@ fn request_match(m: &CrdRequestMatch) -> RequestMatch {
     RequestMatch {
         headers: m.headers.iter().filter_map(header_match).collect(),
         path: m.path.as_ref().and_then(path_match),
-        method: m.method.and_then(|method| {
-            serde_json::to_value(method)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-        }),
+        method: m.method.and_then(method_name),
     }
 }
 
+/// A method as the proxy's request matches name it (`GET`).
+pub(super) fn method_name(method: braid_crds::traffic_route::HttpMethod) -> Option<String> {
+    serde_json::to_value(method)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+}
+
 /// Validation guarantees exactly one of the four; a header with none cannot be built.
-fn header_match(h: &CrdHeaderMatch) -> Option<HeaderMatch> {
+pub(super) fn header_match(h: &CrdHeaderMatch) -> Option<HeaderMatch> {
     let value = if let Some(v) = &h.exact {
         ValueMatch::Exact(v.clone())
     } else if let Some(v) = &h.prefix {
@@ -284,7 +287,7 @@ fn header_match(h: &CrdHeaderMatch) -> Option<HeaderMatch> {
     })
 }
 
-fn path_match(p: &CrdPathMatch) -> Option<PathMatch> {
+pub(super) fn path_match(p: &CrdPathMatch) -> Option<PathMatch> {
     if let Some(v) = &p.exact {
         Some(PathMatch::Exact(v.clone()))
     } else if let Some(v) = &p.prefix {

@@ -774,11 +774,13 @@ enum Change {
     Same,
 }
 
-const RESOURCES: [&str; 4] = [
+const RESOURCES: [&str; 5] = [
     "",
     "apiVersion: braid.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {name: payments, namespace: shop}\nspec:\n  host: payments\n  groups: [{name: canary, labels: {canary: \"true\"}}]\n  rules: [{name: all, sourceLabels: {app: checkout}}]\n",
     "apiVersion: braid.dev/v1alpha1\nkind: SelfHealing\nmetadata: {name: payments, namespace: shop}\nspec:\n  selector: {matchLabels: {app: payments}}\n  outlierDetection: {consecutiveErrors: 3}\n  overloadProtection: {signal: cpu, target: 0.75, minLimit: 20}\n",
     "apiVersion: braid.dev/v1alpha1\nkind: EncryptionPolicy\nmetadata: {name: pay, namespace: shop}\nspec: {selector: {matchLabels: {app: payments}}, mode: Strict}\n",
+    // Its sources name pods by a label other pods gain and lose.
+    "apiVersion: braid.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: pay, namespace: shop}\nspec:\n  selector: {matchLabels: {app: payments}}\n  mode: Enforce\n  rules: [{from: [{workloadLabels: {canary: \"true\"}}]}]\n",
 ];
 
 fn apply(snap: &mut Snapshot, extra: &mut Extra, change: &Change) {
@@ -842,6 +844,7 @@ fn apply(snap: &mut Snapshot, extra: &mut Extra, change: &Change) {
             snap.traffic_routes = parsed.traffic_routes;
             snap.self_healings = parsed.self_healings;
             snap.encryption_policies = parsed.encryption_policies;
+            snap.access_policies = parsed.access_policies;
         }
         Change::Bundle(b) => extra.trust_bundle = format!("bundle-{b}").into(),
         Change::Same => {}
@@ -855,7 +858,7 @@ fn a_change() -> impl proptest::strategy::Strategy<Value = Change> {
         (0..8usize).prop_map(Change::Mesh),
         (0..8usize).prop_map(Change::Remove),
         (0..4usize, 0..8usize).prop_map(|(s, i)| Change::Endpoint(s, i)),
-        (0..4usize).prop_map(Change::Resources),
+        (0..5usize).prop_map(Change::Resources),
         (0..2u8).prop_map(Change::Bundle),
         Just(Change::Same),
     ]
@@ -896,4 +899,122 @@ fn a_pod_relabelled_without_changing_its_services_rebuilds_only_itself() {
     let out = compiler.compile(&snap);
     assert_eq!(out.stats.services_compiled, 1, "{:?}", out.stats);
     assert_eq!(out.stats.workloads_compiled, 1, "{:?}", out.stats);
+}
+
+fn access(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: braid.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n{spec}---\n"
+    )
+}
+
+#[test]
+fn access_policies_reach_the_servers_they_select_with_their_sources_resolved() {
+    use braid_api::config::access::{AccessAction, AccessMode, Source};
+    use braid_api::config::routes::PathMatch;
+    let resources = [
+        access(
+            "callers",
+            "  selector: {matchLabels: {app: payments}}\n  ports: [8080]\n  mode: Enforce\n  rules:\n  - name: checkout\n    from: [{serviceAccount: checkout}, {namespace: ops}, {serviceAccount: web, namespace: front}]\n  - from: [{workloadLabels: {app: checkout}}, {workloadLabels: {app: ledger}}, {meshed: true}, {unauthenticated: true}]\n    http: {methods: [GET, HEAD], paths: [{prefix: /public}]}\n  - {}\n",
+        ),
+        access(
+            "zone-a-deny",
+            "  selector: {matchLabels: {zone: a}}\n  action: Deny\n  rules: [{from: [{identity: \"spiffe://cluster.local/ns/shop/sa/*\"}]}]\n",
+        ),
+        access(
+            "elsewhere",
+            "  selector: {matchLabels: {app: payments}}\n  rules: [{}]\n",
+        )
+        .replace("namespace: shop", "namespace: other"),
+    ]
+    .concat();
+    let out = compile(&snapshot(REGISTRY, &resources), &Options::default());
+    let a = out.whole(&key("payments-a")).inbound.access_policies;
+    let names: Vec<&str> = a.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["shop/callers", "shop/zone-a-deny"],
+        "selected, same namespace only"
+    );
+    let callers = &a[0];
+    assert_eq!(
+        (callers.action, callers.mode, &callers.ports[..]),
+        (AccessAction::Allow, AccessMode::Enforce, &[8080][..])
+    );
+    assert_eq!(
+        callers.rules[0].from.as_deref().unwrap(),
+        [
+            Source::Identity("spiffe://cluster.local/ns/shop/sa/checkout".into()),
+            Source::Identity("spiffe://cluster.local/ns/ops/sa/*".into()),
+            Source::Identity("spiffe://cluster.local/ns/front/sa/web".into()),
+        ]
+    );
+    // Workload labels become each meshed pod's identity and address; the unmeshed
+    // ledger pod (`legacy`) has no identity to show, so it adds nothing.
+    assert_eq!(
+        callers.rules[1].from.as_deref().unwrap(),
+        [
+            Source::Pod {
+                identity: "spiffe://cluster.local/ns/shop/sa/checkout".into(),
+                address: "10.0.0.9".parse().unwrap(),
+            },
+            Source::Meshed,
+            Source::Unauthenticated,
+        ]
+    );
+    assert_eq!(callers.rules[1].name, "rule-1");
+    let http = callers.rules[1].http.as_deref().unwrap();
+    let methods: Vec<_> = http.iter().map(|m| m.method.as_deref().unwrap()).collect();
+    assert_eq!(methods, ["GET", "HEAD"]);
+    assert!(
+        http.iter()
+            .all(|m| m.path == Some(PathMatch::Prefix("/public".into())))
+    );
+    assert_eq!(
+        (
+            callers.rules[2].from.as_ref(),
+            callers.rules[2].http.as_ref()
+        ),
+        (None, None),
+        "an empty rule matches every caller"
+    );
+    assert_eq!(a[1].action, AccessAction::Deny);
+    assert_eq!(a[1].mode, AccessMode::Audit, "the default mode");
+    let b = out.whole(&key("payments-b")).inbound.access_policies;
+    assert_eq!(b.len(), 1);
+    assert!(
+        out.whole(&key("checkout"))
+            .inbound
+            .access_policies
+            .is_empty()
+    );
+    // The proxy takes what the operator writes.
+    braid_proxy::tables::Tables::build(out.whole(&key("payments-a"))).unwrap();
+}
+
+#[test]
+fn a_caller_relabelled_into_an_access_rule_changes_the_servers_config() {
+    let resources = access(
+        "callers",
+        "  selector: {matchLabels: {app: payments}}\n  mode: Enforce\n  rules: [{from: [{workloadLabels: {role: batch}}]}]\n",
+    );
+    let mut snap = snapshot(REGISTRY, &resources);
+    let mut compiler = Compiler::new(Options::default());
+    let before = compiler.compile(&snap);
+    let rule =
+        |out: &Output| out.whole(&key("payments-a")).inbound.access_policies[0].rules[0].clone();
+    assert_eq!(
+        rule(&before).from,
+        Some(vec![]),
+        "no pod carries the label: nobody"
+    );
+    let k = key("checkout");
+    let mut w = Workload::clone(&snap.workloads[&k]);
+    w.labels.insert("role".into(), "batch".into());
+    snap.workloads.insert(k, Arc::new(w));
+    let after = compiler.compile(&snap);
+    assert_eq!(rule(&after).from.unwrap().len(), 1);
+    assert_ne!(
+        before.configs[&key("payments-a")].version,
+        after.configs[&key("payments-a")].version
+    );
 }

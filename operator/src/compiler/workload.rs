@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use braid_api::config::access::AccessPolicy;
 use braid_api::config::overload::OverloadProtection;
 use braid_api::config::tls::InboundTls;
 use braid_api::config::{Inbound, Node, PortProtocol};
@@ -22,6 +23,8 @@ pub struct WorkloadInputs {
     pub routes: super::Digest256,
     /// What its inbound side accepts, from the EncryptionPolicy governing it.
     pub tls: InboundTls,
+    /// Who may call it, from the AccessPolicies that select it, oldest first.
+    pub access: Vec<AccessPolicy>,
     /// The mesh's trust bundle.
     pub trust_bundle: Arc<str>,
 }
@@ -37,14 +40,12 @@ pub fn node(w: &Workload, opts: &Options) -> Node {
 }
 
 /// The inbound section; plaintext-only TLS is left out, as proxies default to it.
-pub fn inbound(
-    ports: &[PortProtocol],
-    overload: Option<OverloadProtection>,
-    tls: &InboundTls,
-) -> Inbound {
+pub fn inbound(inputs: &WorkloadInputs) -> Inbound {
+    let tls = &inputs.tls;
     Inbound {
-        ports: ports.to_vec(),
-        overload_protection: overload,
+        ports: inputs.inbound.clone(),
+        overload_protection: inputs.overload.clone(),
         tls: tls.needs_certificate().then(|| tls.clone()),
+        access_policies: inputs.access.clone(),
     }
 }

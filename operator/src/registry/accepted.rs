@@ -11,6 +11,7 @@ pub fn carry_accepted(prev: &Snapshot, next: &mut Snapshot) {
     carry(&prev.traffic_routes, &mut next.traffic_routes);
     carry(&prev.encryption_policies, &mut next.encryption_policies);
     carry(&prev.self_healings, &mut next.self_healings);
+    carry(&prev.access_policies, &mut next.access_policies);
 }
 
 fn carry<T>(prev: &BTreeMap<ObjectKey, Observed<T>>, next: &mut BTreeMap<ObjectKey, Observed<T>>) {

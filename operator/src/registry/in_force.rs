@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use braid_crds::{EncryptionPolicy, SelfHealing, TrafficRoute};
+use braid_crds::{AccessPolicy, EncryptionPolicy, SelfHealing, TrafficRoute};
 
 use super::{ObjectKey, Observed, Snapshot, Workload};
 
@@ -16,6 +16,11 @@ impl Snapshot {
     /// The accepted EncryptionPolicies, oldest first.
     pub fn encryption_policies_oldest_first(&self) -> Vec<(&ObjectKey, &EncryptionPolicy)> {
         accepted_oldest_first(&self.encryption_policies)
+    }
+
+    /// The accepted AccessPolicies, oldest first.
+    pub fn access_policies_oldest_first(&self) -> Vec<(&ObjectKey, &AccessPolicy)> {
+        accepted_oldest_first(&self.access_policies)
     }
 
     /// The accepted SelfHealings, oldest first.

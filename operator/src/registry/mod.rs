@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use braid_api::config::Protocol;
 use braid_api::control::delta::ServiceRef;
-use braid_crds::{EncryptionPolicy, SelfHealing, TrafficRoute};
+use braid_crds::{AccessPolicy, EncryptionPolicy, SelfHealing, TrafficRoute};
 
 pub use accepted::carry_accepted;
 pub use in_force::governing_policy;
@@ -49,6 +49,8 @@ pub struct Snapshot {
     pub encryption_policies: BTreeMap<ObjectKey, Observed<EncryptionPolicy>>,
     /// SelfHealings, valid or not.
     pub self_healings: BTreeMap<ObjectKey, Observed<SelfHealing>>,
+    /// AccessPolicies, valid or not.
+    pub access_policies: BTreeMap<ObjectKey, Observed<AccessPolicy>>,
     /// Namespaces opted into the mesh (labelled `braid.dev/inject=enabled`). Empty in
     /// directory mode, where each workload says whether it is meshed.
     pub meshed_namespaces: BTreeSet<String>,

@@ -7,7 +7,7 @@ use braid_crds::ValidationErrors;
 
 use super::ObjectKey;
 
-/// The three braid kinds.
+/// The four braid kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     /// `TrafficRoute`.
@@ -16,6 +16,8 @@ pub enum Kind {
     EncryptionPolicy,
     /// `SelfHealing`.
     SelfHealing,
+    /// `AccessPolicy`.
+    AccessPolicy,
 }
 
 impl Kind {
@@ -25,6 +27,7 @@ impl Kind {
             Self::TrafficRoute => "TrafficRoute",
             Self::EncryptionPolicy => "EncryptionPolicy",
             Self::SelfHealing => "SelfHealing",
+            Self::AccessPolicy => "AccessPolicy",
         }
     }
 
@@ -34,6 +37,7 @@ impl Kind {
             Self::TrafficRoute,
             Self::EncryptionPolicy,
             Self::SelfHealing,
+            Self::AccessPolicy,
         ]
         .into_iter()
         .find(|k| k.as_str() == text)

@@ -1,6 +1,6 @@
 //! Statuses and events written to the Kubernetes API.
 
-use braid_crds::{EncryptionPolicy, SelfHealing, TrafficRoute};
+use braid_crds::{AccessPolicy, EncryptionPolicy, SelfHealing, TrafficRoute};
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
@@ -53,6 +53,7 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::TrafficRoute => ApiResource::erase::<TrafficRoute>(&()),
         Kind::EncryptionPolicy => ApiResource::erase::<EncryptionPolicy>(&()),
         Kind::SelfHealing => ApiResource::erase::<SelfHealing>(&()),
+        Kind::AccessPolicy => ApiResource::erase::<AccessPolicy>(&()),
     }
 }
 

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use braid_api::control::delta::ServiceRef;
 use braid_crds::ValidationErrors;
+use braid_crds::access_policy::{AccessMode, AccessPhase, AccessPolicyStatus};
 use braid_crds::common::WorkloadSelector;
 use braid_crds::encryption_policy::EncryptionPolicyStatus;
 use braid_crds::self_healing::SelfHealingStatus;
@@ -232,6 +233,23 @@ pub fn compute(
         };
         push(&mut out, Kind::SelfHealing, obs, &status, previous);
     }
+    for obs in snapshot.access_policies.values() {
+        let counts = obs.accepted.as_ref().map(|p| {
+            proxies.counts(proxies.selected(&index, &obs.key.namespace, &p.spec.selector))
+        });
+        let phase = obs.accepted.as_ref().map(|p| match p.spec.mode {
+            AccessMode::Enforce => AccessPhase::Enforcing,
+            AccessMode::Audit => AccessPhase::Auditing,
+        });
+        let status = AccessPolicyStatus {
+            observed_generation: obs.generation,
+            conditions: vec![accepted(obs, Kind::AccessPolicy, previous, now)],
+            phase,
+            proxies: Some(counts.unwrap_or_default()),
+            ..Default::default()
+        };
+        push(&mut out, Kind::AccessPolicy, obs, &status, previous);
+    }
     out
 }
 
@@ -308,6 +326,9 @@ fn in_force(kind: Kind) -> &'static str {
         }
         Kind::SelfHealing => {
             "the spec is valid; its outlierDetection is in the callers' config, its overloadProtection in the selected workloads', and the operator heals what callers report"
+        }
+        Kind::AccessPolicy => {
+            "the spec is valid; its rules, with sources resolved to identities and pods, are in the selected workloads' config, applied in the mode status.phase names"
         }
     }
 }

@@ -6,11 +6,13 @@
 //! each: `connection.rs` (accepted and open connections), `http.rs` (requests, latency,
 //! in flight, retries, mirror copies), `outlier.rs` (ejections), `tls.rs` (handshakes
 //! and Strict refusals), `limits.rs` (connections and requests cut off by a limit),
-//! `config.rs` (the version in force), `discovery.rs` (what on-demand discovery found)
-//! and `telemetry.rs` (access-log lines and spans, written or dropped). This module keeps what they share — the registry,
+//! `config.rs` (the version in force), `discovery.rs` (what on-demand discovery found),
+//! `telemetry.rs` (access-log lines and spans, written or dropped) and `authz.rs`
+//! (AccessPolicy decisions). This module keeps what they share — the registry,
 //! [`encode`], [`Direction`], the shared label and [`OpenGuard`] — and [`Metrics`] puts
 //! them together.
 
+pub mod authz;
 pub mod config;
 pub mod connection;
 pub mod discovery;
@@ -104,6 +106,8 @@ pub struct Metrics {
     pub discovery: discovery::DiscoveryMetrics,
     /// Access-log lines and exported spans, written or dropped.
     pub telemetry: Arc<telemetry::TelemetryMetrics>,
+    /// What each AccessPolicy decided.
+    pub authz: authz::AuthzMetrics,
 }
 
 impl Default for Metrics {
@@ -146,7 +150,9 @@ impl Metrics {
         let limits = limits::LimitMetrics::register(&mut registry);
         let discovery = discovery::DiscoveryMetrics::register(&mut registry);
         let telemetry = Arc::new(telemetry::TelemetryMetrics::register(&mut registry));
+        let authz = authz::AuthzMetrics::register(&mut registry);
         Self {
+            authz,
             registry,
             connections,
             http,

@@ -12,6 +12,9 @@ use crate::config::routes::{PathMatch, RequestMatch, ValueMatch};
 enum StringMatch {
     Exact(String),
     Prefix(String),
+    /// A path prefix, segment-wise: `/api` matches `/api` and `/api/x`, not `/apix` (an
+    /// AccessPolicy allowing `/public` must not allow `/publicadmin`).
+    PathPrefix(String),
     Regex(Regex),
 }
 
@@ -20,6 +23,9 @@ impl StringMatch {
         match self {
             Self::Exact(s) => value == s,
             Self::Prefix(s) => value.starts_with(s.as_str()),
+            Self::PathPrefix(s) => value
+                .strip_prefix(s.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || s.ends_with('/')),
             Self::Regex(r) => r.is_match(value),
         }
     }
@@ -114,7 +120,7 @@ impl CompiledMatch {
         let path = match &m.path {
             None => None,
             Some(PathMatch::Exact(s)) => Some(StringMatch::Exact(s.clone())),
-            Some(PathMatch::Prefix(s)) => Some(StringMatch::Prefix(s.clone())),
+            Some(PathMatch::Prefix(s)) => Some(StringMatch::PathPrefix(s.clone())),
             Some(PathMatch::Regex(p)) => {
                 Some(StringMatch::Regex(whole(p).map_err(|e| {
                     InvalidField::new(format!("{at}.path.regex"), e.to_string())
@@ -135,6 +141,11 @@ impl CompiledMatch {
             path,
             method,
         })
+    }
+
+    /// Whether it has header conditions (an HTTP/1.1 head is then parsed whole).
+    pub fn reads_headers(&self) -> bool {
+        !self.headers.is_empty()
     }
 
     /// Whether `req` meets every condition. A header sent several times matches when
@@ -208,6 +219,32 @@ mod tests {
         assert!(!m.matches(&head(&http::Method::GET, "/api/pay", &transfer)));
         assert!(!m.matches(&head(&http::Method::POST, "/web", &transfer)));
         assert!(!m.matches(&head(&http::Method::POST, "/api/pay", &other)));
+    }
+
+    #[test]
+    fn a_path_prefix_matches_whole_segments() {
+        let prefix = |p: &str| {
+            CompiledMatch::compile(
+                &RequestMatch {
+                    path: Some(PathMatch::Prefix(p.into())),
+                    ..Default::default()
+                },
+                "m",
+            )
+            .unwrap()
+        };
+        let none = headers(&[]);
+        let get = |m: &CompiledMatch, path| m.matches(&head(&http::Method::GET, path, &none));
+        let api = prefix("/api");
+        assert!(get(&api, "/api"));
+        assert!(get(&api, "/api/"));
+        assert!(get(&api, "/api/pay"));
+        assert!(!get(&api, "/apix"), "as the CRD documents: segment-wise");
+        assert!(!get(&api, "/ap"));
+        let slash = prefix("/api/");
+        assert!(get(&slash, "/api/pay"));
+        assert!(!get(&slash, "/api"));
+        assert!(get(&prefix("/"), "/anything"));
     }
 
     #[test]

@@ -424,6 +424,8 @@ pub struct Tables {
     loads: Loads,
     /// The rules' rate-limit buckets and retry budgets, handed on likewise.
     rule_states: RuleStates,
+    /// Who may call the app, per port.
+    pub access: crate::authz::Authorizer,
 }
 
 impl Tables {
@@ -532,6 +534,10 @@ impl Tables {
         if let Some(o) = &config.inbound.overload_protection {
             check_overload(o)?;
         }
+        let access = crate::authz::Authorizer::build(
+            &config.inbound.access_policies,
+            previous.map(|p| &p.access),
+        )?;
         let inbound = config
             .inbound
             .ports
@@ -614,6 +620,7 @@ impl Tables {
             targets: by_service,
             loads,
             rule_states,
+            access,
         })
     }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use braid_api::invalid::InvalidField;
 use braid_crds::decode::Resource;
-use braid_crds::{EncryptionPolicy, SelfHealing, TrafficRoute, ValidationErrors};
+use braid_crds::{AccessPolicy, EncryptionPolicy, SelfHealing, TrafficRoute, ValidationErrors};
 
 use crate::registry::{Kind, ObjectKey, Snapshot};
 
@@ -25,7 +25,7 @@ pub struct Doc {
     pub decoded: Decoded,
 }
 
-/// A decoded document of one of the three kinds.
+/// A decoded document of one of the four kinds.
 #[derive(Debug, Clone)]
 pub enum Decoded {
     /// A TrafficRoute.
@@ -34,6 +34,8 @@ pub enum Decoded {
     EncryptionPolicy(Result<Arc<EncryptionPolicy>, ValidationErrors>),
     /// A SelfHealing.
     SelfHealing(Result<Arc<SelfHealing>, ValidationErrors>),
+    /// An AccessPolicy.
+    AccessPolicy(Result<Arc<AccessPolicy>, ValidationErrors>),
 }
 
 /// A resource file refused: which document, and what is wrong with it.
@@ -63,7 +65,7 @@ pub enum DocError {
         expected: String,
     },
     /// Of braid's group, but not one of its kinds.
-    #[error("kind {0:?}: expected TrafficRoute, EncryptionPolicy or SelfHealing")]
+    #[error("kind {0:?}: expected TrafficRoute, EncryptionPolicy, SelfHealing or AccessPolicy")]
     Kind(String),
     /// Its name or another required field is missing.
     #[error(transparent)]
@@ -119,12 +121,14 @@ fn parse_doc(value: &serde_json::Value) -> Result<Doc, DocError> {
         "TrafficRoute" => Decoded::TrafficRoute(decode(value)),
         "EncryptionPolicy" => Decoded::EncryptionPolicy(decode(value)),
         "SelfHealing" => Decoded::SelfHealing(decode(value)),
+        "AccessPolicy" => Decoded::AccessPolicy(decode(value)),
         other => return Err(DocError::Kind(other.to_string())),
     };
     let kind = match decoded {
         Decoded::TrafficRoute(_) => Kind::TrafficRoute,
         Decoded::EncryptionPolicy(_) => Kind::EncryptionPolicy,
         Decoded::SelfHealing(_) => Kind::SelfHealing,
+        Decoded::AccessPolicy(_) => Kind::AccessPolicy,
     };
     Ok(Doc {
         kind,
@@ -250,6 +254,12 @@ impl Generations {
                 }
                 Decoded::SelfHealing(r) => {
                     snapshot.self_healings.insert(
+                        key.clone(),
+                        crate::registry::Observed::new(key, g, c, r.clone()),
+                    );
+                }
+                Decoded::AccessPolicy(r) => {
+                    snapshot.access_policies.insert(
                         key.clone(),
                         crate::registry::Observed::new(key, g, c, r.clone()),
                     );

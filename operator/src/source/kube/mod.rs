@@ -18,7 +18,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use braid_crds::{EncryptionPolicy, SelfHealing, TrafficRoute};
+use braid_crds::{AccessPolicy, EncryptionPolicy, SelfHealing, TrafficRoute};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
@@ -103,9 +103,9 @@ impl KubeSource {
     }
 }
 
-/// The three braid kinds, watched untyped so that one object this build cannot read (from
+/// The four braid kinds, watched untyped so that one object this build cannot read (from
 /// a newer CRD, say) is reported in its status rather than breaking the whole watch.
-fn braid_resources() -> [(ApiResource, Watched); 3] {
+fn braid_resources() -> [(ApiResource, Watched); 4] {
     [
         (
             ApiResource::erase::<TrafficRoute>(&()),
@@ -118,6 +118,10 @@ fn braid_resources() -> [(ApiResource, Watched); 3] {
         (
             ApiResource::erase::<SelfHealing>(&()),
             Watched::SelfHealings,
+        ),
+        (
+            ApiResource::erase::<AccessPolicy>(&()),
+            Watched::AccessPolicies,
         ),
     ]
 }
@@ -222,6 +226,7 @@ impl Source for KubeSource {
             (routes, routes_signals),
             (policies, policies_signals),
             (healings, healings_signals),
+            (access, access_signals),
         ] = braid_resources().map(|(ar, what)| {
             let events = watcher(
                 Api::<DynamicObject>::all_with(client.clone(), &ar),
@@ -243,6 +248,7 @@ impl Source for KubeSource {
             routes_signals,
             policies_signals,
             healings_signals,
+            access_signals,
         ];
 
         let mut assembler = Assembler::default();
@@ -255,6 +261,7 @@ impl Source for KubeSource {
                 traffic_routes: routes.state(),
                 encryption_policies: policies.state(),
                 self_healings: healings.state(),
+                access_policies: access.state(),
             })
         };
         publish::publish(

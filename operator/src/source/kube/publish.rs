@@ -30,11 +30,13 @@ pub enum Watched {
     EncryptionPolicies,
     /// braid.dev SelfHealings.
     SelfHealings,
+    /// braid.dev AccessPolicies.
+    AccessPolicies,
 }
 
 impl Watched {
     /// Every kind, each of which must be synced before the first snapshot.
-    pub const ALL: [Watched; 7] = [
+    pub const ALL: [Watched; 8] = [
         Self::Services,
         Self::EndpointSlices,
         Self::Pods,
@@ -42,6 +44,7 @@ impl Watched {
         Self::TrafficRoutes,
         Self::EncryptionPolicies,
         Self::SelfHealings,
+        Self::AccessPolicies,
     ];
 
     /// The resource's plural name, as in RBAC rules and error messages.
@@ -54,6 +57,7 @@ impl Watched {
             Self::TrafficRoutes => "trafficroutes.braid.dev",
             Self::EncryptionPolicies => "encryptionpolicies.braid.dev",
             Self::SelfHealings => "selfhealings.braid.dev",
+            Self::AccessPolicies => "accesspolicies.braid.dev",
         }
     }
 
@@ -61,7 +65,10 @@ impl Watched {
     pub fn is_braid(self) -> bool {
         matches!(
             self,
-            Self::TrafficRoutes | Self::EncryptionPolicies | Self::SelfHealings
+            Self::TrafficRoutes
+                | Self::EncryptionPolicies
+                | Self::SelfHealings
+                | Self::AccessPolicies
         )
     }
 }
@@ -237,7 +244,8 @@ mod tests {
     #[tokio::test]
     async fn nothing_before_every_store_is_synced_then_the_first_even_if_empty() {
         let h = start(vec![Snapshot::default()]);
-        for w in &Watched::ALL[..6] {
+        let (last, first) = Watched::ALL.split_last().unwrap();
+        for w in first {
             h.send(*w, true);
         }
         h.send(Watched::Pods, false);
@@ -245,7 +253,7 @@ mod tests {
         assert_eq!(h.builds.load(Ordering::SeqCst), 0);
         assert!(!h.rx.has_changed().unwrap());
 
-        h.send(Watched::SelfHealings, true);
+        h.send(*last, true);
         h.settle().await;
         assert_eq!(h.builds.load(Ordering::SeqCst), 1);
         // Equal to the channel's initial value, and announced all the same.

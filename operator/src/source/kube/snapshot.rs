@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use braid_crds::{EncryptionPolicy, SelfHealing, TrafficRoute};
+use braid_crds::{AccessPolicy, EncryptionPolicy, SelfHealing, TrafficRoute};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::DynamicObject;
@@ -32,6 +32,8 @@ pub struct Objects {
     pub encryption_policies: Vec<Arc<DynamicObject>>,
     /// SelfHealings, untyped.
     pub self_healings: Vec<Arc<DynamicObject>>,
+    /// AccessPolicies, untyped.
+    pub access_policies: Vec<Arc<DynamicObject>>,
 }
 
 /// Builds snapshots, remembering decoded braid resources between builds.
@@ -40,6 +42,7 @@ pub struct Assembler {
     traffic_routes: Decoded<TrafficRoute>,
     encryption_policies: Decoded<EncryptionPolicy>,
     self_healings: Decoded<SelfHealing>,
+    access_policies: Decoded<AccessPolicy>,
 }
 
 impl Default for Assembler {
@@ -48,6 +51,7 @@ impl Default for Assembler {
             traffic_routes: Decoded::new(Kind::TrafficRoute),
             encryption_policies: Decoded::new(Kind::EncryptionPolicy),
             self_healings: Decoded::new(Kind::SelfHealing),
+            access_policies: Decoded::new(Kind::AccessPolicy),
         }
     }
 }
@@ -105,6 +109,10 @@ impl Assembler {
             self_healings: by_key(
                 self.self_healings
                     .observe_all(objects.self_healings.iter().map(|o| &**o)),
+            ),
+            access_policies: by_key(
+                self.access_policies
+                    .observe_all(objects.access_policies.iter().map(|o| &**o)),
             ),
             meshed_namespaces: objects.meshed_namespaces.clone(),
             rollout_status,
