@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::authz::{Asked, Caller};
 use crate::config::Protocol;
 use crate::config::tls::TlsMode;
 use crate::detect::{Detected, detect};
@@ -259,6 +260,7 @@ async fn secured_inbound(
     let peer = |tls: bool, identity: Option<Arc<str>>| InboundPeer {
         tls,
         identity,
+        address: source,
         source: if tls {
             None
         } else {
@@ -431,6 +433,14 @@ where
             Box::pin(serve_h2(io, forwarder, route, ctx.drain.clone())).await;
         }
         None => {
+            if let Some(p) = &peer
+                && let Some(policy) = refused_connection(ctx, p)
+            {
+                // Closed before a byte reaches the app: the caller sees the connection
+                // end, as a TCP client of a refusing server does.
+                tracing::debug!(port = p.port, %policy, "TCP connection denied by AccessPolicy");
+                return;
+            }
             let io = Counted::new(io, counted(ConnProtocol::tcp));
             let io = PrefixedIo::new(read.freeze(), io);
             let _open = ctx
@@ -444,6 +454,23 @@ where
             Box::pin(forward_tcp(io, &policy.target, ctx)).await;
         }
     }
+}
+
+/// The AccessPolicy that refuses an opaque connection from `peer` now, if one does.
+fn refused_connection(ctx: &Context, peer: &InboundPeer) -> Option<Arc<str>> {
+    ctx.config.with_tables(|t| {
+        let access = &t.access;
+        if !access.covers(peer.port) {
+            return None;
+        }
+        let caller = Caller {
+            identity: peer.identity.as_deref(),
+            address: peer.address,
+        };
+        access
+            .check(peer.port, &caller, Asked::Connection, &ctx.metrics.authz)
+            .err()
+    })
 }
 
 async fn forward_tcp<C>(io: PrefixedIo<C>, target: &OutboundTarget, ctx: &Context)

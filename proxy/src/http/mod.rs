@@ -91,6 +91,9 @@ pub enum ForwardError {
     /// A plaintext request on a connection whose port has since turned Strict.
     #[error("plaintext refused: port {0} accepts mTLS only (Strict)")]
     PlaintextRefused(u16),
+    /// An AccessPolicy in Enforce refused the request.
+    #[error("denied by AccessPolicy {0}")]
+    Denied(std::sync::Arc<str>),
 }
 
 impl ForwardError {
@@ -129,7 +132,7 @@ impl ForwardError {
             Self::BadRequest(_) | Self::BadHost(_) => StatusCode::BAD_REQUEST,
             Self::RequestBody(BodyError::Stalled(_)) => StatusCode::REQUEST_TIMEOUT,
             Self::RequestBody(_) => StatusCode::BAD_REQUEST,
-            Self::PlaintextRefused(_) => StatusCode::FORBIDDEN,
+            Self::PlaintextRefused(_) | Self::Denied(_) => StatusCode::FORBIDDEN,
             Self::FaultAbort(status) => *status,
             Self::Pick(PickError::Route(RouteError::NoRuleMatches(_))) => StatusCode::NOT_FOUND,
             Self::Pick(_) | Self::NoRoute(_) | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,

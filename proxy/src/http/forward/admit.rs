@@ -1,38 +1,79 @@
 //! The first step of every request, however it is sent: on the inbound side the port's
-//! TLS mode (now, not when the connection opened) and overload admission; on both, the
-//! target the route resolves to.
+//! TLS mode (now, not when the connection opened), the AccessPolicies in force and
+//! overload admission; on both, the target the route resolves to.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::Forwarder;
+use crate::authz::{Asked, Caller};
 use crate::config::tls::TlsMode;
 use crate::http::{ForwardError, Route};
 use crate::metrics::OpenGuard;
 use crate::metrics::tls::RefusedReason;
 use crate::overload::Admitted;
-use crate::tables::OutboundTarget;
+use crate::routing::RequestHead;
+use crate::tables::{OutboundTarget, Tables};
+
+/// What `begin` looks at of a request's head.
+pub(in crate::http) struct Admission<'a> {
+    /// A kubelet health check (never shed).
+    pub(in crate::http) probe: bool,
+    /// The method.
+    pub(in crate::http) method: &'a http::Method,
+    /// The path, without the query.
+    pub(in crate::http) path: &'a str,
+    /// The headers, parsed only if an AccessPolicy reads them.
+    pub(in crate::http) headers: HeadersOf<'a>,
+}
+
+/// A request's headers: parsed (HTTP/2), or the raw HTTP/1.1 head to parse on need.
+pub(in crate::http) enum HeadersOf<'a> {
+    /// Already a map.
+    Parsed(&'a http::HeaderMap),
+    /// An HTTP/1.1 head.
+    Raw(&'a [u8]),
+}
 
 impl Forwarder {
     /// What every request goes through first, however it is sent: the port's TLS mode
     /// (now, not when the connection opened: a plaintext connection kept alive from
-    /// before the port turned Strict gets no more requests through), overload admission
-    /// (health checks are never shed) and the target.
+    /// before the port turned Strict gets no more requests through), the AccessPolicies
+    /// (likewise those in force now), overload admission (health checks are never shed)
+    /// and the target.
     pub(in crate::http) fn begin(
         &self,
-        probe: bool,
+        asked: &Admission<'_>,
         route: &Route,
     ) -> Result<Started, ForwardError> {
         let at = Instant::now();
-        // One look at the config in force serves both the port's mode and the route.
+        // One look at the config in force serves the port's mode, its policies and the
+        // route.
         let inbound = self.inbound();
-        let (mode, target) = self.config.with_tables(|t| {
+        let (mode, access, target) = self.config.with_tables(|t| {
             let mode = inbound.map(|i| t.inbound_tls_mode(i.peer.port));
-            (mode, route.resolve(t))
+            let access = match (inbound, mode) {
+                // Strict refuses plaintext before any policy is asked.
+                (Some(i), Some(mode)) if i.peer.tls || mode != TlsMode::Strict => {
+                    self.authorize(t, &i.peer, asked)
+                }
+                _ => Ok(()),
+            };
+            (mode, access, route.resolve(t))
         });
         let in_flight = self.metrics.http.request_started(self.direction());
+        if let (Some(inbound), Some(mode)) = (inbound, mode) {
+            let peer = &inbound.peer;
+            if !peer.tls && mode == TlsMode::Strict {
+                self.metrics
+                    .tls
+                    .refused(peer.port, RefusedReason::plaintext);
+                return Err(ForwardError::PlaintextRefused(peer.port));
+            }
+            access.map_err(ForwardError::Denied)?;
+        }
         let admitted = match inbound.and_then(|i| i.shared.overload.admission()) {
-            Some(a) if !probe => match a.admit(at) {
+            Some(a) if !asked.probe => match a.admit(at) {
                 Some(admitted) => Some(admitted),
                 None => {
                     self.metrics.overload.shed();
@@ -43,12 +84,6 @@ impl Forwarder {
         };
         if let (Some(inbound), Some(mode)) = (inbound, mode) {
             let peer = &inbound.peer;
-            if !peer.tls && mode == TlsMode::Strict {
-                self.metrics
-                    .tls
-                    .refused(peer.port, RefusedReason::plaintext);
-                return Err(ForwardError::PlaintextRefused(peer.port));
-            }
             inbound
                 .shared
                 .traffic
@@ -62,6 +97,46 @@ impl Forwarder {
             target,
             telemetry: None,
         })
+    }
+}
+
+impl Forwarder {
+    /// What the AccessPolicies of `tables` say of this request from `peer`: refused by
+    /// the named policy, or not.
+    fn authorize(
+        &self,
+        tables: &Tables,
+        peer: &super::InboundPeer,
+        asked: &Admission<'_>,
+    ) -> Result<(), std::sync::Arc<str>> {
+        let access = &tables.access;
+        if !access.covers(peer.port) {
+            return Ok(());
+        }
+        let parsed;
+        let headers = match asked.headers {
+            HeadersOf::Parsed(h) => h,
+            HeadersOf::Raw(head) if access.reads_headers(peer.port) => {
+                parsed = crate::http::h1::header_map(head);
+                &parsed
+            }
+            HeadersOf::Raw(_) => &http::HeaderMap::new(),
+        };
+        let head = RequestHead {
+            method: asked.method,
+            path: asked.path,
+            headers,
+        };
+        let caller = Caller {
+            identity: peer.identity.as_deref(),
+            address: peer.address,
+        };
+        access.check(
+            peer.port,
+            &caller,
+            Asked::Request(&head),
+            &self.metrics.authz,
+        )
     }
 }
 

@@ -11,7 +11,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{Finished, Forwarder, Outgoing, ProxyBody, error_response};
+use super::{
+    Admission, Finished, Forwarder, HeadersOf, Outgoing, ProxyBody, error_response,
+    grpc_error_response,
+};
 use crate::balance::Upstream;
 use crate::http::exchange::{Answer, Exchange};
 use crate::http::replay::Replayable;
@@ -30,12 +33,21 @@ impl Forwarder {
             self.refused(in_flight, &e);
             return error_response(&e);
         }
-        let mut started = match self.begin(is_probe(&req), route) {
+        let admission = Admission {
+            probe: is_probe(&req),
+            method: req.method(),
+            path: req.uri().path(),
+            headers: HeadersOf::Parsed(req.headers()),
+        };
+        let mut started = match self.begin(&admission, route) {
             Ok(started) => started,
             Err(e) => {
                 tracing::debug!(error = %e, "request refused");
                 self.refused(in_flight, &e);
-                return error_response(&e);
+                return match is_grpc(&req) {
+                    true => grpc_error_response(&e),
+                    false => error_response(&e),
+                };
             }
         };
         started.telemetry = in_flight.map(|mut t| {
@@ -154,6 +166,13 @@ fn telemetry_head<B>(req: &Request<B>) -> crate::telemetry::Head<'_> {
             .and_then(|v| v.to_str().ok()?.parse().ok()),
         headers: req.headers(),
     }
+}
+
+/// Whether `req` is a gRPC call (its client reads `grpc-status`, not the HTTP status).
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// Whether `req` is a kubelet health check (never shed).

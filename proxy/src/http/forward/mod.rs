@@ -11,7 +11,7 @@ mod h2;
 mod retry;
 mod rule;
 
-pub(super) use admit::Started;
+pub(super) use admit::{Admission, HeadersOf, Started};
 pub use h2::serve_h2;
 
 use std::net::SocketAddr;
@@ -117,6 +117,8 @@ pub struct InboundPeer {
     pub tls: bool,
     /// The caller's SPIFFE identity (mTLS only).
     pub identity: Option<Arc<str>>,
+    /// The connection's source address.
+    pub address: Option<std::net::IpAddr>,
     /// Where a plaintext caller's requests are counted for the operator.
     pub source: Option<Arc<SourceCounter>>,
     /// The port it called.
@@ -360,6 +362,38 @@ pub(super) fn error_parts(e: &ForwardError) -> (StatusCode, http::HeaderMap, Byt
         headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
     }
     (e.status(), headers, Bytes::from(format!("{reason}\n")))
+}
+
+/// The proxy's own answer to a gRPC call it refused: trailers-only (a head with
+/// `grpc-status` and no body), so the client's library reports the code and the reason
+/// rather than an HTTP status. Refusals by policy are PERMISSION_DENIED (7); the rest
+/// keep their HTTP status, which gRPC clients map themselves (503 is UNAVAILABLE).
+pub fn grpc_error_response(e: &ForwardError) -> Response<ProxyBody> {
+    const PERMISSION_DENIED: u16 = 7;
+    if !matches!(
+        e,
+        ForwardError::Denied(_) | ForwardError::PlaintextRefused(_)
+    ) {
+        return error_response(e);
+    }
+    let (_, mut headers, _) = error_parts(e);
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", HeaderValue::from(PERMISSION_DENIED));
+    // grpc-message is percent-encoded outside printable ASCII; the reason is ASCII.
+    let message = e.to_string().replace('%', "%25").replace(['\r', '\n'], " ");
+    if let Ok(v) = HeaderValue::from_str(&message) {
+        headers.insert("grpc-message", v);
+    }
+    let mut resp = Response::new(
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.headers_mut() = headers;
+    resp
 }
 
 /// A response for a request the proxy could not forward, with the reason in `x-braid-error`.

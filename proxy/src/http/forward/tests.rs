@@ -326,10 +326,88 @@ fn inbound(mode: &str, tls: bool) -> (Forwarder, Arc<TrafficLog>, Route) {
     (fw, traffic, Route::Fixed(target))
 }
 
+/// A request head for `begin`: GET / with no headers.
+const GET: super::Admission<'static> = super::Admission {
+    probe: false,
+    method: &http::Method::GET,
+    path: "/",
+    headers: super::HeadersOf::Raw(b""),
+};
+
+#[test]
+fn an_access_policy_refuses_by_the_callers_identity_and_a_change_reaches_the_next_request() {
+    // As a config file is read: YAML to a JSON value, then the config.
+    let config = |rules: &str| -> crate::config::ProxyConfig {
+        let yaml: serde_json::Value = serde_norway::from_str(&format!(
+            "version: t\ninbound:\n  tls: {{mode: Permissive}}\n  accessPolicies:\n  - {{name: shop/p, mode: Enforce, rules: [{rules}]}}\n"
+        ))
+        .unwrap();
+        serde_json::from_value(yaml).unwrap()
+    };
+    let store = Arc::new(TableStore::new(|_| {}).unwrap());
+    store
+        .apply(config(
+            "{from: [{identity: 'spiffe://cluster.local/ns/shop/sa/a'}]}",
+        ))
+        .unwrap();
+    let target = store.with_tables(|t| t.inbound_target(8080));
+    let caller = |id: &str| {
+        over(
+            store.clone(),
+            Side::Inbound(InboundSide {
+                peer: InboundPeer {
+                    tls: true,
+                    identity: Some(Arc::from(id)),
+                    port: 8080,
+                    ..InboundPeer::default()
+                },
+                shared: InboundShared {
+                    overload: Arc::new(Protector::new(std::path::PathBuf::new())),
+                    traffic: Arc::default(),
+                },
+            }),
+        )
+    };
+    let route = Route::Fixed(target);
+    let (a, b) = (
+        caller("spiffe://cluster.local/ns/shop/sa/a"),
+        caller("spiffe://cluster.local/ns/shop/sa/b"),
+    );
+    assert!(a.begin(&GET, &route).is_ok());
+    let refused = b.begin(&GET, &route);
+    assert!(
+        matches!(&refused, Err(ForwardError::Denied(p)) if &**p == "shop/p"),
+        "{:?}",
+        refused.err()
+    );
+    let e = ForwardError::Denied(Arc::from("shop/p"));
+    assert_eq!(e.status(), http::StatusCode::FORBIDDEN);
+    assert_eq!(e.to_string(), "denied by AccessPolicy shop/p");
+    // The same forwarders stand for kept-alive connections: the next request is decided
+    // by the policy in force now.
+    store.apply(config("{from: [meshed]}")).unwrap();
+    assert!(b.begin(&GET, &route).is_ok());
+}
+
+#[test]
+fn a_refused_grpc_call_gets_permission_denied_in_a_trailers_only_answer() {
+    let resp = super::grpc_error_response(&ForwardError::Denied(Arc::from("shop/p")));
+    assert_eq!(resp.status(), http::StatusCode::OK);
+    let h = resp.headers();
+    assert_eq!(h["grpc-status"], "7");
+    assert_eq!(h["grpc-message"], "denied by AccessPolicy shop/p");
+    assert_eq!(h["content-type"], "application/grpc");
+    assert_eq!(h["x-braid-error"], "denied by AccessPolicy shop/p");
+    assert_eq!(http_body::Body::size_hint(resp.body()).exact(), Some(0));
+    // Other errors keep their HTTP status, which gRPC clients map themselves.
+    let shed = super::grpc_error_response(&ForwardError::Overloaded);
+    assert_eq!(shed.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+}
+
 #[test]
 fn a_plaintext_request_to_a_strict_port_is_refused_before_anything_else() {
     let (fw, traffic, route) = inbound("Strict", false);
-    let refused = fw.begin(false, &route);
+    let refused = fw.begin(&GET, &route);
     assert!(
         matches!(refused, Err(ForwardError::PlaintextRefused(8080))),
         "{:?}",
@@ -342,20 +420,20 @@ fn a_plaintext_request_to_a_strict_port_is_refused_before_anything_else() {
     );
     // Over mTLS the same port admits it, and the operator hears of an mTLS request.
     let (fw, traffic, route) = inbound("Strict", true);
-    assert!(fw.begin(false, &route).is_ok());
+    assert!(fw.begin(&GET, &route).is_ok());
     assert_eq!(traffic.take(std::iter::empty()).unwrap().inbound_mtls, 1);
 }
 
 #[test]
 fn plaintext_is_counted_where_strict_would_refuse_it_and_only_there() {
     let (fw, traffic, route) = inbound("Permissive", false);
-    assert!(fw.begin(false, &route).is_ok());
+    assert!(fw.begin(&GET, &route).is_ok());
     assert_eq!(
         traffic.take(std::iter::empty()).unwrap().inbound_plaintext,
         1
     );
     // A Disabled port: Strict would not refuse it, so it must not hold a rollout back.
     let (fw, traffic, route) = inbound("Disabled", false);
-    assert!(fw.begin(false, &route).is_ok());
+    assert!(fw.begin(&GET, &route).is_ok());
     assert_eq!(traffic.take(std::iter::empty()), None);
 }

@@ -17,8 +17,6 @@ mod head;
 mod held;
 mod relay;
 
-use std::borrow::Cow;
-
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -26,13 +24,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use head::{Asked, HeadError};
+pub use head::{Asked, HeadError, header_map};
 pub use relay::{RelayError, send_and_drop};
 
 use self::head::{Body, Caller, Request, RequestInfo};
 use self::held::Held;
 use self::relay::{After, Downstream, RelayExchange, relay_response, write_error};
-use super::forward::{Finished, Started};
+use super::forward::{Admission, Finished, HeadersOf, Started};
 use super::replay::MAX_BUFFERED_BODY;
 use super::{BodyError, ForwardError, Forwarder, Route};
 use crate::metrics::http::Routed;
@@ -297,7 +295,18 @@ where
             &edited
         }
     };
-    let mut started = match forwarder.begin(info.probe, route) {
+    let head = &buf[..info.len];
+    let path = info.path(head);
+    let admission = Admission {
+        probe: info.probe,
+        method: &info.method,
+        path: &path,
+        headers: match &headers {
+            Some(parsed) => HeadersOf::Parsed(parsed),
+            None => HeadersOf::Raw(head),
+        },
+    };
+    let mut started = match forwarder.begin(&admission, route) {
         Ok(started) => started,
         Err(e) => {
             tracing::debug!(error = %e, "request refused");
@@ -310,16 +319,11 @@ where
         t
     });
     // Rules match on the head; a service without rules never looks at it.
-    let head = &buf[..info.len];
     let routed = started.target.routes().is_some();
     let headers = match (routed, headers.take()) {
         (true, Some(headers)) => headers,
         (true, None) => head::header_map(head),
         (false, _) => http::HeaderMap::new(),
-    };
-    let path = match routed {
-        true => info.path(head),
-        false => Cow::Borrowed("/"),
     };
     let selected = started.target.select(&RequestHead {
         method: &info.method,
