@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access::{ACCESS_QUEUE, AccessLoop, AccessView};
 use crate::admin::{self, AdminState};
 use crate::ca::Ca;
 use crate::cli::{Cli, SourceArg};
@@ -95,6 +96,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let (view, view_rx) = watch::channel(Arc::new(HealingView::new()));
     let (traffic_tx, traffic_rx) = mpsc::channel(TRAFFIC_QUEUE);
     let (encryption, encryption_rx) = watch::channel(Arc::new(EncryptionView::new()));
+    let (access_tx, access_rx) = mpsc::channel(ACCESS_QUEUE);
+    let (access, access_view_rx) = watch::channel(Arc::new(AccessView::new()));
+    tokio::spawn(
+        AccessLoop {
+            reports: access_rx,
+            hub: hub.clone(),
+            sink: sink.clone(),
+            leader: leadership.subscribe(),
+            view: access,
+        }
+        .run(stop.clone()),
+    );
     tokio::spawn(
         RolloutLoop {
             reports: traffic_rx,
@@ -120,8 +133,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     tokio::spawn(status_loop(
         hub.clone(),
         (sink, metrics.clone()),
-        view_rx,
-        encryption_rx,
+        ViewChanges {
+            healing: view_rx,
+            encryption: encryption_rx,
+            access: access_view_rx,
+        },
         leadership.subscribe(),
         opts.cluster_domain.clone(),
         stop.clone(),
@@ -138,6 +154,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         pod_wait: Duration::from_millis(cli.pod_wait_ms),
         healer: reports,
         traffic: traffic_tx,
+        access: access_tx,
         leader: leadership.subscribe(),
         relay,
         signer: Signer {
@@ -276,16 +293,27 @@ async fn compile_loop(
     }
 }
 
+/// What the operator's own loops publish for status.
+struct ViewChanges {
+    healing: watch::Receiver<Arc<HealingView>>,
+    encryption: watch::Receiver<Arc<EncryptionView>>,
+    access: watch::Receiver<Arc<AccessView>>,
+}
+
 /// Keeps every resource's status current while this replica leads.
 async fn status_loop(
     hub: Arc<Hub>,
     (sink, metrics): (Arc<dyn StatusSink>, Arc<Metrics>),
-    mut healing: watch::Receiver<Arc<HealingView>>,
-    mut encryption: watch::Receiver<Arc<EncryptionView>>,
+    views: ViewChanges,
     mut leader: watch::Receiver<bool>,
     cluster_domain: String,
     stop: CancellationToken,
 ) {
+    let ViewChanges {
+        mut healing,
+        mut encryption,
+        mut access,
+    } = views;
     let mut written: BTreeMap<(Kind, ObjectKey), StatusUpdate> = BTreeMap::new();
     let mut published = hub.subscribe();
     let mut applied = hub.applied_changes();
@@ -300,6 +328,7 @@ async fn status_loop(
             r = applied.changed() => if r.is_err() { return },
             r = healing.changed() => if r.is_err() { return },
             r = encryption.changed() => if r.is_err() { return },
+            r = access.changed() => if r.is_err() { return },
             // A closed channel means leadership never changes (directory mode).
             r = leader.changed(), if !leader_fixed => if r.is_err() { leader_fixed = true; },
         }
@@ -311,6 +340,7 @@ async fn status_loop(
         applied.borrow_and_update();
         let healing_now = healing.borrow_and_update().clone();
         let encryption_now = encryption.borrow_and_update().clone();
+        let access_now = access.borrow_and_update().clone();
         if !*leader.borrow_and_update() {
             // A future leader writes everything afresh; so would we on regaining it.
             written.clear();
@@ -356,6 +386,7 @@ async fn status_loop(
         let views = Views {
             healing: &healing_now,
             encryption: &encryption_now,
+            access: &access_now,
         };
         let computed = off_runtime(|| compute(&current.snapshot, proxies, views, &written, &now));
         retry = false;

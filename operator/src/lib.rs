@@ -5,6 +5,7 @@
 //! configs → [`stream`] to proxies; proxies' reports → [`status`] of every resource and
 //! the [`healer`], which acts on endpoints proxies keep ejecting.
 
+pub mod access;
 pub mod admin;
 pub mod app;
 pub mod ca;

@@ -143,6 +143,7 @@ async fn access_check_lists_everything_watched() {
             "/apis/braid.dev/v1alpha1/trafficroutes",
             "/apis/braid.dev/v1alpha1/encryptionpolicies",
             "/apis/braid.dev/v1alpha1/selfhealings",
+            "/apis/braid.dev/v1alpha1/accesspolicies",
         ]
     );
 }

@@ -62,11 +62,13 @@ impl AccessSet {
     }
 }
 
-/// The mode a policy's spec asks for; with a rollout, Audit until the operator enforces.
-pub fn spec_mode(policy: &braid_crds::AccessPolicy) -> AccessMode {
-    match policy.spec.mode {
-        CrdMode::Audit => AccessMode::Audit,
-        CrdMode::Enforce => AccessMode::Enforce,
+/// The mode proxies apply: the spec's, or with a rollout, Audit until its status
+/// records that the leader enforced it (`enforced`), read back by every replica.
+pub fn mode(policy: &braid_crds::AccessPolicy, enforced: bool) -> AccessMode {
+    match (policy.spec.mode, &policy.spec.rollout) {
+        (_, Some(_)) if enforced => AccessMode::Enforce,
+        (_, Some(_)) | (CrdMode::Audit, None) => AccessMode::Audit,
+        (CrdMode::Enforce, None) => AccessMode::Enforce,
     }
 }
 

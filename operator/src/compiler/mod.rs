@@ -149,8 +149,8 @@ impl Globals {
             policies: snapshot.encryption_policies.clone(),
             rollouts: snapshot.rollout_status.clone(),
             trust_bundle: extra.trust_bundle.clone(),
-            access: Arc::new(access::AccessSet::of(snapshot, opts, |_, p| {
-                access::spec_mode(p)
+            access: Arc::new(access::AccessSet::of(snapshot, opts, |key, p| {
+                access::mode(p, snapshot.access_enforced.contains(key))
             })),
         }
     }

@@ -2,6 +2,7 @@
 //! as one immutable [`Snapshot`] that every source produces and the compiler consumes.
 
 mod accepted;
+pub mod enforced;
 mod in_force;
 mod key;
 mod label_index;
@@ -19,6 +20,7 @@ use braid_api::control::delta::ServiceRef;
 use braid_crds::{AccessPolicy, EncryptionPolicy, SelfHealing, TrafficRoute};
 
 pub use accepted::carry_accepted;
+pub use enforced::Enforced;
 pub use in_force::governing_policy;
 pub use key::ObjectKey;
 pub use label_index::LabelIndex;
@@ -58,6 +60,11 @@ pub struct Snapshot {
     /// the leader): replicas that do not lead compile with it, and a new leader resumes
     /// from it. Empty in directory mode (one process, nothing to share).
     pub rollout_status: Rollouts,
+    /// The AccessPolicies whose automatic rollout the leader switched to Enforce, as
+    /// their status records it: every replica compiles with it, so a failover or restart
+    /// never turns an enforced policy back to Audit. Empty in directory mode without a
+    /// state directory.
+    pub access_enforced: Enforced,
     /// When the source noticed the change this snapshot carries.
     pub noticed: Noticed,
 }

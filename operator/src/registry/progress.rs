@@ -24,11 +24,12 @@ pub type Rollouts = BTreeMap<ObjectKey, Progress>;
 
 /// The status fields the progress is read from; a source may drop the rest of a status
 /// (request counts change every few seconds and are of no use to the compiler).
-pub const PROGRESS_FIELDS: [&str; 5] = [
+pub const PROGRESS_FIELDS: [&str; 6] = [
     "observedGeneration",
     "currentPercent",
     "phase",
     "stepStartedAt",
+    "phaseStartedAt",
     "progressOf",
 ];
 

@@ -13,8 +13,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde::Serialize;
 
 use super::refs::{RESOLVED_REFS, Unresolved, unresolved};
+use crate::access::{AccessState, AccessView};
 use crate::compiler::{conflicts, service_for_host};
 use crate::healer::HealingView;
+use crate::registry::enforced::access_progress_of;
 use crate::registry::progress::progress_of;
 use crate::registry::{Kind, LabelIndex, ObjectKey, Observed, Snapshot};
 use crate::rollout::{EncryptionState, EncryptionView, Safety};
@@ -22,7 +24,8 @@ use crate::sink::{Event, StatusUpdate};
 
 /// The condition type every braid resource carries.
 pub const ACCEPTED: &str = "Accepted";
-/// An EncryptionPolicy's condition: no plaintext reaches its workloads.
+/// The condition of an EncryptionPolicy (no plaintext reaches its workloads) and of an
+/// AccessPolicy (no request it would refuse does).
 pub const SAFE_TO_ENFORCE: &str = "SafeToEnforce";
 
 /// What the operator's own loops know, for status.
@@ -32,6 +35,8 @@ pub struct Views<'a> {
     pub healing: &'a HealingView,
     /// Each EncryptionPolicy's rollout and traffic.
     pub encryption: &'a EncryptionView,
+    /// Each AccessPolicy's mode and evidence.
+    pub access: &'a AccessView,
 }
 
 /// What the proxies hold: the config each should have, and the version each reported.
@@ -237,17 +242,46 @@ pub fn compute(
         let counts = obs.accepted.as_ref().map(|p| {
             proxies.counts(proxies.selected(&index, &obs.key.namespace, &p.spec.selector))
         });
-        let phase = obs.accepted.as_ref().map(|p| match p.spec.mode {
-            AccessMode::Enforce => AccessPhase::Enforcing,
-            AccessMode::Audit => AccessPhase::Auditing,
-        });
-        let status = AccessPolicyStatus {
+        let mut status = AccessPolicyStatus {
             observed_generation: obs.generation,
-            conditions: vec![accepted(obs, Kind::AccessPolicy, previous, now)],
-            phase,
             proxies: Some(counts.unwrap_or_default()),
             ..Default::default()
         };
+        let mut conditions = vec![accepted(obs, Kind::AccessPolicy, previous, now)];
+        match (views.access.get(&obs.key), &obs.accepted) {
+            (Some(state), Some(policy)) => {
+                conditions.push(access_safety(
+                    &obs.key,
+                    state,
+                    obs.generation,
+                    previous,
+                    now,
+                ));
+                status.phase = Some(state.phase);
+                status.phase_started_at = state.phase_started_at.map(Time);
+                status.progress_of = policy
+                    .spec
+                    .rollout
+                    .as_ref()
+                    .map(|_| access_progress_of(&policy.spec));
+                status.decisions = Some(state.decisions.clone());
+                status.denied_sources = state.denied_sources.clone();
+            }
+            // Its rollout's stage is what its status records, which every replica
+            // compiles with: until this leader's loop has read it back, it stands.
+            (None, Some(policy)) if policy.spec.rollout.is_some() => {
+                out.kept.insert((Kind::AccessPolicy, obs.key.clone()));
+                continue;
+            }
+            (None, Some(policy)) => {
+                status.phase = Some(match policy.spec.mode {
+                    AccessMode::Enforce => AccessPhase::Enforcing,
+                    AccessMode::Audit => AccessPhase::Auditing,
+                });
+            }
+            (_, None) => {}
+        }
+        status.conditions = conditions;
         push(&mut out, Kind::AccessPolicy, obs, &status, previous);
     }
     out
@@ -312,6 +346,29 @@ fn invalid_message(errors: &ValidationErrors, previous_in_force: bool) -> String
         "; nothing of it is in force"
     };
     format!("{}{tail}", errors.summary())
+}
+
+/// An AccessPolicy's `SafeToEnforce`: whether enforcing it would refuse any request the
+/// covered workloads received in its window.
+fn access_safety(
+    key: &ObjectKey,
+    state: &AccessState,
+    generation: Option<i64>,
+    previous: &BTreeMap<(Kind, ObjectKey), StatusUpdate>,
+    now: &Time,
+) -> Condition {
+    let (status, reason, message) = &state.safety;
+    let last_transition_time =
+        transitioned_of(previous, Kind::AccessPolicy, key, SAFE_TO_ENFORCE, status)
+            .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: SAFE_TO_ENFORCE.into(),
+        status: (*status).into(),
+        reason: (*reason).into(),
+        message: message.clone(),
+        observed_generation: generation,
+        last_transition_time,
+    }
 }
 
 /// What an accepted resource of `kind` does in this version, said plainly so a status
@@ -516,10 +573,12 @@ mod tests {
 
     static NO_HEALING: HealingView = BTreeMap::new();
     static NO_ENCRYPTION: EncryptionView = BTreeMap::new();
+    static NO_ACCESS: AccessView = BTreeMap::new();
     /// The operator's loops know nothing yet.
     const NO_VIEWS: Views<'static> = Views {
         healing: &NO_HEALING,
         encryption: &NO_ENCRYPTION,
+        access: &NO_ACCESS,
     };
     use crate::compiler::{Options, compile};
     use crate::source::dir::registry_file;

@@ -52,6 +52,8 @@ pub struct StreamState {
     pub healer: mpsc::Sender<ReportBatch>,
     /// Where proxies' traffic counts go: the rollout loop.
     pub traffic: mpsc::Sender<TrafficBatch>,
+    /// Where proxies' AccessPolicy decisions go: the access loop.
+    pub access: mpsc::Sender<crate::access::AccessBatch>,
     /// Whether this replica leads.
     pub leader: watch::Receiver<bool>,
     /// Passes reports on to the leader when this replica does not lead (Kubernetes mode).
@@ -612,6 +614,16 @@ async fn report(State(state): State<StreamState>, headers: HeaderMap, body: Byte
         // few seconds.
         if state.traffic.try_send(batch).is_err() {
             tracing::debug!(reporter = %workload.key, "rollout loop busy; traffic report dropped");
+        }
+    }
+    if !report.access.is_empty() {
+        let batch = crate::access::AccessBatch {
+            reporter: workload.key.clone(),
+            counts: report.access,
+        };
+        // As with traffic: proxies report again in a few seconds.
+        if state.access.try_send(batch).is_err() {
+            tracing::debug!(reporter = %workload.key, "access loop busy; decisions report dropped");
         }
     }
     if let Some(held) = report.held_services {

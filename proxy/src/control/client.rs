@@ -284,17 +284,19 @@ impl OperatorClient {
                 frame = body.frame() => frame,
                 _ = flush.tick() => {
                     let ejections = self.ejections.drain();
-                    let traffic = self
-                        .store
-                        .with_tables(|t| self.traffic.take(t.targets().map(|t| (&*t.label, &*t.traffic))));
+                    let (traffic, access) = self.store.with_tables(|t| {
+                        let traffic = self.traffic.take(t.targets().map(|t| (&*t.label, &*t.traffic)));
+                        (traffic, t.access.take())
+                    });
                     let due = reported.elapsed() >= APPLIED_REPORT_INTERVAL;
-                    if !ejections.is_empty() || traffic.is_some() || due {
+                    if !ejections.is_empty() || traffic.is_some() || !access.is_empty() || due {
                         let (applied_version, held_services) = held(&self.store, self.settings.on_demand);
                         let report = Report {
                             applied_version,
                             held_services,
                             ejections,
                             traffic,
+                            access,
                             ..Default::default()
                         };
                         self.report(&mut sender, &auth, &report).await;

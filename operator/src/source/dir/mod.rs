@@ -30,6 +30,7 @@ use crate::off_runtime::off_runtime;
 use crate::registry::{Noticed, Snapshot};
 use braid_api::invalid::InvalidInput;
 
+use crate::registry::enforced::recorded_enforcing;
 use crate::registry::progress::recorded_progress;
 use registry_file::Resolved;
 use resources::{Doc, Generations};
@@ -60,8 +61,8 @@ struct State {
     last: Option<Snapshot>,
 }
 
-/// The prefix of the status files whose rollout progress is read back.
-const POLICY_STATUS_PREFIX: &str = "encryptionpolicy.";
+/// The prefixes of the status files whose rollout progress is read back.
+const POLICY_STATUS_PREFIXES: [&str; 2] = ["encryptionpolicy.", "accesspolicy."];
 /// The file generations are numbered in, in the state directory.
 pub const GENERATIONS_FILE: &str = "generations.json";
 
@@ -84,9 +85,14 @@ impl DirSource {
         self
     }
 
-    /// The rollout progress each EncryptionPolicy of `snapshot` has in its status file.
-    fn recorded(&self, snapshot: &Snapshot) -> crate::registry::Rollouts {
+    /// The rollout progress each EncryptionPolicy of `snapshot` has in its status file,
+    /// and the AccessPolicies whose status records their rollout enforcing them.
+    fn recorded(
+        &self,
+        snapshot: &Snapshot,
+    ) -> (crate::registry::Rollouts, crate::registry::Enforced) {
         let mut out = crate::registry::Rollouts::new();
+        let mut enforced = crate::registry::Enforced::new();
         for (path, _, _) in &self.state.status_fingerprint {
             let Ok(text) = std::fs::read_to_string(path) else {
                 continue;
@@ -100,15 +106,28 @@ impl DirSource {
                 continue;
             };
             let key = crate::registry::ObjectKey::new(ns, name);
-            let Some(policy) = snapshot.encryption_policies.get(&key) else {
-                continue;
-            };
-            let spec = policy.accepted.as_deref().map(|p| &p.spec);
-            if let Some(p) = recorded_progress(policy.generation, spec, &doc["status"]) {
-                out.insert(key, p);
+            match doc["kind"].as_str() {
+                Some("AccessPolicy") => {
+                    let Some(policy) = snapshot.access_policies.get(&key) else {
+                        continue;
+                    };
+                    let spec = policy.accepted.as_deref().map(|p| &p.spec);
+                    if recorded_enforcing(policy.generation, spec, &doc["status"]) == Some(true) {
+                        enforced.insert(key);
+                    }
+                }
+                _ => {
+                    let Some(policy) = snapshot.encryption_policies.get(&key) else {
+                        continue;
+                    };
+                    let spec = policy.accepted.as_deref().map(|p| &p.spec);
+                    if let Some(p) = recorded_progress(policy.generation, spec, &doc["status"]) {
+                        out.insert(key, p);
+                    }
+                }
             }
         }
-        out
+        (out, enforced)
     }
 
     /// Reads the directory if anything in it changed; returns the new snapshot then.
@@ -131,7 +150,7 @@ impl DirSource {
         if files_same && let Some(last) = &self.state.last {
             // Only a status changed: what was read stands, with the progress read again.
             let mut snapshot = last.clone();
-            snapshot.rollout_status = self.recorded(&snapshot);
+            (snapshot.rollout_status, snapshot.access_enforced) = self.recorded(&snapshot);
             self.state.last = Some(snapshot.clone());
             return Ok(Some(snapshot));
         }
@@ -240,7 +259,7 @@ impl DirSource {
         for e in self.state.generations.insert_all(&docs, &mut snapshot) {
             tracing::error!(dir = %self.dir.display(), error = %e, "resource not numbered as expected");
         }
-        snapshot.rollout_status = self.recorded(&snapshot);
+        (snapshot.rollout_status, snapshot.access_enforced) = self.recorded(&snapshot);
         self.state.last = Some(snapshot.clone());
         Ok(Some(snapshot))
     }
@@ -271,7 +290,8 @@ fn share_unchanged(before: &Resolved, resolved: &mut Resolved) {
     share(&before.1, &mut resolved.1);
 }
 
-/// The EncryptionPolicy status files of `dir` (none when it does not exist yet).
+/// The EncryptionPolicy and AccessPolicy status files of `dir` (none when it does not
+/// exist yet).
 fn status_fingerprint(dir: &Path) -> Fingerprint {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -280,7 +300,8 @@ fn status_fingerprint(dir: &Path) -> Fingerprint {
         .filter_map(|e| {
             let path = e.ok()?.path();
             let name = path.file_name()?.to_str()?;
-            if !name.starts_with(POLICY_STATUS_PREFIX) || !name.ends_with(".yaml") {
+            let progress = POLICY_STATUS_PREFIXES.iter().any(|p| name.starts_with(p));
+            if !progress || !name.ends_with(".yaml") {
                 return None;
             }
             let meta = std::fs::metadata(&path).ok()?;

@@ -313,13 +313,15 @@ where
 }
 
 /// A braid resource as kept: without bookkeeping, and without its status (the
-/// operator's own output) except an EncryptionPolicy's rollout progress, which every
-/// replica compiles with and a new leader resumes from.
+/// operator's own output) except the rollout progress of an EncryptionPolicy or an
+/// AccessPolicy, which every replica compiles with and a new leader resumes from.
 fn slim_resource(what: Watched, obj: &mut DynamicObject) {
     obj.metadata.managed_fields = None;
     if let Some(data) = obj.data.as_object_mut() {
         let progress = match what {
-            Watched::EncryptionPolicies => data.get("status").and_then(progress_part),
+            Watched::EncryptionPolicies | Watched::AccessPolicies => {
+                data.get("status").and_then(progress_part)
+            }
             _ => None,
         };
         match progress {

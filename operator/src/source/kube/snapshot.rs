@@ -12,6 +12,7 @@ use super::resource::Decoded;
 use super::service::{service_entry, slice_service};
 use super::workload::workload;
 use crate::registry::Progress;
+use crate::registry::enforced::recorded_enforcing;
 use crate::registry::progress::recorded_progress;
 use crate::registry::{Kind, ObjectKey, Observed, Snapshot};
 
@@ -98,6 +99,21 @@ impl Assembler {
             .iter()
             .filter_map(|o| rollout_status(o, &encryption_policies))
             .collect();
+        let access_policies = by_key(
+            self.access_policies
+                .observe_all(objects.access_policies.iter().map(|o| &**o)),
+        );
+        let access_enforced = objects
+            .access_policies
+            .iter()
+            .filter(|o| enforcing(o, &access_policies))
+            .filter_map(|o| {
+                Some(ObjectKey::new(
+                    o.metadata.namespace.as_deref()?,
+                    o.metadata.name.as_deref()?,
+                ))
+            })
+            .collect();
         Snapshot {
             services,
             workloads,
@@ -110,12 +126,10 @@ impl Assembler {
                 self.self_healings
                     .observe_all(objects.self_healings.iter().map(|o| &**o)),
             ),
-            access_policies: by_key(
-                self.access_policies
-                    .observe_all(objects.access_policies.iter().map(|o| &**o)),
-            ),
+            access_policies,
             meshed_namespaces: objects.meshed_namespaces.clone(),
             rollout_status,
+            access_enforced,
             noticed: Default::default(),
         }
     }
@@ -137,6 +151,25 @@ fn rollout_status(
         .map(|p| &p.spec);
     let progress = recorded_progress(obj.metadata.generation, spec, obj.data.get("status")?)?;
     Some((key, progress))
+}
+
+/// Whether an AccessPolicy's status records its rollout as enforcing it (see
+/// [`recorded_enforcing`]), for the spec in force of it among `policies`.
+fn enforcing(obj: &DynamicObject, policies: &BTreeMap<ObjectKey, Observed<AccessPolicy>>) -> bool {
+    let (Some(ns), Some(name)) = (
+        obj.metadata.namespace.as_deref(),
+        obj.metadata.name.as_deref(),
+    ) else {
+        return false;
+    };
+    let spec = policies
+        .get(&ObjectKey::new(ns, name))
+        .and_then(|o| o.accepted.as_deref())
+        .map(|p| &p.spec);
+    obj.data
+        .get("status")
+        .and_then(|s| recorded_enforcing(obj.metadata.generation, spec, s))
+        .unwrap_or(false)
 }
 
 fn by_key<T>(observed: Vec<Observed<T>>) -> BTreeMap<ObjectKey, Observed<T>> {
