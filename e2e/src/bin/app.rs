@@ -51,7 +51,8 @@ enum Cmd {
     },
     /// Reads the banner, sends `ping`, prints both.
     BannerClient { addr: String },
-    /// One request; prints `<status> <body>` and any trailers as `trailer <k>: <v>`.
+    /// One request; prints `<status> <body>`, then a gRPC answer's status headers as
+    /// `header <k>: <v>` and any trailers as `trailer <k>: <v>`.
     Get {
         addr: String,
         #[arg(long, default_value = "/")]
@@ -60,6 +61,20 @@ enum Cmd {
         host: String,
         #[arg(long)]
         h2: bool,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// `name: value`, repeatable.
+        #[arg(long)]
+        header: Vec<String>,
+    },
+    /// Two requests on one kept-alive HTTP/1.1 connection, the second once `wait_file`
+    /// exists; prints `1 <status>` and `2 <status>`.
+    Twice {
+        addr: String,
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long)]
+        wait_file: std::path::PathBuf,
     },
     /// Sends `count` requests, one connection each, with `--header 'name: value'`s;
     /// prints `<n> <status> <body>` for each distinct answer, most frequent first.
@@ -225,18 +240,68 @@ async fn main() -> anyhow::Result<()> {
             path,
             host,
             h2,
+            method,
+            header,
         } => {
             let addr = resolve(&addr).await?;
-            let resp = request(addr, &host, &path, h2).await?;
+            let headers = header_pairs(&header)?;
+            let method = http::Method::from_bytes(method.as_bytes()).context("--method")?;
+            let resp = request_with(addr, &host, method, &path, h2, &headers).await?;
             let status = resp.status().as_u16();
+            let grpc: Vec<(String, String)> = ["grpc-status", "grpc-message"]
+                .iter()
+                .filter_map(|k| {
+                    let v = resp.headers().get(*k)?.to_str().ok()?;
+                    Some(((*k).to_owned(), v.to_owned()))
+                })
+                .collect();
             let collected = resp.into_body().collect().await?;
             let trailers = collected.trailers().cloned().unwrap_or_default();
             println!(
                 "{status} {}",
                 String::from_utf8_lossy(&collected.to_bytes())
             );
+            for (k, v) in grpc {
+                println!("header {k}: {v}");
+            }
             for (k, v) in &trailers {
                 println!("trailer {k}: {}", v.to_str().unwrap_or_default());
+            }
+            Ok(())
+        }
+        Cmd::Twice {
+            addr,
+            path,
+            wait_file,
+        } => {
+            let addr = resolve(&addr).await?;
+            let stream = TcpStream::connect(addr).await.context("connect")?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            for n in 1..=2 {
+                if n == 2 {
+                    let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
+                    while !wait_file.exists() {
+                        anyhow::ensure!(
+                            tokio::time::Instant::now() < give_up,
+                            "{} never appeared",
+                            wait_file.display()
+                        );
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                sender
+                    .ready()
+                    .await
+                    .context("the kept-alive connection closed")?;
+                let req = Request::get(path.as_str())
+                    .header("host", "svc")
+                    .body(Full::new(Bytes::new()))?;
+                let resp = sender.send_request(req).await?;
+                let status = resp.status().as_u16();
+                resp.into_body().collect().await?;
+                println!("{n} {status}");
             }
             Ok(())
         }
@@ -247,14 +312,19 @@ async fn main() -> anyhow::Result<()> {
             header,
         } => {
             let addr = resolve(&addr).await?;
-            let headers: Vec<(&str, &str)> = header
-                .iter()
-                .map(|h| h.split_once(':').map(|(k, v)| (k.trim(), v.trim())))
-                .collect::<Option<_>>()
-                .context("--header takes 'name: value'")?;
+            let headers = header_pairs(&header)?;
             let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
             for _ in 0..count {
-                let answer = match request_with(addr, "svc", &path, false, &headers).await {
+                let answer = match request_with(
+                    addr,
+                    "svc",
+                    http::Method::GET,
+                    &path,
+                    false,
+                    &headers,
+                )
+                .await
+                {
                     Ok(resp) => {
                         let status = resp.status().as_u16();
                         let body = resp.into_body().collect().await?.to_bytes();
@@ -315,7 +385,8 @@ async fn main() -> anyhow::Result<()> {
             let addr = resolve(&addr).await?;
             let (mut ok, mut failed) = (0u64, 0u64);
             while !stop_file.exists() {
-                let good = match request(addr, "svc", "/", false).await {
+                let good = match request_with(addr, "svc", http::Method::GET, "/", false, &[]).await
+                {
                     Ok(resp) => resp.status() == 200 && resp.into_body().collect().await.is_ok(),
                     Err(_) => false,
                 };
@@ -341,18 +412,19 @@ async fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("{addr} has no address"))
 }
 
-async fn request(
-    addr: SocketAddr,
-    host: &str,
-    path: &str,
-    h2: bool,
-) -> anyhow::Result<Response<Incoming>> {
-    request_with(addr, host, path, h2, &[]).await
+/// `name: value` pairs from `--header` arguments.
+fn header_pairs(header: &[String]) -> anyhow::Result<Vec<(&str, &str)>> {
+    header
+        .iter()
+        .map(|h| h.split_once(':').map(|(k, v)| (k.trim(), v.trim())))
+        .collect::<Option<_>>()
+        .context("--header takes 'name: value'")
 }
 
 async fn request_with(
     addr: SocketAddr,
     host: &str,
+    method: http::Method,
     path: &str,
     h2: bool,
     headers: &[(&str, &str)],
@@ -364,7 +436,10 @@ async fn request_with(
         let (mut sender, conn) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
         tokio::spawn(conn);
-        let mut req = Request::get(format!("http://{host}{path}")).header("te", "trailers");
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{host}{path}"))
+            .header("te", "trailers");
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -373,7 +448,10 @@ async fn request_with(
     } else {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
         tokio::spawn(conn);
-        let mut req = Request::get(path).header("host", host);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", host);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
