@@ -47,7 +47,7 @@ fn readme_resources() -> Vec<Value> {
 #[test]
 fn the_readme_examples_are_valid_too() {
     let docs = readme_resources();
-    assert_eq!(docs.len(), 3, "expected one example per kind in README.md");
+    assert_eq!(docs.len(), 4, "expected one example per kind in README.md");
     for doc in docs {
         let errors = api_server_errors(&doc);
         assert!(

@@ -58,5 +58,10 @@ pub fn exercised() -> Metrics {
     m.discovery.discovered(Outcome::service);
     m.telemetry.log_line(true);
     m.telemetry.spans(SpanResult::exported, 1);
+    let [_, deny] = m.authz.counters(
+        &Arc::from("shop/payments-callers"),
+        crate::config::access::AccessMode::Audit,
+    );
+    deny.inc();
     m
 }
