@@ -699,8 +699,24 @@ fn cases() -> Vec<Case> {
                 s["rules"][0]["from"][1] = json!({"identity": "spiffe://cluster.local/ns/*/sa/web"})
             }),
             paths: &["spec.rules[0].from[1].identity"],
-            message: "or end a prefix with '*'",
+            message: "or end a prefix with '/*'",
             server: Accepts("as above: validate() reads identities"),
+        },
+        Case {
+            name: "a wildcard inside a segment",
+            object: with(access_policy(), |s| {
+                s["rules"][0]["from"][1] = json!({"identity": "spiffe://cluster.local/ns/ops*"})
+            }),
+            paths: &["spec.rules[0].from[1].identity"],
+            message: "or end a prefix with '/*'",
+            server: Accepts("as above: validate() reads identities"),
+        },
+        Case {
+            name: "a rollout interval under 5s",
+            object: with(access_policy(), |s| s["rollout"]["interval"] = json!("2s")),
+            paths: &["spec.rollout.interval"],
+            message: "is too short: use at least 5s",
+            server: Refuses("spec.rollout.interval"),
         },
         Case {
             name: "an uppercase namespace",

@@ -97,7 +97,7 @@ fn audit_names_the_stray_caller_then_enforcing_refuses_it_and_no_one_else() {
         "access.yaml",
         &access_policy(
             "callers",
-            "  mode: Audit\n  rollout: {interval: 4s, minRequests: 5}\n  rules:\n  - name: client\n    from: [{serviceAccount: client}]\n",
+            "  mode: Audit\n  rollout: {interval: 5s, minRequests: 5}\n  rules:\n  - name: client\n    from: [{serviceAccount: client}]\n",
         ),
     )
     .unwrap();

@@ -1,10 +1,10 @@
-//! End-to-end. `make demo` as a user runs it: the walkthrough of its three jobs exits
+//! End-to-end. `make demo` as a user runs it: the walkthrough of its four jobs exits
 //! zero. Run with `make e2e` (root needed).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[test]
-fn the_demo_walks_through_its_three_jobs_and_exits_zero() {
+fn the_demo_walks_through_its_four_jobs_and_exits_zero() {
     let exe = std::env::current_exe().unwrap();
     let mut dir = exe.parent().unwrap().to_owned();
     if dir.ends_with("deps") {
@@ -19,7 +19,12 @@ fn the_demo_walks_through_its_three_jobs_and_exits_zero() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for step in ["✔ steering", "✔ link encryption", "✔ self-healing"] {
+    for step in [
+        "✔ steering",
+        "✔ link encryption",
+        "✔ self-healing",
+        "✔ access control",
+    ] {
         assert!(stdout.contains(step), "{stdout}");
     }
     assert!(

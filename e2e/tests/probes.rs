@@ -3,7 +3,8 @@
 //! gRPC) and in every link-encryption mode. A kubelet-like prober stands in the hub
 //! namespace (outside every pod, as a node does) and performs each container's probes
 //! as the pod spec says: the injector's rewrite of it for the meshed pod, the original
-//! for the unmeshed twin. Run with `make e2e` (root needed).
+//! for the unmeshed twin; and with an AccessPolicy refusing every caller, whose refusals
+//! never reach the probes. Run with `make e2e` (root needed).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -204,5 +205,38 @@ fn a_meshed_pods_probes_judge_like_the_unmeshed_pods_in_every_tls_mode() {
         "kubelet would judge the meshed pod differently:\n{}\nsidecar log:\n{}",
         mismatches.join("\n"),
         meshed.log("sidecar")
+    );
+
+    // An AccessPolicy refusing every caller of the app's ports: probes, rewritten to the
+    // proxy's health port, are judged as before, and the proxy's own ports still answer.
+    op.write_resource(
+        "tls.yaml",
+        "apiVersion: braid.dev/v1alpha1\nkind: EncryptionPolicy\nmetadata: {name: probed, namespace: shop}\nspec: {selector: {matchLabels: {app: probed}}, mode: Permissive, rollout: {percent: 100}}\n---\napiVersion: braid.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: deny-all, namespace: shop}\nspec: {selector: {matchLabels: {app: probed}}, action: Deny, mode: Enforce, rules: [{}]}\n",
+    )
+    .unwrap();
+    let direct = format!("{}:8080", meshed.ip);
+    shop::wait_until(
+        "the deny-all policy to refuse the app's callers",
+        15,
+        || {
+            plain.app(&["get", &direct]).unwrap_or_default().trim()
+                == "403 denied by AccessPolicy shop/deny-all"
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let judged = |v: Vec<(String, String)>| -> Vec<(String, bool)> {
+        v.into_iter().map(|(p, v)| (p, v == "success")).collect()
+    };
+    assert_eq!(
+        judged(verdicts(&mesh, &injected, &meshed)),
+        expected,
+        "an AccessPolicy changed kubelet's verdicts; sidecar log:\n{}",
+        meshed.log("sidecar")
+    );
+    assert!(
+        meshed
+            .metrics()
+            .unwrap()
+            .contains("braid_authz_decisions_total")
     );
 }

@@ -86,6 +86,9 @@ pub enum Source {
         /// The pod's address.
         address: IpAddr,
     },
+    /// Any caller from this address, with a verified identity or without (the operator
+    /// names pods so only to refuse them: an address alone never lets a caller in).
+    Address(IpAddr),
     /// Any caller with a verified mTLS identity.
     Meshed,
     /// Any caller without one (plaintext).

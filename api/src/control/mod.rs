@@ -148,6 +148,10 @@ pub struct AccessCount {
     /// Requests it refused (it enforces).
     #[serde(default)]
     pub denied: u64,
+    /// Of `denied`, refusals of traffic it let through while it audited: the same caller
+    /// asking the same method and path (or opening a TCP connection).
+    #[serde(default)]
+    pub denied_allowed_before: u64,
     /// The callers it refused or would refuse most, those it had let through while
     /// auditing first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -173,7 +177,7 @@ pub struct RefusedSource {
     /// Its refusals.
     #[serde(default)]
     pub denied: u64,
-    /// Refused now, though let through while the policy audited.
+    /// Refused now, though the same request was let through while the policy audited.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allowed_before: bool,
 }

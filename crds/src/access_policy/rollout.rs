@@ -1,17 +1,19 @@
 //! The automatic move of an AccessPolicy from Audit to Enforce.
 
-use schemars::JsonSchema;
+use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::Duration;
 
 /// How the operator moves a policy from Audit to Enforce, and back.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AccessRollout {
     /// How long the policy must audit without a single would-be refusal before it is
-    /// enforced, e.g. `10m`; after enforcing, how long the operator watches for refusals
-    /// of callers it let through while auditing.
+    /// enforced, e.g. `10m`, at least 5s (proxies report every 2 s); after enforcing, how
+    /// long the operator watches for refusals of traffic it let through while auditing.
+    #[x_kube(validation = Rule::new("duration(self) >= duration('5s')")
+        .message("must be at least 5s: proxies report every 2 s, and a shorter interval could miss a would-be refusal"))]
     pub interval: Duration,
     /// Requests the covered workloads must receive in that interval before enforcing:
     /// the switch rests on evidence, not on silence.

@@ -43,7 +43,7 @@ pub struct AccessRule {
     .message("meshed and unauthenticated can only be true: leave them out otherwise"))]
 pub struct Source {
     /// A caller's SPIFFE identity, `spiffe://<trust-domain>/ns/<namespace>/sa/<account>`;
-    /// a trailing `*` matches any rest, e.g. `spiffe://cluster.local/ns/ops/sa/*`.
+    /// a trailing `/*` matches any rest, e.g. `spiffe://cluster.local/ns/ops/sa/*`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = limits::MAX_IDENTITY_LENGTH))]
     pub identity: Option<String>,

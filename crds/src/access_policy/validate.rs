@@ -42,7 +42,14 @@ impl Validate for AccessPolicySpec {
                  Audit, or remove rollout to enforce now"
                     .into()
             });
-            check_duration(&mut r, &at.field("interval"), &rollout.interval);
+            if let Some(d) = check_duration(&mut r, &at.field("interval"), &rollout.interval) {
+                r.check(d >= MIN_INTERVAL, &at.field("interval"), || {
+                    format!(
+                        "{} is too short: use at least 5s (proxies report every 2 s, and a shorter interval could miss a would-be refusal)",
+                        rollout.interval
+                    )
+                });
+            }
             check_range(
                 &mut r,
                 &at.field("minRequests"),
@@ -69,6 +76,9 @@ impl Validate for AccessPolicySpec {
         r.finish()
     }
 }
+
+/// The shortest rollout interval: a few of the proxies' 2 s reports.
+const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn validate_rule(r: &mut Report, at: &FieldPath, rule: &AccessRule) {
     if let Some(name) = &rule.name {
@@ -146,13 +156,16 @@ fn check_identity(r: &mut Report, at: &FieldPath, id: &str) {
         )
     });
     let ok = match id.strip_suffix('*') {
-        Some(prefix) => prefix.starts_with("spiffe://") && !prefix.contains('*'),
+        // Whole segments only: `…/ns/ops*` would take `ops-prod` too.
+        Some(prefix) => {
+            prefix.starts_with("spiffe://") && prefix.ends_with('/') && !prefix.contains('*')
+        }
         None => !id.contains('*') && id.parse::<braid_api::identity::WorkloadId>().is_ok(),
     };
     r.check(ok, at, || {
         format!(
             "{id:?} is not an identity: write spiffe://<trust-domain>/ns/<namespace>/sa/<account>, \
-             or end a prefix with '*' (e.g. spiffe://cluster.local/ns/ops/sa/*)"
+             or end a prefix with '/*' (e.g. spiffe://cluster.local/ns/ops/sa/*)"
         )
     });
 }

@@ -1,7 +1,8 @@
 //! `make demo`: a mesh on this machine — the operator (directory source), a `payments`
 //! service of three pods and a client, each a network namespace with the capture rules
-//! and the sidecar exactly as the injector writes them — walked through braid's three
-//! jobs with the resources in `e2e/demo/`: steering, link encryption, self-healing.
+//! and the sidecar exactly as the injector writes them — walked through braid's four
+//! jobs with the resources in `e2e/demo/`: steering, link encryption, self-healing and
+//! access control.
 //! Exits non-zero when a step does not behave; cleans up even when interrupted.
 
 use std::net::Ipv4Addr;
@@ -27,6 +28,7 @@ const TRANSFERS: &str = include_str!("../../demo/1-transfers-to-group-2.yaml");
 const GRAY: &str = include_str!("../../demo/2-gray-release-90-10.yaml");
 const MTLS: &str = include_str!("../../demo/3-mtls-rollout.yaml");
 const HEALING: &str = include_str!("../../demo/4-self-healing.yaml");
+const ACCESS: &str = include_str!("../../demo/5-access-lock-down.yaml");
 
 fn main() -> ExitCode {
     if !is_root() {
@@ -47,7 +49,7 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => {
             println!(
-                "\n✔ all three jobs behaved ({:.0} s). Everything the demo made is removed.",
+                "\n✔ all four jobs behaved ({:.0} s). Everything the demo made is removed.",
                 started.elapsed().as_secs_f64()
             );
             ExitCode::SUCCESS
@@ -98,6 +100,8 @@ fn clean_up_on_interrupt() {
 struct Demo {
     mesh: Mesh,
     client: Pod,
+    /// A second caller, meshed, that the access policy does not name.
+    stray: Pod,
     servers: Vec<Pod>,
     /// Where the healing command records what it was asked to do.
     healed: PathBuf,
@@ -109,6 +113,7 @@ fn run() -> anyhow::Result<()> {
     steering(&demo)?;
     encryption(&mut demo)?;
     healing(&mut demo)?;
+    access(&mut demo)?;
     let summary = steady.stop(&mut demo.client)?;
     println!(
         "\nThe client's steady request loop, all demo long: {} answered, {} failed.",
@@ -123,19 +128,20 @@ fn heading(text: &str) {
 }
 
 fn setup() -> anyhow::Result<Demo> {
-    heading("Setting up: operator, 3 payments pods and a client, each with its sidecar");
+    heading("Setting up: operator, 3 payments pods and two callers, each with its sidecar");
     let mut mesh = Mesh::new()?;
     let mut servers = SERVERS
         .iter()
         .map(|(name, _)| mesh.pod(name))
         .collect::<Result<Vec<_>, _>>()?;
     let mut client = mesh.pod("client")?;
+    let mut stray = mesh.pod("stray")?;
     let pods = client.dir().parent().context("pod directory")?.to_owned();
     // The directory mode's healing command: it records what it was asked and stops the
     // pod's app; the demo, as the pod's restart policy would, starts it again.
     let (script, healed) = shop::healing_command(&pods)?;
     mesh.start_operator_with(
-        &registry(&servers, &client),
+        &registry(&servers, &[&client, &stray]),
         &["--healing-command", &script.display().to_string()],
     )?;
     mesh.set_hosts(&[("payments", PAYMENTS_VIP)])?;
@@ -150,19 +156,23 @@ fn setup() -> anyhow::Result<Demo> {
             pod.ip.to_string()
         );
     }
-    client.capture(&ProxyFlags::default())?;
-    client.start_sidecar_streaming(op)?;
-    println!(
-        "  {:<8} {:<10} app: client",
-        "client",
-        client.ip.to_string()
-    );
+    for caller in [&mut client, &mut stray] {
+        caller.capture(&ProxyFlags::default())?;
+        caller.start_sidecar_streaming(op)?;
+        println!(
+            "  {:<8} {:<10} app: {}",
+            caller.name,
+            caller.ip.to_string(),
+            caller.name
+        );
+    }
     println!(
         "  payments: VIP {PAYMENTS_VIP}:80 → pods' 8080. The client calls http://payments/ in a steady loop."
     );
     Ok(Demo {
         mesh,
         client,
+        stray,
         servers,
         healed,
     })
@@ -170,7 +180,7 @@ fn setup() -> anyhow::Result<Demo> {
 
 /// The operator's registry: the payments service and the pods, each running as the
 /// service account of its own name.
-fn registry(servers: &[Pod], client: &Pod) -> String {
+fn registry(servers: &[Pod], callers: &[&Pod]) -> String {
     let mut text = format!(
         "services:\n- {{name: payments, namespace: shop, vips: [{PAYMENTS_VIP}], selector: {{app: payments}}, ports: [{{port: 80, targetPort: 8080}}]}}\nworkloads:\n"
     );
@@ -178,7 +188,7 @@ fn registry(servers: &[Pod], client: &Pod) -> String {
         .iter()
         .zip(SERVERS)
         .map(|(p, (_, labels))| (p, format!("app: payments, {labels}")))
-        .chain([(client, "app: client".to_owned())]);
+        .chain(callers.iter().map(|p| (*p, format!("app: {}", p.name))));
     for (pod, labels) in pods {
         text.push_str(&format!(
             "- {{name: {n}, namespace: shop, ips: [{ip}], labels: {{pod: {n}, {labels}}}, serviceAccount: {n}}}\n",
@@ -263,7 +273,7 @@ fn print_served(tally: &str, groups: &[(&str, &[&str])]) {
 }
 
 fn steering(demo: &Demo) -> anyhow::Result<()> {
-    heading("1/3 Steering (TrafficRoute): business isolation, then a 90/10 gray release");
+    heading("1/4 Steering (TrafficRoute): business isolation, then a 90/10 gray release");
     println!(
         "  kubectl apply -f e2e/demo/1-transfers-to-group-2.yaml  (header type: transfer → Group_2)"
     );
@@ -318,7 +328,7 @@ fn steering(demo: &Demo) -> anyhow::Result<()> {
 }
 
 fn encryption(demo: &mut Demo) -> anyhow::Result<()> {
-    heading("2/3 Link encryption (EncryptionPolicy): Permissive, automatic rollout, Strict");
+    heading("2/4 Link encryption (EncryptionPolicy): Permissive, automatic rollout, Strict");
     println!(
         "  kubectl apply -f e2e/demo/3-mtls-rollout.yaml  (steps 25/50/100 %, every 2 s, then Strict)"
     );
@@ -387,7 +397,7 @@ fn encryption(demo: &mut Demo) -> anyhow::Result<()> {
 }
 
 fn healing(demo: &mut Demo) -> anyhow::Result<()> {
-    heading("3/3 Self-healing (SelfHealing): eject a bad endpoint, restart it, readmit it");
+    heading("3/4 Self-healing (SelfHealing): eject a bad endpoint, restart it, readmit it");
     println!(
         "  kubectl apply -f e2e/demo/4-self-healing.yaml  (3 errors in a row → eject; restart after 3 s)"
     );
@@ -497,21 +507,106 @@ fn healing(demo: &mut Demo) -> anyhow::Result<()> {
     println!(
         "  the SelfHealing's status records it (kubectl get selfhealing payments-healing -n shop -o yaml):"
     );
-    // The `actions:` list, as it stands in the status.
+    for line in status_block(&status, "actions:", usize::MAX) {
+        println!("    {line}");
+    }
+    println!("  ✔ self-healing");
+    Ok(())
+}
+
+/// The lines of the block `key` of a status YAML (the key's line and what is indented
+/// under it, or list items at its depth), at most `max` of them, unindented.
+fn status_block(status: &str, key: &str, max: usize) -> Vec<String> {
+    let mut out = Vec::new();
     let mut indent = None;
     for line in status.lines() {
         let depth = line.len() - line.trim_start().len();
         let item = line.trim_start().starts_with("- ");
         match indent {
-            None if line.trim_start().starts_with("actions:") => {
+            None if line.trim_start().starts_with(key) => {
                 indent = Some(depth);
-                println!("    {}", line.trim_start());
+                out.push(line.trim_start().to_owned());
             }
-            Some(d) if depth > d || (item && depth == d) => println!("    {}", &line[d..]),
+            Some(d) if depth > d || (item && depth == d) => out.push(line[d..].to_owned()),
             Some(_) => indent = None,
             None => {}
         }
     }
-    println!("  ✔ self-healing");
+    out.truncate(max);
+    out
+}
+
+/// The mode each payments pod's proxy applies to the demo's AccessPolicy.
+fn access_modes(demo: &Demo) -> Vec<String> {
+    demo.servers
+        .iter()
+        .map(|s| {
+            s.config_dump()
+                .ok()
+                .and_then(|d| {
+                    d["inbound"]["accessPolicies"][0]["mode"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn access(demo: &mut Demo) -> anyhow::Result<()> {
+    heading("4/4 Access control (AccessPolicy): audit, name the stray caller, enforce");
+    println!(
+        "  kubectl apply -f e2e/demo/5-access-lock-down.yaml  (only the client may call payments; audit, enforce after 5 s without a refusal)"
+    );
+    operator(demo)?.write_resource("access.yaml", ACCESS)?;
+    shop::wait_until("the payments proxies to audit the policy", 20, || {
+        access_modes(demo).iter().all(|m| m == "Audit")
+    })?;
+    let tally = shop::tally(&demo.stray, PAYMENTS, 20, "/", &[])?;
+    let served = 20 - shop::not_ok(&tally);
+    println!("  the stray pod calls payments 20 times while the policy audits: {served} answered");
+    ensure!(served == 20, "Audit refused the stray caller: {tally}");
+    let status = || operator(demo).map(|op| op.status("accesspolicy", "shop", "payments-callers"));
+    shop::wait_until("the status to name the stray caller", 30, || {
+        status().is_ok_and(|s| s.contains("sa/stray") && s.contains("pod: shop/stray"))
+    })?;
+    let now = status()?;
+    println!(
+        "  its status names who enforcing would refuse (kubectl get ap payments-callers -n shop -o yaml):"
+    );
+    for line in status_block(&now, "decisions:", 5)
+        .into_iter()
+        .chain(status_block(&now, "deniedSources:", 8))
+    {
+        println!("    {line}");
+    }
+    println!(
+        "  the stray pod stops calling; the operator waits for an interval without a refusal:"
+    );
+    let started = Instant::now();
+    shop::wait_until("the policy to be enforced", 60, || {
+        status().is_ok_and(|s| shop::status_field(&s, "phase").as_deref() == Some("Enforcing"))
+    })?;
+    println!(
+        "  {:>6.1}s  phase Enforcing (Event Enforced)",
+        started.elapsed().as_secs_f64()
+    );
+    shop::wait_until("the payments proxies to enforce the policy", 20, || {
+        access_modes(demo).iter().all(|m| m == "Enforce")
+    })?;
+    let refused = demo.stray.app(&["get", PAYMENTS])?;
+    println!("  the stray pod calls again: {}", refused.trim());
+    ensure!(
+        refused.starts_with("403"),
+        "the stray caller was not refused: {refused}"
+    );
+    let after = shop::tally(&demo.client, PAYMENTS, 100, "/", &[])?;
+    let failed = shop::not_ok(&after);
+    println!(
+        "  100 requests from the client now: {} answered, {failed} failed",
+        100 - failed
+    );
+    ensure!(failed == 0, "the allowed client was refused: {after}");
+    println!("  ✔ access control: the stray caller refused, the client never failed");
     Ok(())
 }

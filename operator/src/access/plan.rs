@@ -5,12 +5,15 @@
 //!   the policy would refuse, and at least `minRequests` requests (or
 //!   `advanceWithoutTraffic`), and this replica heard reports for all of that interval,
 //!   the policy is enforced.
-//! - Enforcing: for one `interval` after the switch, the operator watches for refusals
-//!   of callers the proxies had let through while the policy audited (each proxy
-//!   remembers them, so a caller the policy was written to stop, refused before and
-//!   after, does not count). One is enough to step back to Audit: the rules forgot a
-//!   caller that was working. The same caller is then a would-be refusal in Audit, so the
-//!   policy is not enforced again until its rules change.
+//!   Every covered proxy must hold the config in force, so none is still counting for
+//!   an older one.
+//! - Enforcing: for one `interval` after every covered proxy holds Enforce, the operator
+//!   watches for refusals of traffic the proxies let through while the policy audited:
+//!   the same caller asking the same method and path (each proxy remembers them, so a
+//!   caller the policy was written to stop, refused before and after, does not count,
+//!   and no caller can force a step back by asking for something new). One is enough to
+//!   step back to Audit: something that worked is refused. After three step-backs the
+//!   rollout holds in Audit until its spec changes.
 
 use std::time::{Duration, Instant};
 
@@ -27,9 +30,16 @@ pub enum Stage {
     Enforcing,
 }
 
+/// Step-backs after which a rollout holds in Audit until its spec changes.
+pub const MAX_STEP_BACKS: u32 = 3;
+
 /// What the operator measured for one policy.
 #[derive(Debug, Default)]
 pub struct Measured<'a> {
+    /// Covered proxies that do not hold the config in force.
+    pub proxies_behind: usize,
+    /// Step-backs of this rollout so far.
+    pub step_backs: u32,
     /// The reports of the last interval.
     pub last_interval: Evidence,
     /// Whether this replica heard reports for all of it.
@@ -64,6 +74,10 @@ pub enum Wait {
     WouldDeny(u64),
     /// Too few requests to go by.
     TooFewRequests(u64),
+    /// Covered proxies that do not hold the config in force yet.
+    ProxiesBehind(usize),
+    /// It stepped back [`MAX_STEP_BACKS`] times: it waits for its spec to change.
+    Halted,
 }
 
 /// The next step of a rollout at `stage` since `since`.
@@ -78,8 +92,14 @@ pub fn step(
     let elapsed = now.saturating_duration_since(since);
     match stage {
         Stage::Auditing => {
+            if m.step_backs >= MAX_STEP_BACKS {
+                return Err(Wait::Halted);
+            }
             if elapsed < interval {
                 return Err(Wait::Interval);
+            }
+            if m.proxies_behind > 0 {
+                return Err(Wait::ProxiesBehind(m.proxies_behind));
             }
             if !m.observed_full_interval {
                 return Err(Wait::Listening);
@@ -98,9 +118,7 @@ pub fn step(
         Stage::Enforcing if elapsed <= interval => Ok(m
             .since_stage
             .and_then(Evidence::refused_after_allowed)
-            .map(|caller| Transition::StepBack {
-                caller: caller.clone(),
-            })),
+            .map(|caller| Transition::StepBack { caller })),
         Stage::Enforcing => Ok(None),
     }
 }
@@ -133,7 +151,7 @@ mod tests {
         let m = |e, full| Measured {
             last_interval: e,
             observed_full_interval: full,
-            since_stage: None,
+            ..Measured::default()
         };
         let later = t0 + MINUTE;
         assert_eq!(
@@ -205,6 +223,36 @@ mod tests {
     }
 
     #[test]
+    fn proxies_behind_or_three_step_backs_hold_the_rollout() {
+        let t0 = Instant::now();
+        let r = rollout(20, false);
+        let clean = |behind, step_backs| Measured {
+            last_interval: evidence(50, 0),
+            observed_full_interval: true,
+            proxies_behind: behind,
+            step_backs,
+            since_stage: None,
+        };
+        let later = t0 + MINUTE;
+        assert_eq!(
+            step(Stage::Auditing, t0, &r, MINUTE, &clean(2, 0), later),
+            Err(Wait::ProxiesBehind(2))
+        );
+        assert_eq!(
+            step(
+                Stage::Auditing,
+                t0,
+                &r,
+                MINUTE,
+                &clean(0, MAX_STEP_BACKS),
+                later
+            ),
+            Err(Wait::Halted)
+        );
+        assert!(step(Stage::Auditing, t0, &r, MINUTE, &clean(0, 2), later).is_ok());
+    }
+
+    #[test]
     fn refusing_a_caller_let_through_before_steps_back_during_the_watch_only() {
         let t0 = Instant::now();
         let r = rollout(20, false);
@@ -228,6 +276,7 @@ mod tests {
             Ok(None)
         );
         since.refused.insert(known.clone(), (0, 1, true));
+        since.denied_allowed_before = 1;
         let m = Measured {
             since_stage: Some(&since),
             ..Measured::default()

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::book::{AccessBook, Evidence, Refused};
-use super::plan::{Measured, Stage, Transition, Wait, step};
+use super::plan::{MAX_STEP_BACKS, Measured, Stage, Transition, Wait, step};
 use crate::hub::{Hub, Published};
 use crate::registry::enforced::{access_progress_of, recorded_enforcing};
 use crate::registry::{Kind, ObjectKey, Snapshot};
@@ -57,6 +57,9 @@ pub struct AccessState {
     pub denied_sources: Vec<DeniedSource>,
     /// The `SafeToEnforce` condition: status, reason, message.
     pub safety: (&'static str, &'static str, String),
+    /// For a policy with a rollout, what its phase belongs to ([`access_progress_of`] of
+    /// the spec it was worked out for): status takes the phase only for that spec.
+    pub progress_of: Option<String>,
 }
 
 /// The state of every accepted AccessPolicy (empty while following).
@@ -85,12 +88,17 @@ struct Tracked {
     since_wall: Timestamp,
     /// Why it last waited, so each new reason is logged once.
     wait: Option<Wait>,
+    /// Step-backs so far (this leader's; a new one starts counting again).
+    step_backs: u32,
 }
 
 /// The loop's memory between ticks.
 #[derive(Default)]
 pub(super) struct Memory {
     pub(super) book: AccessBook,
+    /// Reports received since the last tick, with when: folded into the book with the
+    /// compile in force, which says whether the reporter is one the policy covers.
+    pub(super) pending: Vec<(Instant, AccessBatch)>,
     tracked: HashMap<ObjectKey, Tracked>,
     /// The phase each policy showed last, for an Event when it changes.
     phases: HashMap<ObjectKey, AccessPhase>,
@@ -119,7 +127,8 @@ impl AccessLoop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 batch = self.reports.recv() => match batch {
-                    Some(b) => memory.book.add(b.counts, Instant::now()),
+                    Some(b) if memory.pending.len() < ACCESS_QUEUE => memory.pending.push((Instant::now(), b)),
+                    Some(b) => tracing::debug!(reporter = %b.reporter, "access loop behind; decisions report dropped"),
                     None => return,
                 },
                 _ = tick.tick() => self.tick(&mut memory, Instant::now(), Timestamp::now()).await,
@@ -182,6 +191,25 @@ impl AccessLoop {
             return;
         }
         memory.book.listening(now);
+        // Only the proxies of the pods a policy selects speak for it: a report naming a
+        // policy that does not cover its reporter is dropped.
+        for (at, batch) in std::mem::take(&mut memory.pending) {
+            let Some(reporter) = snapshot.workloads.get(&batch.reporter) else {
+                continue;
+            };
+            for count in &batch.counts {
+                let covers = policies.iter().any(|(k, p)| {
+                    format!("{}/{}", k.namespace, k.name) == count.policy
+                        && k.namespace == reporter.key.namespace
+                        && p.spec.selector.matches(&reporter.labels)
+                });
+                if covers {
+                    memory.book.add(count, at);
+                }
+            }
+        }
+        // Which proxies hold the config in force, looked up only when a rollout needs it.
+        let mut applied: Option<HashMap<ObjectKey, String>> = None;
         let longest = policies
             .iter()
             .filter_map(|(_, p)| interval_of(p))
@@ -225,13 +253,22 @@ impl AccessLoop {
                                 since: now,
                                 since_wall: at,
                                 wait: None,
+                                step_backs: 0,
                             })
                         }
                     };
+                    let applied = applied.get_or_insert_with(|| self.hub.applied());
+                    let proxies_behind = behind(&published, key, policy, applied);
+                    if tracked.stage == Stage::Enforcing && proxies_behind > 0 {
+                        // The watch starts once every covered proxy enforces.
+                        tracked.since = now;
+                    }
                     let since_stage = memory.book.sum(&name, tracked.since);
                     let measured = Measured {
                         last_interval: evidence.clone(),
                         observed_full_interval: memory.book.covers(interval, now),
+                        proxies_behind,
+                        step_backs: tracked.step_backs,
                         since_stage: Some(&since_stage),
                     };
                     match step(
@@ -246,7 +283,10 @@ impl AccessLoop {
                             events.push(transition_event(key, &t, rollout.interval.as_str()));
                             tracked.stage = match t {
                                 Transition::Enforce { .. } => Stage::Enforcing,
-                                Transition::StepBack { .. } => Stage::Auditing,
+                                Transition::StepBack { .. } => {
+                                    tracked.step_backs += 1;
+                                    Stage::Auditing
+                                }
                             };
                             tracked.since = now;
                             tracked.since_wall = wall;
@@ -256,6 +296,14 @@ impl AccessLoop {
                         Err(wait) => {
                             if tracked.wait.as_ref() != Some(&wait) {
                                 tracing::info!(policy = %key, ?wait, "AccessPolicy not enforced yet");
+                                if wait == Wait::Halted {
+                                    events.push(event(
+                                        key,
+                                        "RolloutHalted",
+                                        format!("stepped back to Audit {MAX_STEP_BACKS} times: it stays in Audit until its spec changes (see status.deniedSources for what enforcing refused)"),
+                                        true,
+                                    ));
+                                }
                             }
                             tracked.wait = Some(wait);
                         }
@@ -298,6 +346,11 @@ impl AccessLoop {
                     },
                     denied_sources: shown,
                     safety,
+                    progress_of: policy
+                        .spec
+                        .rollout
+                        .as_ref()
+                        .map(|_| access_progress_of(&policy.spec)),
                 },
             );
         }
@@ -380,6 +433,28 @@ impl AccessLoop {
             })
             .collect()
     }
+}
+
+/// How many of the meshed pods `policy` selects do not hold the config in force.
+fn behind(
+    published: &Published,
+    key: &ObjectKey,
+    policy: &AccessPolicy,
+    applied: &HashMap<ObjectKey, String>,
+) -> usize {
+    let from = ObjectKey::new(key.namespace.clone(), "");
+    published
+        .snapshot
+        .workloads
+        .range(from..)
+        .take_while(|(k, _)| k.namespace == key.namespace)
+        .filter(|(k, w)| {
+            w.meshed
+                && published.configs.contains_key(*k)
+                && policy.spec.selector.matches(&w.labels)
+        })
+        .filter(|(k, _)| applied.get(*k) != published.catalog.version_of(k).as_ref())
+        .count()
 }
 
 /// A policy's rollout interval, when it has a valid one.

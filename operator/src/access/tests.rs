@@ -45,6 +45,12 @@ fn rig(resources: &str, leader: bool, events: Arc<Events>) -> Rig {
     let (view_tx, view) = watch::channel(Arc::new(AccessView::new()));
     let hub = Arc::new(Hub::default());
     let compiled = compile(&snapshot, &Options::default());
+    // Every proxy holds the config in force.
+    for pod in compiled.configs.keys() {
+        if let Some(version) = compiled.catalog.version_of(pod) {
+            hub.report_applied(pod.clone(), version);
+        }
+    }
     hub.publish(Published {
         configs: compiled.configs,
         snapshot: Arc::new(snapshot),
@@ -85,6 +91,7 @@ fn count(allowed: u64, refused: Option<(&str, u64, u64, bool)>) -> Vec<AccessCou
         allowed,
         would_deny: refused.map_or(0, |r| r.1),
         denied: refused.map_or(0, |r| r.2),
+        denied_allowed_before: refused.map_or(0, |r| if r.3 { r.2 } else { 0 }),
         refused_sources: refused
             .map(|(id, would_deny, denied, allowed_before)| RefusedSource {
                 identity: Some(id.into()),
@@ -100,6 +107,18 @@ fn count(allowed: u64, refused: Option<(&str, u64, u64, bool)>) -> Vec<AccessCou
 }
 
 impl Rig {
+    /// A report from payments-a's proxy (which the policy covers) at `at`.
+    fn report(&mut self, counts: Vec<AccessCount>, at: Instant) {
+        self.report_from("payments-a", counts, at);
+    }
+
+    fn report_from(&mut self, pod: &str, counts: Vec<AccessCount>, at: Instant) {
+        let reporter = ObjectKey::new("shop", pod);
+        self.memory
+            .pending
+            .push((at, AccessBatch { reporter, counts }));
+    }
+
     async fn tick(&mut self, at: Instant) -> AccessState {
         self.access
             .tick(&mut self.memory, at, Timestamp::now())
@@ -112,7 +131,7 @@ impl Rig {
 async fn audit_names_the_stray_caller_then_a_clean_interval_enforces() {
     let mut r = rig(ROLLOUT, true, Arc::default());
     let t0 = Instant::now();
-    r.memory.book.add(count(10, Some((STRAY, 3, 0, false))), t0);
+    r.report(count(10, Some((STRAY, 3, 0, false))), t0);
     let s = r.tick(t0).await;
     assert_eq!(s.phase, AccessPhase::Auditing);
     assert_eq!((s.decisions.allowed, s.decisions.would_deny), (10, 3));
@@ -123,11 +142,11 @@ async fn audit_names_the_stray_caller_then_a_clean_interval_enforces() {
     assert_eq!(reasons(&r.events), ["RolloutStarted"]);
     // The stray caller goes on: a full interval later, still Audit.
     let t1 = t0 + Duration::from_secs(11);
-    r.memory.book.add(count(10, Some((STRAY, 1, 0, false))), t1);
+    r.report(count(10, Some((STRAY, 1, 0, false))), t1);
     assert_eq!(r.tick(t1).await.phase, AccessPhase::Auditing);
     // It stops; once a whole interval has no would-be refusal, Enforce.
     let t2 = t1 + Duration::from_secs(11);
-    r.memory.book.add(count(10, None), t2);
+    r.report(count(10, None), t2);
     let s = r.tick(t2).await;
     assert_eq!(s.phase, AccessPhase::Enforcing);
     assert_eq!(s.safety.0, "True");
@@ -135,7 +154,7 @@ async fn audit_names_the_stray_caller_then_a_clean_interval_enforces() {
     // The stray caller comes back and is refused: it was never let through, so the
     // policy stays enforced.
     let t3 = t2 + Duration::from_secs(2);
-    r.memory.book.add(count(10, Some((STRAY, 0, 4, false))), t3);
+    r.report(count(10, Some((STRAY, 0, 4, false))), t3);
     let s = r.tick(t3).await;
     assert_eq!(s.phase, AccessPhase::Enforcing);
     assert_eq!(s.decisions.denied, 4);
@@ -146,15 +165,13 @@ async fn audit_names_the_stray_caller_then_a_clean_interval_enforces() {
 async fn refusing_a_caller_let_through_while_auditing_steps_back() {
     let mut r = rig(ROLLOUT, true, Arc::default());
     let t0 = Instant::now();
-    r.memory.book.add(count(10, None), t0);
+    r.report(count(10, None), t0);
     r.tick(t0).await;
     let t1 = t0 + Duration::from_secs(11);
-    r.memory.book.add(count(10, None), t1);
+    r.report(count(10, None), t1);
     assert_eq!(r.tick(t1).await.phase, AccessPhase::Enforcing);
     let t2 = t1 + Duration::from_secs(1);
-    r.memory
-        .book
-        .add(count(10, Some((CHECKOUT, 0, 1, true))), t2);
+    r.report(count(10, Some((CHECKOUT, 0, 1, true))), t2);
     let s = r.tick(t2).await;
     assert_eq!(s.phase, AccessPhase::Auditing);
     assert!(s.denied_sources[0].allowed_before);
@@ -222,4 +239,15 @@ async fn a_policy_without_rollout_shows_its_mode_and_an_edit_of_it_is_an_event()
     r2.memory = std::mem::take(&mut r.memory);
     assert_eq!(r2.tick(t0).await.phase, AccessPhase::Enforcing);
     assert_eq!(reasons(&r2.events), ["Enforcing"]);
+}
+
+#[tokio::test]
+async fn a_report_from_a_pod_the_policy_does_not_cover_is_dropped() {
+    let mut r = rig(ROLLOUT, true, Arc::default());
+    let t0 = Instant::now();
+    // The stray pod's own proxy claims the policy refused nothing and let 50 through.
+    r.report_from("stray", count(50, None), t0);
+    r.report(count(10, Some((STRAY, 3, 0, false))), t0);
+    let s = r.tick(t0).await;
+    assert_eq!((s.decisions.allowed, s.decisions.would_deny), (10, 3));
 }

@@ -92,7 +92,7 @@ fn compile(
             .rules
             .iter()
             .enumerate()
-            .map(|(i, r)| rule(i, r, &key.namespace, snapshot, opts))
+            .map(|(i, r)| rule(i, r, spec.action, &key.namespace, snapshot, opts))
             .collect(),
     }
 }
@@ -100,6 +100,7 @@ fn compile(
 fn rule(
     index: usize,
     r: &CrdRule,
+    action: CrdAction,
     namespace: &str,
     snapshot: &Snapshot,
     opts: &Options,
@@ -107,7 +108,7 @@ fn rule(
     let from = (!r.from.is_empty()).then(|| {
         let mut out = Vec::new();
         for s in &r.from {
-            sources(s, namespace, snapshot, opts, &mut out);
+            sources(s, action, namespace, snapshot, opts, &mut out);
         }
         out.dedup();
         out
@@ -119,9 +120,13 @@ fn rule(
     }
 }
 
-/// What one source of the resource stands for now.
+/// What one source of the resource stands for now. Workload labels name pods: to let
+/// one in takes its identity and its address (an address alone could be another's); to
+/// refuse one, its address is enough, so a pod without a proxy (plaintext, no identity)
+/// is refused too.
 fn sources(
     s: &CrdSource,
+    action: CrdAction,
     namespace: &str,
     snapshot: &Snapshot,
     opts: &Options,
@@ -140,14 +145,18 @@ fn sources(
             .range(from..)
             .take_while(|(k, _)| k.namespace == ns)
             .map(|(_, w)| w)
-            .filter(|w| w.meshed && labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)));
+            .filter(|w| labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)));
         for w in pods {
-            let identity = opts.identity(w).0;
-            for &address in &w.ips {
-                out.push(Source::Pod {
-                    identity: identity.clone(),
-                    address,
-                });
+            match action {
+                CrdAction::Deny => out.extend(w.ips.iter().map(|&a| Source::Address(a))),
+                CrdAction::Allow if w.meshed => {
+                    let identity = opts.identity(w).0;
+                    out.extend(w.ips.iter().map(|&address| Source::Pod {
+                        identity: identity.clone(),
+                        address,
+                    }));
+                }
+                CrdAction::Allow => {}
             }
         }
     } else if s.meshed == Some(true) {

@@ -1018,3 +1018,19 @@ fn a_caller_relabelled_into_an_access_rule_changes_the_servers_config() {
         after.configs[&key("payments-a")].version
     );
 }
+
+#[test]
+fn a_deny_by_workload_labels_refuses_those_pods_by_address_proxy_or_not() {
+    use braid_api::config::access::Source;
+    let resources = access(
+        "no-ledger",
+        "  selector: {matchLabels: {app: payments}}\n  action: Deny\n  mode: Enforce\n  rules: [{from: [{workloadLabels: {app: ledger}}]}]\n",
+    );
+    let out = compile(&snapshot(REGISTRY, &resources), &Options::default());
+    let policies = out.whole(&key("payments-a")).inbound.access_policies;
+    // `legacy` runs no proxy: it calls in plaintext, and is refused all the same.
+    assert_eq!(
+        policies[0].rules[0].from.as_deref().unwrap(),
+        [Source::Address("10.0.0.10".parse().unwrap())]
+    );
+}

@@ -248,7 +248,15 @@ pub fn compute(
             ..Default::default()
         };
         let mut conditions = vec![accepted(obs, Kind::AccessPolicy, previous, now)];
-        match (views.access.get(&obs.key), &obs.accepted) {
+        // The loop's state counts only for the spec it was worked out for: an edit of a
+        // rollout's rules starts it again from Audit, which its next tick says.
+        let state = views.access.get(&obs.key).filter(|state| {
+            obs.accepted.as_ref().is_some_and(|p| {
+                let progress = p.spec.rollout.as_ref().map(|_| access_progress_of(&p.spec));
+                state.progress_of == progress
+            })
+        });
+        match (state, &obs.accepted) {
             (Some(state), Some(policy)) => {
                 conditions.push(access_safety(
                     &obs.key,

@@ -1,13 +1,19 @@
 //! What one AccessPolicy decided, kept for the operator: counts by outcome, the callers
-//! it refused (or would refuse), and the callers it let through while auditing, so a
-//! refusal of one of them right after enforcing can be told apart from a caller the
-//! policy was written to stop.
+//! it refused (or would refuse), and what it let through while auditing, so that a
+//! refusal of the same traffic after the switch to Enforce can be told apart from a
+//! caller the policy was written to stop.
 //!
-//! Carried from one config version to the next while the policy's rules stay the same.
-//! Allowed requests cost an atomic add and, while auditing, one look into the set of
-//! callers seen; refusals take a lock (they are the few, and what the operator needs).
+//! "The same traffic" is the same caller (identity over mTLS, address in plaintext)
+//! asking the same thing (method and normalized path, or a TCP connection): a caller
+//! cannot make the policy step back by asking for something new it is refused.
+//!
+//! Carried from one config version to the next while the policy's rules are the same.
+//! An allowed request costs an atomic add and, while auditing, a hash and one look into
+//! the set of traffic seen; refusals take a lock (they are the few, and what the operator
+//! needs).
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -18,47 +24,15 @@ use super::Outcome;
 use super::rule::{Asked, Caller};
 use crate::config::access::AccessMode;
 
-/// Callers remembered as let through while auditing; more are not remembered.
-const MAX_ALLOWED_SOURCES: usize = 4096;
+/// Kinds of traffic remembered as let through while auditing; more are not remembered.
+const MAX_ALLOWED: usize = 4096;
 /// Distinct refused callers (with their request) counted between two reports.
 const MAX_REFUSED: usize = 256;
-/// Refused callers named in one report: those with the most refusals.
+/// Refused callers named in one report: those refused after being let through first,
+/// then those with the most refusals.
 const REPORTED_SOURCES: usize = 10;
 /// A path longer than this is cut in the evidence.
 const MAX_PATH: usize = 128;
-
-/// Callers as remembered: by identity over mTLS, by address in plaintext.
-#[derive(Debug, Default)]
-struct Seen {
-    identities: HashSet<Arc<str>>,
-    addresses: HashSet<IpAddr>,
-}
-
-impl Seen {
-    fn contains(&self, caller: &Caller<'_>) -> bool {
-        match (caller.identity, caller.address) {
-            (Some(id), _) => self.identities.contains(id),
-            (None, Some(a)) => self.addresses.contains(&a.to_canonical()),
-            (None, None) => false,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.identities.len() + self.addresses.len()
-    }
-
-    fn insert(&mut self, caller: &Caller<'_>) {
-        match (caller.identity, caller.address) {
-            (Some(id), _) => {
-                self.identities.insert(Arc::from(id));
-            }
-            (None, Some(a)) => {
-                self.addresses.insert(a.to_canonical());
-            }
-            (None, None) => {}
-        }
-    }
-}
 
 /// A refused caller and what it asked for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -81,8 +55,29 @@ pub struct PolicyLog {
     allowed: AtomicU64,
     would_deny: AtomicU64,
     denied: AtomicU64,
-    allowed_sources: RwLock<Seen>,
+    /// Of `denied`, refusals of traffic let through while auditing.
+    denied_allowed_before: AtomicU64,
+    /// Traffic let through while auditing, by [`shape`].
+    allowed_traffic: RwLock<HashSet<u64, foldhash::fast::FixedState>>,
     refused: Mutex<HashMap<RefusedKey, RefusedCounts>>,
+}
+
+/// A caller asking one kind of thing, hashed: its identity (or, in plaintext, its
+/// address) and the method and path, or a TCP connection.
+fn shape(caller: &Caller<'_>, asked: Asked<'_>) -> u64 {
+    let mut h = foldhash::fast::FixedState::with_seed(0x6272_6169_6400).build_hasher();
+    match (caller.identity, caller.address) {
+        (Some(id), _) => id.hash(&mut h),
+        (None, a) => a.map(|a| a.to_canonical()).hash(&mut h),
+    }
+    match asked {
+        Asked::Connection => 0u8.hash(&mut h),
+        Asked::Request(head) => {
+            head.method.as_str().hash(&mut h);
+            head.path.hash(&mut h);
+        }
+    }
+    h.finish()
 }
 
 impl PolicyLog {
@@ -98,7 +93,7 @@ impl PolicyLog {
             Outcome::Allowed => {
                 self.allowed.fetch_add(1, Ordering::Relaxed);
                 if mode == AccessMode::Audit {
-                    self.remember(caller);
+                    self.remember(shape(caller, asked));
                 }
             }
             Outcome::WouldDeny => {
@@ -107,7 +102,13 @@ impl PolicyLog {
             }
             Outcome::Denied => {
                 self.denied.fetch_add(1, Ordering::Relaxed);
-                let before = self.allowed_before(caller);
+                let before = self
+                    .allowed_traffic
+                    .read()
+                    .is_ok_and(|seen| seen.contains(&shape(caller, asked)));
+                if before {
+                    self.denied_allowed_before.fetch_add(1, Ordering::Relaxed);
+                }
                 self.refused(caller, asked, |c| {
                     c.denied += 1;
                     c.allowed_before |= before;
@@ -116,23 +117,16 @@ impl PolicyLog {
         }
     }
 
-    /// Whether `caller` was let through while the policy audited.
-    fn allowed_before(&self, caller: &Caller<'_>) -> bool {
-        self.allowed_sources
-            .read()
-            .is_ok_and(|seen| seen.contains(caller))
-    }
-
-    fn remember(&self, caller: &Caller<'_>) {
+    fn remember(&self, shape: u64) {
         let known = self
-            .allowed_sources
+            .allowed_traffic
             .read()
-            .is_ok_and(|seen| seen.len() >= MAX_ALLOWED_SOURCES || seen.contains(caller));
+            .is_ok_and(|seen| seen.len() >= MAX_ALLOWED || seen.contains(&shape));
         if !known
-            && let Ok(mut seen) = self.allowed_sources.write()
-            && seen.len() < MAX_ALLOWED_SOURCES
+            && let Ok(mut seen) = self.allowed_traffic.write()
+            && seen.len() < MAX_ALLOWED
         {
-            seen.insert(caller);
+            seen.insert(shape);
         }
     }
 
@@ -153,6 +147,10 @@ impl PolicyLog {
                 }
             },
         };
+        self.count_refused(key, count);
+    }
+
+    fn count_refused(&self, key: RefusedKey, count: impl FnOnce(&mut RefusedCounts)) {
         let Ok(mut refused) = self.refused.lock() else {
             return;
         };
@@ -170,6 +168,7 @@ impl PolicyLog {
         let allowed = self.allowed.swap(0, Ordering::Relaxed);
         let would_deny = self.would_deny.swap(0, Ordering::Relaxed);
         let denied = self.denied.swap(0, Ordering::Relaxed);
+        let denied_allowed_before = self.denied_allowed_before.swap(0, Ordering::Relaxed);
         let refused = self
             .refused
             .lock()
@@ -189,7 +188,6 @@ impl PolicyLog {
                 allowed_before: c.allowed_before,
             })
             .collect();
-        // Refusals of callers let through before first: they decide a step back.
         sources.sort_by(|a, b| {
             (b.allowed_before, b.denied + b.would_deny)
                 .cmp(&(a.allowed_before, a.denied + a.would_deny))
@@ -203,7 +201,31 @@ impl PolicyLog {
             allowed,
             would_deny,
             denied,
+            denied_allowed_before,
             refused_sources: sources,
         })
+    }
+
+    /// Puts back what a report that did not reach the operator carried, so that no
+    /// would-be refusal goes unseen.
+    pub(super) fn restore(&self, count: &AccessCount) {
+        self.allowed.fetch_add(count.allowed, Ordering::Relaxed);
+        self.would_deny
+            .fetch_add(count.would_deny, Ordering::Relaxed);
+        self.denied.fetch_add(count.denied, Ordering::Relaxed);
+        self.denied_allowed_before
+            .fetch_add(count.denied_allowed_before, Ordering::Relaxed);
+        for s in &count.refused_sources {
+            let key = RefusedKey {
+                identity: s.identity.as_deref().map(Arc::from),
+                address: s.address,
+                request: s.request.clone(),
+            };
+            self.count_refused(key, |c| {
+                c.would_deny += s.would_deny;
+                c.denied += s.denied;
+                c.allowed_before |= s.allowed_before;
+            });
+        }
     }
 }

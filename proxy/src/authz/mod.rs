@@ -9,9 +9,11 @@
 //! would do — `wouldDeny` — which is the evidence an automatic rollout waits on.
 
 mod evidence;
+mod path;
 mod rule;
 
 pub use evidence::PolicyLog;
+pub use path::normalize;
 pub use rule::{Asked, Caller};
 
 use std::collections::HashMap;
@@ -35,7 +37,8 @@ pub enum Outcome {
     Denied,
 }
 
-/// The AccessPolicies of one config, compiled.
+/// The AccessPolicies of one config, compiled, each with its evidence (carried over from
+/// the last config by the policy's name).
 #[derive(Debug, Default)]
 pub struct Authorizer {
     policies: Vec<Compiled>,
@@ -48,8 +51,6 @@ struct Compiled {
     action: AccessAction,
     mode: AccessMode,
     rules: Vec<CompiledRule>,
-    /// What it was compiled from, to tell whether the next version keeps its evidence.
-    source: AccessPolicy,
     log: Arc<PolicyLog>,
     /// Its `allow` and `deny` counters in this mode, looked up once.
     counters: OnceLock<[Counter; 2]>,
@@ -64,13 +65,6 @@ impl Compiled {
         self.rules
             .iter()
             .any(|r| r.matches(caller, asked, self.action))
-    }
-
-    /// Whether its evidence may carry on in `next`: the same rules, action and ports
-    /// (the mode may change; that is what a rollout does).
-    fn same_rules(&self, next: &AccessPolicy) -> bool {
-        let a = &self.source;
-        (&a.ports, a.action, &a.rules) == (&next.ports, next.action, &next.rules)
     }
 }
 
@@ -103,17 +97,18 @@ impl Authorizer {
                 .enumerate()
                 .map(|(j, r)| CompiledRule::compile(r, &format!("{at}.rules[{j}]")))
                 .collect::<Result<Vec<_>, _>>()?;
-            let log = match before.get(p.name.as_str()) {
-                Some(c) if c.same_rules(p) => c.log.clone(),
-                _ => Arc::default(),
-            };
+            // By name, whatever changed: counts not yet reported stay, and so does what
+            // it let through while auditing, which a refusal after an edit (of its
+            // rules, or of the pods its workload labels name) is still measured against.
+            let log = before
+                .get(p.name.as_str())
+                .map_or_else(Arc::default, |c| c.log.clone());
             out.push(Compiled {
                 name: Arc::from(p.name.as_str()),
                 ports: p.ports.clone(),
                 action: p.action,
                 mode: p.mode,
                 rules,
-                source: p.clone(),
                 log,
                 counters: OnceLock::new(),
             });
@@ -132,6 +127,20 @@ impl Authorizer {
         self.policies
             .iter()
             .any(|p| p.covers(port) && p.rules.iter().any(CompiledRule::reads_headers))
+    }
+
+    /// The first Enforce policy covering `port` with rules on HTTP requests: a tunnel
+    /// (CONNECT, or an upgrade to anything but WebSocket, such as h2c) would carry
+    /// requests past them, so it refuses the tunnel.
+    pub fn refuses_tunnels(&self, port: u16) -> Option<Arc<str>> {
+        self.policies
+            .iter()
+            .find(|p| {
+                p.mode == AccessMode::Enforce
+                    && p.covers(port)
+                    && p.rules.iter().any(CompiledRule::reads_http)
+            })
+            .map(|p| p.name.clone())
     }
 
     /// Decides `asked` by `caller` on `port`, without recording anything.
@@ -215,6 +224,15 @@ impl Authorizer {
         match decision.refused_by {
             Some(i) => Err(self.policies[i].name.clone()),
             None => Ok(()),
+        }
+    }
+
+    /// Puts back what a report that failed carried.
+    pub fn restore(&self, counts: &[braid_api::control::AccessCount]) {
+        for c in counts {
+            if let Some(p) = self.policies.iter().find(|p| *p.name == *c.policy) {
+                p.log.restore(c);
+            }
         }
     }
 

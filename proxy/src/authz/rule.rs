@@ -31,6 +31,7 @@ enum Who {
     Identity(String),
     IdentityPrefix(String),
     Pod { identity: String, address: IpAddr },
+    Address(IpAddr),
     Meshed,
     Unauthenticated,
 }
@@ -46,6 +47,7 @@ impl Who {
                 identity: identity.clone(),
                 address: address.to_canonical(),
             },
+            Source::Address(a) => Self::Address(a.to_canonical()),
             Source::Meshed => Self::Meshed,
             Source::Unauthenticated => Self::Unauthenticated,
         }
@@ -61,6 +63,7 @@ impl Who {
                 caller.identity == Some(identity.as_str())
                     && caller.address.map(|a| a.to_canonical()) == Some(*address)
             }
+            Self::Address(a) => caller.address.map(|c| c.to_canonical()) == Some(*a),
             Self::Meshed => caller.identity.is_some(),
             Self::Unauthenticated => caller.identity.is_none(),
         }
@@ -113,6 +116,11 @@ impl CompiledRule {
             (Some(matches), Asked::Request(head)) => matches.iter().any(|m| m.matches(head)),
             (Some(_), Asked::Connection) => action == AccessAction::Deny,
         }
+    }
+
+    /// Whether the rule looks into HTTP requests.
+    pub(super) fn reads_http(&self) -> bool {
+        self.http.is_some()
     }
 
     /// Whether the rule looks at headers (so an HTTP/1.1 head must be parsed whole).

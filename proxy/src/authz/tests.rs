@@ -192,6 +192,15 @@ fn sources_match_by_identity_prefix_pod_and_kind() {
         policies(json!([{"name": "shop/m", "mode": "Enforce", "rules": [{"from": ["meshed"]}]}]));
     assert_eq!(refused(&meshed, &mtls(B, "10.0.0.2"), "GET", "/"), None);
     assert!(refused(&meshed, &plaintext("10.0.0.2"), "GET", "/").is_some());
+    let deny_address = policies(
+        json!([{"name": "shop/d", "action": "Deny", "mode": "Enforce", "rules": [{"from": [{"address": "10.0.0.7"}]}]}]),
+    );
+    assert!(refused(&deny_address, &plaintext("10.0.0.7"), "GET", "/").is_some());
+    assert!(refused(&deny_address, &mtls(B, "10.0.0.7"), "GET", "/").is_some());
+    assert_eq!(
+        refused(&deny_address, &plaintext("10.0.0.8"), "GET", "/"),
+        None
+    );
     let nobody = policies(json!([{"name": "shop/n", "mode": "Enforce", "rules": [{"from": []}]}]));
     assert!(refused(&nobody, &mtls(A, "10.0.0.1"), "GET", "/").is_some());
 }
@@ -247,8 +256,8 @@ fn evidence_names_refused_callers_and_those_let_through_while_auditing() {
     );
     assert!(audit.take().is_empty(), "taken once");
 
-    // Enforced, with the same rules: the evidence carries on, and a refusal of A (its
-    // rules now differ in what A may do) would be one of a caller let through before.
+    // Enforced: the evidence carries on. B was never let through, so its refusal is not
+    // one of traffic allowed before.
     let tighter: Vec<AccessPolicy> = serde_json::from_value(json!([{
         "name": "shop/callers", "mode": "Enforce", "rules": [{"name": "a", "from": [{"identity": A}]}]
     }]))
@@ -266,47 +275,57 @@ fn evidence_names_refused_callers_and_those_let_through_while_auditing() {
         "shop/callers"
     );
     let taken = enforced.take();
-    assert_eq!(taken[0].denied, 1);
+    assert_eq!((taken[0].denied, taken[0].denied_allowed_before), (1, 0));
     assert!(
         !taken[0].refused_sources[0].allowed_before,
         "B was never let through"
     );
-    // Different rules: new evidence.
-    let mut other = tighter.clone();
-    other[0].rules[0].name = "renamed".into();
-    let rebuilt = Authorizer::build(&other, Some(&enforced)).unwrap();
-    assert!(!Arc::ptr_eq(
-        &rebuilt.policies[0].log,
-        &enforced.policies[0].log
-    ));
+    // A failed report's counts are put back for the next.
+    enforced.restore(&taken);
+    assert_eq!(enforced.take()[0].denied, 1);
 }
 
 #[test]
-fn a_refusal_of_a_caller_let_through_while_auditing_is_flagged() {
+fn a_refusal_of_the_same_traffic_let_through_while_auditing_is_flagged() {
     let metrics = AuthzMetrics::default();
-    let audit = policies(
-        json!([{"name": "shop/p", "mode": "Audit", "rules": [{"from": [{"identity": A}]}, {"from": [{"identity": B}], "http": [{"method": "GET"}]}]}]),
-    );
+    // B's pod, named by workload labels, moves to another address between the audit
+    // and the enforcing configs (its old address is what the audited rule names).
+    let at = |address: &str, mode: &str| -> Vec<AccessPolicy> {
+        serde_json::from_value(json!([{"name": "shop/p", "mode": mode, "rules": [
+            {"from": [{"pod": {"identity": B, "address": address}}]},
+        ]}]))
+        .unwrap()
+    };
+    let audit = Authorizer::build(&at("10.0.0.2", "Audit"), None).unwrap();
     let b = mtls(B, "10.0.0.2");
     let (get, post) = (http::Method::GET, http::Method::POST);
     let headers = http::HeaderMap::new();
     let head = |m| RequestHead {
         method: m,
-        path: "/",
+        path: "/orders",
         headers: &headers,
     };
     audit
         .check(8080, &b, Asked::Request(&head(&get)), &metrics)
         .unwrap();
-    let mut list: Vec<AccessPolicy> = vec![audit.policies[0].source.clone()];
-    list[0].mode = AccessMode::Enforce;
-    let enforced = Authorizer::build(&list, Some(&audit)).unwrap();
+    let enforced = Authorizer::build(&at("10.0.0.9", "Enforce"), Some(&audit)).unwrap();
+    // Something B never asked for while auditing: refused, but not traffic that worked.
     assert!(
         enforced
             .check(8080, &b, Asked::Request(&head(&post)), &metrics)
             .is_err()
     );
+    // What it did ask for: refused now, and flagged.
+    assert!(
+        enforced
+            .check(8080, &b, Asked::Request(&head(&get)), &metrics)
+            .is_err()
+    );
     let taken = enforced.take();
+    assert_eq!((taken[0].denied, taken[0].denied_allowed_before), (2, 1));
     let s = &taken[0].refused_sources[0];
-    assert_eq!((s.denied, s.allowed_before), (1, true));
+    assert_eq!(
+        (s.request.as_deref(), s.allowed_before),
+        (Some("GET /orders"), true)
+    );
 }

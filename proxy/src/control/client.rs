@@ -299,7 +299,10 @@ impl OperatorClient {
                             access,
                             ..Default::default()
                         };
-                        self.report(&mut sender, &auth, &report).await;
+                        if !self.report(&mut sender, &auth, &report).await && !report.access.is_empty() {
+                            // Evidence lost would look like a clean interval to the operator.
+                            self.store.with_tables(|t| t.access.restore(&report.access));
+                        }
                         reported = tokio::time::Instant::now();
                     }
                     continue;
@@ -369,7 +372,7 @@ impl OperatorClient {
         sender: &mut http2::SendRequest<Full<Bytes>>,
         auth: &HeaderValue,
         report: &Report,
-    ) {
+    ) -> bool {
         let outcome = async {
             let body = serde_json::to_vec(report).map_err(|e| e.to_string())?;
             let req = self
@@ -386,8 +389,14 @@ impl OperatorClient {
             }
         };
         match outcome.await {
-            Ok(()) => tracing::debug!(?report, "reported to the operator"),
-            Err(e) => tracing::warn!(error = %e, ?report, "report to the operator failed"),
+            Ok(()) => {
+                tracing::debug!(?report, "reported to the operator");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, ?report, "report to the operator failed");
+                false
+            }
         }
     }
 

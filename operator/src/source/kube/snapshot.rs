@@ -276,6 +276,39 @@ mod tests {
     }
 
     #[test]
+    fn an_access_policy_enforced_by_its_rollout_is_read_back_and_compiled_as_enforcing() {
+        let ar = ApiResource::erase::<AccessPolicy>(&());
+        let mut policy = DynamicObject::new("callers", &ar).within("shop");
+        policy.metadata.generation = Some(2);
+        policy.data = serde_json::json!({
+            "spec": {"mode": "Audit", "rollout": {"interval": "1m"}, "rules": [{"from": [{"serviceAccount": "checkout"}]}]},
+            "status": {"observedGeneration": 2, "phase": "Enforcing", "phaseStartedAt": "2026-12-01T00:00:00Z"}
+        });
+        let mut objects = objects();
+        objects.access_policies = vec![Arc::new(policy.clone())];
+        let snap = Assembler::default().snapshot(&objects);
+        let key = ObjectKey::new("shop", "callers");
+        assert!(snap.access_policies[&key].current.is_ok());
+        assert!(snap.access_enforced.contains(&key));
+        // The proxies of the pods it selects compile it as enforcing: a replica that
+        // starts (or takes over) serves what the status records, never Audit again.
+        let out = crate::compiler::compile(&snap, &crate::compiler::Options::default());
+        let pod = ObjectKey::new("shop", "payments-0");
+        let modes: Vec<_> = out.configs[&pod]
+            .inbound
+            .access_policies
+            .iter()
+            .map(|p| p.mode)
+            .collect();
+        assert_eq!(modes, [braid_api::config::access::AccessMode::Enforce]);
+        // A status for another spec: Audit until the leader writes one for this one.
+        policy.data["status"]["observedGeneration"] = 1.into();
+        objects.access_policies = vec![Arc::new(policy)];
+        let snap = Assembler::default().snapshot(&objects);
+        assert!(!snap.access_enforced.contains(&key));
+    }
+
+    #[test]
     fn the_stores_become_a_snapshot() {
         let snap = Assembler::default().snapshot(&objects());
         let svc = &snap.services[&ObjectKey::new("shop", "payments")];

@@ -25,6 +25,8 @@ pub(in crate::http) struct Admission<'a> {
     pub(in crate::http) path: &'a str,
     /// The headers, parsed only if an AccessPolicy reads them.
     pub(in crate::http) headers: HeadersOf<'a>,
+    /// The protocol it asks to switch the connection to (`Upgrade`), or `CONNECT`.
+    pub(in crate::http) tunnel: Option<&'a str>,
 }
 
 /// A request's headers: parsed (HTTP/2), or the raw HTTP/1.1 head to parse on need.
@@ -113,6 +115,12 @@ impl Forwarder {
         if !access.covers(peer.port) {
             return Ok(());
         }
+        if let Some(to) = asked.tunnel
+            && !to.eq_ignore_ascii_case("websocket")
+            && let Some(policy) = access.refuses_tunnels(peer.port)
+        {
+            return Err(policy);
+        }
         let parsed;
         let headers = match asked.headers {
             HeadersOf::Parsed(h) => h,
@@ -122,9 +130,26 @@ impl Forwarder {
             }
             HeadersOf::Raw(_) => &http::HeaderMap::new(),
         };
+        // Judged as an app's router reads it: normalized path, upper-case method.
+        let path = crate::authz::normalize(asked.path);
+        let upper;
+        let method = match asked
+            .method
+            .as_str()
+            .bytes()
+            .any(|b| b.is_ascii_lowercase())
+        {
+            true => {
+                upper =
+                    http::Method::from_bytes(asked.method.as_str().to_ascii_uppercase().as_bytes())
+                        .unwrap_or_else(|_| asked.method.clone());
+                &upper
+            }
+            false => asked.method,
+        };
         let head = RequestHead {
-            method: asked.method,
-            path: asked.path,
+            method,
+            path: &path,
             headers,
         };
         let caller = Caller {

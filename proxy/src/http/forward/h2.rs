@@ -38,6 +38,12 @@ impl Forwarder {
             method: req.method(),
             path: req.uri().path(),
             headers: HeadersOf::Parsed(req.headers()),
+            // Extended CONNECT (RFC 8441) names its protocol; plain CONNECT tunnels.
+            tunnel: (req.method() == http::Method::CONNECT).then(|| {
+                req.extensions()
+                    .get::<hyper::ext::Protocol>()
+                    .map_or("CONNECT", |p| p.as_str())
+            }),
         };
         let mut started = match self.begin(&admission, route) {
             Ok(started) => started,

@@ -332,6 +332,7 @@ const GET: super::Admission<'static> = super::Admission {
     method: &http::Method::GET,
     path: "/",
     headers: super::HeadersOf::Raw(b""),
+    tunnel: None,
 };
 
 #[test]
@@ -387,6 +388,29 @@ fn an_access_policy_refuses_by_the_callers_identity_and_a_change_reaches_the_nex
     // by the policy in force now.
     store.apply(config("{from: [meshed]}")).unwrap();
     assert!(b.begin(&GET, &route).is_ok());
+    // With rules on requests, a tunnel that would carry requests past them is refused;
+    // a WebSocket (decided on its upgrade request) is not.
+    store
+        .apply(config(
+            "{from: [meshed], http: [{method: GET, path: {prefix: /public}}]}",
+        ))
+        .unwrap();
+    let public = |tunnel| super::Admission {
+        path: "/public",
+        tunnel,
+        ..GET
+    };
+    assert!(b.begin(&public(None), &route).is_ok());
+    assert!(b.begin(&public(Some("websocket")), &route).is_ok());
+    for tunnel in ["h2c", "CONNECT"] {
+        assert!(
+            matches!(
+                b.begin(&public(Some(tunnel)), &route),
+                Err(ForwardError::Denied(_))
+            ),
+            "{tunnel}"
+        );
+    }
 }
 
 #[test]
