@@ -1,7 +1,8 @@
 //! End-to-end: the operator as the shipped install runs it — several replicas on one
 //! directory (a Lease file, the leader's status read back, reports relayed), proxies
 //! split across them, a leader that steps down mid-rollout, and every replica killed and
-//! started again after Strict. Run with `make e2e` (root needed).
+//! started again after Strict; and an enforced AccessPolicy that stays enforced through
+//! a failover and a full restart. Run with `make e2e` (root needed).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -319,5 +320,89 @@ fn a_rollout_survives_failover_and_a_full_restart_with_proxies_on_every_replica(
         let summary = load.stop(client).unwrap();
         assert_eq!(summary.failed, 0, "{}: {summary:?}", client.name);
         assert!(summary.ok > 50, "{}: {summary:?}", client.name);
+    }
+}
+
+/// The mode the server's proxy applies for the AccessPolicy `shop/callers`.
+fn access_mode(server: &Pod) -> String {
+    server
+        .config_dump()
+        .ok()
+        .and_then(|d| {
+            d["inbound"]["accessPolicies"][0]["mode"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_enforced_access_policy_stays_enforced_across_failover_and_a_full_restart() {
+    let (mut mesh, server, mut clients) = mesh_on_replicas(2);
+    let mut loads: Vec<shop::Load> = clients
+        .iter_mut()
+        .map(|c| shop::Load::start(c, "load", "payments:80").unwrap())
+        .collect();
+    mesh.operators()[0]
+        .write_resource(
+            "access.yaml",
+            "apiVersion: braid.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: callers, namespace: shop}\nspec: {selector: {matchLabels: {app: payments}}, mode: Audit, rollout: {interval: 5s, minRequests: 5}, rules: [{}]}\n",
+        )
+        .unwrap();
+    let status = |mesh: &mut Mesh| mesh.operators()[0].status("accesspolicy", "shop", "callers");
+    shop::wait_until("the rollout to enforce", 60, || {
+        access_mode(&server) == "Enforce"
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", status(&mut mesh)));
+    // From here on, the server's proxy must never hold Audit again.
+    let enforced = |what: &str| {
+        let mode = access_mode(&server);
+        assert_eq!(mode, "Enforce", "protection lowered {what}");
+    };
+
+    let first = leader(mesh.operators()).expect("a leader");
+    println!("killing the leader, {}", mesh.operators()[first].name);
+    mesh.operators()[first].kill();
+    shop::wait_until("another replica to lead", 15, || {
+        enforced("during the failover");
+        leader(mesh.operators()).is_some_and(|l| l != first)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let second = leader(mesh.operators()).expect("a leader");
+    shop::wait_until("the new leader to resume the rollout", 15, || {
+        enforced("after the failover");
+        mesh.operators()[second].log().contains("RolloutResumed")
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", mesh.operators()[second].log()));
+    mesh.operators()[first].restart().unwrap();
+
+    // Every replica dies at once, then all come back.
+    for op in mesh.operators().iter_mut() {
+        op.kill();
+    }
+    enforced("with no operator running");
+    for i in 0..2 {
+        mesh.operators()[i].restart().unwrap();
+        enforced("while the operators restart");
+    }
+    for _ in 0..30 {
+        enforced("after the restart");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let restarted = leader(mesh.operators()).expect("a leader after the restart");
+    shop::wait_until("the status to show Enforcing", 15, || {
+        shop::status_field(&status(&mut mesh), "phase").as_deref() == Some("Enforcing")
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let log = mesh.operators()[restarted].log();
+    let last_start = log.rfind("braid-operator running").unwrap_or(0);
+    assert!(
+        !log[last_start..].contains("RolloutStarted"),
+        "a restart must never start an enforced policy's rollout over: {}",
+        &log[last_start..]
+    );
+    for (client, load) in clients.iter_mut().zip(loads.drain(..)) {
+        let summary = load.stop(client).unwrap();
+        assert_eq!(summary.failed, 0, "{}: {summary:?}", client.name);
     }
 }
