@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use prometheus_client::metrics::counter::Counter;
+use smallvec::SmallVec;
 
 use crate::config::InvalidField;
 use crate::config::access::{AccessAction, AccessMode, AccessPolicy};
@@ -74,8 +75,9 @@ impl Compiled {
 pub struct Decision {
     /// The policy that refuses it (an Enforce policy), by index.
     refused_by: Option<usize>,
-    /// What each policy covering the port made of it, by index.
-    outcomes: Vec<(usize, Outcome)>,
+    /// What each policy covering the port made of it, by index (a few policies cover a
+    /// port: kept inline, no allocation per request).
+    outcomes: SmallVec<[(usize, Outcome); 4]>,
 }
 
 impl Authorizer {
@@ -151,10 +153,9 @@ impl Authorizer {
                 .enumerate()
                 .filter(|(_, p)| p.covers(port))
         };
-        let mut matched = Vec::with_capacity(self.policies.len());
-        for (i, p) in covering() {
-            matched.push((i, p.matches(caller, asked)));
-        }
+        let matched: SmallVec<[(usize, bool); 4]> = covering()
+            .map(|(i, p)| (i, p.matches(caller, asked)))
+            .collect();
         let enforced = |action| {
             matched
                 .iter()
