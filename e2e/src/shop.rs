@@ -194,3 +194,19 @@ pub fn inbound_tls(pod: &Pod) -> Result<String, HarnessError> {
         .unwrap_or("Disabled")
         .to_owned())
 }
+
+/// The mode (`Audit`, `Enforce`) `pod`'s proxy applies for the AccessPolicy `policy`
+/// (`namespace/name`); empty when it does not hold it or cannot be asked.
+pub fn access_mode(pod: &Pod, policy: &str) -> String {
+    pod.config_dump()
+        .ok()
+        .and_then(|dump| {
+            dump["inbound"]["accessPolicies"]
+                .as_array()?
+                .iter()
+                .find(|p| p["name"] == policy)?["mode"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+}

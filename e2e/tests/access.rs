@@ -70,18 +70,6 @@ fn access_policy(name: &str, body: &str) -> String {
     )
 }
 
-/// The mode `server`'s proxy applies for `policy` (`Audit`/`Enforce`), if it holds it.
-fn mode_in_proxy(server: &Pod, policy: &str) -> Option<String> {
-    let dump = server.config_dump().ok()?;
-    dump.pointer("/config/inbound/accessPolicies")
-        .or_else(|| dump.pointer("/inbound/accessPolicies"))?
-        .as_array()?
-        .iter()
-        .find(|p| p["name"] == policy)
-        .and_then(|p| p["mode"].as_str())
-        .map(str::to_owned)
-}
-
 fn get(pod: &Pod, args: &[&str]) -> String {
     let mut all = vec!["get", "payments:80"];
     all.extend_from_slice(args);
@@ -102,7 +90,7 @@ fn audit_names_the_stray_caller_then_enforcing_refuses_it_and_no_one_else() {
     )
     .unwrap();
     wait_until("the server's proxy to audit the policy", 15, || {
-        mode_in_proxy(&server, "shop/callers").as_deref() == Some("Audit")
+        shop::access_mode(&server, "shop/callers") == "Audit"
     });
 
     // Audit: the stray caller is served, and named.
@@ -143,7 +131,7 @@ fn audit_names_the_stray_caller_then_enforcing_refuses_it_and_no_one_else() {
         status_field(&status(), "phase").as_deref() == Some("Enforcing")
     });
     wait_until("the server's proxy to enforce", 10, || {
-        mode_in_proxy(&server, "shop/callers").as_deref() == Some("Enforce")
+        shop::access_mode(&server, "shop/callers") == "Enforce"
     });
     assert!(
         op.log().contains("Enforced"),

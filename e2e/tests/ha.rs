@@ -325,15 +325,7 @@ fn a_rollout_survives_failover_and_a_full_restart_with_proxies_on_every_replica(
 
 /// The mode the server's proxy applies for the AccessPolicy `shop/callers`.
 fn access_mode(server: &Pod) -> String {
-    server
-        .config_dump()
-        .ok()
-        .and_then(|d| {
-            d["inbound"]["accessPolicies"][0]["mode"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .unwrap_or_default()
+    shop::access_mode(server, "shop/callers")
 }
 
 #[test]

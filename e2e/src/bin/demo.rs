@@ -540,16 +540,7 @@ fn status_block(status: &str, key: &str, max: usize) -> Vec<String> {
 fn access_modes(demo: &Demo) -> Vec<String> {
     demo.servers
         .iter()
-        .map(|s| {
-            s.config_dump()
-                .ok()
-                .and_then(|d| {
-                    d["inbound"]["accessPolicies"][0]["mode"]
-                        .as_str()
-                        .map(str::to_owned)
-                })
-                .unwrap_or_default()
-        })
+        .map(|s| shop::access_mode(s, "shop/payments-callers"))
         .collect()
 }
 

@@ -193,16 +193,21 @@ impl AccessLoop {
         memory.book.listening(now);
         // Only the proxies of the pods a policy selects speak for it: a report naming a
         // policy that does not cover its reporter is dropped.
+        let by_key: HashMap<&ObjectKey, &AccessPolicy> = policies.iter().copied().collect();
         for (at, batch) in std::mem::take(&mut memory.pending) {
             let Some(reporter) = snapshot.workloads.get(&batch.reporter) else {
                 continue;
             };
             for count in &batch.counts {
-                let covers = policies.iter().any(|(k, p)| {
-                    format!("{}/{}", k.namespace, k.name) == count.policy
-                        && k.namespace == reporter.key.namespace
-                        && p.spec.selector.matches(&reporter.labels)
-                });
+                let covers = count
+                    .policy
+                    .split_once('/')
+                    .map(|(ns, name)| ObjectKey::new(ns, name))
+                    .and_then(|key| by_key.get(&key).map(|p| (key, *p)))
+                    .is_some_and(|(key, p)| {
+                        key.namespace == reporter.key.namespace
+                            && p.spec.selector.matches(&reporter.labels)
+                    });
                 if covers {
                     memory.book.add(count, at);
                 }
@@ -226,7 +231,7 @@ impl AccessLoop {
         let mut events = Vec::new();
         let mut view = AccessView::new();
         for (key, policy) in &policies {
-            let name = format!("{}/{}", key.namespace, key.name);
+            let name = key.to_string();
             let window = interval_of(policy).unwrap_or(DEFAULT_WINDOW);
             let since = now.checked_sub(window).unwrap_or(now);
             let evidence = memory.book.sum(&name, since);

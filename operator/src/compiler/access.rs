@@ -81,7 +81,7 @@ fn compile(
 ) -> AccessPolicy {
     let spec = &p.spec;
     AccessPolicy {
-        name: format!("{}/{}", key.namespace, key.name),
+        name: key.to_string(),
         ports: spec.ports.clone(),
         action: match spec.action {
             CrdAction::Allow => AccessAction::Allow,

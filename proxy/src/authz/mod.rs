@@ -55,6 +55,10 @@ struct Compiled {
     log: Arc<PolicyLog>,
     /// Its `allow` and `deny` counters in this mode, looked up once.
     counters: OnceLock<[Counter; 2]>,
+    /// Some rule looks into HTTP requests; some rule reads headers (worked out once, not
+    /// per request).
+    reads_http: bool,
+    reads_headers: bool,
 }
 
 impl Compiled {
@@ -105,6 +109,8 @@ impl Authorizer {
             let log = before
                 .get(p.name.as_str())
                 .map_or_else(Arc::default, |c| c.log.clone());
+            let reads_http = rules.iter().any(CompiledRule::reads_http);
+            let reads_headers = rules.iter().any(CompiledRule::reads_headers);
             out.push(Compiled {
                 name: Arc::from(p.name.as_str()),
                 ports: p.ports.clone(),
@@ -113,6 +119,8 @@ impl Authorizer {
                 rules,
                 log,
                 counters: OnceLock::new(),
+                reads_http,
+                reads_headers,
             });
         }
         Ok(Self { policies: out })
@@ -128,7 +136,7 @@ impl Authorizer {
     pub fn reads_headers(&self, port: u16) -> bool {
         self.policies
             .iter()
-            .any(|p| p.covers(port) && p.rules.iter().any(CompiledRule::reads_headers))
+            .any(|p| p.reads_headers && p.covers(port))
     }
 
     /// The first Enforce policy covering `port` with rules on HTTP requests: a tunnel
@@ -137,11 +145,7 @@ impl Authorizer {
     pub fn refuses_tunnels(&self, port: u16) -> Option<Arc<str>> {
         self.policies
             .iter()
-            .find(|p| {
-                p.mode == AccessMode::Enforce
-                    && p.covers(port)
-                    && p.rules.iter().any(CompiledRule::reads_http)
-            })
+            .find(|p| p.mode == AccessMode::Enforce && p.covers(port) && p.reads_http)
             .map(|p| p.name.clone())
     }
 

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::authz::{Asked, Caller};
+use crate::authz::Asked;
 use crate::config::Protocol;
 use crate::config::tls::TlsMode;
 use crate::detect::{Detected, detect};
@@ -463,12 +463,13 @@ fn refused_connection(ctx: &Context, peer: &InboundPeer) -> Option<Arc<str>> {
         if !access.covers(peer.port) {
             return None;
         }
-        let caller = Caller {
-            identity: peer.identity.as_deref(),
-            address: peer.address,
-        };
         access
-            .check(peer.port, &caller, Asked::Connection, &ctx.metrics.authz)
+            .check(
+                peer.port,
+                &peer.caller(),
+                Asked::Connection,
+                &ctx.metrics.authz,
+            )
             .err()
     })
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::Forwarder;
-use crate::authz::{Asked, Caller};
+use crate::authz::Asked;
 use crate::config::tls::TlsMode;
 use crate::http::{ForwardError, Route};
 use crate::metrics::OpenGuard;
@@ -152,13 +152,9 @@ impl Forwarder {
             path: &path,
             headers,
         };
-        let caller = Caller {
-            identity: peer.identity.as_deref(),
-            address: peer.address,
-        };
         access.check(
             peer.port,
-            &caller,
+            &peer.caller(),
             Asked::Request(&head),
             &self.metrics.authz,
         )

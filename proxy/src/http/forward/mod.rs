@@ -125,6 +125,16 @@ pub struct InboundPeer {
     pub port: u16,
 }
 
+impl InboundPeer {
+    /// The caller as AccessPolicies judge it.
+    pub fn caller(&self) -> crate::authz::Caller<'_> {
+        crate::authz::Caller {
+            identity: self.identity.as_deref(),
+            address: self.address,
+        }
+    }
+}
+
 impl Forwarder {
     /// A forwarder for `side`, sending through `pool` and its copies through `mirrors`
     /// (shared by the side, so their bound holds for all its connections).
