@@ -6,7 +6,9 @@
 
 pub mod config;
 pub mod control;
+pub mod debug;
 pub mod duration;
+pub mod explain;
 pub mod identity;
 pub mod invalid;
 pub mod log;

@@ -1,5 +1,6 @@
 //! `/healthz`, `/readyz` and `/metrics` on the admin port (plain HTTP, for kubelet and
-//! Prometheus).
+//! Prometheus), and for `braidctl` `/debug/info` and `/debug/proxies` (see
+//! [`crate::debug`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,10 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Whether the config server is accepting connections.
     pub serving: Arc<AtomicBool>,
+    /// This replica's name.
+    pub replica: String,
+    /// Whether this replica leads.
+    pub leader: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The admin routes.
@@ -30,6 +35,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(braid_api::debug::INFO_PATH, get(info))
+        .route(braid_api::debug::PROXIES_PATH, get(proxies))
         .with_state(state)
 }
 
@@ -57,4 +64,37 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         )],
         state.metrics.encode(),
     )
+}
+
+/// This replica: its name, version, whether it leads, when it last compiled.
+fn replica_info(state: &AdminState) -> braid_api::debug::OperatorInfo {
+    braid_api::debug::OperatorInfo {
+        name: state.replica.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        leader: *state.leader.borrow(),
+        compiled_at: state.hub.current().and_then(|p| {
+            std::time::SystemTime::now()
+                .checked_sub(p.seen_at.elapsed())
+                .map(crate::debug::proxies::rfc3339)
+        }),
+    }
+}
+
+async fn info(State(state): State<AdminState>) -> impl IntoResponse {
+    axum::Json(replica_info(&state))
+}
+
+async fn proxies(State(state): State<AdminState>) -> impl IntoResponse {
+    let proxies = match state.hub.current() {
+        Some(published) => crate::debug::proxies::proxy_statuses(
+            &published,
+            &state.hub.applied(),
+            state.hub.ledger(),
+        ),
+        None => Vec::new(),
+    };
+    axum::Json(braid_api::debug::ProxiesAnswer {
+        replica: replica_info(&state),
+        proxies,
+    })
 }

@@ -65,6 +65,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         actuator,
         relay,
         ca,
+        replica,
     } = match &cli.source {
         SourceArg::Dir(path) => {
             let bound = listener
@@ -175,6 +176,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         hub: hub.clone(),
         metrics: metrics.clone(),
         serving: serving.clone(),
+        replica,
+        leader: leadership.subscribe(),
     };
     let admin_stop = CancellationToken::new();
     let admin_task = {

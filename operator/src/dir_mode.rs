@@ -125,6 +125,7 @@ pub fn start(
         actuator: Arc::new(CommandActuator::new(cli.healing_command.clone())),
         relay,
         ca: ca_rx,
+        replica: identity,
     })
 }
 

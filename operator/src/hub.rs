@@ -39,6 +39,8 @@ pub struct Hub {
     /// The compiles before the current one, newest last: what a proxy that missed a
     /// change holds is cut from one of them, and it is sent what changed since.
     recent: Mutex<std::collections::VecDeque<Arc<Published>>>,
+    /// What this replica heard of each proxy besides its version (for `braidctl`).
+    ledger: crate::debug::ProxyLedger,
 }
 
 /// How many compiles before the current one are kept. A proxy that was away for more
@@ -55,6 +57,7 @@ impl Default for Hub {
             wanted: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
             recent: Mutex::new(std::collections::VecDeque::new()),
+            ledger: crate::debug::ProxyLedger::default(),
         }
     }
 }
@@ -198,6 +201,12 @@ impl Hub {
     pub fn retain_applied(&self, live: &crate::compiler::Configs) {
         lock(&self.applied).retain(|k, _| live.contains_key(k));
         lock(&self.held).retain(|k, _| live.contains_key(k));
+        self.ledger.retain(|k| live.contains_key(k));
+    }
+
+    /// What this replica heard of each proxy besides its version.
+    pub fn ledger(&self) -> &crate::debug::ProxyLedger {
+        &self.ledger
     }
 
     /// The versions proxies reported, by workload; a proxy holding its view of the

@@ -53,6 +53,8 @@ pub struct Started {
     pub relay: Option<Arc<Relay>>,
     /// The CA in force, which signs proxies' certificates.
     pub ca: watch::Receiver<Arc<Ca>>,
+    /// This replica's name in leader election.
+    pub replica: String,
 }
 
 /// Connects to the cluster (in-cluster config, or KUBECONFIG), loads (or creates) the CA,
@@ -132,7 +134,8 @@ pub async fn start(
         ca: ca_rx,
         auth: Arc::new(TokenReviewer::new(client.clone())),
         actuator: Arc::new(KubeActuator::new(client.clone())),
-        sink: Arc::new(KubeSink::new(client, Some(identity))),
+        sink: Arc::new(KubeSink::new(client, Some(identity.clone()))),
+        replica: identity,
         leadership,
         source_task,
         leader_task: Some(leader_task),

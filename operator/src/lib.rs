@@ -11,6 +11,7 @@ pub mod app;
 pub mod ca;
 pub mod cli;
 pub mod compiler;
+pub mod debug;
 pub mod dir_mode;
 pub mod healer;
 pub mod hub;

@@ -63,6 +63,9 @@ pub const OUTBOUND_SCOPE_ANNOTATION: &str = "braid.dev/outbound-scope";
 /// The services an on-demand proxy holds as it connects: `namespace/name`,
 /// comma-separated.
 pub const SERVICES_HEADER: &str = "x-braid-services";
+/// The proxy's version, on every request it makes to the operator (shown by
+/// `braidctl proxy-status` and `braidctl version`).
+pub const PROXY_VERSION_HEADER: &str = "x-braid-proxy-version";
 /// Why a request was refused.
 pub const ERROR_HEADER: &str = "x-braid-error";
 /// Content type of the stream: one JSON document per line.
@@ -131,6 +134,10 @@ pub struct Report {
     /// AccessPolicy status and rollouts).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access: Vec<AccessCount>,
+    /// When the proxy's mesh certificate expires (seconds since the Unix epoch), once it
+    /// holds one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_expires_unix: Option<u64>,
 }
 
 /// One AccessPolicy's decisions in a proxy since its last report.

@@ -34,4 +34,83 @@ pub struct ProxyCounts {
     pub targeted: u32,
     /// Of those, proxies that have applied the current version.
     pub applied: u32,
+    /// Some of the proxies that have not applied it yet (`namespace/pod`, at most
+    /// [`PENDING_NAMED`], in name order), so the slow ones can be found.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
+}
+
+/// How many of the proxies that have not applied a resource its status names.
+pub const PENDING_NAMED: usize = 5;
+
+impl ProxyCounts {
+    /// Counts one targeted proxy, `pod`, that has (`current`) or has not applied it.
+    /// The pending names kept are the first in name order, whatever order proxies are
+    /// counted in, so the status does not change with it.
+    pub fn add(&mut self, pod: impl std::fmt::Display, current: bool) {
+        self.targeted += 1;
+        if current {
+            self.applied += 1;
+            return;
+        }
+        let name = pod.to_string();
+        if self.pending.len() >= PENDING_NAMED
+            && self.pending.last().is_some_and(|last| *last <= name)
+        {
+            return;
+        }
+        let at = self.pending.partition_point(|p| *p < name);
+        if self.pending.get(at) != Some(&name) {
+            self.pending.insert(at, name);
+            self.pending.truncate(PENDING_NAMED);
+        }
+    }
+
+    /// Both counts together (their pending names merged, in order, still at most
+    /// [`PENDING_NAMED`]).
+    pub fn merged(&self, other: &ProxyCounts) -> ProxyCounts {
+        let mut pending: Vec<String> = self.pending.iter().chain(&other.pending).cloned().collect();
+        pending.sort();
+        pending.dedup();
+        pending.truncate(PENDING_NAMED);
+        ProxyCounts {
+            targeted: self.targeted + other.targeted,
+            applied: self.applied + other.applied,
+            pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_names_are_the_first_in_name_order_whatever_the_counting_order() {
+        let pods: Vec<String> = (0..9).map(|i| format!("shop/p{i}")).collect();
+        let mut forward = ProxyCounts::default();
+        let mut backward = ProxyCounts::default();
+        for (i, p) in pods.iter().enumerate() {
+            forward.add(p, i == 4);
+        }
+        for (i, p) in pods.iter().enumerate().rev() {
+            backward.add(p, i == 4);
+        }
+        assert_eq!(forward, backward);
+        assert_eq!((forward.targeted, forward.applied), (9, 1));
+        assert_eq!(
+            forward.pending,
+            ["shop/p0", "shop/p1", "shop/p2", "shop/p3", "shop/p5"]
+        );
+        let merged = forward.merged(&ProxyCounts {
+            targeted: 1,
+            applied: 0,
+            pending: vec!["a/first".into()],
+        });
+        assert_eq!(
+            (merged.targeted, merged.pending[0].as_str()),
+            (10, "a/first")
+        );
+        assert_eq!(merged.pending.len(), PENDING_NAMED);
+    }
 }

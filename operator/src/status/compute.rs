@@ -67,10 +67,9 @@ struct Holders {
 impl Holders {
     /// The proxies holding `service`.
     fn of(&self, service: &ObjectKey) -> ProxyCounts {
-        let some = self.by_service.get(service).cloned().unwrap_or_default();
-        ProxyCounts {
-            targeted: some.targeted + self.every.targeted,
-            applied: some.applied + self.every.applied,
+        match self.by_service.get(service) {
+            Some(some) => some.merged(&self.every),
+            None => self.every.clone(),
         }
     }
 }
@@ -87,7 +86,7 @@ impl ProxyState<'_> {
     fn counts<'k>(&self, targets: impl Iterator<Item = &'k ObjectKey>) -> ProxyCounts {
         let mut counts = ProxyCounts::default();
         for pod in targets {
-            add(&mut counts, self.current(pod));
+            add(&mut counts, pod, self.current(pod));
         }
         counts
     }
@@ -102,11 +101,11 @@ impl ProxyState<'_> {
             let current = self.current(pod);
             match self.held.get(pod) {
                 None if !self.applied.contains_key(pod) => {}
-                None => add(&mut out.every, current),
+                None => add(&mut out.every, pod, current),
                 Some(services) => {
                     for s in services {
                         let key = ObjectKey::new(&s.namespace, &s.name);
-                        add(out.by_service.entry(key).or_default(), current);
+                        add(out.by_service.entry(key).or_default(), pod, current);
                     }
                 }
             }
@@ -295,11 +294,8 @@ pub fn compute(
     out
 }
 
-fn add(counts: &mut ProxyCounts, current: bool) {
-    counts.targeted += 1;
-    if current {
-        counts.applied += 1;
-    }
+fn add(counts: &mut ProxyCounts, pod: &ObjectKey, current: bool) {
+    counts.add(pod, current);
 }
 
 fn push<T, S: Serialize>(
@@ -720,10 +716,11 @@ workloads:
         let first = compute(&snap, proxies, NO_VIEWS, &BTreeMap::new(), &t0);
         assert!(first.events.is_empty(), "{:?}", first.events);
         let tr = &first.statuses[&(Kind::TrafficRoute, ObjectKey::new("shop", "payments"))].status;
-        // Both meshed pods call payments; one proxy has applied its current version.
+        // Both meshed pods call payments; one proxy has applied its current version, and
+        // the other is named.
         assert_eq!(
             tr["proxies"],
-            serde_json::json!({"targeted": 2, "applied": 1})
+            serde_json::json!({"targeted": 2, "applied": 1, "pending": ["shop/checkout-0"]})
         );
         assert_eq!(tr["ruleCount"], 1);
         assert_eq!(

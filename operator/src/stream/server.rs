@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -15,8 +15,8 @@ use braid_api::control::delta::ServiceRef;
 use braid_api::control::{
     ACCEPT_DELTA, ACCEPT_HEADER, ACCEPT_ON_DEMAND, CERTIFICATE_PATH, CONFIG_PATH,
     CertificateRequest, CertificateResponse, DISCOVER_PATH, DiscoverRequest, DiscoverResponse,
-    ERROR_HEADER, FORGET_PATH, ForgetRequest, POD_HEADER, PodRef, REPORT_PATH, Report,
-    SERVICES_HEADER, STREAM_CONTENT_TYPE, VERSION_HEADER,
+    ERROR_HEADER, FORGET_PATH, ForgetRequest, POD_HEADER, PROXY_VERSION_HEADER, PodRef,
+    REPORT_PATH, Report, SERVICES_HEADER, STREAM_CONTENT_TYPE, VERSION_HEADER,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -235,11 +235,12 @@ async fn config_stream(State(state): State<StreamState>, headers: HeaderMap) -> 
 
 /// Counts a connected proxy for as long as its stream lives; remembers the service
 /// account its token was checked against.
-struct Connected(Arc<Metrics>, ObjectKey, String);
+struct Connected(Arc<Metrics>, ObjectKey, String, Arc<Hub>);
 
 impl Drop for Connected {
     fn drop(&mut self) {
         self.0.connected_proxies.dec();
+        self.3.ledger().disconnected(&self.1);
         tracing::info!(pod = %self.1, "proxy disconnected");
     }
 }
@@ -388,6 +389,8 @@ struct Asked {
     deltas: bool,
     /// What it holds, when it discovers services on demand.
     on_demand: Option<BTreeSet<ServiceRef>>,
+    /// Its own version, as it said.
+    proxy_version: Option<String>,
 }
 
 impl Asked {
@@ -416,8 +419,17 @@ impl Asked {
                 .map(str::to_owned),
             deltas,
             on_demand,
+            proxy_version: proxy_version(headers),
         }
     }
+}
+
+/// The proxy's own version, from its header (older proxies send none).
+fn proxy_version(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(PROXY_VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(64).collect())
 }
 
 /// The stream of one proxy: its view whenever its version changes (or what changed,
@@ -452,10 +464,15 @@ fn follow(
         state.hub.report_applied(pod.clone(), version.clone());
     }
     state.metrics.connected_proxies.inc();
+    state
+        .hub
+        .ledger()
+        .connected(&pod, asked.proxy_version.as_deref(), SystemTime::now());
     let guard = Connected(
         state.metrics.clone(),
         pod.clone(),
         admitted.service_account.clone(),
+        state.hub.clone(),
     );
     let rx = state.hub.subscribe();
     let mut heartbeat = tokio::time::interval(state.heartbeat);
@@ -626,6 +643,15 @@ async fn report(State(state): State<StreamState>, headers: HeaderMap, body: Byte
             tracing::debug!(reporter = %workload.key, "access loop busy; decisions report dropped");
         }
     }
+    state.hub.ledger().reported(
+        &workload.key,
+        crate::debug::Said {
+            version: report.applied_version.as_deref(),
+            proxy_version: proxy_version(&headers).as_deref(),
+            certificate_expires_unix: report.certificate_expires_unix,
+        },
+        SystemTime::now(),
+    );
     if let Some(held) = report.held_services {
         state.hub.report_held(&workload.key, held);
     }

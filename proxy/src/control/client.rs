@@ -24,8 +24,8 @@ use super::protocol::delta::{DeltaError, DeltaLine, ServiceRef};
 use super::protocol::{
     ACCEPT_DELTA, ACCEPT_HEADER, ACCEPT_ON_DEMAND, CERTIFICATE_PATH, CONFIG_PATH,
     CertificateRequest, CertificateResponse, DISCOVER_PATH, DiscoverRequest, DiscoverResponse,
-    ERROR_HEADER, FORGET_PATH, ForgetRequest, POD_HEADER, PodRef, REPORT_PATH, Rejected, Report,
-    SERVICES_HEADER, VERSION_HEADER,
+    ERROR_HEADER, FORGET_PATH, ForgetRequest, POD_HEADER, PROXY_VERSION_HEADER, PodRef,
+    REPORT_PATH, Rejected, Report, SERVICES_HEADER, VERSION_HEADER,
 };
 use super::tls::{self, TlsError};
 use super::url::OperatorUrl;
@@ -141,6 +141,8 @@ pub struct OperatorClient {
     /// The open stream's connection, with its credentials: discoveries go there, to the
     /// replica that streams this proxy its config.
     open: OpenSlot,
+    /// When the certificate last signed expires (Unix seconds; 0: none yet), for reports.
+    certificate_expires: std::sync::atomic::AtomicU64,
 }
 
 /// The open stream's connection and credentials, while there is one.
@@ -157,6 +159,7 @@ impl OperatorClient {
             ejections: Arc::default(),
             traffic: Arc::default(),
             open: std::sync::Mutex::new(None),
+            certificate_expires: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -373,8 +376,15 @@ impl OperatorClient {
         auth: &HeaderValue,
         report: &Report,
     ) -> bool {
+        let expires = self
+            .certificate_expires
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let stamped = Report {
+            certificate_expires_unix: (expires > 0).then_some(expires),
+            ..report.clone()
+        };
         let outcome = async {
-            let body = serde_json::to_vec(report).map_err(|e| e.to_string())?;
+            let body = serde_json::to_vec(&stamped).map_err(|e| e.to_string())?;
             let req = self
                 .json_post(REPORT_PATH, auth, body.into())
                 .map_err(|e| e.to_string())?;
@@ -470,7 +480,11 @@ impl OperatorClient {
         )
         .await??
         .to_bytes();
-        serde_json::from_slice(&body).map_err(StreamError::Certificate)
+        let answer: CertificateResponse =
+            serde_json::from_slice(&body).map_err(StreamError::Certificate)?;
+        self.certificate_expires
+            .store(answer.not_after_unix, std::sync::atomic::Ordering::Relaxed);
+        Ok(answer)
     }
 
     /// TCP, TLS (trust anchors re-read: the CA may rotate) and the HTTP/2 handshake.
@@ -549,6 +563,7 @@ impl OperatorClient {
             .uri(self.settings.url.uri(path)?)
             .header(AUTHORIZATION, auth.clone())
             .header(POD_HEADER, self.settings.pod.to_string())
+            .header(PROXY_VERSION_HEADER, env!("CARGO_PKG_VERSION"))
             .body(Full::new(body))
     }
 

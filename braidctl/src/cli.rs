@@ -1,0 +1,158 @@
+//! braidctl's command line: kubectl's conventions (`-n`, `-A`, `-o`, `--context`) plus
+//! where the mesh is when it runs without Kubernetes (`--dir`, `--operator`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Check, see and explain a braid mesh.
+#[derive(Debug, Parser)]
+#[command(name = "braidctl", version)]
+pub struct Cli {
+    /// Where the mesh is and how to print.
+    #[command(flatten)]
+    pub global: Global,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Directory mode: the operator's directory (its `--source dir:PATH`), whose
+    /// `.status/` holds every resource's status. Without it braidctl talks to Kubernetes.
+    #[arg(long, global = true, env = "BRAIDCTL_DIR")]
+    pub dir: Option<PathBuf>,
+    /// Directory mode: the operator's status directory, when not `<dir>/.status`.
+    #[arg(long, global = true, env = "BRAIDCTL_STATUS_DIR")]
+    pub status_dir: Option<PathBuf>,
+    /// Directory mode: the admin address (`--admin-addr`) of each operator replica,
+    /// comma-separated or repeated.
+    #[arg(
+        long = "operator",
+        global = true,
+        value_delimiter = ',',
+        env = "BRAIDCTL_OPERATOR"
+    )]
+    pub operators: Vec<SocketAddr>,
+    /// Directory mode: the admin address of the pod's proxy (braidctl runs where the
+    /// proxy runs: its admin port listens on loopback only).
+    #[arg(long, global = true, default_value = "127.0.0.1:15000")]
+    pub proxy_admin: SocketAddr,
+    /// The namespace (default: every namespace for `status`, the proxy's own for names
+    /// in `explain`).
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long, global = true)]
+    pub all_namespaces: bool,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// The kubeconfig context (Kubernetes mode).
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// How long to wait for each answer, e.g. 5s.
+    #[arg(long, global = true, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+/// Output formats, as kubectl names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A table.
+    #[value(name = "table")]
+    Table,
+    /// A table with more columns.
+    Wide,
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Every braid resource: accepted or not, what it does now, and how many of the
+    /// proxies it concerns hold it (the slow ones named).
+    Status,
+    /// Every proxy: the config it holds against the latest, when it applied it, where it
+    /// streams from, its certificate's expiry and its version.
+    ProxyStatus,
+    /// One proxy's own view of its config.
+    ProxyConfig(ProxyConfigArgs),
+    /// How a proxy handles a request, worked out by the proxy itself.
+    Explain(ExplainArgs),
+    /// braidctl's version, the operator replicas' and the proxies', and any skew.
+    Version,
+}
+
+/// `braidctl proxy-config`.
+#[derive(Debug, Args)]
+pub struct ProxyConfigArgs {
+    /// The pod, `name` or `namespace/name`.
+    pub pod: String,
+    /// What to show.
+    #[arg(value_enum, default_value_t = Section::Summary)]
+    pub section: Section,
+}
+
+/// A part of a proxy's config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Section {
+    /// A count of everything, the config's version and the pod's identity.
+    Summary,
+    /// TrafficRoute rules per service.
+    Routes,
+    /// Services, their ports and addresses.
+    Services,
+    /// Every endpoint, by service and group.
+    Endpoints,
+    /// mTLS: what the pod accepts, and how it calls each endpoint.
+    Tls,
+    /// Explicit listeners.
+    Listeners,
+}
+
+/// `braidctl explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// What to explain.
+    #[command(subcommand)]
+    pub what: Explain,
+}
+
+/// What `explain` explains.
+#[derive(Debug, Subcommand)]
+pub enum Explain {
+    /// A request POD's app sends to a service: the rule that matches and why the others
+    /// do not, where it goes, mTLS, retries and deadlines; and whether the server's
+    /// AccessPolicies let it in, when the server's proxy is reachable.
+    Request(RequestArgs),
+}
+
+/// `braidctl explain request`.
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// The calling pod, `name` or `namespace/name`.
+    pub pod: String,
+    /// The service, `name[.namespace][:port]`.
+    #[arg(long)]
+    pub to: String,
+    /// The method.
+    #[arg(long, short = 'X', default_value = "GET")]
+    pub method: String,
+    /// The path.
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// A header, `name=value` (or `name:value`); repeat for more.
+    #[arg(long = "header", short = 'H')]
+    pub headers: Vec<String>,
+    /// Directory mode: the admin address of the server's proxy, to ask it whether its
+    /// AccessPolicies let the request in.
+    #[arg(long)]
+    pub server_admin: Option<SocketAddr>,
+}

@@ -1,0 +1,7 @@
+//! One file per subcommand.
+
+pub mod explain;
+pub mod proxy_config;
+pub mod proxy_status;
+pub mod status;
+pub mod version;

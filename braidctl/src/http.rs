@@ -1,0 +1,104 @@
+//! Plain HTTP/1.1 GETs to admin ports (the operator's, a proxy's), with a deadline.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Why an admin port gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// Nothing answered in time, or the connection failed.
+    #[error("{addr}: {message}")]
+    Unreachable {
+        /// Where.
+        addr: SocketAddr,
+        /// What failed.
+        message: String,
+    },
+    /// It answered with an error status.
+    #[error("{addr}{path} answered {status}: {body}")]
+    Status {
+        /// Where.
+        addr: SocketAddr,
+        /// What was asked.
+        path: String,
+        /// The status.
+        status: http::StatusCode,
+        /// The start of the body (the reason).
+        body: String,
+    },
+    /// The answer is not the JSON expected.
+    #[error("{addr}{path}: unexpected answer: {message}")]
+    Decode {
+        /// Where.
+        addr: SocketAddr,
+        /// What was asked.
+        path: String,
+        /// What did not fit.
+        message: String,
+    },
+}
+
+/// `GET path` on `addr`; the body of a 2xx answer.
+pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Bytes, HttpError> {
+    let unreachable = |message: String| HttpError::Unreachable { addr, message };
+    let exchange = async {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        tokio::spawn(conn);
+        let req = http::Request::get(path)
+            .header(http::header::HOST, addr.to_string())
+            .header(
+                http::header::USER_AGENT,
+                concat!("braidctl/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| unreachable(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .to_bytes();
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body);
+            return Err(HttpError::Status {
+                addr,
+                path: path.to_owned(),
+                status,
+                body: text.trim().chars().take(500).collect(),
+            });
+        }
+        Ok(body)
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| Err(unreachable(format!("no answer within {timeout:?}"))))
+}
+
+/// `GET path` on `addr`, decoded from JSON.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<T, HttpError> {
+    let body = get(addr, path, timeout).await?;
+    serde_json::from_slice(&body).map_err(|e| HttpError::Decode {
+        addr,
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}

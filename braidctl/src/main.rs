@@ -1,0 +1,47 @@
+//! `braidctl`: one tool to check, see and explain a braid mesh (see `braidctl --help`).
+
+mod cli;
+mod commands;
+mod http;
+mod mesh;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command, Explain};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("braidctl: cannot start: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(&cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("braidctl: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Status => commands::status::run(g).await,
+        Command::ProxyStatus => commands::proxy_status::run(g).await,
+        Command::ProxyConfig(args) => commands::proxy_config::run(g, args).await,
+        Command::Explain(args) => match &args.what {
+            Explain::Request(r) => commands::explain::run(g, r).await,
+        },
+        Command::Version => commands::version::run(g).await,
+    }
+}
