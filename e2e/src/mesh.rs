@@ -237,6 +237,16 @@ impl Mesh {
             .to_owned())
     }
 
+    /// Runs `braidctl` in the hub namespace (beside the operator replicas, where a
+    /// person would stand) to completion and returns its standard output; a non-zero
+    /// exit is an error with its standard error.
+    pub fn braidctl(&self, args: &[&str]) -> Result<String, HarnessError> {
+        let bin = self.bin_dir.join("braidctl").display().to_string();
+        let mut full = vec!["netns", "exec", &self.hub, &bin];
+        full.extend(args);
+        Ok(String::from_utf8_lossy(&ip(&full)?.stdout).into_owned())
+    }
+
     /// Writes `/etc/netns/<pod>/hosts` for every pod: `localhost` plus `names`.
     pub fn set_hosts(&self, names: &[(&str, Ipv4Addr)]) -> Result<(), HarnessError> {
         let mut text = String::from("127.0.0.1 localhost\n");
@@ -273,10 +283,10 @@ fn bin_dir() -> Result<PathBuf, HarnessError> {
     if dir.ends_with("deps") {
         dir.pop();
     }
-    for bin in ["braid-proxy", "braid-operator", "braid-e2e-app"] {
+    for bin in ["braid-proxy", "braid-operator", "braid-e2e-app", "braidctl"] {
         if !dir.join(bin).is_file() {
             return Err(HarnessError::Missing(format!(
-                "{} not built: run `cargo build -p braid-proxy -p braid-operator -p braid-e2e` (make e2e does)",
+                "{} not built: run `cargo build -p braid-proxy -p braid-operator -p braidctl -p braid-e2e` (make e2e does)",
                 dir.join(bin).display()
             )));
         }
@@ -294,6 +304,15 @@ impl Pod {
         let mut full = vec!["netns", "exec", &self.ns];
         full.extend(args);
         ip(&full)
+    }
+
+    /// Runs `braidctl` in the pod (where its proxy's admin port is) to completion and
+    /// returns its standard output; a non-zero exit is an error with its standard error.
+    pub fn braidctl(&self, args: &[&str]) -> Result<String, HarnessError> {
+        let bin = self.bin("braidctl");
+        let mut full = vec![bin.as_str()];
+        full.extend(args);
+        Ok(String::from_utf8_lossy(&self.exec(&full)?.stdout).into_owned())
     }
 
     /// Runs the e2e app in the pod to completion and returns its standard output.

@@ -257,6 +257,11 @@ impl Operator {
             .unwrap_or_default()
     }
 
+    /// The operator's directory (its `--source dir:PATH`: what `braidctl --dir` takes).
+    pub fn source_dir(&self) -> PathBuf {
+        source_dir(&self.dir)
+    }
+
     /// Replaces the registry file; the operator picks it up by itself.
     pub fn write_registry(&self, registry: &str) -> Result<(), HarnessError> {
         write_atomically(&self.dir.join("operator").join("registry.yaml"), registry)

@@ -15,6 +15,7 @@ pub mod connection;
 pub mod control;
 pub mod detect;
 pub mod discovery;
+pub mod explain;
 pub mod http;
 pub mod identity;
 pub mod io;

@@ -1,6 +1,7 @@
 //! The admin listener (`127.0.0.1:15000`): `/config_dump`, `/metrics`, `/ready`,
-//! `/healthz`, `/connections`, `POST /logging?level=`, `POST /shutdown`; and the health listener
-//! (`15021`): `/ready` and the app's own probes, for kubelet.
+//! `/healthz`, `/connections`, `/explain?to=…|inbound=…` (how the proxy would handle
+//! one request, see [`crate::explain`]), `POST /logging?level=`, `POST /shutdown`; and
+//! the health listener (`15021`): `/ready` and the app's own probes, for kubelet.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -78,6 +79,7 @@ pub fn admin_router(state: AdminState) -> Router {
         .route("/ready", get(ready))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/connections", get(connections))
+        .route(braid_api::explain::EXPLAIN_PATH, get(explain))
         .route("/logging", post(logging))
         .route("/shutdown", post(shutdown))
         .with_state(state)
@@ -101,6 +103,50 @@ async fn connections(State(s): State<AdminState>) -> impl IntoResponse {
         outbound: s.metrics.connections.open_connections(Direction::outbound),
         inbound_requests: s.metrics.http.requests_in_flight(Direction::inbound),
     })
+}
+
+/// `GET /explain`: how the proxy would handle the request the query string describes,
+/// worked out on the config in force; nothing is recorded.
+async fn explain(
+    State(s): State<AdminState>,
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> impl IntoResponse {
+    match query {
+        Ok(Query(pairs)) => explain_answer(&s.config, &pairs),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "text/plain")],
+            format!("the query string cannot be read: {e}\n"),
+        ),
+    }
+}
+
+/// The answer of `GET /explain?<query>` on the config in `store`: 200 and the
+/// explanation as JSON, 400 and why the question cannot be answered (naming the
+/// parameter), or 503 before any config arrived.
+fn explain_answer(
+    store: &TableStore,
+    query: &[(String, String)],
+) -> (StatusCode, [(header::HeaderName, &'static str); 1], String) {
+    let text = |status, body: String| (status, [(header::CONTENT_TYPE, "text/plain")], body);
+    if !store.is_loaded() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no config yet: nothing to explain until the proxy receives one\n".to_owned(),
+        );
+    }
+    let explanation = match crate::explain::explain(&store.tables(), query) {
+        Ok(e) => e,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    match serde_json::to_string_pretty(&explanation) {
+        Ok(json) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            json,
+        ),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
 }
 
 /// The body of `GET /connections`.
@@ -243,6 +289,109 @@ mod tests {
             Ok(())
         });
         (set, layer)
+    }
+
+    /// The admin router over `store`.
+    fn router(store: Arc<TableStore>) -> Router {
+        let metrics = Arc::new(Metrics::new());
+        let (set_log_level, _layer) = setter(false);
+        admin_router(AdminState {
+            config: store,
+            tls: crate::tls::TlsContext::new(Arc::default(), metrics.tls.clone()),
+            metrics,
+            draining: Arc::default(),
+            listeners_bound: Arc::default(),
+            set_log_level,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// `GET uri` on `router`: the status, the content type and the body.
+    async fn get(router: &Router, uri: &str) -> (StatusCode, String, String) {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let req = axum::http::Request::get(uri)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let ctype = resp.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, ctype, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn explain_answers_json_or_a_400_naming_the_parameter() {
+        let store = Arc::new(TableStore::new(|_| {}).unwrap());
+        let router = router(store.clone());
+        let (status, _, body) = get(&router, "/explain?to=payments").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        let config: crate::config::ProxyConfig = serde_json::from_value(serde_json::json!({
+            "version": "v1",
+            "node": {"workload": "w", "namespace": "shop"},
+            "services": [{
+                "name": "payments", "namespace": "shop", "vips": ["10.96.0.10"],
+                "ports": [{"port": 80, "protocol": "http"}],
+                "groups": [{"name": "stable", "endpoints": [{"address": "10.0.0.1"}]}]
+            }],
+            "routes": [{
+                "from": "shop/payments", "service": "payments", "namespace": "shop",
+                "rules": [{"name": "ann", "match": [{"headers": [{"name": "x-user", "exact": "ann"}]}],
+                           "route": [{"group": "stable", "weight": 1}]}]
+            }]
+        }))
+        .unwrap();
+        store.apply(config).unwrap();
+
+        let (status, ctype, body) = get(
+            &router,
+            "/explain?to=payments.shop%3A80&header=x-user%3Aann&path=%2Fa",
+        )
+        .await;
+        assert_eq!(
+            (status, ctype.as_str()),
+            (StatusCode::OK, "application/json"),
+            "{body}"
+        );
+        let e: braid_api::explain::Explanation = serde_json::from_str(&body).unwrap();
+        let o = e.outbound.unwrap();
+        assert_eq!(
+            (e.config_version.as_str(), o.rule.as_deref()),
+            ("v1", Some("ann"))
+        );
+        assert_eq!(e.request.path, "/a");
+
+        let (status, ctype, body) = get(&router, "/explain?to=payments").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            body.contains("no rule of TrafficRoute shop/payments matches the request"),
+            "{body}"
+        );
+        assert_eq!(ctype, "application/json");
+
+        for (uri, starts) in [
+            ("/explain", "give to="),
+            (
+                "/explain?to=nope",
+                r#"to: no service "nope" in namespace "shop""#,
+            ),
+            (
+                "/explain?to=payments&header=abc",
+                r#"header: "abc" is not name:value"#,
+            ),
+            ("/explain?inbound=x", "inbound: "),
+        ] {
+            let (status, ctype, body) = get(&router, uri).await;
+            assert_eq!(
+                (status, ctype.as_str()),
+                (StatusCode::BAD_REQUEST, "text/plain"),
+                "{uri}"
+            );
+            assert!(body.starts_with(starts), "{uri}: {body}");
+        }
     }
 
     #[test]

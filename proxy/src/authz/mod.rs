@@ -9,10 +9,14 @@
 //! would do — `wouldDeny` — which is the evidence an automatic rollout waits on.
 
 mod evidence;
+mod explained;
+mod judged;
 mod path;
 mod rule;
 
 pub use evidence::PolicyLog;
+pub use explained::{Explained, PolicyExplained};
+pub use judged::Judged;
 pub use path::normalize;
 pub use rule::{Asked, Caller};
 
@@ -67,9 +71,14 @@ impl Compiled {
     }
 
     fn matches(&self, caller: &Caller<'_>, asked: Asked<'_>) -> bool {
+        self.first_match(caller, asked).is_some()
+    }
+
+    /// The index of the first rule that matches, if one does.
+    fn first_match(&self, caller: &Caller<'_>, asked: Asked<'_>) -> Option<usize> {
         self.rules
             .iter()
-            .any(|r| r.matches(caller, asked, self.action))
+            .position(|r| r.matches(caller, asked, self.action))
     }
 }
 
@@ -147,6 +156,17 @@ impl Authorizer {
             .iter()
             .find(|p| p.mode == AccessMode::Enforce && p.covers(port) && p.reads_http)
             .map(|p| p.name.clone())
+    }
+
+    /// The policy that refuses a request on `port` opening a tunnel to `to` (an
+    /// `Upgrade` protocol, or `CONNECT`), if one does: a WebSocket is decided on its
+    /// upgrade request like any request; anything else is refused by
+    /// [`Authorizer::refuses_tunnels`].
+    pub fn refuses_tunnel(&self, port: u16, to: &str) -> Option<Arc<str>> {
+        match to.eq_ignore_ascii_case("websocket") {
+            true => None,
+            false => self.refuses_tunnels(port),
+        }
     }
 
     /// Decides `asked` by `caller` on `port`, without recording anything.

@@ -1,6 +1,7 @@
 //! One AccessPolicy rule compiled: its callers and, for HTTP, its request matches.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::config::InvalidField;
 use crate::config::access::{AccessAction, AccessRule, Source};
@@ -73,6 +74,8 @@ impl Who {
 /// One rule, ready to test callers and requests.
 #[derive(Clone, Debug)]
 pub(super) struct CompiledRule {
+    /// Its name as written (may be empty).
+    pub(super) name: Arc<str>,
     /// `None`: every caller.
     from: Option<Vec<Who>>,
     /// `None`: whole connections, TCP and HTTP alike.
@@ -93,6 +96,7 @@ impl CompiledRule {
             ),
         };
         Ok(Self {
+            name: Arc::from(rule.name.as_str()),
             from: rule.from.as_ref().map(|f| f.iter().map(Who::of).collect()),
             http,
         })

@@ -48,6 +48,14 @@ impl Health {
         (state.is_ejected(now), false)
     }
 
+    /// Whether the endpoint is ejected at `now`, as [`Health::check`] says, without
+    /// ending an ejection that has run out (the next pick does that): for reading the
+    /// state without changing it.
+    pub fn is_ejected(&self, now: Instant) -> bool {
+        self.ejected.load(Ordering::Relaxed)
+            && self.state.lock().is_ok_and(|state| state.is_ejected(now))
+    }
+
     /// Its ejection ended at `now`: it is picked again, warming up from there.
     fn returned(&self, now: Instant) {
         self.ejected.store(false, Ordering::Relaxed);
@@ -163,6 +171,10 @@ mod tests {
         // A second later the first is back, warming up from there (slow start).
         let back = t + Duration::from_secs(1);
         assert_eq!(g[0].health.warmup.weight(back), 1.0, "warm until then");
+        // Reading it changes nothing: `check` still finds the ejection to end.
+        assert!(g[0].health.is_ejected(t));
+        assert!(!g[0].health.is_ejected(back));
+        assert_eq!(g[0].health.warmup.weight(back), 1.0, "read only");
         assert_eq!(g[0].health.check(back), (false, true));
         assert!(g[0].health.warmup.weight(back) < 0.2);
         assert_eq!(g[1].health.warmup.weight(back), 1.0, "never ejected");

@@ -4,7 +4,7 @@
 
 mod policy;
 
-pub use policy::ConnPolicy;
+pub use policy::{ConnPolicy, served_as};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

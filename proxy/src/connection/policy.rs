@@ -69,16 +69,22 @@ impl ConnPolicy {
     /// inside braid's mTLS) is served: as declared, except that detection on an opaque
     /// port is TCP.
     pub fn protocol(&self, declared: Protocol) -> Protocol {
-        match declared {
-            Protocol::Detect if self.opaque => Protocol::Tcp,
-            p => p,
-        }
+        served_as(self.opaque, declared)
     }
 
     /// Whether the server speaks first (nothing to read before forwarding): TCP, or an
     /// opaque port.
     pub fn server_first(&self) -> bool {
         self.protocol(self.target.protocol) == Protocol::Tcp
+    }
+}
+
+/// How a connection declared `declared` is served on a port that is (or is not)
+/// `opaque`: as declared, except that detection on an opaque port is TCP.
+pub fn served_as(opaque: bool, declared: Protocol) -> Protocol {
+    match declared {
+        Protocol::Detect if opaque => Protocol::Tcp,
+        p => p,
     }
 }
 

@@ -29,6 +29,37 @@ impl StringMatch {
             Self::Regex(r) => r.is_match(value),
         }
     }
+
+    /// What a value must be, in words (`"transfer"`, `a value starting with "gold"`).
+    fn wanted(&self) -> String {
+        match self {
+            Self::Exact(s) => format!("{s:?}"),
+            Self::Prefix(s) | Self::PathPrefix(s) => format!("a value starting with {s:?}"),
+            Self::Regex(r) => format!("a value matching {:?}", pattern(r)),
+        }
+    }
+
+    /// Why the path `path` fails this condition, in words (the condition does not hold).
+    fn path_mismatch(&self, path: &str) -> String {
+        match self {
+            Self::Exact(s) => format!("path {path} is not {s}"),
+            Self::Prefix(s) => format!("path {path} does not start with {s}"),
+            Self::PathPrefix(s) if path.starts_with(s.as_str()) => {
+                format!("path {path} does not start with {s} as a whole segment")
+            }
+            Self::PathPrefix(s) => format!("path {path} does not start with {s}"),
+            Self::Regex(r) => format!("path {path} does not match {:?}", pattern(r)),
+        }
+    }
+}
+
+/// The pattern of a regex compiled by [`whole`], as written.
+fn pattern(r: &Regex) -> &str {
+    let anchored = r.as_str();
+    anchored
+        .strip_prefix("^(?:")
+        .and_then(|p| p.strip_suffix(")$"))
+        .unwrap_or(anchored)
 }
 
 /// A compiled header condition.
@@ -167,6 +198,48 @@ impl CompiledMatch {
                     .iter()
                     .any(|v| v.to_str().is_ok_and(|v| m.matches(v))),
             })
+    }
+
+    /// The first condition `req` fails, in words (`method is GET, not POST`, `header
+    /// x-user is absent`), checked in the order [`CompiledMatch::matches`] checks them;
+    /// `None` exactly when it matches.
+    pub fn mismatch(&self, req: &RequestHead<'_>) -> Option<String> {
+        if let Some(m) = self.method.as_ref().filter(|m| *m != req.method) {
+            return Some(format!("method is {}, not {m}", req.method));
+        }
+        if let Some(p) = self.path.as_ref().filter(|p| !p.matches(req.path)) {
+            return Some(p.path_mismatch(req.path));
+        }
+        self.headers.iter().find_map(|(name, condition)| {
+            let mut values = req.headers.get_all(name).iter().peekable();
+            match condition {
+                HeaderCondition::Present(true) if values.peek().is_none() => {
+                    Some(format!("header {name} is absent"))
+                }
+                HeaderCondition::Present(false) if values.peek().is_some() => {
+                    Some(format!("header {name} is present"))
+                }
+                HeaderCondition::Present(_) => None,
+                HeaderCondition::Value(_) if values.peek().is_none() => {
+                    Some(format!("header {name} is absent"))
+                }
+                HeaderCondition::Value(m) => {
+                    let mut seen = Vec::new();
+                    for v in values {
+                        match v.to_str() {
+                            Ok(v) if m.matches(v) => return None,
+                            Ok(v) => seen.push(format!("{v:?}")),
+                            Err(_) => seen.push("(not text)".to_owned()),
+                        }
+                    }
+                    Some(format!(
+                        "header {name} is {}, not {}",
+                        seen.join(", "),
+                        m.wanted()
+                    ))
+                }
+            }
+        })
     }
 }
 
@@ -330,6 +403,125 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.starts_with("m.method"), "{err}");
+    }
+
+    #[test]
+    fn a_mismatch_names_the_first_failing_condition() {
+        let m = CompiledMatch::compile(
+            &RequestMatch {
+                headers: vec![
+                    header("x-user", ValueMatch::Present(true)),
+                    header("type", ValueMatch::Exact("transfer".into())),
+                ],
+                path: Some(PathMatch::Prefix("/api/".into())),
+                method: Some("POST".into()),
+            },
+            "m",
+        )
+        .unwrap();
+        let user = headers(&[("x-user", "ann"), ("type", "a")]);
+        let none = headers(&[]);
+        let post = &http::Method::POST;
+        let why = |method, path, h| m.mismatch(&head(method, path, h));
+        assert_eq!(
+            why(&http::Method::GET, "/api/x", &user).as_deref(),
+            Some("method is GET, not POST")
+        );
+        assert_eq!(
+            why(post, "/a", &user).as_deref(),
+            Some("path /a does not start with /api/")
+        );
+        assert_eq!(
+            why(post, "/api/x", &none).as_deref(),
+            Some("header x-user is absent")
+        );
+        assert_eq!(
+            why(post, "/api/x", &user).as_deref(),
+            Some(r#"header type is "a", not "transfer""#)
+        );
+        let transfer = headers(&[("x-user", "ann"), ("type", "a"), ("type", "transfer")]);
+        assert_eq!(why(post, "/api/x", &transfer), None);
+        let segment = CompiledMatch::compile(
+            &RequestMatch {
+                path: Some(PathMatch::Regex("/v[12]/.*".into())),
+                headers: vec![header("x-debug", ValueMatch::Present(false))],
+                ..Default::default()
+            },
+            "m",
+        )
+        .unwrap();
+        assert_eq!(
+            segment
+                .mismatch(&head(post, "/v3/a", &headers(&[])))
+                .as_deref(),
+            Some(r#"path /v3/a does not match "/v[12]/.*""#)
+        );
+        assert_eq!(
+            segment
+                .mismatch(&head(post, "/v1/a", &headers(&[("x-debug", "1")])))
+                .as_deref(),
+            Some("header x-debug is present")
+        );
+    }
+
+    /// A match entry from a small vocabulary, so requests often meet it.
+    fn request_match() -> impl proptest::strategy::Strategy<Value = RequestMatch> {
+        use proptest::prelude::*;
+        let value = prop_oneof![
+            prop::sample::select(vec!["a", "ab", "b"]).prop_map(|v| ValueMatch::Exact(v.into())),
+            prop::sample::select(vec!["a", ""]).prop_map(|v| ValueMatch::Prefix(v.into())),
+            prop::sample::select(vec!["a+", "b|ab"]).prop_map(|v| ValueMatch::Regex(v.into())),
+            any::<bool>().prop_map(ValueMatch::Present),
+        ];
+        let header =
+            (prop::sample::select(vec!["x", "y"]), value).prop_map(|(name, value)| HeaderMatch {
+                name: name.into(),
+                value,
+            });
+        let path = prop_oneof![
+            prop::sample::select(vec!["/api", "/api/", "/"])
+                .prop_map(|p| PathMatch::Prefix(p.into())),
+            prop::sample::select(vec!["/api", "/"]).prop_map(|p| PathMatch::Exact(p.into())),
+            Just(PathMatch::Regex("/api/.*".into())),
+        ];
+        (
+            prop::collection::vec(header, 0..3),
+            prop::option::of(path),
+            prop::option::of(prop::sample::select(vec!["GET", "POST"])),
+        )
+            .prop_map(|(headers, path, method)| RequestMatch {
+                headers,
+                path,
+                method: method.map(Into::into),
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::props::config(1))]
+
+        /// `mismatch` finds a failing condition exactly when `matches` says no.
+        #[test]
+        fn mismatch_agrees_with_matches(
+            m in request_match(),
+            method in proptest::sample::select(vec!["GET", "POST"]),
+            path in proptest::sample::select(vec!["/", "/api", "/api/x", "/apix", "/b"]),
+            sent in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["x", "y", "z"]),
+                    proptest::sample::select(vec![&b"a"[..], b"ab", b"b", b"aa", b"", b"\xff"]),
+                ),
+                0..4,
+            ),
+        ) {
+            let m = CompiledMatch::compile(&m, "m").unwrap();
+            let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+            let mut map = http::HeaderMap::new();
+            for (name, value) in sent {
+                map.append(name, http::HeaderValue::from_bytes(value).unwrap());
+            }
+            let req = head(&method, path, &map);
+            proptest::prop_assert_eq!(m.mismatch(&req).is_none(), m.matches(&req));
+        }
     }
 
     #[test]

@@ -37,6 +37,11 @@ impl MirrorPolicy {
         })
     }
 
+    /// The share of requests copied, in percent.
+    pub fn percent(&self) -> f64 {
+        self.percent
+    }
+
     /// Whether this request is copied.
     pub fn roll(&self) -> bool {
         roll(self.percent)

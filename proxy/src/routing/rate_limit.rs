@@ -35,6 +35,16 @@ impl TokenBucket {
         })
     }
 
+    /// The sustained rate, in requests a second.
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// How many requests may come at once (the bucket's size).
+    pub fn burst(&self) -> f64 {
+        self.capacity
+    }
+
     /// Takes a token at `now`; when there is none, how long until there is.
     pub fn take(&self, now: Instant) -> Result<(), Duration> {
         let Ok(mut state) = self.state.lock() else {

@@ -92,6 +92,22 @@ impl RetryPolicy {
         })
     }
 
+    /// The failures retried, each with whether it is retried only for idempotent
+    /// methods, in [`RetryOn`]'s order.
+    pub fn conditions(&self) -> Vec<(RetryOn, bool)> {
+        [
+            RetryOn::ConnectFailure,
+            RetryOn::RefusedStream,
+            RetryOn::Reset,
+            RetryOn::GatewayError,
+            RetryOn::ServerError,
+        ]
+        .into_iter()
+        .filter(|on| self.on & bit(*on) != 0)
+        .map(|on| (on, self.idempotent_only & bit(on) != 0))
+        .collect()
+    }
+
     /// Whether an attempt of a request that is (or is not) `idempotent` and ended with
     /// `outcome` is worth another.
     pub fn retries(&self, outcome: AttemptOutcome, idempotent: bool) -> bool {
@@ -186,7 +202,16 @@ mod tests {
 
     #[test]
     fn listed_conditions_apply_to_every_method() {
+        assert_eq!(
+            policy(&[]).conditions(),
+            [
+                (RetryOn::ConnectFailure, false),
+                (RetryOn::RefusedStream, false),
+                (RetryOn::Reset, true)
+            ]
+        );
         let p = policy(&[RetryOn::Reset]);
+        assert_eq!(p.conditions(), [(RetryOn::Reset, false)]);
         assert!(p.retries(AttemptOutcome::Reset, false));
         assert!(!p.retries(AttemptOutcome::ConnectFailure, true));
     }

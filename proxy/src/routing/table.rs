@@ -38,6 +38,50 @@ impl CompiledRule {
     pub fn choose_group(&self) -> Option<usize> {
         self.choice.as_ref().map(WeightedChoice::choose)
     }
+
+    /// Why `req` does not select this rule: for each match entry, the first condition it
+    /// fails (`match[0]: header x-user is absent; match[1]: …`); `None` exactly when
+    /// [`CompiledRule::matches`] holds.
+    pub fn mismatch(&self, req: &RequestHead<'_>) -> Option<String> {
+        if self.matches.is_empty() {
+            return None;
+        }
+        let mut why = Vec::with_capacity(self.matches.len());
+        for (i, m) in self.matches.iter().enumerate() {
+            why.push(format!("match[{i}]: {}", m.mismatch(req)?));
+        }
+        Some(why.join("; "))
+    }
+
+    /// Why `req` selects this rule (`match[1] holds`, or that it has no conditions);
+    /// `None` when it does not.
+    pub fn why_matches(&self, req: &RequestHead<'_>) -> Option<String> {
+        if self.matches.is_empty() {
+            return Some("no match conditions: matches every request".to_owned());
+        }
+        self.matches
+            .iter()
+            .position(|m| m.matches(req))
+            .map(|i| format!("match[{i}] holds"))
+    }
+
+    /// The groups the rule sends to (indices as for [`CompiledRule::choose_group`]),
+    /// each with its share of requests in percent, in the rule's order; groups of weight
+    /// 0 get none and are left out. `None`: the rule sends to any endpoint.
+    pub fn shares(&self) -> Option<Vec<(usize, f64)>> {
+        let choice = self.choice.as_ref()?;
+        let total = choice.total() as f64;
+        let mut shares: Vec<(usize, f64)> = Vec::new();
+        for (group, weight) in choice.weights() {
+            let percent = weight as f64 * 100.0 / total;
+            // A group listed twice gets the sum of its weights.
+            match shares.iter_mut().find(|(g, _)| *g == group) {
+                Some((_, p)) => *p += percent,
+                None => shares.push((group, percent)),
+            }
+        }
+        Some(shares)
+    }
 }
 
 /// Why a request found no way through the rules.
@@ -130,6 +174,11 @@ impl RouteTable {
             });
         }
         Ok(Self { from, rules })
+    }
+
+    /// The rules, in order.
+    pub fn rules(&self) -> &[CompiledRule] {
+        &self.rules
     }
 
     /// The first rule `req` matches.

@@ -36,6 +36,16 @@ impl WeightedChoice {
         self.total
     }
 
+    /// Each choice with a weight above 0 and its weight, in the order given.
+    pub fn weights(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        let mut below = 0;
+        self.steps.iter().map(move |&(cumulative, choice)| {
+            let weight = cumulative - below;
+            below = cumulative;
+            (choice, weight)
+        })
+    }
+
     /// A random choice, by weight. With one choice no random number is drawn.
     pub fn choose(&self) -> usize {
         if self.steps.len() == 1 {
@@ -63,6 +73,12 @@ mod tests {
             n
         });
         assert_eq!(counts, [90, 0, 10]);
+    }
+
+    #[test]
+    fn weights_are_read_back_without_the_zeros() {
+        let c = WeightedChoice::new([(0, 90), (1, 0), (2, 10)]).unwrap();
+        assert_eq!(c.weights().collect::<Vec<_>>(), [(0, 90), (2, 10)]);
     }
 
     #[test]

@@ -222,6 +222,19 @@ impl OutboundTarget {
     pub fn routes(&self) -> Option<&RouteTable> {
         self.routes.as_ref()
     }
+
+    /// The service's group `i` (as rules number them: config order), its name and its
+    /// endpoints on this port.
+    pub fn group(&self, i: usize) -> Option<(&Arc<str>, &[Endpoint])> {
+        self.groups
+            .get(i)
+            .map(|g| (&g.name, g.endpoints.as_slice()))
+    }
+
+    /// The service's outlier detection, if it has one (ejections count only then).
+    pub fn outlier(&self) -> Option<&OutlierPolicy> {
+        self.outlier.as_ref()
+    }
 }
 
 /// The routes of each service, by name and namespace, with their index in `routes`.
@@ -631,6 +644,20 @@ impl Tables {
             .tls
             .as_ref()
             .map_or(crate::config::tls::TlsMode::Disabled, |t| t.mode_for(port))
+    }
+
+    /// The target of port `port` of service `name` in `namespace`, if the config has it.
+    pub fn target(&self, name: &str, namespace: &str, port: u16) -> Option<&Arc<OutboundTarget>> {
+        self.targets
+            .get(&(name.to_owned(), namespace.to_owned(), port))
+    }
+
+    /// The protocol declared for inbound `port` (`detect` when the config does not
+    /// declare it): that of [`Tables::inbound_target`], without making a target.
+    pub fn inbound_protocol(&self, port: u16) -> Protocol {
+        self.inbound
+            .get(&port)
+            .map_or(Protocol::Detect, |t| t.protocol)
     }
 
     /// Every service port's target.

@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::Forwarder;
-use crate::authz::Asked;
+use crate::authz::{Asked, Judged};
 use crate::config::tls::TlsMode;
 use crate::http::{ForwardError, Route};
 use crate::metrics::OpenGuard;
 use crate::metrics::tls::RefusedReason;
 use crate::overload::Admitted;
-use crate::routing::RequestHead;
 use crate::tables::{OutboundTarget, Tables};
 
 /// What `begin` looks at of a request's head.
@@ -116,8 +115,7 @@ impl Forwarder {
             return Ok(());
         }
         if let Some(to) = asked.tunnel
-            && !to.eq_ignore_ascii_case("websocket")
-            && let Some(policy) = access.refuses_tunnels(peer.port)
+            && let Some(policy) = access.refuses_tunnel(peer.port, to)
         {
             return Err(policy);
         }
@@ -131,27 +129,8 @@ impl Forwarder {
             HeadersOf::Raw(_) => &http::HeaderMap::new(),
         };
         // Judged as an app's router reads it: normalized path, upper-case method.
-        let path = crate::authz::normalize(asked.path);
-        let upper;
-        let method = match asked
-            .method
-            .as_str()
-            .bytes()
-            .any(|b| b.is_ascii_lowercase())
-        {
-            true => {
-                upper =
-                    http::Method::from_bytes(asked.method.as_str().to_ascii_uppercase().as_bytes())
-                        .unwrap_or_else(|_| asked.method.clone());
-                &upper
-            }
-            false => asked.method,
-        };
-        let head = RequestHead {
-            method,
-            path: &path,
-            headers,
-        };
+        let judged = Judged::of(asked.method, asked.path);
+        let head = judged.head(headers);
         access.check(
             peer.port,
             &peer.caller(),
