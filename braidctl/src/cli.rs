@@ -132,6 +132,35 @@ pub enum Explain {
     /// do not, where it goes, mTLS, retries and deadlines; and whether the server's
     /// AccessPolicies let it in, when the server's proxy is reachable.
     Request(RequestArgs),
+    /// Whether POD's proxy lets a request in to its app on a port: its mTLS mode and
+    /// each AccessPolicy covering the port, for a caller of the identity (or plaintext
+    /// from the address) given.
+    Inbound(InboundArgs),
+}
+
+/// `braidctl explain inbound`.
+#[derive(Debug, Args)]
+pub struct InboundArgs {
+    /// The pod whose proxy decides, `name` or `namespace/name`.
+    pub pod: String,
+    /// The app's port the request arrives on.
+    #[arg(long)]
+    pub port: u16,
+    /// The caller's mTLS identity (`spiffe://…`); without it, a plaintext caller.
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// The caller's address.
+    #[arg(long)]
+    pub address: Option<std::net::IpAddr>,
+    /// The method.
+    #[arg(long, short = 'X', default_value = "GET")]
+    pub method: String,
+    /// The path.
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// A header, `name=value` (or `name:value`); repeat for more.
+    #[arg(long = "header", short = 'H')]
+    pub headers: Vec<String>,
 }
 
 /// `braidctl explain request`.

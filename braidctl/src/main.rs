@@ -41,6 +41,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::ProxyConfig(args) => commands::proxy_config::run(g, args).await,
         Command::Explain(args) => match &args.what {
             Explain::Request(r) => commands::explain::run(g, r).await,
+            Explain::Inbound(i) => commands::explain::run_inbound(g, i).await,
         },
         Command::Version => commands::version::run(g).await,
     }

@@ -292,3 +292,98 @@ fn explain_names_the_rule_and_group_the_proxy_actually_uses() {
         .to_string();
     assert!(err.contains("is shop/client's, not server's"), "{err}");
 }
+
+#[test]
+fn explain_inbound_agrees_with_what_an_enforced_access_policy_does() {
+    let (mesh, client, server) = mesh();
+    let op = mesh.operator().unwrap();
+    let dir = op.source_dir().display().to_string();
+    op.write_resource(
+        "access.yaml",
+        "apiVersion: braid.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: no-admin-writes, namespace: shop}
+spec:
+  selector: {matchLabels: {app: payments}}
+  ports: [8080]
+  action: Deny
+  mode: Enforce
+  rules:
+  - name: admin-writes
+    http: {methods: [POST], paths: [{prefix: /admin}]}
+",
+    )
+    .unwrap();
+    wait_until("the server's proxy to enforce the policy", 20, || {
+        shop::access_mode(&server, "shop/no-admin-writes") == "Enforce"
+    });
+    let client_ip = client.ip.to_string();
+    for (method, path) in [
+        ("POST", "/admin/users"),
+        ("GET", "/admin/users"),
+        ("POST", "/adminx"),
+    ] {
+        // What the server's proxy says it would do with the client's request...
+        let explained: serde_json::Value = serde_json::from_str(
+            &server
+                .braidctl(&[
+                    "--dir",
+                    &dir,
+                    "-o",
+                    "json",
+                    "explain",
+                    "inbound",
+                    "server",
+                    "--port",
+                    "8080",
+                    "--address",
+                    &client_ip,
+                    "--method",
+                    method,
+                    "--path",
+                    path,
+                ])
+                .unwrap(),
+        )
+        .unwrap();
+        let allowed = explained["inbound"]["allowed"].as_bool().unwrap();
+        // ...and what it does.
+        let answer = client
+            .app(&["get", "payments:80", "--method", method, "--path", path])
+            .unwrap();
+        let served = answer.starts_with("200 ");
+        assert_eq!(
+            allowed, served,
+            "{method} {path}: explain says allowed={allowed}, the request got {answer}: {explained}"
+        );
+        if !allowed {
+            assert_eq!(
+                explained["inbound"]["policies"][0]["matchedRule"], "admin-writes",
+                "{explained}"
+            );
+            assert!(answer.starts_with("403 "), "{answer}");
+        }
+    }
+    let text = server
+        .braidctl(&[
+            "--dir",
+            &dir,
+            "explain",
+            "inbound",
+            "server",
+            "--port",
+            "8080",
+            "--address",
+            &client_ip,
+            "-X",
+            "POST",
+            "--path",
+            "/admin",
+        ])
+        .unwrap();
+    println!("$ braidctl explain inbound server --port 8080 -X POST --path /admin\n{text}");
+    assert!(
+        text.contains("REFUSED: denied by AccessPolicy shop/no-admin-writes"),
+        "{text}"
+    );
+}

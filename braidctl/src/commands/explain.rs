@@ -6,7 +6,7 @@
 use braid_api::explain::{EXPLAIN_PATH, EndpointView, Explanation, Inbound, Outbound};
 use serde::Serialize;
 
-use crate::cli::{Global, RequestArgs};
+use crate::cli::{Global, InboundArgs, RequestArgs};
 use crate::mesh::Mesh;
 use crate::output::{Tone, paint};
 
@@ -52,33 +52,66 @@ fn header(h: &str) -> anyhow::Result<String> {
 }
 
 /// The query shared by both questions: method, path and headers.
-fn request_query(args: &RequestArgs) -> anyhow::Result<String> {
-    let mut q = format!(
-        "method={}&path={}",
-        encode(&args.method),
-        encode(&args.path)
-    );
-    for h in &args.headers {
+fn request_query(method: &str, path: &str, headers: &[String]) -> anyhow::Result<String> {
+    let mut q = format!("method={}&path={}", encode(method), encode(path));
+    for h in headers {
         q.push_str(&format!("&header={}", encode(&header(h)?)));
     }
     Ok(q)
 }
 
+/// Asks `pod`'s proxy `query` and checks the answer is that pod's.
+async fn ask(global: &Global, pod: &str, query: &str) -> anyhow::Result<Explanation> {
+    let mesh = Mesh::from(global)?;
+    let admin = mesh.proxy_admin(pod)?;
+    let answer: Explanation = crate::http::get_json(admin, query, global.timeout)
+        .await
+        .map_err(|e| anyhow::anyhow!("asking {pod}'s proxy: {e}"))?;
+    crate::commands::proxy_config::same_pod(&answer.pod, pod, global.namespace.as_deref(), admin)?;
+    Ok(answer)
+}
+
+/// Runs `braidctl explain inbound`.
+pub async fn run_inbound(
+    global: &Global,
+    args: &InboundArgs,
+) -> anyhow::Result<std::process::ExitCode> {
+    let mut q = format!(
+        "{EXPLAIN_PATH}?inbound={}&{}",
+        args.port,
+        request_query(&args.method, &args.path, &args.headers)?
+    );
+    if let Some(id) = &args.identity {
+        q.push_str(&format!("&identity={}", encode(id)));
+    }
+    if let Some(a) = args.address {
+        q.push_str(&format!("&address={}", encode(&a.to_string())));
+    }
+    let answer = ask(global, &args.pod, &q).await?;
+    crate::output::print(global.output, &answer, || {
+        let mut out = String::new();
+        if let Some(i) = &answer.inbound {
+            out.push_str(&format!(
+                "REQUEST   {} {} from {}{}\n",
+                answer.request.method,
+                answer.request.path,
+                i.identity.as_deref().unwrap_or("a plaintext caller"),
+                i.address
+                    .as_deref()
+                    .map_or_else(String::new, |a| format!(" at {a}"))
+            ));
+            render_inbound(&mut out, &answer.pod, i);
+        }
+        out
+    })?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// Runs `braidctl explain request`.
 pub async fn run(global: &Global, args: &RequestArgs) -> anyhow::Result<std::process::ExitCode> {
-    let mesh = Mesh::from(global)?;
-    let admin = mesh.proxy_admin(&args.pod)?;
-    let common = request_query(args)?;
+    let common = request_query(&args.method, &args.path, &args.headers)?;
     let path = format!("{EXPLAIN_PATH}?to={}&{common}", encode(&args.to));
-    let caller: Explanation = crate::http::get_json(admin, &path, global.timeout)
-        .await
-        .map_err(|e| anyhow::anyhow!("asking {}'s proxy: {e}", args.pod))?;
-    crate::commands::proxy_config::same_pod(
-        &caller.pod,
-        &args.pod,
-        global.namespace.as_deref(),
-        admin,
-    )?;
+    let caller = ask(global, &args.pod, &path).await?;
     let mut answer = RequestExplanation {
         caller,
         ..Default::default()
