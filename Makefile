@@ -61,10 +61,10 @@ e2e: ## End-to-end tests: pods as network namespaces with real iptables (root, o
 # The demo builds only the four binaries it runs, in the release profile and with the
 # packages make bench selects too (features are unified over the selected packages), so
 # whichever runs first builds for the other.
-DEMO_BINS = --bin braid-proxy --bin braid-operator --bin braid-demo --bin braid-e2e-app
+DEMO_BINS = --bin braid-proxy --bin braid-operator --bin braidctl --bin braid-demo --bin braid-e2e-app
 demo: ## A local mesh walked through steering, mTLS rollout, self-healing and access control (needs root)
 	@echo "make demo: building the proxy, the operator and the demo (release; the first build takes about 8 min on 2 cores and 1 GB in target/, later ones seconds), then a run of under a minute"
-	$(CARGO) build --release -p braid-proxy -p braid-operator -p braid-e2e $(DEMO_BINS)
+	$(CARGO) build --release -p braid-proxy -p braid-operator -p braidctl -p braid-e2e $(DEMO_BINS)
 	@if [ "$$(id -u)" = 0 ]; then target/release/braid-demo; \
 	elif command -v sudo >/dev/null; then \
 		echo "make demo: the demo needs root (network namespaces, iptables); running it with sudo"; \

@@ -31,4 +31,6 @@ fn the_demo_walks_through_its_four_jobs_and_exits_zero() {
         stdout.contains("requests during the rollout:") && stdout.contains(", 0 failed"),
         "{stdout}"
     );
+    // Each act ends with what braidctl shows of it.
+    assert_eq!(stdout.matches("$ braidctl status").count(), 4, "{stdout}");
 }

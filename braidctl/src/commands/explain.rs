@@ -247,10 +247,11 @@ fn render_outbound(out: &mut String, o: &Outbound) {
         ));
         return;
     }
-    for g in &o.groups {
+    for (i, g) in o.groups.iter().enumerate() {
         let endpoints: Vec<String> = g.endpoints.iter().map(endpoint).collect();
         out.push_str(&format!(
-            "GOES TO   group {} ({}%): {}\n",
+            "{}group {} ({}%): {}\n",
+            if i == 0 { "GOES TO   " } else { "          " },
             g.name,
             g.percent,
             if endpoints.is_empty() {

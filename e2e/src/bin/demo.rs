@@ -123,6 +123,22 @@ fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `braidctl status` says at the end of an act: each resource, what it does now,
+/// and on how many proxies; the demo fails if a resource is not accepted.
+fn braidctl_status(demo: &Demo) -> anyhow::Result<()> {
+    let dir = operator(demo)?.source_dir().display().to_string();
+    let table = demo.mesh.braidctl(&["--dir", &dir, "status"])?;
+    println!("  $ braidctl status");
+    for line in table.lines() {
+        println!("    {line}");
+    }
+    ensure!(
+        !table.contains("   False   "),
+        "braidctl status shows a resource that is not accepted:\n{table}"
+    );
+    Ok(())
+}
+
 fn heading(text: &str) {
     println!("\n━━ {text} ━━");
 }
@@ -323,6 +339,7 @@ fn steering(demo: &Demo) -> anyhow::Result<()> {
         (140..=260).contains(&canary),
         "the canary got {canary} of 2,000 (want 10% ± 3 points): {split}"
     );
+    braidctl_status(demo)?;
     println!("  ✔ steering");
     Ok(())
 }
@@ -392,6 +409,7 @@ fn encryption(demo: &mut Demo) -> anyhow::Result<()> {
             ("canary", &["server2"]),
         ],
     );
+    braidctl_status(demo)?;
     println!("  ✔ link encryption: Strict, with no failed request");
     Ok(())
 }
@@ -510,6 +528,7 @@ fn healing(demo: &mut Demo) -> anyhow::Result<()> {
     for line in status_block(&status, "actions:", usize::MAX) {
         println!("    {line}");
     }
+    braidctl_status(demo)?;
     println!("  ✔ self-healing");
     Ok(())
 }
@@ -604,6 +623,7 @@ fn access(demo: &mut Demo) -> anyhow::Result<()> {
         100 - failed
     );
     ensure!(failed == 0, "the allowed client was refused: {after}");
+    braidctl_status(demo)?;
     println!("  ✔ access control: the stray caller refused, the client never failed");
     Ok(())
 }
