@@ -22,7 +22,8 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// Directory mode: the operator's directory (its `--source dir:PATH`), whose
-    /// `.status/` holds every resource's status. Without it braidctl talks to Kubernetes.
+    /// `.status/` holds every resource's status. Required in this release (Kubernetes
+    /// mode is not built yet).
     #[arg(long, global = true, env = "BRAIDCTL_DIR")]
     pub dir: Option<PathBuf>,
     /// Directory mode: the operator's status directory, when not `<dir>/.status`.
@@ -51,7 +52,7 @@ pub struct Global {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
-    /// The kubeconfig context (Kubernetes mode).
+    /// The kubeconfig context (Kubernetes mode, not built yet in this release).
     #[arg(long, global = true)]
     pub context: Option<String>,
     /// How long to wait for each answer, e.g. 5s.
@@ -184,4 +185,8 @@ pub struct RequestArgs {
     /// AccessPolicies let the request in.
     #[arg(long)]
     pub server_admin: Option<SocketAddr>,
+    /// The caller's address, for the server's AccessPolicy rules that name pods (by
+    /// `workloadLabels`), which judge the address too.
+    #[arg(long)]
+    pub address: Option<std::net::IpAddr>,
 }

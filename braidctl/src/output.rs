@@ -86,8 +86,18 @@ pub fn print<T: Serialize>(
         Format::Yaml => serde_norway::to_string(data)?,
         Format::Table | Format::Wide => table(),
     };
-    print!("{text}");
-    Ok(())
+    write_out(&text)
+}
+
+/// Writes `text` to standard output; a reader that went away (`| head`, `| grep -q`)
+/// is no error.
+pub fn write_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// How a finding reads.

@@ -75,7 +75,7 @@ fn replica_info(state: &AdminState) -> braid_api::debug::OperatorInfo {
         compiled_at: state.hub.current().and_then(|p| {
             std::time::SystemTime::now()
                 .checked_sub(p.seen_at.elapsed())
-                .map(crate::debug::proxies::rfc3339)
+                .and_then(crate::debug::proxies::rfc3339)
         }),
     }
 }
@@ -87,7 +87,8 @@ async fn info(State(state): State<AdminState>) -> impl IntoResponse {
 async fn proxies(State(state): State<AdminState>) -> impl IntoResponse {
     let proxies = match state.hub.current() {
         Some(published) => crate::debug::proxies::proxy_statuses(
-            &published,
+            &published.configs,
+            &published.catalog,
             &state.hub.applied(),
             state.hub.ledger(),
         ),

@@ -83,7 +83,8 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
                 OperatorClient::new(settings, config.clone())
                     .with_context(|| format!("--operator-ca {ca}"))?
                     .with_ejections(ejection_log.clone())
-                    .with_traffic(traffic_log.clone()),
+                    .with_traffic(traffic_log.clone())
+                    .with_identity(identity_store.clone()),
             );
             if on_demand {
                 let found = Arc::new(Discovery::new(

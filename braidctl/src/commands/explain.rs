@@ -130,6 +130,9 @@ pub async fn run(global: &Global, args: &RequestArgs) -> anyhow::Result<std::pro
             {
                 q.push_str(&format!("&identity={}", encode(id)));
             }
+            if let Some(a) = args.address {
+                q.push_str(&format!("&address={}", encode(&a.to_string())));
+            }
             answer.server = Some(
                 crate::http::get_json(server, &q, global.timeout)
                     .await
@@ -298,6 +301,11 @@ fn render_outbound(out: &mut String, o: &Outbound) {
 }
 
 fn render_inbound(out: &mut String, pod: &str, i: &Inbound) {
+    if i.address.is_none() && !i.policies.is_empty() {
+        out.push_str(
+            "NOTE      the caller's address was not given (--address): rules naming pods by workloadLabels were judged without it\n",
+        );
+    }
     let verdict = match (i.allowed, &i.refused_by) {
         (true, _) => paint("allowed", Tone::Good),
         (false, Some(by)) => paint(&format!("REFUSED: {by}"), Tone::Bad),

@@ -68,7 +68,7 @@ pub async fn gather(global: &Global) -> anyhow::Result<ProxyStatusReport> {
         )
     });
     let answers: Vec<(SocketAddr, Result<ProxiesAnswer, crate::http::HttpError>)> =
-        futures_join(asks).await;
+        futures::future::join_all(asks).await;
     let mut ok = Vec::new();
     let mut unreachable = Vec::new();
     for (addr, answer) in answers {
@@ -86,47 +86,57 @@ pub async fn gather(global: &Global) -> anyhow::Result<ProxyStatusReport> {
     Ok(merge(ok, unreachable))
 }
 
-/// Runs the futures one after another (a handful of replicas; no need for a join crate).
-async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut out = Vec::new();
-    for f in futures {
-        out.push(f.await);
-    }
-    out
-}
-
 /// Merges the replicas' answers: what a proxy holds from the leader's answer (else the
 /// one with its latest report), where it streams from from whichever replica says so.
 pub fn merge(answers: Vec<ProxiesAnswer>, unreachable: Vec<String>) -> ProxyStatusReport {
     use std::collections::BTreeMap;
-    let mut lines: BTreeMap<String, (ProxyLine, bool)> = BTreeMap::new();
+    /// Which answer a line's report part came from.
+    #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    enum From {
+        Nobody,
+        Follower,
+        Leader,
+    }
+    let mut lines: BTreeMap<String, (ProxyLine, From)> = BTreeMap::new();
     for answer in &answers {
-        let leader = answer.replica.leader;
+        let from = match answer.replica.leader {
+            true => From::Leader,
+            false => From::Follower,
+        };
         for p in &answer.proxies {
-            let (line, from_leader) = lines.entry(p.pod.clone()).or_insert_with(|| {
+            let (line, filled_from) = lines.entry(p.pod.clone()).or_insert_with(|| {
                 (
                     ProxyLine {
                         pod: p.pod.clone(),
                         ..Default::default()
                     },
-                    false,
+                    From::Nobody,
                 )
             });
-            let fresher = p.last_report > line.last_report;
-            if leader || (!*from_leader && fresher) || line.expected_version.is_none() {
+            // The leader hears every report; among followers, the freshest report wins.
+            let take = match (from, *filled_from) {
+                (From::Leader, _) | (_, From::Nobody) => true,
+                (From::Follower, From::Follower) => p.last_report > line.last_report,
+                _ => false,
+            };
+            if take {
                 line.current = p.current;
                 line.expected_version = p.expected_version.clone();
                 line.applied_version = p.applied_version.clone();
                 line.applied_at = p.applied_at.clone();
                 line.last_report = p.last_report.clone();
                 line.certificate_expires = p.certificate_expires.clone();
-                *from_leader |= leader;
-            }
-            if let Some(since) = &p.connected_since {
-                line.streams_from = Some((answer.replica.name.clone(), since.clone()));
-            }
-            if p.proxy_version.is_some() {
+                line.proxy_version = p.proxy_version.clone().or(line.proxy_version.take());
+                *filled_from = from;
+            } else if line.proxy_version.is_none() {
                 line.proxy_version = p.proxy_version.clone();
+            }
+            // A proxy streams from one replica; after a reconnect two may still say so
+            // for a moment: the newer stream is the one that lives.
+            if let Some(since) = &p.connected_since
+                && line.streams_from.as_ref().is_none_or(|(_, s)| since > s)
+            {
+                line.streams_from = Some((answer.replica.name.clone(), since.clone()));
             }
         }
     }
@@ -273,7 +283,12 @@ mod tests {
                 },
             ],
         );
-        let report = merge(vec![follower, leader], vec![]);
+        let report = merge(vec![follower.clone(), leader.clone()], vec![]);
+        // Whichever order the replicas are named in.
+        assert_eq!(
+            report.proxies,
+            merge(vec![leader, follower], vec![]).proxies
+        );
         let a = &report.proxies[0];
         assert_eq!(a.applied_version.as_deref(), Some("v1"));
         assert!(!a.current);

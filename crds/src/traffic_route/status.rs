@@ -34,8 +34,8 @@ pub struct ProxyCounts {
     pub targeted: u32,
     /// Of those, proxies that have applied the current version.
     pub applied: u32,
-    /// Some of the proxies that have not applied it yet (`namespace/pod`, at most
-    /// [`PENDING_NAMED`], in name order), so the slow ones can be found.
+    /// Some of the proxies that have not applied it yet (`namespace/pod`, at most 5, the
+    /// first in name order), so the slow ones can be found.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<String>,
 }
@@ -44,26 +44,38 @@ pub struct ProxyCounts {
 pub const PENDING_NAMED: usize = 5;
 
 impl ProxyCounts {
-    /// Counts one targeted proxy, `pod`, that has (`current`) or has not applied it.
-    /// The pending names kept are the first in name order, whatever order proxies are
-    /// counted in, so the status does not change with it.
-    pub fn add(&mut self, pod: impl std::fmt::Display, current: bool) {
+    /// Counts one targeted proxy, `namespace/name`, that has (`current`) or has not
+    /// applied it. The pending names kept are the first in name order, whatever order
+    /// proxies are counted in, so the status does not change with it; a name is only
+    /// written out when it is kept (a change leaves thousands of proxies pending at once).
+    pub fn add(&mut self, namespace: &str, name: &str, current: bool) {
         self.targeted += 1;
         if current {
             self.applied += 1;
             return;
         }
-        let name = pod.to_string();
+        let pod = || {
+            namespace
+                .bytes()
+                .chain(std::iter::once(b'/'))
+                .chain(name.bytes())
+        };
         if self.pending.len() >= PENDING_NAMED
-            && self.pending.last().is_some_and(|last| *last <= name)
+            && self
+                .pending
+                .last()
+                .is_some_and(|last| last.bytes().cmp(pod()).is_le())
         {
             return;
         }
-        let at = self.pending.partition_point(|p| *p < name);
-        if self.pending.get(at) != Some(&name) {
-            self.pending.insert(at, name);
-            self.pending.truncate(PENDING_NAMED);
+        let at = self
+            .pending
+            .partition_point(|p| p.bytes().cmp(pod()).is_lt());
+        if self.pending.get(at).is_some_and(|p| p.bytes().eq(pod())) {
+            return;
         }
+        self.pending.insert(at, format!("{namespace}/{name}"));
+        self.pending.truncate(PENDING_NAMED);
     }
 
     /// Both counts together (their pending names merged, in order, still at most
@@ -87,15 +99,16 @@ mod tests {
 
     #[test]
     fn pending_names_are_the_first_in_name_order_whatever_the_counting_order() {
-        let pods: Vec<String> = (0..9).map(|i| format!("shop/p{i}")).collect();
+        let pods: Vec<String> = (0..9).map(|i| format!("p{i}")).collect();
         let mut forward = ProxyCounts::default();
         let mut backward = ProxyCounts::default();
         for (i, p) in pods.iter().enumerate() {
-            forward.add(p, i == 4);
+            forward.add("shop", p, i == 4);
         }
         for (i, p) in pods.iter().enumerate().rev() {
-            backward.add(p, i == 4);
+            backward.add("shop", p, i == 4);
         }
+
         assert_eq!(forward, backward);
         assert_eq!((forward.targeted, forward.applied), (9, 1));
         assert_eq!(
@@ -112,5 +125,11 @@ mod tests {
             (10, "a/first")
         );
         assert_eq!(merged.pending.len(), PENDING_NAMED);
+        // Names compare as written out (`-` sorts before `/`), and once.
+        let mut c = ProxyCounts::default();
+        for (ns, name) in [("shop", "a"), ("sho-p", "z"), ("shop", "a")] {
+            c.add(ns, name, false);
+        }
+        assert_eq!(c.pending, ["sho-p/z", "shop/a"]);
     }
 }

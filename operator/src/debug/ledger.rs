@@ -28,6 +28,9 @@ pub struct Heard {
     streams: u32,
 }
 
+/// 9999-12-31T23:59:59Z: the last time RFC 3339 writes.
+pub const LATEST_UNIX: u64 = 253_402_300_799;
+
 /// What this replica heard of every proxy.
 #[derive(Debug, Default)]
 pub struct ProxyLedger {
@@ -49,7 +52,13 @@ impl ProxyLedger {
     /// Records a report of `pod`'s, received `at`.
     pub fn reported(&self, pod: &ObjectKey, said: Said<'_>, at: SystemTime) {
         let mut all = lock(&self.heard);
-        let heard = all.entry(pod.clone()).or_default();
+        // The key is cloned only for a proxy heard of for the first time.
+        if !all.contains_key(pod) {
+            all.insert(pod.clone(), Heard::default());
+        }
+        let Some(heard) = all.get_mut(pod) else {
+            return;
+        };
         heard.last_report = Some(at);
         if let Some(version) = said.version
             && heard.version.as_deref() != Some(version)
@@ -60,9 +69,10 @@ impl ProxyLedger {
         if let Some(v) = said.proxy_version {
             heard.proxy_version = Some(v.to_owned());
         }
-        if let Some(unix) = said.certificate_expires_unix {
+        // A time RFC 3339 cannot write (past year 9999) is a proxy's mistake: dropped.
+        if let Some(unix) = said.certificate_expires_unix.filter(|s| *s <= LATEST_UNIX) {
             heard.certificate_expires =
-                Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(unix));
+                SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(unix));
         }
     }
 
@@ -91,6 +101,11 @@ impl ProxyLedger {
     /// What was heard of `pod`.
     pub fn get(&self, pod: &ObjectKey) -> Option<Heard> {
         lock(&self.heard).get(pod).cloned()
+    }
+
+    /// Runs `f` over what was heard of every proxy, under one lock.
+    pub fn with_all<T>(&self, f: impl FnOnce(&HashMap<ObjectKey, Heard>) -> T) -> T {
+        f(&lock(&self.heard))
     }
 
     /// Forgets proxies for which `keep` is false (their workloads are gone).
@@ -126,6 +141,23 @@ mod tests {
         assert_eq!(heard.last_report, Some(at(20)));
         ledger.reported(&pod, said("v2"), at(30));
         assert_eq!(ledger.get(&pod).unwrap().version_since, Some(at(30)));
+    }
+
+    #[test]
+    fn a_certificate_expiry_rfc3339_cannot_write_is_dropped() {
+        let ledger = ProxyLedger::default();
+        let pod = ObjectKey::new("shop", "a");
+        for unix in [u64::MAX, LATEST_UNIX + 1] {
+            ledger.reported(
+                &pod,
+                Said {
+                    certificate_expires_unix: Some(unix),
+                    ..Default::default()
+                },
+                at(1),
+            );
+            assert_eq!(ledger.get(&pod).unwrap().certificate_expires, None);
+        }
     }
 
     #[test]

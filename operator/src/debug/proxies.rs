@@ -1,6 +1,6 @@
 //! The answer of `GET /debug/proxies`: every meshed workload's proxy, with the version it
 //! should hold, the version it reported, and what else this replica heard of it. Pure:
-//! built from the hub's published compile, its applied versions and the ledger.
+//! built from the latest compile, the hub's applied versions and the ledger.
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -8,32 +8,43 @@ use std::time::SystemTime;
 use braid_api::debug::ProxyStatus;
 
 use super::ledger::{Heard, ProxyLedger};
-use crate::hub::Published;
+use crate::compiler::{Catalog, Configs};
 use crate::registry::ObjectKey;
 
-/// RFC 3339, to the second.
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+/// RFC 3339, to the second; `None` past what RFC 3339 writes (year 9999).
+pub fn rfc3339(t: SystemTime) -> Option<String> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    write!(out, "{}", humantime::format_rfc3339_seconds(t)).ok()?;
+    Some(out)
 }
 
-/// One entry per workload of `published`, sorted by pod. `applied` is the hub's view of
-/// reported versions (a proxy holding its view of the current compile counts as holding
-/// the whole config).
+/// One entry per workload of the compile (`configs`, `catalog`), sorted by pod.
+/// `applied` is the hub's view of reported versions (a proxy holding its view of the
+/// current compile counts as holding the whole config).
 pub fn proxy_statuses(
-    published: &Published,
+    configs: &Configs,
+    catalog: &Catalog,
     applied: &HashMap<ObjectKey, String>,
     ledger: &ProxyLedger,
 ) -> Vec<ProxyStatus> {
-    let mut pods: Vec<&ObjectKey> = published.configs.keys().collect();
-    pods.sort();
-    pods.into_iter()
-        .map(|pod| {
-            let expected = published.catalog.version_of(pod);
-            let applied_version = applied.get(pod).cloned();
-            let heard = ledger.get(pod).unwrap_or_default();
-            status(pod, expected, applied_version, &heard)
-        })
-        .collect()
+    let nothing = Heard::default();
+    // Configs are kept in pod order.
+    ledger.with_all(|heard| {
+        configs
+            .keys()
+            .map(|pod| {
+                let expected = catalog.version_of(pod);
+                let applied_version = applied.get(pod).cloned();
+                status(
+                    pod,
+                    expected,
+                    applied_version,
+                    heard.get(pod).unwrap_or(&nothing),
+                )
+            })
+            .collect()
+    })
 }
 
 fn status(
@@ -47,11 +58,11 @@ fn status(
         current: expected.is_some() && expected == applied,
         expected_version: expected,
         applied_version: applied,
-        applied_at: heard.version_since.map(rfc3339),
-        last_report: heard.last_report.map(rfc3339),
-        connected_since: heard.connected_since.map(rfc3339),
+        applied_at: heard.version_since.and_then(rfc3339),
+        last_report: heard.last_report.and_then(rfc3339),
+        connected_since: heard.connected_since.and_then(rfc3339),
         proxy_version: heard.proxy_version.clone(),
-        certificate_expires: heard.certificate_expires.map(rfc3339),
+        certificate_expires: heard.certificate_expires.and_then(rfc3339),
     }
 }
 

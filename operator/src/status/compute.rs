@@ -295,7 +295,7 @@ pub fn compute(
 }
 
 fn add(counts: &mut ProxyCounts, pod: &ObjectKey, current: bool) {
-    counts.add(pod, current);
+    counts.add(&pod.namespace, &pod.name, current);
 }
 
 fn push<T, S: Serialize>(

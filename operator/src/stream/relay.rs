@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsConnector;
 
-use braid_api::control::{POD_HEADER, REPORT_PATH};
+use braid_api::control::{POD_HEADER, PROXY_VERSION_HEADER, REPORT_PATH};
 
 use futures::future::BoxFuture;
 
@@ -346,7 +346,11 @@ impl Relay {
             self.server_name.to_str()
         ))
         .header(header::CONTENT_TYPE, "application/json");
-        for name in [header::AUTHORIZATION.as_str(), POD_HEADER] {
+        for name in [
+            header::AUTHORIZATION.as_str(),
+            POD_HEADER,
+            PROXY_VERSION_HEADER,
+        ] {
             if let Some(v) = headers.get(name) {
                 req = req.header(name, v);
             }

@@ -141,8 +141,8 @@ pub struct OperatorClient {
     /// The open stream's connection, with its credentials: discoveries go there, to the
     /// replica that streams this proxy its config.
     open: OpenSlot,
-    /// When the certificate last signed expires (Unix seconds; 0: none yet), for reports.
-    certificate_expires: std::sync::atomic::AtomicU64,
+    /// The certificate in force, whose expiry reports carry.
+    identity: Option<Arc<crate::identity::IdentityStore>>,
 }
 
 /// The open stream's connection and credentials, while there is one.
@@ -159,13 +159,20 @@ impl OperatorClient {
             ejections: Arc::default(),
             traffic: Arc::default(),
             open: std::sync::Mutex::new(None),
-            certificate_expires: std::sync::atomic::AtomicU64::new(0),
+            identity: None,
         })
     }
 
     /// Reports the requests counted in `log` (every few seconds, while connected).
     pub fn with_traffic(mut self, log: Arc<TrafficLog>) -> Self {
         self.traffic = log;
+        self
+    }
+
+    /// Reports when the certificate in `store` expires: the one in force, not the last one
+    /// signed (a renewal the proxy refused leaves the old one in force).
+    pub fn with_identity(mut self, store: Arc<crate::identity::IdentityStore>) -> Self {
+        self.identity = Some(store);
         self
     }
 
@@ -377,10 +384,13 @@ impl OperatorClient {
         report: &Report,
     ) -> bool {
         let expires = self
-            .certificate_expires
-            .load(std::sync::atomic::Ordering::Relaxed);
+            .identity
+            .as_ref()
+            .and_then(|store| store.current())
+            .and_then(|c| c.not_after.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs());
         let stamped = Report {
-            certificate_expires_unix: (expires > 0).then_some(expires),
+            certificate_expires_unix: expires,
             ..report.clone()
         };
         let outcome = async {
@@ -480,11 +490,7 @@ impl OperatorClient {
         )
         .await??
         .to_bytes();
-        let answer: CertificateResponse =
-            serde_json::from_slice(&body).map_err(StreamError::Certificate)?;
-        self.certificate_expires
-            .store(answer.not_after_unix, std::sync::atomic::Ordering::Relaxed);
-        Ok(answer)
+        serde_json::from_slice(&body).map_err(StreamError::Certificate)
     }
 
     /// TCP, TLS (trust anchors re-read: the CA may rotate) and the HTTP/2 handshake.
