@@ -398,3 +398,105 @@ fn an_enforced_access_policy_stays_enforced_across_failover_and_a_full_restart()
         assert_eq!(summary.failed, 0, "{}: {summary:?}", client.name);
     }
 }
+
+/// `braidctl proxy-status`'s line for `pod`, asked of `admins`.
+fn proxy_line(mesh: &Mesh, admins: &[String], pod: &str) -> String {
+    let dir = mesh.operator().unwrap().source_dir().display().to_string();
+    let out = mesh
+        .braidctl(&[
+            "--dir",
+            &dir,
+            "--operator",
+            &admins.join(","),
+            "proxy-status",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+    out.lines()
+        .find(|l| l.starts_with(&format!("shop/{pod} ")))
+        .unwrap_or_else(|| panic!("no {pod} in:\n{out}"))
+        .to_owned()
+}
+
+#[test]
+fn braidctl_sees_proxies_on_every_replica_and_through_a_failover() {
+    let (mut mesh, _server, clients) = mesh_on_replicas(2);
+    let admins: Vec<String> = mesh
+        .operators()
+        .iter()
+        .map(|o| o.admin.to_string())
+        .collect();
+    let dir = mesh.operators()[0].source_dir().display().to_string();
+    // Each proxy is current, and shown on the replica it streams from: the leader says
+    // what it holds (the other relays its reports), its own replica since when.
+    shop::wait_until("every proxy current on both replicas", 15, || {
+        ["payments-0", "client-0", "client-1"]
+            .iter()
+            .all(|p| proxy_line(&mesh, &admins, p).contains(" current "))
+    })
+    .unwrap_or_else(|e| {
+        let out = mesh.braidctl(&[
+            "--dir",
+            &dir,
+            "--operator",
+            &admins.join(","),
+            "-o",
+            "wide",
+            "proxy-status",
+        ]);
+        panic!("{e}: {out:?}")
+    });
+    assert!(proxy_line(&mesh, &admins, "client-0").contains("operator-0 ("));
+    assert!(proxy_line(&mesh, &admins, "client-1").contains("operator-1 ("));
+
+    // The leader dies; the other leads. A change reaches the proxies streaming from the
+    // survivor; those of the dead replica keep their config and are named.
+    let first = leader(mesh.operators()).expect("a leader");
+    let survivor = 1 - first;
+    let (gone, kept) = (&clients[first].name, &clients[survivor].name);
+    mesh.operators()[first].kill();
+    // The dead leader's Lease runs out first (15 s from its last renewal).
+    shop::wait_until("the other replica to lead", 40, || {
+        leader(mesh.operators()) == Some(survivor)
+    })
+    .unwrap_or_else(|e| {
+        let lease = std::fs::read_to_string(
+            mesh.operators()[0]
+                .source_dir()
+                .join(".status/lease-braid-operator.json"),
+        );
+        panic!("{e}: first {first}, {lease:?}")
+    });
+    mesh.operators()[survivor]
+        .write_resource("route.yaml", ROUTE)
+        .unwrap();
+    // The survivor streams the change to its own proxies at once; the dead replica's
+    // keep what they hold. The survivor never heard from those (they reported to the
+    // old leader), so it cannot say which version they hold: not current, not connected.
+    shop::wait_until("the change on the survivor's proxies", 20, || {
+        proxy_line(&mesh, &admins, kept).contains(" current ")
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let line = proxy_line(&mesh, &admins, gone);
+    println!("{line}");
+    assert!(
+        !line.contains(" current ") && line.contains("not connected"),
+        "{line}"
+    );
+    let line = proxy_line(&mesh, &admins, kept);
+    assert!(line.contains(" current "), "{line}");
+
+    // The replica comes back; its proxies reconnect and catch up.
+    mesh.operators()[first].restart().unwrap();
+    shop::wait_until("the route on 2/2 callers", 30, || {
+        mesh.braidctl(&["--dir", &dir, "status"]).is_ok_and(|t| {
+            t.lines()
+                .any(|l| l.contains("TrafficRoute") && l.ends_with("2/2"))
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let line = proxy_line(&mesh, &admins, gone);
+    assert!(
+        line.contains(" current ") && line.contains(&format!("operator-{first} (")),
+        "{line}"
+    );
+}

@@ -184,7 +184,7 @@ pub fn render(report: &ProxyStatusReport, wide: bool, now: SystemTime) -> String
     for p in &report.proxies {
         let config = match (&p.applied_version, p.current) {
             (_, true) => paint("current", Tone::Good),
-            (None, false) => paint("never reported", Tone::Bad),
+            (None, false) => paint("not heard from", Tone::Bad),
             (Some(held), false) => paint(
                 &format!(
                     "STALE: holds {}, latest {}",
@@ -302,7 +302,7 @@ mod tests {
             text.contains("shop/a   STALE: holds v1, latest v2   -         operator-1 (60m)"),
             "{text}"
         );
-        assert!(text.contains("shop/b   never reported"), "{text}");
+        assert!(text.contains("shop/b   not heard from"), "{text}");
         assert!(text.contains("not connected"), "{text}");
     }
 }
