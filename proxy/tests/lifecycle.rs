@@ -90,6 +90,27 @@ async fn config_changes_apply_without_a_failed_request_and_bad_ones_are_refused(
 
 #[tokio::test]
 async fn websocket_upgrades_are_tunnelled() {
+    websocket_through(&|front, backend| config("ws", front, backend)).await;
+}
+
+/// An enforced AccessPolicy with rules on HTTP requests refuses tunnels that would carry
+/// requests past them (h2c, CONNECT), but not WebSocket: the relay reads the protocol an
+/// upgrade asks for from the head (its `Upgrade` header is hop-by-hop, so a header map
+/// built from the head lacks it, and every WebSocket was refused).
+#[tokio::test]
+async fn websocket_upgrades_pass_an_enforced_policy_with_http_rules() {
+    websocket_through(&|front, backend| {
+        format!(
+            "{}  side: inbound\ninbound:\n  accessPolicies:\n  - name: shop/no-admin\n    action: Deny\n    mode: Enforce\n    rules: [{{name: admin, http: [{{path: {{prefix: /admin}}}}]}}]\n",
+            config("ws", front, backend)
+        )
+    })
+    .await;
+}
+
+/// Opens a WebSocket through a proxy running `config(front, backend)` and echoes bytes
+/// over it.
+async fn websocket_through(config: &dyn Fn(std::net::SocketAddr, std::net::SocketAddr) -> String) {
     // A backend that accepts an upgrade and echoes bytes on the raw connection.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let backend = listener.local_addr().unwrap();
@@ -117,7 +138,7 @@ async fn websocket_upgrades_are_tunnelled() {
             .unwrap();
     });
     let front = free_addr();
-    let _proxy = Proxy::start(&config("ws", front, backend)).await;
+    let _proxy = Proxy::start(&config(front, backend)).await;
     let stream = tokio::net::TcpStream::connect(front).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await

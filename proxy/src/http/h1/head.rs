@@ -101,9 +101,19 @@ pub struct RequestInfo {
     pub tunnel: Option<Tunnel>,
     /// An absolute-form target's authority, which replaces Host (RFC 9112 §3.2.2).
     pub authority: Option<Range<usize>>,
+    /// Where the `Upgrade` header's value is in the head (the protocol an upgrade asks
+    /// for, which an AccessPolicy judges: the header itself is hop-by-hop, so no header
+    /// map built from the head has it).
+    pub upgrade: Option<Range<usize>>,
 }
 
 impl RequestInfo {
+    /// The protocol a [`Tunnel::Upgrade`] asks for (`websocket`, `h2c`), as sent.
+    pub fn upgrade_protocol<'a>(&self, head: &'a [u8]) -> Option<&'a str> {
+        let value = head.get(self.upgrade.clone()?)?;
+        std::str::from_utf8(trim_ows(value)).ok()
+    }
+
     /// The path of the target (without the query), as routing matches it.
     pub fn path<'a>(&self, head: &'a [u8]) -> std::borrow::Cow<'a, str> {
         let target = head.get(self.target.clone()).unwrap_or_default();
@@ -354,7 +364,7 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Request, HeadError> 
     let mut close = false;
     let mut keep_alive = false;
     let mut upgrade_token = false;
-    let mut upgrade_header = false;
+    let mut upgrade_header = None;
     let mut expect_continue = false;
     let mut probe = false;
     for h in req.headers.iter() {
@@ -385,7 +395,7 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Request, HeadError> 
             }
         } else if name.eq_ignore_ascii_case("upgrade") {
             rewrite = true;
-            upgrade_header = true;
+            upgrade_header = Some(range(buf, h.value));
         } else if name.eq_ignore_ascii_case("te") {
             // Kept as it is only when it says exactly what is forwarded.
             rewrite |= !h.value.eq_ignore_ascii_case(b"trailers");
@@ -427,7 +437,7 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Request, HeadError> 
     close |= http10 && !keep_alive;
     let tunnel = if connect {
         Some(Tunnel::Connect)
-    } else if upgrade_token && upgrade_header && !http10 {
+    } else if upgrade_token && upgrade_header.is_some() && !http10 {
         Some(Tunnel::Upgrade)
     } else {
         None
@@ -447,6 +457,7 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Request, HeadError> 
         expect_continue,
         tunnel,
         authority,
+        upgrade: upgrade_header,
     }))
 }
 
@@ -846,6 +857,10 @@ mod tests {
         // An upgrade keeps its handshake; Upgrade without Connection: upgrade is dropped.
         let buf = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n";
         assert_eq!(relay(buf).tunnel, Some(Tunnel::Upgrade));
+        // The protocol asked for is read from the head, hop-by-hop as its header is.
+        assert_eq!(relay(buf).upgrade_protocol(buf), Some("websocket"));
+        let h2c = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade:  h2c \r\n\r\n";
+        assert_eq!(relay(h2c).upgrade_protocol(h2c), Some("h2c"));
         assert_eq!(
             forwarded(buf),
             b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\nconnection: upgrade\r\n\r\n"

@@ -297,19 +297,10 @@ where
     };
     let head = &buf[..info.len];
     let path = info.path(head);
-    let upgrade;
     let tunnel = match info.tunnel {
         None => None,
         Some(head::Tunnel::Connect) => Some("CONNECT"),
-        Some(head::Tunnel::Upgrade) => {
-            upgrade = head::header_map(head).get(http::header::UPGRADE).cloned();
-            Some(
-                upgrade
-                    .as_ref()
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("unknown"),
-            )
-        }
+        Some(head::Tunnel::Upgrade) => Some(info.upgrade_protocol(head).unwrap_or("unknown")),
     };
     let admission = Admission {
         tunnel,
