@@ -182,6 +182,9 @@ impl AccessLoop {
             // afresh (they heard only their own proxies' reports) and read the status.
             memory.tracked.clear();
             memory.phases.clear();
+            // Reports a follower holds must not reach it as a leader with their old times
+            // (nor fill its queue meanwhile).
+            memory.pending.clear();
             if policies.is_empty() {
                 memory.book.prune(now, DEFAULT_WINDOW * 2);
             } else {

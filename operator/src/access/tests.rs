@@ -204,11 +204,14 @@ async fn a_new_leader_resumes_enforcing_from_status_and_a_follower_shows_nothing
         .await
         .unwrap();
     let mut follower = rig(ROLLOUT, false, events.clone());
+    follower.report(count(10, None), Instant::now());
     follower
         .access
         .tick(&mut follower.memory, Instant::now(), Timestamp::now())
         .await;
     assert!(follower.view.borrow().is_empty());
+    // What it heard as a follower is let go: leading later, it does not count it.
+    assert!(follower.memory.pending.is_empty());
     let mut leader = rig(ROLLOUT, true, events.clone());
     let s = leader.tick(Instant::now()).await;
     assert_eq!(
