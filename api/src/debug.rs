@@ -10,6 +10,13 @@ pub const PROXIES_PATH: &str = "/debug/proxies";
 /// `GET` on the operator's admin port: the operator's own version ([`OperatorInfo`]).
 pub const INFO_PATH: &str = "/debug/info";
 
+/// Directory mode: the name of the file under the status directory (`<dir>/.status`)
+/// holding one resource's status, which the operator writes and braidctl reads:
+/// `<kind, lower-case>.<namespace>.<name>.yaml`.
+pub fn status_file_name(kind: &str, namespace: &str, name: &str) -> String {
+    format!("{}.{namespace}.{name}.yaml", kind.to_ascii_lowercase())
+}
+
 /// The answer of [`PROXIES_PATH`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -29,13 +29,6 @@ pub struct AccessPolicy {
     pub rules: Vec<AccessRule>,
 }
 
-impl AccessPolicy {
-    /// Whether the policy covers `port`.
-    pub fn covers(&self, port: u16) -> bool {
-        self.ports.is_empty() || self.ports.contains(&port)
-    }
-}
-
 /// What a policy does to what its rules match.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AccessAction {

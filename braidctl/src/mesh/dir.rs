@@ -100,10 +100,9 @@ impl DirMesh {
         namespace: &str,
         name: &str,
     ) -> anyhow::Result<Option<serde_json::Value>> {
-        let path = self.status_dir.join(format!(
-            "{}.{namespace}.{name}.yaml",
-            kind.to_ascii_lowercase()
-        ));
+        let path = self
+            .status_dir
+            .join(braid_api::debug::status_file_name(kind, namespace, name));
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -55,6 +55,16 @@ pub enum AccessPhase {
     Enforcing,
 }
 
+impl From<super::AccessMode> for AccessPhase {
+    /// The phase of a policy applied as its `spec.mode` says (no rollout moves it).
+    fn from(mode: super::AccessMode) -> Self {
+        match mode {
+            super::AccessMode::Audit => Self::Auditing,
+            super::AccessMode::Enforce => Self::Enforcing,
+        }
+    }
+}
+
 /// Requests the policy decided on, over a sliding window.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -4,7 +4,7 @@
 //! reaches proxies through status, which every replica compiles with.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use braid_api::control::AccessCount;
 use braid_api::identity::WorkloadId;
 use braid_crds::AccessPolicy;
-use braid_crds::access_policy::{AccessMode, AccessPhase, DecisionCounts, DeniedSource};
+use braid_crds::access_policy::{AccessPhase, DecisionCounts, DeniedSource};
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -96,6 +96,9 @@ struct Tracked {
 #[derive(Default)]
 pub(super) struct Memory {
     pub(super) book: AccessBook,
+    /// The pods whose proxy does not hold the config in force, worked out again only
+    /// when the compile or a proxy's report changes (not on every tick).
+    lagging: Option<LaggingPods>,
     /// Reports received since the last tick, with when: folded into the book with the
     /// compile in force, which says whether the reporter is one the policy covers.
     pub(super) pending: Vec<(Instant, AccessBatch)>,
@@ -216,8 +219,6 @@ impl AccessLoop {
                 }
             }
         }
-        // Which proxies hold the config in force, looked up only when a rollout needs it.
-        let mut applied: Option<HashMap<ObjectKey, String>> = None;
         let longest = policies
             .iter()
             .filter_map(|(_, p)| interval_of(p))
@@ -265,8 +266,8 @@ impl AccessLoop {
                             })
                         }
                     };
-                    let applied = applied.get_or_insert_with(|| self.hub.applied());
-                    let proxies_behind = behind(&published, key, policy, applied);
+                    let lagging = lagging_pods(&mut memory.lagging, &self.hub, &published);
+                    let proxies_behind = behind(&published, key, policy, lagging);
                     if tracked.stage == Stage::Enforcing && proxies_behind > 0 {
                         // The watch starts once every covered proxy enforces.
                         tracked.since = now;
@@ -322,10 +323,7 @@ impl AccessLoop {
                         Stage::Enforcing => AccessPhase::Enforcing,
                     }
                 }
-                _ => match policy.spec.mode {
-                    AccessMode::Audit => AccessPhase::Auditing,
-                    AccessMode::Enforce => AccessPhase::Enforcing,
-                },
+                _ => policy.spec.mode.into(),
             };
             match memory.phases.insert((*key).clone(), phase) {
                 Some(before) if before != phase && policy.spec.rollout.is_none() => {
@@ -443,12 +441,44 @@ impl AccessLoop {
     }
 }
 
+/// The pods of a compile whose proxy has not reported holding its config there, as of
+/// the hub's `reports` count.
+struct LaggingPods {
+    compile: Arc<Published>,
+    reports: u64,
+    pods: HashSet<ObjectKey>,
+}
+
+/// The pods of `published` whose proxy lags ([`Hub::lagging`]), reused from `slot` while
+/// neither the compile nor any proxy's report changed.
+fn lagging_pods<'m>(
+    slot: &'m mut Option<LaggingPods>,
+    hub: &Hub,
+    published: &Arc<Published>,
+) -> &'m HashSet<ObjectKey> {
+    // Read before the lagging proxies are: a report arriving meanwhile is seen next time.
+    let reports = hub.reports();
+    let fresh = slot
+        .as_ref()
+        .is_some_and(|l| Arc::ptr_eq(&l.compile, published) && l.reports == reports);
+    if !fresh {
+        *slot = None;
+    }
+    &slot
+        .get_or_insert_with(|| LaggingPods {
+            compile: published.clone(),
+            reports,
+            pods: hub.lagging(published).into_iter().cloned().collect(),
+        })
+        .pods
+}
+
 /// How many of the meshed pods `policy` selects do not hold the config in force.
 fn behind(
     published: &Published,
     key: &ObjectKey,
     policy: &AccessPolicy,
-    applied: &HashMap<ObjectKey, String>,
+    lagging: &HashSet<ObjectKey>,
 ) -> usize {
     let from = ObjectKey::new(key.namespace.clone(), "");
     published
@@ -457,11 +487,8 @@ fn behind(
         .range(from..)
         .take_while(|(k, _)| k.namespace == key.namespace)
         .filter(|(k, w)| {
-            w.meshed
-                && published.configs.contains_key(*k)
-                && policy.spec.selector.matches(&w.labels)
+            w.meshed && lagging.contains(*k) && policy.spec.selector.matches(&w.labels)
         })
-        .filter(|(k, _)| applied.get(*k) != published.catalog.version_of(k).as_ref())
         .count()
 }
 

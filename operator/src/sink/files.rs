@@ -21,11 +21,10 @@ impl FileSink {
 
     /// The file holding one resource's status.
     pub fn path(&self, kind: Kind, key: &ObjectKey) -> PathBuf {
-        self.dir.join(format!(
-            "{}.{}.{}.yaml",
-            kind.as_str().to_ascii_lowercase(),
-            key.namespace,
-            key.name
+        self.dir.join(braid_api::debug::status_file_name(
+            kind.as_str(),
+            &key.namespace,
+            &key.name,
         ))
     }
 }

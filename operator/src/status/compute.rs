@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use braid_api::control::delta::ServiceRef;
 use braid_crds::ValidationErrors;
-use braid_crds::access_policy::{AccessMode, AccessPhase, AccessPolicyStatus};
+use braid_crds::access_policy::AccessPolicyStatus;
 use braid_crds::common::WorkloadSelector;
 use braid_crds::encryption_policy::EncryptionPolicyStatus;
 use braid_crds::self_healing::SelfHealingStatus;
@@ -281,10 +281,7 @@ pub fn compute(
                 continue;
             }
             (None, Some(policy)) => {
-                status.phase = Some(match policy.spec.mode {
-                    AccessMode::Enforce => AccessPhase::Enforcing,
-                    AccessMode::Audit => AccessPhase::Auditing,
-                });
+                status.phase = Some(policy.spec.mode.into());
             }
             (_, None) => {}
         }

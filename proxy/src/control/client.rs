@@ -282,12 +282,12 @@ impl OperatorClient {
         // version gets no line to apply).
         let mut reported = tokio::time::Instant::now();
         if let (Some(version), held_services) = held(&self.store, self.settings.on_demand) {
-            let report = Report {
+            let mut report = Report {
                 applied_version: Some(version),
                 held_services,
                 ..Default::default()
             };
-            self.report(&mut sender, &auth, &report).await;
+            self.report(&mut sender, &auth, &mut report).await;
         }
         loop {
             let frame = tokio::select! {
@@ -301,7 +301,7 @@ impl OperatorClient {
                     let due = reported.elapsed() >= APPLIED_REPORT_INTERVAL;
                     if !ejections.is_empty() || traffic.is_some() || !access.is_empty() || due {
                         let (applied_version, held_services) = held(&self.store, self.settings.on_demand);
-                        let report = Report {
+                        let mut report = Report {
                             applied_version,
                             held_services,
                             ejections,
@@ -309,7 +309,7 @@ impl OperatorClient {
                             access,
                             ..Default::default()
                         };
-                        if !self.report(&mut sender, &auth, &report).await && !report.access.is_empty() {
+                        if !self.report(&mut sender, &auth, &mut report).await && !report.access.is_empty() {
                             // Evidence lost would look like a clean interval to the operator.
                             self.store.with_tables(|t| t.access.restore(&report.access));
                         }
@@ -336,9 +336,9 @@ impl OperatorClient {
                     continue; // heartbeat
                 }
                 *delivered = true;
-                let (report, now_held) = self.apply(line, received.take()).await?;
+                let (mut report, now_held) = self.apply(line, received.take()).await?;
                 received = now_held;
-                self.report(&mut sender, &auth, &report).await;
+                self.report(&mut sender, &auth, &mut report).await;
                 reported = tokio::time::Instant::now();
             }
         }
@@ -375,26 +375,23 @@ impl OperatorClient {
         }
     }
 
-    /// Posts `report` on the stream's connection. A lost report is logged, not retried:
+    /// Posts `report`, stamped with the expiry of the certificate in force, on the stream's
+    /// connection. A lost report is logged, not retried:
     /// the next connect tells the operator the version in force anyway.
     async fn report(
         &self,
         sender: &mut http2::SendRequest<Full<Bytes>>,
         auth: &HeaderValue,
-        report: &Report,
+        report: &mut Report,
     ) -> bool {
-        let expires = self
+        report.certificate_expires_unix = self
             .identity
             .as_ref()
             .and_then(|store| store.current())
             .and_then(|c| c.not_after.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_secs());
-        let stamped = Report {
-            certificate_expires_unix: expires,
-            ..report.clone()
-        };
         let outcome = async {
-            let body = serde_json::to_vec(&stamped).map_err(|e| e.to_string())?;
+            let body = serde_json::to_vec(&*report).map_err(|e| e.to_string())?;
             let req = self
                 .json_post(REPORT_PATH, auth, body.into())
                 .map_err(|e| e.to_string())?;

@@ -87,13 +87,8 @@ fn tunnel<'a>(req: &RequestHead<'a>) -> Option<&'a str> {
     if req.method == http::Method::CONNECT {
         return Some("CONNECT");
     }
-    let upgrade_token = req
-        .headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let upgrade_token = crate::http::headers::connection_tokens(req.headers)
+        .any(|t| t.eq_ignore_ascii_case("upgrade"));
     let upgrade = req.headers.get(http::header::UPGRADE)?;
     upgrade_token.then(|| upgrade.to_str().unwrap_or("unknown"))
 }

@@ -7,7 +7,7 @@
 mod exchange;
 mod forward;
 mod h1;
-mod headers;
+pub(crate) mod headers;
 mod host;
 mod mirror;
 mod pool;

@@ -51,27 +51,26 @@ impl Forwarder {
         // One look at the config in force serves the port's mode, its policies and the
         // route.
         let inbound = self.inbound();
-        let (mode, access, target) = self.config.with_tables(|t| {
+        let (mode, verdict, target) = self.config.with_tables(|t| {
             let mode = inbound.map(|i| t.inbound_tls_mode(i.peer.port));
-            let access = match (inbound, mode) {
+            let verdict = match (inbound, mode) {
                 // Strict refuses plaintext before any policy is asked.
-                (Some(i), Some(mode)) if i.peer.tls || mode != TlsMode::Strict => {
-                    self.authorize(t, &i.peer, asked)
+                (Some(i), Some(TlsMode::Strict)) if !i.peer.tls => {
+                    Err(ForwardError::PlaintextRefused(i.peer.port))
                 }
+                (Some(i), Some(_)) => self
+                    .authorize(t, &i.peer, asked)
+                    .map_err(ForwardError::Denied),
                 _ => Ok(()),
             };
-            (mode, access, route.resolve(t))
+            (mode, verdict, route.resolve(t))
         });
         let in_flight = self.metrics.http.request_started(self.direction());
-        if let (Some(inbound), Some(mode)) = (inbound, mode) {
-            let peer = &inbound.peer;
-            if !peer.tls && mode == TlsMode::Strict {
-                self.metrics
-                    .tls
-                    .refused(peer.port, RefusedReason::plaintext);
-                return Err(ForwardError::PlaintextRefused(peer.port));
+        if let Err(refused) = verdict {
+            if let ForwardError::PlaintextRefused(port) = refused {
+                self.metrics.tls.refused(port, RefusedReason::plaintext);
             }
-            access.map_err(ForwardError::Denied)?;
+            return Err(refused);
         }
         let admitted = match inbound.and_then(|i| i.shared.overload.admission()) {
             Some(a) if !asked.probe => match a.admit(at) {
