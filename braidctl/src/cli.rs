@@ -22,8 +22,8 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// Directory mode: the operator's directory (its `--source dir:PATH`), whose
-    /// `.status/` holds every resource's status. Required in this release (Kubernetes
-    /// mode is not built yet).
+    /// `.status/` holds every resource's status. Without it, braidctl works on the
+    /// cluster of the kubeconfig.
     #[arg(long, global = true, env = "BRAIDCTL_DIR")]
     pub dir: Option<PathBuf>,
     /// Directory mode: the operator's status directory, when not `<dir>/.status`.
@@ -38,10 +38,18 @@ pub struct Global {
         env = "BRAIDCTL_OPERATOR"
     )]
     pub operators: Vec<SocketAddr>,
-    /// Directory mode: the admin address of the pod's proxy (braidctl runs where the
-    /// proxy runs: its admin port listens on loopback only).
-    #[arg(long, global = true, default_value = "127.0.0.1:15000")]
-    pub proxy_admin: SocketAddr,
+    /// The admin address of the pod's proxy. Directory mode: braidctl runs where the
+    /// proxy runs (its admin port listens on loopback only), default 127.0.0.1:15000.
+    /// Kubernetes mode: a port already forwarded to it (default: braidctl forwards one).
+    #[arg(long, global = true)]
+    pub proxy_admin: Option<SocketAddr>,
+    /// Kubernetes mode: the kubeconfig file (default: KUBECONFIG, then ~/.kube/config,
+    /// then the in-cluster service account).
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubernetes mode: the namespace braid is installed in.
+    #[arg(long, global = true, default_value = "braid-system")]
+    pub mesh_namespace: String,
     /// The namespace (default: every namespace for `status`, the proxy's own for names
     /// in `explain`).
     #[arg(short = 'n', long, global = true)]
@@ -52,7 +60,7 @@ pub struct Global {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
-    /// The kubeconfig context (Kubernetes mode, not built yet in this release).
+    /// Kubernetes mode: the kubeconfig context (default: its current context).
     #[arg(long, global = true)]
     pub context: Option<String>,
     /// How long to wait for each answer, e.g. 5s.
@@ -77,6 +85,9 @@ pub enum Format {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Whether the cluster can run braid (`--pre`), or whether braid's install works:
+    /// each finding ✔, ⚠ or ✘ with the fix; exit code 1 on any ✘.
+    Check(CheckArgs),
     /// Every braid resource: accepted or not, what it does now, and how many of the
     /// proxies it concerns hold it (the slow ones named).
     Status,
@@ -89,6 +100,36 @@ pub enum Command {
     Explain(ExplainArgs),
     /// braidctl's version, the operator replicas' and the proxies', and any skew.
     Version,
+    /// This release's install manifests (`--render`), with the image and replica counts
+    /// given: `braidctl install --render | kubectl apply --server-side -f -`.
+    Install(InstallArgs),
+}
+
+/// `braidctl check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Before install: the cluster's version, native sidecars, your permissions, and the
+    /// Pod Security level of the namespaces to mesh (`-n` names one not labelled yet).
+    #[arg(long)]
+    pub pre: bool,
+}
+
+/// `braidctl install`.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Print the manifests (YAML; `-o json` for a List) instead of applying them.
+    #[arg(long)]
+    pub render: bool,
+    /// The image of every component and of the proxy injected into pods (default: this
+    /// release's, ghcr.io/braid-mesh/braid:VERSION), e.g. a mirror's.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Operator replicas: one leads, the others serve proxies and take over.
+    #[arg(long, default_value_t = 2)]
+    pub operator_replicas: u32,
+    /// Injector replicas: its webhook fails closed, so keep a spare.
+    #[arg(long, default_value_t = 2)]
+    pub injector_replicas: u32,
 }
 
 /// `braidctl proxy-config`.

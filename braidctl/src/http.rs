@@ -12,18 +12,18 @@ use tokio::net::TcpStream;
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     /// Nothing answered in time, or the connection failed.
-    #[error("{addr}: {message}")]
+    #[error("{target}: {message}")]
     Unreachable {
         /// Where.
-        addr: SocketAddr,
+        target: String,
         /// What failed.
         message: String,
     },
     /// It answered with an error status.
-    #[error("{addr}{path} answered {status}: {body}")]
+    #[error("{target}{path} answered {status}: {body}")]
     Status {
         /// Where.
-        addr: SocketAddr,
+        target: String,
         /// What was asked.
         path: String,
         /// The status.
@@ -32,10 +32,10 @@ pub enum HttpError {
         body: String,
     },
     /// The answer is not the JSON expected.
-    #[error("{addr}{path}: unexpected answer: {message}")]
+    #[error("{target}{path}: unexpected answer: {message}")]
     Decode {
         /// Where.
-        addr: SocketAddr,
+        target: String,
         /// What was asked.
         path: String,
         /// What did not fit.
@@ -45,7 +45,10 @@ pub enum HttpError {
 
 /// `GET path` on `addr`; the body of a 2xx answer.
 pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Bytes, HttpError> {
-    let unreachable = |message: String| HttpError::Unreachable { addr, message };
+    let unreachable = |message: String| HttpError::Unreachable {
+        target: addr.to_string(),
+        message,
+    };
     let exchange = async {
         let tcp = TcpStream::connect(addr)
             .await
@@ -73,31 +76,40 @@ pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Byte
             .await
             .map_err(|e| unreachable(e.to_string()))?
             .to_bytes();
-        if !status.is_success() {
-            let text = String::from_utf8_lossy(&body);
-            return Err(HttpError::Status {
-                addr,
-                path: path.to_owned(),
-                status,
-                body: text.trim().chars().take(500).collect(),
-            });
-        }
-        Ok(body)
+        answer(addr.to_string(), path, status, body)
     };
     tokio::time::timeout(timeout, exchange)
         .await
         .unwrap_or_else(|_| Err(unreachable(format!("no answer within {timeout:?}"))))
 }
 
-/// `GET path` on `addr`, decoded from JSON.
-pub async fn get_json<T: serde::de::DeserializeOwned>(
-    addr: SocketAddr,
+/// The body of an answer from `target` to `GET path`, when its status is 2xx.
+pub fn answer(
+    target: String,
     path: &str,
-    timeout: Duration,
+    status: http::StatusCode,
+    body: Bytes,
+) -> Result<Bytes, HttpError> {
+    if status.is_success() {
+        return Ok(body);
+    }
+    let text = String::from_utf8_lossy(&body);
+    Err(HttpError::Status {
+        target,
+        path: path.to_owned(),
+        status,
+        body: text.trim().chars().take(500).collect(),
+    })
+}
+
+/// `body`, the answer from `target` to `GET path`, decoded from JSON.
+pub fn decode<T: serde::de::DeserializeOwned>(
+    target: String,
+    path: &str,
+    body: &[u8],
 ) -> Result<T, HttpError> {
-    let body = get(addr, path, timeout).await?;
-    serde_json::from_slice(&body).map_err(|e| HttpError::Decode {
-        addr,
+    serde_json::from_slice(body).map_err(|e| HttpError::Decode {
+        target,
         path: path.to_owned(),
         message: e.to_string(),
     })

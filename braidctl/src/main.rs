@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod http;
+mod manifests;
 mod mesh;
 mod output;
 
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
 async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
     match &cli.command {
+        Command::Check(args) => commands::check::run(g, args).await,
         Command::Status => commands::status::run(g).await,
         Command::ProxyStatus => commands::proxy_status::run(g).await,
         Command::ProxyConfig(args) => commands::proxy_config::run(g, args).await,
@@ -43,6 +45,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             Explain::Request(r) => commands::explain::run(g, r).await,
             Explain::Inbound(i) => commands::explain::run_inbound(g, i).await,
         },
+        Command::Install(args) => commands::install::run(g, args).await,
         Command::Version => commands::version::run(g).await,
     }
 }

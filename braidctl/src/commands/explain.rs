@@ -62,12 +62,13 @@ fn request_query(method: &str, path: &str, headers: &[String]) -> anyhow::Result
 
 /// Asks `pod`'s proxy `query` and checks the answer is that pod's.
 async fn ask(global: &Global, pod: &str, query: &str) -> anyhow::Result<Explanation> {
-    let mesh = Mesh::from(global)?;
-    let admin = mesh.proxy_admin(pod)?;
-    let answer: Explanation = crate::http::get_json(admin, query, global.timeout)
+    let mesh = Mesh::from(global).await?;
+    let admin = mesh.proxy_admin(global, pod).await?;
+    let answer: Explanation = admin
+        .get_json(query, global.timeout)
         .await
         .map_err(|e| anyhow::anyhow!("asking {pod}'s proxy: {e}"))?;
-    crate::commands::proxy_config::same_pod(&answer.pod, pod, global.namespace.as_deref(), admin)?;
+    crate::commands::proxy_config::same_pod(&answer.pod, pod, global.namespace.as_deref(), &admin)?;
     Ok(answer)
 }
 
@@ -134,7 +135,8 @@ pub async fn run(global: &Global, args: &RequestArgs) -> anyhow::Result<std::pro
                 q.push_str(&format!("&address={}", encode(&a.to_string())));
             }
             answer.server = Some(
-                crate::http::get_json(server, &q, global.timeout)
+                crate::mesh::Admin::Addr(server)
+                    .get_json(&q, global.timeout)
                     .await
                     .map_err(|e| anyhow::anyhow!("asking the server's proxy: {e}"))?,
             );

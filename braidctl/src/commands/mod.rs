@@ -1,6 +1,8 @@
 //! One file per subcommand.
 
+pub mod check;
 pub mod explain;
+pub mod install;
 pub mod proxy_config;
 pub mod proxy_status;
 pub mod status;

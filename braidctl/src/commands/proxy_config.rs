@@ -10,9 +10,10 @@ use crate::output::Table;
 
 /// The proxy's config, checked to be `pod`'s.
 pub async fn fetch(global: &Global, pod: &str) -> anyhow::Result<(Value, ProxyConfig)> {
-    let mesh = Mesh::from(global)?;
-    let admin = mesh.proxy_admin(pod)?;
-    let raw: Value = crate::http::get_json(admin, "/config_dump", global.timeout)
+    let mesh = Mesh::from(global).await?;
+    let admin = mesh.proxy_admin(global, pod).await?;
+    let raw: Value = admin
+        .get_json("/config_dump", global.timeout)
         .await
         .map_err(|e| {
             anyhow::anyhow!(
@@ -28,7 +29,7 @@ pub async fn fetch(global: &Global, pod: &str) -> anyhow::Result<(Value, ProxyCo
         &format!("{}/{}", node.namespace, node.workload),
         pod,
         global.namespace.as_deref(),
-        admin,
+        &admin,
     )?;
     Ok((raw, config))
 }
@@ -39,7 +40,7 @@ pub fn same_pod(
     found: &str,
     pod: &str,
     namespace: Option<&str>,
-    admin: std::net::SocketAddr,
+    admin: &crate::mesh::Admin,
 ) -> anyhow::Result<()> {
     let (ns, name) = match pod.split_once('/') {
         Some((ns, name)) => (Some(ns), name),
@@ -361,7 +362,7 @@ mod tests {
 
     #[test]
     fn another_pods_proxy_is_refused_naming_both() {
-        let admin = "127.0.0.1:15000".parse().unwrap();
+        let admin = &crate::mesh::Admin::Addr("127.0.0.1:15000".parse().unwrap());
         assert!(same_pod("shop/client", "shop/client", None, admin).is_ok());
         assert!(same_pod("shop/client", "client", None, admin).is_ok());
         let err = same_pod("shop/client", "shop/server", None, admin)

@@ -3,14 +3,13 @@
 //! whichever replica it reached), so the leader's answer says what each proxy holds and
 //! each replica's says whether the proxy streams from it.
 
-use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use braid_api::debug::{OperatorInfo, PROXIES_PATH, ProxiesAnswer};
 use serde::Serialize;
 
 use crate::cli::{Format, Global};
-use crate::mesh::Mesh;
+use crate::mesh::{Admin, Mesh};
 use crate::output::{Table, Tone, age, paint, parse_time, short_duration};
 
 /// One proxy, from all replicas' answers.
@@ -59,15 +58,17 @@ pub struct ProxyStatusReport {
 
 /// Asks every replica; fails only when none answers.
 pub async fn gather(global: &Global) -> anyhow::Result<ProxyStatusReport> {
-    let mesh = Mesh::from(global)?;
-    let operators = mesh.operators()?;
-    let asks = operators.iter().map(|addr| async move {
+    let mesh = Mesh::from(global).await?;
+    let operators = mesh.operators().await?;
+    let asks = operators.iter().map(|admin| async move {
         (
-            *addr,
-            crate::http::get_json::<ProxiesAnswer>(*addr, PROXIES_PATH, global.timeout).await,
+            admin,
+            admin
+                .get_json::<ProxiesAnswer>(PROXIES_PATH, global.timeout)
+                .await,
         )
     });
-    let answers: Vec<(SocketAddr, Result<ProxiesAnswer, crate::http::HttpError>)> =
+    let answers: Vec<(&Admin, Result<ProxiesAnswer, crate::http::HttpError>)> =
         futures::future::join_all(asks).await;
     let mut ok = Vec::new();
     let mut unreachable = Vec::new();
@@ -79,7 +80,7 @@ pub async fn gather(global: &Global) -> anyhow::Result<ProxyStatusReport> {
     }
     if ok.is_empty() {
         anyhow::bail!(
-            "no operator replica answered: {} (check --operator: each replica's --admin-addr)",
+            "no operator replica answered: {} (directory mode: check --operator, each replica's --admin-addr)",
             unreachable.join("; ")
         );
     }

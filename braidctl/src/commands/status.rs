@@ -38,12 +38,17 @@ pub struct Summary {
 
 /// Runs `braidctl status`.
 pub async fn run(global: &Global) -> anyhow::Result<std::process::ExitCode> {
-    let mesh = Mesh::from(global)?;
+    let mesh = Mesh::from(global).await?;
     let namespace = match global.all_namespaces {
         true => None,
         false => global.namespace.as_deref(),
     };
-    let summaries: Vec<Summary> = mesh.resources(namespace)?.iter().map(summarize).collect();
+    let summaries: Vec<Summary> = mesh
+        .resources(namespace)
+        .await?
+        .iter()
+        .map(summarize)
+        .collect();
     crate::output::print(global.output, &summaries, || {
         render(&summaries, global.output == Format::Wide)
     })?;

@@ -9,15 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::Resource;
-
-/// The kinds braid serves.
-const KINDS: [&str; 4] = [
-    "TrafficRoute",
-    "EncryptionPolicy",
-    "SelfHealing",
-    "AccessPolicy",
-];
+use super::{KINDS, Resource};
 
 /// A mesh run from a directory.
 pub struct DirMesh {
@@ -146,7 +138,7 @@ fn documents(text: &str) -> Vec<serde_json::Value> {
 /// operator reads it).
 fn identify(doc: &serde_json::Value) -> Option<(String, String, String)> {
     let kind = doc.get("kind")?.as_str()?;
-    if !KINDS.contains(&kind) {
+    if !KINDS.iter().any(|(k, _)| *k == kind) {
         return None;
     }
     let meta = doc.get("metadata")?;

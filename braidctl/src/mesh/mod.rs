@@ -2,13 +2,29 @@
 //! ports (directory mode), or the Kubernetes API. Each command asks through
 //! [`Mesh`], so every command works the same over both.
 
+pub mod admin;
 pub mod dir;
+pub mod kube;
 
 use std::net::SocketAddr;
 
 use serde::Serialize;
 
 use crate::cli::Global;
+pub use admin::Admin;
+
+/// Every kind braid serves, with its plural as the CRDs name it.
+pub const KINDS: [(&str, &str); 4] = [
+    ("AccessPolicy", "accesspolicies"),
+    ("EncryptionPolicy", "encryptionpolicies"),
+    ("SelfHealing", "selfhealings"),
+    ("TrafficRoute", "trafficroutes"),
+];
+
+/// Where braidctl finds a proxy's admin port in directory mode: it runs where the proxy
+/// runs.
+const LOCAL_PROXY_ADMIN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 15000);
 
 /// A braid resource and its status, whatever its kind.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -29,44 +45,60 @@ pub struct Resource {
 pub enum Mesh {
     /// A mesh run from a directory.
     Dir(dir::DirMesh),
+    /// A mesh in a Kubernetes cluster.
+    Kube(kube::KubeMesh),
 }
 
 impl Mesh {
-    /// The mesh the global options name.
-    pub fn from(global: &Global) -> anyhow::Result<Self> {
+    /// The mesh the global options name: `--dir`'s, else the kubeconfig's cluster.
+    pub async fn from(global: &Global) -> anyhow::Result<Self> {
         match &global.dir {
             Some(dir) => Ok(Self::Dir(dir::DirMesh::new(
                 dir.clone(),
                 global.status_dir.clone(),
                 global.operators.clone(),
-                global.proxy_admin,
+                global.proxy_admin.unwrap_or(LOCAL_PROXY_ADMIN),
             )?)),
-            None => anyhow::bail!(
-                "no mesh named: pass --dir PATH (and --operator ADDR) for a mesh run from a directory. \
-                 Kubernetes mode (kubeconfig, --context) is not in this build of braidctl yet"
-            ),
+            None => Ok(Self::Kube(
+                kube::KubeMesh::connect(
+                    global.kubeconfig.as_deref(),
+                    global.context.as_deref(),
+                    &global.mesh_namespace,
+                    global.timeout,
+                )
+                .await?,
+            )),
         }
     }
 
     /// Every braid resource, in `namespace` (all when `None`), sorted by namespace, kind
     /// and name.
-    pub fn resources(&self, namespace: Option<&str>) -> anyhow::Result<Vec<Resource>> {
+    pub async fn resources(&self, namespace: Option<&str>) -> anyhow::Result<Vec<Resource>> {
         match self {
             Self::Dir(d) => d.resources(namespace),
+            Self::Kube(k) => k.resources(namespace).await,
         }
     }
 
-    /// The admin addresses of the operator's replicas.
-    pub fn operators(&self) -> anyhow::Result<Vec<SocketAddr>> {
+    /// The admin ports of the operator's replicas.
+    pub async fn operators(&self) -> anyhow::Result<Vec<Admin>> {
         match self {
-            Self::Dir(d) => d.operators(),
+            Self::Dir(d) => Ok(d.operators()?.into_iter().map(Admin::Addr).collect()),
+            Self::Kube(k) => k.operators().await,
         }
     }
 
-    /// The admin address of `pod`'s proxy (`namespace/name`).
-    pub fn proxy_admin(&self, _pod: &str) -> anyhow::Result<SocketAddr> {
+    /// The admin port of `pod`'s proxy (`namespace/name`).
+    pub async fn proxy_admin(&self, global: &Global, pod: &str) -> anyhow::Result<Admin> {
         match self {
-            Self::Dir(d) => Ok(d.proxy_admin()),
+            Self::Dir(d) => Ok(Admin::Addr(d.proxy_admin())),
+            Self::Kube(_) => match global.proxy_admin {
+                Some(addr) => Ok(Admin::Addr(addr)),
+                None => anyhow::bail!(
+                    "{pod}: a proxy's admin port listens on the pod's loopback only; forward it \
+                     (kubectl port-forward -n NAMESPACE POD 15000) and pass --proxy-admin 127.0.0.1:15000"
+                ),
+            },
         }
     }
 }

@@ -1,0 +1,95 @@
+//! An admin port braidctl asks: an address it reaches itself (directory mode, or a port
+//! forwarded), or a pod's port through the API server's pod proxy subresource
+//! (`pods/NAME:PORT/proxy/...`), which needs nothing but the kubeconfig.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+
+use crate::http::{self, HttpError};
+
+/// Where an admin port is.
+#[derive(Clone)]
+pub enum Admin {
+    /// An address braidctl connects to.
+    Addr(SocketAddr),
+    /// A pod's port, through the API server.
+    PodProxy {
+        /// The cluster.
+        client: kube::Client,
+        /// The pod's namespace.
+        namespace: String,
+        /// The pod.
+        pod: String,
+        /// The port on the pod's address.
+        port: u16,
+    },
+}
+
+impl fmt::Display for Admin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Addr(addr) => write!(f, "{addr}"),
+            Self::PodProxy {
+                namespace,
+                pod,
+                port,
+                ..
+            } => write!(f, "pod {namespace}/{pod}:{port}"),
+        }
+    }
+}
+
+impl Admin {
+    /// `GET path`; the body of a 2xx answer.
+    pub async fn get(&self, path: &str, timeout: Duration) -> Result<Bytes, HttpError> {
+        match self {
+            Self::Addr(addr) => http::get(*addr, path, timeout).await,
+            Self::PodProxy {
+                client,
+                namespace,
+                pod,
+                port,
+            } => {
+                let unreachable = |message: String| HttpError::Unreachable {
+                    target: self.to_string(),
+                    message,
+                };
+                let uri = format!("/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy{path}");
+                let exchange = async {
+                    let req = ::http::Request::get(uri)
+                        .body(kube::client::Body::empty())
+                        .map_err(|e| unreachable(e.to_string()))?;
+                    let resp = client
+                        .send(req)
+                        .await
+                        .map_err(|e| unreachable(e.to_string()))?;
+                    let status = resp.status();
+                    let body = resp
+                        .into_body()
+                        .collect()
+                        .await
+                        .map_err(|e| unreachable(e.to_string()))?
+                        .to_bytes();
+                    http::answer(self.to_string(), path, status, body)
+                };
+                tokio::time::timeout(timeout, exchange)
+                    .await
+                    .unwrap_or_else(|_| Err(unreachable(format!("no answer within {timeout:?}"))))
+            }
+        }
+    }
+
+    /// `GET path`, decoded from JSON.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<T, HttpError> {
+        let body = self.get(path, timeout).await?;
+        http::decode(self.to_string(), path, &body)
+    }
+}
