@@ -49,7 +49,7 @@ pub struct Global {
     pub kubeconfig: Option<PathBuf>,
     /// Kubernetes mode: the namespace braid is installed in.
     #[arg(long, global = true, default_value = "braid-system")]
-    pub mesh_namespace: String,
+    pub braid_namespace: String,
     /// The namespace (default: every namespace for `status`, the proxy's own for names
     /// in `explain`).
     #[arg(short = 'n', long, global = true)]
@@ -100,6 +100,12 @@ pub enum Command {
     Explain(ExplainArgs),
     /// braidctl's version, the operator replicas' and the proxies', and any skew.
     Version,
+    /// Add braid-init and the proxy to the pod templates of YAML files, as the webhook
+    /// would (the same code), for clusters or namespaces without the webhook.
+    Inject(InjectCmd),
+    /// Remove exactly what `inject` or the webhook added, as each pod template's
+    /// `braid.dev/status` records it.
+    Uninject(UninjectCmd),
     /// This release's install manifests (`--render`), with the image and replica counts
     /// given: `braidctl install --render | kubectl apply --server-side -f -`.
     Install(InstallArgs),
@@ -112,6 +118,26 @@ pub struct CheckArgs {
     /// Pod Security level of the namespaces to mesh (`-n` names one not labelled yet).
     #[arg(long)]
     pub pre: bool,
+}
+
+/// `braidctl inject`.
+#[derive(Debug, Args)]
+pub struct InjectCmd {
+    /// The YAML file (several documents allowed; Pods, Deployments, StatefulSets,
+    /// DaemonSets, ReplicaSets, Jobs, CronJobs, Lists of them); `-` for standard input.
+    #[arg(short = 'f', long, default_value = "-")]
+    pub filename: PathBuf,
+    /// What goes into every pod: the webhook's own flags.
+    #[command(flatten)]
+    pub inject: braid_injector::args::InjectArgs,
+}
+
+/// `braidctl uninject`.
+#[derive(Debug, Args)]
+pub struct UninjectCmd {
+    /// The YAML file; `-` for standard input.
+    #[arg(short = 'f', long, default_value = "-")]
+    pub filename: PathBuf,
 }
 
 /// `braidctl install`.

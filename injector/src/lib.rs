@@ -3,6 +3,7 @@
 //! admission webhook or in place for offline injection.
 
 pub mod annotations;
+pub mod args;
 pub mod decide;
 pub mod inject;
 pub mod metrics;

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod explain;
+pub mod inject;
 pub mod install;
 pub mod proxy_config;
 pub mod proxy_status;

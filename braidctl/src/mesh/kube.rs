@@ -131,7 +131,7 @@ impl KubeMesh {
             .await
             .with_context(|| {
                 format!(
-                    "listing the operator's pods in {} ({OPERATOR_SELECTOR}); --mesh-namespace names braid's namespace",
+                    "listing the operator's pods in {} ({OPERATOR_SELECTOR}); --braid-namespace names braid's namespace",
                     self.mesh_namespace
                 )
             })?;

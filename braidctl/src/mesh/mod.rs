@@ -63,7 +63,7 @@ impl Mesh {
                 kube::KubeMesh::connect(
                     global.kubeconfig.as_deref(),
                     global.context.as_deref(),
-                    &global.mesh_namespace,
+                    &global.braid_namespace,
                     global.timeout,
                 )
                 .await?,
