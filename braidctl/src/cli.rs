@@ -100,6 +100,9 @@ pub enum Command {
     Explain(ExplainArgs),
     /// braidctl's version, the operator replicas' and the proxies', and any skew.
     Version,
+    /// Golden signals (success rate, requests per second, p50/p95/p99 latency) per
+    /// workload, service or TrafficRoute rule, from the proxies' own metrics.
+    Stat(StatArgs),
     /// Add braid-init and the proxy to the pod templates of YAML files, as the webhook
     /// would (the same code), for clusters or namespaces without the webhook.
     Inject(InjectCmd),
@@ -118,6 +121,36 @@ pub struct CheckArgs {
     /// Pod Security level of the namespaces to mesh (`-n` names one not labelled yet).
     #[arg(long)]
     pub pre: bool,
+}
+
+/// `braidctl stat`.
+#[derive(Debug, Args)]
+pub struct StatArgs {
+    /// What to sum by.
+    #[arg(value_enum, default_value_t = StatBy::Deploy)]
+    pub by: StatBy,
+    /// How long to watch: the proxies are scraped at its start and its end. `0s`: since
+    /// each proxy started (no requests per second).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub window: std::time::Duration,
+}
+
+/// What `stat` sums by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StatBy {
+    /// Each pod: what its app serves (inbound).
+    #[value(alias = "pods", alias = "po")]
+    Pod,
+    /// Each workload (Deployment, or the pods' `app` label in directory mode): what it
+    /// serves (inbound).
+    #[value(alias = "deployment", alias = "deployments")]
+    Deploy,
+    /// Each service: what its callers saw (outbound).
+    #[value(alias = "service", alias = "services")]
+    Svc,
+    /// Each service's TrafficRoute rule and group: what its callers saw (outbound).
+    #[value(alias = "routes")]
+    Route,
 }
 
 /// `braidctl inject`.

@@ -45,6 +45,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             Explain::Request(r) => commands::explain::run(g, r).await,
             Explain::Inbound(i) => commands::explain::run_inbound(g, i).await,
         },
+        Command::Stat(args) => commands::stat::run(g, args).await,
         Command::Inject(args) => commands::inject::run(args).await,
         Command::Uninject(args) => commands::inject::run_uninject(args),
         Command::Install(args) => commands::install::run(g, args).await,

@@ -534,3 +534,86 @@ fn status_says_when_braid_is_not_installed() {
         "{err}"
     );
 }
+
+#[test]
+fn stat_sums_the_proxies_metrics_through_the_pod_proxy() {
+    let mut c = good_install();
+    for (i, pod) in pod_names().iter().enumerate() {
+        let name = pod.trim_start_matches("shop/");
+        let path = format!("/api/v1/namespaces/shop/pods/{name}:15021/proxy/stats/prometheus");
+        let inbound = 10 * (i + 1);
+        let body = format!(
+            "# TYPE braid_requests counter\n\
+             braid_requests_total{{workload=\"{name}\",workload_namespace=\"shop\",direction=\"inbound\",target=\"app:8080\",code=\"200\"}} {inbound}\n\
+             braid_requests_total{{workload=\"{name}\",workload_namespace=\"shop\",direction=\"outbound\",target=\"payments.shop:80\",rule=\"default\",group=\"v1\",code=\"200\"}} 3\n\
+             braid_requests_total{{workload=\"{name}\",workload_namespace=\"shop\",direction=\"outbound\",target=\"payments.shop:80\",rule=\"default\",group=\"v1\",code=\"503\"}} 1\n"
+        );
+        c.proxied.insert(path, (200, body));
+    }
+    let api = FakeApi::start(c);
+    let out = braidctl(&api, &["stat", "deploy", "--window", "0s", "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let by: Vec<(String, u64, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_owned(),
+                r["proxies"].as_u64().unwrap(),
+                r["requests"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // The pods of a Deployment are summed under its name (the fixture's pods are in
+    // name order: client, payments-v1 twice, payments-v2).
+    assert_eq!(
+        by,
+        [
+            ("client".to_owned(), 1, 10),
+            ("payments-v1".to_owned(), 2, 50),
+            ("payments-v2".to_owned(), 1, 40)
+        ]
+    );
+    let out = braidctl(&api, &["stat", "svc", "--window", "0s"]);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let words = |l: &str| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(
+        words(lines[0]),
+        [
+            "NAMESPACE",
+            "NAME",
+            "PROXIES",
+            "REQUESTS",
+            "SUCCESS",
+            "RPS",
+            "P50",
+            "P95",
+            "P99"
+        ]
+    );
+    assert_eq!(
+        words(lines[1]),
+        [
+            "shop",
+            "payments:80",
+            "4",
+            "16",
+            "75.0%",
+            "-",
+            "-",
+            "-",
+            "-"
+        ]
+    );
+}

@@ -183,6 +183,30 @@ const RULES: &str = "  - name: transfers
     route: [{group: Group_1, weight: 100}]
 ";
 
+/// `braidctl stat BY --window 0s` from the hub: requests since each proxy started, by
+/// (namespace or service, name, rule:group).
+fn stat(
+    mesh: &Mesh,
+    dir: &str,
+    by: &str,
+) -> std::collections::BTreeMap<(String, String, String), u64> {
+    let out = mesh
+        .braidctl(&["--dir", dir, "-o", "json", "stat", by, "--window", "0s"])
+        .unwrap();
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    rows.iter()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+            let key = match by {
+                "route" => (s("name"), s("rule"), s("group")),
+                _ => (s("namespace"), s("name"), String::new()),
+            };
+            (key, r["requests"].as_u64().unwrap())
+        })
+        .collect()
+}
+
 #[test]
 fn explain_names_the_rule_and_group_the_proxy_actually_uses() {
     let (mesh, client, _server, _server2) = routed_mesh(&["--name", "server2"], RULES);
@@ -192,6 +216,10 @@ fn explain_names_the_rule_and_group_the_proxy_actually_uses() {
     let types = [None, Some("transfer"), Some("refund")];
     // 20 requests, spread over the combinations by a fixed stride (reproducible).
     let mut seen_rules = std::collections::BTreeSet::new();
+    let routed_before = stat(&mesh, &dir, "route");
+    let served_before = stat(&mesh, &dir, "pod");
+    let mut routed = std::collections::BTreeMap::<(String, String), u64>::new();
+    let mut served = std::collections::BTreeMap::<String, u64>::new();
     for i in 0..20usize {
         let method = methods[(i * 7) % methods.len()];
         let path = paths[(i * 3) % paths.len()];
@@ -251,6 +279,36 @@ fn explain_names_the_rule_and_group_the_proxy_actually_uses() {
             );
         }
         seen_rules.insert(rule.to_owned());
+        *routed
+            .entry((rule.to_owned(), served_by.to_owned()))
+            .or_default() += 1;
+        let pod = if served_by == "Group_1" {
+            "server"
+        } else {
+            "server2"
+        };
+        *served.entry(pod.to_owned()).or_default() += 1;
+    }
+    // braidctl stat, from the proxies' own metrics, counts what was sent: by rule and
+    // group on the caller's side, by pod on the servers'.
+    let routed_after = stat(&mesh, &dir, "route");
+    let mut counted = std::collections::BTreeMap::new();
+    for (k, n) in &routed_after {
+        let new = n - routed_before.get(k).copied().unwrap_or(0);
+        if new > 0 && k.0 == "payments:80" {
+            counted.insert((k.1.clone(), k.2.clone()), new);
+        }
+    }
+    assert_eq!(counted, routed);
+    let served_after = stat(&mesh, &dir, "pod");
+    for (pod, n) in &served {
+        let key = ("shop".to_owned(), pod.clone(), String::new());
+        let before = served_before.get(&key).copied().unwrap_or(0);
+        assert_eq!(
+            served_after.get(&key).copied().unwrap_or(0) - before,
+            *n,
+            "{pod}"
+        );
     }
     // The generated requests exercised every rule.
     assert_eq!(

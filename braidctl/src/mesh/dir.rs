@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::{KINDS, Resource};
+use super::{Admin, KINDS, MetricsSource, Resource};
 
 /// A mesh run from a directory.
 pub struct DirMesh {
@@ -107,6 +107,40 @@ impl DirMesh {
             )
         })?;
         Ok(doc.get("status").cloned())
+    }
+}
+
+impl DirMesh {
+    /// The meshed workloads of `registry.yaml`, at their first address's health port.
+    pub fn metrics_sources(&self) -> anyhow::Result<Vec<MetricsSource>> {
+        let path = self.dir.join("registry.yaml");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {} (the workloads and their addresses)",
+                path.display()
+            )
+        })?;
+        let registry: serde_json::Value = serde_norway::from_str(&text)
+            .with_context(|| format!("{}: not the operator's registry", path.display()))?;
+        let mut sources = Vec::new();
+        for w in registry["workloads"].as_array().into_iter().flatten() {
+            if w["meshed"] == false {
+                continue;
+            }
+            let (Some(name), Some(ip)) = (w["name"].as_str(), w["ips"][0].as_str()) else {
+                continue;
+            };
+            let Ok(ip) = ip.parse::<std::net::IpAddr>() else {
+                continue;
+            };
+            let ns = w["namespace"].as_str().unwrap_or("default");
+            sources.push(MetricsSource {
+                pod: format!("{ns}/{name}"),
+                owner: w["labels"]["app"].as_str().unwrap_or(name).to_owned(),
+                admin: Admin::Addr(SocketAddr::new(ip, braid_api::ports::HEALTH_PORT)),
+            });
+        }
+        Ok(sources)
     }
 }
 

@@ -7,12 +7,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use super::admin::Admin;
-use super::{KINDS, Resource};
+use super::{KINDS, MetricsSource, Resource};
 
 /// The API group of braid's resources.
 pub const GROUP: &str = "braid.dev";
@@ -154,6 +154,75 @@ impl KubeMesh {
         }
         Ok(admins)
     }
+}
+
+impl KubeMesh {
+    /// Every running pod with the proxy in a namespace labelled for injection, at its
+    /// health port through the pod proxy.
+    pub async fn metrics_sources(&self) -> anyhow::Result<Vec<MetricsSource>> {
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let meshed = namespaces
+            .list(&ListParams::default().labels("braid.dev/inject=enabled"))
+            .await
+            .context("listing the namespaces labelled braid.dev/inject=enabled")?;
+        let mut sources = Vec::new();
+        for ns in meshed
+            .items
+            .iter()
+            .filter_map(|n| n.metadata.name.as_deref())
+        {
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+            let list = pods
+                .list(&ListParams::default())
+                .await
+                .with_context(|| format!("listing the pods of {ns}"))?;
+            for pod in list.items.iter().filter(|p| running(p) && has_proxy(p)) {
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                sources.push(MetricsSource {
+                    pod: format!("{ns}/{name}"),
+                    owner: owner(pod),
+                    admin: Admin::PodProxy {
+                        client: self.client.clone(),
+                        namespace: ns.to_owned(),
+                        pod: name,
+                        port: braid_api::ports::HEALTH_PORT,
+                    },
+                });
+            }
+        }
+        Ok(sources)
+    }
+}
+
+/// The proxy's container.
+pub const PROXY_CONTAINER: &str = "braid-proxy";
+
+/// The proxy's container of `pod`: a native sidecar, or a container.
+pub fn proxy_container(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::Container> {
+    let spec = pod.spec.as_ref()?;
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .find(|c| c.name == PROXY_CONTAINER)
+}
+
+/// Whether `pod` runs braid's proxy.
+fn has_proxy(pod: &Pod) -> bool {
+    proxy_container(pod).is_some()
+}
+
+/// The Deployment a pod belongs to, from its ReplicaSet's `pod-template-hash`
+/// (`web-5d8f7c-x2x9z` of hash `5d8f7c` is `web`); else its `app` label; else its name.
+pub fn owner(pod: &Pod) -> String {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let labels = pod.metadata.labels.as_ref();
+    if let Some(hash) = labels.and_then(|l| l.get("pod-template-hash"))
+        && let Some((deployment, _)) = name.split_once(&format!("-{hash}-"))
+    {
+        return deployment.to_owned();
+    }
+    labels.and_then(|l| l.get("app")).cloned().unwrap_or(name)
 }
 
 /// Whether `pod` runs and has an address.

@@ -41,6 +41,17 @@ pub struct Resource {
     pub status: Option<serde_json::Value>,
 }
 
+/// Where a proxy's metrics are.
+#[derive(Clone)]
+pub struct MetricsSource {
+    /// Its pod, `namespace/name`.
+    pub pod: String,
+    /// What runs the pod: a Deployment's name, else the pod's `app` label, else its name.
+    pub owner: String,
+    /// Its health port, which serves `/stats/prometheus`.
+    pub admin: Admin,
+}
+
 /// The mesh braidctl looks at.
 pub enum Mesh {
     /// A mesh run from a directory.
@@ -85,6 +96,14 @@ impl Mesh {
         match self {
             Self::Dir(d) => Ok(d.operators()?.into_iter().map(Admin::Addr).collect()),
             Self::Kube(k) => k.operators().await,
+        }
+    }
+
+    /// Every meshed pod's proxy metrics.
+    pub async fn metrics_sources(&self, _global: &Global) -> anyhow::Result<Vec<MetricsSource>> {
+        match self {
+            Self::Dir(d) => d.metrics_sources(),
+            Self::Kube(k) => k.metrics_sources().await,
         }
     }
 

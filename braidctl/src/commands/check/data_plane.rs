@@ -2,18 +2,17 @@
 //! the injector puts in pods now, and every proxy is connected and holds the latest
 //! config (from the operator replicas' `/debug/proxies`).
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::Pod;
 
 use super::finding::Finding;
 use super::install::{INJECTOR, image};
 use super::kubernetes::{list, meshed};
 use super::snapshot::Snapshot;
 use crate::commands::proxy_status::merge;
+use crate::mesh::kube::proxy_container as proxy;
 
 /// The heading of these checks.
 pub const CATEGORY: &str = "Data plane";
-/// The proxy's container.
-pub const PROXY_CONTAINER: &str = "braid-proxy";
 /// The injector's setting of the image it injects.
 const PROXY_IMAGE_ENV: &str = "BRAID_PROXY_IMAGE";
 
@@ -24,16 +23,6 @@ fn name(pod: &Pod) -> String {
         pod.metadata.namespace.as_deref().unwrap_or_default(),
         pod.metadata.name.as_deref().unwrap_or_default()
     )
-}
-
-/// The proxy's container of `pod`: a native sidecar, or a container.
-pub fn proxy(pod: &Pod) -> Option<&Container> {
-    let spec = pod.spec.as_ref()?;
-    spec.init_containers
-        .iter()
-        .flatten()
-        .chain(&spec.containers)
-        .find(|c| c.name == PROXY_CONTAINER)
 }
 
 /// Whether the injector would have meshed `pod`: in a labelled namespace (the caller's
