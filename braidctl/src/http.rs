@@ -45,8 +45,9 @@ pub enum HttpError {
 
 /// `GET path` on `addr`; the body of a 2xx answer.
 pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Bytes, HttpError> {
+    let target = addr.to_string();
     let unreachable = |message: String| HttpError::Unreachable {
-        target: addr.to_string(),
+        target: target.clone(),
         message,
     };
     let exchange = async {
@@ -69,33 +70,53 @@ pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Byte
             .send_request(req)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?
-            .to_bytes();
-        answer(addr.to_string(), path, status, body)
+        answer(&target, path, resp).await
     };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .unwrap_or_else(|_| Err(unreachable(format!("no answer within {timeout:?}"))))
+    within(&target, timeout, exchange).await
 }
 
-/// The body of an answer from `target` to `GET path`, when its status is 2xx.
-pub fn answer(
-    target: String,
-    path: &str,
-    status: http::StatusCode,
-    body: Bytes,
+/// What `exchange` gives, or an error naming `target` once `timeout` has passed.
+pub async fn within(
+    target: &str,
+    timeout: Duration,
+    exchange: impl Future<Output = Result<Bytes, HttpError>>,
 ) -> Result<Bytes, HttpError> {
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            Err(HttpError::Unreachable {
+                target: target.to_owned(),
+                message: format!("no answer within {timeout:?}"),
+            })
+        })
+}
+
+/// The body of `resp`, `target`'s answer to `GET path`, when its status is 2xx.
+pub async fn answer<B>(
+    target: &str,
+    path: &str,
+    resp: http::Response<B>,
+) -> Result<Bytes, HttpError>
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Display,
+{
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| HttpError::Unreachable {
+            target: target.to_owned(),
+            message: e.to_string(),
+        })?
+        .to_bytes();
     if status.is_success() {
         return Ok(body);
     }
     let text = String::from_utf8_lossy(&body);
     Err(HttpError::Status {
-        target,
+        target: target.to_owned(),
         path: path.to_owned(),
         status,
         body: text.trim().chars().take(500).collect(),

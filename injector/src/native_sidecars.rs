@@ -54,6 +54,12 @@ pub enum DetectError {
 /// Whether a cluster reporting `info` runs native sidecars by default. Managed
 /// clusters report minors such as `"29+"`; the digits decide.
 pub fn supported(info: &Info) -> Result<bool, UnreadableVersion> {
+    let (major, minor) = version(info)?;
+    Ok(major > 1 || (major == 1 && minor >= FIRST_MINOR))
+}
+
+/// The `(major, minor)` version `info` reports, by the digits each starts with.
+pub fn version(info: &Info) -> Result<(u32, u32), UnreadableVersion> {
     let unreadable = || UnreadableVersion {
         major: info.major.clone(),
         minor: info.minor.clone(),
@@ -64,7 +70,7 @@ pub fn supported(info: &Info) -> Result<bool, UnreadableVersion> {
     };
     let major = digits(&info.major).ok_or_else(unreadable)?;
     let minor = digits(&info.minor).ok_or_else(unreadable)?;
-    Ok(major > 1 || (major == 1 && minor >= FIRST_MINOR))
+    Ok((major, minor))
 }
 
 /// Asks the API server behind `client`.

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 
 use crate::http::{self, HttpError};
 
@@ -54,12 +53,13 @@ impl Admin {
                 pod,
                 port,
             } => {
-                let unreachable = |message: String| HttpError::Unreachable {
-                    target: self.to_string(),
-                    message,
-                };
+                let target = self.to_string();
                 let uri = format!("/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy{path}");
                 let exchange = async {
+                    let unreachable = |message: String| HttpError::Unreachable {
+                        target: target.clone(),
+                        message,
+                    };
                     let req = ::http::Request::get(uri)
                         .body(kube::client::Body::empty())
                         .map_err(|e| unreachable(e.to_string()))?;
@@ -67,18 +67,9 @@ impl Admin {
                         .send(req)
                         .await
                         .map_err(|e| unreachable(e.to_string()))?;
-                    let status = resp.status();
-                    let body = resp
-                        .into_body()
-                        .collect()
-                        .await
-                        .map_err(|e| unreachable(e.to_string()))?
-                        .to_bytes();
-                    http::answer(self.to_string(), path, status, body)
+                    http::answer(&target, path, resp).await
                 };
-                tokio::time::timeout(timeout, exchange)
-                    .await
-                    .unwrap_or_else(|_| Err(unreachable(format!("no answer within {timeout:?}"))))
+                http::within(&target, timeout, exchange).await
             }
         }
     }

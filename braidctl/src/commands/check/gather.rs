@@ -111,29 +111,17 @@ async fn probe(client: &kube::Client, path: &str, timeout: std::time::Duration) 
 }
 
 async fn ask(client: &kube::Client, path: &str) -> Read<()> {
-    use http_body_util::BodyExt;
     let req = http::Request::get(path)
         .body(kube::client::Body::empty())
         .map_err(|e| e.to_string())?;
     let resp = client.send(req).await.map_err(|e| why(&e))?;
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(());
+    match crate::http::answer("the API server", path, resp).await {
+        Ok(_) => Ok(()),
+        Err(crate::http::HttpError::Status { status, body, .. }) => {
+            Err(format!("{status}: {body}"))
+        }
+        Err(e) => Err(e.to_string()),
     }
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    Err(format!(
-        "{status}: {}",
-        String::from_utf8_lossy(&body)
-            .trim()
-            .chars()
-            .take(300)
-            .collect::<String>()
-    ))
 }
 
 /// Each operator replica's answer, by pod.

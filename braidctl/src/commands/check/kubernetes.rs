@@ -15,7 +15,7 @@ pub const PERMISSIONS: &str = "Permissions to install";
 /// The oldest Kubernetes braid supports (1.x).
 pub const OLDEST_MINOR: u32 = 28;
 /// The first with native sidecars on by default.
-pub const NATIVE_SIDECARS_MINOR: u32 = 29;
+pub const NATIVE_SIDECARS_MINOR: u32 = braid_injector::native_sidecars::FIRST_MINOR;
 /// The label that meshes a namespace.
 pub const INJECT_LABEL: &str = "braid.dev/inject";
 /// Pod Security's label for the enforced level.
@@ -26,13 +26,10 @@ const PSS_WARN: [&str; 2] = [
     "pod-security.kubernetes.io/audit",
 ];
 
-/// `(major, minor)` as numbers; managed clusters report minors such as `"29+"`.
+/// `(major, minor)` as numbers, read as the injector reads them; managed clusters report
+/// minors such as `"29+"`.
 pub fn version_of(info: &Info) -> Option<(u32, u32)> {
-    let digits = |s: &str| -> Option<u32> {
-        let d: String = s.chars().take_while(char::is_ascii_digit).collect();
-        d.parse().ok()
-    };
-    Some((digits(&info.major)?, digits(&info.minor)?))
+    braid_injector::native_sidecars::version(info).ok()
 }
 
 /// The API server answers, is new enough, and runs native sidecars. `None` when it does
