@@ -40,7 +40,8 @@ pub struct Global {
     pub operators: Vec<SocketAddr>,
     /// The admin address of the pod's proxy. Directory mode: braidctl runs where the
     /// proxy runs (its admin port listens on loopback only), default 127.0.0.1:15000.
-    /// Kubernetes mode: a port already forwarded to it (default: braidctl forwards one).
+    /// Kubernetes mode: required for `proxy-config` and `explain`, a port forwarded to it
+    /// (`kubectl port-forward POD 15000`).
     #[arg(long, global = true)]
     pub proxy_admin: Option<SocketAddr>,
     /// Kubernetes mode: the kubeconfig file (default: KUBECONFIG, then ~/.kube/config,
@@ -183,10 +184,12 @@ pub struct InstallArgs {
     /// release's, ghcr.io/braid-mesh/braid:VERSION), e.g. a mirror's.
     #[arg(long)]
     pub image: Option<String>,
-    /// Operator replicas: one leads, the others serve proxies and take over.
+    /// Operator replicas: one leads, the others serve proxies and take over (with 1, no
+    /// PodDisruptionBudget, which would hold node drains).
     #[arg(long, default_value_t = 2)]
     pub operator_replicas: u32,
-    /// Injector replicas: its webhook fails closed, so keep a spare.
+    /// Injector replicas: its webhook fails closed, so keep a spare (with 1, no
+    /// PodDisruptionBudget).
     #[arg(long, default_value_t = 2)]
     pub injector_replicas: u32,
 }

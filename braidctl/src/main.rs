@@ -15,6 +15,10 @@ use cli::{Cli, Command, Explain};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // kube's TLS uses rustls; name its provider, as a build with more than one (a
+    // workspace build unifies features) cannot pick one itself. An error means one is
+    // installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -46,7 +50,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             Explain::Inbound(i) => commands::explain::run_inbound(g, i).await,
         },
         Command::Stat(args) => commands::stat::run(g, args).await,
-        Command::Inject(args) => commands::inject::run(args).await,
+        Command::Inject(args) => commands::inject::run(g, args).await,
         Command::Uninject(args) => commands::inject::run_uninject(args),
         Command::Install(args) => commands::install::run(g, args).await,
         Command::Version => commands::version::run(g).await,

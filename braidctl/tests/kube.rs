@@ -12,7 +12,7 @@ use base64::Engine;
 use fake_api::{Cluster, FakeApi};
 use serde_json::{Value, json};
 
-const REALAPI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/realapi");
+const REALAPI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/realapi");
 const MANIFESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests");
 
 fn braidctl(api: &FakeApi, args: &[&str]) -> Output {
@@ -615,5 +615,33 @@ fn stat_sums_the_proxies_metrics_through_the_pod_proxy() {
             "-",
             "-"
         ]
+    );
+}
+
+#[test]
+fn check_without_the_right_to_use_the_pod_proxy_warns_rather_than_fails() {
+    // The built-in view and edit roles grant no pods/proxy or services/proxy.
+    let mut c = good_install();
+    for path in [OPERATOR_A, OPERATOR_B, HEALTHZ] {
+        c.proxied.insert(
+            path.into(),
+            (
+                403,
+                "pods \"x\" is forbidden: cannot get resource \"pods/proxy\"".into(),
+            ),
+        );
+    }
+    let api = FakeApi::start(c);
+    let out = braidctl(&api, &["check"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(lines_marked(&text, "✘").is_empty(), "{text}");
+    assert_eq!(
+        lines_marked(&text, "⚠"),
+        [
+            "⚠ cannot ask the operator's replicas: you may not get pods/proxy in braid-system",
+            "⚠ cannot check the API server's path to the injector: you may not get services/proxy in braid-system",
+        ],
+        "{text}"
     );
 }

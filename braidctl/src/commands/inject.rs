@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use braid_injector::native_sidecars::NativeSidecars;
 
-use crate::cli::{InjectCmd, UninjectCmd};
+use crate::cli::{Global, InjectCmd, UninjectCmd};
+use crate::mesh::kube::KubeMesh;
 
 /// The text of `-f` (`-`: standard input).
 fn read_input(path: &Path) -> anyhow::Result<String> {
@@ -23,16 +24,23 @@ fn read_input(path: &Path) -> anyhow::Result<String> {
 }
 
 /// Runs `braidctl inject`.
-pub async fn run(args: &InjectCmd) -> anyhow::Result<ExitCode> {
+pub async fn run(global: &Global, args: &InjectCmd) -> anyhow::Result<ExitCode> {
     let text = read_input(&args.filename)?;
     // Offline, native sidecars unless told otherwise, as `braid-injector inject`;
-    // `auto` asks the cluster of the kubeconfig.
-    let native = args
-        .inject
-        .native_sidecars
-        .unwrap_or(NativeSidecars::On)
-        .resolve()
-        .await?;
+    // `auto` asks the cluster braidctl's --kubeconfig and --context name.
+    let native = match args.inject.native_sidecars.unwrap_or(NativeSidecars::On) {
+        NativeSidecars::Auto => {
+            let cluster = KubeMesh::connect(
+                global.kubeconfig.as_deref(),
+                global.context.as_deref(),
+                &global.braid_namespace,
+                global.timeout,
+            )
+            .await?;
+            braid_injector::native_sidecars::detect(cluster.client()).await?
+        }
+        other => other.resolve().await?,
+    };
     let out = braid_injector::offline::inject_documents(&text, &args.inject.settings(native))?;
     crate::output::write_out(&out)?;
     Ok(ExitCode::SUCCESS)

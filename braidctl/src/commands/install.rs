@@ -54,6 +54,16 @@ pub fn render(args: &InstallArgs) -> anyhow::Result<String> {
     }
     let mut out = String::new();
     for (file, text) in FILES {
+        // A PodDisruptionBudget's minAvailable: 1 over one replica would hold every
+        // node drain forever.
+        let lone = match file {
+            "operator/pdb.yaml" => args.operator_replicas == 1,
+            "injector/pdb.yaml" => args.injector_replicas == 1,
+            _ => false,
+        };
+        if lone {
+            continue;
+        }
         let mut text = text.replace(&release_image(), &image);
         let replicas = match file {
             "operator/deployment.yaml" => Some(args.operator_replicas),
@@ -160,6 +170,13 @@ mod tests {
             .unwrap();
         assert_eq!(proxy["value"], "registry.example/braid:v2");
         assert!(render(&args(Some("registry.example/braid@sha256:abc"), 2, 2)).is_ok());
+        // One injector replica: no PodDisruptionBudget to hold a drain forever.
+        let pdbs: Vec<&str> = docs
+            .iter()
+            .filter(|d| d["kind"] == "PodDisruptionBudget")
+            .map(|d| d["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(pdbs, ["braid-operator"]);
     }
 
     #[test]

@@ -63,7 +63,7 @@ impl KubeMesh {
             }
             (None, Some(name)) => kube::Config::from_kubeconfig(&options)
                 .await
-                .with_context(|| format!("--context {name}: not in the kubeconfig; {hint}"))?,
+                .with_context(|| format!("--context {name}: cannot use it ({hint})"))?,
             (None, None) => kube::Config::infer()
                 .await
                 .with_context(|| format!("no cluster found: {hint}"))?,
@@ -159,18 +159,26 @@ impl KubeMesh {
 impl KubeMesh {
     /// Every running pod with the proxy in a namespace labelled for injection, at its
     /// health port through the pod proxy.
-    pub async fn metrics_sources(&self) -> anyhow::Result<Vec<MetricsSource>> {
-        let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        let meshed = namespaces
-            .list(&ListParams::default().labels("braid.dev/inject=enabled"))
-            .await
-            .context("listing the namespaces labelled braid.dev/inject=enabled")?;
+    /// Only `namespace`'s when given: a user with rights in one namespace can ask.
+    pub async fn metrics_sources(
+        &self,
+        namespace: Option<&str>,
+    ) -> anyhow::Result<Vec<MetricsSource>> {
+        let namespaces: Vec<String> = match namespace {
+            Some(ns) => vec![ns.to_owned()],
+            None => {
+                let all: Api<Namespace> = Api::all(self.client.clone());
+                all.list(&ListParams::default().labels("braid.dev/inject=enabled"))
+                    .await
+                    .context("listing the namespaces labelled braid.dev/inject=enabled (-n NAMESPACE asks one only)")?
+                    .items
+                    .into_iter()
+                    .filter_map(|n| n.metadata.name)
+                    .collect()
+            }
+        };
         let mut sources = Vec::new();
-        for ns in meshed
-            .items
-            .iter()
-            .filter_map(|n| n.metadata.name.as_deref())
-        {
+        for ns in namespaces.iter().map(String::as_str) {
             let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
             let list = pods
                 .list(&ListParams::default())

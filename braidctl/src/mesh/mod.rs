@@ -99,11 +99,18 @@ impl Mesh {
         }
     }
 
-    /// Every meshed pod's proxy metrics.
-    pub async fn metrics_sources(&self, _global: &Global) -> anyhow::Result<Vec<MetricsSource>> {
+    /// Every meshed pod's proxy metrics, in `namespace` only when given.
+    pub async fn metrics_sources(
+        &self,
+        namespace: Option<&str>,
+    ) -> anyhow::Result<Vec<MetricsSource>> {
         match self {
-            Self::Dir(d) => d.metrics_sources(),
-            Self::Kube(k) => k.metrics_sources().await,
+            Self::Dir(d) => Ok(d
+                .metrics_sources()?
+                .into_iter()
+                .filter(|s| namespace.is_none_or(|ns| s.pod.split('/').next() == Some(ns)))
+                .collect()),
+            Self::Kube(k) => k.metrics_sources(namespace).await,
         }
     }
 

@@ -87,19 +87,23 @@ pub fn data_plane(snap: &Snapshot) -> Vec<Finding> {
     let pods = match &snap.pods {
         Ok(p) => p,
         Err(e) => {
-            return vec![Finding::fail(
+            return vec![Finding::unread(
                 CATEGORY,
-                format!("cannot list the pods of meshed namespaces: {e}"),
-                "run braidctl check as a user who may list pods",
+                "the pods of meshed namespaces",
+                e,
+                "kubectl get namespaces -l braid.dev/inject=enabled; kubectl get pods -n NAMESPACE",
+                "list pods in the meshed namespaces",
             )];
         }
     };
+    // The injector never meshes kube-system or braid's own namespace, labelled or not.
     let meshed_namespaces: Vec<String> = snap
         .namespaces
         .iter()
         .flatten()
         .filter(|ns| meshed(ns))
         .filter_map(|ns| ns.metadata.name.clone())
+        .filter(|n| n != "kube-system" && *n != snap.mesh_namespace)
         .collect();
     let due: Vec<&Pod> = pods
         .iter()
@@ -197,6 +201,9 @@ fn proxies(snap: &Snapshot, injected: &[&Pod]) -> Vec<Finding> {
         .filter(|(_, a)| a.is_err())
         .map(|(pod, _)| pod.clone())
         .collect();
+    // The leader hears every proxy's reports (followers relay them); a follower only
+    // its own streams'. Without the leader's answer, "stale" is not known either.
+    let leader_answered = answers.iter().any(|a| a.replica.leader);
     let report = merge(answers, vec![]);
     let running: Vec<String> = injected
         .iter()
@@ -221,9 +228,13 @@ fn proxies(snap: &Snapshot, injected: &[&Pod]) -> Vec<Finding> {
     let logs = "kubectl -n NAMESPACE logs POD -c braid-proxy; braidctl proxy-status";
     let mut found = Vec::new();
     if !silent.is_empty() {
-        let unjudged = unheard.len() + unconnected.len();
+        let mut unjudged = unheard.len() + unconnected.len();
         unheard.clear();
         unconnected.clear();
+        if !leader_answered {
+            unjudged += stale.len();
+            stale.clear();
+        }
         if unjudged > 0 {
             found.push(Finding::warn(
                 CATEGORY,

@@ -66,6 +66,25 @@ impl Finding {
         }
     }
 
+    /// A read that failed: a warning when the user may not make it (the install may be
+    /// fine; `may` names the permission), a failure otherwise.
+    pub fn unread(
+        category: &'static str,
+        what: &str,
+        why: &str,
+        fix: impl Into<String>,
+        may: &str,
+    ) -> Self {
+        match super::snapshot::is_forbidden(why) {
+            true => Self::warn(
+                category,
+                format!("cannot check {what}: {why}"),
+                format!("run braidctl check as a user who may {may}"),
+            ),
+            false => Self::fail(category, format!("cannot read {what}: {why}"), fix),
+        }
+    }
+
     /// The same, saying what it means.
     pub fn meaning(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());

@@ -15,7 +15,7 @@ use kube::api::{Api, ListParams, PostParams};
 
 use super::install::{CA_SECRET, INJECTOR, OPERATOR, WEBHOOK_SECRET, release_crds};
 use super::kubernetes::meshed;
-use super::snapshot::{Permission, Read, Snapshot, not_read};
+use super::snapshot::{FORBIDDEN, Permission, Read, Snapshot, not_read};
 
 /// Why a read was not made.
 const BEFORE: &str = "not asked before install";
@@ -25,6 +25,7 @@ use crate::mesh::kube::KubeMesh;
 /// What went wrong with a request, in the API server's words.
 pub fn why(e: &kube::Error) -> String {
     match e {
+        kube::Error::Api(s) if s.code == 403 => format!("{FORBIDDEN}{}", s.message),
         kube::Error::Api(s) if !s.message.is_empty() => format!("{} ({})", s.message, s.code),
         kube::Error::Api(s) => format!("{} ({})", s.reason, s.code),
         other => other.to_string(),
@@ -117,6 +118,9 @@ async fn ask(client: &kube::Client, path: &str) -> Read<()> {
     let resp = client.send(req).await.map_err(|e| why(&e))?;
     match crate::http::answer("the API server", path, resp).await {
         Ok(_) => Ok(()),
+        Err(crate::http::HttpError::Status { status, body, .. }) if status == 403 => {
+            Err(format!("{FORBIDDEN}{body}"))
+        }
         Err(crate::http::HttpError::Status { status, body, .. }) => {
             Err(format!("{status}: {body}"))
         }
@@ -129,7 +133,13 @@ async fn replicas(
     mesh: &KubeMesh,
     timeout: std::time::Duration,
 ) -> Read<Vec<(String, Read<ProxiesAnswer>)>> {
-    let admins = mesh.operators().await.map_err(|e| format!("{e:#}"))?;
+    let admins = mesh
+        .operators()
+        .await
+        .map_err(|e| match e.downcast_ref::<kube::Error>() {
+            Some(k) => why(k),
+            None => format!("{e:#}"),
+        })?;
     let asks = admins.iter().map(|admin| async move {
         let pod = match admin {
             Admin::PodProxy { pod, .. } => pod.clone(),
@@ -138,7 +148,12 @@ async fn replicas(
         let answer = admin
             .get_json::<ProxiesAnswer>(PROXIES_PATH, timeout)
             .await
-            .map_err(|e| e.to_string());
+            .map_err(|e| match e {
+                crate::http::HttpError::Status { status, body, .. } if status == 403 => {
+                    format!("{FORBIDDEN}{body}")
+                }
+                e => e.to_string(),
+            });
         (pod, answer)
     });
     Ok(futures::future::join_all(asks).await)

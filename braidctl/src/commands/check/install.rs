@@ -11,7 +11,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use super::certs::{Bundle, expiries, timestamp};
 use super::finding::Finding;
 use super::kubernetes::list;
-use super::snapshot::{Read, Snapshot};
+use super::snapshot::{Read, Snapshot, is_forbidden};
 
 /// The heading of the CRD checks.
 pub const CRDS: &str = "braid's resources (CRDs)";
@@ -81,10 +81,12 @@ pub fn crds(snap: &Snapshot) -> Vec<Finding> {
                 continue;
             }
             Some(Err(e)) => {
-                found.push(Finding::fail(
+                found.push(Finding::unread(
                     CRDS,
-                    format!("cannot read CRD {name}: {e}"),
-                    "run braidctl check as a user who may get customresourcedefinitions",
+                    &format!("CRD {name}"),
+                    e,
+                    format!("kubectl get crd {name}"),
+                    "get customresourcedefinitions",
                 ));
                 continue;
             }
@@ -138,6 +140,11 @@ pub fn image(d: &Deployment) -> Option<String> {
         .and_then(|c| c.image.clone())
 }
 
+/// Where to look when a Deployment of braid's is not right.
+fn look_at(ns: &str, name: &str) -> String {
+    format!("kubectl -n {ns} describe deployment {name}; kubectl -n {ns} logs deployment/{name}")
+}
+
 /// A Deployment of braid's is installed, ready, and has a spare replica.
 fn deployment(
     snap: &Snapshot,
@@ -157,10 +164,12 @@ fn deployment(
             )];
         }
         Err(e) => {
-            return vec![Finding::fail(
+            return vec![Finding::unread(
                 CONTROL_PLANE,
-                format!("cannot read Deployment {ns}/{name}: {e}"),
-                format!("run braidctl check as a user who may get deployments in {ns}"),
+                &format!("Deployment {ns}/{name}"),
+                e,
+                look_at(ns, name),
+                &format!("get deployments in {ns}"),
             )];
         }
     };
@@ -170,9 +179,7 @@ fn deployment(
         .as_ref()
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
-    let look = format!(
-        "kubectl -n {ns} describe deployment {name}; kubectl -n {ns} logs deployment/{name}"
-    );
+    let look = look_at(ns, name);
     let image = image(d).unwrap_or_else(|| "no image".into());
     let mut found = Vec::new();
     if ready == 0 {
@@ -205,7 +212,11 @@ fn deployment(
             format!("{what}: {ready}/{want} replicas ready ({image})"),
         ));
     }
-    let tag = image.rsplit_once(':').map(|(_, t)| t);
+    // A digest pins an image without saying its release: nothing to compare.
+    let last = image.rsplit('/').next().unwrap_or(&image);
+    let tag = (!image.contains('@'))
+        .then(|| last.rsplit_once(':').map(|(_, t)| t))
+        .flatten();
     if let Some(tag) = tag
         && tag != env!("CARGO_PKG_VERSION")
     {
@@ -247,13 +258,30 @@ fn leader(snap: &Snapshot) -> Vec<Finding> {
     let replicas = match &snap.replicas {
         Ok(r) => r,
         Err(e) => {
-            return vec![Finding::fail(
+            return vec![Finding::unread(
                 CONTROL_PLANE,
-                format!("cannot reach the operator's replicas: {e}"),
+                "the operator's replicas",
+                e,
                 format!("kubectl -n {ns} get pods -l app.kubernetes.io/name={OPERATOR}"),
+                &format!("list pods in {ns}"),
             )];
         }
     };
+    // Asking a replica goes through the pod proxy, which the built-in view and edit
+    // roles do not grant: refused everywhere says nothing about who leads.
+    if !replicas.is_empty()
+        && replicas
+            .iter()
+            .all(|(_, a)| a.as_ref().is_err_and(|e| is_forbidden(e)))
+    {
+        return vec![Finding::warn(
+            CONTROL_PLANE,
+            format!("cannot ask the operator's replicas: you may not get pods/proxy in {ns}"),
+            format!(
+                "run braidctl check as a user who may get pods/proxy and services/proxy in {ns}"
+            ),
+        )];
+    }
     let mut found = Vec::new();
     let mut leaders = Vec::new();
     for (pod, answer) in replicas {
@@ -498,6 +526,11 @@ pub fn certificates(snap: &Snapshot) -> Vec<Finding> {
         Ok(()) => Finding::pass(
             CERTIFICATES,
             format!("the API server reaches the injector through Service {ns}/{INJECTOR}"),
+        ),
+        Err(e) if is_forbidden(e) => Finding::warn(
+            CERTIFICATES,
+            format!("cannot check the API server's path to the injector: you may not get services/proxy in {ns}"),
+            format!("run braidctl check as a user who may get pods/proxy and services/proxy in {ns}"),
         ),
         Err(e) => Finding::fail(
             CERTIFICATES,

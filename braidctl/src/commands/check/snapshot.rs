@@ -14,6 +14,15 @@ use k8s_openapi::apimachinery::pkg::version::Info;
 /// A read: the object(s), or why they could not be read.
 pub type Read<T> = Result<T, String>;
 
+/// How the reason of a read the API server refused (403) starts: the user may not look,
+/// which says nothing about the install.
+pub const FORBIDDEN: &str = "forbidden: ";
+
+/// Whether a read failed because the user may not make it.
+pub fn is_forbidden(why: &str) -> bool {
+    why.starts_with(FORBIDDEN)
+}
+
 /// Something the install needs to create, and whether the user may.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Permission {

@@ -7,6 +7,7 @@ pub mod exposition;
 pub mod signals;
 
 use std::process::ExitCode;
+use std::time::Instant;
 
 use signals::{Row, Scrape};
 
@@ -44,38 +45,68 @@ async fn scrape_all(
     scrapes
 }
 
+/// One round of scrapes, and its middle: when the counters were read, near enough.
+async fn round(
+    sources: &[MetricsSource],
+    global: &Global,
+    missed: &mut Vec<String>,
+) -> (Vec<Scrape>, Instant) {
+    let start = Instant::now();
+    let scrapes = scrape_all(sources, global, missed).await;
+    (scrapes, start + start.elapsed() / 2)
+}
+
 /// Runs `braidctl stat`.
 pub async fn run(global: &Global, args: &StatArgs) -> anyhow::Result<ExitCode> {
     let mesh = Mesh::from(global).await?;
-    let sources = mesh.metrics_sources(global).await?;
-    if sources.is_empty() {
-        anyhow::bail!("no meshed workload found (-n and -A choose the namespaces)");
-    }
-    let mut missed = Vec::new();
-    let before = match args.window.is_zero() {
-        true => None,
-        false => {
-            let first = scrape_all(&sources, global, &mut missed).await;
-            tokio::time::sleep(args.window).await;
-            Some(first)
-        }
-    };
-    missed.clear();
-    let after = scrape_all(&sources, global, &mut missed).await;
-    if after.is_empty() {
-        anyhow::bail!("no proxy's metrics answered: {}", missed.join("; "));
-    }
     let namespace = match global.all_namespaces {
         true => None,
         false => global.namespace.as_deref(),
     };
-    let rows: Vec<Row> = signals::rows(before.as_deref(), &after, args.by, args.window)
+    // What a workload serves is in its own proxy; what a service's callers saw is in
+    // theirs, wherever they run.
+    let scope = match args.by {
+        StatBy::Pod | StatBy::Deploy => namespace,
+        StatBy::Svc | StatBy::Route => None,
+    };
+    let sources = mesh.metrics_sources(scope).await?;
+    if sources.is_empty() {
+        anyhow::bail!("no meshed workload found (-n and -A choose the namespaces)");
+    }
+    let mut missed = Vec::new();
+    let (before, after, window) = match args.window.is_zero() {
+        true => {
+            let (after, _) = round(&sources, global, &mut missed).await;
+            (None, after, args.window)
+        }
+        false => {
+            let (first, t0) = round(&sources, global, &mut missed).await;
+            tokio::time::sleep(args.window).await;
+            let (second, t1) = round(&sources, global, &mut missed).await;
+            // A proxy missing from the first round would count its whole life as this
+            // window's: it is left out, and named.
+            let (kept, late): (Vec<Scrape>, Vec<Scrape>) = second
+                .into_iter()
+                .partition(|s| first.iter().any(|f| f.pod == s.pod));
+            missed.extend(
+                late.iter()
+                    .map(|s| format!("{}: answered the second scrape only", s.pod)),
+            );
+            (Some(first), kept, t1.duration_since(t0))
+        }
+    };
+    if after.is_empty() {
+        anyhow::bail!("no proxy's metrics answered: {}", missed.join("; "));
+    }
+    let rows: Vec<Row> = signals::rows(before.as_deref(), &after, args.by, window)
         .into_iter()
         .filter(|r| namespace.is_none_or(|ns| r.namespace == ns))
         .collect();
     crate::output::print(global.output, &rows, || render(&rows, args.by))?;
+    missed.sort();
+    missed.dedup();
     for m in &missed {
-        eprintln!("braidctl: not counted, its proxy's metrics did not answer: {m}");
+        eprintln!("braidctl: not counted: {m}");
     }
     Ok(ExitCode::SUCCESS)
 }

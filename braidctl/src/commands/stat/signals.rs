@@ -166,22 +166,32 @@ pub fn rows(before: Option<&[Scrape]>, after: &[Scrape], by: StatBy, window: Dur
             earlier.insert((scrape.pod.as_str(), s.name.as_str(), &s.labels), s.value);
         }
     }
+    let earlier_of = |scrape: &Scrape, s: &Sample| {
+        earlier
+            .get(&(scrape.pod.as_str(), s.name.as_str(), &s.labels))
+            .copied()
+            .unwrap_or(0.0)
+    };
     let mut sums: BTreeMap<(String, String, Option<String>, Option<String>), Sums> =
         BTreeMap::new();
     for scrape in after {
-        for s in &scrape.samples {
+        // A counter that went down belongs to a proxy that restarted: all it counts is
+        // new, for every series (buckets differenced apart would stop being cumulative).
+        let restarted = scrape
+            .samples
+            .iter()
+            .any(|s| s.value < earlier_of(scrape, s));
+        let counted = scrape
+            .samples
+            .iter()
+            .filter(|s| s.name == REQUESTS || s.name == BUCKETS);
+        for s in counted {
             let Some(k) = key(by, scrape, s) else {
                 continue;
             };
-            let then = earlier
-                .get(&(scrape.pod.as_str(), s.name.as_str(), &s.labels))
-                .copied()
-                .unwrap_or(0.0);
-            // A counter that went down belongs to a proxy that restarted: all of it is new.
-            let delta = if s.value >= then {
-                s.value - then
-            } else {
-                s.value
+            let delta = match restarted {
+                true => s.value,
+                false => s.value - earlier_of(scrape, s),
             };
             let sum = sums.entry(k).or_default();
             sum.proxies.insert(scrape.pod.clone());
@@ -291,6 +301,15 @@ braid_requests_total{direction="inbound",target="app:8080",code="200"} 7
             ("web", "client", 7)
         );
         assert_eq!(pods[0].rps, None);
+    }
+
+    #[test]
+    fn other_families_make_no_rows() {
+        let gauge = "braid_requests_in_flight{direction=\"outbound\"} 0\nbraid_requests_in_flight{direction=\"inbound\"} 0\n";
+        let after = [scrape("web/idle-0", "idle", gauge)];
+        for by in [StatBy::Pod, StatBy::Svc, StatBy::Route] {
+            assert!(rows(None, &after, by, Duration::ZERO).is_empty());
+        }
     }
 
     #[test]
