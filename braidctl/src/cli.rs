@@ -40,8 +40,8 @@ pub struct Global {
     pub operators: Vec<SocketAddr>,
     /// The admin address of the pod's proxy. Directory mode: braidctl runs where the
     /// proxy runs (its admin port listens on loopback only), default 127.0.0.1:15000.
-    /// Kubernetes mode: required for `proxy-config` and `explain`, a port forwarded to it
-    /// (`kubectl port-forward POD 15000`).
+    /// Kubernetes mode: a port already forwarded to it (default: braidctl forwards one
+    /// through the API server).
     #[arg(long, global = true)]
     pub proxy_admin: Option<SocketAddr>,
     /// Kubernetes mode: the kubeconfig file (default: KUBECONFIG, then ~/.kube/config,
@@ -284,8 +284,9 @@ pub struct RequestArgs {
     /// A header, `name=value` (or `name:value`); repeat for more.
     #[arg(long = "header", short = 'H')]
     pub headers: Vec<String>,
-    /// Directory mode: the admin address of the server's proxy, to ask it whether its
-    /// AccessPolicies let the request in.
+    /// The admin address of the server's proxy, to ask it whether its AccessPolicies let
+    /// the request in (Kubernetes mode: default, the proxy of the pod at the endpoint's
+    /// address, forwarded).
     #[arg(long)]
     pub server_admin: Option<SocketAddr>,
     /// The caller's address, for the server's AccessPolicy rules that name pods (by

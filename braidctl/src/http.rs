@@ -54,25 +54,38 @@ pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Byte
         let tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        tokio::spawn(conn);
-        let req = http::Request::get(path)
-            .header(http::header::HOST, addr.to_string())
-            .header(
-                http::header::USER_AGENT,
-                concat!("braidctl/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| unreachable(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        answer(&target, path, resp).await
+        get_over(tcp, &target, &target, path).await
     };
     within(&target, timeout, exchange).await
+}
+
+/// `GET path` over `io`, a connection to `target` (named `host`); the body of a 2xx
+/// answer.
+pub async fn get_over<IO>(io: IO, host: &str, target: &str, path: &str) -> Result<Bytes, HttpError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let unreachable = |message: String| HttpError::Unreachable {
+        target: target.to_owned(),
+        message,
+    };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header(http::header::HOST, host)
+        .header(
+            http::header::USER_AGENT,
+            concat!("braidctl/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| unreachable(e.to_string()))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    answer(target, path, resp).await
 }
 
 /// What `exchange` gives, or an error naming `target` once `timeout` has passed.

@@ -645,3 +645,113 @@ fn check_without_the_right_to_use_the_pod_proxy_warns_rather_than_fails() {
         "{text}"
     );
 }
+
+/// A proxy's admin port as braid-proxy answers it: `/config_dump` for `pod`, and
+/// `/explain` answering `explanation` (a request must carry `must_ask`).
+fn proxy_admin(pod: &str, explanation: Value, must_ask: &'static str) -> std::net::SocketAddr {
+    use axum::http::Uri;
+    let (ns, name) = pod.split_once('/').unwrap();
+    let config = braid_api::config::ProxyConfig {
+        version: "v7".into(),
+        node: braid_api::config::Node {
+            namespace: ns.into(),
+            workload: name.into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let config = serde_json::to_value(&config).unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/config_dump",
+            axum::routing::get(move || async move { axum::Json(config) }),
+        )
+        .route(
+            "/explain",
+            axum::routing::get(move |uri: Uri| async move {
+                let query = uri.query().unwrap_or_default().to_owned();
+                match query.contains(must_ask) {
+                    true => (axum::http::StatusCode::OK, axum::Json(explanation)),
+                    false => (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        axum::Json(json!({"query": query})),
+                    ),
+                }
+            }),
+        );
+    fake_api::serve(app)
+}
+
+#[test]
+fn proxy_config_and_explain_reach_loopback_admin_ports_through_port_forwards() {
+    let mut c = good_install();
+    let client = pod_names()[0].clone();
+    let server = pod_names()[1].clone(); // at 10.1.0.11
+    let client_id = "spiffe://cluster.local/ns/shop/sa/client";
+    let caller = json!({
+        "pod": client, "configVersion": "v7", "identity": client_id,
+        "request": {"method": "GET", "path": "/"},
+        "outbound": {
+            "target": "payments.shop:80", "protocol": "http", "rule": "default",
+            "rules": [{"name": "default", "matched": true, "why": ""}],
+            "groups": [{"name": "v1", "percent": 100.0, "endpoints": [
+                {"address": "10.1.0.11:8080", "mtls": "spiffe://cluster.local/ns/shop/sa/payments", "ejected": false}]}],
+            "endpoints": [], "policy": {"faults": []},
+        },
+    });
+    let refused = json!({
+        "pod": server, "configVersion": "v7", "request": {"method": "GET", "path": "/"},
+        "inbound": {"port": 8080, "tlsMode": "Strict", "identity": client_id, "allowed": false,
+            "refusedBy": "shop/lock-down",
+            "policies": [{"name": "shop/lock-down", "action": "Deny", "mode": "Enforce", "outcome": "refuses"}]},
+    });
+    let client_admin = proxy_admin(&client, caller, "to=payments");
+    // The server is asked for the port the endpoint listens on, as the caller's identity.
+    let server_admin = proxy_admin(&server, refused, "inbound=8080");
+    c.forwards.insert(format!("{client}:15000"), client_admin);
+    c.forwards.insert(format!("{server}:15000"), server_admin);
+    let api = FakeApi::start(c);
+
+    let out = braidctl(&api, &["proxy-config", &client, "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(config["version"], "v7");
+    // A name in -n's namespace, as kubectl takes it.
+    let name = client.trim_start_matches("shop/");
+    let out = braidctl(&api, &["-n", "shop", "proxy-config", name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = braidctl(
+        &api,
+        &[
+            "explain", "request", &client, "--to", "payments", "-o", "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["caller"]["outbound"]["rule"], "default");
+    assert_eq!(answer["server"]["pod"], server.as_str(), "{answer}");
+    assert_eq!(answer["server"]["inbound"]["refusedBy"], "shop/lock-down");
+
+    // A pod whose admin port nothing forwards to: the error names the pod.
+    let other = pod_names()[2].clone();
+    let out = braidctl(&api, &["proxy-config", &other]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("pod {other}:15000")) && err.contains("port-forward"),
+        "{err}"
+    );
+}

@@ -7,7 +7,7 @@ use braid_api::explain::{EXPLAIN_PATH, EndpointView, Explanation, Inbound, Outbo
 use serde::Serialize;
 
 use crate::cli::{Global, InboundArgs, RequestArgs};
-use crate::mesh::Mesh;
+use crate::mesh::{Admin, Mesh};
 use crate::output::{Tone, paint};
 
 /// What `explain request` prints.
@@ -61,8 +61,7 @@ fn request_query(method: &str, path: &str, headers: &[String]) -> anyhow::Result
 }
 
 /// Asks `pod`'s proxy `query` and checks the answer is that pod's.
-async fn ask(global: &Global, pod: &str, query: &str) -> anyhow::Result<Explanation> {
-    let mesh = Mesh::from(global).await?;
+async fn ask(global: &Global, mesh: &Mesh, pod: &str, query: &str) -> anyhow::Result<Explanation> {
     let admin = mesh.proxy_admin(global, pod).await?;
     let answer: Explanation = admin
         .get_json(query, global.timeout)
@@ -88,7 +87,8 @@ pub async fn run_inbound(
     if let Some(a) = args.address {
         q.push_str(&format!("&address={}", encode(&a.to_string())));
     }
-    let answer = ask(global, &args.pod, &q).await?;
+    let mesh = Mesh::from(global).await?;
+    let answer = ask(global, &mesh, &args.pod, &q).await?;
     crate::output::print(global.output, &answer, || {
         let mut out = String::new();
         if let Some(i) = &answer.inbound {
@@ -112,20 +112,28 @@ pub async fn run_inbound(
 pub async fn run(global: &Global, args: &RequestArgs) -> anyhow::Result<std::process::ExitCode> {
     let common = request_query(&args.method, &args.path, &args.headers)?;
     let path = format!("{EXPLAIN_PATH}?to={}&{common}", encode(&args.to));
-    let caller = ask(global, &args.pod, &path).await?;
+    let mesh = Mesh::from(global).await?;
+    let caller = ask(global, &mesh, &args.pod, &path).await?;
     let mut answer = RequestExplanation {
         caller,
         ..Default::default()
     };
-    let port = answer
+    let address: Option<std::net::SocketAddr> = answer
         .caller
         .outbound
         .as_ref()
         .and_then(first_endpoint)
-        .and_then(|e| e.address.rsplit_once(':').map(|(_, p)| p.to_owned()));
-    match (args.server_admin, port) {
-        (Some(server), Some(port)) => {
-            let mut q = format!("{EXPLAIN_PATH}?inbound={port}&{common}");
+        .and_then(|e| e.address.parse().ok());
+    // The server's proxy: the address given, or in a cluster the pod at the endpoint's
+    // address, port-forwarded.
+    let server = match (args.server_admin, address) {
+        (Some(admin), _) => Some(Admin::Addr(admin)),
+        (None, Some(endpoint)) => mesh.proxy_admin_at(endpoint.ip()).await?,
+        (None, None) => None,
+    };
+    match (server, address) {
+        (Some(server), Some(endpoint)) => {
+            let mut q = format!("{EXPLAIN_PATH}?inbound={}&{common}", endpoint.port());
             if first_endpoint_mtls(&answer.caller).is_some()
                 && let Some(id) = &answer.caller.identity
             {
@@ -135,20 +143,23 @@ pub async fn run(global: &Global, args: &RequestArgs) -> anyhow::Result<std::pro
                 q.push_str(&format!("&address={}", encode(&a.to_string())));
             }
             answer.server = Some(
-                crate::mesh::Admin::Addr(server)
+                server
                     .get_json(&q, global.timeout)
                     .await
                     .map_err(|e| anyhow::anyhow!("asking the server's proxy: {e}"))?,
             );
         }
-        (Some(_), None) => {
+        (_, None) => {
             answer.server_not_asked = Some("the request goes nowhere, so no server decides".into())
         }
-        (None, _) => {
-            answer.server_not_asked = Some(
-                "the server's proxy was not asked (pass --server-admin ADDR to include its AccessPolicies)"
-                    .into(),
-            )
+        (None, Some(endpoint)) => {
+            answer.server_not_asked = Some(match &mesh {
+                Mesh::Dir(_) => "the server's proxy was not asked (pass --server-admin ADDR to include its AccessPolicies)".into(),
+                Mesh::Kube(_) => format!(
+                    "no meshed pod runs at {}, so no proxy of the mesh decides",
+                    endpoint.ip()
+                ),
+            })
         }
     }
     crate::output::print(global.output, &answer, || render(&answer))?;

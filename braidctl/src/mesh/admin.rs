@@ -15,6 +15,18 @@ use crate::http::{self, HttpError};
 pub enum Admin {
     /// An address braidctl connects to.
     Addr(SocketAddr),
+    /// A port on a pod's loopback, forwarded through the API server (`pods/portforward`),
+    /// as `kubectl port-forward` does.
+    PortForward {
+        /// The cluster.
+        client: kube::Client,
+        /// The pod's namespace.
+        namespace: String,
+        /// The pod.
+        pod: String,
+        /// The port in the pod.
+        port: u16,
+    },
     /// A pod's port, through the API server.
     PodProxy {
         /// The cluster.
@@ -37,16 +49,57 @@ impl fmt::Display for Admin {
                 pod,
                 port,
                 ..
+            }
+            | Self::PortForward {
+                namespace,
+                pod,
+                port,
+                ..
             } => write!(f, "pod {namespace}/{pod}:{port}"),
         }
     }
 }
 
 impl Admin {
+    /// The pod it is on, when braidctl reaches it through the API server.
+    pub fn pod(&self) -> Option<&str> {
+        match self {
+            Self::Addr(_) => None,
+            Self::PodProxy { pod, .. } | Self::PortForward { pod, .. } => Some(pod),
+        }
+    }
+
     /// `GET path`; the body of a 2xx answer.
     pub async fn get(&self, path: &str, timeout: Duration) -> Result<Bytes, HttpError> {
         match self {
             Self::Addr(addr) => http::get(*addr, path, timeout).await,
+            Self::PortForward {
+                client,
+                namespace,
+                pod,
+                port,
+            } => {
+                let target = self.to_string();
+                let exchange = async {
+                    let unreachable = |message: String| HttpError::Unreachable {
+                        target: target.clone(),
+                        message: format!("port-forward: {message}"),
+                    };
+                    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+                        kube::Api::namespaced(client.clone(), namespace);
+                    let mut forwarder = pods
+                        .portforward(pod, &[*port])
+                        .await
+                        .map_err(|e| unreachable(e.to_string()))?;
+                    let stream = forwarder
+                        .take_stream(*port)
+                        .ok_or_else(|| unreachable("no stream for the port".into()))?;
+                    let body = http::get_over(stream, "localhost", &target, path).await;
+                    forwarder.abort();
+                    body
+                };
+                http::within(&target, timeout, exchange).await
+            }
             Self::PodProxy {
                 client,
                 namespace,

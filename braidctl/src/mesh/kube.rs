@@ -11,8 +11,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use super::admin::Admin;
-use super::{KINDS, MetricsSource, Resource};
+use super::{Admin, KINDS, MetricsSource, Resource};
 
 /// The API group of braid's resources.
 pub const GROUP: &str = "braid.dev";
@@ -213,6 +212,27 @@ pub fn proxy_container(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::Contain
         .flatten()
         .chain(&spec.containers)
         .find(|c| c.name == PROXY_CONTAINER)
+}
+
+impl KubeMesh {
+    /// The admin port of the running, meshed pod at `ip`, forwarded.
+    pub async fn proxy_admin_at(&self, ip: std::net::IpAddr) -> anyhow::Result<Option<Admin>> {
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        let found = pods
+            .list(&ListParams::default().fields(&format!("status.podIP={ip}")))
+            .await
+            .with_context(|| format!("finding the pod at {ip}"))?;
+        Ok(found
+            .items
+            .iter()
+            .find(|p| running(p) && has_proxy(p))
+            .map(|p| Admin::PortForward {
+                client: self.client.clone(),
+                namespace: p.metadata.namespace.clone().unwrap_or_default(),
+                pod: p.metadata.name.clone().unwrap_or_default(),
+                port: braid_api::ports::ADMIN_PORT,
+            }))
+    }
 }
 
 /// Whether `pod` runs braid's proxy.

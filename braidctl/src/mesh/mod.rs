@@ -118,13 +118,36 @@ impl Mesh {
     pub async fn proxy_admin(&self, global: &Global, pod: &str) -> anyhow::Result<Admin> {
         match self {
             Self::Dir(d) => Ok(Admin::Addr(d.proxy_admin())),
-            Self::Kube(_) => match global.proxy_admin {
+            Self::Kube(k) => match global.proxy_admin {
                 Some(addr) => Ok(Admin::Addr(addr)),
-                None => anyhow::bail!(
-                    "{pod}: a proxy's admin port listens on the pod's loopback only; forward it \
-                     (kubectl port-forward -n NAMESPACE POD 15000) and pass --proxy-admin 127.0.0.1:15000"
-                ),
+                None => {
+                    let (namespace, name) = match pod.split_once('/') {
+                        Some((ns, name)) => (ns.to_owned(), name.to_owned()),
+                        None => (
+                            global
+                                .namespace
+                                .clone()
+                                .unwrap_or_else(|| k.client().default_namespace().to_owned()),
+                            pod.to_owned(),
+                        ),
+                    };
+                    Ok(Admin::PortForward {
+                        client: k.client().clone(),
+                        namespace,
+                        pod: name,
+                        port: braid_api::ports::ADMIN_PORT,
+                    })
+                }
             },
+        }
+    }
+
+    /// The admin port of the proxy of the pod at `ip`, when braidctl can find it
+    /// (Kubernetes mode; a directory names no pods by address).
+    pub async fn proxy_admin_at(&self, ip: std::net::IpAddr) -> anyhow::Result<Option<Admin>> {
+        match self {
+            Self::Dir(_) => Ok(None),
+            Self::Kube(k) => k.proxy_admin_at(ip).await,
         }
     }
 }

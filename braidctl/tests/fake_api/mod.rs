@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -32,6 +31,8 @@ pub struct Cluster {
     pub denied_create: BTreeSet<String>,
     /// Answers of the proxy subresources, by full path: status and body.
     pub proxied: BTreeMap<String, (u16, String)>,
+    /// Where `pods/portforward` connects, by `namespace/pod:port`.
+    pub forwards: BTreeMap<String, SocketAddr>,
 }
 
 impl Cluster {
@@ -83,6 +84,15 @@ fn matches_selector(object: &Value, selector: &str) -> bool {
     })
 }
 
+/// `status.podIP=10.0.0.1,metadata.name=x`: each dotted path equal to its value.
+fn matches_fields(object: &Value, selector: &str) -> bool {
+    selector.split(',').filter(|s| !s.is_empty()).all(|term| {
+        let (path, v) = term.split_once('=').unwrap_or((term, ""));
+        let found = path.split('.').fold(object, |o, k| &o[k]);
+        found.as_str() == Some(v)
+    })
+}
+
 fn query_param(uri: &Uri, name: &str) -> Option<String> {
     uri.query()?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
@@ -94,13 +104,94 @@ fn query_param(uri: &Uri, name: &str) -> Option<String> {
     })
 }
 
-async fn handle(
-    State(cluster): State<Arc<Cluster>>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
+/// `pods/NAME/portforward?ports=P` as the API server serves it to kube-rs: a WebSocket
+/// of subprotocol `v4.channel.k8s.io`, channel 0 the port's data and 1 its errors, each
+/// opened with the port number (little-endian), the data piped to `target`.
+fn portforward(mut req: axum::extract::Request, target: SocketAddr, port: u16) -> Response {
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::{Message, handshake::derive_accept_key, protocol::Role};
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        return status(400, "BadRequest", "not a WebSocket upgrade".into());
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = upgrade.await.unwrap();
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            hyper_util::rt::TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        let (mut sink, mut from_client) = ws.split();
+        let [lo, hi] = port.to_le_bytes();
+        sink.send(Message::binary(vec![0, lo, hi])).await.unwrap();
+        sink.send(Message::binary(vec![1, lo, hi])).await.unwrap();
+        let tcp = tokio::net::TcpStream::connect(target).await.unwrap();
+        let (mut from_pod, mut to_pod) = tcp.into_split();
+        let upstream = async move {
+            while let Some(Ok(msg)) = from_client.next().await {
+                match msg {
+                    Message::Binary(b)
+                        if b.first() == Some(&0) && to_pod.write_all(&b[1..]).await.is_err() =>
+                    {
+                        break;
+                    }
+                    Message::Close(_) => break,
+                    _ => {}
+                }
+            }
+        };
+        let downstream = async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match from_pod.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let mut frame = vec![0u8];
+                frame.extend_from_slice(&buf[..n]);
+                if sink.send(Message::binary(frame)).await.is_err() {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        };
+        tokio::join!(upstream, downstream);
+    });
+    axum::http::Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+        .header("sec-websocket-protocol", "v4.channel.k8s.io")
+        .body(axum::body::Body::empty())
+        .unwrap()
+}
+
+async fn handle(State(cluster): State<Arc<Cluster>>, req: axum::extract::Request) -> Response {
+    let method = req.method().clone();
+    let uri = req.uri().clone();
     let path = uri.path().to_owned();
+    if path.ends_with("/portforward") {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let port: u16 = query_param(&uri, "ports")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_default();
+        if let ["api", "v1", "namespaces", ns, "pods", pod, "portforward"] = segments.as_slice()
+            && let Some(target) = cluster.forwards.get(&format!("{ns}/{pod}:{port}"))
+        {
+            return portforward(req, *target, port);
+        }
+        return status(
+            404,
+            "NotFound",
+            format!("nothing listens for {path} port {port}"),
+        );
+    }
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
     if path == "/version" {
         return axum::Json(cluster.version.clone()).into_response();
     }
@@ -189,9 +280,11 @@ async fn handle(
         },
         None => {
             let selector = query_param(&uri, "labelSelector").unwrap_or_default();
+            let fields = query_param(&uri, "fieldSelector").unwrap_or_default();
             let items: Vec<Value> = found
                 .into_iter()
                 .filter(|o| matches_selector(o, &selector))
+                .filter(|o| matches_fields(o, &fields))
                 .collect();
             axum::Json(json!({
                 "apiVersion": "v1", "kind": "List",
@@ -201,6 +294,23 @@ async fn handle(
             .into_response()
         }
     }
+}
+
+/// Serves `app` on its own thread; its address.
+pub fn serve(app: axum::Router) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    rx.recv().unwrap()
 }
 
 /// A fake API server running on its own thread, and a kubeconfig naming it.
@@ -213,22 +323,11 @@ pub struct FakeApi {
 impl FakeApi {
     /// Serves `cluster`.
     pub fn start(cluster: Cluster) -> Self {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(listener.local_addr().unwrap()).unwrap();
-                let app = axum::Router::new()
-                    .fallback(handle)
-                    .with_state(Arc::new(cluster));
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
-        let addr = rx.recv().unwrap();
+        let addr = serve(
+            axum::Router::new()
+                .fallback(handle)
+                .with_state(Arc::new(cluster)),
+        );
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("kubeconfig"),

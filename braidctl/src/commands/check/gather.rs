@@ -19,7 +19,6 @@ use super::snapshot::{FORBIDDEN, Permission, Read, Snapshot, not_read};
 
 /// Why a read was not made.
 const BEFORE: &str = "not asked before install";
-use crate::mesh::Admin;
 use crate::mesh::kube::KubeMesh;
 
 /// What went wrong with a request, in the API server's words.
@@ -141,10 +140,7 @@ async fn replicas(
             None => format!("{e:#}"),
         })?;
     let asks = admins.iter().map(|admin| async move {
-        let pod = match admin {
-            Admin::PodProxy { pod, .. } => pod.clone(),
-            Admin::Addr(a) => a.to_string(),
-        };
+        let pod = admin.pod().map_or_else(|| admin.to_string(), str::to_owned);
         let answer = admin
             .get_json::<ProxiesAnswer>(PROXIES_PATH, timeout)
             .await
