@@ -9,6 +9,7 @@ pub mod control;
 pub mod debug;
 pub mod duration;
 pub mod explain;
+pub mod exposition;
 pub mod identity;
 pub mod invalid;
 pub mod log;

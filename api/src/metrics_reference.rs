@@ -53,7 +53,10 @@ pub fn families(exposition: &str) -> Vec<MetricFamily> {
             let Some(family) = out.last_mut() else {
                 continue;
             };
-            for label in label_names(line) {
+            let Some(sample) = crate::exposition::sample(line) else {
+                continue;
+            };
+            for (label, _) in sample.labels {
                 if label != "le" && !family.labels.contains(&label) {
                     family.labels.push(label);
                 }
@@ -61,38 +64,6 @@ pub fn families(exposition: &str) -> Vec<MetricFamily> {
         }
     }
     out
-}
-
-/// The label names of one sample line: `name{a="x",b="y \"z\""} 1` gives `a`, `b`.
-fn label_names(sample: &str) -> Vec<String> {
-    let Some(start) = sample.find('{') else {
-        return Vec::new();
-    };
-    let mut names = Vec::new();
-    let mut chars = sample[start + 1..].chars();
-    let mut name = String::new();
-    while let Some(c) = chars.next() {
-        match c {
-            '}' => break,
-            '=' => {
-                names.push(std::mem::take(&mut name));
-                // The quoted value, with its escapes.
-                let _open = chars.next();
-                while let Some(v) = chars.next() {
-                    match v {
-                        '\\' => {
-                            chars.next();
-                        }
-                        '"' => break,
-                        _ => {}
-                    }
-                }
-            }
-            ',' | ' ' => {}
-            c => name.push(c),
-        }
-    }
-    names
 }
 
 /// A markdown table of `families`.

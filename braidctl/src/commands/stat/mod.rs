@@ -3,7 +3,6 @@
 //! callers see) or TrafficRoute rule and group, from every proxy's own metrics, scraped
 //! twice `--window` apart. No Prometheus needed.
 
-pub mod exposition;
 pub mod signals;
 
 use std::process::ExitCode;
@@ -37,7 +36,7 @@ async fn scrape_all(
             Ok(body) => scrapes.push(Scrape {
                 pod: source.pod.clone(),
                 owner: source.owner.clone(),
-                samples: exposition::parse(&String::from_utf8_lossy(&body), PREFIX),
+                samples: braid_api::exposition::parse(&String::from_utf8_lossy(&body), PREFIX),
             }),
             Err(e) => missed.push(format!("{}: {e}", source.pod)),
         }

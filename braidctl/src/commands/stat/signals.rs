@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::exposition::Sample;
 use crate::cli::StatBy;
+use braid_api::exposition::Sample;
 
 /// The requests counter.
 pub const REQUESTS: &str = "braid_requests_total";
@@ -158,17 +158,23 @@ pub fn quantile(q: f64, buckets: &BTreeMap<String, f64>) -> Option<f64> {
     Some(lower)
 }
 
+/// A series of one proxy: its pod, the sample's name and labels.
+type SeriesOf<'a> = (&'a str, &'a str, &'a [(String, String)]);
+
 /// The rows of `after` less `before` (`None`: since each proxy started), over `window`.
 pub fn rows(before: Option<&[Scrape]>, after: &[Scrape], by: StatBy, window: Duration) -> Vec<Row> {
-    let mut earlier: HashMap<(&str, &str, &BTreeMap<String, String>), f64> = HashMap::new();
+    let mut earlier: HashMap<SeriesOf<'_>, f64> = HashMap::new();
     for scrape in before.unwrap_or_default() {
         for s in &scrape.samples {
-            earlier.insert((scrape.pod.as_str(), s.name.as_str(), &s.labels), s.value);
+            earlier.insert(
+                (scrape.pod.as_str(), s.name.as_str(), s.labels.as_slice()),
+                s.value,
+            );
         }
     }
     let earlier_of = |scrape: &Scrape, s: &Sample| {
         earlier
-            .get(&(scrape.pod.as_str(), s.name.as_str(), &s.labels))
+            .get(&(scrape.pod.as_str(), s.name.as_str(), s.labels.as_slice()))
             .copied()
             .unwrap_or(0.0)
     };
@@ -230,7 +236,7 @@ pub fn rows(before: Option<&[Scrape]>, after: &[Scrape], by: StatBy, window: Dur
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::stat::exposition::parse;
+    use braid_api::exposition::parse;
 
     fn scrape(pod: &str, owner: &str, text: &str) -> Scrape {
         Scrape {

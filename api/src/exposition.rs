@@ -1,15 +1,15 @@
-//! Reads the samples of a Prometheus text exposition (what a proxy's
-//! `/stats/prometheus` serves): name, labels and value per line.
-
-use std::collections::BTreeMap;
+//! Reads the samples of a Prometheus text exposition (what the proxy's
+//! `/stats/prometheus` and the operator's `/metrics` serve): name, labels in their
+//! order, and value per line. `braidctl stat` sums them; the metrics reference lists
+//! their label names.
 
 /// One sample.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
     /// The series name (`braid_requests_total`, `…_bucket`).
     pub name: String,
-    /// Its labels.
-    pub labels: BTreeMap<String, String>,
+    /// Its labels, in the order the line gives them.
+    pub labels: Vec<(String, String)>,
     /// Its value.
     pub value: f64,
 }
@@ -17,7 +17,10 @@ pub struct Sample {
 impl Sample {
     /// The value of label `name`, `""` when absent.
     pub fn label(&self, name: &str) -> &str {
-        self.labels.get(name).map_or("", String::as_str)
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
     }
 }
 
@@ -30,12 +33,13 @@ pub fn parse(text: &str, prefix: &str) -> Vec<Sample> {
         .collect()
 }
 
-fn sample(line: &str) -> Option<Sample> {
+/// The sample of one line, `None` for a comment or a line that does not parse.
+pub fn sample(line: &str) -> Option<Sample> {
     let (name, rest) = match line.find(['{', ' ']) {
         Some(i) => line.split_at(i),
         None => return None,
     };
-    let mut labels = BTreeMap::new();
+    let mut labels = Vec::new();
     let rest = match rest.strip_prefix('{') {
         Some(mut r) => loop {
             r = r.trim_start_matches(',');
@@ -44,7 +48,7 @@ fn sample(line: &str) -> Option<Sample> {
             }
             let (key, after) = r.split_once("=\"")?;
             let (value, after) = quoted(after)?;
-            labels.insert(key.to_owned(), value);
+            labels.push((key.to_owned(), value));
             r = after;
         },
         None => rest,
@@ -100,5 +104,6 @@ mod tests {
         assert_eq!(s[1].label("le"), "+Inf");
         assert_eq!(s[1].value, 3.0);
         assert_eq!(parse("braid_x 4\n", "braid_x")[0].value, 4.0);
+        assert_eq!(sample("# TYPE braid_x counter"), None);
     }
 }
