@@ -242,6 +242,20 @@ pub enum Explain {
     Inbound(InboundArgs),
 }
 
+/// The request `explain` asks about.
+#[derive(Debug, Args)]
+pub struct RequestFlags {
+    /// The method.
+    #[arg(long, short = 'X', default_value = "GET")]
+    pub method: String,
+    /// The path.
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// A header, `name=value` (or `name:value`); repeat for more.
+    #[arg(long = "header", short = 'H')]
+    pub headers: Vec<String>,
+}
+
 /// `braidctl explain inbound`.
 #[derive(Debug, Args)]
 pub struct InboundArgs {
@@ -256,15 +270,9 @@ pub struct InboundArgs {
     /// The caller's address.
     #[arg(long)]
     pub address: Option<std::net::IpAddr>,
-    /// The method.
-    #[arg(long, short = 'X', default_value = "GET")]
-    pub method: String,
-    /// The path.
-    #[arg(long, default_value = "/")]
-    pub path: String,
-    /// A header, `name=value` (or `name:value`); repeat for more.
-    #[arg(long = "header", short = 'H')]
-    pub headers: Vec<String>,
+    /// The request.
+    #[command(flatten)]
+    pub request: RequestFlags,
 }
 
 /// `braidctl explain request`.
@@ -275,15 +283,9 @@ pub struct RequestArgs {
     /// The service, `name[.namespace][:port]`.
     #[arg(long)]
     pub to: String,
-    /// The method.
-    #[arg(long, short = 'X', default_value = "GET")]
-    pub method: String,
-    /// The path.
-    #[arg(long, default_value = "/")]
-    pub path: String,
-    /// A header, `name=value` (or `name:value`); repeat for more.
-    #[arg(long = "header", short = 'H')]
-    pub headers: Vec<String>,
+    /// The request.
+    #[command(flatten)]
+    pub request: RequestFlags,
     /// The admin address of the server's proxy, to ask it whether its AccessPolicies let
     /// the request in (Kubernetes mode: default, the proxy of the pod at the endpoint's
     /// address, forwarded).

@@ -1,12 +1,11 @@
-//! Plain HTTP/1.1 GETs to admin ports (the operator's, a proxy's), with a deadline.
+//! HTTP/1.1 GETs to admin ports (the operator's, a proxy's) over whatever carries them
+//! (a socket, a port-forward), and how their answers are read.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 /// Why an admin port gave no usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -41,22 +40,6 @@ pub enum HttpError {
         /// What did not fit.
         message: String,
     },
-}
-
-/// `GET path` on `addr`; the body of a 2xx answer.
-pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Bytes, HttpError> {
-    let target = addr.to_string();
-    let unreachable = |message: String| HttpError::Unreachable {
-        target: target.clone(),
-        message,
-    };
-    let exchange = async {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        get_over(tcp, &target, &target, path).await
-    };
-    within(&target, timeout, exchange).await
 }
 
 /// `GET path` over `io`, a connection to `target` (named `host`); the body of a 2xx

@@ -6,7 +6,7 @@
 use braid_api::explain::{EXPLAIN_PATH, EndpointView, Explanation, Inbound, Outbound};
 use serde::Serialize;
 
-use crate::cli::{Global, InboundArgs, RequestArgs};
+use crate::cli::{Global, InboundArgs, RequestArgs, RequestFlags};
 use crate::mesh::{Admin, Mesh};
 use crate::output::{Tone, paint};
 
@@ -51,10 +51,18 @@ fn header(h: &str) -> anyhow::Result<String> {
     Ok(format!("{}:{}", name.trim(), value.trim()))
 }
 
+/// `items` joined by `separator`, or `none` when there are none.
+fn listed(items: &[String], separator: &str, none: &str) -> String {
+    match items.is_empty() {
+        true => none.to_owned(),
+        false => items.join(separator),
+    }
+}
+
 /// The query shared by both questions: method, path and headers.
-fn request_query(method: &str, path: &str, headers: &[String]) -> anyhow::Result<String> {
-    let mut q = format!("method={}&path={}", encode(method), encode(path));
-    for h in headers {
+fn request_query(r: &RequestFlags) -> anyhow::Result<String> {
+    let mut q = format!("method={}&path={}", encode(&r.method), encode(&r.path));
+    for h in &r.headers {
         q.push_str(&format!("&header={}", encode(&header(h)?)));
     }
     Ok(q)
@@ -79,7 +87,7 @@ pub async fn run_inbound(
     let mut q = format!(
         "{EXPLAIN_PATH}?inbound={}&{}",
         args.port,
-        request_query(&args.method, &args.path, &args.headers)?
+        request_query(&args.request)?
     );
     if let Some(id) = &args.identity {
         q.push_str(&format!("&identity={}", encode(id)));
@@ -110,7 +118,7 @@ pub async fn run_inbound(
 
 /// Runs `braidctl explain request`.
 pub async fn run(global: &Global, args: &RequestArgs) -> anyhow::Result<std::process::ExitCode> {
-    let common = request_query(&args.method, &args.path, &args.headers)?;
+    let common = request_query(&args.request)?;
     let path = format!("{EXPLAIN_PATH}?to={}&{common}", encode(&args.to));
     let mesh = Mesh::from(global).await?;
     let caller = ask(global, &mesh, &args.pod, &path).await?;
@@ -270,22 +278,14 @@ fn render_outbound(out: &mut String, o: &Outbound) {
             if i == 0 { "GOES TO   " } else { "          " },
             g.name,
             g.percent,
-            if endpoints.is_empty() {
-                "no endpoints".into()
-            } else {
-                endpoints.join(", ")
-            }
+            listed(&endpoints, ", ", "no endpoints")
         ));
     }
     if o.groups.is_empty() {
         let endpoints: Vec<String> = o.endpoints.iter().map(endpoint).collect();
         out.push_str(&format!(
             "GOES TO   any endpoint: {}\n",
-            if endpoints.is_empty() {
-                "none".into()
-            } else {
-                endpoints.join(", ")
-            }
+            listed(&endpoints, ", ", "none")
         ));
     }
     let p = &o.policy;
@@ -305,11 +305,7 @@ fn render_outbound(out: &mut String, o: &Outbound) {
     }
     out.push_str(&format!(
         "POLICY    {}\n",
-        if policy.is_empty() {
-            "no deadline, retries, faults or mirror".into()
-        } else {
-            policy.join("; ")
-        }
+        listed(&policy, "; ", "no deadline, retries, faults or mirror")
     ));
 }
 

@@ -69,50 +69,48 @@ impl Admin {
         }
     }
 
-    /// `GET path`; the body of a 2xx answer.
+    /// `GET path`; the body of a 2xx answer, within `timeout`.
     pub async fn get(&self, path: &str, timeout: Duration) -> Result<Bytes, HttpError> {
-        match self {
-            Self::Addr(addr) => http::get(*addr, path, timeout).await,
-            Self::PortForward {
-                client,
-                namespace,
-                pod,
-                port,
-            } => {
-                let target = self.to_string();
-                let exchange = async {
-                    let unreachable = |message: String| HttpError::Unreachable {
-                        target: target.clone(),
-                        message: format!("port-forward: {message}"),
-                    };
+        let target = self.to_string();
+        let unreachable = |message: String| HttpError::Unreachable {
+            target: target.clone(),
+            message,
+        };
+        let exchange = async {
+            match self {
+                Self::Addr(addr) => {
+                    let tcp = tokio::net::TcpStream::connect(addr)
+                        .await
+                        .map_err(|e| unreachable(e.to_string()))?;
+                    http::get_over(tcp, &target, &target, path).await
+                }
+                Self::PortForward {
+                    client,
+                    namespace,
+                    pod,
+                    port,
+                } => {
                     let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
                         kube::Api::namespaced(client.clone(), namespace);
                     let mut forwarder = pods
                         .portforward(pod, &[*port])
                         .await
-                        .map_err(|e| unreachable(e.to_string()))?;
-                    let stream = forwarder
-                        .take_stream(*port)
-                        .ok_or_else(|| unreachable("no stream for the port".into()))?;
+                        .map_err(|e| unreachable(format!("port-forward: {e}")))?;
+                    let stream = forwarder.take_stream(*port).ok_or_else(|| {
+                        unreachable("port-forward: no stream for the port".into())
+                    })?;
                     let body = http::get_over(stream, "localhost", &target, path).await;
                     forwarder.abort();
                     body
-                };
-                http::within(&target, timeout, exchange).await
-            }
-            Self::PodProxy {
-                client,
-                namespace,
-                pod,
-                port,
-            } => {
-                let target = self.to_string();
-                let uri = format!("/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy{path}");
-                let exchange = async {
-                    let unreachable = |message: String| HttpError::Unreachable {
-                        target: target.clone(),
-                        message,
-                    };
+                }
+                Self::PodProxy {
+                    client,
+                    namespace,
+                    pod,
+                    port,
+                } => {
+                    let uri =
+                        format!("/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy{path}");
                     let req = ::http::Request::get(uri)
                         .body(kube::client::Body::empty())
                         .map_err(|e| unreachable(e.to_string()))?;
@@ -121,10 +119,10 @@ impl Admin {
                         .await
                         .map_err(|e| unreachable(e.to_string()))?;
                     http::answer(&target, path, resp).await
-                };
-                http::within(&target, timeout, exchange).await
+                }
             }
-        }
+        };
+        http::within(&target, timeout, exchange).await
     }
 
     /// `GET path`, decoded from JSON.

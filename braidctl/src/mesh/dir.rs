@@ -108,9 +108,7 @@ impl DirMesh {
         })?;
         Ok(doc.get("status").cloned())
     }
-}
 
-impl DirMesh {
     /// The meshed workloads of `registry.yaml`, at their first address's health port.
     pub fn metrics_sources(&self) -> anyhow::Result<Vec<MetricsSource>> {
         let path = self.dir.join("registry.yaml");

@@ -17,6 +17,10 @@ use super::{Admin, KINDS, MetricsSource, Resource};
 pub const GROUP: &str = "braid.dev";
 /// Their version.
 pub const VERSION: &str = "v1alpha1";
+/// The label of the namespaces the injector meshes.
+pub const INJECT_LABEL: &str = "braid.dev/inject";
+/// The selector of those namespaces.
+pub const MESHED_NAMESPACES: &str = "braid.dev/inject=enabled";
 /// The label that names the operator's pods.
 pub const OPERATOR_SELECTOR: &str = "app.kubernetes.io/name=braid-operator";
 /// The operator's admin port, when its pod does not name one `http-admin`.
@@ -153,12 +157,10 @@ impl KubeMesh {
         }
         Ok(admins)
     }
-}
 
-impl KubeMesh {
-    /// Every running pod with the proxy in a namespace labelled for injection, at its
+    /// Every running pod with the proxy in a namespace labelled for injection (only
+    /// `namespace`'s when given, so a user with rights in one namespace can ask), at its
     /// health port through the pod proxy.
-    /// Only `namespace`'s when given: a user with rights in one namespace can ask.
     pub async fn metrics_sources(
         &self,
         namespace: Option<&str>,
@@ -167,9 +169,9 @@ impl KubeMesh {
             Some(ns) => vec![ns.to_owned()],
             None => {
                 let all: Api<Namespace> = Api::all(self.client.clone());
-                all.list(&ListParams::default().labels("braid.dev/inject=enabled"))
+                all.list(&ListParams::default().labels(MESHED_NAMESPACES))
                     .await
-                    .context("listing the namespaces labelled braid.dev/inject=enabled (-n NAMESPACE asks one only)")?
+                    .context(format!("listing the namespaces labelled {MESHED_NAMESPACES} (-n NAMESPACE asks one only)"))?
                     .items
                     .into_iter()
                     .filter_map(|n| n.metadata.name)
@@ -199,22 +201,7 @@ impl KubeMesh {
         }
         Ok(sources)
     }
-}
 
-/// The proxy's container.
-pub const PROXY_CONTAINER: &str = "braid-proxy";
-
-/// The proxy's container of `pod`: a native sidecar, or a container.
-pub fn proxy_container(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::Container> {
-    let spec = pod.spec.as_ref()?;
-    spec.init_containers
-        .iter()
-        .flatten()
-        .chain(&spec.containers)
-        .find(|c| c.name == PROXY_CONTAINER)
-}
-
-impl KubeMesh {
     /// The admin port of the running, meshed pod at `ip`, forwarded.
     pub async fn proxy_admin_at(&self, ip: std::net::IpAddr) -> anyhow::Result<Option<Admin>> {
         let pods: Api<Pod> = Api::all(self.client.clone());
@@ -233,6 +220,19 @@ impl KubeMesh {
                 port: braid_api::ports::ADMIN_PORT,
             }))
     }
+}
+
+/// The proxy's container.
+pub const PROXY_CONTAINER: &str = "braid-proxy";
+
+/// The proxy's container of `pod`: a native sidecar, or a container.
+pub fn proxy_container(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::Container> {
+    let spec = pod.spec.as_ref()?;
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .find(|c| c.name == PROXY_CONTAINER)
 }
 
 /// Whether `pod` runs braid's proxy.

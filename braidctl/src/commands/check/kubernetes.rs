@@ -7,6 +7,7 @@ use k8s_openapi::apimachinery::pkg::version::Info;
 
 use super::finding::Finding;
 use super::snapshot::Snapshot;
+use crate::mesh::kube::INJECT_LABEL;
 
 /// The heading of these checks.
 pub const CATEGORY: &str = "Kubernetes";
@@ -16,8 +17,6 @@ pub const PERMISSIONS: &str = "Permissions to install";
 pub const OLDEST_MINOR: u32 = 28;
 /// The first with native sidecars on by default.
 pub const NATIVE_SIDECARS_MINOR: u32 = braid_injector::native_sidecars::FIRST_MINOR;
-/// The label that meshes a namespace.
-pub const INJECT_LABEL: &str = "braid.dev/inject";
 /// Pod Security's label for the enforced level.
 const PSS_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
 /// … and for the levels that only warn or audit.
