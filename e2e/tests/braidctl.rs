@@ -351,6 +351,24 @@ fn explain_names_the_rule_and_group_the_proxy_actually_uses() {
     assert!(err.contains("is shop/client's, not server's"), "{err}");
 }
 
+/// `braidctl explain inbound server --port 8080` in `server`'s netns, for a plaintext
+/// caller at `address`, with `extra` arguments.
+fn explain_inbound(server: &Pod, dir: &str, address: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "--dir",
+        dir,
+        "explain",
+        "inbound",
+        "server",
+        "--port",
+        "8080",
+        "--address",
+        address,
+    ];
+    args.extend(extra);
+    server.braidctl(&args).unwrap()
+}
+
 #[test]
 fn explain_inbound_agrees_with_what_an_enforced_access_policy_does() {
     let (mesh, client, server) = mesh();
@@ -382,27 +400,12 @@ spec:
         ("POST", "/adminx"),
     ] {
         // What the server's proxy says it would do with the client's request...
-        let explained: serde_json::Value = serde_json::from_str(
-            &server
-                .braidctl(&[
-                    "--dir",
-                    &dir,
-                    "-o",
-                    "json",
-                    "explain",
-                    "inbound",
-                    "server",
-                    "--port",
-                    "8080",
-                    "--address",
-                    &client_ip,
-                    "--method",
-                    method,
-                    "--path",
-                    path,
-                ])
-                .unwrap(),
-        )
+        let explained: serde_json::Value = serde_json::from_str(&explain_inbound(
+            &server,
+            &dir,
+            &client_ip,
+            &["-o", "json", "--method", method, "--path", path],
+        ))
         .unwrap();
         let allowed = explained["inbound"]["allowed"].as_bool().unwrap();
         // ...and what it does.
@@ -422,23 +425,12 @@ spec:
             assert!(answer.starts_with("403 "), "{answer}");
         }
     }
-    let text = server
-        .braidctl(&[
-            "--dir",
-            &dir,
-            "explain",
-            "inbound",
-            "server",
-            "--port",
-            "8080",
-            "--address",
-            &client_ip,
-            "-X",
-            "POST",
-            "--path",
-            "/admin",
-        ])
-        .unwrap();
+    let text = explain_inbound(
+        &server,
+        &dir,
+        &client_ip,
+        &["-X", "POST", "--path", "/admin"],
+    );
     println!("$ braidctl explain inbound server --port 8080 -X POST --path /admin\n{text}");
     assert!(
         text.contains("REFUSED: denied by AccessPolicy shop/no-admin-writes"),

@@ -110,6 +110,18 @@ fn leader(ops: &[braid_e2e::Operator]) -> Option<usize> {
     ops.iter().position(|o| o.leads())
 }
 
+/// Asserts that `operator`, since its last start, started no rollout over: `what` names
+/// the one that had finished before the restart.
+fn never_started_over(operator: &braid_e2e::Operator, what: &str) {
+    let log = operator.log();
+    let last_start = log.rfind("braid-operator running").unwrap_or(0);
+    assert!(
+        !log[last_start..].contains("RolloutStarted"),
+        "a restart must never start {what} over: {}",
+        &log[last_start..]
+    );
+}
+
 /// The `applied/targeted` a status shows, from its `proxies:` block.
 fn proxies(status: &str) -> (String, String) {
     (
@@ -308,13 +320,7 @@ fn a_rollout_survives_failover_and_a_full_restart_with_proxies_on_every_replica(
     assert_eq!(watch.best.as_ref().unwrap().server, "Strict");
     assert_eq!(shop::rollout_progress(&status(&mut mesh)).0, "Strict");
     let restarted_leader = leader(mesh.operators()).expect("a leader after the restart");
-    let log = mesh.operators()[restarted_leader].log();
-    let last_start = log.rfind("braid-operator running").unwrap_or(0);
-    assert!(
-        !log[last_start..].contains("RolloutStarted"),
-        "a restart must never start a finished rollout over: {}",
-        &log[last_start..]
-    );
+    never_started_over(&mesh.operators()[restarted_leader], "a finished rollout");
 
     for (client, load) in clients.iter_mut().zip(loads.drain(..)) {
         let summary = load.stop(client).unwrap();
@@ -386,13 +392,7 @@ fn an_enforced_access_policy_stays_enforced_across_failover_and_a_full_restart()
         shop::status_field(&status(&mut mesh), "phase").as_deref() == Some("Enforcing")
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    let log = mesh.operators()[restarted].log();
-    let last_start = log.rfind("braid-operator running").unwrap_or(0);
-    assert!(
-        !log[last_start..].contains("RolloutStarted"),
-        "a restart must never start an enforced policy's rollout over: {}",
-        &log[last_start..]
-    );
+    never_started_over(&mesh.operators()[restarted], "an enforced policy's rollout");
     for (client, load) in clients.iter_mut().zip(loads.drain(..)) {
         let summary = load.stop(client).unwrap();
         assert_eq!(summary.failed, 0, "{}: {summary:?}", client.name);
