@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 pub struct OverloadProtection {
     /// What is measured.
     pub signal: OverloadSignal,
-    /// Where it is held: a CPU share (0.75), a p99 in seconds (0.25) or a number of
-    /// requests in flight (200).
+    /// When protection starts and the ceiling it keeps the signal under: a CPU share
+    /// (0.75), a p99 in seconds (0.25), or the number of requests in flight let through
+    /// (200).
     pub target: f64,
-    /// The admitted rate (requests per second) never drops below this.
+    /// Requests let through to the app at once never drop below this.
     pub min_limit: u32,
     /// ...nor rises above this, when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]

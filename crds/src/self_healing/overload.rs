@@ -1,4 +1,4 @@
-//! Adaptive overload protection: a PID controller on the inbound side.
+//! Adaptive overload protection: a gradient concurrency limiter on the inbound side.
 
 use kube::KubeSchema;
 use schemars::JsonSchema;
@@ -7,15 +7,16 @@ use serde::{Deserialize, Serialize};
 use crate::common::Duration;
 
 fn default_min_limit() -> u32 {
-    10
+    1
 }
 
 fn default_sample_period() -> Duration {
     Duration::new("1s")
 }
 
-/// Sheds requests (503 with `x-braid-overloaded: 1`; health checks never) when a signal
-/// passes its target, adjusting the admitted limit every sample period.
+/// Sheds requests (503 with `x-braid-overloaded: 1`; health checks never) once a signal
+/// passes its target, limiting how many requests reach the app at once and adjusting
+/// that limit every sample period to the app's latency without a queue.
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.signal != 'cpu' || (self.target > 0.0 && self.target <= 1.0)")
@@ -30,15 +31,16 @@ pub struct OverloadProtection {
     /// What is measured: `cpu` (share of the pod's CPU limit), `latency` (p99 seconds) or
     /// `inflight` (concurrent requests).
     pub signal: OverloadSignal,
-    /// The setpoint the controller holds the signal at: a CPU share (0.75), a p99 in
-    /// seconds (0.25) or a number of requests (200).
+    /// When protection starts, and the ceiling it keeps the signal under: a CPU share
+    /// (0.75), a p99 in seconds (0.25) or, for `inflight`, the number of requests let
+    /// through at once (200).
     #[schemars(range(min = 0.0, max = 1_000_000.0))]
     pub target: f64,
-    /// The admitted limit never drops below this, 1 to 1,000,000.
+    /// Requests let through at once never drop below this, 1 to 1,000,000.
     #[serde(default = "default_min_limit")]
     #[schemars(range(min = 1, max = 1_000_000))]
     pub min_limit: u32,
-    /// The admitted limit never rises above this. Absent: no ceiling.
+    /// Requests let through at once never rise above this. Absent: no ceiling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1_000_000))]
     pub max_limit: Option<u32>,

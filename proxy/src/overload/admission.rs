@@ -1,81 +1,114 @@
-//! Admission at a rate the controller sets: a token bucket holding a tenth of a second's
-//! worth, so bursts pass but a sustained excess is shed. It also counts what came, what
-//! was admitted and what is in flight, for the controller's next sample.
+//! Admission under a concurrency limit the controller sets: a request is admitted while
+//! fewer than the limit are in flight at the app, else shed at once (never queued: a
+//! queue in the proxy is latency the caller pays for nothing). It also counts what was
+//! shed and the most in flight at once, and keeps the admitted requests' latencies, for
+//! the controller's next sample.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// The bucket holds this much of the rate.
-const BURST: Duration = Duration::from_millis(100);
+use super::signal::LatencyWindow;
 
-/// Admits requests at a rate.
-#[derive(Debug)]
+/// Admits requests up to a number in flight.
+#[derive(Debug, Default)]
 pub struct Admission {
-    /// (rate per second, tokens, when counted).
-    bucket: Mutex<(f64, f64, Instant)>,
-    offered: AtomicU64,
-    served: AtomicU64,
+    /// The most in flight at once; `u64::MAX`: no limit.
+    limit: AtomicU64,
     in_flight: AtomicU64,
+    peak: AtomicU64,
+    shed: AtomicU64,
+    /// Latencies count only for requests admitted in the current generation: a probe of
+    /// the no-load latency starts one, so requests admitted before it (and queued behind
+    /// a higher limit) do not blur it.
+    generation: AtomicU64,
+    latency: LatencyWindow,
 }
 
 /// An admitted request, counted in flight until dropped.
 #[derive(Debug)]
-pub struct Admitted(Arc<Admission>);
+pub struct Admitted {
+    admission: Arc<Admission>,
+    generation: u64,
+}
+
+impl Admitted {
+    /// Records how long the app took to answer.
+    pub fn answered(&self, latency: Duration) {
+        let a = &self.admission;
+        if a.generation.load(Ordering::Relaxed) == self.generation {
+            a.latency.record(latency);
+        }
+    }
+}
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.served.fetch_add(1, Ordering::Relaxed);
+        self.admission.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl Admission {
-    /// Admits `rate` requests a second.
-    pub fn new(rate: f64) -> Self {
-        Self {
-            bucket: Mutex::new((rate, capacity(rate), Instant::now())),
-            offered: AtomicU64::new(0),
-            served: AtomicU64::new(0),
-            in_flight: AtomicU64::new(0),
+    /// Admits up to `limit` requests at once (`None`: any number).
+    pub fn new(limit: Option<u64>) -> Self {
+        let a = Self::default();
+        a.set_limit(limit);
+        a
+    }
+
+    /// Admits a request, or `None`: shed it.
+    pub fn admit(self: &Arc<Self>) -> Option<Admitted> {
+        let limit = self.limit.load(Ordering::Relaxed);
+        let admitted = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            });
+        match admitted {
+            Ok(before) => {
+                self.peak.fetch_max(before + 1, Ordering::Relaxed);
+                Some(Admitted {
+                    admission: self.clone(),
+                    generation: self.generation.load(Ordering::Relaxed),
+                })
+            }
+            Err(_) => {
+                self.shed.fetch_add(1, Ordering::Relaxed);
+                None
+            }
         }
     }
 
-    /// Admits a request at `now`, or `None`: shed it.
-    pub fn admit(self: &Arc<Self>, now: Instant) -> Option<Admitted> {
-        self.offered.fetch_add(1, Ordering::Relaxed);
-        let mut b = self.bucket.lock().ok()?;
-        let (rate, tokens, then) = *b;
-        let tokens =
-            (tokens + now.saturating_duration_since(then).as_secs_f64() * rate).min(capacity(rate));
-        // A hair under one token is one: refills add up in floating point.
-        if tokens >= 1.0 - 1e-9 {
-            *b = (rate, (tokens - 1.0).max(0.0), now);
-            drop(b);
-            self.in_flight.fetch_add(1, Ordering::Relaxed);
-            Some(Admitted(self.clone()))
-        } else {
-            *b = (rate, tokens, now);
-            None
-        }
+    /// Sets the limit (`None`: none).
+    pub fn set_limit(&self, limit: Option<u64>) {
+        self.limit
+            .store(limit.unwrap_or(u64::MAX).max(1), Ordering::Relaxed);
     }
 
-    /// Sets the rate.
-    pub fn set_rate(&self, rate: f64) {
-        if let Ok(mut b) = self.bucket.lock() {
-            b.0 = rate;
-            b.1 = b.1.min(capacity(rate));
-        }
+    /// The limit in force (`None`: none).
+    pub fn limit(&self) -> Option<u64> {
+        Some(self.limit.load(Ordering::Relaxed)).filter(|l| *l != u64::MAX)
     }
 
-    /// Requests offered since the last call (admitted or not).
-    pub fn take_offered(&self) -> u64 {
-        self.offered.swap(0, Ordering::Relaxed)
+    /// Starts a new generation: latencies of requests admitted before it no longer count.
+    pub fn new_generation(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Admitted requests finished since the last call.
-    pub fn take_served(&self) -> u64 {
-        self.served.swap(0, Ordering::Relaxed)
+    /// The most in flight at once since the last call (starting again from those in
+    /// flight now).
+    pub fn take_peak(&self) -> u64 {
+        self.peak.swap(self.in_flight(), Ordering::Relaxed)
+    }
+
+    /// Requests shed since the last call.
+    pub fn take_shed(&self) -> u64 {
+        self.shed.swap(0, Ordering::Relaxed)
+    }
+
+    /// The latencies recorded since the last call.
+    pub fn take_latencies(&self) -> Option<super::limiter::Latencies> {
+        self.latency.take()
     }
 
     /// Admitted requests in flight now.
@@ -84,30 +117,41 @@ impl Admission {
     }
 }
 
-fn capacity(rate: f64) -> f64 {
-    (rate * BURST.as_secs_f64()).max(1.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn admits_at_the_rate_and_counts() {
-        let a = Arc::new(Admission::new(100.0));
-        let t = Instant::now();
-        // A tenth of a second's burst, then one per 10 ms.
-        let burst: Vec<_> = (0..50).filter_map(|_| a.admit(t)).collect();
-        assert_eq!(burst.len(), 10);
-        assert_eq!(a.in_flight(), 10);
-        drop(burst);
-        assert_eq!(a.in_flight(), 0);
-        let later = (1..=100)
-            .filter(|i| a.admit(t + Duration::from_millis(*i)).is_some())
-            .count();
-        assert_eq!(later, 10);
-        assert_eq!(a.take_offered(), 150);
-        a.set_rate(1000.0);
-        assert!(a.admit(t + Duration::from_millis(200)).is_some());
+    fn admits_up_to_the_limit_and_counts() {
+        let a = Arc::new(Admission::new(Some(2)));
+        let first = a.admit().unwrap();
+        let second = a.admit().unwrap();
+        assert!(a.admit().is_none());
+        assert_eq!((a.in_flight(), a.take_shed(), a.take_peak()), (2, 1, 2));
+        drop(first);
+        let third = a.admit().unwrap();
+        drop((second, third));
+        assert_eq!((a.in_flight(), a.take_peak()), (0, 2));
+        assert_eq!(a.take_peak(), 0);
+        a.set_limit(None);
+        let many: Vec<_> = (0..1000).map(|_| a.admit().unwrap()).collect();
+        assert_eq!((a.in_flight(), a.limit()), (1000, None));
+        drop(many);
+    }
+
+    #[test]
+    fn latencies_of_an_earlier_generation_do_not_count() {
+        let a = Arc::new(Admission::new(None));
+        let before = a.admit().unwrap();
+        a.new_generation();
+        let after = a.admit().unwrap();
+        for _ in 0..10 {
+            before.answered(Duration::from_millis(100));
+            after.answered(Duration::from_millis(2));
+        }
+        let l = a.take_latencies().unwrap();
+        assert_eq!(l.count, 10);
+        assert!(l.p99 < 0.0025, "{l:?}");
+        assert_eq!(a.take_latencies(), None);
     }
 }

@@ -1,4 +1,4 @@
-//! Overload protection's metrics: the admitted rate, the signal's last sample, and the
+//! Overload protection's metrics: the concurrency limit, the signal's last sample, and the
 //! requests shed.
 
 use std::sync::atomic::AtomicU64;
@@ -21,7 +21,7 @@ impl OverloadMetrics {
         let limit = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "overload_limit",
-            "Inbound requests per second overload protection admits",
+            "Inbound requests overload protection admits to the app at once (+Inf: no limit)",
             limit.clone(),
         );
         let signal = Gauge::<f64, AtomicU64>::default();

@@ -1,14 +1,17 @@
-//! Adaptive overload protection on the inbound side: a PID controller samples a signal
-//! (CPU, p99 latency or requests in flight) every period and sets the rate of requests
-//! admitted to the app; the excess is answered 503 with `x-braid-overloaded: 1`.
+//! Adaptive overload protection on the inbound side: every period a gradient limiter
+//! reads the admitted requests' latencies and a signal (CPU, p99 latency or requests in
+//! flight) and sets how many requests may be at the app at once; the excess is answered
+//! 503 with `x-braid-overloaded: 1`.
 
 mod admission;
+mod limiter;
 pub mod metrics;
-mod pid;
+#[cfg(test)]
+mod plant;
 mod protector;
 mod signal;
 
 pub use admission::{Admission, Admitted};
-pub use pid::{Gains, Pid};
+pub use limiter::{Limiter, Signal};
 pub use protector::Protector;
 pub use signal::{CpuSource, LatencyWindow};

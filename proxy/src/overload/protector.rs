@@ -1,6 +1,6 @@
 //! Overload protection as the proxy runs it: the settings in force, the admission the
 //! inbound side asks per request, and the loop that samples the signal every period and
-//! has the PID controller set the admitted rate.
+//! has the limiter set the concurrency admitted.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -9,16 +9,16 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use tokio_util::sync::CancellationToken;
 
+use super::Admission;
+use super::limiter::{Limiter, Sample, Signal};
 use super::metrics::OverloadMetrics;
-use super::signal::{CpuSource, LatencyWindow, cpu_share};
-use super::{Admission, Gains, Pid};
+use super::signal::{CpuSource, cpu_share};
 use crate::config::overload::{OverloadProtection, OverloadSignal};
 
 /// The limiter of the inbound side.
 pub struct Protector {
     admission: ArcSwapOption<Admission>,
-    active: Mutex<Option<(OverloadProtection, Pid)>>,
-    latency: LatencyWindow,
+    active: Mutex<Option<(OverloadProtection, Limiter)>>,
     cpu: CpuSource,
 }
 
@@ -28,13 +28,12 @@ impl Protector {
         Self {
             admission: ArcSwapOption::empty(),
             active: Mutex::new(None),
-            latency: LatencyWindow::default(),
             cpu: CpuSource::detect(&cgroup),
         }
     }
 
-    /// Applies the settings of a new config version; the controller's state is kept
-    /// while they stay the same.
+    /// Applies the settings of a new config version; the limiter's state is kept while
+    /// they stay the same.
     pub fn configure(&self, settings: Option<&OverloadProtection>) {
         let Ok(mut active) = self.active.lock() else {
             return;
@@ -43,15 +42,23 @@ impl Protector {
             return;
         }
         *active = settings.map(|s| {
-            let max = s.max_limit.map_or(f64::MAX, f64::from);
-            // Start with no limit in effect; the first sample brings it to what comes.
-            let pid = Pid::new(Gains::default(), s.target, f64::from(s.min_limit), max, max);
-            (s.clone(), pid)
+            let signal = match s.signal {
+                OverloadSignal::Cpu => Signal::Cpu,
+                OverloadSignal::Latency => Signal::Latency,
+                OverloadSignal::Inflight => Signal::Inflight,
+            };
+            let limiter = Limiter::new(
+                signal,
+                s.target,
+                u64::from(s.min_limit),
+                s.max_limit.map(u64::from),
+            );
+            (s.clone(), limiter)
         });
         self.admission.store(
             active
                 .as_ref()
-                .map(|(_, pid)| Arc::new(Admission::new(pid.limit()))),
+                .map(|(_, limiter)| Arc::new(Admission::new(limiter.limit()))),
         );
     }
 
@@ -60,16 +67,10 @@ impl Protector {
         self.admission.load_full()
     }
 
-    /// Records the latency of an admitted request.
-    pub fn record_latency(&self, latency: Duration) {
-        self.latency.record(latency);
-    }
-
     /// Samples and adjusts every period until `stop`.
     pub async fn run(self: Arc<Self>, metrics: OverloadMetrics, stop: CancellationToken) {
         let mut cpu_before = self.cpu.read();
         let mut last = Instant::now();
-        let mut served_avg: Option<f64> = None;
         loop {
             let period = self
                 .active
@@ -90,42 +91,33 @@ impl Protector {
                 _ => None,
             };
             cpu_before = cpu_now;
-            let p99 = self.latency.take_p99();
             let Some(admission) = self.admission() else {
                 continue;
             };
-            let per_sec = |n: u64| n as f64 / elapsed.as_secs_f64().max(1e-3);
-            let offered = per_sec(admission.take_offered());
-            // Smoothed: requests longer than a period finish in bursts.
-            let served_now = per_sec(admission.take_served());
-            let served = served_avg.map_or(served_now, |avg| 0.5 * avg + 0.5 * served_now);
-            served_avg = Some(served);
+            let latency = admission.take_latencies();
             let Ok(mut active) = self.active.lock() else {
                 continue;
             };
-            let Some((settings, pid)) = active.as_mut() else {
+            let Some((settings, limiter)) = active.as_mut() else {
                 continue;
             };
-            let measured = match settings.signal {
+            let signal = match settings.signal {
                 OverloadSignal::Cpu => cpu,
-                // No request finished: nothing says latency is high.
-                OverloadSignal::Latency => Some(p99.unwrap_or(0.0)),
+                OverloadSignal::Latency => latency.map(|l| l.p99),
                 OverloadSignal::Inflight => Some(admission.in_flight() as f64),
             };
-            // A hung app finishes nothing: no p99 to go by while requests wait, so the
-            // sample is skipped rather than read as "fast".
-            if settings.signal == OverloadSignal::Latency
-                && p99.is_none()
-                && admission.in_flight() > 0
-            {
-                continue;
+            let decision = limiter.update(&Sample {
+                signal,
+                latency,
+                peak_in_flight: admission.take_peak(),
+                shed: admission.take_shed(),
+            });
+            admission.set_limit(decision.limit);
+            if decision.probe {
+                admission.new_generation();
             }
-            let Some(measured) = measured else {
-                continue;
-            };
-            let limit = pid.update(measured, offered, served);
-            admission.set_rate(limit);
-            metrics.sampled(if pid.engaged() { limit } else { f64::INFINITY }, measured);
+            let shown = decision.limit.map_or(f64::INFINITY, |l| l as f64);
+            metrics.sampled(shown, signal.unwrap_or(0.0));
         }
     }
 }

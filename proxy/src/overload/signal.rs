@@ -2,6 +2,7 @@
 //! `cpu.max`, else this process's own CPU time against one CPU), the p99 latency of
 //! admitted inbound requests, or inbound requests in flight.
 
+use super::limiter::Latencies;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -82,14 +83,26 @@ pub fn cpu_share(before: (Duration, f64), after: (Duration, f64), elapsed: Durat
     }
 }
 
-/// Latencies of admitted requests over one sample period, in buckets doubling from
-/// 100 µs, for a p99 without keeping every value.
-#[derive(Debug, Default)]
+/// Latencies of admitted requests over one sample period, in buckets from 100 µs up,
+/// eight to each doubling (9% apart: the median the controller's gradient divides by
+/// must tell 2 ms from 2.5 ms), for quantiles without keeping every value.
+#[derive(Debug)]
 pub struct LatencyWindow {
-    buckets: [AtomicU64; 24],
+    buckets: [AtomicU64; BUCKETS],
 }
 
 const FIRST_BUCKET: Duration = Duration::from_micros(100);
+const PER_DOUBLING: f64 = 8.0;
+/// 24 doublings from 100 µs: up to about 28 minutes.
+const BUCKETS: usize = 24 * 8;
+
+impl Default for LatencyWindow {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
 
 impl LatencyWindow {
     /// Records one latency.
@@ -98,32 +111,40 @@ impl LatencyWindow {
         let i = if ratio <= 1.0 {
             0
         } else {
-            ratio.log2().ceil() as usize
+            (ratio.log2() * PER_DOUBLING).ceil() as usize
         };
-        self.buckets[i.min(self.buckets.len() - 1)].fetch_add(1, Ordering::Relaxed);
+        self.buckets[i.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The p99 of the period's latencies (the upper bound of its bucket), and starts a
-    /// new period; `None` when nothing was recorded.
-    pub fn take_p99(&self) -> Option<f64> {
+    /// The median and p99 of the period's latencies (each the upper bound of its
+    /// bucket), and starts a new period; `None` when nothing was recorded.
+    pub fn take(&self) -> Option<Latencies> {
         let counts: Vec<u64> = self
             .buckets
             .iter()
             .map(|b| b.swap(0, Ordering::Relaxed))
             .collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
+        let count: u64 = counts.iter().sum();
+        if count == 0 {
             return None;
         }
-        let rank = (total as f64 * 0.99).ceil() as u64;
-        let mut seen = 0;
-        for (i, n) in counts.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                return Some(FIRST_BUCKET.as_secs_f64() * 2f64.powi(i as i32));
-            }
-        }
-        None
+        let quantile = |q: f64| {
+            let rank = ((count as f64 * q).ceil() as u64).max(1);
+            let mut seen = 0;
+            let i = counts
+                .iter()
+                .position(|n| {
+                    seen += n;
+                    seen >= rank
+                })
+                .unwrap_or(BUCKETS - 1);
+            FIRST_BUCKET.as_secs_f64() * 2f64.powf(i as f64 / PER_DOUBLING)
+        };
+        Some(Latencies {
+            p50: quantile(0.5),
+            p99: quantile(0.99),
+            count,
+        })
     }
 }
 
@@ -158,12 +179,21 @@ mod tests {
         for _ in 0..10 {
             w.record(Duration::from_millis(300));
         }
-        let p99 = w.take_p99().unwrap();
-        // 1 ms lands in the bucket up to 1.6 ms.
-        assert!((0.001..0.002).contains(&p99), "{p99}");
+        let l = w.take().unwrap();
+        // Each is the upper bound of its bucket: at most 9% over.
+        assert!((0.001..0.00109).contains(&l.p50), "{l:?}");
+        assert!((0.001..0.00109).contains(&l.p99), "{l:?}");
+        assert_eq!(l.count, 1000);
         w.record(Duration::from_millis(300));
-        let p99 = w.take_p99().unwrap();
-        assert!((0.3..0.41).contains(&p99), "{p99}");
-        assert_eq!(w.take_p99(), None);
+        let l = w.take().unwrap();
+        assert!((0.3..0.33).contains(&l.p99), "{l:?}");
+        assert_eq!(w.take(), None);
+        for ms in [2, 2, 2, 3, 3] {
+            w.record(Duration::from_millis(ms));
+        }
+        // The median tells 2 ms from 3 ms.
+        let l = w.take().unwrap();
+        assert!((0.002..0.0022).contains(&l.p50), "{l:?}");
+        assert!((0.003..0.0033).contains(&l.p99), "{l:?}");
     }
 }

@@ -73,7 +73,7 @@ impl Forwarder {
             return Err(refused);
         }
         let admitted = match inbound.and_then(|i| i.shared.overload.admission()) {
-            Some(a) if !asked.probe => match a.admit(at) {
+            Some(a) if !asked.probe => match a.admit() {
                 Some(admitted) => Some(admitted),
                 None => {
                     self.metrics.overload.shed();

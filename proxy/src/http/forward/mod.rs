@@ -283,9 +283,9 @@ impl Forwarder {
         let took = started.at.elapsed();
         match &self.side {
             Side::Outbound(_) => started.target.traffic.record(status),
-            Side::Inbound(i) => {
-                if started.admitted.is_some() {
-                    i.shared.overload.record_latency(took);
+            Side::Inbound(_) => {
+                if let Some(admitted) = &started.admitted {
+                    admitted.answered(took);
                 }
             }
         }
