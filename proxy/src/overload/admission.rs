@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::limiter::admits;
 use super::signal::LatencyWindow;
 
 /// Admits requests up to a number in flight.
 #[derive(Debug, Default)]
 pub struct Admission {
-    /// The most in flight at once; `u64::MAX`: no limit.
+    /// The most in flight at once, the bits of an `f64` (see `limiter::admits`);
+    /// infinite: no limit.
     limit: AtomicU64,
     in_flight: AtomicU64,
     peak: AtomicU64,
@@ -50,7 +52,7 @@ impl Drop for Admitted {
 
 impl Admission {
     /// Admits up to `limit` requests at once (`None`: any number).
-    pub fn new(limit: Option<u64>) -> Self {
+    pub fn new(limit: Option<f64>) -> Self {
         let a = Self::default();
         a.set_limit(limit);
         a
@@ -58,11 +60,12 @@ impl Admission {
 
     /// Admits a request, or `None`: shed it.
     pub fn admit(self: &Arc<Self>) -> Option<Admitted> {
-        let limit = self.limit.load(Ordering::Relaxed);
+        let limit = f64::from_bits(self.limit.load(Ordering::Relaxed));
+        let coin = fastrand::f64();
         let admitted = self
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
+                admits(n, limit, coin).then_some(n + 1)
             });
         match admitted {
             Ok(before) => {
@@ -79,15 +82,15 @@ impl Admission {
         }
     }
 
-    /// Sets the limit (`None`: none).
-    pub fn set_limit(&self, limit: Option<u64>) {
-        self.limit
-            .store(limit.unwrap_or(u64::MAX).max(1), Ordering::Relaxed);
+    /// Sets the limit (`None`: none); at least one request.
+    pub fn set_limit(&self, limit: Option<f64>) {
+        let limit = limit.unwrap_or(f64::INFINITY).max(1.0);
+        self.limit.store(limit.to_bits(), Ordering::Relaxed);
     }
 
     /// The limit in force (`None`: none).
-    pub fn limit(&self) -> Option<u64> {
-        Some(self.limit.load(Ordering::Relaxed)).filter(|l| *l != u64::MAX)
+    pub fn limit(&self) -> Option<f64> {
+        Some(f64::from_bits(self.limit.load(Ordering::Relaxed))).filter(|l| l.is_finite())
     }
 
     /// Starts a new generation: latencies of requests admitted before it no longer count.
@@ -123,7 +126,7 @@ mod tests {
 
     #[test]
     fn admits_up_to_the_limit_and_counts() {
-        let a = Arc::new(Admission::new(Some(2)));
+        let a = Arc::new(Admission::new(Some(2.0)));
         let first = a.admit().unwrap();
         let second = a.admit().unwrap();
         assert!(a.admit().is_none());
@@ -137,6 +140,20 @@ mod tests {
         let many: Vec<_> = (0..1000).map(|_| a.admit().unwrap()).collect();
         assert_eq!((a.in_flight(), a.limit()), (1000, None));
         drop(many);
+    }
+
+    #[test]
+    fn a_fractional_limit_admits_its_last_request_by_chance() {
+        let a = Arc::new(Admission::new(Some(1.5)));
+        let mut second = 0;
+        for _ in 0..2000 {
+            let first = a.admit().unwrap();
+            second += usize::from(a.admit().is_some());
+            drop(first);
+        }
+        assert!((800..1200).contains(&second), "{second} of 2000");
+        assert!(admits(1, 2.0, 0.99) && !admits(2, 2.0, 0.0));
+        assert!(admits(2, 2.5, 0.49) && !admits(2, 2.5, 0.5) && !admits(3, 2.5, 0.0));
     }
 
     #[test]

@@ -64,13 +64,25 @@ pub struct Latencies {
 }
 
 /// What the next period admits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Decision {
-    /// Requests in flight at once; `None`: no limit.
-    pub limit: Option<u64>,
+    /// Requests in flight at once, fractional (see [`admits`]); `None`: no limit.
+    pub limit: Option<f64>,
     /// Whether the next period measures the no-load latency (its latencies start a new
     /// generation).
     pub probe: bool,
+}
+
+/// Whether a request finding `in_flight` admitted ones may go in under `limit`, given a
+/// `coin` drawn uniformly from [0, 1). A fractional limit admits its last request by
+/// chance: 1.4 lets one through always and a second 40% of the time, so the limit can
+/// settle between two whole numbers instead of flipping between them (for an app that
+/// serves one request at a time, 1 may leave it idle a fifth of the time and 2 run it
+/// flat out).
+pub fn admits(in_flight: u64, limit: f64, coin: f64) -> bool {
+    let whole = limit.floor();
+    let n = in_flight as f64;
+    n < whole || (n == whole && coin < limit - whole)
 }
 
 /// Latency may rise this much over the no-load latency before the limit comes down: the
@@ -128,19 +140,19 @@ impl Limiter {
     }
 
     /// The limit in force: `None` while not engaged.
-    pub fn limit(&self) -> Option<u64> {
+    pub fn limit(&self) -> Option<f64> {
         if !self.engaged {
             return None;
         }
         if self.signal == Signal::Inflight {
-            return Some(self.target.clamp(self.min, self.max) as u64);
+            return Some(self.target.clamp(self.min, self.max).floor());
         }
         let limit = if self.probing {
-            self.probe_limit()
+            self.probe_limit().floor()
         } else {
             self.limit
         };
-        Some(limit.floor().max(1.0) as u64)
+        Some(limit.max(1.0))
     }
 
     /// What a probe admits: the floor for the first one (nothing is known yet), then an
@@ -207,7 +219,8 @@ impl Limiter {
         };
         let by_signal = pressure.map_or(1.0, |p| 1.0 / p.max(f64::MIN_POSITIVE));
         let gradient = by_latency.min(by_signal).clamp(GRADIENT.0, GRADIENT.1);
-        let headroom = 0.5 * self.limit.sqrt();
+        // Headroom only under the target: over it, the signal's cut must not be undone.
+        let headroom = if over { 0.0 } else { 0.5 * self.limit.sqrt() };
         let next = self.limit * gradient + headroom;
         // Only a limit that holds requests back has a reason to grow, and then half way:
         // below saturation latency says nothing of how far it may go. Down, the gradient
@@ -293,7 +306,9 @@ mod tests {
         for plant in plants() {
             let unloaded = steady(plant, Arrivals::Random, Protection::Off, 0.1).p99;
             for arrivals in [Arrivals::Even, Arrivals::Random] {
-                for protection in [Protection::Latency(0.05), Protection::Cpu(0.9)] {
+                // The cpu signal holds the app's CPU at its target, so goodput is at most
+                // that share of capacity: 95% leaves room for 90%.
+                for protection in [Protection::Latency(0.05), Protection::Cpu(0.95)] {
                     for load in [2.0, 4.0] {
                         let out = steady(plant, arrivals, protection, load);
                         let share = out.goodput / plant.capacity();
@@ -321,15 +336,15 @@ mod tests {
     fn the_limit_holds_steady_under_steady_overload() {
         for plant in plants() {
             let out = steady(plant, Arrivals::Random, Protection::Latency(0.05), 2.0);
-            let limits: Vec<u64> = out.limits.iter().map(|l| l.unwrap_or(u64::MAX)).collect();
-            // Probes aside (a quarter of the limit for one period), the limit stays
-            // within one step of its most common value.
+            let limits: Vec<f64> = out.limits.iter().map(|l| l.unwrap_or(f64::MAX)).collect();
+            // Probes aside (an eighth of the limit for one period in sixty), the limit
+            // stays within a fifth (or one request) of its median.
             let mut sorted = limits.clone();
-            sorted.sort_unstable();
+            sorted.sort_by(f64::total_cmp);
             let typical = sorted[sorted.len() / 2];
             let off = limits
                 .iter()
-                .filter(|l| l.abs_diff(typical) > 1.max(typical / 5))
+                .filter(|l| (*l - typical).abs() > (typical / 5.0).max(1.0))
                 .count();
             assert!(off * 20 <= limits.len(), "{plant:?}: {limits:?}");
         }
@@ -372,6 +387,33 @@ mod tests {
             // Back to overload: protected again.
             assert!(out[2].goodput >= 0.9 * cap, "{plant:?}: {:?}", out[2]);
         }
+    }
+
+    #[test]
+    fn the_cpu_signal_keeps_the_app_under_its_target() {
+        // Eight threads: at 75% of the CPU, six are busy on average.
+        let plant = Plant {
+            workers: 8,
+            ..ONE_THREAD
+        };
+        for load in [2.0, 4.0] {
+            let out = steady(plant, Arrivals::Random, Protection::Cpu(0.75), load);
+            let busy = out.goodput / plant.capacity();
+            assert!(
+                (0.65..=0.8).contains(&busy),
+                "at {load}x: {:.0}% busy",
+                busy * 100.0
+            );
+        }
+        // One thread: a fractional limit (one always, a second now and then) holds it
+        // near 75% too.
+        let out = steady(ONE_THREAD, Arrivals::Even, Protection::Cpu(0.75), 2.0);
+        let busy = out.goodput / ONE_THREAD.capacity();
+        assert!(
+            (0.65..=0.8).contains(&busy),
+            "one thread: {:.0}% busy",
+            busy * 100.0
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use super::limiter::{Latencies, Limiter, Sample};
+use super::limiter::{Latencies, Limiter, Sample, admits};
 
 /// An app and the load on it.
 #[derive(Clone, Copy, Debug)]
@@ -67,7 +67,7 @@ pub struct Outcome {
     /// Requests shed, per second.
     pub shed: f64,
     /// The limit after each period (`None`: no limit).
-    pub limits: Vec<Option<u64>>,
+    pub limits: Vec<Option<f64>>,
 }
 
 /// Callers give up after this long.
@@ -99,7 +99,7 @@ pub fn run(
         Protection::Cpu(t) => Some(Limiter::new(super::limiter::Signal::Cpu, t, 1, None)),
         Protection::Latency(t) => Some(Limiter::new(super::limiter::Signal::Latency, t, 1, None)),
     };
-    let mut limit: Option<u64> = None;
+    let mut limit: Option<f64> = None;
     let mut generation = 0u64;
     // Threads' next free times.
     let mut free: BinaryHeap<Reverse<u64>> = (0..plant.workers).map(|_| Reverse(0)).collect();
@@ -178,7 +178,7 @@ pub fn run(
                 in_flight.pop();
             }
             let counted = t >= measured_from;
-            if limit.is_some_and(|l| in_flight.len() as u64 >= l) {
+            if limit.is_some_and(|l| !admits(in_flight.len() as u64, l, rng.f64())) {
                 shed += 1;
                 shed_counted += u64::from(counted);
                 continue;

@@ -116,7 +116,7 @@ impl Protector {
             if decision.probe {
                 admission.new_generation();
             }
-            let shown = decision.limit.map_or(f64::INFINITY, |l| l as f64);
+            let shown = decision.limit.unwrap_or(f64::INFINITY);
             metrics.sampled(shown, signal.unwrap_or(0.0));
         }
     }
