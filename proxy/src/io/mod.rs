@@ -1,9 +1,12 @@
 //! Stream wrappers: one whose first bytes were already read (for protocol detection)
-//! and are replayed before the rest (here), and one that counts its bytes (`counted.rs`).
+//! and are replayed before the rest (here), one that counts its bytes (`counted.rs`),
+//! and one that reads ahead (`read_ahead.rs`).
 
 mod counted;
+mod read_ahead;
 
 pub use counted::{ByteCounters, Counted};
+pub use read_ahead::ReadAhead;
 
 use std::io;
 use std::pin::Pin;
