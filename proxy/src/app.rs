@@ -243,6 +243,16 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         ),
     };
     tracing::info!(admin = %args.admin_addr, %capture, "braid-proxy running");
+    // Start-up's code (flags, config, TLS set-up) is done with: let its pages go, so
+    // idle RSS is the code the proxy runs (see `memory`). After a moment, so the first
+    // config and the listeners it binds are in place.
+    tokio::spawn(async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        match crate::memory::release_startup_code() {
+            Ok(bytes) => tracing::debug!(bytes, "released start-up code pages"),
+            Err(e) => tracing::debug!(error = %e, "could not release start-up code pages"),
+        }
+    });
 
     tokio::select! {
         _ = shutdown_signal() => {}

@@ -23,6 +23,7 @@ pub mod iptables;
 pub mod lifecycle;
 pub mod limits;
 pub mod listen;
+pub mod memory;
 pub mod metrics;
 pub mod overload;
 #[cfg(test)]
