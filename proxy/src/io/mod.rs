@@ -1,26 +1,37 @@
-//! Stream wrappers: one whose first bytes were already read (for protocol detection)
-//! and are replayed before the rest (here), one that counts its bytes (`counted.rs`),
-//! and one that reads ahead (`read_ahead.rs`).
+//! Stream wrappers: one with bytes read but not yet taken, replayed before the rest
+//! (here: the first bytes read for protocol detection, or a read ahead), and one that
+//! counts its bytes (`counted.rs`).
 
 mod counted;
-mod read_ahead;
 
 pub use counted::{ByteCounters, Counted};
-pub use read_ahead::ReadAhead;
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The most a read-ahead takes from the socket at once.
+const READ_AHEAD: usize = 64 * 1024;
 
 /// `prefix` then `inner`, as one stream; writes go straight to `inner`.
 #[derive(Debug)]
 pub struct PrefixedIo<T> {
     prefix: Bytes,
     inner: T,
+    /// Whether each read from `inner` takes all it can (up to 64 KiB) into `prefix`.
+    read_ahead: bool,
 }
+
+/// A stream read ahead: each read from the socket takes all it can (up to 64 KiB) and
+/// serves the caller's smaller reads from memory.
+///
+/// Why: h2's frame reader asks for 8 KiB at a time. An upstream HTTP/2 connection that
+/// carries a hundred callers' answers then took them seven per read (0.40 reads per
+/// request under h2load through one proxy; 0.22 read ahead).
+pub type ReadAhead<T> = PrefixedIo<T>;
 
 impl<T> PrefixedIo<T> {
     /// Replays `prefix` before reading from `inner`.
@@ -28,6 +39,16 @@ impl<T> PrefixedIo<T> {
         Self {
             prefix: prefix.into(),
             inner,
+            read_ahead: false,
+        }
+    }
+
+    /// Reads `inner` ahead (see [`ReadAhead`]).
+    pub fn read_ahead(inner: T) -> Self {
+        Self {
+            prefix: Bytes::new(),
+            inner,
+            read_ahead: true,
         }
     }
 
@@ -48,13 +69,25 @@ impl<T: AsyncRead + Unpin> AsyncRead for PrefixedIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
+        let this = &mut *self;
+        if this.prefix.is_empty() {
+            // A caller asking for as much as the read-ahead needs no copy through it.
+            if !this.read_ahead || buf.remaining() >= READ_AHEAD {
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
+            // Allocated for this read only (an idle connection holds nothing), and not
+            // zeroed: the read fills what it uses.
+            let mut ahead = BytesMut::with_capacity(READ_AHEAD);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut ahead) {
+                Poll::Ready(Ok(_)) => this.prefix = ahead.freeze(),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let n = this.prefix.len().min(buf.remaining());
+        buf.put_slice(&this.prefix[..n]);
+        this.prefix.advance(n);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -91,7 +124,24 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for PrefixedIo<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn small_reads_are_served_from_one_large_one() {
+        let (mut far, near) = tokio::io::duplex(256 * 1024);
+        let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        far.write_all(&data).await.unwrap();
+        drop(far);
+        let mut io = ReadAhead::read_ahead(near);
+        let mut small = [0u8; 100];
+        let n = io.read(&mut small).await.unwrap();
+        assert_eq!(&small[..n], &data[..n]);
+        // The first read took all the read-ahead holds.
+        assert_eq!(io.prefix().len(), READ_AHEAD - n);
+        let mut rest = Vec::new();
+        io.read_to_end(&mut rest).await.unwrap();
+        assert_eq!([&small[..n], &rest[..]].concat(), data);
+    }
 
     #[tokio::test]
     async fn replays_the_prefix_first() {
