@@ -248,8 +248,10 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     // config and the listeners it binds are in place.
     tokio::spawn(async {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        match crate::memory::release_startup_code() {
-            Ok(bytes) => tracing::debug!(bytes, "released start-up code pages"),
+        // Off the workers: it reads /proc/self/smaps, a few hundred lines of file I/O.
+        match tokio::task::spawn_blocking(crate::memory::release_startup_code).await {
+            Ok(Ok(bytes)) => tracing::debug!(bytes, "released start-up code pages"),
+            Ok(Err(e)) => tracing::debug!(error = %e, "could not release start-up code pages"),
             Err(e) => tracing::debug!(error = %e, "could not release start-up code pages"),
         }
     });

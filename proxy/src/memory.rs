@@ -21,36 +21,57 @@ pub struct CodeMapping {
     pub len: usize,
 }
 
-/// The mappings of `/proc/self/maps` text that hold code from files: readable and
-/// executable, never writable (so never changed from what the file holds), private.
-pub fn code_mappings(maps: &str) -> Vec<CodeMapping> {
-    maps.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let range = fields.next()?;
-            let perms = fields.next()?;
-            // offset, device, inode, then the path.
-            let path = fields.nth(3)?;
-            if perms != "r-xp" || !path.starts_with('/') {
-                return None;
+/// The mappings of `/proc/self/smaps` text that hold the code of the file `exe`: readable
+/// and executable, never writable, private, and with no page of their own (`Anonymous:
+/// 0 kB`), so every page is the file's. A page changed after mapping (a text relocation,
+/// a uprobe's or a debugger's breakpoint) is a private copy, counted as anonymous: such a
+/// mapping is left alone. Other files' code (libc) is left alone too: a library unloaded
+/// meanwhile could leave its range to other memory.
+pub fn code_mappings(smaps: &str, exe: &str) -> Vec<CodeMapping> {
+    let mut found = Vec::new();
+    let mut current: Option<CodeMapping> = None;
+    for line in smaps.lines() {
+        if let Some(mapping) = header(line) {
+            current = mapping
+                .filter(|(perms, path, _)| *perms == "r-xp" && *path == exe)
+                .map(|(_, _, m)| m);
+            continue;
+        }
+        if let (Some(m), Some(rest)) = (current, line.strip_prefix("Anonymous:")) {
+            if rest.trim() == "0 kB" {
+                found.push(m);
             }
-            let (start, end) = range.split_once('-')?;
-            let start = usize::from_str_radix(start, 16).ok()?;
-            let end = usize::from_str_radix(end, 16).ok()?;
-            Some(CodeMapping {
-                start,
-                len: end.checked_sub(start)?,
-            })
-        })
-        .collect()
+            current = None;
+        }
+    }
+    found
 }
 
-/// Lets go of the code pages mapped so far and maps code one page at a time from now on;
-/// returns the bytes of code this covered.
+/// A mapping's header line (`start-end perms offset device inode path`): `Some(None)` for
+/// one without a file path, `None` for a line that is not a header (`Key: value`).
+fn header(line: &str) -> Option<Option<(&str, &str, CodeMapping)>> {
+    let (range, rest) = line.split_once(' ')?;
+    let (start, end) = range.split_once('-')?;
+    let start = usize::from_str_radix(start, 16).ok()?;
+    let end = usize::from_str_radix(end, 16).ok()?;
+    let mut fields = rest.trim_start().splitn(5, ' ');
+    let perms = fields.next().unwrap_or_default();
+    // offset, device, inode, then the path, which may hold spaces.
+    let path = fields.nth(3).map(str::trim).unwrap_or_default();
+    let len = end.saturating_sub(start);
+    Some(
+        path.starts_with('/')
+            .then_some((perms, path, CodeMapping { start, len })),
+    )
+}
+
+/// Lets go of the proxy's own code pages mapped so far and maps them one page at a time
+/// from now on; returns the bytes of code this covered.
 pub fn release_startup_code() -> std::io::Result<usize> {
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
     let mut covered = 0;
-    for m in code_mappings(&maps) {
+    for m in code_mappings(&smaps, &exe.to_string_lossy()) {
         advise(m, Advice::Random)?;
         advise(m, Advice::LinuxDontNeed)?;
         covered += m.len;
@@ -60,8 +81,9 @@ pub fn release_startup_code() -> std::io::Result<usize> {
 
 #[allow(unsafe_code)]
 fn advise(m: CodeMapping, advice: Advice) -> std::io::Result<()> {
-    // SAFETY: `m` is a whole mapping the kernel listed for this process, of a file,
-    // readable and executable and never writable, so its pages always equal the file's.
+    // SAFETY: `m` is a whole mapping the kernel listed for this process, of the proxy's
+    // own executable (never unloaded), readable and executable and never writable, with
+    // no page of its own: every page equals the file's.
     // MADV_RANDOM only changes how its pages are faulted in; MADV_DONTNEED on such a
     // private, unmodified file mapping drops the page-table entries, and the next access
     // maps the same bytes from the page cache again. No memory is freed that Rust code
@@ -75,28 +97,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_code_from_files_is_released() {
-        let maps = "\
-55d0c0a00000-55d0c0b00000 r--p 00000000 08:01 123 /usr/local/bin/braid-proxy
-55d0c0b00000-55d0c1400000 r-xp 00100000 08:01 123 /usr/local/bin/braid-proxy
-55d0c1400000-55d0c1500000 rw-p 00a00000 08:01 123 /usr/local/bin/braid-proxy
-7f0000000000-7f0000021000 rw-p 00000000 00:00 0 [heap]
+    fn only_the_executables_unchanged_code_is_released() {
+        let smaps = "\
+55d0c0a00000-55d0c0b00000 r--p 00000000 08:01 123 /usr/local/bin/braid proxy
+Rss:                1304 kB
+Anonymous:             0 kB
+55d0c0b00000-55d0c1400000 r-xp 00100000 08:01 123 /usr/local/bin/braid proxy
+Rss:                7568 kB
+Anonymous:             0 kB
+55d0c1400000-55d0c1500000 rw-p 00a00000 08:01 123 /usr/local/bin/braid proxy
+Anonymous:           364 kB
+55d0c1600000-55d0c1700000 r-xp 00b00000 08:01 123 /usr/local/bin/braid proxy
+Anonymous:             4 kB
 7f1000000000-7f1000180000 r-xp 00028000 08:01 456 /usr/lib/x86_64-linux-gnu/libc.so.6
-7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0 [vdso]
-7ffd10000000-7ffd10001000 rwxp 00000000 00:00 0
+Anonymous:             0 kB
+7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0                          [vdso]
+Anonymous:             0 kB
 ";
+        // Only the second: the fourth has a changed page (a breakpoint), libc is another
+        // file, and the rest are not code.
         assert_eq!(
-            code_mappings(maps),
-            vec![
-                CodeMapping {
-                    start: 0x55d0c0b00000,
-                    len: 0x900000
-                },
-                CodeMapping {
-                    start: 0x7f1000000000,
-                    len: 0x180000
-                },
-            ]
+            code_mappings(smaps, "/usr/local/bin/braid proxy"),
+            vec![CodeMapping {
+                start: 0x55d0c0b00000,
+                len: 0x900000
+            }]
         );
     }
 

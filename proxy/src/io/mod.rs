@@ -87,6 +87,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for PrefixedIo<T> {
         let n = this.prefix.len().min(buf.remaining());
         buf.put_slice(&this.prefix[..n]);
         this.prefix.advance(n);
+        if this.prefix.is_empty() {
+            // An emptied `Bytes` still holds its allocation (a read-ahead's 64 KiB): let
+            // it go, so an idle connection holds nothing.
+            this.prefix = Bytes::new();
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -141,6 +146,9 @@ mod tests {
         let mut rest = Vec::new();
         io.read_to_end(&mut rest).await.unwrap();
         assert_eq!([&small[..n], &rest[..]].concat(), data);
+        // Drained: the read-ahead's buffer went with its last byte (a static empty
+        // `Bytes` points at no allocation).
+        assert_eq!(io.prefix().as_ptr(), Bytes::new().as_ptr());
     }
 
     #[tokio::test]

@@ -88,8 +88,13 @@ pub fn admits(in_flight: u64, limit: f64, coin: f64) -> bool {
 /// Latency may rise this much over the no-load latency before the limit comes down: the
 /// little queue that keeps the app busy between one answer and the next request.
 const BUFFER: f64 = 0.25;
-/// Fewer latencies than this in a period say nothing reliable about a median.
+/// Fewer latencies than this in a period say nothing reliable about a median...
 const MIN_SAMPLES: u64 = 10;
+/// ...but a probe, which admits only a few at once, takes what a slow app gives it.
+const MIN_PROBE_SAMPLES: u64 = 3;
+/// Probes in a row that may come back with too few answers before the limiter goes on
+/// without a no-load latency (the signal alone then moves the limit).
+const PROBE_TRIES: u32 = 3;
 /// Periods between two probes while the limit is in force.
 const PROBE_EVERY: u32 = 60;
 /// Periods under the target with nothing shed before the limit is lifted.
@@ -117,6 +122,8 @@ pub struct Limiter {
 
     /// Periods in a row under the target with nothing shed.
     quiet: u32,
+    /// Probes in a row that had too few answers.
+    failed_probes: u32,
 }
 
 impl Limiter {
@@ -136,6 +143,7 @@ impl Limiter {
             probing: false,
             since_probe: 0,
             quiet: 0,
+            failed_probes: 0,
         }
     }
 
@@ -190,29 +198,46 @@ impl Limiter {
             self.quiet = 0;
             return self.start_probe();
         }
-        if self.probing {
-            self.probing = false;
-            self.since_probe = 0;
-            match enough {
-                Some(l) => self.no_load = Some(l.p50),
-                // Too few answers to tell (a slow app): measure again next period.
-                None if self.no_load.is_none() => return self.start_probe(),
-                None => {}
-            }
-            return self.decision();
-        }
-        self.since_probe += 1;
-        // Lifted after a quiet while: under the target and nothing shed.
+        // Lifted after a quiet while: under the target and nothing shed (probe periods
+        // count too, so traffic that stops during one does not leave a probe running).
         if !over && s.shed == 0 {
             self.quiet += 1;
             if self.quiet >= QUIET_PERIODS {
                 self.engaged = false;
+                self.probing = false;
                 self.limit = self.max;
                 return self.decision();
             }
         } else {
             self.quiet = 0;
         }
+        if self.probing {
+            self.probing = false;
+            self.since_probe = 0;
+            let answered = s
+                .latency
+                .filter(|l| l.count >= MIN_PROBE_SAMPLES && l.p50 > 0.0);
+            match answered {
+                Some(l) => {
+                    self.no_load = Some(l.p50);
+                    self.failed_probes = 0;
+                }
+                // Too few answers to tell: measure again while requests admitted before
+                // the probe still drain (a queue that built up before the limit engaged),
+                // and a few times more for a slow app or little traffic; then go on by
+                // the signal alone until the next probe.
+                None if self.no_load.is_none()
+                    && (s.peak_in_flight as f64 > self.probe_limit()
+                        || self.failed_probes + 1 < PROBE_TRIES) =>
+                {
+                    self.failed_probes += 1;
+                    return self.start_probe();
+                }
+                None => self.failed_probes = 0,
+            }
+            return self.decision();
+        }
+        self.since_probe += 1;
         let by_latency = match (enough, self.no_load) {
             (Some(l), Some(no_load)) => no_load * (1.0 + BUFFER) / l.p50,
             _ => 1.0,
@@ -222,13 +247,14 @@ impl Limiter {
         // Headroom only under the target: over it, the signal's cut must not be undone.
         let headroom = if over { 0.0 } else { 0.5 * self.limit.sqrt() };
         let next = self.limit * gradient + headroom;
-        // Only a limit that holds requests back has a reason to grow, and then half way:
-        // below saturation latency says nothing of how far it may go. Down, the gradient
-        // is taken whole: past saturation it lands on the fixed point.
+        // Only a limit that holds requests back has a reason to grow, only on the
+        // evidence of answers (an app that answers nothing is hung, not idle), and then
+        // half way: below saturation latency says nothing of how far it may go. Down, the
+        // gradient is taken whole: past saturation it lands on the fixed point.
         let binding = s.shed > 0 || s.peak_in_flight as f64 >= self.limit.floor();
         let next = if next <= self.limit {
             next
-        } else if binding && !over {
+        } else if binding && !over && enough.is_some() {
             0.5 * (self.limit + next)
         } else {
             self.limit
@@ -262,6 +288,7 @@ mod tests {
     //! recovery, across a tenfold range of capacity and of concurrency.
 
     use super::super::plant::{Arrivals, Outcome, Phase, Plant, Protection, run};
+    use super::{Latencies, Sample};
 
     const ONE_THREAD: Plant = Plant {
         workers: 1,
@@ -414,6 +441,57 @@ mod tests {
             "one thread: {:.0}% busy",
             busy * 100.0
         );
+    }
+
+    fn sample(signal: f64, count: u64, p50: f64, peak: u64, shed: u64) -> Sample {
+        Sample {
+            signal: Some(signal),
+            latency: (count > 0).then_some(Latencies {
+                p50,
+                p99: p50 * 2.0,
+                count,
+            }),
+            peak_in_flight: peak,
+            shed,
+        }
+    }
+
+    #[test]
+    fn a_slow_app_is_not_held_in_probes() {
+        // One answer a period at the floor: never the ten a median wants.
+        let mut l = super::Limiter::new(super::Signal::Cpu, 0.5, 1, None);
+        assert!(l.update(&sample(0.9, 0, 0.0, 40, 0)).probe);
+        let mut probes = 0;
+        for _ in 0..20 {
+            probes += usize::from(l.update(&sample(0.9, 1, 2.0, 1, 5)).probe);
+        }
+        // A few tries, then the signal alone; the next probe only 60 periods on.
+        assert!(probes <= 3, "{probes} probes in 20 periods");
+        // And traffic that stops during a probe lifts the limit after the quiet periods.
+        let mut l = super::Limiter::new(super::Signal::Cpu, 0.5, 1, None);
+        l.update(&sample(0.9, 0, 0.0, 40, 0));
+        for _ in 0..8 {
+            l.update(&sample(0.1, 0, 0.0, 0, 0));
+        }
+        assert_eq!(l.limit(), None);
+    }
+
+    #[test]
+    fn a_hung_app_gets_no_more_requests() {
+        let mut l = super::Limiter::new(super::Signal::Latency, 0.05, 1, None);
+        l.update(&sample(0.2, 50, 0.1, 40, 0));
+        l.update(&sample(0.2, 50, 0.002, 1, 100));
+        let before = l.limit().unwrap();
+        // Nothing answered while requests wait and others are shed: no p99, no growth.
+        for _ in 0..20 {
+            l.update(&Sample {
+                signal: None,
+                latency: None,
+                peak_in_flight: 5,
+                shed: 100,
+            });
+        }
+        assert!(l.limit().unwrap() <= before, "{:?} > {before}", l.limit());
     }
 
     #[test]
