@@ -61,7 +61,12 @@ impl Admission {
     /// Admits a request, or `None`: shed it.
     pub fn admit(self: &Arc<Self>) -> Option<Admitted> {
         let limit = f64::from_bits(self.limit.load(Ordering::Relaxed));
-        let coin = fastrand::f64();
+        // A coin only for a fractional limit: a whole one (or none) never needs it.
+        let coin = if limit.fract() > 0.0 {
+            fastrand::f64()
+        } else {
+            0.0
+        };
         let admitted = self
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
