@@ -284,7 +284,9 @@ impl Pool {
             .keep_alive_interval(H2_PING_INTERVAL)
             .keep_alive_while_idle(true)
             .keep_alive_timeout(H2_PING_TIMEOUT)
-            .handshake(TokioIo::new(crate::io::ReadAhead::read_ahead(stream)))
+            .handshake(TokioIo::new(crate::io::Coalesced::new(
+                crate::io::ReadAhead::read_ahead(stream),
+            )))
             .await
             .map_err(ForwardError::Upstream)?;
         tokio::spawn(async move {

@@ -1,9 +1,12 @@
 //! Stream wrappers: one with bytes read but not yet taken, replayed before the rest
 //! (here: the first bytes read for protocol detection, or a read ahead), and one that
-//! counts its bytes (`counted.rs`).
+//! counts its bytes (`counted.rs`), and one whose writes are gathered once per turn of
+//! its task (`coalesce.rs`).
 
+mod coalesce;
 mod counted;
 
+pub use coalesce::Coalesced;
 pub use counted::{ByteCounters, Counted};
 
 use std::io;
