@@ -15,14 +15,21 @@
 //!   overshooting it, with no gain to tune per service (a 100 req/s and a 10,000 req/s
 //!   app behave alike). Below saturation latency does not move and the limit grows only
 //!   by the headroom, and only while the limit is what holds requests back.
-//! - The no-load latency is measured, as Envoy does: now and then one period runs at a
-//!   quarter of the limit, and its median latency is the app's own, with no queue in it.
-//!   A median, not a minimum, so an app whose requests differ in cost is not mistaken for
-//!   a queued one.
+//! - The no-load latency is measured, as Envoy does: now and then one period runs at an
+//!   eighth of the limit (the floor, the first time), and its median latency is the app's
+//!   own, with no queue in it. A median, not a minimum, so an app whose requests differ
+//!   in cost is not mistaken for a queued one.
 //! - The configured signal (CPU share or p99) is a ceiling on top: over its target, the
 //!   gradient is at most `target / signal`.
-//! - Each step moves half way to the new value: the map from one limit to the next has a
-//!   slope between 0 and 1, so it converges without oscillating.
+//! - Down, the step is taken whole: past saturation it lands on the fixed point. Up, it
+//!   goes half way (the map from one limit to the next then has a slope between 0 and 1,
+//!   so it converges without oscillating), or the whole way while both latency and the
+//!   signal show room, so a limit left low by an overload lets go quickly.
+//! - The headroom is `0.5·√limit` while latency is under the buffer and `0.25·√limit`
+//!   once it shows the buffer's queue: at the fixed point more headroom is only more
+//!   queue. For an app that serves one request at a time, `0.5·√limit` settled the limit
+//!   near 2.4, so three were at the app now and then and the p99 was 2.3× the unloaded
+//!   one; `0.25·√limit` settles it near 2 (1.6× in the bench), with goodput still ≥ 90%.
 //!
 //! Nothing is limited until the signal first passes its target, and the limit is lifted
 //! again after a while under it with nothing shed, so a quiet moment never leaves a low
@@ -99,6 +106,12 @@ const PROBE_TRIES: u32 = 3;
 const PROBE_EVERY: u32 = 60;
 /// Periods under the target with nothing shed before the limit is lifted.
 const QUIET_PERIODS: u32 = 8;
+/// Headroom added each period, times √limit: while latency shows room (under the
+/// buffer), and once it shows the buffer's queue.
+const HEADROOM: (f64, f64) = (0.5, 0.25);
+/// Under this share of its target the signal is clear: with latency under the buffer
+/// too, a limit that holds requests back grows by the whole step, not half way.
+const CLEAR: f64 = 0.8;
 /// The gradient's bounds per period: at most a quarter (a queue that collapsed before
 /// the limit engaged is cut in a second), at most half as much again.
 const GRADIENT: (f64, f64) = (0.25, 1.5);
@@ -245,7 +258,15 @@ impl Limiter {
         let by_signal = pressure.map_or(1.0, |p| 1.0 / p.max(f64::MIN_POSITIVE));
         let gradient = by_latency.min(by_signal).clamp(GRADIENT.0, GRADIENT.1);
         // Headroom only under the target: over it, the signal's cut must not be undone.
-        let headroom = if over { 0.0 } else { 0.5 * self.limit.sqrt() };
+        // Less of it once latency shows the queue the buffer allows: at the fixed point
+        // the headroom is queue the app does not need (for an app that serves one
+        // request at a time, 0.5·√limit held three at once now and then, and the p99
+        // past twice the unloaded one).
+        let headroom = match (over, by_latency > 1.0) {
+            (true, _) => 0.0,
+            (false, true) => HEADROOM.0 * self.limit.sqrt(),
+            (false, false) => HEADROOM.1 * self.limit.sqrt(),
+        };
         let next = self.limit * gradient + headroom;
         // Only a limit that holds requests back has a reason to grow, only on the
         // evidence of answers (an app that answers nothing is hung, not idle), and then
@@ -255,7 +276,11 @@ impl Limiter {
         let next = if next <= self.limit {
             next
         } else if binding && !over && enough.is_some() {
-            0.5 * (self.limit + next)
+            if by_latency > 1.0 && pressure.is_none_or(|p| p < CLEAR) {
+                next
+            } else {
+                0.5 * (self.limit + next)
+            }
         } else {
             self.limit
         };
@@ -331,8 +356,10 @@ mod tests {
     #[test]
     fn goodput_stays_near_capacity_and_latency_near_unloaded_at_2x_and_4x() {
         for plant in plants() {
-            let unloaded = steady(plant, Arrivals::Random, Protection::Off, 0.1).p99;
             for arrivals in [Arrivals::Even, Arrivals::Random] {
+                // Against the unloaded p99 of the same arrivals: even ones queue less, so
+                // theirs is the stricter bar (as the bench's paced load is).
+                let unloaded = steady(plant, arrivals, Protection::Off, 0.1).p99;
                 // The cpu signal holds the app's CPU at its target, so goodput is at most
                 // that share of capacity: 95% leaves room for 90%.
                 for protection in [Protection::Latency(0.05), Protection::Cpu(0.95)] {
