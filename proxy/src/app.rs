@@ -244,15 +244,15 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     };
     tracing::info!(admin = %args.admin_addr, %capture, "braid-proxy running");
     // Start-up's code (flags, config, TLS set-up) is done with: let its pages go, so
-    // idle RSS is the code the proxy runs (see `memory`). After a moment, so the first
+    // idle RSS is the code and constants the proxy uses (see `memory`). After a moment, so the first
     // config and the listeners it binds are in place.
     tokio::spawn(async {
         tokio::time::sleep(Duration::from_secs(1)).await;
         // Off the workers: it reads /proc/self/smaps, a few hundred lines of file I/O.
-        match tokio::task::spawn_blocking(crate::memory::release_startup_code).await {
-            Ok(Ok(bytes)) => tracing::debug!(bytes, "released start-up code pages"),
-            Ok(Err(e)) => tracing::debug!(error = %e, "could not release start-up code pages"),
-            Err(e) => tracing::debug!(error = %e, "could not release start-up code pages"),
+        match tokio::task::spawn_blocking(crate::memory::release_startup_pages).await {
+            Ok(Ok(bytes)) => tracing::debug!(bytes, "released start-up pages"),
+            Ok(Err(e)) => tracing::debug!(error = %e, "could not release start-up pages"),
+            Err(e) => tracing::debug!(error = %e, "could not release start-up pages"),
         }
     });
 
