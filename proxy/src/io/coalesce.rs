@@ -10,7 +10,12 @@
 //!
 //! When the gathered bytes go out: on the task's next read (h2 reads on every turn of
 //! its connection task), on a write that would take the buffer past [`HIGH_WATER`],
-//! and on shutdown. A flush that arms wakes the task, so the next turn comes.
+//! on shutdown, and (as far as the socket takes them) when the stream is dropped
+//! without one (hyper drops a connection it gave up on without shutting it down). A
+//! flush that arms wakes the task, so the next turn comes.
+//!
+//! Only for a stream whose task reads it on every turn, as h2's connection task does: a
+//! flush returns before the bytes are written, so a writer that never reads would stall.
 
 use std::io;
 use std::pin::Pin;
@@ -32,25 +37,36 @@ const KEEP: usize = 16 * 1024;
 
 /// `inner`, its writes gathered and sent once per turn of its task (see the module).
 #[derive(Debug)]
-pub struct Coalesced<T> {
+pub struct Coalesced<T: AsyncWrite + Unpin> {
     inner: T,
     pending: BytesMut,
     /// Whether a flush was asked for and the task woken to do it.
     armed: bool,
+    /// Whether `pending` grew past [`KEEP`] (draining hides how large its allocation is).
+    grown: bool,
+    /// A write error met while draining on a read: the read goes on (the peer's last
+    /// bytes, a response before a reset, are still delivered) and the next write or flush
+    /// reports it.
+    failed: Option<io::Error>,
 }
 
-impl<T> Coalesced<T> {
+impl<T: AsyncWrite + Unpin> Coalesced<T> {
     /// Gathers `inner`'s writes.
     pub fn new(inner: T) -> Self {
         Self {
             inner,
             pending: BytesMut::new(),
             armed: false,
+            grown: false,
+            failed: None,
         }
     }
-}
 
-impl<T: AsyncWrite + Unpin> Coalesced<T> {
+    /// The error a drain on a read met, if any: reported once, on a write or flush.
+    fn take_failure(&mut self) -> io::Result<()> {
+        self.failed.take().map_or(Ok(()), Err)
+    }
+
     /// Writes out everything gathered, then flushes `inner`.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.pending.is_empty() {
@@ -60,11 +76,24 @@ impl<T: AsyncWrite + Unpin> Coalesced<T> {
             }
             self.pending.advance(n);
         }
-        if self.pending.capacity() > KEEP {
+        if self.grown {
             self.pending = BytesMut::new();
+            self.grown = false;
         }
         self.armed = false;
         Pin::new(&mut self.inner).poll_flush(cx)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> Drop for Coalesced<T> {
+    fn drop(&mut self) {
+        // Dropped without a shutdown (hyper ends some connections so): what h2 took for
+        // flushed goes out as far as the socket takes it now, as it would have without
+        // gathering. No waker: nothing will poll again.
+        if self.armed && self.failed.is_none() {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let _ = self.poll_drain(&mut cx);
+        }
     }
 }
 
@@ -75,11 +104,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesced<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.armed {
+        if this.armed && this.failed.is_none() {
             // A full socket leaves the bytes for later (its waker is registered); the
             // read goes on, so a peer that writes before it reads is not deadlocked.
             if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
-                return Poll::Ready(Err(e));
+                this.armed = false;
+                this.failed = Some(e);
             }
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)
@@ -101,6 +131,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesced<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        this.take_failure()?;
         let len: usize = bufs.iter().map(|b| b.len()).sum();
         if this.pending.len() + len > HIGH_WATER {
             std::task::ready!(this.poll_drain(cx))?;
@@ -111,6 +142,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesced<T> {
         for b in bufs {
             this.pending.extend_from_slice(b);
         }
+        this.grown |= this.pending.len() > KEEP;
         Poll::Ready(Ok(len))
     }
 
@@ -122,6 +154,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesced<T> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        this.take_failure()?;
         if this.pending.is_empty() {
             return Pin::new(&mut this.inner).poll_flush(cx);
         }
@@ -152,7 +185,30 @@ mod tests {
     struct Socket {
         writes: Vec<Vec<u8>>,
         full: bool,
+        broken: bool,
         shut: bool,
+    }
+
+    /// A socket whose bytes the test still sees after the stream is dropped.
+    struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl AsyncWrite for Shared {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
     }
 
     impl AsyncRead for Socket {
@@ -171,6 +227,9 @@ mod tests {
             _: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
+            if self.broken {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
             if self.full {
                 return Poll::Pending;
             }
@@ -237,6 +296,35 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_dropped_without_shutdown_sends_what_was_flushed() {
+        let mut cx = Context::from_waker(Waker::noop());
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut io = Coalesced::new(Shared(written.clone()));
+        let _ = Pin::new(&mut io).poll_write(&mut cx, b"RST_STREAM");
+        assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready());
+        drop(io);
+        assert_eq!(*written.lock().unwrap(), b"RST_STREAM");
+    }
+
+    #[test]
+    fn a_write_error_met_on_a_read_comes_back_on_the_next_write() {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut io = Coalesced::new(Socket {
+            broken: true,
+            ..Socket::default()
+        });
+        let _ = write(&mut io, &mut cx, b"answer");
+        flush(&mut io, &mut cx);
+        // The read is not failed by the write's error...
+        let mut space = [0u8; 16];
+        let read = Pin::new(&mut io).poll_read(&mut cx, &mut ReadBuf::new(&mut space));
+        assert!(read.is_pending());
+        // ...the next write is.
+        let next = Pin::new(&mut io).poll_write(&mut cx, b"more");
+        assert!(matches!(next, Poll::Ready(Err(ref e)) if e.kind() == io::ErrorKind::BrokenPipe));
+    }
+
+    #[test]
     fn shutdown_sends_what_was_gathered_first() {
         let mut cx = Context::from_waker(Waker::noop());
         let mut io = Coalesced::new(Socket::default());
@@ -280,6 +368,6 @@ mod tests {
         io.inner.full = false;
         read(&mut io, &mut cx);
         assert_eq!(io.inner.writes.concat().len(), HIGH_WATER);
-        assert!(io.pending.capacity() <= KEEP);
+        assert_eq!(io.pending.capacity(), 0, "the large buffer is let go");
     }
 }

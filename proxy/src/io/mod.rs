@@ -6,7 +6,7 @@
 mod coalesce;
 mod counted;
 
-pub use coalesce::Coalesced;
+pub(crate) use coalesce::Coalesced;
 pub use counted::{ByteCounters, Counted};
 
 use std::io;
