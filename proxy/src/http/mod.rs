@@ -7,6 +7,7 @@
 mod exchange;
 mod forward;
 mod h1;
+mod h2_upstream;
 pub(crate) mod headers;
 mod host;
 mod mirror;
@@ -38,9 +39,9 @@ pub enum ForwardError {
     /// The upstream did not accept the connection in time.
     #[error("connect timeout")]
     ConnectTimeout,
-    /// The upstream connection failed mid-request.
+    /// The upstream HTTP/2 connection or stream failed.
     #[error("upstream failure: {0}")]
-    Upstream(hyper::Error),
+    H2(h2::Error),
     /// The relayed upstream connection failed, or an HTTP/1.1 upstream (relayed or not)
     /// answered something malformed or ambiguous.
     #[error("upstream failure: {0}")]
@@ -97,28 +98,13 @@ pub enum ForwardError {
 }
 
 impl ForwardError {
-    /// What a failed send to an upstream means: the caller's body failing under it (hyper
-    /// reports that as a user error caused by the body's own error), or the upstream.
-    pub fn sending(e: hyper::Error) -> Self {
-        let from_body = e.is_user()
-            && std::error::Error::source(&e)
-                .is_some_and(|s| s.downcast_ref::<hyper::Error>().is_some());
-        if from_body {
-            Self::RequestBody(BodyError::Hyper(e))
-        } else {
-            Self::Upstream(e)
-        }
-    }
-
     /// The status the caller receives.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Tls(e) if e.is_local() => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Connect(_)
-            | Self::Upstream(_)
-            | Self::Relay(_)
-            | Self::Tls(_)
-            | Self::Consumed => StatusCode::BAD_GATEWAY,
+            Self::Connect(_) | Self::H2(_) | Self::Relay(_) | Self::Tls(_) | Self::Consumed => {
+                StatusCode::BAD_GATEWAY
+            }
             Self::ConnectTimeout
             | Self::RouteTimeout(_)
             | Self::PerTryTimeout(_)
@@ -140,12 +126,18 @@ impl ForwardError {
     }
 }
 
+/// Any error a body passed on may end with (a caller's, an upstream's).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// How a caller's request body failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     /// hyper's reading of an HTTP/2 body failed.
     #[error("{0}")]
     Hyper(hyper::Error),
+    /// Reading the caller's body failed otherwise.
+    #[error("{0}")]
+    Read(BoxError),
     /// A chunked body broke its framing.
     #[error("malformed chunked body")]
     Chunked,

@@ -12,13 +12,12 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::http2;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::either::Either as EitherIo;
 
 use super::ForwardError;
+use super::h2_upstream::{H2Body, H2Sender, KeepAlive};
 use crate::balance::Upstream;
 use crate::tls::{Alpn, TlsContext};
 
@@ -37,8 +36,6 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request body sent upstream: the caller's, streamed, or a buffered copy (retries
 /// and mirrors). An enum rather than a box, so the common case allocates nothing.
 pub type UpBody = Either<Incoming, Full<Bytes>>;
-
-type H2 = http2::SendRequest<UpBody>;
 
 /// An upstream HTTP/1.1 connection the relay drives itself: the stream, and what was
 /// read from it and not yet passed on.
@@ -97,7 +94,7 @@ const RAW_BUF: usize = 16 * 1024;
 #[derive(Default)]
 struct Slots {
     idle_raw: HashMap<Upstream, Vec<RawConn>>,
-    h2: HashMap<Upstream, H2>,
+    h2: HashMap<Upstream, H2Sender>,
     /// The endpoints (and kinds) of the config in force, once known: connections to
     /// others are not kept (a pod IP may be reused by another pod later; a kind the
     /// config no longer uses must not take new requests).
@@ -213,7 +210,7 @@ impl Pool {
         &self,
         up: &Upstream,
         req: Request<UpBody>,
-    ) -> Result<Response<Incoming>, ForwardError> {
+    ) -> Result<Response<H2Body>, ForwardError> {
         let sender = self.h2_sender(up).await?;
         match send_h2_once(sender, req).await {
             Ok(resp) => Ok(resp),
@@ -264,13 +261,13 @@ impl Pool {
 
     fn evict_h2(&self, up: &Upstream) {
         if let Ok(mut slots) = self.slots.lock()
-            && slots.h2.get(up).is_some_and(H2::is_closed)
+            && slots.h2.get(up).is_some_and(H2Sender::is_closed)
         {
             slots.h2.remove(up);
         }
     }
 
-    async fn h2_sender(&self, up: &Upstream) -> Result<H2, ForwardError> {
+    async fn h2_sender(&self, up: &Upstream) -> Result<H2Sender, ForwardError> {
         if let Ok(slots) = self.slots.lock()
             && let Some(sender) = slots.h2.get(up)
             && !sender.is_closed()
@@ -279,21 +276,14 @@ impl Pool {
         }
         let addr = up.addr;
         let stream = self.connect(up, Alpn::Http2).await?;
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(H2_PING_INTERVAL)
-            .keep_alive_while_idle(true)
-            .keep_alive_timeout(H2_PING_TIMEOUT)
-            .handshake(TokioIo::new(crate::io::Coalesced::new(
-                crate::io::ReadAhead::read_ahead(stream),
-            )))
+        let keep_alive = KeepAlive {
+            interval: H2_PING_INTERVAL,
+            timeout: H2_PING_TIMEOUT,
+        };
+        let io = crate::io::Coalesced::new(crate::io::ReadAhead::read_ahead(stream));
+        let sender = H2Sender::handshake(io, addr, keep_alive)
             .await
-            .map_err(ForwardError::Upstream)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%addr, error = %e, "upstream HTTP/2 connection ended");
-            }
-        });
+            .map_err(ForwardError::H2)?;
         if let Ok(mut slots) = self.slots.lock() {
             // Two requests may have connected at once; keep the live one already there.
             match slots.h2.get(up) {
@@ -313,13 +303,10 @@ impl Pool {
 
 /// One HTTP/2 attempt; on failure, the request back if it never left.
 async fn send_h2_once(
-    mut sender: H2,
+    sender: H2Sender,
     req: Request<UpBody>,
-) -> Result<Response<Incoming>, (Option<Request<UpBody>>, ForwardError)> {
-    sender.try_send_request(req).await.map_err(|mut e| {
-        let req = e.take_message();
-        (req, ForwardError::sending(e.into_error()))
-    })
+) -> Result<Response<H2Body>, (Option<Request<UpBody>>, ForwardError)> {
+    sender.send(req).await
 }
 
 #[cfg(test)]
@@ -334,6 +321,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
 
     /// A server that accepts and keeps every connection open (so only the test closes
     /// them), handing each to the test.

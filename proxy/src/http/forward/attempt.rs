@@ -61,7 +61,7 @@ impl Forwarder {
             Err(
                 ForwardError::Connect(_)
                 | ForwardError::ConnectTimeout
-                | ForwardError::Upstream(_)
+                | ForwardError::H2(_)
                 | ForwardError::Relay(_)
                 | ForwardError::Tls(_),
             ) => in_flight.failed(),

@@ -1,5 +1,6 @@
 //! HTTP/2, served by hyper: each stream's request goes through the same request path
-//! (admission, routing, the rule, retries, attempts) to a pooled HTTP/2 upstream.
+//! (admission, routing, the rule, retries, attempts) to a pooled HTTP/2 upstream
+//! (`http/h2_upstream.rs`).
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use super::{
 };
 use crate::balance::Upstream;
 use crate::http::exchange::{Answer, Exchange};
+use crate::http::h2_upstream::H2Body;
 use crate::http::replay::Replayable;
 use crate::http::{ForwardError, Route, strip_hop_by_hop};
 use crate::limits::{Activity, BusyBody};
@@ -84,7 +86,7 @@ impl Forwarder {
         match result {
             Ok(mut resp) => {
                 strip_hop_by_hop(resp.headers_mut());
-                resp.map(BodyExt::boxed)
+                resp.map(|body| body.map_err(Into::into).boxed())
             }
             Err(e) => error_response(&e),
         }
@@ -104,7 +106,7 @@ struct HyperExchange<'a> {
 }
 
 impl Exchange for HyperExchange<'_> {
-    type Answer = Response<Incoming>;
+    type Answer = Response<H2Body>;
 
     async fn prepare(&mut self, send: &Outgoing<'_>, retry: bool) -> Result<bool, ForwardError> {
         let mirror = send.selected.mirror();
@@ -136,7 +138,7 @@ impl Exchange for HyperExchange<'_> {
         }
     }
 
-    async fn send(&mut self, up: &Upstream) -> Result<Response<Incoming>, ForwardError> {
+    async fn send(&mut self, up: &Upstream) -> Result<Response<H2Body>, ForwardError> {
         let req = match &mut self.req {
             HyperRequest::Once(req) => req.take().ok_or(ForwardError::Consumed)?.map(Either::Left),
             HyperRequest::Replay(r) => r.request(),
@@ -145,7 +147,7 @@ impl Exchange for HyperExchange<'_> {
     }
 }
 
-impl Answer for Response<Incoming> {
+impl Answer for Response<H2Body> {
     fn status(&self) -> StatusCode {
         Response::status(self)
     }

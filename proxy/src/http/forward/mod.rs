@@ -35,7 +35,7 @@ use crate::tables::{OutboundTarget, PickError, Selected, TableStore};
 use crate::telemetry::{Head, HeaderEdits, InFlight, Outcome, Telemetry};
 
 /// The body of every response the proxy sends.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = BoxBody<Bytes, crate::http::BoxError>;
 
 /// One request's way out: what routing chose.
 pub(super) struct Outgoing<'a> {

@@ -87,19 +87,10 @@ fn outcome<A: Answer>(result: &Result<A, ForwardError>) -> AttemptOutcome {
             AttemptOutcome::ConnectFailure
         }
         Err(ForwardError::PerTryTimeout(_)) => AttemptOutcome::PerTryTimeout,
-        Err(ForwardError::Upstream(e)) if is_refused_stream(e) => AttemptOutcome::RefusedStream,
+        // The HTTP/2 server refused the stream: it did not process it.
+        Err(ForwardError::H2(e)) if e.reason() == Some(h2::Reason::REFUSED_STREAM) => {
+            AttemptOutcome::RefusedStream
+        }
         Err(_) => AttemptOutcome::Reset,
     }
-}
-
-/// Whether the HTTP/2 server refused the stream (REFUSED_STREAM: it did not process it).
-fn is_refused_stream(e: &hyper::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(err) = source {
-        if let Some(h2) = err.downcast_ref::<h2::Error>() {
-            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
-        }
-        source = err.source();
-    }
-    false
 }

@@ -1,0 +1,610 @@
+//! An upstream HTTP/2 connection, driven with the h2 crate directly.
+//!
+//! Why not hyper's client: it hands each request to the connection's task over a
+//! channel, and spawns a task per request that waits for the response and passes it back
+//! over a oneshot. Here the caller's own task opens the stream and awaits the response:
+//! no channel, no task and no oneshot per request, for every request a proxy forwards.
+//! What hyper's client did besides is kept: its window sizes, keep-alive pings, the
+//! `content-length` of a body of known length, extended CONNECT's `:protocol`, the
+//! caller's body streamed under flow control with its trailers, and a stream reset when
+//! the caller goes away.
+
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http::{HeaderValue, Method, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::{BodyError, BoxError, ForwardError};
+
+/// hyper's client defaults, which braid used before: the spec's 64 KiB windows hold a
+/// fast upstream back.
+const CONN_WINDOW: u32 = 5 * 1024 * 1024;
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const MAX_SEND_BUFFER: usize = 1024 * 1024;
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+/// Streams opened before the server's SETTINGS say how many it takes (the spec's
+/// recommended minimum).
+const INITIAL_MAX_SEND_STREAMS: usize = 100;
+
+/// Keep-alive of an idle or busy connection: a ping this often, and the connection is
+/// dropped when its answer takes longer than `timeout`.
+#[derive(Clone, Copy, Debug)]
+pub struct KeepAlive {
+    /// Between two pings.
+    pub interval: Duration,
+    /// The longest a ping's answer may take.
+    pub timeout: Duration,
+}
+
+/// A handle on one upstream HTTP/2 connection; clones share it.
+#[derive(Clone, Debug)]
+pub struct H2Sender {
+    send: h2::client::SendRequest<Bytes>,
+    /// Set when the connection's task ends.
+    closed: Arc<AtomicBool>,
+}
+
+impl H2Sender {
+    /// Starts HTTP/2 on `io` (to `addr`, for logs) and drives the connection in a task of
+    /// its own.
+    pub async fn handshake<T>(
+        io: T,
+        addr: SocketAddr,
+        keep_alive: KeepAlive,
+    ) -> Result<Self, h2::Error>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (send, mut conn) = h2::client::Builder::new()
+            .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONN_WINDOW)
+            .max_header_list_size(MAX_HEADER_LIST)
+            .max_send_buffer_size(MAX_SEND_BUFFER)
+            .enable_push(false)
+            .handshake::<_, Bytes>(io)
+            .await?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let ping = conn.ping_pong();
+        let done = closed.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                res = conn => {
+                    if let Err(e) = res {
+                        tracing::debug!(%addr, error = %e, "upstream HTTP/2 connection ended");
+                    }
+                }
+                () = unanswered_ping(ping, keep_alive) => {
+                    tracing::debug!(%addr, "upstream HTTP/2 connection dropped: a ping went unanswered");
+                }
+            }
+            done.store(true, Ordering::Release);
+        });
+        Ok(Self { send, closed })
+    }
+
+    /// Whether the connection has ended (no request can use it).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Sends `req` and waits for the response's head. On failure, the request comes back
+    /// when it never left (the connection was closing or gone), so it may go on another.
+    #[allow(clippy::result_large_err)]
+    pub async fn send<B>(
+        &self,
+        req: Request<B>,
+    ) -> Result<Response<H2Body>, (Option<Request<B>>, ForwardError)>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let mut send = self.send.clone();
+        if let Err(e) = poll_fn(|cx| send.poll_ready(cx)).await {
+            return Err((Some(req), ForwardError::H2(e)));
+        }
+        let (parts, body) = req.into_parts();
+        let mut head = Request::from_parts(parts, ());
+        if let Some(len) = body.size_hint().exact()
+            && (len != 0 || has_payload_semantics(head.method()))
+        {
+            head.headers_mut()
+                .entry(CONTENT_LENGTH)
+                .or_insert_with(|| HeaderValue::from(len));
+        }
+        if let Some(protocol) = head.extensions_mut().remove::<hyper::ext::Protocol>() {
+            head.extensions_mut()
+                .insert(h2::ext::Protocol::from(protocol.as_str()));
+        }
+        let end = body.is_end_stream();
+        let (response, stream) = send
+            .send_request(head, end)
+            .map_err(|e| (None, ForwardError::H2(e)))?;
+        // The caller's body failing under the upload is the caller's doing, not the
+        // upstream's: the upload leaves its error here for the response's failure. The
+        // guard is dropped with this future (the caller went away) or with the
+        // response's body: an upload still running then ends with a reset. Nothing of
+        // this for a request without a body (most): no allocation.
+        let (failed, upload) = if end {
+            (None, None)
+        } else {
+            let failed = Arc::new(Mutex::new(None));
+            let cancel = CancellationToken::new();
+            tokio::spawn(pipe(body, stream, failed.clone(), cancel.clone()));
+            (Some(failed), Some(cancel.drop_guard()))
+        };
+        match response.await {
+            Ok(resp) => {
+                let length = resp
+                    .headers()
+                    .get(CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse().ok());
+                Ok(resp.map(|recv| H2Body::new(recv, upload, length)))
+            }
+            Err(e) => {
+                let body_error = failed.and_then(|f| f.lock().ok()?.take());
+                let e = match body_error.map(|b| b.downcast::<hyper::Error>()) {
+                    Some(Ok(b)) => ForwardError::RequestBody(BodyError::Hyper(*b)),
+                    Some(Err(b)) => ForwardError::RequestBody(BodyError::Read(b)),
+                    None => ForwardError::H2(e),
+                };
+                Err((None, e))
+            }
+        }
+    }
+}
+
+/// Ends when a ping goes unanswered for the keep-alive's timeout (never while they are
+/// answered, or when the connection has no pings to give).
+async fn unanswered_ping(ping: Option<h2::PingPong>, keep_alive: KeepAlive) {
+    let Some(mut ping) = ping else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(keep_alive.interval).await;
+        match tokio::time::timeout(keep_alive.timeout, ping.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            // The connection is ending; its own future says how.
+            Ok(Err(_)) => return std::future::pending().await,
+            Err(_) => return,
+        }
+    }
+}
+
+/// Whether a request with this method has a body by definition (RFC 9110): one of known
+/// length zero still says `content-length: 0` then, as hyper's client did.
+fn has_payload_semantics(method: &Method) -> bool {
+    !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::CONNECT
+    )
+}
+
+/// How an upload ended early.
+enum Cut {
+    /// The caller's body failed.
+    Body(BoxError),
+    /// The stream is gone (the upstream reset it or the connection ended): the response
+    /// says why.
+    Stream,
+    /// The caller went away.
+    Cancelled,
+}
+
+/// Streams `body` on `stream` under flow control, then its trailers or end of stream.
+async fn pipe<B>(
+    mut body: B,
+    mut stream: h2::SendStream<Bytes>,
+    failed: Arc<Mutex<Option<BoxError>>>,
+    cancel: CancellationToken,
+) where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let sent = tokio::select! {
+        sent = upload(&mut body, &mut stream) => sent,
+        () = cancel.cancelled() => Err(Cut::Cancelled),
+    };
+    match sent {
+        Ok(()) | Err(Cut::Stream) => {}
+        Err(Cut::Body(e)) => {
+            // Before the reset, so the response's failure finds it.
+            if let Ok(mut f) = failed.lock() {
+                *f = Some(e);
+            }
+            stream.send_reset(h2::Reason::CANCEL);
+        }
+        Err(Cut::Cancelled) => stream.send_reset(h2::Reason::CANCEL),
+    }
+}
+
+async fn upload<B>(body: &mut B, stream: &mut h2::SendStream<Bytes>) -> Result<(), Cut>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    loop {
+        let Some(frame) = body.frame().await else {
+            return stream
+                .send_data(Bytes::new(), true)
+                .map_err(|_| Cut::Stream);
+        };
+        let frame = match frame.map_err(|e| Cut::Body(e.into()))?.into_data() {
+            Ok(mut data) => {
+                let last = body.is_end_stream();
+                if data.is_empty() && !last {
+                    continue;
+                }
+                loop {
+                    let granted = if data.is_empty() {
+                        0
+                    } else {
+                        stream.reserve_capacity(data.len());
+                        match poll_fn(|cx| stream.poll_capacity(cx)).await {
+                            Some(Ok(n)) => n,
+                            Some(Err(_)) | None => return Err(Cut::Stream),
+                        }
+                    };
+                    let chunk = data.split_to(granted.min(data.len()));
+                    let end = last && data.is_empty();
+                    if !chunk.is_empty() || end {
+                        stream.send_data(chunk, end).map_err(|_| Cut::Stream)?;
+                    }
+                    if data.is_empty() {
+                        break;
+                    }
+                }
+                if last {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(frame) => frame,
+        };
+        if let Ok(trailers) = frame.into_trailers() {
+            return stream.send_trailers(trailers).map_err(|_| Cut::Stream);
+        }
+    }
+}
+
+/// An upstream's HTTP/2 response body: its data (the window given back as it is taken),
+/// then its trailers.
+#[derive(Debug)]
+pub struct H2Body {
+    recv: h2::RecvStream,
+    data_done: bool,
+    /// What `content-length` says is left, for the size hint.
+    length: Option<u64>,
+    /// Dropping the body ends an upload still running.
+    _upload: Option<DropGuard>,
+}
+
+impl H2Body {
+    fn new(recv: h2::RecvStream, upload: Option<DropGuard>, length: Option<u64>) -> Self {
+        Self {
+            recv,
+            data_done: false,
+            length,
+            _upload: upload,
+        }
+    }
+}
+
+impl Body for H2Body {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let this = &mut *self;
+        if !this.data_done {
+            match ready!(this.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    if let Some(left) = &mut this.length {
+                        *left = left.saturating_sub(data.len() as u64);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                // RST_STREAM with NO_ERROR: the server answered early and needs no more
+                // of the request; the response ends here, not in error (RFC 9113 8.1).
+                Some(Err(e)) if e.reason() == Some(h2::Reason::NO_ERROR) => {
+                    return Poll::Ready(None);
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => this.data_done = true,
+            }
+        }
+        match ready!(this.recv.poll_trailers(cx)) {
+            Ok(trailers) => Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t)))),
+            Err(e) if e.reason() == Some(h2::Reason::NO_ERROR) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.recv.is_end_stream() {
+            return SizeHint::with_exact(0);
+        }
+        self.length.map(SizeHint::with_exact).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The client against h2's own server on loopback: uploads under a small window,
+    //! trailers both ways, a caller's failing body, and a caller that goes away.
+
+    use std::collections::VecDeque;
+
+    use http::HeaderMap;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    const KEEP_ALIVE: KeepAlive = KeepAlive {
+        interval: Duration::from_secs(30),
+        timeout: Duration::from_secs(10),
+    };
+
+    /// A caller's body: these frames, then (if `fail`) an error instead of the end; or
+    /// no end at all while `hang`.
+    struct Caller {
+        frames: VecDeque<Frame<Bytes>>,
+        fail: bool,
+        hang: bool,
+    }
+
+    impl Body for Caller {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            if let Some(f) = self.frames.pop_front() {
+                return Poll::Ready(Some(Ok(f)));
+            }
+            if self.hang {
+                return Poll::Pending;
+            }
+            if self.fail {
+                return Poll::Ready(Some(Err(std::io::Error::other("caller hung up"))));
+            }
+            Poll::Ready(None)
+        }
+    }
+
+    fn caller(frames: Vec<Frame<Bytes>>) -> Caller {
+        Caller {
+            frames: frames.into(),
+            fail: false,
+            hang: false,
+        }
+    }
+
+    /// One HTTP/2 server connection (a 1 KiB window, so uploads wait on flow control),
+    /// each request handed to `serve`.
+    async fn server<F, Fut>(serve: F) -> H2Sender
+    where
+        F: Fn(Request<h2::RecvStream>, h2::server::SendResponse<Bytes>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut conn = h2::server::Builder::new()
+                .initial_window_size(1024)
+                .handshake::<_, Bytes>(tcp)
+                .await
+                .unwrap();
+            while let Some(Ok((req, respond))) = conn.accept().await {
+                tokio::spawn(serve(req, respond));
+            }
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        H2Sender::handshake(tcp, addr, KEEP_ALIVE).await.unwrap()
+    }
+
+    /// Reads a request body to its end: its bytes and its trailers.
+    async fn read_all(
+        body: &mut h2::RecvStream,
+    ) -> Result<(Vec<u8>, Option<HeaderMap>), h2::Error> {
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok((bytes, body.trailers().await?))
+    }
+
+    #[tokio::test]
+    async fn an_upload_streams_under_flow_control_and_trailers_go_both_ways() {
+        let sender = server(|req, mut respond| async move {
+            let (_, mut body) = req.into_parts();
+            let (bytes, trailers) = read_all(&mut body).await.unwrap();
+            let head = Response::builder()
+                .header("got", bytes.len().to_string())
+                .header("got-trailer", trailers.unwrap()["grpc-timeout"].clone())
+                .body(())
+                .unwrap();
+            let mut stream = respond.send_response(head, false).unwrap();
+            stream
+                .send_data(Bytes::from_static(b"done"), false)
+                .unwrap();
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            stream.send_trailers(trailers).unwrap();
+        })
+        .await;
+        let chunk = Bytes::from(vec![7u8; 10_000]);
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-timeout", HeaderValue::from_static("1S"));
+        let body = caller(vec![
+            Frame::data(chunk.clone()),
+            Frame::data(chunk),
+            Frame::trailers(trailers),
+        ]);
+        let req = Request::post("http://up/upload").body(body).unwrap();
+        let resp = sender.send(req).await.map_err(|(_, e)| e).unwrap();
+        assert_eq!(resp.headers()["got"], "20000");
+        assert_eq!(resp.headers()["got-trailer"], "1S");
+        let collected = resp.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+        assert_eq!(collected.to_bytes(), "done");
+    }
+
+    #[tokio::test]
+    async fn a_body_of_known_length_says_so_and_its_response_hints_its_own() {
+        let sender = server(|req, mut respond| async move {
+            let length = req.headers().get(CONTENT_LENGTH).cloned();
+            let head = Response::builder()
+                .header(
+                    "asked-length",
+                    length.unwrap_or(HeaderValue::from_static("none")),
+                )
+                .header(CONTENT_LENGTH, "2")
+                .body(())
+                .unwrap();
+            let mut stream = respond.send_response(head, false).unwrap();
+            stream.send_data(Bytes::from_static(b"ok"), true).unwrap();
+        })
+        .await;
+        let body = http_body_util::Full::new(Bytes::from_static(b"hello"));
+        let req = Request::put("http://up/").body(body).unwrap();
+        let resp = sender.send(req).await.map_err(|(_, e)| e).unwrap();
+        assert_eq!(resp.headers()["asked-length"], "5");
+        assert_eq!(resp.body().size_hint().exact(), Some(2));
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+    }
+
+    #[tokio::test]
+    async fn a_callers_failing_body_is_the_callers_fault_and_resets_the_stream() {
+        let (saw, seen) = tokio::sync::oneshot::channel();
+        let saw = Mutex::new(Some(saw));
+        let sender = server(move |req, _respond| {
+            let saw = saw.lock().unwrap().take();
+            async move {
+                let (_, mut body) = req.into_parts();
+                let reason = read_all(&mut body).await.err().and_then(|e| e.reason());
+                let _ = saw.unwrap().send(reason);
+            }
+        })
+        .await;
+        let body = Caller {
+            fail: true,
+            ..caller(vec![Frame::data(Bytes::from_static(b"part"))])
+        };
+        let req = Request::post("http://up/").body(body).unwrap();
+        let err = sender.send(req).await.map(|_| ()).unwrap_err().1;
+        // Not the upstream's: outlier detection must not count it against the endpoint.
+        assert!(
+            matches!(err, ForwardError::RequestBody(BodyError::Read(_))),
+            "{err:?}"
+        );
+        assert_eq!(seen.await.unwrap(), Some(h2::Reason::CANCEL));
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_goes_away_resets_its_upload() {
+        let (saw, seen) = tokio::sync::oneshot::channel();
+        let saw = Mutex::new(Some(saw));
+        let sender = server(move |req, _respond| {
+            let saw = saw.lock().unwrap().take();
+            async move {
+                let (_, mut body) = req.into_parts();
+                let reason = read_all(&mut body).await.err().and_then(|e| e.reason());
+                let _ = saw.unwrap().send(reason);
+            }
+        })
+        .await;
+        let body = Caller {
+            hang: true,
+            ..caller(vec![Frame::data(Bytes::from_static(b"part"))])
+        };
+        let req = Request::post("http://up/").body(body).unwrap();
+        // The caller gives up before any answer.
+        let gave_up = tokio::time::timeout(Duration::from_millis(200), sender.send(req)).await;
+        assert!(gave_up.is_err());
+        assert_eq!(seen.await.unwrap(), Some(h2::Reason::CANCEL));
+    }
+
+    #[tokio::test]
+    async fn an_early_answer_with_no_error_reset_ends_the_body_cleanly() {
+        // The server answers before the upload ends, and once the caller has the head,
+        // resets the stream with NO_ERROR (RFC 9113 8.1: it needs no more of the request).
+        let (has_head, head_seen) = tokio::sync::oneshot::channel::<()>();
+        let head_seen = Mutex::new(Some(head_seen));
+        let sender = server(move |_req, mut respond| {
+            let head_seen = head_seen.lock().unwrap().take();
+            async move {
+                let mut stream = respond.send_response(Response::new(()), false).unwrap();
+                stream
+                    .send_data(Bytes::from_static(b"early"), false)
+                    .unwrap();
+                let _ = head_seen.unwrap().await;
+                stream.send_reset(h2::Reason::NO_ERROR);
+            }
+        })
+        .await;
+        let body = Caller {
+            hang: true,
+            ..caller(Vec::new())
+        };
+        let req = Request::post("http://up/").body(body).unwrap();
+        let resp = sender.send(req).await.map_err(|(_, e)| e).unwrap();
+        has_head.send(()).unwrap();
+        let collected = resp.into_body().collect().await.unwrap();
+        assert_eq!(collected.to_bytes(), "early");
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_gives_the_request_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut conn = h2::server::handshake(tcp).await.unwrap();
+            // A draining server: GOAWAY, then the connection ends.
+            conn.graceful_shutdown();
+            while conn.accept().await.is_some() {}
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let sender = H2Sender::handshake(tcp, addr, KEEP_ALIVE).await.unwrap();
+        for _ in 0..200 {
+            if sender.is_closed() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(sender.is_closed());
+        let req = Request::get("http://up/")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        // Never sent: the pool may send it on a new connection.
+        let Err((Some(back), ForwardError::H2(_))) = sender.send(req).await else {
+            panic!("a closed connection took the request");
+        };
+        assert_eq!(back.uri(), "http://up/");
+    }
+}
