@@ -50,8 +50,12 @@ pub struct KeepAlive {
 /// A handle on one upstream HTTP/2 connection; clones share it.
 #[derive(Clone, Debug)]
 pub struct H2Sender {
-    send: h2::client::SendRequest<Bytes>,
-    /// Set when the connection's task ends.
+    /// One handle, taken in turn: h2 lets a handle have one stream waiting to open (the
+    /// upstream at its stream limit), so the others wait here, unsent, and come back to
+    /// be sent elsewhere if the connection closes meanwhile (as with hyper's client). A
+    /// clone per request would queue all of them inside h2, and a GOAWAY would fail them.
+    send: Arc<tokio::sync::Mutex<h2::client::SendRequest<Bytes>>>,
+    /// Set when the connection takes no new stream: closing (GOAWAY) or ended.
     closed: Arc<AtomicBool>,
 }
 
@@ -91,10 +95,14 @@ impl H2Sender {
             }
             done.store(true, Ordering::Release);
         });
-        Ok(Self { send, closed })
+        Ok(Self {
+            send: Arc::new(tokio::sync::Mutex::new(send)),
+            closed,
+        })
     }
 
-    /// Whether the connection has ended (no request can use it).
+    /// Whether the connection takes no new request (closing or ended): the pool opens
+    /// another.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
@@ -110,8 +118,9 @@ impl H2Sender {
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let mut send = self.send.clone();
+        let mut send = self.send.lock().await;
         if let Err(e) = poll_fn(|cx| send.poll_ready(cx)).await {
+            self.closed.store(true, Ordering::Release);
             return Err((Some(req), ForwardError::H2(e)));
         }
         let (parts, body) = req.into_parts();
@@ -127,22 +136,32 @@ impl H2Sender {
             head.extensions_mut()
                 .insert(h2::ext::Protocol::from(protocol.as_str()));
         }
-        let end = body.is_end_stream();
-        let (response, stream) = send
-            .send_request(head, end)
-            .map_err(|e| (None, ForwardError::H2(e)))?;
+        // A tunnel's stream stays open whatever its (empty) body says, as with hyper.
+        let tunnel = head.method() == Method::CONNECT;
+        let end = body.is_end_stream() && !tunnel;
+        let sent = send.send_request(head, end);
+        drop(send);
+        let (response, stream) = sent.map_err(|e| {
+            self.closed.store(true, Ordering::Release);
+            (None, ForwardError::H2(e))
+        })?;
         // The caller's body failing under the upload is the caller's doing, not the
         // upstream's: the upload leaves its error here for the response's failure. The
         // guard is dropped with this future (the caller went away) or with the
         // response's body: an upload still running then ends with a reset. Nothing of
         // this for a request without a body (most): no allocation.
-        let (failed, upload) = if end {
-            (None, None)
-        } else {
-            let failed = Arc::new(Mutex::new(None));
-            let cancel = CancellationToken::new();
-            tokio::spawn(pipe(body, stream, failed.clone(), cancel.clone()));
-            (Some(failed), Some(cancel.drop_guard()))
+        let mut stream = Some(stream);
+        let (failed, upload) = match stream.take() {
+            Some(stream) if !end && !tunnel => {
+                let failed = Arc::new(Mutex::new(None));
+                let cancel = CancellationToken::new();
+                tokio::spawn(pipe(body, stream, failed.clone(), cancel.clone()));
+                (Some(failed), Some(cancel.drop_guard()))
+            }
+            kept => {
+                stream = kept;
+                (None, None)
+            }
         };
         match response.await {
             Ok(resp) => {
@@ -150,7 +169,9 @@ impl H2Sender {
                     .headers()
                     .get(CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok()?.parse().ok());
-                Ok(resp.map(|recv| H2Body::new(recv, upload, length)))
+                // A tunnel's send side lives as long as its answer.
+                let held = stream.filter(|_| tunnel);
+                Ok(resp.map(|recv| H2Body::new(recv, upload, length, held)))
             }
             Err(e) => {
                 let body_error = failed.and_then(|f| f.lock().ok()?.take());
@@ -288,15 +309,23 @@ pub struct H2Body {
     length: Option<u64>,
     /// Dropping the body ends an upload still running.
     _upload: Option<DropGuard>,
+    /// A tunnel's send side, held open.
+    _tunnel: Option<h2::SendStream<Bytes>>,
 }
 
 impl H2Body {
-    fn new(recv: h2::RecvStream, upload: Option<DropGuard>, length: Option<u64>) -> Self {
+    fn new(
+        recv: h2::RecvStream,
+        upload: Option<DropGuard>,
+        length: Option<u64>,
+        tunnel: Option<h2::SendStream<Bytes>>,
+    ) -> Self {
         Self {
             recv,
             data_done: false,
             length,
             _upload: upload,
+            _tunnel: tunnel,
         }
     }
 }
@@ -576,6 +605,45 @@ mod tests {
         has_head.send(()).unwrap();
         let collected = resp.into_body().collect().await.unwrap();
         assert_eq!(collected.to_bytes(), "early");
+    }
+
+    #[tokio::test]
+    async fn a_draining_upstream_is_left_at_once_though_a_stream_is_still_open() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut conn = h2::server::handshake(tcp).await.unwrap();
+            // The first request stays open (a watch); then the server drains.
+            let open = conn.accept().await.unwrap().unwrap();
+            conn.graceful_shutdown();
+            while conn.accept().await.is_some() {}
+            drop(open);
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let sender = H2Sender::handshake(tcp, addr, KEEP_ALIVE).await.unwrap();
+        let watch = sender.clone();
+        tokio::spawn(async move {
+            let req = Request::get("http://up/watch")
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap();
+            let _ = watch.send(req).await;
+        });
+        // Once GOAWAY is in, a request comes back unsent and the connection says it is
+        // closed, so the pool opens another rather than failing requests on this one.
+        let mut back = None;
+        for _ in 0..200 {
+            let req = Request::get("http://up/next")
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap();
+            let sent = tokio::time::timeout(Duration::from_millis(50), sender.send(req)).await;
+            if let Ok(Err((Some(req), ForwardError::H2(_)))) = sent {
+                back = Some(req);
+                break;
+            }
+        }
+        assert!(back.is_some(), "a request went to a draining connection");
+        assert!(sender.is_closed());
     }
 
     #[tokio::test]
