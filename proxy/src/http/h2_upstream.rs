@@ -527,8 +527,9 @@ mod tests {
         assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
     }
 
-    #[tokio::test]
-    async fn a_callers_failing_body_is_the_callers_fault_and_resets_the_stream() {
+    /// A server that answers nothing and reports how the first upload ended (the reset's
+    /// reason, if it was reset).
+    async fn upload_watcher() -> (H2Sender, tokio::sync::oneshot::Receiver<Option<h2::Reason>>) {
         let (saw, seen) = tokio::sync::oneshot::channel();
         let saw = Mutex::new(Some(saw));
         let sender = server(move |req, _respond| {
@@ -540,6 +541,12 @@ mod tests {
             }
         })
         .await;
+        (sender, seen)
+    }
+
+    #[tokio::test]
+    async fn a_callers_failing_body_is_the_callers_fault_and_resets_the_stream() {
+        let (sender, seen) = upload_watcher().await;
         let body = Caller {
             fail: true,
             ..caller(vec![Frame::data(Bytes::from_static(b"part"))])
@@ -556,17 +563,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_caller_that_goes_away_resets_its_upload() {
-        let (saw, seen) = tokio::sync::oneshot::channel();
-        let saw = Mutex::new(Some(saw));
-        let sender = server(move |req, _respond| {
-            let saw = saw.lock().unwrap().take();
-            async move {
-                let (_, mut body) = req.into_parts();
-                let reason = read_all(&mut body).await.err().and_then(|e| e.reason());
-                let _ = saw.unwrap().send(reason);
-            }
-        })
-        .await;
+        let (sender, seen) = upload_watcher().await;
         let body = Caller {
             hang: true,
             ..caller(vec![Frame::data(Bytes::from_static(b"part"))])
