@@ -150,18 +150,16 @@ impl H2Sender {
         // guard is dropped with this future (the caller went away) or with the
         // response's body: an upload still running then ends with a reset. Nothing of
         // this for a request without a body (most): no allocation.
-        let mut stream = Some(stream);
-        let (failed, upload) = match stream.take() {
-            Some(stream) if !end && !tunnel => {
-                let failed = Arc::new(Mutex::new(None));
-                let cancel = CancellationToken::new();
-                tokio::spawn(pipe(body, stream, failed.clone(), cancel.clone()));
-                (Some(failed), Some(cancel.drop_guard()))
-            }
-            kept => {
-                stream = kept;
-                (None, None)
-            }
+        // A tunnel's send side is held with its answer instead.
+        let (failed, upload, held) = if end {
+            (None, None, None)
+        } else if tunnel {
+            (None, None, Some(stream))
+        } else {
+            let failed = Arc::new(Mutex::new(None));
+            let cancel = CancellationToken::new();
+            tokio::spawn(pipe(body, stream, failed.clone(), cancel.clone()));
+            (Some(failed), Some(cancel.drop_guard()), None)
         };
         match response.await {
             Ok(resp) => {
@@ -169,8 +167,6 @@ impl H2Sender {
                     .headers()
                     .get(CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok()?.parse().ok());
-                // A tunnel's send side lives as long as its answer.
-                let held = stream.filter(|_| tunnel);
                 Ok(resp.map(|recv| H2Body::new(recv, upload, length, held)))
             }
             Err(e) => {

@@ -212,12 +212,12 @@ impl Pool {
         req: Request<UpBody>,
     ) -> Result<Response<H2Body>, ForwardError> {
         let sender = self.h2_sender(up).await?;
-        match send_h2_once(sender, req).await {
+        match sender.send(req).await {
             Ok(resp) => Ok(resp),
             Err((Some(req), _)) => {
                 self.evict_h2(up);
                 let sender = self.h2_sender(up).await?;
-                send_h2_once(sender, req).await.map_err(|(_, e)| e)
+                sender.send(req).await.map_err(|(_, e)| e)
             }
             Err((None, e)) => {
                 self.evict_h2(up);
@@ -280,8 +280,7 @@ impl Pool {
             interval: H2_PING_INTERVAL,
             timeout: H2_PING_TIMEOUT,
         };
-        let io = crate::io::Coalesced::new(crate::io::ReadAhead::read_ahead(stream));
-        let sender = H2Sender::handshake(io, addr, keep_alive)
+        let sender = H2Sender::handshake(crate::io::for_h2(stream), addr, keep_alive)
             .await
             .map_err(ForwardError::H2)?;
         if let Ok(mut slots) = self.slots.lock() {
@@ -299,14 +298,6 @@ impl Pool {
         }
         Ok(sender)
     }
-}
-
-/// One HTTP/2 attempt; on failure, the request back if it never left.
-async fn send_h2_once(
-    sender: H2Sender,
-    req: Request<UpBody>,
-) -> Result<Response<H2Body>, (Option<Request<UpBody>>, ForwardError)> {
-    sender.send(req).await
 }
 
 #[cfg(test)]

@@ -36,6 +36,12 @@ pub struct PrefixedIo<T> {
 /// request under h2load through one proxy; 0.22 read ahead).
 pub type ReadAhead<T> = PrefixedIo<T>;
 
+/// The stream an HTTP/2 connection (served or upstream) runs on: read ahead, and its
+/// writes gathered once per turn of its task.
+pub(crate) fn for_h2<T: AsyncWrite + Unpin>(io: T) -> Coalesced<ReadAhead<T>> {
+    Coalesced::new(ReadAhead::read_ahead(io))
+}
+
 impl<T> PrefixedIo<T> {
     /// Replays `prefix` before reading from `inner`.
     pub fn new(prefix: impl Into<Bytes>, inner: T) -> Self {

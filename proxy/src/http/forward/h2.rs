@@ -230,12 +230,7 @@ pub async fn serve_h2<I>(
     let conn = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .max_header_list_size(max_head)
-        .serve_connection(
-            TokioIo::new(crate::io::Coalesced::new(crate::io::ReadAhead::read_ahead(
-                io,
-            ))),
-            service,
-        );
+        .serve_connection(TokioIo::new(crate::io::for_h2(io)), service);
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => {
