@@ -5,26 +5,24 @@
 //! over a oneshot. Here the caller's own task opens the stream and awaits the response:
 //! no channel, no task and no oneshot per request, for every request a proxy forwards.
 //! What hyper's client did besides is kept: its window sizes, keep-alive pings, the
-//! `content-length` of a body of known length, extended CONNECT's `:protocol`, the
-//! caller's body streamed under flow control with its trailers, and a stream reset when
-//! the caller goes away.
+//! `content-length` of a body of known length, extended CONNECT's `:protocol` (passed on
+//! in the request's extensions), the caller's body streamed under flow control with its
+//! trailers, and a stream reset when the caller goes away.
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::{HeaderValue, Method, Request, Response};
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
+use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
 
+use super::h2_body::{Cut, H2Body, send_body};
 use super::{BodyError, BoxError, ForwardError};
 
 /// hyper's client defaults, which braid used before: the spec's 64 KiB windows hold a
@@ -132,11 +130,8 @@ impl H2Sender {
                 .entry(CONTENT_LENGTH)
                 .or_insert_with(|| HeaderValue::from(len));
         }
-        if let Some(protocol) = head.extensions_mut().remove::<hyper::ext::Protocol>() {
-            head.extensions_mut()
-                .insert(h2::ext::Protocol::from(protocol.as_str()));
-        }
-        // A tunnel's stream stays open whatever its (empty) body says, as with hyper.
+        // A tunnel's stream stays open whatever its body says: the caller's bytes go
+        // up as they come, and one with none yet (a replayed copy) holds the stream open.
         let tunnel = head.method() == Method::CONNECT;
         let end = body.is_end_stream() && !tunnel;
         let sent = send.send_request(head, end);
@@ -150,10 +145,9 @@ impl H2Sender {
         // guard is dropped with this future (the caller went away) or with the
         // response's body: an upload still running then ends with a reset. Nothing of
         // this for a request without a body (most): no allocation.
-        // A tunnel's send side is held with its answer instead.
         let (failed, upload, held) = if end {
             (None, None, None)
-        } else if tunnel {
+        } else if body.is_end_stream() {
             (None, None, Some(stream))
         } else {
             let failed = Arc::new(Mutex::new(None));
@@ -163,16 +157,14 @@ impl H2Sender {
         };
         match response.await {
             Ok(resp) => {
-                let length = resp
-                    .headers()
-                    .get(CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.parse().ok());
-                Ok(resp.map(|recv| H2Body::new(recv, upload, length, held)))
+                let (parts, recv) = resp.into_parts();
+                let body = H2Body::response(recv, &parts.headers).holding(upload, held);
+                Ok(Response::from_parts(parts, body))
             }
             Err(e) => {
                 let body_error = failed.and_then(|f| f.lock().ok()?.take());
-                let e = match body_error.map(|b| b.downcast::<hyper::Error>()) {
-                    Some(Ok(b)) => ForwardError::RequestBody(BodyError::Hyper(*b)),
+                let e = match body_error.map(|b| b.downcast::<h2::Error>()) {
+                    Some(Ok(b)) => ForwardError::RequestBody(BodyError::H2(*b)),
                     Some(Err(b)) => ForwardError::RequestBody(BodyError::Read(b)),
                     None => ForwardError::H2(e),
                 };
@@ -208,18 +200,8 @@ fn has_payload_semantics(method: &Method) -> bool {
     )
 }
 
-/// How an upload ended early.
-enum Cut {
-    /// The caller's body failed.
-    Body(BoxError),
-    /// The stream is gone (the upstream reset it or the connection ended): the response
-    /// says why.
-    Stream,
-    /// The caller went away.
-    Cancelled,
-}
-
-/// Streams `body` on `stream` under flow control, then its trailers or end of stream.
+/// Streams the caller's `body` on `stream` (see [`send_body`]), and resets the stream if
+/// the body fails or the caller goes away.
 async fn pipe<B>(
     mut body: B,
     mut stream: h2::SendStream<Bytes>,
@@ -230,8 +212,11 @@ async fn pipe<B>(
     B::Error: Into<BoxError>,
 {
     let sent = tokio::select! {
-        sent = upload(&mut body, &mut stream) => sent,
-        () = cancel.cancelled() => Err(Cut::Cancelled),
+        sent = send_body(&mut body, &mut stream) => sent,
+        () = cancel.cancelled() => {
+            stream.send_reset(h2::Reason::CANCEL);
+            return;
+        }
     };
     match sent {
         Ok(()) | Err(Cut::Stream) => {}
@@ -242,133 +227,6 @@ async fn pipe<B>(
             }
             stream.send_reset(h2::Reason::CANCEL);
         }
-        Err(Cut::Cancelled) => stream.send_reset(h2::Reason::CANCEL),
-    }
-}
-
-async fn upload<B>(body: &mut B, stream: &mut h2::SendStream<Bytes>) -> Result<(), Cut>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
-    loop {
-        let Some(frame) = body.frame().await else {
-            return stream
-                .send_data(Bytes::new(), true)
-                .map_err(|_| Cut::Stream);
-        };
-        let frame = match frame.map_err(|e| Cut::Body(e.into()))?.into_data() {
-            Ok(mut data) => {
-                let last = body.is_end_stream();
-                if data.is_empty() && !last {
-                    continue;
-                }
-                loop {
-                    let granted = if data.is_empty() {
-                        0
-                    } else {
-                        stream.reserve_capacity(data.len());
-                        match poll_fn(|cx| stream.poll_capacity(cx)).await {
-                            Some(Ok(n)) => n,
-                            Some(Err(_)) | None => return Err(Cut::Stream),
-                        }
-                    };
-                    let chunk = data.split_to(granted.min(data.len()));
-                    let end = last && data.is_empty();
-                    if !chunk.is_empty() || end {
-                        stream.send_data(chunk, end).map_err(|_| Cut::Stream)?;
-                    }
-                    if data.is_empty() {
-                        break;
-                    }
-                }
-                if last {
-                    return Ok(());
-                }
-                continue;
-            }
-            Err(frame) => frame,
-        };
-        if let Ok(trailers) = frame.into_trailers() {
-            return stream.send_trailers(trailers).map_err(|_| Cut::Stream);
-        }
-    }
-}
-
-/// An upstream's HTTP/2 response body: its data (the window given back as it is taken),
-/// then its trailers.
-#[derive(Debug)]
-pub struct H2Body {
-    recv: h2::RecvStream,
-    data_done: bool,
-    /// What `content-length` says is left, for the size hint.
-    length: Option<u64>,
-    /// Dropping the body ends an upload still running.
-    _upload: Option<DropGuard>,
-    /// A tunnel's send side, held open.
-    _tunnel: Option<h2::SendStream<Bytes>>,
-}
-
-impl H2Body {
-    fn new(
-        recv: h2::RecvStream,
-        upload: Option<DropGuard>,
-        length: Option<u64>,
-        tunnel: Option<h2::SendStream<Bytes>>,
-    ) -> Self {
-        Self {
-            recv,
-            data_done: false,
-            length,
-            _upload: upload,
-            _tunnel: tunnel,
-        }
-    }
-}
-
-impl Body for H2Body {
-    type Data = Bytes;
-    type Error = h2::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        let this = &mut *self;
-        if !this.data_done {
-            match ready!(this.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    let _ = this.recv.flow_control().release_capacity(data.len());
-                    if let Some(left) = &mut this.length {
-                        *left = left.saturating_sub(data.len() as u64);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                // RST_STREAM with NO_ERROR: the server answered early and needs no more
-                // of the request; the response ends here, not in error (RFC 9113 8.1).
-                Some(Err(e)) if e.reason() == Some(h2::Reason::NO_ERROR) => {
-                    return Poll::Ready(None);
-                }
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                None => this.data_done = true,
-            }
-        }
-        match ready!(this.recv.poll_trailers(cx)) {
-            Ok(trailers) => Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t)))),
-            Err(e) if e.reason() == Some(h2::Reason::NO_ERROR) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(e))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        if self.recv.is_end_stream() {
-            return SizeHint::with_exact(0);
-        }
-        self.length.map(SizeHint::with_exact).unwrap_or_default()
     }
 }
 
@@ -378,8 +236,12 @@ mod tests {
     //! trailers both ways, a caller's failing body, and a caller that goes away.
 
     use std::collections::VecDeque;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
 
     use http::HeaderMap;
+    use http_body::Frame;
+    use http_body_util::BodyExt;
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;

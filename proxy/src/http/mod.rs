@@ -1,12 +1,16 @@
 //! HTTP forwarding: HTTP/1.1 connections are served by the relay (`h1/`), the one
 //! HTTP/1.1 engine, which passes heads and bodies between the two connections itself;
-//! HTTP/2 is served by hyper. Both go through the same request path (`forward/`:
+//! HTTP/2 is served and sent with the h2 crate directly (`h2_downstream.rs`,
+//! `h2_upstream.rs`, `h2_body.rs`). Both go through the same request path (`forward/`:
 //! admission, routing, retries, outlier detection, metrics). Each request goes to an
 //! upstream over a pooled connection of the same HTTP version.
 
+mod date;
 mod exchange;
 mod forward;
 mod h1;
+mod h2_body;
+mod h2_downstream;
 mod h2_upstream;
 pub(crate) mod headers;
 mod host;
@@ -132,9 +136,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// How a caller's request body failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
-    /// hyper's reading of an HTTP/2 body failed.
+    /// The caller's HTTP/2 stream failed (it reset the stream, or the connection ended).
     #[error("{0}")]
-    Hyper(hyper::Error),
+    H2(h2::Error),
     /// Reading the caller's body failed otherwise.
     #[error("{0}")]
     Read(BoxError),

@@ -9,15 +9,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::h2_body::H2Body;
 use bytes::{Bytes, BytesMut};
+use http::{Request, Response};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
-use hyper::{Request, Response};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::either::Either as EitherIo;
 
 use super::ForwardError;
-use super::h2_upstream::{H2Body, H2Sender, KeepAlive};
+use super::h2_upstream::{H2Sender, KeepAlive};
 use crate::balance::Upstream;
 use crate::tls::{Alpn, TlsContext};
 
@@ -35,7 +35,7 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A request body sent upstream: the caller's, streamed, or a buffered copy (retries
 /// and mirrors). An enum rather than a box, so the common case allocates nothing.
-pub type UpBody = Either<Incoming, Full<Bytes>>;
+pub type UpBody = Either<H2Body, Full<Bytes>>;
 
 /// An upstream HTTP/1.1 connection the relay drives itself: the stream, and what was
 /// read from it and not yet passed on.
@@ -274,6 +274,14 @@ impl Pool {
         {
             return Ok(sender.clone());
         }
+        // Boxed: connecting (a TLS handshake included) holds several KB of state, which
+        // every request's future would otherwise carry, and copy, for a path taken once
+        // per connection.
+        Box::pin(self.open_h2(up)).await
+    }
+
+    /// Opens an HTTP/2 connection to `up` and pools it.
+    async fn open_h2(&self, up: &Upstream) -> Result<H2Sender, ForwardError> {
         let addr = up.addr;
         let stream = self.connect(up, Alpn::Http2).await?;
         let keep_alive = KeepAlive {

@@ -4,9 +4,10 @@
 
 use bytes::Bytes;
 use http::{Request, request::Parts};
+use http_body::Body;
 use http_body_util::{BodyExt, Either, Full};
-use hyper::body::{Body, Incoming};
 
+use super::h2_body::H2Body;
 use super::{ForwardError, UpBody};
 
 /// The largest body buffered for a retry or a mirror copy.
@@ -22,8 +23,8 @@ impl Replayable {
     /// Reads `req`'s body into memory when its length is known and at most
     /// [`MAX_BUFFERED_BODY`]; otherwise gives `req` back untouched.
     pub async fn buffer(
-        req: Request<Incoming>,
-    ) -> Result<Result<Self, Request<Incoming>>, ForwardError> {
+        req: Request<H2Body>,
+    ) -> Result<Result<Self, Request<H2Body>>, ForwardError> {
         let small = req.body().is_end_stream()
             || req
                 .body()
@@ -37,12 +38,12 @@ impl Replayable {
         let body = body
             .collect()
             .await
-            .map_err(|e| ForwardError::RequestBody(super::BodyError::Hyper(e)))?
+            .map_err(|e| ForwardError::RequestBody(super::BodyError::H2(e)))?
             .to_bytes();
         Ok(Ok(Self { head, body }))
     }
 
-    /// A copy to send. Extensions (hyper's per-connection state) are not copied.
+    /// A copy to send. Extensions (the connection's per-request state) are not copied.
     pub fn request(&self) -> Request<UpBody> {
         let mut req = Request::new(Either::Right(Full::new(self.body.clone())));
         *req.method_mut() = self.head.method.clone();

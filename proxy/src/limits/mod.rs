@@ -8,12 +8,10 @@
 //! The defaults are the ones Envoy, nginx and Linkerd users know; each has a flag (and an
 //! injector annotation).
 
-mod activity;
 mod cap;
 
 use std::time::Duration;
 
-pub use activity::{Activity, Busy, BusyBody};
 pub use braid_api::duration::{DurationError, parse_duration};
 pub use cap::{CapPermit, ConnectionCap};
 

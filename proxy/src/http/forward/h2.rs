@@ -1,16 +1,11 @@
-//! HTTP/2, served by hyper: each stream's request goes through the same request path
-//! (admission, routing, the rule, retries, attempts) to a pooled HTTP/2 upstream
-//! (`http/h2_upstream.rs`).
-
-use std::sync::Arc;
+//! HTTP/2, served by `http/h2_downstream.rs`: each stream's request goes through the same
+//! request path (admission, routing, the rule, retries, attempts) to a pooled HTTP/2
+//! upstream (`http/h2_upstream.rs`).
 
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either};
-use hyper::body::Incoming;
-use hyper::server::conn::http2;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
 
 use super::{
     Admission, Finished, Forwarder, HeadersOf, Outgoing, ProxyBody, error_response,
@@ -18,17 +13,17 @@ use super::{
 };
 use crate::balance::Upstream;
 use crate::http::exchange::{Answer, Exchange};
-use crate::http::h2_upstream::H2Body;
+use crate::http::h2_body::H2Body;
+use crate::http::h2_downstream::{self, Bounds, Ended};
 use crate::http::replay::Replayable;
 use crate::http::{ForwardError, Route, strip_hop_by_hop};
-use crate::limits::{Activity, BusyBody};
 use crate::metrics::limits::Limit;
 use crate::routing::{RequestHead, is_idempotent};
 
 impl Forwarder {
     /// Forwards one HTTP/2 request and answers with the upstream's response or an error
     /// status. The target is looked up in the config in force now.
-    pub async fn forward(&self, mut req: Request<Incoming>, route: &Route) -> Response<ProxyBody> {
+    pub async fn forward(&self, mut req: Request<H2Body>, route: &Route) -> Response<ProxyBody> {
         let (in_flight, edits) = self.observe(&telemetry_head(&req)).unzip();
         if let Err(e) = crate::http::host::check(&mut req) {
             let e = ForwardError::BadHost(e);
@@ -43,7 +38,7 @@ impl Forwarder {
             // Extended CONNECT (RFC 8441) names its protocol; plain CONNECT tunnels.
             tunnel: (req.method() == http::Method::CONNECT).then(|| {
                 req.extensions()
-                    .get::<hyper::ext::Protocol>()
+                    .get::<h2::ext::Protocol>()
                     .map_or("CONNECT", |p| p.as_str())
             }),
         };
@@ -72,13 +67,15 @@ impl Forwarder {
             };
         }
         let idempotent = is_idempotent(req.method());
-        let mut x = HyperExchange {
+        let connect = req.method() == http::Method::CONNECT;
+        let mut x = H2Exchange {
             forwarder: self,
-            req: HyperRequest::Once(Some(req)),
+            req: H2Request::Once(Some(req)),
         };
-        let (result, routed) = self
-            .send(&started.target, selected, &mut x, idempotent)
-            .await;
+        // Boxed: sending (rule, retries, attempt, upstream) holds about 3 KB of state,
+        // which would otherwise be copied with every future that contains it.
+        let (result, routed) =
+            Box::pin(self.send(&started.target, selected, &mut x, idempotent)).await;
         if let Err(e) = &result {
             tracing::debug!(target = %started.target.label, error = %e, "request failed");
         }
@@ -86,6 +83,11 @@ impl Forwarder {
         match result {
             Ok(mut resp) => {
                 strip_hop_by_hop(resp.headers_mut());
+                // A tunnel's bytes follow a 2xx to CONNECT: a length there would make
+                // the caller reset it (RFC 9113 8.5).
+                if connect && resp.status().is_success() {
+                    resp.headers_mut().remove(http::header::CONTENT_LENGTH);
+                }
                 resp.map(|body| body.map_err(Into::into).boxed())
             }
             Err(e) => error_response(&e),
@@ -94,18 +96,18 @@ impl Forwarder {
 }
 
 /// The request's body, once or buffered for several attempts.
-enum HyperRequest {
-    Once(Option<Request<Incoming>>),
+enum H2Request {
+    Once(Option<Request<H2Body>>),
     Replay(Replayable),
 }
 
-/// Attempts of an HTTP/2 request through hyper's client.
-struct HyperExchange<'a> {
+/// Attempts of an HTTP/2 request over pooled upstream connections.
+struct H2Exchange<'a> {
     forwarder: &'a Forwarder,
-    req: HyperRequest,
+    req: H2Request,
 }
 
-impl Exchange for HyperExchange<'_> {
+impl Exchange for H2Exchange<'_> {
     type Answer = Response<H2Body>;
 
     async fn prepare(&mut self, send: &Outgoing<'_>, retry: bool) -> Result<bool, ForwardError> {
@@ -113,7 +115,7 @@ impl Exchange for HyperExchange<'_> {
         if !retry && mirror.is_none() {
             return Ok(false);
         }
-        let HyperRequest::Once(req) = &mut self.req else {
+        let H2Request::Once(req) = &mut self.req else {
             return Ok(true);
         };
         let Some(req) = req.take() else {
@@ -123,7 +125,7 @@ impl Exchange for HyperExchange<'_> {
             // Too large (or of unknown length) to hold: sent once, not copied. No per-try
             // deadline: it would run while the caller is still uploading.
             Err(req) => {
-                self.req = HyperRequest::Once(Some(req));
+                self.req = H2Request::Once(Some(req));
                 Ok(false)
             }
             Ok(replayable) => {
@@ -132,7 +134,7 @@ impl Exchange for HyperExchange<'_> {
                     let sent = fw.mirrors.send_h2(endpoint, replayable.request());
                     fw.metrics.http.mirrored(send.label, group, sent);
                 }
-                self.req = HyperRequest::Replay(replayable);
+                self.req = H2Request::Replay(replayable);
                 Ok(true)
             }
         }
@@ -140,8 +142,8 @@ impl Exchange for HyperExchange<'_> {
 
     async fn send(&mut self, up: &Upstream) -> Result<Response<H2Body>, ForwardError> {
         let req = match &mut self.req {
-            HyperRequest::Once(req) => req.take().ok_or(ForwardError::Consumed)?.map(Either::Left),
-            HyperRequest::Replay(r) => r.request(),
+            H2Request::Once(req) => req.take().ok_or(ForwardError::Consumed)?.map(Either::Left),
+            H2Request::Replay(r) => r.request(),
         };
         self.forwarder.pool.send_h2(up, req).await
     }
@@ -194,58 +196,33 @@ fn is_probe<B>(req: &Request<B>) -> bool {
 /// Serves HTTP/2 on `io`, forwarding every request along `route`, until the client
 /// closes, the connection has no open stream for the idle timeout, or `drain` fires
 /// (then in-flight requests finish and the client gets GOAWAY).
-pub async fn serve_h2<I>(
-    io: I,
-    forwarder: Forwarder,
-    route: Route,
-    drain: tokio_util::sync::CancellationToken,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+pub async fn serve_h2<I>(io: I, forwarder: Forwarder, route: Route, drain: CancellationToken)
+where
+    I: AsyncRead + AsyncWrite + Unpin,
 {
     let limits = *forwarder.limits();
-    let metrics = forwarder.metrics.clone();
-    let direction = forwarder.direction();
-    // Each stream holds the connection busy until its response body ends: an HTTP/2
-    // connection with none open is idle.
-    let activity = Arc::new(Activity::default());
-    let busy = activity.clone();
-    // Shared by the connection's streams: one reference count per stream, not a copy of
-    // every part of the forwarder.
-    let forwarder = Arc::new(forwarder);
-    let service = service_fn(move |req| {
-        let forwarder = forwarder.clone();
-        let route = route.clone();
-        let busy = busy.busy();
-        // Boxed: the request path's future is large, and hyper moves each stream's future
-        // into a task of its own; a pointer moves for nothing, the whole state did not
-        // (memmove was a sixth of the proxy's CPU under HTTP/2 load).
-        Box::pin(async move {
-            let resp = forwarder.forward(req, &route).await;
-            // The guard lives as long as the body: dropped when it ends or is abandoned.
-            let resp = resp.map(|body| BusyBody::new(body, busy));
-            Ok::<_, std::convert::Infallible>(resp)
-        })
-    });
-    let max_head = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
-    let conn = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .max_header_list_size(max_head)
-        .serve_connection(TokioIo::new(crate::io::for_h2(io)), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        res = conn.as_mut() => {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "downstream connection ended");
-            }
-        }
-        _ = drain.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-        _ = activity.idle_for(limits.idle) => {
-            metrics.limits.reached(direction, Limit::idle_timeout);
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
+    let bounds = Bounds {
+        max_header_list: u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX),
+        preface: limits.header_read,
+        idle: limits.idle,
+    };
+    let (fw, route) = (&forwarder, &route);
+    let io = crate::io::for_h2(io);
+    let ended = h2_downstream::serve(io, bounds, &drain, |req, respond| {
+        let (parts, recv) = req.into_parts();
+        let body = H2Body::request(recv, &parts.headers);
+        // Boxed: the stream's future then holds a pointer to the request path's state
+        // (about 1.4 KB), not the state itself, so pushing it copies little.
+        let forward = Box::pin(fw.forward(Request::from_parts(parts, body), route));
+        h2_downstream::answer(respond, forward)
+    })
+    .await;
+    match ended {
+        Ended::Idle => fw
+            .metrics
+            .limits
+            .reached(fw.direction(), Limit::idle_timeout),
+        Ended::Failed(e) => tracing::debug!(error = %e, "downstream connection ended"),
+        Ended::Closed | Ended::Drained => {}
     }
 }
