@@ -205,3 +205,17 @@ pub fn reset_reason(e: &BoxError) -> h2::Reason {
     }
     h2::Reason::INTERNAL_ERROR
 }
+
+/// Reads a received body to its end: its bytes and its trailers (tests of both sides).
+#[cfg(test)]
+pub(super) async fn read_all(
+    body: &mut h2::RecvStream,
+) -> Result<(Vec<u8>, Option<HeaderMap>), h2::Error> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok((bytes, body.trailers().await?))
+}

@@ -247,6 +247,7 @@ mod tests {
     use tokio::task::JoinHandle;
 
     use super::*;
+    use crate::http::h2_body::read_all;
 
     type Client = h2::client::SendRequest<Bytes>;
     type Stream = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -285,17 +286,16 @@ mod tests {
         resp.await.unwrap()
     }
 
-    /// Reads a received body to its end: its bytes and its trailers.
-    async fn read_all(
-        body: &mut h2::RecvStream,
-    ) -> Result<(Vec<u8>, Option<HeaderMap>), h2::Error> {
-        let mut bytes = Vec::new();
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk?;
-            let _ = body.flow_control().release_capacity(chunk.len());
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok((bytes, body.trailers().await?))
+    /// Starts an upload, sends part of it, then resets it with `reason`.
+    async fn cut_upload(client: Client, reason: h2::Reason) {
+        let mut client = client.ready().await.unwrap();
+        let req = Request::post("http://app/upload").body(()).unwrap();
+        let (_resp, mut upload) = client.send_request(req, false).unwrap();
+        upload
+            .send_data(Bytes::from_static(b"part"), false)
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        upload.send_reset(reason);
     }
 
     /// A stream that waits: `started` once it has begun, answered once `release`d.
@@ -389,14 +389,7 @@ mod tests {
             },
         )
         .await;
-        let mut client = client.ready().await.unwrap();
-        let req = Request::post("http://app/slow").body(()).unwrap();
-        let (_resp, mut upload) = client.send_request(req, false).unwrap();
-        upload
-            .send_data(Bytes::from_static(b"part"), false)
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        upload.send_reset(h2::Reason::CANCEL);
+        cut_upload(client, h2::Reason::CANCEL).await;
         // The attempt's future is dropped: its sender goes with it.
         let gone = tokio::time::timeout(Duration::from_secs(5), dropped).await;
         assert!(matches!(gone, Ok(Err(_))), "{gone:?}");
@@ -516,15 +509,8 @@ mod tests {
             },
         )
         .await;
-        let mut client = client.ready().await.unwrap();
-        let req = Request::post("http://app/upload").body(()).unwrap();
-        let (_resp, mut upload) = client.send_request(req, false).unwrap();
-        upload
-            .send_data(Bytes::from_static(b"part"), false)
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
         // NO_ERROR from a client is still a cancel: the upload is not complete.
-        upload.send_reset(h2::Reason::NO_ERROR);
+        cut_upload(client, h2::Reason::NO_ERROR).await;
         assert!(seen.await.unwrap(), "a cut upload read as complete");
     }
 }

@@ -245,6 +245,7 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
+    use crate::http::h2_body::read_all;
 
     const KEEP_ALIVE: KeepAlive = KeepAlive {
         interval: Duration::from_secs(30),
@@ -310,19 +311,6 @@ mod tests {
         });
         let tcp = TcpStream::connect(addr).await.unwrap();
         H2Sender::handshake(tcp, addr, KEEP_ALIVE).await.unwrap()
-    }
-
-    /// Reads a request body to its end: its bytes and its trailers.
-    async fn read_all(
-        body: &mut h2::RecvStream,
-    ) -> Result<(Vec<u8>, Option<HeaderMap>), h2::Error> {
-        let mut bytes = Vec::new();
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk?;
-            let _ = body.flow_control().release_capacity(chunk.len());
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok((bytes, body.trailers().await?))
     }
 
     #[tokio::test]
