@@ -31,7 +31,10 @@ WORKDIR /src
 # The whole workspace: cargo needs every member's manifest even to build three of them.
 # Plain instructions only (no BuildKit cache mounts), so the classic builder works too.
 COPY . .
-RUN cargo build --release --locked -p braid-proxy -p braid-operator -p braid-injector \
+# The proxy on its own: its dependencies with its own features only (a smaller sidecar), and
+# the build its code layout (proxy/link/hot-symbols.txt, see proxy/build.rs) was made for.
+RUN cargo build --release --locked -p braid-proxy \
+ && cargo build --release --locked -p braid-operator -p braid-injector \
  && mkdir -p /out \
  && cp target/release/braid-proxy target/release/braid-operator target/release/braid-injector /out/
 
