@@ -14,14 +14,14 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{self, AdminState, SetLogLevel};
 use crate::cli::RunArgs;
 use crate::config::Side;
-use crate::connection::{self, Context, SideParts};
+use crate::connection::{self, Begun, Context, SideParts};
 use crate::control::protocol::PodRef;
 use crate::control::{ClientSettings, OperatorClient};
 use crate::discovery::Discovery;
+use crate::handover::{self, HandOff, Listeners, Offered, Registration, Role};
 use crate::http::{InboundShared, Mirrors, OutboundSide, Pool};
 use crate::identity::{self, IdentityStore};
 use crate::limits::ConnectionCap;
-use crate::listen::bind;
 use crate::metrics::Metrics;
 use crate::metrics::limits::Limit;
 use crate::overload::Protector;
@@ -33,6 +33,14 @@ use crate::tls::TlsContext;
 /// Runs the proxy until SIGTERM/SIGINT, then drains.
 pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()> {
     let source = Source::from_args(&args)?;
+    // Before anything binds: a proxy running at the handover socket hands its listeners
+    // over rather than have this one fail to bind them.
+    let start = match &args.handover_socket {
+        Some(path) => handover::start(path).await?,
+        None => handover::Start::alone(),
+    };
+    let listeners = start.listeners.clone();
+    let mut registered: Vec<Registration> = Vec::new();
     let metrics = Arc::new(Metrics::for_workload(
         args.workload.as_deref(),
         args.pod_namespace.as_deref(),
@@ -64,6 +72,16 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         tracing::info!(identity = %certified.identity, "mesh identity from files");
         metrics.identity.expiry(certified.not_after);
         identity_store.install(certified);
+    } else if let Some(certified) = start.identity {
+        tracing::info!(identity = %certified.identity, "mesh identity handed over");
+        metrics.identity.expiry(certified.not_after);
+        identity_store.install(certified);
+    }
+    if let Some(handed) = start.config {
+        // Served with at once; the config source's own comes after it.
+        config
+            .apply(handed)
+            .context("applying the config handed over")?;
     }
 
     let mut discovery = None;
@@ -130,22 +148,28 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         shutdown: shutdown_requested.clone(),
         tls: tls.clone(),
     };
-    let admin_listener =
-        bind(args.admin_addr).with_context(|| format!("--admin-addr {}", args.admin_addr))?;
+    // Stops with the proxy, or as soon as a successor serves the same sockets.
+    let stop_admin_listeners = stop_admin.child_token();
+    let (admin_listener, r) = listeners
+        .bind(Role::Admin, args.admin_addr)
+        .with_context(|| format!("--admin-addr {}", args.admin_addr))?;
+    registered.push(r);
     tokio::spawn(admin::serve(
         admin_listener,
         admin::admin_router(state.clone()),
-        stop_admin.clone(),
+        stop_admin_listeners.clone(),
     ));
-    let health_listener =
-        bind(args.health_addr).with_context(|| format!("--health-addr {}", args.health_addr))?;
+    let (health_listener, r) = listeners
+        .bind(Role::Health, args.health_addr)
+        .with_context(|| format!("--health-addr {}", args.health_addr))?;
+    registered.push(r);
     tokio::spawn(admin::serve(
         health_listener,
         admin::health_router(
             state,
             admin::app_probes::parse(&args.app_probes).map_err(|e| anyhow::anyhow!(e))?,
         ),
-        stop_admin.clone(),
+        stop_admin_listeners.clone(),
     ));
 
     let connect_timeout = Duration::from_millis(args.connect_timeout_ms);
@@ -171,6 +195,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
             .context("starting the access log")?,
     );
     let telemetry_at_exit = telemetry.clone();
+    let hand_off = HandOff::default();
     let outbound_ctx = Context {
         config: config.clone(),
         mirrors: Mirrors::new(outbound_pool.clone()),
@@ -184,6 +209,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         limits,
         discovery,
         telemetry,
+        hand_off: hand_off.clone(),
     };
     tokio::spawn(
         overload
@@ -202,23 +228,21 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     };
 
     if !args.no_capture {
-        for l in capture_listeners("--outbound-addr", args.outbound_addr)? {
+        for (l, r) in capture_listeners(&listeners, Role::Outbound, args.outbound_addr)? {
+            registered.push(r);
             spawn_accept(
                 l,
                 outbound_ctx.clone(),
                 &tracker,
                 &stop_accepting,
-                connection::outbound,
+                |s, c| connection::outbound(s, Begun::default(), c),
             );
         }
-        for l in capture_listeners("--inbound-addr", args.inbound_addr)? {
-            spawn_accept(
-                l,
-                inbound_ctx.clone(),
-                &tracker,
-                &stop_accepting,
-                connection::inbound,
-            );
+        for (l, r) in capture_listeners(&listeners, Role::Inbound, args.inbound_addr)? {
+            registered.push(r);
+            spawn_accept(l, inbound_ctx.clone(), &tracker, &stop_accepting, |s, c| {
+                connection::inbound(s, Begun::default(), c)
+            });
         }
     }
     tokio::spawn(prune_pool(
@@ -232,7 +256,8 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         [outbound_ctx.clone(), inbound_ctx.clone()],
         tracker.clone(),
         stop_accepting.clone(),
-        listeners_bound,
+        listeners_bound.clone(),
+        listeners.clone(),
     ));
     // With --no-capture neither capture port is open: say so, not where they would be.
     let capture = match args.no_capture {
@@ -256,15 +281,63 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         }
     });
 
-    tokio::select! {
-        _ = shutdown_signal() => {}
-        _ = shutdown_requested.cancelled() => {}
+    if let Some(predecessor) = start.predecessor {
+        let ready = Ready {
+            config: config.clone(),
+            tls: tls.clone(),
+            listeners_bound: listeners_bound.clone(),
+        };
+        ready.wait(TAKEOVER_READY).await?;
+        for entry in listeners.close_unclaimed() {
+            tracing::info!(role = ?entry.role, addr = %entry.addr, "closed a listener handed over that this proxy does not have");
+        }
+        let contexts = [outbound_ctx.clone(), inbound_ctx.clone()];
+        let tracker = tracker.clone();
+        tokio::spawn(async move {
+            let served = predecessor.ready(|received| serve_handed(received, &contexts, &tracker));
+            if let Err(e) = served.await {
+                tracing::warn!(error = %e, "the predecessor's handover ended early");
+            }
+        });
     }
-    tracing::info!(
-        timeout_secs = args.drain_timeout_secs,
-        "draining: no new connections, finishing in-flight work"
-    );
+    let mut successor = match start.offer_on {
+        Some(unix) => {
+            let offered = Offered {
+                listeners: listeners.clone(),
+                config: config.clone(),
+                identity: identity_store.clone(),
+            };
+            tokio::spawn(handover::offer(unix, offered, stop_accepting.clone()))
+        }
+        None => tokio::spawn(std::future::pending()),
+    };
+
+    let handed_to = tokio::select! {
+        _ = shutdown_signal() => None,
+        _ = shutdown_requested.cancelled() => None,
+        // Anything else (the offer loop ended without a successor) changes nothing.
+        Ok(Some(successor)) = &mut successor => Some(successor),
+    };
+    let forwarding = match handed_to {
+        Some(successor) => {
+            tracing::info!(
+                successor = successor.pid,
+                timeout_secs = args.drain_timeout_secs,
+                "handing over: no new connections, finishing in-flight work"
+            );
+            // Every connection from now on hands itself over when it comes free.
+            Some(successor.forward(&hand_off))
+        }
+        None => {
+            tracing::info!(
+                timeout_secs = args.drain_timeout_secs,
+                "draining: no new connections, finishing in-flight work"
+            );
+            None
+        }
+    };
     draining.store(true, Ordering::Release);
+    stop_admin_listeners.cancel();
     stop_accepting.cancel();
     drain.cancel();
     tracker.close();
@@ -274,6 +347,11 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     {
         tracing::warn!("drain deadline passed with connections still open; closing them");
     }
+    hand_off.close();
+    if let Some(task) = forwarding {
+        let _ = task.await;
+    }
+    drop(registered);
     // The drained requests' log lines and spans, before the process ends.
     telemetry_at_exit.flush(Duration::from_secs(2)).await;
     stop_admin.cancel();
@@ -327,18 +405,100 @@ impl Source {
 
 /// Binds a capture listener on `addr` and, when `addr` is the IPv4 wildcard and the host
 /// has IPv6, on the IPv6 wildcard too; only the IPv6 bind may fail (with a warning).
-fn capture_listeners(flag: &str, addr: SocketAddr) -> anyhow::Result<Vec<TcpListener>> {
-    let mut listeners = Vec::new();
+fn capture_listeners(
+    listeners: &Arc<Listeners>,
+    role: Role,
+    addr: SocketAddr,
+) -> anyhow::Result<Vec<(TcpListener, Registration)>> {
+    let flag = match role {
+        Role::Inbound => "--inbound-addr",
+        _ => "--outbound-addr",
+    };
+    let mut bound = Vec::new();
     for a in dual_stack(addr) {
-        match bind(a) {
-            Ok(l) => listeners.push(l),
+        match listeners.bind(role.clone(), a) {
+            Ok(l) => bound.push(l),
             Err(e) if a != addr => {
                 tracing::warn!(addr = %a, error = %e, "no IPv6 capture on {flag}")
             }
             Err(e) => return Err(e).with_context(|| format!("{flag} {a}")),
         }
     }
-    Ok(listeners)
+    Ok(bound)
+}
+
+/// How long a proxy taking over may take to be ready (config applied, certificate held
+/// where the config needs one, explicit listeners bound) before it gives up; the proxy it
+/// takes over from keeps serving meanwhile, and after.
+const TAKEOVER_READY: Duration = Duration::from_secs(60);
+
+/// What a proxy taking over waits for before its predecessor stops accepting.
+struct Ready {
+    config: Arc<TableStore>,
+    tls: Arc<TlsContext>,
+    listeners_bound: Arc<AtomicBool>,
+}
+
+impl Ready {
+    fn now(&self) -> bool {
+        self.config.is_loaded()
+            && self.listeners_bound.load(Ordering::Acquire)
+            && (!self.config.tables().needs_certificate || self.tls.has_certificate())
+    }
+
+    async fn wait(&self, within: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        while !self.now() {
+            if started.elapsed() > within {
+                anyhow::bail!(
+                    "taking over: not ready within {} s (config applied: {}, listeners bound: {}); the running proxy keeps serving",
+                    within.as_secs(),
+                    self.config.is_loaded(),
+                    self.listeners_bound.load(Ordering::Acquire)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+}
+
+/// Serves a connection the predecessor handed over as its listener would have.
+fn serve_handed(
+    received: handover::Received,
+    [outbound, inbound]: &[Context; 2],
+    tracker: &TaskTracker,
+) {
+    let handover::Received {
+        role,
+        spoken,
+        stream,
+        read,
+    } = received;
+    crate::listen::nodelay(&stream);
+    let begun = Begun {
+        read,
+        detected: Some(match spoken {
+            handover::Spoken::Http1 => crate::detect::Detected::Http1,
+        }),
+    };
+    match role {
+        Role::Outbound => {
+            tracker.spawn(connection::outbound(stream, begun, outbound.clone()));
+        }
+        Role::Inbound => {
+            tracker.spawn(connection::inbound(stream, begun, inbound.clone()));
+        }
+        Role::Explicit { name, side } => {
+            let ctx = match side {
+                Side::Outbound => outbound.clone(),
+                Side::Inbound => inbound.clone(),
+            };
+            tracker.spawn(connection::explicit(stream, begun, name.into(), ctx));
+        }
+        // Admin and health connections are never handed over.
+        Role::Admin | Role::Health => {}
+    }
 }
 
 /// `addr`, plus the IPv6 wildcard on the same port when `addr` is the IPv4 wildcard and
@@ -461,6 +621,8 @@ struct Running {
     bind: SocketAddr,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    /// Keeps it offered to a successor while it runs.
+    _registration: Registration,
 }
 
 /// Keeps the config's explicit listeners running: started when they appear, stopped when
@@ -474,6 +636,7 @@ async fn explicit_listeners(
     tracker: TaskTracker,
     stop: CancellationToken,
     bound: Arc<AtomicBool>,
+    listeners: Arc<Listeners>,
 ) {
     let mut running: Vec<Running> = Vec::new();
     loop {
@@ -496,8 +659,12 @@ async fn explicit_listeners(
             {
                 continue;
             }
-            match bind(plan.bind) {
-                Ok(listener) => {
+            let role = Role::Explicit {
+                name: plan.name.to_string(),
+                side: plan.side,
+            };
+            match listeners.bind(role, plan.bind) {
+                Ok((listener, registration)) => {
                     let name: Arc<str> = plan.name.as_str().into();
                     let token = stop.child_token();
                     let handler_name = name.clone();
@@ -506,7 +673,7 @@ async fn explicit_listeners(
                         Side::Inbound => inbound.clone(),
                     };
                     let task = spawn_accept(listener, ctx, &tracker, &token, move |s, c| {
-                        connection::explicit(s, handler_name.clone(), c)
+                        connection::explicit(s, Begun::default(), handler_name.clone(), c)
                     });
                     running.push(Running {
                         name,
@@ -514,6 +681,7 @@ async fn explicit_listeners(
                         bind: plan.bind,
                         stop: token,
                         task,
+                        _registration: registration,
                     });
                 }
                 Err(e) => {

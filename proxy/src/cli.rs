@@ -138,6 +138,13 @@ pub struct RunArgs {
     /// On SIGTERM, stop accepting and let in-flight work finish for at most this many seconds.
     #[arg(long, env = "BRAID_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
     pub drain_timeout_secs: u64,
+    /// Hitless upgrade: offer this proxy's listeners, config and identity to a successor
+    /// on this Unix socket (created mode 0600; put it in a directory only the proxy's
+    /// container shares). A proxy started with the same path while another runs there
+    /// takes over from it: it accepts on the same sockets, and the running proxy stops
+    /// accepting, hands over its idle connections, finishes the rest and exits.
+    #[arg(long, env = "BRAID_HANDOVER_SOCKET", value_name = "PATH")]
+    pub handover_socket: Option<PathBuf>,
     /// The cgroup v2 directory whose CPU overload protection's `cpu` signal reads
     /// (`cpu.stat` against `cpu.max`); without one, the proxy's own CPU time is used.
     #[arg(long, env = "BRAID_CGROUP_DIR", default_value = "/sys/fs/cgroup")]

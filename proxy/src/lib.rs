@@ -16,6 +16,7 @@ pub mod control;
 pub mod detect;
 pub mod discovery;
 pub mod explain;
+pub mod handover;
 pub mod http;
 pub mod identity;
 pub mod io;

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -20,11 +20,12 @@ use crate::config::Protocol;
 use crate::config::tls::TlsMode;
 use crate::detect::{Detected, detect};
 use crate::discovery::Discovery;
+use crate::handover::{Handed, Role, Spoken};
 use crate::http::{
     Forwarder, InboundPeer, InboundShared, InboundSide, Mirrors, OutboundSide, Pool, Route, Side,
     serve_h1, serve_h2,
 };
-use crate::io::{Counted, PrefixedIo};
+use crate::io::{Counted, Detach, PrefixedIo};
 use crate::listen::original_dst;
 use crate::metrics::connection::ConnProtocol;
 use crate::metrics::limits::Limit;
@@ -59,6 +60,8 @@ pub struct Context {
     pub discovery: Option<Arc<Discovery>>,
     /// The access log and tracing (both may be off).
     pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// Where connections go when they come free once a successor proxy took over.
+    pub hand_off: crate::handover::HandOff,
 }
 
 /// What only one side shares between its connections.
@@ -110,8 +113,19 @@ impl Context {
     }
 }
 
+/// What was known of a connection before this proxy served it: nothing for one just
+/// accepted; for one a predecessor proxy handed over (`handover`), the bytes it read and
+/// did not use, and what the connection speaks.
+#[derive(Debug, Default)]
+pub struct Begun {
+    /// Read, not yet used.
+    pub read: Bytes,
+    /// What it speaks, when known.
+    pub detected: Option<Detected>,
+}
+
 /// An outbound connection (the app calling out), redirected to 15001.
-pub async fn outbound(stream: TcpStream, ctx: Context) {
+pub async fn outbound(stream: TcpStream, begun: Begun, ctx: Context) {
     let Some(dst) = redirected_to(&stream) else {
         return;
     };
@@ -126,7 +140,7 @@ pub async fn outbound(stream: TcpStream, ctx: Context) {
         Some(policy) => {
             // Held for the connection's life: its service is in use meanwhile.
             let _in_use = ctx.discovery.as_ref().map(|d| d.used(dst.ip()));
-            let conn = Conn::plain(stream, policy.target.protocol);
+            let conn = Conn::resumed(stream, begun, policy.target.protocol);
             dispatch(conn, Route::Outbound(dst), policy, &ctx).await;
         }
         None => {
@@ -144,7 +158,7 @@ pub async fn outbound(stream: TcpStream, ctx: Context) {
             );
             let stream = Counted::new(stream, counters);
             Box::pin(forward_tcp(
-                PrefixedIo::new(bytes::Bytes::new(), stream),
+                PrefixedIo::new(begun.read, stream),
                 &target,
                 &ctx,
             ))
@@ -158,7 +172,7 @@ pub const PASSTHROUGH: &str = "passthrough";
 
 /// An inbound connection (another pod calling the app), redirected to 15006; it goes to
 /// the app on loopback, on the port it was addressed to.
-pub async fn inbound(stream: TcpStream, ctx: Context) {
+pub async fn inbound(stream: TcpStream, begun: Begun, ctx: Context) {
     let Some(dst) = redirected_to(&stream) else {
         return;
     };
@@ -166,11 +180,11 @@ pub async fn inbound(stream: TcpStream, ctx: Context) {
         .config
         .with_tables(|t| ConnPolicy::inbound(t, dst.port()));
     let route = Route::Fixed(policy.target.clone());
-    secured_inbound(stream, dst.port(), route, policy, &ctx).await;
+    secured_inbound(stream, begun, dst.port(), route, policy, &ctx).await;
 }
 
 /// A connection on the explicit listener `name`.
-pub async fn explicit(stream: TcpStream, name: Arc<str>, ctx: Context) {
+pub async fn explicit(stream: TcpStream, begun: Begun, name: Arc<str>, ctx: Context) {
     let port = stream.local_addr().map(|a| a.port()).unwrap_or_default();
     let route = Route::Listener(name);
     let inbound = ctx.direction() == Direction::inbound;
@@ -181,9 +195,9 @@ pub async fn explicit(stream: TcpStream, name: Arc<str>, ctx: Context) {
         return;
     };
     if inbound {
-        secured_inbound(stream, port, route, policy, &ctx).await;
+        secured_inbound(stream, begun, port, route, policy, &ctx).await;
     } else {
-        let conn = Conn::plain(stream, policy.target.protocol);
+        let conn = Conn::resumed(stream, begun, policy.target.protocol);
         dispatch(conn, route, policy, &ctx).await;
     }
 }
@@ -216,11 +230,12 @@ struct Conn<I> {
 }
 
 impl Conn<TcpStream> {
-    fn plain(io: TcpStream, protocol: Protocol) -> Self {
+    /// A plaintext connection, with what was known of it.
+    fn resumed(io: TcpStream, begun: Begun, protocol: Protocol) -> Self {
         Self {
             io,
-            read: BytesMut::new(),
-            detected: None,
+            read: BytesMut::from(begun.read),
+            detected: begun.detected,
             protocol,
             peer: None,
         }
@@ -248,6 +263,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// and servers at slightly different moments, a caller that still encrypts is served.
 async fn secured_inbound(
     mut stream: TcpStream,
+    begun: Begun,
     port: u16,
     route: Route,
     policy: ConnPolicy,
@@ -268,6 +284,19 @@ async fn secured_inbound(
         },
         port,
     };
+    if begun.detected.is_some() {
+        // Handed over by a predecessor, plaintext: served as it was, unless the port
+        // became Strict meanwhile.
+        if mode == TlsMode::Strict {
+            ctx.metrics.tls.refused(port, RefusedReason::plaintext);
+            return;
+        }
+        let conn = Conn {
+            peer: Some(peer(false, None)),
+            ..Conn::resumed(stream, begun, protocol)
+        };
+        return dispatch(conn, route, policy, ctx).await;
+    }
     let peek = match mode {
         TlsMode::Disabled => !policy.server_first() && ctx.tls.has_certificate(),
         TlsMode::Permissive | TlsMode::Strict => true,
@@ -275,14 +304,14 @@ async fn secured_inbound(
     if !peek {
         let conn = Conn {
             peer: Some(peer(false, None)),
-            ..Conn::plain(stream, protocol)
+            ..Conn::resumed(stream, begun, protocol)
         };
         return dispatch(conn, route, policy, ctx).await;
     }
     let peeked = async {
         let (found, mut read) = detect(
             &mut stream,
-            BytesMut::new(),
+            BytesMut::from(begun.read),
             timeout,
             ctx.limits.header_read,
         )
@@ -362,7 +391,7 @@ enum ServeAs {
 /// TCP.
 async fn dispatch<I>(conn: Conn<I>, route: Route, policy: ConnPolicy, ctx: &Context)
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Detach + Unpin + Send + 'static,
 {
     let Conn {
         mut io,
@@ -411,6 +440,10 @@ where
     };
     match serve_as {
         Some(ServeAs::Http1) => {
+            // Plaintext connections go to a successor proxy between requests; TLS ones
+            // stay until their callers close them (`serve_h1`).
+            let detachable = io.detachable();
+            let role = handover_role(&route, ctx);
             let io = Counted::new(io, counted(ConnProtocol::http1));
             let _open = ctx
                 .metrics
@@ -420,7 +453,12 @@ where
             // Each way of serving is boxed: a connection's task then holds only the way
             // it takes (an idle HTTP/1.1 connection costs a few hundred bytes, not the
             // ~16 KB of every path's state together).
-            Box::pin(serve_h1(io, read, forwarder, route, ctx.drain.clone())).await;
+            let drain = ctx.drain.clone();
+            let hand_off = ctx.hand_off.clone();
+            let served = serve_h1(io, read, forwarder, route, drain, hand_off, detachable);
+            if let Some((io, unused)) = Box::pin(served).await {
+                hand_over(io, unused, role, ctx).await;
+            }
         }
         Some(ServeAs::Http2) => {
             let io = Counted::new(io, counted(ConnProtocol::http2));
@@ -453,6 +491,53 @@ where
             }
             Box::pin(forward_tcp(io, &policy.target, ctx)).await;
         }
+    }
+}
+
+/// The listener a connection on `route` came from, as a successor proxy knows it.
+fn handover_role(route: &Route, ctx: &Context) -> Role {
+    match route {
+        Route::Outbound(_) => Role::Outbound,
+        Route::Fixed(_) => Role::Inbound,
+        Route::Listener(name) => Role::Explicit {
+            name: name.to_string(),
+            side: match ctx.direction() {
+                Direction::inbound => crate::config::Side::Inbound,
+                Direction::outbound => crate::config::Side::Outbound,
+            },
+        },
+    }
+}
+
+/// Hands an HTTP/1.1 connection that came free to the successor proxy, with the bytes
+/// read from it and not yet used; when there is none it closes.
+async fn hand_over<I: Detach>(io: I, unused: BytesMut, role: Role, ctx: &Context) {
+    let Some((socket, read)) = io.detach() else {
+        return;
+    };
+    let read = match read.is_empty() {
+        true => unused.freeze(),
+        false => {
+            let mut all = BytesMut::from(read);
+            all.extend_from_slice(&unused);
+            all.freeze()
+        }
+    };
+    let fd = match socket.into_std() {
+        Ok(socket) => std::os::fd::OwnedFd::from(socket),
+        Err(e) => {
+            tracing::debug!(error = %e, "could not hand a connection over; closing it");
+            return;
+        }
+    };
+    let handed = Handed {
+        role,
+        spoken: Spoken::Http1,
+        fd,
+        read,
+    };
+    if ctx.hand_off.hand(handed).await.is_err() {
+        tracing::debug!("no successor to hand a connection to; closed");
     }
 }
 
@@ -506,7 +591,7 @@ mod tests {
     /// The size of the future `f` returns, without calling it.
     fn future_size<F, Fut>(_: F) -> usize
     where
-        F: FnOnce(TcpStream, Context) -> Fut,
+        F: FnOnce(TcpStream, Begun, Context) -> Fut,
     {
         std::mem::size_of::<Fut>()
     }
@@ -521,7 +606,7 @@ mod tests {
             ("inbound", future_size(inbound)),
             (
                 "explicit",
-                future_size(|s, c| explicit(s, Arc::from("l"), c)),
+                future_size(|s, r, c| explicit(s, r, Arc::from("l"), c)),
             ),
         ] {
             assert!(size <= 3 * 1024, "{what}: {size} bytes");

@@ -162,6 +162,17 @@ impl Certified {
         Self::new(chain, key_der, Vec::new(), &cert.display().to_string())
     }
 
+    /// `chain` (leaf first), `key` and `trust` as another proxy held them (a predecessor
+    /// handing over), checked like any other; `what` names them in errors.
+    pub fn from_parts(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivatePkcs8KeyDer<'static>,
+        trust: Vec<CertificateDer<'static>>,
+        what: &str,
+    ) -> Result<Self, CertifiedError> {
+        Self::new(chain, key, trust, what)
+    }
+
     /// `chain` (leaf first) with `key`: the leaf names one SPIFFE identity and its
     /// expiry, and its public key is `key`'s.
     fn new(

@@ -86,6 +86,16 @@ pub async fn renew<C: Certifier>(
     stop: CancellationToken,
 ) {
     let mut backoff = Backoff::default();
+    // A certificate already in force (handed over by the proxy this one replaced) is
+    // renewed at half its remaining life, like one this loop got.
+    if let Some(held) = store.current() {
+        metrics.expiry(held.not_after);
+        let wait = renew_in(held.not_after, SystemTime::now());
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
     loop {
         let wait = match certify_once(&*certifier, runs_as.as_ref()).await {
             Ok(certified) => {

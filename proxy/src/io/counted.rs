@@ -30,6 +30,16 @@ impl<T> Counted<T> {
     pub fn new(inner: T, counters: ByteCounters) -> Self {
         Self { inner, counters }
     }
+
+    /// The stream counted.
+    pub fn inner(&self) -> &T {
+        &self.inner
+    }
+
+    /// The stream counted, no longer counted.
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {

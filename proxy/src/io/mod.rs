@@ -5,9 +5,11 @@
 
 mod coalesce;
 mod counted;
+mod detach;
 
 pub(crate) use coalesce::Coalesced;
 pub use counted::{ByteCounters, Counted};
+pub use detach::Detach;
 
 use std::io;
 use std::pin::Pin;
@@ -59,6 +61,11 @@ impl<T> PrefixedIo<T> {
             inner,
             read_ahead: true,
         }
+    }
+
+    /// The stream behind the bytes.
+    pub fn inner(&self) -> &T {
+        &self.inner
     }
 
     /// The bytes not yet replayed.

@@ -48,7 +48,7 @@ pub struct Proxy {
     /// The health listener (kubelet probes).
     pub health: SocketAddr,
     /// The watched config file (`--config`); none with `--operator`.
-    pub config: Option<tempfile::NamedTempFile>,
+    pub config: Option<std::sync::Arc<tempfile::NamedTempFile>>,
 }
 
 impl Proxy {
@@ -116,8 +116,39 @@ impl Proxy {
         config: Option<tempfile::NamedTempFile>,
         stdout: Stdio,
     ) -> Self {
-        let admin = free_addr();
-        let health = free_addr();
+        let config = config.map(std::sync::Arc::new);
+        Self::spawn_at(source_args, config, stdout, free_addr(), free_addr())
+    }
+
+    /// A second proxy on this one's config file and admin and health addresses, with
+    /// `extra` arguments (with `--handover-socket`, it takes over from this one); not
+    /// waited for.
+    pub fn successor(&self, extra: &[&str]) -> Self {
+        let config = self.config.clone().expect("a proxy on --config");
+        let mut source = vec!["--config".into(), config.path().into()];
+        source.extend(["--config-poll-ms".into(), "50".into()]);
+        source.extend(extra.iter().map(Into::into));
+        Self::spawn_at(source, Some(config), Stdio::null(), self.admin, self.health)
+    }
+
+    /// Waits (up to 10 s) for the proxy to exit, and says whether it succeeded.
+    pub async fn exited(&mut self) -> bool {
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the proxy did not exit within 10 s");
+    }
+
+    fn spawn_at(
+        source_args: Vec<std::ffi::OsString>,
+        config: Option<std::sync::Arc<tempfile::NamedTempFile>>,
+        stdout: Stdio,
+        admin: SocketAddr,
+        health: SocketAddr,
+    ) -> Self {
         let child = Command::new(proxy_bin())
             .args(["run", "--no-capture", "--drain-timeout-secs", "10"])
             .args(source_args)

@@ -33,6 +33,7 @@ use self::relay::{After, Downstream, RelayExchange, relay_response, write_error}
 use super::forward::{Admission, Finished, HeadersOf, Started};
 use super::replay::MAX_BUFFERED_BODY;
 use super::{BodyError, ForwardError, Forwarder, Route};
+use crate::handover::HandOff;
 use crate::metrics::http::Routed;
 use crate::metrics::limits::Limit;
 use crate::routing::{RequestHead, is_idempotent};
@@ -63,13 +64,24 @@ enum Next {
 /// Serves `io` (with `read`, bytes already read from it) as HTTP/1.1 along `route`, until
 /// the client closes, a limit cuts it off, or `drain` fires (a request in progress
 /// finishes first).
+///
+/// When the proxy drains because a successor took over (`hand_off` is on), no connection
+/// is cut between requests. A `detachable` one (plaintext) is given back at its next
+/// request boundary, with the bytes read and not yet used, for the successor to go on
+/// with. Any other (TLS: its keys stay here) stays open until its caller closes it: each
+/// answer from then on says `Connection: close`, so the caller's next request goes on a
+/// new connection, to the successor; one closed by the proxy while idle could meet a
+/// request already on its way.
 pub async fn serve_h1<I>(
     mut io: I,
     mut buf: BytesMut,
     forwarder: Forwarder,
     route: Route,
     drain: CancellationToken,
-) where
+    hand_off: HandOff,
+    detachable: bool,
+) -> Option<(I, BytesMut)>
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = *forwarder.limits();
@@ -84,25 +96,41 @@ pub async fn serve_h1<I>(
                 Ok(Request::Partial) => {}
                 Ok(Request::Complete(info)) => break info,
                 Err(HeadError::TooLarge) => {
-                    return too_large(&forwarder, &mut io, &mut scratch).await;
+                    too_large(&forwarder, &mut io, &mut scratch).await;
+                    return None;
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "bad request head");
                     let e = ForwardError::BadRequest(e);
                     let _ = write_error(&mut io, &e, false, true, &mut scratch).await;
                     let _ = io.shutdown().await;
-                    return;
+                    return None;
                 }
             }
             let (deadline, limit) = match due {
                 Some(due) => (due, Limit::header_read_timeout),
                 None => (Instant::now() + limits.idle, Limit::idle_timeout),
             };
-            match read_more(&mut io, &mut buf, deadline, &mut held, &mut scratch, &drain).await {
+            // Under a handover, a connection that cannot be handed waits for its caller.
+            let draining = match hand_off.is_on() && !detachable {
+                true => None,
+                false => Some(&drain),
+            };
+            match read_more(
+                &mut io,
+                &mut buf,
+                deadline,
+                &mut held,
+                &mut scratch,
+                draining,
+            )
+            .await
+            {
                 Read::Bytes => {
                     due.get_or_insert_with(|| Instant::now() + limits.header_read);
                 }
-                Read::Closed => return,
+                Read::Closed => return None,
+                Read::Drained => return hand_off.is_on().then_some((io, buf)),
                 Read::TimedOut => {
                     forwarder.limit_hit(limit);
                     tracing::debug!(?limit, "closing the connection");
@@ -110,12 +138,14 @@ pub async fn serve_h1<I>(
                     if !buf.is_empty() {
                         refuse(&mut io, REQUEST_TIMEOUT, &mut scratch).await;
                     }
-                    return;
+                    return None;
                 }
             }
         };
-        // The caller is told when this is the connection's last answer.
-        let closing = info.close || drain.is_cancelled();
+        // The caller is told when this is the connection's last answer; a connection
+        // handed over goes on.
+        let handed = detachable && hand_off.is_on();
+        let closing = info.close || (drain.is_cancelled() && !handed);
         let request = Relayed {
             info: &info,
             closing,
@@ -134,17 +164,24 @@ pub async fn serve_h1<I>(
         .await;
         match next {
             Next::KeepAlive if !closing => {
+                if drain.is_cancelled() && detachable && hand_off.is_on() {
+                    return Some((io, buf));
+                }
                 // A pipelined request already arriving is due from now.
                 due = (!buf.is_empty()).then(|| Instant::now() + limits.header_read);
             }
             Next::KeepAlive | Next::Close => {
                 let _ = io.shutdown().await;
-                return;
+                return None;
             }
-            Next::Linger => return linger(&mut io, &mut buf).await,
+            Next::Linger => {
+                linger(&mut io, &mut buf).await;
+                return None;
+            }
             Next::Tunnel(conn) => {
                 drop(held);
-                return Box::pin(tunnel(io, buf, conn, limits.tcp_idle)).await;
+                Box::pin(tunnel(io, buf, conn, limits.tcp_idle)).await;
+                return None;
             }
         }
     }
@@ -193,8 +230,10 @@ where
 enum Read {
     /// Bytes, appended to the buffer.
     Bytes,
-    /// The caller closed (or failed), or the proxy drains and nothing was pending.
+    /// The caller closed (or failed).
     Closed,
+    /// The proxy drains, and nothing was pending.
+    Drained,
     /// The deadline passed.
     TimedOut,
 }
@@ -202,15 +241,15 @@ enum Read {
 /// Reads more of the next request into `buf`, by `deadline`. A connection with nothing
 /// buffered that has waited [`SHRINK_AFTER`] gives back its read buffer, its scratch
 /// buffer (a response head and first body bytes: kilobytes) and its held upstream
-/// connections, so idle connections cost little; with nothing buffered a draining
-/// proxy closes it.
+/// connections, so idle connections cost little; with nothing buffered it ends when
+/// `drain` (if any) fires.
 async fn read_more<I>(
     io: &mut I,
     buf: &mut BytesMut,
     deadline: Instant,
     held: &mut Held,
     scratch: &mut Vec<u8>,
-    drain: &CancellationToken,
+    drain: Option<&CancellationToken>,
 ) -> Read
 where
     I: AsyncRead + Unpin,
@@ -228,13 +267,12 @@ where
         let until = shrink_at.unwrap_or(deadline);
         let empty = buf.is_empty();
         let read = tokio::time::timeout_at(until, io.read_buf(buf));
-        let read = if empty {
-            tokio::select! {
+        let read = match (empty, drain) {
+            (true, Some(drain)) => tokio::select! {
                 read = read => read,
-                () = drain.cancelled() => return Read::Closed,
-            }
-        } else {
-            read.await
+                () = drain.cancelled() => return Read::Drained,
+            },
+            _ => read.await,
         };
         match read {
             Ok(Ok(0) | Err(_)) => return Read::Closed,

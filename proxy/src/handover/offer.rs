@@ -1,0 +1,243 @@
+//! The running proxy's side: it offers its listeners, config and identity to a successor
+//! that connects to the handover socket; once the successor accepts on them, the running
+//! proxy stops accepting and hands its connections over as they come free.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::frame::{self, FrameError};
+use super::listeners::Listeners;
+use super::wire::{Message, Offer, Role, Spoken, VERSION};
+use super::{HandoverError, identity};
+use crate::identity::IdentityStore;
+use crate::tables::TableStore;
+
+/// How long a successor has to say hello once connected.
+const HELLO_WAIT: Duration = Duration::from_secs(10);
+/// How long a successor has to accept on everything once offered: it applies the config
+/// handed over (a large mesh's takes a second or two) and binds the listeners.
+const READY_WAIT: Duration = Duration::from_secs(60);
+/// Connections queued for the successor before a connection task waits to hand its own.
+const QUEUE: usize = 256;
+
+/// What a running proxy offers.
+#[derive(Clone)]
+pub struct Offered {
+    /// Its listeners.
+    pub listeners: Arc<Listeners>,
+    /// Its config.
+    pub config: Arc<TableStore>,
+    /// Its mesh identity.
+    pub identity: Arc<IdentityStore>,
+}
+
+/// One connection to hand over: the listener that accepted it, its socket, and the bytes
+/// read from it and not yet used.
+pub struct Handed {
+    /// How the successor serves it.
+    pub role: Role,
+    /// What it speaks.
+    pub spoken: Spoken,
+    /// Its socket.
+    pub fd: OwnedFd,
+    /// Read, not yet used.
+    pub read: bytes::Bytes,
+}
+
+/// Where connections go once a successor took over: one, shared by every connection.
+/// Until then (and when the proxy stops rather than upgrades) there is nowhere, and
+/// connections close as they come free.
+#[derive(Clone, Default)]
+pub struct HandOff {
+    tx: Arc<Mutex<Option<mpsc::Sender<Handed>>>>,
+}
+
+impl HandOff {
+    fn sender(&self) -> Option<mpsc::Sender<Handed>> {
+        self.tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Hands `conn` to the successor; gives it back when there is none, or the successor
+    /// went away, so the caller closes it.
+    pub async fn hand(&self, conn: Handed) -> Result<(), Handed> {
+        match self.sender() {
+            Some(tx) => tx.send(conn).await.map_err(|e| e.0),
+            None => Err(conn),
+        }
+    }
+
+    /// Whether connections are handed over rather than closed.
+    pub fn is_on(&self) -> bool {
+        self.tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// No more connections: the successor is told this proxy is done once those queued
+    /// have gone.
+    pub fn close(&self) {
+        self.tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+}
+
+/// A successor that took the listeners over.
+pub struct Successor {
+    stream: UnixStream,
+    /// Its process id.
+    pub pid: u32,
+}
+
+impl Successor {
+    /// Turns `hand_off` on: each connection handed to it goes to the successor, until it
+    /// is closed; then the successor is told `Done`. Connections the successor cannot
+    /// take are closed (logged).
+    pub fn forward(self, hand_off: &HandOff) -> tokio::task::JoinHandle<()> {
+        let (tx, mut rx) = mpsc::channel::<Handed>(QUEUE);
+        *hand_off.tx.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
+        let mut stream = self.stream;
+        tokio::spawn(async move {
+            let mut broken = false;
+            while let Some(conn) = rx.recv().await {
+                if broken {
+                    continue;
+                }
+                let message = Message::Connection {
+                    role: conn.role,
+                    spoken: conn.spoken,
+                };
+                if let Err(e) =
+                    frame::send(&mut stream, &message, &conn.read, &[conn.fd.as_fd()]).await
+                {
+                    tracing::warn!(error = %e, "the successor took no more connections; closing the rest");
+                    broken = true;
+                }
+            }
+            if !broken {
+                let _ = frame::send(&mut stream, &Message::Done, &[], &[]).await;
+            }
+        })
+    }
+}
+
+/// Offers to successors on `unix` until one takes over (returned) or `stop` fires. A
+/// successor that fails part-way changes nothing: this proxy never stopped accepting.
+pub async fn offer(
+    unix: UnixListener,
+    offered: Offered,
+    stop: CancellationToken,
+) -> Option<Successor> {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return None,
+            a = unix.accept() => a,
+        };
+        let mut stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "handover socket: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        match negotiate(&mut stream, &unix, &offered).await {
+            Ok(pid) => {
+                tracing::info!(
+                    successor = pid,
+                    "a successor took the listeners over: no longer accepting; handing connections over"
+                );
+                return Some(Successor { stream, pid });
+            }
+            Err(e) => tracing::warn!(error = %e, "a successor's takeover failed; still serving"),
+        }
+    }
+}
+
+/// Only the proxy's own user (or root) may take its sockets and its private key.
+fn check_peer(stream: &UnixStream) -> Result<(), HandoverError> {
+    let cred = stream.peer_cred()?;
+    let ours = rustix::process::geteuid().as_raw();
+    if cred.uid() != ours && cred.uid() != 0 {
+        return Err(HandoverError::Stranger {
+            uid: cred.uid(),
+            ours,
+        });
+    }
+    Ok(())
+}
+
+async fn negotiate(
+    stream: &mut UnixStream,
+    unix: &UnixListener,
+    offered: &Offered,
+) -> Result<u32, HandoverError> {
+    check_peer(stream)?;
+    let hello = timed(HELLO_WAIT, "its hello", frame::recv(stream)).await?;
+    let (version, pid) = match hello.message {
+        Message::Hello { version, pid } => (version, pid),
+        other => return Err(HandoverError::unexpected("hello", &other)),
+    };
+    if version != VERSION {
+        let reason = format!("handover protocol {version}; this proxy speaks {VERSION}");
+        let _ = frame::send(stream, &Message::Refused { reason }, &[], &[]).await;
+        return Err(HandoverError::Version {
+            theirs: version,
+            ours: VERSION,
+        });
+    }
+    let open = offered.listeners.snapshot()?;
+    let config = offered
+        .config
+        .is_loaded()
+        .then(|| (*offered.config.tables().config).clone());
+    let identity = offered.identity.current().map(|c| identity::pass(&c));
+    let offer = Offer {
+        version: VERSION,
+        listeners: open.iter().map(|(entry, _)| entry.clone()).collect(),
+        config,
+        identity,
+        handover_socket: true,
+    };
+    let fds: Vec<BorrowedFd<'_>> = open
+        .iter()
+        .map(|(_, fd)| fd.as_fd())
+        .chain(std::iter::once(unix.as_fd()))
+        .collect();
+    tracing::info!(
+        successor = pid,
+        listeners = open.len(),
+        "offering the listeners to a successor"
+    );
+    frame::send(stream, &Message::Offer(Box::new(offer)), &[], &fds).await?;
+    let ready = timed(READY_WAIT, "it to accept", frame::recv(stream)).await?;
+    match ready.message {
+        Message::Ready => Ok(pid),
+        other => Err(HandoverError::unexpected("ready", &other)),
+    }
+}
+
+/// `fut`, or [`HandoverError::Timeout`] naming what was awaited.
+pub(super) async fn timed<T>(
+    wait: Duration,
+    what: &'static str,
+    fut: impl std::future::Future<Output = Result<T, FrameError>>,
+) -> Result<T, HandoverError> {
+    match tokio::time::timeout(wait, fut).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(HandoverError::Timeout {
+            waiting: what,
+            secs: wait.as_secs(),
+        }),
+    }
+}

@@ -1,0 +1,196 @@
+//! The successor's side: at start-up it asks the proxy running at the handover socket for
+//! its listeners, config and identity, and once it accepts on them says so; then it serves
+//! the connections the predecessor hands over as they come free.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpStream, UnixListener, UnixStream};
+
+use super::frame::{self, FrameError};
+use super::listeners::Listeners;
+use super::offer::timed;
+use super::wire::{Message, Role, Spoken, VERSION};
+use super::{HandoverError, identity};
+use crate::config::ProxyConfig;
+use crate::identity::Certified;
+
+/// How long the running proxy has to answer a hello with its offer.
+const OFFER_WAIT: Duration = Duration::from_secs(30);
+
+/// What a proxy starts with.
+pub struct Start {
+    /// Its listeners: those handed over are claimed as they are bound.
+    pub listeners: Arc<Listeners>,
+    /// The config the predecessor had in force.
+    pub config: Option<ProxyConfig>,
+    /// The identity the predecessor had in force.
+    pub identity: Option<Certified>,
+    /// Where this proxy offers to its own successor.
+    pub offer_on: Option<UnixListener>,
+    /// The proxy it takes over from, until told it accepts.
+    pub predecessor: Option<Predecessor>,
+}
+
+/// The proxy being taken over from.
+pub struct Predecessor {
+    stream: UnixStream,
+}
+
+/// One connection the predecessor handed over.
+pub struct Received {
+    /// How to serve it.
+    pub role: Role,
+    /// What it speaks.
+    pub spoken: Spoken,
+    /// The connection.
+    pub stream: TcpStream,
+    /// What the predecessor read from it and did not use.
+    pub read: bytes::Bytes,
+}
+
+impl Start {
+    /// A proxy that neither takes over nor offers.
+    pub fn alone() -> Self {
+        Self {
+            listeners: Arc::new(Listeners::default()),
+            config: None,
+            identity: None,
+            offer_on: None,
+            predecessor: None,
+        }
+    }
+}
+
+/// Takes over from the proxy offering at `path` if one runs there; else (no socket, or a
+/// stale one) starts afresh and offers there.
+pub async fn start(path: &Path) -> Result<Start, HandoverError> {
+    let socket_err = |source| HandoverError::Socket {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut stream = match UnixStream::connect(path).await {
+        Ok(stream) => stream,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return fresh(path).map_err(socket_err);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            // Left by a proxy that is gone.
+            std::fs::remove_file(path).map_err(socket_err)?;
+            return fresh(path).map_err(socket_err);
+        }
+        Err(e) => return Err(socket_err(e)),
+    };
+    let hello = Message::Hello {
+        version: VERSION,
+        pid: std::process::id(),
+    };
+    frame::send(&mut stream, &hello, &[], &[]).await?;
+    let frame = timed(
+        OFFER_WAIT,
+        "the running proxy's offer",
+        frame::recv(&mut stream),
+    )
+    .await?;
+    let offer = match frame.message {
+        Message::Offer(offer) => offer,
+        Message::Refused { reason } => return Err(HandoverError::Refused(reason)),
+        other => return Err(HandoverError::unexpected("offer", &other)),
+    };
+    let mut fds = frame.fds.into_iter();
+    let inherited: Vec<_> = offer.listeners.iter().cloned().zip(fds.by_ref()).collect();
+    if inherited.len() != offer.listeners.len() {
+        return Err(FrameError::MissingFds {
+            said: offer.listeners.len() as u32,
+            got: inherited.len(),
+        }
+        .into());
+    }
+    let offer_on = match (offer.handover_socket, fds.next()) {
+        (true, Some(fd)) => unix_listener(fd).map_err(socket_err)?,
+        // An older predecessor that kept its socket: offer on a new one at the same path.
+        _ => {
+            let _ = std::fs::remove_file(path);
+            fresh(path)
+                .map_err(socket_err)?
+                .offer_on
+                .ok_or_else(|| socket_err(std::io::Error::other("no handover socket")))?
+        }
+    };
+    let identity = match &offer.identity {
+        Some(passed) => Some(identity::receive(passed)?),
+        None => None,
+    };
+    tracing::info!(
+        listeners = inherited.len(),
+        config = offer.config.as_ref().map(|c| c.version.as_str()),
+        identity = identity.as_ref().map(|c| c.identity.as_str()),
+        "taking over from the proxy running at the handover socket"
+    );
+    Ok(Start {
+        listeners: Listeners::inheriting(inherited),
+        config: offer.config,
+        identity,
+        offer_on: Some(offer_on),
+        predecessor: Some(Predecessor { stream }),
+    })
+}
+
+/// A new handover socket at `path`, only for the proxy's own user.
+fn fresh(path: &Path) -> std::io::Result<Start> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(Start {
+        offer_on: Some(listener),
+        ..Start::alone()
+    })
+}
+
+fn unix_listener(fd: OwnedFd) -> std::io::Result<UnixListener> {
+    let std = std::os::unix::net::UnixListener::from(fd);
+    std.set_nonblocking(true)?;
+    UnixListener::from_std(std)
+}
+
+impl Predecessor {
+    /// Tells the predecessor this proxy accepts on every listener (it stops accepting),
+    /// then hands each connection it passes to `serve` until it is done.
+    pub async fn ready(mut self, serve: impl Fn(Received)) -> Result<(), HandoverError> {
+        frame::send(&mut self.stream, &Message::Ready, &[], &[]).await?;
+        let mut handed = 0u64;
+        loop {
+            let frame = match frame::recv(&mut self.stream).await {
+                Ok(frame) => frame,
+                // Gone without a word (killed): its connections went with it.
+                Err(FrameError::Closed) => break,
+                Err(e) => return Err(e.into()),
+            };
+            match frame.message {
+                Message::Connection { role, spoken } => {
+                    let Some(fd) = frame.fds.into_iter().next() else {
+                        continue;
+                    };
+                    let std = std::net::TcpStream::from(fd);
+                    std.set_nonblocking(true)?;
+                    handed += 1;
+                    serve(Received {
+                        role,
+                        spoken,
+                        stream: TcpStream::from_std(std)?,
+                        read: frame.payload.into(),
+                    });
+                }
+                Message::Done => break,
+                other => tracing::debug!(message = ?other, "ignoring a handover message"),
+            }
+        }
+        tracing::info!(
+            connections = handed,
+            "the predecessor has handed everything over"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,176 @@
+//! Hitless upgrade between two real proxy processes: a proxy started with the running
+//! one's `--handover-socket` takes its listeners, config and kept-alive connections over,
+//! and the running one finishes what is in flight and exits.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use braid_proxy::handover::frame;
+use braid_proxy::handover::wire::Message;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+
+/// One request on a kept-alive connection: the status line, the body, and whether the
+/// proxy said it closes.
+async fn exchange(conn: &mut TcpStream, path: &str) -> (String, String, bool) {
+    let request = format!("POST {path} HTTP/1.1\r\nhost: web\r\ncontent-length: 2\r\n\r\nhi");
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the connection closed under a request: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let length = content_length(&head);
+    while buf.len() < head_end + length {
+        let mut chunk = [0u8; 4096];
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the connection closed under a body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8_lossy(&buf[head_end..]).into_owned();
+    let close = head.to_ascii_lowercase().contains("connection: close");
+    (head.lines().next().unwrap().to_owned(), body, close)
+}
+
+fn config(front: std::net::SocketAddr, backend: std::net::SocketAddr) -> String {
+    format!(
+        "version: h1\nlisteners:\n{}",
+        listener("web", front, backend, "http1")
+    )
+}
+
+async fn start(front: std::net::SocketAddr, socket: &Path) -> Proxy {
+    let backend = http_backend("a").await;
+    let socket = socket.display().to_string();
+    Proxy::start_with(&config(front, backend), &["--handover-socket", &socket]).await
+}
+
+#[tokio::test]
+async fn a_successor_takes_the_listeners_and_the_kept_alive_connections_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("handover.sock");
+    let front = free_addr();
+    let mut old = start(front, &socket).await;
+    let mut idle = TcpStream::connect(front).await.unwrap();
+    let (status, body, close) = exchange(&mut idle, "/").await;
+    assert_eq!(
+        (status.as_str(), body.as_str(), close),
+        ("HTTP/1.1 200 OK", "a POST /", false)
+    );
+    // A request in flight at the takeover.
+    let mut busy = TcpStream::connect(front).await.unwrap();
+    let in_flight = tokio::spawn(async move {
+        let answer = exchange(&mut busy, "/slow").await;
+        (answer, busy)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let socket_arg = socket.display().to_string();
+    let new = old.successor(&["--handover-socket", &socket_arg]);
+    assert!(old.exited().await, "the replaced proxy failed");
+    let ((status, body, close), mut busy) = in_flight.await.unwrap();
+    assert_eq!(
+        (status.as_str(), body.as_str(), close),
+        ("HTTP/1.1 200 OK", "a POST /slow", false)
+    );
+
+    // Both connections go on, now through the successor, which never accepted them.
+    for conn in [&mut idle, &mut busy] {
+        let (status, body, close) = exchange(conn, "/").await;
+        assert_eq!(
+            (status.as_str(), body.as_str(), close),
+            ("HTTP/1.1 200 OK", "a POST /", false)
+        );
+    }
+    new.wait_ready().await;
+    let (_, metrics) = new.admin_get("/metrics").await;
+    // A new process: what it counts, it served.
+    assert!(
+        metrics.contains(r#"code="200""#),
+        "the successor served nothing:\n{metrics}"
+    );
+    // And new connections reach it on the same port.
+    let mut fresh = TcpStream::connect(front).await.unwrap();
+    assert_eq!(exchange(&mut fresh, "/").await.0, "HTTP/1.1 200 OK");
+}
+
+#[tokio::test]
+async fn takeovers_go_on_in_a_row_on_the_socket_handed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("handover.sock");
+    let socket_arg = socket.display().to_string();
+    let front = free_addr();
+    let mut running = start(front, &socket).await;
+    let mut conn = TcpStream::connect(front).await.unwrap();
+    for _ in 0..3 {
+        let next = running.successor(&["--handover-socket", &socket_arg]);
+        assert!(running.exited().await);
+        next.wait_ready().await;
+        assert_eq!(exchange(&mut conn, "/").await.0, "HTTP/1.1 200 OK");
+        running = next;
+    }
+}
+
+#[tokio::test]
+async fn a_successor_of_another_protocol_version_is_refused_and_nothing_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("handover.sock");
+    let front = free_addr();
+    let mut running = start(front, &socket).await;
+    let mut conn = TcpStream::connect(front).await.unwrap();
+    assert_eq!(exchange(&mut conn, "/").await.0, "HTTP/1.1 200 OK");
+
+    // A future proxy speaking protocol 99.
+    let mut stranger = UnixStream::connect(&socket).await.unwrap();
+    let hello = Message::Hello {
+        version: 99,
+        pid: 1,
+    };
+    frame::send(&mut stranger, &hello, &[], &[]).await.unwrap();
+    match frame::recv(&mut stranger).await.unwrap().message {
+        Message::Refused { reason } => assert!(reason.contains("99"), "{reason}"),
+        other => panic!("not refused: {other:?}"),
+    }
+    // Garbage, then silence, from another.
+    let mut garbage = UnixStream::connect(&socket).await.unwrap();
+    garbage.write_all(&[0xff; 12]).await.unwrap();
+    drop(garbage);
+
+    assert!(
+        running.child.try_wait().unwrap().is_none(),
+        "the proxy stopped"
+    );
+    assert_eq!(exchange(&mut conn, "/").await.0, "HTTP/1.1 200 OK");
+    // A proper successor still takes over afterwards.
+    let socket_arg = socket.display().to_string();
+    let next = running.successor(&["--handover-socket", &socket_arg]);
+    assert!(running.exited().await);
+    next.wait_ready().await;
+    assert_eq!(exchange(&mut conn, "/").await.0, "HTTP/1.1 200 OK");
+}
+
+#[tokio::test]
+async fn a_stale_socket_left_by_a_killed_proxy_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("handover.sock");
+    let front = free_addr();
+    let mut first = start(front, &socket).await;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    assert!(socket.exists());
+    let second = start(front, &socket).await;
+    let mut conn = TcpStream::connect(front).await.unwrap();
+    assert_eq!(exchange(&mut conn, "/").await.0, "HTTP/1.1 200 OK");
+    drop(second);
+}
