@@ -14,6 +14,7 @@
 
 pub mod grpc_health;
 pub mod handshakes;
+pub mod keepalive;
 mod mesh;
 mod netns;
 mod operator;

@@ -128,6 +128,21 @@ enum Cmd {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
     },
+    /// Keep-alive HTTP/1.1 load: `conns` connections, each sending requests one after
+    /// another on its socket until `stop_file` exists (every `slow_every`-th to `/slow`);
+    /// prints `ok= failed= opened= told_close=`.
+    KeepAliveLoad {
+        addr: String,
+        #[arg(long, default_value_t = 4)]
+        conns: usize,
+        #[arg(long, default_value_t = 0)]
+        slow_every: u64,
+        /// POST a small body instead of GET (no one may retry it).
+        #[arg(long)]
+        post: bool,
+        #[arg(long)]
+        stop_file: std::path::PathBuf,
+    },
     /// Sends requests in a loop until `stop_file` exists; prints `ok=<n> failed=<m>`.
     Load {
         addr: String,
@@ -379,6 +394,23 @@ async fn main() -> anyhow::Result<()> {
             for (probe, verdict) in braid_e2e::prober::probe_pod(&pod, ip).await {
                 println!("{probe} {verdict}");
             }
+            Ok(())
+        }
+        Cmd::KeepAliveLoad {
+            addr,
+            conns,
+            slow_every,
+            post,
+            stop_file,
+        } => {
+            let plan = braid_e2e::keepalive::Plan {
+                host: addr.split(':').next().unwrap_or("svc").to_owned(),
+                addr: resolve(&addr).await?,
+                conns,
+                slow_every,
+                post,
+            };
+            println!("{}", braid_e2e::keepalive::run(plan, &stop_file).await);
             Ok(())
         }
         Cmd::Load { addr, stop_file } => {
