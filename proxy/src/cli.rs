@@ -34,6 +34,46 @@ pub enum Command {
     /// no request and has no outbound connection open, for a quiet period (for the proxy's preStop hook
     /// when it is not a native sidecar, so the app's last calls still go out).
     WaitAppExit(WaitAppExitArgs),
+    /// Run the proxy as a child process and replace it in place, without dropping a
+    /// connection, when `braid-proxy upgrade` asks (the container's main process, or a
+    /// service's on a host): `braid-proxy supervise --dir DIR -- --config proxy.yaml …`.
+    Supervise(SuperviseArgs),
+    /// Replace the proxy a `braid-proxy supervise` runs with another binary; waits until
+    /// the new one has taken over and the old one has exited.
+    Upgrade(UpgradeArgs),
+}
+
+/// Flags of `braid-proxy supervise`.
+#[derive(Debug, Args)]
+pub struct SuperviseArgs {
+    /// The supervisor's directory (created if missing; only the proxy's user should be
+    /// able to write it): its control socket, the proxies' handover socket, and the
+    /// binaries it installs.
+    #[arg(long, env = "BRAID_SUPERVISE_DIR", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The arguments of `braid-proxy run`, after `--` (without --handover-socket, which
+    /// the supervisor sets).
+    #[arg(last = true, required = true, value_name = "RUN ARGS")]
+    pub run: Vec<std::ffi::OsString>,
+}
+
+/// Flags of `braid-proxy upgrade`.
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// The directory of the `braid-proxy supervise` to upgrade.
+    #[arg(long, env = "BRAID_SUPERVISE_DIR", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The new proxy binary (the supervisor copies it before running it).
+    #[arg(long, value_name = "PATH")]
+    pub binary: PathBuf,
+    /// The binary's SHA-256 (as `sha256sum` prints it): a binary of another digest is
+    /// refused and nothing changes.
+    #[arg(long, value_name = "HEX", value_parser = |s: &str| crate::supervise::request::parse_sha256(s))]
+    pub sha256: Option<String>,
+    /// How long to wait for the outcome (the old proxy finishes its requests in flight
+    /// before it exits).
+    #[arg(long, default_value = "5m", value_parser = crate::limits::parse_duration)]
+    pub timeout: Duration,
 }
 
 /// Flags of `braid-proxy run`. The config comes from exactly one of `--config` and

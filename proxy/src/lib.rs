@@ -32,6 +32,7 @@ mod props;
 pub mod reports;
 pub mod routing;
 pub mod runtime;
+pub mod supervise;
 pub mod tables;
 pub mod tcp;
 pub mod telemetry;

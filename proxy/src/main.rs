@@ -49,6 +49,42 @@ fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Supervise(args) => {
+            tracing_subscriber::fmt().with_target(false).init();
+            let settings = braid_proxy::supervise::supervisor::Settings {
+                dir: args.dir,
+                run_args: args.run,
+            };
+            let code = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(braid_proxy::supervise::supervisor::supervise(&settings))?;
+            // The child's own status, as if it had been the container's process.
+            std::process::exit(code);
+        }
+        Command::Upgrade(args) => {
+            use braid_proxy::supervise::request::UpgradeAnswer;
+            let answer = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(braid_proxy::supervise::upgrade::upgrade(
+                    &args.dir,
+                    &args.binary,
+                    args.sha256,
+                    args.timeout,
+                ))?;
+            match answer {
+                UpgradeAnswer::Upgraded {
+                    from_pid,
+                    to_pid,
+                    sha256,
+                } => {
+                    println!("upgraded: proxy pid {from_pid} -> {to_pid}, binary sha256 {sha256}");
+                    Ok(())
+                }
+                UpgradeAnswer::Refused { reason } => anyhow::bail!("not upgraded: {reason}"),
+            }
+        }
         Command::Run(args) => {
             let filter = EnvFilter::try_new(&args.log_level)
                 .map_err(|e| anyhow::anyhow!("--log-level {:?}: {e}", args.log_level))?;

@@ -436,3 +436,31 @@ pub fn content_length(head: &str) -> usize {
         })
         .unwrap_or(0)
 }
+
+/// One request on a kept-alive connection: the status line, the body, and whether the
+/// proxy said it closes.
+pub async fn exchange(conn: &mut TcpStream, path: &str) -> (String, String, bool) {
+    let request = format!("POST {path} HTTP/1.1\r\nhost: web\r\ncontent-length: 2\r\n\r\nhi");
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the connection closed under a request: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let length = content_length(&head);
+    while buf.len() < head_end + length {
+        let mut chunk = [0u8; 4096];
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the connection closed under a body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8_lossy(&buf[head_end..]).into_owned();
+    let close = head.to_ascii_lowercase().contains("connection: close");
+    (head.lines().next().unwrap().to_owned(), body, close)
+}
