@@ -57,10 +57,6 @@ pub struct Mesh {
     operators: Vec<Operator>,
 }
 
-/// How a pod's sidecar runs: its arguments, its environment, and the label of the
-/// process running now.
-type Sidecar = (Vec<String>, Vec<(String, String)>, String);
-
 /// A pod: a network namespace with an address on the mesh's bridge.
 pub struct Pod {
     /// Its name in the mesh.
@@ -74,10 +70,6 @@ pub struct Pod {
     dir: PathBuf,
     bin_dir: PathBuf,
     children: Vec<(String, Child)>,
-    /// The sidecar's command and the label of the one running.
-    sidecar: Option<Sidecar>,
-    /// How many sidecars took over so far.
-    takeovers: u32,
 }
 
 impl Mesh {
@@ -167,8 +159,6 @@ impl Mesh {
             dir,
             bin_dir: self.bin_dir.clone(),
             children: Vec::new(),
-            sidecar: None,
-            takeovers: 0,
         })
     }
 
@@ -517,68 +507,67 @@ impl Pod {
         Ok(child.try_wait()?.is_none())
     }
 
-    /// The environment that has the sidecar offer a hitless upgrade: its handover socket
-    /// in a directory of the pod only the proxy's user may write (an emptyDir, in a pod).
-    pub fn handover_env(&self) -> Result<Vec<(String, String)>, HarnessError> {
-        let run = self.dir.join("braid-run");
-        std::fs::create_dir_all(&run)?;
-        std::os::unix::fs::chown(&run, Some(PROXY_UID), Some(PROXY_UID))?;
-        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))?;
-        Ok(vec![(
-            "BRAID_HANDOVER_SOCKET".to_owned(),
-            run.join("handover.sock").display().to_string(),
-        )])
-    }
-
-    /// The label of the sidecar running now (`sidecar`, then `sidecar-1`, … after each
-    /// [`Self::upgrade_sidecar`]).
-    pub fn sidecar_label(&self) -> String {
-        self.sidecar
-            .as_ref()
-            .map_or_else(|| "sidecar".to_owned(), |(_, _, label)| label.clone())
-    }
-
-    /// Starts a new sidecar process with the running one's command (as an upgrade in the
-    /// pod would), which takes over from it through the handover socket, and waits until
-    /// the old one has exited (`within`) and the new one is ready. Returns the new
-    /// label; the old one's exit status must be success.
-    pub fn upgrade_sidecar(&mut self, within: Duration) -> Result<String, HarnessError> {
-        let (args, env, old) = self
-            .sidecar
-            .clone()
-            .ok_or_else(|| HarnessError::Missing("no sidecar to upgrade".into()))?;
-        self.takeovers += 1;
-        let label = format!("sidecar-{}", self.takeovers);
-        self.spawn_sidecar(&label, &args, &env)?;
-        match self.wait_exit(&old, within) {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(HarnessError::Command {
-                    command: format!("the replaced sidecar {old}"),
-                    message: format!("exited with an error:\n{}", self.log(&old)),
-                });
-            }
-            Err(e) => {
-                return Err(HarnessError::Timeout(format!(
-                    "{e}: the replaced sidecar did not exit\n{}\nnew:\n{}",
-                    self.log(&old),
-                    self.log(&label)
-                )));
-            }
-        }
-        if !self.is_running(&label)? {
+    /// Replaces the proxy under the sidecar's supervisor with `binary` as an upgrade in
+    /// the pod would: `braid-proxy upgrade` as the proxy's user, with the binary's
+    /// SHA-256 (`None`: its own). Returns what the command printed; an error when it
+    /// failed (its output says why).
+    pub fn upgrade_sidecar(
+        &self,
+        binary: &Path,
+        sha256: Option<&str>,
+    ) -> Result<String, HarnessError> {
+        let digest = match sha256 {
+            Some(d) => d.to_owned(),
+            None => sha256_of(binary)?,
+        };
+        let run_dir = self.dir.join(crate::operator::RUN_VOLUME_DIR);
+        let mut cmd = self.as_proxy("braid-proxy");
+        cmd.arg("upgrade")
+            .arg("--dir")
+            .arg(&run_dir)
+            .arg("--binary")
+            .arg(binary)
+            .args(["--sha256", &digest]);
+        let out = cmd.output().map_err(|e| HarnessError::Command {
+            command: format!("{cmd:?}"),
+            message: e.to_string(),
+        })?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() {
             return Err(HarnessError::Command {
-                command: format!("the new sidecar {label}"),
-                message: format!("exited:\n{}", self.log(&label)),
+                command: "braid-proxy upgrade".into(),
+                message: text,
             });
         }
-        self.wait_sidecar_ready()?;
-        Ok(label)
+        Ok(text)
     }
 
-    fn spawn_sidecar(
+    /// A copy of the proxy binary in the pod's directory, readable by the proxy's user:
+    /// a release to upgrade to.
+    pub fn proxy_release(&self, name: &str) -> Result<PathBuf, HarnessError> {
+        let path = self.dir.join(name);
+        std::fs::copy(self.bin("braid-proxy"), &path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        Ok(path)
+    }
+
+    /// The process id of the proxy the sidecar's supervisor runs now.
+    pub fn proxy_pid(&self) -> Option<u32> {
+        let supervisor = self.pid("sidecar")?;
+        std::fs::read_to_string(format!("/proc/{supervisor}/task/{supervisor}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    fn start_sidecar_with(
         &mut self,
-        label: &str,
         args: &[String],
         env: &[(String, String)],
     ) -> Result<(), HarnessError> {
@@ -587,28 +576,14 @@ impl Pod {
             .args(["--drain-timeout-secs", "10"])
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_BACKTRACE", "0");
-        self.spawn(label, cmd)?;
-        self.sidecar = Some((args.to_vec(), env.to_vec(), label.to_owned()));
-        Ok(())
-    }
-
-    fn start_sidecar_with(
-        &mut self,
-        args: &[String],
-        env: &[(String, String)],
-    ) -> Result<(), HarnessError> {
-        self.spawn_sidecar("sidecar", args, env)?;
-        self.wait_sidecar_ready()
-    }
-
-    fn wait_sidecar_ready(&self) -> Result<(), HarnessError> {
+        self.spawn("sidecar", cmd)?;
         let bin = self.bin("braid-proxy");
         self.exec(&[&bin, "wait-ready", "--timeout-secs", "10"])
             .map_err(|e| {
                 HarnessError::Timeout(format!(
                     "sidecar of {} not ready: {e}\n{}",
                     self.name,
-                    self.log(&self.sidecar_label())
+                    self.log("sidecar")
                 ))
             })?;
         Ok(())
@@ -725,4 +700,20 @@ impl Drop for Pod {
             let _ = child.wait();
         }
     }
+}
+
+/// The SHA-256 of `path`, as `sha256sum` prints it.
+fn sha256_of(path: &Path) -> Result<String, HarnessError> {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .map_err(|e| HarnessError::Command {
+            command: "sha256sum".into(),
+            message: e.to_string(),
+        })?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .map(str::to_owned)
+        .ok_or_else(|| HarnessError::Missing(format!("no digest of {}", path.display())))
 }

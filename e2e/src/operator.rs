@@ -302,7 +302,7 @@ impl Operator {
         pod_dir: &Path,
         overrides: &braid_injector::annotations::Overrides,
     ) -> Result<SidecarCommand, HarnessError> {
-        use braid_injector::inject::{OPERATOR_CA_DIR, TOKEN_DIR, proxy_container};
+        use braid_injector::inject::{OPERATOR_CA_DIR, RUN_DIR, TOKEN_DIR, proxy_container};
         let settings = braid_injector::settings::Settings {
             operator_url: format!("https://{}", self.listen),
             ..Default::default()
@@ -312,9 +312,19 @@ impl Operator {
         std::fs::create_dir_all(&ca_dir)?;
         std::fs::set_permissions(&ca_dir, std::fs::Permissions::from_mode(0o755))?;
         std::fs::copy(&self.trust, ca_dir.join("ca.crt"))?;
+        // The supervisor's emptyDir: the proxy's user's alone.
+        let run_dir = pod_dir.join(RUN_VOLUME_DIR);
+        std::fs::create_dir_all(&run_dir)?;
+        std::os::unix::fs::chown(
+            &run_dir,
+            Some(crate::mesh::PROXY_UID),
+            Some(crate::mesh::PROXY_UID),
+        )?;
+        std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o700))?;
         let mount = |arg: &str| {
             arg.replace(TOKEN_DIR, &pod_dir.display().to_string())
                 .replace(OPERATOR_CA_DIR, &ca_dir.display().to_string())
+                .replace(RUN_DIR, &run_dir.display().to_string())
         };
         let args = container
             .args
@@ -350,6 +360,9 @@ impl Operator {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 }
+
+/// Where in a pod's directory the sidecar's `braid-run` emptyDir lives.
+pub const RUN_VOLUME_DIR: &str = "braid-run";
 
 impl Drop for Operator {
     fn drop(&mut self) {

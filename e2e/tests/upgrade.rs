@@ -1,7 +1,8 @@
-//! End-to-end. Hitless upgrade: a new sidecar process takes over from the running one
-//! through the handover socket, as an upgrade in a pod would, while the apps call through
-//! it; no request fails and no kept-alive connection is closed under its caller.
-//! Run with `make e2e` (root needed).
+//! End-to-end. Hitless upgrade: `braid-proxy upgrade` in the pod has the sidecar's
+//! supervisor (the container's process, as the injector writes it) run a new proxy
+//! binary, which takes over from the running proxy through the handover socket, while
+//! the apps call through it; no request fails and no kept-alive connection is closed
+//! under its caller. Run with `make e2e` (root needed).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -11,11 +12,6 @@ use std::collections::HashSet;
 
 use braid_e2e::keepalive;
 use support::*;
-
-/// How long a replaced sidecar may take to finish: its in-flight requests (`/slow` takes
-/// 2 s) and, on the server side, its mTLS connections, which callers close within their
-/// pool's idle timeout (4 s, swept every 2 s).
-const REPLACED_WITHIN: Duration = Duration::from_secs(20);
 
 /// A keep-alive load from `pod` to `payments:80`: 4 connections POSTing (nobody retries
 /// a POST), every 25th request of each held 2 s by the server, so requests are in flight
@@ -65,25 +61,37 @@ impl KeepAlive {
     }
 }
 
-/// Replaces `pod`'s sidecar `times` times in a row, a second of load between each.
+/// Replaces the proxy in `pod`'s sidecar `times` times in a row, a second of load
+/// between each, each time with a release of its own; the supervisor stays.
 fn upgrade_times(pod: &mut Pod, times: u32) {
-    for i in 0..times {
+    let supervisor = pod.pid("sidecar").unwrap();
+    for i in 1..=times {
         std::thread::sleep(Duration::from_secs(1));
-        let label = pod
-            .upgrade_sidecar(REPLACED_WITHIN)
-            .unwrap_or_else(|e| panic!("takeover {}: {e}", i + 1));
-        let log = pod.log(&label);
+        let before = pod.proxy_pid().unwrap();
+        let release = pod.proxy_release(&format!("braid-proxy-{i}")).unwrap();
+        let out = pod
+            .upgrade_sidecar(&release, None)
+            .unwrap_or_else(|e| panic!("upgrade {i}: {e}"));
         assert!(
-            log.contains("taking over from the proxy running at the handover socket"),
-            "takeover {} started afresh instead:\n{log}",
-            i + 1
+            out.contains(&format!("upgraded: proxy pid {before} -> ")),
+            "{out}"
         );
+        assert_ne!(pod.proxy_pid().unwrap(), before);
+        assert!(pod.is_running("sidecar").unwrap());
+        assert_eq!(pod.pid("sidecar").unwrap(), supervisor);
     }
+    let log = pod.log("sidecar");
+    assert_eq!(
+        log.matches("taking over from the proxy running at the handover socket")
+            .count(),
+        times as usize,
+        "{log}"
+    );
 }
 
 #[test]
 fn the_client_sidecar_is_replaced_five_times_under_load_and_no_request_or_connection_fails() {
-    let (_mesh, mut client, _server) = upgradable_mesh();
+    let (_mesh, mut client, _server) = mesh();
     let keep = KeepAlive::start(&mut client);
     // New connections too: one per request.
     let fresh = start_load(&mut client);
@@ -97,7 +105,8 @@ fn the_client_sidecar_is_replaced_five_times_under_load_and_no_request_or_connec
     // app never opened another.
     assert_eq!(summary.opened, 4, "{summary}");
     assert_eq!(summary.told_close, 0, "{summary}");
-    let log = client.log(&client.sidecar_label());
+    eprintln!("client-side upgrades under load: {summary}");
+    let log = client.log("sidecar");
     assert!(
         log.contains("the predecessor has handed everything over"),
         "{log}"
@@ -106,7 +115,7 @@ fn the_client_sidecar_is_replaced_five_times_under_load_and_no_request_or_connec
 
 #[test]
 fn the_server_sidecar_is_replaced_five_times_under_load_over_mtls_and_no_request_fails() {
-    let (mesh, mut client, mut server) = upgradable_mesh();
+    let (mesh, mut client, mut server) = mesh();
     let op = mesh.operator().unwrap();
     op.write_resource("tls.yaml", &encryption_policy("payments", "mode: Strict"))
         .unwrap();
@@ -126,6 +135,7 @@ fn the_server_sidecar_is_replaced_five_times_under_load_over_mtls_and_no_request
     assert!(summary.ok > 100, "{summary}");
     // The app's connections end at its own sidecar, which the server's upgrade leaves be.
     assert_eq!(summary.opened, 4, "{summary}");
+    eprintln!("server-side upgrades under load: {summary}");
     // Strict stayed Strict: the last sidecar took the config over with it, and what it
     // served came over mTLS, none of it in plaintext.
     assert_eq!(inbound_tls(&server), "Strict");
@@ -142,12 +152,13 @@ fn the_server_sidecar_is_replaced_five_times_under_load_over_mtls_and_no_request
 
 #[test]
 fn twenty_takeovers_leave_the_sidecar_with_the_descriptors_listeners_and_memory_of_one() {
-    let (_mesh, mut client, _server) = upgradable_mesh();
-    client.upgrade_sidecar(REPLACED_WITHIN).unwrap();
+    let (_mesh, client, _server) = mesh();
+    let release = client.proxy_release("braid-proxy-next").unwrap();
+    client.upgrade_sidecar(&release, None).unwrap();
     assert_eq!(client.app(&["get", "payments:80"]).unwrap(), "200 server");
     let first = footprint(&client);
     for _ in 1..20 {
-        client.upgrade_sidecar(REPLACED_WITHIN).unwrap();
+        client.upgrade_sidecar(&release, None).unwrap();
     }
     assert_eq!(client.app(&["get", "payments:80"]).unwrap(), "200 server");
     let last = footprint(&client);
@@ -160,6 +171,28 @@ fn twenty_takeovers_leave_the_sidecar_with_the_descriptors_listeners_and_memory_
     // What the sidecar listens on: outbound and inbound capture (IPv4 and IPv6), admin,
     // health, and nothing else.
     assert_eq!(first.listening.len(), 6, "{first:?}");
+    eprintln!("after 1 takeover: {first:?}; after 20: {last:?}");
+}
+
+#[test]
+fn a_tampered_binary_is_refused_and_the_running_proxy_keeps_serving() {
+    let (_mesh, mut client, _server) = mesh();
+    let load = start_load(&mut client);
+    let before = client.proxy_pid().unwrap();
+    let release = client.proxy_release("braid-proxy-next").unwrap();
+    // The digest published for the release, and a binary that is not it.
+    let published = "0".repeat(64);
+    let err = client
+        .upgrade_sidecar(&release, Some(&published))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not installed, the running proxy keeps serving"),
+        "{err}"
+    );
+    assert_eq!(client.proxy_pid().unwrap(), before);
+    std::thread::sleep(Duration::from_millis(500));
+    stop_load(&mut client, load);
 }
 
 /// What the running sidecar holds.
@@ -170,11 +203,11 @@ struct Footprint {
     rss_kb: u64,
 }
 
-/// The running sidecar's open descriptors, the addresses it listens on and its RSS, once
+/// The running proxy's open descriptors, the addresses it listens on and its RSS, once
 /// two readings a moment apart agree on the descriptors (a probe or a config poll may
 /// hold one for an instant).
 fn footprint(pod: &Pod) -> Footprint {
-    let pid = pod.pid(&pod.sidecar_label()).unwrap();
+    let pid = pod.proxy_pid().unwrap();
     let mut last: Option<Footprint> = None;
     for _ in 0..50 {
         std::thread::sleep(Duration::from_millis(200));

@@ -155,7 +155,13 @@ fn a_busy_pod_keeps_everything_it_had() {
         .collect();
     assert_eq!(
         volumes,
-        ["data", "config", "braid-token", "braid-operator-ca"]
+        [
+            "data",
+            "config",
+            "braid-token",
+            "braid-operator-ca",
+            "braid-run"
+        ]
     );
     assert_eq!(a.volumes.as_ref().unwrap()[..2], b.volumes.unwrap()[..]);
     // The pod's security context stays; braid-init overrides runAsNonRoot for itself

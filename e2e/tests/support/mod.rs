@@ -59,21 +59,6 @@ pub fn mesh() -> (Mesh, Pod, Pod) {
 /// [`mesh`], plus a spare pod `server2` the operator has a token for but that is not in
 /// the registry yet.
 pub fn mesh_with_spare() -> (Mesh, Pod, Pod, Pod) {
-    mesh_of(false)
-}
-
-/// [`mesh`] whose sidecars offer a hitless upgrade on a handover socket
-/// ([`Pod::upgrade_sidecar`]).
-pub fn upgradable_mesh() -> (Mesh, Pod, Pod) {
-    let (mesh, client, server, _) = mesh_of(true);
-    (mesh, client, server)
-}
-
-fn mesh_of(handover: bool) -> (Mesh, Pod, Pod, Pod) {
-    let env = |pod: &Pod| match handover {
-        true => pod.handover_env().unwrap(),
-        false => Vec::new(),
-    };
     let mut mesh = Mesh::new().unwrap_or_else(|e| panic!("{e}"));
     let mut server = mesh.pod("server").unwrap();
     let mut client = mesh.pod("client").unwrap();
@@ -93,9 +78,8 @@ fn mesh_of(handover: bool) -> (Mesh, Pod, Pod, Pod) {
             ..Default::default()
         })
         .unwrap();
-    let server_env = env(&server);
     server
-        .start_sidecar_streaming_with_env(mesh.operator().unwrap(), &server_env)
+        .start_sidecar_streaming(mesh.operator().unwrap())
         .unwrap_or_else(|e| panic!("{e}"));
     server
         .spawn_app(
@@ -127,9 +111,8 @@ fn mesh_of(handover: bool) -> (Mesh, Pod, Pod, Pod) {
 
     let out = client.capture(&ProxyFlags::default()).unwrap();
     assert!(out.contains("capture rules installed"), "{out}");
-    let client_env = env(&client);
     client
-        .start_sidecar_streaming_with_env(mesh.operator().unwrap(), &client_env)
+        .start_sidecar_streaming(mesh.operator().unwrap())
         .unwrap_or_else(|e| panic!("{e}"));
     (mesh, client, server, spare)
 }

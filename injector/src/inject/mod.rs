@@ -15,7 +15,8 @@ pub use init::{INIT_CONTAINER, init_container, iptables_args};
 pub use probes::{APP_PROBES_ENV, ORIGINAL_PROBES, Original, Rewritten, restore, rewrite};
 pub use sidecar::{HEALTH_PORT, PROXY_CONTAINER, proxy_container};
 pub use volumes::{
-    OPERATOR_CA_CONFIGMAP, OPERATOR_CA_DIR, OPERATOR_CA_VOLUME, TOKEN_DIR, TOKEN_VOLUME, volumes,
+    OPERATOR_CA_CONFIGMAP, OPERATOR_CA_DIR, OPERATOR_CA_VOLUME, RUN_DIR, RUN_VOLUME, TOKEN_DIR,
+    TOKEN_VOLUME, volumes,
 };
 
 use crate::annotations::{Overrides, STATUS};

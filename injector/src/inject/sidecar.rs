@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::volumes::{OPERATOR_CA_DIR, TOKEN_DIR, mounts};
+use super::volumes::{OPERATOR_CA_DIR, RUN_DIR, TOKEN_DIR, mounts};
 use crate::annotations::Overrides;
 use crate::annotations::telemetry::{
     self, ACCESS_LOG_ENV, TRACE_COLLECTOR_ENV, TRACE_SAMPLING_ENV,
@@ -53,7 +53,9 @@ fn ready_probe(period: i32, failures: i32) -> Probe {
     }
 }
 
-/// The `braid-proxy` container. As a native sidecar its startup probe holds back the
+/// The `braid-proxy` container: `braid-proxy supervise` runs the proxy as its child, so
+/// `braid-proxy upgrade` can replace the proxy without restarting the container. As a
+/// native sidecar its startup probe holds back the
 /// app's containers until the proxy is ready, and the kubelet stops it only after they
 /// have exited. Otherwise a `postStart` hook does the first, and a `preStop` hook that
 /// waits for the app (watching `app_ports`, the ports the app declares) the second.
@@ -97,7 +99,10 @@ pub fn proxy_container(settings: &Settings, overrides: &Overrides, app_ports: &[
         image: Some(settings.image.clone()),
         command: Some(vec!["braid-proxy".into()]),
         args: Some(vec![
-            "run".into(),
+            "supervise".into(),
+            "--dir".into(),
+            RUN_DIR.into(),
+            "--".into(),
             "--operator".into(),
             settings.operator_url.clone(),
             "--operator-ca".into(),

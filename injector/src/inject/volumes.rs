@@ -1,10 +1,12 @@
-//! The proxy's volumes: its projected ServiceAccount token (audience `braid`) and the
-//! certificate it trusts the operator with.
+//! The proxy's volumes: its projected ServiceAccount token (audience `braid`), the
+//! certificate it trusts the operator with, and the directory its supervisor keeps the
+//! handover socket and upgraded binaries in.
 
 use k8s_openapi::api::core::v1::{
-    ConfigMapProjection, ProjectedVolumeSource, ServiceAccountTokenProjection, Volume, VolumeMount,
-    VolumeProjection,
+    ConfigMapProjection, EmptyDirVolumeSource, ProjectedVolumeSource,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 /// The token volume's name.
 pub const TOKEN_VOLUME: &str = "braid-token";
@@ -16,6 +18,12 @@ pub const OPERATOR_CA_VOLUME: &str = "braid-operator-ca";
 pub const OPERATOR_CA_DIR: &str = "/var/run/braid.dev/operator-ca";
 /// The ConfigMap (in every namespace, kept by the operator) holding `ca.crt`.
 pub const OPERATOR_CA_CONFIGMAP: &str = "braid-operator-ca";
+/// The supervisor's volume: an emptyDir only the proxy's container mounts.
+pub const RUN_VOLUME: &str = "braid-run";
+/// Where it is mounted (`braid-proxy supervise --dir`).
+pub const RUN_DIR: &str = "/var/run/braid.dev/run";
+/// Room for two proxy binaries (the running one and its successor) and the sockets.
+const RUN_SIZE: &str = "128Mi";
 
 /// The volumes the proxy needs.
 pub fn volumes() -> Vec<Volume> {
@@ -51,10 +59,18 @@ pub fn volumes() -> Vec<Volume> {
             }),
             ..Default::default()
         },
+        Volume {
+            name: RUN_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity(RUN_SIZE.into())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
     ]
 }
 
-/// The proxy's mounts of [`volumes`], read-only.
+/// The proxy's mounts of [`volumes`]: read-only but for its supervisor's directory.
 pub fn mounts() -> Vec<VolumeMount> {
     vec![
         VolumeMount {
@@ -67,6 +83,11 @@ pub fn mounts() -> Vec<VolumeMount> {
             name: OPERATOR_CA_VOLUME.into(),
             mount_path: OPERATOR_CA_DIR.into(),
             read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: RUN_VOLUME.into(),
+            mount_path: RUN_DIR.into(),
             ..Default::default()
         },
     ]
