@@ -82,6 +82,8 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         config
             .apply(handed)
             .context("applying the config handed over")?;
+        // Its endpoints as the predecessor knew them: none ejected there is sent to here.
+        config.with_tables(|t| t.resume_balancing(&start.endpoints, Instant::now()));
     }
 
     let mut discovery = None;

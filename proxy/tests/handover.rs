@@ -146,3 +146,57 @@ async fn a_stale_socket_left_by_a_killed_proxy_is_replaced() {
     assert_eq!(exchange(&mut conn, "/").await.0, "HTTP/1.1 200 OK");
     drop(second);
 }
+
+#[tokio::test]
+async fn the_offer_carries_listeners_config_and_what_the_proxy_knows_of_its_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("handover.sock");
+    let front = free_addr();
+    let backend = http_backend("a").await;
+    // A service, so its endpoint is balanced (and measured).
+    let config = format!(
+        "version: h1\nservices:\n- name: web\n  namespace: t\n  ports: [{{port: 80, targetPort: {port}, protocol: http}}]\n  groups:\n  - {{name: (default), endpoints: [{{address: 127.0.0.1}}]}}\nlisteners:\n- {{name: web, bind: \"{front}\", target: {{service: {{name: web, port: 80}}}}, protocol: http1}}\n",
+        port = backend.port()
+    );
+    let socket_arg = socket.display().to_string();
+    let mut running = Proxy::start_with(&config, &["--handover-socket", &socket_arg]).await;
+    let mut conn = TcpStream::connect(front).await.unwrap();
+    assert_eq!(exchange(&mut conn, "/").await.0, "HTTP/1.1 200 OK");
+
+    // A successor that looks and leaves without saying ready.
+    let mut peek = UnixStream::connect(&socket).await.unwrap();
+    let hello = Message::Hello {
+        version: braid_proxy::handover::wire::VERSION,
+        pid: 1,
+    };
+    frame::send(&mut peek, &hello, &[], &[]).await.unwrap();
+    let offer = frame::recv(&mut peek).await.unwrap();
+    let Message::Offer(offered) = offer.message else {
+        panic!("no offer: {:?}", offer.message);
+    };
+    // Every listener, each with its socket, and the handover socket last.
+    let roles: Vec<String> = offered
+        .listeners
+        .iter()
+        .map(|l| format!("{:?} {}", l.role, l.addr))
+        .collect();
+    assert_eq!(offered.listeners.len(), 3, "{roles:?}");
+    assert!(
+        roles
+            .iter()
+            .any(|r| r.contains("web") && r.ends_with(&front.to_string())),
+        "{roles:?}"
+    );
+    assert_eq!(offer.fds.len(), 4);
+    assert!(offered.handover_socket);
+    assert_eq!(offered.config.unwrap().version, "h1");
+    // The backend it has sent to, with its latency estimate.
+    assert_eq!(offered.endpoints.len(), 1, "{:?}", offered.endpoints);
+    assert_eq!(offered.endpoints[0].addr, backend);
+    assert!(offered.endpoints[0].rtt_ns > 0.0);
+    drop(peek);
+
+    // Nothing changed for the running proxy.
+    assert!(running.child.try_wait().unwrap().is_none());
+    assert_eq!(exchange(&mut conn, "/").await.0, "HTTP/1.1 200 OK");
+}

@@ -56,6 +56,24 @@ impl Health {
             && self.state.lock().is_ok_and(|state| state.is_ejected(now))
     }
 
+    /// Its outlier record, as a successor proxy takes it over.
+    pub fn carried(&self, now: Instant) -> super::carry::CarriedOutlier {
+        self.state
+            .lock()
+            .map(|state| state.carried(now))
+            .unwrap_or_default()
+    }
+
+    /// Takes over the record a predecessor proxy handed over.
+    pub fn resume(&self, carried: &super::carry::CarriedOutlier, now: Instant) {
+        let state = OutlierState::resumed(carried, now);
+        let ejected = state.is_ejected(now);
+        if let Ok(mut held) = self.state.lock() {
+            *held = state;
+        }
+        self.ejected.store(ejected, Ordering::Relaxed);
+    }
+
     /// Its ejection ended at `now`: it is picked again, warming up from there.
     fn returned(&self, now: Instant) {
         self.ejected.store(false, Ordering::Relaxed);

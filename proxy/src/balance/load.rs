@@ -110,6 +110,24 @@ impl EndpointLoad {
         rtt.max(1.0) * pending
     }
 
+    /// The latency estimate in nanoseconds, decayed to `now` (handed to a successor).
+    pub fn rtt_ns(&self, now: Instant) -> f64 {
+        self.rtt
+            .lock()
+            .map(|est| est.0 * decay_weight(now.saturating_duration_since(est.1)))
+            .unwrap_or(DEFAULT_RTT.as_nanos() as f64)
+    }
+
+    /// Takes over the estimate a predecessor proxy handed over, as of `now`.
+    pub fn resume(&self, rtt_ns: f64, now: Instant) {
+        if rtt_ns.is_finite()
+            && rtt_ns > 0.0
+            && let Ok(mut est) = self.rtt.lock()
+        {
+            *est = (rtt_ns, now);
+        }
+    }
+
     /// Requests in flight now.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)

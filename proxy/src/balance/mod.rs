@@ -5,6 +5,7 @@
 //! of an endpoint outlive config versions, so a config change does not forget which
 //! endpoints are slow or bad.
 
+pub mod carry;
 mod ejection;
 mod load;
 pub mod outlier;
@@ -95,6 +96,28 @@ impl Loads {
         }
     }
 
+    /// Every endpoint's latency estimate and outlier record, for a successor proxy.
+    pub fn carried(&self, now: std::time::Instant) -> Vec<carry::Carried> {
+        self.by_addr
+            .iter()
+            .map(|(addr, (load, health))| carry::Carried {
+                addr: *addr,
+                rtt_ns: load.rtt_ns(now),
+                outlier: health.carried(now),
+            })
+            .collect()
+    }
+
+    /// Takes over what a predecessor proxy knew of the endpoints this version has.
+    pub fn resume(&self, carried: &[carry::Carried], now: std::time::Instant) {
+        for c in carried {
+            if let Some((load, health)) = self.by_addr.get(&c.addr) {
+                load.resume(c.rtt_ns, now);
+                health.resume(&c.outlier, now);
+            }
+        }
+    }
+
     /// Forgets endpoints that are not in `keep` (called once a version is built).
     pub fn retain(&mut self, keep: impl Fn(&SocketAddr) -> bool) {
         self.by_addr.retain(|addr, _| keep(addr));
@@ -115,6 +138,63 @@ mod tests {
         let again = second.endpoint(a.addr);
         assert!(Arc::ptr_eq(&a.load, &again.load));
         assert_eq!(second.by_addr.len(), 1);
+    }
+
+    #[test]
+    fn a_successor_takes_over_latencies_and_ejections() {
+        let now = std::time::Instant::now();
+        let mut old = Loads::default();
+        let slow = old.endpoint("10.0.0.1:80".parse().unwrap());
+        let bad = old.endpoint("10.0.0.2:80".parse().unwrap());
+        slow.load
+            .observe(std::time::Duration::from_millis(250), now);
+        let policy = outlier::OutlierPolicy::compile(
+            &crate::config::outlier::OutlierDetection {
+                consecutive_errors: 1,
+                error_rate: None,
+                base_ejection_time_ms: 30_000,
+                max_ejection_time_ms: 300_000,
+                max_ejection_percent: 100,
+            },
+            "t",
+        )
+        .unwrap();
+        let group = [slow.clone(), bad.clone()];
+        assert!(matches!(
+            record(&bad, &group, true, now, &policy),
+            Verdict::Ejected(..)
+        ));
+        let carried = old.carried(now);
+        let json = serde_json::to_string(&carried).unwrap();
+        let carried: Vec<carry::Carried> = serde_json::from_str(&json).unwrap();
+
+        // The successor's own tables, built from the same config.
+        let mut new = Loads::default();
+        let slow2 = new.endpoint(slow.addr);
+        let bad2 = new.endpoint(bad.addr);
+        let later = now + std::time::Duration::from_secs(1);
+        new.resume(&carried, later);
+        assert_eq!(slow2.load.cost(later), slow.load.cost(now));
+        assert!(bad2.health.check(later).0, "the ejection was forgotten");
+        assert!(
+            bad2.health
+                .check(later + std::time::Duration::from_secs(29))
+                .0
+        );
+        assert!(
+            !bad2
+                .health
+                .check(later + std::time::Duration::from_secs(31))
+                .0
+        );
+        // Its next ejection doubles, as it would have in the predecessor.
+        let again = later + std::time::Duration::from_secs(40);
+        match record(&bad2, &[slow2, bad2.clone()], true, again, &policy) {
+            Verdict::Ejected(_, length) => {
+                assert_eq!(length, std::time::Duration::from_secs(60))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -206,6 +206,28 @@ impl OutlierState {
         length
     }
 
+    /// The record as a successor proxy takes it over, at `now`.
+    pub fn carried(&self, now: Instant) -> super::carry::CarriedOutlier {
+        super::carry::CarriedOutlier::taken(
+            self.ejections,
+            self.ejected_until,
+            self.last_ejection_end,
+            now,
+        )
+    }
+
+    /// The record a predecessor proxy handed over, at `now`; the error window starts
+    /// afresh.
+    pub fn resumed(carried: &super::carry::CarriedOutlier, now: Instant) -> Self {
+        let (ejected_until, last_ejection_end) = carried.at(now);
+        Self {
+            ejections: carried.ejections,
+            ejected_until,
+            last_ejection_end,
+            ..Self::default()
+        }
+    }
+
     /// Whether the endpoint is ejected at `now`.
     pub fn is_ejected(&self, now: Instant) -> bool {
         self.ejected_until.is_some_and(|until| now < until)

@@ -202,11 +202,15 @@ async fn negotiate(
         .is_loaded()
         .then(|| (*offered.config.tables().config).clone());
     let identity = offered.identity.current().map(|c| identity::pass(&c));
+    let endpoints = offered
+        .config
+        .with_tables(|t| t.carried_balancing(std::time::Instant::now()));
     let offer = Offer {
         version: VERSION,
         listeners: open.iter().map(|(entry, _)| entry.clone()).collect(),
         config,
         identity,
+        endpoints,
         handover_socket: true,
     };
     let fds: Vec<BorrowedFd<'_>> = open

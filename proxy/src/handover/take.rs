@@ -28,6 +28,8 @@ pub struct Start {
     pub config: Option<ProxyConfig>,
     /// The identity the predecessor had in force.
     pub identity: Option<Certified>,
+    /// What the predecessor knew of its endpoints.
+    pub endpoints: Vec<crate::balance::carry::Carried>,
     /// Where this proxy offers to its own successor.
     pub offer_on: Option<UnixListener>,
     /// The proxy it takes over from, until told it accepts.
@@ -58,6 +60,7 @@ impl Start {
             listeners: Arc::new(Listeners::default()),
             config: None,
             identity: None,
+            endpoints: Vec::new(),
             offer_on: None,
             predecessor: None,
         }
@@ -133,6 +136,7 @@ pub async fn start(path: &Path) -> Result<Start, HandoverError> {
         listeners: Listeners::inheriting(inherited),
         config: offer.config,
         identity,
+        endpoints: offer.endpoints,
         offer_on: Some(offer_on),
         predecessor: Some(Predecessor { stream }),
     })

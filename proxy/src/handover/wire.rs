@@ -73,6 +73,10 @@ pub struct Offer {
     /// The mesh identity in force, so the successor terminates and originates mTLS from
     /// its first connection without asking the operator for a certificate.
     pub identity: Option<PassedIdentity>,
+    /// What it knows of its endpoints (latencies, ejections), so the successor balances
+    /// as it did and does not send to an endpoint it had ejected.
+    #[serde(default)]
+    pub endpoints: Vec<crate::balance::carry::Carried>,
     /// Whether the frame's last descriptor is the handover socket's own listener, on
     /// which the successor offers to the proxy after it.
     #[serde(default)]
@@ -243,6 +247,7 @@ mod tests {
             ],
             config: Some(ProxyConfig::default()),
             identity: None,
+            endpoints: Vec::new(),
             handover_socket: true,
         }));
         let json = offer.encode().unwrap();

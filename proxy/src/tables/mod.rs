@@ -448,6 +448,23 @@ impl Tables {
         Self::build_after(config, None)
     }
 
+    /// Every endpoint's latency estimate and outlier record, for a successor proxy.
+    pub fn carried_balancing(
+        &self,
+        now: std::time::Instant,
+    ) -> Vec<crate::balance::carry::Carried> {
+        self.loads.carried(now)
+    }
+
+    /// Takes over what a predecessor proxy knew of the endpoints these tables have.
+    pub fn resume_balancing(
+        &self,
+        carried: &[crate::balance::carry::Carried],
+        now: std::time::Instant,
+    ) {
+        self.loads.resume(carried, now);
+    }
+
     /// As [`Tables::build`], keeping what `previous` measured: endpoint loads and
     /// ejections, rule buckets and budgets, traffic counts. A service whose config and
     /// routes are unchanged keeps its targets as they were, so a delta that changes one
