@@ -13,6 +13,7 @@
 //! `openssl`.
 
 pub mod grpc_health;
+pub mod h2load;
 pub mod handshakes;
 pub mod keepalive;
 mod mesh;

@@ -10,54 +10,79 @@ mod support;
 
 use std::collections::HashSet;
 
-use braid_e2e::keepalive;
 use support::*;
 
-/// A keep-alive load from `pod` to `payments:80`: 4 connections POSTing (nobody retries
-/// a POST), every 25th request of each held 2 s by the server, so requests are in flight
-/// at every takeover.
-struct KeepAlive {
+/// A request loop of the e2e app running in a pod until told to stop.
+struct Loop {
+    label: &'static str,
     stop: std::path::PathBuf,
 }
 
-impl KeepAlive {
-    fn start(pod: &mut Pod) -> Self {
-        let stop = pod.dir().join("stop-keepalive");
+impl Loop {
+    fn start(pod: &mut Pod, label: &'static str, args: &[&str]) -> Self {
+        let stop = pod.dir().join(format!("stop-{label}"));
         let _ = std::fs::remove_file(&stop);
-        pod.spawn_app(
-            "keepalive",
-            &[
-                "keep-alive-load",
-                "payments:80",
-                "--conns",
-                "4",
-                "--slow-every",
-                "25",
-                "--post",
-                "--stop-file",
-                &stop.display().to_string(),
-            ],
-        )
-        .unwrap();
+        let stop_arg = stop.display().to_string();
+        let mut full = args.to_vec();
+        full.extend(["--stop-file", &stop_arg]);
+        pod.spawn_app(label, &full).unwrap();
         std::thread::sleep(Duration::from_millis(500));
-        Self { stop }
+        Self { label, stop }
     }
 
-    fn stop(self, pod: &mut Pod) -> keepalive::Summary {
+    /// A keep-alive HTTP/1.1 load to `payments:80`: 4 connections POSTing (nobody
+    /// retries a POST), every 25th request of each held 2 s by the server, so requests
+    /// are in flight at every takeover.
+    fn keep_alive(pod: &mut Pod) -> Self {
+        let args = [
+            "keep-alive-load",
+            "payments:80",
+            "--conns",
+            "4",
+            "--slow-every",
+            "25",
+            "--post",
+        ];
+        Self::start(pod, "keepalive", &args)
+    }
+
+    /// An HTTP/2 load to `payments:80` as a gRPC client makes it: 8 streams over one
+    /// connection, every 25th request of each held 2 s.
+    fn h2(pod: &mut Pod) -> Self {
+        let args = [
+            "h2-load",
+            "payments:80",
+            "--streams",
+            "8",
+            "--slow-every",
+            "25",
+        ];
+        Self::start(pod, "h2load", &args)
+    }
+
+    /// Stops it; `name=value` counts it printed.
+    fn stop(self, pod: &mut Pod) -> Counts {
         std::fs::write(&self.stop, "").unwrap();
-        assert!(pod.wait_exit("keepalive", Duration::from_secs(10)).unwrap());
-        let out = pod.log("keepalive");
-        let field = |name: &str| {
-            out.split_whitespace()
-                .find_map(|f| f.strip_prefix(name)?.parse::<u64>().ok())
-                .unwrap_or_else(|| panic!("no {name} in {out:?}"))
-        };
-        keepalive::Summary {
-            ok: field("ok="),
-            failed: field("failed="),
-            opened: field("opened="),
-            told_close: field("told_close="),
-        }
+        assert!(pod.wait_exit(self.label, Duration::from_secs(10)).unwrap());
+        Counts(pod.log(self.label))
+    }
+}
+
+/// What a loop printed.
+struct Counts(String);
+
+impl Counts {
+    fn get(&self, name: &str) -> u64 {
+        self.0
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {:?}", self.0))
+    }
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.trim())
     }
 }
 
@@ -92,20 +117,29 @@ fn upgrade_times(pod: &mut Pod, times: u32) {
 #[test]
 fn the_client_sidecar_is_replaced_five_times_under_load_and_no_request_or_connection_fails() {
     let (_mesh, mut client, _server) = mesh();
-    let keep = KeepAlive::start(&mut client);
+    let keep = Loop::keep_alive(&mut client);
+    let h2 = Loop::h2(&mut client);
     // New connections too: one per request.
     let fresh = start_load(&mut client);
     upgrade_times(&mut client, 5);
     std::thread::sleep(Duration::from_secs(1));
     stop_load(&mut client, fresh);
     let summary = keep.stop(&mut client);
-    assert_eq!(summary.failed, 0, "{summary}");
-    assert!(summary.ok > 100, "{summary}");
+    assert_eq!(summary.get("failed"), 0, "{summary}");
+    assert!(summary.get("ok") > 100, "{summary}");
     // Every kept-alive connection went from sidecar to sidecar: none was closed, so the
     // app never opened another.
-    assert_eq!(summary.opened, 4, "{summary}");
-    assert_eq!(summary.told_close, 0, "{summary}");
-    eprintln!("client-side upgrades under load: {summary}");
+    assert_eq!(summary.get("opened"), 4, "{summary}");
+    assert_eq!(summary.get("told_close"), 0, "{summary}");
+    // HTTP/2: GOAWAY at each takeover, so a new connection each time, and nothing failed.
+    let h2 = h2.stop(&mut client);
+    assert_eq!(h2.get("failed"), 0, "{h2}");
+    assert!(h2.get("ok") > 100, "{h2}");
+    assert!(
+        h2.get("opened") > 1,
+        "no takeover reached the HTTP/2 connection: {h2}"
+    );
+    eprintln!("client-side upgrades under load: HTTP/1.1 {summary}; HTTP/2 {h2}");
     let log = client.log("sidecar");
     assert!(
         log.contains("the predecessor has handed everything over"),
@@ -125,17 +159,21 @@ fn the_server_sidecar_is_replaced_five_times_under_load_over_mtls_and_no_request
         }
         inbound_tls(&server) == "Strict" && endpoint_tls(&client, &server).is_some()
     });
-    let keep = KeepAlive::start(&mut client);
+    let keep = Loop::keep_alive(&mut client);
+    let h2 = Loop::h2(&mut client);
     let fresh = start_load(&mut client);
     upgrade_times(&mut server, 5);
     std::thread::sleep(Duration::from_secs(1));
     stop_load(&mut client, fresh);
     let summary = keep.stop(&mut client);
-    assert_eq!(summary.failed, 0, "{summary}");
-    assert!(summary.ok > 100, "{summary}");
+    assert_eq!(summary.get("failed"), 0, "{summary}");
+    assert!(summary.get("ok") > 100, "{summary}");
     // The app's connections end at its own sidecar, which the server's upgrade leaves be.
-    assert_eq!(summary.opened, 4, "{summary}");
-    eprintln!("server-side upgrades under load: {summary}");
+    assert_eq!(summary.get("opened"), 4, "{summary}");
+    let h2 = h2.stop(&mut client);
+    assert_eq!(h2.get("failed"), 0, "{h2}");
+    assert!(h2.get("ok") > 100, "{h2}");
+    eprintln!("server-side upgrades under load: HTTP/1.1 {summary}; HTTP/2 {h2}");
     // Strict stayed Strict: the last sidecar took the config over with it, and what it
     // served came over mTLS, none of it in plaintext.
     assert_eq!(inbound_tls(&server), "Strict");

@@ -128,6 +128,19 @@ enum Cmd {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
     },
+    /// HTTP/2 load as a gRPC client makes it: `streams` request loops over one
+    /// connection until `stop_file` exists (every `slow_every`-th to `/slow`), a new
+    /// connection after GOAWAY, unprocessed requests sent again; prints `ok= failed=
+    /// retried= opened=`.
+    H2Load {
+        addr: String,
+        #[arg(long, default_value_t = 8)]
+        streams: usize,
+        #[arg(long, default_value_t = 0)]
+        slow_every: u64,
+        #[arg(long)]
+        stop_file: std::path::PathBuf,
+    },
     /// Keep-alive HTTP/1.1 load: `conns` connections, each sending requests one after
     /// another on its socket until `stop_file` exists (every `slow_every`-th to `/slow`);
     /// prints `ok= failed= opened= told_close=`.
@@ -394,6 +407,19 @@ async fn main() -> anyhow::Result<()> {
             for (probe, verdict) in braid_e2e::prober::probe_pod(&pod, ip).await {
                 println!("{probe} {verdict}");
             }
+            Ok(())
+        }
+        Cmd::H2Load {
+            addr,
+            streams,
+            slow_every,
+            stop_file,
+        } => {
+            let host = addr.split(':').next().unwrap_or("svc").to_owned();
+            let addr = resolve(&addr).await?;
+            let summary =
+                braid_e2e::h2load::run(addr, &host, streams, slow_every, &stop_file).await;
+            println!("{summary}");
             Ok(())
         }
         Cmd::KeepAliveLoad {
