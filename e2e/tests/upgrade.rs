@@ -119,6 +119,13 @@ fn the_client_sidecar_is_replaced_five_times_under_load_and_no_request_or_connec
     let (_mesh, mut client, _server) = mesh();
     let keep = Loop::keep_alive(&mut client);
     let h2 = Loop::h2(&mut client);
+    // Kept-alive connections to an address outside the mesh (the server's excluded
+    // port): opaque TCP tunnels through the sidecar, plaintext both ways.
+    let outside = Loop::start(
+        &mut client,
+        "outside",
+        &["keep-alive-load", "server:9090", "--conns", "4", "--post"],
+    );
     // New connections too: one per request.
     let fresh = start_load(&mut client);
     upgrade_times(&mut client, 5);
@@ -139,7 +146,14 @@ fn the_client_sidecar_is_replaced_five_times_under_load_and_no_request_or_connec
         h2.get("opened") > 1,
         "no takeover reached the HTTP/2 connection: {h2}"
     );
-    eprintln!("client-side upgrades under load: HTTP/1.1 {summary}; HTTP/2 {h2}");
+    // Each tunnel went from sidecar to sidecar with the bytes in flight: none closed.
+    let outside = outside.stop(&mut client);
+    assert_eq!(outside.get("failed"), 0, "{outside}");
+    assert!(outside.get("ok") > 100, "{outside}");
+    assert_eq!(outside.get("opened"), 4, "{outside}");
+    eprintln!(
+        "client-side upgrades under load: HTTP/1.1 {summary}; HTTP/2 {h2}; TCP tunnels {outside}"
+    );
     let log = client.log("sidecar");
     assert!(
         log.contains("the predecessor has handed everything over"),

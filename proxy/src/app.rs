@@ -471,12 +471,34 @@ fn serve_handed(
     [outbound, inbound]: &[Context; 2],
     tracker: &TaskTracker,
 ) {
-    let handover::Received {
-        role,
-        spoken,
-        stream,
-        read,
-    } = received;
+    let (role, spoken, stream, read) = match received {
+        handover::Received::Connection {
+            role,
+            spoken,
+            stream,
+            read,
+        } => (role, spoken, stream, read),
+        handover::Received::Tunnel {
+            role,
+            client,
+            upstream,
+            to_upstream,
+            to_client,
+        } => {
+            let ctx = match &role {
+                Role::Inbound
+                | Role::Explicit {
+                    side: Side::Inbound,
+                    ..
+                } => inbound.clone(),
+                _ => outbound.clone(),
+            };
+            let resumed =
+                connection::resume_tunnel(client, upstream, to_upstream, to_client, role, ctx);
+            tracker.spawn(resumed);
+            return;
+        }
+    };
     crate::listen::nodelay(&stream);
     let begun = Begun {
         read,

@@ -200,3 +200,70 @@ async fn the_offer_carries_listeners_config_and_what_the_proxy_knows_of_its_endp
     assert!(running.child.try_wait().unwrap().is_none());
     assert_eq!(exchange(&mut conn, "/").await.0, "HTTP/1.1 200 OK");
 }
+
+/// Echoes every chunk back until the caller closes.
+async fn echo_backend() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if stream.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn echo(conn: &mut TcpStream, line: &str) -> String {
+    conn.write_all(line.as_bytes()).await.unwrap();
+    let mut got = vec![0u8; line.len()];
+    tokio::io::AsyncReadExt::read_exact(conn, &mut got)
+        .await
+        .unwrap_or_else(|e| panic!("the tunnel broke: {e}"));
+    String::from_utf8(got).unwrap()
+}
+
+#[tokio::test]
+async fn an_open_tcp_tunnel_goes_on_through_each_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("handover.sock");
+    let socket_arg = socket.display().to_string();
+    let front = free_addr();
+    let backend = echo_backend().await;
+    let config = format!(
+        "version: t1\nlisteners:\n{}",
+        listener("db", front, backend, "tcp")
+    );
+    let mut running = Proxy::start_with(&config, &["--handover-socket", &socket_arg]).await;
+    let mut tunnel = TcpStream::connect(front).await.unwrap();
+    assert_eq!(echo(&mut tunnel, "one").await, "one");
+    for i in 0..3 {
+        let next = running.successor(&["--handover-socket", &socket_arg]);
+        // It exits once it has handed the tunnel over, not at its drain deadline.
+        assert!(running.exited().await);
+        next.wait_ready().await;
+        let line = format!("after takeover {i}");
+        assert_eq!(echo(&mut tunnel, &line).await, line);
+        running = next;
+    }
+    // The tunnel still ends as tunnels do: the client's close reaches the backend, whose
+    // close comes back.
+    tunnel.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut tunnel, &mut rest)
+        .await
+        .unwrap();
+    assert!(rest.is_empty());
+}

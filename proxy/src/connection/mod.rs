@@ -32,7 +32,7 @@ use crate::metrics::limits::Limit;
 use crate::metrics::tls::RefusedReason;
 use crate::metrics::{Direction, Metrics};
 use crate::tables::{OutboundTarget, TableStore};
-use crate::tcp::splice;
+use crate::tcp::{Copied, splice_until};
 use crate::tls::{Alpn, Hello, TlsContext, read_client_hello};
 
 /// Shared by every connection of one direction.
@@ -160,6 +160,7 @@ pub async fn outbound(stream: TcpStream, begun: Begun, ctx: Context) {
             Box::pin(forward_tcp(
                 PrefixedIo::new(begun.read, stream),
                 &target,
+                Role::Outbound,
                 &ctx,
             ))
             .await;
@@ -489,7 +490,8 @@ where
             if let (Some(peer), Some(log)) = (&peer, ctx.traffic()) {
                 log.inbound(peer.tls, policy.tls, peer.source.as_deref());
             }
-            Box::pin(forward_tcp(io, &policy.target, ctx)).await;
+            let role = handover_role(&route, ctx);
+            Box::pin(forward_tcp(io, &policy.target, role, ctx)).await;
         }
     }
 }
@@ -530,7 +532,7 @@ async fn hand_over<I: Detach>(io: I, unused: BytesMut, role: Role, ctx: &Context
             return;
         }
     };
-    let handed = Handed {
+    let handed = Handed::Connection {
         role,
         spoken: Spoken::Http1,
         fd,
@@ -559,29 +561,115 @@ fn refused_connection(ctx: &Context, peer: &InboundPeer) -> Option<Arc<str>> {
     })
 }
 
-async fn forward_tcp<C>(io: PrefixedIo<C>, target: &OutboundTarget, ctx: &Context)
+async fn forward_tcp<C>(io: PrefixedIo<C>, target: &OutboundTarget, role: Role, ctx: &Context)
 where
-    C: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Detach + Unpin,
 {
     let Some(up) = target.pick() else {
         tracing::warn!(target = %target.label, "no endpoints; closing TCP connection");
         return;
     };
     match ctx.pool.connect(&up, Alpn::Tcp).await {
-        Ok(upstream) => match splice(io, upstream, ctx.limits.tcp_idle).await {
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                ctx.metrics
-                    .limits
-                    .reached(ctx.direction(), Limit::tcp_idle_timeout);
-                tracing::debug!(addr = %up.addr, error = %e, "TCP connection closed");
-            }
-            Err(e) => {
-                tracing::debug!(addr = %up.addr, error = %e, "TCP stream ended with an error")
-            }
-            Ok(_) => {}
-        },
+        Ok(upstream) => tunnel(io, upstream, role, ctx).await,
         Err(e) => tracing::debug!(addr = %up.addr, error = %e, "TCP connect failed"),
     }
+}
+
+/// Splices a client and its upstream until both are done, or until a successor proxy
+/// takes over: then a tunnel on two plaintext sockets is handed to it, with the bytes
+/// read each way and not yet written, and goes on there. One with TLS on either side
+/// (its keys stay in this process) runs to its end here.
+async fn tunnel<C, U>(mut io: PrefixedIo<C>, mut upstream: U, role: Role, ctx: &Context)
+where
+    C: AsyncRead + AsyncWrite + Detach + Unpin,
+    U: AsyncRead + AsyncWrite + Detach + Unpin,
+{
+    let detachable = io.detachable() && upstream.detachable();
+    let pause = handing_over(ctx, detachable);
+    match splice_until(&mut io, &mut upstream, ctx.limits.tcp_idle, pause).await {
+        Ok(Copied::Paused { to_b, to_a }) => hand_tunnel(io, upstream, to_b, to_a, role, ctx).await,
+        Ok(Copied::Done(..)) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            ctx.metrics
+                .limits
+                .reached(ctx.direction(), Limit::tcp_idle_timeout);
+            tracing::debug!(error = %e, "TCP connection closed");
+        }
+        Err(e) => tracing::debug!(error = %e, "TCP stream ended with an error"),
+    }
+}
+
+/// Completes once connections are being handed to a successor proxy, for a `detachable`
+/// one; never otherwise.
+async fn handing_over(ctx: &Context, detachable: bool) {
+    if detachable {
+        ctx.drain.cancelled().await;
+        if ctx.hand_off.is_on() {
+            return;
+        }
+    }
+    std::future::pending().await
+}
+
+/// Hands a paused tunnel to the successor; when there is none, it closes.
+async fn hand_tunnel<C: Detach, U: Detach>(
+    io: C,
+    upstream: U,
+    to_upstream: Vec<u8>,
+    to_client: Vec<u8>,
+    role: Role,
+    ctx: &Context,
+) {
+    let (Some((client, client_read)), Some((upstream, upstream_read))) =
+        (io.detach(), upstream.detach())
+    else {
+        return;
+    };
+    let joined = |read: Bytes, rest: Vec<u8>| match read.is_empty() {
+        true => rest,
+        false => [&read[..], &rest[..]].concat(),
+    };
+    let (Ok(client), Ok(upstream)) = (client.into_std(), upstream.into_std()) else {
+        return;
+    };
+    let handed = Handed::Tunnel {
+        role,
+        client: client.into(),
+        upstream: upstream.into(),
+        to_upstream: joined(client_read, to_upstream),
+        to_client: joined(upstream_read, to_client),
+    };
+    if ctx.hand_off.hand(handed).await.is_err() {
+        tracing::debug!("no successor to hand a tunnel to; closed");
+    }
+}
+
+/// A tunnel a predecessor proxy handed over: what it had read and not yet written goes
+/// first, then the splice goes on (and can be handed on again).
+pub async fn resume_tunnel(
+    mut client: TcpStream,
+    mut upstream: TcpStream,
+    to_upstream: Bytes,
+    to_client: Bytes,
+    role: Role,
+    ctx: Context,
+) {
+    use tokio::io::AsyncWriteExt as _;
+    let flushed = async {
+        upstream.write_all(&to_upstream).await?;
+        client.write_all(&to_client).await
+    };
+    if !matches!(
+        tokio::time::timeout(ctx.limits.tcp_idle, flushed).await,
+        Ok(Ok(()))
+    ) {
+        return;
+    }
+    let _open = ctx
+        .metrics
+        .connections
+        .open(ctx.direction(), ConnProtocol::tcp);
+    tunnel(PrefixedIo::new(Bytes::new(), client), upstream, role, &ctx).await;
 }
 
 #[cfg(test)]

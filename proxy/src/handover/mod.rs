@@ -99,6 +99,7 @@ impl HandoverError {
             wire::Message::Offer(_) => "offer",
             wire::Message::Ready => "ready",
             wire::Message::Connection { .. } => "connection",
+            wire::Message::Tunnel { .. } => "tunnel",
             wire::Message::Done => "done",
             wire::Message::Refused { .. } => "refused",
         };

@@ -36,17 +36,34 @@ pub struct Offered {
     pub identity: Arc<IdentityStore>,
 }
 
-/// One connection to hand over: the listener that accepted it, its socket, and the bytes
-/// read from it and not yet used.
-pub struct Handed {
-    /// How the successor serves it.
-    pub role: Role,
-    /// What it speaks.
-    pub spoken: Spoken,
-    /// Its socket.
-    pub fd: OwnedFd,
-    /// Read, not yet used.
-    pub read: bytes::Bytes,
+/// What is handed over as it comes free.
+pub enum Handed {
+    /// A connection between requests: the listener that accepted it, its socket, and the
+    /// bytes read from it and not yet used.
+    Connection {
+        /// How the successor serves it.
+        role: Role,
+        /// What it speaks.
+        spoken: Spoken,
+        /// Its socket.
+        fd: OwnedFd,
+        /// Read, not yet used.
+        read: bytes::Bytes,
+    },
+    /// An opaque TCP tunnel: both sockets, and what was read from each and not yet
+    /// written to the other.
+    Tunnel {
+        /// Which listener accepted the client's connection.
+        role: Role,
+        /// The client's socket.
+        client: OwnedFd,
+        /// The upstream's.
+        upstream: OwnedFd,
+        /// Read from the client, for the upstream.
+        to_upstream: Vec<u8>,
+        /// Read from the upstream, for the client.
+        to_client: Vec<u8>,
+    },
 }
 
 /// Where connections go once a successor took over: one, shared by every connection.
@@ -109,17 +126,37 @@ impl Successor {
         let mut stream = self.stream;
         tokio::spawn(async move {
             let mut broken = false;
-            while let Some(conn) = rx.recv().await {
+            while let Some(handed) = rx.recv().await {
                 if broken {
                     continue;
                 }
-                let message = Message::Connection {
-                    role: conn.role,
-                    spoken: conn.spoken,
+                let sent = match handed {
+                    Handed::Connection {
+                        role,
+                        spoken,
+                        fd,
+                        read,
+                    } => {
+                        let message = Message::Connection { role, spoken };
+                        frame::send(&mut stream, &message, &read, &[fd.as_fd()]).await
+                    }
+                    Handed::Tunnel {
+                        role,
+                        client,
+                        upstream,
+                        mut to_upstream,
+                        to_client,
+                    } => {
+                        let message = Message::Tunnel {
+                            role,
+                            to_upstream: u32::try_from(to_upstream.len()).unwrap_or(u32::MAX),
+                        };
+                        to_upstream.extend_from_slice(&to_client);
+                        let fds = [client.as_fd(), upstream.as_fd()];
+                        frame::send(&mut stream, &message, &to_upstream, &fds).await
+                    }
                 };
-                if let Err(e) =
-                    frame::send(&mut stream, &message, &conn.read, &[conn.fd.as_fd()]).await
-                {
+                if let Err(e) = sent {
                     tracing::warn!(error = %e, "the successor took no more connections; closing the rest");
                     broken = true;
                 }

@@ -41,16 +41,38 @@ pub struct Predecessor {
     stream: UnixStream,
 }
 
-/// One connection the predecessor handed over.
-pub struct Received {
-    /// How to serve it.
-    pub role: Role,
-    /// What it speaks.
-    pub spoken: Spoken,
-    /// The connection.
-    pub stream: TcpStream,
-    /// What the predecessor read from it and did not use.
-    pub read: bytes::Bytes,
+/// What the predecessor handed over.
+pub enum Received {
+    /// A connection between requests.
+    Connection {
+        /// How to serve it.
+        role: Role,
+        /// What it speaks.
+        spoken: Spoken,
+        /// The connection.
+        stream: TcpStream,
+        /// What the predecessor read from it and did not use.
+        read: bytes::Bytes,
+    },
+    /// An opaque TCP tunnel, to go on splicing.
+    Tunnel {
+        /// Which listener accepted the client's connection.
+        role: Role,
+        /// The client's connection.
+        client: TcpStream,
+        /// The upstream's.
+        upstream: TcpStream,
+        /// Read from the client, for the upstream.
+        to_upstream: bytes::Bytes,
+        /// Read from the upstream, for the client.
+        to_client: bytes::Bytes,
+    },
+}
+
+fn tcp(fd: OwnedFd) -> std::io::Result<TcpStream> {
+    let std = std::net::TcpStream::from(fd);
+    std.set_nonblocking(true)?;
+    TcpStream::from_std(std)
 }
 
 impl Start {
@@ -177,14 +199,29 @@ impl Predecessor {
                     let Some(fd) = frame.fds.into_iter().next() else {
                         continue;
                     };
-                    let std = std::net::TcpStream::from(fd);
-                    std.set_nonblocking(true)?;
                     handed += 1;
-                    serve(Received {
+                    serve(Received::Connection {
                         role,
                         spoken,
-                        stream: TcpStream::from_std(std)?,
+                        stream: tcp(fd)?,
                         read: frame.payload.into(),
+                    });
+                }
+                Message::Tunnel { role, to_upstream } => {
+                    let mut fds = frame.fds.into_iter();
+                    let (Some(client), Some(upstream)) = (fds.next(), fds.next()) else {
+                        continue;
+                    };
+                    let mut payload = bytes::Bytes::from(frame.payload);
+                    let split = (to_upstream as usize).min(payload.len());
+                    let to_upstream = payload.split_to(split);
+                    handed += 1;
+                    serve(Received::Tunnel {
+                        role,
+                        client: tcp(client)?,
+                        upstream: tcp(upstream)?,
+                        to_upstream,
+                        to_client: payload,
                     });
                 }
                 Message::Done => break,

@@ -51,6 +51,15 @@ pub enum Message {
         /// What it speaks.
         spoken: Spoken,
     },
+    /// An opaque TCP tunnel handed over; its frame carries the client's socket, then the
+    /// upstream's, and the payload the bytes read from one and not yet written to the
+    /// other: the first `to_upstream` for the upstream, the rest for the client.
+    Tunnel {
+        /// Which listener accepted the client's connection.
+        role: Role,
+        /// How many payload bytes go to the upstream.
+        to_upstream: u32,
+    },
     /// The running proxy has handed over or finished every connection, and exits.
     Done,
     /// The running proxy will not hand over, and why.

@@ -53,6 +53,32 @@ impl<T: Detach> Detach for PrefixedIo<T> {
     }
 }
 
+impl<L: Detach, R: Detach> Detach for tokio_util::either::Either<L, R> {
+    fn detachable(&self) -> bool {
+        match self {
+            Self::Left(l) => l.detachable(),
+            Self::Right(r) => r.detachable(),
+        }
+    }
+
+    fn detach(self) -> Option<(TcpStream, bytes::Bytes)> {
+        match self {
+            Self::Left(l) => l.detach(),
+            Self::Right(r) => r.detach(),
+        }
+    }
+}
+
+impl<T> Detach for tokio_rustls::client::TlsStream<T> {
+    fn detachable(&self) -> bool {
+        false
+    }
+
+    fn detach(self) -> Option<(TcpStream, bytes::Bytes)> {
+        None
+    }
+}
+
 impl<T> Detach for tokio_rustls::server::TlsStream<T> {
     fn detachable(&self) -> bool {
         false

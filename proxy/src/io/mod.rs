@@ -73,6 +73,11 @@ impl<T> PrefixedIo<T> {
         &self.prefix
     }
 
+    /// Takes the bytes not yet replayed; reads go straight to the stream after.
+    pub fn take_prefix(&mut self) -> Bytes {
+        std::mem::take(&mut self.prefix)
+    }
+
     /// The bytes not yet replayed and the stream behind them.
     pub fn into_parts(self) -> (Bytes, T) {
         (self.prefix, self.inner)

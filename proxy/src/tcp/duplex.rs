@@ -133,11 +133,56 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
+    match copy_both_ways_until(a, b, idle, std::future::pending()).await? {
+        Copied::Done(up, down) => Ok((up, down)),
+        // A pending future never pauses it.
+        Copied::Paused { .. } => Err(io::ErrorKind::Interrupted.into()),
+    }
+}
+
+/// How a copy ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Copied {
+    /// Both ways ended: the bytes copied a → b and b → a.
+    Done(u64, u64),
+    /// Paused with both ways still open: what was read and not yet written, each way.
+    Paused {
+        /// Read from `a`, for `b`.
+        to_b: Vec<u8>,
+        /// Read from `b`, for `a`.
+        to_a: Vec<u8>,
+    },
+}
+
+/// [`copy_both_ways`], paused once `pause` completes while neither way has ended (a
+/// tunnel handed to a successor proxy goes on there); a tunnel half-closed by then runs
+/// to its end here.
+pub async fn copy_both_ways_until<A, B>(
+    a: &mut A,
+    b: &mut B,
+    idle: Duration,
+    pause: impl Future<Output = ()>,
+) -> io::Result<Copied>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
     let mut up = Half::default();
     let mut down = Half::default();
     let silent = tokio::time::sleep(idle);
     tokio::pin!(silent);
+    tokio::pin!(pause);
+    let mut paused = false;
     poll_fn(|cx| {
+        if !paused && pause.as_mut().poll(cx).is_ready() {
+            paused = true;
+        }
+        if paused && !up.eof && !down.eof {
+            return Poll::Ready(Ok(Copied::Paused {
+                to_b: up.pending.split_off(up.at),
+                to_a: down.pending.split_off(down.at),
+            }));
+        }
         let before = up.copied + down.copied;
         // Each is polled (and so registers its wake-up) until it is done.
         if !up.done {
@@ -147,7 +192,7 @@ where
             let _ = down.poll_copy(cx, b, a)?;
         }
         if up.done && down.done {
-            return Poll::Ready(Ok((up.copied, down.copied)));
+            return Poll::Ready(Ok(Copied::Done(up.copied, down.copied)));
         }
         if up.copied + down.copied != before {
             silent.as_mut().reset(Instant::now() + idle);
@@ -170,6 +215,47 @@ where
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // Paused while the writer pushes back: what was read and not written comes back,
+    // so nothing is lost between the bytes the far side got and those returned.
+    #[tokio::test]
+    async fn a_pause_returns_what_was_read_and_not_yet_written() {
+        let (mut client, mut a) = tokio::io::duplex(64 * 1024);
+        let (mut b, mut server) = tokio::io::duplex(100);
+        let sent = pattern(50_000, 3);
+        client.write_all(&sent).await.unwrap();
+        let (go, paused) = tokio::sync::oneshot::channel::<()>();
+        let copy = tokio::spawn(async move {
+            let pause = async {
+                let _ = paused.await;
+            };
+            let copied = copy_both_ways_until(&mut a, &mut b, Duration::from_secs(60), pause).await;
+            (copied, a, b)
+        });
+        // Let some through, then pause with the rest held back by the small pipe.
+        let mut got = vec![0u8; 1000];
+        server.read_exact(&mut got).await.unwrap();
+        go.send(()).unwrap();
+        let (copied, mut a, b) = copy.await.unwrap();
+        let Copied::Paused { to_b, to_a } = copied.unwrap() else {
+            panic!("not paused");
+        };
+        assert!(to_a.is_empty());
+        drop(b);
+        let mut rest = Vec::new();
+        server.read_to_end(&mut rest).await.unwrap();
+        got.extend(rest);
+        got.extend(to_b);
+        // What the server got and what came back are a prefix of what was sent, in
+        // order: the remainder was never read from the client.
+        assert_eq!(&sent[..got.len()], &got[..]);
+        // And the rest is still there to read, for whoever goes on.
+        let mut unread = vec![0u8; sent.len() - got.len()];
+        a.read_exact(&mut unread).await.unwrap();
+        got.extend(unread);
+        assert_eq!(got, sent);
+        drop(client);
+    }
 
     fn pattern(n: usize, seed: u8) -> Vec<u8> {
         (0..n)
