@@ -40,6 +40,8 @@ pub enum Ended {
     Closed,
     /// No stream was open for the idle timeout: GOAWAY, then closed.
     Idle,
+    /// The caller did not finish its preface within the head timeout: closed.
+    PrefaceTimeout,
     /// The proxy drained it: GOAWAY, then closed once its streams finished.
     Drained,
     /// The connection failed (a protocol error, or the socket's).
@@ -91,14 +93,16 @@ where
             Ok(conn) => conn,
             Err(e) => return Ended::Failed(e),
         },
-        () = tokio::time::sleep(bounds.preface) => return Ended::Idle,
+        () = tokio::time::sleep(bounds.preface) => return Ended::PrefaceTimeout,
         () = drain.cancelled() => return Ended::Drained,
     };
     let idle = bounds.idle;
     let mut streams = FuturesUnordered::new();
-    let mut idle_timer = pin!(tokio::time::sleep_until(after(idle)));
-    // Whether the timer is set for the present wait: idleness, or the close grace.
-    let mut timer_set = true;
+    // One timer, for the present wait: idleness, or the close grace.
+    let mut timer = Timer {
+        sleep: pin!(tokio::time::sleep_until(after(idle))),
+        armed: true,
+    };
     let mut drained = pin!(drain.cancelled());
     let mut closing = None;
     poll_fn(|cx| {
@@ -113,7 +117,7 @@ where
                         streams.push(on_stream(req, respond));
                         accepted = true;
                         // Idle from when this stream ends, however soon that is.
-                        timer_set = false;
+                        timer.armed = false;
                     }
                     // A caller that closes once it has GOAWAY may leave the last
                     // frames unwritten: that is how a closing connection ends.
@@ -133,41 +137,49 @@ where
             if closing.is_some() {
                 // Open streams finish (a drain's own deadline bounds them); with none
                 // open, the client has CLOSE_GRACE to let the connection close.
-                if streams.is_empty() {
-                    if !timer_set {
-                        idle_timer.as_mut().reset(after(CLOSE_GRACE));
-                        timer_set = true;
-                    }
-                    if idle_timer.as_mut().poll(cx).is_ready() {
-                        tracing::debug!("closing connection: the client did not finish GOAWAY");
-                        return Poll::Ready(closing.take().unwrap_or(Ended::Closed));
-                    }
+                if streams.is_empty() && timer.expired(cx, CLOSE_GRACE) {
+                    tracing::debug!("closing connection: the client did not finish GOAWAY");
+                    return Poll::Ready(closing.take().unwrap_or(Ended::Closed));
                 }
                 return Poll::Pending;
             }
             if drained.as_mut().poll(cx).is_ready() {
                 conn.graceful_shutdown();
                 closing = Some(Ended::Drained);
-                timer_set = false;
+                timer.armed = false;
                 continue;
             }
             if !streams.is_empty() {
                 return Poll::Pending;
             }
-            if !timer_set {
-                idle_timer.as_mut().reset(after(idle));
-                timer_set = true;
-            }
-            if idle_timer.as_mut().poll(cx).is_ready() {
+            if timer.expired(cx, idle) {
                 conn.graceful_shutdown();
                 closing = Some(Ended::Idle);
-                timer_set = false;
+                timer.armed = false;
                 continue;
             }
             return Poll::Pending;
         }
     })
     .await
+}
+
+/// The serve loop's one timer.
+struct Timer<'a> {
+    sleep: std::pin::Pin<&'a mut tokio::time::Sleep>,
+    /// Whether it is set for the present wait (a new wait re-arms it from now).
+    armed: bool,
+}
+
+impl Timer<'_> {
+    /// Whether `wait` has passed since the present wait began (armed now if it was not).
+    fn expired(&mut self, cx: &mut std::task::Context<'_>, wait: Duration) -> bool {
+        if !self.armed {
+            self.sleep.as_mut().reset(after(wait));
+            self.armed = true;
+        }
+        self.sleep.as_mut().poll(cx).is_ready()
+    }
 }
 
 /// `wait` from now, or far ahead when that is past what the clock can say.
@@ -462,6 +474,21 @@ mod tests {
             Err(e) => e,
         };
         assert_eq!(err.reason(), Some(h2::Reason::CANCEL));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_sends_its_preface_is_closed_as_a_slow_head() {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let bounds = Bounds {
+            max_header_list: 16 * 1024,
+            preface: Duration::from_secs(3),
+            idle: Duration::from_secs(60),
+        };
+        let drain = CancellationToken::new();
+        let served = serve(server, bounds, &drain, holding(Arc::new(Gate::default())));
+        let ended = tokio::time::timeout(Duration::from_secs(4), served).await;
+        assert!(matches!(ended, Ok(Ended::PrefaceTimeout)), "{ended:?}");
+        drop(client);
     }
 
     #[tokio::test(start_paused = true)]

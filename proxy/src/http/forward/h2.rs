@@ -222,6 +222,11 @@ where
             .metrics
             .limits
             .reached(fw.direction(), Limit::idle_timeout),
+        // The preface waits as a request head does.
+        Ended::PrefaceTimeout => fw
+            .metrics
+            .limits
+            .reached(fw.direction(), Limit::header_read_timeout),
         Ended::Failed(e) => tracing::debug!(error = %e, "downstream connection ended"),
         Ended::Closed | Ended::Drained => {}
     }
