@@ -77,36 +77,53 @@ async fn post(
     Some((status, serde_json::from_slice(&bytes).unwrap_or_default()))
 }
 
-/// Starts `braid-injector serve` with `extra` arguments and waits until it listens.
+/// Starts `braid-injector serve` with `extra` arguments and waits until it listens. The
+/// port is picked free and released before the injector binds it, so a test running
+/// beside this one can take it first: then the injector exits, and another port is tried
+/// (a connection that succeeded would have reached the other test's server).
 async fn start(dir: &Path, extra: &[&str]) -> (Killed, SocketAddr) {
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let injector = Killed(
-        Command::new(env!("CARGO_BIN_EXE_braid-injector"))
-            .args(["serve", "--listen", &addr.to_string()])
-            .args(["--native-sidecars", "false"])
-            .arg("--tls-cert")
-            .arg(dir.join("tls.crt"))
-            .arg("--tls-key")
-            .arg(dir.join("tls.key"))
-            .args(extra)
-            // Tests run side by side: each its own metrics port unless it asks for one.
-            .args(match extra.contains(&"--metrics-addr") {
-                true => vec![],
-                false => vec!["--metrics-addr", "127.0.0.1:0"],
-            })
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "the injector did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    for _ in 0..5 {
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut injector = Killed(
+            Command::new(env!("CARGO_BIN_EXE_braid-injector"))
+                .args(["serve", "--listen", &addr.to_string()])
+                .args(["--native-sidecars", "false"])
+                .arg("--tls-cert")
+                .arg(dir.join("tls.crt"))
+                .arg("--tls-key")
+                .arg(dir.join("tls.key"))
+                .args(extra)
+                // Tests run side by side: each its own metrics port unless it asks for one.
+                .args(match extra.contains(&"--metrics-addr") {
+                    true => vec![],
+                    false => vec!["--metrics-addr", "127.0.0.1:0"],
+                })
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if injector.0.try_wait().unwrap().is_some() {
+                break;
+            }
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                // An injector that lost the port exits at once: still running a moment
+                // later, it is the one listening.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if injector.0.try_wait().unwrap().is_none() {
+                    return (injector, addr);
+                }
+                break;
+            }
+            assert!(Instant::now() < deadline, "the injector did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
-    (injector, addr)
+    panic!("the injector exited at start five times");
 }
 
 #[tokio::test]
