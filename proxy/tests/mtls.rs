@@ -446,3 +446,77 @@ async fn the_policy_flips_under_load_and_no_request_fails() {
     );
     assert!(tls > 10.0 && plain > 10.0, "mTLS {tls}, plaintext {plain}");
 }
+
+/// A mesh client of `server` as the caller `id` (the proxy's own client TLS), on
+/// braid's HTTP/1.1 ALPN.
+async fn mesh_connection(
+    ca: &TestCa,
+    id: &IdentityFiles,
+    server: SocketAddr,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let store = std::sync::Arc::new(braid_proxy::identity::IdentityStore::default());
+    let certified = braid_proxy::identity::Certified::from_files(
+        &id.dir.path().join("cert.pem"),
+        &id.dir.path().join("key.pem"),
+    )
+    .unwrap();
+    store.install(certified);
+    let metrics = braid_proxy::metrics::Metrics::for_workload(None, None);
+    let tls = braid_proxy::tls::TlsContext::new(store, metrics.tls.clone());
+    tls.set_trust_bundle(&ca.pem);
+    let tcp = tokio::net::TcpStream::connect(server).await.unwrap();
+    let expected = std::sync::Arc::new(braid_api::config::Identity(PAYMENTS.into()));
+    tls.connect(tcp, server, &expected, braid_proxy::tls::Alpn::Http1)
+        .await
+        .unwrap()
+}
+
+/// POSTs on a kept-alive mesh connection; the answer, lower-cased.
+async fn answer(conn: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = b"POST /pay HTTP/1.1\r\nhost: payments\r\ncontent-length: 2\r\n\r\nhi";
+    conn.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("payments POST /pay") {
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the server closed the connection: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).to_ascii_lowercase()
+}
+
+#[tokio::test]
+async fn an_idle_mtls_connection_is_kept_through_a_takeover_until_its_caller_moves() {
+    let ca = TestCa::new();
+    let app = http_backend("payments").await;
+    let server_addr = free_addr();
+    let server_id = ca.issue(PAYMENTS);
+    let caller_id = ca.issue(WEB);
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("handover.sock").display().to_string();
+    let mut args: Vec<String> = server_id.args();
+    args.extend(["--handover-socket".to_owned(), socket]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server =
+        Proxy::start_with(&server_config("s1", &ca, server_addr, app, "Strict"), &args).await;
+    // A caller's sidecar holding a kept-alive mTLS connection, idle at the takeover.
+    let mut conn = mesh_connection(&ca, &caller_id, server_addr).await;
+    let first = answer(&mut conn).await;
+    assert!(!first.contains("connection: close"), "{first}");
+
+    let successor = server.successor(&args);
+    successor.wait_ready().await;
+    // The takeover is done (the successor answers the probes); the old proxy still
+    // holds the connection: its next request is answered, and told to move on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = answer(&mut conn).await;
+    assert!(second.starts_with("http/1.1 200"), "{second}");
+    assert!(second.contains("connection: close"), "{second}");
+    // The caller's next connection reaches the successor, which the old proxy handed
+    // its identity and Strict to.
+    drop(conn);
+    assert!(server.exited().await);
+    let mut again = mesh_connection(&ca, &caller_id, server_addr).await;
+    assert!(answer(&mut again).await.starts_with("http/1.1 200"));
+}

@@ -130,6 +130,9 @@ where
                     due.get_or_insert_with(|| Instant::now() + limits.header_read);
                 }
                 Read::Closed => return None,
+                // A connection that cannot be handed over (TLS) waits for its caller
+                // from here on: closed now, it could meet a request already on its way.
+                Read::Drained if hand_off.is_on() && !detachable => continue,
                 Read::Drained => return hand_off.is_on().then_some((io, buf)),
                 Read::TimedOut => {
                     forwarder.limit_hit(limit);
