@@ -85,6 +85,12 @@ pub async fn supervise(settings: &Settings) -> Result<i32, SuperviseError> {
     let exe = std::env::current_exe().map_err(io("finding this binary"))?;
     let mut current = start(&exe, settings, "-".to_owned())?;
     tracing::info!(pid = current.pid, dir = %settings.dir.display(), "supervising the proxy");
+    // The supervisor waits in one small loop: the binary's other code (the whole proxy)
+    // it mapped while starting goes, as the proxy's own start-up code does.
+    match crate::memory::release_startup_pages() {
+        Ok(bytes) => tracing::debug!(bytes, "released start-up pages"),
+        Err(e) => tracing::debug!(error = %e, "could not release start-up pages"),
+    }
     let mut pending: Option<Pending> = None;
     let mut term = signal(SignalKind::terminate()).map_err(io("SIGTERM"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io("SIGINT"))?;
