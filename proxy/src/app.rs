@@ -40,7 +40,11 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         None => handover::Start::alone(),
     };
     let listeners = start.listeners.clone();
+    // The capture listeners' registrations, and the admin and health ones: the first close
+    // as the proxy drains, the second at its end (metrics and `/ready` saying "draining"
+    // stay up meanwhile), unless a successor serves them.
     let mut registered: Vec<Registration> = Vec::new();
+    let mut admin_registered: Vec<Registration> = Vec::new();
     let metrics = Arc::new(Metrics::for_workload(
         args.workload.as_deref(),
         args.pod_namespace.as_deref(),
@@ -155,7 +159,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     let (admin_listener, r) = listeners
         .bind(Role::Admin, args.admin_addr)
         .with_context(|| format!("--admin-addr {}", args.admin_addr))?;
-    registered.push(r);
+    admin_registered.push(r);
     tokio::spawn(admin::serve(
         admin_listener,
         admin::admin_router(state.clone()),
@@ -164,7 +168,7 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
     let (health_listener, r) = listeners
         .bind(Role::Health, args.health_addr)
         .with_context(|| format!("--health-addr {}", args.health_addr))?;
-    registered.push(r);
+    admin_registered.push(r);
     tokio::spawn(admin::serve(
         health_listener,
         admin::health_router(
@@ -293,10 +297,18 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         for entry in listeners.close_unclaimed() {
             tracing::info!(role = ?entry.role, addr = %entry.addr, "closed a listener handed over that this proxy does not have");
         }
+        // Told before anything else: a predecessor that cannot hear it keeps serving, and
+        // then this proxy must not (two proxies would serve and offer on one socket).
+        let mut predecessor = predecessor;
+        predecessor
+            .say_ready()
+            .await
+            .context("taking over: telling the running proxy this one is ready")?;
         let contexts = [outbound_ctx.clone(), inbound_ctx.clone()];
-        let tracker = tracker.clone();
-        tokio::spawn(async move {
-            let served = predecessor.ready(|received| serve_handed(received, &contexts, &tracker));
+        let handed = tracker.clone();
+        // On the tracker: a drain here waits for what the predecessor still hands over.
+        tracker.spawn(async move {
+            let served = predecessor.receive(|received| serve_handed(received, &contexts, &handed));
             if let Err(e) = served.await {
                 tracing::warn!(error = %e, "the predecessor's handover ended early");
             }
@@ -327,6 +339,9 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
                 timeout_secs = args.drain_timeout_secs,
                 "handing over: no new connections, finishing in-flight work"
             );
+            // The successor answers the probes and the admin port from now on.
+            stop_admin_listeners.cancel();
+            admin_registered.clear();
             // Every connection from now on hands itself over when it comes free.
             Some(successor.forward(&hand_off))
         }
@@ -339,8 +354,11 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         }
     };
     draining.store(true, Ordering::Release);
-    stop_admin_listeners.cancel();
     stop_accepting.cancel();
+    // This process's copies of the listening sockets go now: with no successor they close
+    // (new callers are refused at once, not left in the backlog for the drain); a
+    // successor holds its own.
+    drop(registered);
     drain.cancel();
     tracker.close();
     if tokio::time::timeout(Duration::from_secs(args.drain_timeout_secs), tracker.wait())
@@ -350,13 +368,17 @@ pub async fn run(args: RunArgs, set_log_level: SetLogLevel) -> anyhow::Result<()
         tracing::warn!("drain deadline passed with connections still open; closing them");
     }
     hand_off.close();
-    if let Some(task) = forwarding {
-        let _ = task.await;
+    if let Some(task) = forwarding
+        && tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .is_err()
+    {
+        tracing::warn!("the successor took no more connections; closing the rest");
     }
-    drop(registered);
     // The drained requests' log lines and spans, before the process ends.
     telemetry_at_exit.flush(Duration::from_secs(2)).await;
     stop_admin.cancel();
+    drop(admin_registered);
     Ok(())
 }
 
@@ -518,7 +540,7 @@ fn serve_handed(
                 Side::Outbound => outbound.clone(),
                 Side::Inbound => inbound.clone(),
             };
-            tracker.spawn(connection::explicit(stream, begun, name.into(), ctx));
+            tracker.spawn(connection::explicit(stream, begun, name, ctx));
         }
         // Admin and health connections are never handed over.
         Role::Admin | Role::Health => {}
@@ -684,7 +706,7 @@ async fn explicit_listeners(
                 continue;
             }
             let role = Role::Explicit {
-                name: plan.name.to_string(),
+                name: plan.name.as_str().into(),
                 side: plan.side,
             };
             match listeners.bind(role, plan.bind) {

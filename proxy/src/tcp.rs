@@ -6,7 +6,7 @@ use crate::io::PrefixedIo;
 
 mod duplex;
 
-pub use duplex::{Copied, copy_both_ways, copy_both_ways_until};
+pub use duplex::{Carried, Copied, copy_both_ways, copy_both_ways_until};
 
 /// Copies between the client (with any bytes already read for detection) and `upstream`
 /// until both directions are done, or nothing moved either way for `idle`
@@ -22,7 +22,7 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let never = std::future::pending();
-    match splice_until(&mut client, &mut upstream, idle, never).await? {
+    match splice_until(&mut client, &mut upstream, idle, never, Carried::default()).await? {
         Copied::Done(up, down) => Ok((up, down)),
         // A pending future never pauses it.
         Copied::Paused { .. } => Err(std::io::ErrorKind::Interrupted.into()),
@@ -31,12 +31,14 @@ where
 
 /// [`splice`] on borrowed streams, paused once `pause` completes while both directions
 /// are open: then what was read and not yet written comes back (client → upstream as
-/// `to_b`), and both streams are the caller's again (to hand over).
+/// `to_b`), and both streams are the caller's again (to hand over). `carried` is what a
+/// predecessor proxy had read and not written (client → upstream as `to_b`).
 pub async fn splice_until<C, U>(
     client: &mut PrefixedIo<C>,
     upstream: &mut U,
     idle: std::time::Duration,
     pause: impl std::future::Future<Output = ()>,
+    carried: Carried,
 ) -> std::io::Result<Copied>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -49,7 +51,7 @@ where
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     }
     Ok(
-        match copy_both_ways_until(client, upstream, idle, pause).await? {
+        match copy_both_ways_until(client, upstream, idle, pause, carried).await? {
             Copied::Done(up, down) => Copied::Done(up + prefix.len() as u64, down),
             paused => paused,
         },

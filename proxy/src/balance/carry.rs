@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+/// What stands for "for ever" when a carried time does not fit the clock.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// One endpoint's balancing state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -55,9 +58,11 @@ impl CarriedOutlier {
 
     /// When the ejection ends, and when the last one ended, seen from `now`.
     pub fn at(&self, now: Instant) -> (Option<Instant>, Option<Instant>) {
-        let until = self
-            .ejected_for_ms
-            .map(|ms| now + Duration::from_millis(ms));
+        // A peer's number: past what the clock can say is as good as for ever.
+        let until = self.ejected_for_ms.map(|ms| {
+            now.checked_add(Duration::from_millis(ms))
+                .unwrap_or(now + FOREVER)
+        });
         let ended = self
             .ended_ms_ago
             .and_then(|ms| now.checked_sub(Duration::from_millis(ms)));

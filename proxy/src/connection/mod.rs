@@ -32,7 +32,7 @@ use crate::metrics::limits::Limit;
 use crate::metrics::tls::RefusedReason;
 use crate::metrics::{Direction, Metrics};
 use crate::tables::{OutboundTarget, TableStore};
-use crate::tcp::{Copied, splice_until};
+use crate::tcp::{Carried, Copied, splice_until};
 use crate::tls::{Alpn, Hello, TlsContext, read_client_hello};
 
 /// Shared by every connection of one direction.
@@ -502,7 +502,7 @@ fn handover_role(route: &Route, ctx: &Context) -> Role {
         Route::Outbound(_) => Role::Outbound,
         Route::Fixed(_) => Role::Inbound,
         Route::Listener(name) => Role::Explicit {
-            name: name.to_string(),
+            name: name.clone(),
             side: match ctx.direction() {
                 Direction::inbound => crate::config::Side::Inbound,
                 Direction::outbound => crate::config::Side::Outbound,
@@ -517,11 +517,12 @@ async fn hand_over<I: Detach>(io: I, unused: BytesMut, role: Role, ctx: &Context
     let Some((socket, read)) = io.detach() else {
         return;
     };
+    // What was read through the stream came before what it still held unreplayed.
     let read = match read.is_empty() {
         true => unused.freeze(),
         false => {
-            let mut all = BytesMut::from(read);
-            all.extend_from_slice(&unused);
+            let mut all = unused;
+            all.extend_from_slice(&read);
             all.freeze()
         }
     };
@@ -570,7 +571,7 @@ where
         return;
     };
     match ctx.pool.connect(&up, Alpn::Tcp).await {
-        Ok(upstream) => tunnel(io, upstream, role, ctx).await,
+        Ok(upstream) => tunnel(io, upstream, Carried::default(), role, ctx).await,
         Err(e) => tracing::debug!(addr = %up.addr, error = %e, "TCP connect failed"),
     }
 }
@@ -579,14 +580,20 @@ where
 /// takes over: then a tunnel on two plaintext sockets is handed to it, with the bytes
 /// read each way and not yet written, and goes on there. One with TLS on either side
 /// (its keys stay in this process) runs to its end here.
-async fn tunnel<C, U>(mut io: PrefixedIo<C>, mut upstream: U, role: Role, ctx: &Context)
-where
+async fn tunnel<C, U>(
+    mut io: PrefixedIo<C>,
+    mut upstream: U,
+    carried: Carried,
+    role: Role,
+    ctx: &Context,
+) where
     C: AsyncRead + AsyncWrite + Detach + Unpin,
     U: AsyncRead + AsyncWrite + Detach + Unpin,
 {
     let detachable = io.detachable() && upstream.detachable();
     let pause = handing_over(ctx, detachable);
-    match splice_until(&mut io, &mut upstream, ctx.limits.tcp_idle, pause).await {
+    let idle = ctx.limits.tcp_idle;
+    match splice_until(&mut io, &mut upstream, idle, pause, carried).await {
         Ok(Copied::Paused { to_b, to_a }) => hand_tunnel(io, upstream, to_b, to_a, role, ctx).await,
         Ok(Copied::Done(..)) => {}
         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
@@ -625,9 +632,10 @@ async fn hand_tunnel<C: Detach, U: Detach>(
     else {
         return;
     };
-    let joined = |read: Bytes, rest: Vec<u8>| match read.is_empty() {
-        true => rest,
-        false => [&read[..], &rest[..]].concat(),
+    // Bytes read through a stream came before those it still held unreplayed.
+    let joined = |unreplayed: Bytes, read: Vec<u8>| match unreplayed.is_empty() {
+        true => read,
+        false => [&read[..], &unreplayed[..]].concat(),
     };
     let (Ok(client), Ok(upstream)) = (client.into_std(), upstream.into_std()) else {
         return;
@@ -645,31 +653,25 @@ async fn hand_tunnel<C: Detach, U: Detach>(
 }
 
 /// A tunnel a predecessor proxy handed over: what it had read and not yet written goes
-/// first, then the splice goes on (and can be handed on again).
+/// on first, each way as the splice goes on (and it can be handed on again).
 pub async fn resume_tunnel(
-    mut client: TcpStream,
-    mut upstream: TcpStream,
+    client: TcpStream,
+    upstream: TcpStream,
     to_upstream: Bytes,
     to_client: Bytes,
     role: Role,
     ctx: Context,
 ) {
-    use tokio::io::AsyncWriteExt as _;
-    let flushed = async {
-        upstream.write_all(&to_upstream).await?;
-        client.write_all(&to_client).await
-    };
-    if !matches!(
-        tokio::time::timeout(ctx.limits.tcp_idle, flushed).await,
-        Ok(Ok(()))
-    ) {
-        return;
-    }
     let _open = ctx
         .metrics
         .connections
         .open(ctx.direction(), ConnProtocol::tcp);
-    tunnel(PrefixedIo::new(Bytes::new(), client), upstream, role, &ctx).await;
+    let carried = Carried {
+        to_b: to_upstream.to_vec(),
+        to_a: to_client.to_vec(),
+    };
+    let client = PrefixedIo::new(Bytes::new(), client);
+    tunnel(client, upstream, carried, role, &ctx).await;
 }
 
 #[cfg(test)]

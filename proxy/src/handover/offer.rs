@@ -20,8 +20,12 @@ use crate::tables::TableStore;
 /// How long a successor has to say hello once connected.
 const HELLO_WAIT: Duration = Duration::from_secs(10);
 /// How long a successor has to accept on everything once offered: it applies the config
-/// handed over (a large mesh's takes a second or two) and binds the listeners.
-const READY_WAIT: Duration = Duration::from_secs(60);
+/// handed over (a large mesh's takes a second or two) and binds the listeners. Longer
+/// than the successor's own deadline (60 s), so a successor gives up (and exits) before
+/// this proxy stops waiting for it: never do both serve.
+const READY_WAIT: Duration = Duration::from_secs(90);
+/// How long handing one connection over may take before the successor is taken for gone.
+const SEND_WAIT: Duration = Duration::from_secs(5);
 /// Connections queued for the successor before a connection task waits to hand its own.
 const QUEUE: usize = 256;
 
@@ -72,6 +76,8 @@ pub enum Handed {
 #[derive(Clone, Default)]
 pub struct HandOff {
     tx: Arc<Mutex<Option<mpsc::Sender<Handed>>>>,
+    /// Whether `tx` is set: read on the request path, so not behind the lock.
+    on: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl HandOff {
@@ -93,10 +99,7 @@ impl HandOff {
 
     /// Whether connections are handed over rather than closed.
     pub fn is_on(&self) -> bool {
-        self.tx
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
+        self.on.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// No more connections: the successor is told this proxy is done once those queued
@@ -106,6 +109,7 @@ impl HandOff {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        self.on.store(false, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -123,13 +127,12 @@ impl Successor {
     pub fn forward(self, hand_off: &HandOff) -> tokio::task::JoinHandle<()> {
         let (tx, mut rx) = mpsc::channel::<Handed>(QUEUE);
         *hand_off.tx.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
+        hand_off
+            .on
+            .store(true, std::sync::atomic::Ordering::Release);
         let mut stream = self.stream;
         tokio::spawn(async move {
-            let mut broken = false;
             while let Some(handed) = rx.recv().await {
-                if broken {
-                    continue;
-                }
                 let sent = match handed {
                     Handed::Connection {
                         role,
@@ -138,7 +141,9 @@ impl Successor {
                         read,
                     } => {
                         let message = Message::Connection { role, spoken };
-                        frame::send(&mut stream, &message, &read, &[fd.as_fd()]).await
+                        let fds = [fd.as_fd()];
+                        let send = frame::send(&mut stream, &message, &read, &fds);
+                        timed(SEND_WAIT, "it to take a connection", send).await
                     }
                     Handed::Tunnel {
                         role,
@@ -153,17 +158,19 @@ impl Successor {
                         };
                         to_upstream.extend_from_slice(&to_client);
                         let fds = [client.as_fd(), upstream.as_fd()];
-                        frame::send(&mut stream, &message, &to_upstream, &fds).await
+                        let send = frame::send(&mut stream, &message, &to_upstream, &fds);
+                        timed(SEND_WAIT, "it to take a tunnel", send).await
                     }
                 };
                 if let Err(e) = sent {
+                    // Those still to come are given back to their connections, which close.
                     tracing::warn!(error = %e, "the successor took no more connections; closing the rest");
-                    broken = true;
+                    rx.close();
+                    return;
                 }
             }
-            if !broken {
-                let _ = frame::send(&mut stream, &Message::Done, &[], &[]).await;
-            }
+            let done = frame::send(&mut stream, &Message::Done, &[], &[]);
+            let _ = timed(SEND_WAIT, "it to hear done", done).await;
         })
     }
 }
@@ -201,8 +208,9 @@ pub async fn offer(
     }
 }
 
-/// Only the proxy's own user (or root) may take its sockets and its private key.
-fn check_peer(stream: &UnixStream) -> Result<(), HandoverError> {
+/// Only the proxy's own user (or root) may take its sockets and its private key, or
+/// hand its own over.
+pub(super) fn check_peer(stream: &UnixStream) -> Result<(), HandoverError> {
     let cred = stream.peer_cred()?;
     let ours = rustix::process::geteuid().as_raw();
     if cred.uid() != ours && cred.uid() != 0 {

@@ -75,6 +75,13 @@ fn tcp(fd: OwnedFd) -> std::io::Result<TcpStream> {
     TcpStream::from_std(std)
 }
 
+/// The connection in `fd`, or `None` (logged; only it is lost) when it cannot be used.
+fn usable(fd: OwnedFd) -> Option<TcpStream> {
+    tcp(fd)
+        .inspect_err(|e| tracing::warn!(error = %e, "a connection handed over could not be used"))
+        .ok()
+}
+
 impl Start {
     /// A proxy that neither takes over nor offers.
     pub fn alone() -> Self {
@@ -108,6 +115,9 @@ pub async fn start(path: &Path) -> Result<Start, HandoverError> {
         }
         Err(e) => return Err(socket_err(e)),
     };
+    // Whoever listens there hands over config and an identity: only this proxy's own
+    // user (or root) is believed.
+    super::offer::check_peer(&stream)?;
     let hello = Message::Hello {
         version: VERSION,
         pid: std::process::id(),
@@ -182,10 +192,14 @@ fn unix_listener(fd: OwnedFd) -> std::io::Result<UnixListener> {
 }
 
 impl Predecessor {
-    /// Tells the predecessor this proxy accepts on every listener (it stops accepting),
-    /// then hands each connection it passes to `serve` until it is done.
-    pub async fn ready(mut self, serve: impl Fn(Received)) -> Result<(), HandoverError> {
+    /// Tells the predecessor this proxy accepts on every listener: it stops accepting.
+    pub async fn say_ready(&mut self) -> Result<(), HandoverError> {
         frame::send(&mut self.stream, &Message::Ready, &[], &[]).await?;
+        Ok(())
+    }
+
+    /// Hands each connection the predecessor passes to `serve` until it is done.
+    pub async fn receive(mut self, serve: impl Fn(Received)) -> Result<(), HandoverError> {
         let mut handed = 0u64;
         loop {
             let frame = match frame::recv(&mut self.stream).await {
@@ -196,20 +210,22 @@ impl Predecessor {
             };
             match frame.message {
                 Message::Connection { role, spoken } => {
-                    let Some(fd) = frame.fds.into_iter().next() else {
+                    let Some(stream) = frame.fds.into_iter().next().and_then(usable) else {
                         continue;
                     };
                     handed += 1;
                     serve(Received::Connection {
                         role,
                         spoken,
-                        stream: tcp(fd)?,
+                        stream,
                         read: frame.payload.into(),
                     });
                 }
                 Message::Tunnel { role, to_upstream } => {
                     let mut fds = frame.fds.into_iter();
-                    let (Some(client), Some(upstream)) = (fds.next(), fds.next()) else {
+                    let (Some(client), Some(upstream)) =
+                        (fds.next().and_then(usable), fds.next().and_then(usable))
+                    else {
                         continue;
                     };
                     let mut payload = bytes::Bytes::from(frame.payload);
@@ -218,8 +234,8 @@ impl Predecessor {
                     handed += 1;
                     serve(Received::Tunnel {
                         role,
-                        client: tcp(client)?,
-                        upstream: tcp(upstream)?,
+                        client,
+                        upstream,
                         to_upstream,
                         to_client: payload,
                     });

@@ -116,8 +116,8 @@ pub enum Role {
     Health,
     /// An explicit listener of the config.
     Explicit {
-        /// Its name in the config.
-        name: String,
+        /// Its name in the config (shared: every connection of the listener knows it).
+        name: std::sync::Arc<str>,
         /// Its side.
         side: Side,
     },
@@ -133,7 +133,7 @@ pub enum Spoken {
 }
 
 /// A mesh identity as it crosses the socket: DER, base64 in the JSON.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PassedIdentity {
     /// The certificate, then the CA's chain.
@@ -142,6 +142,17 @@ pub struct PassedIdentity {
     pub key: String,
     /// The roots that verify peers.
     pub trust: Vec<String>,
+}
+
+impl std::fmt::Debug for PassedIdentity {
+    // Never the key, whoever logs a message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassedIdentity")
+            .field("chain", &self.chain.len())
+            .field("key", &"(redacted)")
+            .field("trust", &self.trust.len())
+            .finish()
+    }
 }
 
 /// A frame's header.

@@ -151,6 +151,10 @@ pub async fn supervise(settings: &Settings) -> Result<i32, SuperviseError> {
 fn listen(dir: &Path) -> Result<UnixListener, SuperviseError> {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::create_dir_all(dir).map_err(io(format!("--dir {}", dir.display())))?;
+    // Its binaries and sockets are the proxy's user's alone, whatever made the directory
+    // (an emptyDir is world-writable).
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io(format!("--dir {}", dir.display())))?;
     let path = control_socket(dir);
     // A supervisor's socket outlives it when it is killed.
     if path.exists() {

@@ -133,7 +133,7 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    match copy_both_ways_until(a, b, idle, std::future::pending()).await? {
+    match copy_both_ways_until(a, b, idle, std::future::pending(), Carried::default()).await? {
         Copied::Done(up, down) => Ok((up, down)),
         // A pending future never pauses it.
         Copied::Paused { .. } => Err(io::ErrorKind::Interrupted.into()),
@@ -154,21 +154,40 @@ pub enum Copied {
     },
 }
 
+/// Bytes read before the copy began and not yet written: those of a tunnel a
+/// predecessor proxy paused.
+#[derive(Debug, Default)]
+pub struct Carried {
+    /// For `b`.
+    pub to_b: Vec<u8>,
+    /// For `a`.
+    pub to_a: Vec<u8>,
+}
+
 /// [`copy_both_ways`], paused once `pause` completes while neither way has ended (a
 /// tunnel handed to a successor proxy goes on there); a tunnel half-closed by then runs
-/// to its end here.
+/// to its end here. `carried` bytes go first, written as each way's own pending bytes
+/// are, while the other way keeps moving (written first and alone, a peer that reads
+/// only once its own write is done would wait for ever).
 pub async fn copy_both_ways_until<A, B>(
     a: &mut A,
     b: &mut B,
     idle: Duration,
     pause: impl Future<Output = ()>,
+    carried: Carried,
 ) -> io::Result<Copied>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut up = Half::default();
-    let mut down = Half::default();
+    let mut up = Half {
+        pending: carried.to_b,
+        ..Half::default()
+    };
+    let mut down = Half {
+        pending: carried.to_a,
+        ..Half::default()
+    };
     let silent = tokio::time::sleep(idle);
     tokio::pin!(silent);
     tokio::pin!(pause);
@@ -229,7 +248,14 @@ mod tests {
             let pause = async {
                 let _ = paused.await;
             };
-            let copied = copy_both_ways_until(&mut a, &mut b, Duration::from_secs(60), pause).await;
+            let copied = copy_both_ways_until(
+                &mut a,
+                &mut b,
+                Duration::from_secs(60),
+                pause,
+                Carried::default(),
+            )
+            .await;
             (copied, a, b)
         });
         // Let some through, then pause with the rest held back by the small pipe.

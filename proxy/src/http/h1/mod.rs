@@ -68,10 +68,10 @@ enum Next {
 /// When the proxy drains because a successor took over (`hand_off` is on), no connection
 /// is cut between requests. A `detachable` one (plaintext) is given back at its next
 /// request boundary, with the bytes read and not yet used, for the successor to go on
-/// with. Any other (TLS: its keys stay here) stays open until its caller closes it: each
+/// with. Any other (TLS: its keys stay here) stays open for its caller to close: each
 /// answer from then on says `Connection: close`, so the caller's next request goes on a
 /// new connection, to the successor; one closed by the proxy while idle could meet a
-/// request already on its way.
+/// request already on its way. Only the idle timeout or the drain deadline cuts it.
 pub async fn serve_h1<I>(
     mut io: I,
     mut buf: BytesMut,
